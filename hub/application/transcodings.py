@@ -1,0 +1,95 @@
+"""JSON transcodings for the domain's value objects and enumerations.
+
+The event store's JSON transcoder needs one transcoding per custom type. The value objects are
+flat frozen dataclasses and the enums are plain, so two generic transcodings cover them all
+instead of one hand-written class per type.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import enum
+from typing import Any
+
+from eventsourcing.persistence import JSONTranscoder, Transcoding
+
+from hub.domain.case import JointTaskStatus
+from hub.domain.regions import Level
+from hub.domain.values import (
+    Actor,
+    Applicant,
+    CaseKind,
+    CaseState,
+    CrossRegionMode,
+    DeliveryMethod,
+    JointTask,
+    Material,
+    Rating,
+    SuspensionReason,
+)
+
+
+class DataclassTranscoding(Transcoding):
+    """Encodes a frozen dataclass as a dict of its fields; lists come back as tuples."""
+
+    def __init__(self, cls: type[Any]) -> None:
+        self.type = cls
+        self.name = cls.__name__
+        self._fields = [field.name for field in dataclasses.fields(cls)]
+
+    def encode(self, obj: Any) -> dict[str, Any]:
+        return {name: getattr(obj, name) for name in self._fields}
+
+    def decode(self, data: dict[str, Any]) -> Any:
+        values = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
+        return self.type(**values)
+
+
+class BytesAsBase64(Transcoding):
+    """Encodes bytes (signed command bytes, signatures) as base64 text."""
+
+    type = bytes
+    name = "b64"
+
+    def encode(self, obj: bytes) -> str:
+        return base64.b64encode(obj).decode("ascii")
+
+    def decode(self, data: str) -> bytes:
+        return base64.b64decode(data)
+
+
+class EnumTranscoding(Transcoding):
+    """Encodes an enum member by its name."""
+
+    def __init__(self, cls: type[enum.Enum]) -> None:
+        self.type = cls
+        self.name = cls.__name__
+        self._cls = cls
+
+    def encode(self, obj: Any) -> str:
+        return str(obj.name)
+
+    def decode(self, data: str) -> Any:
+        return self._cls[data]
+
+
+VALUE_TYPES: tuple[type[Any], ...] = (Actor, Applicant, Material, JointTask, JointTaskStatus)
+ENUM_TYPES: tuple[type[enum.Enum], ...] = (
+    CaseKind,
+    CaseState,
+    CrossRegionMode,
+    DeliveryMethod,
+    Level,
+    Rating,
+    SuspensionReason,
+)
+
+
+def register_domain_transcodings(transcoder: JSONTranscoder) -> None:
+    """Register every domain value type and enum on ``transcoder``."""
+    transcoder.register(BytesAsBase64())
+    for value_type in VALUE_TYPES:
+        transcoder.register(DataclassTranscoding(value_type))
+    for enum_type in ENUM_TYPES:
+        transcoder.register(EnumTranscoding(enum_type))

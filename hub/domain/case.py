@@ -1,0 +1,665 @@
+"""The ``Case`` aggregate (办件) and its lifecycle state machine.
+
+Each public command method checks, in this order: the command is allowed in the current state
+(:data:`ALLOWED_FROM`), the acting hall may act on the case (holder rules), and the arguments make
+sense for this case. Only then does it trigger an event. So a refused command raises a
+:class:`~hub.errors.TongbanError` and leaves the aggregate untouched.
+
+Every event carries the :class:`~hub.domain.values.Actor` (hall, operator, region); the library
+stamps the time. Events hold only plain values and value objects, and each event class's ``apply``
+is the single place that changes state, used both when a command runs and when events are replayed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from eventsourcing.domain import Aggregate
+
+from hub.domain.regions import RegionCode
+from hub.domain.values import (
+    OPEN_STATES,
+    Actor,
+    Applicant,
+    CaseKind,
+    CaseState,
+    CrossRegionMode,
+    DeliveryMethod,
+    JointTask,
+    Material,
+    Rating,
+    SuspensionReason,
+)
+from hub.errors import InvalidInput, PermissionRefused, TransitionRefused
+
+S = CaseState
+
+#: For each command, the states it may start from. The single source of truth of the lifecycle.
+ALLOWED_FROM: dict[str, frozenset[CaseState]] = {
+    "request_correction": frozenset({S.RECEIVED}),
+    "resubmit": frozenset({S.AWAITING_CORRECTION}),
+    "accept": frozenset({S.RECEIVED}),
+    "reject_at_intake": frozenset({S.RECEIVED, S.AWAITING_CORRECTION}),
+    "hand_off": frozenset({S.RECEIVED, S.ACCEPTED, S.HANDLING}),
+    "acknowledge_handoff": frozenset({S.HANDED_OFF, S.ESCALATED}),
+    "start_handling": frozenset({S.ACCEPTED}),
+    "suspend": frozenset({S.HANDLING}),
+    "resume": frozenset({S.SUSPENDED}),
+    "escalate": frozenset({S.ACCEPTED, S.HANDLING}),
+    "open_joint_tasks": frozenset({S.ACCEPTED, S.HANDLING}),
+    "complete_joint_task": frozenset({S.JOINT}),
+    "decide": frozenset({S.HANDLING}),
+    "conclude": frozenset({S.DECIDED}),
+    "record_certificate": frozenset({S.CONCLUDED}),
+    "deliver": frozenset({S.CONCLUDED, S.CERTIFICATE_ISSUED}),
+    "rate": frozenset({S.DELIVERED}),
+    "complete_rectification": frozenset({S.RECTIFYING}),
+    "archive": frozenset({S.DELIVERED, S.RATED}),
+    "withdraw": OPEN_STATES,
+}
+
+#: Working days given to fix a 差评 (rectification) before follow-up.
+RECTIFICATION_DAYS = 5
+
+
+def _freeze(value: Any) -> Any:
+    """Lists become tuples, so an event decoded from JSON equals the event that was encoded."""
+    if isinstance(value, list):
+        return tuple(_freeze(item) for item in value)
+    return value
+
+
+@dataclass(frozen=True)
+class JointTaskStatus:
+    """Progress of one joint task."""
+
+    task: JointTask
+    done: bool = False
+    approved: bool | None = None
+    note: str = ""
+
+
+class Case(Aggregate):
+    """One application for one service item by one applicant."""
+
+    class Event(Aggregate.Event):
+        """Base of every case event after submission: names the acting hall."""
+
+        actor: Actor
+
+        def __post_init__(self) -> None:
+            super().__post_init__()
+            for field in fields(self):
+                object.__setattr__(self, field.name, _freeze(getattr(self, field.name)))
+
+    class Submitted(Aggregate.Created):
+        """收件: a hall took in the application."""
+
+        actor: Actor
+        item_code: str
+        item_name: str
+        kind: CaseKind
+        mode: CrossRegionMode
+        intake_region: str
+        competent_region: str
+        applicant: Applicant
+        materials: tuple[Material, ...]
+        promised_days: int
+        statutory_days: int
+        produces_certificate: bool
+
+        def __post_init__(self) -> None:
+            super().__post_init__()
+            object.__setattr__(self, "materials", _freeze(self.materials))
+
+        def apply(self, aggregate: Case) -> None:
+            aggregate.state = S.RECEIVED
+            aggregate.item_code = self.item_code
+            aggregate.item_name = self.item_name
+            aggregate.kind = self.kind
+            aggregate.mode = self.mode
+            aggregate.intake_region = self.intake_region
+            aggregate.competent_region = self.competent_region
+            aggregate.applicant = self.applicant
+            aggregate.materials = self.materials
+            aggregate.promised_days = self.promised_days
+            aggregate.statutory_days = self.statutory_days
+            aggregate.produces_certificate = self.produces_certificate
+            aggregate.intake_hall = self.actor.hall_id
+            aggregate.holder = self.actor.hall_id
+            aggregate.clock_started_at = self.timestamp
+
+    class CorrectionRequested(Event):
+        """一次性告知: everything missing, in one notice; the clock pauses."""
+
+        missing: tuple[str, ...]
+        notice: str
+
+        def apply(self, aggregate: Case) -> None:
+            aggregate.state = S.AWAITING_CORRECTION
+            aggregate.missing = self.missing
+            aggregate._pause_clock(self.timestamp)
+
+    class Resubmitted(Event):
+        """补正: the applicant brought what was missing; the case is accepted, clock resumes."""
+
+        materials: tuple[Material, ...]
+
+        def apply(self, aggregate: Case) -> None:
+            aggregate.state = S.ACCEPTED
+            aggregate.materials = aggregate.materials + self.materials
+            aggregate.missing = ()
+            aggregate._resume_clock(self.timestamp)
+
+    class Accepted(Event):
+        """受理."""
+
+        def apply(self, aggregate: Case) -> None:
+            aggregate.state = S.ACCEPTED
+
+    class RejectedAtIntake(Event):
+        """不予受理 (final)."""
+
+        reason: str
+
+        def apply(self, aggregate: Case) -> None:
+            aggregate.state = S.REJECTED_AT_INTAKE
+            aggregate.closing_reason = self.reason
+            aggregate._stop_clock(self.timestamp)
+
+    class HandedOff(Event):
+        """转办: sent to another hall, which must acknowledge."""
+
+        to_hall: str
+        to_region: str
+        reason: str
+
+        def apply(self, aggregate: Case) -> None:
+            aggregate.state_before_transfer = aggregate.state
+            aggregate.state = S.HANDED_OFF
+            aggregate.pending_receiver = self.to_hall
+
+    class Escalated(Event):
+        """上报: sent up to a hall of a higher level, which must acknowledge."""
+
+        to_hall: str
+        to_region: str
+        reason: str
+
+        def apply(self, aggregate: Case) -> None:
+            aggregate.state_before_transfer = aggregate.state
+            aggregate.state = S.ESCALATED
+            aggregate.pending_receiver = self.to_hall
+
+    class HandoffAcknowledged(Event):
+        """The receiving hall took the case; it is now its holder."""
+
+        from_hall: str
+
+        def apply(self, aggregate: Case) -> None:
+            before = aggregate.state_before_transfer
+            aggregate.state = S.RECEIVED if before is S.RECEIVED else S.HANDLING
+            aggregate.holder = self.actor.hall_id
+            aggregate.pending_receiver = None
+            aggregate.state_before_transfer = None
+
+    class HandlingStarted(Event):
+        """承办: the holding hall starts handling."""
+
+        def apply(self, aggregate: Case) -> None:
+            aggregate.state = S.HANDLING
+
+    class Suspended(Event):
+        """特别程序 starts; the clock pauses."""
+
+        reason: SuspensionReason
+        note: str
+
+        def apply(self, aggregate: Case) -> None:
+            aggregate.state = S.SUSPENDED
+            aggregate._pause_clock(self.timestamp)
+
+    class Resumed(Event):
+        """特别程序 ends; the clock resumes."""
+
+        def apply(self, aggregate: Case) -> None:
+            aggregate.state = S.HANDLING
+            aggregate._resume_clock(self.timestamp)
+
+    class JointTasksOpened(Event):
+        """联办: child tasks for departments or regions are opened."""
+
+        tasks: tuple[JointTask, ...]
+
+        def apply(self, aggregate: Case) -> None:
+            aggregate.state = S.JOINT
+            aggregate.joint_tasks = {t.task_id: JointTaskStatus(t) for t in self.tasks}
+
+    class JointTaskCompleted(Event):
+        """One joint task is done."""
+
+        task_id: str
+        approved: bool
+        note: str
+
+        def apply(self, aggregate: Case) -> None:
+            status = aggregate.joint_tasks[self.task_id]
+            aggregate.joint_tasks = {
+                **aggregate.joint_tasks,
+                self.task_id: JointTaskStatus(status.task, True, self.approved, self.note),
+            }
+
+    class JointTasksJoined(Event):
+        """All joint tasks are done; handling continues at the lead hall."""
+
+        def apply(self, aggregate: Case) -> None:
+            aggregate.state = S.HANDLING
+
+    class Decided(Event):
+        """决定: approved (准予) or denied (不予)."""
+
+        approved: bool
+        reason: str
+
+        def apply(self, aggregate: Case) -> None:
+            aggregate.state = S.DECIDED
+            aggregate.approved = self.approved
+            aggregate.decision_reason = self.reason
+
+    class Concluded(Event):
+        """办结; the clock stops."""
+
+        def apply(self, aggregate: Case) -> None:
+            aggregate.state = S.CONCLUDED
+            aggregate._stop_clock(self.timestamp)
+
+    class CertificateRecorded(Event):
+        """制证: the certificate issued for this case."""
+
+        certificate_id: str
+
+        def apply(self, aggregate: Case) -> None:
+            aggregate.state = S.CERTIFICATE_ISSUED
+            aggregate.certificate_id = self.certificate_id
+
+    class Delivered(Event):
+        """送达."""
+
+        method: DeliveryMethod
+        note: str
+
+        def apply(self, aggregate: Case) -> None:
+            aggregate.state = S.DELIVERED
+            aggregate.delivery_method = self.method
+
+    class Rated(Event):
+        """评价 (好差评)."""
+
+        rating: Rating
+        comment: str
+
+        def apply(self, aggregate: Case) -> None:
+            aggregate.state = S.RATED
+            aggregate.rating = self.rating
+
+    class RectificationOpened(Event):
+        """整改: a 差评 opens a rectification task with a deadline in working days."""
+
+        deadline_days: int
+
+        def apply(self, aggregate: Case) -> None:
+            aggregate.state = S.RECTIFYING
+            aggregate.rectification_deadline_days = self.deadline_days
+
+    class RectificationCompleted(Event):
+        """整改 done, with the follow-up (回访) result."""
+
+        report: str
+        follow_up: str
+
+        def apply(self, aggregate: Case) -> None:
+            aggregate.state = S.RATED
+            aggregate.rectified = True
+
+    class Archived(Event):
+        """归档 (final)."""
+
+        def apply(self, aggregate: Case) -> None:
+            aggregate.state = S.ARCHIVED
+
+    class Withdrawn(Event):
+        """撤回 (final)."""
+
+        reason: str
+
+        def apply(self, aggregate: Case) -> None:
+            aggregate.state = S.WITHDRAWN
+            aggregate.closing_reason = self.reason
+            aggregate._stop_clock(self.timestamp)
+
+    def __init__(self) -> None:
+        # Attributes set by Submitted.apply are declared here for readers and type checkers.
+        self.state = S.RECEIVED
+        self.item_code = ""
+        self.item_name = ""
+        self.kind = CaseKind.PROMISED
+        self.mode = CrossRegionMode.LOCAL
+        self.intake_region = ""
+        self.competent_region = ""
+        self.applicant: Applicant | None = None
+        self.materials: tuple[Material, ...] = ()
+        self.promised_days = 0
+        self.statutory_days = 0
+        self.produces_certificate = False
+        self.intake_hall = ""
+        self.holder = ""
+        self.pending_receiver: str | None = None
+        self.state_before_transfer: CaseState | None = None
+        self.missing: tuple[str, ...] = ()
+        self.joint_tasks: dict[str, JointTaskStatus] = {}
+        self.approved: bool | None = None
+        self.decision_reason = ""
+        self.certificate_id = ""
+        self.delivery_method: DeliveryMethod | None = None
+        self.rating: Rating | None = None
+        self.rectification_deadline_days = 0
+        self.rectified = False
+        self.closing_reason = ""
+        self.clock_started_at: datetime | None = None
+        self.clock_stopped_at: datetime | None = None
+        self.paused_since: datetime | None = None
+        self.paused_seconds = 0.0
+
+    # ---------------------------------------------------------------- creation
+
+    @classmethod
+    def submit(
+        cls,
+        *,
+        case_id: UUID,
+        actor: Actor,
+        item_code: str,
+        item_name: str,
+        kind: CaseKind,
+        mode: CrossRegionMode,
+        intake_region: RegionCode,
+        competent_region: RegionCode,
+        applicant: Applicant,
+        materials: tuple[Material, ...],
+        promised_days: int,
+        statutory_days: int,
+        produces_certificate: bool,
+        timestamp: datetime | None = None,
+    ) -> Case:
+        """收件: create a case taken in by ``actor``'s hall."""
+        if not materials:
+            raise InvalidInput("materials", [], "at least one material is required")
+        if actor.region != intake_region.value:
+            raise PermissionRefused(
+                actor.hall_id, f"hall at {actor.region} cannot take in for {intake_region}"
+            )
+        return cls._create(
+            cls.Submitted,
+            id=case_id,
+            timestamp=timestamp,
+            actor=actor,
+            item_code=item_code,
+            item_name=item_name,
+            kind=kind,
+            mode=mode,
+            intake_region=intake_region.value,
+            competent_region=competent_region.value,
+            applicant=applicant,
+            materials=tuple(materials),
+            promised_days=promised_days,
+            statutory_days=statutory_days,
+            produces_certificate=produces_certificate,
+        )
+
+    # ---------------------------------------------------------------- intake
+
+    def request_correction(self, actor: Actor, missing: tuple[str, ...], notice: str) -> None:
+        """一次性告知: list everything missing at once; pauses the clock."""
+        self._check("request_correction", actor)
+        if not missing or any(not item.strip() for item in missing):
+            raise InvalidInput("missing", list(missing), "name at least one missing material")
+        self.trigger_event(self.CorrectionRequested, actor=actor, missing=missing, notice=notice)
+
+    def resubmit(self, actor: Actor, materials: tuple[Material, ...]) -> None:
+        """补正: the missing materials arrive; the case is accepted and the clock resumes."""
+        self._check("resubmit", actor)
+        if not materials:
+            raise InvalidInput("materials", [], "a resubmission brings at least one material")
+        self.trigger_event(self.Resubmitted, actor=actor, materials=tuple(materials))
+
+    def accept(self, actor: Actor) -> None:
+        """受理."""
+        self._check("accept", actor)
+        self.trigger_event(self.Accepted, actor=actor)
+
+    def reject_at_intake(self, actor: Actor, reason: str) -> None:
+        """不予受理, with the reason the applicant is told."""
+        self._check("reject_at_intake", actor)
+        _require_text("reason", reason)
+        self.trigger_event(self.RejectedAtIntake, actor=actor, reason=reason)
+
+    # ---------------------------------------------------------------- transfer
+
+    def hand_off(self, actor: Actor, to_hall: str, to_region: RegionCode, reason: str) -> None:
+        """转办 to another hall; the receiver must acknowledge before it holds the case."""
+        self._check("hand_off", actor)
+        if to_hall == self.holder:
+            raise InvalidInput("to_hall", to_hall, "the case is already held by this hall")
+        self.trigger_event(
+            self.HandedOff, actor=actor, to_hall=to_hall, to_region=to_region.value, reason=reason
+        )
+
+    def escalate(self, actor: Actor, to_hall: str, to_region: RegionCode, reason: str) -> None:
+        """上报 to a hall of a higher level containing this hall's region: never sideways/down."""
+        self._check("escalate", actor)
+        own_region = RegionCode(actor.region)
+        if to_region not in set(own_region.ancestors()):
+            raise InvalidInput(
+                "to_region",
+                to_region.value,
+                f"escalation goes up to a region containing {own_region.value} "
+                f"({own_region.level.name}), never sideways or down",
+            )
+        _require_text("reason", reason)
+        self.trigger_event(
+            self.Escalated, actor=actor, to_hall=to_hall, to_region=to_region.value, reason=reason
+        )
+
+    def acknowledge_handoff(self, actor: Actor) -> None:
+        """The receiver of a handoff or escalation takes the case."""
+        self._check("acknowledge_handoff", actor, holder_only=False)
+        if actor.hall_id != self.pending_receiver:
+            raise PermissionRefused(
+                actor.hall_id, f"the case is addressed to hall {self.pending_receiver}"
+            )
+        self.trigger_event(self.HandoffAcknowledged, actor=actor, from_hall=self.holder)
+
+    # ---------------------------------------------------------------- handling
+
+    def start_handling(self, actor: Actor) -> None:
+        """承办 at the holding hall."""
+        self._check("start_handling", actor)
+        self.trigger_event(self.HandlingStarted, actor=actor)
+
+    def suspend(self, actor: Actor, reason: SuspensionReason, note: str) -> None:
+        """特别程序: pause the clock for a hearing, inspection, expert review or public notice."""
+        self._check("suspend", actor)
+        self.trigger_event(self.Suspended, actor=actor, reason=reason, note=note)
+
+    def resume(self, actor: Actor) -> None:
+        """End the 特别程序; the clock resumes."""
+        self._check("resume", actor)
+        self.trigger_event(self.Resumed, actor=actor)
+
+    def open_joint_tasks(self, actor: Actor, tasks: tuple[JointTask, ...]) -> None:
+        """联办: open one task per department or region; the case waits until all are done."""
+        self._check("open_joint_tasks", actor)
+        if len(tasks) < 2:
+            raise InvalidInput("tasks", len(tasks), "a joint case has at least two tasks")
+        ids = [task.task_id for task in tasks]
+        if len(set(ids)) != len(ids):
+            raise InvalidInput("tasks.task_id", ids, "task ids must be unique")
+        if self.kind is not CaseKind.JOINT:
+            raise InvalidInput(
+                "item", self.item_code, f"a {self.kind.name} item has no joint tasks"
+            )
+        if self.joint_tasks:
+            raise TransitionRefused("open_joint_tasks", self.state.name, "tasks were already run")
+        self.trigger_event(self.JointTasksOpened, actor=actor, tasks=tuple(tasks))
+
+    def complete_joint_task(self, actor: Actor, task_id: str, approved: bool, note: str) -> None:
+        """The task's hall reports its part; the last completion joins the case."""
+        self._check("complete_joint_task", actor, holder_only=False)
+        status = self.joint_tasks.get(task_id)
+        if status is None:
+            raise InvalidInput("task_id", task_id, "no such task on this case")
+        if status.task.hall_id != actor.hall_id:
+            raise PermissionRefused(
+                actor.hall_id, f"task {task_id} belongs to {status.task.hall_id}"
+            )
+        if status.done:
+            raise TransitionRefused("complete_joint_task", self.state.name, f"{task_id} is done")
+        self.trigger_event(
+            self.JointTaskCompleted, actor=actor, task_id=task_id, approved=approved, note=note
+        )
+        if all(s.done for s in self.joint_tasks.values()):
+            self.trigger_event(self.JointTasksJoined, actor=actor)
+
+    def decide(self, actor: Actor, approved: bool, reason: str) -> None:
+        """决定, by a hall of the competent region only."""
+        self._check("decide", actor)
+        if actor.region != self.competent_region:
+            own = RegionCode(actor.region)
+            competent = RegionCode(self.competent_region)
+            raise PermissionRefused(
+                actor.hall_id,
+                f"a {own.level.name} hall at {own.value} cannot decide item {self.item_code}; "
+                f"the competent region is {competent.value} ({competent.level.name})",
+            )
+        _require_text("reason", reason)
+        self.trigger_event(self.Decided, actor=actor, approved=approved, reason=reason)
+
+    def conclude(self, actor: Actor) -> None:
+        """办结; the clock stops."""
+        self._check("conclude", actor)
+        self.trigger_event(self.Concluded, actor=actor)
+
+    def record_certificate(self, actor: Actor, certificate_id: str) -> None:
+        """制证: record the certificate issued on an approved case of a certificate item."""
+        self._check("record_certificate", actor)
+        if not self.approved:
+            raise TransitionRefused("record_certificate", self.state.name, "the case was denied")
+        if not self.produces_certificate:
+            raise TransitionRefused(
+                "record_certificate", self.state.name, f"item {self.item_code} has no certificate"
+            )
+        _require_text("certificate_id", certificate_id)
+        self.trigger_event(self.CertificateRecorded, actor=actor, certificate_id=certificate_id)
+
+    # ---------------------------------------------------------------- after the decision
+
+    def deliver(self, actor: Actor, method: DeliveryMethod, note: str) -> None:
+        """送达; an approved certificate item needs its certificate first."""
+        self._check("deliver", actor)
+        if self.state is S.CONCLUDED and self.approved and self.produces_certificate:
+            raise TransitionRefused("deliver", self.state.name, "issue the certificate first")
+        if method is DeliveryMethod.OFFSITE_WINDOW and self.mode is CrossRegionMode.LOCAL:
+            raise InvalidInput(
+                "method", method.name, "only a cross-region case is delivered off-site"
+            )
+        self.trigger_event(self.Delivered, actor=actor, method=method, note=note)
+
+    def rate(self, actor: Actor, rating: Rating, comment: str) -> None:
+        """好差评; a 差评 opens a rectification with a deadline."""
+        self._check("rate", actor, holder_only=False)
+        self._require_holder_or_intake(actor)
+        self.trigger_event(self.Rated, actor=actor, rating=rating, comment=comment)
+        if rating.is_bad:
+            self.trigger_event(
+                self.RectificationOpened, actor=actor, deadline_days=RECTIFICATION_DAYS
+            )
+
+    def complete_rectification(self, actor: Actor, report: str, follow_up: str) -> None:
+        """整改 done, with the 回访 result."""
+        self._check("complete_rectification", actor)
+        _require_text("report", report)
+        _require_text("follow_up", follow_up)
+        self.trigger_event(
+            self.RectificationCompleted, actor=actor, report=report, follow_up=follow_up
+        )
+
+    def archive(self, actor: Actor) -> None:
+        """归档 (final)."""
+        self._check("archive", actor)
+        self.trigger_event(self.Archived, actor=actor)
+
+    def withdraw(self, actor: Actor, reason: str) -> None:
+        """撤回 at the applicant's request, from any open state, at the holder or intake hall."""
+        self._check("withdraw", actor, holder_only=False)
+        self._require_holder_or_intake(actor)
+        _require_text("reason", reason)
+        self.trigger_event(self.Withdrawn, actor=actor, reason=reason)
+
+    # ---------------------------------------------------------------- queries
+
+    def state_is(self, *states: CaseState) -> bool:
+        """True when the case is in one of ``states``."""
+        return self.state in states
+
+    def allowed_commands(self) -> list[str]:
+        """Commands the state machine allows now (holder rules aside)."""
+        return [command for command, states in ALLOWED_FROM.items() if self.state in states]
+
+    def clock_seconds(self, now: datetime) -> float:
+        """Seconds the supervision clock has run: from intake, minus pauses, until it stopped."""
+        if self.clock_started_at is None:
+            return 0.0
+        end = self.clock_stopped_at or now
+        paused = self.paused_seconds
+        if self.paused_since is not None:
+            paused += (end - self.paused_since).total_seconds()
+        return max(0.0, (end - self.clock_started_at).total_seconds() - paused)
+
+    @property
+    def clock_running(self) -> bool:
+        """The clock runs from intake until the case ends, except while paused."""
+        return self.clock_stopped_at is None and self.paused_since is None
+
+    # ---------------------------------------------------------------- internals
+
+    def _check(self, command: str, actor: Actor, *, holder_only: bool = True) -> None:
+        if self.state not in ALLOWED_FROM[command]:
+            raise TransitionRefused(command, self.state.name)
+        if holder_only and actor.hall_id != self.holder:
+            raise PermissionRefused(actor.hall_id, f"case {self.id} is held by hall {self.holder}")
+
+    def _require_holder_or_intake(self, actor: Actor) -> None:
+        if actor.hall_id not in {self.holder, self.intake_hall}:
+            raise PermissionRefused(
+                actor.hall_id, f"only the holder {self.holder} or intake hall may do this"
+            )
+
+    def _pause_clock(self, at: datetime) -> None:
+        self.paused_since = at
+
+    def _resume_clock(self, at: datetime) -> None:
+        if self.paused_since is not None:
+            self.paused_seconds += (at - self.paused_since).total_seconds()
+        self.paused_since = None
+
+    def _stop_clock(self, at: datetime) -> None:
+        self._resume_clock(at)
+        self.clock_stopped_at = at
+
+
+def _require_text(field: str, value: str) -> None:
+    if not value.strip():
+        raise InvalidInput(field, value, "must not be empty")

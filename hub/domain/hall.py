@@ -1,0 +1,135 @@
+"""The hall registry's aggregate: a service hall (大厅) with its windows and signing key.
+
+A hall is registered with its region, level, windows and an Ed25519 public key; its key rotates
+(old keys stay on record so signatures made with them can still be checked by auditors, but they
+are no longer accepted for new commands); a retired hall can no longer act.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from uuid import NAMESPACE_URL, UUID, uuid5
+
+from eventsourcing.domain import Aggregate
+
+from hub.domain.regions import Level, RegionCode
+from hub.errors import InvalidInput, TransitionRefused
+
+_HALL_ID = re.compile(r"^[a-z0-9][a-z0-9.-]{2,63}$")
+ED25519_PUBLIC_KEY_BYTES = 32
+
+
+def hall_aggregate_id(hall_id: str) -> UUID:
+    """Halls are addressed by their id; the aggregate id is derived from it."""
+    return uuid5(NAMESPACE_URL, f"tongban:hall:{hall_id}")
+
+
+def decode_public_key(text: str, field: str = "public_key") -> bytes:
+    """Decode a base64 Ed25519 public key, naming ``field`` when it is malformed."""
+    try:
+        raw = base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raise InvalidInput(field, text, "not base64") from None
+    if len(raw) != ED25519_PUBLIC_KEY_BYTES:
+        raise InvalidInput(field, text, f"an Ed25519 public key has 32 bytes, got {len(raw)}")
+    return raw
+
+
+class Hall(Aggregate):
+    """A service place at one region: village service room, township hall, county hall ..."""
+
+    class Registered(Aggregate.Created):
+        """A hall joined the node."""
+
+        hall_id: str
+        name: str
+        region: str
+        level: Level
+        windows: tuple[str, ...]
+        public_key: str
+
+        def apply(self, aggregate: Hall) -> None:
+            aggregate.hall_id = self.hall_id
+            aggregate.name = self.name
+            aggregate.region = self.region
+            aggregate.level = self.level
+            aggregate.windows = tuple(self.windows)
+            aggregate.public_keys = (self.public_key,)
+
+    class KeyRotated(Aggregate.Event):
+        """A new signing key replaces the current one."""
+
+        public_key: str
+
+        def apply(self, aggregate: Hall) -> None:
+            aggregate.public_keys = (*aggregate.public_keys, self.public_key)
+
+    class Retired(Aggregate.Event):
+        """The hall no longer acts."""
+
+        reason: str
+
+        def apply(self, aggregate: Hall) -> None:
+            aggregate.retired = True
+
+    def __init__(self) -> None:
+        self.hall_id = ""
+        self.name = ""
+        self.region = ""
+        self.level = Level.VILLAGE
+        self.windows: tuple[str, ...] = ()
+        self.public_keys: tuple[str, ...] = ()
+        self.retired = False
+
+    @classmethod
+    def register(
+        cls,
+        *,
+        hall_id: str,
+        name: str,
+        region: RegionCode,
+        windows: tuple[str, ...],
+        public_key: str,
+    ) -> Hall:
+        """Register a hall; the level is the level of its region."""
+        if not _HALL_ID.fullmatch(hall_id):
+            raise InvalidInput("hall_id", hall_id, "use 3-64 of a-z, 0-9, '.', '-'")
+        if not name.strip():
+            raise InvalidInput("name", name, "must not be empty")
+        if not windows or any(not w.strip() for w in windows):
+            raise InvalidInput("windows", list(windows), "name at least one window")
+        decode_public_key(public_key)
+        return cls._create(
+            cls.Registered,
+            id=hall_aggregate_id(hall_id),
+            hall_id=hall_id,
+            name=name,
+            region=region.value,
+            level=region.level,
+            windows=tuple(windows),
+            public_key=public_key,
+        )
+
+    @property
+    def current_key(self) -> str:
+        """The key accepted for new commands (base64)."""
+        return self.public_keys[-1]
+
+    def rotate_key(self, public_key: str) -> None:
+        """Replace the signing key; the old one is kept for verifying old signatures."""
+        if self.retired:
+            raise TransitionRefused("rotate_key", "RETIRED")
+        decode_public_key(public_key)
+        if public_key in self.public_keys:
+            raise InvalidInput("public_key", public_key, "this key was already used by the hall")
+        self.trigger_event(self.KeyRotated, public_key=public_key)
+
+    def retire(self, reason: str) -> None:
+        """Retire the hall; it can no longer act."""
+        if self.retired:
+            raise TransitionRefused("retire", "RETIRED")
+        if not reason.strip():
+            raise InvalidInput("reason", reason, "must not be empty")
+        self.trigger_event(self.Retired, reason=reason)

@@ -1,0 +1,225 @@
+"""Region codes (区划代码) and the region registry.
+
+A region code has 12 digits ``PP CC DD TTT VVV``: province, city, county/district, township and
+village segments. A code's level is its last non-zero segment, and a code's ancestors are found by
+zeroing segments from the right, so ancestry and level are pure functions of the code.
+
+The registry holds the official names of the first four levels from the statistical division codes
+shipped as package data (with their edition, because codes are re-issued yearly). Village codes are
+not in that data set; a village code is valid when its township exists and its 3-digit village
+segment is in the official ranges (001-199 residents' committees, 200-399 villagers' committees).
+"""
+
+from __future__ import annotations
+
+import csv
+import enum
+import functools
+from collections.abc import Iterator
+from dataclasses import dataclass
+from importlib import resources
+
+from hub.errors import ConfigurationError, InvalidInput
+
+#: Edition of the shipped division codes (reference date 2023-06-30).
+REGION_EDITION = "2023"
+
+# (start, end) of each segment in the 12-digit code, outermost first.
+_SEGMENTS = ((0, 2), (2, 4), (4, 6), (6, 9), (9, 12))
+_SHORT_LENGTHS = {2: 0, 4: 1, 6: 2, 9: 3, 12: 4}
+
+
+class Level(enum.IntEnum):
+    """Administrative level of a region or hall; a smaller value is a higher level."""
+
+    PROVINCE = 1
+    CITY = 2
+    COUNTY = 3
+    TOWNSHIP = 4
+    VILLAGE = 5
+
+    @property
+    def label(self) -> str:
+        """Chinese name of the level."""
+        return _LEVEL_LABELS[self]
+
+
+_LEVEL_LABELS = {
+    Level.PROVINCE: "省",
+    Level.CITY: "市",
+    Level.COUNTY: "区/县",
+    Level.TOWNSHIP: "乡镇/街道",
+    Level.VILLAGE: "村/社区",
+}
+
+
+@dataclass(frozen=True, order=True)
+class RegionCode:
+    """A 12-digit region code. Build one with :meth:`parse`, which accepts the short forms too."""
+
+    value: str
+
+    def __post_init__(self) -> None:
+        if len(self.value) != 12 or not self.value.isascii() or not self.value.isdigit():
+            raise InvalidInput("region", self.value, "a region code has 12 digits")
+        if self.value[:2] == "00":
+            raise InvalidInput("region", self.value, "province segment 00 does not exist")
+        # A non-zero segment below a zero segment ("43 00 02 ...") is not a code.
+        seen_zero = False
+        for start, end in _SEGMENTS:
+            segment_is_zero = set(self.value[start:end]) == {"0"}
+            if seen_zero and not segment_is_zero:
+                raise InvalidInput(
+                    "region", self.value, "a non-zero segment follows a zero segment"
+                )
+            seen_zero = seen_zero or segment_is_zero
+
+    @classmethod
+    def parse(cls, text: str, field: str = "region") -> RegionCode:
+        """Parse a 2, 4, 6, 9 or 12 digit code, padding the short forms with zeros."""
+        text = text.strip()
+        if not text.isascii() or not text.isdigit() or len(text) not in _SHORT_LENGTHS:
+            raise InvalidInput(field, text, "expected a region code of 2, 4, 6, 9 or 12 digits")
+        try:
+            return cls(text.ljust(12, "0"))
+        except InvalidInput as error:
+            raise InvalidInput(field, text, error.reason) from None
+
+    @property
+    def level(self) -> Level:
+        """The level is that of the last non-zero segment."""
+        level = Level.PROVINCE
+        for number, (start, end) in enumerate(_SEGMENTS, start=1):
+            if set(self.value[start:end]) != {"0"}:
+                level = Level(number)
+        return level
+
+    @property
+    def short(self) -> str:
+        """The code without its trailing zero segments (``430902104`` for a township)."""
+        return self.value[: _SEGMENTS[self.level - 1][1]]
+
+    @property
+    def province(self) -> RegionCode:
+        """The province this code belongs to."""
+        return self.ancestor_at(Level.PROVINCE)
+
+    def ancestor_at(self, level: Level) -> RegionCode:
+        """The region at ``level`` containing this one (itself when at that level)."""
+        if level > self.level:
+            raise InvalidInput("level", level.name, f"{self.value} is above that level")
+        end = _SEGMENTS[level - 1][1]
+        return RegionCode(self.value[:end].ljust(12, "0"))
+
+    @property
+    def parent(self) -> RegionCode | None:
+        """The region one level up, or None for a province."""
+        if self.level == Level.PROVINCE:
+            return None
+        return self.ancestor_at(Level(self.level - 1))
+
+    def ancestors(self) -> Iterator[RegionCode]:
+        """Parents up to the province, nearest first."""
+        parent = self.parent
+        while parent is not None:
+            yield parent
+            parent = parent.parent
+
+    def contains(self, other: RegionCode) -> bool:
+        """True when ``other`` is this region or lies inside it."""
+        return other.level >= self.level and other.ancestor_at(self.level) == self
+
+    def __str__(self) -> str:
+        return self.value
+
+
+@dataclass(frozen=True)
+class Region:
+    """A named region of the registry."""
+
+    code: RegionCode
+    name: str
+
+    @property
+    def level(self) -> Level:
+        """Level of the region."""
+        return self.code.level
+
+
+class RegionRegistry:
+    """Official regions of one edition, with parent, children, level and validation queries."""
+
+    def __init__(self, regions: dict[RegionCode, Region], edition: str) -> None:
+        self.edition = edition
+        self._regions = regions
+        self._children: dict[RegionCode, list[RegionCode]] = {}
+        for code in regions:
+            parent = code.parent
+            if parent is not None:
+                self._children.setdefault(parent, []).append(code)
+        for children in self._children.values():
+            children.sort()
+
+    @classmethod
+    @functools.cache
+    def load_default(cls) -> RegionRegistry:
+        """The registry of the shipped edition (cached: loading reads about 45,000 rows)."""
+        data = resources.files("hub.domain") / "data" / "regions"
+        regions: dict[RegionCode, Region] = {}
+        for filename in ("provinces.csv", "cities.csv", "areas.csv", "streets.csv"):
+            with (data / filename).open(encoding="utf-8") as handle:
+                for line_number, row in enumerate(csv.DictReader(handle), start=2):
+                    try:
+                        code = RegionCode.parse(row["code"])
+                    except (InvalidInput, KeyError) as error:
+                        raise ConfigurationError(
+                            f"regions/{filename} line {line_number}: bad code: {error}"
+                        ) from None
+                    regions[code] = Region(code, row["name"])
+        return cls(regions, REGION_EDITION)
+
+    def __len__(self) -> int:
+        return len(self._regions)
+
+    def get(self, code: RegionCode | str, field: str = "region") -> Region:
+        """Return the region for ``code``, or raise InvalidInput naming ``field``.
+
+        Village codes are accepted when their township exists and the village segment is in
+        001-399; they are named after their township because the data set has no village names.
+        """
+        parsed = code if isinstance(code, RegionCode) else RegionCode.parse(code, field)
+        region = self._regions.get(parsed)
+        if region is not None:
+            return region
+        if parsed.level == Level.VILLAGE:
+            township = self._regions.get(parsed.ancestor_at(Level.TOWNSHIP))
+            village = int(parsed.value[9:])
+            if township is None:
+                raise InvalidInput(field, parsed.value, "its township is not a known region")
+            if not 1 <= village <= 399:
+                raise InvalidInput(field, parsed.value, "village segment must be 001-399")
+            kind = "社区居委会" if village < 200 else "村委会"
+            return Region(parsed, f"{township.name}{village:03d}{kind}")
+        raise InvalidInput(field, parsed.value, f"not a region of the {self.edition} edition")
+
+    def validate(self, code: str, field: str = "region") -> RegionCode:
+        """Parse and check ``code``; raise InvalidInput naming ``field`` when unknown."""
+        return self.get(code, field).code
+
+    def parent(self, code: RegionCode) -> Region | None:
+        """The parent region, or None for a province."""
+        parent = code.parent
+        return None if parent is None else self.get(parent)
+
+    def children(self, code: RegionCode) -> list[Region]:
+        """Known child regions, in code order (villages are not listed)."""
+        return [self._regions[child] for child in self._children.get(code, [])]
+
+    def path(self, code: RegionCode) -> list[Region]:
+        """The region and its ancestors, province first: 湖南省 / 益阳市 / 资阳区 / 沙头镇."""
+        region = self.get(code)
+        return [*(self.get(a) for a in reversed(list(code.ancestors()))), region]
+
+    def full_name(self, code: RegionCode) -> str:
+        """Names from the province down, joined without separators as on official documents."""
+        return "".join(region.name for region in self.path(code))

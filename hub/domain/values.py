@@ -1,0 +1,202 @@
+"""Value objects and enumerations shared by the domain model.
+
+Everything here is immutable and holds only plain values (str, int, bool, tuples of those), so
+events that carry them serialise without surprises and compare equal after a round trip.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from dataclasses import dataclass
+
+from hub.errors import InvalidInput
+
+#: Largest material the hub accepts a digest for (the material itself stays in the hall's store).
+MAX_MATERIAL_BYTES = 200 * 1024 * 1024
+_SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
+_MEDIA_TYPE = re.compile(r"^[a-z]+/[a-z0-9.+-]+$")
+
+
+class CaseKind(enum.Enum):
+    """办件类型. Hall systems number these differently; adapters map their codes onto this enum."""
+
+    IMMEDIATE = "IMMEDIATE"  # 即办件
+    PROMISED = "PROMISED"  # 承诺件
+    ESCALATED = "ESCALATED"  # 上报件
+    JOINT = "JOINT"  # 联办件
+
+
+class CrossRegionMode(enum.Enum):
+    """跨省通办 mode of a case; LOCAL when intake and competent region share a province."""
+
+    LOCAL = "LOCAL"
+    FULLY_ONLINE = "FULLY_ONLINE"  # 全程网办
+    OFFSITE_PROXY = "OFFSITE_PROXY"  # 异地代收代办 (收受分离)
+    MULTI_SITE = "MULTI_SITE"  # 多地联办
+
+
+class CaseState(enum.Enum):
+    """States of the case lifecycle (DESIGN.md §2)."""
+
+    RECEIVED = "RECEIVED"  # 收件
+    AWAITING_CORRECTION = "AWAITING_CORRECTION"  # 补正
+    ACCEPTED = "ACCEPTED"  # 受理
+    REJECTED_AT_INTAKE = "REJECTED_AT_INTAKE"  # 不予受理
+    HANDLING = "HANDLING"  # 承办
+    HANDED_OFF = "HANDED_OFF"  # 转办, awaiting the receiver's acknowledgement
+    ESCALATED = "ESCALATED"  # 上报, awaiting the higher hall's acknowledgement
+    SUSPENDED = "SUSPENDED"  # 特别程序
+    JOINT = "JOINT"  # 联办, child tasks open
+    DECIDED = "DECIDED"  # 决定
+    CONCLUDED = "CONCLUDED"  # 办结
+    CERTIFICATE_ISSUED = "CERTIFICATE_ISSUED"  # 制证
+    DELIVERED = "DELIVERED"  # 送达
+    RATED = "RATED"  # 评价
+    RECTIFYING = "RECTIFYING"  # 整改
+    ARCHIVED = "ARCHIVED"  # 归档
+    WITHDRAWN = "WITHDRAWN"  # 撤回
+
+    @property
+    def is_final(self) -> bool:
+        """No command changes a case in a final state."""
+        return self in {CaseState.REJECTED_AT_INTAKE, CaseState.ARCHIVED, CaseState.WITHDRAWN}
+
+
+#: States from which the applicant may still withdraw (撤回): everything before a decision.
+OPEN_STATES = frozenset(
+    {
+        CaseState.RECEIVED,
+        CaseState.AWAITING_CORRECTION,
+        CaseState.ACCEPTED,
+        CaseState.HANDLING,
+        CaseState.HANDED_OFF,
+        CaseState.ESCALATED,
+        CaseState.SUSPENDED,
+        CaseState.JOINT,
+    }
+)
+
+
+class SuspensionReason(enum.Enum):
+    """特别程序: the clock pauses while one of these runs."""
+
+    HEARING = "HEARING"  # 听证
+    INSPECTION = "INSPECTION"  # 现场勘验/检验检测
+    EXPERT_REVIEW = "EXPERT_REVIEW"  # 专家评审
+    PUBLIC_NOTICE = "PUBLIC_NOTICE"  # 公示
+
+
+class DeliveryMethod(enum.Enum):
+    """How the result reaches the applicant (送达)."""
+
+    WINDOW = "WINDOW"  # 窗口领取
+    POST = "POST"  # 邮寄
+    ONLINE = "ONLINE"  # 网上送达
+    OFFSITE_WINDOW = "OFFSITE_WINDOW"  # 异地收件窗口领取
+
+
+class Rating(enum.IntEnum):
+    """好差评 levels; NOT_SATISFIED and VERY_DISSATISFIED are 差评 and open a rectification."""
+
+    VERY_DISSATISFIED = 1  # 非常不满意
+    NOT_SATISFIED = 2  # 不满意
+    BASICALLY_SATISFIED = 3  # 基本满意
+    SATISFIED = 4  # 满意
+    VERY_SATISFIED = 5  # 非常满意
+
+    @property
+    def is_bad(self) -> bool:
+        """差评: the two lowest levels."""
+        return self <= Rating.NOT_SATISFIED
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who acts: the hall, the operator at its window, and the hall's region code."""
+
+    hall_id: str
+    operator: str
+    region: str
+
+    def __post_init__(self) -> None:
+        if not self.hall_id:
+            raise InvalidInput("actor.hall_id", self.hall_id, "must not be empty")
+        if not self.operator:
+            raise InvalidInput("actor.operator", self.operator, "must not be empty")
+
+
+@dataclass(frozen=True)
+class Applicant:
+    """The applicant; ``name``, ``id_number`` and ``phone`` are personal data (encrypted)."""
+
+    name: str
+    id_number: str
+    phone: str
+
+    def __post_init__(self) -> None:
+        if not self.name.strip():
+            raise InvalidInput("applicant.name", self.name, "must not be empty")
+        if not re.fullmatch(r"[0-9]{17}[0-9X]", self.id_number):
+            raise InvalidInput(
+                "applicant.id_number", "<redacted>", "must be an 18-character resident ID number"
+            )
+        if not _id_number_check_ok(self.id_number):
+            raise InvalidInput(
+                "applicant.id_number", "<redacted>", "check character does not match (GB 11643)"
+            )
+
+
+def _id_number_check_ok(id_number: str) -> bool:
+    """GB 11643 check character: weights 2^(17-i) mod 11, mapped through '10X98765432'."""
+    weights = [pow(2, 17 - i, 11) for i in range(17)]
+    total = sum(int(digit) * weight for digit, weight in zip(id_number[:17], weights, strict=True))
+    return "10X98765432"[total % 11] == id_number[17]
+
+
+def id_number_with_check(first_17: str) -> str:
+    """Complete a 17-digit ID number prefix with its GB 11643 check character (for demos/tests)."""
+    weights = [pow(2, 17 - i, 11) for i in range(17)]
+    total = sum(int(digit) * weight for digit, weight in zip(first_17, weights, strict=True))
+    return first_17 + "10X98765432"[total % 11]
+
+
+@dataclass(frozen=True)
+class Material:
+    """A submitted material, referenced by digest; the bytes stay in the hall's document store."""
+
+    name: str
+    sha256: str
+    media_type: str
+    size: int
+
+    def __post_init__(self) -> None:
+        if not self.name.strip():
+            raise InvalidInput("material.name", self.name, "must not be empty")
+        if not _SHA256_HEX.fullmatch(self.sha256):
+            raise InvalidInput(
+                "material.sha256", self.sha256, "must be 64 lowercase hex digits (SHA-256)"
+            )
+        if not _MEDIA_TYPE.fullmatch(self.media_type):
+            raise InvalidInput("material.media_type", self.media_type, "not a media type")
+        if self.size <= 0:
+            raise InvalidInput("material.size", self.size, "an empty material is not accepted")
+        if self.size > MAX_MATERIAL_BYTES:
+            raise InvalidInput(
+                "material.size", self.size, f"larger than the limit of {MAX_MATERIAL_BYTES} bytes"
+            )
+
+
+@dataclass(frozen=True)
+class JointTask:
+    """One part of a joint case (联办): a department's hall in some region handles it."""
+
+    task_id: str
+    hall_id: str
+    department: str
+
+    def __post_init__(self) -> None:
+        if not self.task_id:
+            raise InvalidInput("joint_task.task_id", self.task_id, "must not be empty")
+        if not self.department.strip():
+            raise InvalidInput("joint_task.department", self.department, "must not be empty")

@@ -1,0 +1,75 @@
+"""The hub's one error hierarchy.
+
+Every error the hub raises on purpose is a :class:`TongbanError`. Each boundary maps these once:
+the gRPC servicer has one table from these classes to status codes, the CLI one table to exit
+codes. Messages name the input at fault (field and value) so a clerk or an operator can act.
+"""
+
+from __future__ import annotations
+
+
+class TongbanError(Exception):
+    """Base class of every deliberate error raised by the hub."""
+
+
+class InvalidInput(TongbanError):
+    """A field of a command is malformed, unknown or out of range. Maps to INVALID_ARGUMENT."""
+
+    def __init__(self, field: str, value: object, reason: str) -> None:
+        self.field = field
+        self.value = value
+        self.reason = reason
+        super().__init__(f"{field}={value!r}: {reason}")
+
+
+class NotFound(TongbanError):
+    """A case, hall or other addressed thing does not exist. Maps to NOT_FOUND."""
+
+    def __init__(self, kind: str, key: object) -> None:
+        self.kind = kind
+        self.key = key
+        super().__init__(f"{kind} {key!s} not found")
+
+
+class TransitionRefused(TongbanError):
+    """The case's state machine does not allow this command now. Maps to FAILED_PRECONDITION."""
+
+    def __init__(self, command: str, state: str, detail: str = "") -> None:
+        self.command = command
+        self.state = state
+        self.detail = detail
+        message = f"command {command!r} is not allowed in state {state}"
+        super().__init__(f"{message}: {detail}" if detail else message)
+
+
+class PermissionRefused(TongbanError):
+    """The acting hall may not do this (wrong level, not the holder, retired). PERMISSION_DENIED."""
+
+    def __init__(self, hall_id: str, reason: str) -> None:
+        self.hall_id = hall_id
+        self.reason = reason
+        super().__init__(f"hall {hall_id}: {reason}")
+
+
+class AlreadyExists(TongbanError):
+    """Something with this identity exists already. Maps to ALREADY_EXISTS."""
+
+
+class IdempotencyConflict(AlreadyExists):
+    """An idempotency key was reused with a different command or payload. Maps to ALREADY_EXISTS."""
+
+    def __init__(self, key: str, detail: str) -> None:
+        self.key = key
+        super().__init__(f"idempotency key {key!r} was already used {detail}")
+
+
+class ConcurrencyConflict(TongbanError):
+    """Another writer changed the same aggregate first; the caller may retry. Maps to ABORTED."""
+
+
+class StorageUnavailable(TongbanError):
+    """The event store cannot be reached. Maps to UNAVAILABLE."""
+
+
+class ConfigurationError(TongbanError):
+    """Settings or package data are wrong; raised at start-up, naming the entry and field."""

@@ -1,0 +1,107 @@
+"""One frozen settings object, built once at start-up.
+
+Read from environment variables (``TONGBAN_*``) and, when ``TONGBAN_CONFIG`` names one, a TOML file
+whose keys are the same names in lower case without the prefix (``database_url = "..."``). The
+environment wins over the file. Nothing else in the code reads the environment.
+
+The embedded default needs nothing: a SQLite file under the data directory and keys generated
+there on first start (see :mod:`hub.bootstrap`).
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from hub.errors import ConfigurationError
+
+_KEYS = {
+    "data_dir": "TONGBAN_DATA_DIR",
+    "database_url": "TONGBAN_DATABASE_URL",
+    "node_region": "TONGBAN_NODE_REGION",
+    "origin": "TONGBAN_ORIGIN",
+    "catalogue": "TONGBAN_CATALOGUE",
+    "cipher_keys": "TONGBAN_CIPHER_KEYS",
+    "cipher_active_key": "TONGBAN_CIPHER_ACTIVE_KEY",
+}
+
+
+def _default_data_dir(environ: Mapping[str, str]) -> Path:
+    base = environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "tongban"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything configurable about a node."""
+
+    data_dir: Path
+    #: ``postgresql://user:password@host:port/dbname``; None selects the embedded SQLite store.
+    database_url: str | None = None
+    #: The region whose books this node keeps (normally a province, 2 digits).
+    node_region: str = "43"
+    #: Log origin name used in checkpoints; defaults to ``tongban/<node_region>``.
+    origin: str = ""
+    #: Path of an operator's service-item catalogue; None uses the shipped one.
+    catalogue: Path | None = None
+    #: Key ring ``id:base64,...`` for encryption at rest; generated under data_dir when empty.
+    cipher_keys: str = field(default="", repr=False)
+    cipher_active_key: str = ""
+
+    def __post_init__(self) -> None:
+        if not (self.node_region.isdigit() and len(self.node_region) in (2, 4, 6)):
+            raise ConfigurationError(
+                f"TONGBAN_NODE_REGION={self.node_region!r}: expected a 2, 4 or 6 digit region code"
+            )
+        if self.database_url is not None and not self.database_url.startswith(
+            ("postgresql://", "postgres://")
+        ):
+            raise ConfigurationError(
+                "TONGBAN_DATABASE_URL must be a postgresql:// URL "
+                f"(got {self.database_url.split(':', 1)[0]}://...)"
+            )
+        if not self.origin:
+            object.__setattr__(self, "origin", f"tongban/{self.node_region}")
+
+    @property
+    def sqlite_path(self) -> Path:
+        """Where the embedded event store lives."""
+        return self.data_dir / "events.sqlite3"
+
+    def with_changes(self, **changes: object) -> Settings:
+        """A copy with some values replaced (tests and the demo use this)."""
+        return replace(self, **changes)  # type: ignore[arg-type]
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Build settings from ``environ`` (default: the process environment) and its file."""
+        environ = os.environ if environ is None else environ
+        values: dict[str, str] = {}
+        config_file = environ.get("TONGBAN_CONFIG")
+        if config_file:
+            values.update(_read_file(Path(config_file)))
+        for name, variable in _KEYS.items():
+            if environ.get(variable):
+                values[name] = environ[variable]
+        data_dir = Path(values.pop("data_dir", "") or _default_data_dir(environ))
+        catalogue = values.pop("catalogue", "")
+        return cls(
+            data_dir=data_dir,
+            catalogue=Path(catalogue) if catalogue else None,
+            database_url=values.pop("database_url", None) or None,
+            **values,
+        )
+
+
+def _read_file(path: Path) -> dict[str, str]:
+    try:
+        document = tomllib.loads(path.read_text("utf-8"))
+    except (OSError, tomllib.TOMLDecodeError) as error:
+        raise ConfigurationError(f"TONGBAN_CONFIG={path}: {error}") from None
+    unknown = sorted(set(document) - set(_KEYS))
+    if unknown:
+        raise ConfigurationError(f"TONGBAN_CONFIG={path}: unknown keys {', '.join(unknown)}")
+    return {key: str(value) for key, value in document.items()}

@@ -1,0 +1,122 @@
+"""Small process and network helpers shared by the PostgreSQL and broker starters.
+
+Everything here works on processes this harness started itself, addressed by PID.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+LOCALHOST = "127.0.0.1"
+
+
+def free_tcp_port(host: str = LOCALHOST) -> int:
+    """Return a TCP port that was free a moment ago.
+
+    Another process can take it before the service binds it, so the starters retry with a new
+    port when the service exits with "address already in use".
+    """
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def port_accepts(host: str, port: int, timeout: float = 0.5) -> bool:
+    """Whether something accepts a TCP connection on ``host:port``."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+@functools.cache
+def _setpriv() -> str | None:
+    """Path of util-linux ``setpriv`` if it supports ``--pdeathsig``, else None."""
+    path = shutil.which("setpriv")
+    if path is None:
+        return None
+    try:
+        out = subprocess.run(
+            [path, "--help"], capture_output=True, text=True, timeout=5, check=False
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return path if "--pdeathsig" in out else None
+
+
+def die_with_parent(argv: Sequence[str], signame: str) -> list[str]:
+    """Prefix ``argv`` so the kernel sends ``signame`` to it when our process dies.
+
+    Normal shutdown stops services explicitly; this is the safety net for a test run that is
+    killed outright (SIGKILL, CI timeout), so no broker or postmaster outlives it. It uses
+    ``setpriv --pdeathsig`` (util-linux), which sets the flag and then execs the service, so the
+    PID we hold stays the service's PID. Note the kernel ties the flag to the *thread* that
+    spawned the child: start services from a long-lived thread (the main thread normally).
+    Without ``setpriv`` the command is returned unchanged.
+    """
+    setpriv = _setpriv()
+    if setpriv is None:
+        return list(argv)
+    return [setpriv, f"--pdeathsig={signame}", "--", *argv]
+
+
+def stop_process(
+    proc: subprocess.Popen[bytes],
+    first_signal: signal.Signals,
+    grace: float,
+    then: Sequence[tuple[signal.Signals, float]] = (),
+) -> int | None:
+    """Stop one child we started: send ``first_signal``, wait ``grace`` s, escalate via ``then``.
+
+    Each step of ``then`` is (signal, seconds to wait after it). SIGKILL is the last resort.
+    Returns the exit status, or None if the process could not be reaped.
+    """
+    steps: list[tuple[signal.Signals, float]] = [(first_signal, grace), *then]
+    steps.append((signal.SIGKILL, 10.0))
+    for sig, wait in steps:
+        if proc.poll() is not None:
+            return proc.returncode
+        try:
+            proc.send_signal(sig)
+        except ProcessLookupError:
+            pass
+        try:
+            return proc.wait(timeout=wait)
+        except subprocess.TimeoutExpired:
+            continue
+    return proc.poll()
+
+
+def tail(path: Path, max_chars: int = 2000) -> str:
+    """The last ``max_chars`` characters of a log file ("" when it cannot be read)."""
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return ""
+    return text[-max_chars:]
+
+
+def wait_until(condition: Callable[[], bool], timeout: float, interval: float = 0.1) -> bool:
+    """Poll ``condition`` until it returns true (True) or ``timeout`` seconds pass (False)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if condition():
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(interval)
+
+
+def environment_flag(name: str) -> bool:
+    """True when the environment variable ``name`` is set to a non-empty value."""
+    return bool(os.environ.get(name, "").strip())
