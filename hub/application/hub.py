@@ -23,6 +23,7 @@ from eventsourcing.persistence import (
     InterfaceError,
     JSONTranscoder,
     OperationalError,
+    Transcoder,
 )
 from eventsourcing.utils import Environment, EnvType
 
@@ -33,7 +34,7 @@ from hub.application.idempotency import (
     payload_digest,
     record_id,
 )
-from hub.application.transcodings import register_domain_transcodings
+from hub.application.transcodings import FrozenJSONTranscoder, register_domain_transcodings
 from hub.domain.case import Case
 from hub.domain.hall import Hall, hall_aggregate_id
 from hub.domain.items import Catalogue
@@ -86,6 +87,12 @@ class HubApplication(Application[UUID]):
         values = dict(type(self).env)
         values.update(env or {})
         return Environment(name, values)
+
+    def construct_transcoder(self) -> Transcoder:
+        """The library's JSON transcoder with arrays read back as tuples, plus domain types."""
+        transcoder = FrozenJSONTranscoder()
+        self.register_transcodings(transcoder)
+        return transcoder
 
     def register_transcodings(self, transcoder: JSONTranscoder) -> None:
         """Add the domain's value types to the library's JSON transcoder."""

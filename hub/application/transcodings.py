@@ -30,6 +30,25 @@ from hub.domain.values import (
 )
 
 
+class FrozenJSONTranscoder(JSONTranscoder):
+    """The library's JSON transcoder, but arrays decode as tuples.
+
+    Events declare sequence fields as tuples (they are frozen); JSON has only arrays. Decoding
+    arrays as tuples makes an event read back from the store equal to the event that was saved.
+    """
+
+    def decode(self, data: bytes) -> Any:
+        return _freeze(super().decode(data))
+
+
+def _freeze(value: Any) -> Any:
+    if isinstance(value, list):
+        return tuple(_freeze(item) for item in value)
+    if isinstance(value, dict):
+        return {key: _freeze(item) for key, item in value.items()}
+    return value
+
+
 class DataclassTranscoding(Transcoding):
     """Encodes a frozen dataclass as a dict of its fields; lists come back as tuples."""
 

@@ -2,7 +2,8 @@
 
 A region code has 12 digits ``PP CC DD TTT VVV``: province, city, county/district, township and
 village segments. A code's level is its last non-zero segment, and a code's ancestors are found by
-zeroing segments from the right, so ancestry and level are pure functions of the code.
+zeroing segments from the right, so ancestry and level are pure functions of the code. (A few
+cities have no county level, e.g. 东莞市: its townships 4419 00 003 skip the zero segment.)
 
 The registry holds the official names of the first four levels from the statistical division codes
 shipped as package data (with their edition, because codes are re-issued yearly). Village codes are
@@ -64,15 +65,8 @@ class RegionCode:
             raise InvalidInput("region", self.value, "a region code has 12 digits")
         if self.value[:2] == "00":
             raise InvalidInput("region", self.value, "province segment 00 does not exist")
-        # A non-zero segment below a zero segment ("43 00 02 ...") is not a code.
-        seen_zero = False
-        for start, end in _SEGMENTS:
-            segment_is_zero = set(self.value[start:end]) == {"0"}
-            if seen_zero and not segment_is_zero:
-                raise InvalidInput(
-                    "region", self.value, "a non-zero segment follows a zero segment"
-                )
-            seen_zero = seen_zero or segment_is_zero
+        # Note: a zero segment may sit above a non-zero one. Cities without counties (东莞市
+        # 4419, 中山市 4420, 儋州市 4604) list townships directly: 441900003 is a township.
 
     @classmethod
     def parse(cls, text: str, field: str = "region") -> RegionCode:
@@ -114,9 +108,11 @@ class RegionCode:
     @property
     def parent(self) -> RegionCode | None:
         """The region one level up, or None for a province."""
-        if self.level == Level.PROVINCE:
-            return None
-        return self.ancestor_at(Level(self.level - 1))
+        for level in range(self.level - 1, 0, -1):
+            ancestor = self.ancestor_at(Level(level))
+            if ancestor != self:
+                return ancestor
+        return None
 
     def ancestors(self) -> Iterator[RegionCode]:
         """Parents up to the province, nearest first."""
@@ -185,7 +181,7 @@ class RegionRegistry:
         """Return the region for ``code``, or raise InvalidInput naming ``field``.
 
         Village codes are accepted when their township exists and the village segment is in
-        001-399; they are named after their township because the data set has no village names.
+        001-399; they get a name from their number because the data set has no village names.
         """
         parsed = code if isinstance(code, RegionCode) else RegionCode.parse(code, field)
         region = self._regions.get(parsed)
@@ -199,7 +195,7 @@ class RegionRegistry:
             if not 1 <= village <= 399:
                 raise InvalidInput(field, parsed.value, "village segment must be 001-399")
             kind = "社区居委会" if village < 200 else "村委会"
-            return Region(parsed, f"{township.name}{village:03d}{kind}")
+            return Region(parsed, f"{village:03d}号{kind}")
         raise InvalidInput(field, parsed.value, f"not a region of the {self.edition} edition")
 
     def validate(self, code: str, field: str = "region") -> RegionCode:
