@@ -102,11 +102,15 @@ class WitnessConflictError(WitnessError):
 
 
 class ConsistencyError(LedgerError):
-    """Two checkpoints of the same log cannot both be honest; ``evidence`` holds the proof."""
+    """A checkpoint conflicts with one already cosigned; ``evidence`` holds both notes.
 
-    def __init__(self, message: str, evidence: SplitViewEvidence) -> None:
+    ``status`` is the C2SP tlog-witness HTTP status for the refusal (409 or 422).
+    """
+
+    def __init__(self, message: str, evidence: SplitViewEvidence, status: int = 409) -> None:
         super().__init__(message)
         self.evidence = evidence
+        self.status = status
 
 
 class SplitViewError(ConsistencyError):

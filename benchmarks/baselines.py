@@ -1,0 +1,461 @@
+"""Raw limits of this machine, measured in the current run.
+
+A benchmark figure means little on its own: the same code commits ten times faster on a laptop
+NVMe disk than on a cloud volume. So every benchmark prints its figure next to one of these
+baselines, measured on the same machine in the same run, and the ratio between the two
+(``format_ratio``). Each function runs for a bounded time (``duration`` seconds, default 2.5),
+creates and drops its own scratch table or topic, and returns a ``Baseline``.
+
+    python -m benchmarks.baselines [--dsn DSN] [--kafka HOST:PORT]
+
+prints them all; without ``--dsn``/``--kafka`` it starts a throwaway PostgreSQL (with
+PostgreSQL's default, durable settings) and a Tansu broker through ``tests.harness``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, TextIO
+
+import psycopg
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from psycopg import sql
+
+DEFAULT_DURATION = 2.5
+
+
+@dataclass(frozen=True)
+class Baseline:
+    """One measured rate: ``samples`` operations in ``seconds`` → ``rate`` per second."""
+
+    name: str
+    rate: float
+    unit: str
+    samples: int
+    seconds: float
+    detail: str = ""
+
+    def __str__(self) -> str:
+        extra = f"; {self.detail}" if self.detail else ""
+        return (
+            f"{self.name}: {self.rate:,.1f} {self.unit} "
+            f"({self.samples:,} in {self.seconds:.2f} s{extra})"
+        )
+
+
+def _baseline(name: str, unit: str, samples: int, seconds: float, detail: str = "") -> Baseline:
+    rate = samples / seconds if seconds > 0 else 0.0
+    return Baseline(name, rate, unit, samples, seconds, detail)
+
+
+def format_ratio(
+    name: str,
+    value: float,
+    unit: str,
+    baseline_name: str,
+    baseline: float | Baseline,
+    *,
+    baseline_unit: str | None = None,
+    file: TextIO | None = None,
+    echo: bool = True,
+) -> str:
+    """Print (unless ``echo=False``) and return a figure beside its baseline and their ratio.
+
+    ``baseline`` is a ``Baseline`` (its rate and unit are used) or a plain number in
+    ``baseline_unit`` (default: ``unit``). Example::
+
+        case intake, 1 writer: 412.0 events/s | PostgreSQL commit, 1 connection:
+        1,530.2 commits/s | ratio 0.269
+    """
+    if isinstance(baseline, Baseline):
+        base_rate, base_unit = baseline.rate, baseline.unit
+    else:
+        base_rate, base_unit = float(baseline), baseline_unit or unit
+    ratio = f"{value / base_rate:.3g}" if base_rate else "n/a"
+    line = (
+        f"{name}: {value:,.1f} {unit} | {baseline_name}: {base_rate:,.1f} {base_unit} "
+        f"| ratio {ratio}"
+    )
+    if echo:
+        print(line, file=file or sys.stdout, flush=True)
+    return line
+
+
+# --------------------------------------------------------------------------- PostgreSQL
+
+
+def _scratch_name(prefix: str) -> str:
+    return f"{prefix}_{uuid.uuid4().hex[:10]}"
+
+
+@contextlib.contextmanager
+def _scratch_table(dsn: str, prefix: str, columns: str) -> Iterator[sql.Identifier]:
+    """Create a uniquely named table with ``columns`` (SQL text), yield it, drop it."""
+    table = sql.Identifier(_scratch_name(prefix))
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE TABLE {} (" + columns + ")").format(table))
+    try:
+        yield table
+    finally:
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(table))
+
+
+_COMMIT_COLUMNS = "id bigserial PRIMARY KEY, payload text NOT NULL"
+_COMMIT_PAYLOAD = "x" * 100
+
+
+def postgres_commit_rate(dsn: str, duration: float = DEFAULT_DURATION) -> Baseline:
+    """Single-row INSERT + COMMIT in a loop on one connection: transactions per second."""
+    with _scratch_table(dsn, "bench_commit", _COMMIT_COLUMNS) as table:
+        insert = sql.SQL("INSERT INTO {} (payload) VALUES (%s)").format(table)
+        with psycopg.connect(dsn) as conn:
+            count = 0
+            start = time.perf_counter()
+            end = start + duration
+            while time.perf_counter() < end:
+                conn.execute(insert, (_COMMIT_PAYLOAD,))
+                conn.commit()
+                count += 1
+            elapsed = time.perf_counter() - start
+    return _baseline("PostgreSQL single-row commit, 1 connection", "commits/s", count, elapsed)
+
+
+def postgres_commit_rate_concurrent(
+    dsn: str, writers: int = 8, duration: float = DEFAULT_DURATION
+) -> Baseline:
+    """Single-row INSERT + COMMIT loops in ``writers`` threads, one connection each: total
+    transactions per second (all writers start together once connected)."""
+    if writers < 1:
+        raise ValueError("writers must be at least 1")
+    window: dict[str, float] = {}
+
+    def open_window() -> None:  # runs once, when every writer is connected
+        window["start"] = time.perf_counter()
+        window["end"] = window["start"] + duration
+
+    barrier = threading.Barrier(writers, action=open_window, timeout=60)
+
+    with _scratch_table(dsn, "bench_commit_conc", _COMMIT_COLUMNS) as table:
+        insert = sql.SQL("INSERT INTO {} (payload) VALUES (%s)").format(table)
+
+        def writer() -> tuple[int, float]:
+            try:
+                conn = psycopg.connect(dsn)
+            except BaseException:
+                barrier.abort()  # release the others instead of letting them wait
+                raise
+            with conn:
+                barrier.wait()
+                end = window["end"]
+                count = 0
+                while time.perf_counter() < end:
+                    conn.execute(insert, (_COMMIT_PAYLOAD,))
+                    conn.commit()
+                    count += 1
+                return count, time.perf_counter()
+
+        with ThreadPoolExecutor(max_workers=writers) as pool:
+            results = [f.result() for f in [pool.submit(writer) for _ in range(writers)]]
+    total = sum(count for count, _ in results)
+    elapsed = max(finished for _, finished in results) - window["start"]
+    return _baseline(
+        f"PostgreSQL single-row commit, {writers} connections",
+        "commits/s",
+        total,
+        elapsed,
+        f"{total / elapsed / writers:,.1f}/s per connection" if elapsed > 0 else "",
+    )
+
+
+def postgres_copy_rate(
+    dsn: str, row_bytes: int = 256, duration: float = DEFAULT_DURATION
+) -> Baseline:
+    """Rows per second loaded with COPY (one connection, ~1 MB per COPY, commit after each).
+
+    Rows are ``row_bytes`` characters of random hex text (hardly compressible, so TOAST
+    compression does not flatter large rows), written as one pre-built text-format block, so
+    the figure is PostgreSQL's ingest rate rather than Python's row formatting.
+    """
+    if row_bytes < 1:
+        raise ValueError("row_bytes must be at least 1")
+    rows_per_copy = max(1, min(10_000, 1_000_000 // row_bytes))
+    block = b"".join(
+        os.urandom(row_bytes // 2 + 1).hex()[:row_bytes].encode() + b"\n"
+        for _ in range(rows_per_copy)
+    )
+    with _scratch_table(dsn, "bench_copy", "payload text NOT NULL") as table:
+        copy_sql = sql.SQL("COPY {} (payload) FROM STDIN").format(table)
+        with psycopg.connect(dsn) as conn:
+            rows = 0
+            start = time.perf_counter()
+            end = start + duration
+            while time.perf_counter() < end:
+                with conn.cursor() as cur, cur.copy(copy_sql) as copy:
+                    copy.write(block)
+                conn.commit()
+                rows += rows_per_copy
+            elapsed = time.perf_counter() - start
+    mb_per_s = rows * row_bytes / elapsed / 1e6 if elapsed > 0 else 0.0
+    return _baseline(
+        f"PostgreSQL COPY, {row_bytes}-byte rows",
+        "rows/s",
+        rows,
+        elapsed,
+        f"{mb_per_s:,.1f} MB/s, {rows_per_copy:,} rows per COPY",
+    )
+
+
+# --------------------------------------------------------------------------- Ed25519
+
+
+def ed25519_sign_rate(duration: float = DEFAULT_DURATION, message_bytes: int = 256) -> Baseline:
+    """Ed25519 signatures per second (``cryptography``, one thread)."""
+    key = Ed25519PrivateKey.generate()
+    message = os.urandom(message_bytes)
+    count = 0
+    start = time.perf_counter()
+    end = start + duration
+    while time.perf_counter() < end:
+        key.sign(message)
+        count += 1
+    elapsed = time.perf_counter() - start
+    return _baseline(f"Ed25519 sign, {message_bytes}-byte message", "signatures/s", count, elapsed)
+
+
+def ed25519_verify_rate(duration: float = DEFAULT_DURATION, message_bytes: int = 256) -> Baseline:
+    """Ed25519 verifications per second (``cryptography``, one thread)."""
+    key = Ed25519PrivateKey.generate()
+    public = key.public_key()
+    message = os.urandom(message_bytes)
+    signature = key.sign(message)
+    count = 0
+    start = time.perf_counter()
+    end = start + duration
+    while time.perf_counter() < end:
+        public.verify(signature, message)  # raises InvalidSignature if it were wrong
+        count += 1
+    elapsed = time.perf_counter() - start
+    return _baseline(
+        f"Ed25519 verify, {message_bytes}-byte message", "verifications/s", count, elapsed
+    )
+
+
+# --------------------------------------------------------------------------- Kafka
+
+
+@contextlib.contextmanager
+def _scratch_topic(bootstrap: str, topic: str | None, partitions: int) -> Iterator[str]:
+    """Create topic ``topic`` (a unique name if None), yield its name, delete it."""
+    from kafka import KafkaAdminClient
+
+    name = topic or _scratch_name("tongban-bench")
+    admin = KafkaAdminClient(
+        bootstrap_servers=bootstrap, client_id="tongban-bench-admin", request_timeout_ms=15000
+    )
+    try:
+        admin.create_topics(
+            {name: {"num_partitions": partitions, "replication_factor": 1}},
+            wait_for_metadata=True,
+        )
+        try:
+            yield name
+        finally:
+            admin.delete_topics([name])
+    finally:
+        admin.close()
+
+
+def _producer(bootstrap: str) -> Any:
+    from kafka import KafkaProducer
+
+    # The relay's settings: idempotent, acknowledged by all in-sync replicas.
+    return KafkaProducer(
+        bootstrap_servers=bootstrap,
+        client_id="tongban-bench-producer",
+        enable_idempotence=True,
+        acks="all",
+        linger_ms=5,
+        max_block_ms=30000,
+        request_timeout_ms=30000,
+    )
+
+
+def _produce_for(
+    producer: Any, topic: str, payload: bytes, duration: float, max_messages: int | None = None
+) -> tuple[int, float]:
+    """Send ``payload`` as fast as the producer accepts it for ``duration`` s, then flush.
+
+    Returns (messages acknowledged, seconds including the flush); raises if any send failed.
+    """
+    errors: list[BaseException] = []
+    count = 0
+    start = time.perf_counter()
+    end = start + duration
+    while time.perf_counter() < end and (max_messages is None or count < max_messages):
+        producer.send(topic, value=payload).add_errback(errors.append)
+        count += 1
+    producer.flush(timeout=60)
+    elapsed = time.perf_counter() - start
+    if errors:
+        raise RuntimeError(f"{len(errors)} of {count} sends failed; first: {errors[0]!r}")
+    return count, elapsed
+
+
+def kafka_produce_rate(
+    bootstrap: str,
+    topic: str | None = None,
+    message_bytes: int = 256,
+    duration: float = DEFAULT_DURATION,
+    partitions: int = 3,
+) -> Baseline:
+    """Messages per second through one idempotent producer (``acks='all'``, linger 5 ms).
+
+    Uses a scratch topic named ``topic`` (unique if None) that it creates and deletes.
+    """
+    payload = os.urandom(message_bytes)
+    with _scratch_topic(bootstrap, topic, partitions) as name:
+        producer = _producer(bootstrap)
+        try:
+            count, elapsed = _produce_for(producer, name, payload, duration)
+        finally:
+            producer.close(timeout=10)
+    return _baseline(
+        f"Kafka produce, {message_bytes}-byte messages, idempotent, acks=all",
+        "messages/s",
+        count,
+        elapsed,
+        f"{partitions} partitions",
+    )
+
+
+def kafka_consume_rate(
+    bootstrap: str,
+    topic: str | None = None,
+    message_bytes: int = 256,
+    duration: float = DEFAULT_DURATION,
+    partitions: int = 3,
+    max_messages: int = 500_000,
+) -> Baseline:
+    """Messages per second read by one consumer from the beginning of a filled topic.
+
+    Fills a scratch topic (``topic``, unique if None; created and deleted here) for up to
+    ``duration`` s or ``max_messages``, untimed; then times one consumer (partitions assigned,
+    no group) reading all of it back, bounded by ``4 * duration + 10`` s.
+    """
+    from kafka import KafkaConsumer, TopicPartition
+
+    payload = os.urandom(message_bytes)
+    with _scratch_topic(bootstrap, topic, partitions) as name:
+        producer = _producer(bootstrap)
+        try:
+            filled, _ = _produce_for(producer, name, payload, duration, max_messages)
+        finally:
+            producer.close(timeout=10)
+
+        consumer = KafkaConsumer(
+            bootstrap_servers=bootstrap,
+            client_id="tongban-bench-consumer",
+            group_id=None,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+        )
+        try:
+            consumer.assign([TopicPartition(name, p) for p in range(partitions)])
+            consumer.seek_to_beginning()
+            count = 0
+            start = time.perf_counter()
+            deadline = start + 4 * duration + 10
+            while count < filled and time.perf_counter() < deadline:
+                for records in consumer.poll(timeout_ms=500, max_records=10_000).values():
+                    count += len(records)
+            elapsed = time.perf_counter() - start
+        finally:
+            consumer.close(autocommit=False)
+    detail = f"{partitions} partitions"
+    if count < filled:
+        detail += f"; stopped at the time bound, {count:,} of {filled:,} read"
+    return _baseline(
+        f"Kafka consume, {message_bytes}-byte messages", "messages/s", count, elapsed, detail
+    )
+
+
+# --------------------------------------------------------------------------- command line
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.baselines",
+        description="Measure the raw limits of this machine (PostgreSQL, Ed25519, Kafka).",
+    )
+    parser.add_argument(
+        "--dsn",
+        help="libpq connection string of a PostgreSQL server (default: start a throwaway one)",
+    )
+    parser.add_argument(
+        "--kafka", help="host:port of a Kafka-protocol broker (default: start a Tansu broker)"
+    )
+    parser.add_argument(
+        "--duration", type=float, default=DEFAULT_DURATION, help="seconds per measurement"
+    )
+    parser.add_argument("--writers", type=int, default=8, help="threads for concurrent commits")
+    parser.add_argument("--row-bytes", type=int, default=256, help="row size for COPY")
+    parser.add_argument("--message-bytes", type=int, default=256, help="Kafka message size")
+    parser.add_argument("--skip-postgres", action="store_true")
+    parser.add_argument("--skip-crypto", action="store_true")
+    parser.add_argument("--skip-kafka", action="store_true")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    results: list[Baseline] = []
+
+    def report(result: Baseline) -> None:
+        results.append(result)
+        print(f"  {result}", flush=True)
+
+    with contextlib.ExitStack() as stack:
+        if not args.skip_postgres:
+            dsn: str = args.dsn
+            if not dsn:
+                from tests.harness.postgres import PostgresCluster, describe_dsn
+
+                cluster = stack.enter_context(PostgresCluster(durable=True))
+                dsn = cluster.dsn
+                print(f"started a throwaway PostgreSQL ({describe_dsn(dsn)}, durable settings)")
+            print("PostgreSQL:", flush=True)
+            report(postgres_commit_rate(dsn, args.duration))
+            report(postgres_commit_rate_concurrent(dsn, args.writers, args.duration))
+            report(postgres_copy_rate(dsn, args.row_bytes, args.duration))
+        if not args.skip_crypto:
+            print("Ed25519:", flush=True)
+            report(ed25519_sign_rate(args.duration))
+            report(ed25519_verify_rate(args.duration))
+        if not args.skip_kafka:
+            bootstrap: str = args.kafka
+            if not bootstrap:
+                from tests.harness.broker import TansuBroker
+
+                broker = stack.enter_context(TansuBroker())
+                bootstrap = broker.bootstrap
+                print(f"started a throwaway Tansu broker at {bootstrap}")
+            print("Kafka:", flush=True)
+            report(kafka_produce_rate(bootstrap, message_bytes=args.message_bytes,
+                                      duration=args.duration))
+            report(kafka_consume_rate(bootstrap, message_bytes=args.message_bytes,
+                                      duration=args.duration))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

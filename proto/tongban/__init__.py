@@ -1,0 +1,1 @@
+"""Tongban wire API packages."""
