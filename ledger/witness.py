@@ -445,7 +445,10 @@ class WitnessPolicy:
         origin: str | None = None,
     ) -> PolicyResult:
         """Like :meth:`evaluate` but raise :class:`PolicyError` unless the checkpoint is final."""
-        result = self.evaluate(note, log_verifiers, origin=origin)
+        return self.ensure_final(self.evaluate(note, log_verifiers, origin=origin))
+
+    def ensure_final(self, result: PolicyResult) -> PolicyResult:
+        """Return ``result`` if it is final, else raise :class:`PolicyError` saying what lacks."""
         if not result.final:
             have = ", ".join(result.witnesses) or "none"
             raise PolicyError(

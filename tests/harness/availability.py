@@ -25,5 +25,7 @@ def in_ci() -> bool:
 def service_unavailable(exc: ServiceUnavailable) -> NoReturn:
     """Fail (under CI) or skip (otherwise) the requesting test, with ``exc``'s message."""
     if in_ci():
-        pytest.fail(f"{exc}\n  ({CI_ENV} is set, so a missing service fails the run)", pytrace=False)
+        pytest.fail(
+            f"{exc}\n  ({CI_ENV} is set, so a missing service fails the run)", pytrace=False
+        )
     pytest.skip(f"{exc}\n  (set {CI_ENV}=1 to make this a failure)")

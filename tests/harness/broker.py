@@ -80,7 +80,7 @@ def find_tansu() -> Path:
 
 def broker_answers(bootstrap: str, timeout: float = 5.0) -> bool:
     """Whether a Kafka-protocol broker at ``bootstrap`` answers a metadata request."""
-    host, _, port = bootstrap.split(",")[0].strip().rpartition(":")
+    host, _, port = bootstrap.split(",", maxsplit=1)[0].strip().rpartition(":")
     if not port.isdigit() or not port_accepts(host or LOCALHOST, int(port), min(timeout, 1.0)):
         return False
     from kafka import KafkaAdminClient

@@ -94,7 +94,11 @@ class PostgresBinaries:
     def version(self) -> str:
         """The server version, e.g. ``"15.18"``."""
         out = subprocess.run(
-            [str(self.postgres), "--version"], capture_output=True, text=True, timeout=30, check=True
+            [str(self.postgres), "--version"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=True,
         ).stdout
         match = re.search(r"(\d+(?:\.\d+)?)", out)
         return match.group(1) if match else out.strip()
@@ -137,7 +141,9 @@ def find_binaries() -> PostgresBinaries:
         if _is_server_bindir(Path(override)):
             return PostgresBinaries(Path(override))
         raise ServiceUnavailable(
-            SERVICE, f"{BINDIR_ENV}={override} does not contain executable initdb and postgres", REMEDY
+            SERVICE,
+            f"{BINDIR_ENV}={override} does not contain executable initdb and postgres",
+            REMEDY,
         )
     candidates = _candidate_bindirs()
     for candidate in candidates:
@@ -193,10 +199,7 @@ def server_account() -> Account | None:
 
 def _open_to_others(path: Path) -> bool:
     """Whether every ancestor of ``path`` can be traversed by other users."""
-    for parent in [path, *path.parents]:
-        if not parent.stat().st_mode & stat.S_IXOTH:
-            return False
-    return True
+    return all(parent.stat().st_mode & stat.S_IXOTH for parent in [path, *path.parents])
 
 
 def _make_work_dir(account: Account | None, base_dir: str | None) -> Path:
@@ -417,7 +420,9 @@ class PostgresCluster:
             self._proc = None
             if exited and "already in use" in log_tail and attempt < attempts:
                 continue  # somebody took the free port first; try another
-            reason = "exited" if exited else f"did not accept connections in {self.startup_timeout} s"
+            reason = (
+                "exited" if exited else f"did not accept connections in {self.startup_timeout} s"
+            )
             raise ServiceUnavailable(
                 SERVICE, f"the server {reason}; end of its log:\n{log_tail}", REMEDY
             )
@@ -459,7 +464,7 @@ def check_connection(dsn: str, timeout: float = 10.0) -> None:
         raise ServiceUnavailable(
             SERVICE,
             f"cannot connect to {describe_dsn(dsn)} given by {DATABASE_URL_ENV}: {exc}",
-            f"start that server, or correct or unset {DATABASE_URL_ENV} to let the harness start one",
+            f"start that server, or correct or unset {DATABASE_URL_ENV} so the harness starts one",
         ) from exc
 
 

@@ -5,6 +5,7 @@ Everything here works on processes this harness started itself, addressed by PID
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import shutil
@@ -86,10 +87,8 @@ def stop_process(
     for sig, wait in steps:
         if proc.poll() is not None:
             return proc.returncode
-        try:
+        with contextlib.suppress(ProcessLookupError):
             proc.send_signal(sig)
-        except ProcessLookupError:
-            pass
         try:
             return proc.wait(timeout=wait)
         except subprocess.TimeoutExpired:
