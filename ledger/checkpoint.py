@@ -44,8 +44,7 @@ def _check_line(value: object, what: str) -> str:
     bad = _CONTROL.search(value)
     if bad is not None:
         raise CheckpointError(
-            f"{what} contains control character U+{ord(bad.group()):04X} at position "
-            f"{bad.start()}"
+            f"{what} contains control character U+{ord(bad.group()):04X} at position {bad.start()}"
         )
     return value
 

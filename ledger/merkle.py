@@ -20,7 +20,8 @@ from __future__ import annotations
 import hashlib
 import hmac
 from collections.abc import Iterable, Sequence
-from typing import NamedTuple, Protocol
+from dataclasses import dataclass
+from typing import Protocol
 
 from ledger.errors import ProofError
 
@@ -80,7 +81,8 @@ def _largest_power_of_two_below(n: int) -> int:
     return 1 << ((n - 1).bit_length() - 1)
 
 
-class Node(NamedTuple):
+@dataclass(frozen=True, slots=True)
+class Node:
     """A perfect subtree's coordinates and hash, as produced by :meth:`CompactRange.append`."""
 
     level: int
@@ -411,8 +413,7 @@ class CompactRange:
         _check_size(size, "compact range size")
         if len(hashes) != size.bit_count():
             raise ProofError(
-                f"a compact range of size {size} needs {size.bit_count()} hashes, "
-                f"got {len(hashes)}"
+                f"a compact range of size {size} needs {size.bit_count()} hashes, got {len(hashes)}"
             )
         self._size = size
         self._hashes = [_check_hash(h, f"compact range hash {i}") for i, h in enumerate(hashes)]
@@ -446,18 +447,33 @@ class CompactRange:
         Storage that persists the returned nodes can later serve any :class:`HashReader` read with
         a single lookup.
         """
-        h = _check_hash(leaf_hash, f"leaf hash {self._size}")
+        return self.append_subtree(0, _check_hash(leaf_hash, f"leaf hash {self._size}"))
+
+    def append_subtree(self, level: int, subtree_hash: bytes) -> list[Node]:
+        """Append a whole perfect subtree of ``2**level`` leaves given by its hash.
+
+        The range's size must be a multiple of ``2**level`` (the subtree must be aligned), which
+        is how tiles and stored nodes are laid out. Returns the completed subtrees, as
+        :meth:`append` does.
+        """
+        if isinstance(level, bool) or not isinstance(level, int) or not 0 <= level < 64:
+            raise ProofError(f"subtree level must be between 0 and 63, got {level!r}")
         n = self._size
-        if n >= MAX_TREE_SIZE:
+        h = _check_hash(subtree_hash, f"hash of subtree (level {level}, index {n >> level})")
+        if n & ((1 << level) - 1):
+            raise ProofError(
+                f"cannot append a subtree of 2**{level} leaves at position {n}: not aligned"
+            )
+        if n + (1 << level) > MAX_TREE_SIZE:
             raise ProofError("tree is full: size would exceed the uint64 range")
-        created = [Node(0, n, h)]
-        level = 0
+        created = [Node(level, n >> level, h)]
         while (n >> level) & 1:
+            # The last stored subtree is this one's left sibling: merge and carry upwards.
             h = _node(self._hashes.pop(), h)
             level += 1
             created.append(Node(level, n >> level, h))
         self._hashes.append(h)
-        self._size = n + 1
+        self._size = n + (1 << created[0].level)
         return created
 
     def extend(self, leaf_hashes: Iterable[bytes]) -> list[Node]:

@@ -521,16 +521,16 @@ def open_note(data: bytes, verifiers: Iterable[NoteVerifier]) -> Note:
     unverified: list[NoteSignature] = []
     seen: set[tuple[str, int]] = set()
     for sig in note.unverified:
-        group = known.get((sig.name, sig.key_id))
-        if group is None:
+        matches = known.get((sig.name, sig.key_id))
+        if matches is None:
             if sig not in unverified:  # identical unknown lines are dropped, as Go does
                 unverified.append(sig)
             continue
-        if len(group) > 1:
-            raise NoteError(f"ambiguous key {sig.key}: {len(group)} different verifiers match it")
+        if len(matches) > 1:
+            raise NoteError(f"ambiguous key {sig.key}: {len(matches)} different verifiers match it")
         if (sig.name, sig.key_id) in seen:
             continue  # a repeated signature by a key that already verified adds nothing
-        if not group[0].verify(message, sig.signature):
+        if not matches[0].verify(message, sig.signature):
             raise InvalidSignatureError(
                 f"signature by known key {sig.key} does not verify", sig.name, sig.key_id
             )
@@ -558,9 +558,7 @@ def sign_note(note: str | Note, signers: NoteSigner | Iterable[NoteSigner]) -> b
     else:
         text, existing = note, ()
     _check_text(text)
-    signer_list: list[NoteSigner] = (
-        [signers] if isinstance(signers, NoteSigner) else list(signers)
-    )
+    signer_list: list[NoteSigner] = [signers] if isinstance(signers, NoteSigner) else list(signers)
     if not signer_list and not existing:
         raise NoteError("a note needs at least one signer")
     message = text.encode("utf-8")
@@ -572,13 +570,13 @@ def sign_note(note: str | Note, signers: NoteSigner | Iterable[NoteSigner]) -> b
             raise NoteError(f"signer {s.name!r} has key id {key_id} outside the uint32 range")
         new.append(NoteSignature(s.name, key_id, bytes(s.sign(message))))
     replaced = {(s.name, s.key_id) for s in new}
-    kept = [s for s in existing if (s.name, s.key_id) not in replaced]
-    for s in kept:
-        check_key_name(s.name)
+    kept = [sig for sig in existing if (sig.name, sig.key_id) not in replaced]
+    for sig in kept:
+        check_key_name(sig.name)
     all_sigs = [*kept, *new]
     if len(all_sigs) > MAX_SIGNATURES:
         raise NoteError(f"note would have {len(all_sigs)} signatures, more than {MAX_SIGNATURES}")
-    out = (text + "\n" + "".join(s.line() for s in all_sigs)).encode("utf-8")
+    out = (text + "\n" + "".join(sig.line() for sig in all_sigs)).encode("utf-8")
     if len(out) > MAX_NOTE_SIZE:
         raise NoteError(f"signed note would be {len(out)} bytes, more than {MAX_NOTE_SIZE}")
     return out

@@ -73,9 +73,7 @@ class Receipt:
             raise ReceiptError("receipt extra data must be non-empty bytes or None")
 
     @classmethod
-    def for_leaf(
-        cls, leaf: Leaf, proof: Sequence[bytes], checkpoint: bytes
-    ) -> Receipt:
+    def for_leaf(cls, leaf: Leaf, proof: Sequence[bytes], checkpoint: bytes) -> Receipt:
         """Build the receipt of ``leaf`` (its encoding goes in the extra data)."""
         return cls(index=leaf.index, proof=tuple(proof), checkpoint=checkpoint, extra=leaf.encode())
 
@@ -112,7 +110,9 @@ class Receipt:
         try:
             head = data[: split + 1].decode("ascii")
         except UnicodeDecodeError as exc:
-            raise ReceiptError(f"receipt header has a non-ASCII byte at offset {exc.start}") from None
+            raise ReceiptError(
+                f"receipt header has a non-ASCII byte at offset {exc.start}"
+            ) from None
         checkpoint = data[split + 2 :]
         lines = head[:-1].split("\n")
         if lines[0] != RECEIPT_HEADER:

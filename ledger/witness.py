@@ -166,9 +166,12 @@ class InMemoryWitnessStore:
             current = self._states.get(new.origin)
             if (current is None) != (expected is None):
                 return False
-            if current is not None and expected is not None:
-                if (current.size, current.root) != (expected.size, expected.root):
-                    return False
+            if (
+                current is not None
+                and expected is not None
+                and (current.size, current.root) != (expected.size, expected.root)
+            ):
+                return False
             self._states[new.origin] = new
             return True
 
@@ -280,7 +283,9 @@ class Witness:
                 409,
             )
         if old_size > new.size:
-            raise WitnessError(f"old size {old_size} is larger than checkpoint size {new.size}", 400)
+            raise WitnessError(
+                f"old size {old_size} is larger than checkpoint size {new.size}", 400
+            )
         if old_size != latest_size:
             raise WitnessConflictError(
                 f"old size {old_size} does not match the latest cosigned size {latest_size} "

@@ -338,6 +338,8 @@ class Case(Aggregate):
         def apply(self, aggregate: Case) -> None:
             aggregate.state = S.WITHDRAWN
             aggregate.closing_reason = self.reason
+            aggregate.pending_receiver = None  # a transfer in flight ends with the case
+            aggregate.state_before_transfer = None
             aggregate._stop_clock(self.timestamp)
 
     def __init__(self) -> None:

@@ -7,13 +7,11 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import os
 import shutil
 import signal
 import socket
 import subprocess
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 LOCALHOST = "127.0.0.1"
@@ -103,19 +101,3 @@ def tail(path: Path, max_chars: int = 2000) -> str:
     except OSError:
         return ""
     return text[-max_chars:]
-
-
-def wait_until(condition: Callable[[], bool], timeout: float, interval: float = 0.1) -> bool:
-    """Poll ``condition`` until it returns true (True) or ``timeout`` seconds pass (False)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        if condition():
-            return True
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(interval)
-
-
-def environment_flag(name: str) -> bool:
-    """True when the environment variable ``name`` is set to a non-empty value."""
-    return bool(os.environ.get(name, "").strip())
