@@ -16,6 +16,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+import psycopg
+from psycopg.conninfo import conninfo_to_dict
+
 from hub.errors import ConfigurationError
 
 _KEYS = {
@@ -30,7 +33,8 @@ _KEYS = {
 
 
 def _default_data_dir(environ: Mapping[str, str]) -> Path:
-    base = environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    home = environ.get("HOME") or str(Path.home())
+    base = environ.get("XDG_DATA_HOME") or str(Path(home) / ".local" / "share")
     return Path(base) / "tongban"
 
 
@@ -39,7 +43,8 @@ class Settings:
     """Everything configurable about a node."""
 
     data_dir: Path
-    #: ``postgresql://user:password@host:port/dbname``; None selects the embedded SQLite store.
+    #: ``postgresql://user:password@host:port/dbname`` (or libpq ``key=value``); None selects
+    #: the embedded SQLite store.
     database_url: str | None = None
     #: The region whose books this node keeps (normally a province, 2 digits).
     node_region: str = "43"
@@ -56,13 +61,8 @@ class Settings:
             raise ConfigurationError(
                 f"TONGBAN_NODE_REGION={self.node_region!r}: expected a 2, 4 or 6 digit region code"
             )
-        if self.database_url is not None and not self.database_url.startswith(
-            ("postgresql://", "postgres://")
-        ):
-            raise ConfigurationError(
-                "TONGBAN_DATABASE_URL must be a postgresql:// URL "
-                f"(got {self.database_url.split(':', 1)[0]}://...)"
-            )
+        if self.database_url is not None:
+            _check_database_url(self.database_url)
         if not self.origin:
             object.__setattr__(self, "origin", f"tongban/{self.node_region}")
 
@@ -94,6 +94,20 @@ class Settings:
             database_url=values.pop("database_url", None) or None,
             **values,
         )
+
+
+def _check_database_url(url: str) -> None:
+    """Accept a ``postgresql://`` URL or a libpq ``key=value`` string; never echo a password."""
+    is_url = url.startswith(("postgresql://", "postgres://"))
+    if not is_url and ("://" in url or "=" not in url):
+        raise ConfigurationError(
+            "TONGBAN_DATABASE_URL must be a postgresql:// URL or a libpq 'key=value' string "
+            f"(got {url.split(':', 1)[0]}:...)"
+        )
+    try:
+        conninfo_to_dict(url)
+    except psycopg.ProgrammingError as error:
+        raise ConfigurationError(f"TONGBAN_DATABASE_URL is malformed: {error}") from None
 
 
 def _read_file(path: Path) -> dict[str, str]:

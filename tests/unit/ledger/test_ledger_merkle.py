@@ -161,7 +161,7 @@ def test_generated_proofs_equal_the_happy_path_vectors() -> None:
 
 
 def test_hashing_primitives() -> None:
-    assert EMPTY_ROOT == hashlib.sha256(b"").digest()
+    assert hashlib.sha256(b"").digest() == EMPTY_ROOT
     assert leaf_hash(b"abc") == hashlib.sha256(b"\x00abc").digest()
     left, right = leaf_hash(b"l"), leaf_hash(b"r")
     assert node_hash(left, right) == hashlib.sha256(b"\x01" + left + right).digest()

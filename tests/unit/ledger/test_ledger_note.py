@@ -123,9 +123,7 @@ def test_open_ignores_same_name_different_key() -> None:
         open_note(msg, [peter()])
     # Key rotation: old and new keys both sign, a verifier knowing only the new key accepts.
     both = sign_note(parse_note((TEXT + "\n" + PETER_SIG).encode()), rotated)
-    assert [s.key_id for s in open_note(both, [rotated.verifier()]).signatures] == [
-        rotated.key_id
-    ]
+    assert [s.key_id for s in open_note(both, [rotated.verifier()]).signatures] == [rotated.key_id]
 
 
 def test_ambiguous_verifiers() -> None:
@@ -153,7 +151,9 @@ def test_invalid_signature_from_known_key_rejects_note() -> None:
     with pytest.raises(InvalidSignatureError, match="PeterNeumann\\+c74f20a3 does not verify"):
         open_note((TEXT + "\n" + bad).encode(), [peter()])
     with pytest.raises(InvalidSignatureError):
-        open_note((TEXT.replace("cryptography", "cryptograhpy") + "\n" + PETER_SIG).encode(), [peter()])
+        open_note(
+            (TEXT.replace("cryptography", "cryptograhpy") + "\n" + PETER_SIG).encode(), [peter()]
+        )
 
 
 def test_duplicates_are_dropped() -> None:
@@ -171,8 +171,11 @@ def test_duplicates_are_dropped() -> None:
         (TEXT + "\n", "no signature lines"),
         (TEXT + "\n" + PETER_SIG[:-1], "does not end with a newline"),
         ("\x01" + TEXT + "\n" + PETER_SIG, "control character U\\+0001 on line 1"),
-        (TEXT + "\n" + "— Bad Name x08go/ZJkuBS9UG/SffcvIAQxVBtiFupLLr8pAcElZInNIuGUgYN1FFYC2pZ"
-         "Sb6KE6RyyBwJnAM=\n", "line 4: signature is not valid base64"),
+        (
+            TEXT + "\n" + "— Bad Name x08go/ZJkuBS9UG/SffcvIAQxVBtiFupLLr8pAcElZInNIuGUgYN1FFYC2pZ"
+            "Sb6KE6RyyBwJnAM=\n",
+            "line 4: signature is not valid base64",
+        ),
         (TEXT + "\n" + PETER_SIG + "Unexpected line.\n", "note line 5 is not a signature line"),
         (TEXT + "\n" + "- PeterNeumann x08go\n", "must start with an em dash"),
         (TEXT + "\n" + "— PeterNeumann\n", "expected '— <key name> <base64 signature>'"),
