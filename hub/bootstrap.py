@@ -9,13 +9,14 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from eventsourcing.persistence import InterfaceError, OperationalError
 from psycopg.conninfo import conninfo_to_dict
 
 from hub.application.cipher import ACTIVE_ENV, KEYS_ENV, new_key, parse_key_ring
 from hub.application.hub import HubApplication
 from hub.domain.items import Catalogue
 from hub.domain.regions import RegionRegistry
-from hub.errors import ConfigurationError
+from hub.errors import ConfigurationError, StorageUnavailable
 from hub.settings import Settings
 
 CIPHER_TOPIC = "hub.application.cipher:KeyRingCipher"
@@ -76,5 +77,9 @@ def build_application(settings: Settings, *, create_tables: bool = True) -> HubA
     catalogue = (
         Catalogue.load(settings.catalogue) if settings.catalogue else Catalogue.load_default()
     )
-    env = {**persistence_env(settings, create_tables=create_tables), **cipher_env(settings)}
-    return HubApplication(env, regions=RegionRegistry.load_default(), catalogue=catalogue)
+    try:
+        env = {**persistence_env(settings, create_tables=create_tables), **cipher_env(settings)}
+        return HubApplication(env, regions=RegionRegistry.load_default(), catalogue=catalogue)
+    except (OperationalError, InterfaceError, OSError) as error:
+        where = "PostgreSQL" if settings.database_url else str(settings.sqlite_path)
+        raise StorageUnavailable(f"event store at {where} is unavailable: {error}") from error

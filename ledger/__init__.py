@@ -2,19 +2,24 @@
 offline receipts and a tlog-tiles export.
 
 This package is the pure core: it imports only the standard library and ``cryptography`` (the
-storage-backed integrator lives beside it and may use ``psycopg``). Every error is a
-:class:`LedgerError`. Typical use::
+storage-backed integrator that joins it later may also use ``psycopg``, never ``hub`` or
+``adapters``). Every error is a :class:`LedgerError`. Typical use::
+
+    import hashlib
+    import uuid
 
     import ledger
 
-    signer = ledger.Signer.generate("tongban.example/node-1")
+    origin = "tongban.example/node-1"
+    signer = ledger.Signer.generate(origin)
+    leaf = ledger.Leaf(origin, 0, uuid.uuid4(), 1, "CaseOpened", hashlib.sha256(b"ev").digest())
     tree = ledger.MerkleTree()
-    index = tree.append(leaf.encode())
-    note = ledger.sign_checkpoint(
-        ledger.Checkpoint("tongban.example/node-1", tree.size, tree.root()), signer
-    )
-    receipt = ledger.Receipt.for_leaf(leaf, tree.inclusion_proof(index), note)
-    ledger.verify_receipt(receipt, signer.verifier(), ledger.WitnessPolicy(0))
+    tree.append(leaf.encode())
+    note = ledger.sign_checkpoint(ledger.Checkpoint(origin, tree.size, tree.root()), signer)
+    receipt = ledger.Receipt.for_leaf(leaf, tree.inclusion_proof(0), note)
+    ledger.verify_receipt(receipt.format(), signer.verifier(), ledger.WitnessPolicy(0))
+
+The formats are documented in ``docs/ledger.md``.
 """
 
 from ledger.checkpoint import (

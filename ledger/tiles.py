@@ -173,39 +173,49 @@ def encode_entry_bundle(entries: Iterable[bytes]) -> bytes:
     return bytes(out)
 
 
+def _bundle_error(path: str, message: str, indices: Sequence[int] = ()) -> TileError:
+    return TileError(
+        f"malformed entry bundle {path}", (TileProblem(path, message, tuple(indices)),)
+    )
+
+
 def decode_entry_bundle(
     data: bytes, count: int, path: str = "bundle", first: int = 0
 ) -> list[bytes]:
     """Decode a bundle that must hold exactly ``count`` entries (leaf ``first`` onwards).
 
-    Raises :class:`TileError` naming the entry, its leaf index and byte offset at fault.
+    Raises :class:`TileError` whose problem names the entry, its leaf index and the byte offset.
     """
     entries: list[bytes] = []
     offset = 0
     while offset < len(data):
         leaf = first + len(entries)
         if len(entries) == count:
-            raise TileError(
-                f"{path}: {len(data) - offset} trailing bytes at offset {offset} after the "
-                f"{count} expected entries",
-                (TileProblem(path, f"trailing data after {count} entries"),),
+            raise _bundle_error(
+                path,
+                f"{len(data) - offset} trailing bytes at offset {offset} after the {count} "
+                "expected entries",
             )
         if offset + 2 > len(data):
-            message = f"truncated length prefix of entry {len(entries)} (leaf {leaf})"
-            raise TileError(f"{path}: {message}", (TileProblem(path, message, (leaf,)),))
+            raise _bundle_error(
+                path, f"truncated length prefix of entry {len(entries)} (leaf {leaf})", (leaf,)
+            )
         size = int.from_bytes(data[offset : offset + 2], "big")
         if offset + 2 + size > len(data):
-            message = (
+            raise _bundle_error(
+                path,
                 f"entry {len(entries)} (leaf {leaf}) at offset {offset} declares {size} bytes "
-                f"but only {len(data) - offset - 2} remain"
+                f"but only {len(data) - offset - 2} remain",
+                (leaf,),
             )
-            raise TileError(f"{path}: {message}", (TileProblem(path, message, (leaf,)),))
         entries.append(data[offset + 2 : offset + 2 + size])
         offset += 2 + size
     if len(entries) != count:
-        missing = tuple(range(first + len(entries), first + count))
-        message = f"holds {len(entries)} entries, expected {count}"
-        raise TileError(f"{path}: {message}", (TileProblem(path, message, missing),))
+        raise _bundle_error(
+            path,
+            f"holds {len(entries)} entries, expected {count}",
+            range(first + len(entries), first + count),
+        )
     return entries
 
 

@@ -25,7 +25,7 @@ from enum import StrEnum
 from typing import Any, NoReturn, Protocol
 
 from ledger.checkpoint import Checkpoint, SignedCheckpoint, open_checkpoint, peek_checkpoint
-from ledger.cosignature import Cosignature, Cosigner, verified_cosignatures
+from ledger.cosignature import Cosignature, CosignatureVerifier, Cosigner, verified_cosignatures
 from ledger.errors import (
     CheckpointError,
     LedgerError,
@@ -389,9 +389,17 @@ class WitnessPolicy:
     may be listed with several keys (rotation); it still counts once.
     """
 
-    def __init__(self, k: int = 0, witnesses: Iterable[NoteVerifier] = ()) -> None:
-        """Create a policy requiring ``k`` of ``witnesses``."""
+    def __init__(self, k: int = 0, witnesses: Iterable[CosignatureVerifier] = ()) -> None:
+        """Create a policy requiring ``k`` of ``witnesses`` (cosignature/v1 verifiers)."""
         self._witnesses = tuple(witnesses)
+        for w in self._witnesses:
+            # A plain note key (type 0x01) would accept a log-style signature without a
+            # timestamp, i.e. without the witness's statement; only cosignature keys count.
+            if not isinstance(w, CosignatureVerifier):
+                raise PolicyError(
+                    f"witness {getattr(w, 'name', w)!r} must be given as a cosignature/v1 "
+                    f"verifier (key type 0x04), got {type(w).__name__}"
+                )
         names = {w.name for w in self._witnesses}
         if isinstance(k, bool) or not isinstance(k, int) or k < 0:
             raise PolicyError(f"witness policy threshold must be a non-negative integer, got {k!r}")
@@ -409,7 +417,7 @@ class WitnessPolicy:
         return self._k
 
     @property
-    def witnesses(self) -> tuple[NoteVerifier, ...]:
+    def witnesses(self) -> tuple[CosignatureVerifier, ...]:
         """The witness verifiers."""
         return self._witnesses
 

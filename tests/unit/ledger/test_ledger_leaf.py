@@ -30,14 +30,18 @@ SIGNED = Leaf(
 # The documented layout, field by field.
 GOLDEN = bytes.fromhex(
     "01"  # format version
-    "0012" + b"tongban.example/n1".hex()  # origin
+    "0012"
+    + b"tongban.example/n1".hex()  # origin
     + "0000000000000007"  # index
     + "12345678123456781234567812345678"  # aggregate id
     + "0000000000000003"  # version
-    + "000d" + b"CaseHandedOff".hex()  # topic
+    + "000d"
+    + b"CaseHandedOff".hex()  # topic
     + EVENT_HASH.hex()  # SHA-256 of the event bytes
-    + "0014" + b"hall-370102+0a0b0c0d".hex()  # hall key id
-    + "0040" + "01" * 64  # hall signature
+    + "0014"
+    + b"hall-370102+0a0b0c0d".hex()  # hall key id
+    + "0040"
+    + "01" * 64  # hall signature
 )
 
 

@@ -31,8 +31,14 @@ class Node:
         self.log = Signer.generate(ORIGIN)
         self.cosigners = [Cosigner.generate(f"w{i}.example") for i in range(3)]
         self.leaves = [
-            Leaf(ORIGIN, i, uuid.UUID(int=i), 1, "CaseHandedOff",
-                 hashlib.sha256(event_bytes(i)).digest())
+            Leaf(
+                ORIGIN,
+                i,
+                uuid.UUID(int=i),
+                1,
+                "CaseHandedOff",
+                hashlib.sha256(event_bytes(i)).digest(),
+            )
             for i in range(21)
         ]
         self.tree = MerkleTree(leaf.encode() for leaf in self.leaves)
@@ -78,7 +84,10 @@ def test_transparency_dev_marshal_vectors() -> None:
     assert Receipt(10, (h1,), b"checkpoint data\n", b"extra information").format() == (
         f"c2sp.org/tlog-proof@v1\nextra {extra}\nindex 10\n{b1}\n\ncheckpoint data\n".encode()
     )
-    assert Receipt(0, (), b"checkpoint\n").format() == b"c2sp.org/tlog-proof@v1\nindex 0\n\ncheckpoint\n"
+    assert (
+        Receipt(0, (), b"checkpoint\n").format()
+        == b"c2sp.org/tlog-proof@v1\nindex 0\n\ncheckpoint\n"
+    )
 
 
 NOTE = b"o\n1\n" + base64.b64encode(b"\x00" * 32) + b"\n\n\xe2\x80\x94 o AAAAAAA=\n"
@@ -88,21 +97,32 @@ NOTE = b"o\n1\n" + base64.b64encode(b"\x00" * 32) + b"\n\n\xe2\x80\x94 o AAAAAAA
     ("data", "message"),
     [
         (b"wrong-header\nindex 0\n\n" + NOTE, "line 1 must be 'c2sp.org/tlog-proof@v1'"),
-        (b"c2sp.org/tlog-proof@v1\nextra !!notbase64!!\nindex 0\n\n" + NOTE,
-         "line 2: extra data is not valid base64"),
+        (
+            b"c2sp.org/tlog-proof@v1\nextra !!notbase64!!\nindex 0\n\n" + NOTE,
+            "line 2: extra data is not valid base64",
+        ),
         (b"c2sp.org/tlog-proof@v1\n\n\n" + NOTE, "line 2 must be 'index <decimal>'"),
         (b"c2sp.org/tlog-proof@v1\nindex notanumber\n\n" + NOTE, "'notanumber' is not a decimal"),
         (b"c2sp.org/tlog-proof@v1\nindex -5\n\n" + NOTE, "'-5' is not a decimal"),
         (b"c2sp.org/tlog-proof@v1\nindex 05\n\n" + NOTE, "'05' is not a decimal"),
-        (b"c2sp.org/tlog-proof@v1\nindex 0\n!!notbase64!!\n\n" + NOTE,
-         "line 3: inclusion proof hash 0 is not valid base64"),
-        (b"c2sp.org/tlog-proof@v1\nindex 0\n" + base64.b64encode(b"\x00" * 64) + b"\n\n" + NOTE,
-         "line 3: inclusion proof hash 0 is 64 bytes, expected 32"),
+        (
+            b"c2sp.org/tlog-proof@v1\nindex 0\n!!notbase64!!\n\n" + NOTE,
+            "line 3: inclusion proof hash 0 is not valid base64",
+        ),
+        (
+            b"c2sp.org/tlog-proof@v1\nindex 0\n" + base64.b64encode(b"\x00" * 64) + b"\n\n" + NOTE,
+            "line 3: inclusion proof hash 0 is 64 bytes, expected 32",
+        ),
         (b"c2sp.org/tlog-proof@v1\nindex 0\n" + b"a" * 70000 + b"\n", "no empty line"),
         (b"c2sp.org/tlog-proof@v1\nindex 0\n\nnot a note", "checkpoint note is malformed"),
         (b"c2sp.org/tlog-proof@v1\nextra \nindex 0\n\n" + NOTE, "extra data is empty"),
-        (b"c2sp.org/tlog-proof@v1\nindex 0\n" + (base64.b64encode(b"\x00" * 32) + b"\n") * 65
-         + b"\n" + NOTE, "65 proof lines, more than 64"),
+        (
+            b"c2sp.org/tlog-proof@v1\nindex 0\n"
+            + (base64.b64encode(b"\x00" * 32) + b"\n") * 65
+            + b"\n"
+            + NOTE,
+            "65 proof lines, more than 64",
+        ),
         (b"c2sp.org/tlog-proof@v1\xff\nindex 0\n\n" + NOTE, "non-ASCII byte at offset 22"),
     ],
 )

@@ -58,8 +58,13 @@ def test_paths() -> None:
     assert tile_path(0, 1234067) == "tile/0/x001/x234/067"
     assert tile_path(3, 5, 2) == "tile/3/005.p/2"
     assert entries_path(1, 112) == "tile/entries/001.p/112"
-    for path in ("tile/0/000", "tile/3/x123/x456/078.p/2", "tile/entries/x001/000",
-                 "tile/63/000.p/255", "tile/entries/273.p/112"):
+    for path in (
+        "tile/0/000",
+        "tile/3/x123/x456/078.p/2",
+        "tile/entries/x001/000",
+        "tile/63/000.p/255",
+        "tile/entries/273.p/112",
+    ):
         assert parse_tile_path(path).path == path
     assert parse_tile_path("tile/entries/273.p/112") == TileRef(0, 273, 112, True)
 
@@ -118,7 +123,7 @@ def test_entry_bundles() -> None:
         encode_entry_bundle([b"x" * 65536])
     with pytest.raises(TileError, match="holds 3 entries, expected 4"):
         decode_entry_bundle(encoded, 4)
-    with pytest.raises(TileError, match="trailing bytes at offset 3 after the 2 expected"):
+    with pytest.raises(TileError, match="trailing bytes at offset 4 after the 2 expected"):
         decode_entry_bundle(b"\x00\x00" + b"\x00\x00" + b"\x07", 2)
     with pytest.raises(TileError, match="entry 1 \\(leaf 11\\) at offset 3 declares 9 bytes"):
         decode_entry_bundle(b"\x00\x01a\x00\x09ab", 2, first=10)

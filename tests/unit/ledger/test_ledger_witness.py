@@ -275,6 +275,8 @@ def test_policy_counts_a_rotated_witness_once() -> None:
 
 
 def test_policy_validation() -> None:
+    with pytest.raises(PolicyError, match="must be given as a cosignature/v1 verifier"):
+        WitnessPolicy(1, [Signer.generate("w0.example").verifier()])  # type: ignore[list-item]
     with pytest.raises(PolicyError, match="non-negative integer"):
         WitnessPolicy(-1)
     with pytest.raises(PolicyError, match="needs 1 cosignatures but names only 0"):
