@@ -65,8 +65,8 @@ class Receipt:
             )
         for i, h in enumerate(self.proof):
             if not isinstance(h, bytes) or len(h) != HASH_SIZE:
-                size = len(h) if isinstance(h, bytes) else type(h).__name__
-                raise ReceiptError(f"inclusion proof hash {i} is {size} bytes, expected 32")
+                size = f"{len(h)} bytes" if isinstance(h, bytes) else type(h).__name__
+                raise ReceiptError(f"inclusion proof hash {i} is {size}, expected 32 bytes")
         if not isinstance(self.checkpoint, bytes):
             raise ReceiptError("receipt checkpoint must be the signed note bytes")
         if self.extra is not None and (not isinstance(self.extra, bytes) or not self.extra):

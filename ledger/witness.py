@@ -251,8 +251,8 @@ class Witness:
             )
         for i, h in enumerate(proof):
             if not isinstance(h, bytes) or len(h) != HASH_SIZE:
-                size = len(h) if isinstance(h, bytes) else type(h).__name__
-                raise WitnessError(f"consistency proof hash {i} is {size} bytes, expected 32", 400)
+                size = f"{len(h)} bytes" if isinstance(h, bytes) else type(h).__name__
+                raise WitnessError(f"consistency proof hash {i} is {size}, expected 32 bytes", 400)
         try:
             claimed = peek_checkpoint(note)
         except CheckpointError as exc:

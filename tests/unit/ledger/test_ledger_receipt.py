@@ -198,3 +198,57 @@ def test_single_node_receipt_and_edge_cases() -> None:
         Receipt(-1, (), note)
     with pytest.raises(ReceiptError, match="hash 0 is 3 bytes"):
         Receipt(0, (b"abc",), note)
+
+
+DOCUMENTED_RECEIPT = """c2sp.org/tlog-proof@v1
+extra AQAWdG9uZ2Jhbi5leGFtcGxlL25vZGUtMQAAAAAAAAACAAAAAAAAAAAAAAAAAAAAAwAAAAAAAAABAApDYXNlT3BlbmVkfx7hfrbUsYFcjAWA37fKDT1cPN5SPagX7307Hpb21bgAAAAA
+index 2
+CGn6Qkw+5qU5XsvDVwRN+zgSGAxiTTUlw8/01KU51jY=
+jobUVxuTcelbpQ1FfE6u+mlV2IHbrLvYMcW+YgLB+Zg=
+oO7cF3iS1EBNySjJfjTbOLqhgpmuOulCP97AEs5H9X8=
+
+tongban.example/node-1
+5
+rDm51krp9LOJ1NYBxeoBC66FxUMzl0tpN22SE0odbW0=
+
+— tongban.example/node-1 j5c5Od93PpbPTsokEvwpOAlmF9V8xfWuqa8X7Wp+RnRp0N1+ctWooGVdXF/CCO2CULL9J0oBPdVo4qzKTMQJHYqHPAg=
+— witness.example/w1 IDJKvgAAAABlU/EAqFvLNODhf/LTE5r/g+mpxaF+ruygRtkeEvlT6OHzHDCFIdLEHak/cnWq5A8/Uz3BD8rMYuW15175hToIXNL5Aw==
+"""
+
+
+def test_documented_example_receipt_is_reproducible_and_verifies() -> None:
+    """docs/ledger.md shows this receipt; it is rebuilt here from the documented seeds."""
+    log = Signer.from_seed(ORIGIN, bytes(range(32)))
+    witness = Cosigner.from_seed("witness.example/w1", bytes(range(32, 64)), lambda: 1700000000)
+    assert (
+        log.verifier_key()
+        == "tongban.example/node-1+8f973939+AQOhB7/zzhC+HXDdGOdLwJln5NYwm6UNXx3chmQSVTG4"
+    )
+    assert (
+        witness.verifier_key()
+        == "witness.example/w1+20324abe+BCmsuuFBvMrwsi4alNNNC8c2HlJtC/4SyJeUvJMilm3X"
+    )
+    leaves = [
+        Leaf(
+            ORIGIN,
+            i,
+            uuid.UUID(int=i + 1),
+            1,
+            "CaseOpened" if i % 2 == 0 else "CaseHandedOff",
+            hashlib.sha256(f"event {i}".encode()).digest(),
+        )
+        for i in range(5)
+    ]
+    tree = MerkleTree(leaf.encode() for leaf in leaves)
+    note = sign_checkpoint(Checkpoint(ORIGIN, 5, tree.root()), log)
+    w = Witness(witness, {ORIGIN: log.verifier()}, clock=lambda: 1700000000)
+    note = attach_cosignatures(note, w.add_checkpoint(note, 0))
+    receipt = Receipt.for_leaf(leaves[2], tree.inclusion_proof(2), note)
+    assert receipt.format().decode() == DOCUMENTED_RECEIPT
+    verified = verify_receipt(
+        DOCUMENTED_RECEIPT.encode(),
+        log.verifier(),
+        WitnessPolicy(1, [witness.verifier()]),
+        event=b"event 2",
+    )
+    assert verified.leaf == leaves[2]
