@@ -410,10 +410,8 @@ class _Audit:
         self.partials: dict[int, list[bytes]] = {}
         self.partial_ok = False
         self.cache: dict[int, tuple[int, list[bytes] | None]] = {}
-        self.reported: set[str] = set()
 
     def problem(self, path: str, message: str, indices: Sequence[int] = ()) -> None:
-        self.reported.add(path)
         self.problems.append(TileProblem(path, message, tuple(indices)))
 
     def read_hash_tile(self, ref: TileRef) -> list[bytes] | None:
@@ -422,7 +420,6 @@ class _Audit:
         what = f"level {ref.level} hashes for leaves {start}..{end - 1}"
         data = _read(self.base, ref.path, self.problems, what, covered)
         if data is None:
-            self.reported.add(ref.path)
             return None
         if len(data) != ref.width * HASH_SIZE:
             self.problem(
