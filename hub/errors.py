@@ -51,6 +51,18 @@ class PermissionRefused(TongbanError):
         super().__init__(f"hall {hall_id}: {reason}")
 
 
+class SignatureRefused(TongbanError):
+    """A hall's command signature is missing, wrong, or made with a key not accepted now.
+
+    Maps to UNAUTHENTICATED.
+    """
+
+    def __init__(self, hall_id: str, reason: str) -> None:
+        self.hall_id = hall_id
+        self.reason = reason
+        super().__init__(f"hall {hall_id}: signature refused: {reason}")
+
+
 class AlreadyExists(TongbanError):
     """Something with this identity exists already. Maps to ALREADY_EXISTS."""
 

@@ -30,6 +30,8 @@ from eventsourcing.utils import Environment, EnvType
 from hub.application.idempotency import (
     CommandRecord,
     CommandResult,
+    HallSignature,
+    VerifiedSignature,
     check_key,
     payload_digest,
     record_id,
@@ -55,6 +57,7 @@ from hub.errors import (
     InvalidInput,
     NotFound,
     PermissionRefused,
+    SignatureRefused,
     StorageUnavailable,
 )
 
@@ -77,7 +80,10 @@ class HubApplication(Application[UUID]):
         *,
         regions: RegionRegistry | None = None,
         catalogue: Catalogue | None = None,
+        require_signatures: bool = False,
     ) -> None:
+        #: Refuse unsigned commands (a serving node); the demo and tests may run without.
+        self.require_signatures = require_signatures
         self.regions = regions or RegionRegistry.load_default()
         self.catalogue = catalogue or Catalogue.load_default()
         super().__init__(env)
@@ -148,6 +154,7 @@ class HubApplication(Application[UUID]):
         *,
         idempotency_key: str,
         actor: Actor,
+        signature: HallSignature | None = None,
         item_code: str,
         applicant: Applicant,
         materials: Sequence[Material],
@@ -165,10 +172,11 @@ class HubApplication(Application[UUID]):
             "materials": [asdict(m) for m in materials],
             "competent_region": competent_region,
         }
+        hall = self._acting_hall(actor)
+        proof = self._check_signature(hall, signature)
         replay = self._replay(actor, idempotency_key, "submit", payload)
         if replay is not None:
             return replay
-        hall = self._acting_hall(actor)
         item = self.catalogue.get(item_code)
         intake = RegionCode(hall.region)
         if competent_region:
@@ -204,19 +212,21 @@ class HubApplication(Application[UUID]):
             statutory_days=item.statutory_days,
             produces_certificate=item.certificate is not None,
         )
-        return self._commit(case, actor, idempotency_key, "submit", payload)
+        return self._commit(proof, case, actor, idempotency_key, "submit", payload)
 
     def request_correction(
         self,
         *,
         idempotency_key: str,
         actor: Actor,
+        signature: HallSignature | None = None,
         case_id: UUID,
         missing: Sequence[str],
         notice: str,
     ) -> CommandResult:
         """一次性告知: everything missing at once; the clock pauses until resubmission."""
         return self._act(
+            signature,
             "request_correction",
             actor,
             idempotency_key,
@@ -226,10 +236,17 @@ class HubApplication(Application[UUID]):
         )
 
     def resubmit(
-        self, *, idempotency_key: str, actor: Actor, case_id: UUID, materials: Sequence[Material]
+        self,
+        *,
+        idempotency_key: str,
+        actor: Actor,
+        signature: HallSignature | None = None,
+        case_id: UUID,
+        materials: Sequence[Material],
     ) -> CommandResult:
         """补正: the missing materials arrive; the case is accepted."""
         return self._act(
+            signature,
             "resubmit",
             actor,
             idempotency_key,
@@ -238,15 +255,31 @@ class HubApplication(Application[UUID]):
             lambda case: case.resubmit(actor, tuple(materials)),
         )
 
-    def accept(self, *, idempotency_key: str, actor: Actor, case_id: UUID) -> CommandResult:
+    def accept(
+        self,
+        *,
+        idempotency_key: str,
+        actor: Actor,
+        signature: HallSignature | None = None,
+        case_id: UUID,
+    ) -> CommandResult:
         """受理."""
-        return self._act("accept", actor, idempotency_key, case_id, {}, lambda c: c.accept(actor))
+        return self._act(
+            signature, "accept", actor, idempotency_key, case_id, {}, lambda c: c.accept(actor)
+        )
 
     def reject_at_intake(
-        self, *, idempotency_key: str, actor: Actor, case_id: UUID, reason: str
+        self,
+        *,
+        idempotency_key: str,
+        actor: Actor,
+        signature: HallSignature | None = None,
+        case_id: UUID,
+        reason: str,
     ) -> CommandResult:
         """不予受理 (final)."""
         return self._act(
+            signature,
             "reject_at_intake",
             actor,
             idempotency_key,
@@ -258,7 +291,14 @@ class HubApplication(Application[UUID]):
     # ================================================================ transfer
 
     def hand_off(
-        self, *, idempotency_key: str, actor: Actor, case_id: UUID, to_hall: str, reason: str
+        self,
+        *,
+        idempotency_key: str,
+        actor: Actor,
+        signature: HallSignature | None = None,
+        case_id: UUID,
+        to_hall: str,
+        reason: str,
     ) -> CommandResult:
         """转办 to another hall of this node."""
 
@@ -267,6 +307,7 @@ class HubApplication(Application[UUID]):
             case.hand_off(actor, to_hall, RegionCode(receiver.region), reason)
 
         return self._act(
+            signature,
             "hand_off",
             actor,
             idempotency_key,
@@ -276,7 +317,14 @@ class HubApplication(Application[UUID]):
         )
 
     def escalate(
-        self, *, idempotency_key: str, actor: Actor, case_id: UUID, to_hall: str, reason: str
+        self,
+        *,
+        idempotency_key: str,
+        actor: Actor,
+        signature: HallSignature | None = None,
+        case_id: UUID,
+        to_hall: str,
+        reason: str,
     ) -> CommandResult:
         """上报 to a hall of a higher level whose region contains the actor's."""
 
@@ -285,6 +333,7 @@ class HubApplication(Application[UUID]):
             case.escalate(actor, to_hall, RegionCode(receiver.region), reason)
 
         return self._act(
+            signature,
             "escalate",
             actor,
             idempotency_key,
@@ -294,10 +343,16 @@ class HubApplication(Application[UUID]):
         )
 
     def acknowledge_handoff(
-        self, *, idempotency_key: str, actor: Actor, case_id: UUID
+        self,
+        *,
+        idempotency_key: str,
+        actor: Actor,
+        signature: HallSignature | None = None,
+        case_id: UUID,
     ) -> CommandResult:
         """The receiver of a handoff or escalation takes the case."""
         return self._act(
+            signature,
             "acknowledge_handoff",
             actor,
             idempotency_key,
@@ -308,10 +363,23 @@ class HubApplication(Application[UUID]):
 
     # ================================================================ handling
 
-    def start_handling(self, *, idempotency_key: str, actor: Actor, case_id: UUID) -> CommandResult:
+    def start_handling(
+        self,
+        *,
+        idempotency_key: str,
+        actor: Actor,
+        signature: HallSignature | None = None,
+        case_id: UUID,
+    ) -> CommandResult:
         """承办."""
         return self._act(
-            "start_handling", actor, idempotency_key, case_id, {}, lambda c: c.start_handling(actor)
+            signature,
+            "start_handling",
+            actor,
+            idempotency_key,
+            case_id,
+            {},
+            lambda c: c.start_handling(actor),
         )
 
     def suspend(
@@ -319,12 +387,14 @@ class HubApplication(Application[UUID]):
         *,
         idempotency_key: str,
         actor: Actor,
+        signature: HallSignature | None = None,
         case_id: UUID,
         reason: SuspensionReason,
         note: str,
     ) -> CommandResult:
         """特别程序: the clock pauses."""
         return self._act(
+            signature,
             "suspend",
             actor,
             idempotency_key,
@@ -333,12 +403,27 @@ class HubApplication(Application[UUID]):
             lambda case: case.suspend(actor, reason, note),
         )
 
-    def resume(self, *, idempotency_key: str, actor: Actor, case_id: UUID) -> CommandResult:
+    def resume(
+        self,
+        *,
+        idempotency_key: str,
+        actor: Actor,
+        signature: HallSignature | None = None,
+        case_id: UUID,
+    ) -> CommandResult:
         """特别程序 ends; the clock resumes."""
-        return self._act("resume", actor, idempotency_key, case_id, {}, lambda c: c.resume(actor))
+        return self._act(
+            signature, "resume", actor, idempotency_key, case_id, {}, lambda c: c.resume(actor)
+        )
 
     def open_joint_tasks(
-        self, *, idempotency_key: str, actor: Actor, case_id: UUID, tasks: Sequence[JointTask]
+        self,
+        *,
+        idempotency_key: str,
+        actor: Actor,
+        signature: HallSignature | None = None,
+        case_id: UUID,
+        tasks: Sequence[JointTask],
     ) -> CommandResult:
         """联办: one task per department or region, each at a registered hall."""
 
@@ -348,6 +433,7 @@ class HubApplication(Application[UUID]):
             case.open_joint_tasks(actor, tuple(tasks))
 
         return self._act(
+            signature,
             "open_joint_tasks",
             actor,
             idempotency_key,
@@ -361,6 +447,7 @@ class HubApplication(Application[UUID]):
         *,
         idempotency_key: str,
         actor: Actor,
+        signature: HallSignature | None = None,
         case_id: UUID,
         task_id: str,
         approved: bool,
@@ -368,6 +455,7 @@ class HubApplication(Application[UUID]):
     ) -> CommandResult:
         """A task's hall reports its part; the last one joins the case."""
         return self._act(
+            signature,
             "complete_joint_task",
             actor,
             idempotency_key,
@@ -377,10 +465,18 @@ class HubApplication(Application[UUID]):
         )
 
     def decide(
-        self, *, idempotency_key: str, actor: Actor, case_id: UUID, approved: bool, reason: str
+        self,
+        *,
+        idempotency_key: str,
+        actor: Actor,
+        signature: HallSignature | None = None,
+        case_id: UUID,
+        approved: bool,
+        reason: str,
     ) -> CommandResult:
         """决定 at the competent region."""
         return self._act(
+            signature,
             "decide",
             actor,
             idempotency_key,
@@ -389,17 +485,31 @@ class HubApplication(Application[UUID]):
             lambda case: case.decide(actor, approved, reason),
         )
 
-    def conclude(self, *, idempotency_key: str, actor: Actor, case_id: UUID) -> CommandResult:
+    def conclude(
+        self,
+        *,
+        idempotency_key: str,
+        actor: Actor,
+        signature: HallSignature | None = None,
+        case_id: UUID,
+    ) -> CommandResult:
         """办结."""
         return self._act(
-            "conclude", actor, idempotency_key, case_id, {}, lambda c: c.conclude(actor)
+            signature, "conclude", actor, idempotency_key, case_id, {}, lambda c: c.conclude(actor)
         )
 
     def record_certificate(
-        self, *, idempotency_key: str, actor: Actor, case_id: UUID, certificate_id: str
+        self,
+        *,
+        idempotency_key: str,
+        actor: Actor,
+        signature: HallSignature | None = None,
+        case_id: UUID,
+        certificate_id: str,
     ) -> CommandResult:
         """制证: record the certificate issued for an approved case."""
         return self._act(
+            signature,
             "record_certificate",
             actor,
             idempotency_key,
@@ -415,12 +525,14 @@ class HubApplication(Application[UUID]):
         *,
         idempotency_key: str,
         actor: Actor,
+        signature: HallSignature | None = None,
         case_id: UUID,
         method: DeliveryMethod,
         note: str = "",
     ) -> CommandResult:
         """送达."""
         return self._act(
+            signature,
             "deliver",
             actor,
             idempotency_key,
@@ -430,10 +542,18 @@ class HubApplication(Application[UUID]):
         )
 
     def rate(
-        self, *, idempotency_key: str, actor: Actor, case_id: UUID, rating: Rating, comment: str
+        self,
+        *,
+        idempotency_key: str,
+        actor: Actor,
+        signature: HallSignature | None = None,
+        case_id: UUID,
+        rating: Rating,
+        comment: str,
     ) -> CommandResult:
         """好差评; a 差评 opens a rectification."""
         return self._act(
+            signature,
             "rate",
             actor,
             idempotency_key,
@@ -443,10 +563,18 @@ class HubApplication(Application[UUID]):
         )
 
     def complete_rectification(
-        self, *, idempotency_key: str, actor: Actor, case_id: UUID, report: str, follow_up: str
+        self,
+        *,
+        idempotency_key: str,
+        actor: Actor,
+        signature: HallSignature | None = None,
+        case_id: UUID,
+        report: str,
+        follow_up: str,
     ) -> CommandResult:
         """整改 done, with the follow-up result."""
         return self._act(
+            signature,
             "complete_rectification",
             actor,
             idempotency_key,
@@ -455,15 +583,31 @@ class HubApplication(Application[UUID]):
             lambda case: case.complete_rectification(actor, report, follow_up),
         )
 
-    def archive(self, *, idempotency_key: str, actor: Actor, case_id: UUID) -> CommandResult:
+    def archive(
+        self,
+        *,
+        idempotency_key: str,
+        actor: Actor,
+        signature: HallSignature | None = None,
+        case_id: UUID,
+    ) -> CommandResult:
         """归档."""
-        return self._act("archive", actor, idempotency_key, case_id, {}, lambda c: c.archive(actor))
+        return self._act(
+            signature, "archive", actor, idempotency_key, case_id, {}, lambda c: c.archive(actor)
+        )
 
     def withdraw(
-        self, *, idempotency_key: str, actor: Actor, case_id: UUID, reason: str
+        self,
+        *,
+        idempotency_key: str,
+        actor: Actor,
+        signature: HallSignature | None = None,
+        case_id: UUID,
+        reason: str,
     ) -> CommandResult:
         """撤回."""
         return self._act(
+            signature,
             "withdraw",
             actor,
             idempotency_key,
@@ -495,6 +639,7 @@ class HubApplication(Application[UUID]):
 
     def _act(
         self,
+        signature: HallSignature | None,
         command: str,
         actor: Actor,
         key: str,
@@ -504,13 +649,13 @@ class HubApplication(Application[UUID]):
     ) -> CommandResult:
         check_key(key)
         payload = {"case_id": str(case_id), **payload}
+        proof = self._check_signature(self._acting_hall(actor), signature)
         replay = self._replay(actor, key, command, payload)
         if replay is not None:
             return replay
-        self._acting_hall(actor)
         case = self.get_case(case_id)
         action(case)
-        return self._commit(case, actor, key, command, payload)
+        return self._commit(proof, case, actor, key, command, payload)
 
     def _replay(
         self, actor: Actor, key: str, command: str, payload: dict[str, Any]
@@ -528,7 +673,13 @@ class HubApplication(Application[UUID]):
         return record.result
 
     def _commit(
-        self, case: Case, actor: Actor, key: str, command: str, payload: dict[str, Any]
+        self,
+        proof: VerifiedSignature | None,
+        case: Case,
+        actor: Actor,
+        key: str,
+        command: str,
+        payload: dict[str, Any],
     ) -> CommandResult:
         result = CommandResult(case.id, case.version)
         record = CommandRecord.record(
@@ -537,6 +688,9 @@ class HubApplication(Application[UUID]):
             command=command,
             digest=payload_digest(command, payload),
             result=result,
+            signed_bytes=proof.command_bytes if proof else b"",
+            signature=proof.signature if proof else b"",
+            key_id=proof.key_id if proof else "",
         )
         try:
             self._save(case, record)
@@ -549,7 +703,18 @@ class HubApplication(Application[UUID]):
             raise
         return result
 
+    def _check_signature(
+        self, hall: Hall, signature: HallSignature | None
+    ) -> VerifiedSignature | None:
+        """Verify the hall's signature before anything else happens; required when serving."""
+        if signature is not None:
+            return signature.verify(hall)
+        if self.require_signatures:
+            raise SignatureRefused(hall.hall_id, "the command is not signed")
+        return None
+
     def _acting_hall(self, actor: Actor) -> Hall:
+        """The registered, active hall of ``actor``."""
         try:
             hall = self.get_hall(actor.hall_id)
         except NotFound:

@@ -19,11 +19,57 @@ from dataclasses import dataclass
 from typing import Any
 from uuid import NAMESPACE_URL, UUID, uuid5
 
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from eventsourcing.domain import Aggregate
 
-from hub.errors import InvalidInput
+from hub.domain.hall import Hall, decode_public_key
+from hub.errors import InvalidInput, SignatureRefused
 
 MAX_KEY_LENGTH = 128
+
+
+@dataclass(frozen=True)
+class HallSignature:
+    """What a hall signed: the exact command bytes it sent and its Ed25519 signature."""
+
+    command_bytes: bytes
+    signature: bytes
+
+    def verify(self, hall: Hall) -> VerifiedSignature:
+        """Check the signature with the hall's current key; a rotated-out key is refused."""
+        if _verifies(hall.current_key, self.signature, self.command_bytes):
+            return VerifiedSignature(
+                self.command_bytes, self.signature, hall_key_id(hall.current_key)
+            )
+        if any(_verifies(old, self.signature, self.command_bytes) for old in hall.public_keys):
+            raise SignatureRefused(hall.hall_id, "signed with a rotated-out key")
+        raise SignatureRefused(
+            hall.hall_id, "does not verify over the command bytes with the hall's current key"
+        )
+
+
+@dataclass(frozen=True)
+class VerifiedSignature:
+    """A hall signature that verified, with the id of the key that made it."""
+
+    command_bytes: bytes
+    signature: bytes
+    key_id: str
+
+
+def _verifies(public_key_b64: str, signature: bytes, message: bytes) -> bool:
+    public = Ed25519PublicKey.from_public_bytes(decode_public_key(public_key_b64))
+    try:
+        public.verify(signature, message)
+    except InvalidSignature:
+        return False
+    return True
+
+
+def hall_key_id(public_key_b64: str) -> str:
+    """A short, stable id of a hall key: the first 8 bytes of SHA-256 of the raw key, in hex."""
+    return hashlib.sha256(decode_public_key(public_key_b64)).hexdigest()[:16]
 
 
 @dataclass(frozen=True)
@@ -74,6 +120,7 @@ class CommandRecord(Aggregate):
         case_version: int
         signed_bytes: bytes
         signature: bytes
+        key_id: str
 
         def apply(self, aggregate: CommandRecord) -> None:
             aggregate.hall_id = self.hall_id
@@ -102,6 +149,7 @@ class CommandRecord(Aggregate):
         result: CommandResult,
         signed_bytes: bytes = b"",
         signature: bytes = b"",
+        key_id: str = "",
     ) -> CommandRecord:
         """Create the record of a command's first result."""
         return cls._create(
@@ -115,6 +163,7 @@ class CommandRecord(Aggregate):
             case_version=result.version,
             signed_bytes=signed_bytes,
             signature=signature,
+            key_id=key_id,
         )
 
     @property
