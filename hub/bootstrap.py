@@ -72,14 +72,24 @@ def _load_or_create_key_ring(path: Path) -> tuple[str, str]:
     return keys, "k1"
 
 
-def build_application(settings: Settings, *, create_tables: bool = True) -> HubApplication:
-    """A node's application configured from ``settings``."""
+def build_application(
+    settings: Settings, *, create_tables: bool = True, require_signatures: bool = False
+) -> HubApplication:
+    """A node's application configured from ``settings``.
+
+    ``require_signatures``: refuse unsigned commands (a node serving halls over mTLS).
+    """
     catalogue = (
         Catalogue.load(settings.catalogue) if settings.catalogue else Catalogue.load_default()
     )
     try:
         env = {**persistence_env(settings, create_tables=create_tables), **cipher_env(settings)}
-        return HubApplication(env, regions=RegionRegistry.load_default(), catalogue=catalogue)
+        return HubApplication(
+            env,
+            regions=RegionRegistry.load_default(),
+            catalogue=catalogue,
+            require_signatures=require_signatures,
+        )
     except (OperationalError, InterfaceError, OSError) as error:
         where = "PostgreSQL" if settings.database_url else str(settings.sqlite_path)
         raise StorageUnavailable(f"event store at {where} is unavailable: {error}") from error

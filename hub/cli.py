@@ -66,6 +66,93 @@ def _regions(args: argparse.Namespace) -> int:
     return 0
 
 
+def _serve(args: argparse.Namespace) -> int:
+    import logging
+    import signal
+
+    from hub.api.server import NodeServer, TLSFiles
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    settings = Settings.from_env()
+    listen = args.listen or settings.listen
+    tls = None if args.insecure else TLSFiles.in_directory(settings.pki_dir)
+    app = build_application(settings, require_signatures=not args.insecure)
+    node = NodeServer(app, listen=listen, tls=tls, max_workers=args.workers).start()
+    # The port line is machine-readable: scripts and tests wait for it.
+    print(f"tongban: serving on {listen.rsplit(':', 1)[0]}:{node.port}", flush=True)
+
+    def shut_down(signum: int, _frame: object) -> None:
+        node.stop(grace=args.grace)
+
+    signal.signal(signal.SIGTERM, shut_down)
+    signal.signal(signal.SIGINT, shut_down)
+    try:
+        node.wait()
+    finally:
+        app.close()
+    return 0
+
+
+def _pki_init(args: argparse.Namespace) -> int:
+    from hub.pki import Role, init_ca
+
+    directory = Path(args.dir) if args.dir else Settings.from_env().pki_dir
+    ca = init_ca(directory, args.node)
+    node = ca.issue(Role.NODE, "node", dns_names=tuple(args.dns), ip_addresses=tuple(args.ip))
+    certificate, key = node.write(directory)
+    print(f"CA: {directory / 'ca.pem'} (key {directory / 'ca.key'}, mode 0600)")
+    print(f"node certificate: {certificate} (key {key})")
+    return 0
+
+
+def _pki_issue(args: argparse.Namespace) -> int:
+    from hub.pki import Role, load_ca
+
+    directory = Path(args.dir) if args.dir else Settings.from_env().pki_dir
+    issued = load_ca(directory).issue(Role(args.role), args.name, valid_days=args.valid_days)
+    certificate, key = issued.write(Path(args.out))
+    print(f"{issued.identity}: {certificate} (key {key})")
+    return 0
+
+
+def _pki_signing_key(args: argparse.Namespace) -> int:
+    import base64
+    import os
+
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    key = Ed25519PrivateKey.generate()
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(pem)
+    raw = key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    print(f"signing key: {out} (mode 0600)")
+    print(f"public key (register it with the hall): {base64.b64encode(raw).decode()}")
+    return 0
+
+
+def _hall_register(args: argparse.Namespace) -> int:
+    app = build_application(Settings.from_env())
+    try:
+        hall = app.register_hall(
+            hall_id=args.hall_id,
+            name=args.name,
+            region=args.region,
+            windows=args.window,
+            public_key=args.public_key,
+        )
+    finally:
+        app.close()
+    print(f"registered {hall.hall_id} ({hall.name}) at {hall.region}, level {hall.level.name}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``tongban``."""
     parser = argparse.ArgumentParser(
@@ -86,6 +173,42 @@ def build_parser() -> argparse.ArgumentParser:
     regions = commands.add_parser("regions", help="show a region and its children")
     regions.add_argument("code", help="a 2, 4, 6, 9 or 12 digit region code")
     regions.set_defaults(run=_regions)
+
+    serve = commands.add_parser("serve", help="run a node's gRPC server (mutual TLS)")
+    serve.add_argument("--listen", help="host:port (default TONGBAN_LISTEN or 127.0.0.1:7443)")
+    serve.add_argument("--insecure", action="store_true", help="no TLS, unsigned commands (demo)")
+    serve.add_argument("--workers", type=int, default=16, help="server threads")
+    serve.add_argument("--grace", type=float, default=5.0, help="seconds to finish on shutdown")
+    serve.set_defaults(run=_serve)
+
+    pki = commands.add_parser("pki", help="the node's certificate authority")
+    pki_commands = pki.add_subparsers(dest="pki_command", required=True)
+    init = pki_commands.add_parser("init", help="create the node CA and its server certificate")
+    init.add_argument("--dir", help="where to write (default TONGBAN_TLS_DIR or DATA_DIR/pki)")
+    init.add_argument("--node", required=True, help="the node's name, e.g. hunan")
+    init.add_argument("--dns", nargs="*", default=["localhost"], help="server DNS names")
+    init.add_argument("--ip", nargs="*", default=["127.0.0.1"], help="server IP addresses")
+    init.set_defaults(run=_pki_init)
+    issue = pki_commands.add_parser("issue", help="issue a hall/auditor/peer/admin certificate")
+    issue.add_argument("--dir", help="the CA directory (default as for init)")
+    issue.add_argument("--role", required=True, choices=["hall", "auditor", "peer", "admin"])
+    issue.add_argument("--name", required=True, help="hall id, auditor or peer name")
+    issue.add_argument("--out", required=True, help="directory for NAME.pem and NAME.key")
+    issue.add_argument("--valid-days", type=int, default=365)
+    issue.set_defaults(run=_pki_issue)
+    signing = pki_commands.add_parser("signing-key", help="a hall's Ed25519 command-signing key")
+    signing.add_argument("--out", required=True, help="file for the private key (PEM, 0600)")
+    signing.set_defaults(run=_pki_signing_key)
+
+    hall = commands.add_parser("hall", help="manage the hall registry on this node's store")
+    hall_commands = hall.add_subparsers(dest="hall_command", required=True)
+    register = hall_commands.add_parser("register", help="register a hall")
+    register.add_argument("--hall-id", required=True)
+    register.add_argument("--name", required=True)
+    register.add_argument("--region", required=True, help="the hall's region code")
+    register.add_argument("--window", action="append", required=True, help="a window (repeat)")
+    register.add_argument("--public-key", required=True, help="base64 Ed25519 public key")
+    register.set_defaults(run=_hall_register)
     return parser
 
 

@@ -29,6 +29,8 @@ _KEYS = {
     "catalogue": "TONGBAN_CATALOGUE",
     "cipher_keys": "TONGBAN_CIPHER_KEYS",
     "cipher_active_key": "TONGBAN_CIPHER_ACTIVE_KEY",
+    "listen": "TONGBAN_LISTEN",
+    "tls_dir": "TONGBAN_TLS_DIR",
 }
 
 
@@ -55,6 +57,15 @@ class Settings:
     #: Key ring ``id:base64,...`` for encryption at rest; generated under data_dir when empty.
     cipher_keys: str = field(default="", repr=False)
     cipher_active_key: str = ""
+    #: Address the gRPC server listens on.
+    listen: str = "127.0.0.1:7443"
+    #: Directory with ca.pem, node.pem and node.key (``tongban pki init``); None: data_dir/pki.
+    tls_dir: Path | None = None
+
+    @property
+    def pki_dir(self) -> Path:
+        """Where the node's CA and server certificate live."""
+        return self.tls_dir or self.data_dir / "pki"
 
     def __post_init__(self) -> None:
         if not (self.node_region.isdigit() and len(self.node_region) in (2, 4, 6)):
@@ -88,9 +99,11 @@ class Settings:
                 values[name] = environ[variable]
         data_dir = Path(values.pop("data_dir", "") or _default_data_dir(environ))
         catalogue = values.pop("catalogue", "")
+        tls_dir = values.pop("tls_dir", "")
         return cls(
             data_dir=data_dir,
             catalogue=Path(catalogue) if catalogue else None,
+            tls_dir=Path(tls_dir) if tls_dir else None,
             database_url=values.pop("database_url", None) or None,
             **values,
         )

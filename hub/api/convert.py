@@ -74,8 +74,11 @@ def enum_prefix(cls: type[enum.Enum]) -> str:
     return snake_case(cls.__name__).upper()
 
 
-def enum_to_proto(member: enum.Enum) -> int:
-    """A domain enum member as its protobuf enum number."""
+def enum_to_proto(member: enum.Enum) -> Any:
+    """A domain enum member as its protobuf enum number.
+
+    Typed Any because each generated enum has its own ``ValueType`` (a NewType of int).
+    """
     proto_enum = _proto_enum(type(member))
     return int(proto_enum.Value(f"{enum_prefix(type(member))}_{member.name}"))
 
