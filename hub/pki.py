@@ -40,6 +40,7 @@ __all__ = [
     "CA_KEY_FILE",
     "NAME_PATTERN",
     "URI_SCHEME",
+    "AuthContext",
     "CertificateAuthority",
     "CertificateRejected",
     "Identity",
@@ -508,7 +509,14 @@ def identity_from_certificate(pem_or_der: bytes) -> Identity:
     return _identity_of(_parse_certificate(pem_or_der))
 
 
-def identity_from_auth_context(auth_context: Mapping[str, Sequence[bytes]]) -> Identity:
+#: What ``grpc.ServicerContext.auth_context()`` returns. At run time grpc gives lists of bytes
+#: (``Mapping[str, Sequence[bytes]]``); the types-grpcio stubs declare ``Mapping[str, bytes]`` for
+#: the sync server and ``Mapping[str, Iterable[bytes]]`` for grpc.aio. Accepting all three lets
+#: servicers pass ``context.auth_context()`` straight in under ``mypy --strict``.
+AuthContext = Mapping[str, Iterable[bytes] | bytes]
+
+
+def identity_from_auth_context(auth_context: AuthContext) -> Identity:
     """The caller's identity from grpc's ``ServicerContext.auth_context()``.
 
     grpc fills the mapping after a successful mutual-TLS handshake, so the chain is already
@@ -518,21 +526,21 @@ def identity_from_auth_context(auth_context: Mapping[str, Sequence[bytes]]) -> I
     servers whose grpc build does not expose the PEM. Raises :class:`CertificateRejected` when the
     connection is not TLS or the client presented no certificate.
     """
-    security = auth_context.get("transport_security_type")
+    security = _auth_values(auth_context, "transport_security_type")
     if security and security[0] != b"ssl":
         raise CertificateRejected(
             "auth_context",
             security[0].decode("ascii", "replace"),
             "the connection is not TLS; mutual TLS with a client certificate is required",
         )
-    pems = auth_context.get("x509_pem_cert")
+    pems = _auth_values(auth_context, "x509_pem_cert")
     if pems:
         if len(pems) != 1:
             raise CertificateRejected(
                 "auth_context", f"{len(pems)} certificates", "expected exactly one peer certificate"
             )
         return identity_from_certificate(pems[0])
-    names = auth_context.get("x509_subject_alternative_name") or ()
+    names = _auth_values(auth_context, "x509_subject_alternative_name")
     uris = [
         n.decode("utf-8", "replace") for n in names if n.startswith(f"{URI_SCHEME}://".encode())
     ]
@@ -574,6 +582,16 @@ def load_pem_files(cert_path: Path, key_path: Path, ca_path: Path) -> tuple[byte
 
 
 # --- helpers ----------------------------------------------------------------------------------
+
+
+def _auth_values(auth_context: AuthContext, key: str) -> list[bytes]:
+    """The values of one auth-context property as a list, whatever shape the caller's grpc gave."""
+    values = auth_context.get(key)
+    if values is None:
+        return []
+    if isinstance(values, bytes):
+        return [values]
+    return [bytes(value) for value in values]
 
 
 def _check_role(role: object) -> Role:
