@@ -130,7 +130,9 @@ class Identity:
     name: str
 
     def __post_init__(self) -> None:
-        # Reject a bad name here too, so an Identity is valid wherever it was made.
+        # Validate here too, so an Identity is valid wherever it was made.
+        if not isinstance(self.role, Role):
+            raise InvalidInput("role", self.role, "must be a hub.pki.Role")
         _check_name(self.name, "name")
 
     @property
@@ -175,6 +177,10 @@ class IssuedCertificate:
     name: str
     certificate_pem: bytes
     private_key_pem: bytes
+
+    def __post_init__(self) -> None:
+        # The name becomes a file name in write(); never let one escape the directory.
+        _check_name(self.name, "name")
 
     @property
     def identity(self) -> Identity:

@@ -28,11 +28,13 @@ from hub.errors import (
     TongbanError,
     TransitionRefused,
 )
+from hub.pki import CertificateRejected
 
 log = logging.getLogger("tongban.api")
 
 #: The single mapping; the first matching class wins (subclasses before their bases).
 STATUS_BY_ERROR: tuple[tuple[type[TongbanError], grpc.StatusCode], ...] = (
+    (CertificateRejected, grpc.StatusCode.UNAUTHENTICATED),  # before its base InvalidInput
     (InvalidInput, grpc.StatusCode.INVALID_ARGUMENT),
     (NotFound, grpc.StatusCode.NOT_FOUND),
     (TransitionRefused, grpc.StatusCode.FAILED_PRECONDITION),

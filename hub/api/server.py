@@ -13,7 +13,6 @@ from collections.abc import Callable, Sequence
 from concurrent import futures
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -61,9 +60,7 @@ class TLSFiles:
 
 def tls_authenticator(context: grpc.ServicerContext) -> Identity | None:
     """The caller's identity from its verified client certificate."""
-    # grpcio returns {property: [values]}; its type stubs say Mapping[str, bytes].
-    auth: Any = context.auth_context()
-    return identity_from_auth_context(auth)
+    return identity_from_auth_context(context.auth_context())
 
 
 def insecure_authenticator(context: grpc.ServicerContext) -> Identity | None:

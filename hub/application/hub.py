@@ -558,7 +558,7 @@ class HubApplication(Application[UUID]):
             actor,
             idempotency_key,
             case_id,
-            {"rating": int(rating), "comment": comment},
+            {"rating": rating.name, "comment": comment},
             lambda case: case.rate(actor, rating, comment),
         )
 

@@ -46,7 +46,6 @@ class Hall(Aggregate):
         hall_id: str
         name: str
         region: str
-        level: Level
         windows: tuple[str, ...]
         public_key: str
 
@@ -54,7 +53,6 @@ class Hall(Aggregate):
             aggregate.hall_id = self.hall_id
             aggregate.name = self.name
             aggregate.region = self.region
-            aggregate.level = self.level
             aggregate.windows = tuple(self.windows)
             aggregate.public_keys = (self.public_key,)
 
@@ -78,7 +76,6 @@ class Hall(Aggregate):
         self.hall_id = ""
         self.name = ""
         self.region = ""
-        self.level = Level.VILLAGE
         self.windows: tuple[str, ...] = ()
         self.public_keys: tuple[str, ...] = ()
         self.retired = False
@@ -107,10 +104,14 @@ class Hall(Aggregate):
             hall_id=hall_id,
             name=name,
             region=region.value,
-            level=region.level,
             windows=tuple(windows),
             public_key=public_key,
         )
+
+    @property
+    def level(self) -> Level:
+        """The hall's level is its region's level."""
+        return RegionCode(self.region).level
 
     @property
     def current_key(self) -> str:

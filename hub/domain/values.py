@@ -96,8 +96,12 @@ class DeliveryMethod(enum.Enum):
     OFFSITE_WINDOW = "OFFSITE_WINDOW"  # 异地收件窗口领取
 
 
-class Rating(enum.IntEnum):
-    """好差评 levels; NOT_SATISFIED and VERY_DISSATISFIED are 差评 and open a rectification."""
+class Rating(enum.Enum):
+    """好差评 levels; NOT_SATISFIED and VERY_DISSATISFIED are 差评 and open a rectification.
+
+    A plain Enum, not an IntEnum: the event store's JSON transcoder would store an int subclass
+    as a bare number and read it back as an int, losing the type.
+    """
 
     VERY_DISSATISFIED = 1  # 非常不满意
     NOT_SATISFIED = 2  # 不满意
@@ -108,7 +112,7 @@ class Rating(enum.IntEnum):
     @property
     def is_bad(self) -> bool:
         """差评: the two lowest levels."""
-        return self <= Rating.NOT_SATISFIED
+        return bool(self.value <= Rating.NOT_SATISFIED.value)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,408 @@
+"""A real node process over mutual TLS: lifecycle, standard services, and the bad-input matrix.
+
+Every refusal is checked twice: the status code (and its details) the client sees, and that the
+node's event store did not grow.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import sqlite3
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import grpc
+import pytest
+from adapters.sdk import HallClient, HallCredentials, RetryPolicy, TLSConfig
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from google.rpc import error_details_pb2
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from grpc_status import rpc_status
+from tongban.v1 import admin_pb2, admin_pb2_grpc, case_exchange_pb2, common_pb2
+
+from hub.pki import Role, load_ca
+from tests.e2e.conftest import COUNTY, TOWNSHIP, VILLAGE
+from tests.harness.node import NodeProcess
+
+pytestmark = pytest.mark.e2e
+
+ELDER_CARD = "200202001000"  # township-level item with a certificate
+
+
+def _id_number(first_17: str) -> str:
+    weights = [pow(2, 17 - i, 11) for i in range(17)]
+    return first_17 + "10X98765432"[sum(int(d) * w for d, w in zip(first_17, weights)) % 11]
+
+
+APPLICANT = common_pb2.Applicant(
+    name="李秀英", id_number=_id_number("43090219560312002"), phone="13807370001"
+)
+MATERIAL = common_pb2.Material(
+    name="居民身份证", sha256=hashlib.sha256(b"id").hexdigest(), media_type="image/jpeg", size=900
+)
+
+
+def _stored_events(node: NodeProcess) -> int:
+    with sqlite3.connect(node.directory / "data" / "events.sqlite3") as connection:
+        (count,) = connection.execute("SELECT count(*) FROM stored_events").fetchone()
+    return int(count)
+
+
+@pytest.fixture(scope="module")
+def village(node: NodeProcess) -> Iterator[HallClient]:
+    with node.client(VILLAGE[0], operator="op-v", retry=RetryPolicy(attempts=1)) as client:
+        yield client
+
+
+@pytest.fixture(scope="module")
+def township(node: NodeProcess) -> Iterator[HallClient]:
+    with node.client(TOWNSHIP[0], operator="op-t", retry=RetryPolicy(attempts=1)) as client:
+        yield client
+
+
+def _channel(node: NodeProcess, role: str, name: str) -> grpc.Channel:
+    certificate, key = node.issue(role, name)
+    credentials = grpc.ssl_channel_credentials(
+        (node.pki / "ca.pem").read_bytes(), key.read_bytes(), certificate.read_bytes()
+    )
+    return grpc.secure_channel(node.target, credentials)
+
+
+def _submit(client: HallClient, **changes: Any) -> case_exchange_pb2.CommandReply:
+    fields: dict[str, Any] = {
+        "item_code": ELDER_CARD,
+        "applicant": APPLICANT,
+        "materials": [MATERIAL],
+        "competent_region": TOWNSHIP[1],
+    }
+    fields.update(changes)
+    return client.send("submit", **fields)
+
+
+def test_health_and_reflection_are_served(node: NodeProcess) -> None:
+    with _channel(node, "auditor", "health-checker") as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        for service in ("", "tongban.v1.CaseExchange", "tongban.v1.HallAdmin"):
+            reply = health.Check(health_pb2.HealthCheckRequest(service=service), timeout=5)
+            assert reply.status == health_pb2.HealthCheckResponse.SERVING
+        reflection = reflection_pb2_grpc.ServerReflectionStub(channel)
+        request = reflection_pb2.ServerReflectionRequest(list_services="")
+        (response,) = list(reflection.ServerReflectionInfo(iter([request]), timeout=5))
+        names = {s.name for s in response.list_services_response.service}
+        assert {"tongban.v1.CaseExchange", "tongban.v1.HallAdmin", "grpc.health.v1.Health"} <= names
+
+
+def test_a_case_travels_from_village_to_township_over_mtls(
+    node: NodeProcess, village: HallClient, township: HallClient
+) -> None:
+    reply = _submit(village)
+    case_id = reply.case_id
+    assert reply.version == 1
+    village.send("hand_off", case_id=case_id, to_hall=TOWNSHIP[0], reason="代办")
+    township.send("acknowledge_handoff", case_id=case_id)
+    for action, fields in (
+        ("accept", {}),
+        ("start_handling", {}),
+        ("decide", {"approved": True, "reason": "符合条件"}),
+        ("conclude", {}),
+        ("record_certificate", {"certificate_id": "HN-LNYDZ-0001"}),
+        ("deliver", {"method": common_pb2.DELIVERY_METHOD_WINDOW}),
+    ):
+        township.send(action, case_id=case_id, **fields)
+    view = township.get_case(case_id)
+    assert view.state == common_pb2.CASE_STATE_DELIVERED
+    assert view.holder == TOWNSHIP[0]
+    assert view.version == 9
+    history = village.history(case_id)  # the intake hall may read the case it took in
+    kinds = [event.WhichOneof("event") for event in history.events]
+    assert kinds[0] == "submitted"
+    assert kinds[-1] == "delivered"
+    assert history.events[0].submitted.applicant.name == APPLICANT.name
+    assert history.events[2].actor.hall_id == TOWNSHIP[0]
+
+
+def test_a_retry_returns_the_first_result(node: NodeProcess, village: HallClient) -> None:
+    signed = village.sign(
+        "submit",
+        idempotency_key="retry-key-0001",
+        item_code=ELDER_CARD,
+        applicant=APPLICANT,
+        materials=[MATERIAL],
+        competent_region=TOWNSHIP[1],
+    )
+    first = village.send_signed("submit", signed)
+    size = _stored_events(node)
+    again = village.send_signed("submit", signed)
+    assert (again.case_id, again.version, again.replayed) == (first.case_id, 1, True)
+    assert _stored_events(node) == size
+
+
+def _status(error: grpc.RpcError) -> tuple[grpc.StatusCode, str, list[Any]]:
+    status = rpc_status.from_call(error)  # type: ignore[arg-type]
+    details: list[Any] = []
+    if status is not None:
+        for detail in status.details:
+            for kind in (error_details_pb2.BadRequest, error_details_pb2.ErrorInfo):
+                if detail.Is(kind.DESCRIPTOR):
+                    message = kind()
+                    detail.Unpack(message)
+                    details.append(message)
+    return error.code(), error.details() or "", details
+
+
+def _refused(node: NodeProcess, call: Callable[[], Any]) -> tuple[grpc.StatusCode, str, list[Any]]:
+    size = _stored_events(node)
+    with pytest.raises(grpc.RpcError) as caught:
+        call()
+    assert _stored_events(node) == size, "a refused call stored something"
+    return _status(caught.value)
+
+
+def test_malformed_bytes_and_wrong_actions(node: NodeProcess, village: HallClient) -> None:
+    garbage = case_exchange_pb2.SignedCommand(command=b"\xff\xff\xff", signature=b"x" * 64)
+    code, message, details = _refused(node, lambda: village.send_signed("submit", garbage))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT
+    assert "not a Command" in message
+    assert details[0].field_violations[0].field == "command"
+    accept = village.sign("accept", case_id="00000000-0000-0000-0000-000000000000")
+    code, message, _ = _refused(node, lambda: village.send_signed("submit", accept))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT
+    assert "this RPC takes a 'submit' command" in message
+    empty = case_exchange_pb2.SignedCommand()
+    code, _, _ = _refused(node, lambda: village.send_signed("submit", empty))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT
+
+
+@pytest.mark.parametrize(
+    ("label", "changes", "field", "text"),
+    [
+        ("unknown item", {"item_code": "999999999999"}, "item_code", "catalogue"),
+        ("unknown region", {"competent_region": "439999"}, "competent_region", "2023 edition"),
+        ("malformed region", {"competent_region": "43x"}, "competent_region", "12 digits"),
+        ("bad digest", {"materials": [common_pb2.Material(name="x", sha256="00",
+                        media_type="image/png", size=1)]},
+         "command.submit.materials.sha256", "SHA-256"),
+        ("empty material", {"materials": [common_pb2.Material(name="x",
+                            sha256=hashlib.sha256(b"").hexdigest(), media_type="image/png",
+                            size=0)]},
+         "command.submit.materials.size", "empty"),
+        ("oversize material", {"materials": [common_pb2.Material(name="x",
+                               sha256=hashlib.sha256(b"").hexdigest(), media_type="image/png",
+                               size=10**12)]},
+         "command.submit.materials.size", "limit"),
+        ("bad id number", {"applicant": common_pb2.Applicant(name="x", id_number="123",
+                           phone="1")},
+         "command.submit.applicant.id_number", "18-character"),
+    ],
+)  # fmt: skip
+def test_bad_submissions_are_invalid_argument_with_the_field(
+    node: NodeProcess, village: HallClient, label: str, changes: dict[str, Any], field: str,
+    text: str,
+) -> None:  # fmt: skip
+    code, message, details = _refused(node, lambda: _submit(village, **changes))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT, message
+    assert text in message
+    violation = details[0].field_violations[0]
+    assert violation.field == field
+    assert "<redacted>" in message or APPLICANT.id_number not in message
+
+
+def test_wrong_types_and_values_in_commands(node: NodeProcess, village: HallClient) -> None:
+    code, message, details = _refused(node, lambda: village.send("accept", case_id="nope"))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT
+    assert details[0].field_violations[0].field == "command.accept.case_id"
+    case_id = _submit(village).case_id
+    code, message, _ = _refused(
+        node, lambda: village.send("rate", case_id=case_id, rating=99, comment="x")
+    )
+    assert code == grpc.StatusCode.INVALID_ARGUMENT
+    assert "not a Rating value" in message
+    code, message, _ = _refused(
+        node,
+        lambda: village.send("suspend", case_id=case_id, note="x"),  # reason unset
+    )
+    assert code == grpc.StatusCode.INVALID_ARGUMENT
+    assert "SuspensionReason must be given" in message
+
+
+def test_forbidden_transition_and_not_holder(
+    node: NodeProcess, village: HallClient, township: HallClient
+) -> None:
+    case_id = _submit(village).case_id
+    code, message, details = _refused(node, lambda: village.send("conclude", case_id=case_id))
+    assert code == grpc.StatusCode.FAILED_PRECONDITION
+    assert "'conclude' is not allowed in state RECEIVED" in message
+    assert details[0].reason == "TransitionRefused"
+    assert details[0].metadata["state"] == "RECEIVED"
+    code, message, _ = _refused(node, lambda: township.send("accept", case_id=case_id))
+    assert code == grpc.StatusCode.PERMISSION_DENIED
+    assert "held by hall hn-shatou-v201" in message
+    code, _, _ = _refused(
+        node, lambda: village.send("accept", case_id="0b7e1b5c-8a6e-4f39-9c51-7b1a8f9a2a11")
+    )
+    assert code == grpc.StatusCode.NOT_FOUND
+
+
+def test_same_key_with_another_payload_is_already_exists(
+    node: NodeProcess, village: HallClient
+) -> None:
+    _submit(village, idempotency_key="reused-key-0001")
+    code, message, _ = _refused(
+        node,
+        lambda: _submit(
+            village,
+            idempotency_key="reused-key-0001",
+            materials=[
+                common_pb2.Material(
+                    name="户口簿",
+                    sha256=hashlib.sha256(b"h").hexdigest(),
+                    media_type="image/png",
+                    size=10,
+                )
+            ],
+        ),  # fmt: skip
+    )
+    assert code == grpc.StatusCode.ALREADY_EXISTS
+    assert "different payload" in message
+
+
+def test_missing_and_bad_signatures_are_unauthenticated(
+    node: NodeProcess, village: HallClient
+) -> None:
+    signed = village.sign("submit", item_code=ELDER_CARD, applicant=APPLICANT,
+                          materials=[MATERIAL], competent_region=TOWNSHIP[1])  # fmt: skip
+    unsigned = case_exchange_pb2.SignedCommand(command=signed.command)
+    code, message, _ = _refused(node, lambda: village.send_signed("submit", unsigned))
+    assert code == grpc.StatusCode.UNAUTHENTICATED
+    assert "not signed" in message
+    # Tamper with the signed bytes so they still parse: change the operator's name.
+    command = case_exchange_pb2.Command.FromString(signed.command)
+    command.header.operator = "op-forged"
+    tampered = case_exchange_pb2.SignedCommand(
+        command=command.SerializeToString(), signature=signed.signature
+    )
+    code, message, _ = _refused(node, lambda: village.send_signed("submit", tampered))
+    assert code == grpc.StatusCode.UNAUTHENTICATED
+    assert "does not verify" in message
+    # Signed by another key than the hall's.
+    stranger = HallCredentials(
+        VILLAGE[0], VILLAGE[1], Ed25519PrivateKey.generate(), village.credentials.tls
+    )
+    with HallClient.connect(node.target, stranger, retry=RetryPolicy(attempts=1)) as forger:
+        code, _, _ = _refused(node, lambda: _submit(forger))
+    assert code == grpc.StatusCode.UNAUTHENTICATED
+
+
+def test_certificate_must_match_role_and_hall(node: NodeProcess, village: HallClient) -> None:
+    # A hall's certificate with another hall's name in the signed header.
+    impostor = HallCredentials(
+        TOWNSHIP[0], TOWNSHIP[1], village.credentials.signing_key, village.credentials.tls
+    )
+    with HallClient.connect(node.target, impostor, retry=RetryPolicy(attempts=1)) as client:
+        code, message, _ = _refused(node, lambda: _submit(client))
+    assert code == grpc.StatusCode.PERMISSION_DENIED
+    assert "signed as hall 'hn-shatou-town'" in message
+    # An auditor certificate may read but not submit.
+    certificate, key = node.issue("auditor", "auditor-1")
+    tls = TLSConfig((node.pki / "ca.pem").read_bytes(), certificate.read_bytes(), key.read_bytes())
+    auditor = HallCredentials(VILLAGE[0], VILLAGE[1], village.credentials.signing_key, tls)
+    with HallClient.connect(node.target, auditor, retry=RetryPolicy(attempts=1)) as client:
+        code, message, _ = _refused(node, lambda: _submit(client))
+        assert code == grpc.StatusCode.PERMISSION_DENIED
+        assert "auditor certificate may not call this" in message
+        case_id = _submit(village).case_id
+        assert client.get_case(case_id).state == common_pb2.CASE_STATE_RECEIVED
+
+
+def test_unregistered_hall_is_refused(node: NodeProcess) -> None:
+    certificate, key = node.issue("hall", "hn-ghost-hall")
+    tls = TLSConfig((node.pki / "ca.pem").read_bytes(), certificate.read_bytes(), key.read_bytes())
+    ghost = HallCredentials("hn-ghost-hall", VILLAGE[1], Ed25519PrivateKey.generate(), tls)
+    with HallClient.connect(node.target, ghost, retry=RetryPolicy(attempts=1)) as client:
+        code, message, _ = _refused(node, lambda: _submit(client))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT
+    assert "no such hall" in message
+
+
+def test_expired_or_foreign_certificates_cannot_connect(
+    node: NodeProcess, village: HallClient, tmp_path: Any
+) -> None:
+    ca = load_ca(node.pki)
+    now = datetime.now(UTC)
+    expired = ca.issue(
+        Role.HALL,
+        VILLAGE[0],
+        not_before=now - timedelta(days=30),
+        not_after=now - timedelta(days=1),
+    )
+    tls = TLSConfig((node.pki / "ca.pem").read_bytes(), expired.certificate_pem,
+                    expired.private_key_pem)  # fmt: skip
+    creds = HallCredentials(VILLAGE[0], VILLAGE[1], village.credentials.signing_key, tls)
+    with HallClient.connect(node.target, creds, retry=RetryPolicy(attempts=1)) as client:
+        code, _, _ = _refused(node, lambda: _submit(client))
+    assert code == grpc.StatusCode.UNAVAILABLE  # the TLS handshake fails
+    from hub.pki import init_ca
+
+    foreign_ca = init_ca(tmp_path / "foreign", "elsewhere")
+    foreign = foreign_ca.issue(Role.HALL, VILLAGE[0])
+    tls = TLSConfig((node.pki / "ca.pem").read_bytes(), foreign.certificate_pem,
+                    foreign.private_key_pem)  # fmt: skip
+    creds = HallCredentials(VILLAGE[0], VILLAGE[1], village.credentials.signing_key, tls)
+    with HallClient.connect(node.target, creds, retry=RetryPolicy(attempts=1)) as client:
+        code, _, _ = _refused(node, lambda: _submit(client))
+    assert code == grpc.StatusCode.UNAVAILABLE
+
+
+def test_oversize_commands_are_refused(node: NodeProcess, village: HallClient) -> None:
+    many = [MATERIAL] * 5000  # a valid command, but larger than a command may be
+    code, message, _ = _refused(node, lambda: _submit(village, materials=many))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT
+    assert "larger than" in message
+    huge = case_exchange_pb2.SignedCommand(command=b"x" * (5 * 1024 * 1024), signature=b"")
+    code, _, _ = _refused(node, lambda: village.send_signed("submit", huge))
+    assert code == grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+def test_admin_rotates_and_retires_halls(node: NodeProcess) -> None:
+    hall_id, region = COUNTY
+    with _channel(node, "admin", "operator-1") as channel:
+        admin = admin_pb2_grpc.HallAdminStub(channel)
+        with node.client(hall_id, retry=RetryPolicy(attempts=1)) as county:
+            county.send("submit", item_code="070303001000", applicant=APPLICANT,
+                        materials=[MATERIAL])  # fmt: skip
+            new_key = Ed25519PrivateKey.generate()
+            raw = new_key.public_key().public_bytes(
+                serialization.Encoding.Raw, serialization.PublicFormat.Raw
+            )
+            hall = admin.RotateHallKey(
+                admin_pb2.RotateHallKeyRequest(hall_id=hall_id,
+                                               public_key=base64.b64encode(raw).decode()),
+                timeout=5,
+            )  # fmt: skip
+            assert hall.public_key == base64.b64encode(raw).decode()
+            # The old key is now refused.
+            code, message, _ = _refused(node, lambda: county.send(
+                "submit", item_code="070303001000", applicant=APPLICANT, materials=[MATERIAL]))  # fmt: skip
+            assert code == grpc.StatusCode.UNAUTHENTICATED
+            assert "rotated-out key" in message
+        rotated = HallCredentials(hall_id, region.ljust(12, "0"), new_key,
+                                  node.credentials(hall_id).tls)  # fmt: skip
+        with HallClient.connect(node.target, rotated, retry=RetryPolicy(attempts=1)) as county:
+            county.send("submit", item_code="070303001000", applicant=APPLICANT,
+                        materials=[MATERIAL])  # fmt: skip
+            admin.RetireHall(admin_pb2.RetireHallRequest(hall_id=hall_id, reason="撤并"), timeout=5)
+            code, message, _ = _refused(node, lambda: county.send(
+                "submit", item_code="070303001000", applicant=APPLICANT, materials=[MATERIAL]))  # fmt: skip
+            assert code == grpc.StatusCode.PERMISSION_DENIED
+            assert "retired" in message
+    # A hall certificate cannot administer.
+    with _channel(node, "hall", "hn-not-admin") as channel:
+        with pytest.raises(grpc.RpcError) as caught:
+            admin_pb2_grpc.HallAdminStub(channel).RetireHall(
+                admin_pb2.RetireHallRequest(hall_id=VILLAGE[0], reason="x"), timeout=5
+            )
+        assert caught.value.code() == grpc.StatusCode.PERMISSION_DENIED

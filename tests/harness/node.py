@@ -1,0 +1,188 @@
+"""A real Tongban node process for end-to-end tests: its own data dir, CA, halls, and port.
+
+    with NodeProcess(tmp_path / "node") as node:
+        hall = node.add_hall("hn-shatou-town", "430902104000")   # before start()
+        node.start()
+        client = node.client("hn-shatou-town")                  # an adapters.sdk.HallClient
+
+Plain Python (no pytest), so benchmarks can use it too. The node runs ``tongban serve`` as a
+subprocess with mutual TLS on a free loopback port and is stopped by PID (SIGTERM, then SIGKILL).
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from adapters.sdk import HallClient, HallCredentials, TLSConfig
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from tests.harness.errors import ServiceUnavailable
+
+TONGBAN = [sys.executable, "-m", "hub.cli"]
+_PORT_LINE = re.compile(r"tongban: serving on .*:(\d+)")
+
+
+@dataclass(frozen=True)
+class HallFiles:
+    """A hall's identity material on disk."""
+
+    hall_id: str
+    region: str
+    certificate: Path
+    private_key: Path
+    signing_key: Path
+
+
+class NodeProcess:
+    """One node: ``tongban serve`` over mTLS with a fresh SQLite (or given PostgreSQL) store."""
+
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        database_url: str | None = None,
+        extra_env: dict[str, str] | None = None,
+        startup_timeout: float = 30.0,
+    ) -> None:
+        self.directory = Path(directory)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.env = {
+            **os.environ,
+            "TONGBAN_DATA_DIR": str(self.directory / "data"),
+            **({"TONGBAN_DATABASE_URL": database_url} if database_url else {}),
+            **(extra_env or {}),
+        }
+        self.startup_timeout = startup_timeout
+        self.halls: dict[str, HallFiles] = {}
+        self.port = 0
+        self._process: subprocess.Popen[str] | None = None
+        self._log_path = self.directory / "node.log"
+        self.run("pki", "init", "--node", "test-node")
+
+    @property
+    def pki(self) -> Path:
+        """The node's CA directory."""
+        return self.directory / "data" / "pki"
+
+    @property
+    def target(self) -> str:
+        """``localhost:PORT`` (the node certificate names localhost)."""
+        return f"localhost:{self.port}"
+
+    def run(self, *args: str) -> str:
+        """Run a ``tongban`` command against this node's store; returns its output."""
+        result = subprocess.run(
+            [*TONGBAN, *args], env=self.env, capture_output=True, text=True, check=False
+        )
+        if result.returncode != 0:
+            raise RuntimeError(f"tongban {' '.join(args)} failed:\n{result.stderr}")
+        return result.stdout
+
+    def issue(self, role: str, name: str, *, valid_days: int = 365) -> tuple[Path, Path]:
+        """Issue a certificate of ``role``; returns (certificate, key) paths."""
+        out = self.directory / "certs"
+        self.run("pki", "issue", "--role", role, "--name", name, "--out", str(out),
+                 "--valid-days", str(valid_days))  # fmt: skip
+        return out / f"{name}.pem", out / f"{name}.key"
+
+    def add_hall(self, hall_id: str, region: str, name: str = "") -> HallFiles:
+        """Issue the hall's certificate and signing key and register it in the store."""
+        certificate, key = self.issue("hall", hall_id)
+        signing_key = self.directory / "certs" / f"{hall_id}.signing.key"
+        private = Ed25519PrivateKey.generate()
+        signing_key.write_bytes(
+            private.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            )
+        )
+        public = private.public_key().public_bytes(
+            serialization.Encoding.Raw, serialization.PublicFormat.Raw
+        )
+        self.run("hall", "register", "--hall-id", hall_id, "--name", name or hall_id,
+                 "--region", region, "--window", "综合窗口",
+                 "--public-key", base64.b64encode(public).decode())  # fmt: skip
+        files = HallFiles(hall_id, region.ljust(12, "0"), certificate, key, signing_key)
+        self.halls[hall_id] = files
+        return files
+
+    def credentials(self, hall_id: str) -> HallCredentials:
+        """SDK credentials of a registered hall."""
+        files = self.halls[hall_id]
+        return HallCredentials(
+            hall_id,
+            files.region,
+            HallCredentials.load_signing_key(files.signing_key),
+            TLSConfig.from_files(self.pki / "ca.pem", files.certificate, files.private_key),
+        )
+
+    def client(self, hall_id: str, **options: Any) -> HallClient:
+        """A connected SDK client for a registered hall."""
+        return HallClient.connect(self.target, self.credentials(hall_id), **options)
+
+    def start(self) -> NodeProcess:
+        """Start ``tongban serve`` and wait for its port line."""
+        log = self._log_path.open("w")
+        self._process = subprocess.Popen(
+            [*TONGBAN, "serve", "--listen", "127.0.0.1:0", "--grace", "1"],
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        deadline = time.monotonic() + self.startup_timeout
+        while time.monotonic() < deadline:
+            match = _PORT_LINE.search(self._log_path.read_text())
+            if match:
+                self.port = int(match.group(1))
+                return self
+            if self._process.poll() is not None:
+                break
+            time.sleep(0.05)
+        self.stop()
+        raise ServiceUnavailable(f"tongban serve did not start:\n{self.log()}")
+
+    def log(self) -> str:
+        """What the node printed so far."""
+        return self._log_path.read_text() if self._log_path.exists() else ""
+
+    @property
+    def pid(self) -> int | None:
+        """PID of the serving process."""
+        return self._process.pid if self._process else None
+
+    def stop(self) -> None:
+        """SIGTERM (graceful), then SIGKILL after a few seconds."""
+        if self._process is None:
+            return
+        if self._process.poll() is None:
+            self._process.send_signal(signal.SIGTERM)
+            try:
+                self._process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                self._process.wait(timeout=10)
+        self._process = None
+
+    def __enter__(self) -> NodeProcess:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.stop()
