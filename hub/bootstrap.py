@@ -17,7 +17,9 @@ from hub.application.hub import HubApplication
 from hub.domain.items import Catalogue
 from hub.domain.regions import RegionRegistry
 from hub.errors import ConfigurationError, StorageUnavailable
+from hub.integrator import LedgerIntegrator, open_ledger_view
 from hub.settings import Settings
+from ledger import LedgerError, Signer
 
 CIPHER_TOPIC = "hub.application.cipher:KeyRingCipher"
 
@@ -70,6 +72,35 @@ def _load_or_create_key_ring(path: Path) -> tuple[str, str]:
     with os.fdopen(fd, "w") as handle:
         handle.write(f"{keys}\nk1\n")
     return keys, "k1"
+
+
+def load_or_create_log_signer(settings: Settings) -> Signer:
+    """The node's log signing key (C2SP note signer), generated once under data_dir/secrets."""
+    path = settings.data_dir / "secrets" / "log.key"
+    if path.exists():
+        try:
+            return Signer.from_key(path.read_text("ascii").strip())
+        except (LedgerError, ValueError) as error:
+            raise ConfigurationError(f"{path}: not a signer key: {error}") from None
+    signer = Signer.generate(settings.origin)
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(signer.key_string() + "\n")
+    (settings.data_dir / "log.vkey").write_text(signer.verifier_key() + "\n")
+    return signer
+
+
+def build_integrator(settings: Settings, app: HubApplication) -> LedgerIntegrator:
+    """The ledger integrator of ``app``, writing into the same database."""
+    return LedgerIntegrator(
+        app,
+        open_ledger_view(app),
+        load_or_create_log_signer(settings),
+        origin=settings.origin,
+        checkpoint_every=settings.checkpoint_every,
+        checkpoint_interval=settings.checkpoint_interval_ms / 1000,
+    )
 
 
 def build_application(

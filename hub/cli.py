@@ -153,6 +153,14 @@ def _hall_register(args: argparse.Namespace) -> int:
     return 0
 
 
+def _adapter(args: argparse.Namespace) -> int:
+    # The adapters are hall-side programs with their own CLI; they never import the hub.
+    from adapters.cli import main as adapter_main
+
+    code: int = adapter_main(args.adapter_args)
+    return code
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``tongban``."""
     parser = argparse.ArgumentParser(
@@ -209,6 +217,12 @@ def build_parser() -> argparse.ArgumentParser:
     register.add_argument("--window", action="append", required=True, help="a window (repeat)")
     register.add_argument("--public-key", required=True, help="base64 Ed25519 public key")
     register.set_defaults(run=_hall_register)
+
+    adapter = commands.add_parser(
+        "adapter", help="run a hall adapter: gateway, village or import (see docs/adapters.md)"
+    )
+    adapter.add_argument("adapter_args", nargs=argparse.REMAINDER, help="the adapter's arguments")
+    adapter.set_defaults(run=_adapter)
     return parser
 
 

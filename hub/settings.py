@@ -15,6 +15,7 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any, cast
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
@@ -31,6 +32,8 @@ _KEYS = {
     "cipher_active_key": "TONGBAN_CIPHER_ACTIVE_KEY",
     "listen": "TONGBAN_LISTEN",
     "tls_dir": "TONGBAN_TLS_DIR",
+    "checkpoint_every": "TONGBAN_CHECKPOINT_EVERY",
+    "checkpoint_interval_ms": "TONGBAN_CHECKPOINT_INTERVAL_MS",
 }
 
 
@@ -59,6 +62,9 @@ class Settings:
     cipher_active_key: str = ""
     #: Address the gRPC server listens on.
     listen: str = "127.0.0.1:7443"
+    #: Sign a log checkpoint every N leaves or T milliseconds, whichever comes first.
+    checkpoint_every: int = 1000
+    checkpoint_interval_ms: int = 1000
     #: Directory with ca.pem, node.pem and node.key (``tongban pki init``); None: data_dir/pki.
     tls_dir: Path | None = None
 
@@ -74,6 +80,9 @@ class Settings:
             )
         if self.database_url is not None:
             _check_database_url(self.database_url)
+        for name in ("checkpoint_every", "checkpoint_interval_ms"):
+            if getattr(self, name) <= 0:
+                raise ConfigurationError(f"{_KEYS[name]} must be positive")
         if not self.origin:
             object.__setattr__(self, "origin", f"tongban/{self.node_region}")
 
@@ -100,13 +109,26 @@ class Settings:
         data_dir = Path(values.pop("data_dir", "") or _default_data_dir(environ))
         catalogue = values.pop("catalogue", "")
         tls_dir = values.pop("tls_dir", "")
+        numbers = {
+            name: _whole_number(name, values.pop(name)) for name in _INT_KEYS if name in values
+        }
         return cls(
+            **numbers,
             data_dir=data_dir,
             catalogue=Path(catalogue) if catalogue else None,
             tls_dir=Path(tls_dir) if tls_dir else None,
             database_url=values.pop("database_url", None) or None,
-            **values,
+            **cast("dict[str, Any]", values),
         )
+
+
+_INT_KEYS = ("checkpoint_every", "checkpoint_interval_ms")
+
+
+def _whole_number(name: str, value: str) -> int:
+    if not value.strip().isdigit():
+        raise ConfigurationError(f"{_KEYS[name]}={value!r}: expected a whole number")
+    return int(value)
 
 
 def _check_database_url(url: str) -> None:

@@ -26,21 +26,24 @@ NPM_TIMEOUT = 300.0
 CLIENT_TIMEOUT = 120.0
 
 
+class JsSetupError(Exception):
+    """Node.js or the client's dependencies are not available."""
+
+
 def _require(tool: str) -> str:
     path = shutil.which(tool)
     if path is None:
         message = f"{tool!r} is not installed: the Node.js client test needs Node.js 18+ and npm"
-        if os.environ.get("CI"):
-            pytest.fail(f"{message} (CI is set, so this is a failure, not a skip)")
-        pytest.skip(message)
+        if not os.environ.get("CI"):
+            pytest.skip(message)
+        raise JsSetupError(f"{message} (CI is set, so this is a failure, not a skip)")
     return path
 
 
 def _install_dependencies(npm: str) -> None:
     """``npm ci`` from the committed lockfile when node_modules is missing."""
-    if (JS_DIR / "node_modules" / "@grpc" / "grpc-js").is_dir() and (
-        JS_DIR / "node_modules" / "protobufjs"
-    ).is_dir():
+    modules = JS_DIR / "node_modules"
+    if (modules / "@grpc" / "grpc-js").is_dir() and (modules / "protobufjs").is_dir():
         return
     try:
         result = subprocess.run(
@@ -52,9 +55,24 @@ def _install_dependencies(npm: str) -> None:
             check=False,
         )
     except subprocess.TimeoutExpired:
-        pytest.fail(f"npm ci in {JS_DIR} took longer than {NPM_TIMEOUT:.0f}s")
+        raise JsSetupError(f"npm ci in {JS_DIR} took longer than {NPM_TIMEOUT:.0f}s") from None
     if result.returncode != 0:
-        pytest.fail(f"npm ci in {JS_DIR} failed ({result.returncode}):\n{result.stderr}")
+        raise JsSetupError(f"npm ci in {JS_DIR} failed ({result.returncode}):\n{result.stderr}")
+
+
+@pytest.fixture(scope="module")
+def node_js() -> str | JsSetupError:
+    """The ``node`` binary with the client's dependencies installed, or why there is none.
+
+    Requested before ``node`` so that a skip happens before a node process starts; a setup
+    failure is returned, not raised, so that the test reports it as FAILED rather than ERROR.
+    """
+    try:
+        node_binary = _require("node")
+        _install_dependencies(_require("npm"))
+    except JsSetupError as error:
+        return error
+    return node_binary
 
 
 def _run_client(node_binary: str, node: NodeProcess) -> tuple[dict[str, dict[str, Any]], str]:
@@ -94,12 +112,12 @@ def _run_client(node_binary: str, node: NodeProcess) -> tuple[dict[str, dict[str
     return steps, transcript
 
 
-def test_node_js_client_uses_the_proto_files_as_they_are(node: NodeProcess) -> None:
-    node_binary = _require("node")
-    npm = _require("npm")
-    _install_dependencies(npm)
-
-    steps, transcript = _run_client(node_binary, node)
+def test_node_js_client_uses_the_proto_files_as_they_are(
+    node_js: str | JsSetupError, node: NodeProcess
+) -> None:
+    if isinstance(node_js, JsSetupError):
+        pytest.fail(str(node_js))
+    steps, transcript = _run_client(node_js, node)
 
     assert steps["list_items"]["count"] > 25, transcript
     assert steps["submit"]["version"] == 1, transcript
