@@ -62,6 +62,7 @@ class TLSConfig:
     @classmethod
     def from_files(cls, ca: Path, certificate: Path, private_key: Path) -> TLSConfig:
         """Read the three PEM files, naming the one that cannot be read."""
+
         def read(path: Path) -> bytes:
             try:
                 return Path(path).read_bytes()

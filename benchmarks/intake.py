@@ -45,8 +45,10 @@ COUNTY = "430902000000"
 
 
 def _public_key() -> str:
-    raw = Ed25519PrivateKey.generate().public_key().public_bytes(
-        serialization.Encoding.Raw, serialization.PublicFormat.Raw
+    raw = (
+        Ed25519PrivateKey.generate()
+        .public_key()
+        .public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
     )
     return base64.b64encode(raw).decode()
 
@@ -153,9 +155,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "  transactions (cases)", cases_per_second, "cases/s",
                 f"raw commit, {writers} conn.", commit_n,
             )  # fmt: skip
-            format_ratio(
-                "  events", events_per_second, "events/s", "raw COPY, same row size", copy
-            )
+            format_ratio("  events", events_per_second, "events/s", "raw COPY, same row size", copy)
             p50 = statistics.median(latencies) * 1000
             p99 = _percentile(latencies, 0.99) * 1000
             print(f"  latency per submit: p50 {p50:.2f} ms, p99 {p99:.2f} ms")

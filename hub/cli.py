@@ -11,6 +11,7 @@ import sys
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from hub.bootstrap import build_application
 from hub.errors import ConfigurationError, TongbanError
@@ -153,6 +154,105 @@ def _hall_register(args: argparse.Namespace) -> int:
     return 0
 
 
+def _progress_bar() -> Any:
+    """A progress callback drawing tqdm bars on stderr (silent when stderr is not a terminal)."""
+    from tqdm import tqdm
+
+    bars: dict[str, Any] = {}
+
+    def report(stage: str, done: int, total: int) -> None:
+        bar = bars.get(stage)
+        if bar is None:
+            bar = bars[stage] = tqdm(total=total, desc=stage, unit=" items", disable=None)
+        bar.total = max(total, done)
+        bar.n = done
+        bar.refresh()
+
+    return report
+
+
+def _log_verifiers(args: argparse.Namespace) -> list[Any]:
+    from ledger import Verifier
+
+    keys = list(args.log_key or [])
+    for path in args.log_key_file or []:
+        keys.extend(Path(path).read_text("ascii").split())
+    if not keys:
+        raise ConfigurationError("give the log's public key: --log-key VKEY or --log-key-file")
+    verifiers = []
+    for key in keys:
+        try:
+            verifiers.append(Verifier.from_key(key))
+        except Exception as error:
+            raise ConfigurationError(f"--log-key {key!r}: {error}") from None
+    return verifiers
+
+
+def _ledger(args: argparse.Namespace) -> int:
+    from hub.bootstrap import build_integrator, load_or_create_log_signer
+
+    settings = Settings.from_env()
+    if args.ledger_command == "key":
+        print(load_or_create_log_signer(settings).verifier_key())
+        return 0
+    app = build_application(settings)
+    try:
+        integrator = build_integrator(settings, app)
+        size = integrator.catch_up()
+        if args.ledger_command == "integrate":
+            print(f"log size {size}")
+            return 0
+        from ledger.tiles import write_tiles
+
+        view = integrator.view
+
+        def export(cursor: Any) -> Any:
+            latest = view.tables.latest_checkpoint(cursor)
+            if latest is None:
+                raise ConfigurationError("the log has no checkpoint yet: nothing to export")
+            leaves = (leaf.encode() for leaf in view.tables.iter_leaves(cursor, 0, latest.size))
+            return write_tiles(Path(args.directory), settings.origin, leaves, latest.note)
+
+        result = view.read(export)
+        print(f"exported {result.size} leaves ({result.files} files) to {result.directory}")
+    finally:
+        app.close()
+    return 0
+
+
+def _audit(args: argparse.Namespace) -> int:
+    from hub.audit import audit_export, audit_store, case_proof_status
+    from hub.bootstrap import build_integrator
+
+    settings = Settings.from_env()
+    verifiers = _log_verifiers(args)
+    origin = args.origin or settings.origin
+    if args.audit_command == "verify" and args.export:
+        report = audit_export(Path(args.export), verifiers, origin=origin, progress=_progress_bar())
+        print(report.summary())
+        return 0 if report.ok else EXIT_ERROR
+    app = build_application(settings, create_tables=False)
+    try:
+        view = build_integrator(settings, app).view
+        if args.audit_command == "verify":
+            report = audit_store(app, view, verifiers, origin=origin, progress=_progress_bar())
+            print(report.summary())
+            return 0 if report.ok else EXIT_ERROR
+        from uuid import UUID
+
+        failed = False
+        for event, leaf, status in case_proof_status(app, view, UUID(args.case_id), verifiers):
+            actor = getattr(event, "actor", None)
+            who = f"{actor.hall_id}/{actor.operator}" if actor else ""
+            index = f"leaf {leaf.index}" if leaf else "no leaf"
+            print(f"v{event.originator_version:<3} {type(event).__name__:<22} {who:<24} "
+                  f"{index:<10} {status}")  # fmt: skip
+            failed = failed or status.startswith("FAILED")
+        return EXIT_ERROR if failed else 0
+    finally:
+        app.close()
+
+
 def _adapter(args: argparse.Namespace) -> int:
     # The adapters are hall-side programs with their own CLI; they never import the hub.
     from adapters.cli import main as adapter_main
@@ -217,6 +317,26 @@ def build_parser() -> argparse.ArgumentParser:
     register.add_argument("--window", action="append", required=True, help="a window (repeat)")
     register.add_argument("--public-key", required=True, help="base64 Ed25519 public key")
     register.set_defaults(run=_hall_register)
+
+    ledger = commands.add_parser("ledger", help="the node's signed log")
+    ledger_commands = ledger.add_subparsers(dest="ledger_command", required=True)
+    ledger_commands.add_parser("key", help="print the log's public (verifier) key")
+    ledger_commands.add_parser("integrate", help="integrate stored events and sign a checkpoint")
+    export = ledger_commands.add_parser("export", help="write the log as C2SP tlog-tiles")
+    export.add_argument("directory")
+    ledger.set_defaults(run=_ledger)
+
+    audit = commands.add_parser("audit", help="verify the log with trusted keys only")
+    audit_commands = audit.add_subparsers(dest="audit_command", required=True)
+    verify = audit_commands.add_parser("verify", help="verify the whole log (database or export)")
+    verify.add_argument("--export", help="verify this tlog-tiles export instead of the database")
+    case = audit_commands.add_parser("case", help="a case's history with each event's proof")
+    case.add_argument("case_id")
+    for sub in (verify, case):
+        sub.add_argument("--log-key", action="append", help="trusted log verifier key (repeat)")
+        sub.add_argument("--log-key-file", action="append", help="file with verifier keys")
+        sub.add_argument("--origin", help="expected log origin (default: this node's)")
+    audit.set_defaults(run=_audit)
 
     adapter = commands.add_parser(
         "adapter", help="run a hall adapter: gateway, village or import (see docs/adapters.md)"

@@ -109,7 +109,7 @@ class Settings:
         data_dir = Path(values.pop("data_dir", "") or _default_data_dir(environ))
         catalogue = values.pop("catalogue", "")
         tls_dir = values.pop("tls_dir", "")
-        numbers = {
+        numbers: dict[str, Any] = {
             name: _whole_number(name, values.pop(name)) for name in _INT_KEYS if name in values
         }
         return cls(

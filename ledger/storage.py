@@ -14,14 +14,15 @@ Tables (``<prefix>`` defaults to ``ledger``)::
 
     <prefix>_leaves       idx PK, leaf (encoded Leaf), leaf_hash (32 B), aggregate_id, version;
                           UNIQUE (aggregate_id, version)
-    <prefix>_nodes        (level, idx) PK, hash: every complete subtree of level >= 1, written
-                          once, when it completes; level 0 is the leaves' leaf_hash column
+    <prefix>_nodes        (level, idx) PK, hash: every complete subtree of level >= 4 (16
+                          leaves and more), written once, when it completes; level 0 is the
+                          leaves' leaf_hash column, levels 1-3 are recomputed from it
     <prefix>_tree_state   one row: size and the CompactRange (right edge) of the tree
     <prefix>_checkpoints  size PK, root, signed note, created_at (POSIX seconds)
     <prefix>_witness_state     origin PK, size, root, note: the latest checkpoint cosigned
     <prefix>_witness_evidence  split-view evidence a witness kept, oldest first
 
-Because every complete subtree is stored, any subtree hash a proof needs is one indexed lookup,
+So any subtree hash a proof needs is one indexed lookup (or a range of at most 8 leaf hashes),
 and :meth:`LedgerTables.inclusion_proof` / :meth:`LedgerTables.consistency_proof` fetch all the
 O(log n) hashes of a proof in a single query.
 """
@@ -198,7 +199,17 @@ def _grow(
     return CompactRange(new_size, hashes), completed
 
 
-_CHUNK = 2048
+NODE_MIN_LEVEL = 4
+"""Lowest level of the subtrees kept in the nodes table.
+
+Storing every subtree costs one node row per leaf, which measured at about a quarter of an
+append's time on PostgreSQL; storing only subtrees of 16 leaves and more costs one row per 16
+leaves. A proof then reads at most 8 leaf hashes instead of one row for each of its hashes
+below that level (all in the same query), and recomputes at most 7 node hashes. Part of the
+storage format: changing it needs a migration of the nodes table.
+"""
+
+_CHUNK = 512
 """Leaves hashed and sent per step of a PostgreSQL append (about 0.5 MB of COPY data)."""
 
 # PostgreSQL binary COPY: an 11-byte signature, int32 flags, int32 header extension length;
@@ -231,10 +242,11 @@ class _Growth:
         return encoded, hashes
 
     def node_rows(self) -> list[tuple[int, int, bytes]]:
-        """Every completed subtree of level >= 1 as a (level, idx, hash) row."""
+        """Every completed subtree to store (level >= NODE_MIN_LEVEL) as a (level, idx, hash)."""
         return [
             (level, first + offset, h)
-            for level, first, run in self.completed if level % 4 == 0
+            for level, first, run in self.completed
+            if level >= NODE_MIN_LEVEL
             for offset, h in enumerate(run)
         ]
 
@@ -258,10 +270,12 @@ class _Recorder:
 class StoredHashReader:
     """A :class:`~ledger.merkle.HashReader` over the stored tree, with a read cache.
 
-    Level 0 comes from the leaves' ``leaf_hash`` column, higher levels from the nodes table.
-    Only complete subtrees exist, so asking for one the tree does not have yet raises
-    :class:`~ledger.errors.ProofError`. The cache never goes stale: a complete subtree's hash
-    never changes. (A rolled-back append is the exception: make a new reader after a rollback.)
+    Level 0 comes from the leaves' ``leaf_hash`` column and levels from
+    ``NODE_MIN_LEVEL`` up from the nodes table; a subtree in between (2 to 8 leaves) is
+    recomputed from its leaf hashes, which the same query fetches. Only complete subtrees
+    exist, so asking for one the tree does not have yet raises
+    :class:`~ledger.errors.ProofError`. The cache never goes stale, because a complete
+    subtree's hash never changes; after a rolled-back append, make a new reader.
     """
 
     def __init__(self, tables: LedgerTables, cursor: Cursor) -> None:
@@ -271,24 +285,45 @@ class StoredHashReader:
         self._cache: dict[tuple[int, int], bytes] = {}
 
     def prefetch(self, coordinates: Iterable[tuple[int, int]]) -> None:
-        """Load the subtrees ``(level, index)`` into the cache in one query (missing ones skip)."""
+        """Load what the subtrees ``(level, index)`` need in one query (missing rows skip)."""
         wanted = [c for c in dict.fromkeys(coordinates) if c not in self._cache]
         if wanted:
             self._cache.update(self._tables._fetch_subtrees(self._cursor, wanted))
 
     def subtree_hash(self, level: int, index: int) -> bytes:
-        """Return the stored hash of the complete subtree ``(level, index)``."""
+        """Return the hash of the complete subtree ``(level, index)``."""
         key = (level, index)
         found = self._cache.get(key)
         if found is None:
-            self.prefetch([key])
-            found = self._cache.get(key)
+            if level < 0 or index < 0:
+                raise ProofError(f"subtree (level {level}, index {index}) does not exist")
+            low = 0 < level < NODE_MIN_LEVEL
+            # A low subtree may be computable from leaf hashes a prefetch already brought.
+            found = self._recompute(level, index) if low else None
+            if found is None:
+                self.prefetch([key])
+                found = self._cache.get(key)
+                if found is None and low:
+                    found = self._recompute(level, index)
         if found is None:
             raise ProofError(
                 f"subtree (level {level}, index {index}) is not stored: the tree has fewer "
                 f"than {(index + 1) << level} leaves, or its rows are missing"
             )
         return found
+
+    def _recompute(self, level: int, index: int) -> bytes | None:
+        leaves = [self._cache.get((0, i)) for i in range(index << level, (index + 1) << level)]
+        if any(h is None for h in leaves):
+            return None
+        row = [h for h in leaves if h is not None]  # (all are: narrows the type)
+        sha256 = hashlib.sha256
+        while len(row) > 1:
+            row = [
+                sha256(_NODE_PREFIX + row[i] + row[i + 1]).digest() for i in range(0, len(row), 2)
+            ]
+        self._cache[(level, index)] = row[0]
+        return row[0]
 
 
 class LedgerTables:
@@ -340,7 +375,9 @@ class LedgerTables:
         self._leaves_of_sql = (
             f"SELECT idx, leaf FROM {leaves} WHERE aggregate_id = {p} ORDER BY version"
         )
-        self._leaf_hash_sql = f"SELECT 0, idx, leaf_hash FROM {leaves} WHERE idx = {p}"
+        self._leaf_hashes_sql = (
+            f"SELECT 0, idx, leaf_hash FROM {leaves} WHERE idx >= {p} AND idx < {p}"
+        )
         self._node_sql = f"SELECT level, idx, hash FROM {nodes} WHERE level = {p} AND idx = {p}"
         cp_columns = "size, root, note, created_at"
         self._insert_checkpoint_sql = (
@@ -428,23 +465,26 @@ class LedgerTables:
     def _fetch_subtrees(
         self, cursor: Cursor, coordinates: Sequence[tuple[int, int]]
     ) -> dict[tuple[int, int], bytes]:
-        """Fetch the stored hashes of ``coordinates`` in one statement; missing ones are absent.
+        """Fetch the stored rows ``coordinates`` need in one statement; missing ones are absent.
 
-        One ``UNION ALL`` of primary-key lookups, so both databases answer each part from the
-        index whatever the planner thinks of the table's size.
+        A subtree below ``NODE_MIN_LEVEL`` needs its leaf hashes (a range of the leaves' primary
+        key), one above needs its nodes row. The parts are joined with ``UNION ALL`` of
+        primary-key lookups, so both databases answer each from the index whatever their
+        planner thinks of the table sizes.
         """
+        lookups: list[tuple[str, tuple[int, ...]]] = []
+        for level, index in coordinates:
+            if level < NODE_MIN_LEVEL:
+                lookups.append((self._leaf_hashes_sql, (index << level, (index + 1) << level)))
+            else:
+                lookups.append((self._node_sql, (level, index)))
         found: dict[tuple[int, int], bytes] = {}
-        for start in range(0, len(coordinates), 200):  # stay far below any parameter limit
-            parts: list[str] = []
-            params: list[int] = []
-            for level, index in coordinates[start : start + 200]:
-                if level == 0:
-                    parts.append(self._leaf_hash_sql)
-                    params.append(index)
-                else:
-                    parts.append(self._node_sql)
-                    params.extend((level, index))
-            cursor.execute(" UNION ALL ".join(parts), params)
+        for start in range(0, len(lookups), 200):  # stay far below any parameter limit
+            chunk = lookups[start : start + 200]
+            cursor.execute(
+                " UNION ALL ".join(statement for statement, _ in chunk),
+                [value for _, params in chunk for value in params],
+            )
             for level, index, value in cursor.fetchall():
                 found[(int(level), int(index))] = bytes(value)
         return found

@@ -15,7 +15,6 @@ from typing import Any
 
 import grpc
 import pytest
-from adapters.sdk import HallClient, HallCredentials, RetryPolicy, TLSConfig
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from google.rpc import error_details_pb2
@@ -24,6 +23,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from grpc_status import rpc_status
 from tongban.v1 import admin_pb2, admin_pb2_grpc, case_exchange_pb2, common_pb2
 
+from adapters.sdk import HallClient, HallCredentials, RetryPolicy, TLSConfig
 from hub.pki import Role, load_ca
 from tests.e2e.conftest import COUNTY, TOWNSHIP, VILLAGE
 from tests.harness.node import NodeProcess
@@ -264,7 +264,7 @@ def test_same_key_with_another_payload_is_already_exists(
                     size=10,
                 )
             ],
-        ),  # fmt: skip
+        ),
     )
     assert code == grpc.StatusCode.ALREADY_EXISTS
     assert "different payload" in message

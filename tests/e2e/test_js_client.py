@@ -20,6 +20,8 @@ import pytest
 
 from tests.harness.node import NodeProcess
 
+pytestmark = pytest.mark.e2e
+
 JS_DIR = Path(__file__).parent / "js"
 HALL = "hn-shatou-town"
 NPM_TIMEOUT = 300.0

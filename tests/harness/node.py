@@ -23,11 +23,10 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from adapters.sdk import HallClient, HallCredentials, TLSConfig
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from tests.harness.errors import ServiceUnavailable
+from adapters.sdk import HallClient, HallCredentials, TLSConfig
 
 TONGBAN = [sys.executable, "-m", "hub.cli"]
 _PORT_LINE = re.compile(r"tongban: serving on .*:(\d+)")
@@ -152,7 +151,9 @@ class NodeProcess:
                 break
             time.sleep(0.05)
         self.stop()
-        raise ServiceUnavailable(f"tongban serve did not start:\n{self.log()}")
+        # A node that does not start is a bug in the project, never a missing service: raise
+        # an error that fails the test with the node's own output.
+        raise RuntimeError(f"tongban serve did not start:\n{self.log()}")
 
     def log(self) -> str:
         """What the node printed so far."""
