@@ -24,6 +24,7 @@ from grpc_status import rpc_status
 from tongban.v1 import admin_pb2, admin_pb2_grpc, case_exchange_pb2, common_pb2
 
 from adapters.sdk import HallClient, HallCredentials, RetryPolicy, TLSConfig
+from hub.domain.values import id_number_with_check
 from hub.pki import Role, load_ca
 from tests.e2e.conftest import COUNTY, TOWNSHIP, VILLAGE
 from tests.harness.node import NodeProcess
@@ -33,13 +34,8 @@ pytestmark = pytest.mark.e2e
 ELDER_CARD = "200202001000"  # township-level item with a certificate
 
 
-def _id_number(first_17: str) -> str:
-    weights = [pow(2, 17 - i, 11) for i in range(17)]
-    return first_17 + "10X98765432"[sum(int(d) * w for d, w in zip(first_17, weights)) % 11]
-
-
 APPLICANT = common_pb2.Applicant(
-    name="李秀英", id_number=_id_number("43090219560312002"), phone="13807370001"
+    name="李秀英", id_number=id_number_with_check("43090219560312002"), phone="13807370001"
 )
 MATERIAL = common_pb2.Material(
     name="居民身份证", sha256=hashlib.sha256(b"id").hexdigest(), media_type="image/jpeg", size=900
