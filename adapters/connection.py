@@ -91,21 +91,14 @@ class HubConnection:
             key = HallCredentials.load_signing_key(self.signing_key)
             tls = None
             if not self.insecure:
-                missing = [
-                    name
-                    for name, value in (
-                        ("--ca", self.ca),
-                        ("--cert", self.certificate),
-                        ("--key", self.private_key),
-                    )
-                    if value is None
-                ]
-                if missing:
+                ca, certificate, private_key = self.ca, self.certificate, self.private_key
+                if ca is None or certificate is None or private_key is None:
+                    given = {"--ca": ca, "--cert": certificate, "--key": private_key}
+                    missing = [flag for flag, value in given.items() if value is None]
                     raise AdapterError(
                         f"mutual TLS needs {', '.join(missing)} (or --insecure for a demo node)"
                     )
-                assert self.ca and self.certificate and self.private_key
-                tls = TLSConfig.from_files(self.ca, self.certificate, self.private_key)
+                tls = TLSConfig.from_files(ca, certificate, private_key)
                 if self.server_name:
                     tls = TLSConfig(tls.ca, tls.certificate, tls.private_key, self.server_name)
         except SDKError as error:
@@ -183,7 +176,8 @@ class RpcFailure:
             except ValueError:
                 # A status detail that contradicts the call's own code: ignore the detail.
                 status = None
-        for detail in status.details if status is not None else ():
+        details: list[Any] = list(status.details) if status is not None else []
+        for detail in details:
             bad_request = error_details_pb2.BadRequest()
             info = error_details_pb2.ErrorInfo()
             if detail.Unpack(bad_request):

@@ -122,24 +122,29 @@ def audit_store(
     report.leaves = len(leaves)
     report.checkpoints = len(checkpoints)
     _check_roots(leaves, checkpoints, log_verifiers, origin, report, progress)
-    by_event = {(leaf.aggregate_id, leaf.version): leaf for leaf in leaves}
+    by_event = {(leaf.aggregate_id, leaf.version): leaf for leaf in leaves if leaf is not None}
     position = view.max_tracking_id(app.name) or 0
     _check_events(app, leaves, by_event, position, report, progress)
     return report
 
 
-def _load(view: LedgerView, cursor: Any, report: AuditReport) -> tuple[list[Leaf], list[Any]]:
+def _load(
+    view: LedgerView, cursor: Any, report: AuditReport
+) -> tuple[list[Leaf | None], list[Any]]:
+    """All leaves in index order; an unreadable one is reported and kept as None."""
     size, _ = view.tables.state(cursor)
-    leaves: list[Leaf] = []
-    try:
-        leaves.extend(view.tables.iter_leaves(cursor, 0, size))
-    except LedgerError as error:
-        report.add(len(leaves), "leaf missing or unreadable", str(error))
+    leaves: list[Leaf | None] = []
+    while len(leaves) < size:
+        try:
+            leaves.extend(view.tables.iter_leaves(cursor, len(leaves), size))
+        except LedgerError as error:
+            report.add(len(leaves), "leaf unreadable", str(error))
+            leaves.append(None)
     return leaves, view.tables.checkpoints(cursor)
 
 
 def _check_roots(
-    leaves: list[Leaf],
+    leaves: list[Leaf | None],
     checkpoints: list[Any],
     log_verifiers: Sequence[NoteVerifier],
     origin: str,
@@ -151,6 +156,9 @@ def _check_roots(
     roots: dict[int, bytes] = {}
     wanted = {stored.size for stored in checkpoints}
     for position, leaf in enumerate(leaves):
+        if leaf is None:
+            report.add(position, "roots not derivable", "no root past an unreadable leaf")
+            break
         if leaf.index != position:
             report.add(position, "leaf index", f"the leaf at position {position} says {leaf.index}")
         if leaf.origin != origin:
@@ -196,7 +204,7 @@ def _check_roots(
 
 def _check_events(
     app: HubApplication,
-    leaves: list[Leaf],
+    leaves: list[Leaf | None],
     by_event: dict[tuple[UUID, int], Leaf],
     position: int,
     report: AuditReport,
@@ -204,10 +212,13 @@ def _check_events(
 ) -> None:
     matched: set[int] = set()
     expected_index = 0
-    start = 0
+    # From the very first row, whatever its id: a forged row with id 0 or below is read too.
+    start: int | None = None
     halls: dict[str, Hall] = {}
     while True:
-        batch = app.recorder.select_notifications(start=start, limit=1000, inclusive_of_start=False)
+        batch = app.recorder.select_notifications(
+            start=start, limit=1000, inclusive_of_start=start is None
+        )
         if not batch:
             break
         for notification in batch:
@@ -231,7 +242,7 @@ def _check_events(
         start = batch[-1].id
         progress("events", report.events, len(leaves))
     for leaf in leaves:
-        if leaf.index not in matched:
+        if leaf is not None and leaf.index not in matched:
             report.add(
                 leaf.index,
                 "event missing",

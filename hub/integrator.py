@@ -180,8 +180,12 @@ class LedgerIntegrator:
 
     def step(self) -> BatchResult:
         """Integrate the next batch (possibly empty); sign a checkpoint when one is due."""
+        # A batch never spans more than checkpoint_every leaves, so a checkpoint is signed at
+        # least every checkpoint_every leaves however far behind the integrator is.
         notifications = self.app.recorder.select_notifications(
-            start=self.position, limit=self.batch_size, inclusive_of_start=False
+            start=self.position,
+            limit=min(self.batch_size, self.checkpoint_every),
+            inclusive_of_start=False,
         )
 
         def work(cursor: Cursor) -> BatchResult:

@@ -1,9 +1,10 @@
 """Tongban's verifiable ledger: an RFC 9162 Merkle log with C2SP checkpoints, cosignatures,
 offline receipts and a tlog-tiles export.
 
-This package is the pure core: it imports only the standard library and ``cryptography`` (the
-storage-backed integrator that joins it later may also use ``psycopg``, never ``hub`` or
-``adapters``). Every error is a :class:`LedgerError`. Typical use::
+The pure core imports only the standard library and ``cryptography``; :mod:`ledger.storage`
+(SQL tables for the log on PostgreSQL through ``psycopg`` or on SQLite, in the caller's
+transaction) adds ``psycopg``, and nothing in the package imports ``hub`` or ``adapters``. Every
+error is a :class:`LedgerError`. Typical use::
 
     import hashlib
     import uuid
@@ -97,6 +98,16 @@ from ledger.note import (
     sign_note,
 )
 from ledger.receipt import RECEIPT_HEADER, Receipt, VerifiedReceipt, verify_receipt
+from ledger.storage import (
+    CheckpointConflictError,
+    DuplicateLeafError,
+    LeafIndexError,
+    LedgerTables,
+    SQLWitnessStore,
+    StorageError,
+    StoredCheckpoint,
+    StoredHashReader,
+)
 from ledger.tiles import (
     TileAudit,
     TileExport,
@@ -132,6 +143,7 @@ __all__ = [
     "LEAF_FORMAT_VERSION",
     "RECEIPT_HEADER",
     "Checkpoint",
+    "CheckpointConflictError",
     "CheckpointError",
     "CompactRange",
     "ConsistencyError",
@@ -139,6 +151,7 @@ __all__ = [
     "CosignatureError",
     "CosignatureVerifier",
     "Cosigner",
+    "DuplicateLeafError",
     "EvidenceKind",
     "HashReader",
     "InMemoryWitnessStore",
@@ -147,7 +160,9 @@ __all__ = [
     "Leaf",
     "LeafError",
     "LeafHashReader",
+    "LeafIndexError",
     "LedgerError",
+    "LedgerTables",
     "MerkleTree",
     "Node",
     "Note",
@@ -161,11 +176,15 @@ __all__ = [
     "Receipt",
     "ReceiptError",
     "RollbackError",
+    "SQLWitnessStore",
     "SignatureError",
     "SignedCheckpoint",
     "Signer",
     "SplitViewError",
     "SplitViewEvidence",
+    "StorageError",
+    "StoredCheckpoint",
+    "StoredHashReader",
     "TileAudit",
     "TileError",
     "TileExport",

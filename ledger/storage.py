@@ -210,7 +210,10 @@ storage format: changing it needs a migration of the nodes table.
 """
 
 _CHUNK = 512
-"""Leaves hashed and sent per step of a PostgreSQL append (about 0.5 MB of COPY data)."""
+"""Leaves encoded, hashed and sent per step of an append (about 150 kB of COPY data)."""
+
+_MAX_PARAMS = 900
+"""Bound on the parameters of one read statement (older SQLite builds allow 999)."""
 
 # PostgreSQL binary COPY: an 11-byte signature, int32 flags, int32 header extension length;
 # then per row an int16 field count and each field as int32 length + bytes; int16 -1 at the end.
@@ -375,10 +378,8 @@ class LedgerTables:
         self._leaves_of_sql = (
             f"SELECT idx, leaf FROM {leaves} WHERE aggregate_id = {p} ORDER BY version"
         )
-        self._leaf_hashes_sql = (
-            f"SELECT 0, idx, leaf_hash FROM {leaves} WHERE idx >= {p} AND idx < {p}"
-        )
-        self._node_sql = f"SELECT level, idx, hash FROM {nodes} WHERE level = {p} AND idx = {p}"
+        self._leaf_hashes_sql = f"SELECT 0, idx, leaf_hash FROM {leaves} WHERE idx IN"
+        self._nodes_sql = f"SELECT level, idx, hash FROM {nodes} WHERE"
         cp_columns = "size, root, note, created_at"
         self._insert_checkpoint_sql = (
             f"INSERT INTO {checkpoints} ({cp_columns}) VALUES ({p}, {p}, {p}, {p}) "
@@ -465,26 +466,45 @@ class LedgerTables:
     def _fetch_subtrees(
         self, cursor: Cursor, coordinates: Sequence[tuple[int, int]]
     ) -> dict[tuple[int, int], bytes]:
-        """Fetch the stored rows ``coordinates`` need in one statement; missing ones are absent.
+        """Fetch the stored rows ``coordinates`` need, in one statement for a proof's worth.
 
-        A subtree below ``NODE_MIN_LEVEL`` needs its leaf hashes (a range of the leaves' primary
-        key), one above needs its nodes row. The parts are joined with ``UNION ALL`` of
-        primary-key lookups, so both databases answer each from the index whatever their
-        planner thinks of the table sizes.
+        A subtree below ``NODE_MIN_LEVEL`` needs its leaf hashes, one above it its nodes row.
+        The shape (``idx IN (...)`` on the leaves, ``(level = ? AND idx = ?) OR ...`` on the
+        nodes, joined by ``UNION ALL``) was chosen by measurement: both databases answer it from
+        the primary keys, while one ``UNION ALL`` part per hash spent most of its time in
+        PostgreSQL's planner and ``(level, idx) IN (VALUES ...)`` made SQLite scan the nodes.
+        Missing rows are simply absent from the result.
         """
-        lookups: list[tuple[str, tuple[int, ...]]] = []
+        leaf_indices: dict[int, None] = {}
+        nodes: dict[tuple[int, int], None] = {}
         for level, index in coordinates:
             if level < NODE_MIN_LEVEL:
-                lookups.append((self._leaf_hashes_sql, (index << level, (index + 1) << level)))
+                leaf_indices.update(dict.fromkeys(range(index << level, (index + 1) << level)))
             else:
-                lookups.append((self._node_sql, (level, index)))
+                nodes[(level, index)] = None
+        p = self._d.param
+        parts: list[tuple[str, list[int]]] = []
+        leaf_list = list(leaf_indices)
+        for start in range(0, len(leaf_list), _MAX_PARAMS):
+            chunk = leaf_list[start : start + _MAX_PARAMS]
+            marks = ", ".join([p] * len(chunk))
+            parts.append((f"{self._leaf_hashes_sql} ({marks})", chunk))
+        node_list = list(nodes)
+        for start in range(0, len(node_list), _MAX_PARAMS // 2):
+            pairs = node_list[start : start + _MAX_PARAMS // 2]
+            where = " OR ".join([f"(level = {p} AND idx = {p})"] * len(pairs))
+            parts.append((f"{self._nodes_sql} {where}", [v for pair in pairs for v in pair]))
         found: dict[tuple[int, int], bytes] = {}
-        for start in range(0, len(lookups), 200):  # stay far below any parameter limit
-            chunk = lookups[start : start + 200]
-            cursor.execute(
-                " UNION ALL ".join(statement for statement, _ in chunk),
-                [value for _, params in chunk for value in params],
-            )
+        while parts:
+            # Join parts into one statement while they stay under the parameter budget
+            # (SQLite builds before 3.32 allow only 999 parameters per statement).
+            statements, params = [parts[0][0]], list(parts[0][1])
+            parts = parts[1:]
+            while parts and len(params) + len(parts[0][1]) <= _MAX_PARAMS:
+                statements.append(parts[0][0])
+                params.extend(parts[0][1])
+                parts = parts[1:]
+            cursor.execute(" UNION ALL ".join(statements), params)
             for level, index, value in cursor.fetchall():
                 found[(int(level), int(index))] = bytes(value)
         return found
@@ -720,9 +740,11 @@ class LedgerTables:
         """Store a signed checkpoint of the stored tree.
 
         Refused with :class:`CheckpointConflictError` unless ``root`` is the stored tree's root
-        at ``size`` and ``note``'s body says the same size and root: every stored checkpoint is
-        then consistent with every other by construction. Storing the same size again replaces
-        the note (to add cosignatures) and keeps the first ``created_at``.
+        at ``size``, ``note``'s body says the same size and root, and its origin is that of the
+        checkpoints already stored: every stored checkpoint is then consistent with every other
+        by construction. Storing the same size again replaces the note (to add cosignatures)
+        and keeps the first ``created_at``. The note's signatures are not checked here: the
+        caller has just made it.
         """
         self._check_cursor(cursor)
         if not isinstance(root, bytes) or len(root) != HASH_SIZE:
@@ -736,6 +758,14 @@ class LedgerTables:
                 f"checkpoint note is for size {body.size} root {body.root.hex()}, not size "
                 f"{size} root {root.hex()}"
             )
+        latest = self.latest_checkpoint(cursor)
+        if latest is not None:
+            # One table, one log: a checkpoint of another origin would be another log's head.
+            theirs = peek_checkpoint(latest.note).origin
+            if body.origin != theirs:
+                raise CheckpointConflictError(
+                    f"checkpoint origin {body.origin!r} is not this log's origin {theirs!r}"
+                )
         current, _ = self.state(cursor)
         if size > current:
             raise CheckpointConflictError(

@@ -1,0 +1,793 @@
+"""An offline-first adapter for a village service room (村便民服务室).
+
+A village room's network is the least reliable link of the whole system: a shared 4G router, a
+township line that goes down for an afternoon. Work at the window must not stop for that. So every
+command is first written to a local SQLite **outbox** and acknowledged to the clerk at once; a
+**forwarder** sends the queued commands to the node, in order, whenever the node can be reached.
+
+Guarantees (see docs/adapters.md, "Village outbox"):
+
+- **Nothing lost.** A command is committed to the outbox (SQLite WAL, ``synchronous=FULL``, so a
+  power cut after the clerk saw "queued" does not lose it) before anything is sent, and stays
+  until the node acknowledged it.
+- **Nothing doubled.** A command is signed once and its exact bytes and signature are stored; a
+  resend after a timeout, a crash or a restart sends the same bytes, with the same idempotency
+  key, so the node returns its first result (``replayed``) instead of acting twice.
+- **Order.** Commands go out in the order they were queued. A transient failure (node down,
+  timeout: :data:`adapters.connection.TRANSIENT_CODES`) stops the pass and the forwarder backs off
+  exponentially; nothing later overtakes the command that could not be delivered.
+- **Refusals.** A command the node refuses for good (INVALID_ARGUMENT, FAILED_PRECONDITION,
+  PERMISSION_DENIED, ...) is marked ``failed`` with the status and message. It does not block the
+  commands of other cases. Later commands of the **same** case are *held* behind it: each was
+  queued by a clerk who assumed the earlier step took effect (an 受理 after a refused 收件 makes no
+  sense; an 办结 after a refused 决定 would record the wrong story), so they wait until the clerk
+  retries the failed command (``retry``, e.g. after the hall's registration is fixed) or cancels
+  it (``cancel``), which releases them.
+- **Cases not yet known to the node.** A submission queued offline has no case id yet (the node
+  assigns it). Commands are therefore addressed to a *local reference* (``ref``, the room's own
+  登记号 or a generated ``V-…``): the outbox records, per reference, the case id from the submit's
+  reply. A follow-up queued before that reply is stored unsigned with its body; when the submit is
+  acknowledged, the forwarder fills in the case id, signs the command and stores the signed bytes
+  in the outbox *before* the first send, so from then on every resend is byte-identical too.
+
+The outbox is bound to one hall (hall id and region, stored in the file): its commands are that
+hall's signed statements.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import mimetypes
+import random
+import sqlite3
+import threading
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+import grpc
+from google.protobuf import json_format
+from google.protobuf.message import Message
+from google.protobuf.timestamp_pb2 import Timestamp
+from tongban.v1 import case_exchange_pb2, common_pb2
+
+from adapters.connection import AdapterError, RpcFailure
+from adapters.sdk import RPC_OF_ACTION, HallCredentials
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+-- One row per local case reference: the lane its commands travel in, in order.
+CREATE TABLE IF NOT EXISTS lanes (
+    ref        TEXT PRIMARY KEY,
+    case_id    TEXT,              -- the node's case id, once the submit is acknowledged
+    created_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS commands (
+    seq             INTEGER PRIMARY KEY AUTOINCREMENT,   -- global queue order
+    ref             TEXT NOT NULL REFERENCES lanes(ref),
+    action          TEXT NOT NULL,                       -- wire action: submit, accept, ...
+    idempotency_key TEXT NOT NULL UNIQUE,
+    operator        TEXT NOT NULL,
+    body            BLOB NOT NULL,    -- the action message (case_id unset until known)
+    command         BLOB,             -- the exact signed Command bytes, once signed
+    signature       BLOB,
+    status          TEXT NOT NULL DEFAULT 'pending'
+                    CHECK (status IN ('pending', 'sent', 'failed', 'cancelled')),
+    attempts        INTEGER NOT NULL DEFAULT 0,
+    case_id         TEXT,
+    version         INTEGER,
+    replayed        INTEGER,
+    error_code      TEXT,             -- last error (kept for pending commands too)
+    error_message   TEXT,
+    created_at      TEXT NOT NULL,
+    last_attempt_at TEXT,
+    sent_at         TEXT
+);
+CREATE INDEX IF NOT EXISTS commands_by_status ON commands (status, seq);
+CREATE INDEX IF NOT EXISTS commands_by_ref ON commands (ref, seq);
+"""
+
+#: Statuses shown by ``status``: the four stored ones plus ``held`` (pending, but waiting behind a
+#: failed command of the same case or for a case id that will not come).
+STATUSES = ("pending", "held", "sent", "failed", "cancelled")
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
+
+
+def _is_uuid(text: str) -> bool:
+    try:
+        uuid.UUID(text)
+    except ValueError:
+        return False
+    return True
+
+
+def wire_message(action: str) -> Message:
+    """An empty wire message of ``action`` (``"accept"`` → ``Accept()``)."""
+    if action not in RPC_OF_ACTION:
+        raise AdapterError(f"unknown action {action!r}; known: {', '.join(sorted(RPC_OF_ACTION))}")
+    message: Message = type(getattr(case_exchange_pb2.Command(), action))()
+    return message
+
+
+class Signer:
+    """Signs commands without a network connection.
+
+    Builds exactly what :meth:`adapters.sdk.HallClient.sign` builds (a ``Command`` with its
+    header, serialised once, Ed25519-signed over those bytes) but needs no gRPC channel, so a
+    clerk can queue commands while the room is offline. A unit test checks that both agree.
+    """
+
+    def __init__(self, credentials: HallCredentials) -> None:
+        self.credentials = credentials
+
+    def sign(
+        self,
+        action: str,
+        body: Message,
+        *,
+        idempotency_key: str,
+        operator: str,
+        issued_at: datetime | None = None,
+    ) -> case_exchange_pb2.SignedCommand:
+        """The signed command; ``issued_at`` defaults to now."""
+        stamp = Timestamp()
+        if issued_at is None:
+            stamp.GetCurrentTime()
+        else:
+            stamp.FromDatetime(issued_at)
+        command = case_exchange_pb2.Command(
+            header=case_exchange_pb2.CommandHeader(
+                idempotency_key=idempotency_key,
+                hall_id=self.credentials.hall_id,
+                operator=operator,
+                region=self.credentials.region,
+                issued_at=stamp,
+            )
+        )
+        getattr(command, action).CopyFrom(body)
+        data = command.SerializeToString()
+        return case_exchange_pb2.SignedCommand(
+            command=data, signature=self.credentials.signing_key.sign(data)
+        )
+
+
+@dataclass(frozen=True)
+class QueuedCommand:
+    """One outbox row, as the status query shows it."""
+
+    seq: int
+    ref: str
+    action: str
+    idempotency_key: str
+    operator: str
+    status: str
+    attempts: int
+    case_id: str
+    version: int | None
+    replayed: bool
+    error_code: str
+    error_message: str
+    created_at: str
+    sent_at: str
+    signed: bool
+    #: Why a pending command is held ("" when it is not).
+    held_by: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready dict (no personal data: bodies are not included)."""
+        return {
+            "seq": self.seq,
+            "ref": self.ref,
+            "action": self.action,
+            "status": self.status,
+            "attempts": self.attempts,
+            "case_id": self.case_id,
+            "version": self.version,
+            "replayed": self.replayed,
+            "error_code": self.error_code,
+            "error_message": self.error_message,
+            "held_by": self.held_by,
+            "idempotency_key": self.idempotency_key,
+            "operator": self.operator,
+            "created_at": self.created_at,
+            "sent_at": self.sent_at,
+            "signed": self.signed,
+        }
+
+
+class Outbox:
+    """The local SQLite outbox of one hall. Safe to open from several processes at once."""
+
+    def __init__(self, path: Path, credentials: HallCredentials) -> None:
+        self.path = Path(path)
+        self.credentials = credentials
+        self.signer = Signer(credentials)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        # Autocommit mode: every write is an explicit BEGIN IMMEDIATE ... COMMIT below, so a
+        # writer takes the lock up front instead of failing half-way on an upgrade.
+        self._db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
+        self._db.row_factory = sqlite3.Row
+        self._db.execute("PRAGMA journal_mode=WAL")
+        # FULL: a commit survives a power cut, not only a crash of this process.
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.execute("PRAGMA foreign_keys=ON")
+        with self._write():
+            for statement in filter(str.strip, _SCHEMA.split(";")):
+                self._db.execute(statement)
+            self._bind_hall()
+
+    # ------------------------------------------------------------------ plumbing
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self._db
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
+    def _bind_hall(self) -> None:
+        stored = dict(self._db.execute("SELECT key, value FROM meta").fetchall())
+        wanted = {
+            "schema_version": str(SCHEMA_VERSION),
+            "hall_id": self.credentials.hall_id,
+            "region": self.credentials.region,
+        }
+        if not stored:
+            self._db.executemany("INSERT INTO meta (key, value) VALUES (?, ?)", wanted.items())
+            return
+        for key, value in wanted.items():
+            if stored.get(key) != value:
+                raise AdapterError(
+                    f"{self.path} belongs to {key}={stored.get(key)!r}, not {value!r}: "
+                    "an outbox holds one hall's signed commands"
+                )
+
+    def close(self) -> None:
+        """Close the database."""
+        self._db.close()
+
+    def __enter__(self) -> Outbox:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ queueing
+
+    def submit(
+        self,
+        submit: case_exchange_pb2.SubmitCase,
+        *,
+        ref: str = "",
+        operator: str,
+        idempotency_key: str = "",
+    ) -> QueuedCommand:
+        """Queue a 收件 under a new local reference (generated when not given).
+
+        Queuing the same reference again with the same content returns the queued command, so
+        the room's software may retry its own call; other content under a used reference is
+        refused.
+        """
+        ref = ref or f"V-{uuid.uuid4().hex[:16]}"
+        if _is_uuid(ref):
+            raise AdapterError(f"ref {ref!r}: a local reference must not look like a case id")
+        key = idempotency_key or f"vil-{uuid.uuid4().hex}"
+        body = submit.SerializeToString(deterministic=True)
+        with self._write() as db:
+            existing = db.execute(
+                "SELECT seq, body FROM commands WHERE ref = ? AND action = 'submit'", (ref,)
+            ).fetchone()
+            if existing is not None:
+                if bytes(existing["body"]) != body:
+                    raise AdapterError(f"ref {ref!r} is already queued with other content")
+                return self.get(int(existing["seq"]))
+            if db.execute("SELECT 1 FROM lanes WHERE ref = ?", (ref,)).fetchone():
+                raise AdapterError(f"ref {ref!r} is already in use")
+            db.execute("INSERT INTO lanes (ref, created_at) VALUES (?, ?)", (ref, _now()))
+            seq = self._insert(db, ref, "submit", key, operator, body, case_id=None)
+        return self.get(seq)
+
+    def follow(
+        self,
+        target: str,
+        action: str,
+        body: Message | None = None,
+        *,
+        operator: str,
+        idempotency_key: str = "",
+    ) -> QueuedCommand:
+        """Queue a lifecycle command for a local reference or a known case id.
+
+        ``target`` is a reference given to :meth:`submit`, or the node's case id of a case this
+        hall already holds (a lane is opened for it). ``body`` is the action's wire message; its
+        ``case_id`` is filled in by the outbox.
+        """
+        if action == "submit":
+            raise AdapterError("use submit() to queue a 收件")
+        message = wire_message(action)
+        if body is not None:
+            message.CopyFrom(body)
+        key = idempotency_key or f"vil-{uuid.uuid4().hex}"
+        with self._write() as db:
+            lane = db.execute("SELECT ref, case_id FROM lanes WHERE ref = ?", (target,)).fetchone()
+            if lane is None:
+                if not _is_uuid(target):
+                    raise AdapterError(
+                        f"unknown reference {target!r}: queue its submit first, or give a case id"
+                    )
+                db.execute(
+                    "INSERT INTO lanes (ref, case_id, created_at) VALUES (?, ?, ?)",
+                    (target, target, _now()),
+                )
+                case_id: str | None = target
+            else:
+                case_id = lane["case_id"]
+            message.case_id = ""  # type: ignore[attr-defined]
+            data = message.SerializeToString(deterministic=True)
+            existing = db.execute(
+                "SELECT seq, action, body FROM commands WHERE idempotency_key = ?", (key,)
+            ).fetchone()
+            if existing is not None:
+                if existing["action"] != action or bytes(existing["body"]) != data:
+                    raise AdapterError(f"key {key!r} is already queued for another command")
+                return self.get(int(existing["seq"]))
+            seq = self._insert(db, target, action, key, operator, data, case_id=case_id)
+        return self.get(seq)
+
+    def _insert(
+        self,
+        db: sqlite3.Connection,
+        ref: str,
+        action: str,
+        key: str,
+        operator: str,
+        body: bytes,
+        *,
+        case_id: str | None,
+    ) -> int:
+        created_at = _now()
+        signed = None
+        if action == "submit" or case_id is not None:
+            signed = self._sign(action, body, key, operator, created_at, case_id)
+        cursor = db.execute(
+            "INSERT INTO commands (ref, action, idempotency_key, operator, body, command,"
+            " signature, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                ref,
+                action,
+                key,
+                operator,
+                body,
+                signed.command if signed else None,
+                signed.signature if signed else None,
+                created_at,
+            ),
+        )
+        assert cursor.lastrowid is not None
+        return int(cursor.lastrowid)
+
+    def _sign(
+        self,
+        action: str,
+        body: bytes,
+        key: str,
+        operator: str,
+        created_at: str,
+        case_id: str | None,
+    ) -> case_exchange_pb2.SignedCommand:
+        message: Any = wire_message(action)
+        message.ParseFromString(body)
+        if case_id is not None and action != "submit":
+            message.case_id = case_id
+        # The command says when the clerk acted (queued it), not when the network came back.
+        return self.signer.sign(
+            action,
+            message,
+            idempotency_key=key,
+            operator=operator,
+            issued_at=datetime.fromisoformat(created_at),
+        )
+
+    # ------------------------------------------------------------------ forwarding support
+
+    def next_batch(self) -> list[sqlite3.Row]:
+        """Pending commands in queue order, with their lane's case id."""
+        return list(
+            self._db.execute(
+                "SELECT c.*, l.case_id AS lane_case_id FROM commands c"
+                " JOIN lanes l ON l.ref = c.ref WHERE c.status = 'pending' ORDER BY c.seq"
+            )
+        )
+
+    def failed_lanes(self) -> dict[str, int]:
+        """Lanes with a failed command → the seq of their first failed command."""
+        return {
+            row["ref"]: int(row["first"])
+            for row in self._db.execute(
+                "SELECT ref, MIN(seq) AS first FROM commands WHERE status = 'failed' GROUP BY ref"
+            )
+        }
+
+    def ensure_signed(self, seq: int) -> case_exchange_pb2.SignedCommand:
+        """The stored signed command; signs it now (with the lane's case id) if it is not yet.
+
+        The signature is committed before it is returned, so every send of this command, now or
+        after a restart, carries the same bytes. Two forwarders racing here keep the first.
+        """
+        row = self._db.execute(
+            "SELECT c.*, l.case_id AS lane_case_id FROM commands c"
+            " JOIN lanes l ON l.ref = c.ref WHERE c.seq = ?",
+            (seq,),
+        ).fetchone()
+        if row["command"] is None:
+            if row["lane_case_id"] is None:
+                raise AdapterError(f"#{seq}: the case id of {row['ref']!r} is not known yet")
+            signed = self._sign(
+                row["action"],
+                bytes(row["body"]),
+                row["idempotency_key"],
+                row["operator"],
+                row["created_at"],
+                row["lane_case_id"],
+            )
+            with self._write() as db:
+                db.execute(
+                    "UPDATE commands SET command = ?, signature = ?"
+                    " WHERE seq = ? AND command IS NULL",
+                    (signed.command, signed.signature, seq),
+                )
+            row = self._db.execute(
+                "SELECT command, signature FROM commands WHERE seq = ?", (seq,)
+            ).fetchone()
+        return case_exchange_pb2.SignedCommand(
+            command=bytes(row["command"]), signature=bytes(row["signature"])
+        )
+
+    def mark_sent(self, seq: int, reply: case_exchange_pb2.CommandReply) -> None:
+        """Record the node's acknowledgement; a submit's reply gives its lane the case id."""
+        with self._write() as db:
+            row = db.execute("SELECT ref, action FROM commands WHERE seq = ?", (seq,)).fetchone()
+            db.execute(
+                "UPDATE commands SET status = 'sent', case_id = ?, version = ?, replayed = ?,"
+                " attempts = attempts + 1, last_attempt_at = ?, sent_at = ?,"
+                " error_code = NULL, error_message = NULL WHERE seq = ?",
+                (reply.case_id, reply.version, int(reply.replayed), _now(), _now(), seq),
+            )
+            if row["action"] == "submit":
+                db.execute(
+                    "UPDATE lanes SET case_id = ? WHERE ref = ?", (reply.case_id, row["ref"])
+                )
+
+    def mark_attempt(self, seq: int, failure: RpcFailure, *, final: bool) -> None:
+        """Record a failed attempt; ``final`` marks the command failed for good."""
+        with self._write() as db:
+            db.execute(
+                "UPDATE commands SET attempts = attempts + 1, last_attempt_at = ?,"
+                " error_code = ?, error_message = ?, status = CASE WHEN ? THEN 'failed'"
+                " ELSE status END WHERE seq = ?",
+                (_now(), failure.code.name, failure.message, final, seq),
+            )
+
+    # ------------------------------------------------------------------ operator actions
+
+    def retry(self, seq: int) -> QueuedCommand:
+        """Send a failed command again (the same signed bytes); held followers queue behind it."""
+        with self._write() as db:
+            row = db.execute("SELECT status FROM commands WHERE seq = ?", (seq,)).fetchone()
+            if row is None:
+                raise AdapterError(f"no command #{seq}")
+            if row["status"] != "failed":
+                raise AdapterError(f"#{seq} is {row['status']}; only a failed command is retried")
+            db.execute("UPDATE commands SET status = 'pending' WHERE seq = ?", (seq,))
+        return self.get(seq)
+
+    def cancel(self, seq: int) -> list[QueuedCommand]:
+        """Give up a failed or pending command; returns every command cancelled.
+
+        Its held followers are released. If it is a submit the node never acknowledged, the
+        case will never exist, so the followers of that reference are cancelled with it.
+        """
+        with self._write() as db:
+            row = db.execute(
+                "SELECT c.status, c.action, c.ref, l.case_id FROM commands c"
+                " JOIN lanes l ON l.ref = c.ref WHERE c.seq = ?",
+                (seq,),
+            ).fetchone()
+            if row is None:
+                raise AdapterError(f"no command #{seq}")
+            if row["status"] not in ("failed", "pending"):
+                raise AdapterError(f"#{seq} is {row['status']}; it can no longer be cancelled")
+            cancelled = [seq]
+            if row["action"] == "submit" and row["case_id"] is None:
+                cancelled += [
+                    int(r["seq"])
+                    for r in db.execute(
+                        "SELECT seq FROM commands WHERE ref = ? AND status = 'pending' AND seq > ?",
+                        (row["ref"], seq),
+                    )
+                ]
+            db.executemany(
+                "UPDATE commands SET status = 'cancelled' WHERE seq = ?",
+                [(s,) for s in cancelled],
+            )
+        return [self.get(s) for s in cancelled]
+
+    # ------------------------------------------------------------------ queries
+
+    def commands(self, *, ref: str = "", status: str = "") -> list[QueuedCommand]:
+        """Commands in queue order, optionally of one reference or one (shown) status."""
+        if status and status not in STATUSES:
+            raise AdapterError(f"unknown status {status!r}; one of {', '.join(STATUSES)}")
+        query = (
+            "SELECT c.*, l.case_id AS lane_case_id FROM commands c JOIN lanes l ON l.ref = c.ref"
+        )
+        args: tuple[Any, ...] = ()
+        if ref:
+            query += " WHERE c.ref = ?"
+            args = (ref,)
+        rows = list(self._db.execute(query + " ORDER BY c.seq", args))
+        failed = self.failed_lanes()
+        result = [self._from_row(row, failed) for row in rows]
+        return [command for command in result if not status or command.status == status]
+
+    def counts(self) -> dict[str, int]:
+        """How many commands are in each shown status."""
+        counts = dict.fromkeys(STATUSES, 0)
+        for command in self.commands():
+            counts[command.status] += 1
+        return counts
+
+    def lane_case_id(self, ref: str) -> str | None:
+        """The node's case id for a local reference, once known."""
+        row = self._db.execute("SELECT case_id FROM lanes WHERE ref = ?", (ref,)).fetchone()
+        return None if row is None else row["case_id"]
+
+    def get(self, seq: int) -> QueuedCommand:
+        """One command by its queue number."""
+        row = self._db.execute(
+            "SELECT c.*, l.case_id AS lane_case_id FROM commands c"
+            " JOIN lanes l ON l.ref = c.ref WHERE c.seq = ?",
+            (seq,),
+        ).fetchone()
+        if row is None:
+            raise AdapterError(f"no command #{seq}")
+        return self._from_row(row, self.failed_lanes())
+
+    @staticmethod
+    def _from_row(row: sqlite3.Row, failed: dict[str, int]) -> QueuedCommand:
+        status = row["status"]
+        held_by = ""
+        if status == "pending":
+            first_failed = failed.get(row["ref"])
+            if first_failed is not None and first_failed < row["seq"]:
+                status, held_by = "held", f"#{first_failed} failed"
+            elif row["command"] is None and row["lane_case_id"] is None:
+                held_by = "waiting for the case id from the submit"
+        return QueuedCommand(
+            seq=int(row["seq"]),
+            ref=row["ref"],
+            action=row["action"],
+            idempotency_key=row["idempotency_key"],
+            operator=row["operator"],
+            status=status,
+            attempts=int(row["attempts"]),
+            case_id=row["case_id"] or row["lane_case_id"] or "",
+            version=row["version"],
+            replayed=bool(row["replayed"]),
+            error_code=row["error_code"] or "",
+            error_message=row["error_message"] or "",
+            created_at=row["created_at"],
+            sent_at=row["sent_at"] or "",
+            signed=row["command"] is not None,
+            held_by=held_by,
+        )
+
+
+# ============================================================================ forwarding
+
+
+class Transport(Protocol):
+    """What the forwarder needs from the SDK client (``HallClient`` satisfies it)."""
+
+    def send_signed(
+        self, action: str, signed: case_exchange_pb2.SignedCommand
+    ) -> case_exchange_pb2.CommandReply:
+        """Send one signed command; raise ``grpc.RpcError`` on failure."""
+        ...
+
+
+@dataclass
+class PassResult:
+    """What one forwarding pass did."""
+
+    sent: list[QueuedCommand] = field(default_factory=list)
+    failed: list[QueuedCommand] = field(default_factory=list)
+    #: Set when the pass stopped at a transient failure (node unreachable, timeout, ...).
+    interrupted: RpcFailure | None = None
+    #: Pending commands that could be sent but were not (the pass was interrupted).
+    remaining: int = 0
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """Exponential backoff with jitter between passes that hit a transient failure."""
+
+    initial: float = 0.5
+    maximum: float = 30.0
+    multiplier: float = 2.0
+
+    def delays(self) -> Iterator[float]:
+        """Delays to wait, growing to ``maximum``; jittered to spread many rooms' reconnects."""
+        delay = self.initial
+        while True:
+            yield delay * random.uniform(0.5, 1.0)
+            delay = min(self.maximum, delay * self.multiplier)
+
+
+class Forwarder:
+    """Sends an outbox's commands to the node in order (see the module docstring)."""
+
+    def __init__(
+        self,
+        outbox: Outbox,
+        transport: Transport,
+        *,
+        report: Callable[[str], None] = lambda line: None,
+    ) -> None:
+        self.outbox = outbox
+        self.transport = transport
+        self.report = report
+
+    def forward_once(self) -> PassResult:
+        """One pass over the pending commands; stops at the first transient failure."""
+        result = PassResult()
+        failed = self.outbox.failed_lanes()
+        blocked: set[str] = set()
+        batch = self.outbox.next_batch()
+        for index, row in enumerate(batch):
+            seq, ref, action = int(row["seq"]), row["ref"], row["action"]
+            if ref in blocked or (ref in failed and failed[ref] < seq):
+                blocked.add(ref)
+                continue
+            if row["command"] is None and row["lane_case_id"] is None:
+                # Its submit is still pending (and was not sent in this pass) or was cancelled.
+                blocked.add(ref)
+                continue
+            signed = self.outbox.ensure_signed(seq)
+            try:
+                reply = self.transport.send_signed(action, signed)
+            except grpc.RpcError as error:
+                failure = RpcFailure.from_error(error)
+                self.outbox.mark_attempt(seq, failure, final=not failure.transient)
+                if failure.transient:
+                    result.interrupted = failure
+                    result.remaining = sum(
+                        1 for later in batch[index:] if later["ref"] not in blocked
+                    )
+                    self.report(f"#{seq} {action} ref={ref}: {failure.code.name}, will retry")
+                    return result
+                blocked.add(ref)
+                command = self.outbox.get(seq)
+                result.failed.append(command)
+                self.report(
+                    f"#{seq} {action} ref={ref}: FAILED {failure.code.name}: {failure.message}"
+                )
+                continue
+            self.outbox.mark_sent(seq, reply)
+            command = self.outbox.get(seq)
+            result.sent.append(command)
+            self.report(
+                f"#{seq} {action} ref={ref}: sent, case {reply.case_id} v{reply.version}"
+                + (" (replayed)" if reply.replayed else "")
+            )
+        return result
+
+    def drain(self) -> PassResult:
+        """Passes until nothing more can be sent now; returns the totals of all passes."""
+        total = PassResult()
+        while True:
+            result = self.forward_once()
+            total.sent += result.sent
+            total.failed += result.failed
+            total.interrupted = result.interrupted
+            total.remaining = result.remaining
+            # A submit acknowledged in this pass unblocks followers queued before its reply:
+            # go again while progress is made.
+            if result.interrupted or not (result.sent or result.failed):
+                return total
+
+    def run(
+        self,
+        stop: threading.Event,
+        *,
+        idle_interval: float = 1.0,
+        backoff: Backoff | None = None,
+    ) -> None:
+        """Forward until ``stop`` is set: poll every ``idle_interval`` s, back off when offline."""
+        backoff = backoff or Backoff()
+        delays = backoff.delays()
+        while not stop.is_set():
+            try:
+                result = self.drain()
+            except sqlite3.OperationalError as error:
+                # The outbox is busy (a long write by another process): try again shortly.
+                self.report(f"outbox busy: {error}")
+                stop.wait(idle_interval)
+                continue
+            if result.interrupted is not None:
+                stop.wait(next(delays))
+            else:
+                delays = backoff.delays()
+                stop.wait(idle_interval)
+
+
+# ============================================================================ helpers for clerks
+
+
+def material_from_file(name: str, path: Path) -> common_pb2.Material:
+    """A material reference for a scanned file: its digest, size and media type.
+
+    The file itself stays in the room's document store; only the digest goes to the node.
+    """
+    path = Path(path)
+    digest = hashlib.sha256()
+    size = 0
+    try:
+        with path.open("rb") as handle:
+            for chunk in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(chunk)
+                size += len(chunk)
+    except OSError as error:
+        raise AdapterError(f"material {name!r}: cannot read {path}: {error.strerror}") from None
+    if size == 0:
+        raise AdapterError(f"material {name!r}: {path} is empty")
+    media_type = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+    return common_pb2.Material(
+        name=name, sha256=digest.hexdigest(), media_type=media_type, size=size
+    )
+
+
+def message_from_json(action: str, text: str) -> Message:
+    """A wire action message from JSON with the wire's field names (``{"to_hall": ...}``)."""
+    message = wire_message(action)
+    try:
+        json_format.Parse(text or "{}", message)
+    except json_format.ParseError as error:
+        raise AdapterError(f"--json for {action}: {error}") from None
+    return message
+
+
+def describe(commands: Sequence[QueuedCommand]) -> str:
+    """A plain table of commands for the ``status`` subcommand."""
+    lines = [f"{'seq':>5}  {'status':9}  {'action':22}  {'ref':20}  case / detail"]
+    for c in commands:
+        detail = c.case_id or "-"
+        if c.status in ("failed", "held") or (c.status == "pending" and c.error_code):
+            detail += f"  [{c.error_code or c.held_by}] {c.error_message or c.held_by}"
+        elif c.status == "pending" and c.held_by:
+            detail += f"  ({c.held_by})"
+        if c.replayed:
+            detail += "  (replayed)"
+        lines.append(f"{c.seq:>5}  {c.status:9}  {c.action:22}  {c.ref:20}  {detail}")
+    return "\n".join(lines)
+
+
+def to_json(commands: Sequence[QueuedCommand]) -> str:
+    """Commands as a JSON array."""
+    return json.dumps([c.to_json() for c in commands], ensure_ascii=False, indent=1)
