@@ -361,6 +361,8 @@ class Outbox:
         *,
         case_id: str | None,
     ) -> int:
+        if db.execute("SELECT 1 FROM commands WHERE idempotency_key = ?", (key,)).fetchone():
+            raise AdapterError(f"key {key!r} is already queued for another command")
         created_at = _now()
         signed = None
         if action == "submit" or case_id is not None:

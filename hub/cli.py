@@ -35,6 +35,15 @@ def _demo(args: argparse.Namespace) -> int:
     app = build_application(settings)
     try:
         run_demo(app, pause_seconds=args.pause)
+        from hub.bootstrap import build_integrator
+
+        integrator = build_integrator(settings, app)
+        size = integrator.catch_up()
+        print(f"\nLedger: {size} stored events integrated as leaves of {settings.origin}; "
+              "the signed checkpoint covers them all.")  # fmt: skip
+        print("An auditor verifies it with only the log's public key:")
+        print(f"  TONGBAN_DATA_DIR={settings.data_dir} tongban audit verify "
+              f"--log-key '{integrator.signer.verifier_key()}'")  # fmt: skip
     finally:
         app.close()
     return 0
@@ -70,15 +79,29 @@ def _regions(args: argparse.Namespace) -> int:
 def _serve(args: argparse.Namespace) -> int:
     import logging
     import signal
+    import threading
 
+    from hub.api.audit import add_audit_service
     from hub.api.server import NodeServer, TLSFiles
+    from hub.bootstrap import build_integrator
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     settings = Settings.from_env()
     listen = args.listen or settings.listen
     tls = None if args.insecure else TLSFiles.in_directory(settings.pki_dir)
     app = build_application(settings, require_signatures=not args.insecure)
-    node = NodeServer(app, listen=listen, tls=tls, max_workers=args.workers).start()
+    integrator = build_integrator(settings, app)
+    stop = threading.Event()
+    # The integrator follows the log in the background; its tracking makes restarts safe.
+    follower = threading.Thread(target=integrator.run, args=(stop,), name="integrator")
+    follower.start()
+    node = NodeServer(
+        app,
+        listen=listen,
+        tls=tls,
+        max_workers=args.workers,
+        extra_services=[add_audit_service(app, integrator.view)],
+    ).start()
     # The port line is machine-readable: scripts and tests wait for it.
     print(f"tongban: serving on {listen.rsplit(':', 1)[0]}:{node.port}", flush=True)
 
@@ -90,6 +113,8 @@ def _serve(args: argparse.Namespace) -> int:
     try:
         node.wait()
     finally:
+        stop.set()
+        follower.join(timeout=10)
         app.close()
     return 0
 

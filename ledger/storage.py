@@ -109,6 +109,7 @@ class _Dialect:
 
     param: str
     int_type: str
+    small_int: str
     index_pk: str  # the leaves' and checkpoints' integer primary key column type
     blob: str
     uuid: str
@@ -129,6 +130,7 @@ _DIALECTS: dict[str, _Dialect] = {
     "postgres": _Dialect(
         param="%s",
         int_type="BIGINT",
+        small_int="SMALLINT",
         index_pk="BIGINT",
         blob="BYTEA",
         uuid="UUID",
@@ -143,6 +145,7 @@ _DIALECTS: dict[str, _Dialect] = {
     "sqlite": _Dialect(
         param="?",
         int_type="INTEGER",
+        small_int="INTEGER",
         # Exactly "INTEGER PRIMARY KEY" makes the column SQLite's rowid: no separate index.
         index_pk="INTEGER",
         blob="BLOB",
@@ -221,7 +224,7 @@ _COPY_HEADER = b"PGCOPY\n\xff\r\n\x00" + bytes(8)
 _COPY_TRAILER = b"\xff\xff"
 _LEAF_HEAD = struct.Struct(">hiqi")  # 5 fields; idx int8; length of the encoded leaf
 _LEAF_TAIL = struct.Struct(">i32si16siq")  # leaf_hash, aggregate_id (uuid), version int8
-_NODE_ROW = struct.Struct(">hiqiqi32s")  # 3 fields: level int8, idx int8, hash
+_NODE_ROW = struct.Struct(">hihiqi32s")  # 3 fields: level int2, idx int8, hash
 
 
 def _chunks(leaves: Sequence[Leaf]) -> Iterator[Sequence[Leaf]]:
@@ -415,7 +418,7 @@ class LedgerTables:
             # event can never be logged twice.
             "UNIQUE (aggregate_id, version))",
             f"CREATE TABLE IF NOT EXISTS {self.nodes_table} ("
-            f"level {d.int_type} NOT NULL, idx {d.int_type} NOT NULL, "
+            f"level {d.small_int} NOT NULL, idx {d.int_type} NOT NULL, "
             f"hash {d.blob} NOT NULL {hash_check}, "
             f"PRIMARY KEY (level, idx)){d.nodes_options}",
             f"CREATE TABLE IF NOT EXISTS {self.state_table} ("
@@ -626,7 +629,7 @@ class LedgerTables:
                         copy.write(
                             b"".join(
                                 [
-                                    node(3, 8, level, 8, idx, HASH_SIZE, h)
+                                    node(3, 2, level, 8, idx, HASH_SIZE, h)
                                     for level, idx, h in rows[start : start + _CHUNK]
                                 ]
                             )

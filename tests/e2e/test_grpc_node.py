@@ -7,11 +7,14 @@ node's event store did not grow.
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import sqlite3
+import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from uuid import UUID
 
 import grpc
 import pytest
@@ -21,11 +24,26 @@ from google.rpc import error_details_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from grpc_status import rpc_status
-from tongban.v1 import admin_pb2, admin_pb2_grpc, case_exchange_pb2, common_pb2
+from tongban.v1 import (
+    admin_pb2,
+    admin_pb2_grpc,
+    audit_pb2,
+    audit_pb2_grpc,
+    case_exchange_pb2,
+    common_pb2,
+)
 
 from adapters.sdk import HallClient, HallCredentials, RetryPolicy, TLSConfig
 from hub.domain.values import id_number_with_check
 from hub.pki import Role, load_ca
+from ledger import (
+    Verifier,
+    WitnessPolicy,
+    leaf_hash,
+    open_checkpoint,
+    verify_inclusion,
+    verify_receipt,
+)
 from tests.e2e.conftest import COUNTY, TOWNSHIP, VILLAGE
 from tests.harness.node import NodeProcess
 
@@ -400,5 +418,61 @@ def test_admin_rotates_and_retires_halls(node: NodeProcess) -> None:
         with pytest.raises(grpc.RpcError) as caught:
             admin_pb2_grpc.HallAdminStub(channel).RetireHall(
                 admin_pb2.RetireHallRequest(hall_id=VILLAGE[0], reason="x"), timeout=5
+            )
+        assert caught.value.code() == grpc.StatusCode.PERMISSION_DENIED
+
+
+def _wait_for_checkpoint(audit: Any, at_least: int) -> Any:
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        with contextlib.suppress(grpc.RpcError):
+            checkpoint = audit.GetCheckpoint(audit_pb2.GetCheckpointRequest(), timeout=5)
+            if checkpoint.size >= at_least:
+                return checkpoint
+        time.sleep(0.2)
+    raise AssertionError(f"no checkpoint of size {at_least} within 20 s")
+
+
+def test_auditors_get_verifiable_checkpoints_proofs_and_receipts(
+    node: NodeProcess, village: HallClient
+) -> None:
+    case_id = _submit(village).case_id
+    village.send("accept", case_id=case_id)
+    log_key = (node.directory / "data" / "log.vkey").read_text().strip()
+    verifier = Verifier.from_key(log_key)
+    size = _stored_events(node)
+    with _channel(node, "auditor", "auditor-2") as channel:
+        audit = audit_pb2_grpc.AuditStub(channel)
+        checkpoint = _wait_for_checkpoint(audit, size)
+        signed = open_checkpoint(checkpoint.note, [verifier])
+        assert signed.checkpoint.size == checkpoint.size
+        proof = audit.GetInclusionProof(
+            audit_pb2.InclusionProofRequest(index=3, tree_size=checkpoint.size), timeout=5
+        )
+        verify_inclusion(
+            leaf_hash(proof.leaf), 3, checkpoint.size, list(proof.hashes), signed.checkpoint.root
+        )
+        history = audit.GetCaseHistory(audit_pb2.AuditCaseRequest(case_id=case_id), timeout=5)
+        assert [e.event.WhichOneof("event") for e in history.events] == ["submitted", "accepted"]
+        for entry in history.events:
+            verified = verify_receipt(entry.receipt.encode(), [verifier], WitnessPolicy(0, ()))
+            assert verified.leaf.aggregate_id == UUID(case_id)
+        consistency = audit.GetConsistencyProof(
+            audit_pb2.ConsistencyProofRequest(from_size=1, to_size=checkpoint.size), timeout=5
+        )
+        assert consistency.to_size == checkpoint.size
+        entries = audit.StreamEntries(audit_pb2.StreamEntriesRequest(start=0), timeout=3)
+        first = [next(entries) for _ in range(3)]
+        entries.cancel()
+        assert [e.index for e in first] == [0, 1, 2]
+        with pytest.raises(grpc.RpcError) as caught:
+            audit.GetInclusionProof(
+                audit_pb2.InclusionProofRequest(index=10**6, tree_size=checkpoint.size), timeout=5
+            )
+        assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    with _channel(node, "hall", "hn-curious-hall") as channel:
+        with pytest.raises(grpc.RpcError) as caught:
+            audit_pb2_grpc.AuditStub(channel).GetCheckpoint(
+                audit_pb2.GetCheckpointRequest(), timeout=5
             )
         assert caught.value.code() == grpc.StatusCode.PERMISSION_DENIED
