@@ -67,7 +67,7 @@ class HubConnection:
 
     hall_id: str
     region: str
-    signing_key: Path
+    signing_key: Path | None
     target: str = ""
     ca: Path | None = None
     certificate: Path | None = None
@@ -78,8 +78,15 @@ class HubConnection:
     timeout: float = 10.0
     retry_attempts: int = 5
 
+    def signing_credentials(self) -> HallCredentials:
+        """Hall identity and signing key only: enough to sign commands while offline."""
+        return self._credentials(with_tls=False)
+
     def credentials(self) -> HallCredentials:
         """The SDK credentials; names the setting that is missing or unreadable."""
+        return self._credentials(with_tls=not self.insecure)
+
+    def _credentials(self, *, with_tls: bool) -> HallCredentials:
         if not self.hall_id:
             raise AdapterError("the hall id is not set (--hall-id or TONGBAN_ADAPTER_HALL_ID)")
         if not (len(self.region) == 12 and self.region.isdigit()):
@@ -88,9 +95,14 @@ class HubConnection:
                 "(--region or TONGBAN_ADAPTER_REGION)"
             )
         try:
+            if self.signing_key is None:
+                raise AdapterError(
+                    "the hall's signing key is not set "
+                    "(--signing-key or TONGBAN_ADAPTER_SIGNING_KEY)"
+                )
             key = HallCredentials.load_signing_key(self.signing_key)
             tls = None
-            if not self.insecure:
+            if with_tls:
                 ca, certificate, private_key = self.ca, self.certificate, self.private_key
                 if ca is None or certificate is None or private_key is None:
                     given = {"--ca": ca, "--cert": certificate, "--key": private_key}

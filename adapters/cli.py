@@ -1,0 +1,447 @@
+"""The adapters' command line: ``gateway``, ``village`` and ``import``.
+
+``tongban adapter ...`` delegates here (``adapters.cli.main``); it also runs on its own as
+``python -m adapters.cli ...``. This is the only place the adapters read the environment: every
+option below has an environment variable, read once into frozen settings
+(:class:`adapters.connection.HubConnection`, :class:`adapters.gateway.GatewayConfig`), so the
+adapter modules themselves stay pure. docs/adapters.md lists every option.
+
+Exit codes: 0 success; 1 some rows or commands were refused (import: rejected rows; village
+forward --once: failed commands); 2 configuration or input error; 3 the node could not be reached
+(import stopped, village forward --once left commands pending).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from tongban.v1 import case_exchange_pb2, common_pb2
+
+from adapters.connection import AdapterError, HubConnection, ItemCatalogue, open_client
+from adapters.sdk import RetryPolicy, SDKError
+
+EXIT_OK = 0
+EXIT_REFUSED = 1
+EXIT_CONFIG = 2
+EXIT_UNAVAILABLE = 3
+
+#: Connection options: flag → (environment variable, help).
+_CONNECTION_OPTIONS: dict[str, tuple[str, str]] = {
+    "--target": ("TONGBAN_ADAPTER_TARGET", "the node's gRPC address, host:port"),
+    "--hall-id": ("TONGBAN_ADAPTER_HALL_ID", "the hall this adapter acts as"),
+    "--region": ("TONGBAN_ADAPTER_REGION", "the hall's 12-digit region code"),
+    "--signing-key": ("TONGBAN_ADAPTER_SIGNING_KEY", "the hall's Ed25519 signing key (PEM)"),
+    "--ca": ("TONGBAN_ADAPTER_CA", "the node CA certificate (PEM)"),
+    "--cert": ("TONGBAN_ADAPTER_CERT", "the hall's TLS client certificate (PEM)"),
+    "--key": ("TONGBAN_ADAPTER_KEY", "the hall's TLS client key (PEM)"),
+    "--server-name": ("TONGBAN_ADAPTER_SERVER_NAME", "override the node name checked by TLS"),
+    "--operator": ("TONGBAN_ADAPTER_OPERATOR", "operator recorded when a request names none"),
+    "--timeout": ("TONGBAN_ADAPTER_TIMEOUT", "seconds per gRPC call (default 10)"),
+    "--retries": ("TONGBAN_ADAPTER_RETRIES", "attempts per call on UNAVAILABLE (default 5)"),
+}
+
+
+def _truthy(value: str) -> bool:
+    return value.strip().lower() in {"1", "true", "yes", "on"}
+
+
+def _connection_parent(env: Mapping[str, str]) -> argparse.ArgumentParser:
+    parent = argparse.ArgumentParser(add_help=False)
+    group = parent.add_argument_group("node connection")
+    for flag, (variable, text) in _CONNECTION_OPTIONS.items():
+        group.add_argument(flag, default=env.get(variable, ""), help=f"{text} [${variable}]")
+    group.add_argument(
+        "--insecure",
+        action="store_true",
+        default=_truthy(env.get("TONGBAN_ADAPTER_INSECURE", "")),
+        help="no TLS: only for a demo node started with --insecure [$TONGBAN_ADAPTER_INSECURE]",
+    )
+    return parent
+
+
+def _connection(args: argparse.Namespace, default_operator: str) -> HubConnection:
+    def path(value: str) -> Path | None:
+        return Path(value) if value else None
+
+    def number(flag: str, value: str, default: float) -> float:
+        try:
+            return float(value) if value else default
+        except ValueError:
+            raise AdapterError(f"{flag}: {value!r} is not a number") from None
+
+    return HubConnection(
+        hall_id=args.hall_id,
+        region=args.region,
+        signing_key=path(args.signing_key),
+        target=args.target,
+        ca=path(args.ca),
+        certificate=path(args.cert),
+        private_key=path(args.key),
+        server_name=args.server_name,
+        insecure=args.insecure,
+        operator=args.operator or default_operator,
+        timeout=number("--timeout", args.timeout, 10.0),
+        retry_attempts=int(number("--retries", args.retries, 5)),
+    )
+
+
+def _listen(value: str) -> tuple[str, int]:
+    host, _, port = value.rpartition(":")
+    if not host or not port.isdigit():
+        raise AdapterError(f"--listen {value!r}: use host:port (port 0 picks a free one)")
+    return host.strip("[]"), int(port)
+
+
+def _stop_on_signals() -> threading.Event:
+    """An event set by SIGTERM or SIGINT, so long-running commands end cleanly."""
+    stop = threading.Event()
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
+    return stop
+
+
+def _say(line: str) -> None:
+    print(line, flush=True)
+
+
+# ============================================================================ gateway
+
+
+def _gateway(args: argparse.Namespace) -> int:
+    from adapters.gateway import Gateway, GatewayConfig, GatewayHTTPServer
+
+    host, port = _listen(args.listen)
+    config = GatewayConfig(listen_host=host, listen_port=port, token=args.token)
+    connection = _connection(args, "yz-gateway")
+    client = open_client(connection)
+    gateway = Gateway(client, ItemCatalogue.of_client(client), token=config.token)
+    try:
+        server = GatewayHTTPServer((config.listen_host, config.listen_port), gateway)
+    except OSError as error:
+        client.close()
+        raise AdapterError(f"--listen {args.listen}: {error.strerror}") from None
+    stop = _stop_on_signals()
+    server.serve_in_thread()
+    _say(
+        f"tongban adapter gateway: listening on http://{config.listen_host}:{server.port} "
+        f"(hall {connection.hall_id} → {connection.target})"
+    )
+    try:
+        stop.wait()
+    finally:
+        server.shutdown()
+        server.server_close()
+        client.close()
+    _say("tongban adapter gateway: stopped")
+    return EXIT_OK
+
+
+# ============================================================================ village
+
+
+def _outbox(args: argparse.Namespace) -> Any:
+    from adapters.village import Outbox
+
+    if not args.db:
+        raise AdapterError("the outbox file is not set (--db or TONGBAN_VILLAGE_DB)")
+    connection = _connection(args, "village")
+    return Outbox(Path(args.db), connection.signing_credentials()), connection
+
+
+def _village_submit(args: argparse.Namespace) -> int:
+    from adapters.village import material_from_file
+
+    outbox, connection = _outbox(args)
+    materials = []
+    for spec in args.material:
+        name, sep, file = spec.partition("=")
+        if not sep or not name.strip() or not file:
+            raise AdapterError(f"--material {spec!r}: use NAME=FILE")
+        materials.append(material_from_file(name.strip(), Path(file)))
+    submit = case_exchange_pb2.SubmitCase(
+        item_code=args.item,
+        applicant=common_pb2.Applicant(name=args.name, id_number=args.id_number, phone=args.phone),
+        materials=materials,
+        competent_region=args.competent_region,
+    )
+    with outbox:
+        queued = outbox.submit(
+            submit, ref=args.ref, operator=connection.operator, idempotency_key=args.idem_key
+        )
+    _say(f"queued #{queued.seq} submit ref={queued.ref}")
+    return EXIT_OK
+
+
+def _village_act(args: argparse.Namespace) -> int:
+    from adapters.village import message_from_json
+
+    outbox, connection = _outbox(args)
+    body = message_from_json(args.action, args.json)
+    with outbox:
+        queued = outbox.follow(
+            args.ref or args.case_id,
+            args.action,
+            body,
+            operator=connection.operator,
+            idempotency_key=args.idem_key,
+        )
+    note = "" if queued.signed else " (signed once the submit is acknowledged)"
+    _say(f"queued #{queued.seq} {queued.action} ref={queued.ref}{note}")
+    return EXIT_OK
+
+
+def _village_forward(args: argparse.Namespace) -> int:
+    from adapters.village import Backoff, Forwarder
+
+    outbox, connection = _outbox(args)
+    # One attempt per call: the forwarder does its own backoff between passes, so a stop signal
+    # is noticed quickly and the order of the queue is kept.
+    client = open_client(connection, retry=RetryPolicy(attempts=1))
+    try:
+        with outbox:
+            forwarder = Forwarder(outbox, client, report=_say)
+            if args.once:
+                result = forwarder.drain()
+                counts = outbox.counts()
+                _say(
+                    f"sent {len(result.sent)}, failed {len(result.failed)}; outbox: "
+                    + ", ".join(f"{k} {v}" for k, v in counts.items())
+                )
+                if result.interrupted is not None:
+                    _say(f"node unreachable: {result.interrupted.code.name}")
+                    return EXIT_UNAVAILABLE
+                return EXIT_REFUSED if result.failed else EXIT_OK
+            stop = _stop_on_signals()
+            _say(f"tongban adapter village: forwarding {args.db} → {connection.target}")
+            forwarder.run(
+                stop,
+                idle_interval=args.interval,
+                backoff=Backoff(maximum=args.max_backoff),
+            )
+            _say("tongban adapter village: stopped")
+            return EXIT_OK
+    finally:
+        client.close()
+
+
+def _village_status(args: argparse.Namespace) -> int:
+    from adapters.village import describe, to_json
+
+    outbox, _connection_unused = _outbox(args)
+    with outbox:
+        commands = outbox.commands(ref=args.ref, status=args.state)
+        counts = outbox.counts()
+    if args.json:
+        _say(json.dumps({"counts": counts, "commands": json.loads(to_json(commands))}, indent=1))
+    else:
+        _say(describe(commands))
+        _say(", ".join(f"{k} {v}" for k, v in counts.items()))
+    return EXIT_OK
+
+
+def _village_retry(args: argparse.Namespace) -> int:
+    outbox, _connection_unused = _outbox(args)
+    with outbox:
+        queued = outbox.retry(args.seq)
+    _say(f"#{queued.seq} {queued.action} ref={queued.ref} is pending again")
+    return EXIT_OK
+
+
+def _village_cancel(args: argparse.Namespace) -> int:
+    outbox, _connection_unused = _outbox(args)
+    with outbox:
+        cancelled = outbox.cancel(args.seq)
+    for command in cancelled:
+        _say(f"#{command.seq} {command.action} ref={command.ref} cancelled")
+    return EXIT_OK
+
+
+# ============================================================================ import
+
+
+def _import(args: argparse.Namespace) -> int:
+    from adapters.batch_import import Importer, describe, read_register
+
+    register = read_register(Path(args.file), sheet=args.sheet, encoding=args.encoding)
+    connection = _connection(args, "import")
+    client = open_client(connection)
+    try:
+        importer = Importer(
+            client,
+            ItemCatalogue.of_client(client),
+            key_prefix=args.key_prefix,
+            default_operator=connection.operator,
+        )
+        report = importer.run(register)
+    finally:
+        client.close()
+    if args.report:
+        report.write_csv(Path(args.report))
+    if args.json:
+        _say(json.dumps(report.to_json(), ensure_ascii=False, indent=1))
+    else:
+        _say(describe(report))
+    if report.stopped:
+        return EXIT_UNAVAILABLE
+    return EXIT_REFUSED if report.counts()["rejected"] else EXIT_OK
+
+
+# ============================================================================ parser
+
+
+def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
+    """The argument parser; defaults come from ``env`` (the process environment in main)."""
+    connection = _connection_parent(env)
+    parser = argparse.ArgumentParser(
+        prog="tongban adapter",
+        description="Tongban hall adapters: a vendor HTTP gateway, an offline village outbox, "
+        "and a legacy register importer.",
+    )
+    commands = parser.add_subparsers(dest="adapter", required=True)
+
+    gateway = commands.add_parser(
+        "gateway",
+        parents=[connection],
+        help="JSON-over-HTTP gateway for the YZ provincial web platform",
+    )
+    gateway.add_argument(
+        "--listen",
+        default=env.get("TONGBAN_GATEWAY_LISTEN", "127.0.0.1:8080"),
+        help="host:port to serve HTTP on [$TONGBAN_GATEWAY_LISTEN]",
+    )
+    gateway.add_argument(
+        "--token",
+        default=env.get("TONGBAN_GATEWAY_TOKEN", ""),
+        help="require 'Authorization: Bearer TOKEN' [$TONGBAN_GATEWAY_TOKEN]",
+    )
+    gateway.set_defaults(run=_gateway)
+
+    village = commands.add_parser("village", help="offline-first village service-room outbox")
+    village_commands = village.add_subparsers(dest="village_command", required=True)
+    outbox = argparse.ArgumentParser(add_help=False, parents=[connection])
+    outbox.add_argument(
+        "--db",
+        default=env.get("TONGBAN_VILLAGE_DB", ""),
+        help="the outbox SQLite file [$TONGBAN_VILLAGE_DB]",
+    )
+    idem = argparse.ArgumentParser(add_help=False)
+    idem.add_argument(
+        "--idem-key",
+        default="",
+        help="your own idempotency key (makes queuing itself retry-safe)",
+    )
+
+    submit = village_commands.add_parser(
+        "submit", parents=[outbox, idem], help="queue a 收件 (works offline)"
+    )
+    submit.add_argument("--ref", default="", help="local reference (default: generated)")
+    submit.add_argument("--item", required=True, help="事项编码")
+    submit.add_argument("--name", required=True, help="applicant's name")
+    submit.add_argument("--id-number", required=True, help="applicant's resident ID number")
+    submit.add_argument("--phone", required=True, help="applicant's phone")
+    submit.add_argument(
+        "--material",
+        action="append",
+        required=True,
+        metavar="NAME=FILE",
+        help="a scanned material (digest, size and type are read from FILE); repeat",
+    )
+    submit.add_argument("--competent-region", default="", help="办理地 region code if needed")
+    submit.set_defaults(run=_village_submit)
+
+    act = village_commands.add_parser(
+        "act", parents=[outbox, idem], help="queue a lifecycle command (works offline)"
+    )
+    act.add_argument("action", help="wire action: accept, hand_off, withdraw, ...")
+    target = act.add_mutually_exclusive_group(required=True)
+    target.add_argument("--ref", default="", help="the local reference of a queued submit")
+    target.add_argument("--case-id", default="", help="the node's id of a case this hall holds")
+    act.add_argument(
+        "--json",
+        default="",
+        help='the action\'s fields with wire names, e.g. \'{"to_hall": "hn-shatou-town"}\'',
+    )
+    act.set_defaults(run=_village_act)
+
+    forward = village_commands.add_parser(
+        "forward", parents=[outbox], help="send queued commands to the node"
+    )
+    forward.add_argument("--once", action="store_true", help="send what can be sent, then exit")
+    forward.add_argument("--interval", type=float, default=1.0, help="seconds between polls")
+    forward.add_argument(
+        "--max-backoff", type=float, default=30.0, help="longest wait while offline (s)"
+    )
+    forward.set_defaults(run=_village_forward)
+
+    status = village_commands.add_parser(
+        "status", parents=[outbox], help="show queued, sent and failed commands"
+    )
+    status.add_argument("--ref", default="", help="only this local reference")
+    status.add_argument(
+        "--state", default="", help="only pending | held | sent | failed | cancelled"
+    )
+    status.add_argument("--json", action="store_true", help="JSON output")
+    status.set_defaults(run=_village_status)
+
+    retry = village_commands.add_parser(
+        "retry", parents=[outbox], help="send a failed command again"
+    )
+    retry.add_argument("seq", type=int)
+    retry.set_defaults(run=_village_retry)
+
+    cancel = village_commands.add_parser(
+        "cancel", parents=[outbox], help="give up a failed or pending command"
+    )
+    cancel.add_argument("seq", type=int)
+    cancel.set_defaults(run=_village_cancel)
+
+    register = commands.add_parser(
+        "import", parents=[connection], help="import a legacy 办事登记册 (CSV or .xlsx)"
+    )
+    register.add_argument("file", help="the register: .csv or .xlsx")
+    register.add_argument("--sheet", default="", help="the Excel sheet (default: the first)")
+    register.add_argument("--encoding", default="", help="CSV encoding (default: detected)")
+    register.add_argument(
+        "--key-prefix",
+        default=env.get("TONGBAN_IMPORT_KEY_PREFIX", "lx-"),
+        help="prefix of the idempotency keys made from 登记编号 [$TONGBAN_IMPORT_KEY_PREFIX]",
+    )
+    register.add_argument("--report", default="", help="also write the per-row report as CSV")
+    register.add_argument("--json", action="store_true", help="print the report as JSON")
+    register.set_defaults(run=_import)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
+    """Run an adapter command; returns the exit code."""
+    env = os.environ if environ is None else environ
+    args = build_parser(env).parse_args(argv)
+    logging.basicConfig(
+        level=env.get("TONGBAN_LOG_LEVEL", "INFO").upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        code: int = args.run(args)
+    except (AdapterError, SDKError) as error:
+        print(f"tongban adapter: {error}", file=sys.stderr)
+        return EXIT_CONFIG
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,190 @@
+"""The ledger integrator and the auditor on PostgreSQL, beside the raw limits of this run.
+
+    python -m benchmarks.ledger_integration [--dsn DSN] [--cases 4000] [--lag-seconds 10]
+
+Prints, each beside a raw limit measured in the same run:
+
+- integration rate: leaves/s from stored events to committed leaves, interior nodes, tracking
+  and checkpoints (signed every 1,000 leaves), beside the raw PostgreSQL COPY rate of rows of
+  the same size as a leaf (goal: >= 0.5x);
+- audit rate: stored events/s re-hashed against their leaves with every root re-derived and every
+  hall signature verified, and hall signatures/s, beside the raw Ed25519 verify rate (goal for
+  the signatures: >= 0.7x);
+- integration lag p50/p99 while cases arrive at about 1,000 events/s (goal: p99 <= 1 s).
+
+Without ``--dsn`` a throwaway PostgreSQL with durable (default) settings is started.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import contextlib
+import hashlib
+import importlib
+import statistics
+import tempfile
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from benchmarks.baselines import ed25519_verify_rate, format_ratio, postgres_copy_rate
+from hub.application.cipher import new_key
+from hub.application.hub import HubApplication
+from hub.application.idempotency import HallSignature
+from hub.audit import audit_store
+from hub.bootstrap import build_application, build_integrator
+from hub.domain.values import Actor, Applicant, Material, id_number_with_check
+from hub.integrator import LedgerIntegrator
+from hub.settings import Settings
+
+ITEM = "070303001000"
+COUNTY = "430902000000"
+APPLICANT = Applicant("测试", id_number_with_check("43090219900101001"), "13800000000")
+MATERIAL = Material("居民户口簿", hashlib.sha256(b"x").hexdigest(), "application/pdf", 4096)
+
+
+class SignedHall:
+    """A hall that signs its commands, as adapters do."""
+
+    def __init__(self, app: HubApplication, hall_id: str) -> None:
+        self.key = Ed25519PrivateKey.generate()
+        raw = self.key.public_key().public_bytes(
+            serialization.Encoding.Raw, serialization.PublicFormat.Raw
+        )
+        app.register_hall(hall_id=hall_id, name=hall_id, region=COUNTY, windows=["1"],
+                          public_key=base64.b64encode(raw).decode())  # fmt: skip
+        self.actor = Actor(hall_id, "op", COUNTY)
+        self.app = app
+
+    def submit(self, key: str) -> None:
+        """One signed submission (two stored events: the case and its command record)."""
+        command = f"submit {key}".encode()
+        self.app.submit(
+            idempotency_key=key,
+            actor=self.actor,
+            item_code=ITEM,
+            applicant=APPLICANT,
+            materials=[MATERIAL],
+            signature=HallSignature(command, self.key.sign(command)),
+        )
+
+
+def _leaf_bytes(integrator: LedgerIntegrator) -> int:
+    leaves = integrator.view.read(lambda cursor: integrator.view.tables.leaves(cursor, 0, 200))
+    return sum(len(leaf.encode()) for leaf in leaves) // max(1, len(leaves))
+
+
+def measure_lag(
+    app: HubApplication, integrator: LedgerIntegrator, hall: SignedHall, seconds: float
+) -> tuple[list[float], float]:
+    """Submit at ~500 cases/s (~1,000 events/s) while the integrator follows; lag per case."""
+    stored: list[tuple[float, int]] = []  # (time stored, log position after it)
+    integrated: list[tuple[float, int]] = []  # (time committed, log size)
+    stop = threading.Event()
+    original_step = integrator.step
+
+    def step() -> Any:
+        result = original_step()
+        if result.leaves:
+            integrated.append((time.perf_counter(), result.size))
+        return result
+
+    integrator.step = step  # type: ignore[method-assign]
+    base = app.recorder.max_notification_id() or 0
+    follower = threading.Thread(target=integrator.run, args=(stop,), kwargs={"idle_wait": 0.005})
+    follower.start()
+    interval = 1 / 500
+    began = time.perf_counter()
+    count = 0
+    while time.perf_counter() - began < seconds:
+        due = began + count * interval
+        delay = due - time.perf_counter()
+        if delay > 0:
+            time.sleep(delay)
+        hall.submit(f"lag-{time.time_ns()}-{count}")
+        count += 1
+        stored.append((time.perf_counter(), base + 2 * count))
+    deadline = time.perf_counter() + 30
+    while (not integrated or integrated[-1][1] < stored[-1][1]) and time.perf_counter() < deadline:
+        time.sleep(0.01)
+    stop.set()
+    follower.join()
+    integrator.step = original_step  # type: ignore[method-assign]
+    lags = []
+    position = 0
+    for at, needed in stored:
+        while position < len(integrated) and integrated[position][1] < needed:
+            position += 1
+        if position < len(integrated):
+            lags.append(integrated[position][0] - at)
+    return lags, count / (time.perf_counter() - began)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dsn", help="PostgreSQL to use (default: start a throwaway one)")
+    parser.add_argument("--cases", type=int, default=4000, help="signed cases to integrate")
+    parser.add_argument("--lag-seconds", type=float, default=10.0)
+    args = parser.parse_args(argv)
+    with contextlib.ExitStack() as stack:
+        harness: Any = importlib.import_module("tests.harness.postgres")
+        dsn: str = args.dsn or ""
+        if not dsn:
+            cluster = stack.enter_context(harness.PostgresCluster(durable=True))
+            dsn = cluster.dsn
+            print(f"started a throwaway PostgreSQL ({harness.describe_dsn(dsn)}, durable settings)")
+        settings = Settings(
+            data_dir=Path(stack.enter_context(tempfile.TemporaryDirectory())),
+            database_url=stack.enter_context(harness.temporary_database(dsn)),
+            cipher_keys=f"k1:{new_key()}",
+            cipher_active_key="k1",
+        )
+        app = build_application(settings)
+        stack.callback(app.close)
+        integrator = build_integrator(settings, app)
+        hall = SignedHall(app, "bench-hall")
+        print(f"storing {args.cases} signed cases ({2 * args.cases} events)...", flush=True)
+        for number in range(args.cases):
+            hall.submit(f"bench-case-{number:06d}")
+
+        began = time.perf_counter()
+        size = integrator.catch_up()
+        integration_seconds = time.perf_counter() - began
+        leaf_bytes = _leaf_bytes(integrator)
+
+        began = time.perf_counter()
+        report = audit_store(app, integrator.view, [integrator.signer.verifier()],
+                             origin=integrator.origin)  # fmt: skip
+        audit_seconds = time.perf_counter() - began
+        assert report.ok, report.summary()
+
+        print("\nraw limits of this machine, this run:")
+        copy = postgres_copy_rate(dsn, row_bytes=leaf_bytes)
+        verify = ed25519_verify_rate()
+        print(f"  {copy}\n  {verify}")
+
+        print(f"\nintegration of {size} leaves (≈{leaf_bytes} bytes each):")
+        format_ratio("  integration", size / integration_seconds, "leaves/s",
+                     "raw COPY, same row size", copy)  # fmt: skip
+        print(f"\naudit of {report.events} events, {report.hall_signatures} hall signatures:")
+        format_ratio("  audit (events)", report.events / audit_seconds, "events/s",
+                     "raw Ed25519 verify", verify)  # fmt: skip
+        format_ratio("  audit (hall signatures)", report.hall_signatures / audit_seconds,
+                     "signatures/s", "raw Ed25519 verify", verify)  # fmt: skip
+
+        lags, rate = measure_lag(app, integrator, hall, args.lag_seconds)
+        p50 = statistics.median(lags) * 1000
+        p99 = sorted(lags)[min(len(lags) - 1, int(0.99 * len(lags)))] * 1000
+        print(f"\nintegration lag at {2 * rate:,.0f} events/s offered ({len(lags)} cases):")
+        print(f"  p50 {p50:.1f} ms, p99 {p99:.1f} ms (goal: p99 <= 1000 ms)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
