@@ -37,7 +37,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, NamedTuple, TypeAlias
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple, TypeAlias
 
 import psycopg
 from psycopg.pq import TransactionStatus
@@ -55,7 +55,7 @@ from ledger.merkle import (
     leaf_hash,
     tree_root,
 )
-from ledger.witness import EvidenceKind, SplitViewEvidence, WitnessState
+from ledger.witness import EvidenceKind, SplitViewEvidence, WitnessState, WitnessStore
 
 Cursor: TypeAlias = "psycopg.Cursor[Any] | sqlite3.Cursor"
 """An open DB-API cursor of the dialect the :class:`LedgerTables` was made for."""
@@ -923,11 +923,21 @@ class SQLWitnessStore:
         return result
 
 
+if TYPE_CHECKING:
+
+    def _conforms(
+        store: SQLWitnessStore, reader: StoredHashReader
+    ) -> tuple[WitnessStore, HashReader]:
+        # Checked by mypy only: the SQL classes satisfy the pure core's protocols.
+        return store, reader
+
+
 __all__ = [
     "CheckpointConflictError",
     "Cursor",
     "DuplicateLeafError",
     "LeafIndexError",
+    "NODE_MIN_LEVEL",
     "LedgerTables",
     "SQLWitnessStore",
     "StorageError",
