@@ -28,6 +28,7 @@ import hashlib
 import io
 import json
 import re
+import zipfile
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
@@ -180,46 +181,76 @@ def _blank(value: Any) -> bool:
     return value is None or (isinstance(value, str) and not value.strip())
 
 
-def _build(path: Path, records: Iterable[tuple[int, Sequence[Any]]]) -> Register:
-    """Find the header row (the first non-blank one), then map every later row by it."""
+#: Title lines above the header row (a sheet heading, an export date) are skipped; the header is
+#: the first row naming at least this many known columns, within the first few non-blank rows.
+_HEADER_MIN_KNOWN = 3
+_HEADER_SEARCH_ROWS = 10
+
+
+def _read_header(
+    path: Path, number: int, cells: Sequence[Any]
+) -> tuple[dict[str, str], dict[int, str], list[str]]:
+    """The recognised columns of a header row: key → header text, position → key, unknown."""
     columns: dict[str, str] = {}
     positions: dict[int, str] = {}
     ignored: list[str] = []
+    for index, cell in enumerate(cells):
+        if _blank(cell):
+            continue
+        key = _header_key(str(cell))
+        if key is None:
+            ignored.append(str(cell).strip())
+            continue
+        if key in columns:
+            raise RegisterError(
+                f"{path}: row {number}: column {HEADER[key]} appears twice "
+                f"({columns[key]!r} and {str(cell).strip()!r})"
+            )
+        columns[key] = str(cell).strip()
+        positions[index] = key
+    return columns, positions, ignored
+
+
+def _build(path: Path, records: Iterable[tuple[int, Sequence[Any]]]) -> Register:
+    """Find the header row, then map every later non-blank row by it."""
+    header: tuple[dict[str, str], dict[int, str], list[str]] | None = None
+    first_seen: tuple[int, Sequence[Any]] | None = None
+    searched = 0
     rows: list[RawRow] = []
-    header_seen = False
     for number, cells in records:
         if all(_blank(cell) for cell in cells):
             continue
-        if not header_seen:
-            header_seen = True
-            for index, cell in enumerate(cells):
-                if _blank(cell):
-                    continue
-                key = _header_key(str(cell))
-                if key is None:
-                    ignored.append(str(cell).strip())
-                    continue
-                if key in columns:
+        if header is None:
+            first_seen = first_seen or (number, cells)
+            candidate = _read_header(path, number, cells)
+            searched += 1
+            if len(candidate[0]) >= _HEADER_MIN_KNOWN:
+                header = candidate
+                missing = [
+                    HEADER[k] for k, spec in COLUMNS.items() if spec[2] and k not in header[0]
+                ]
+                if missing:
                     raise RegisterError(
-                        f"{path}: column {HEADER[key]} appears twice "
-                        f"({columns[key]!r} and {str(cell).strip()!r})"
+                        f"{path}: the header row (row {number}) lacks required column(s) "
+                        f"{'、'.join(missing)}"
                     )
-                columns[key] = str(cell).strip()
-                positions[index] = key
-            missing = [HEADER[k] for k, spec in COLUMNS.items() if spec[2] and k not in columns]
-            if missing:
-                raise RegisterError(
-                    f"{path}: the header row (row {number}) lacks required column(s) "
-                    f"{'、'.join(missing)}; found {'、'.join(map(str, filter(None, cells)))}"
-                )
+            elif searched >= _HEADER_SEARCH_ROWS:
+                break
             continue
         values = {
-            key: cells[index] if index < len(cells) else None for index, key in positions.items()
+            key: cells[index] if index < len(cells) else None for index, key in header[1].items()
         }
         rows.append(RawRow(number, values))
-    if not header_seen:
-        raise RegisterError(f"{path}: the file is empty (no header row)")
-    return Register(path, columns, tuple(ignored), tuple(rows))
+    if header is None:
+        if first_seen is None:
+            raise RegisterError(f"{path}: the file is empty (no header row)")
+        expected = "、".join(HEADER[k] for k, spec in COLUMNS.items() if spec[2])
+        first_row = "、".join(str(c) for c in first_seen[1] if not _blank(c))
+        raise RegisterError(
+            f"{path}: no header row found (expected columns {expected}; "
+            f"row {first_seen[0]} reads {first_row})"
+        )
+    return Register(path, header[0], tuple(header[2]), tuple(rows))
 
 
 def read_csv(path: Path, *, encoding: str = "") -> Register:
@@ -267,7 +298,7 @@ def read_xlsx(path: Path, *, sheet: str = "") -> Register:
         raise RegisterError("reading .xlsx needs the openpyxl package") from None
     try:
         workbook = openpyxl.load_workbook(Path(path), read_only=True, data_only=True)
-    except (OSError, InvalidFileException, KeyError, ValueError) as error:
+    except (OSError, InvalidFileException, zipfile.BadZipFile, KeyError, ValueError) as error:
         raise RegisterError(f"cannot read {path} as an Excel workbook: {error}") from None
     try:
         worksheet: Any
@@ -419,7 +450,8 @@ def parse_kind(value: Any) -> int:
     number = _integral(value)
     text = _text(value)
     if number is None:
-        match = re.match(r"^\s*(\d+)", text)
+        # "2", "2-即办件", "2 即办", but not "2.5" or "25件".
+        match = re.fullmatch(r"\s*(\d+)(?:[-－、:：.\s]*[\u4e00-\u9fff].*)?", text)
         if match:
             number = int(match.group(1))
         else:

@@ -7,8 +7,8 @@ option below has an environment variable, read once into frozen settings
 adapter modules themselves stay pure. docs/adapters.md lists every option.
 
 Exit codes: 0 success; 1 some rows or commands were refused (import: rejected rows; village
-forward --once: failed commands); 2 configuration or input error; 3 the node could not be reached
-(import stopped, village forward --once left commands pending).
+forward --once: failed commands wait in the outbox); 2 configuration or input error; 3 the node
+could not be reached (import stopped, village forward --once left commands pending).
 """
 
 from __future__ import annotations
@@ -224,7 +224,9 @@ def _village_forward(args: argparse.Namespace) -> int:
                 if result.interrupted is not None:
                     _say(f"node unreachable: {result.interrupted.code.name}")
                     return EXIT_UNAVAILABLE
-                return EXIT_REFUSED if result.failed else EXIT_OK
+                # 1 while refused commands wait for the clerk (retry or cancel), not only when
+                # this run refused them: a cron job keeps reporting until someone acts.
+                return EXIT_REFUSED if counts["failed"] else EXIT_OK
             stop = _stop_on_signals()
             _say(f"tongban adapter village: forwarding {args.db} → {connection.target}")
             forwarder.run(

@@ -589,11 +589,17 @@ class LedgerTables:
             raise DuplicateLeafError(
                 f"the database refused the leaves {size}..{size + len(leaves) - 1}: {exc}"
             ) from exc
+        except (struct.error, OverflowError) as exc:
+            # Only an index or version beyond 2**63 - 1 gets here: a Leaf allows uint64, the
+            # databases' integers are signed 64-bit.
+            raise StorageError(f"a leaf field does not fit a 64-bit SQL integer: {exc}") from None
         new_compact = growth.compact
         cursor.execute(self._update_state_sql, (new_compact.size, new_compact.to_bytes()))
         return new_compact.size
 
-    def _copy_postgres(self, cursor: Cursor, leaves: Sequence[Leaf], growth: _Growth) -> None:
+    def _copy_postgres(
+        self, cursor: psycopg.Cursor[Any], leaves: Sequence[Leaf], growth: _Growth
+    ) -> None:
         """Load the leaves, then the completed nodes, with binary COPY.
 
         The COPY data is built here with :mod:`struct` (PostgreSQL's binary format is a simple
@@ -602,42 +608,37 @@ class LedgerTables:
         indexes one chunk while Python encodes and hashes the next: on two cores the two halves
         overlap instead of adding up.
         """
-        assert isinstance(cursor, psycopg.Cursor)  # for the type checker; _check_cursor did it
         head, tail = _LEAF_HEAD.pack, _LEAF_TAIL.pack
-        try:
-            with cursor.copy(self._copy_leaves_sql) as copy:
+        with cursor.copy(self._copy_leaves_sql) as copy:
+            copy.write(_COPY_HEADER)
+            for chunk in _chunks(leaves):
+                encoded, hashes = growth.add(chunk)
+                copy.write(
+                    b"".join(
+                        [
+                            head(5, 8, leaf.index, len(data))
+                            + data
+                            + tail(HASH_SIZE, h, 16, leaf.aggregate_id.bytes, 8, leaf.version)
+                            for leaf, data, h in zip(chunk, encoded, hashes, strict=True)
+                        ]
+                    )
+                )
+            copy.write(_COPY_TRAILER)
+        rows = growth.node_rows()
+        if rows:
+            node = _NODE_ROW.pack
+            with cursor.copy(self._copy_nodes_sql) as copy:
                 copy.write(_COPY_HEADER)
-                for chunk in _chunks(leaves):
-                    encoded, hashes = growth.add(chunk)
+                for start in range(0, len(rows), _CHUNK):
                     copy.write(
                         b"".join(
                             [
-                                head(5, 8, leaf.index, len(data))
-                                + data
-                                + tail(HASH_SIZE, h, 16, leaf.aggregate_id.bytes, 8, leaf.version)
-                                for leaf, data, h in zip(chunk, encoded, hashes, strict=True)
+                                node(3, 2, level, 8, idx, HASH_SIZE, h)
+                                for level, idx, h in rows[start : start + _CHUNK]
                             ]
                         )
                     )
                 copy.write(_COPY_TRAILER)
-            rows = growth.node_rows()
-            if rows:
-                node = _NODE_ROW.pack
-                with cursor.copy(self._copy_nodes_sql) as copy:
-                    copy.write(_COPY_HEADER)
-                    for start in range(0, len(rows), _CHUNK):
-                        copy.write(
-                            b"".join(
-                                [
-                                    node(3, 2, level, 8, idx, HASH_SIZE, h)
-                                    for level, idx, h in rows[start : start + _CHUNK]
-                                ]
-                            )
-                        )
-                    copy.write(_COPY_TRAILER)
-        except struct.error as exc:
-            # Only an index or version beyond BIGINT's 2**63 - 1 gets here (a Leaf allows uint64).
-            raise StorageError(f"a leaf field does not fit a BIGINT column: {exc}") from None
 
     # ------------------------------------------------------------------ proofs
 
@@ -933,11 +934,11 @@ if TYPE_CHECKING:
 
 
 __all__ = [
+    "NODE_MIN_LEVEL",
     "CheckpointConflictError",
     "Cursor",
     "DuplicateLeafError",
     "LeafIndexError",
-    "NODE_MIN_LEVEL",
     "LedgerTables",
     "SQLWitnessStore",
     "StorageError",

@@ -76,7 +76,12 @@ def application(**overrides: Any) -> dict[str, Any]:
         "lxdh": "13907371234",
         "clxx": [
             {"clmc": "居民身份证", "clhash": "ab" * 32, "wjlx": "image/jpeg", "wjdx": 52311},
-            {"clmc": "近期免冠一寸彩色照片", "clhash": "cd" * 32, "wjlx": "image/png", "wjdx": 9000},
+            {
+                "clmc": "近期免冠一寸彩色照片",
+                "clhash": "cd" * 32,
+                "wjlx": "image/png",
+                "wjdx": 9000,
+            },
         ],
         "jbr": "窗口-王敏",
     }
@@ -162,7 +167,9 @@ def test_bad_input_is_named_by_the_vendors_fields(gateway: str) -> None:
     assert status == 400 and answer["code"] == "40001"
     assert {e["field"] for e in answer["errors"]} == {"sfzh", "bjlx", "lxdh"}
 
-    status, answer = call(gateway, "POST", "/api/v1/cases", application(bjlx=1), request_id=new_id())
+    status, answer = call(
+        gateway, "POST", "/api/v1/cases", application(bjlx=1), request_id=new_id()
+    )
     assert status == 400 and answer["errors"][0]["field"] == "bjlx"  # the item is 即办 (0)
 
     status, answer = call(
@@ -170,7 +177,9 @@ def test_bad_input_is_named_by_the_vendors_fields(gateway: str) -> None:
     )
     assert status == 400 and answer["errors"][0]["field"] == "sxbm"
 
-    bad_material = application(clxx=[{"clmc": "身份证", "clhash": "xyz", "wjlx": "jpeg", "wjdx": 0}])
+    bad_material = application(
+        clxx=[{"clmc": "身份证", "clhash": "xyz", "wjlx": "jpeg", "wjdx": 0}]
+    )
     status, answer = call(gateway, "POST", "/api/v1/cases", bad_material, request_id=new_id())
     assert status == 400
     assert {e["field"] for e in answer["errors"]} == {

@@ -251,6 +251,15 @@ def test_an_event_logged_twice_is_refused_by_the_database(db: Backend) -> None:
     assert db.append(leaves(10, 12)) == 12
 
 
+def test_a_version_beyond_the_sql_integer_range_is_refused(db: Backend) -> None:
+    huge = ledger.Leaf(ORIGIN, 0, CASES[0], 2**63, "CaseSubmitted", bytes(32))
+    with pytest.raises(ledger.StorageError, match="64-bit"):
+        db.tables.append(db.cur, [huge])
+    db.conn.rollback()
+    assert db.tables.state(db.cur)[0] == 0
+    assert db.append(leaves(0, 1)) == 1
+
+
 def test_append_outside_a_transaction_is_refused(db: Backend) -> None:
     conn = db.connect(autocommit=True)
     try:

@@ -1,0 +1,322 @@
+"""The YZ gateway's vendor model: enum tables, request parsing, error mapping, answers."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import grpc
+import pytest
+from google.protobuf.timestamp_pb2 import Timestamp
+from tongban.v1 import case_exchange_pb2, common_pb2
+
+from adapters.connection import ItemCatalogue, RpcFailure, gb11643_ok
+from adapters.gateway import (
+    ACTIONS,
+    BJLX_TO_KIND,
+    HTTP_STATUS_OF,
+    PJDJ_TO_RATING,
+    SDFS_TO_METHOD,
+    STATE_TO_BJZT,
+    TBCXLX_TO_REASON,
+    Gateway,
+    VendorInputError,
+    from_failure,
+    idempotency_key_of,
+    parse_action,
+    parse_submit,
+    render_case,
+    vendor_field,
+)
+
+
+def id_number(first_17: str) -> str:
+    weights = [pow(2, 17 - i, 11) for i in range(17)]
+    total = sum(int(d) * w for d, w in zip(first_17, weights, strict=True))
+    return first_17 + "10X98765432"[total % 11]
+
+
+def enum_values(enum: Any) -> set[int]:
+    return {v.number for v in enum.DESCRIPTOR.values if v.number != 0}
+
+
+def submit_body(**overrides: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "sxbm": "200202001000",
+        "bjlx": 0,
+        "sqrxm": " 李桂英 ",
+        "sfzh": id_number("43090219480312002"),
+        "lxdh": "13907371234",
+        "clxx": [{"clmc": "居民身份证", "clhash": "AB" * 32, "wjlx": "image/JPEG", "wjdx": "100"}],
+    }
+    body.update(overrides)
+    return body
+
+
+# ------------------------------------------------------------------ the mapping tables
+
+
+@pytest.mark.parametrize(
+    ("table", "enum"),
+    [
+        (BJLX_TO_KIND, common_pb2.CaseKind),
+        (TBCXLX_TO_REASON, common_pb2.SuspensionReason),
+        (SDFS_TO_METHOD, common_pb2.DeliveryMethod),
+        (PJDJ_TO_RATING, common_pb2.Rating),
+    ],
+)
+def test_vendor_tables_are_one_to_one_and_complete(table: dict[int, int], enum: Any) -> None:
+    """Every wire value has exactly one vendor code, and every code one wire value."""
+    assert sorted(table.values()) == sorted(enum_values(enum))
+
+
+def test_vendor_kind_codes() -> None:
+    """This vendor: 0 即办 1 承诺 2 上报 3 并联."""
+    assert BJLX_TO_KIND == {
+        0: common_pb2.CASE_KIND_IMMEDIATE,
+        1: common_pb2.CASE_KIND_PROMISED,
+        2: common_pb2.CASE_KIND_ESCALATED,
+        3: common_pb2.CASE_KIND_JOINT,
+    }
+
+
+def test_every_state_has_a_distinct_vendor_status() -> None:
+    assert set(STATE_TO_BJZT) == enum_values(common_pb2.CaseState)
+    codes = [code for code, _name in STATE_TO_BJZT.values()]
+    assert len(set(codes)) == len(codes)
+
+
+def test_rating_is_counted_from_the_best() -> None:
+    """The vendor's 1 is 非常满意, the wire's 5."""
+    assert PJDJ_TO_RATING[1] == common_pb2.RATING_VERY_SATISFIED
+    assert PJDJ_TO_RATING[5] == common_pb2.RATING_VERY_DISSATISFIED
+
+
+def test_every_wire_action_except_submit_has_a_vendor_action() -> None:
+    wire = {f.name for f in case_exchange_pb2.Command.DESCRIPTOR.oneofs_by_name["action"].fields}
+    assert {spec.action for spec in ACTIONS.values()} == wire - {"submit"}
+
+
+def test_grpc_codes_map_to_the_agreed_http_statuses() -> None:
+    expected = {
+        grpc.StatusCode.INVALID_ARGUMENT: 400,
+        grpc.StatusCode.NOT_FOUND: 404,
+        grpc.StatusCode.FAILED_PRECONDITION: 409,
+        grpc.StatusCode.PERMISSION_DENIED: 403,
+        grpc.StatusCode.UNAUTHENTICATED: 401,
+        grpc.StatusCode.ALREADY_EXISTS: 409,
+        grpc.StatusCode.UNAVAILABLE: 503,
+        grpc.StatusCode.DEADLINE_EXCEEDED: 504,
+        grpc.StatusCode.ABORTED: 409,
+    }
+    for code, status in expected.items():
+        assert HTTP_STATUS_OF[code][0] == status
+        assert from_failure(RpcFailure(code, "x")).status == status
+    assert from_failure(RpcFailure(grpc.StatusCode.INTERNAL, "boom")).status == 502
+
+
+# ------------------------------------------------------------------ parsing
+
+
+def test_parse_submit_maps_the_vendor_fields() -> None:
+    body = submit_body(sfzh=id_number("43090219480312002").lower(), bldq="430902104000", jbr="王")
+    request = parse_submit(body)
+    assert request.kind == common_pb2.CASE_KIND_IMMEDIATE
+    assert request.operator == "王"
+    submit = request.submit
+    assert submit.item_code == "200202001000" and submit.competent_region == "430902104000"
+    assert submit.applicant.name == "李桂英"
+    assert submit.applicant.id_number == id_number("43090219480312002")
+    assert submit.applicant.phone == "13907371234"
+    [material] = submit.materials
+    assert material.sha256 == "ab" * 32 and material.media_type == "image/jpeg"
+    assert material.size == 100
+
+
+def test_parse_submit_accepts_codes_as_strings() -> None:
+    assert parse_submit(submit_body(bjlx="1")).kind == common_pb2.CASE_KIND_PROMISED
+
+
+def test_parse_submit_names_every_bad_field() -> None:
+    body = submit_body(sxbm="12", bjlx=True, sqrxm=5, sfzh="430902194803120021", lxdh="", clxx=[])
+    del body["lxdh"]
+    with pytest.raises(VendorInputError) as caught:
+        parse_submit(body)
+    fields = {e.field: e.msg for e in caught.value.errors}
+    assert set(fields) == {"sxbm", "bjlx", "sqrxm", "sfzh", "lxdh", "clxx"}
+    assert "校验位" in fields["sfzh"]
+    assert fields["lxdh"] == "必填"
+
+
+def test_parse_submit_names_material_entries() -> None:
+    body = submit_body(clxx=[{"clmc": "", "clhash": "00" * 32, "wjlx": "image/png", "wjdx": -1}])
+    with pytest.raises(VendorInputError) as caught:
+        parse_submit(body)
+    assert {e.field for e in caught.value.errors} == {"clxx[0].clmc", "clxx[0].wjdx"}
+
+
+@pytest.mark.parametrize(
+    ("action", "body", "expected"),
+    [
+        ("sl", {}, case_exchange_pb2.Accept(case_id="c")),
+        ("bysl", {"yy": "不符合"}, case_exchange_pb2.RejectAtIntake(case_id="c", reason="不符合")),
+        (
+            "bzgz",
+            {"qsclqd": ["户口簿"], "gzs": "请补"},
+            case_exchange_pb2.RequestCorrection(case_id="c", missing=["户口簿"], notice="请补"),
+        ),
+        ("zb", {"jsdt": "h2"}, case_exchange_pb2.HandOff(case_id="c", to_hall="h2")),
+        (
+            "tbcx",
+            {"tbcxlx": "4"},
+            case_exchange_pb2.Suspend(
+                case_id="c", reason=common_pb2.SUSPENSION_REASON_PUBLIC_NOTICE
+            ),
+        ),
+        (
+            "jd",
+            {"sfzy": "0", "yy": "不符合条件"},
+            case_exchange_pb2.Decide(case_id="c", approved=False, reason="不符合条件"),
+        ),
+        (
+            "sd",
+            {"sdfs": 0},
+            case_exchange_pb2.Deliver(case_id="c", method=common_pb2.DELIVERY_METHOD_WINDOW),
+        ),
+        (
+            "pj",
+            {"pjdj": 4, "pjnr": "慢"},
+            case_exchange_pb2.Rate(
+                case_id="c", rating=common_pb2.RATING_NOT_SATISFIED, comment="慢"
+            ),
+        ),
+        (
+            "lb",
+            {"rwlb": [{"rwbh": "t1", "dtbm": "h-amr", "bm": "市场监管"}]},
+            case_exchange_pb2.OpenJointTasks(
+                case_id="c",
+                tasks=[common_pb2.JointTask(task_id="t1", hall_id="h-amr", department="市场监管")],
+            ),
+        ),
+        (
+            "lbwc",
+            {"rwbh": "t1", "sfty": 1},
+            case_exchange_pb2.CompleteJointTask(case_id="c", task_id="t1", approved=True),
+        ),
+    ],
+)
+def test_parse_action(action: str, body: dict[str, Any], expected: Any) -> None:
+    wire_action, message, operator = parse_action(action, "c", {**body, "jbr": "op"})
+    assert wire_action == ACTIONS[action].action
+    assert message == expected
+    assert operator == "op"
+
+
+def test_parse_action_names_missing_fields() -> None:
+    with pytest.raises(VendorInputError) as caught:
+        parse_action("jd", "c", {"sfzy": "maybe"})
+    assert [e.field for e in caught.value.errors] == ["sfzy"]
+    with pytest.raises(VendorInputError) as caught:
+        parse_action("lb", "c", {"rwlb": [{"rwbh": "t1"}]})
+    assert {e.field for e in caught.value.errors} == {"rwlb[0].dtbm", "rwlb[0].bm"}
+
+
+def test_hub_fields_are_named_the_vendors_way() -> None:
+    assert vendor_field("applicant.id_number") == "sfzh"
+    assert vendor_field("item_code") == "sxbm"
+    assert vendor_field("material.sha256") == "clxx"
+    assert vendor_field("to_hall") == "jsdt"
+    assert vendor_field("something.unknown") == ""
+    failure = RpcFailure(
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "bad",
+        (("command.submit.applicant.id_number", "'<redacted>': wrong"),),
+    )
+    response = from_failure(failure, request_id="r-1")
+    assert response.status == 400
+    assert response.body["errors"] == [{"field": "sfzh", "msg": "'<redacted>': wrong"}]
+    assert response.body["requestId"] == "r-1"
+
+
+def test_request_ids_become_prefixed_idempotency_keys() -> None:
+    assert idempotency_key_of("abc12") == "yz-abc12"
+    for bad in ("abcd", "请求编号12345", "x" * 126, "tab\there1"):
+        with pytest.raises(ValueError, match="ASCII"):
+            idempotency_key_of(bad)
+
+
+def test_render_case_in_the_vendors_shape() -> None:
+    stamp = Timestamp(seconds=1_710_720_000)  # 2024-03-18 00:00:00 UTC
+    view = case_exchange_pb2.CaseView(
+        case_id="c-1",
+        version=3,
+        state=common_pb2.CASE_STATE_HANDLING,
+        item_code="070303001000",
+        item_name="户口迁移",
+        kind=common_pb2.CASE_KIND_PROMISED,
+        mode=common_pb2.CROSS_REGION_MODE_LOCAL,
+        holder="h1",
+        promised_days=5,
+        rating=common_pb2.RATING_SATISFIED,
+        allowed_commands=["suspend", "decide", "withdraw"],
+        submitted_at=stamp,
+    )
+    view.approved = True
+    data = render_case(view)
+    assert data["bjzt"] == "30" and data["bjztmc"] == "办理中"
+    assert data["bjlx"] == 1 and data["bjlxmc"] == "承诺件"
+    assert data["pjdj"] == 2 and data["sfzy"] == "1" and data["cnsx"] == 5
+    assert data["kcz"] == ["tbcx", "jd", "ch"]
+    assert data["sqsj"] == "2024-03-18 08:00:00"  # Beijing time
+    assert data["gxsj"] is None
+
+
+def test_gb11643() -> None:
+    assert gb11643_ok("11010519491231002X")
+    assert not gb11643_ok("110105194912310021")
+    assert not gb11643_ok("short")
+
+
+# ------------------------------------------------------------------ routing (no node involved)
+
+
+class NoNode:
+    """Stands in for the SDK client where a request must be answered without the node."""
+
+    class credentials:  # noqa: N801 - mimics the attribute of HallClient
+        hall_id = "h1"
+
+    def send(self, *args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("must not reach the node")
+
+    def get_case(self, case_id: str) -> Any:
+        raise AssertionError("must not reach the node")
+
+
+def gateway_app(token: str = "") -> Gateway:
+    def fetch() -> list[common_pb2.ServiceItem]:
+        raise AssertionError("must not reach the node")
+
+    return Gateway(NoNode(), ItemCatalogue(fetch), token=token)  # type: ignore[arg-type]
+
+
+def test_routes_answered_without_the_node() -> None:
+    app = gateway_app()
+    assert app.handle("GET", "/api/v1/health", {}, b"").status == 200
+    assert app.handle("GET", "/api/v1/nope", {}, b"").status == 404
+    response = app.handle("GET", "/api/v1/cases", {}, b"")
+    assert response.status == 405 and response.headers["Allow"] == "POST"
+    response = app.handle("POST", "/api/v1/cases", {}, b"{}")
+    assert response.status == 400 and response.body["errors"][0]["field"] == "X-Request-Id"
+    response = app.handle(
+        "POST", "/api/v1/cases/x/actions/sl", {"X-Request-Id": "req-00001"}, b"{}"
+    )
+    assert response.status == 400 and response.body["errors"][0]["field"] == "bjbh"
+    response = app.handle("POST", "/api/v1/cases", {"X-Request-Id": "req-00001"}, b"[1]")
+    assert response.status == 400 and response.body["errors"][0]["field"] == "body"
+
+
+def test_token_checked_first() -> None:
+    app = gateway_app(token="s3cret")
+    assert app.handle("GET", "/api/v1/health", {}, b"").status == 401
+    headers = {"Authorization": "Bearer s3cret"}
+    assert app.handle("GET", "/api/v1/health", headers, b"").status == 200
