@@ -22,6 +22,7 @@ import base64
 import contextlib
 import hashlib
 import importlib
+import multiprocessing
 import statistics
 import tempfile
 import threading
@@ -52,15 +53,31 @@ MATERIAL = Material("居民户口簿", hashlib.sha256(b"x").hexdigest(), "applic
 class SignedHall:
     """A hall that signs its commands, as adapters do."""
 
-    def __init__(self, app: HubApplication, hall_id: str) -> None:
-        self.key = Ed25519PrivateKey.generate()
-        raw = self.key.public_key().public_bytes(
-            serialization.Encoding.Raw, serialization.PublicFormat.Raw
-        )
-        app.register_hall(hall_id=hall_id, name=hall_id, region=COUNTY, windows=["1"],
-                          public_key=base64.b64encode(raw).decode())  # fmt: skip
+    def __init__(
+        self, app: HubApplication, hall_id: str, key: Ed25519PrivateKey | None = None
+    ) -> None:
+        self.key = key or Ed25519PrivateKey.generate()
+        if key is None:
+            raw = self.key.public_key().public_bytes(
+                serialization.Encoding.Raw, serialization.PublicFormat.Raw
+            )
+            app.register_hall(hall_id=hall_id, name=hall_id, region=COUNTY, windows=["1"],
+                              public_key=base64.b64encode(raw).decode())  # fmt: skip
         self.actor = Actor(hall_id, "op", COUNTY)
         self.app = app
+
+    @classmethod
+    def existing(cls, app: HubApplication, hall_id: str, key: Ed25519PrivateKey) -> SignedHall:
+        """A hall registered already (in another process)."""
+        return cls(app, hall_id, key)
+
+    def private_bytes(self) -> bytes:
+        """The raw private key, to hand to a writer process."""
+        return self.key.private_bytes(
+            serialization.Encoding.Raw,
+            serialization.PrivateFormat.Raw,
+            serialization.NoEncryption(),
+        )
 
     def submit(self, key: str) -> None:
         """One signed submission (two stored events: the case and its command record)."""
@@ -80,11 +97,44 @@ def _leaf_bytes(integrator: LedgerIntegrator) -> int:
     return sum(len(leaf.encode()) for leaf in leaves) // max(1, len(leaves))
 
 
+def _lag_writer(
+    settings: Settings, hall_id: str, private_key: bytes, rate: float, seconds: float,
+    start_at: float, results: Any,
+) -> None:  # fmt: skip
+    """A writer process: paced signed submissions; reports (time stored, id bound) pairs."""
+    app = build_application(settings, create_tables=False)
+    hall = SignedHall.existing(app, hall_id, Ed25519PrivateKey.from_private_bytes(private_key))
+    stored: list[tuple[float, int]] = []
+    count = 0
+    while time.monotonic() < start_at:
+        time.sleep(0.001)
+    while time.monotonic() - start_at < seconds:
+        delay = start_at + count / rate - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+        hall.submit(f"lag-{hall_id}-{count:07d}")
+        stored.append((time.monotonic(), app.recorder.max_notification_id() or 0))
+        count += 1
+    app.close()
+    results.put(stored)
+
+
 def measure_lag(
-    app: HubApplication, integrator: LedgerIntegrator, hall: SignedHall, seconds: float
+    settings: Settings,
+    app: HubApplication,
+    integrator: LedgerIntegrator,
+    seconds: float,
+    cases_per_second: float = 500.0,
+    writers: int = 2,
 ) -> tuple[list[float], float]:
-    """Submit at ~500 cases/s (~1,000 events/s) while the integrator follows; lag per case."""
-    stored: list[tuple[float, int]] = []  # (time stored, log position after it)
+    """Cases arrive from ``writers`` processes at ``cases_per_second`` (two events each).
+
+    Writers are separate processes (as hall traffic would reach a node from many server threads;
+    one Python process cannot also offer 1,000 events/s while integrating, because of the GIL).
+    After each submission a writer reads the log's highest notification id, an upper bound on its
+    own event's id, so the lag measured (until the integrator has committed that many leaves) is
+    never less than the true lag. Times are CLOCK_MONOTONIC, shared by all processes.
+    """
     integrated: list[tuple[float, int]] = []  # (time committed, log size)
     stop = threading.Event()
     original_step = integrator.step
@@ -92,38 +142,51 @@ def measure_lag(
     def step() -> Any:
         result = original_step()
         if result.leaves:
-            integrated.append((time.perf_counter(), result.size))
+            integrated.append((time.monotonic(), result.size))
         return result
 
     integrator.step = step  # type: ignore[method-assign]
-    base = app.recorder.max_notification_id() or 0
+    halls = [SignedHall(app, f"lag-hall-{n}") for n in range(writers)]
+    context = multiprocessing.get_context("spawn")
+    results = context.Queue()
+    start_at = time.monotonic() + 5.0  # after every writer process has started
+    processes = [
+        context.Process(
+            target=_lag_writer,
+            args=(
+                settings,
+                hall.actor.hall_id,
+                hall.private_bytes(),
+                cases_per_second / writers,
+                seconds,
+                start_at,
+                results,
+            ),
+        )
+        for hall in halls
+    ]
+    for process in processes:
+        process.start()
     follower = threading.Thread(target=integrator.run, args=(stop,), kwargs={"idle_wait": 0.005})
     follower.start()
-    interval = 1 / 500
-    began = time.perf_counter()
-    count = 0
-    while time.perf_counter() - began < seconds:
-        due = began + count * interval
-        delay = due - time.perf_counter()
-        if delay > 0:
-            time.sleep(delay)
-        hall.submit(f"lag-{time.time_ns()}-{count}")
-        count += 1
-        stored.append((time.perf_counter(), base + 2 * count))
-    deadline = time.perf_counter() + 30
-    while (not integrated or integrated[-1][1] < stored[-1][1]) and time.perf_counter() < deadline:
+    stored: list[tuple[float, int]] = []
+    for _ in processes:
+        stored.extend(results.get(timeout=seconds + 60))
+    for process in processes:
+        process.join(timeout=30)
+    last = max(bound for _at, bound in stored)
+    deadline = time.monotonic() + 30
+    while (not integrated or integrated[-1][1] < last) and time.monotonic() < deadline:
         time.sleep(0.01)
     stop.set()
     follower.join()
     integrator.step = original_step  # type: ignore[method-assign]
     lags = []
-    position = 0
-    for at, needed in stored:
-        while position < len(integrated) and integrated[position][1] < needed:
-            position += 1
-        if position < len(integrated):
-            lags.append(integrated[position][0] - at)
-    return lags, count / (time.perf_counter() - began)
+    for at, needed in sorted(stored):
+        done = next((when for when, size in integrated if size >= needed), None)
+        if done is not None:
+            lags.append(max(0.0, done - at))
+    return lags, len(stored) / seconds
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -178,7 +241,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         format_ratio("  audit (hall signatures)", report.hall_signatures / audit_seconds,
                      "signatures/s", "raw Ed25519 verify", verify)  # fmt: skip
 
-        lags, rate = measure_lag(app, integrator, hall, args.lag_seconds)
+        lags, rate = measure_lag(settings, app, integrator, args.lag_seconds)
         p50 = statistics.median(lags) * 1000
         p99 = sorted(lags)[min(len(lags) - 1, int(0.99 * len(lags)))] * 1000
         print(f"\nintegration lag at {2 * rate:,.0f} events/s offered ({len(lags)} cases):")
