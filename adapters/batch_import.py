@@ -584,8 +584,8 @@ def plan_steps(target: int, current: int) -> list[str] | None:
     ``[]`` when the hub is already there or further along; None when the two disagree in a way
     no command can settle (e.g. the register says 受理 but the hub's case was withdrawn).
     """
-    if current == target:
-        return []
+    if target in (current, S.CASE_STATE_RECEIVED):
+        return []  # 已收件 in the register: whatever the hub did since is newer
     if target == S.CASE_STATE_REJECTED_AT_INTAKE:
         if current in (S.CASE_STATE_RECEIVED, S.CASE_STATE_AWAITING_CORRECTION):
             return ["reject_at_intake"]

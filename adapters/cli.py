@@ -23,12 +23,15 @@ import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING
 
 from tongban.v1 import case_exchange_pb2, common_pb2
 
 from adapters.connection import AdapterError, HubConnection, ItemCatalogue, open_client
 from adapters.sdk import RetryPolicy, SDKError
+
+if TYPE_CHECKING:
+    from adapters.village import Outbox
 
 EXIT_OK = 0
 EXIT_REFUSED = 1
@@ -153,7 +156,7 @@ def _gateway(args: argparse.Namespace) -> int:
 # ============================================================================ village
 
 
-def _outbox(args: argparse.Namespace) -> Any:
+def _outbox(args: argparse.Namespace) -> tuple[Outbox, HubConnection]:
     from adapters.village import Outbox
 
     if not args.db:
@@ -258,8 +261,9 @@ def _village_status(args: argparse.Namespace) -> int:
 def _village_retry(args: argparse.Namespace) -> int:
     outbox, _connection_unused = _outbox(args)
     with outbox:
-        queued = outbox.retry(args.seq)
-    _say(f"#{queued.seq} {queued.action} ref={queued.ref} is pending again")
+        queued = outbox.retry(args.seq, resign=args.resign)
+    again = " (signed anew)" if args.resign else ""
+    _say(f"#{queued.seq} {queued.action} ref={queued.ref} is pending again{again}")
     return EXIT_OK
 
 
@@ -403,6 +407,11 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
         "retry", parents=[outbox], help="send a failed command again"
     )
     retry.add_argument("seq", type=int)
+    retry.add_argument(
+        "--resign",
+        action="store_true",
+        help="sign it anew with the current --signing-key (after a key rotation)",
+    )
     retry.set_defaults(run=_village_retry)
 
     cancel = village_commands.add_parser(

@@ -438,7 +438,7 @@ class Outbox:
             (seq,),
         ).fetchone()
         if row["command"] is None:
-            if row["lane_case_id"] is None:
+            if row["lane_case_id"] is None and row["action"] != "submit":
                 raise AdapterError(f"#{seq}: the case id of {row['ref']!r} is not known yet")
             signed = self._sign(
                 row["action"],
@@ -488,8 +488,16 @@ class Outbox:
 
     # ------------------------------------------------------------------ operator actions
 
-    def retry(self, seq: int) -> QueuedCommand:
-        """Send a failed command again (the same signed bytes); held followers queue behind it."""
+    def retry(self, seq: int, *, resign: bool = False) -> QueuedCommand:
+        """Send a failed command again; held followers queue behind it.
+
+        By default the very same signed bytes go again (right after fixing the cause at the
+        node, e.g. a hall registration). ``resign`` signs the command anew with the outbox's
+        current key (same idempotency key, body and time) for when the signature itself was
+        refused, e.g. after the hall's key was rotated while the command waited offline. That is
+        safe only because a *failed* command is one the node refused, and a refused command
+        leaves nothing stored under its key.
+        """
         with self._write() as db:
             row = db.execute("SELECT status FROM commands WHERE seq = ?", (seq,)).fetchone()
             if row is None:
@@ -497,6 +505,12 @@ class Outbox:
             if row["status"] != "failed":
                 raise AdapterError(f"#{seq} is {row['status']}; only a failed command is retried")
             db.execute("UPDATE commands SET status = 'pending' WHERE seq = ?", (seq,))
+            if resign:
+                db.execute(
+                    "UPDATE commands SET command = NULL, signature = NULL WHERE seq = ?", (seq,)
+                )
+        if resign:
+            self.ensure_signed(seq)
         return self.get(seq)
 
     def cancel(self, seq: int) -> list[QueuedCommand]:

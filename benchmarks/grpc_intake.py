@@ -595,6 +595,27 @@ def _ledger_lag(dsn: str) -> tuple[int, int]:
     return int(events[0] if events else 0), int(leaves[0] if leaves else 0)
 
 
+def _last_notification(dsn: str) -> int:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        row = conn.execute("SELECT coalesce(max(notification_id), 0) FROM tongban_events").fetchone()
+    return int(row[0] if row else 0)
+
+
+def _events_per_transaction(dsn: str, after: int) -> float:
+    """Stored events per inserting transaction since notification ``after``.
+
+    PostgreSQL's ``xmin`` system column is the id of the transaction that inserted a row, so
+    this shows how many events group commit put into each transaction (2 per command alone).
+    """
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT count(*), count(DISTINCT xmin::text) FROM tongban_events "
+            "WHERE notification_id > %s",
+            (after,),
+        ).fetchone()
+    return row[0] / row[1] if row and row[1] else 0.0
+
+
 def _wait_for_ledger(dsn: str, timeout: float = 30.0) -> tuple[int, int, float]:
     """Wait until the integrator has a leaf for every stored event.
 
@@ -694,6 +715,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 node_pid: int = node.pid
                 pg_probe = (lambda: _tree_cpu(postmaster)) if postmaster else (lambda: 0.0)
                 before_pg = pg_probe()
+                first = _last_notification(node_dsn)
                 closed, node_cpu = run_load(
                     node.target, "intake", clients, args.processes, args.seconds,
                     tag=f"closed-{mode}-{time.time_ns()}",
@@ -701,6 +723,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 )  # fmt: skip
                 pg_cpu = pg_probe() - before_pg
                 events, behind, caught_up = _wait_for_ledger(node_dsn)
+                per_transaction = _events_per_transaction(node_dsn, first)
                 print(
                     f"\nintake end to end, {label}, closed loop, {args.clients} clients, "
                     f"{closed.completed:,} cases in {closed.seconds:.1f} s ({closed.error_text()}):"
@@ -719,6 +742,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                     f"load generator {closed.client_cpu / closed.seconds:.0%} "
                     f"(of {cpus * 100}%); node CPU per case "
                     f"{1000 * node_cpu / max(1, closed.completed):.2f} ms"
+                )
+                print(
+                    f"  event store: {per_transaction:.1f} events per transaction "
+                    "(2 per command: the case's event and the command record)"
                 )
                 print(
                     f"  ledger: {events:,} events stored, integrator {behind:,} behind at the "

@@ -120,6 +120,7 @@ def build_application(
             regions=RegionRegistry.load_default(),
             catalogue=catalogue,
             require_signatures=require_signatures,
+            group_commit=settings.group_commit,
         )
     except (OperationalError, InterfaceError, OSError) as error:
         where = "PostgreSQL" if settings.database_url else str(settings.sqlite_path)

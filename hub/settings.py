@@ -34,6 +34,7 @@ _KEYS = {
     "tls_dir": "TONGBAN_TLS_DIR",
     "checkpoint_every": "TONGBAN_CHECKPOINT_EVERY",
     "checkpoint_interval_ms": "TONGBAN_CHECKPOINT_INTERVAL_MS",
+    "group_commit": "TONGBAN_GROUP_COMMIT",
 }
 
 
@@ -67,6 +68,9 @@ class Settings:
     checkpoint_interval_ms: int = 1000
     #: Directory with ca.pem, node.pem and node.key (``tongban pki init``); None: data_dir/pki.
     tls_dir: Path | None = None
+    #: Concurrent commands share event-store transactions (hub.application.group_commit): more
+    #: commands per second when the store's write lock is the limit, same order and outcomes.
+    group_commit: bool = False
 
     @property
     def pki_dir(self) -> Path:
@@ -112,8 +116,12 @@ class Settings:
         numbers: dict[str, Any] = {
             name: _whole_number(name, values.pop(name)) for name in _INT_KEYS if name in values
         }
+        flags: dict[str, Any] = {
+            name: _flag(name, values.pop(name)) for name in _BOOL_KEYS if name in values
+        }
         return cls(
             **numbers,
+            **flags,
             data_dir=data_dir,
             catalogue=Path(catalogue) if catalogue else None,
             tls_dir=Path(tls_dir) if tls_dir else None,
@@ -123,12 +131,23 @@ class Settings:
 
 
 _INT_KEYS = ("checkpoint_every", "checkpoint_interval_ms")
+_BOOL_KEYS = ("group_commit",)
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"0", "false", "no", "off"})
 
 
 def _whole_number(name: str, value: str) -> int:
     if not value.strip().isdigit():
         raise ConfigurationError(f"{_KEYS[name]}={value!r}: expected a whole number")
     return int(value)
+
+
+def _flag(name: str, value: str) -> bool:
+    """``1/true/yes/on`` or ``0/false/no/off`` (any case; a TOML boolean arrives as "True")."""
+    word = value.strip().lower()
+    if word in _TRUE or word in _FALSE:
+        return word in _TRUE
+    raise ConfigurationError(f"{_KEYS[name]}={value!r}: expected 1/true/yes/on or 0/false/no/off")
 
 
 def _check_database_url(url: str) -> None:

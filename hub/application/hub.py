@@ -27,6 +27,7 @@ from eventsourcing.persistence import (
 )
 from eventsourcing.utils import Environment, EnvType
 
+from hub.application.group_commit import GroupCommit
 from hub.application.idempotency import (
     CommandRecord,
     CommandResult,
@@ -81,12 +82,15 @@ class HubApplication(Application[UUID]):
         regions: RegionRegistry | None = None,
         catalogue: Catalogue | None = None,
         require_signatures: bool = False,
+        group_commit: bool = False,
     ) -> None:
         #: Refuse unsigned commands (a serving node); the demo and tests may run without.
         self.require_signatures = require_signatures
         self.regions = regions or RegionRegistry.load_default()
         self.catalogue = catalogue or Catalogue.load_default()
         super().__init__(env)
+        #: Concurrent commands share event-store transactions (see hub.application.group_commit).
+        self.group_commit = GroupCommit(self) if group_commit else None
 
     def construct_env(self, name: str, env: EnvType | None = None) -> Environment:
         """Configuration comes only from ``env`` (built from Settings), never the process env."""
@@ -750,7 +754,10 @@ class HubApplication(Application[UUID]):
 
     def _save(self, *aggregates: Any, conflict: Exception | None = None) -> None:
         try:
-            self.save(*aggregates)
+            if self.group_commit is not None:
+                self.group_commit.save(*aggregates)  # raises what save() would, for these alone
+            else:
+                self.save(*aggregates)
         except IntegrityError as error:
             if conflict is not None:
                 raise conflict from error

@@ -171,6 +171,7 @@ def test_idempotency_keys() -> None:
     [
         (S.CASE_STATE_RECEIVED, S.CASE_STATE_RECEIVED, []),
         (S.CASE_STATE_RECEIVED, S.CASE_STATE_HANDLING, []),  # the hub is further along
+        (S.CASE_STATE_RECEIVED, S.CASE_STATE_WITHDRAWN, []),
         (S.CASE_STATE_ACCEPTED, S.CASE_STATE_RECEIVED, ["accept"]),
         (S.CASE_STATE_HANDLING, S.CASE_STATE_RECEIVED, ["accept", "start_handling"]),
         (S.CASE_STATE_HANDLING, S.CASE_STATE_ACCEPTED, ["start_handling"]),

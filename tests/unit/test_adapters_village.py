@@ -311,3 +311,23 @@ def test_message_from_json() -> None:
     assert message == case_exchange_pb2.HandOff(to_hall="hn-shatou-town", reason="转镇")
     with pytest.raises(AdapterError, match="--json for accept"):
         message_from_json("accept", '{"nope": 1}')
+
+
+def test_retry_with_a_new_key_after_rotation(tmp_path: Path, credentials: HallCredentials) -> None:
+    """A command signed with a key rotated out while it waited: re-signed, same key and body."""
+    node = Node()
+    path = tmp_path / "outbox.sqlite3"
+    with Outbox(path, credentials) as box:
+        queued = box.submit(application(), ref="A", operator="clerk")
+        node.refuse[queued.idempotency_key] = grpc.StatusCode.UNAUTHENTICATED
+        Forwarder(box, node).drain()
+        old_bytes = node.received[0][1]
+    rotated = HallCredentials(HALL, REGION, Ed25519PrivateKey.generate())
+    with Outbox(path, rotated) as box:
+        del node.refuse[queued.idempotency_key]
+        again = box.retry(queued.seq, resign=True)
+        assert again.status == "pending" and again.signed
+        Forwarder(box, node).drain()
+    new_bytes = node.received[1][1]
+    old, new = (case_exchange_pb2.Command.FromString(b) for b in (old_bytes, new_bytes))
+    assert old == new  # the same command (key, body, time); only the signature differs

@@ -15,7 +15,7 @@ import pytest
 from tongban.v1 import common_pb2
 
 from tests.e2e.conftest import COUNTY
-from tests.e2e.test_adapters_support import connection_args, id_number, run_adapter
+from tests.e2e.test_adapters_support import closed_port, connection_args, id_number, run_adapter
 from tests.harness.node import NodeProcess
 
 pytestmark = pytest.mark.e2e
@@ -244,3 +244,15 @@ def test_xlsx_imported_twice_changes_nothing(node: NodeProcess, tmp_path: Path) 
         "unchanged", "unchanged", "rejected", "rejected", "unchanged",
     ]  # fmt: skip
     assert event_counts(node, second) == before
+
+
+def test_node_down_stops_the_import(node: NodeProcess, tmp_path: Path) -> None:
+    """When the node cannot be reached the importer stops (exit 3) instead of rejecting rows."""
+    register = write_csv(tmp_path / "register.csv", ROWS[:2])
+    result = run_adapter(
+        "import", str(register), "--retries", "1", "--timeout", "3",
+        *connection_args(node, COUNTY[0], target=f"localhost:{closed_port()}"),
+        timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 3, result.stdout + result.stderr
+    assert "STOPPED (2 rows not processed): UNAVAILABLE" in result.stdout
