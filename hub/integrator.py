@@ -142,7 +142,7 @@ class LedgerIntegrator:
         signer: Signer,
         *,
         origin: str,
-        batch_size: int = 500,
+        batch_size: int = 1000,
         checkpoint_every: int = 1000,
         checkpoint_interval: float = 1.0,
     ) -> None:

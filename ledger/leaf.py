@@ -96,8 +96,12 @@ class Leaf:
                 f"(key id {'present' if self.hall_key_id else 'empty'}, signature "
                 f"{'present' if self.hall_signature else 'empty'})"
             )
-        if len(self.encode()) > MAX_LEAF_SIZE:
+        encoded = self._build()
+        if len(encoded) > MAX_LEAF_SIZE:
             raise LeafError(f"encoded leaf is longer than {MAX_LEAF_SIZE} bytes")
+        # Kept beside the fields (not one of them, so equality is unchanged): a leaf is encoded
+        # for its hash and again for storage, and the integrator makes thousands a second.
+        object.__setattr__(self, "_encoded", encoded)
 
     @property
     def signed_by_hall(self) -> bool:
@@ -106,6 +110,10 @@ class Leaf:
 
     def encode(self) -> bytes:
         """Return the canonical encoding."""
+        encoded: bytes = self.__dict__["_encoded"]
+        return encoded
+
+    def _build(self) -> bytes:
         origin = self.origin.encode("utf-8")
         topic = self.topic.encode("utf-8")
         key_id = self.hall_key_id.encode("utf-8")
