@@ -55,7 +55,7 @@ from hub.errors import ConfigurationError
 #: Most saves in one transaction: bounds one transaction's size and the wait of its last caller.
 DEFAULT_MAX_BATCH = 64
 #: Seconds a leader waits for more saves before committing (0: commit what is queued at once).
-DEFAULT_MAX_WAIT = 0.0003
+DEFAULT_MAX_WAIT = 0.0
 
 
 class _Pending:
@@ -97,7 +97,7 @@ class GroupCommit:
         self._arrived = threading.Condition(self._lock)
         self._queue: deque[_Pending] = deque()
         self._committing = False
-        #: Transactions committed and saves stored through them (for tests and benchmarks).
+        #: Transactions committed and saves stored through them (for tests and diagnostics).
         self.batches = 0
         self.saves = 0
 
