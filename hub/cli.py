@@ -42,7 +42,7 @@ def _demo(args: argparse.Namespace) -> int:
         print(f"\nLedger: {size} stored events integrated as leaves of {settings.origin}; "
               "the signed checkpoint covers them all.")  # fmt: skip
         print("An auditor verifies it with only the log's public key:")
-        print(f"  TONGBAN_DATA_DIR={settings.data_dir} tongban audit verify "
+        print(f"  TONGBAN_DATA_DIR={settings.data_dir} {sys.argv[0]} audit verify "
               f"--log-key '{integrator.signer.verifier_key()}'")  # fmt: skip
     finally:
         app.close()
