@@ -29,7 +29,14 @@ from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 from tongban.v1 import common_pb2
 
-from adapters.sdk import HallClient, HallCredentials, RetryPolicy, SDKError, TLSConfig
+from adapters.sdk import (
+    HallClient,
+    HallCredentials,
+    RetryPolicy,
+    SDKError,
+    TLSConfig,
+    open_channel,
+)
 
 #: gRPC keeps reconnecting a broken channel with exponential backoff, by default up to two
 #: minutes apart. An adapter that waited out a long outage should see the node within seconds
@@ -124,26 +131,11 @@ def open_client(
     credentials: HallCredentials | None = None,
     retry: RetryPolicy | None = None,
 ) -> HallClient:
-    """Open an SDK client for ``connection``.
-
-    The channel is built here rather than by ``HallClient.connect`` only to pass
-    :data:`CHANNEL_OPTIONS`; the TLS setup is the SDK's, unchanged.
-    """
+    """Open an SDK client for ``connection``, with :data:`CHANNEL_OPTIONS` on its channel."""
     if not connection.target:
         raise AdapterError("the node address is not set (--target or TONGBAN_ADAPTER_TARGET)")
     credentials = credentials or connection.credentials()
-    options: list[tuple[str, Any]] = list(CHANNEL_OPTIONS)
-    tls = credentials.tls
-    if tls is None:
-        channel = grpc.insecure_channel(connection.target, options=options)
-    else:
-        if tls.server_name:
-            options.append(("grpc.ssl_target_name_override", tls.server_name))
-        channel = grpc.secure_channel(
-            connection.target,
-            grpc.ssl_channel_credentials(tls.ca, tls.private_key, tls.certificate),
-            options=options,
-        )
+    channel = open_channel(connection.target, credentials.tls, CHANNEL_OPTIONS)
     return HallClient(
         channel,
         credentials,

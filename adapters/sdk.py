@@ -21,8 +21,9 @@ from __future__ import annotations
 import random
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -117,6 +118,54 @@ class RetryPolicy:
         raise AssertionError("unreachable")  # pragma: no cover
 
 
+def open_channel(
+    target: str, tls: TLSConfig | None, options: Sequence[tuple[str, Any]] = ()
+) -> grpc.Channel:
+    """A channel to the node: mutual TLS with ``tls``, or insecure (demo node) when None."""
+    channel_options = list(options)
+    if tls is None:
+        return grpc.insecure_channel(target, options=channel_options)
+    if tls.server_name:
+        channel_options.append(("grpc.ssl_target_name_override", tls.server_name))
+    return grpc.secure_channel(
+        target,
+        grpc.ssl_channel_credentials(tls.ca, tls.private_key, tls.certificate),
+        options=channel_options,
+    )
+
+
+def sign_command(
+    credentials: HallCredentials,
+    action: str,
+    body: Message,
+    *,
+    idempotency_key: str,
+    operator: str,
+    issued_at: datetime | None = None,
+) -> case_exchange_pb2.SignedCommand:
+    """Build the ``Command`` (header + ``body`` as ``action``), serialise it once, and sign
+    exactly those bytes. Needs no channel, so an offline adapter can sign while queueing."""
+    stamp = Timestamp()
+    if issued_at is None:
+        stamp.GetCurrentTime()
+    else:
+        stamp.FromDatetime(issued_at)
+    command = case_exchange_pb2.Command(
+        header=case_exchange_pb2.CommandHeader(
+            idempotency_key=idempotency_key,
+            hall_id=credentials.hall_id,
+            operator=operator,
+            region=credentials.region,
+            issued_at=stamp,
+        )
+    )
+    getattr(command, action).CopyFrom(body)
+    data = command.SerializeToString()
+    return case_exchange_pb2.SignedCommand(
+        command=data, signature=credentials.signing_key.sign(data)
+    )
+
+
 class HallClient:
     """A hall's connection to its node."""
 
@@ -137,21 +186,16 @@ class HallClient:
         self.stub = case_exchange_pb2_grpc.CaseExchangeStub(channel)
 
     @classmethod
-    def connect(cls, target: str, credentials: HallCredentials, **options: Any) -> HallClient:
+    def connect(
+        cls,
+        target: str,
+        credentials: HallCredentials,
+        *,
+        channel_options: Sequence[tuple[str, Any]] = (),
+        **options: Any,
+    ) -> HallClient:
         """Open a channel (mutual TLS when the credentials carry TLS files)."""
-        channel_options: list[tuple[str, Any]] = []
-        tls = credentials.tls
-        if tls is None:
-            channel = grpc.insecure_channel(target, options=channel_options)
-        else:
-            if tls.server_name:
-                channel_options.append(("grpc.ssl_target_name_override", tls.server_name))
-            channel = grpc.secure_channel(
-                target,
-                grpc.ssl_channel_credentials(tls.ca, tls.private_key, tls.certificate),
-                options=channel_options,
-            )
-        return cls(channel, credentials, **options)
+        return cls(open_channel(target, credentials.tls, channel_options), credentials, **options)
 
     def close(self) -> None:
         """Close the channel."""
@@ -177,25 +221,14 @@ class HallClient:
         """Build, serialise and sign a command; the bytes are what the hub verifies."""
         if action not in RPC_OF_ACTION:
             raise SDKError(f"unknown action {action!r}; known: {', '.join(sorted(RPC_OF_ACTION))}")
-        issued_at = Timestamp()
-        issued_at.GetCurrentTime()
-        command = case_exchange_pb2.Command(
-            header=case_exchange_pb2.CommandHeader(
-                idempotency_key=idempotency_key or uuid.uuid4().hex,
-                hall_id=self.credentials.hall_id,
-                operator=operator or self.operator,
-                region=self.credentials.region,
-                issued_at=issued_at,
-            )
-        )
-        target = getattr(command, action)
-        if body is not None:
-            target.CopyFrom(body)
-        else:
-            target.CopyFrom(type(target)(**fields))
-        data = command.SerializeToString()
-        return case_exchange_pb2.SignedCommand(
-            command=data, signature=self.credentials.signing_key.sign(data)
+        if body is None:
+            body = type(getattr(case_exchange_pb2.Command(), action))(**fields)
+        return sign_command(
+            self.credentials,
+            action,
+            body,
+            idempotency_key=idempotency_key or uuid.uuid4().hex,
+            operator=operator or self.operator,
         )
 
     def send_signed(

@@ -53,11 +53,10 @@ from typing import Any, Protocol
 import grpc
 from google.protobuf import json_format
 from google.protobuf.message import Message
-from google.protobuf.timestamp_pb2 import Timestamp
 from tongban.v1 import case_exchange_pb2, common_pb2
 
 from adapters.connection import AdapterError, RpcFailure
-from adapters.sdk import RPC_OF_ACTION, HallCredentials
+from adapters.sdk import RPC_OF_ACTION, HallCredentials, sign_command
 
 SCHEMA_VERSION = 1
 
@@ -125,9 +124,8 @@ def wire_message(action: str) -> Message:
 class Signer:
     """Signs commands without a network connection.
 
-    Builds exactly what :meth:`adapters.sdk.HallClient.sign` builds (a ``Command`` with its
-    header, serialised once, Ed25519-signed over those bytes) but needs no gRPC channel, so a
-    clerk can queue commands while the room is offline. A unit test checks that both agree.
+    The SDK's :func:`adapters.sdk.sign_command` (what ``HallClient.sign`` uses) bound to this
+    room's credentials: it needs no gRPC channel, so a clerk can queue commands offline.
     """
 
     def __init__(self, credentials: HallCredentials) -> None:
@@ -143,24 +141,13 @@ class Signer:
         issued_at: datetime | None = None,
     ) -> case_exchange_pb2.SignedCommand:
         """The signed command; ``issued_at`` defaults to now."""
-        stamp = Timestamp()
-        if issued_at is None:
-            stamp.GetCurrentTime()
-        else:
-            stamp.FromDatetime(issued_at)
-        command = case_exchange_pb2.Command(
-            header=case_exchange_pb2.CommandHeader(
-                idempotency_key=idempotency_key,
-                hall_id=self.credentials.hall_id,
-                operator=operator,
-                region=self.credentials.region,
-                issued_at=stamp,
-            )
-        )
-        getattr(command, action).CopyFrom(body)
-        data = command.SerializeToString()
-        return case_exchange_pb2.SignedCommand(
-            command=data, signature=self.credentials.signing_key.sign(data)
+        return sign_command(
+            self.credentials,
+            action,
+            body,
+            idempotency_key=idempotency_key,
+            operator=operator,
+            issued_at=issued_at,
         )
 
 
