@@ -212,6 +212,9 @@ class LedgerIntegrator:
         due_by_time = time.monotonic() - self._last_checkpoint_at >= self.checkpoint_interval
         if not (due_by_count or due_by_time):
             return None
+        return self._sign_checkpoint(cursor, size)
+
+    def _sign_checkpoint(self, cursor: Cursor, size: int) -> int:
         root = self.view.tables.tree_root(cursor, size)
         note = sign_checkpoint(Checkpoint(self.origin, size, root), self.signer)
         self.view.tables.store_checkpoint(cursor, size, root, note)
@@ -226,11 +229,7 @@ class LedgerIntegrator:
         latest = self.view.tables.latest_checkpoint(cursor)
         if size == 0 or (latest is not None and latest.size == size):
             return None
-        root = self.view.tables.tree_root(cursor, size)
-        self.view.tables.store_checkpoint(
-            cursor, size, root, sign_checkpoint(Checkpoint(self.origin, size, root), self.signer)
-        )
-        return size
+        return self._sign_checkpoint(cursor, size)
 
     def catch_up(self) -> int:
         """Integrate everything stored so far and sign a checkpoint of it; returns the size."""

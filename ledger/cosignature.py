@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from ledger.checkpoint import Checkpoint
 from ledger.errors import CheckpointError, CosignatureError, KeyFormatError, NoteError
@@ -30,13 +30,13 @@ from ledger.note import (
     Note,
     NoteSignature,
     NoteVerifier,
+    Verifier,
     b64encode,
     check_key_name,
     compute_key_id,
     format_verifier_key,
     parse_note,
     parse_signer_key,
-    parse_verifier_key,
     sign_note,
 )
 
@@ -89,51 +89,14 @@ def cosignature_timestamp(signature: NoteSignature | bytes) -> int:
     return timestamp
 
 
-class CosignatureVerifier:
-    """Verifies cosignature/v1 lines by one witness key (implements ``NoteVerifier``)."""
+class CosignatureVerifier(Verifier):
+    """Verifies cosignature/v1 lines by one witness key (implements ``NoteVerifier``).
+
+    A :class:`~ledger.note.Verifier` in everything (name, key id, key string, parsing) but its
+    key type 0x04 and what it verifies: a timestamped cosignature/v1 message, not the note text.
+    """
 
     key_type = KEY_TYPE_COSIGNATURE_V1
-
-    def __init__(self, name: str, public_key: bytes) -> None:
-        """Create a verifier for witness ``name`` with a raw 32-byte Ed25519 public key."""
-        check_key_name(name)
-        raw = bytes(public_key)
-        if len(raw) != 32:
-            raise KeyFormatError(f"witness {name!r}: Ed25519 public key is {len(raw)} bytes")
-        self._name = name
-        self._public_bytes = raw
-        self._public = Ed25519PublicKey.from_public_bytes(raw)
-        self._key_id = compute_key_id(name, self.key_type, raw)
-
-    @classmethod
-    def from_key(cls, vkey: str) -> CosignatureVerifier:
-        """Parse a witness verifier key ``<name>+<hex id>+<base64(0x04 || key)>``."""
-        parsed = parse_verifier_key(vkey)
-        if parsed.key_type != cls.key_type:
-            raise KeyFormatError(
-                f"verifier key {vkey!r} has key type 0x{parsed.key_type:02x}, expected 0x04 "
-                "(cosignature/v1)"
-            )
-        return cls(parsed.name, parsed.public_key)
-
-    @property
-    def name(self) -> str:
-        """The witness name."""
-        return self._name
-
-    @property
-    def key_id(self) -> int:
-        """The 32-bit key id (computed with type 0x04)."""
-        return self._key_id
-
-    @property
-    def public_key(self) -> bytes:
-        """The raw 32-byte Ed25519 public key."""
-        return self._public_bytes
-
-    def key_string(self) -> str:
-        """Return the witness verifier key string to publish."""
-        return format_verifier_key(self._name, self.key_type, self._public_bytes)
 
     def verify(self, message: bytes, signature: bytes) -> bool:
         """Return whether ``signature`` is a valid cosignature/v1 over checkpoint ``message``."""
@@ -149,17 +112,6 @@ class CosignatureVerifier:
         except InvalidSignature:
             return False
         return True
-
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, CosignatureVerifier):
-            return NotImplemented
-        return (self._name, self._public_bytes) == (other._name, other._public_bytes)
-
-    def __hash__(self) -> int:
-        return hash((self.key_type, self._name, self._public_bytes))
-
-    def __repr__(self) -> str:
-        return f"CosignatureVerifier({self.key_string()!r})"
 
 
 class Cosigner:
