@@ -14,7 +14,7 @@ from uuid import UUID
 import grpc
 from tongban.v1 import audit_pb2, audit_pb2_grpc
 
-from hub.api.convert import event_to_proto
+from hub.api.convert import event_to_proto, parse_uuid
 from hub.api.errors import abort
 from hub.api.servicer import Authenticator, Caller
 from hub.application.hub import HubApplication
@@ -103,10 +103,7 @@ class AuditServicer(audit_pb2_grpc.AuditServicer):
     def GetCaseHistory(self, request: Any, context: Any) -> Any:  # noqa: N802
         try:
             self._caller(context)
-            try:
-                case_id = UUID(request.case_id)
-            except ValueError:
-                raise InvalidInput("case_id", request.case_id, "not a UUID") from None
+            case_id = parse_uuid(request.case_id, "case_id")
             history = audit_pb2.AuditedCaseHistory()
             for event in self.app.case_history(case_id):
                 version = event.originator_version

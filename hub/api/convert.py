@@ -12,6 +12,7 @@ import dataclasses
 import enum
 import re
 import typing
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
@@ -154,11 +155,21 @@ def _to_wire(value: Any) -> Any:
     return value
 
 
-def _from_wire(hint: Any, value: Any, field: str) -> Any:
-    origin = typing.get_origin(hint)
-    if origin is tuple:
+def parse_uuid(text: str, field: str) -> UUID:
+    """A UUID from the wire; InvalidInput naming ``field`` when malformed."""
+    try:
+        return UUID(text)
+    except ValueError:
+        raise InvalidInput(field, text, "not a UUID") from None
+
+
+def from_wire(hint: Any, value: Any, field: str) -> Any:
+    """Convert one message field to the domain type ``hint`` (events and command arguments)."""
+    if hint is UUID:
+        return parse_uuid(value, field)
+    if typing.get_origin(hint) in (tuple, list, Sequence):
         item_hint = typing.get_args(hint)[0]
-        return tuple(_from_wire(item_hint, item, field) for item in value)
+        return tuple(from_wire(item_hint, item, field) for item in value)
     if isinstance(hint, type) and issubclass(hint, enum.Enum):
         return enum_from_proto(hint, value, field)
     if hint in VALUE_MESSAGES:
@@ -195,10 +206,7 @@ def event_from_proto(message: events_pb2.CaseEvent) -> Any:
         raise InvalidInput("event", None, "no event type is set")
     cls = _CLASSES_BY_FIELD[which]
     body = getattr(message, which)
-    try:
-        case_id = UUID(message.case_id)
-    except ValueError:
-        raise InvalidInput("case_id", message.case_id, "not a UUID") from None
+    case_id = parse_uuid(message.case_id, "case_id")
     kwargs: dict[str, Any] = {
         "originator_id": case_id,
         "originator_version": message.version,
@@ -208,5 +216,5 @@ def event_from_proto(message: events_pb2.CaseEvent) -> Any:
     if cls is Case.Submitted:
         kwargs["originator_topic"] = get_topic(Case)
     for name, hint in _FIELDS[cls]:
-        kwargs[name] = _from_wire(hint, getattr(body, name), f"{which}.{name}")
+        kwargs[name] = from_wire(hint, getattr(body, name), f"{which}.{name}")
     return cls(**kwargs)

@@ -13,11 +13,9 @@ application, which verifies the signature against the hall's registered key befo
 from __future__ import annotations
 
 import typing
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from enum import Enum
 from typing import Any, TypeVar
-from uuid import UUID
 
 import grpc
 from google.protobuf.message import DecodeError
@@ -29,9 +27,10 @@ from tongban.v1 import (
 )
 
 from hub.api.convert import (
-    enum_from_proto,
     enum_to_proto,
     event_to_proto,
+    from_wire,
+    parse_uuid,
     timestamp_to_proto,
     value_from_proto,
 )
@@ -41,7 +40,7 @@ from hub.application.idempotency import CommandResult, HallSignature
 from hub.domain.case import Case
 from hub.domain.hall import Hall
 from hub.domain.items import ServiceItem
-from hub.domain.values import Actor, Applicant, JointTask, Material
+from hub.domain.values import Actor
 from hub.errors import InvalidInput, PermissionRefused, TongbanError
 from hub.pki import Identity, Role
 
@@ -83,28 +82,6 @@ def _guard(context: grpc.ServicerContext, run: Callable[[], R]) -> R:
         return run()
     except TongbanError as error:
         abort(context, error)
-
-
-def _uuid(text: str, field: str) -> UUID:
-    try:
-        return UUID(text)
-    except ValueError:
-        raise InvalidInput(field, text, "not a UUID") from None
-
-
-def _from_wire(hint: Any, value: Any, field: str) -> Any:
-    """Convert one request field to the type the application method declares."""
-    origin = typing.get_origin(hint)
-    if hint is UUID:
-        return _uuid(value, field)
-    if origin in (Sequence, list, tuple) or hint is Sequence:
-        (item_hint,) = typing.get_args(hint) or (str,)
-        return [_from_wire(item_hint, item, field) for item in value]
-    if isinstance(hint, type) and hint in (Material, JointTask, Applicant):
-        return value_from_proto(hint, value, field)
-    if isinstance(hint, type) and issubclass(hint, Enum):
-        return enum_from_proto(hint, value, field)
-    return value
 
 
 # The application method behind each Command action, with its parameters' type hints.
@@ -201,7 +178,7 @@ class CaseExchangeServicer(case_exchange_pb2_grpc.CaseExchangeServicer):
             )
             body = getattr(command, action)
             arguments = {
-                name: _from_wire(hint, getattr(body, name), f"command.{action}.{name}")
+                name: from_wire(hint, getattr(body, name), f"command.{action}.{name}")
                 for name, hint in _HINTS[action].items()
                 if name not in _SKIP
             }
@@ -222,7 +199,7 @@ class CaseExchangeServicer(case_exchange_pb2_grpc.CaseExchangeServicer):
 
     def GetCase(self, request: Any, context: Any) -> Any:  # noqa: N802
         def run() -> case_exchange_pb2.CaseView:
-            case = self.app.get_case(_uuid(request.case_id, "case_id"))
+            case = self.app.get_case(parse_uuid(request.case_id, "case_id"))
             self._may_read(Caller(self.authenticate(context)), case)
             return case_view(case)
 
@@ -230,7 +207,7 @@ class CaseExchangeServicer(case_exchange_pb2_grpc.CaseExchangeServicer):
 
     def GetCaseHistory(self, request: Any, context: Any) -> Any:  # noqa: N802
         def run() -> case_exchange_pb2.CaseHistory:
-            case_id = _uuid(request.case_id, "case_id")
+            case_id = parse_uuid(request.case_id, "case_id")
             self._may_read(Caller(self.authenticate(context)), self.app.get_case(case_id))
             events = [event_to_proto(e) for e in self.app.case_history(case_id)]
             return case_exchange_pb2.CaseHistory(events=events)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import stat
 from collections.abc import Callable, Iterator
 from concurrent import futures
 from datetime import UTC, datetime, timedelta
@@ -11,7 +10,6 @@ from typing import Any
 
 import grpc
 import pytest
-from cryptography import x509
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from hub.pki import (
@@ -35,14 +33,6 @@ def ca(tmp_path: Path) -> CertificateAuthority:
 @pytest.fixture
 def other_ca(tmp_path: Path) -> CertificateAuthority:
     return init_ca(tmp_path / "other-ca", "zj-node")
-
-
-def _mode(path: Path) -> int:
-    return stat.S_IMODE(path.stat().st_mode)
-
-
-def _extension(cert: x509.Certificate, kind: type[Any]) -> Any:
-    return cert.extensions.get_extension_for_class(kind)
 
 
 # --- real mutual TLS with gRPC --------------------------------------------------------------
