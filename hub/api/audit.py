@@ -107,8 +107,9 @@ class AuditServicer(audit_pb2_grpc.AuditServicer):
             history = audit_pb2.AuditedCaseHistory()
             for event in self.app.case_history(case_id):
                 version = event.originator_version
-                leaf = self._leaf_for(case_id, version)
                 receipt = receipt_for(self.view, case_id, version)
+                # A receipt carries its leaf; only a leaf not yet checkpointed is read alone.
+                leaf = receipt.leaf() if receipt else self._leaf_for(case_id, version)
                 history.events.add(
                     event=event_to_proto(event),
                     index=leaf.index if leaf else 0,
