@@ -322,7 +322,6 @@ def test_a_killed_integrator_leaves_no_gap_and_no_duplicate(settings: Settings) 
             "TONGBAN_CHECKPOINT_EVERY": "5",
             **({"TONGBAN_DATABASE_URL": settings.database_url} if settings.database_url else {}),
         }
-        kills = 0
         for round_ in range(4):
             # More events arrive while the integrator runs and is killed mid-stream.
             run_demo(app, out=lambda _line: None, pause_seconds=0)
@@ -337,8 +336,6 @@ def test_a_killed_integrator_leaves_no_gap_and_no_duplicate(settings: Settings) 
             finally:
                 worker.send_signal(signal.SIGKILL)
                 worker.wait(timeout=10)
-                kills += 1
-        assert kills == 4
         size = integrator.catch_up()
         report = _audit(app, integrator)
         assert report.ok, report.summary()
