@@ -1,32 +1,183 @@
-"""The composition root: turns :class:`~hub.settings.Settings` into a running application.
+"""The composition root: turns :class:`~hub.settings.Settings` into a running node.
 
 This is the only place that knows how settings map onto the event store's configuration, where
-generated keys live, and which catalogue and region registry a node uses.
+the node's keys live, and which catalogue and region registry a node uses.
+
+**Keys are made on purpose, never by accident.** :func:`initialise` (``tongban init``) creates a
+node's keys under ``<data dir>/secrets`` — the log signing key, the at-rest key ring (random key
+ids), the pseudonym key and the first admin's command-signing key — and records the node's
+genesis in the store (its log key and first admin) and the key ring's fingerprints. Every other
+entry point loads the keys with :func:`load_node_keys`, which refuses to run without them
+(naming ``tongban init``), and :func:`build_application` refuses a store whose genesis names
+another log key or whose recorded fingerprints do not match the key ring: a data directory and a
+store that do not belong together never write a byte.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import os
+from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
-from eventsourcing.persistence import InterfaceError, OperationalError
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from eventsourcing.persistence import InterfaceError, OperationalError, ProgrammingError
 from psycopg.conninfo import conninfo_to_dict
 
-from hub.application.cipher import ACTIVE_ENV, KEYS_ENV, new_key, parse_key_ring
-from hub.application.hub import HubApplication
+from hub.application.cipher import (
+    KeyRingCipher,
+    new_key,
+    new_key_id,
+    parse_key_ring,
+)
+from hub.application.hub import HubApplication, NodePolicy
+from hub.application.recorders import recorder_topic
+from hub.application.vault import PersonalDataVault
+from hub.commands.signing import CommandSigner
 from hub.domain.items import Catalogue
+from hub.domain.node import Node
 from hub.domain.regions import RegionRegistry
-from hub.errors import ConfigurationError, StorageUnavailable
-from hub.integrator import LedgerIntegrator, open_ledger_view
+from hub.errors import ConfigurationError, StorageUnavailable, StoreMismatch
+from hub.integrity.integrator import HeadGuard, LedgerIntegrator, open_ledger_view
 from hub.settings import Settings
 from ledger import LedgerError, Signer
 
-CIPHER_TOPIC = "hub.application.cipher:KeyRingCipher"
+#: The first admin's name unless ``tongban init --admin`` gives another.
+DEFAULT_ADMIN = "operator"
+
+
+@dataclass(frozen=True)
+class NodePaths:
+    """Where a node's keys and state live under its data directory."""
+
+    data_dir: Path
+
+    @property
+    def secrets(self) -> Path:
+        """Private keys, mode 0700."""
+        return self.data_dir / "secrets"
+
+    @property
+    def log_key(self) -> Path:
+        """The log's C2SP note signer key."""
+        return self.secrets / "log.key"
+
+    @property
+    def log_vkey(self) -> Path:
+        """The log's public verifier key, for auditors."""
+        return self.data_dir / "log.vkey"
+
+    @property
+    def cipher_keys(self) -> Path:
+        """The at-rest key ring and its active key id (two lines)."""
+        return self.secrets / "cipher-keys"
+
+    @property
+    def pseudonym_key(self) -> Path:
+        """The key of the subjects' keyed hashes (finds a person's cases for erasure)."""
+        return self.secrets / "pseudonym.key"
+
+    @property
+    def admin_key(self) -> Path:
+        """The first admin's command-signing key (PKCS#8 PEM)."""
+        return self.secrets / "admin.key"
+
+    @property
+    def head(self) -> Path:
+        """The last checkpoint this node signed (outside the database, see HeadGuard)."""
+        return self.data_dir / "ledger" / "head"
+
+
+@dataclass(frozen=True)
+class NodeKeys:
+    """A node's secret keys, loaded from its data directory (or the settings)."""
+
+    signer: Signer
+    cipher: KeyRingCipher
+    pseudonym_key: bytes
+    #: Where the cipher keys came from: the data directory's file, or the settings.
+    cipher_file: Path | None
+
+
+def _write_secret(path: Path, content: bytes) -> None:
+    """Create ``path`` with mode 0600 (never readable by others, never overwritten)."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(content)
+
+
+def write_key_ring(path: Path, keys: dict[str, bytes], active: str) -> None:
+    """Replace the key-ring file atomically (0600): the ring on one line, the active id below."""
+    ring = ",".join(f"{key_id}:{base64.b64encode(key).decode()}" for key_id, key in keys.items())
+    temporary = path.with_suffix(".tmp")
+    temporary.unlink(missing_ok=True)
+    _write_secret(temporary, f"{ring}\n{active}\n".encode("ascii"))
+    os.replace(temporary, path)
+
+
+def load_node_keys(settings: Settings) -> NodeKeys:
+    """The node's keys; ConfigurationError naming ``tongban init`` when they are missing."""
+    paths = NodePaths(settings.data_dir)
+    missing = [p for p in (paths.log_key, paths.pseudonym_key) if not p.exists()]
+    if not settings.cipher_keys and not paths.cipher_keys.exists():
+        missing.append(paths.cipher_keys)
+    if missing:
+        raise ConfigurationError(
+            f"no node keys in {settings.data_dir} (missing {', '.join(p.name for p in missing)}): "
+            "create them once with `tongban init`, or point TONGBAN_DATA_DIR at the node's "
+            "data directory"
+        )
+    try:
+        signer = Signer.from_key(paths.log_key.read_text("ascii").strip())
+    except (LedgerError, ValueError, OSError) as error:
+        raise ConfigurationError(f"{paths.log_key}: not a log signer key: {error}") from None
+    if settings.cipher_keys:
+        keys, active = parse_key_ring(settings.cipher_keys), settings.cipher_active_key
+        cipher_file = None
+    else:
+        lines = paths.cipher_keys.read_text("ascii").split()
+        if len(lines) != 2:
+            raise ConfigurationError(
+                f"{paths.cipher_keys}: expected two lines, the key ring and the active id"
+            )
+        keys, active = parse_key_ring(lines[0]), lines[1]
+        cipher_file = paths.cipher_keys
+    if not active:
+        active = list(keys)[-1]
+    try:
+        pseudonym = base64.b64decode(paths.pseudonym_key.read_text("ascii").strip(), validate=True)
+    except (binascii.Error, ValueError) as error:
+        raise ConfigurationError(f"{paths.pseudonym_key}: not base64: {error}") from None
+    return NodeKeys(signer, KeyRingCipher(keys, active), pseudonym, cipher_file)
+
+
+def load_admin_key(path: Path) -> Ed25519PrivateKey:
+    """An admin's command-signing key (PKCS#8 PEM, as ``tongban init`` writes it)."""
+    try:
+        key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+    except (OSError, ValueError) as error:
+        raise ConfigurationError(f"cannot load the admin key {path}: {error}") from None
+    if not isinstance(key, Ed25519PrivateKey):
+        raise ConfigurationError(f"{path} is not an Ed25519 key")
+    return key
+
+
+def public_key_b64(key: Ed25519PrivateKey) -> str:
+    """The base64 raw public key of an Ed25519 private key."""
+    raw = key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    return base64.b64encode(raw).decode("ascii")
 
 
 def persistence_env(settings: Settings, *, create_tables: bool = True) -> dict[str, str]:
     """The eventsourcing environment for the configured store."""
-    env = {"CREATE_TABLE": "y" if create_tables else "n"}
+    env = {
+        "CREATE_TABLE": "y" if create_tables else "n",
+        "APPLICATION_RECORDER_TOPIC": recorder_topic(postgres=settings.database_url is not None),
+    }
     if settings.database_url is None:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         env.update(
@@ -49,79 +200,157 @@ def persistence_env(settings: Settings, *, create_tables: bool = True) -> dict[s
     return env
 
 
-def cipher_env(settings: Settings) -> dict[str, str]:
-    """Key ring for encryption at rest: from settings, else generated once under data_dir."""
-    keys, active = settings.cipher_keys, settings.cipher_active_key
-    if not keys:
-        keys, active = _load_or_create_key_ring(settings.data_dir / "secrets" / "cipher-keys")
-    if not active:
-        active = list(parse_key_ring(keys))[-1]
-    return {"CIPHER_TOPIC": CIPHER_TOPIC, KEYS_ENV: keys, ACTIVE_ENV: active}
+def _policy(settings: Settings) -> NodePolicy:
+    return NodePolicy(
+        origin=settings.origin,
+        region=settings.node_region,
+        clock_window=timedelta(seconds=settings.clock_window_s),
+        deferred_max_age=timedelta(days=settings.deferred_max_age_days),
+    )
 
 
-def _load_or_create_key_ring(path: Path) -> tuple[str, str]:
-    if path.exists():
-        lines = path.read_text("ascii").split()
-        if len(lines) != 2:
-            raise ConfigurationError(f"{path}: expected two lines, the key ring and the active id")
-        return lines[0], lines[1]
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    keys = f"k1:{new_key()}"
-    # Written with 0600 from the start so the key is never readable by others.
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(f"{keys}\nk1\n")
-    return keys, "k1"
+def _open(settings: Settings, keys: NodeKeys, *, create_tables: bool) -> HubApplication:
+    catalogue = (
+        Catalogue.load(settings.catalogue) if settings.catalogue else Catalogue.load_default()
+    )
+    try:
+        return HubApplication(
+            persistence_env(settings, create_tables=create_tables),
+            policy=_policy(settings),
+            vault=PersonalDataVault(keys.cipher, keys.pseudonym_key),
+            regions=RegionRegistry.load_default(),
+            catalogue=catalogue,
+            group_commit=settings.group_commit,
+        )
+    except (OperationalError, InterfaceError, ProgrammingError, OSError) as error:
+        where = "PostgreSQL" if settings.database_url else str(settings.sqlite_path)
+        raise StorageUnavailable(f"event store at {where} is unavailable: {error}") from error
 
 
-def load_or_create_log_signer(settings: Settings) -> Signer:
-    """The node's log signing key (C2SP note signer), generated once under data_dir/secrets."""
-    path = settings.data_dir / "secrets" / "log.key"
-    if path.exists():
+def build_application(settings: Settings, *, create_tables: bool = True) -> HubApplication:
+    """A node's application configured from ``settings``, checked against its store.
+
+    Refuses (StoreMismatch) a store that was never initialised, whose genesis names another log
+    key, or whose key ring's fingerprints or wrapped keys do not match the configured ring.
+    """
+    keys = load_node_keys(settings)
+    app = _open(settings, keys, create_tables=create_tables)
+    try:
+        check_store(app, keys)
+    except BaseException:
+        app.close()
+        raise
+    return app
+
+
+def check_store(app: HubApplication, keys: NodeKeys) -> None:
+    """The store must be this node's: its genesis and key ring must match the keys."""
+    genesis = app.genesis()
+    mine = keys.signer.verifier_key()
+    if genesis.log_key != mine:
+        raise StoreMismatch(
+            f"this data directory's log key ({mine.split('+')[1]}) is not the key of the store's "
+            f"log ({genesis.log_key.split('+')[1]}): the data directory and the store belong to "
+            "different nodes"
+        )
+    recorded = app.keys.keyring()
+    ours = keys.cipher.fingerprints()
+    for key_id, print_ in ours.items():
+        if key_id in recorded and recorded[key_id] != print_:
+            raise StoreMismatch(
+                f"at-rest key {key_id!r} is not the key the store recorded under that id "
+                "(another node's key ring?)"
+            )
+    missing = {key_id: n for key_id, n in app.keys.key_ids_in_use().items() if key_id not in ours}
+    if missing:
+        listed = ", ".join(f"{key_id} ({n} cases)" for key_id, n in sorted(missing.items()))
+        raise StoreMismatch(
+            f"at-rest keys {listed} wrap personal data but are not in the key ring: put them "
+            "back (removing a key never erases data; use `tongban erase` for that)"
+        )
+    unrecorded = {key_id: p for key_id, p in ours.items() if key_id not in recorded}
+    if unrecorded:
+        app.keys.record_keys(unrecorded)
+
+
+def initialise(settings: Settings, *, admin: str = DEFAULT_ADMIN) -> tuple[Node, bool]:
+    """``tongban init``: create the node's keys (once) and record its genesis (once).
+
+    Returns the genesis and whether anything was created. Refuses a store initialised by
+    another node's keys.
+    """
+    paths = NodePaths(settings.data_dir)
+    created = False
+    if not paths.log_key.exists():
+        existing = [
+            p for p in (paths.pseudonym_key, paths.cipher_keys, paths.admin_key) if p.exists()
+        ]
+        if existing:
+            raise ConfigurationError(
+                f"{settings.data_dir} holds some node keys but no log key "
+                f"({', '.join(p.name for p in existing)}): restore the missing key, or start "
+                "from an empty data directory"
+            )
+        signer = Signer.generate(settings.origin)
+        _write_secret(paths.log_key, (signer.key_string() + "\n").encode("ascii"))
+        paths.log_vkey.write_text(signer.verifier_key() + "\n")
+        _write_secret(paths.pseudonym_key, base64.b64encode(os.urandom(32)) + b"\n")
+        if not settings.cipher_keys:
+            key_id = new_key_id()
+            write_key_ring(paths.cipher_keys, {key_id: base64.b64decode(new_key())}, key_id)
+        admin_key = Ed25519PrivateKey.generate()
+        _write_secret(
+            paths.admin_key,
+            admin_key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            ),
+        )
+        created = True
+    keys = load_node_keys(settings)
+    app = _open(settings, keys, create_tables=True)
+    try:
         try:
-            return Signer.from_key(path.read_text("ascii").strip())
-        except (LedgerError, ValueError) as error:
-            raise ConfigurationError(f"{path}: not a signer key: {error}") from None
-    signer = Signer.generate(settings.origin)
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(signer.key_string() + "\n")
-    (settings.data_dir / "log.vkey").write_text(signer.verifier_key() + "\n")
-    return signer
+            genesis = app.genesis()
+        except StoreMismatch:
+            admin_public = public_key_b64(load_admin_key(paths.admin_key))
+            genesis = app.initialise(
+                log_key=keys.signer.verifier_key(), admin=admin, admin_key=admin_public
+            )
+            created = True
+        check_store(app, keys)
+    finally:
+        app.close()
+    return genesis, created
 
 
 def build_integrator(settings: Settings, app: HubApplication) -> LedgerIntegrator:
-    """The ledger integrator of ``app``, writing into the same database."""
+    """The ledger integrator of ``app``, writing into the same database.
+
+    Refuses (StoreMismatch) to run on a stored log behind the last checkpoint this node signed.
+    """
+    keys = load_node_keys(settings)
     return LedgerIntegrator(
         app,
         open_ledger_view(app),
-        load_or_create_log_signer(settings),
+        keys.signer,
         origin=settings.origin,
+        head=HeadGuard(NodePaths(settings.data_dir).head, keys.signer),
         checkpoint_every=settings.checkpoint_every,
         checkpoint_interval=settings.checkpoint_interval_ms / 1000,
     )
 
 
-def build_application(
-    settings: Settings, *, create_tables: bool = True, require_signatures: bool = False
-) -> HubApplication:
-    """A node's application configured from ``settings``.
-
-    ``require_signatures``: refuse unsigned commands (a node serving halls over mTLS).
-    """
-    catalogue = (
-        Catalogue.load(settings.catalogue) if settings.catalogue else Catalogue.load_default()
-    )
-    try:
-        env = {**persistence_env(settings, create_tables=create_tables), **cipher_env(settings)}
-        return HubApplication(
-            env,
-            regions=RegionRegistry.load_default(),
-            catalogue=catalogue,
-            require_signatures=require_signatures,
-            group_commit=settings.group_commit,
-        )
-    except (OperationalError, InterfaceError, OSError) as error:
-        where = "PostgreSQL" if settings.database_url else str(settings.sqlite_path)
-        raise StorageUnavailable(f"event store at {where} is unavailable: {error}") from error
+def admin_signer(
+    settings: Settings, app: HubApplication, key_file: Path | None = None, operator: str = ""
+) -> CommandSigner:
+    """A signer for admin commands with the admin key in ``key_file`` (default: the one
+    ``tongban init`` made), named as the node's genesis names that key."""
+    path = key_file or NodePaths(settings.data_dir).admin_key
+    key = load_admin_key(path)
+    public = public_key_b64(key)
+    names = [name for name, known in app.genesis().admins.items() if known == public]
+    if not names:
+        raise ConfigurationError(f"{path} is not the key of an admin of this node")
+    return CommandSigner(key, node=settings.origin, operator=operator or names[0], admin=names[0])

@@ -1,41 +1,37 @@
 """The seed story inside one province (湖南省), run on the embedded default store.
 
-Four cases, each step printed with the case state rebuilt from the stored events:
+Four cases, each step a command signed by the acting hall's own key and checked by the node
+exactly as one arriving over gRPC, printed with the case state rebuilt from the stored events:
 
 1. a villager's application at a village service room of 沙头镇 (430902104, 资阳区, 益阳市), handed
    to the township hall, decided and concluded there;
 2. a 最低生活保障 application escalated from the village to the county;
 3. a joint case (企业开办“一件事”) across two county departments;
 4. a 户口迁移 application with a correction: the clock pauses until the resubmission.
+
+The halls are registered by the node's admin with signed admin commands, each with a fresh
+signing key (a re-run on a kept store rotates the existing halls' keys).
 """
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import time
 import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 from uuid import UUID
 
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from tongban.v1 import common_pb2
 
 from hub.application.hub import HubApplication
-from hub.application.idempotency import CommandResult
+from hub.bootstrap import public_key_b64
+from hub.commands.signing import CommandSigner
 from hub.domain.case import Case
 from hub.domain.regions import RegionCode
-from hub.domain.values import (
-    Actor,
-    Applicant,
-    DeliveryMethod,
-    JointTask,
-    Material,
-    Rating,
-    SuspensionReason,
-    id_number_with_check,
-)
+from hub.domain.values import Applicant, id_number_with_check
 from hub.errors import NotFound
 
 Printer = Callable[[str], None]
@@ -54,10 +50,6 @@ class DemoHall:
     region: str
     windows: tuple[str, ...]
 
-    def actor(self, operator: str) -> Actor:
-        """This hall acting through ``operator``."""
-        return Actor(self.hall_id, operator, self.region)
-
 
 HALLS = (
     DemoHall("hn-shatou-v201", "沙头镇201村便民服务室", VILLAGE, ("代办窗口",)),
@@ -68,36 +60,26 @@ HALLS = (
 )
 
 
-def _public_key() -> str:
-    raw = (
-        Ed25519PrivateKey.generate()
-        .public_key()
-        .public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-    )
-    return base64.b64encode(raw).decode("ascii")
-
-
-def _material(name: str, content: str) -> Material:
+def _material(name: str, content: str) -> common_pb2.Material:
     data = content.encode("utf-8")
-    return Material(name, hashlib.sha256(data).hexdigest(), "application/pdf", len(data) * 1000)
+    return common_pb2.Material(
+        name=name,
+        sha256=hashlib.sha256(data).hexdigest(),
+        media_type="application/pdf",
+        size=len(data) * 1000,
+    )
 
 
 class Story:
-    """Runs commands with fresh idempotency keys and prints each step."""
+    """Runs each hall's signed commands through the node and prints each step."""
 
     def __init__(self, app: HubApplication, out: Printer) -> None:
         self.app = app
         self.out = out
-        self._counter = 0
 
-    def key(self) -> str:
-        """A fresh idempotency key, as a hall system would generate."""
-        self._counter += 1
-        return f"demo-{time.time_ns()}-{self._counter:04d}"
-
-    def step(self, label: str, run: Callable[[str], CommandResult]) -> UUID:
-        """Run one command and print the state rebuilt from the store."""
-        result = run(self.key())
+    def step(self, label: str, hall: CommandSigner, action: str, **fields: Any) -> UUID:
+        """Sign and run one command; print the state rebuilt from the store."""
+        result = self.app.execute(hall.sign(action, **fields), expected=action)
         case = self.app.get_case(result.case_id)
         self.out(f"  · {_pad(label, 34)} → {describe(case)}")
         return result.case_id
@@ -127,33 +109,57 @@ def describe(case: Case) -> str:
     return f"{case.state.name:<19} holder={case.holder}{extra}  clock {clock}{paused}"
 
 
-def run_demo(app: HubApplication, out: Printer = print, pause_seconds: float = 1.0) -> list[UUID]:
-    """Run the seed story against ``app``; returns the ids of the four cases."""
+def register_halls(app: HubApplication, admin: CommandSigner, out: Printer) -> list[CommandSigner]:
+    """Register the demo's halls (or rotate their keys on a kept store); their signers."""
+    signers = []
+    regions = app.regions
+    for number, hall in enumerate(HALLS, 1):
+        key = Ed25519PrivateKey.generate()
+        public = public_key_b64(key)
+        try:
+            app.get_hall(hall.hall_id)
+        except NotFound:
+            app.execute(
+                admin.sign(
+                    "register_hall",
+                    hall_id=hall.hall_id,
+                    name=hall.name,
+                    region=hall.region,
+                    windows=list(hall.windows),
+                    public_key=public,
+                )
+            )
+        else:
+            app.execute(admin.sign("rotate_hall_key", hall_id=hall.hall_id, public_key=public))
+        level = RegionCode(hall.region).level
+        place = regions.full_name(RegionCode(hall.region))
+        out(f"  {hall.hall_id:<16} {hall.name} ({level.label}) — {place}")
+        signers.append(
+            CommandSigner(
+                key,
+                node=app.policy.origin,
+                operator=f"op-{number}",
+                hall_id=hall.hall_id,
+                region=hall.region,
+            )
+        )
+    return signers
+
+
+def run_demo(
+    app: HubApplication, admin: CommandSigner, out: Printer = print, pause_seconds: float = 1.0
+) -> list[UUID]:
+    """Run the seed story against ``app``, the halls registered by ``admin``; the four cases."""
     story = Story(app, out)
     regions = app.regions
     out(f"Tongban demo — node for {regions.full_name(RegionCode.parse('43'))}")
     out(f"region codes: edition {regions.edition}; catalogue: {len(app.catalogue)} items\n")
-
-    out("Halls")
-    for hall in HALLS:
-        try:
-            app.get_hall(hall.hall_id)
-        except NotFound:
-            app.register_hall(
-                hall_id=hall.hall_id,
-                name=hall.name,
-                region=hall.region,
-                windows=hall.windows,
-                public_key=_public_key(),
-            )
-        level = RegionCode(hall.region).level
-        place = regions.full_name(RegionCode(hall.region))
-        out(f"  {hall.hall_id:<16} {hall.name} ({level.label}) — {place}")
-    village, township, county, amr, tax = (h.actor(f"op-{n}") for n, h in enumerate(HALLS, 1))
+    out("Halls (registered by the node's admin, each with its own signing key)")
+    village, township, county, amr, tax = register_halls(app, admin, out)
     applicant = Applicant("李秀英", id_number_with_check("43090219560312002"), "13807370001")
     ids = [
-        _village_to_township(story, app, village, township, applicant),
-        _escalation(story, app, village, county, applicant, pause_seconds),
+        _village_to_township(story, village, township, applicant),
+        _escalation(story, village, county, applicant, pause_seconds),
         _joint_case(story, county, amr, tax),
         _correction(story, county, pause_seconds),
     ]
@@ -162,174 +168,134 @@ def run_demo(app: HubApplication, out: Printer = print, pause_seconds: float = 1
 
 
 def _village_to_township(
-    story: Story, app: HubApplication, village: Actor, township: Actor, applicant: Applicant
+    story: Story, village: CommandSigner, township: CommandSigner, applicant: Applicant
 ) -> UUID:
-    item = app.catalogue.get("200202001000")
+    item = story.app.catalogue.get("200202001000")
     story.out(f"\n1. {item.name}: taken in at the village, handled and concluded at the township")
     case_id = story.step(
-        "收件 at the village service room",
-        lambda k: story.app.submit(
-            idempotency_key=k,
-            actor=village,
-            item_code=item.code,
-            applicant=applicant,
-            materials=[_material("居民身份证", "id"), _material("一寸照片", "photo")],
-            competent_region=TOWNSHIP,
-        ),
-    )
-    a = story.app
-    story.step("转办 to the township hall", lambda k: a.hand_off(
-        idempotency_key=k, actor=village, case_id=case_id, to_hall=township.hall_id,
-        reason="代办: 村级代收, 乡镇办理"))  # fmt: skip
-    story.step("township acknowledges", lambda k: a.acknowledge_handoff(
-        idempotency_key=k, actor=township, case_id=case_id))  # fmt: skip
-    story.step("受理", lambda k: a.accept(idempotency_key=k, actor=township, case_id=case_id))
-    story.step("承办", lambda k: a.start_handling(
-        idempotency_key=k, actor=township, case_id=case_id))  # fmt: skip
-    story.step("决定: 准予", lambda k: a.decide(
-        idempotency_key=k, actor=township, case_id=case_id, approved=True,
-        reason="年满60周岁, 材料齐全"))  # fmt: skip
-    story.step("办结", lambda k: a.conclude(idempotency_key=k, actor=township, case_id=case_id))
-    story.step("制证", lambda k: a.record_certificate(
-        idempotency_key=k, actor=township, case_id=case_id,
-        certificate_id=f"HN-LNYDZ-{case_id.hex[:10].upper()}"))  # fmt: skip
-    window = DeliveryMethod.WINDOW
-    story.step("送达 at the window", lambda k: a.deliver(
-        idempotency_key=k, actor=township, case_id=case_id, method=window))  # fmt: skip
-    story.step("好差评: 非常满意", lambda k: a.rate(
-        idempotency_key=k, actor=township, case_id=case_id, rating=Rating.VERY_SATISFIED,
-        comment="在村里就能申请"))  # fmt: skip
-    story.step("归档", lambda k: a.archive(idempotency_key=k, actor=township, case_id=case_id))
+        "收件 at the village service room", village, "submit",
+        item_code=item.code, applicant=applicant, competent_region=TOWNSHIP,
+        materials=[_material("居民身份证", "id"), _material("一寸照片", "photo")],
+    )  # fmt: skip
+    case = str(case_id)
+    story.step("转办 to the township hall", village, "hand_off", case_id=case,
+               to_hall=township.hall_id, reason="代办: 村级代收, 乡镇办理")  # fmt: skip
+    story.step("township acknowledges", township, "acknowledge_handoff", case_id=case)
+    story.step("受理", township, "accept", case_id=case)
+    story.step("承办", township, "start_handling", case_id=case)
+    story.step("决定: 准予", township, "decide", case_id=case, approved=True,
+               reason="年满60周岁, 材料齐全")  # fmt: skip
+    story.step("办结", township, "conclude", case_id=case)
+    story.step("制证", township, "record_certificate", case_id=case,
+               certificate_id=f"HN-LNYDZ-{case_id.hex[:10].upper()}")  # fmt: skip
+    story.step("送达 at the window", township, "deliver", case_id=case,
+               method=common_pb2.DELIVERY_METHOD_WINDOW)  # fmt: skip
+    story.step("好差评: 非常满意", township, "rate", case_id=case,
+               rating=common_pb2.RATING_VERY_SATISFIED, comment="在村里就能申请")  # fmt: skip
+    story.step("归档", township, "archive", case_id=case)
     story.history(case_id)
     return case_id
 
 
 def _escalation(
     story: Story,
-    app: HubApplication,
-    village: Actor,
-    county: Actor,
+    village: CommandSigner,
+    county: CommandSigner,
     applicant: Applicant,
     pause_seconds: float,
 ) -> UUID:
-    item = app.catalogue.get("040312001000")
+    item = story.app.catalogue.get("040312001000")
     story.out(f"\n2. {item.name}: taken in at the village, escalated (上报) to the county")
-    a = story.app
     case_id = story.step(
-        "收件 at the village service room",
-        lambda k: a.submit(
-            idempotency_key=k,
-            actor=village,
-            item_code=item.code,
-            applicant=applicant,
-            materials=[_material("低保申请书", "form"), _material("家庭收入说明", "income")],
-        ),
-    )
-    story.step("受理", lambda k: a.accept(idempotency_key=k, actor=village, case_id=case_id))
-    story.step("承办: 村级初审", lambda k: a.start_handling(
-        idempotency_key=k, actor=village, case_id=case_id))  # fmt: skip
-    story.step("上报 to 资阳区", lambda k: a.escalate(
-        idempotency_key=k, actor=village, case_id=case_id, to_hall=county.hall_id,
-        reason="低保由县级民政部门审核确认"))  # fmt: skip
-    story.step("county acknowledges", lambda k: a.acknowledge_handoff(
-        idempotency_key=k, actor=county, case_id=case_id))  # fmt: skip
-    story.step("特别程序: 公示 (clock paused)", lambda k: a.suspend(
-        idempotency_key=k, actor=county, case_id=case_id,
-        reason=SuspensionReason.PUBLIC_NOTICE, note="村务公开栏公示7天"))  # fmt: skip
+        "收件 at the village service room", village, "submit",
+        item_code=item.code, applicant=applicant,
+        materials=[_material("低保申请书", "form"), _material("家庭收入说明", "income")],
+    )  # fmt: skip
+    case = str(case_id)
+    story.step("受理", village, "accept", case_id=case)
+    story.step("承办: 村级初审", village, "start_handling", case_id=case)
+    story.step("上报 to 资阳区", village, "escalate", case_id=case, to_hall=county.hall_id,
+               reason="低保由县级民政部门审核确认")  # fmt: skip
+    story.step("county acknowledges", county, "acknowledge_handoff", case_id=case)
+    story.step("特别程序: 公示 (clock paused)", county, "suspend", case_id=case,
+               reason=common_pb2.SUSPENSION_REASON_PUBLIC_NOTICE,
+               note="村务公开栏公示7天")  # fmt: skip
     time.sleep(pause_seconds)
-    story.step("公示 ends (clock resumes)", lambda k: a.resume(
-        idempotency_key=k, actor=county, case_id=case_id))  # fmt: skip
-    story.step("决定: 准予", lambda k: a.decide(
-        idempotency_key=k, actor=county, case_id=case_id, approved=True,
-        reason="家庭人均收入低于当地低保标准"))  # fmt: skip
-    story.step("办结", lambda k: a.conclude(idempotency_key=k, actor=county, case_id=case_id))
-    if a.get_case(case_id).produces_certificate:
-        story.step("制证", lambda k: a.record_certificate(
-            idempotency_key=k, actor=county, case_id=case_id,
-            certificate_id=f"HN-DB-{case_id.hex[:10].upper()}"))  # fmt: skip
-    story.step("送达 by post", lambda k: a.deliver(
-        idempotency_key=k, actor=county, case_id=case_id, method=DeliveryMethod.POST,
-        note="邮寄至申请人"))  # fmt: skip
+    story.step("公示 ends (clock resumes)", county, "resume", case_id=case)
+    story.step("决定: 准予", county, "decide", case_id=case, approved=True,
+               reason="家庭人均收入低于当地低保标准")  # fmt: skip
+    story.step("办结", county, "conclude", case_id=case)
+    if story.app.get_case(case_id).produces_certificate:
+        story.step("制证", county, "record_certificate", case_id=case,
+                   certificate_id=f"HN-DB-{case_id.hex[:10].upper()}")  # fmt: skip
+    story.step("送达 by post", county, "deliver", case_id=case,
+               method=common_pb2.DELIVERY_METHOD_POST, note="邮寄至申请人")  # fmt: skip
     story.history(case_id)
     return case_id
 
 
-def _joint_case(story: Story, county: Actor, amr: Actor, tax: Actor) -> UUID:
-    a = story.app
-    item = a.catalogue.get("200319001000YJS01")
+def _joint_case(
+    story: Story, county: CommandSigner, amr: CommandSigner, tax: CommandSigner
+) -> UUID:
+    item = story.app.catalogue.get("200319001000YJS01")
     story.out(f"\n3. {item.name}: a joint case across two county departments")
     applicant = Applicant("王建国", id_number_with_check("43090219850706001"), "13907370002")
     case_id = story.step(
-        "收件 at the county hall",
-        lambda k: a.submit(
-            idempotency_key=k,
-            actor=county,
-            item_code=item.code,
-            applicant=applicant,
-            materials=[_material("企业开办申请表", "company"), _material("住所证明", "address")],
-        ),
-    )
-    story.step("受理", lambda k: a.accept(idempotency_key=k, actor=county, case_id=case_id))
-    story.step("承办", lambda k: a.start_handling(idempotency_key=k, actor=county, case_id=case_id))
+        "收件 at the county hall", county, "submit", item_code=item.code, applicant=applicant,
+        materials=[_material("企业开办申请表", "company"), _material("住所证明", "address")],
+    )  # fmt: skip
+    case = str(case_id)
+    story.step("受理", county, "accept", case_id=case)
+    story.step("承办", county, "start_handling", case_id=case)
     tasks = [
-        JointTask("amr-register", amr.hall_id, "市场监督管理局: 设立登记"),
-        JointTask("tax-invoice", tax.hall_id, "税务局: 发票申领"),
+        common_pb2.JointTask(
+            task_id="amr-register", hall_id=amr.hall_id, department="市场监督管理局: 设立登记"
+        ),
+        common_pb2.JointTask(
+            task_id="tax-invoice", hall_id=tax.hall_id, department="税务局: 发票申领"
+        ),
     ]
-    story.step("联办: open two department tasks", lambda k: a.open_joint_tasks(
-        idempotency_key=k, actor=county, case_id=case_id, tasks=tasks))  # fmt: skip
-    story.step("市场监管 completes its task", lambda k: a.complete_joint_task(
-        idempotency_key=k, actor=amr, case_id=case_id, task_id="amr-register", approved=True,
-        note="营业执照已核准"))  # fmt: skip
-    story.step("税务 completes its task (joined)", lambda k: a.complete_joint_task(
-        idempotency_key=k, actor=tax, case_id=case_id, task_id="tax-invoice", approved=True,
-        note="发票已核定"))  # fmt: skip
-    story.step("决定: 准予", lambda k: a.decide(
-        idempotency_key=k, actor=county, case_id=case_id, approved=True,
-        reason="各部门办理完毕"))  # fmt: skip
-    story.step("办结", lambda k: a.conclude(idempotency_key=k, actor=county, case_id=case_id))
-    if a.get_case(case_id).produces_certificate:
-        story.step("制证", lambda k: a.record_certificate(
-            idempotency_key=k, actor=county, case_id=case_id,
-            certificate_id=f"HN-YYZZ-{case_id.hex[:10].upper()}"))  # fmt: skip
-    online = DeliveryMethod.ONLINE
-    story.step("送达 online", lambda k: a.deliver(
-        idempotency_key=k, actor=county, case_id=case_id, method=online))  # fmt: skip
+    story.step("联办: open two department tasks", county, "open_joint_tasks", case_id=case,
+               tasks=tasks)  # fmt: skip
+    story.step("市场监管 completes its task", amr, "complete_joint_task", case_id=case,
+               task_id="amr-register", approved=True, note="营业执照已核准")  # fmt: skip
+    story.step("税务 completes its task (joined)", tax, "complete_joint_task", case_id=case,
+               task_id="tax-invoice", approved=True, note="发票已核定")  # fmt: skip
+    story.step("决定: 准予", county, "decide", case_id=case, approved=True,
+               reason="各部门办理完毕")  # fmt: skip
+    story.step("办结", county, "conclude", case_id=case)
+    if story.app.get_case(case_id).produces_certificate:
+        story.step("制证", county, "record_certificate", case_id=case,
+                   certificate_id=f"HN-YYZZ-{case_id.hex[:10].upper()}")  # fmt: skip
+    story.step("送达 online", county, "deliver", case_id=case,
+               method=common_pb2.DELIVERY_METHOD_ONLINE)  # fmt: skip
     story.history(case_id)
     return case_id
 
 
-def _correction(story: Story, county: Actor, pause_seconds: float) -> UUID:
-    a = story.app
-    item = a.catalogue.get("070303001000")
+def _correction(story: Story, county: CommandSigner, pause_seconds: float) -> UUID:
+    item = story.app.catalogue.get("070303001000")
     story.out(f"\n4. {item.name}: a correction (补正) pauses the clock")
     applicant = Applicant("赵敏", id_number_with_check("43090219920214002"), "13707370003")
     case_id = story.step(
-        "收件 at the county hall",
-        lambda k: a.submit(
-            idempotency_key=k,
-            actor=county,
-            item_code=item.code,
-            applicant=applicant,
-            materials=[_material("居民身份证", "id2")],
-        ),
-    )
-    story.step("一次性告知: 2 materials missing", lambda k: a.request_correction(
-        idempotency_key=k, actor=county, case_id=case_id,
-        missing=["居民户口簿", "准予迁入证明"], notice="请一次性补齐以下材料"))  # fmt: skip
+        "收件 at the county hall", county, "submit", item_code=item.code, applicant=applicant,
+        materials=[_material("居民身份证", "id2")],
+    )  # fmt: skip
+    case = str(case_id)
+    story.step("一次性告知: 2 materials missing", county, "request_correction", case_id=case,
+               missing=["居民户口簿", "准予迁入证明"], notice="请一次性补齐以下材料")  # fmt: skip
     time.sleep(pause_seconds)
-    story.step("补正: materials resubmitted", lambda k: a.resubmit(
-        idempotency_key=k, actor=county, case_id=case_id,
-        materials=[_material("居民户口簿", "hukou"),
-                   _material("准予迁入证明", "permit")]))  # fmt: skip
-    story.step("承办", lambda k: a.start_handling(idempotency_key=k, actor=county, case_id=case_id))
-    story.step("决定: 准予", lambda k: a.decide(
-        idempotency_key=k, actor=county, case_id=case_id, approved=True,
-        reason="符合迁入条件"))  # fmt: skip
-    story.step("办结", lambda k: a.conclude(idempotency_key=k, actor=county, case_id=case_id))
-    case = a.get_case(case_id)
+    story.step("补正: materials resubmitted", county, "resubmit", case_id=case,
+               materials=[_material("居民户口簿", "hukou"),
+                          _material("准予迁入证明", "permit")])  # fmt: skip
+    story.step("承办", county, "start_handling", case_id=case)
+    story.step("决定: 准予", county, "decide", case_id=case, approved=True,
+               reason="符合迁入条件")  # fmt: skip
+    story.step("办结", county, "conclude", case_id=case)
+    found: Case = story.app.get_case(case_id)
     story.out(
-        f"    supervision clock counted {case.clock_seconds(case.modified_on):.2f}s; the "
-        f"{case.paused_seconds:.2f}s spent awaiting correction were not counted"
+        f"    supervision clock counted {found.clock_seconds(found.modified_on):.2f}s; the "
+        f"{found.paused_seconds:.2f}s spent awaiting correction were not counted"
     )
     story.history(case_id)
     return case_id

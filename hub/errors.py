@@ -85,3 +85,24 @@ class StorageUnavailable(TongbanError):
 
 class ConfigurationError(TongbanError):
     """Settings or package data are wrong; raised at start-up, naming the entry and field."""
+
+
+class IntegrityViolation(TongbanError):
+    """A stored event is not what the log may hold (no authorising signed command, a command
+    that does not ask for it, a forbidden transition ...). The ledger integrator stops on one
+    rather than signing it into the log. Maps to DATA_LOSS.
+    """
+
+    def __init__(self, index: int, notification_id: int | None, problems: list[str]) -> None:
+        self.index = index
+        self.notification_id = notification_id
+        self.problems = problems
+        where = f"notification {notification_id}" if notification_id is not None else "event"
+        super().__init__(f"{where} (would be leaf {index}): {'; '.join(problems)}")
+
+
+class StoreMismatch(TongbanError):
+    """The data directory's keys or checkpoint do not belong with this store (a restored backup,
+    another node's store, a forked log). Raised at start-up or before signing; maps to
+    FAILED_PRECONDITION, and the CLI exits with a message saying what happened.
+    """

@@ -4,8 +4,8 @@ Read from environment variables (``TONGBAN_*``) and, when ``TONGBAN_CONFIG`` nam
 whose keys are the same names in lower case without the prefix (``database_url = "..."``). The
 environment wins over the file. Nothing else in the code reads the environment.
 
-The embedded default needs nothing: a SQLite file under the data directory and keys generated
-there on first start (see :mod:`hub.bootstrap`).
+The embedded default needs nothing but ``tongban init``, which creates the node's keys under the
+data directory and a SQLite store there (see :mod:`hub.bootstrap`).
 """
 
 from __future__ import annotations
@@ -35,6 +35,8 @@ _KEYS = {
     "checkpoint_every": "TONGBAN_CHECKPOINT_EVERY",
     "checkpoint_interval_ms": "TONGBAN_CHECKPOINT_INTERVAL_MS",
     "group_commit": "TONGBAN_GROUP_COMMIT",
+    "clock_window_s": "TONGBAN_CLOCK_WINDOW_S",
+    "deferred_max_age_days": "TONGBAN_DEFERRED_MAX_AGE_DAYS",
 }
 
 
@@ -58,7 +60,8 @@ class Settings:
     origin: str = ""
     #: Path of an operator's service-item catalogue; None uses the shipped one.
     catalogue: Path | None = None
-    #: Key ring ``id:base64,...`` for encryption at rest; generated under data_dir when empty.
+    #: Key ring ``id:base64,...`` for encryption at rest; empty: the ring ``tongban init`` wrote
+    #: under data_dir/secrets.
     cipher_keys: str = field(default="", repr=False)
     cipher_active_key: str = ""
     #: Address the gRPC server listens on.
@@ -71,6 +74,10 @@ class Settings:
     #: Concurrent commands share event-store transactions (hub.application.group_commit): more
     #: commands per second when the store's write lock is the limit, same order and outcomes.
     group_commit: bool = False
+    #: How far (seconds) a command's signed time may be from the node's clock, either way.
+    clock_window_s: int = 300
+    #: How old (days) a deferred command (village outbox, register import) may be.
+    deferred_max_age_days: int = 30
 
     @property
     def pki_dir(self) -> Path:
@@ -84,7 +91,12 @@ class Settings:
             )
         if self.database_url is not None:
             _check_database_url(self.database_url)
-        for name in ("checkpoint_every", "checkpoint_interval_ms"):
+        for name in (
+            "checkpoint_every",
+            "checkpoint_interval_ms",
+            "clock_window_s",
+            "deferred_max_age_days",
+        ):
             if getattr(self, name) <= 0:
                 raise ConfigurationError(f"{_KEYS[name]} must be positive")
         if not self.origin:
@@ -130,7 +142,12 @@ class Settings:
         )
 
 
-_INT_KEYS = ("checkpoint_every", "checkpoint_interval_ms")
+_INT_KEYS = (
+    "checkpoint_every",
+    "checkpoint_interval_ms",
+    "clock_window_s",
+    "deferred_max_age_days",
+)
 _BOOL_KEYS = ("group_commit",)
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"0", "false", "no", "off"})

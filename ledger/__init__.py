@@ -62,7 +62,7 @@ from ledger.errors import (
     WitnessConflictError,
     WitnessError,
 )
-from ledger.leaf import LEAF_FORMAT_VERSION, Leaf
+from ledger.leaf import LEAF_FORMAT_VERSION, Authority, Leaf
 from ledger.merkle import (
     EMPTY_ROOT,
     HASH_SIZE,
@@ -142,6 +142,7 @@ __all__ = [
     "KEY_TYPE_ED25519",
     "LEAF_FORMAT_VERSION",
     "RECEIPT_HEADER",
+    "Authority",
     "Checkpoint",
     "CheckpointConflictError",
     "CheckpointError",

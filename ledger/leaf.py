@@ -1,38 +1,71 @@
 """The ledger's leaf data: what one log entry commits to, and its canonical binary encoding.
 
 One leaf per stored event. It commits to the *hash* of the stored event bytes rather than the
-bytes, so proofs stay valid after personal data is crypto-shredded. Encoding (all integers
-big-endian, all strings UTF-8, every variable-length field prefixed by its uint16 length)::
+bytes, so proofs stay valid after personal data is crypto-shredded. It also says who is
+accountable for the event, so that an auditor holding only public keys can check that every
+event was authorised:
 
-    uint8   format version (1)
-    uint16  len, origin            log origin, 1..65535 bytes
-    uint64  index                  position of the leaf in the log
-    16 B    aggregate id           UUID, RFC 4122 byte order
-    uint64  version                aggregate version of the event
-    uint16  len, topic             event topic, 1..65535 bytes
-    32 B    event hash             SHA-256 of the stored event bytes
-    uint16  len, hall key id       empty when no hall signed
-    uint16  len, hall signature    empty when no hall signed
+* ``NODE`` — the node made the event itself (its genesis, later its own supervision acts); the
+  node's checkpoint signature is the only signature.
+* ``HALL_COMMAND`` / ``ADMIN_COMMAND`` — the event records a command a hall or an admin signed:
+  the leaf carries the signer, its key id, the signature and the exact signed bytes, so the
+  signature can be checked from the leaf alone.
+* ``CAUSED`` — the event was produced by the command recorded at leaf ``cause`` (an earlier
+  index); the auditor checks that this command really asks for this event.
+
+Encoding v2 (all integers big-endian, all strings UTF-8, ``str16``/``bytes16`` prefixed by a
+uint16 length)::
+
+    uint8    format version (2)
+    str16    origin                 log origin, non-empty
+    uint64   index                  position of the leaf in the log
+    16 B     aggregate id           UUID, RFC 4122 byte order
+    uint64   version                aggregate version of the event
+    str16    topic                  event topic, non-empty
+    32 B     event hash             SHA-256 of the stored event bytes
+    uint8    authority              0 NODE, 1 HALL_COMMAND, 2 ADMIN_COMMAND, 3 CAUSED
+    then, for HALL_COMMAND and ADMIN_COMMAND:
+      str16    signer               hall id or admin name, non-empty
+      str16    key id               the signer's key id, non-empty
+      bytes16  signature            non-empty
+      bytes16  command              the signed bytes, non-empty
+    or, for CAUSED:
+      uint64   cause                index of the command's leaf, below this leaf's index
 
 Every field has exactly one encoding, so equal leaves encode to equal bytes and decoding rejects
-anything else (unknown version, truncation, trailing bytes, invalid UTF-8). The whole encoding is
-at most 65535 bytes so it fits a C2SP tlog-tiles entry bundle.
+anything else (unknown version or authority, truncation, trailing bytes, invalid UTF-8). The whole
+encoding is at most 65535 bytes so it fits a C2SP tlog-tiles entry bundle.
 """
 
 from __future__ import annotations
 
+import enum
 import uuid
 from dataclasses import dataclass
 
 from ledger.errors import LeafError
 from ledger.merkle import leaf_hash
 
-LEAF_FORMAT_VERSION = 1
+LEAF_FORMAT_VERSION = 2
 MAX_LEAF_SIZE = 0xFFFF
 """Largest encoded leaf; tile entry bundles prefix each entry with a uint16 length."""
 
 _U16 = 0xFFFF
 _U64 = (1 << 64) - 1
+
+
+class Authority(enum.IntEnum):
+    """Who is accountable for a leaf's event (see the module docstring)."""
+
+    NODE = 0
+    HALL_COMMAND = 1
+    ADMIN_COMMAND = 2
+    CAUSED = 3
+
+    @property
+    def is_command(self) -> bool:
+        """Whether the leaf carries a signed command."""
+        return self in (Authority.HALL_COMMAND, Authority.ADMIN_COMMAND)
 
 
 def _check_uint(value: object, limit: int, what: str) -> int:
@@ -57,6 +90,16 @@ def _utf8(value: object, what: str, *, allow_empty: bool) -> bytes:
     return raw
 
 
+def _blob(value: object, what: str, *, allow_empty: bool) -> bytes:
+    if not isinstance(value, bytes):
+        raise LeafError(f"{what} must be bytes, got {type(value).__name__}")
+    if not value and not allow_empty:
+        raise LeafError(f"{what} is empty")
+    if len(value) > _U16:
+        raise LeafError(f"{what} is {len(value)} bytes, more than {_U16}")
+    return value
+
+
 @dataclass(frozen=True)
 class Leaf:
     """The data one ledger leaf commits to (see the module docstring for the encoding)."""
@@ -67,8 +110,12 @@ class Leaf:
     version: int
     topic: str
     event_hash: bytes
-    hall_key_id: str = ""
-    hall_signature: bytes = b""
+    authority: Authority = Authority.NODE
+    signer: str = ""
+    key_id: str = ""
+    signature: bytes = b""
+    command: bytes = b""
+    cause: int | None = None
 
     def __post_init__(self) -> None:
         """Validate every field so an invalid leaf can never be encoded."""
@@ -83,19 +130,28 @@ class Leaf:
         if not isinstance(self.event_hash, bytes) or len(self.event_hash) != 32:
             size = len(self.event_hash) if isinstance(self.event_hash, bytes) else "not"
             raise LeafError(f"event hash is {size} bytes, expected 32 (SHA-256)")
-        _utf8(self.hall_key_id, "hall key id", allow_empty=True)
-        if not isinstance(self.hall_signature, bytes):
-            raise LeafError("hall signature must be bytes")
-        if len(self.hall_signature) > _U16:
-            raise LeafError(f"hall signature is {len(self.hall_signature)} bytes, more than {_U16}")
-        # A signature without the key that made it cannot be checked, and a key without a
-        # signature claims an act that did not happen: both or neither.
-        if bool(self.hall_key_id) != bool(self.hall_signature):
-            raise LeafError(
-                "hall key id and hall signature must both be present or both be empty "
-                f"(key id {'present' if self.hall_key_id else 'empty'}, signature "
-                f"{'present' if self.hall_signature else 'empty'})"
-            )
+        try:
+            authority = Authority(self.authority)
+        except ValueError:
+            raise LeafError(f"authority {self.authority!r} is not one of 0-3") from None
+        object.__setattr__(self, "authority", authority)
+        signed = authority.is_command
+        # What is present must be exactly what the authority says: a command leaf carries the
+        # whole signed command, a caused leaf its cause, a node leaf nothing else.
+        _utf8(self.signer, "signer", allow_empty=not signed)
+        _utf8(self.key_id, "key id", allow_empty=not signed)
+        _blob(self.signature, "signature", allow_empty=not signed)
+        _blob(self.command, "command", allow_empty=not signed)
+        if not signed and (self.signer or self.key_id or self.signature or self.command):
+            raise LeafError(f"a {authority.name} leaf carries no signer, key, signature or command")
+        if authority is Authority.CAUSED:
+            if self.cause is None:
+                raise LeafError("a CAUSED leaf names the index of its command's leaf")
+            _check_uint(self.cause, _U64, "cause")
+            if self.cause >= self.index:
+                raise LeafError(f"cause {self.cause} must be below the leaf's index {self.index}")
+        elif self.cause is not None:
+            raise LeafError(f"a {authority.name} leaf has no cause")
         encoded = self._build()
         if len(encoded) > MAX_LEAF_SIZE:
             raise LeafError(f"encoded leaf is longer than {MAX_LEAF_SIZE} bytes")
@@ -104,9 +160,9 @@ class Leaf:
         object.__setattr__(self, "_encoded", encoded)
 
     @property
-    def signed_by_hall(self) -> bool:
-        """Whether a hall signature is committed to."""
-        return bool(self.hall_signature)
+    def is_command(self) -> bool:
+        """Whether this leaf records a signed command."""
+        return self.authority.is_command
 
     def encode(self) -> bytes:
         """Return the canonical encoding."""
@@ -116,24 +172,27 @@ class Leaf:
     def _build(self) -> bytes:
         origin = self.origin.encode("utf-8")
         topic = self.topic.encode("utf-8")
-        key_id = self.hall_key_id.encode("utf-8")
-        return b"".join(
-            (
-                bytes([LEAF_FORMAT_VERSION]),
-                len(origin).to_bytes(2, "big"),
-                origin,
-                self.index.to_bytes(8, "big"),
-                self.aggregate_id.bytes,
-                self.version.to_bytes(8, "big"),
-                len(topic).to_bytes(2, "big"),
-                topic,
-                self.event_hash,
-                len(key_id).to_bytes(2, "big"),
-                key_id,
-                len(self.hall_signature).to_bytes(2, "big"),
-                self.hall_signature,
-            )
-        )
+        parts = [
+            bytes([LEAF_FORMAT_VERSION]),
+            len(origin).to_bytes(2, "big"),
+            origin,
+            self.index.to_bytes(8, "big"),
+            self.aggregate_id.bytes,
+            self.version.to_bytes(8, "big"),
+            len(topic).to_bytes(2, "big"),
+            topic,
+            self.event_hash,
+            bytes([self.authority]),
+        ]
+        if self.authority.is_command:
+            for field in (self.signer.encode("utf-8"), self.key_id.encode("utf-8")):
+                parts += [len(field).to_bytes(2, "big"), field]
+            for blob in (self.signature, self.command):
+                parts += [len(blob).to_bytes(2, "big"), blob]
+        elif self.authority is Authority.CAUSED:
+            assert self.cause is not None  # checked in __post_init__
+            parts.append(self.cause.to_bytes(8, "big"))
+        return b"".join(parts)
 
     def leaf_hash(self) -> bytes:
         """Return the RFC 9162 leaf hash of the encoding (the value in the Merkle tree)."""
@@ -156,8 +215,21 @@ class Leaf:
         event_version = int.from_bytes(reader.fixed(8, "version"), "big")
         topic = reader.text("topic")
         event_hash = reader.fixed(32, "event hash")
-        hall_key_id = reader.text("hall key id")
-        hall_signature = reader.fixed(reader.u16("hall signature length"), "hall signature")
+        code = reader.fixed(1, "authority")[0]
+        try:
+            authority = Authority(code)
+        except ValueError:
+            raise LeafError(f"authority {code} at offset {reader.offset - 1} is unknown") from None
+        signer = key_id = ""
+        signature = command = b""
+        cause: int | None = None
+        if authority.is_command:
+            signer = reader.text("signer")
+            key_id = reader.text("key id")
+            signature = reader.fixed(reader.u16("signature length"), "signature")
+            command = reader.fixed(reader.u16("command length"), "command")
+        elif authority is Authority.CAUSED:
+            cause = int.from_bytes(reader.fixed(8, "cause"), "big")
         if reader.remaining:
             raise LeafError(
                 f"encoded leaf has {reader.remaining} unexpected trailing bytes at offset "
@@ -170,8 +242,12 @@ class Leaf:
             version=event_version,
             topic=topic,
             event_hash=event_hash,
-            hall_key_id=hall_key_id,
-            hall_signature=hall_signature,
+            authority=authority,
+            signer=signer,
+            key_id=key_id,
+            signature=signature,
+            command=command,
+            cause=cause,
         )
 
 

@@ -382,6 +382,10 @@ class LedgerTables:
             f"SELECT idx, leaf FROM {leaves} WHERE aggregate_id = {p} ORDER BY version"
         )
         self._leaf_hashes_sql = f"SELECT 0, idx, leaf_hash FROM {leaves} WHERE idx IN"
+        self._leaf_rows_sql = (
+            f"SELECT idx, leaf, leaf_hash FROM {leaves} WHERE idx >= {p} AND idx < {p} ORDER BY idx"
+        )
+        self._node_rows_sql = f"SELECT level, idx, hash FROM {nodes} ORDER BY level, idx"
         self._nodes_sql = f"SELECT level, idx, hash FROM {nodes} WHERE"
         cp_columns = "size, root, note, created_at"
         self._insert_checkpoint_sql = (
@@ -712,6 +716,29 @@ class LedgerTables:
                 expected += 1
             if expected < upper:
                 raise StorageError(f"leaf {expected} is missing (range ends at {end})")
+
+    def leaf_rows(
+        self, cursor: Cursor, start: int, end: int, batch_size: int = 10_000
+    ) -> Iterator[tuple[int, bytes, bytes]]:
+        """Yield the raw rows ``(idx, encoded leaf, stored leaf_hash)`` with ``start <= idx < end``.
+
+        Nothing is decoded or checked: an auditor compares the stored hash column with its own
+        hash of the encoding, and a row that does not decode is its finding, not a crash.
+        """
+        self._check_cursor(cursor)
+        position = start
+        while position < end:
+            upper = min(end, position + batch_size)
+            cursor.execute(self._leaf_rows_sql, (position, upper))
+            for row in cursor.fetchall():
+                yield int(row[0]), bytes(row[1]), bytes(row[2])
+            position = upper
+
+    def node_rows(self, cursor: Cursor) -> list[tuple[int, int, bytes]]:
+        """Every stored interior-node row ``(level, idx, hash)`` (for an auditor to re-derive)."""
+        self._check_cursor(cursor)
+        cursor.execute(self._node_rows_sql)
+        return [(int(r[0]), int(r[1]), bytes(r[2])) for r in cursor.fetchall()]
 
     def leaves(self, cursor: Cursor, start: int, end: int) -> list[Leaf]:
         """Return the leaves ``start <= index < end`` (see :meth:`iter_leaves`)."""

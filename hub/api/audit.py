@@ -1,7 +1,8 @@
 """The Audit gRPC service: checkpoints, proofs, case histories with receipts, log entries.
 
 Read-only, for auditors and peer nodes. Everything it returns can be verified offline with the
-node's log key (see docs/ledger.md), so callers need not trust the server.
+node's log key and the signers' public keys (see docs/ledger.md), so callers need not trust the
+server. No personal data leaves through it: a case's applicant is given as commitments only.
 """
 
 from __future__ import annotations
@@ -12,23 +13,22 @@ from typing import Any
 from uuid import UUID
 
 import grpc
-from tongban.v1 import audit_pb2, audit_pb2_grpc
+from tongban.v1 import audit_pb2
 
 from hub.api.convert import event_to_proto, parse_uuid
-from hub.api.errors import abort
+from hub.api.errors import abort, guard
 from hub.api.servicer import Authenticator, Caller
 from hub.application.hub import HubApplication
-from hub.audit import receipt_for
 from hub.errors import InvalidInput, NotFound, TongbanError
-from hub.integrator import LedgerView
+from hub.integrity.integrator import LedgerView
 from hub.pki import Role
-from ledger import Leaf, peek_checkpoint
+from ledger import Leaf, Receipt, peek_checkpoint
 
 #: How many entries one read of the stream fetches.
 STREAM_BATCH = 500
 
 
-class AuditServicer(audit_pb2_grpc.AuditServicer):
+class AuditServicer:
     """Serves the node's verifiable log."""
 
     def __init__(self, app: HubApplication, view: LedgerView, authenticate: Authenticator) -> None:
@@ -46,18 +46,18 @@ class AuditServicer(audit_pb2_grpc.AuditServicer):
         return latest
 
     def GetCheckpoint(self, request: Any, context: Any) -> Any:  # noqa: N802
-        try:
+        def run() -> Any:
             self._caller(context)
             latest = self._latest()
             body = peek_checkpoint(latest.note)
             return audit_pb2.Checkpoint(
                 note=latest.note, size=latest.size, root=latest.root, origin=body.origin
             )
-        except TongbanError as error:
-            abort(context, error)
+
+        return guard(context, run)
 
     def GetInclusionProof(self, request: Any, context: Any) -> Any:  # noqa: N802
-        try:
+        def run() -> Any:
             self._caller(context)
             size = request.tree_size or self._latest().size
             if request.index >= size:
@@ -72,11 +72,11 @@ class AuditServicer(audit_pb2_grpc.AuditServicer):
                 )
 
             return self.view.read(work)
-        except TongbanError as error:
-            abort(context, error)
+
+        return guard(context, run)
 
     def GetConsistencyProof(self, request: Any, context: Any) -> Any:  # noqa: N802
-        try:
+        def run() -> Any:
             self._caller(context)
             to_size = request.to_size or self._latest().size
             if not 0 < request.from_size <= to_size:
@@ -92,8 +92,8 @@ class AuditServicer(audit_pb2_grpc.AuditServicer):
             return audit_pb2.ConsistencyProof(
                 from_size=request.from_size, to_size=to_size, hashes=proof
             )
-        except TongbanError as error:
-            abort(context, error)
+
+        return guard(context, run)
 
     def _check_size(self, size: int, field: str) -> None:
         current = self.view.read(lambda cursor: self.view.tables.state(cursor)[0])
@@ -101,24 +101,42 @@ class AuditServicer(audit_pb2_grpc.AuditServicer):
             raise InvalidInput(field, size, f"the log has {current} leaves")
 
     def GetCaseHistory(self, request: Any, context: Any) -> Any:  # noqa: N802
-        try:
+        def run() -> audit_pb2.AuditedCaseHistory:
             self._caller(context)
             case_id = parse_uuid(request.case_id, "case_id")
             history = audit_pb2.AuditedCaseHistory()
+            commands: list[int] = []
             for event in self.app.case_history(case_id):
                 version = event.originator_version
                 receipt = receipt_for(self.view, case_id, version)
                 # A receipt carries its leaf; only a leaf not yet checkpointed is read alone.
                 leaf = receipt.leaf() if receipt else self._leaf_for(case_id, version)
+                cause = leaf.cause if leaf is not None and leaf.cause is not None else 0
                 history.events.add(
+                    # Commitments only: no personal data leaves through the Audit service.
                     event=event_to_proto(event),
                     index=leaf.index if leaf else 0,
                     leaf=leaf.encode() if leaf else b"",
                     receipt=receipt.format().decode() if receipt else "",
+                    command_index=cause,
+                )
+                if leaf is not None and leaf.cause is not None and cause not in commands:
+                    commands.append(cause)
+            for index in commands:
+                (command,) = self._leaves(index, index + 1)
+                receipt = receipt_for_leaf(self.view, command)
+                history.commands.add(
+                    index=index,
+                    leaf=command.encode(),
+                    receipt=receipt.format().decode() if receipt else "",
+                    command=command.command,
+                    signature=command.signature,
+                    signer=command.signer,
+                    key_id=command.key_id,
                 )
             return history
-        except TongbanError as error:
-            abort(context, error)
+
+        return guard(context, run)
 
     def _leaf_for(self, case_id: UUID, version: int) -> Leaf | None:
         leaf: Leaf | None = self.view.read(
@@ -155,7 +173,32 @@ def add_audit_service(app: HubApplication, view: LedgerView) -> Any:
     """A hook for :class:`hub.api.server.NodeServer`'s ``extra_services``."""
 
     def add(server: grpc.Server, authenticate: Authenticator) -> str:
-        audit_pb2_grpc.add_AuditServicer_to_server(AuditServicer(app, view, authenticate), server)
-        return str(audit_pb2.DESCRIPTOR.services_by_name["Audit"].full_name)
+        from hub.api.handlers import add_service
+
+        return add_service(
+            server,
+            AuditServicer(app, view, authenticate),
+            audit_pb2.DESCRIPTOR.services_by_name["Audit"],
+        )
 
     return add
+
+
+def receipt_for(view: LedgerView, case_id: UUID, version: int) -> Receipt | None:
+    """An offline receipt for one event, once a checkpoint covers its leaf; else None."""
+    leaf: Leaf | None = view.read(lambda cursor: view.tables.leaf_for(cursor, case_id, version))
+    return receipt_for_leaf(view, leaf) if leaf is not None else None
+
+
+def receipt_for_leaf(view: LedgerView, leaf: Leaf) -> Receipt | None:
+    """An offline receipt for ``leaf`` (C2SP tlog-proof), once a checkpoint covers it."""
+
+    def work(cursor: Any) -> Receipt | None:
+        checkpoint = view.tables.checkpoint_at_least(cursor, leaf.index + 1)
+        if checkpoint is None:
+            return None
+        proof = view.tables.inclusion_proof(cursor, leaf.index, checkpoint.size)
+        return Receipt.for_leaf(leaf, proof, checkpoint.note)
+
+    result: Receipt | None = view.read(work)
+    return result

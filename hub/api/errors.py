@@ -9,26 +9,36 @@ the same code for the same problem, a message that names the input at fault, and
 from __future__ import annotations
 
 import logging
-from typing import NoReturn
+import uuid
+from collections.abc import Callable
+from typing import NoReturn, TypeVar
 
 import grpc
+from eventsourcing.persistence import InterfaceError, OperationalError
 from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
+from hub.application.cipher import DecryptionError
 from hub.errors import (
     AlreadyExists,
     ConcurrencyConflict,
     ConfigurationError,
+    IntegrityViolation,
     InvalidInput,
     NotFound,
     PermissionRefused,
     SignatureRefused,
     StorageUnavailable,
+    StoreMismatch,
     TongbanError,
     TransitionRefused,
 )
 from hub.pki import CertificateRejected
+from ledger import LedgerError, ProofError
+from ledger.storage import StorageError
+
+R = TypeVar("R")
 
 log = logging.getLogger("tongban.api")
 
@@ -43,7 +53,20 @@ STATUS_BY_ERROR: tuple[tuple[type[TongbanError], grpc.StatusCode], ...] = (
     (AlreadyExists, grpc.StatusCode.ALREADY_EXISTS),
     (ConcurrencyConflict, grpc.StatusCode.ABORTED),
     (StorageUnavailable, grpc.StatusCode.UNAVAILABLE),
+    (IntegrityViolation, grpc.StatusCode.DATA_LOSS),
+    (StoreMismatch, grpc.StatusCode.FAILED_PRECONDITION),
     (ConfigurationError, grpc.StatusCode.INTERNAL),
+)
+
+#: Errors of the layers below the hub's own (ledger, store, decryption), mapped the same way:
+#: each becomes the TongbanError a caller can act on, never UNKNOWN or a traceback.
+FOREIGN_ERRORS: tuple[tuple[type[Exception], Callable[[Exception], TongbanError]], ...] = (
+    (ProofError, lambda e: InvalidInput("request", "", f"no such proof: {e}")),
+    (StorageError, lambda e: StorageUnavailable(f"the ledger's tables are unusable: {e}")),
+    (LedgerError, lambda e: StoreMismatch(f"the ledger refused: {e}")),
+    (DecryptionError, lambda e: IntegrityViolation(0, None, [f"stored data unreadable: {e}"])),
+    (OperationalError, lambda e: StorageUnavailable(f"event store unavailable: {e}")),
+    (InterfaceError, lambda e: StorageUnavailable(f"event store unavailable: {e}")),
 )
 
 
@@ -83,6 +106,36 @@ def to_status(error: TongbanError) -> status_pb2.Status:
     return status_pb2.Status(
         code=getattr(code_pb2, code.name), message=str(error), details=[detail]
     )
+
+
+def as_tongban_error(error: Exception) -> TongbanError | None:
+    """``error`` as the hub error it stands for (None when it is a bug)."""
+    if isinstance(error, TongbanError):
+        return error
+    for error_class, convert in FOREIGN_ERRORS:
+        if isinstance(error, error_class):
+            return convert(error)
+    return None
+
+
+def guard(context: grpc.ServicerContext, run: Callable[[], R]) -> R:
+    """Run a servicer's work; every error leaves through the one table.
+
+    A bug (an error no table knows) is logged with a reference and answered INTERNAL with only
+    that reference: never a traceback or an internal message to the caller.
+    """
+    try:
+        return run()
+    except grpc.RpcError:
+        raise  # abort() already ended the call
+    except Exception as error:
+        mapped = as_tongban_error(error)
+        if mapped is None:
+            reference = uuid.uuid4().hex[:12]
+            log.exception("internal error (reference %s)", reference)
+            context.abort(grpc.StatusCode.INTERNAL, f"internal error (reference {reference})")
+            raise AssertionError("unreachable") from None  # pragma: no cover
+        abort(context, mapped)
 
 
 def abort(context: grpc.ServicerContext, error: TongbanError) -> NoReturn:

@@ -17,9 +17,10 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
-from tongban.v1 import admin_pb2, admin_pb2_grpc, case_exchange_pb2, case_exchange_pb2_grpc
+from tongban.v1 import admin_pb2, case_exchange_pb2
 
-from hub.api.servicer import Authenticator, CaseExchangeServicer, HallAdminServicer
+from hub.api.handlers import add_service
+from hub.api.servicer import Authenticator, CaseExchangeServicer, HallAdminServicer, LeafIndex
 from hub.application.hub import HubApplication
 from hub.errors import ConfigurationError
 from hub.pki import Identity, identity_from_auth_context, load_pem_files
@@ -31,10 +32,9 @@ MAX_RECEIVE_BYTES = 4 * 1024 * 1024
 #: Largest response (case histories and audit pages can be larger than commands).
 MAX_SEND_BYTES = 32 * 1024 * 1024
 
-SERVICE_NAMES = (
-    case_exchange_pb2.DESCRIPTOR.services_by_name["CaseExchange"].full_name,
-    admin_pb2.DESCRIPTOR.services_by_name["HallAdmin"].full_name,
-)
+CASE_EXCHANGE = case_exchange_pb2.DESCRIPTOR.services_by_name["CaseExchange"]
+HALL_ADMIN = admin_pb2.DESCRIPTOR.services_by_name["HallAdmin"]
+SERVICE_NAMES = (CASE_EXCHANGE.full_name, HALL_ADMIN.full_name)
 
 
 @dataclass(frozen=True)
@@ -79,6 +79,7 @@ class NodeServer:
         tls: TLSFiles | None,
         max_workers: int = 16,
         extra_services: Sequence[Callable[[grpc.Server, Authenticator], str]] = (),
+        leaf_index: LeafIndex | None = None,
     ) -> None:
         self.app = app
         authenticate: Authenticator = tls_authenticator if tls else insecure_authenticator
@@ -91,15 +92,16 @@ class NodeServer:
             ],
             maximum_concurrent_rpcs=max_workers * 8,
         )
-        case_exchange_pb2_grpc.add_CaseExchangeServicer_to_server(
-            CaseExchangeServicer(app, authenticate), self.server
+        add_service(self.server, CaseExchangeServicer(app, authenticate), CASE_EXCHANGE)
+        admin = (
+            HallAdminServicer(app, authenticate, leaf_index)
+            if leaf_index is not None
+            else HallAdminServicer(app, authenticate)
         )
-        admin_pb2_grpc.add_HallAdminServicer_to_server(
-            HallAdminServicer(app, authenticate), self.server
-        )
+        add_service(self.server, admin, HALL_ADMIN)
         names = list(SERVICE_NAMES)
-        for add_service in extra_services:
-            names.append(add_service(self.server, authenticate))
+        for add_extra in extra_services:
+            names.append(add_extra(self.server, authenticate))
         self.health = health.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         reflection.enable_server_reflection(
@@ -122,6 +124,12 @@ class NodeServer:
             self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
         log.info("serving on port %d (%s)", self.port, "mTLS" if self.secure else "INSECURE")
         return self
+
+    def not_serving(self, reason: str) -> None:
+        """Report NOT_SERVING for every service (the node can no longer keep its promises)."""
+        log.error("NOT_SERVING: %s", reason)
+        for name in ["", *self.service_names]:
+            self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
 
     def stop(self, grace: float = 5.0) -> None:
         """Report NOT_SERVING, let calls in flight finish for ``grace`` seconds, then stop."""

@@ -1,54 +1,41 @@
-"""gRPC servicers: CaseExchange for halls, HallAdmin for admins, Audit for auditors.
+"""gRPC servicers: CaseExchange for halls, HallAdmin for admins.
 
-Thin by design: each method authenticates the caller (mutual TLS identity), turns the request into
-plain inputs, calls the application, and maps the outcome. Refusals go through the single error
-table in :mod:`hub.api.errors`.
+Thin by design: each method authenticates the caller (its mutual-TLS identity), decides what the
+caller's role may do, hands the request to the application, and maps the outcome. Refusals go
+through the single error table in :mod:`hub.api.errors`.
 
-Commands arrive as ``SignedCommand``: the exact ``Command`` bytes the hall signed plus the
-signature. The servicer parses those bytes, checks that the action matches the RPC and that the
-header's hall is the caller's certificate identity, and hands the bytes and signature to the
-application, which verifies the signature against the hall's registered key before saving.
+Commands arrive as ``SignedCommand``: the exact ``Command`` bytes the signer signed, the
+signature, and the clear personal values beside them. The application parses and verifies them
+(:meth:`~hub.application.hub.HubApplication.execute`); the servicer only checks that the
+certificate's role may send such a command and passes the certificate's name, which must be the
+signer's.
+
+What a caller may read: a hall reads the cases it is a party to (and only those: any other case
+is NOT_FOUND, exactly as a case that does not exist), with the applicant in clear; an auditor
+reads every case with personal data as commitments only; peers and admins get no case data here.
 """
 
 from __future__ import annotations
 
-import typing
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, TypeVar
+from uuid import UUID
 
 import grpc
-from google.protobuf.message import DecodeError
-from tongban.v1 import (
-    admin_pb2_grpc,
-    case_exchange_pb2,
-    case_exchange_pb2_grpc,
-    common_pb2,
-)
+from tongban.v1 import admin_pb2, case_exchange_pb2, common_pb2
 
-from hub.api.convert import (
-    enum_to_proto,
-    event_to_proto,
-    from_wire,
-    parse_uuid,
-    timestamp_to_proto,
-    value_from_proto,
-)
-from hub.api.errors import abort
+from hub.api.convert import case_view, event_to_proto, hall_to_proto, item_to_proto
+from hub.api.errors import guard
 from hub.application.hub import HubApplication
-from hub.application.idempotency import CommandResult, HallSignature
+from hub.commands.model import PersonalValue, SignedCommand
+from hub.commands.wire import enum_to_proto, parse_uuid
 from hub.domain.case import Case
-from hub.domain.hall import Hall
-from hub.domain.items import ServiceItem
-from hub.domain.values import Actor
-from hub.errors import InvalidInput, PermissionRefused, TongbanError
+from hub.errors import PermissionRefused
 from hub.pki import Identity, Role
 
 #: Reads the caller's identity from the call; None when the server runs without TLS (demo).
 Authenticator = Callable[[grpc.ServicerContext], Identity | None]
-
-#: The largest command a hall may send (materials are digests, so commands are small).
-MAX_COMMAND_BYTES = 256 * 1024
 
 R = TypeVar("R")
 
@@ -68,32 +55,27 @@ class Caller:
                 f"a {self.identity.role.value} certificate may not call this (needs {allowed})",
             )
 
-    def require_hall(self, hall_id: str) -> None:
-        """Refuse a command whose header names another hall than the certificate."""
-        self.require(Role.HALL)
-        if self.identity is not None and self.identity.name != hall_id:
-            raise PermissionRefused(
-                self.identity.name, f"the command is signed as hall {hall_id!r}"
-            )
+    @property
+    def name(self) -> str | None:
+        """The certificate's name (None without TLS)."""
+        return self.identity.name if self.identity is not None else None
+
+    @property
+    def role(self) -> Role | None:
+        """The certificate's role (None without TLS)."""
+        return self.identity.role if self.identity is not None else None
 
 
-def _guard(context: grpc.ServicerContext, run: Callable[[], R]) -> R:
-    try:
-        return run()
-    except TongbanError as error:
-        abort(context, error)
+def signed_from_proto(request: case_exchange_pb2.SignedCommand) -> SignedCommand:
+    """The wire ``SignedCommand`` as the application takes it."""
+    return SignedCommand(
+        command=request.command,
+        signature=request.signature,
+        personal=tuple(PersonalValue(p.field, p.value, p.salt) for p in request.personal),
+    )
 
 
-# The application method behind each Command action, with its parameters' type hints.
-_METHODS: dict[str, Callable[..., CommandResult]] = {
-    field.name: getattr(HubApplication, field.name)
-    for field in case_exchange_pb2.Command.DESCRIPTOR.oneofs_by_name["action"].fields
-}
-_HINTS = {name: typing.get_type_hints(method) for name, method in _METHODS.items()}
-_SKIP = {"self", "idempotency_key", "actor", "signature", "return"}
-
-
-class CaseExchangeServicer(case_exchange_pb2_grpc.CaseExchangeServicer):
+class CaseExchangeServicer:
     """The whole case lifecycle for hall systems."""
 
     def __init__(self, app: HubApplication, authenticate: Authenticator) -> None:
@@ -169,50 +151,39 @@ class CaseExchangeServicer(case_exchange_pb2_grpc.CaseExchangeServicer):
     ) -> case_exchange_pb2.CommandReply:
         def run() -> case_exchange_pb2.CommandReply:
             caller = Caller(self.authenticate(context))
-            command = parse_command(request.command, action)
-            header = command.header
-            caller.require_hall(header.hall_id)
-            actor = value_from_proto(Actor, header, "command.header")
-            signature = (
-                HallSignature(request.command, request.signature) if request.signature else None
-            )
-            body = getattr(command, action)
-            arguments = {
-                name: from_wire(hint, getattr(body, name), f"command.{action}.{name}")
-                for name, hint in _HINTS[action].items()
-                if name not in _SKIP
-            }
-            result = _METHODS[action](
-                self.app,
-                idempotency_key=header.idempotency_key,
-                actor=actor,
-                signature=signature,
-                **arguments,
+            caller.require(Role.HALL)
+            result = self.app.execute(
+                signed_from_proto(request), expected=action, caller=caller.name
             )
             return case_exchange_pb2.CommandReply(
-                case_id=str(result.case_id), version=result.version, replayed=result.replayed
+                case_id=str(result.aggregate_id), version=result.version, replayed=result.replayed
             )
 
-        return _guard(context, run)
+        return guard(context, run)
 
     # ------------------------------------------------------------------ queries
 
     def GetCase(self, request: Any, context: Any) -> Any:  # noqa: N802
         def run() -> case_exchange_pb2.CaseView:
-            case = self.app.get_case(parse_uuid(request.case_id, "case_id"))
-            self._may_read(Caller(self.authenticate(context)), case)
-            return case_view(case)
+            caller = Caller(self.authenticate(context))
+            return case_view(self._readable_case(caller, request.case_id))
 
-        return _guard(context, run)
+        return guard(context, run)
 
     def GetCaseHistory(self, request: Any, context: Any) -> Any:  # noqa: N802
         def run() -> case_exchange_pb2.CaseHistory:
-            case_id = parse_uuid(request.case_id, "case_id")
-            self._may_read(Caller(self.authenticate(context)), self.app.get_case(case_id))
-            events = [event_to_proto(e) for e in self.app.case_history(case_id)]
+            caller = Caller(self.authenticate(context))
+            case = self._readable_case(caller, request.case_id)
+            # Only a hall that is a party sees the applicant in clear (never after erasure).
+            opened = self.app.open_applicant(case) if caller.role is not Role.AUDITOR else None
+            applicant = opened.applicant if opened is not None else None
+            events = [
+                event_to_proto(event, applicant=applicant, erased=case.personal_data_erased)
+                for event in self.app.case_history(case.id)
+            ]
             return case_exchange_pb2.CaseHistory(events=events)
 
-        return _guard(context, run)
+        return guard(context, run)
 
     def ListItems(self, request: Any, context: Any) -> Any:  # noqa: N802
         def run() -> case_exchange_pb2.ListItemsResponse:
@@ -231,7 +202,7 @@ class CaseExchangeServicer(case_exchange_pb2_grpc.CaseExchangeServicer):
                 items=items, edition=self.app.catalogue.edition
             )
 
-        return _guard(context, run)
+        return guard(context, run)
 
     def ListQueue(self, request: Any, context: Any) -> Any:  # noqa: N802
         context.abort(
@@ -246,158 +217,75 @@ class CaseExchangeServicer(case_exchange_pb2_grpc.CaseExchangeServicer):
         )
         yield  # pragma: no cover - makes this a generator, as a streaming handler must be
 
-    def _may_read(self, caller: Caller, case: Case) -> None:
-        """Auditors read everything; a hall reads what it took in, holds or must act on."""
-        identity = caller.identity
-        if identity is None or identity.role is Role.AUDITOR:
-            return
+    def _readable_case(self, caller: Caller, case_id: str) -> Case:
+        """Auditors read every case; a hall only the cases it is a party to (others: NOT_FOUND,
+        the same answer as for no case); no other role reads cases here."""
         caller.require(Role.HALL, Role.AUDITOR)
-        involved = {case.intake_hall, case.holder, case.pending_receiver or ""}
-        involved |= {status.task.hall_id for status in case.joint_tasks.values()}
-        if identity.name not in involved:
-            raise PermissionRefused(identity.name, f"case {case.id} is not this hall's case")
+        uuid = parse_uuid(case_id, "case_id")
+        if caller.role is Role.HALL and caller.name is not None:
+            return self.app.case_for_hall(uuid, caller.name)
+        return self.app.get_case(uuid)
 
 
-class HallAdminServicer(admin_pb2_grpc.HallAdminServicer):
-    """Hall registry management for the admin role."""
+#: The leaf index of an aggregate's event, once integrated (None before, or without a ledger).
+LeafIndex = Callable[[UUID, int], int | None]
 
-    def __init__(self, app: HubApplication, authenticate: Authenticator) -> None:
+
+class HallAdminServicer:
+    """Hall registry management and erasure, by admins' signed commands."""
+
+    def __init__(
+        self,
+        app: HubApplication,
+        authenticate: Authenticator,
+        leaf_index: LeafIndex = lambda aggregate_id, version: None,
+    ) -> None:
         self.app = app
         self.authenticate = authenticate
+        self.leaf_index = leaf_index
+
+    def _admin(self, action: str, request: Any, context: Any) -> Any:
+        caller = Caller(self.authenticate(context))
+        caller.require(Role.ADMIN)
+        return self.app.execute(signed_from_proto(request), expected=action, caller=caller.name)
 
     def RegisterHall(self, request: Any, context: Any) -> Any:  # noqa: N802
-        def run() -> common_pb2.Hall:
-            Caller(self.authenticate(context)).require(Role.ADMIN)
-            return hall_to_proto(
-                self.app.register_hall(
-                    hall_id=request.hall_id,
-                    name=request.name,
-                    region=request.region,
-                    windows=list(request.windows),
-                    public_key=request.public_key,
-                )
-            )
-
-        return _guard(context, run)
+        return guard(context, lambda: self._hall(self._admin("register_hall", request, context)))
 
     def RotateHallKey(self, request: Any, context: Any) -> Any:  # noqa: N802
-        def run() -> common_pb2.Hall:
-            Caller(self.authenticate(context)).require(Role.ADMIN)
-            return hall_to_proto(self.app.rotate_hall_key(request.hall_id, request.public_key))
-
-        return _guard(context, run)
+        return guard(context, lambda: self._hall(self._admin("rotate_hall_key", request, context)))
 
     def RetireHall(self, request: Any, context: Any) -> Any:  # noqa: N802
-        def run() -> common_pb2.Hall:
-            Caller(self.authenticate(context)).require(Role.ADMIN)
-            return hall_to_proto(self.app.retire_hall(request.hall_id, request.reason))
+        return guard(context, lambda: self._hall(self._admin("retire_hall", request, context)))
 
-        return _guard(context, run)
+    def ErasePersonalData(self, request: Any, context: Any) -> Any:  # noqa: N802
+        def run() -> case_exchange_pb2.CommandReply:
+            result = self._admin("erase_personal_data", request, context)
+            return case_exchange_pb2.CommandReply(
+                case_id=str(result.aggregate_id), version=result.version, replayed=result.replayed
+            )
 
-    def GetHall(self, request: Any, context: Any) -> Any:  # noqa: N802
+        return guard(context, run)
+
+    def _hall(self, result: Any) -> common_pb2.Hall:
+        return self._with_keys(self.app.hall_by_id(result.aggregate_id))
+
+    def _with_keys(self, hall: Any) -> common_pb2.Hall:
+        """The hall with each key's period in the log (leaf indices; 0 while not integrated)."""
+        versions = self.app.hall_key_versions(hall.hall_id)
+        indices = [self.leaf_index(hall.id, version) or 0 for _, version in versions]
+        periods = [
+            (key, since, indices[n + 1] if n + 1 < len(indices) else 0)
+            for n, ((key, _), since) in enumerate(zip(versions, indices, strict=True))
+        ]
+        return hall_to_proto(hall, periods)
+
+    def GetHall(self, request: admin_pb2.GetHallRequest, context: Any) -> Any:  # noqa: N802
         def run() -> common_pb2.Hall:
             Caller(self.authenticate(context)).require(Role.ADMIN, Role.AUDITOR, Role.HALL)
-            return hall_to_proto(self.app.get_hall(request.hall_id))
+            return self._with_keys(self.app.get_hall(request.hall_id))
 
-        return _guard(context, run)
-
-
-def parse_command(data: bytes, action: str) -> case_exchange_pb2.Command:
-    """Parse the signed bytes; the action must be the one the RPC stands for."""
-    if len(data) > MAX_COMMAND_BYTES:
-        raise InvalidInput("command", f"{len(data)} bytes", f"larger than {MAX_COMMAND_BYTES}")
-    if not data:
-        raise InvalidInput("command", "", "empty: send a serialised Command")
-    try:
-        command = case_exchange_pb2.Command.FromString(data)
-    except DecodeError as error:
-        raise InvalidInput("command", f"{len(data)} bytes", f"not a Command: {error}") from None
-    which = command.WhichOneof("action")
-    if which != action:
-        raise InvalidInput("command.action", which or "", f"this RPC takes a {action!r} command")
-    if not command.HasField("header"):
-        raise InvalidInput("command.header", "", "missing")
-    return command
+        return guard(context, run)
 
 
-def case_view(case: Case) -> case_exchange_pb2.CaseView:
-    """A case's current state on the wire."""
-    view = case_exchange_pb2.CaseView(
-        case_id=str(case.id),
-        version=case.version,
-        state=enum_to_proto(case.state),
-        item_code=case.item_code,
-        item_name=case.item_name,
-        kind=enum_to_proto(case.kind),
-        mode=enum_to_proto(case.mode),
-        intake_region=case.intake_region,
-        competent_region=case.competent_region,
-        intake_hall=case.intake_hall,
-        holder=case.holder,
-        pending_receiver=case.pending_receiver or "",
-        promised_days=case.promised_days,
-        statutory_days=case.statutory_days,
-        certificate_id=case.certificate_id,
-        clock_running=case.clock_running,
-        clock_seconds=case.clock_seconds(case.modified_on),
-        paused_seconds=case.paused_seconds,
-        allowed_commands=case.allowed_commands(),
-        submitted_at=timestamp_to_proto(case.created_on),
-        modified_at=timestamp_to_proto(case.modified_on),
-    )
-    if case.approved is not None:
-        view.approved = case.approved
-    if case.rating is not None:
-        view.rating = enum_to_proto(case.rating)
-    for status in case.joint_tasks.values():
-        view.joint_tasks.add(
-            task=common_pb2.JointTask(
-                task_id=status.task.task_id,
-                hall_id=status.task.hall_id,
-                department=status.task.department,
-            ),
-            done=status.done,
-            approved=bool(status.approved),
-            note=status.note,
-        )
-    return view
-
-
-def hall_to_proto(hall: Hall) -> common_pb2.Hall:
-    """A registered hall on the wire."""
-    return common_pb2.Hall(
-        hall_id=hall.hall_id,
-        name=hall.name,
-        region=hall.region,
-        level=enum_to_proto(hall.level),
-        windows=list(hall.windows),
-        public_key=hall.current_key,
-        retired=hall.retired,
-    )
-
-
-def item_to_proto(item: ServiceItem) -> common_pb2.ServiceItem:
-    """A catalogue item with its guide fields on the wire."""
-    message = common_pb2.ServiceItem(
-        code=item.code,
-        name=item.name,
-        kind=enum_to_proto(item.kind),
-        department=item.department,
-        competent_level=enum_to_proto(item.competent_level),
-        legal_basis=item.legal_basis,
-        conditions=item.conditions,
-        procedure=item.procedure,
-        promised_days=item.promised_days,
-        statutory_days=item.statutory_days,
-        fee_basis=item.fee_basis,
-        fee_standard=item.fee_standard,
-        cross_region_modes=[enum_to_proto(m) for m in item.cross_region_modes],
-        offsite_intake_provinces=item.offsite_intake_provinces,
-        joint_departments=item.joint_departments,
-    )
-    for material in item.materials:
-        message.materials.add(name=material.name, required=material.required, form=material.form)
-    if item.certificate is not None:
-        message.certificate.type_code = item.certificate.type_code
-        message.certificate.name = item.certificate.name
-    return message
+__all__ = ["Authenticator", "Caller", "CaseExchangeServicer", "HallAdminServicer", "LeafIndex"]

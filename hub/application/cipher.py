@@ -1,12 +1,13 @@
-"""Encryption at rest with key ids, plugged into the event store's cipher extension point.
+"""The node's at-rest key ring: AES-256-GCM keys with ids, which wrap the per-case personal-data
+keys (:mod:`hub.application.vault`).
 
-The library's own ``AESCipher`` has a single key and no key id, so keys cannot rotate. This cipher
-keeps a key ring: it encrypts with the active key and writes that key's id in front of the
-ciphertext, and it decrypts with whichever key the id names. Rotation is: add a new key, make it
-active; old events stay readable while their key is in the ring. Dropping a key from the ring
-crypto-shreds what it encrypted, while the ledger (which commits to the stored bytes' hash) stays
-verifiable.
+It encrypts with the active key and writes that key's id in front of the ciphertext, and it
+decrypts with whichever key the id names. Rotation (``tongban keys rotate``) adds a key, makes it
+active and re-wraps every per-case key under it, after which the old key is no longer needed:
+nothing becomes unreadable. Removing a key that still wraps anything is refused at start-up
+(:mod:`hub.bootstrap`), so rotation can never shred data; erasure is a separate, recorded act.
 
+(The library's own ``AESCipher`` has a single key and no key id, so it cannot rotate.)
 AES-256-GCM comes from ``cryptography``; only the framing below is written here.
 
 Stored form: ``b"K1" || len(key_id) (1 byte) || key_id (ASCII) || nonce (12) || ciphertext+tag``.
@@ -16,19 +17,18 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import os
 import re
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from eventsourcing.persistence import Cipher
-from eventsourcing.utils import Environment
 
 from hub.errors import ConfigurationError
 
 MAGIC = b"K1"
 NONCE_BYTES = 12
-#: Environment keys read by the cipher (the application passes them, not the process env).
+#: The settings that hold a key ring (named in error messages).
 KEYS_ENV = "TONGBAN_CIPHER_KEYS"
 ACTIVE_ENV = "TONGBAN_CIPHER_ACTIVE_KEY"
 _KEY_ID = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
@@ -37,6 +37,16 @@ _KEY_ID = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 def new_key() -> str:
     """A fresh 256-bit key, base64."""
     return base64.b64encode(os.urandom(32)).decode("ascii")
+
+
+def new_key_id() -> str:
+    """A fresh random key id (``k-`` and 8 hex digits), so two nodes' ids never coincide."""
+    return f"k-{os.urandom(4).hex()}"
+
+
+def fingerprint(key: bytes) -> str:
+    """A key's fingerprint: 16 hex digits of a tagged SHA-256 (reveals nothing of the key)."""
+    return hashlib.sha256(b"tongban/keyring/v1\x00" + key).hexdigest()[:16]
 
 
 def parse_key_ring(text: str) -> dict[str, bytes]:
@@ -60,16 +70,19 @@ class DecryptionError(ValueError):
     """Stored bytes cannot be decrypted: unknown key id (shredded) or damaged ciphertext."""
 
 
-class KeyRingCipher(Cipher):
+class KeyRingCipher:
     """AES-256-GCM with a key ring and a key id on every ciphertext."""
 
-    def __init__(self, environment: Environment) -> None:
-        self.keys = parse_key_ring(environment.get(KEYS_ENV) or "")
-        active = environment.get(ACTIVE_ENV) or ""
-        if active not in self.keys:
+    def __init__(self, keys: dict[str, bytes], active: str) -> None:
+        if active not in keys:
             raise ConfigurationError(f"{ACTIVE_ENV}={active!r} is not a key id in {KEYS_ENV}")
+        self.keys = dict(keys)
         self.active_id = active
         self._aead = {key_id: AESGCM(key) for key_id, key in self.keys.items()}
+
+    def fingerprints(self) -> dict[str, str]:
+        """Each key id's fingerprint."""
+        return {key_id: fingerprint(key) for key_id, key in self.keys.items()}
 
     def encrypt(self, plaintext: bytes) -> bytes:
         nonce = os.urandom(NONCE_BYTES)

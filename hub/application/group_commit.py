@@ -61,10 +61,12 @@ DEFAULT_MAX_WAIT = 0.0
 class _Pending:
     """One caller's save: its events, and the outcome the committer hands back."""
 
-    __slots__ = ("error", "events", "lead", "settled", "wake")
+    __slots__ = ("error", "events", "extras", "lead", "settled", "wake")
 
-    def __init__(self, events: list[Any]) -> None:
+    def __init__(self, events: list[Any], extras: dict[str, list[Any]]) -> None:
         self.events = events
+        #: Rows written beside the events in the same transaction (personal-data keys ...).
+        self.extras = extras
         self.error: BaseException | None = None
         self.settled = False  # the outcome (stored, or error) is known
         self.lead = False  # promoted: this caller commits the next batch
@@ -101,8 +103,11 @@ class GroupCommit:
         self.batches = 0
         self.saves = 0
 
-    def save(self, *aggregates: Any) -> None:
+    def save(self, *aggregates: Any, **extras: Any) -> None:
         """Store the pending events of ``aggregates`` atomically, sharing a transaction.
+
+        ``extras`` are the keyword arguments ``Application.save`` passes to the recorder (lists
+        of rows to write in the same transaction); a batch concatenates them.
 
         Blocks until they are stored; raises what ``Application.save`` would have raised for
         them alone (``IntegrityError`` on a version conflict, ``OperationalError`` when the
@@ -112,7 +117,7 @@ class GroupCommit:
         collected.collect_events(*aggregates)
         if not collected.events:
             return
-        entry = _Pending(collected.events)
+        entry = _Pending(collected.events, {key: list(rows) for key, rows in extras.items()})
         with self._lock:
             self._queue.append(entry)
             leader = not self._committing
@@ -162,8 +167,12 @@ class GroupCommit:
 
     def _commit(self, batch: list[_Pending]) -> None:
         """Store ``batch`` in one transaction; on failure, each save on its own."""
+        extras: dict[str, list[Any]] = {}
+        for entry in batch:
+            for key, rows in entry.extras.items():
+                extras.setdefault(key, []).extend(rows)
         try:
-            self._app.save(*[event for entry in batch for event in entry.events])
+            self._app.save(*[event for entry in batch for event in entry.events], **extras)
         except (OperationalError, InterfaceError) as error:
             # The store is unreachable: nothing of the batch was stored, for anyone.
             for entry in batch:

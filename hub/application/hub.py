@@ -1,21 +1,42 @@
-"""The node's application: every command of the case lifecycle and the hall registry.
+"""The node's application: every signed command of the case lifecycle and the hall registry.
 
-One ``eventsourcing`` Application holds all of a node's aggregates (cases, halls, idempotency
-records), so its notification log is the node's single ordered feed that the ledger, projections
-and relay follow.
+One ``eventsourcing`` Application holds all of a node's aggregates (its genesis, halls, cases,
+command records), so its notification log is the node's single ordered feed that the ledger,
+projections and relay follow.
 
-Commands take plain inputs, check them against the registries (regions, catalogue, halls), let the
-aggregate decide, and save the aggregate together with the command's idempotency record in one
-transaction. Every refusal raises a :class:`~hub.errors.TongbanError` before anything is saved.
+Every command enters through :meth:`HubApplication.execute` with the exact bytes its signer
+signed, and goes through the same steps, in this order:
+
+1. parse the bytes (:mod:`hub.commands.wire`); the caller's certificate must be the signer;
+2. find the signer — a registered, active hall at the region it claims, or an admin the node's
+   genesis names — and verify the Ed25519 signature over those bytes with its current key;
+3. the header must name this node;
+4. a retry (same signer and idempotency key) returns the first result; the same key with
+   another payload is ``IdempotencyConflict``;
+5. the signed time must lie within the node's clock window (or, for a deferred command, in the
+   past and not too old);
+6. the clear personal values beside the bytes must open the commitments the command signed;
+7. authorisation before anything about the case is revealed: a hall that is not a party to the
+   case gets the same NotFound as for a case that does not exist;
+8. the aggregate decides (it raises before changing anything), and the command record, then the
+   events, are saved in one transaction (with the case's sealed personal-data key, if any).
+
+If the aggregate refuses while a concurrent duplicate of the same command has just succeeded,
+the duplicate's first result is returned rather than the refusal.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import asdict
-from typing import Any
-from uuid import NAMESPACE_URL, UUID, uuid5
+import dataclasses
+import enum
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, cast
+from uuid import UUID
 
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.domain import CanMutateAggregate
 from eventsourcing.persistence import (
@@ -28,29 +49,27 @@ from eventsourcing.persistence import (
 from eventsourcing.utils import Environment, EnvType
 
 from hub.application.group_commit import GroupCommit
-from hub.application.idempotency import (
+from hub.application.recorders import PersonalKey, PersonalKeyAccess
+from hub.application.vault import OpenedApplicant, PersonalDataVault
+from hub.commands import model as cmd
+from hub.commands.model import Action, CaseAction, ParsedCommand, SignedCommand
+from hub.commands.wire import parse_command
+from hub.domain.case import Case, case_id_for
+from hub.domain.codec import FrozenJSONTranscoder, register_domain_transcodings
+from hub.domain.command_record import (
+    ADMIN,
     CommandRecord,
     CommandResult,
-    HallSignature,
-    VerifiedSignature,
     check_key,
     payload_digest,
     record_id,
 )
-from hub.application.transcodings import FrozenJSONTranscoder, register_domain_transcodings
-from hub.domain.case import Case
-from hub.domain.hall import Hall, hall_aggregate_id
+from hub.domain.commitments import MAX_SALT_BYTES, MIN_SALT_BYTES, opens
+from hub.domain.hall import Hall, decode_public_key, hall_aggregate_id, key_id
 from hub.domain.items import Catalogue
+from hub.domain.node import NODE_ID, Node
 from hub.domain.regions import RegionCode, RegionRegistry
-from hub.domain.values import (
-    Actor,
-    Applicant,
-    DeliveryMethod,
-    JointTask,
-    Material,
-    Rating,
-    SuspensionReason,
-)
+from hub.domain.values import APPLICANT_FIELDS, Actor, Applicant
 from hub.errors import (
     AlreadyExists,
     ConcurrencyConflict,
@@ -60,14 +79,88 @@ from hub.errors import (
     PermissionRefused,
     SignatureRefused,
     StorageUnavailable,
+    StoreMismatch,
+    TongbanError,
 )
 
-CaseAction = Callable[[Case], None]
+Clock = Callable[[], datetime]
 
 
-def case_id_for(hall_id: str, idempotency_key: str) -> UUID:
-    """A submitted case's id follows from the intake hall and its key, so retries collide."""
-    return uuid5(NAMESPACE_URL, f"tongban:case:{hall_id}:{idempotency_key}")
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class NodePolicy:
+    """What binds a command to this node: its log origin, the region it keeps, the clock."""
+
+    origin: str
+    region: str
+    #: How far a command's signed time may be from the node's (either way).
+    clock_window: timedelta = timedelta(minutes=5)
+    #: How old a deferred command (outbox, register import) may be.
+    deferred_max_age: timedelta = timedelta(days=30)
+
+
+@dataclass
+class _Run:
+    """One command on its way through :meth:`HubApplication.execute`."""
+
+    parsed: ParsedCommand
+    signed: SignedCommand
+    key_id: str
+    digest: str
+
+    @property
+    def actor(self) -> Actor:
+        header = self.parsed.header
+        return Actor(header.hall_id, header.operator, header.region)
+
+
+CaseStep = Callable[["HubApplication", Case, Actor, Any], None]
+
+#: What each case command asks of the case: one line per command.
+CASE_STEPS: dict[type[CaseAction], CaseStep] = {
+    cmd.RequestCorrection: lambda app, case, actor, c: case.request_correction(
+        actor, c.missing, c.notice
+    ),
+    cmd.Resubmit: lambda app, case, actor, c: case.resubmit(actor, c.materials),
+    cmd.Accept: lambda app, case, actor, c: case.accept(actor),
+    cmd.RejectAtIntake: lambda app, case, actor, c: case.reject_at_intake(actor, c.reason),
+    cmd.HandOff: lambda app, case, actor, c: case.hand_off(
+        actor, c.to_hall, app.receiving_region(c.to_hall, "to_hall"), c.reason
+    ),
+    cmd.AcknowledgeHandoff: lambda app, case, actor, c: case.acknowledge_handoff(actor),
+    cmd.StartHandling: lambda app, case, actor, c: case.start_handling(actor),
+    cmd.Suspend: lambda app, case, actor, c: case.suspend(actor, c.reason, c.note),
+    cmd.Resume: lambda app, case, actor, c: case.resume(actor),
+    cmd.Escalate: lambda app, case, actor, c: case.escalate(
+        actor, c.to_hall, app.receiving_region(c.to_hall, "to_hall"), c.reason
+    ),
+    cmd.OpenJointTasks: lambda app, case, actor, c: case.open_joint_tasks(
+        actor, app.receiving_tasks(c.tasks)
+    ),
+    cmd.CompleteJointTask: lambda app, case, actor, c: case.complete_joint_task(
+        actor, c.task_id, c.approved, c.note
+    ),
+    cmd.Decide: lambda app, case, actor, c: case.decide(actor, c.approved, c.reason),
+    cmd.Conclude: lambda app, case, actor, c: case.conclude(actor),
+    cmd.RecordCertificate: lambda app, case, actor, c: case.record_certificate(
+        actor, c.certificate_id
+    ),
+    cmd.Deliver: lambda app, case, actor, c: case.deliver(actor, c.method, c.note),
+    cmd.Rate: lambda app, case, actor, c: case.rate(actor, c.rating, c.comment),
+    cmd.CompleteRectification: lambda app, case, actor, c: case.complete_rectification(
+        actor, c.report, c.follow_up
+    ),
+    cmd.Archive: lambda app, case, actor, c: case.archive(actor),
+    cmd.Withdraw: lambda app, case, actor, c: case.withdraw(actor, c.reason),
+}
+
+#: The personal fields each action commits to, by wire path.
+PERSONAL_FIELDS: dict[str, tuple[str, ...]] = {
+    "submit": tuple(f"submit.applicant.{field}" for field in APPLICANT_FIELDS),
+}
 
 
 class HubApplication(Application[UUID]):
@@ -79,18 +172,22 @@ class HubApplication(Application[UUID]):
         self,
         env: EnvType | None = None,
         *,
+        policy: NodePolicy,
+        vault: PersonalDataVault,
         regions: RegionRegistry | None = None,
         catalogue: Catalogue | None = None,
-        require_signatures: bool = False,
         group_commit: bool = False,
+        clock: Clock = _utc_now,
     ) -> None:
-        #: Refuse unsigned commands (a serving node); the demo and tests may run without.
-        self.require_signatures = require_signatures
+        self.policy = policy
+        self.vault = vault
         self.regions = regions or RegionRegistry.load_default()
         self.catalogue = catalogue or Catalogue.load_default()
+        self.clock = clock
         super().__init__(env)
         #: Concurrent commands share event-store transactions (see hub.application.group_commit).
         self.group_commit = GroupCommit(self) if group_commit else None
+        self._admins: dict[str, str] | None = None
 
     def construct_env(self, name: str, env: EnvType | None = None) -> Environment:
         """Configuration comes only from ``env`` (built from Settings), never the process env."""
@@ -109,86 +206,107 @@ class HubApplication(Application[UUID]):
         super().register_transcodings(transcoder)
         register_domain_transcodings(transcoder)
 
-    # ================================================================ hall registry
+    @property
+    def keys(self) -> PersonalKeyAccess:
+        """The personal-data key tables beside the event store."""
+        return cast(PersonalKeyAccess, self.recorder)
 
-    def register_hall(
-        self,
-        *,
-        hall_id: str,
-        name: str,
-        region: str,
-        windows: Sequence[str],
-        public_key: str,
-    ) -> Hall:
-        """Register a hall at a known region with its windows and Ed25519 public key."""
-        code = self.regions.validate(region, "region")
-        hall = Hall.register(
-            hall_id=hall_id, name=name, region=code, windows=tuple(windows), public_key=public_key
+    # ================================================================ the node's genesis
+
+    def initialise(self, *, log_key: str, admin: str, admin_key: str) -> Node:
+        """Record the node's genesis (``tongban init``): its log key and first admin."""
+        node = Node.initialise(
+            origin=self.policy.origin,
+            region=self.policy.region,
+            log_key=log_key,
+            admin=admin,
+            admin_key=admin_key,
         )
-        self._save(hall, conflict=AlreadyExists(f"hall {hall_id} is already registered"))
-        return hall
+        self._save(node, conflict=AlreadyExists("this store is already initialised"))
+        return node
 
-    def rotate_hall_key(self, hall_id: str, public_key: str) -> Hall:
-        """Replace a hall's signing key."""
-        hall = self.get_hall(hall_id)
-        hall.rotate_key(public_key)
-        self._save(hall)
-        return hall
-
-    def retire_hall(self, hall_id: str, reason: str) -> Hall:
-        """Retire a hall; it can no longer act."""
-        hall = self.get_hall(hall_id)
-        hall.retire(reason)
-        self._save(hall)
-        return hall
-
-    def get_hall(self, hall_id: str) -> Hall:
-        """The hall with ``hall_id``; NotFound otherwise."""
+    def genesis(self) -> Node:
+        """The node's genesis; StoreMismatch when the store was never initialised."""
         try:
-            hall = self._get(hall_aggregate_id(hall_id))
+            node = self._get(NODE_ID)
         except AggregateNotFoundError:
-            raise NotFound("hall", hall_id) from None
-        assert isinstance(hall, Hall)
-        return hall
+            raise StoreMismatch(
+                "the store has not been initialised: run `tongban init` first"
+            ) from None
+        assert isinstance(node, Node)
+        return node
 
-    # ================================================================ intake
+    # ================================================================ commands
 
-    def submit(
-        self,
-        *,
-        idempotency_key: str,
-        actor: Actor,
-        signature: HallSignature | None = None,
-        item_code: str,
-        applicant: Applicant,
-        materials: Sequence[Material],
-        competent_region: str = "",
+    def execute(
+        self, signed: SignedCommand, *, expected: str | None = None, caller: str | None = None
     ) -> CommandResult:
-        """收件: take in an application at the actor's hall.
+        """Run one signed command (see the module docstring for the steps).
 
-        The competent region defaults to the region at the item's competent level that contains
-        the intake hall; give it explicitly for a hall above that level or for 跨省通办.
+        ``expected``: the action the RPC stands for; ``caller``: the name in the caller's
+        certificate, which must be the signer's.
         """
-        check_key(idempotency_key)
-        payload = {
-            "item_code": item_code,
-            "applicant": asdict(applicant),
-            "materials": [asdict(m) for m in materials],
-            "competent_region": competent_region,
-        }
-        hall = self._acting_hall(actor)
-        proof = self._check_signature(hall, signature)
-        replay = self._replay(actor, idempotency_key, "submit", payload)
+        parsed = parse_command(signed.command, expected)
+        header, action = parsed.header, parsed.action
+        check_key(header.idempotency_key)
+        if caller is not None and caller != header.signer:
+            raise PermissionRefused(caller, "the command is signed in another name")
+        public_key = self._signer_key(parsed)
+        self._verify(signed, public_key, header.signer)
+        if header.node != self.policy.origin:
+            raise InvalidInput(
+                "command.header.node",
+                header.node,
+                f"this node is {self.policy.origin!r}; sign the command for the node you send to",
+            )
+        digest = payload_digest(action.action_name, _canonical(action))
+        replay = self._replay(action.signer, header.signer, header.idempotency_key, digest, action)
         if replay is not None:
             return replay
-        item = self.catalogue.get(item_code)
+        self._check_time(parsed)
+        run = _Run(parsed, signed, key_id(public_key), digest)
+        try:
+            return self._handle(run)
+        except TongbanError:
+            # A concurrent duplicate of this very command may have won meanwhile: its result,
+            # not a refusal of the command's own effect.
+            replay = self._replay(
+                action.signer, header.signer, header.idempotency_key, digest, action
+            )
+            if replay is not None:
+                return replay
+            raise
+
+    def _handle(self, run: _Run) -> CommandResult:
+        action = run.parsed.action
+        if isinstance(action, cmd.Submit):
+            return self._submit(run, action)
+        if isinstance(action, cmd.RegisterHall | cmd.RotateHallKey | cmd.RetireHall):
+            return self._administer_hall(run, action)
+        if isinstance(action, cmd.ErasePersonalData):
+            return self._erase(run, action)
+        assert isinstance(action, CaseAction)
+        self._check_no_personal(run)
+        case = self._case_for_hall(action.case_id, run.parsed.header.hall_id)
+        before = case.version
+        CASE_STEPS[type(action)](self, case, run.actor, action)
+        return self._commit(run, case, before)
+
+    def _submit(self, run: _Run, action: cmd.Submit) -> CommandResult:
+        """收件: take in an application at the signing hall."""
+        header = run.parsed.header
+        applicant, salts = self._open_personal(run)
+        hall = self._acting_hall(header.hall_id, header.region)
+        item = self.catalogue.get(action.item_code)
         intake = RegionCode(hall.region)
-        if competent_region:
-            competent = self.regions.validate(competent_region, "competent_region")
+        if action.competent_region:
+            competent = self.regions.validate(
+                action.competent_region, "command.submit.competent_region"
+            )
             if competent.level != item.competent_level:
                 raise InvalidInput(
-                    "competent_region",
-                    competent_region,
+                    "command.submit.competent_region",
+                    action.competent_region,
                     f"item {item.code} is decided at {item.competent_level.name} level, "
                     f"this region is {competent.level.name}",
                 )
@@ -196,429 +314,67 @@ class HubApplication(Application[UUID]):
             competent = intake.ancestor_at(item.competent_level)
         else:
             raise PermissionRefused(
-                actor.hall_id,
+                header.hall_id,
                 f"a {intake.level.name} hall cannot take in item {item.code} without naming its "
                 f"competent region ({item.competent_level.name} level)",
             )
         mode = item.allows_intake_in(intake, competent)
+        case_id = case_id_for(header.hall_id, header.idempotency_key)
+        sealed, key_row = self.vault.seal(case_id, applicant, salts, action.applicant)
         case = Case.submit(
-            case_id=case_id_for(actor.hall_id, idempotency_key),
-            actor=actor,
+            case_id=case_id,
+            actor=run.actor,
             item_code=item.code,
             item_name=item.name,
             kind=item.kind,
             mode=mode,
             intake_region=intake,
             competent_region=competent,
-            applicant=applicant,
-            materials=tuple(materials),
+            applicant=sealed,
+            materials=action.materials,
             promised_days=item.promised_days,
             statutory_days=item.statutory_days,
             produces_certificate=item.certificate is not None,
         )
-        return self._commit(proof, case, actor, idempotency_key, "submit", payload)
+        return self._commit(run, case, 0, personal_keys=[key_row])
 
-    def request_correction(
-        self,
-        *,
-        idempotency_key: str,
-        actor: Actor,
-        signature: HallSignature | None = None,
-        case_id: UUID,
-        missing: Sequence[str],
-        notice: str,
+    def _administer_hall(
+        self, run: _Run, action: cmd.RegisterHall | cmd.RotateHallKey | cmd.RetireHall
     ) -> CommandResult:
-        """一次性告知: everything missing at once; the clock pauses until resubmission."""
-        return self._act(
-            signature,
-            "request_correction",
-            actor,
-            idempotency_key,
-            case_id,
-            {"missing": list(missing), "notice": notice},
-            lambda case: case.request_correction(actor, tuple(missing), notice),
-        )
+        self._check_no_personal(run)
+        if isinstance(action, cmd.RegisterHall):
+            code = self.regions.validate(action.region, "command.register_hall.region")
+            if not code.value.startswith(self.policy.region):
+                raise InvalidInput(
+                    "command.register_hall.region",
+                    action.region,
+                    f"this node keeps region {self.policy.region}; register the hall at the "
+                    "node of its own region",
+                )
+            hall = Hall.register(
+                hall_id=action.hall_id,
+                name=action.name,
+                region=code,
+                windows=action.windows,
+                public_key=action.public_key,
+            )
+            if self._exists(hall.id):
+                raise AlreadyExists(f"hall {action.hall_id} is already registered")
+            return self._commit(run, hall, 0)
+        hall = self.get_hall(action.hall_id)
+        before = hall.version
+        if isinstance(action, cmd.RotateHallKey):
+            hall.rotate_key(action.public_key)
+        else:
+            hall.retire(action.reason)
+        return self._commit(run, hall, before)
 
-    def resubmit(
-        self,
-        *,
-        idempotency_key: str,
-        actor: Actor,
-        signature: HallSignature | None = None,
-        case_id: UUID,
-        materials: Sequence[Material],
-    ) -> CommandResult:
-        """补正: the missing materials arrive; the case is accepted."""
-        return self._act(
-            signature,
-            "resubmit",
-            actor,
-            idempotency_key,
-            case_id,
-            {"materials": [asdict(m) for m in materials]},
-            lambda case: case.resubmit(actor, tuple(materials)),
-        )
-
-    def accept(
-        self,
-        *,
-        idempotency_key: str,
-        actor: Actor,
-        signature: HallSignature | None = None,
-        case_id: UUID,
-    ) -> CommandResult:
-        """受理."""
-        return self._act(
-            signature, "accept", actor, idempotency_key, case_id, {}, lambda c: c.accept(actor)
-        )
-
-    def reject_at_intake(
-        self,
-        *,
-        idempotency_key: str,
-        actor: Actor,
-        signature: HallSignature | None = None,
-        case_id: UUID,
-        reason: str,
-    ) -> CommandResult:
-        """不予受理 (final)."""
-        return self._act(
-            signature,
-            "reject_at_intake",
-            actor,
-            idempotency_key,
-            case_id,
-            {"reason": reason},
-            lambda case: case.reject_at_intake(actor, reason),
-        )
-
-    # ================================================================ transfer
-
-    def hand_off(
-        self,
-        *,
-        idempotency_key: str,
-        actor: Actor,
-        signature: HallSignature | None = None,
-        case_id: UUID,
-        to_hall: str,
-        reason: str,
-    ) -> CommandResult:
-        """转办 to another hall of this node."""
-
-        def action(case: Case) -> None:
-            receiver = self._receiving_hall(to_hall)
-            case.hand_off(actor, to_hall, RegionCode(receiver.region), reason)
-
-        return self._act(
-            signature,
-            "hand_off",
-            actor,
-            idempotency_key,
-            case_id,
-            {"to_hall": to_hall, "reason": reason},
-            action,
-        )
-
-    def escalate(
-        self,
-        *,
-        idempotency_key: str,
-        actor: Actor,
-        signature: HallSignature | None = None,
-        case_id: UUID,
-        to_hall: str,
-        reason: str,
-    ) -> CommandResult:
-        """上报 to a hall of a higher level whose region contains the actor's."""
-
-        def action(case: Case) -> None:
-            receiver = self._receiving_hall(to_hall)
-            case.escalate(actor, to_hall, RegionCode(receiver.region), reason)
-
-        return self._act(
-            signature,
-            "escalate",
-            actor,
-            idempotency_key,
-            case_id,
-            {"to_hall": to_hall, "reason": reason},
-            action,
-        )
-
-    def acknowledge_handoff(
-        self,
-        *,
-        idempotency_key: str,
-        actor: Actor,
-        signature: HallSignature | None = None,
-        case_id: UUID,
-    ) -> CommandResult:
-        """The receiver of a handoff or escalation takes the case."""
-        return self._act(
-            signature,
-            "acknowledge_handoff",
-            actor,
-            idempotency_key,
-            case_id,
-            {},
-            lambda case: case.acknowledge_handoff(actor),
-        )
-
-    # ================================================================ handling
-
-    def start_handling(
-        self,
-        *,
-        idempotency_key: str,
-        actor: Actor,
-        signature: HallSignature | None = None,
-        case_id: UUID,
-    ) -> CommandResult:
-        """承办."""
-        return self._act(
-            signature,
-            "start_handling",
-            actor,
-            idempotency_key,
-            case_id,
-            {},
-            lambda c: c.start_handling(actor),
-        )
-
-    def suspend(
-        self,
-        *,
-        idempotency_key: str,
-        actor: Actor,
-        signature: HallSignature | None = None,
-        case_id: UUID,
-        reason: SuspensionReason,
-        note: str,
-    ) -> CommandResult:
-        """特别程序: the clock pauses."""
-        return self._act(
-            signature,
-            "suspend",
-            actor,
-            idempotency_key,
-            case_id,
-            {"reason": reason.name, "note": note},
-            lambda case: case.suspend(actor, reason, note),
-        )
-
-    def resume(
-        self,
-        *,
-        idempotency_key: str,
-        actor: Actor,
-        signature: HallSignature | None = None,
-        case_id: UUID,
-    ) -> CommandResult:
-        """特别程序 ends; the clock resumes."""
-        return self._act(
-            signature, "resume", actor, idempotency_key, case_id, {}, lambda c: c.resume(actor)
-        )
-
-    def open_joint_tasks(
-        self,
-        *,
-        idempotency_key: str,
-        actor: Actor,
-        signature: HallSignature | None = None,
-        case_id: UUID,
-        tasks: Sequence[JointTask],
-    ) -> CommandResult:
-        """联办: one task per department or region, each at a registered hall."""
-
-        def action(case: Case) -> None:
-            for task in tasks:
-                self._receiving_hall(task.hall_id, field="tasks.hall_id")
-            case.open_joint_tasks(actor, tuple(tasks))
-
-        return self._act(
-            signature,
-            "open_joint_tasks",
-            actor,
-            idempotency_key,
-            case_id,
-            {"tasks": [asdict(t) for t in tasks]},
-            action,
-        )
-
-    def complete_joint_task(
-        self,
-        *,
-        idempotency_key: str,
-        actor: Actor,
-        signature: HallSignature | None = None,
-        case_id: UUID,
-        task_id: str,
-        approved: bool,
-        note: str,
-    ) -> CommandResult:
-        """A task's hall reports its part; the last one joins the case."""
-        return self._act(
-            signature,
-            "complete_joint_task",
-            actor,
-            idempotency_key,
-            case_id,
-            {"task_id": task_id, "approved": approved, "note": note},
-            lambda case: case.complete_joint_task(actor, task_id, approved, note),
-        )
-
-    def decide(
-        self,
-        *,
-        idempotency_key: str,
-        actor: Actor,
-        signature: HallSignature | None = None,
-        case_id: UUID,
-        approved: bool,
-        reason: str,
-    ) -> CommandResult:
-        """决定 at the competent region."""
-        return self._act(
-            signature,
-            "decide",
-            actor,
-            idempotency_key,
-            case_id,
-            {"approved": approved, "reason": reason},
-            lambda case: case.decide(actor, approved, reason),
-        )
-
-    def conclude(
-        self,
-        *,
-        idempotency_key: str,
-        actor: Actor,
-        signature: HallSignature | None = None,
-        case_id: UUID,
-    ) -> CommandResult:
-        """办结."""
-        return self._act(
-            signature, "conclude", actor, idempotency_key, case_id, {}, lambda c: c.conclude(actor)
-        )
-
-    def record_certificate(
-        self,
-        *,
-        idempotency_key: str,
-        actor: Actor,
-        signature: HallSignature | None = None,
-        case_id: UUID,
-        certificate_id: str,
-    ) -> CommandResult:
-        """制证: record the certificate issued for an approved case."""
-        return self._act(
-            signature,
-            "record_certificate",
-            actor,
-            idempotency_key,
-            case_id,
-            {"certificate_id": certificate_id},
-            lambda case: case.record_certificate(actor, certificate_id),
-        )
-
-    # ================================================================ after the decision
-
-    def deliver(
-        self,
-        *,
-        idempotency_key: str,
-        actor: Actor,
-        signature: HallSignature | None = None,
-        case_id: UUID,
-        method: DeliveryMethod,
-        note: str = "",
-    ) -> CommandResult:
-        """送达."""
-        return self._act(
-            signature,
-            "deliver",
-            actor,
-            idempotency_key,
-            case_id,
-            {"method": method.name, "note": note},
-            lambda case: case.deliver(actor, method, note),
-        )
-
-    def rate(
-        self,
-        *,
-        idempotency_key: str,
-        actor: Actor,
-        signature: HallSignature | None = None,
-        case_id: UUID,
-        rating: Rating,
-        comment: str,
-    ) -> CommandResult:
-        """好差评; a 差评 opens a rectification."""
-        return self._act(
-            signature,
-            "rate",
-            actor,
-            idempotency_key,
-            case_id,
-            {"rating": rating.name, "comment": comment},
-            lambda case: case.rate(actor, rating, comment),
-        )
-
-    def complete_rectification(
-        self,
-        *,
-        idempotency_key: str,
-        actor: Actor,
-        signature: HallSignature | None = None,
-        case_id: UUID,
-        report: str,
-        follow_up: str,
-    ) -> CommandResult:
-        """整改 done, with the follow-up result."""
-        return self._act(
-            signature,
-            "complete_rectification",
-            actor,
-            idempotency_key,
-            case_id,
-            {"report": report, "follow_up": follow_up},
-            lambda case: case.complete_rectification(actor, report, follow_up),
-        )
-
-    def archive(
-        self,
-        *,
-        idempotency_key: str,
-        actor: Actor,
-        signature: HallSignature | None = None,
-        case_id: UUID,
-    ) -> CommandResult:
-        """归档."""
-        return self._act(
-            signature, "archive", actor, idempotency_key, case_id, {}, lambda c: c.archive(actor)
-        )
-
-    def withdraw(
-        self,
-        *,
-        idempotency_key: str,
-        actor: Actor,
-        signature: HallSignature | None = None,
-        case_id: UUID,
-        reason: str,
-    ) -> CommandResult:
-        """撤回."""
-        return self._act(
-            signature,
-            "withdraw",
-            actor,
-            idempotency_key,
-            case_id,
-            {"reason": reason},
-            lambda case: case.withdraw(actor, reason),
-        )
+    def _erase(self, run: _Run, action: cmd.ErasePersonalData) -> CommandResult:
+        self._check_no_personal(run)
+        case = self.get_case(action.case_id)
+        before = case.version
+        case.erase_personal_data(run.parsed.header.admin, action.reason)
+        return self._commit(run, case, before, erase_keys=[case.id])
 
     # ================================================================ queries
 
@@ -632,6 +388,10 @@ class HubApplication(Application[UUID]):
             raise NotFound("case", case_id)
         return case
 
+    def case_for_hall(self, case_id: UUID, hall_id: str) -> Case:
+        """The case if ``hall_id`` is a party to it; the same NotFound as for no case otherwise."""
+        return self._case_for_hall(case_id, hall_id)
+
     def case_history(self, case_id: UUID) -> list[CanMutateAggregate[UUID]]:
         """The case's stored events, oldest first."""
         events = list(self._read(lambda: list(self.events.get(case_id))))
@@ -639,102 +399,235 @@ class HubApplication(Application[UUID]):
             raise NotFound("case", case_id)
         return events
 
+    def open_applicant(self, case: Case) -> OpenedApplicant | None:
+        """The case's applicant in clear, or None when erased (or the case has none)."""
+        if case.applicant is None or case.personal_data_erased:
+            return None
+        stored = self._read(lambda: self.keys.personal_key(case.id))
+        return self.vault.open(case.id, case.applicant, stored[1] if stored else None)
+
+    def cases_of_person(self, id_number: str) -> list[UUID]:
+        """The cases (not yet erased) whose applicant has ``id_number``."""
+        subject = self.vault.subject(id_number)
+        return list(self._read(lambda: self.keys.cases_of_subject(subject)))
+
+    def get_hall(self, hall_id: str) -> Hall:
+        """The hall with ``hall_id``; NotFound otherwise."""
+        try:
+            hall = self._get(hall_aggregate_id(hall_id))
+        except AggregateNotFoundError:
+            raise NotFound("hall", hall_id) from None
+        assert isinstance(hall, Hall)
+        return hall
+
+    def hall_by_id(self, aggregate_id: UUID) -> Hall:
+        """The hall whose aggregate id is ``aggregate_id`` (an admin command's result)."""
+        hall = self._get(aggregate_id)
+        if not isinstance(hall, Hall):
+            raise NotFound("hall", aggregate_id)
+        return hall
+
+    def hall_key_versions(self, hall_id: str) -> list[tuple[str, int]]:
+        """Each key the hall has had, oldest first, with the version of the event that set it."""
+        events = self._read(lambda: list(self.events.get(hall_aggregate_id(hall_id))))
+        return [
+            (event.public_key, event.originator_version)
+            for event in events
+            if isinstance(event, Hall.Registered | Hall.KeyRotated)
+        ]
+
+    def receiving_region(self, hall_id: str, field: str) -> RegionCode:
+        """The region of a hall a case is sent to (registered and active)."""
+        return RegionCode(self._receiving_hall(hall_id, field).region)
+
+    def receiving_tasks(self, tasks: tuple[Any, ...]) -> tuple[Any, ...]:
+        """Joint tasks, each at a registered, active hall."""
+        for number, task in enumerate(tasks):
+            self._receiving_hall(task.hall_id, f"tasks[{number}].hall_id")
+        return tasks
+
     # ================================================================ internals
 
-    def _act(
-        self,
-        signature: HallSignature | None,
-        command: str,
-        actor: Actor,
-        key: str,
-        case_id: UUID,
-        payload: dict[str, Any],
-        action: CaseAction,
-    ) -> CommandResult:
-        check_key(key)
-        payload = {"case_id": str(case_id), **payload}
-        proof = self._check_signature(self._acting_hall(actor), signature)
-        replay = self._replay(actor, key, command, payload)
-        if replay is not None:
-            return replay
-        case = self.get_case(case_id)
-        action(case)
-        return self._commit(proof, case, actor, key, command, payload)
+    def _signer_key(self, parsed: ParsedCommand) -> str:
+        """The current public key of the command's signer (hall or admin)."""
+        header = parsed.header
+        if parsed.signer_kind == ADMIN:
+            admins = self._admin_keys()
+            if header.admin not in admins:
+                raise SignatureRefused(header.admin, "no such admin at this node")
+            return admins[header.admin]
+        return self._acting_hall(header.hall_id, header.region).current_key
+
+    def _admin_keys(self) -> dict[str, str]:
+        if self._admins is None:
+            self._admins = dict(self.genesis().admins)
+        return self._admins
+
+    def _verify(self, signed: SignedCommand, public_key: str, signer: str) -> None:
+        """The signature must verify over the exact bytes with the signer's current key."""
+        if not signed.signature:
+            raise SignatureRefused(signer, "the command is not signed")
+        public = Ed25519PublicKey.from_public_bytes(decode_public_key(public_key))
+        try:
+            public.verify(signed.signature, signed.command)
+        except InvalidSignature:
+            raise SignatureRefused(
+                signer, "does not verify over the command bytes with the signer's current key"
+            ) from None
+
+    def _check_time(self, parsed: ParsedCommand) -> None:
+        header, policy = parsed.header, self.policy
+        now = self.clock()
+        signed_at = header.issued_at
+        when = signed_at.isoformat()
+        if header.deferred:
+            if signed_at > now + policy.clock_window:
+                raise InvalidInput(
+                    "command.header.issued_at", when, "a deferred command cannot be from the future"
+                )
+            if now - signed_at > policy.deferred_max_age:
+                raise InvalidInput(
+                    "command.header.issued_at",
+                    when,
+                    f"a deferred command may be at most {policy.deferred_max_age.days} days old",
+                )
+        elif abs(now - signed_at) > policy.clock_window:
+            raise InvalidInput(
+                "command.header.issued_at",
+                when,
+                f"more than {int(policy.clock_window.total_seconds())} s from the node's time "
+                f"({now.isoformat(timespec='seconds')}): check the clock and sign again, or mark "
+                "a command forwarded later as deferred",
+            )
+
+    def _open_personal(self, run: _Run) -> tuple[Applicant, dict[str, bytes]]:
+        """The clear applicant and salts, each value opening its signed commitment."""
+        action = run.parsed.action
+        assert isinstance(action, cmd.Submit)
+        wanted = PERSONAL_FIELDS["submit"]
+        given: dict[str, tuple[int, Any]] = {}
+        for number, value in enumerate(run.signed.personal):
+            if value.field not in wanted or value.field in given:
+                raise InvalidInput(
+                    f"personal[{number}].field",
+                    value.field,
+                    f"not a committed field of this command (expected {', '.join(wanted)})",
+                )
+            given[value.field] = (number, value)
+        values: dict[str, str] = {}
+        salts: dict[str, bytes] = {}
+        for path in wanted:
+            if path not in given:
+                raise InvalidInput("personal", path, "missing: send the clear value and its salt")
+            number, value = given[path]
+            if not MIN_SALT_BYTES <= len(value.salt) <= MAX_SALT_BYTES:
+                raise InvalidInput(
+                    f"personal[{number}].salt",
+                    f"{len(value.salt)} bytes",
+                    f"use {MIN_SALT_BYTES}-{MAX_SALT_BYTES} random bytes",
+                )
+            field = path.rsplit(".", 1)[1]
+            digest = bytes.fromhex(getattr(action.applicant, field))
+            if not opens(digest, path, value.salt, value.value):
+                raise InvalidInput(
+                    f"personal[{number}].value",
+                    "<redacted>",
+                    f"does not open the signed commitment command.{path}",
+                )
+            values[field] = value.value
+            salts[path] = value.salt
+        try:
+            applicant = Applicant(**values)
+        except InvalidInput as error:
+            raise InvalidInput(
+                f"personal[{given['submit.' + error.field][0]}].value", "<redacted>", error.reason
+            ) from None
+        return applicant, salts
+
+    def _check_no_personal(self, run: _Run) -> None:
+        if run.signed.personal:
+            raise InvalidInput(
+                "personal[0].field",
+                run.signed.personal[0].field,
+                f"{run.parsed.action.action_name!r} commits to no personal field",
+            )
+
+    def _case_for_hall(self, case_id: UUID, hall_id: str) -> Case:
+        try:
+            case = self.get_case(case_id)
+        except NotFound:
+            raise NotFound("case", case_id) from None
+        if not case.involves(hall_id):
+            # Indistinguishable from a case that does not exist.
+            raise NotFound("case", case_id)
+        return case
 
     def _replay(
-        self, actor: Actor, key: str, command: str, payload: dict[str, Any]
+        self, kind: str, signer: str, key: str, digest: str, action: Action
     ) -> CommandResult | None:
-        """The first result when this (hall, key) already ran the same command; else None."""
+        """The first result when this signer already ran the same command; else None."""
         try:
-            record = self._get(record_id(actor.hall_id, key))
+            record = self._get(record_id(kind, signer, key))
         except AggregateNotFoundError:
             return None
         assert isinstance(record, CommandRecord)
-        if record.command != command:
-            raise IdempotencyConflict(key, f"for {record.command!r}, not {command!r}")
-        if record.digest != payload_digest(command, payload):
-            raise IdempotencyConflict(key, f"for {command!r} with a different payload")
+        if record.action != action.action_name:
+            raise IdempotencyConflict(key, f"for {record.action!r}, not {action.action_name!r}")
+        if record.digest != digest:
+            raise IdempotencyConflict(key, f"for {action.action_name!r} with a different payload")
         return record.result
 
-    def _commit(
-        self,
-        proof: VerifiedSignature | None,
-        case: Case,
-        actor: Actor,
-        key: str,
-        command: str,
-        payload: dict[str, Any],
-    ) -> CommandResult:
-        result = CommandResult(case.id, case.version)
+    def _commit(self, run: _Run, aggregate: Any, before: int, **save: Any) -> CommandResult:
+        header = run.parsed.header
+        result = CommandResult(aggregate.id, aggregate.version)
         record = CommandRecord.record(
-            hall_id=actor.hall_id,
-            key=key,
-            command=command,
-            digest=payload_digest(command, payload),
-            result=result,
-            signed_bytes=proof.command_bytes if proof else b"",
-            signature=proof.signature if proof else b"",
-            key_id=proof.key_id if proof else "",
+            signer_kind=run.parsed.signer_kind,
+            signer=header.signer,
+            key=header.idempotency_key,
+            action=run.parsed.action.action_name,
+            digest=run.digest,
+            target_id=aggregate.id,
+            first_version=before + 1,
+            last_version=aggregate.version,
+            signed_bytes=run.signed.command,
+            signature=run.signed.signature,
+            key_id=run.key_id,
+            issued_at=header.issued_at,
+            deferred=header.deferred,
         )
         try:
-            self._save(case, record)
+            # The record first: in the log each command is followed by the events it produced.
+            self._save(record, aggregate, **save)
         except ConcurrencyConflict:
             # Either a concurrent duplicate of this very command won (return its result), or
-            # another command changed the case first (the caller may retry).
-            replay = self._replay(actor, key, command, payload)
+            # another command changed the same aggregate first (the caller may retry).
+            replay = self._replay(
+                run.parsed.signer_kind,
+                header.signer,
+                header.idempotency_key,
+                run.digest,
+                run.parsed.action,
+            )
             if replay is not None:
                 return replay
             raise
         return result
 
-    def _check_signature(
-        self, hall: Hall, signature: HallSignature | None
-    ) -> VerifiedSignature | None:
-        """Verify the hall's signature before anything else happens; required when serving."""
-        if signature is not None:
-            return signature.verify(hall)
-        if self.require_signatures:
-            raise SignatureRefused(hall.hall_id, "the command is not signed")
-        return None
-
-    def _acting_hall(self, actor: Actor) -> Hall:
-        """The registered, active hall of ``actor``."""
+    def _acting_hall(self, hall_id: str, region: str) -> Hall:
+        """The registered, active hall that signs, at the region it claims."""
         try:
-            hall = self.get_hall(actor.hall_id)
+            hall = self.get_hall(hall_id)
         except NotFound:
-            raise InvalidInput(
-                "actor.hall_id", actor.hall_id, "no such hall at this node"
-            ) from None
+            raise SignatureRefused(hall_id, "no such hall at this node") from None
         if hall.retired:
-            raise PermissionRefused(actor.hall_id, "the hall is retired")
-        if actor.region != hall.region:
+            raise PermissionRefused(hall_id, "the hall is retired")
+        if region != hall.region:
             raise PermissionRefused(
-                actor.hall_id,
-                f"the hall is registered at {hall.region}, not {actor.region}",
+                hall_id, f"the hall is registered at {hall.region}, not {region}"
             )
         return hall
 
-    def _receiving_hall(self, hall_id: str, field: str = "to_hall") -> Hall:
+    def _receiving_hall(self, hall_id: str, field: str) -> Hall:
         try:
             hall = self.get_hall(hall_id)
         except NotFound:
@@ -742,6 +635,9 @@ class HubApplication(Application[UUID]):
         if hall.retired:
             raise InvalidInput(field, hall_id, "the hall is retired")
         return hall
+
+    def _exists(self, aggregate_id: UUID) -> bool:
+        return bool(self._read(lambda: self.recorder.select_events(aggregate_id, limit=1)))
 
     def _get(self, aggregate_id: UUID, version: int | None = None) -> Any:
         return self._read(lambda: self.repository.get(aggregate_id, version=version))
@@ -752,12 +648,13 @@ class HubApplication(Application[UUID]):
         except (OperationalError, InterfaceError) as error:
             raise StorageUnavailable(f"event store unavailable: {error}") from error
 
-    def _save(self, *aggregates: Any, conflict: Exception | None = None) -> None:
+    def _save(self, *aggregates: Any, conflict: Exception | None = None, **kwargs: Any) -> None:
         try:
             if self.group_commit is not None:
-                self.group_commit.save(*aggregates)  # raises what save() would, for these alone
+                # Raises what save() would, for these alone.
+                self.group_commit.save(*aggregates, **kwargs)
             else:
-                self.save(*aggregates)
+                self.save(*aggregates, **kwargs)
         except IntegrityError as error:
             if conflict is not None:
                 raise conflict from error
@@ -766,3 +663,27 @@ class HubApplication(Application[UUID]):
             ) from error
         except (OperationalError, InterfaceError) as error:
             raise StorageUnavailable(f"event store unavailable: {error}") from error
+
+
+def _canonical(action: Action) -> dict[str, Any]:
+    """The action's arguments as plain JSON values (for the idempotency digest)."""
+
+    def plain(value: Any) -> Any:
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            return {f.name: plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+        if isinstance(value, tuple | list):
+            return [plain(item) for item in value]
+        if isinstance(value, enum.Enum):
+            return value.name
+        return value
+
+    return {name: plain(value) for name, value in action.arguments().items()}
+
+
+__all__ = [
+    "CASE_STEPS",
+    "PERSONAL_FIELDS",
+    "HubApplication",
+    "NodePolicy",
+    "PersonalKey",
+]

@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Any
-from uuid import UUID
+from uuid import NAMESPACE_URL, UUID, uuid5
 
 from eventsourcing.domain import Aggregate
 
@@ -23,7 +23,6 @@ from hub.domain.regions import RegionCode
 from hub.domain.values import (
     OPEN_STATES,
     Actor,
-    Applicant,
     CaseKind,
     CaseState,
     CrossRegionMode,
@@ -31,6 +30,7 @@ from hub.domain.values import (
     JointTask,
     Material,
     Rating,
+    SealedApplicant,
     SuspensionReason,
 )
 from hub.errors import InvalidInput, PermissionRefused, TransitionRefused
@@ -61,6 +61,12 @@ ALLOWED_FROM: dict[str, frozenset[CaseState]] = {
     "withdraw": OPEN_STATES,
 }
 
+
+def case_id_for(hall_id: str, idempotency_key: str) -> UUID:
+    """A submitted case's id follows from the intake hall and its key, so retries collide."""
+    return uuid5(NAMESPACE_URL, f"tongban:case:{hall_id}:{idempotency_key}")
+
+
 #: Working days given to fix a 差评 (rectification) before follow-up.
 RECTIFICATION_DAYS = 5
 
@@ -85,8 +91,8 @@ class JointTaskStatus:
 class Case(Aggregate):
     """One application for one service item by one applicant."""
 
-    class Event(Aggregate.Event):
-        """Base of every case event after submission: names the acting hall."""
+    class HallEvent(Aggregate.Event):
+        """Base of every case event a hall's command makes after submission: names the hall."""
 
         actor: Actor
 
@@ -105,7 +111,7 @@ class Case(Aggregate):
         mode: CrossRegionMode
         intake_region: str
         competent_region: str
-        applicant: Applicant
+        applicant: SealedApplicant
         materials: tuple[Material, ...]
         promised_days: int
         statutory_days: int
@@ -130,9 +136,10 @@ class Case(Aggregate):
             aggregate.produces_certificate = self.produces_certificate
             aggregate.intake_hall = self.actor.hall_id
             aggregate.holder = self.actor.hall_id
+            aggregate.parties = (self.actor.hall_id,)
             aggregate.clock_started_at = self.timestamp
 
-    class CorrectionRequested(Event):
+    class CorrectionRequested(HallEvent):
         """一次性告知: everything missing, in one notice; the clock pauses."""
 
         missing: tuple[str, ...]
@@ -143,7 +150,7 @@ class Case(Aggregate):
             aggregate.missing = self.missing
             aggregate._pause_clock(self.timestamp)
 
-    class Resubmitted(Event):
+    class Resubmitted(HallEvent):
         """补正: the applicant brought what was missing; the case is accepted, clock resumes."""
 
         materials: tuple[Material, ...]
@@ -154,13 +161,13 @@ class Case(Aggregate):
             aggregate.missing = ()
             aggregate._resume_clock(self.timestamp)
 
-    class Accepted(Event):
+    class Accepted(HallEvent):
         """受理."""
 
         def apply(self, aggregate: Case) -> None:
             aggregate.state = S.ACCEPTED
 
-    class RejectedAtIntake(Event):
+    class RejectedAtIntake(HallEvent):
         """不予受理 (final)."""
 
         reason: str
@@ -170,7 +177,7 @@ class Case(Aggregate):
             aggregate.closing_reason = self.reason
             aggregate._stop_clock(self.timestamp)
 
-    class HandedOff(Event):
+    class HandedOff(HallEvent):
         """转办: sent to another hall, which must acknowledge."""
 
         to_hall: str
@@ -181,8 +188,9 @@ class Case(Aggregate):
             aggregate.state_before_transfer = aggregate.state
             aggregate.state = S.HANDED_OFF
             aggregate.pending_receiver = self.to_hall
+            aggregate._add_party(self.to_hall)
 
-    class Escalated(Event):
+    class Escalated(HallEvent):
         """上报: sent up to a hall of a higher level, which must acknowledge."""
 
         to_hall: str
@@ -193,8 +201,9 @@ class Case(Aggregate):
             aggregate.state_before_transfer = aggregate.state
             aggregate.state = S.ESCALATED
             aggregate.pending_receiver = self.to_hall
+            aggregate._add_party(self.to_hall)
 
-    class HandoffAcknowledged(Event):
+    class HandoffAcknowledged(HallEvent):
         """The receiving hall took the case; it is now its holder."""
 
         from_hall: str
@@ -206,13 +215,13 @@ class Case(Aggregate):
             aggregate.pending_receiver = None
             aggregate.state_before_transfer = None
 
-    class HandlingStarted(Event):
+    class HandlingStarted(HallEvent):
         """承办: the holding hall starts handling."""
 
         def apply(self, aggregate: Case) -> None:
             aggregate.state = S.HANDLING
 
-    class Suspended(Event):
+    class Suspended(HallEvent):
         """特别程序 starts; the clock pauses."""
 
         reason: SuspensionReason
@@ -222,14 +231,14 @@ class Case(Aggregate):
             aggregate.state = S.SUSPENDED
             aggregate._pause_clock(self.timestamp)
 
-    class Resumed(Event):
+    class Resumed(HallEvent):
         """特别程序 ends; the clock resumes."""
 
         def apply(self, aggregate: Case) -> None:
             aggregate.state = S.HANDLING
             aggregate._resume_clock(self.timestamp)
 
-    class JointTasksOpened(Event):
+    class JointTasksOpened(HallEvent):
         """联办: child tasks for departments or regions are opened."""
 
         tasks: tuple[JointTask, ...]
@@ -237,8 +246,10 @@ class Case(Aggregate):
         def apply(self, aggregate: Case) -> None:
             aggregate.state = S.JOINT
             aggregate.joint_tasks = {t.task_id: JointTaskStatus(t) for t in self.tasks}
+            for task in self.tasks:
+                aggregate._add_party(task.hall_id)
 
-    class JointTaskCompleted(Event):
+    class JointTaskCompleted(HallEvent):
         """One joint task is done."""
 
         task_id: str
@@ -252,13 +263,13 @@ class Case(Aggregate):
                 self.task_id: JointTaskStatus(status.task, True, self.approved, self.note),
             }
 
-    class JointTasksJoined(Event):
+    class JointTasksJoined(HallEvent):
         """All joint tasks are done; handling continues at the lead hall."""
 
         def apply(self, aggregate: Case) -> None:
             aggregate.state = S.HANDLING
 
-    class Decided(Event):
+    class Decided(HallEvent):
         """决定: approved (准予) or denied (不予)."""
 
         approved: bool
@@ -269,14 +280,14 @@ class Case(Aggregate):
             aggregate.approved = self.approved
             aggregate.decision_reason = self.reason
 
-    class Concluded(Event):
+    class Concluded(HallEvent):
         """办结; the clock stops."""
 
         def apply(self, aggregate: Case) -> None:
             aggregate.state = S.CONCLUDED
             aggregate._stop_clock(self.timestamp)
 
-    class CertificateRecorded(Event):
+    class CertificateRecorded(HallEvent):
         """制证: the certificate issued for this case."""
 
         certificate_id: str
@@ -285,7 +296,7 @@ class Case(Aggregate):
             aggregate.state = S.CERTIFICATE_ISSUED
             aggregate.certificate_id = self.certificate_id
 
-    class Delivered(Event):
+    class Delivered(HallEvent):
         """送达."""
 
         method: DeliveryMethod
@@ -295,7 +306,7 @@ class Case(Aggregate):
             aggregate.state = S.DELIVERED
             aggregate.delivery_method = self.method
 
-    class Rated(Event):
+    class Rated(HallEvent):
         """评价 (好差评)."""
 
         rating: Rating
@@ -305,7 +316,7 @@ class Case(Aggregate):
             aggregate.state = S.RATED
             aggregate.rating = self.rating
 
-    class RectificationOpened(Event):
+    class RectificationOpened(HallEvent):
         """整改: a 差评 opens a rectification task with a deadline in working days."""
 
         deadline_days: int
@@ -314,7 +325,7 @@ class Case(Aggregate):
             aggregate.state = S.RECTIFYING
             aggregate.rectification_deadline_days = self.deadline_days
 
-    class RectificationCompleted(Event):
+    class RectificationCompleted(HallEvent):
         """整改 done, with the follow-up (回访) result."""
 
         report: str
@@ -324,13 +335,13 @@ class Case(Aggregate):
             aggregate.state = S.RATED
             aggregate.rectified = True
 
-    class Archived(Event):
+    class Archived(HallEvent):
         """归档 (final)."""
 
         def apply(self, aggregate: Case) -> None:
             aggregate.state = S.ARCHIVED
 
-    class Withdrawn(Event):
+    class Withdrawn(HallEvent):
         """撤回 (final)."""
 
         reason: str
@@ -342,6 +353,18 @@ class Case(Aggregate):
             aggregate.state_before_transfer = None
             aggregate._stop_clock(self.timestamp)
 
+    class PersonalDataErased(Aggregate.Event):
+        """An admin crypto-shredded the case's personal data (its sealed applicant).
+
+        Not a :class:`HallEvent`: an admin acts here, named by ``admin``.
+        """
+
+        admin: str
+        reason: str
+
+        def apply(self, aggregate: Case) -> None:
+            aggregate.personal_data_erased = True
+
     def __init__(self) -> None:
         # Attributes set by Submitted.apply are declared here for readers and type checkers.
         self.state = S.RECEIVED
@@ -351,7 +374,10 @@ class Case(Aggregate):
         self.mode = CrossRegionMode.LOCAL
         self.intake_region = ""
         self.competent_region = ""
-        self.applicant: Applicant | None = None
+        self.applicant: SealedApplicant | None = None
+        self.personal_data_erased = False
+        #: Every hall that took in, held, was addressed or given a task: those may read the case.
+        self.parties: tuple[str, ...] = ()
         self.materials: tuple[Material, ...] = ()
         self.promised_days = 0
         self.statutory_days = 0
@@ -389,7 +415,7 @@ class Case(Aggregate):
         mode: CrossRegionMode,
         intake_region: RegionCode,
         competent_region: RegionCode,
-        applicant: Applicant,
+        applicant: SealedApplicant,
         materials: tuple[Material, ...],
         promised_days: int,
         statutory_days: int,
@@ -400,9 +426,7 @@ class Case(Aggregate):
         if not materials:
             raise InvalidInput("materials", [], "at least one material is required")
         if actor.region != intake_region.value:
-            raise PermissionRefused(
-                actor.hall_id, f"hall at {actor.region} cannot take in for {intake_region}"
-            )
+            raise PermissionRefused(actor.hall_id, "a hall takes in cases at its own region only")
         return cls._create(
             cls.Submitted,
             id=case_id,
@@ -477,11 +501,9 @@ class Case(Aggregate):
 
     def acknowledge_handoff(self, actor: Actor) -> None:
         """The receiver of a handoff or escalation takes the case."""
-        self._check("acknowledge_handoff", actor, holder_only=False)
         if actor.hall_id != self.pending_receiver:
-            raise PermissionRefused(
-                actor.hall_id, f"the case is addressed to hall {self.pending_receiver}"
-            )
+            raise PermissionRefused(actor.hall_id, "the case is not addressed to this hall")
+        self._check("acknowledge_handoff", actor, holder_only=False)
         self.trigger_event(self.HandoffAcknowledged, actor=actor, from_hall=self.holder)
 
     # ---------------------------------------------------------------- handling
@@ -519,14 +541,11 @@ class Case(Aggregate):
 
     def complete_joint_task(self, actor: Actor, task_id: str, approved: bool, note: str) -> None:
         """The task's hall reports its part; the last completion joins the case."""
-        self._check("complete_joint_task", actor, holder_only=False)
         status = self.joint_tasks.get(task_id)
-        if status is None:
-            raise InvalidInput("task_id", task_id, "no such task on this case")
-        if status.task.hall_id != actor.hall_id:
-            raise PermissionRefused(
-                actor.hall_id, f"task {task_id} belongs to {status.task.hall_id}"
-            )
+        if status is None or status.task.hall_id != actor.hall_id:
+            # One answer for "no such task" and "another hall's task": names no other hall.
+            raise PermissionRefused(actor.hall_id, f"task {task_id!r} is not this hall's task")
+        self._check("complete_joint_task", actor, holder_only=False)
         if status.done:
             raise TransitionRefused("complete_joint_task", self.state.name, f"{task_id} is done")
         self.trigger_event(
@@ -581,8 +600,8 @@ class Case(Aggregate):
 
     def rate(self, actor: Actor, rating: Rating, comment: str) -> None:
         """好差评; a 差评 opens a rectification with a deadline."""
-        self._check("rate", actor, holder_only=False)
         self._require_holder_or_intake(actor)
+        self._check("rate", actor, holder_only=False)
         self.trigger_event(self.Rated, actor=actor, rating=rating, comment=comment)
         if rating.is_bad:
             self.trigger_event(
@@ -605,12 +624,25 @@ class Case(Aggregate):
 
     def withdraw(self, actor: Actor, reason: str) -> None:
         """撤回 at the applicant's request, from any open state, at the holder or intake hall."""
-        self._check("withdraw", actor, holder_only=False)
         self._require_holder_or_intake(actor)
+        self._check("withdraw", actor, holder_only=False)
         _require_text("reason", reason)
         self.trigger_event(self.Withdrawn, actor=actor, reason=reason)
 
+    # ---------------------------------------------------------------- personal data
+
+    def erase_personal_data(self, admin: str, reason: str) -> None:
+        """Record that an admin crypto-shredded this case's personal data (once, in any state)."""
+        if self.personal_data_erased:
+            raise TransitionRefused("erase_personal_data", self.state.name, "already erased")
+        _require_text("reason", reason)
+        self.trigger_event(self.PersonalDataErased, admin=admin, reason=reason)
+
     # ---------------------------------------------------------------- queries
+
+    def involves(self, hall_id: str) -> bool:
+        """Whether ``hall_id`` is a party to the case (and so may read it)."""
+        return hall_id in self.parties
 
     def state_is(self, *states: CaseState) -> bool:
         """True when the case is in one of ``states``."""
@@ -638,16 +670,22 @@ class Case(Aggregate):
     # ---------------------------------------------------------------- internals
 
     def _check(self, command: str, actor: Actor, *, holder_only: bool = True) -> None:
+        # Who may act is decided before the state is looked at, and a refusal names no other
+        # hall: a party that may not act learns nothing from the reply.
+        if holder_only and actor.hall_id != self.holder:
+            raise PermissionRefused(actor.hall_id, "this hall does not hold the case")
         if self.state not in ALLOWED_FROM[command]:
             raise TransitionRefused(command, self.state.name)
-        if holder_only and actor.hall_id != self.holder:
-            raise PermissionRefused(actor.hall_id, f"case {self.id} is held by hall {self.holder}")
 
     def _require_holder_or_intake(self, actor: Actor) -> None:
         if actor.hall_id not in {self.holder, self.intake_hall}:
             raise PermissionRefused(
-                actor.hall_id, f"only the holder {self.holder} or intake hall may do this"
+                actor.hall_id, "only the holding or the intake hall may do this"
             )
+
+    def _add_party(self, hall_id: str) -> None:
+        if hall_id not in self.parties:
+            self.parties = (*self.parties, hall_id)
 
     def _pause_clock(self, at: datetime) -> None:
         self.paused_since = at

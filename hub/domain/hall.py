@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import re
 from uuid import NAMESPACE_URL, UUID, uuid5
 
@@ -35,6 +36,14 @@ def decode_public_key(text: str, field: str = "public_key") -> bytes:
     if len(raw) != ED25519_PUBLIC_KEY_BYTES:
         raise InvalidInput(field, text, f"an Ed25519 public key has 32 bytes, got {len(raw)}")
     return raw
+
+
+def key_id(public_key_b64: str) -> str:
+    """A signing key's id: hex of the first 8 bytes of SHA-256 of the raw 32-byte key.
+
+    Halls' and admins' command-signing keys are named by it in the ledger's leaves.
+    """
+    return hashlib.sha256(decode_public_key(public_key_b64)).hexdigest()[:16]
 
 
 class Hall(Aggregate):

@@ -139,8 +139,12 @@ class Applicant:
     phone: str
 
     def __post_init__(self) -> None:
+        # Error values are redacted: a refusal must never echo personal data.
         if not self.name.strip():
-            raise InvalidInput("applicant.name", self.name, "must not be empty")
+            raise InvalidInput("applicant.name", "<redacted>", "must not be empty")
+        if len(self.name) > MAX_PERSONAL_CHARS or len(self.phone) > MAX_PERSONAL_CHARS:
+            field = "applicant.name" if len(self.name) > MAX_PERSONAL_CHARS else "applicant.phone"
+            raise InvalidInput(field, "<redacted>", f"at most {MAX_PERSONAL_CHARS} characters")
         if not re.fullmatch(r"[0-9]{17}[0-9X]", self.id_number):
             raise InvalidInput(
                 "applicant.id_number", "<redacted>", "must be an 18-character resident ID number"
@@ -149,6 +153,47 @@ class Applicant:
             raise InvalidInput(
                 "applicant.id_number", "<redacted>", "check character does not match (GB 11643)"
             )
+
+
+#: Longest name or phone number accepted (a personal field is stored sealed, never truncated).
+MAX_PERSONAL_CHARS = 128
+
+#: The personal fields of an applicant, in their wire order.
+APPLICANT_FIELDS = ("name", "id_number", "phone")
+
+
+@dataclass(frozen=True)
+class ApplicantCommitments:
+    """What a hall signs of an applicant: one salted commitment per field, as hex.
+
+    See :mod:`hub.domain.commitments`; the clear values are kept only sealed
+    (:class:`SealedApplicant`).
+    """
+
+    name: str
+    id_number: str
+    phone: str
+
+    def __post_init__(self) -> None:
+        for field in APPLICANT_FIELDS:
+            value = getattr(self, field)
+            if not _SHA256_HEX.fullmatch(value):
+                raise InvalidInput(
+                    f"applicant.{field}", value, "a commitment is 32 bytes (SHA-256)"
+                )
+
+
+@dataclass(frozen=True)
+class SealedApplicant:
+    """The applicant as a case stores it: the signed commitments and the sealed clear values.
+
+    ``ciphertext`` is AES-256-GCM under the case's own personal-data key, which the node keeps
+    outside the event log; erasing the case's personal data destroys that key, so the clear
+    values become unreadable while every stored byte (and so every hash and proof) stays.
+    """
+
+    commitments: ApplicantCommitments
+    ciphertext: bytes
 
 
 def _id_number_check_ok(id_number: str) -> bool:

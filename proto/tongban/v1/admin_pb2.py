@@ -22,10 +22,11 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from tongban.v1 import case_exchange_pb2 as tongban_dot_v1_dot_case__exchange__pb2
 from tongban.v1 import common_pb2 as tongban_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16tongban/v1/admin.proto\x12\ntongban.v1\x1a\x17tongban/v1/common.proto\"i\n\x13RegisterHallRequest\x12\x0f\n\x07hall_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0e\n\x06region\x18\x03 \x01(\t\x12\x0f\n\x07windows\x18\x04 \x03(\t\x12\x12\n\npublic_key\x18\x05 \x01(\t\";\n\x14RotateHallKeyRequest\x12\x0f\n\x07hall_id\x18\x01 \x01(\t\x12\x12\n\npublic_key\x18\x02 \x01(\t\"4\n\x11RetireHallRequest\x12\x0f\n\x07hall_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"!\n\x0eGetHallRequest\x12\x0f\n\x07hall_id\x18\x01 \x01(\t2\x8b\x02\n\tHallAdmin\x12\x41\n\x0cRegisterHall\x12\x1f.tongban.v1.RegisterHallRequest\x1a\x10.tongban.v1.Hall\x12\x43\n\rRotateHallKey\x12 .tongban.v1.RotateHallKeyRequest\x1a\x10.tongban.v1.Hall\x12=\n\nRetireHall\x12\x1d.tongban.v1.RetireHallRequest\x1a\x10.tongban.v1.Hall\x12\x37\n\x07GetHall\x12\x1a.tongban.v1.GetHallRequest\x1a\x10.tongban.v1.HallB%\n\rcn.tongban.v1Z\x14tongban/v1;tongbanv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16tongban/v1/admin.proto\x12\ntongban.v1\x1a\x1etongban/v1/case_exchange.proto\x1a\x17tongban/v1/common.proto\"!\n\x0eGetHallRequest\x12\x0f\n\x07hall_id\x18\x01 \x01(\t2\xc4\x02\n\tHallAdmin\x12;\n\x0cRegisterHall\x12\x19.tongban.v1.SignedCommand\x1a\x10.tongban.v1.Hall\x12<\n\rRotateHallKey\x12\x19.tongban.v1.SignedCommand\x1a\x10.tongban.v1.Hall\x12\x39\n\nRetireHall\x12\x19.tongban.v1.SignedCommand\x1a\x10.tongban.v1.Hall\x12H\n\x11\x45rasePersonalData\x12\x19.tongban.v1.SignedCommand\x1a\x18.tongban.v1.CommandReply\x12\x37\n\x07GetHall\x12\x1a.tongban.v1.GetHallRequest\x1a\x10.tongban.v1.HallB%\n\rcn.tongban.v1Z\x14tongban/v1;tongbanv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,14 +34,8 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'tongban.v1.admin_pb2', _glo
 if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'\n\rcn.tongban.v1Z\024tongban/v1;tongbanv1'
-  _globals['_REGISTERHALLREQUEST']._serialized_start=63
-  _globals['_REGISTERHALLREQUEST']._serialized_end=168
-  _globals['_ROTATEHALLKEYREQUEST']._serialized_start=170
-  _globals['_ROTATEHALLKEYREQUEST']._serialized_end=229
-  _globals['_RETIREHALLREQUEST']._serialized_start=231
-  _globals['_RETIREHALLREQUEST']._serialized_end=283
-  _globals['_GETHALLREQUEST']._serialized_start=285
-  _globals['_GETHALLREQUEST']._serialized_end=318
-  _globals['_HALLADMIN']._serialized_start=321
-  _globals['_HALLADMIN']._serialized_end=588
+  _globals['_GETHALLREQUEST']._serialized_start=95
+  _globals['_GETHALLREQUEST']._serialized_end=128
+  _globals['_HALLADMIN']._serialized_start=131
+  _globals['_HALLADMIN']._serialized_end=455
 # @@protoc_insertion_point(module_scope)

@@ -4,6 +4,7 @@ import grpc
 import warnings
 
 from tongban.v1 import admin_pb2 as tongban_dot_v1_dot_admin__pb2
+from tongban.v1 import case_exchange_pb2 as tongban_dot_v1_dot_case__exchange__pb2
 from tongban.v1 import common_pb2 as tongban_dot_v1_dot_common__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
@@ -37,18 +38,23 @@ class HallAdminStub:
         """
         self.RegisterHall = channel.unary_unary(
                 '/tongban.v1.HallAdmin/RegisterHall',
-                request_serializer=tongban_dot_v1_dot_admin__pb2.RegisterHallRequest.SerializeToString,
+                request_serializer=tongban_dot_v1_dot_case__exchange__pb2.SignedCommand.SerializeToString,
                 response_deserializer=tongban_dot_v1_dot_common__pb2.Hall.FromString,
                 _registered_method=True)
         self.RotateHallKey = channel.unary_unary(
                 '/tongban.v1.HallAdmin/RotateHallKey',
-                request_serializer=tongban_dot_v1_dot_admin__pb2.RotateHallKeyRequest.SerializeToString,
+                request_serializer=tongban_dot_v1_dot_case__exchange__pb2.SignedCommand.SerializeToString,
                 response_deserializer=tongban_dot_v1_dot_common__pb2.Hall.FromString,
                 _registered_method=True)
         self.RetireHall = channel.unary_unary(
                 '/tongban.v1.HallAdmin/RetireHall',
-                request_serializer=tongban_dot_v1_dot_admin__pb2.RetireHallRequest.SerializeToString,
+                request_serializer=tongban_dot_v1_dot_case__exchange__pb2.SignedCommand.SerializeToString,
                 response_deserializer=tongban_dot_v1_dot_common__pb2.Hall.FromString,
+                _registered_method=True)
+        self.ErasePersonalData = channel.unary_unary(
+                '/tongban.v1.HallAdmin/ErasePersonalData',
+                request_serializer=tongban_dot_v1_dot_case__exchange__pb2.SignedCommand.SerializeToString,
+                response_deserializer=tongban_dot_v1_dot_case__exchange__pb2.CommandReply.FromString,
                 _registered_method=True)
         self.GetHall = channel.unary_unary(
                 '/tongban.v1.HallAdmin/GetHall',
@@ -61,28 +67,36 @@ class HallAdminServicer:
     """Missing associated documentation comment in .proto file."""
 
     def RegisterHall(self, request, context):
-        """Register a hall at a known region with its windows and Ed25519 public key.
+        """Register a hall at a region this node keeps (Command.register_hall).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def RotateHallKey(self, request, context):
-        """Replace a hall's signing key; commands signed with the old key are refused from now on.
+        """Replace a hall's signing key; commands signed with the old key are refused from now on
+        (Command.rotate_hall_key).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def RetireHall(self, request, context):
-        """Retire a hall; it can no longer act.
+        """Retire a hall; it can no longer act (Command.retire_hall).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ErasePersonalData(self, request, context):
+        """Crypto-shred one case's personal data (Command.erase_personal_data).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def GetHall(self, request, context):
-        """A hall as registered.
+        """A hall as registered, with its key history.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -93,18 +107,23 @@ def add_HallAdminServicer_to_server(servicer, server):
     rpc_method_handlers = {
             'RegisterHall': grpc.unary_unary_rpc_method_handler(
                     servicer.RegisterHall,
-                    request_deserializer=tongban_dot_v1_dot_admin__pb2.RegisterHallRequest.FromString,
+                    request_deserializer=tongban_dot_v1_dot_case__exchange__pb2.SignedCommand.FromString,
                     response_serializer=tongban_dot_v1_dot_common__pb2.Hall.SerializeToString,
             ),
             'RotateHallKey': grpc.unary_unary_rpc_method_handler(
                     servicer.RotateHallKey,
-                    request_deserializer=tongban_dot_v1_dot_admin__pb2.RotateHallKeyRequest.FromString,
+                    request_deserializer=tongban_dot_v1_dot_case__exchange__pb2.SignedCommand.FromString,
                     response_serializer=tongban_dot_v1_dot_common__pb2.Hall.SerializeToString,
             ),
             'RetireHall': grpc.unary_unary_rpc_method_handler(
                     servicer.RetireHall,
-                    request_deserializer=tongban_dot_v1_dot_admin__pb2.RetireHallRequest.FromString,
+                    request_deserializer=tongban_dot_v1_dot_case__exchange__pb2.SignedCommand.FromString,
                     response_serializer=tongban_dot_v1_dot_common__pb2.Hall.SerializeToString,
+            ),
+            'ErasePersonalData': grpc.unary_unary_rpc_method_handler(
+                    servicer.ErasePersonalData,
+                    request_deserializer=tongban_dot_v1_dot_case__exchange__pb2.SignedCommand.FromString,
+                    response_serializer=tongban_dot_v1_dot_case__exchange__pb2.CommandReply.SerializeToString,
             ),
             'GetHall': grpc.unary_unary_rpc_method_handler(
                     servicer.GetHall,
@@ -137,7 +156,7 @@ class HallAdmin:
             request,
             target,
             '/tongban.v1.HallAdmin/RegisterHall',
-            tongban_dot_v1_dot_admin__pb2.RegisterHallRequest.SerializeToString,
+            tongban_dot_v1_dot_case__exchange__pb2.SignedCommand.SerializeToString,
             tongban_dot_v1_dot_common__pb2.Hall.FromString,
             options,
             channel_credentials,
@@ -164,7 +183,7 @@ class HallAdmin:
             request,
             target,
             '/tongban.v1.HallAdmin/RotateHallKey',
-            tongban_dot_v1_dot_admin__pb2.RotateHallKeyRequest.SerializeToString,
+            tongban_dot_v1_dot_case__exchange__pb2.SignedCommand.SerializeToString,
             tongban_dot_v1_dot_common__pb2.Hall.FromString,
             options,
             channel_credentials,
@@ -191,8 +210,35 @@ class HallAdmin:
             request,
             target,
             '/tongban.v1.HallAdmin/RetireHall',
-            tongban_dot_v1_dot_admin__pb2.RetireHallRequest.SerializeToString,
+            tongban_dot_v1_dot_case__exchange__pb2.SignedCommand.SerializeToString,
             tongban_dot_v1_dot_common__pb2.Hall.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ErasePersonalData(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tongban.v1.HallAdmin/ErasePersonalData',
+            tongban_dot_v1_dot_case__exchange__pb2.SignedCommand.SerializeToString,
+            tongban_dot_v1_dot_case__exchange__pb2.CommandReply.FromString,
             options,
             channel_credentials,
             insecure,

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from tongban.v1 import events_pb2 as tongban_dot_v1_dot_events__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16tongban/v1/audit.proto\x12\ntongban.v1\x1a\x17tongban/v1/events.proto\"\x16\n\x14GetCheckpointRequest\"F\n\nCheckpoint\x12\x0c\n\x04note\x18\x01 \x01(\x0c\x12\x0c\n\x04size\x18\x02 \x01(\x04\x12\x0c\n\x04root\x18\x03 \x01(\x0c\x12\x0e\n\x06origin\x18\x04 \x01(\t\"9\n\x15InclusionProofRequest\x12\r\n\x05index\x18\x01 \x01(\x04\x12\x11\n\ttree_size\x18\x02 \x01(\x04\"P\n\x0eInclusionProof\x12\r\n\x05index\x18\x01 \x01(\x04\x12\x11\n\ttree_size\x18\x02 \x01(\x04\x12\x0e\n\x06hashes\x18\x03 \x03(\x0c\x12\x0c\n\x04leaf\x18\x04 \x01(\x0c\"=\n\x17\x43onsistencyProofRequest\x12\x11\n\tfrom_size\x18\x01 \x01(\x04\x12\x0f\n\x07to_size\x18\x02 \x01(\x04\"F\n\x10\x43onsistencyProof\x12\x11\n\tfrom_size\x18\x01 \x01(\x04\x12\x0f\n\x07to_size\x18\x02 \x01(\x04\x12\x0e\n\x06hashes\x18\x03 \x03(\x0c\"#\n\x10\x41uditCaseRequest\x12\x0f\n\x07\x63\x61se_id\x18\x01 \x01(\t\"b\n\x0c\x41uditedEvent\x12$\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x15.tongban.v1.CaseEvent\x12\r\n\x05index\x18\x02 \x01(\x04\x12\x0c\n\x04leaf\x18\x03 \x01(\x0c\x12\x0f\n\x07receipt\x18\x04 \x01(\t\">\n\x12\x41uditedCaseHistory\x12(\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x18.tongban.v1.AuditedEvent\"%\n\x14StreamEntriesRequest\x12\r\n\x05start\x18\x01 \x01(\x04\"\'\n\x08LogEntry\x12\r\n\x05index\x18\x01 \x01(\x04\x12\x0c\n\x04leaf\x18\x02 \x01(\x0c\x32\x9b\x03\n\x05\x41udit\x12I\n\rGetCheckpoint\x12 .tongban.v1.GetCheckpointRequest\x1a\x16.tongban.v1.Checkpoint\x12R\n\x11GetInclusionProof\x12!.tongban.v1.InclusionProofRequest\x1a\x1a.tongban.v1.InclusionProof\x12X\n\x13GetConsistencyProof\x12#.tongban.v1.ConsistencyProofRequest\x1a\x1c.tongban.v1.ConsistencyProof\x12N\n\x0eGetCaseHistory\x12\x1c.tongban.v1.AuditCaseRequest\x1a\x1e.tongban.v1.AuditedCaseHistory\x12I\n\rStreamEntries\x12 .tongban.v1.StreamEntriesRequest\x1a\x14.tongban.v1.LogEntry0\x01\x42%\n\rcn.tongban.v1Z\x14tongban/v1;tongbanv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16tongban/v1/audit.proto\x12\ntongban.v1\x1a\x17tongban/v1/events.proto\"\x16\n\x14GetCheckpointRequest\"F\n\nCheckpoint\x12\x0c\n\x04note\x18\x01 \x01(\x0c\x12\x0c\n\x04size\x18\x02 \x01(\x04\x12\x0c\n\x04root\x18\x03 \x01(\x0c\x12\x0e\n\x06origin\x18\x04 \x01(\t\"9\n\x15InclusionProofRequest\x12\r\n\x05index\x18\x01 \x01(\x04\x12\x11\n\ttree_size\x18\x02 \x01(\x04\"P\n\x0eInclusionProof\x12\r\n\x05index\x18\x01 \x01(\x04\x12\x11\n\ttree_size\x18\x02 \x01(\x04\x12\x0e\n\x06hashes\x18\x03 \x03(\x0c\x12\x0c\n\x04leaf\x18\x04 \x01(\x0c\"=\n\x17\x43onsistencyProofRequest\x12\x11\n\tfrom_size\x18\x01 \x01(\x04\x12\x0f\n\x07to_size\x18\x02 \x01(\x04\"F\n\x10\x43onsistencyProof\x12\x11\n\tfrom_size\x18\x01 \x01(\x04\x12\x0f\n\x07to_size\x18\x02 \x01(\x04\x12\x0e\n\x06hashes\x18\x03 \x03(\x0c\"#\n\x10\x41uditCaseRequest\x12\x0f\n\x07\x63\x61se_id\x18\x01 \x01(\t\"y\n\x0c\x41uditedEvent\x12$\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x15.tongban.v1.CaseEvent\x12\r\n\x05index\x18\x02 \x01(\x04\x12\x0c\n\x04leaf\x18\x03 \x01(\x0c\x12\x0f\n\x07receipt\x18\x04 \x01(\t\x12\x15\n\rcommand_index\x18\x05 \x01(\x04\"\x82\x01\n\x0e\x41uditedCommand\x12\r\n\x05index\x18\x01 \x01(\x04\x12\x0c\n\x04leaf\x18\x02 \x01(\x0c\x12\x0f\n\x07receipt\x18\x03 \x01(\t\x12\x0f\n\x07\x63ommand\x18\x04 \x01(\x0c\x12\x11\n\tsignature\x18\x05 \x01(\x0c\x12\x0e\n\x06signer\x18\x06 \x01(\t\x12\x0e\n\x06key_id\x18\x07 \x01(\t\"l\n\x12\x41uditedCaseHistory\x12(\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x18.tongban.v1.AuditedEvent\x12,\n\x08\x63ommands\x18\x02 \x03(\x0b\x32\x1a.tongban.v1.AuditedCommand\"%\n\x14StreamEntriesRequest\x12\r\n\x05start\x18\x01 \x01(\x04\"\'\n\x08LogEntry\x12\r\n\x05index\x18\x01 \x01(\x04\x12\x0c\n\x04leaf\x18\x02 \x01(\x0c\x32\x9b\x03\n\x05\x41udit\x12I\n\rGetCheckpoint\x12 .tongban.v1.GetCheckpointRequest\x1a\x16.tongban.v1.Checkpoint\x12R\n\x11GetInclusionProof\x12!.tongban.v1.InclusionProofRequest\x1a\x1a.tongban.v1.InclusionProof\x12X\n\x13GetConsistencyProof\x12#.tongban.v1.ConsistencyProofRequest\x1a\x1c.tongban.v1.ConsistencyProof\x12N\n\x0eGetCaseHistory\x12\x1c.tongban.v1.AuditCaseRequest\x1a\x1e.tongban.v1.AuditedCaseHistory\x12I\n\rStreamEntries\x12 .tongban.v1.StreamEntriesRequest\x1a\x14.tongban.v1.LogEntry0\x01\x42%\n\rcn.tongban.v1Z\x14tongban/v1;tongbanv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -48,13 +48,15 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_AUDITCASEREQUEST']._serialized_start=435
   _globals['_AUDITCASEREQUEST']._serialized_end=470
   _globals['_AUDITEDEVENT']._serialized_start=472
-  _globals['_AUDITEDEVENT']._serialized_end=570
-  _globals['_AUDITEDCASEHISTORY']._serialized_start=572
-  _globals['_AUDITEDCASEHISTORY']._serialized_end=634
-  _globals['_STREAMENTRIESREQUEST']._serialized_start=636
-  _globals['_STREAMENTRIESREQUEST']._serialized_end=673
-  _globals['_LOGENTRY']._serialized_start=675
-  _globals['_LOGENTRY']._serialized_end=714
-  _globals['_AUDIT']._serialized_start=717
-  _globals['_AUDIT']._serialized_end=1128
+  _globals['_AUDITEDEVENT']._serialized_end=593
+  _globals['_AUDITEDCOMMAND']._serialized_start=596
+  _globals['_AUDITEDCOMMAND']._serialized_end=726
+  _globals['_AUDITEDCASEHISTORY']._serialized_start=728
+  _globals['_AUDITEDCASEHISTORY']._serialized_end=836
+  _globals['_STREAMENTRIESREQUEST']._serialized_start=838
+  _globals['_STREAMENTRIESREQUEST']._serialized_end=875
+  _globals['_LOGENTRY']._serialized_start=877
+  _globals['_LOGENTRY']._serialized_end=916
+  _globals['_AUDIT']._serialized_start=919
+  _globals['_AUDIT']._serialized_end=1330
 # @@protoc_insertion_point(module_scope)

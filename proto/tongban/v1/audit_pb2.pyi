@@ -196,12 +196,17 @@ class AuditedEvent(_message.Message):
     INDEX_FIELD_NUMBER: _builtins.int
     LEAF_FIELD_NUMBER: _builtins.int
     RECEIPT_FIELD_NUMBER: _builtins.int
+    COMMAND_INDEX_FIELD_NUMBER: _builtins.int
     index: _builtins.int
     leaf: _builtins.bytes
     receipt: _builtins.str
     """c2sp.org/tlog-proof@v1 text; empty until a checkpoint covers the leaf"""
+    command_index: _builtins.int
+    """leaf index of the signed command that produced the event"""
     @_builtins.property
-    def event(self) -> _events_pb2.CaseEvent: ...
+    def event(self) -> _events_pb2.CaseEvent:
+        """personal fields as commitments only"""
+
     def __init__(
         self,
         *,
@@ -209,30 +214,83 @@ class AuditedEvent(_message.Message):
         index: _builtins.int = ...,
         leaf: _builtins.bytes = ...,
         receipt: _builtins.str = ...,
+        command_index: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["event", b"event"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["event", b"event", "index", b"index", "leaf", b"leaf", "receipt", b"receipt"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["command_index", b"command_index", "event", b"event", "index", b"index", "leaf", b"leaf", "receipt", b"receipt"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___AuditedEvent: _TypeAlias = AuditedEvent  # noqa: Y015
 
 @_typing.final
+class AuditedCommand(_message.Message):
+    """A signed command as the log holds it."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INDEX_FIELD_NUMBER: _builtins.int
+    LEAF_FIELD_NUMBER: _builtins.int
+    RECEIPT_FIELD_NUMBER: _builtins.int
+    COMMAND_FIELD_NUMBER: _builtins.int
+    SIGNATURE_FIELD_NUMBER: _builtins.int
+    SIGNER_FIELD_NUMBER: _builtins.int
+    KEY_ID_FIELD_NUMBER: _builtins.int
+    index: _builtins.int
+    """its leaf index"""
+    leaf: _builtins.bytes
+    """the encoded leaf: signer, key id, signature and the signed bytes"""
+    receipt: _builtins.str
+    """c2sp.org/tlog-proof@v1 text; empty until a checkpoint covers the leaf"""
+    command: _builtins.bytes
+    """the signed Command bytes (also inside `leaf`)"""
+    signature: _builtins.bytes
+    """the Ed25519 signature over `command` (also inside `leaf`)"""
+    signer: _builtins.str
+    """hall id or admin name"""
+    key_id: _builtins.str
+    """the signer's key id (docs/wire-api.md)"""
+    def __init__(
+        self,
+        *,
+        index: _builtins.int = ...,
+        leaf: _builtins.bytes = ...,
+        receipt: _builtins.str = ...,
+        command: _builtins.bytes = ...,
+        signature: _builtins.bytes = ...,
+        signer: _builtins.str = ...,
+        key_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["command", b"command", "index", b"index", "key_id", b"key_id", "leaf", b"leaf", "receipt", b"receipt", "signature", b"signature", "signer", b"signer"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AuditedCommand: _TypeAlias = AuditedCommand  # noqa: Y015
+
+@_typing.final
 class AuditedCaseHistory(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     EVENTS_FIELD_NUMBER: _builtins.int
+    COMMANDS_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def events(self) -> _containers.RepeatedCompositeFieldContainer[Global___AuditedEvent]: ...
+    @_builtins.property
+    def commands(self) -> _containers.RepeatedCompositeFieldContainer[Global___AuditedCommand]:
+        """every command that produced one of `events`"""
+
     def __init__(
         self,
         *,
         events: _abc.Iterable[Global___AuditedEvent] | None = ...,
+        commands: _abc.Iterable[Global___AuditedCommand] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["events", b"events"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["commands", b"commands", "events", b"events"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

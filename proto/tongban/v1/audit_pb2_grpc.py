@@ -86,7 +86,9 @@ class AuditServicer:
         raise NotImplementedError('Method not implemented!')
 
     def GetCaseHistory(self, request, context):
-        """A case's events, each with its leaf and an offline receipt.
+        """A case's events, each with its leaf and an offline receipt, and the signed commands that
+        produced them (without personal data: commitments only), so any client can check every
+        signature with the signers' public keys.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -42,7 +42,10 @@ class AuditStub:
     GetConsistencyProof: _grpc.UnaryUnaryMultiCallable[_audit_pb2.ConsistencyProofRequest, _audit_pb2.ConsistencyProof]
     """Consistency proof between two tree sizes."""
     GetCaseHistory: _grpc.UnaryUnaryMultiCallable[_audit_pb2.AuditCaseRequest, _audit_pb2.AuditedCaseHistory]
-    """A case's events, each with its leaf and an offline receipt."""
+    """A case's events, each with its leaf and an offline receipt, and the signed commands that
+    produced them (without personal data: commitments only), so any client can check every
+    signature with the signers' public keys.
+    """
     StreamEntries: _grpc.UnaryStreamMultiCallable[_audit_pb2.StreamEntriesRequest, _audit_pb2.LogEntry]
     """Log entries from `start` on, as they are integrated."""
 
@@ -56,7 +59,10 @@ class AuditAsyncStub(AuditStub):
     GetConsistencyProof: _aio.UnaryUnaryMultiCallable[_audit_pb2.ConsistencyProofRequest, _audit_pb2.ConsistencyProof]  # type: ignore[assignment]
     """Consistency proof between two tree sizes."""
     GetCaseHistory: _aio.UnaryUnaryMultiCallable[_audit_pb2.AuditCaseRequest, _audit_pb2.AuditedCaseHistory]  # type: ignore[assignment]
-    """A case's events, each with its leaf and an offline receipt."""
+    """A case's events, each with its leaf and an offline receipt, and the signed commands that
+    produced them (without personal data: commitments only), so any client can check every
+    signature with the signers' public keys.
+    """
     StreamEntries: _aio.UnaryStreamMultiCallable[_audit_pb2.StreamEntriesRequest, _audit_pb2.LogEntry]  # type: ignore[assignment]
     """Log entries from `start` on, as they are integrated."""
 
@@ -91,7 +97,10 @@ class AuditServicer(metaclass=_abc_1.ABCMeta):
         request: _audit_pb2.AuditCaseRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_audit_pb2.AuditedCaseHistory, _abc.Awaitable[_audit_pb2.AuditedCaseHistory]]:
-        """A case's events, each with its leaf and an offline receipt."""
+        """A case's events, each with its leaf and an offline receipt, and the signed commands that
+        produced them (without personal data: commitments only), so any client can check every
+        signature with the signers' public keys.
+        """
 
     @_abc_1.abstractmethod
     def StreamEntries(

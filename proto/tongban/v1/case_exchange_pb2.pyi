@@ -5,8 +5,11 @@ The CaseExchange service: the whole case lifecycle for hall systems.
 
 Every mutating call takes a SignedCommand: the hall serialises a Command, signs those exact
 bytes with its registered Ed25519 key, and sends bytes and signature. The node verifies the
-signature over the bytes it received before anything is saved, and keeps both with the event,
-so anyone can re-verify later. The Command's oneof must match the RPC called.
+signature over the bytes it received before anything is saved, and puts bytes and signature in
+its ledger, bound to the events the command produced, so anyone holding the public keys can
+re-verify later. The Command's oneof must match the RPC called. A Command never holds personal
+data in clear: each personal field is a salted commitment, and the clear values travel beside
+the signed bytes in SignedCommand.personal (docs/wire-api.md, "Commitments").
 """
 
 from collections import abc as _abc
@@ -35,27 +38,65 @@ class SignedCommand(_message.Message):
 
     COMMAND_FIELD_NUMBER: _builtins.int
     SIGNATURE_FIELD_NUMBER: _builtins.int
+    PERSONAL_FIELD_NUMBER: _builtins.int
     command: _builtins.bytes
-    """a serialised Command, exactly as signed"""
+    """a serialised Command, exactly as signed (at most 48 KiB)"""
     signature: _builtins.bytes
-    """Ed25519 signature of `command` by the hall's current key"""
+    """Ed25519 signature of `command` by the signer's current key"""
+    @_builtins.property
+    def personal(self) -> _containers.RepeatedCompositeFieldContainer[Global___PersonalValue]:
+        """The clear value of each personal field the Command commits to. Not signed and never logged:
+        the node checks each against its commitment and stores it only encrypted.
+        """
+
     def __init__(
         self,
         *,
         command: _builtins.bytes = ...,
         signature: _builtins.bytes = ...,
+        personal: _abc.Iterable[Global___PersonalValue] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["command", b"command", "signature", b"signature"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["command", b"command", "personal", b"personal", "signature", b"signature"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___SignedCommand: _TypeAlias = SignedCommand  # noqa: Y015
 
 @_typing.final
+class PersonalValue(_message.Message):
+    """The clear value of one personal field, with the salt of its commitment."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FIELD_FIELD_NUMBER: _builtins.int
+    VALUE_FIELD_NUMBER: _builtins.int
+    SALT_FIELD_NUMBER: _builtins.int
+    field: _builtins.str
+    """the committed field's path in the Command, e.g. "submit.applicant.name" """
+    value: _builtins.str
+    """the value exactly as committed (UTF-8)"""
+    salt: _builtins.bytes
+    """16-64 random bytes, fresh for every field of every command"""
+    def __init__(
+        self,
+        *,
+        field: _builtins.str = ...,
+        value: _builtins.str = ...,
+        salt: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["field", b"field", "salt", b"salt", "value", b"value"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PersonalValue: _TypeAlias = PersonalValue  # noqa: Y015
+
+@_typing.final
 class CommandHeader(_message.Message):
-    """Who sends the command and the retry key."""
+    """Who sends the command, for which node, when, and the retry key."""
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -64,16 +105,34 @@ class CommandHeader(_message.Message):
     OPERATOR_FIELD_NUMBER: _builtins.int
     REGION_FIELD_NUMBER: _builtins.int
     ISSUED_AT_FIELD_NUMBER: _builtins.int
+    NODE_FIELD_NUMBER: _builtins.int
+    DEFERRED_FIELD_NUMBER: _builtins.int
+    ADMIN_FIELD_NUMBER: _builtins.int
     idempotency_key: _builtins.str
     """A retry with the same key and payload returns the first result; the same key with another
-    payload is refused with ALREADY_EXISTS. Scoped per hall; 8-128 printable ASCII characters.
+    payload is refused with ALREADY_EXISTS. Scoped per signer; 8-128 printable ASCII characters.
     """
     hall_id: _builtins.str
+    """the signing hall (hall commands); empty in an admin command"""
     operator: _builtins.str
+    """the person at the window (or the admin's operator name)"""
     region: _builtins.str
-    """the hall's 12-digit region code"""
+    """the hall's 12-digit region code (hall commands)"""
+    node: _builtins.str
+    """The log origin of the node the command is for (e.g. "tongban/43"); any other node refuses it."""
+    deferred: _builtins.bool
+    """Signed earlier and forwarded later (village outbox, register import): `issued_at` must be in
+    the past and no older than the node's deferred-age limit (default 30 days). It is kept as the
+    business time of the step.
+    """
+    admin: _builtins.str
+    """the signing admin (admin commands); empty in a hall command"""
     @_builtins.property
-    def issued_at(self) -> _timestamp_pb2.Timestamp: ...
+    def issued_at(self) -> _timestamp_pb2.Timestamp:
+        """When the signer signed. Must lie within the node's clock window (default 5 minutes either
+        way) unless `deferred` is set.
+        """
+
     def __init__(
         self,
         *,
@@ -82,10 +141,13 @@ class CommandHeader(_message.Message):
         operator: _builtins.str = ...,
         region: _builtins.str = ...,
         issued_at: _timestamp_pb2.Timestamp | None = ...,
+        node: _builtins.str = ...,
+        deferred: _builtins.bool = ...,
+        admin: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["issued_at", b"issued_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["hall_id", b"hall_id", "idempotency_key", b"idempotency_key", "issued_at", b"issued_at", "operator", b"operator", "region", b"region"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["admin", b"admin", "deferred", b"deferred", "hall_id", b"hall_id", "idempotency_key", b"idempotency_key", "issued_at", b"issued_at", "node", b"node", "operator", b"operator", "region", b"region"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -117,6 +179,10 @@ class Command(_message.Message):
     COMPLETE_RECTIFICATION_FIELD_NUMBER: _builtins.int
     ARCHIVE_FIELD_NUMBER: _builtins.int
     WITHDRAW_FIELD_NUMBER: _builtins.int
+    REGISTER_HALL_FIELD_NUMBER: _builtins.int
+    ROTATE_HALL_KEY_FIELD_NUMBER: _builtins.int
+    RETIRE_HALL_FIELD_NUMBER: _builtins.int
+    ERASE_PERSONAL_DATA_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def header(self) -> Global___CommandHeader: ...
     @_builtins.property
@@ -161,6 +227,16 @@ class Command(_message.Message):
     def archive(self) -> Global___Archive: ...
     @_builtins.property
     def withdraw(self) -> Global___Withdraw: ...
+    @_builtins.property
+    def register_hall(self) -> Global___RegisterHall:
+        """Admin commands (signed by an admin key registered in the node's log; HallAdmin service)."""
+
+    @_builtins.property
+    def rotate_hall_key(self) -> Global___RotateHallKey: ...
+    @_builtins.property
+    def retire_hall(self) -> Global___RetireHall: ...
+    @_builtins.property
+    def erase_personal_data(self) -> Global___ErasePersonalData: ...
     def __init__(
         self,
         *,
@@ -186,12 +262,16 @@ class Command(_message.Message):
         complete_rectification: Global___CompleteRectification | None = ...,
         archive: Global___Archive | None = ...,
         withdraw: Global___Withdraw | None = ...,
+        register_hall: Global___RegisterHall | None = ...,
+        rotate_hall_key: Global___RotateHallKey | None = ...,
+        retire_hall: Global___RetireHall | None = ...,
+        erase_personal_data: Global___ErasePersonalData | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["accept", b"accept", "acknowledge_handoff", b"acknowledge_handoff", "action", b"action", "archive", b"archive", "complete_joint_task", b"complete_joint_task", "complete_rectification", b"complete_rectification", "conclude", b"conclude", "decide", b"decide", "deliver", b"deliver", "escalate", b"escalate", "hand_off", b"hand_off", "header", b"header", "open_joint_tasks", b"open_joint_tasks", "rate", b"rate", "record_certificate", b"record_certificate", "reject_at_intake", b"reject_at_intake", "request_correction", b"request_correction", "resubmit", b"resubmit", "resume", b"resume", "start_handling", b"start_handling", "submit", b"submit", "suspend", b"suspend", "withdraw", b"withdraw"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["accept", b"accept", "acknowledge_handoff", b"acknowledge_handoff", "action", b"action", "archive", b"archive", "complete_joint_task", b"complete_joint_task", "complete_rectification", b"complete_rectification", "conclude", b"conclude", "decide", b"decide", "deliver", b"deliver", "erase_personal_data", b"erase_personal_data", "escalate", b"escalate", "hand_off", b"hand_off", "header", b"header", "open_joint_tasks", b"open_joint_tasks", "rate", b"rate", "record_certificate", b"record_certificate", "register_hall", b"register_hall", "reject_at_intake", b"reject_at_intake", "request_correction", b"request_correction", "resubmit", b"resubmit", "resume", b"resume", "retire_hall", b"retire_hall", "rotate_hall_key", b"rotate_hall_key", "start_handling", b"start_handling", "submit", b"submit", "suspend", b"suspend", "withdraw", b"withdraw"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["accept", b"accept", "acknowledge_handoff", b"acknowledge_handoff", "action", b"action", "archive", b"archive", "complete_joint_task", b"complete_joint_task", "complete_rectification", b"complete_rectification", "conclude", b"conclude", "decide", b"decide", "deliver", b"deliver", "escalate", b"escalate", "hand_off", b"hand_off", "header", b"header", "open_joint_tasks", b"open_joint_tasks", "rate", b"rate", "record_certificate", b"record_certificate", "reject_at_intake", b"reject_at_intake", "request_correction", b"request_correction", "resubmit", b"resubmit", "resume", b"resume", "start_handling", b"start_handling", "submit", b"submit", "suspend", b"suspend", "withdraw", b"withdraw"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accept", b"accept", "acknowledge_handoff", b"acknowledge_handoff", "action", b"action", "archive", b"archive", "complete_joint_task", b"complete_joint_task", "complete_rectification", b"complete_rectification", "conclude", b"conclude", "decide", b"decide", "deliver", b"deliver", "erase_personal_data", b"erase_personal_data", "escalate", b"escalate", "hand_off", b"hand_off", "header", b"header", "open_joint_tasks", b"open_joint_tasks", "rate", b"rate", "record_certificate", b"record_certificate", "register_hall", b"register_hall", "reject_at_intake", b"reject_at_intake", "request_correction", b"request_correction", "resubmit", b"resubmit", "resume", b"resume", "retire_hall", b"retire_hall", "rotate_hall_key", b"rotate_hall_key", "start_handling", b"start_handling", "submit", b"submit", "suspend", b"suspend", "withdraw", b"withdraw"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_action: _TypeAlias = _typing.Literal["submit", "request_correction", "resubmit", "accept", "reject_at_intake", "hand_off", "acknowledge_handoff", "start_handling", "suspend", "resume", "escalate", "open_joint_tasks", "complete_joint_task", "decide", "conclude", "record_certificate", "deliver", "rate", "complete_rectification", "archive", "withdraw"]  # noqa: Y015
+    _WhichOneofReturnType_action: _TypeAlias = _typing.Literal["submit", "request_correction", "resubmit", "accept", "reject_at_intake", "hand_off", "acknowledge_handoff", "start_handling", "suspend", "resume", "escalate", "open_joint_tasks", "complete_joint_task", "decide", "conclude", "record_certificate", "deliver", "rate", "complete_rectification", "archive", "withdraw", "register_hall", "rotate_hall_key", "retire_hall", "erase_personal_data"]  # noqa: Y015
     _WhichOneofArgType_action: _TypeAlias = _typing.Literal["action", b"action"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_action) -> _WhichOneofReturnType_action | None: ...
 
@@ -202,23 +282,27 @@ class SubmitCase(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     ITEM_CODE_FIELD_NUMBER: _builtins.int
-    APPLICANT_FIELD_NUMBER: _builtins.int
     MATERIALS_FIELD_NUMBER: _builtins.int
     COMPETENT_REGION_FIELD_NUMBER: _builtins.int
+    APPLICANT_FIELD_NUMBER: _builtins.int
     item_code: _builtins.str
     competent_region: _builtins.str
     """Empty: the region at the item's competent level containing the intake hall."""
     @_builtins.property
-    def applicant(self) -> _common_pb2.Applicant: ...
-    @_builtins.property
     def materials(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.Material]: ...
+    @_builtins.property
+    def applicant(self) -> _common_pb2.ApplicantCommitments:
+        """Commitments to the applicant's name, ID number and phone; the clear values travel in
+        SignedCommand.personal as "submit.applicant.name", ".id_number" and ".phone".
+        """
+
     def __init__(
         self,
         *,
         item_code: _builtins.str = ...,
-        applicant: _common_pb2.Applicant | None = ...,
         materials: _abc.Iterable[_common_pb2.Material] | None = ...,
         competent_region: _builtins.str = ...,
+        applicant: _common_pb2.ApplicantCommitments | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["applicant", b"applicant"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
@@ -682,6 +766,115 @@ class Withdraw(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Withdraw: _TypeAlias = Withdraw  # noqa: Y015
+
+@_typing.final
+class RegisterHall(_message.Message):
+    """Register a hall at a region this node keeps, with its windows and Ed25519 public key."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    HALL_ID_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    REGION_FIELD_NUMBER: _builtins.int
+    WINDOWS_FIELD_NUMBER: _builtins.int
+    PUBLIC_KEY_FIELD_NUMBER: _builtins.int
+    hall_id: _builtins.str
+    name: _builtins.str
+    region: _builtins.str
+    public_key: _builtins.str
+    """base64 Ed25519 public key (32 bytes)"""
+    @_builtins.property
+    def windows(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        hall_id: _builtins.str = ...,
+        name: _builtins.str = ...,
+        region: _builtins.str = ...,
+        windows: _abc.Iterable[_builtins.str] | None = ...,
+        public_key: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["hall_id", b"hall_id", "name", b"name", "public_key", b"public_key", "region", b"region", "windows", b"windows"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RegisterHall: _TypeAlias = RegisterHall  # noqa: Y015
+
+@_typing.final
+class RotateHallKey(_message.Message):
+    """Replace a hall's signing key; commands signed with the old key are refused from now on."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    HALL_ID_FIELD_NUMBER: _builtins.int
+    PUBLIC_KEY_FIELD_NUMBER: _builtins.int
+    hall_id: _builtins.str
+    public_key: _builtins.str
+    def __init__(
+        self,
+        *,
+        hall_id: _builtins.str = ...,
+        public_key: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["hall_id", b"hall_id", "public_key", b"public_key"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RotateHallKey: _TypeAlias = RotateHallKey  # noqa: Y015
+
+@_typing.final
+class RetireHall(_message.Message):
+    """Retire a hall; it can no longer act."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    HALL_ID_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    hall_id: _builtins.str
+    reason: _builtins.str
+    def __init__(
+        self,
+        *,
+        hall_id: _builtins.str = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["hall_id", b"hall_id", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RetireHall: _TypeAlias = RetireHall  # noqa: Y015
+
+@_typing.final
+class ErasePersonalData(_message.Message):
+    """Crypto-shred one case's personal data: its applicant's clear values become unreadable for
+    good; the case, its events, proofs and signatures stay.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CASE_ID_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    case_id: _builtins.str
+    reason: _builtins.str
+    def __init__(
+        self,
+        *,
+        case_id: _builtins.str = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["case_id", b"case_id", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ErasePersonalData: _TypeAlias = ErasePersonalData  # noqa: Y015
 
 @_typing.final
 class CommandReply(_message.Message):

@@ -5,8 +5,11 @@ The CaseExchange service: the whole case lifecycle for hall systems.
 
 Every mutating call takes a SignedCommand: the hall serialises a Command, signs those exact
 bytes with its registered Ed25519 key, and sends bytes and signature. The node verifies the
-signature over the bytes it received before anything is saved, and keeps both with the event,
-so anyone can re-verify later. The Command's oneof must match the RPC called.
+signature over the bytes it received before anything is saved, and puts bytes and signature in
+its ledger, bound to the events the command produced, so anyone holding the public keys can
+re-verify later. The Command's oneof must match the RPC called. A Command never holds personal
+data in clear: each personal field is a salted commitment, and the clear values travel beside
+the signed bytes in SignedCommand.personal (docs/wire-api.md, "Commitments").
 """
 
 from collections import abc as _abc

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from tongban.v1 import options_pb2 as tongban_dot_v1_dot_options__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17tongban/v1/common.proto\x12\ntongban.v1\x1a\x18tongban/v1/options.proto\"l\n\x06Region\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12 \n\x05level\x18\x03 \x01(\x0e\x32\x11.tongban.v1.Level\x12\x13\n\x0bparent_code\x18\x04 \x01(\t\x12\x0f\n\x07\x65\x64ition\x18\x05 \x01(\t\":\n\x05\x41\x63tor\x12\x0f\n\x07hall_id\x18\x01 \x01(\t\x12\x10\n\x08operator\x18\x02 \x01(\t\x12\x0e\n\x06region\x18\x03 \x01(\t\"\x8d\x01\n\x04Hall\x12\x0f\n\x07hall_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0e\n\x06region\x18\x03 \x01(\t\x12 \n\x05level\x18\x04 \x01(\x0e\x32\x11.tongban.v1.Level\x12\x0f\n\x07windows\x18\x05 \x03(\t\x12\x12\n\npublic_key\x18\x06 \x01(\t\x12\x0f\n\x07retired\x18\x07 \x01(\x08\"M\n\tApplicant\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\x88\xb5\x18\x01\x12\x17\n\tid_number\x18\x02 \x01(\tB\x04\x88\xb5\x18\x01\x12\x13\n\x05phone\x18\x03 \x01(\tB\x04\x88\xb5\x18\x01\"J\n\x08Material\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06sha256\x18\x02 \x01(\t\x12\x12\n\nmedia_type\x18\x03 \x01(\t\x12\x0c\n\x04size\x18\x04 \x01(\x03\"A\n\tJointTask\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x0f\n\x07hall_id\x18\x02 \x01(\t\x12\x12\n\ndepartment\x18\x03 \x01(\t\"C\n\x13MaterialRequirement\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08required\x18\x02 \x01(\x08\x12\x0c\n\x04\x66orm\x18\x03 \x01(\t\"2\n\x0f\x43\x65rtificateType\x12\x11\n\ttype_code\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\"\xfd\x03\n\x0bServiceItem\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\"\n\x04kind\x18\x03 \x01(\x0e\x32\x14.tongban.v1.CaseKind\x12\x12\n\ndepartment\x18\x04 \x01(\t\x12*\n\x0f\x63ompetent_level\x18\x05 \x01(\x0e\x32\x11.tongban.v1.Level\x12\x13\n\x0blegal_basis\x18\x06 \x03(\t\x12\x12\n\nconditions\x18\x07 \x03(\t\x12\x32\n\tmaterials\x18\x08 \x03(\x0b\x32\x1f.tongban.v1.MaterialRequirement\x12\x11\n\tprocedure\x18\t \x03(\t\x12\x15\n\rpromised_days\x18\n \x01(\x05\x12\x16\n\x0estatutory_days\x18\x0b \x01(\x05\x12\x11\n\tfee_basis\x18\x0c \x01(\t\x12\x14\n\x0c\x66\x65\x65_standard\x18\r \x01(\t\x12\x30\n\x0b\x63\x65rtificate\x18\x0e \x01(\x0b\x32\x1b.tongban.v1.CertificateType\x12\x37\n\x12\x63ross_region_modes\x18\x0f \x03(\x0e\x32\x1b.tongban.v1.CrossRegionMode\x12 \n\x18offsite_intake_provinces\x18\x10 \x03(\t\x12\x19\n\x11joint_departments\x18\x11 \x03(\t*{\n\x05Level\x12\x15\n\x11LEVEL_UNSPECIFIED\x10\x00\x12\x12\n\x0eLEVEL_PROVINCE\x10\x01\x12\x0e\n\nLEVEL_CITY\x10\x02\x12\x10\n\x0cLEVEL_COUNTY\x10\x03\x12\x12\n\x0eLEVEL_TOWNSHIP\x10\x04\x12\x11\n\rLEVEL_VILLAGE\x10\x05*\x84\x01\n\x08\x43\x61seKind\x12\x19\n\x15\x43\x41SE_KIND_UNSPECIFIED\x10\x00\x12\x17\n\x13\x43\x41SE_KIND_IMMEDIATE\x10\x01\x12\x16\n\x12\x43\x41SE_KIND_PROMISED\x10\x02\x12\x17\n\x13\x43\x41SE_KIND_ESCALATED\x10\x03\x12\x13\n\x0f\x43\x41SE_KIND_JOINT\x10\x04*\xbc\x01\n\x0f\x43rossRegionMode\x12!\n\x1d\x43ROSS_REGION_MODE_UNSPECIFIED\x10\x00\x12\x1b\n\x17\x43ROSS_REGION_MODE_LOCAL\x10\x01\x12\"\n\x1e\x43ROSS_REGION_MODE_FULLY_ONLINE\x10\x02\x12#\n\x1f\x43ROSS_REGION_MODE_OFFSITE_PROXY\x10\x03\x12 \n\x1c\x43ROSS_REGION_MODE_MULTI_SITE\x10\x04*\xf1\x03\n\tCaseState\x12\x1a\n\x16\x43\x41SE_STATE_UNSPECIFIED\x10\x00\x12\x17\n\x13\x43\x41SE_STATE_RECEIVED\x10\x01\x12\"\n\x1e\x43\x41SE_STATE_AWAITING_CORRECTION\x10\x02\x12\x17\n\x13\x43\x41SE_STATE_ACCEPTED\x10\x03\x12!\n\x1d\x43\x41SE_STATE_REJECTED_AT_INTAKE\x10\x04\x12\x17\n\x13\x43\x41SE_STATE_HANDLING\x10\x05\x12\x19\n\x15\x43\x41SE_STATE_HANDED_OFF\x10\x06\x12\x18\n\x14\x43\x41SE_STATE_ESCALATED\x10\x07\x12\x18\n\x14\x43\x41SE_STATE_SUSPENDED\x10\x08\x12\x14\n\x10\x43\x41SE_STATE_JOINT\x10\t\x12\x16\n\x12\x43\x41SE_STATE_DECIDED\x10\n\x12\x18\n\x14\x43\x41SE_STATE_CONCLUDED\x10\x0b\x12!\n\x1d\x43\x41SE_STATE_CERTIFICATE_ISSUED\x10\x0c\x12\x18\n\x14\x43\x41SE_STATE_DELIVERED\x10\r\x12\x14\n\x10\x43\x41SE_STATE_RATED\x10\x0e\x12\x19\n\x15\x43\x41SE_STATE_RECTIFYING\x10\x0f\x12\x17\n\x13\x43\x41SE_STATE_ARCHIVED\x10\x10\x12\x18\n\x14\x43\x41SE_STATE_WITHDRAWN\x10\x11*\xc0\x01\n\x10SuspensionReason\x12!\n\x1dSUSPENSION_REASON_UNSPECIFIED\x10\x00\x12\x1d\n\x19SUSPENSION_REASON_HEARING\x10\x01\x12 \n\x1cSUSPENSION_REASON_INSPECTION\x10\x02\x12#\n\x1fSUSPENSION_REASON_EXPERT_REVIEW\x10\x03\x12#\n\x1fSUSPENSION_REASON_PUBLIC_NOTICE\x10\x04*\xa7\x01\n\x0e\x44\x65liveryMethod\x12\x1f\n\x1b\x44\x45LIVERY_METHOD_UNSPECIFIED\x10\x00\x12\x1a\n\x16\x44\x45LIVERY_METHOD_WINDOW\x10\x01\x12\x18\n\x14\x44\x45LIVERY_METHOD_POST\x10\x02\x12\x1a\n\x16\x44\x45LIVERY_METHOD_ONLINE\x10\x03\x12\"\n\x1e\x44\x45LIVERY_METHOD_OFFSITE_WINDOW\x10\x04*\xa9\x01\n\x06Rating\x12\x16\n\x12RATING_UNSPECIFIED\x10\x00\x12\x1c\n\x18RATING_VERY_DISSATISFIED\x10\x01\x12\x18\n\x14RATING_NOT_SATISFIED\x10\x02\x12\x1e\n\x1aRATING_BASICALLY_SATISFIED\x10\x03\x12\x14\n\x10RATING_SATISFIED\x10\x04\x12\x19\n\x15RATING_VERY_SATISFIED\x10\x05\x42%\n\rcn.tongban.v1Z\x14tongban/v1;tongbanv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17tongban/v1/common.proto\x12\ntongban.v1\x1a\x18tongban/v1/options.proto\"l\n\x06Region\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12 \n\x05level\x18\x03 \x01(\x0e\x32\x11.tongban.v1.Level\x12\x13\n\x0bparent_code\x18\x04 \x01(\t\x12\x0f\n\x07\x65\x64ition\x18\x05 \x01(\t\":\n\x05\x41\x63tor\x12\x0f\n\x07hall_id\x18\x01 \x01(\t\x12\x10\n\x08operator\x18\x02 \x01(\t\x12\x0e\n\x06region\x18\x03 \x01(\t\"\xb0\x01\n\x04Hall\x12\x0f\n\x07hall_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0e\n\x06region\x18\x03 \x01(\t\x12 \n\x05level\x18\x04 \x01(\x0e\x32\x11.tongban.v1.Level\x12\x0f\n\x07windows\x18\x05 \x03(\t\x12\x12\n\npublic_key\x18\x06 \x01(\t\x12\x0f\n\x07retired\x18\x07 \x01(\x08\x12!\n\x04keys\x18\x08 \x03(\x0b\x32\x13.tongban.v1.HallKey\"V\n\x07HallKey\x12\x12\n\npublic_key\x18\x01 \x01(\t\x12\x0e\n\x06key_id\x18\x02 \x01(\t\x12\x12\n\nfrom_index\x18\x03 \x01(\x04\x12\x13\n\x0buntil_index\x18\x04 \x01(\x04\"M\n\tApplicant\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\x88\xb5\x18\x01\x12\x17\n\tid_number\x18\x02 \x01(\tB\x04\x88\xb5\x18\x01\x12\x13\n\x05phone\x18\x03 \x01(\tB\x04\x88\xb5\x18\x01\"F\n\x14\x41pplicantCommitments\x12\x0c\n\x04name\x18\x01 \x01(\x0c\x12\x11\n\tid_number\x18\x02 \x01(\x0c\x12\r\n\x05phone\x18\x03 \x01(\x0c\"J\n\x08Material\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06sha256\x18\x02 \x01(\t\x12\x12\n\nmedia_type\x18\x03 \x01(\t\x12\x0c\n\x04size\x18\x04 \x01(\x03\"A\n\tJointTask\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x0f\n\x07hall_id\x18\x02 \x01(\t\x12\x12\n\ndepartment\x18\x03 \x01(\t\"C\n\x13MaterialRequirement\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08required\x18\x02 \x01(\x08\x12\x0c\n\x04\x66orm\x18\x03 \x01(\t\"2\n\x0f\x43\x65rtificateType\x12\x11\n\ttype_code\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\"\xfd\x03\n\x0bServiceItem\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\"\n\x04kind\x18\x03 \x01(\x0e\x32\x14.tongban.v1.CaseKind\x12\x12\n\ndepartment\x18\x04 \x01(\t\x12*\n\x0f\x63ompetent_level\x18\x05 \x01(\x0e\x32\x11.tongban.v1.Level\x12\x13\n\x0blegal_basis\x18\x06 \x03(\t\x12\x12\n\nconditions\x18\x07 \x03(\t\x12\x32\n\tmaterials\x18\x08 \x03(\x0b\x32\x1f.tongban.v1.MaterialRequirement\x12\x11\n\tprocedure\x18\t \x03(\t\x12\x15\n\rpromised_days\x18\n \x01(\x05\x12\x16\n\x0estatutory_days\x18\x0b \x01(\x05\x12\x11\n\tfee_basis\x18\x0c \x01(\t\x12\x14\n\x0c\x66\x65\x65_standard\x18\r \x01(\t\x12\x30\n\x0b\x63\x65rtificate\x18\x0e \x01(\x0b\x32\x1b.tongban.v1.CertificateType\x12\x37\n\x12\x63ross_region_modes\x18\x0f \x03(\x0e\x32\x1b.tongban.v1.CrossRegionMode\x12 \n\x18offsite_intake_provinces\x18\x10 \x03(\t\x12\x19\n\x11joint_departments\x18\x11 \x03(\t*{\n\x05Level\x12\x15\n\x11LEVEL_UNSPECIFIED\x10\x00\x12\x12\n\x0eLEVEL_PROVINCE\x10\x01\x12\x0e\n\nLEVEL_CITY\x10\x02\x12\x10\n\x0cLEVEL_COUNTY\x10\x03\x12\x12\n\x0eLEVEL_TOWNSHIP\x10\x04\x12\x11\n\rLEVEL_VILLAGE\x10\x05*\x84\x01\n\x08\x43\x61seKind\x12\x19\n\x15\x43\x41SE_KIND_UNSPECIFIED\x10\x00\x12\x17\n\x13\x43\x41SE_KIND_IMMEDIATE\x10\x01\x12\x16\n\x12\x43\x41SE_KIND_PROMISED\x10\x02\x12\x17\n\x13\x43\x41SE_KIND_ESCALATED\x10\x03\x12\x13\n\x0f\x43\x41SE_KIND_JOINT\x10\x04*\xbc\x01\n\x0f\x43rossRegionMode\x12!\n\x1d\x43ROSS_REGION_MODE_UNSPECIFIED\x10\x00\x12\x1b\n\x17\x43ROSS_REGION_MODE_LOCAL\x10\x01\x12\"\n\x1e\x43ROSS_REGION_MODE_FULLY_ONLINE\x10\x02\x12#\n\x1f\x43ROSS_REGION_MODE_OFFSITE_PROXY\x10\x03\x12 \n\x1c\x43ROSS_REGION_MODE_MULTI_SITE\x10\x04*\xf1\x03\n\tCaseState\x12\x1a\n\x16\x43\x41SE_STATE_UNSPECIFIED\x10\x00\x12\x17\n\x13\x43\x41SE_STATE_RECEIVED\x10\x01\x12\"\n\x1e\x43\x41SE_STATE_AWAITING_CORRECTION\x10\x02\x12\x17\n\x13\x43\x41SE_STATE_ACCEPTED\x10\x03\x12!\n\x1d\x43\x41SE_STATE_REJECTED_AT_INTAKE\x10\x04\x12\x17\n\x13\x43\x41SE_STATE_HANDLING\x10\x05\x12\x19\n\x15\x43\x41SE_STATE_HANDED_OFF\x10\x06\x12\x18\n\x14\x43\x41SE_STATE_ESCALATED\x10\x07\x12\x18\n\x14\x43\x41SE_STATE_SUSPENDED\x10\x08\x12\x14\n\x10\x43\x41SE_STATE_JOINT\x10\t\x12\x16\n\x12\x43\x41SE_STATE_DECIDED\x10\n\x12\x18\n\x14\x43\x41SE_STATE_CONCLUDED\x10\x0b\x12!\n\x1d\x43\x41SE_STATE_CERTIFICATE_ISSUED\x10\x0c\x12\x18\n\x14\x43\x41SE_STATE_DELIVERED\x10\r\x12\x14\n\x10\x43\x41SE_STATE_RATED\x10\x0e\x12\x19\n\x15\x43\x41SE_STATE_RECTIFYING\x10\x0f\x12\x17\n\x13\x43\x41SE_STATE_ARCHIVED\x10\x10\x12\x18\n\x14\x43\x41SE_STATE_WITHDRAWN\x10\x11*\xc0\x01\n\x10SuspensionReason\x12!\n\x1dSUSPENSION_REASON_UNSPECIFIED\x10\x00\x12\x1d\n\x19SUSPENSION_REASON_HEARING\x10\x01\x12 \n\x1cSUSPENSION_REASON_INSPECTION\x10\x02\x12#\n\x1fSUSPENSION_REASON_EXPERT_REVIEW\x10\x03\x12#\n\x1fSUSPENSION_REASON_PUBLIC_NOTICE\x10\x04*\xa7\x01\n\x0e\x44\x65liveryMethod\x12\x1f\n\x1b\x44\x45LIVERY_METHOD_UNSPECIFIED\x10\x00\x12\x1a\n\x16\x44\x45LIVERY_METHOD_WINDOW\x10\x01\x12\x18\n\x14\x44\x45LIVERY_METHOD_POST\x10\x02\x12\x1a\n\x16\x44\x45LIVERY_METHOD_ONLINE\x10\x03\x12\"\n\x1e\x44\x45LIVERY_METHOD_OFFSITE_WINDOW\x10\x04*\xa9\x01\n\x06Rating\x12\x16\n\x12RATING_UNSPECIFIED\x10\x00\x12\x1c\n\x18RATING_VERY_DISSATISFIED\x10\x01\x12\x18\n\x14RATING_NOT_SATISFIED\x10\x02\x12\x1e\n\x1aRATING_BASICALLY_SATISFIED\x10\x03\x12\x14\n\x10RATING_SATISFIED\x10\x04\x12\x19\n\x15RATING_VERY_SATISFIED\x10\x05\x42%\n\rcn.tongban.v1Z\x14tongban/v1;tongbanv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -39,36 +39,40 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_APPLICANT'].fields_by_name['id_number']._serialized_options = b'\210\265\030\001'
   _globals['_APPLICANT'].fields_by_name['phone']._loaded_options = None
   _globals['_APPLICANT'].fields_by_name['phone']._serialized_options = b'\210\265\030\001'
-  _globals['_LEVEL']._serialized_start=1234
-  _globals['_LEVEL']._serialized_end=1357
-  _globals['_CASEKIND']._serialized_start=1360
-  _globals['_CASEKIND']._serialized_end=1492
-  _globals['_CROSSREGIONMODE']._serialized_start=1495
-  _globals['_CROSSREGIONMODE']._serialized_end=1683
-  _globals['_CASESTATE']._serialized_start=1686
-  _globals['_CASESTATE']._serialized_end=2183
-  _globals['_SUSPENSIONREASON']._serialized_start=2186
-  _globals['_SUSPENSIONREASON']._serialized_end=2378
-  _globals['_DELIVERYMETHOD']._serialized_start=2381
-  _globals['_DELIVERYMETHOD']._serialized_end=2548
-  _globals['_RATING']._serialized_start=2551
-  _globals['_RATING']._serialized_end=2720
+  _globals['_LEVEL']._serialized_start=1429
+  _globals['_LEVEL']._serialized_end=1552
+  _globals['_CASEKIND']._serialized_start=1555
+  _globals['_CASEKIND']._serialized_end=1687
+  _globals['_CROSSREGIONMODE']._serialized_start=1690
+  _globals['_CROSSREGIONMODE']._serialized_end=1878
+  _globals['_CASESTATE']._serialized_start=1881
+  _globals['_CASESTATE']._serialized_end=2378
+  _globals['_SUSPENSIONREASON']._serialized_start=2381
+  _globals['_SUSPENSIONREASON']._serialized_end=2573
+  _globals['_DELIVERYMETHOD']._serialized_start=2576
+  _globals['_DELIVERYMETHOD']._serialized_end=2743
+  _globals['_RATING']._serialized_start=2746
+  _globals['_RATING']._serialized_end=2915
   _globals['_REGION']._serialized_start=65
   _globals['_REGION']._serialized_end=173
   _globals['_ACTOR']._serialized_start=175
   _globals['_ACTOR']._serialized_end=233
   _globals['_HALL']._serialized_start=236
-  _globals['_HALL']._serialized_end=377
-  _globals['_APPLICANT']._serialized_start=379
-  _globals['_APPLICANT']._serialized_end=456
-  _globals['_MATERIAL']._serialized_start=458
-  _globals['_MATERIAL']._serialized_end=532
-  _globals['_JOINTTASK']._serialized_start=534
-  _globals['_JOINTTASK']._serialized_end=599
-  _globals['_MATERIALREQUIREMENT']._serialized_start=601
-  _globals['_MATERIALREQUIREMENT']._serialized_end=668
-  _globals['_CERTIFICATETYPE']._serialized_start=670
-  _globals['_CERTIFICATETYPE']._serialized_end=720
-  _globals['_SERVICEITEM']._serialized_start=723
-  _globals['_SERVICEITEM']._serialized_end=1232
+  _globals['_HALL']._serialized_end=412
+  _globals['_HALLKEY']._serialized_start=414
+  _globals['_HALLKEY']._serialized_end=500
+  _globals['_APPLICANT']._serialized_start=502
+  _globals['_APPLICANT']._serialized_end=579
+  _globals['_APPLICANTCOMMITMENTS']._serialized_start=581
+  _globals['_APPLICANTCOMMITMENTS']._serialized_end=651
+  _globals['_MATERIAL']._serialized_start=653
+  _globals['_MATERIAL']._serialized_end=727
+  _globals['_JOINTTASK']._serialized_start=729
+  _globals['_JOINTTASK']._serialized_end=794
+  _globals['_MATERIALREQUIREMENT']._serialized_start=796
+  _globals['_MATERIALREQUIREMENT']._serialized_end=863
+  _globals['_CERTIFICATETYPE']._serialized_start=865
+  _globals['_CERTIFICATETYPE']._serialized_end=915
+  _globals['_SERVICEITEM']._serialized_start=918
+  _globals['_SERVICEITEM']._serialized_end=1427
 # @@protoc_insertion_point(module_scope)

@@ -365,6 +365,7 @@ class Hall(_message.Message):
     WINDOWS_FIELD_NUMBER: _builtins.int
     PUBLIC_KEY_FIELD_NUMBER: _builtins.int
     RETIRED_FIELD_NUMBER: _builtins.int
+    KEYS_FIELD_NUMBER: _builtins.int
     hall_id: _builtins.str
     name: _builtins.str
     region: _builtins.str
@@ -374,6 +375,12 @@ class Hall(_message.Message):
     retired: _builtins.bool
     @_builtins.property
     def windows(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def keys(self) -> _containers.RepeatedCompositeFieldContainer[Global___HallKey]:
+        """Every key the hall has had, oldest first (the last is `public_key`); older keys verify
+        signatures made while they were current.
+        """
+
     def __init__(
         self,
         *,
@@ -384,14 +391,49 @@ class Hall(_message.Message):
         windows: _abc.Iterable[_builtins.str] | None = ...,
         public_key: _builtins.str = ...,
         retired: _builtins.bool = ...,
+        keys: _abc.Iterable[Global___HallKey] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["hall_id", b"hall_id", "level", b"level", "name", b"name", "public_key", b"public_key", "region", b"region", "retired", b"retired", "windows", b"windows"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["hall_id", b"hall_id", "keys", b"keys", "level", b"level", "name", b"name", "public_key", b"public_key", "region", b"region", "retired", b"retired", "windows", b"windows"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Hall: _TypeAlias = Hall  # noqa: Y015
+
+@_typing.final
+class HallKey(_message.Message):
+    """One signing key of a hall and the part of the log in which it was the hall's current key."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PUBLIC_KEY_FIELD_NUMBER: _builtins.int
+    KEY_ID_FIELD_NUMBER: _builtins.int
+    FROM_INDEX_FIELD_NUMBER: _builtins.int
+    UNTIL_INDEX_FIELD_NUMBER: _builtins.int
+    public_key: _builtins.str
+    """base64 Ed25519 public key"""
+    key_id: _builtins.str
+    """hex of the first 8 bytes of SHA-256 of the raw 32-byte key"""
+    from_index: _builtins.int
+    """leaf index of the event that made it current"""
+    until_index: _builtins.int
+    """leaf index of the event that replaced it; 0 while current"""
+    def __init__(
+        self,
+        *,
+        public_key: _builtins.str = ...,
+        key_id: _builtins.str = ...,
+        from_index: _builtins.int = ...,
+        until_index: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["from_index", b"from_index", "key_id", b"key_id", "public_key", b"public_key", "until_index", b"until_index"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___HallKey: _TypeAlias = HallKey  # noqa: Y015
 
 @_typing.final
 class Applicant(_message.Message):
@@ -420,6 +462,35 @@ class Applicant(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Applicant: _TypeAlias = Applicant  # noqa: Y015
+
+@_typing.final
+class ApplicantCommitments(_message.Message):
+    """Salted commitments to the applicant's personal fields (32 bytes each; docs/wire-api.md):
+    SHA-256("tongban/commitment/v1" || 0x00 || field path || 0x00 || salt || UTF-8 value).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    ID_NUMBER_FIELD_NUMBER: _builtins.int
+    PHONE_FIELD_NUMBER: _builtins.int
+    name: _builtins.bytes
+    id_number: _builtins.bytes
+    phone: _builtins.bytes
+    def __init__(
+        self,
+        *,
+        name: _builtins.bytes = ...,
+        id_number: _builtins.bytes = ...,
+        phone: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id_number", b"id_number", "name", b"name", "phone", b"phone"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ApplicantCommitments: _TypeAlias = ApplicantCommitments  # noqa: Y015
 
 @_typing.final
 class Material(_message.Message):

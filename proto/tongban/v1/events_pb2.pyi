@@ -40,6 +40,8 @@ class Submitted(_message.Message):
     PROMISED_DAYS_FIELD_NUMBER: _builtins.int
     STATUTORY_DAYS_FIELD_NUMBER: _builtins.int
     PRODUCES_CERTIFICATE_FIELD_NUMBER: _builtins.int
+    APPLICANT_COMMITMENTS_FIELD_NUMBER: _builtins.int
+    PERSONAL_DATA_ERASED_FIELD_NUMBER: _builtins.int
     item_code: _builtins.str
     item_name: _builtins.str
     kind: _common_pb2.CaseKind.ValueType
@@ -49,10 +51,19 @@ class Submitted(_message.Message):
     promised_days: _builtins.int
     statutory_days: _builtins.int
     produces_certificate: _builtins.bool
+    personal_data_erased: _builtins.bool
     @_builtins.property
-    def applicant(self) -> _common_pb2.Applicant: ...
+    def applicant(self) -> _common_pb2.Applicant:
+        """Clear values only for a hall entitled to them (the intake hall and the holder), never to
+        auditors, peers or admins, and never after erasure.
+        """
+
     @_builtins.property
     def materials(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.Material]: ...
+    @_builtins.property
+    def applicant_commitments(self) -> _common_pb2.ApplicantCommitments:
+        """what the intake hall signed"""
+
     def __init__(
         self,
         *,
@@ -67,10 +78,12 @@ class Submitted(_message.Message):
         promised_days: _builtins.int = ...,
         statutory_days: _builtins.int = ...,
         produces_certificate: _builtins.bool = ...,
+        applicant_commitments: _common_pb2.ApplicantCommitments | None = ...,
+        personal_data_erased: _builtins.bool = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["applicant", b"applicant"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["applicant", b"applicant", "applicant_commitments", b"applicant_commitments"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["applicant", b"applicant", "competent_region", b"competent_region", "intake_region", b"intake_region", "item_code", b"item_code", "item_name", b"item_name", "kind", b"kind", "materials", b"materials", "mode", b"mode", "produces_certificate", b"produces_certificate", "promised_days", b"promised_days", "statutory_days", b"statutory_days"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["applicant", b"applicant", "applicant_commitments", b"applicant_commitments", "competent_region", b"competent_region", "intake_region", b"intake_region", "item_code", b"item_code", "item_name", b"item_name", "kind", b"kind", "materials", b"materials", "mode", b"mode", "personal_data_erased", b"personal_data_erased", "produces_certificate", b"produces_certificate", "promised_days", b"promised_days", "statutory_days", b"statutory_days"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -554,6 +567,30 @@ class Withdrawn(_message.Message):
 Global___Withdrawn: _TypeAlias = Withdrawn  # noqa: Y015
 
 @_typing.final
+class PersonalDataErased(_message.Message):
+    """The case's personal data was crypto-shredded by an admin."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ADMIN_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    admin: _builtins.str
+    reason: _builtins.str
+    def __init__(
+        self,
+        *,
+        admin: _builtins.str = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["admin", b"admin", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PersonalDataErased: _TypeAlias = PersonalDataErased  # noqa: Y015
+
+@_typing.final
 class CaseEvent(_message.Message):
     """One stored event of a case: which case, its version, when, who acted, and what happened."""
 
@@ -586,12 +623,15 @@ class CaseEvent(_message.Message):
     RECTIFICATION_COMPLETED_FIELD_NUMBER: _builtins.int
     ARCHIVED_FIELD_NUMBER: _builtins.int
     WITHDRAWN_FIELD_NUMBER: _builtins.int
+    PERSONAL_DATA_ERASED_FIELD_NUMBER: _builtins.int
     case_id: _builtins.str
     version: _builtins.int
     @_builtins.property
     def timestamp(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
-    def actor(self) -> _common_pb2.Actor: ...
+    def actor(self) -> _common_pb2.Actor:
+        """unset for an admin's act (PersonalDataErased)"""
+
     @_builtins.property
     def submitted(self) -> Global___Submitted: ...
     @_builtins.property
@@ -638,6 +678,8 @@ class CaseEvent(_message.Message):
     def archived(self) -> Global___Archived: ...
     @_builtins.property
     def withdrawn(self) -> Global___Withdrawn: ...
+    @_builtins.property
+    def personal_data_erased(self) -> Global___PersonalDataErased: ...
     def __init__(
         self,
         *,
@@ -668,12 +710,13 @@ class CaseEvent(_message.Message):
         rectification_completed: Global___RectificationCompleted | None = ...,
         archived: Global___Archived | None = ...,
         withdrawn: Global___Withdrawn | None = ...,
+        personal_data_erased: Global___PersonalDataErased | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["accepted", b"accepted", "actor", b"actor", "archived", b"archived", "certificate_recorded", b"certificate_recorded", "concluded", b"concluded", "correction_requested", b"correction_requested", "decided", b"decided", "delivered", b"delivered", "escalated", b"escalated", "event", b"event", "handed_off", b"handed_off", "handling_started", b"handling_started", "handoff_acknowledged", b"handoff_acknowledged", "joint_task_completed", b"joint_task_completed", "joint_tasks_joined", b"joint_tasks_joined", "joint_tasks_opened", b"joint_tasks_opened", "rated", b"rated", "rectification_completed", b"rectification_completed", "rectification_opened", b"rectification_opened", "rejected_at_intake", b"rejected_at_intake", "resubmitted", b"resubmitted", "resumed", b"resumed", "submitted", b"submitted", "suspended", b"suspended", "timestamp", b"timestamp", "withdrawn", b"withdrawn"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["accepted", b"accepted", "actor", b"actor", "archived", b"archived", "certificate_recorded", b"certificate_recorded", "concluded", b"concluded", "correction_requested", b"correction_requested", "decided", b"decided", "delivered", b"delivered", "escalated", b"escalated", "event", b"event", "handed_off", b"handed_off", "handling_started", b"handling_started", "handoff_acknowledged", b"handoff_acknowledged", "joint_task_completed", b"joint_task_completed", "joint_tasks_joined", b"joint_tasks_joined", "joint_tasks_opened", b"joint_tasks_opened", "personal_data_erased", b"personal_data_erased", "rated", b"rated", "rectification_completed", b"rectification_completed", "rectification_opened", b"rectification_opened", "rejected_at_intake", b"rejected_at_intake", "resubmitted", b"resubmitted", "resumed", b"resumed", "submitted", b"submitted", "suspended", b"suspended", "timestamp", b"timestamp", "withdrawn", b"withdrawn"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepted", b"accepted", "actor", b"actor", "archived", b"archived", "case_id", b"case_id", "certificate_recorded", b"certificate_recorded", "concluded", b"concluded", "correction_requested", b"correction_requested", "decided", b"decided", "delivered", b"delivered", "escalated", b"escalated", "event", b"event", "handed_off", b"handed_off", "handling_started", b"handling_started", "handoff_acknowledged", b"handoff_acknowledged", "joint_task_completed", b"joint_task_completed", "joint_tasks_joined", b"joint_tasks_joined", "joint_tasks_opened", b"joint_tasks_opened", "rated", b"rated", "rectification_completed", b"rectification_completed", "rectification_opened", b"rectification_opened", "rejected_at_intake", b"rejected_at_intake", "resubmitted", b"resubmitted", "resumed", b"resumed", "submitted", b"submitted", "suspended", b"suspended", "timestamp", b"timestamp", "version", b"version", "withdrawn", b"withdrawn"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepted", b"accepted", "actor", b"actor", "archived", b"archived", "case_id", b"case_id", "certificate_recorded", b"certificate_recorded", "concluded", b"concluded", "correction_requested", b"correction_requested", "decided", b"decided", "delivered", b"delivered", "escalated", b"escalated", "event", b"event", "handed_off", b"handed_off", "handling_started", b"handling_started", "handoff_acknowledged", b"handoff_acknowledged", "joint_task_completed", b"joint_task_completed", "joint_tasks_joined", b"joint_tasks_joined", "joint_tasks_opened", b"joint_tasks_opened", "personal_data_erased", b"personal_data_erased", "rated", b"rated", "rectification_completed", b"rectification_completed", "rectification_opened", b"rectification_opened", "rejected_at_intake", b"rejected_at_intake", "resubmitted", b"resubmitted", "resumed", b"resumed", "submitted", b"submitted", "suspended", b"suspended", "timestamp", b"timestamp", "version", b"version", "withdrawn", b"withdrawn"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_event: _TypeAlias = _typing.Literal["submitted", "correction_requested", "resubmitted", "accepted", "rejected_at_intake", "handed_off", "escalated", "handoff_acknowledged", "handling_started", "suspended", "resumed", "joint_tasks_opened", "joint_task_completed", "joint_tasks_joined", "decided", "concluded", "certificate_recorded", "delivered", "rated", "rectification_opened", "rectification_completed", "archived", "withdrawn"]  # noqa: Y015
+    _WhichOneofReturnType_event: _TypeAlias = _typing.Literal["submitted", "correction_requested", "resubmitted", "accepted", "rejected_at_intake", "handed_off", "escalated", "handoff_acknowledged", "handling_started", "suspended", "resumed", "joint_tasks_opened", "joint_task_completed", "joint_tasks_joined", "decided", "concluded", "certificate_recorded", "delivered", "rated", "rectification_opened", "rectification_completed", "archived", "withdrawn", "personal_data_erased"]  # noqa: Y015
     _WhichOneofArgType_event: _TypeAlias = _typing.Literal["event", b"event"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_event) -> _WhichOneofReturnType_event | None: ...
 

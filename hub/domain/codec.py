@@ -1,8 +1,12 @@
-"""JSON transcodings for the domain's value objects and enumerations.
+"""How domain events are stored: JSON transcodings for the value objects and enumerations.
 
 The event store's JSON transcoder needs one transcoding per custom type. The value objects are
-flat frozen dataclasses and the enums are plain, so two generic transcodings cover them all
-instead of one hand-written class per type.
+frozen dataclasses and the enums are plain, so two generic transcodings cover them all instead of
+one hand-written class per type.
+
+Stored events are plain JSON (personal data inside them is sealed separately, see
+:class:`~hub.domain.values.SealedApplicant`), so anyone can decode them with :func:`event_mapper`
+without any key: the auditor does, to check each event against the command that produced it.
 """
 
 from __future__ import annotations
@@ -12,13 +16,20 @@ import dataclasses
 import enum
 from typing import Any
 
-from eventsourcing.persistence import JSONTranscoder, Transcoding
+from eventsourcing.persistence import (
+    DatetimeAsISO,
+    DecimalAsStr,
+    JSONTranscoder,
+    Mapper,
+    Transcoding,
+    UUIDAsHex,
+)
 
 from hub.domain.case import JointTaskStatus
 from hub.domain.regions import Level
 from hub.domain.values import (
     Actor,
-    Applicant,
+    ApplicantCommitments,
     CaseKind,
     CaseState,
     CrossRegionMode,
@@ -26,6 +37,7 @@ from hub.domain.values import (
     JointTask,
     Material,
     Rating,
+    SealedApplicant,
     SuspensionReason,
 )
 
@@ -65,6 +77,24 @@ class DataclassTranscoding(Transcoding):
         return self.type(**values)
 
 
+class SealedApplicantTranscoding(Transcoding):
+    """A sealed applicant: its commitments (hex) and the ciphertext (base64)."""
+
+    type = SealedApplicant
+    name = "SealedApplicant"
+
+    def encode(self, obj: SealedApplicant) -> dict[str, Any]:
+        return {
+            "commitments": dataclasses.asdict(obj.commitments),
+            "ciphertext": base64.b64encode(obj.ciphertext).decode("ascii"),
+        }
+
+    def decode(self, data: dict[str, Any]) -> SealedApplicant:
+        return SealedApplicant(
+            ApplicantCommitments(**data["commitments"]), base64.b64decode(data["ciphertext"])
+        )
+
+
 class BytesAsBase64(Transcoding):
     """Encodes bytes (signed command bytes, signatures) as base64 text."""
 
@@ -93,7 +123,7 @@ class EnumTranscoding(Transcoding):
         return self._cls[data]
 
 
-VALUE_TYPES: tuple[type[Any], ...] = (Actor, Applicant, Material, JointTask, JointTaskStatus)
+VALUE_TYPES: tuple[type[Any], ...] = (Actor, Material, JointTask, JointTaskStatus)
 ENUM_TYPES: tuple[type[enum.Enum], ...] = (
     CaseKind,
     CaseState,
@@ -108,7 +138,22 @@ ENUM_TYPES: tuple[type[enum.Enum], ...] = (
 def register_domain_transcodings(transcoder: JSONTranscoder) -> None:
     """Register every domain value type and enum on ``transcoder``."""
     transcoder.register(BytesAsBase64())
+    transcoder.register(SealedApplicantTranscoding())
     for value_type in VALUE_TYPES:
         transcoder.register(DataclassTranscoding(value_type))
     for enum_type in ENUM_TYPES:
         transcoder.register(EnumTranscoding(enum_type))
+
+
+def event_transcoder() -> JSONTranscoder:
+    """The transcoder of a node's stored events (the library's defaults plus the domain's)."""
+    transcoder = FrozenJSONTranscoder()
+    for transcoding in (UUIDAsHex(), DecimalAsStr(), DatetimeAsISO()):
+        transcoder.register(transcoding)
+    register_domain_transcodings(transcoder)
+    return transcoder
+
+
+def event_mapper() -> Mapper[Any]:
+    """A mapper that decodes stored events without any key (they are plain JSON)."""
+    return Mapper(transcoder=event_transcoder())

@@ -1,0 +1,410 @@
+"""Commands as small frozen dataclasses: one per action of the wire API's ``Command`` oneof.
+
+A command is what a hall (or an admin) signed: a :class:`Header` (who, for which node, when, the
+retry key) and one action. Each action class names its wire field (``action_name``), who may sign it
+(``signer``), and the event classes it may produce (``produces``), which is what the auditor and
+the ledger integrator check every stored event against. The application handles each class
+through one table (:mod:`hub.application.hub`), so a new command is one dataclass here, one
+aggregate method, and one line in that table.
+
+Field names equal the wire fields' names (and, where an event records an argument, the event's
+attribute name), so :mod:`hub.commands.wire` converts mechanically and the binding check compares
+like with like.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from datetime import datetime
+from typing import Any, ClassVar
+from uuid import UUID
+
+from hub.domain.case import Case
+from hub.domain.command_record import ADMIN, HALL
+from hub.domain.hall import Hall
+from hub.domain.values import (
+    ApplicantCommitments,
+    DeliveryMethod,
+    JointTask,
+    Material,
+    Rating,
+    SuspensionReason,
+)
+
+
+@dataclass(frozen=True)
+class Header:
+    """Who signed, for which node, when, and the retry key (``CommandHeader`` on the wire)."""
+
+    idempotency_key: str
+    hall_id: str
+    admin: str
+    operator: str
+    region: str
+    issued_at: datetime
+    node: str
+    deferred: bool
+
+    @property
+    def signer(self) -> str:
+        """The hall id or the admin name."""
+        return self.hall_id or self.admin
+
+
+@dataclass(frozen=True)
+class PersonalValue:
+    """The clear value of one committed personal field, and its salt (never signed)."""
+
+    field: str
+    value: str
+    salt: bytes
+
+    def __repr__(self) -> str:
+        # Never print personal data, not even in a traceback.
+        return f"PersonalValue(field={self.field!r}, value=<redacted>)"
+
+
+@dataclass(frozen=True)
+class SignedCommand:
+    """What arrives: the signed bytes, the signature, and the clear personal values beside."""
+
+    command: bytes
+    signature: bytes
+    personal: tuple[PersonalValue, ...] = ()
+
+
+class Action:
+    """Base of every action; subclasses are frozen dataclasses."""
+
+    #: The field of the wire ``Command`` oneof.
+    action_name: ClassVar[str]
+    #: Who signs it: ``hall`` or ``admin``.
+    signer: ClassVar[str] = HALL
+    #: The event classes one command of this kind may produce, in order.
+    produces: ClassVar[tuple[type[Any], ...]]
+
+    def arguments(self) -> dict[str, Any]:
+        """The action's fields by name."""
+        return {field.name: getattr(self, field.name) for field in fields(self)}  # type: ignore[arg-type]
+
+
+class CaseAction(Action):
+    """An action on an existing case."""
+
+    case_id: UUID
+
+
+# ---------------------------------------------------------------------------- case commands
+
+
+@dataclass(frozen=True)
+class Submit(Action):
+    """收件."""
+
+    action_name: ClassVar[str] = "submit"
+    produces: ClassVar[tuple[type[Any], ...]] = (Case.Submitted,)
+    item_code: str
+    applicant: ApplicantCommitments
+    materials: tuple[Material, ...]
+    competent_region: str
+
+
+@dataclass(frozen=True)
+class RequestCorrection(CaseAction):
+    """一次性告知."""
+
+    action_name: ClassVar[str] = "request_correction"
+    produces: ClassVar[tuple[type[Any], ...]] = (Case.CorrectionRequested,)
+    case_id: UUID
+    missing: tuple[str, ...]
+    notice: str
+
+
+@dataclass(frozen=True)
+class Resubmit(CaseAction):
+    """补正."""
+
+    action_name: ClassVar[str] = "resubmit"
+    produces: ClassVar[tuple[type[Any], ...]] = (Case.Resubmitted,)
+    case_id: UUID
+    materials: tuple[Material, ...]
+
+
+@dataclass(frozen=True)
+class Accept(CaseAction):
+    """受理."""
+
+    action_name: ClassVar[str] = "accept"
+    produces: ClassVar[tuple[type[Any], ...]] = (Case.Accepted,)
+    case_id: UUID
+
+
+@dataclass(frozen=True)
+class RejectAtIntake(CaseAction):
+    """不予受理."""
+
+    action_name: ClassVar[str] = "reject_at_intake"
+    produces: ClassVar[tuple[type[Any], ...]] = (Case.RejectedAtIntake,)
+    case_id: UUID
+    reason: str
+
+
+@dataclass(frozen=True)
+class HandOff(CaseAction):
+    """转办."""
+
+    action_name: ClassVar[str] = "hand_off"
+    produces: ClassVar[tuple[type[Any], ...]] = (Case.HandedOff,)
+    case_id: UUID
+    to_hall: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class AcknowledgeHandoff(CaseAction):
+    """The receiver takes the case."""
+
+    action_name: ClassVar[str] = "acknowledge_handoff"
+    produces: ClassVar[tuple[type[Any], ...]] = (Case.HandoffAcknowledged,)
+    case_id: UUID
+
+
+@dataclass(frozen=True)
+class StartHandling(CaseAction):
+    """承办."""
+
+    action_name: ClassVar[str] = "start_handling"
+    produces: ClassVar[tuple[type[Any], ...]] = (Case.HandlingStarted,)
+    case_id: UUID
+
+
+@dataclass(frozen=True)
+class Suspend(CaseAction):
+    """特别程序 starts."""
+
+    action_name: ClassVar[str] = "suspend"
+    produces: ClassVar[tuple[type[Any], ...]] = (Case.Suspended,)
+    case_id: UUID
+    reason: SuspensionReason
+    note: str
+
+
+@dataclass(frozen=True)
+class Resume(CaseAction):
+    """特别程序 ends."""
+
+    action_name: ClassVar[str] = "resume"
+    produces: ClassVar[tuple[type[Any], ...]] = (Case.Resumed,)
+    case_id: UUID
+
+
+@dataclass(frozen=True)
+class Escalate(CaseAction):
+    """上报."""
+
+    action_name: ClassVar[str] = "escalate"
+    produces: ClassVar[tuple[type[Any], ...]] = (Case.Escalated,)
+    case_id: UUID
+    to_hall: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class OpenJointTasks(CaseAction):
+    """联办."""
+
+    action_name: ClassVar[str] = "open_joint_tasks"
+    produces: ClassVar[tuple[type[Any], ...]] = (Case.JointTasksOpened,)
+    case_id: UUID
+    tasks: tuple[JointTask, ...]
+
+
+@dataclass(frozen=True)
+class CompleteJointTask(CaseAction):
+    """A joint task's part is done; the last one joins the case."""
+
+    action_name: ClassVar[str] = "complete_joint_task"
+    produces: ClassVar[tuple[type[Any], ...]] = (Case.JointTaskCompleted, Case.JointTasksJoined)
+    case_id: UUID
+    task_id: str
+    approved: bool
+    note: str
+
+
+@dataclass(frozen=True)
+class Decide(CaseAction):
+    """决定."""
+
+    action_name: ClassVar[str] = "decide"
+    produces: ClassVar[tuple[type[Any], ...]] = (Case.Decided,)
+    case_id: UUID
+    approved: bool
+    reason: str
+
+
+@dataclass(frozen=True)
+class Conclude(CaseAction):
+    """办结."""
+
+    action_name: ClassVar[str] = "conclude"
+    produces: ClassVar[tuple[type[Any], ...]] = (Case.Concluded,)
+    case_id: UUID
+
+
+@dataclass(frozen=True)
+class RecordCertificate(CaseAction):
+    """制证."""
+
+    action_name: ClassVar[str] = "record_certificate"
+    produces: ClassVar[tuple[type[Any], ...]] = (Case.CertificateRecorded,)
+    case_id: UUID
+    certificate_id: str
+
+
+@dataclass(frozen=True)
+class Deliver(CaseAction):
+    """送达."""
+
+    action_name: ClassVar[str] = "deliver"
+    produces: ClassVar[tuple[type[Any], ...]] = (Case.Delivered,)
+    case_id: UUID
+    method: DeliveryMethod
+    note: str
+
+
+@dataclass(frozen=True)
+class Rate(CaseAction):
+    """好差评; a 差评 opens a rectification."""
+
+    action_name: ClassVar[str] = "rate"
+    produces: ClassVar[tuple[type[Any], ...]] = (Case.Rated, Case.RectificationOpened)
+    case_id: UUID
+    rating: Rating
+    comment: str
+
+
+@dataclass(frozen=True)
+class CompleteRectification(CaseAction):
+    """整改 done."""
+
+    action_name: ClassVar[str] = "complete_rectification"
+    produces: ClassVar[tuple[type[Any], ...]] = (Case.RectificationCompleted,)
+    case_id: UUID
+    report: str
+    follow_up: str
+
+
+@dataclass(frozen=True)
+class Archive(CaseAction):
+    """归档."""
+
+    action_name: ClassVar[str] = "archive"
+    produces: ClassVar[tuple[type[Any], ...]] = (Case.Archived,)
+    case_id: UUID
+
+
+@dataclass(frozen=True)
+class Withdraw(CaseAction):
+    """撤回."""
+
+    action_name: ClassVar[str] = "withdraw"
+    produces: ClassVar[tuple[type[Any], ...]] = (Case.Withdrawn,)
+    case_id: UUID
+    reason: str
+
+
+# ---------------------------------------------------------------------------- admin commands
+
+
+@dataclass(frozen=True)
+class RegisterHall(Action):
+    """Register a hall with its Ed25519 key."""
+
+    action_name: ClassVar[str] = "register_hall"
+    signer: ClassVar[str] = ADMIN
+    produces: ClassVar[tuple[type[Any], ...]] = (Hall.Registered,)
+    hall_id: str
+    name: str
+    region: str
+    windows: tuple[str, ...]
+    public_key: str
+
+
+@dataclass(frozen=True)
+class RotateHallKey(Action):
+    """Replace a hall's signing key."""
+
+    action_name: ClassVar[str] = "rotate_hall_key"
+    signer: ClassVar[str] = ADMIN
+    produces: ClassVar[tuple[type[Any], ...]] = (Hall.KeyRotated,)
+    hall_id: str
+    public_key: str
+
+
+@dataclass(frozen=True)
+class RetireHall(Action):
+    """Retire a hall."""
+
+    action_name: ClassVar[str] = "retire_hall"
+    signer: ClassVar[str] = ADMIN
+    produces: ClassVar[tuple[type[Any], ...]] = (Hall.Retired,)
+    hall_id: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class ErasePersonalData(CaseAction):
+    """Crypto-shred one case's personal data."""
+
+    action_name: ClassVar[str] = "erase_personal_data"
+    signer: ClassVar[str] = ADMIN
+    produces: ClassVar[tuple[type[Any], ...]] = (Case.PersonalDataErased,)
+    case_id: UUID
+    reason: str
+
+
+#: Every action class by its wire name.
+ACTIONS: dict[str, type[Action]] = {
+    cls.action_name: cls
+    for cls in (
+        Submit,
+        RequestCorrection,
+        Resubmit,
+        Accept,
+        RejectAtIntake,
+        HandOff,
+        AcknowledgeHandoff,
+        StartHandling,
+        Suspend,
+        Resume,
+        Escalate,
+        OpenJointTasks,
+        CompleteJointTask,
+        Decide,
+        Conclude,
+        RecordCertificate,
+        Deliver,
+        Rate,
+        CompleteRectification,
+        Archive,
+        Withdraw,
+        RegisterHall,
+        RotateHallKey,
+        RetireHall,
+        ErasePersonalData,
+    )
+}
+
+
+@dataclass(frozen=True)
+class ParsedCommand:
+    """A command parsed from the exact bytes a signer signed."""
+
+    header: Header
+    action: Action
+    raw: bytes
+
+    @property
+    def signer_kind(self) -> str:
+        """``hall`` or ``admin``, from the action."""
+        return self.action.signer

@@ -1,0 +1,138 @@
+"""Building and signing wire commands on the node's side: the CLI's admin commands, the demo.
+
+Hall systems sign with the SDK (:mod:`adapters.sdk`), which implements the same wire contract
+independently; both are checked against the same vectors in docs/wire-api.md.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from datetime import UTC, datetime
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from google.protobuf.message import Message
+from google.protobuf.timestamp_pb2 import Timestamp
+from tongban.v1 import case_exchange_pb2, common_pb2
+
+from hub.commands.model import PersonalValue, SignedCommand
+from hub.domain.commitments import commitment
+from hub.domain.values import APPLICANT_FIELDS, Applicant
+
+
+def seal_applicant(
+    applicant: Applicant, action: str = "submit"
+) -> tuple[common_pb2.ApplicantCommitments, tuple[PersonalValue, ...]]:
+    """Commitments to ``applicant``'s fields (fresh salts) and the clear values to send beside."""
+    digests: dict[str, bytes] = {}
+    values = []
+    for field in APPLICANT_FIELDS:
+        path = f"{action}.applicant.{field}"
+        salt = os.urandom(32)
+        value = getattr(applicant, field)
+        digests[field] = commitment(path, salt, value)
+        values.append(PersonalValue(path, value, salt))
+    return common_pb2.ApplicantCommitments(**digests), tuple(values)
+
+
+def sign_command(
+    key: Ed25519PrivateKey,
+    action: str,
+    body: Message,
+    *,
+    node: str,
+    idempotency_key: str,
+    operator: str,
+    hall_id: str = "",
+    region: str = "",
+    admin: str = "",
+    issued_at: datetime | None = None,
+    deferred: bool = False,
+    personal: tuple[PersonalValue, ...] = (),
+) -> SignedCommand:
+    """Serialise a ``Command`` once and sign exactly those bytes."""
+    stamp = Timestamp()
+    stamp.FromDatetime(issued_at or datetime.now(UTC))
+    command = case_exchange_pb2.Command(
+        header=case_exchange_pb2.CommandHeader(
+            idempotency_key=idempotency_key,
+            hall_id=hall_id,
+            operator=operator,
+            region=region,
+            issued_at=stamp,
+            node=node,
+            deferred=deferred,
+            admin=admin,
+        )
+    )
+    getattr(command, action).CopyFrom(body)
+    data = command.SerializeToString()
+    return SignedCommand(data, key.sign(data), personal)
+
+
+def body_of(action: str, fields: Mapping[str, object]) -> Message:
+    """The action's message with ``fields`` set (``body_of("accept", {"case_id": ...})``)."""
+    message_class = type(getattr(case_exchange_pb2.Command(), action))
+    message: Message = message_class(**fields)
+    return message
+
+
+class CommandSigner:
+    """One signer (a hall's operator, or an admin) making signed commands for one node.
+
+    ``signer.sign("submit", item_code=..., applicant=Applicant(...), materials=[...])``: an
+    ``applicant`` given in clear is turned into commitments, its values sent beside the bytes.
+    """
+
+    def __init__(
+        self,
+        key: Ed25519PrivateKey,
+        *,
+        node: str,
+        operator: str,
+        hall_id: str = "",
+        region: str = "",
+        admin: str = "",
+    ) -> None:
+        self.key = key
+        self.node = node
+        self.operator = operator
+        self.hall_id = hall_id
+        self.region = region
+        self.admin = admin
+        self._counter = 0
+
+    def new_key(self) -> str:
+        """A fresh idempotency key, as a hall system would generate."""
+        self._counter += 1
+        return f"{self.hall_id or self.admin}-{os.urandom(6).hex()}-{self._counter:05d}"
+
+    def sign(
+        self,
+        action: str,
+        *,
+        idempotency_key: str | None = None,
+        issued_at: datetime | None = None,
+        deferred: bool = False,
+        operator: str | None = None,
+        **fields: object,
+    ) -> SignedCommand:
+        """A signed ``action`` command with ``fields`` (wire field names)."""
+        personal: tuple[PersonalValue, ...] = ()
+        applicant = fields.pop("applicant", None)
+        if isinstance(applicant, Applicant):
+            fields["applicant"], personal = seal_applicant(applicant, action)
+        return sign_command(
+            self.key,
+            action,
+            body_of(action, fields),
+            node=self.node,
+            idempotency_key=idempotency_key or self.new_key(),
+            operator=operator or self.operator,
+            hall_id=self.hall_id,
+            region=self.region,
+            admin=self.admin,
+            issued_at=issued_at,
+            deferred=deferred,
+            personal=personal,
+        )

@@ -1,0 +1,540 @@
+"""The binding check: every event in the log is authorised by exactly the signed command (or the
+node act) that its leaf claims, checked with nothing but public keys.
+
+Both the ledger integrator (before an event becomes a leaf) and the auditor (over a whole stored
+log or an export) feed the events, in log order, through one :class:`LogChecker`. So the node
+never signs into its log what an auditor would reject, and an auditor needs no secret.
+
+What is checked, leaf by leaf:
+
+* a **command leaf** (``HALL_COMMAND`` / ``ADMIN_COMMAND``) records one signed command: its
+  stored event is the :class:`~hub.domain.command_record.CommandRecord` with the very signer,
+  key id, signature and bytes the leaf carries; the bytes parse as a ``Command`` whose header
+  names this signer, this log's origin as its node, and a never-used idempotency key; the key id
+  is the signer's *current* key at this position of the log (each hall's key history comes from
+  the hall registry's events in the same log, each admin's from the node's genesis); the Ed25519
+  signature verifies; a hall command's hall is not retired.
+* the leaves right after it are the events that command produced, each ``CAUSED`` by it: the
+  command's target, consecutive versions, event types the action produces, a transition the
+  state machine allows from the case's state before the command, and contents equal to the
+  command's arguments (acting hall, operator and region; each argument the event records; the
+  applicant's commitments; the case id of a submission derived from hall and key).
+* a ``NODE`` leaf is the node's own act: only the genesis (:class:`~hub.domain.node.Node`).
+
+Every other combination is a problem named by index: an event no command authorised (inserted),
+a command whose events are missing (deleted), a genuine signature attached to another event
+(moved), a key swapped or used out of its period, a command signed for another node, a replayed
+command.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+from uuid import UUID
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from eventsourcing.persistence import StoredEvent
+from eventsourcing.utils import get_topic
+
+from hub.commands.model import (
+    Action,
+    CaseAction,
+    ParsedCommand,
+    RegisterHall,
+    RetireHall,
+    RotateHallKey,
+    Submit,
+)
+from hub.commands.wire import parse_command
+from hub.domain.case import ALLOWED_FROM, Case, case_id_for
+from hub.domain.codec import event_mapper
+from hub.domain.command_record import ADMIN, HALL, CommandRecord, record_id
+from hub.domain.hall import Hall, hall_aggregate_id, key_id
+from hub.domain.node import Node
+from hub.domain.values import SealedApplicant
+from hub.errors import InvalidInput
+from ledger import Authority, Leaf
+
+RECORD_TOPIC = get_topic(CommandRecord.Recorded)
+NODE_TOPICS = frozenset({get_topic(Node.Initialised)})
+_HALL_EVENTS = frozenset({get_topic(c) for c in (Hall.Registered, Hall.KeyRotated, Hall.Retired)})
+
+#: Loads the stored events of one aggregate below a version (for a case no longer cached).
+HistoryLoader = Callable[[UUID, int], Sequence[StoredEvent]]
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with one leaf."""
+
+    kind: str
+    detail: str
+
+    def __str__(self) -> str:
+        return f"{self.kind}: {self.detail}"
+
+
+@dataclass
+class _KeyPeriod:
+    public_key: str
+    key_id: str
+    since: int
+    until: int | None = None
+
+
+@dataclass
+class _Signer:
+    periods: list[_KeyPeriod] = field(default_factory=list)
+    retired_at: int | None = None
+
+    def key_at(self, index: int) -> _KeyPeriod | None:
+        for period in self.periods:
+            if period.since < index and (period.until is None or index < period.until):
+                return period
+        return None
+
+
+@dataclass
+class _Expectation:
+    """The events the command at ``index`` announced, not all seen yet."""
+
+    index: int
+    command: ParsedCommand
+    target: UUID
+    next_version: int
+    last_version: int | None  # None when the record is unknown (leaf-only check)
+    produced: int = 0
+
+
+def _expected_target(command: ParsedCommand) -> UUID:
+    action = command.action
+    if isinstance(action, Submit):
+        return case_id_for(command.header.hall_id, command.header.idempotency_key)
+    if isinstance(action, CaseAction):
+        return action.case_id
+    return hall_aggregate_id(action.arguments()["hall_id"])
+
+
+def _verifies(public_key_b64: str, signature: bytes, message: bytes) -> bool:
+    try:
+        raw = base64.b64decode(public_key_b64, validate=True)
+        Ed25519PublicKey.from_public_bytes(raw).verify(signature, message)
+    except (InvalidSignature, ValueError, binascii.Error):
+        return False
+    return True
+
+
+class LogChecker:
+    """Checks a log's events in order (see the module docstring); keeps what it learnt."""
+
+    def __init__(
+        self,
+        origin: str,
+        *,
+        load_history: HistoryLoader | None = None,
+        cache_size: int = 20_000,
+    ) -> None:
+        self.origin = origin
+        self._mapper = event_mapper()
+        self._load_history = load_history
+        self._cache_size = cache_size
+        self._cases: OrderedDict[UUID, Case] = OrderedDict()
+        self._signers: dict[tuple[str, str], _Signer] = {}
+        self._used_keys: set[tuple[str, str, str]] = set()
+        self._open: _Expectation | None = None
+        #: Signed commands whose signature verified.
+        self.signatures = 0
+        #: Cases whose personal data was erased (their events still verify).
+        self.erasures = 0
+
+    # ------------------------------------------------------------------ the integrator's side
+
+    def leaf_for(self, origin: str, index: int, event: StoredEvent) -> tuple[Leaf, list[Problem]]:
+        """The leaf the integrator must write for ``event`` and the problems it would have.
+
+        The leaf's claims come from the event itself (a command record, the node's genesis, or
+        else the command open just before it); the checks are then those of :meth:`check`.
+        """
+        decoded = self._decode(event)
+        claims: dict[str, Any] = {}
+        if event.topic == RECORD_TOPIC and isinstance(decoded, CommandRecord.Recorded):
+            claims = {
+                "authority": (
+                    Authority.ADMIN_COMMAND
+                    if decoded.signer_kind == ADMIN
+                    else Authority.HALL_COMMAND
+                ),
+                "signer": decoded.signer,
+                "key_id": decoded.key_id,
+                "signature": decoded.signature,
+                "command": decoded.signed_bytes,
+            }
+        elif event.topic in NODE_TOPICS:
+            claims = {"authority": Authority.NODE}
+        elif self._open is not None:
+            claims = {"authority": Authority.CAUSED, "cause": self._open.index}
+        else:
+            claims = {"authority": Authority.NODE}  # which check() then refuses
+        leaf = Leaf(
+            origin=origin,
+            index=index,
+            aggregate_id=event.originator_id,  # type: ignore[arg-type]
+            version=event.originator_version,
+            topic=event.topic,
+            event_hash=_sha256(event.state),
+            **claims,
+        )
+        return leaf, self.check(leaf, event, decoded=decoded)
+
+    # ------------------------------------------------------------------ the auditor's side
+
+    def check(self, leaf: Leaf, event: StoredEvent | None, *, decoded: Any = None) -> list[Problem]:
+        """The problems of ``leaf`` (and its stored ``event``); the checker moves past it."""
+        problems: list[Problem] = []
+        if decoded is None and event is not None:
+            decoded = self._decode(event)
+        if event is not None and decoded is None:
+            problems.append(Problem("event undecodable", f"stored event of topic {leaf.topic}"))
+        if self._open is not None and leaf.authority is not Authority.CAUSED:
+            problems += self._close_incomplete()
+        if leaf.is_command:
+            problems += self._check_command(leaf, decoded)
+        elif leaf.authority is Authority.CAUSED:
+            problems += self._check_caused(leaf, decoded)
+        else:
+            problems += self._check_node_event(leaf, decoded)
+        if decoded is not None:
+            self._learn(leaf.index, decoded)
+        return problems
+
+    def learn(self, index: int, event: StoredEvent) -> None:
+        """Take in what ``event`` (at leaf ``index``) says of signers, without checking it."""
+        decoded = self._decode(event)
+        if decoded is not None:
+            self._learn(index, decoded)
+
+    def verify_command(self, leaf: Leaf) -> list[Problem]:
+        """Check one command leaf's signature against the key history learnt so far."""
+        kind = HALL if leaf.authority is Authority.HALL_COMMAND else ADMIN
+        return self._check_signature(leaf, kind)
+
+    def finish(self) -> list[tuple[int, Problem]]:
+        """Problems left at the end of the log (a command whose events are missing)."""
+        if self._open is None:
+            return []
+        index = self._open.index
+        return [(index, problem) for problem in self._close_incomplete()]
+
+    # ------------------------------------------------------------------ checks
+
+    def _check_command(self, leaf: Leaf, record: Any) -> list[Problem]:
+        problems: list[Problem] = []
+        kind = HALL if leaf.authority is Authority.HALL_COMMAND else ADMIN
+        if record is not None:
+            if not isinstance(record, CommandRecord.Recorded):
+                return [Problem("mis-bound signature", f"a {kind} command leaf on a {leaf.topic}")]
+            stored = (record.signer_kind, record.signer, record.key_id, record.signature)
+            if stored != (kind, leaf.signer, leaf.key_id, leaf.signature) or (
+                record.signed_bytes != leaf.command
+            ):
+                problems.append(
+                    Problem("mis-bound signature", "the leaf and the stored command record differ")
+                )
+        try:
+            command = parse_command(leaf.command)
+        except InvalidInput as error:
+            return [*problems, Problem("command unreadable", str(error))]
+        header, action = command.header, command.action
+        if action.signer != kind or header.signer != leaf.signer:
+            problems.append(
+                Problem(
+                    "mis-bound signature",
+                    f"the command is a {action.signer} command of {header.signer!r}, the leaf "
+                    f"names {kind} {leaf.signer!r}",
+                )
+            )
+        if header.node != self.origin:
+            problems.append(
+                Problem(
+                    "command for another node",
+                    f"signed for {header.node!r}, this log is {self.origin!r}",
+                )
+            )
+        used = (kind, header.signer, header.idempotency_key)
+        if leaf.aggregate_id != record_id(kind, header.signer, header.idempotency_key) or (
+            used in self._used_keys
+        ):
+            problems.append(
+                Problem(
+                    "command replayed",
+                    f"{kind} {header.signer!r} already used key {header.idempotency_key!r}",
+                )
+            )
+        self._used_keys.add(used)
+        problems += self._check_signature(leaf, kind)
+        target = _expected_target(command)
+        first, last = 1, None
+        if isinstance(record, CommandRecord.Recorded):
+            first, last = record.first_version, record.last_version
+            if (record.key, record.action) != (header.idempotency_key, action.action_name):
+                problems.append(
+                    Problem(
+                        "mis-bound signature", "the record's key or action is not the command's"
+                    )
+                )
+            if record.target_id != target:
+                problems.append(
+                    Problem(
+                        "mis-bound signature",
+                        f"the record says it acted on {record.target_id}, the command on {target}",
+                    )
+                )
+        self._open = _Expectation(leaf.index, command, target, first, last)
+        return problems
+
+    def _check_signature(self, leaf: Leaf, kind: str) -> list[Problem]:
+        signer = self._signers.get((kind, leaf.signer))
+        if signer is None:
+            return [
+                Problem("unknown signer", f"no {kind} {leaf.signer!r} before index {leaf.index}")
+            ]
+        period = signer.key_at(leaf.index)
+        if period is None or period.key_id != leaf.key_id:
+            known = any(p.key_id == leaf.key_id for p in signer.periods)
+            why = "was not its current key here" if known else "was never its key"
+            return [
+                Problem("key out of period", f"{kind} {leaf.signer!r}: key {leaf.key_id} {why}")
+            ]
+        if kind == HALL and signer.retired_at is not None and signer.retired_at < leaf.index:
+            return [Problem("retired signer", f"hall {leaf.signer!r} was retired before")]
+        if not _verifies(period.public_key, leaf.signature, leaf.command):
+            return [
+                Problem(
+                    "signature",
+                    f"does not verify over the command bytes with {leaf.signer!r}'s key "
+                    f"{leaf.key_id}",
+                )
+            ]
+        self.signatures += 1
+        return []
+
+    def _check_caused(self, leaf: Leaf, event: Any) -> list[Problem]:
+        open_ = self._open
+        if open_ is None or leaf.cause != open_.index:
+            return [
+                Problem(
+                    "unauthorised event",
+                    f"{leaf.topic} v{leaf.version} of {leaf.aggregate_id} cites command "
+                    f"{leaf.cause}, which is not the command that precedes it",
+                )
+            ]
+        command = open_.command
+        action = command.action
+        problems: list[Problem] = []
+        topics = [get_topic(cls) for cls in action.produces]
+        if leaf.aggregate_id != open_.target or leaf.version != open_.next_version:
+            problems.append(
+                Problem(
+                    "mis-bound event",
+                    f"command {open_.index} ({action.action_name}) acts on {open_.target} "
+                    f"v{open_.next_version}, not {leaf.aggregate_id} v{leaf.version}",
+                )
+            )
+        if leaf.topic not in topics or (open_.produced == 0 and leaf.topic != topics[0]):
+            problems.append(
+                Problem("mis-bound event", f"{action.action_name} does not produce {leaf.topic}")
+            )
+        if event is not None and not problems:
+            problems += self._check_content(leaf, event, command, first=open_.produced == 0)
+        elif event is None:
+            self._learn_from_command(leaf.index, action)
+        open_.produced += 1
+        open_.next_version = leaf.version + 1
+        if open_.last_version is not None and leaf.version >= open_.last_version:
+            self._open = None
+        return problems
+
+    def _check_content(
+        self, leaf: Leaf, event: Any, command: ParsedCommand, *, first: bool
+    ) -> list[Problem]:
+        header, action = command.header, command.action
+        problems: list[Problem] = []
+        actor = getattr(event, "actor", None)
+        if actor is not None and (actor.hall_id, actor.operator, actor.region) != (
+            header.hall_id,
+            header.operator,
+            header.region,
+        ):
+            problems.append(Problem("content mismatch", "the acting hall is not the signer"))
+        if getattr(event, "admin", header.admin) != header.admin:
+            problems.append(Problem("content mismatch", "the acting admin is not the signer"))
+        for name, wanted in action.arguments().items():
+            if name == "case_id" or not hasattr(event, name):
+                continue
+            stored = getattr(event, name)
+            if isinstance(stored, SealedApplicant):
+                stored = stored.commitments
+            if isinstance(action, Submit) and name == "competent_region" and not wanted:
+                continue  # derived by the node from the item and the hall
+            if stored != wanted:
+                problems.append(
+                    Problem("content mismatch", f"{name} differs from the signed command")
+                )
+        if isinstance(action, Submit) and getattr(event, "intake_region", None) != header.region:
+            problems.append(Problem("content mismatch", "the intake region is not the hall's"))
+        if first and isinstance(action, CaseAction | Submit):
+            problems += self._check_transition(leaf, action)
+        return problems
+
+    def _check_transition(self, leaf: Leaf, action: Action) -> list[Problem]:
+        if isinstance(action, Submit):
+            return [] if leaf.version == 1 else [Problem("invalid transition", "not a new case")]
+        case = self._case(leaf.aggregate_id, leaf.version)
+        if case is None:
+            return [Problem("invalid transition", f"{action.action_name} on a case not in the log")]
+        allowed = ALLOWED_FROM.get(action.action_name)
+        if allowed is not None and case.state not in allowed:
+            return [
+                Problem(
+                    "invalid transition",
+                    f"{action.action_name} is not allowed in state {case.state.name}",
+                )
+            ]
+        return []
+
+    def _check_node_event(self, leaf: Leaf, event: Any) -> list[Problem]:
+        if leaf.topic not in NODE_TOPICS:
+            return [
+                Problem(
+                    "unauthorised event",
+                    f"{leaf.topic} claims no signer, but only a signed command may produce it",
+                )
+            ]
+        if leaf.index != 0:
+            return [Problem("unauthorised event", "a second genesis")]
+        if event is not None and getattr(event, "origin", self.origin) != self.origin:
+            return [Problem("unauthorised event", "the genesis names another origin")]
+        return []
+
+    def _close_incomplete(self) -> list[Problem]:
+        open_, self._open = self._open, None
+        assert open_ is not None
+        last = open_.last_version
+        if open_.produced == 0 or (last is not None and open_.next_version <= last):
+            missing = f"v{open_.next_version}" + (f"..v{last}" if last else "")
+            return [
+                Problem(
+                    "events missing",
+                    f"command {open_.index} ({open_.command.action.action_name}) produced "
+                    f"{open_.target} {missing}, which the log does not hold here",
+                )
+            ]
+        return []
+
+    # ------------------------------------------------------------------ state
+
+    def _decode(self, event: StoredEvent) -> Any:
+        try:
+            return self._mapper.to_domain_event(event)
+        except Exception:  # any undecodable bytes are a finding, never a crash
+            return None
+
+    def _learn(self, index: int, event: Any) -> None:
+        if isinstance(event, Node.Initialised):
+            self._signers[(ADMIN, event.admin)] = _Signer(
+                [_KeyPeriod(event.admin_key, key_id(event.admin_key), index)]
+            )
+        elif isinstance(event, Hall.Registered):
+            self._signers[(HALL, event.hall_id)] = _Signer(
+                [_KeyPeriod(event.public_key, key_id(event.public_key), index)]
+            )
+        elif isinstance(event, Hall.KeyRotated | Hall.Retired):
+            hall = self._hall_of(event.originator_id)
+            if hall is not None and isinstance(event, Hall.KeyRotated):
+                hall.periods[-1].until = index
+                hall.periods.append(_KeyPeriod(event.public_key, key_id(event.public_key), index))
+            elif hall is not None:
+                hall.retired_at = index
+        elif isinstance(event, Case.Submitted | Case.Event):
+            if isinstance(event, Case.PersonalDataErased):
+                self.erasures += 1
+            self._apply(event)
+
+    def _learn_from_command(self, index: int, action: Action) -> None:
+        """Without the stored event, take a hall's keys from the admin's signed command."""
+        if isinstance(action, RegisterHall):
+            self._signers[(HALL, action.hall_id)] = _Signer(
+                [_KeyPeriod(action.public_key, key_id(action.public_key), index)]
+            )
+        elif isinstance(action, RotateHallKey | RetireHall):
+            hall = self._signers.get((HALL, action.hall_id))
+            if hall is not None and isinstance(action, RotateHallKey):
+                hall.periods[-1].until = index
+                hall.periods.append(_KeyPeriod(action.public_key, key_id(action.public_key), index))
+            elif hall is not None:
+                hall.retired_at = index
+
+    def _hall_of(self, aggregate_id: UUID) -> _Signer | None:
+        for (kind, name), signer in self._signers.items():
+            if kind == HALL and hall_aggregate_id(name) == aggregate_id:
+                return signer
+        return None
+
+    def _case(self, case_id: UUID, version: int) -> Case | None:
+        """The case as it stood before ``version`` (from the cache or the store)."""
+        case = self._cases.get(case_id)
+        if case is not None and case.version == version - 1:
+            self._cases.move_to_end(case_id)
+            return case
+        if self._load_history is None:
+            return None
+        case = None
+        for stored in self._load_history(case_id, version):
+            decoded = self._decode(stored)
+            if decoded is None:
+                return None
+            case = decoded.mutate(case)
+        if case is not None:
+            self._remember(case)
+        return case
+
+    def _apply(self, event: Any) -> None:
+        case = self._cases.get(event.originator_id)
+        if case is None and not isinstance(event, Case.Submitted):
+            case = self._case(event.originator_id, event.originator_version)
+            if case is None:
+                return
+        try:
+            case = event.mutate(case)
+        except Exception:  # a version gap: forget the case; a reload restores it
+            self._cases.pop(event.originator_id, None)
+            return
+        self._remember(case)
+
+    def _remember(self, case: Case) -> None:
+        self._cases[case.id] = case
+        self._cases.move_to_end(case.id)
+        while len(self._cases) > self._cache_size:
+            self._cases.popitem(last=False)
+
+    def hall_key_history(self, hall_id: str) -> list[tuple[str, str, int, int | None]]:
+        """``(public key, key id, since index, until index)`` of each key the hall had."""
+        signer = self._signers.get((HALL, hall_id))
+        if signer is None:
+            return []
+        return [(p.public_key, p.key_id, p.since, p.until) for p in signer.periods]
+
+
+def _sha256(data: bytes) -> bytes:
+    import hashlib
+
+    return hashlib.sha256(data).digest()
+
+
+__all__ = ["NODE_TOPICS", "RECORD_TOPIC", "HistoryLoader", "LogChecker", "Problem"]
