@@ -7,8 +7,12 @@
 What it does for the caller:
 
 - mutual TLS with the hall's certificate (or an insecure channel for the demo node);
-- builds the ``Command`` with a header (hall, operator, region, idempotency key, time), serialises
-  it once, signs those exact bytes with the hall's Ed25519 key, and sends bytes and signature;
+- builds the ``Command`` with a header (hall, operator, region, the node it is for, idempotency
+  key, time), serialises it once, signs those exact bytes with the hall's Ed25519 key, and sends
+  bytes and signature;
+- never signs personal data: an applicant given in clear becomes one salted commitment per field
+  in the signed bytes, and the clear values travel beside them (``SignedCommand.personal``), as
+  docs/wire-api.md specifies;
 - retries with exponential backoff on UNAVAILABLE (and DEADLINE_EXCEEDED), re-sending the very
   same signed bytes, so the hub's idempotency returns the first result instead of acting twice;
 - a default deadline on every call.
@@ -18,6 +22,8 @@ It talks to the hub only through the generated ``tongban.v1`` stubs: no hub code
 
 from __future__ import annotations
 
+import hashlib
+import os
 import random
 import time
 import uuid
@@ -32,7 +38,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
-from tongban.v1 import case_exchange_pb2, case_exchange_pb2_grpc
+from tongban.v1 import case_exchange_pb2, case_exchange_pb2_grpc, common_pb2
 
 T = TypeVar("T")
 
@@ -75,12 +81,23 @@ class TLSConfig:
 
 @dataclass(frozen=True)
 class HallCredentials:
-    """Who the client acts as: the hall, its region, its signing key, and its TLS identity."""
+    """Who the client acts as: the hall, its region, its signing key, and its TLS identity.
+
+    ``node`` is the log origin of the node the hall belongs to (every command names it, and any
+    other node refuses it); by default ``tongban/<the region's two province digits>``, a node's
+    default origin.
+    """
 
     hall_id: str
     region: str
     signing_key: Ed25519PrivateKey
     tls: TLSConfig | None = None
+    node: str = ""
+
+    @property
+    def node_origin(self) -> str:
+        """The node the hall's commands are for."""
+        return self.node or f"tongban/{self.region[:2]}"
 
     @staticmethod
     def load_signing_key(path: Path) -> Ed25519PrivateKey:
@@ -134,6 +151,34 @@ def open_channel(
     )
 
 
+#: The domain tag of a personal-field commitment (docs/wire-api.md, "Commitments").
+COMMITMENT_TAG = b"tongban/commitment/v1"
+#: The applicant's personal fields, committed to in a Submit.
+APPLICANT_FIELDS = ("name", "id_number", "phone")
+
+
+def commitment(field: str, salt: bytes, value: str) -> bytes:
+    """SHA-256("tongban/commitment/v1" || 0x00 || field || 0x00 || salt || UTF-8 value)."""
+    return hashlib.sha256(
+        COMMITMENT_TAG + b"\x00" + field.encode() + b"\x00" + salt + value.encode("utf-8")
+    ).digest()
+
+
+def commit_applicant(
+    applicant: common_pb2.Applicant, action: str = "submit"
+) -> tuple[common_pb2.ApplicantCommitments, list[case_exchange_pb2.PersonalValue]]:
+    """Commitments to ``applicant`` (a fresh 32-byte salt per field) and the clear values."""
+    digests: dict[str, bytes] = {}
+    personal = []
+    for field in APPLICANT_FIELDS:
+        path = f"{action}.applicant.{field}"
+        salt = os.urandom(32)
+        value = getattr(applicant, field)
+        digests[field] = commitment(path, salt, value)
+        personal.append(case_exchange_pb2.PersonalValue(field=path, value=value, salt=salt))
+    return common_pb2.ApplicantCommitments(**digests), personal
+
+
 def sign_command(
     credentials: HallCredentials,
     action: str,
@@ -142,9 +187,16 @@ def sign_command(
     idempotency_key: str,
     operator: str,
     issued_at: datetime | None = None,
+    deferred: bool = False,
+    applicant: common_pb2.Applicant | None = None,
 ) -> case_exchange_pb2.SignedCommand:
     """Build the ``Command`` (header + ``body`` as ``action``), serialise it once, and sign
-    exactly those bytes. Needs no channel, so an offline adapter can sign while queueing."""
+    exactly those bytes. Needs no channel, so an offline adapter can sign while queueing.
+
+    ``applicant`` (a Submit's, in clear) is committed to in the signed bytes and sent beside
+    them. ``deferred``: the command is forwarded later than it was signed (an outbox, a register
+    import); its ``issued_at`` is kept as the time of the act.
+    """
     stamp = Timestamp()
     if issued_at is None:
         stamp.GetCurrentTime()
@@ -157,12 +209,19 @@ def sign_command(
             operator=operator,
             region=credentials.region,
             issued_at=stamp,
+            node=credentials.node_origin,
+            deferred=deferred,
         )
     )
-    getattr(command, action).CopyFrom(body)
+    part = getattr(command, action)
+    part.CopyFrom(body)
+    personal: list[case_exchange_pb2.PersonalValue] = []
+    if applicant is not None:
+        commitments, personal = commit_applicant(applicant, action)
+        part.applicant.CopyFrom(commitments)
     data = command.SerializeToString()
     return case_exchange_pb2.SignedCommand(
-        command=data, signature=credentials.signing_key.sign(data)
+        command=data, signature=credentials.signing_key.sign(data), personal=personal
     )
 
 
@@ -216,9 +275,13 @@ class HallClient:
         *,
         idempotency_key: str | None = None,
         operator: str | None = None,
+        applicant: common_pb2.Applicant | None = None,
         **fields: Any,
     ) -> case_exchange_pb2.SignedCommand:
-        """Build, serialise and sign a command; the bytes are what the hub verifies."""
+        """Build, serialise and sign a command; the bytes are what the hub verifies.
+
+        A Submit's ``applicant`` is given in clear; the SDK commits to it (see sign_command).
+        """
         if action not in RPC_OF_ACTION:
             raise SDKError(f"unknown action {action!r}; known: {', '.join(sorted(RPC_OF_ACTION))}")
         if body is None:
@@ -229,6 +292,7 @@ class HallClient:
             body,
             idempotency_key=idempotency_key or uuid.uuid4().hex,
             operator=operator or self.operator,
+            applicant=applicant,
         )
 
     def send_signed(
@@ -248,11 +312,17 @@ class HallClient:
         *,
         idempotency_key: str | None = None,
         operator: str | None = None,
+        applicant: common_pb2.Applicant | None = None,
         **fields: Any,
     ) -> case_exchange_pb2.CommandReply:
         """Sign and send one command: ``send("accept", case_id=...)``."""
         signed = self.sign(
-            action, body, idempotency_key=idempotency_key, operator=operator, **fields
+            action,
+            body,
+            idempotency_key=idempotency_key,
+            operator=operator,
+            applicant=applicant,
+            **fields,
         )
         return self.send_signed(action, signed)
 

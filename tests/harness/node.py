@@ -1,6 +1,6 @@
 """A real Tongban node process for end-to-end tests: its own data dir, CA, halls, and port.
 
-    with NodeProcess(tmp_path / "node") as node:
+    with NodeProcess(tmp_path / "node") as node:   # runs `tongban init` and `tongban pki init`
         hall = node.add_hall("hn-shatou-town", "430902104000")   # before start()
         node.start()
         client = node.client("hn-shatou-town")                  # an adapters.sdk.HallClient
@@ -67,12 +67,28 @@ class NodeProcess:
         self.port = 0
         self._process: subprocess.Popen[str] | None = None
         self._log_path = self.directory / "node.log"
+        self.run("init")
         self.run("pki", "init", "--node", "test-node")
 
     @property
     def pki(self) -> Path:
         """The node's CA directory."""
         return self.directory / "data" / "pki"
+
+    @property
+    def data_dir(self) -> Path:
+        """The node's data directory."""
+        return self.directory / "data"
+
+    @property
+    def log_key(self) -> str:
+        """The node's log verifier key (for auditors)."""
+        return (self.data_dir / "log.vkey").read_text().strip()
+
+    @property
+    def origin(self) -> str:
+        """The node's log origin."""
+        return self.log_key.split("+", 1)[0]
 
     @property
     def target(self) -> str:
@@ -125,6 +141,7 @@ class NodeProcess:
             files.region,
             HallCredentials.load_signing_key(files.signing_key),
             TLSConfig.from_files(self.pki / "ca.pem", files.certificate, files.private_key),
+            node=self.origin,
         )
 
     def client(self, hall_id: str, **options: Any) -> HallClient:
