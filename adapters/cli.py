@@ -33,6 +33,9 @@ from adapters.sdk import RetryPolicy, SDKError
 if TYPE_CHECKING:
     from adapters.village import Outbox
 
+#: ``import --issued-at`` choices (adapters.batch_import.Importer's ``issued_at``).
+ISSUED_AT = ("received", "now")
+
 EXIT_OK = 0
 EXIT_REFUSED = 1
 EXIT_CONFIG = 2
@@ -43,6 +46,10 @@ _CONNECTION_OPTIONS: dict[str, tuple[str, str]] = {
     "--target": ("TONGBAN_ADAPTER_TARGET", "the node's gRPC address, host:port"),
     "--hall-id": ("TONGBAN_ADAPTER_HALL_ID", "the hall this adapter acts as"),
     "--region": ("TONGBAN_ADAPTER_REGION", "the hall's 12-digit region code"),
+    "--node": (
+        "TONGBAN_NODE",
+        "log origin of the node the commands are for (default tongban/<first two region digits>)",
+    ),
     "--signing-key": ("TONGBAN_ADAPTER_SIGNING_KEY", "the hall's Ed25519 signing key (PEM)"),
     "--ca": ("TONGBAN_ADAPTER_CA", "the node CA certificate (PEM)"),
     "--cert": ("TONGBAN_ADAPTER_CERT", "the hall's TLS client certificate (PEM)"),
@@ -95,6 +102,7 @@ def _connection(args: argparse.Namespace, default_operator: str) -> HubConnectio
         operator=args.operator or default_operator,
         timeout=number("--timeout", args.timeout, 10.0),
         retry_attempts=int(number("--retries", args.retries, 5)),
+        node=args.node.strip(),
     )
 
 
@@ -176,14 +184,17 @@ def _village_submit(args: argparse.Namespace) -> int:
             raise AdapterError(f"--material {spec!r}: use NAME=FILE")
         materials.append(material_from_file(name.strip(), Path(file)))
     submit = case_exchange_pb2.SubmitCase(
-        item_code=args.item,
-        applicant=common_pb2.Applicant(name=args.name, id_number=args.id_number, phone=args.phone),
-        materials=materials,
-        competent_region=args.competent_region,
+        item_code=args.item, materials=materials, competent_region=args.competent_region
     )
+    # Kept apart from the message: the outbox signs only commitments to it (adapters.sdk).
+    applicant = common_pb2.Applicant(name=args.name, id_number=args.id_number, phone=args.phone)
     with outbox:
         queued = outbox.submit(
-            submit, ref=args.ref, operator=connection.operator, idempotency_key=args.idem_key
+            submit,
+            applicant=applicant,
+            ref=args.ref,
+            operator=connection.operator,
+            idempotency_key=args.idem_key,
         )
     _say(f"queued #{queued.seq} submit ref={queued.ref}")
     return EXIT_OK
@@ -291,6 +302,7 @@ def _import(args: argparse.Namespace) -> int:
             ItemCatalogue.of_client(client),
             key_prefix=args.key_prefix,
             default_operator=connection.operator,
+            issued_at=args.issued_at,
         )
         report = importer.run(register)
     finally:
@@ -430,6 +442,14 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
         "--key-prefix",
         default=env.get("TONGBAN_IMPORT_KEY_PREFIX", "lx-"),
         help="prefix of the idempotency keys made from 登记编号 [$TONGBAN_IMPORT_KEY_PREFIX]",
+    )
+    register.add_argument(
+        "--issued-at",
+        choices=ISSUED_AT,
+        default=env.get("TONGBAN_IMPORT_ISSUED_AT", "received"),
+        help="the time a row's submit is signed with: 'received' (its 收件日期, sent as a "
+        "deferred command; the node refuses rows older than its deferred limit, 30 days by "
+        "default) or 'now' (the time of the import) [$TONGBAN_IMPORT_ISSUED_AT]",
     )
     register.add_argument("--report", default="", help="also write the per-row report as CSV")
     register.add_argument("--json", action="store_true", help="print the report as JSON")

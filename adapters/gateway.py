@@ -20,6 +20,12 @@ The vendor's request id header (``X-Request-Id``) becomes the command's idempote
 the platform retries a request after a timeout the node returns the first result instead of
 taking in a second case.
 
+Personal data is never signed: the applicant's name, ID number and phone enter the signed
+``Command`` only as salted commitments and travel in clear beside it (``SignedCommand.personal``,
+docs/wire-api.md). The salts are derived from the hall's key and the request id
+(:func:`adapters.connection.stable_salts`), so a retried request is the same command to the
+node. Request bodies are never logged, and refusals never echo a personal value.
+
 Configuration is a :class:`GatewayConfig` built by ``adapters.cli``; the server is the standard
 library's ``ThreadingHTTPServer`` (the gateway is I/O-bound and small: no framework needed).
 """
@@ -44,7 +50,14 @@ from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 from tongban.v1 import case_exchange_pb2, common_pb2
 
-from adapters.connection import ItemCatalogue, RpcFailure, gb11643_ok, kind_name
+from adapters.connection import (
+    ItemCatalogue,
+    RpcFailure,
+    gb11643_ok,
+    kind_name,
+    sign_sealed,
+    stable_salts,
+)
 from adapters.sdk import HallClient
 
 log = logging.getLogger("tongban.adapters.gateway")
@@ -220,6 +233,14 @@ class VendorInputError(Exception):
     def __init__(self, errors: list[FieldError]) -> None:
         self.errors = errors
         super().__init__("; ".join(f"{e.field}: {e.msg}" for e in errors))
+
+
+class NodeRefusal(Exception):
+    """A call the node refused or could not answer, already read (and its paths resolved)."""
+
+    def __init__(self, failure: RpcFailure) -> None:
+        self.failure = failure
+        super().__init__(failure.message)
 
 
 def envelope(
@@ -399,7 +420,10 @@ def _materials(fields: _Fields, name: str = "clxx") -> list[common_pb2.Material]
 class SubmitRequest:
     """A parsed 收件 request: the wire message plus what the gateway checks itself."""
 
+    #: The wire message without the applicant (the signed bytes carry commitments only).
     submit: case_exchange_pb2.SubmitCase
+    #: The applicant in clear: committed to when signing, sent beside the signed bytes.
+    applicant: common_pb2.Applicant = field(repr=False)
     #: The vendor's 办件类型 mapped to the wire enum; checked against the catalogue item's kind.
     kind: int
     operator: str
@@ -427,12 +451,10 @@ def parse_submit(body: Mapping[str, Any]) -> SubmitRequest:
     operator = fields.text("jbr", required=False, max_length=64)
     fields.raise_if_any()
     submit = case_exchange_pb2.SubmitCase(
-        item_code=item_code,
-        applicant=common_pb2.Applicant(name=name, id_number=id_number, phone=phone),
-        materials=materials,
-        competent_region=region,
+        item_code=item_code, materials=materials, competent_region=region
     )
-    return SubmitRequest(submit, kind, operator)
+    applicant = common_pb2.Applicant(name=name, id_number=id_number, phone=phone)
+    return SubmitRequest(submit, applicant, kind, operator)
 
 
 @dataclass(frozen=True)
@@ -675,6 +697,9 @@ class Gateway:
                 return self._only(method, "GET") or self._get(match.group(1))
         except VendorInputError as error:
             return bad_request(error.errors, request_id=request_id)
+        except NodeRefusal as refusal:
+            log.info("node refused %s %s: %s", method, path, refusal.failure.code.name)
+            return from_failure(refusal.failure, request_id=request_id)
         except grpc.RpcError as error:
             failure = RpcFailure.from_error(error)
             log.info("node refused %s %s: %s", method, path, failure.code.name)
@@ -700,12 +725,22 @@ class Gateway:
                     )
                 ]
             )
-        reply = self.client.send(
+        credentials = self.client.credentials
+        signed = sign_sealed(
+            credentials,
             "submit",
             request.submit,
+            applicant=request.applicant,
+            salt_of=stable_salts(credentials.signing_key, key),
             idempotency_key=key,
-            operator=request.operator or None,
+            operator=request.operator or self.client.operator,
         )
+        try:
+            reply = self.client.send_signed("submit", signed)
+        except grpc.RpcError as error:
+            # ``personal[1].value`` → ``command.submit.applicant.id_number`` → ``sfzh``.
+            failure = RpcFailure.from_error(error).resolve_personal(signed.personal)
+            raise NodeRefusal(failure) from None
         response = self._answer(reply, request_id, status=200 if reply.replayed else 201)
         response.headers["Location"] = f"/api/v1/cases/{reply.case_id}"
         return response

@@ -259,7 +259,7 @@ class HubApplication(Application[UUID]):
                 header.node,
                 f"this node is {self.policy.origin!r}; sign the command for the node you send to",
             )
-        digest = payload_digest(action.action_name, _canonical(action))
+        digest = payload_digest(action.action_name, self._canonical(action, signed))
         replay = self._replay(action.signer, header.signer, header.idempotency_key, digest, action)
         if replay is not None:
             return replay
@@ -543,6 +543,17 @@ class HubApplication(Application[UUID]):
                 f"personal[{given['submit.' + error.field][0]}].value", "<redacted>", error.reason
             ) from None
         return applicant, salts
+
+    def _canonical(self, action: Action, signed: SignedCommand) -> dict[str, Any]:
+        """What makes two commands the same for idempotency: the arguments, with personal
+        fields compared by their clear values (a re-signed retry has fresh salts, so other
+        commitments) through a keyed hash, so the record holds nothing guessable."""
+        arguments = _canonical(action)
+        if signed.personal:
+            clear = "\x00".join(f"{p.field}\x00{p.value}" for p in sorted(
+                signed.personal, key=lambda p: p.field))  # fmt: skip
+            arguments["applicant"] = self.vault.subject(clear)
+        return arguments
 
     def _check_no_personal(self, run: _Run) -> None:
         if run.signed.personal:

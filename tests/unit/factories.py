@@ -9,11 +9,11 @@ from hub.domain.case import Case
 from hub.domain.regions import RegionCode
 from hub.domain.values import (
     Actor,
-    Applicant,
+    ApplicantCommitments,
     CaseKind,
     CrossRegionMode,
     Material,
-    id_number_with_check,
+    SealedApplicant,
 )
 
 VILLAGE = "430902104201"
@@ -32,9 +32,10 @@ def material(name: str = "居民身份证", content: bytes = b"scan") -> Materia
     return Material(name, hashlib.sha256(content).hexdigest(), "application/pdf", 1024)
 
 
-def applicant() -> Applicant:
-    """A valid applicant."""
-    return Applicant("李秀英", id_number_with_check("43090219560312002"), "13807370001")
+def applicant() -> SealedApplicant:
+    """An applicant as a case stores it: commitments (and, here, no ciphertext)."""
+    digest = hashlib.sha256(b"commitment").hexdigest()
+    return SealedApplicant(ApplicantCommitments(digest, digest, digest), b"")
 
 
 def new_case(

@@ -10,7 +10,7 @@ from factories import COUNTY, COUNTY_HALL, TOWNSHIP, TOWNSHIP_HALL, VILLAGE_HALL
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hub.application.hub import HubApplication
+from hub.domain.codec import event_mapper
 from hub.domain.case import ALLOWED_FROM, Case
 from hub.domain.regions import RegionCode
 from hub.domain.values import (
@@ -177,9 +177,7 @@ def test_fixed_walks_keep_the_case_valid_and_reach_every_state() -> None:
     assert set(CaseState) == STATES_REACHED
 
 
-MAPPER = HubApplication(
-    env={"PERSISTENCE_MODULE": "eventsourcing.popo"}
-).mapper  # serialisation only; nothing is stored
+MAPPER = event_mapper()  # the stored events' own codec: serialisation only
 
 
 @settings(max_examples=100, deadline=None)

@@ -1,17 +1,17 @@
-"""Encryption at rest with a key ring: ids, rotation, shredding, tampering."""
+"""The at-rest key ring: ids, rotation, a missing key, tampering, fingerprints."""
 
 from __future__ import annotations
 
 import pytest
-from eventsourcing.utils import Environment
 
 from hub.application.cipher import (
-    ACTIVE_ENV,
-    KEYS_ENV,
     DecryptionError,
     KeyRingCipher,
+    fingerprint,
     key_id_of,
     new_key,
+    new_key_id,
+    parse_key_ring,
 )
 from hub.errors import ConfigurationError
 
@@ -19,7 +19,16 @@ K1, K2 = new_key(), new_key()
 
 
 def _cipher(keys: str, active: str) -> KeyRingCipher:
-    return KeyRingCipher(Environment("t", {KEYS_ENV: keys, ACTIVE_ENV: active}))
+    return KeyRingCipher(parse_key_ring(keys), active)
+
+
+def test_key_ids_are_random_and_fingerprints_reveal_nothing_but_identity() -> None:
+    assert new_key_id() != new_key_id()
+    ring = parse_key_ring(f"k1:{K1},k2:{K2}")
+    prints = KeyRingCipher(ring, "k1").fingerprints()
+    assert prints == {"k1": fingerprint(ring["k1"]), "k2": fingerprint(ring["k2"])}
+    assert prints["k1"] != prints["k2"]
+    assert K1 not in prints["k1"] and len(prints["k1"]) == 16
 
 
 def test_encrypts_with_the_active_key_and_names_it() -> None:
@@ -39,7 +48,7 @@ def test_rotation_keeps_old_ciphertexts_readable() -> None:
     assert rotated.decrypt(new) == b"new"
 
 
-def test_a_dropped_key_shreds_what_it_encrypted() -> None:
+def test_a_ciphertext_of_a_key_not_in_the_ring_is_unreadable() -> None:
     old = _cipher(f"k1:{K1}", "k1").encrypt(b"personal")
     with pytest.raises(DecryptionError, match="'k1' is not in the key ring"):
         _cipher(f"k2:{K2}", "k2").decrypt(old)

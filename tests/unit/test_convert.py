@@ -8,14 +8,8 @@ import pytest
 from factories import COUNTY, COUNTY_HALL, material, new_case
 from tongban.v1 import common_pb2, events_pb2
 
-from hub.api.convert import (
-    EVENT_CLASSES,
-    enum_from_proto,
-    enum_to_proto,
-    event_from_proto,
-    event_to_proto,
-    snake_case,
-)
+from hub.api.convert import EVENT_CLASSES, event_from_proto, event_to_proto
+from hub.commands.wire import enum_from_proto, enum_to_proto, snake_case
 from hub.domain.regions import Level, RegionCode
 from hub.domain.values import (
     Actor,
@@ -54,6 +48,7 @@ def _one_of_every_event() -> list[Any]:
     a.rate(DEPT, Rating.VERY_DISSATISFIED, "慢")
     a.complete_rectification(DEPT, "整改", "回访满意")
     a.archive(DEPT)
+    a.erase_personal_data("operator", "申请人要求删除")
     events += a.collect_events()
     b = new_case()
     b.accept(b_actor := Actor("v-room", "op-v", "430902104201"))
@@ -116,7 +111,24 @@ def test_an_event_without_type_or_with_bad_fields_is_invalid() -> None:
     message.submitted.materials[0].sha256 = "00"
     with pytest.raises(InvalidInput) as caught:
         event_from_proto(message)
-    assert caught.value.field == "submitted.materials.sha256"
+    assert caught.value.field == "submitted.materials[0].sha256"
+
+
+def test_the_applicant_goes_out_as_commitments_and_in_clear_only_when_given() -> None:
+    from hub.domain.values import Applicant, id_number_with_check
+
+    submitted = EVENTS[0]
+    message = event_to_proto(submitted)
+    assert message.submitted.applicant_commitments.name == bytes.fromhex(
+        submitted.applicant.commitments.name
+    )
+    assert not message.submitted.HasField("applicant")
+    clear = Applicant("李秀英", id_number_with_check("43090219560312002"), "13807370001")
+    shown = event_to_proto(submitted, applicant=clear)
+    assert shown.submitted.applicant.name == "李秀英"
+    erased = event_to_proto(submitted, applicant=clear, erased=True)
+    assert not erased.submitted.HasField("applicant")
+    assert erased.submitted.personal_data_erased
 
 
 def test_personal_fields_are_marked_in_the_wire_contract() -> None:

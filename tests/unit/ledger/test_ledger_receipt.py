@@ -201,18 +201,18 @@ def test_single_node_receipt_and_edge_cases() -> None:
 
 
 DOCUMENTED_RECEIPT = """c2sp.org/tlog-proof@v1
-extra AQAWdG9uZ2Jhbi5leGFtcGxlL25vZGUtMQAAAAAAAAACAAAAAAAAAAAAAAAAAAAAAwAAAAAAAAABAApDYXNlT3BlbmVkfx7hfrbUsYFcjAWA37fKDT1cPN5SPagX7307Hpb21bgAAAAA
+extra AgAWdG9uZ2Jhbi5leGFtcGxlL25vZGUtMQAAAAAAAAACAAAAAAAAAAAAAAAAAAAAAwAAAAAAAAABAApDYXNlT3BlbmVkfx7hfrbUsYFcjAWA37fKDT1cPN5SPagX7307Hpb21bgA
 index 2
-CGn6Qkw+5qU5XsvDVwRN+zgSGAxiTTUlw8/01KU51jY=
-jobUVxuTcelbpQ1FfE6u+mlV2IHbrLvYMcW+YgLB+Zg=
-oO7cF3iS1EBNySjJfjTbOLqhgpmuOulCP97AEs5H9X8=
+Son6V/1gPsjVkJJ9/6YsjgNyuIlkTgIzhbFgcOLZWFU=
+5kzPlVnWU32692NPsyswQlUdyhwtg0MGw4EwRevIKbo=
+FX3p+nN/blAsROD8ABuiT+KQbNNbF4BMekg1Iuvc03Y=
 
 tongban.example/node-1
 5
-rDm51krp9LOJ1NYBxeoBC66FxUMzl0tpN22SE0odbW0=
+lOQ7fxWEz6s6mEj+GCvRa+MhbBBI49HAHrXe5qo0jMs=
 
-— tongban.example/node-1 j5c5Od93PpbPTsokEvwpOAlmF9V8xfWuqa8X7Wp+RnRp0N1+ctWooGVdXF/CCO2CULL9J0oBPdVo4qzKTMQJHYqHPAg=
-— witness.example/w1 IDJKvgAAAABlU/EAqFvLNODhf/LTE5r/g+mpxaF+ruygRtkeEvlT6OHzHDCFIdLEHak/cnWq5A8/Uz3BD8rMYuW15175hToIXNL5Aw==
+— tongban.example/node-1 j5c5OUGWyoKiYWOZOnXXqcmbPK1CK7+yKonJ+kl+QWg8+tIlXME8ivHsJvtIiAbhZswqlnKH2Jx/251iU+xmc9J6xAU=
+— witness.example/w1 IDJKvgAAAABlU/EAGvuhIY8RRdZz9xDIECF6xpbv4c/7niPx3aj50bQPAD1LKU+H3aR7KljhBoJ11uPBpWS4rXvobJ/CioLSxOTPDA==
 """
 
 
