@@ -226,11 +226,12 @@ class RpcFailure:
         its vendor's field. Descriptions are kept as they are (the node never echoes a value).
         """
         resolved = []
-        for field, description in self.violations:
-            match = _PERSONAL_PATH.fullmatch(field)
+        for path, description in self.violations:
+            match = _PERSONAL_PATH.fullmatch(path)
             if match and int(match.group(1)) < len(personal):
-                field = f"command.{personal[int(match.group(1))].field}"
-            resolved.append((field, description))
+                resolved.append((f"command.{personal[int(match.group(1))].field}", description))
+            else:
+                resolved.append((path, description))
         return replace(self, violations=tuple(resolved))
 
     def field_suffix(self) -> str:

@@ -10,9 +10,17 @@ Guarantees (see docs/adapters.md, "Village outbox"):
 - **Nothing lost.** A command is committed to the outbox (SQLite WAL, ``synchronous=FULL``, so a
   power cut after the clerk saw "queued" does not lose it) before anything is sent, and stays
   until the node acknowledged it.
-- **Nothing doubled.** A command is signed once and its exact bytes and signature are stored; a
-  resend after a timeout, a crash or a restart sends the same bytes, with the same idempotency
-  key, so the node returns its first result (``replayed``) instead of acting twice.
+- **Nothing doubled.** A command is signed once and the whole ``SignedCommand`` is stored: its
+  exact bytes, signature and the clear personal values beside them; a resend after a timeout, a
+  crash or a restart sends exactly that again, with the same idempotency key, so the node returns
+  its first result (``replayed``) instead of acting twice.
+- **Deferred, with the clerk's time.** Every command is signed as *deferred*
+  (``CommandHeader.deferred``) with ``issued_at`` = the time the clerk queued it, also when it is
+  signed later (a follow-up waiting for its case id): the node accepts it when it arrives, up to
+  its deferred-age limit (30 days by default), and records when the clerk acted.
+- **No personal data signed.** A submit's applicant is kept in the outbox to sign it; the signed
+  bytes hold only the SDK's salted commitments, the clear values travel beside them. Status
+  output (:meth:`QueuedCommand.to_json`, :func:`describe`) never shows them.
 - **Order.** Commands go out in the order they were queued. A transient failure (node down,
   timeout: :data:`adapters.connection.TRANSIENT_CODES`) stops the pass and the forwarder backs off
   exponentially; nothing later overtakes the command that could not be delivered.
@@ -30,8 +38,12 @@ Guarantees (see docs/adapters.md, "Village outbox"):
   acknowledged, the forwarder fills in the case id, signs the command and stores the signed bytes
   in the outbox *before* the first send, so from then on every resend is byte-identical too.
 
-The outbox is bound to one hall (hall id and region, stored in the file): its commands are that
-hall's signed statements.
+The outbox is bound to one hall and one node (hall id, region and node origin, stored in the
+file): its commands are that hall's signed statements for that node. An outbox of schema version
+1 (which stored the applicant inside the submit's body and signed it in clear) is migrated in
+place when opened: each submit's applicant moves to its own column, and commands not yet
+acknowledged lose their old signature, so that they are signed under the current contract
+(commitments, node, deferred) before they are sent.
 """
 
 from __future__ import annotations
@@ -51,14 +63,15 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import grpc
-from google.protobuf import json_format
+from google.protobuf import json_format, unknown_fields
 from google.protobuf.message import Message
 from tongban.v1 import case_exchange_pb2, common_pb2
 
-from adapters.connection import AdapterError, RpcFailure
+from adapters.connection import AdapterError, RpcFailure, sign_sealed
 from adapters.sdk import RPC_OF_ACTION, HallCredentials, sign_command
 
-SCHEMA_VERSION = 1
+#: 2: the applicant in its own column, the whole SignedCommand stored; 1 is migrated on open.
+SCHEMA_VERSION = 2
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (
@@ -77,9 +90,9 @@ CREATE TABLE IF NOT EXISTS commands (
     action          TEXT NOT NULL,                       -- wire action: submit, accept, ...
     idempotency_key TEXT NOT NULL UNIQUE,
     operator        TEXT NOT NULL,
-    body            BLOB NOT NULL,    -- the action message (case_id unset until known)
-    command         BLOB,             -- the exact signed Command bytes, once signed
-    signature       BLOB,
+    body            BLOB NOT NULL,    -- the action message: no case_id (until known), no applicant
+    applicant       BLOB,             -- a submit's applicant in clear (tongban.v1.Applicant)
+    signed          BLOB,             -- the SignedCommand (bytes, signature, personal values)
     status          TEXT NOT NULL DEFAULT 'pending'
                     CHECK (status IN ('pending', 'sent', 'failed', 'cancelled')),
     attempts        INTEGER NOT NULL DEFAULT 0,
@@ -95,6 +108,13 @@ CREATE TABLE IF NOT EXISTS commands (
 CREATE INDEX IF NOT EXISTS commands_by_status ON commands (status, seq);
 CREATE INDEX IF NOT EXISTS commands_by_ref ON commands (ref, seq);
 """
+
+#: The v1 ``commands`` columns copied as they are into v2 (``body``, ``applicant`` and ``signed``
+#: are rewritten row by row).
+_V1_KEPT = (
+    "seq, ref, action, idempotency_key, operator, status, attempts, case_id, version, replayed,"
+    " error_code, error_message, created_at, last_attempt_at, sent_at"
+)
 
 #: Statuses shown by ``status``: the four stored ones plus ``held`` (pending, but waiting behind a
 #: failed command of the same case or for a case id that will not come).
@@ -125,7 +145,9 @@ class Signer:
     """Signs commands without a network connection.
 
     The SDK's :func:`adapters.sdk.sign_command` (what ``HallClient.sign`` uses) bound to this
-    room's credentials: it needs no gRPC channel, so a clerk can queue commands offline.
+    room's credentials: it needs no gRPC channel, so a clerk can queue commands offline. Every
+    command is *deferred*: it reaches the node later than it was signed, and its ``issued_at``
+    is the time the clerk acted.
     """
 
     def __init__(self, credentials: HallCredentials) -> None:
@@ -139,8 +161,27 @@ class Signer:
         idempotency_key: str,
         operator: str,
         issued_at: datetime | None = None,
+        applicant: common_pb2.Applicant | None = None,
+        salts: dict[str, bytes] | None = None,
     ) -> case_exchange_pb2.SignedCommand:
-        """The signed command; ``issued_at`` defaults to now."""
+        """The signed, deferred command; ``issued_at`` defaults to now.
+
+        A submit's ``applicant`` (in clear) is committed to with fresh random salts by the SDK,
+        or with ``salts`` (field path → salt) when given: re-signing a command with the salts it
+        was first signed with keeps its ``Command`` bytes identical.
+        """
+        if applicant is not None and salts is not None:
+            return sign_sealed(
+                self.credentials,
+                action,
+                body,
+                applicant=applicant,
+                salt_of=salts.__getitem__,
+                idempotency_key=idempotency_key,
+                operator=operator,
+                issued_at=issued_at,
+                deferred=True,
+            )
         return sign_command(
             self.credentials,
             action,
@@ -148,6 +189,8 @@ class Signer:
             idempotency_key=idempotency_key,
             operator=operator,
             issued_at=issued_at,
+            deferred=True,
+            applicant=applicant,
         )
 
 
@@ -211,9 +254,21 @@ class Outbox:
         # FULL: a commit survives a power cut, not only a crash of this process.
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.execute("PRAGMA foreign_keys=ON")
-        with self._write():
+        with self._write() as db:
+            db.execute(
+                "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)"
+            )
+            version = db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+            if version is not None and version["value"] == "1":
+                self._migrate_v1(db)
+            elif version is not None and version["value"] != str(SCHEMA_VERSION):
+                raise AdapterError(
+                    f"{self.path} is an outbox of schema version {version['value']}; this adapter "
+                    f"reads version {SCHEMA_VERSION} (and migrates version 1): use the adapter "
+                    "that wrote it"
+                )
             for statement in filter(str.strip, _SCHEMA.split(";")):
-                self._db.execute(statement)
+                db.execute(statement)
             self._bind_hall()
 
     # ------------------------------------------------------------------ plumbing
@@ -234,16 +289,51 @@ class Outbox:
             "schema_version": str(SCHEMA_VERSION),
             "hall_id": self.credentials.hall_id,
             "region": self.credentials.region,
+            "node": self.credentials.node_origin,
         }
-        if not stored:
-            self._db.executemany("INSERT INTO meta (key, value) VALUES (?, ?)", wanted.items())
-            return
         for key, value in wanted.items():
-            if stored.get(key) != value:
+            if key not in stored:
+                # A new outbox, or one migrated from version 1 (which did not record the node).
+                self._db.execute("INSERT INTO meta (key, value) VALUES (?, ?)", (key, value))
+            elif stored[key] != value:
                 raise AdapterError(
-                    f"{self.path} belongs to {key}={stored.get(key)!r}, not {value!r}: "
-                    "an outbox holds one hall's signed commands"
+                    f"{self.path} belongs to {key}={stored[key]!r}, not {value!r}: "
+                    "an outbox holds one hall's signed commands for one node"
                 )
+
+    def _migrate_v1(self, db: sqlite3.Connection) -> None:
+        """Version 1 → 2, in the open transaction (all or nothing).
+
+        A v1 submit's body held the applicant in clear (the old ``SubmitCase.applicant``, field
+        2, reserved now); it moves to the ``applicant`` column. The v1 signature covered bytes
+        the current contract refuses (the applicant in clear, no node, not deferred), so a
+        command the node has not acknowledged is left unsigned, to be signed anew (same key,
+        body and time) before it is sent; acknowledged ones keep their record of what was sent.
+        """
+        db.execute("DROP INDEX IF EXISTS commands_by_status")
+        db.execute("DROP INDEX IF EXISTS commands_by_ref")
+        db.execute("ALTER TABLE commands RENAME TO commands_v1")
+        for statement in filter(str.strip, _SCHEMA.split(";")):
+            db.execute(statement)
+        db.execute(
+            f"INSERT INTO commands ({_V1_KEPT}, body) SELECT {_V1_KEPT}, body FROM commands_v1"
+        )
+        rows = db.execute("SELECT seq, action, status, body, command, signature FROM commands_v1")
+        for row in rows.fetchall():
+            body, applicant = bytes(row["body"]), None
+            if row["action"] == "submit":
+                body, applicant = _split_v1_submit(body)
+            signed = None
+            if row["status"] == "sent" and row["command"] is not None:
+                signed = case_exchange_pb2.SignedCommand(
+                    command=bytes(row["command"]), signature=bytes(row["signature"])
+                ).SerializeToString()
+            db.execute(
+                "UPDATE commands SET body = ?, applicant = ?, signed = ? WHERE seq = ?",
+                (body, applicant, signed, row["seq"]),
+            )
+        db.execute("DROP TABLE commands_v1")
+        db.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),))
 
     def close(self) -> None:
         """Close the database."""
@@ -261,11 +351,15 @@ class Outbox:
         self,
         submit: case_exchange_pb2.SubmitCase,
         *,
+        applicant: common_pb2.Applicant,
         ref: str = "",
         operator: str,
         idempotency_key: str = "",
     ) -> QueuedCommand:
         """Queue a 收件 under a new local reference (generated when not given).
+
+        ``applicant`` is the applicant in clear; the outbox keeps it to sign the submit, whose
+        signed bytes carry only commitments to it (any ``submit.applicant`` is replaced).
 
         Queuing the same reference again with the same content returns the queued command, so
         the room's software may retry its own call; other content under a used reference is
@@ -275,19 +369,26 @@ class Outbox:
         if _is_uuid(ref):
             raise AdapterError(f"ref {ref!r}: a local reference must not look like a case id")
         key = idempotency_key or f"vil-{uuid.uuid4().hex}"
-        body = submit.SerializeToString(deterministic=True)
+        message = case_exchange_pb2.SubmitCase()
+        message.CopyFrom(submit)
+        message.ClearField("applicant")
+        body = message.SerializeToString(deterministic=True)
+        person = applicant.SerializeToString(deterministic=True)
         with self._write() as db:
             existing = db.execute(
-                "SELECT seq, body FROM commands WHERE ref = ? AND action = 'submit'", (ref,)
+                "SELECT seq, body, applicant FROM commands WHERE ref = ? AND action = 'submit'",
+                (ref,),
             ).fetchone()
             if existing is not None:
-                if bytes(existing["body"]) != body:
+                if bytes(existing["body"]) != body or bytes(existing["applicant"] or b"") != person:
                     raise AdapterError(f"ref {ref!r} is already queued with other content")
                 return self.get(int(existing["seq"]))
             if db.execute("SELECT 1 FROM lanes WHERE ref = ?", (ref,)).fetchone():
                 raise AdapterError(f"ref {ref!r} is already in use")
             db.execute("INSERT INTO lanes (ref, created_at) VALUES (?, ?)", (ref, _now()))
-            seq = self._insert(db, ref, "submit", key, operator, body, case_id=None)
+            seq = self._insert(
+                db, ref, "submit", key, operator, body, case_id=None, applicant=person
+            )
         return self.get(seq)
 
     def follow(
@@ -347,24 +448,25 @@ class Outbox:
         body: bytes,
         *,
         case_id: str | None,
+        applicant: bytes | None = None,
     ) -> int:
         if db.execute("SELECT 1 FROM commands WHERE idempotency_key = ?", (key,)).fetchone():
             raise AdapterError(f"key {key!r} is already queued for another command")
         created_at = _now()
         signed = None
         if action == "submit" or case_id is not None:
-            signed = self._sign(action, body, key, operator, created_at, case_id)
+            signed = self._sign(action, body, key, operator, created_at, case_id, applicant)
         cursor = db.execute(
-            "INSERT INTO commands (ref, action, idempotency_key, operator, body, command,"
-            " signature, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO commands (ref, action, idempotency_key, operator, body, applicant,"
+            " signed, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 ref,
                 action,
                 key,
                 operator,
                 body,
-                signed.command if signed else None,
-                signed.signature if signed else None,
+                applicant,
+                signed.SerializeToString() if signed else None,
                 created_at,
             ),
         )
@@ -379,11 +481,18 @@ class Outbox:
         operator: str,
         created_at: str,
         case_id: str | None,
+        applicant: bytes | None,
+        salts: dict[str, bytes] | None = None,
     ) -> case_exchange_pb2.SignedCommand:
         message: Any = wire_message(action)
         message.ParseFromString(body)
         if case_id is not None and action != "submit":
             message.case_id = case_id
+        person = None
+        if action == "submit":
+            if applicant is None:
+                raise AdapterError(f"submit {key!r} has no applicant stored: cancel it")
+            person = common_pb2.Applicant.FromString(applicant)
         # The command says when the clerk acted (queued it), not when the network came back.
         return self.signer.sign(
             action,
@@ -391,6 +500,8 @@ class Outbox:
             idempotency_key=key,
             operator=operator,
             issued_at=datetime.fromisoformat(created_at),
+            applicant=person,
+            salts=salts,
         )
 
     # ------------------------------------------------------------------ forwarding support
@@ -416,36 +527,42 @@ class Outbox:
     def ensure_signed(self, seq: int) -> case_exchange_pb2.SignedCommand:
         """The stored signed command; signs it now (with the lane's case id) if it is not yet.
 
-        The signature is committed before it is returned, so every send of this command, now or
-        after a restart, carries the same bytes. Two forwarders racing here keep the first.
+        The whole ``SignedCommand`` (bytes, signature, personal values) is committed before it
+        is returned, so every send of this command, now or after a restart, is the same. Two
+        forwarders racing here keep the first.
         """
         row = self._db.execute(
             "SELECT c.*, l.case_id AS lane_case_id FROM commands c"
             " JOIN lanes l ON l.ref = c.ref WHERE c.seq = ?",
             (seq,),
         ).fetchone()
-        if row["command"] is None:
+        if row is None:
+            raise AdapterError(f"no command #{seq}")
+        if row["signed"] is None:
             if row["lane_case_id"] is None and row["action"] != "submit":
                 raise AdapterError(f"#{seq}: the case id of {row['ref']!r} is not known yet")
-            signed = self._sign(
-                row["action"],
-                bytes(row["body"]),
-                row["idempotency_key"],
-                row["operator"],
-                row["created_at"],
-                row["lane_case_id"],
-            )
+            signed = self._sign_row(row)
             with self._write() as db:
                 db.execute(
-                    "UPDATE commands SET command = ?, signature = ?"
-                    " WHERE seq = ? AND command IS NULL",
-                    (signed.command, signed.signature, seq),
+                    "UPDATE commands SET signed = ? WHERE seq = ? AND signed IS NULL",
+                    (signed.SerializeToString(), seq),
                 )
-            row = self._db.execute(
-                "SELECT command, signature FROM commands WHERE seq = ?", (seq,)
-            ).fetchone()
-        return case_exchange_pb2.SignedCommand(
-            command=bytes(row["command"]), signature=bytes(row["signature"])
+            row = self._db.execute("SELECT signed FROM commands WHERE seq = ?", (seq,)).fetchone()
+        return case_exchange_pb2.SignedCommand.FromString(bytes(row["signed"]))
+
+    def _sign_row(
+        self, row: sqlite3.Row, salts: dict[str, bytes] | None = None
+    ) -> case_exchange_pb2.SignedCommand:
+        applicant = row["applicant"]
+        return self._sign(
+            row["action"],
+            bytes(row["body"]),
+            row["idempotency_key"],
+            row["operator"],
+            row["created_at"],
+            row["lane_case_id"],
+            None if applicant is None else bytes(applicant),
+            salts,
         )
 
     def mark_sent(self, seq: int, reply: case_exchange_pb2.CommandReply) -> None:
@@ -478,26 +595,34 @@ class Outbox:
     def retry(self, seq: int, *, resign: bool = False) -> QueuedCommand:
         """Send a failed command again; held followers queue behind it.
 
-        By default the very same signed bytes go again (right after fixing the cause at the
+        By default the very same signed command goes again (right after fixing the cause at the
         node, e.g. a hall registration). ``resign`` signs the command anew with the outbox's
-        current key (same idempotency key, body and time) for when the signature itself was
-        refused, e.g. after the hall's key was rotated while the command waited offline. That is
-        safe only because a *failed* command is one the node refused, and a refused command
-        leaves nothing stored under its key.
+        current key (same idempotency key, body, time and commitment salts, so the same
+        ``Command`` bytes) for when the signature itself was refused, e.g. after the hall's key
+        was rotated while the command waited offline. That is safe only because a *failed*
+        command is one the node refused, and a refused command leaves nothing stored under its
+        key.
         """
         with self._write() as db:
-            row = db.execute("SELECT status FROM commands WHERE seq = ?", (seq,)).fetchone()
+            row = db.execute(
+                "SELECT c.*, l.case_id AS lane_case_id FROM commands c"
+                " JOIN lanes l ON l.ref = c.ref WHERE c.seq = ?",
+                (seq,),
+            ).fetchone()
             if row is None:
                 raise AdapterError(f"no command #{seq}")
             if row["status"] != "failed":
                 raise AdapterError(f"#{seq} is {row['status']}; only a failed command is retried")
             db.execute("UPDATE commands SET status = 'pending' WHERE seq = ?", (seq,))
             if resign:
-                db.execute(
-                    "UPDATE commands SET command = NULL, signature = NULL WHERE seq = ?", (seq,)
-                )
-        if resign:
-            self.ensure_signed(seq)
+                salts = None
+                if row["signed"] is not None:
+                    first = case_exchange_pb2.SignedCommand.FromString(bytes(row["signed"]))
+                    salts = {value.field: value.salt for value in first.personal} or None
+                signed = None
+                if row["lane_case_id"] is not None or row["action"] == "submit":
+                    signed = self._sign_row(row, salts).SerializeToString()
+                db.execute("UPDATE commands SET signed = ? WHERE seq = ?", (signed, seq))
         return self.get(seq)
 
     def cancel(self, seq: int) -> list[QueuedCommand]:
@@ -580,7 +705,7 @@ class Outbox:
             first_failed = failed.get(row["ref"])
             if first_failed is not None and first_failed < row["seq"]:
                 status, held_by = "held", f"#{first_failed} failed"
-            elif row["command"] is None and row["lane_case_id"] is None:
+            elif row["signed"] is None and row["lane_case_id"] is None:
                 held_by = "waiting for the case id from the submit"
         return QueuedCommand(
             seq=int(row["seq"]),
@@ -597,7 +722,7 @@ class Outbox:
             error_message=row["error_message"] or "",
             created_at=row["created_at"],
             sent_at=row["sent_at"] or "",
-            signed=row["command"] is not None,
+            signed=row["signed"] is not None,
             held_by=held_by,
         )
 
@@ -668,7 +793,7 @@ class Forwarder:
             if ref in blocked or (ref in failed and failed[ref] < seq):
                 blocked.add(ref)
                 continue
-            if row["command"] is None and row["lane_case_id"] is None:
+            if row["signed"] is None and row["lane_case_id"] is None:
                 # Its submit is still pending (and was not sent in this pass) or was cancelled.
                 blocked.add(ref)
                 continue
@@ -741,6 +866,26 @@ class Forwarder:
 
 
 # ============================================================================ helpers for clerks
+
+
+def _split_v1_submit(data: bytes) -> tuple[bytes, bytes]:
+    """A v1 queued SubmitCase → (its body without the applicant, the clear applicant).
+
+    In v1 the applicant was ``SubmitCase`` field 2 (reserved now: the current stubs keep it as
+    an unknown field).
+    """
+    message = case_exchange_pb2.SubmitCase.FromString(data)
+    applicant = common_pb2.Applicant()
+    unknown = unknown_fields.UnknownFieldSet(message)
+    for index in range(len(unknown)):
+        if unknown[index].field_number == 2 and unknown[index].wire_type == 2:
+            applicant.MergeFromString(unknown[index].data)
+    message.DiscardUnknownFields()
+    message.ClearField("applicant")
+    return (
+        message.SerializeToString(deterministic=True),
+        applicant.SerializeToString(deterministic=True),
+    )
 
 
 def material_from_file(name: str, path: Path) -> common_pb2.Material:

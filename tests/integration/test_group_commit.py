@@ -13,9 +13,7 @@ To put chosen commands into one batch deterministically, some tests give the app
 
 from __future__ import annotations
 
-import base64
 import functools
-import hashlib
 import threading
 import time
 from collections import defaultdict
@@ -25,63 +23,51 @@ from typing import Any, TypeVar
 from uuid import UUID
 
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from eventsourcing.application import AggregateNotFoundError
 from eventsourcing.persistence import OperationalError
 
-from hub.application.cipher import new_key
 from hub.application.group_commit import GroupCommit
 from hub.application.hub import HubApplication
-from hub.application.idempotency import CommandResult, record_id
 from hub.bootstrap import build_application
-from hub.domain.values import Actor, Applicant, CaseState, Material, id_number_with_check
+from hub.domain.command_record import HALL, CommandResult, record_id
+from hub.domain.values import CaseState
 from hub.errors import ConcurrencyConflict, ConfigurationError, StorageUnavailable
 from hub.settings import Settings
-
-VILLAGE = Actor("v-room", "op-v", "430902104201")
-ELDER_CARD = "200202001000"  # township level; a village hall submits it for its township
-APPLICANT = Applicant("李秀英", id_number_with_check("43090219560312002"), "13807370001")
-MATERIAL = Material("居民身份证", hashlib.sha256(b"id").hexdigest(), "application/pdf", 2048)
+from tests.harness.inprocess import APPLICANT, InProcessNode, material
 
 T = TypeVar("T")
-
-
-def _public_key() -> str:
-    raw = (
-        Ed25519PrivateKey.generate()
-        .public_key()
-        .public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-    )
-    return base64.b64encode(raw).decode()
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
 def settings(request: pytest.FixtureRequest, tmp_path: Path) -> Settings:
     """Settings with group commit on, for a fresh store of each backend."""
-    keys = f"k1:{new_key()}"
-    base = Settings(data_dir=tmp_path, cipher_keys=keys, cipher_active_key="k1", group_commit=True)
+    base = Settings(data_dir=tmp_path / "node", group_commit=True)
     if request.param == "sqlite":
         return base
     return base.with_changes(database_url=request.getfixturevalue("fresh_postgres_db"))
 
 
 @pytest.fixture
-def app(settings: Settings) -> Iterator[HubApplication]:
-    application = build_application(settings)
-    application.register_hall(
-        hall_id=VILLAGE.hall_id, name="村便民服务室", region=VILLAGE.region, windows=["1"],
-        public_key=_public_key(),
-    )  # fmt: skip
-    yield application
-    application.close()
+def node(settings: Settings) -> Iterator[InProcessNode]:
+    started = InProcessNode.start(settings)
+    started.add_hall("v-room", "430902104201")
+    yield started
+    started.close()
 
 
-def _submit(app: HubApplication, key: str) -> CommandResult:
-    return app.submit(
-        idempotency_key=key, actor=VILLAGE, item_code=ELDER_CARD, applicant=APPLICANT,
-        materials=[MATERIAL],
-    )  # fmt: skip
+@pytest.fixture
+def app(node: InProcessNode) -> HubApplication:
+    return node.app
+
+
+def _submit(node: InProcessNode, key: str) -> CommandResult:
+    result: CommandResult = node.submit(node.halls["v-room"], key)
+    return result
+
+
+def _run(node: InProcessNode, action: str, key: str, case_id: UUID, **fields: Any) -> Any:
+    return node.run(node.halls["v-room"], action, idempotency_key=key, case_id=str(case_id),
+                    **fields)  # fmt: skip
 
 
 def _in_threads(calls: list[Callable[[], T]]) -> tuple[list[T | None], list[BaseException | None]]:
@@ -127,7 +113,9 @@ def _notifications(app: HubApplication) -> list[tuple[UUID, int]]:
     return [(UUID(str(n.originator_id)), n.originator_version) for n in stored]
 
 
-def test_the_setting_turns_group_commit_on(settings: Settings, tmp_path: Path) -> None:
+def test_the_setting_turns_group_commit_on(
+    node: InProcessNode, settings: Settings, tmp_path: Path
+) -> None:
     assert Settings.from_env({"TONGBAN_DATA_DIR": str(tmp_path)}).group_commit is False
     for word in ("1", "true", "ON"):
         environ = {"TONGBAN_DATA_DIR": str(tmp_path), "TONGBAN_GROUP_COMMIT": word}
@@ -146,7 +134,9 @@ def test_the_setting_turns_group_commit_on(settings: Settings, tmp_path: Path) -
         app.close()
 
 
-def test_concurrent_commands_land_exactly_once_in_order(app: HubApplication) -> None:
+def test_concurrent_commands_land_exactly_once_in_order(
+    node: InProcessNode, app: HubApplication
+) -> None:
     # A short wait for company makes batches certain even when the store is fast.
     assert app.group_commit is not None
     app.group_commit = GroupCommit(app, max_wait=0.005)
@@ -156,14 +146,10 @@ def test_concurrent_commands_land_exactly_once_in_order(app: HubApplication) -> 
     def work(thread: int) -> list[CommandResult]:
         results = []
         for round_ in range(rounds):
-            submitted = _submit(app, f"key-{thread}-{round_}-submit")
+            submitted = _submit(node, f"key-{thread}-{round_}-submit")
             case_id = submitted.case_id
-            accepted = app.accept(
-                idempotency_key=f"key-{thread}-{round_}-accept", actor=VILLAGE, case_id=case_id
-            )
-            handled = app.start_handling(
-                idempotency_key=f"key-{thread}-{round_}-handle", actor=VILLAGE, case_id=case_id
-            )
+            accepted = _run(node, "accept", f"key-{thread}-{round_}-accept", case_id)
+            handled = _run(node, "start_handling", f"key-{thread}-{round_}-handle", case_id)
             results += [submitted, accepted, handled]
         return results
 
@@ -176,12 +162,13 @@ def test_concurrent_commands_land_exactly_once_in_order(app: HubApplication) -> 
         assert not any(r.replayed for r in per_thread)
     cases = {r.case_id for per_thread in results if per_thread for r in per_thread}
     assert len(cases) == threads * rounds
-    # Exactly once: 3 commands per case, each storing the case's event and its command record.
+    # Exactly once: 3 commands per case, each storing its command record and the case's event.
     stored = _notifications(app)[size:]
     assert len(stored) == len(set(stored)) == threads * rounds * 3 * 2
-    # In order per aggregate: each case's versions appear as 1, 2, 3 in the log.
+    # In order per aggregate: each case's versions appear as 1, 2, 3 in the log, and each right
+    # after the record of the command that produced it.
     versions: defaultdict[UUID, list[int]] = defaultdict(list)
-    for aggregate_id, version in stored:
+    for aggregate_id, version in stored[1::2]:
         versions[aggregate_id].append(version)
     assert all(versions[case_id] == [1, 2, 3] for case_id in cases)
     assert all(app.get_case(case_id).state is CaseState.HANDLING for case_id in cases)
@@ -190,7 +177,9 @@ def test_concurrent_commands_land_exactly_once_in_order(app: HubApplication) -> 
     assert app.group_commit.batches < app.group_commit.saves
 
 
-def test_a_batch_is_stored_in_the_order_its_commands_arrived(app: HubApplication) -> None:
+def test_a_batch_is_stored_in_the_order_its_commands_arrived(
+    node: InProcessNode, app: HubApplication
+) -> None:
     commands = 6
     store_calls = _one_batch_of(app, commands)
     committer = app.group_commit
@@ -199,9 +188,9 @@ def test_a_batch_is_stored_in_the_order_its_commands_arrived(app: HubApplication
     numbers = threading.local()
     queued = [threading.Event() for _ in range(commands)]
 
-    def save(*aggregates: Any) -> None:
+    def save(*aggregates: Any, **extras: Any) -> None:
         queued[numbers.value].set()
-        queue_save(*aggregates)
+        queue_save(*aggregates, **extras)
 
     committer.save = save  # type: ignore[method-assign]
 
@@ -211,35 +200,29 @@ def test_a_batch_is_stored_in_the_order_its_commands_arrived(app: HubApplication
         if number:
             assert queued[number - 1].wait(30)
             time.sleep(0.05)  # n-1 is between "about to queue" and "queued": let it finish
-        return _submit(app, f"key-ordered-{number}")
+        return _submit(node, f"key-ordered-{number}")
 
     size = len(_notifications(app))
     results, errors = _in_threads([functools.partial(submit, n) for n in range(commands)])
     assert errors == [None] * commands
     assert store_calls == [commands * 2]  # one transaction
-    # The log holds them in arrival order, each case's event followed by its command record.
+    # The log holds them in arrival order, each command record followed by the case's event.
     stored = _notifications(app)[size:]
-    assert [aggregate_id for aggregate_id, _ in stored[::2]] == [r.case_id for r in results if r]
+    assert [aggregate_id for aggregate_id, _ in stored[1::2]] == [r.case_id for r in results if r]
 
 
-def test_a_conflicting_command_fails_alone(app: HubApplication) -> None:
-    case_id = _submit(app, "key-the-case").case_id
+def test_a_conflicting_command_fails_alone(node: InProcessNode, app: HubApplication) -> None:
+    case_id = _submit(node, "key-the-case").case_id
     others = 6
     store_calls = _one_batch_of(app, others + 2)
     size = len(_notifications(app))
     # Two commands on the same case read it at version 1 and both try to store version 2, in
     # one batch with six unrelated submissions.
-    accept = functools.partial(
-        app.accept, idempotency_key="key-accept", actor=VILLAGE, case_id=case_id
-    )
+    accept = functools.partial(_run, node, "accept", "key-accept", case_id)
     reject = functools.partial(
-        app.reject_at_intake,
-        idempotency_key="key-reject",
-        actor=VILLAGE,
-        case_id=case_id,
-        reason="材料不全",
+        _run, node, "reject_at_intake", "key-reject", case_id, reason="材料不全"
     )
-    submits = [functools.partial(_submit, app, f"key-other-{n}") for n in range(others)]
+    submits = [functools.partial(_submit, node, f"key-other-{n}") for n in range(others)]
     results, errors = _in_threads([accept, reject, *submits])
 
     # They were one transaction, which failed, and were then stored one by one.
@@ -257,16 +240,18 @@ def test_a_conflicting_command_fails_alone(app: HubApplication) -> None:
     assert app.get_case(case_id).version == 2
     assert app.get_case(case_id).state in {CaseState.ACCEPTED, CaseState.REJECTED_AT_INTAKE}
     with pytest.raises(AggregateNotFoundError):
-        app.repository.get(record_id(VILLAGE.hall_id, loser_key))
+        app.repository.get(record_id(HALL, "v-room", loser_key))
     # Every other command of the batch was stored, once.
     assert errors[2:] == [None] * others
     assert all(r is not None and r.version == 1 for r in results[2:])
     assert len(_notifications(app)) == size + (1 + others) * 2
 
 
-def test_idempotent_retries_return_the_first_result(app: HubApplication) -> None:
-    first = _submit(app, "key-retried")
-    retry = _submit(app, "key-retried")
+def test_idempotent_retries_return_the_first_result(
+    node: InProcessNode, app: HubApplication
+) -> None:
+    first = _submit(node, "key-retried")
+    retry = _submit(node, "key-retried")
     assert (retry.case_id, retry.version, retry.replayed) == (first.case_id, 1, True)
     assert not first.replayed
 
@@ -275,7 +260,11 @@ def test_idempotent_retries_return_the_first_result(app: HubApplication) -> None
     duplicates = 5
     store_calls = _one_batch_of(app, duplicates)
     size = len(_notifications(app))
-    results, errors = _in_threads([lambda: _submit(app, "key-duplicated")] * duplicates)
+    signed = node.halls["v-room"].sign(
+        "submit", idempotency_key="key-duplicated", item_code="200202001000",
+        applicant=APPLICANT, materials=[material()],
+    )  # fmt: skip
+    results, errors = _in_threads([lambda: app.execute(signed)] * duplicates)
     assert errors == [None] * duplicates
     assert store_calls[0] == duplicates * 2  # all in one (failed) transaction first
     assert len({(r.case_id, r.version) for r in results if r}) == 1
@@ -285,7 +274,7 @@ def test_idempotent_retries_return_the_first_result(app: HubApplication) -> None
 
 
 def test_a_store_that_is_down_fails_the_whole_batch(
-    app: HubApplication, monkeypatch: pytest.MonkeyPatch
+    node: InProcessNode, app: HubApplication, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     batch = 4
     _one_batch_of(app, batch)
@@ -296,7 +285,7 @@ def test_a_store_that_is_down_fails_the_whole_batch(
 
     monkeypatch.setattr(app, "save", down)
     _, errors = _in_threads(
-        [functools.partial(_submit, app, f"key-down-{n}") for n in range(batch)]
+        [functools.partial(_submit, node, f"key-down-{n}") for n in range(batch)]
     )
     assert all(isinstance(error, StorageUnavailable) for error in errors)
     # Each caller raised its own copy of the store's error (threads never share one object).
@@ -306,4 +295,4 @@ def test_a_store_that_is_down_fails_the_whole_batch(
     # Back up: the same commands now run for real (no record was left by the failed attempt).
     assert app.group_commit is not None
     app.group_commit = GroupCommit(app)
-    assert _submit(app, "key-down-0").replayed is False
+    assert _submit(node, "key-down-0").replayed is False
