@@ -19,6 +19,21 @@ Chinese column headers and its own codes. This importer brings such a register i
 Per row the report says ``created`` (a new case), ``updated`` (an existing case brought forward
 to the register's state), ``unchanged`` or ``rejected`` (with row, column and reason). The rules
 are spelt out in docs/adapters.md ("Batch importer").
+
+Time and personal data on the wire:
+
+- a row's submit is a **deferred** command signed with the row's own time (收件日期, with its
+  time of day when the register has one, Beijing time): the node records when the hall took the
+  application in, and accepts it up to its deferred-age limit (30 days unless the node's
+  ``TONGBAN_DEFERRED_MAX_AGE_DAYS`` is raised for a migration); an older row is rejected on
+  收件日期 with the node's reason. ``issued_at="now"`` (``--issued-at now``) signs it with the
+  time of the import instead, not deferred. The steps that bring a case forward (受理, ...) have
+  no time in the register and are signed when they are sent;
+- the applicant is never signed in clear: the submit commits to name, ID number and phone with
+  salts derived from the hall's key and the row's idempotency key
+  (:func:`adapters.connection.stable_salts`), so a second import of the same row is the same
+  command to the node (which answers with its first result). Reports never contain personal
+  values.
 """
 
 from __future__ import annotations
@@ -31,7 +46,7 @@ import re
 import zipfile
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
+from datetime import date, datetime, time, timedelta, timezone
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -39,7 +54,15 @@ import grpc
 from google.protobuf.message import Message
 from tongban.v1 import case_exchange_pb2, common_pb2
 
-from adapters.connection import AdapterError, ItemCatalogue, RpcFailure, gb11643_ok
+from adapters.connection import (
+    AdapterError,
+    ItemCatalogue,
+    RpcFailure,
+    gb11643_ok,
+    sign_sealed,
+    stable_salts,
+)
+from adapters.sdk import HallCredentials
 
 K = common_pb2.CaseKind
 S = common_pb2.CaseState
@@ -132,6 +155,13 @@ DEFAULT_KEY_PREFIX = "lx-"
 #: A base key longer than this is hashed, leaving room for the ``/accept``-style step suffixes
 #: within the node's 128-character limit.
 _MAX_BASE_KEY = 100
+
+#: The legacy register's dates and times are Beijing time.
+BEIJING = timezone(timedelta(hours=8), "CST")
+
+#: What a row's submit is signed with (``Importer(issued_at=...)``, ``--issued-at``): the row's
+#: own 收件日期 as a deferred command, or the time of the import.
+ISSUED_AT_CHOICES = ("received", "now")
 
 #: Codes that say nothing about the row but about the node or the link: the import stops.
 FATAL_CODES = frozenset(
@@ -353,6 +383,9 @@ class RegisterEntry:
     kind_code: int  # the legacy code (1-4)
     kind: int  # the wire CaseKind
     received_on: date
+    #: 收件日期 as a moment (Beijing time; 00:00 when the register gives no time of day): the
+    #: submit's ``issued_at``.
+    received_at: datetime
     target_state: int  # the wire CaseState the register says the case is in
     status_text: str
     remark: str
@@ -386,10 +419,9 @@ class RegisterEntry:
         )
 
     def submit(self) -> case_exchange_pb2.SubmitCase:
-        """The wire submit of this row."""
+        """The wire submit of this row, without the applicant (committed to when signing)."""
         return case_exchange_pb2.SubmitCase(
             item_code=self.item_code,
-            applicant=self.applicant,
             materials=[self.record_material()],
             competent_region=self.competent_region,
         )
@@ -443,6 +475,24 @@ def parse_date(value: Any, *, today: date | None = None) -> date:
     if result.year < 1990:
         raise ValueError(f"{result.isoformat()} 早于 1990 年")
     return result
+
+
+_TIME_OF_DAY = re.compile(r"(\d{1,2}):(\d{2})(?::(\d{2}))?")
+
+
+def received_at(value: Any, received_on: date) -> datetime:
+    """收件日期 as a moment in Beijing time: the cell's time of day when it has one (an Excel
+    date-time, or text such as ``2024-03-18 09:30``), else the start of the day."""
+    moment = time()
+    if isinstance(value, datetime):
+        moment = value.time().replace(microsecond=0, tzinfo=None)
+    elif isinstance(value, str):
+        parts = re.split(r"[ T]", value.strip(), maxsplit=1)
+        match = _TIME_OF_DAY.fullmatch(parts[1].strip()) if len(parts) == 2 else None
+        if match and int(match.group(1)) < 24 and int(match.group(2)) < 60:
+            seconds = int(match.group(3) or 0)
+            moment = time(int(match.group(1)), int(match.group(2)), min(seconds, 59))
+    return datetime.combine(received_on, moment, tzinfo=BEIJING)
 
 
 def parse_kind(value: Any) -> int:
@@ -507,7 +557,7 @@ def parse_row(
     if not phone:
         fail("phone", "必填")
     elif not re.fullmatch(r"[0-9+\- ]{5,20}", phone):
-        fail("phone", f"{phone!r} 不是电话号码")
+        fail("phone", "不是电话号码（5-20 位数字，可含 +、- 和空格）")  # never echo the value
 
     item_value = cells.get("item_code")
     item_code = _text(item_value)
@@ -558,6 +608,7 @@ def parse_row(
         kind_code=kind_code,
         kind=KIND_CODES[kind_code],
         received_on=received_on,
+        received_at=received_at(cells.get("received_on"), received_on),
         target_state=target,
         status_text=status_text,
         remark=remark,
@@ -611,6 +662,15 @@ def plan_steps(target: int, current: int) -> list[str] | None:
 
 class HubClient(Protocol):
     """What the importer needs from the SDK client (``HallClient`` satisfies it)."""
+
+    #: The hall the import acts as (its key signs the submits, see Importer.reconcile).
+    credentials: HallCredentials
+
+    def send_signed(
+        self, action: str, signed: case_exchange_pb2.SignedCommand
+    ) -> case_exchange_pb2.CommandReply:
+        """Send a command signed beforehand."""
+        ...
 
     def send(
         self,
@@ -718,7 +778,9 @@ class _Fatal(Exception):
         super().__init__(failure.message)
 
 
-#: The hub's field names (after ``command.<action>.``) → this register's columns.
+#: The hub's field names (after ``command.<action>.`` or ``command.header.``) → this register's
+#: columns. (A refused personal value, ``personal[i].value``, is first resolved to the field it
+#: carries: RpcFailure.resolve_personal.)
 COLUMN_OF_HUB_FIELD: dict[str, str] = {
     "item_code": HEADER["item_code"],
     "applicant.name": HEADER["applicant"],
@@ -729,7 +791,14 @@ COLUMN_OF_HUB_FIELD: dict[str, str] = {
     "competent_region": HEADER["competent_region"],
     "idempotency_key": HEADER["register_id"],
     "reason": HEADER["remark"],
+    "operator": HEADER["operator"],
+    "issued_at": HEADER["received_on"],
 }
+
+#: Refused header fields that are the importer's configuration, not the row's: the run stops.
+_SETUP_FIELDS = frozenset(
+    {"command.header.node", "command.header.region", "command.header.hall_id"}
+)
 
 
 class Importer:
@@ -743,12 +812,19 @@ class Importer:
         key_prefix: str = DEFAULT_KEY_PREFIX,
         default_operator: str = "import",
         today: date | None = None,
+        issued_at: str = "received",
     ) -> None:
+        if issued_at not in ISSUED_AT_CHOICES:
+            raise AdapterError(
+                f"--issued-at {issued_at!r}: use {' or '.join(ISSUED_AT_CHOICES)} "
+                "(TONGBAN_IMPORT_ISSUED_AT)"
+            )
         self.client = client
         self.catalogue = catalogue
         self.key_prefix = key_prefix
         self.default_operator = default_operator
         self.today = today
+        self.issued_at = issued_at
 
     def run(self, register: Register) -> ImportReport:
         """Import every row; stops only when the node or link fails (not for a bad row)."""
@@ -799,12 +875,13 @@ class Importer:
                 ),
             )
         key = idempotency_key(entry.register_id, self.key_prefix)
+        signed = self.sign_submit(entry, key)
+        deferred = self.issued_at == "received"
         try:
-            reply = self.client.send(
-                "submit", entry.submit(), idempotency_key=key, operator=entry.operator
-            )
+            reply = self.client.send_signed("submit", signed)
         except grpc.RpcError as error:
-            return self._refused(entry, RpcFailure.from_error(error), step="submit")
+            failure = RpcFailure.from_error(error).resolve_personal(signed.personal)
+            return self._refused(entry, failure, step="submit", deferred=deferred)
         case_id = reply.case_id
         try:
             view = self.client.get_case(case_id)
@@ -850,21 +927,59 @@ class Importer:
             )
         return RowOutcome(entry.number, entry.register_id, "unchanged", case_id)
 
+    def sign_submit(self, entry: RegisterEntry, key: str) -> case_exchange_pb2.SignedCommand:
+        """The row's signed submit: commitments to the applicant in the signed bytes (salts
+        stable for this hall key and idempotency key), the clear values beside them; deferred
+        with the row's 收件日期, or signed now (see ``issued_at``)."""
+        credentials = self.client.credentials
+        deferred = self.issued_at == "received"
+        return sign_sealed(
+            credentials,
+            "submit",
+            entry.submit(),
+            applicant=entry.applicant,
+            salt_of=stable_salts(credentials.signing_key, key),
+            idempotency_key=key,
+            operator=entry.operator,
+            issued_at=entry.received_at if deferred else None,
+            deferred=deferred,
+        )
+
     def _rejected(self, entry: RegisterEntry, issue: Issue, *, case_id: str = "") -> RowOutcome:
         return RowOutcome(entry.number, entry.register_id, "rejected", case_id, issues=(issue,))
 
     def _refused(
-        self, entry: RegisterEntry, failure: RpcFailure, *, step: str, case_id: str = ""
+        self,
+        entry: RegisterEntry,
+        failure: RpcFailure,
+        *,
+        step: str,
+        case_id: str = "",
+        deferred: bool = False,
     ) -> RowOutcome:
-        """A refusal from the node, named by the register's column where possible."""
-        if failure.code in FATAL_CODES:
+        """A refusal from the node, named by the register's column where possible.
+
+        Refusals that are not the row's fault stop the run: the node or link failing
+        (:data:`FATAL_CODES`), the hall's setup (wrong ``--node``, region or hall), or the clock
+        of a command signed now. A deferred submit refused for its time names 收件日期.
+        """
+        hub_field = failure.violations[0][0] if failure.violations else ""
+        clock = hub_field == "command.header.issued_at" and not deferred
+        if failure.code in FATAL_CODES or hub_field in _SETUP_FIELDS or clock:
             raise _Fatal(failure)
-        if step == "submit":
+        if step == "submit" and hub_field == "command.header.issued_at":
+            issue = Issue(
+                HEADER["received_on"],
+                f"通办节点拒绝按收件日期补录（{failure.code.name}）：{failure.message}"
+                "（早于节点补录期限的登记，可待节点调大 TONGBAN_DEFERRED_MAX_AGE_DAYS 后再导入，"
+                "或以 --issued-at now 按导入时间签名导入）",
+            )
+        elif step == "submit":
             if failure.code == grpc.StatusCode.ALREADY_EXISTS:
                 issue = Issue(
                     HEADER["register_id"],
                     "该登记编号已导入过，但登记内容（申请人、证件号码、电话、事项、办件类型或"
-                    "收件日期）与当时不同；通办中的办件未作修改",
+                    "收件日期）与当时不同，或本厅签名密钥已于其后轮换；通办中的办件未作修改",
                 )
             else:
                 suffix = failure.field_suffix()

@@ -133,10 +133,24 @@ def _is_uuid(text: str) -> bool:
     return True
 
 
+def _awaits_case_id(row: sqlite3.Row) -> bool:
+    """Whether a queued command cannot be signed yet: a follow-up whose case id is unknown."""
+    return bool(row["signed"] is None and row["lane_case_id"] is None and row["action"] != "submit")
+
+
+#: The actions a hall sends (the CaseExchange service's commands); the admin actions of the
+#: same ``Command`` oneof (register_hall, ...) are the node admin's, never queued by a room.
+HALL_ACTIONS = frozenset(
+    action
+    for action, rpc in RPC_OF_ACTION.items()
+    if rpc in case_exchange_pb2.DESCRIPTOR.services_by_name["CaseExchange"].methods_by_name
+)
+
+
 def wire_message(action: str) -> Message:
     """An empty wire message of ``action`` (``"accept"`` → ``Accept()``)."""
-    if action not in RPC_OF_ACTION:
-        raise AdapterError(f"unknown action {action!r}; known: {', '.join(sorted(RPC_OF_ACTION))}")
+    if action not in HALL_ACTIONS:
+        raise AdapterError(f"unknown action {action!r}; known: {', '.join(sorted(HALL_ACTIONS))}")
     message: Message = type(getattr(case_exchange_pb2.Command(), action))()
     return message
 
@@ -705,7 +719,7 @@ class Outbox:
             first_failed = failed.get(row["ref"])
             if first_failed is not None and first_failed < row["seq"]:
                 status, held_by = "held", f"#{first_failed} failed"
-            elif row["signed"] is None and row["lane_case_id"] is None:
+            elif _awaits_case_id(row):
                 held_by = "waiting for the case id from the submit"
         return QueuedCommand(
             seq=int(row["seq"]),
@@ -793,7 +807,7 @@ class Forwarder:
             if ref in blocked or (ref in failed and failed[ref] < seq):
                 blocked.add(ref)
                 continue
-            if row["signed"] is None and row["lane_case_id"] is None:
+            if _awaits_case_id(row):
                 # Its submit is still pending (and was not sent in this pass) or was cancelled.
                 blocked.add(ref)
                 continue

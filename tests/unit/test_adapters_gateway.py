@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import grpc
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from google.protobuf import any_pb2
 from google.protobuf.timestamp_pb2 import Timestamp
+from google.rpc import error_details_pb2, status_pb2
 from tongban.v1 import case_exchange_pb2, common_pb2
 
 from adapters.connection import ItemCatalogue, RpcFailure, gb11643_ok
@@ -27,6 +31,7 @@ from adapters.gateway import (
     render_case,
     vendor_field,
 )
+from adapters.sdk import HallCredentials, commitment
 
 
 def id_number(first_17: str) -> str:
@@ -91,8 +96,15 @@ def test_rating_is_counted_from_the_best() -> None:
     assert PJDJ_TO_RATING[5] == common_pb2.RATING_VERY_DISSATISFIED
 
 
-def test_every_wire_action_except_submit_has_a_vendor_action() -> None:
-    wire = {f.name for f in case_exchange_pb2.Command.DESCRIPTOR.oneofs_by_name["action"].fields}
+def test_every_hall_action_except_submit_has_a_vendor_action() -> None:
+    """Every command of the CaseExchange service (not the node admin's HallAdmin commands)."""
+    rpcs = case_exchange_pb2.DESCRIPTOR.services_by_name["CaseExchange"].methods_by_name
+    wire = {
+        f.name
+        for f in case_exchange_pb2.Command.DESCRIPTOR.oneofs_by_name["action"].fields
+        if "".join(part.title() for part in f.name.split("_")) in rpcs
+    }
+    assert "register_hall" not in wire and "accept" in wire
     assert {spec.action for spec in ACTIONS.values()} == wire - {"submit"}
 
 
@@ -124,9 +136,12 @@ def test_parse_submit_maps_the_vendor_fields() -> None:
     assert request.operator == "王"
     submit = request.submit
     assert submit.item_code == "200202001000" and submit.competent_region == "430902104000"
-    assert submit.applicant.name == "李桂英"
-    assert submit.applicant.id_number == id_number("43090219480312002")
-    assert submit.applicant.phone == "13907371234"
+    # The clear applicant stays beside the wire message: only commitments are ever signed.
+    assert not submit.HasField("applicant")
+    assert request.applicant.name == "李桂英"
+    assert request.applicant.id_number == id_number("43090219480312002")
+    assert request.applicant.phone == "13907371234"
+    assert "李桂英" not in repr(request)
     [material] = submit.materials
     assert material.sha256 == "ab" * 32 and material.media_type == "image/jpeg"
     assert material.size == 100
@@ -235,6 +250,22 @@ def test_hub_fields_are_named_the_vendors_way() -> None:
     assert response.status == 400
     assert response.body["errors"] == [{"field": "sfzh", "msg": "'<redacted>': wrong"}]
     assert response.body["requestId"] == "r-1"
+    # The node names a refused clear value by its place in SignedCommand.personal.
+    personal = [
+        case_exchange_pb2.PersonalValue(field=f"submit.applicant.{name}")
+        for name in ("name", "id_number", "phone")
+    ]
+    failure = RpcFailure(
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "bad",
+        (("personal[2].value", "'<redacted>': not a phone number"), ("command.header.x", "y")),
+    )
+    resolved = failure.resolve_personal(personal)
+    assert resolved.violations[0][0] == "command.submit.applicant.phone"
+    assert resolved.violations[1] == ("command.header.x", "y")
+    assert from_failure(resolved).body["errors"][0]["field"] == "lxdh"
+    assert vendor_field(RpcFailure(grpc.StatusCode.INVALID_ARGUMENT, "", (
+        ("command.submit.materials[0].sha256", ""),)).field_suffix()) == "clxx"  # fmt: skip
 
 
 def test_request_ids_become_prefixed_idempotency_keys() -> None:
@@ -320,3 +351,150 @@ def test_token_checked_first() -> None:
     assert app.handle("GET", "/api/v1/health", {}, b"").status == 401
     headers = {"Authorization": "Bearer s3cret"}
     assert app.handle("GET", "/api/v1/health", headers, b"").status == 200
+
+
+# ------------------------------------------------------------------ what the gateway signs
+
+
+class CallError(grpc.RpcError, grpc.Call):  # type: ignore[misc]
+    """A refusal as grpcio raises it, with the hub's ``google.rpc.Status`` details."""
+
+    def __init__(self, code: grpc.StatusCode, message: str, *violations: tuple[str, str]) -> None:
+        super().__init__(message)
+        self._code, self._message = code, message
+        status = status_pb2.Status(code=code.value[0], message=message)
+        if violations:
+            detail = any_pb2.Any()
+            detail.Pack(
+                error_details_pb2.BadRequest(
+                    field_violations=[
+                        error_details_pb2.BadRequest.FieldViolation(field=f, description=d)
+                        for f, d in violations
+                    ]
+                )
+            )
+            status.details.append(detail)
+        self._trailing = (("grpc-status-details-bin", status.SerializeToString()),)
+
+    def code(self) -> grpc.StatusCode:
+        return self._code
+
+    def details(self) -> str:
+        return self._message
+
+    def trailing_metadata(self) -> Any:
+        return self._trailing
+
+    def initial_metadata(self) -> Any:
+        return ()
+
+    def is_active(self) -> bool:
+        return False
+
+    def time_remaining(self) -> float | None:
+        return None
+
+    def cancel(self) -> bool:
+        return False
+
+    def add_callback(self, callback: Any) -> bool:
+        return False
+
+
+class RecordingNode:
+    """Stands in for the SDK client: records the signed submits and answers like the node's
+    idempotency (the first result for the same key and payload, commitments included)."""
+
+    operator = "yz-gateway"
+
+    def __init__(self) -> None:
+        self.credentials = HallCredentials("h1", "430902104000", Ed25519PrivateKey.generate())
+        self.signed: list[case_exchange_pb2.SignedCommand] = []
+        self.first: dict[str, bytes] = {}
+        self.refusal: grpc.RpcError | None = None
+
+    def send_signed(
+        self, action: str, signed: case_exchange_pb2.SignedCommand
+    ) -> case_exchange_pb2.CommandReply:
+        self.signed.append(signed)
+        if self.refusal is not None:
+            raise self.refusal
+        command = case_exchange_pb2.Command.FromString(signed.command)
+        payload = getattr(command, action).SerializeToString(deterministic=True)
+        key = command.header.idempotency_key
+        case_id = "00000000-0000-4000-8000-000000000001"
+        if key in self.first:
+            if self.first[key] != payload:
+                raise CallError(grpc.StatusCode.ALREADY_EXISTS, "key reused with another payload")
+            return case_exchange_pb2.CommandReply(case_id=case_id, version=1, replayed=True)
+        self.first[key] = payload
+        return case_exchange_pb2.CommandReply(case_id=case_id, version=1)
+
+    def get_case(self, case_id: str) -> case_exchange_pb2.CaseView:
+        return case_exchange_pb2.CaseView(case_id=case_id, version=1)
+
+
+def recording_gateway() -> tuple[Gateway, RecordingNode]:
+    node = RecordingNode()
+    items = [common_pb2.ServiceItem(code="200202001000", kind=common_pb2.CASE_KIND_IMMEDIATE)]
+    return Gateway(node, ItemCatalogue(lambda: items)), node  # type: ignore[arg-type]
+
+
+def post_submit(app: Gateway, request_id: str, **overrides: Any) -> Any:
+    body = json.dumps(submit_body(**overrides)).encode()
+    return app.handle("POST", "/api/v1/cases", {"X-Request-Id": request_id}, body)
+
+
+def test_the_gateway_never_signs_clear_personal_data() -> None:
+    """The signed applicant fields are 32-byte commitments that the clear values sent beside the
+    bytes open; no clear value is in the signed bytes."""
+    app, node = recording_gateway()
+    assert post_submit(app, "req-00001", jbr="窗口-王敏").status == 201
+    [signed] = node.signed
+    node.credentials.signing_key.public_key().verify(signed.signature, signed.command)
+    command = case_exchange_pb2.Command.FromString(signed.command)
+    assert command.header.node == "tongban/43" and command.header.operator == "窗口-王敏"
+    assert not command.header.deferred and command.header.idempotency_key == "yz-req-00001"
+    clear = {"name": "李桂英", "id_number": id_number("43090219480312002"), "phone": "13907371234"}
+    assert {v.field: v.value for v in signed.personal} == {
+        f"submit.applicant.{name}": value for name, value in clear.items()
+    }
+    for value in signed.personal:
+        digest = getattr(command.submit.applicant, value.field.rsplit(".", 1)[1])
+        assert len(digest) == 32 and len(value.salt) == 32
+        assert commitment(value.field, value.salt, value.value) == digest
+        assert value.value.encode() not in signed.command
+    assert len({value.salt for value in signed.personal}) == 3
+
+
+def test_a_retried_request_is_the_same_command_to_the_node() -> None:
+    """The vendor's retry (same X-Request-Id) commits with the same salts: the node replays;
+    another request id gets other salts; other content under the same id is a 409."""
+    app, node = recording_gateway()
+    assert post_submit(app, "req-00001").status == 201
+    again = post_submit(app, "req-00001")
+    assert again.status == 200 and again.body["data"]["cfqq"] is True
+    first, retry = node.signed
+    assert first.personal == retry.personal
+    a, b = (case_exchange_pb2.Command.FromString(s.command) for s in (first, retry))
+    assert a.submit == b.submit
+    assert post_submit(app, "req-00002").status == 201
+    assert {v.salt for v in node.signed[2].personal}.isdisjoint(v.salt for v in first.personal)
+    conflict = post_submit(app, "req-00001", sqrxm="另一人")
+    assert conflict.status == 409 and conflict.body["code"] == "40901"
+
+
+def test_a_refused_personal_value_is_named_by_the_vendors_field_and_never_echoed() -> None:
+    app, node = recording_gateway()
+    node.refusal = CallError(
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "personal[1].value: '<redacted>': not a valid resident ID number",
+        ("personal[1].value", "'<redacted>': not a valid resident ID number"),
+    )
+    response = post_submit(app, "req-00003")
+    assert response.status == 400
+    assert response.body["errors"] == [
+        {"field": "sfzh", "msg": "'<redacted>': not a valid resident ID number"}
+    ]
+    text = json.dumps(response.body, ensure_ascii=False)
+    assert id_number("43090219480312002") not in text and "李桂英" not in text

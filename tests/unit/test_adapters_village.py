@@ -1,12 +1,16 @@
 """The village outbox and forwarder: ordering, holding, signing once, surviving restarts.
 
 The outbox is a real SQLite file under tmp_path; the node is replaced by a small in-memory
-transport that answers like the node's idempotency does (the real node is in the e2e tests).
+transport that answers like the node's idempotency does and checks what the real node checks of
+a submit's personal values (the real node is in the e2e tests).
 """
 
 from __future__ import annotations
 
+import json
+import sqlite3
 import uuid
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import grpc
@@ -15,18 +19,21 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from tongban.v1 import case_exchange_pb2, common_pb2
 
 from adapters.connection import AdapterError
-from adapters.sdk import HallClient, HallCredentials
+from adapters.sdk import HallClient, HallCredentials, commitment
 from adapters.village import (
+    SCHEMA_VERSION,
     Forwarder,
     Outbox,
     Signer,
     describe,
     material_from_file,
     message_from_json,
+    to_json,
 )
 
 HALL = "hn-shatou-v201"
 REGION = "430902104201"
+PERSON = common_pb2.Applicant(name="村民甲", id_number="11010519491231002X", phone="13712345678")
 
 
 class FakeRpcError(grpc.RpcError):
@@ -53,6 +60,7 @@ class Node:
         self.refuse: dict[str, grpc.StatusCode] = {}
         self.results: dict[str, case_exchange_pb2.CommandReply] = {}
         self.received: list[tuple[str, bytes]] = []
+        self.signed: list[case_exchange_pb2.SignedCommand] = []
         self.versions: dict[str, int] = {}
 
     def send_signed(
@@ -62,8 +70,14 @@ class Node:
             raise FakeRpcError(grpc.StatusCode.UNAVAILABLE, "connection refused")
         command = case_exchange_pb2.Command.FromString(signed.command)
         assert command.WhichOneof("action") == action
+        assert command.header.deferred, "every outbox command is deferred"
+        if action == "submit":
+            assert_opens(command, signed)
+        else:
+            assert not signed.personal
         key = command.header.idempotency_key
         self.received.append((action, signed.command))
+        self.signed.append(signed)
         if key in self.refuse:
             raise FakeRpcError(self.refuse[key], f"refused {action}")
         if key in self.results:
@@ -85,6 +99,20 @@ class Node:
         return [action for action, _ in self.received]
 
 
+def assert_opens(
+    command: case_exchange_pb2.Command, signed: case_exchange_pb2.SignedCommand
+) -> None:
+    """The submit's signed applicant fields are 32-byte commitments that the personal values
+    beside the bytes open, and no clear value is in the signed bytes."""
+    values = {value.field: value for value in signed.personal}
+    assert set(values) == {f"submit.applicant.{f}" for f in ("name", "id_number", "phone")}
+    for path, value in values.items():
+        digest = getattr(command.submit.applicant, path.rsplit(".", 1)[1])
+        assert len(digest) == 32 and 16 <= len(value.salt) <= 64
+        assert commitment(path, value.salt, value.value) == digest
+        assert value.value.encode() not in signed.command
+
+
 @pytest.fixture
 def credentials() -> HallCredentials:
     return HallCredentials(HALL, REGION, Ed25519PrivateKey.generate())
@@ -100,14 +128,14 @@ def outbox(tmp_path: Path, credentials: HallCredentials) -> Outbox:
 def application(item: str = "200101001000") -> case_exchange_pb2.SubmitCase:
     return case_exchange_pb2.SubmitCase(
         item_code=item,
-        applicant=common_pb2.Applicant(name="村民", id_number="11010519491231002X", phone="1"),
         materials=[common_pb2.Material(name="身份证", sha256="ab" * 32, media_type="image/png",
                                        size=3)],
     )  # fmt: skip
 
 
 def test_signer_builds_what_the_sdk_builds(credentials: HallCredentials) -> None:
-    """The offline signer and HallClient.sign agree on everything but the time."""
+    """The offline signer and HallClient.sign agree on everything but the time and ``deferred``
+    (every outbox command is deferred)."""
     channel = grpc.insecure_channel("localhost:1")  # never used: signing needs no network
     try:
         sdk = HallClient(channel, credentials).sign(
@@ -123,14 +151,17 @@ def test_signer_builds_what_the_sdk_builds(credentials: HallCredentials) -> None
     )
     a = case_exchange_pb2.Command.FromString(sdk.command)
     b = case_exchange_pb2.Command.FromString(ours.command)
-    a.header.ClearField("issued_at")
-    b.header.ClearField("issued_at")
+    assert b.header.deferred and not a.header.deferred
+    assert b.header.node == a.header.node == "tongban/43"
+    for command in (a, b):
+        command.header.ClearField("issued_at")
+        command.header.ClearField("deferred")
     assert a == b
     credentials.signing_key.public_key().verify(ours.signature, ours.command)
 
 
 def test_submit_is_signed_at_once_followups_wait_for_the_case_id(outbox: Outbox) -> None:
-    submitted = outbox.submit(application(), ref="A", operator="clerk")
+    submitted = outbox.submit(application(), applicant=PERSON, ref="A", operator="clerk")
     accepted = outbox.follow("A", "accept", operator="clerk")
     assert submitted.signed and not accepted.signed
     assert accepted.held_by == "waiting for the case id from the submit"
@@ -139,9 +170,9 @@ def test_submit_is_signed_at_once_followups_wait_for_the_case_id(outbox: Outbox)
 
 def test_forwarder_sends_in_order_and_fills_in_the_case_id(outbox: Outbox) -> None:
     node = Node()
-    outbox.submit(application(), ref="A", operator="clerk")
+    outbox.submit(application(), applicant=PERSON, ref="A", operator="clerk")
     outbox.follow("A", "accept", operator="clerk")
-    outbox.submit(application(), ref="B", operator="clerk")
+    outbox.submit(application(), applicant=PERSON, ref="B", operator="clerk")
     outbox.follow("A", "start_handling", operator="clerk")
     result = Forwarder(outbox, node).drain()
     assert result.interrupted is None and len(result.sent) == 4
@@ -156,8 +187,8 @@ def test_forwarder_sends_in_order_and_fills_in_the_case_id(outbox: Outbox) -> No
 def test_offline_stops_the_pass_and_keeps_everything(outbox: Outbox) -> None:
     node = Node()
     node.down = True
-    outbox.submit(application(), ref="A", operator="clerk")
-    outbox.submit(application(), ref="B", operator="clerk")
+    outbox.submit(application(), applicant=PERSON, ref="A", operator="clerk")
+    outbox.submit(application(), applicant=PERSON, ref="B", operator="clerk")
     forwarder = Forwarder(outbox, node)
     result = forwarder.forward_once()
     assert result.interrupted is not None and result.interrupted.code == grpc.StatusCode.UNAVAILABLE
@@ -171,10 +202,10 @@ def test_offline_stops_the_pass_and_keeps_everything(outbox: Outbox) -> None:
 
 def test_refusal_holds_only_the_same_case(outbox: Outbox) -> None:
     node = Node()
-    bad = outbox.submit(application("999999999999"), ref="C", operator="clerk")
+    bad = outbox.submit(application("999999999999"), applicant=PERSON, ref="C", operator="clerk")
     node.refuse[bad.idempotency_key] = grpc.StatusCode.INVALID_ARGUMENT
     outbox.follow("C", "accept", operator="clerk")
-    outbox.submit(application(), ref="A", operator="clerk")
+    outbox.submit(application(), applicant=PERSON, ref="A", operator="clerk")
     outbox.follow("A", "accept", operator="clerk")
     result = Forwarder(outbox, node).drain()
     assert [c.action for c in result.failed] == ["submit"]
@@ -198,7 +229,7 @@ def test_refusal_holds_only_the_same_case(outbox: Outbox) -> None:
 
 def test_cancel_a_failed_submit_cancels_its_followers(outbox: Outbox) -> None:
     node = Node()
-    bad = outbox.submit(application(), ref="C", operator="clerk")
+    bad = outbox.submit(application(), applicant=PERSON, ref="C", operator="clerk")
     node.refuse[bad.idempotency_key] = grpc.StatusCode.PERMISSION_DENIED
     outbox.follow("C", "accept", operator="clerk")
     Forwarder(outbox, node).drain()
@@ -213,7 +244,7 @@ def test_cancel_a_failed_submit_cancels_its_followers(outbox: Outbox) -> None:
 
 def test_cancel_a_failed_followup_releases_the_next(outbox: Outbox) -> None:
     node = Node()
-    outbox.submit(application(), ref="A", operator="clerk")
+    outbox.submit(application(), applicant=PERSON, ref="A", operator="clerk")
     bad = outbox.follow("A", "start_handling", operator="clerk")  # before accept: refused
     node.refuse[bad.idempotency_key] = grpc.StatusCode.FAILED_PRECONDITION
     outbox.follow("A", "withdraw", case_exchange_pb2.Withdraw(reason="申请人撤回"), operator="c")
@@ -232,7 +263,7 @@ def test_a_resend_after_a_crash_is_identical_and_replayed(
     node = Node()
     path = tmp_path / "outbox.sqlite3"
     with Outbox(path, credentials) as box:
-        box.submit(application(), ref="A", operator="clerk")
+        box.submit(application(), applicant=PERSON, ref="A", operator="clerk")
         follow = box.follow("A", "accept", operator="clerk")
         Forwarder(box, node).drain()
     with Outbox(path, credentials) as box:
@@ -250,7 +281,7 @@ def test_a_resend_after_a_crash_is_identical_and_replayed(
 def test_queued_commands_survive_a_restart(tmp_path: Path, credentials: HallCredentials) -> None:
     path = tmp_path / "outbox.sqlite3"
     with Outbox(path, credentials) as box:
-        box.submit(application(), ref="A", operator="clerk")
+        box.submit(application(), applicant=PERSON, ref="A", operator="clerk")
         box.follow("A", "accept", operator="clerk")
     with Outbox(path, credentials) as box:
         assert [c.action for c in box.commands()] == ["submit", "accept"]
@@ -267,10 +298,15 @@ def test_outbox_is_bound_to_one_hall(tmp_path: Path, credentials: HallCredential
 
 
 def test_queuing_is_idempotent_by_reference_and_key(outbox: Outbox) -> None:
-    first = outbox.submit(application(), ref="A", operator="clerk")
-    assert outbox.submit(application(), ref="A", operator="clerk").seq == first.seq
+    first = outbox.submit(application(), applicant=PERSON, ref="A", operator="clerk")
+    assert (
+        outbox.submit(application(), applicant=PERSON, ref="A", operator="clerk").seq == first.seq
+    )
     with pytest.raises(AdapterError, match="other content"):
-        outbox.submit(application("200202001000"), ref="A", operator="clerk")
+        outbox.submit(application("200202001000"), applicant=PERSON, ref="A", operator="clerk")
+    someone_else = common_pb2.Applicant(name="村民乙", id_number=PERSON.id_number, phone="1")
+    with pytest.raises(AdapterError, match="other content"):
+        outbox.submit(application(), applicant=someone_else, ref="A", operator="clerk")
     one = outbox.follow("A", "accept", operator="clerk", idempotency_key="room-op-000001")
     again = outbox.follow("A", "accept", operator="clerk", idempotency_key="room-op-000001")
     assert one.seq == again.seq
@@ -282,11 +318,13 @@ def test_references_and_case_ids(outbox: Outbox) -> None:
     with pytest.raises(AdapterError, match="unknown reference"):
         outbox.follow("nope", "accept", operator="clerk")
     with pytest.raises(AdapterError, match="look like a case id"):
-        outbox.submit(application(), ref=str(uuid.uuid4()), operator="clerk")
+        outbox.submit(application(), applicant=PERSON, ref=str(uuid.uuid4()), operator="clerk")
     with pytest.raises(AdapterError, match="use submit"):
         outbox.follow("A", "submit", operator="clerk")
     with pytest.raises(AdapterError, match="unknown action"):
         outbox.follow("A", "fly", operator="clerk")
+    with pytest.raises(AdapterError, match="unknown action"):  # an admin command, not a hall's
+        outbox.follow("A", "register_hall", operator="clerk")
     # A case the hall already holds: addressed by its id, signed at once.
     case_id = str(uuid.uuid4())
     queued = outbox.follow(case_id, "accept", operator="clerk")
@@ -318,7 +356,7 @@ def test_retry_with_a_new_key_after_rotation(tmp_path: Path, credentials: HallCr
     node = Node()
     path = tmp_path / "outbox.sqlite3"
     with Outbox(path, credentials) as box:
-        queued = box.submit(application(), ref="A", operator="clerk")
+        queued = box.submit(application(), applicant=PERSON, ref="A", operator="clerk")
         node.refuse[queued.idempotency_key] = grpc.StatusCode.UNAUTHENTICATED
         Forwarder(box, node).drain()
         old_bytes = node.received[0][1]
@@ -331,3 +369,183 @@ def test_retry_with_a_new_key_after_rotation(tmp_path: Path, credentials: HallCr
     new_bytes = node.received[1][1]
     old, new = (case_exchange_pb2.Command.FromString(b) for b in (old_bytes, new_bytes))
     assert old == new  # the same command (key, body, time); only the signature differs
+
+
+# ------------------------------------------------------------------ the wire contract
+
+
+def test_outbox_commands_are_deferred_and_keep_their_queue_time(outbox: Outbox) -> None:
+    """Signed at once or only once the case id is known: deferred, issued when queued."""
+    node = Node()
+    outbox.submit(application(), applicant=PERSON, ref="A", operator="clerk")
+    follow = outbox.follow("A", "accept", operator="clerk")  # signed after the submit's reply
+    known = outbox.follow(str(uuid.uuid4()), "withdraw", operator="clerk")  # signed at once
+    # The clerk queued the accept two days ago (the network was down since).
+    two_days_ago = (datetime.now(UTC) - timedelta(days=2)).isoformat(timespec="milliseconds")
+    outbox._db.execute(
+        "UPDATE commands SET created_at = ? WHERE seq = ?", (two_days_ago, follow.seq)
+    )
+    assert not outbox.get(follow.seq).signed and known.signed
+
+    Forwarder(outbox, node).drain()
+    created = {c.action: datetime.fromisoformat(c.created_at) for c in outbox.commands()}
+    assert created["accept"] == datetime.fromisoformat(two_days_ago)
+    for action, data in node.received:
+        header = case_exchange_pb2.Command.FromString(data).header
+        assert header.deferred, action
+        assert header.issued_at.ToDatetime(tzinfo=UTC) == created[action], action
+        assert header.node == "tongban/43" and header.hall_id == HALL
+
+
+def test_stored_signed_command_keeps_personal_values_across_restarts(
+    tmp_path: Path, credentials: HallCredentials
+) -> None:
+    """The whole SignedCommand is stored: every send, also after reopening, is identical."""
+    path = tmp_path / "outbox.sqlite3"
+    with Outbox(path, credentials) as box:
+        queued = box.submit(application(), applicant=PERSON, ref="A", operator="clerk")
+        first = box.ensure_signed(queued.seq)
+        assert box.ensure_signed(queued.seq) == first
+    command = case_exchange_pb2.Command.FromString(first.command)
+    assert_opens(command, first)
+    assert {v.field: v.value for v in first.personal} == {
+        "submit.applicant.name": PERSON.name,
+        "submit.applicant.id_number": PERSON.id_number,
+        "submit.applicant.phone": PERSON.phone,
+    }
+    credentials.signing_key.public_key().verify(first.signature, first.command)
+
+    node = Node()
+    node.down = True
+    with Outbox(path, credentials) as box:  # a restart
+        assert box.ensure_signed(queued.seq).SerializeToString() == first.SerializeToString()
+        Forwarder(box, node).drain()  # offline: nothing sent
+    node.down = False
+    with Outbox(path, credentials) as box:  # another restart, then the node is back
+        Forwarder(box, node).drain()
+        box._db.execute("UPDATE commands SET status = 'pending' WHERE seq = ?", (queued.seq,))
+        [again] = Forwarder(box, node).drain().sent  # acknowledged, but not recorded: resent
+        assert again.replayed
+    assert [s.SerializeToString() for s in node.signed] == [first.SerializeToString()] * 2
+
+
+def test_status_output_has_no_personal_data(outbox: Outbox) -> None:
+    node = Node()
+    bad = outbox.submit(application("999999999999"), applicant=PERSON, ref="C", operator="clerk")
+    node.refuse[bad.idempotency_key] = grpc.StatusCode.INVALID_ARGUMENT
+    outbox.follow("C", "accept", operator="clerk")
+    Forwarder(outbox, node).drain()
+    shown = to_json(outbox.commands()) + describe(outbox.commands())
+    shown += json.dumps([c.to_json() for c in outbox.commands()], ensure_ascii=False)
+    for value in (PERSON.name, PERSON.id_number, PERSON.phone):
+        assert value not in shown
+
+
+def test_outbox_is_bound_to_one_node(tmp_path: Path, credentials: HallCredentials) -> None:
+    path = tmp_path / "outbox.sqlite3"
+    Outbox(path, credentials).close()
+    elsewhere = HallCredentials(HALL, REGION, credentials.signing_key, node="tongban/4309")
+    with pytest.raises(AdapterError, match="belongs to node='tongban/43'"):
+        Outbox(path, elsewhere)
+    # The default origin and the same origin given explicitly are the same node.
+    Outbox(path, HallCredentials(HALL, REGION, credentials.signing_key, node="tongban/43")).close()
+
+
+#: The outbox schema of version 1: the applicant inside the submit's body, Command bytes and
+#: signature in two columns.
+V1_SCHEMA = """
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE lanes (ref TEXT PRIMARY KEY, case_id TEXT, created_at TEXT NOT NULL);
+CREATE TABLE commands (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, ref TEXT NOT NULL REFERENCES lanes(ref),
+    action TEXT NOT NULL, idempotency_key TEXT NOT NULL UNIQUE, operator TEXT NOT NULL,
+    body BLOB NOT NULL, command BLOB, signature BLOB,
+    status TEXT NOT NULL DEFAULT 'pending'
+        CHECK (status IN ('pending', 'sent', 'failed', 'cancelled')),
+    attempts INTEGER NOT NULL DEFAULT 0, case_id TEXT, version INTEGER, replayed INTEGER,
+    error_code TEXT, error_message TEXT, created_at TEXT NOT NULL, last_attempt_at TEXT,
+    sent_at TEXT
+);
+CREATE INDEX commands_by_status ON commands (status, seq);
+CREATE INDEX commands_by_ref ON commands (ref, seq);
+"""
+
+
+def v1_submit_body(applicant: common_pb2.Applicant) -> bytes:
+    """A v1 SubmitCase: item code, the applicant in clear as field 2, materials."""
+    person = applicant.SerializeToString()
+    return (
+        case_exchange_pb2.SubmitCase(item_code="200101001000").SerializeToString()
+        + b"\x12" + bytes([len(person)]) + person
+        + case_exchange_pb2.SubmitCase(materials=application().materials).SerializeToString()
+    )  # fmt: skip
+
+
+def test_a_v1_outbox_is_migrated_in_place(tmp_path: Path, credentials: HallCredentials) -> None:
+    """Applicants leave the bodies; unacknowledged commands are signed anew under the current
+    contract (commitments, node, deferred, the original time) before they are sent."""
+    path = tmp_path / "outbox.sqlite3"
+    queued_at = (datetime.now(UTC) - timedelta(days=1)).isoformat(timespec="milliseconds")
+    case_b = str(uuid.uuid4())
+    with sqlite3.connect(path) as db:
+        db.executescript(V1_SCHEMA)
+        db.executemany(
+            "INSERT INTO meta VALUES (?, ?)",
+            [("schema_version", "1"), ("hall_id", HALL), ("region", REGION)],
+        )
+        db.executemany(
+            "INSERT INTO lanes VALUES (?, ?, ?)", [("A", None, queued_at), ("B", case_b, queued_at)]
+        )
+        rows = [
+            ("A", "submit", "vil-a-submit", v1_submit_body(PERSON), b"old", b"sig", "pending"),
+            ("A", "accept", "vil-a-accept", b"", None, None, "pending"),
+            ("B", "submit", "vil-b-submit", v1_submit_body(PERSON), b"sent-bytes", b"sig", "sent"),
+            ("B", "withdraw", "vil-b-withdraw", b"", b"old", b"sig", "failed"),
+        ]
+        db.executemany(
+            "INSERT INTO commands (ref, action, idempotency_key, operator, body, command,"
+            " signature, status, created_at) VALUES (?, ?, ?, 'clerk', ?, ?, ?, ?, ?)",
+            [(*row, queued_at) for row in rows],
+        )
+
+    with Outbox(path, credentials) as box:
+        meta = dict(box._db.execute("SELECT key, value FROM meta").fetchall())
+        assert meta == {
+            "schema_version": str(SCHEMA_VERSION), "hall_id": HALL, "region": REGION,
+            "node": "tongban/43",
+        }  # fmt: skip
+        stored = {r["idempotency_key"]: r for r in box._db.execute("SELECT * FROM commands")}
+        submit_a = stored["vil-a-submit"]
+        assert common_pb2.Applicant.FromString(submit_a["applicant"]) == PERSON
+        body = case_exchange_pb2.SubmitCase.FromString(submit_a["body"])
+        assert body == application() and PERSON.name.encode() not in bytes(submit_a["body"])
+        assert submit_a["signed"] is None and stored["vil-b-withdraw"]["signed"] is None
+        sent = case_exchange_pb2.SignedCommand.FromString(stored["vil-b-submit"]["signed"])
+        assert sent.command == b"sent-bytes"  # the record of what was sent is kept
+        assert [c.status for c in box.commands()] == ["pending", "pending", "sent", "failed"]
+
+        node = Node()
+        result = Forwarder(box, node).drain()
+        assert [c.action for c in result.sent] == ["submit", "accept"]
+        submit = case_exchange_pb2.Command.FromString(node.received[0][1])
+        assert submit.header.deferred and submit.header.node == "tongban/43"
+        assert submit.header.issued_at.ToDatetime(tzinfo=UTC) == datetime.fromisoformat(queued_at)
+        assert submit.submit.item_code == "200101001000"
+        box.retry(stored["vil-b-withdraw"]["seq"])
+        assert [c.action for c in Forwarder(box, node).drain().sent] == ["withdraw"]
+        newer = box.submit(application(), applicant=PERSON, ref="C", operator="clerk")
+        assert newer.seq == 5 and newer.signed
+    with Outbox(path, credentials) as box:  # opening a migrated outbox again changes nothing
+        assert [c.status for c in box.commands()] == ["sent"] * 4 + ["pending"]
+        assert box.ensure_signed(5) == box.ensure_signed(5)
+
+
+def test_an_outbox_of_a_newer_schema_is_refused(
+    tmp_path: Path, credentials: HallCredentials
+) -> None:
+    path = tmp_path / "outbox.sqlite3"
+    Outbox(path, credentials).close()
+    with sqlite3.connect(path) as db:
+        db.execute("UPDATE meta SET value = '3' WHERE key = 'schema_version'")
+    with pytest.raises(AdapterError, match="schema version 3"):
+        Outbox(path, credentials)
