@@ -52,17 +52,27 @@ CASES = [uuid.UUID(int=0x7B0000 + n) for n in range(10_000)]
 
 
 def make_leaf(index: int) -> ledger.Leaf:
-    """A hall-signed leaf, deterministic in ``index`` (so it can be rebuilt to verify proofs)."""
+    """A leaf deterministic in ``index`` (so it can be rebuilt to verify proofs): every other
+    one a hall's signed command (about 200 bytes of command), the rest caused by the one before,
+    as in a node's log."""
     seed = index.to_bytes(8, "big")
+    common = {
+        "origin": ORIGIN,
+        "index": index,
+        "aggregate_id": CASES[index % len(CASES)],
+        "version": index // len(CASES) + 1,
+        "topic": TOPICS[index % len(TOPICS)],
+        "event_hash": hashlib.sha256(b"event" + seed).digest(),
+    }
+    if index % 2:
+        return ledger.Leaf(**common, authority=ledger.Authority.CAUSED, cause=index - 1)
     return ledger.Leaf(
-        origin=ORIGIN,
-        index=index,
-        aggregate_id=CASES[index % len(CASES)],
-        version=index // len(CASES) + 1,
-        topic=TOPICS[index % len(TOPICS)],
-        event_hash=hashlib.sha256(b"event" + seed).digest(),
-        hall_key_id="hn-ziyang-hall+0a1b2c3d",
-        hall_signature=hashlib.sha512(b"signature" + seed).digest(),  # Ed25519-sized
+        **common,
+        authority=ledger.Authority.HALL_COMMAND,
+        signer="hn-ziyang-hall",
+        key_id="0a1b2c3d0a1b2c3d",
+        signature=hashlib.sha512(b"signature" + seed).digest(),  # Ed25519-sized
+        command=hashlib.sha512(b"command" + seed).digest() * 3,
     )
 
 

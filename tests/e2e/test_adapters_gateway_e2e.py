@@ -12,9 +12,12 @@ from typing import Any
 import pytest
 from tongban.v1 import common_pb2
 
-from tests.e2e.conftest import TOWNSHIP, VILLAGE
+from adapters.sdk import HallCredentials
+from tests.e2e.conftest import COUNTY, TOWNSHIP, VILLAGE
 from tests.e2e.test_adapters_support import (
     AdapterProcess,
+    audited_history,
+    check_audited_commands,
     closed_port,
     connection_args,
     id_number,
@@ -29,10 +32,13 @@ ITEM = "200202001000"  # 老年人优待证办理: 即办件, decided at townshi
 
 @pytest.fixture(scope="module")
 def gateway(node: NodeProcess) -> Iterator[str]:
-    """A gateway process acting as the township hall; yields its base URL."""
+    """A gateway process acting as the township hall; yields its base URL.
+
+    It names no ``--node``: the default origin derived from the region is the node's.
+    """
     process = AdapterProcess(
         ["gateway", "--listen", "127.0.0.1:0", "--token", TOKEN,
-         *connection_args(node, TOWNSHIP[0])]
+         *connection_args(node, TOWNSHIP[0], origin="")]
     )  # fmt: skip
     match = process.start(r"listening on (http://\S+)")
     try:
@@ -127,6 +133,24 @@ def test_submit_retry_accept_and_read_back(gateway: str, node: NodeProcess) -> N
         history = client.history(case["bjbh"])
     assert [e.WhichOneof("event") for e in history.events] == ["submitted", "accepted"]
     assert history.events[0].actor.operator == "窗口-王敏"
+    # The intake hall reads its applicant back in clear (the node opened the commitments).
+    assert history.events[0].submitted.applicant.id_number == application()["sfzh"]
+
+
+def test_an_auditor_verifies_what_the_gateway_signed_without_personal_data(
+    gateway: str, node: NodeProcess
+) -> None:
+    """Through the Audit service: each command verifies with the township's public key alone,
+    its bytes hold commitments and no clear value, the submitted event no applicant."""
+    _, created = call(gateway, "POST", "/api/v1/cases", application(), request_id=new_id())
+    case_id = created["data"]["bjbh"]
+    call(gateway, "POST", f"/api/v1/cases/{case_id}/actions/sl", {}, request_id=new_id())
+    public_key = HallCredentials.load_signing_key(node.halls[TOWNSHIP[0]].signing_key).public_key()
+    body = application()
+    applicant = common_pb2.Applicant(name=body["sqrxm"], id_number=body["sfzh"], phone=body["lxdh"])
+    commands = check_audited_commands(audited_history(node, case_id), public_key, applicant)
+    assert [c.WhichOneof("action") for c in commands] == ["submit", "accept"]
+    assert all(c.header.node == node.origin and not c.header.deferred for c in commands)
 
 
 def test_whole_lifecycle_through_vendor_actions(gateway: str, node: NodeProcess) -> None:
@@ -202,7 +226,8 @@ def test_bad_input_is_named_by_the_vendors_fields(gateway: str) -> None:
 
 
 def test_node_refusals_become_http_statuses(gateway: str, node: NodeProcess) -> None:
-    """ALREADY_EXISTS, FAILED_PRECONDITION → 409; NOT_FOUND → 404; PERMISSION_DENIED → 403."""
+    """ALREADY_EXISTS, FAILED_PRECONDITION → 409; NOT_FOUND → 404 (also another hall's case);
+    PERMISSION_DENIED → 403."""
     request_id = new_id()
     status, created = call(gateway, "POST", "/api/v1/cases", application(), request_id=request_id)
     assert status == 201
@@ -223,7 +248,8 @@ def test_node_refusals_become_http_statuses(gateway: str, node: NodeProcess) -> 
     status, answer = call(gateway, "GET", f"/api/v1/cases/{uuid.uuid4()}")
     assert status == 404 and answer["code"] == "40401"
 
-    # A case the village room took in is not the township's to read or act on.
+    # A case the village room took in is not the township's to read or act on: to the township
+    # it is as if it did not exist (404), and the answer does not name the village room.
     with node.client(VILLAGE[0]) as village:
         other = village.send(
             "submit",
@@ -235,11 +261,26 @@ def test_node_refusals_become_http_statuses(gateway: str, node: NodeProcess) -> 
                                            media_type="image/jpeg", size=10)],
         )  # fmt: skip
     status, answer = call(gateway, "GET", f"/api/v1/cases/{other.case_id}")
-    assert status == 403 and answer["code"] == "40301"
+    assert status == 404 and answer["code"] == "40401", answer
+    assert VILLAGE[0] not in json.dumps(answer, ensure_ascii=False)
     status, answer = call(
         gateway, "POST", f"/api/v1/cases/{other.case_id}/actions/sl", {}, request_id=new_id()
     )
-    assert status == 403
+    assert status == 404 and VILLAGE[0] not in json.dumps(answer, ensure_ascii=False)
+
+    # A case the township handed to the county: still its case to read, no longer its to decide.
+    _, handed = call(gateway, "POST", "/api/v1/cases", application(), request_id=new_id())
+    handed_id = handed["data"]["bjbh"]
+    for action, body in (("sl", {}), ("zb", {"jsdt": COUNTY[0], "yy": "县级办理"})):
+        path = f"/api/v1/cases/{handed_id}/actions/{action}"
+        assert call(gateway, "POST", path, body, request_id=new_id())[0] == 200
+    with node.client(COUNTY[0]) as county:
+        county.send("acknowledge_handoff", case_id=handed_id)
+    status, answer = call(
+        gateway, "POST", f"/api/v1/cases/{handed_id}/actions/jd", {"sfzy": "1"},
+        request_id=new_id(),
+    )  # fmt: skip
+    assert status == 403 and answer["code"] == "40301", answer
 
     status, answer = call(gateway, "POST", f"/api/v1/cases/{case_id}/actions/fly", {},
                           request_id=new_id())  # fmt: skip

@@ -18,6 +18,13 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+import grpc
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from tongban.v1 import audit_pb2, audit_pb2_grpc, case_exchange_pb2, common_pb2
+
+from adapters.cli import _connection, build_parser
+from adapters.connection import AdapterError, HubConnection
 from tests.harness.node import NodeProcess
 from tests.harness.processes import die_with_parent, stop_process
 
@@ -32,9 +39,16 @@ def id_number(first_17: str) -> str:
     return first_17 + "10X98765432"[total % 11]
 
 
-def connection_args(node: NodeProcess, hall_id: str, *, target: str = "") -> list[str]:
-    """The CLI's connection options for a hall registered at ``node``."""
+def connection_args(
+    node: NodeProcess, hall_id: str, *, target: str = "", origin: str | None = None
+) -> list[str]:
+    """The CLI's connection options for a hall registered at ``node``.
+
+    ``--node`` is the node's log origin unless ``origin`` says otherwise ("" leaves it to the
+    adapters' default, derived from the region).
+    """
     files = node.halls[hall_id]
+    origin = node.origin if origin is None else origin
     return [
         "--target", target or node.target,
         "--hall-id", hall_id,
@@ -43,7 +57,50 @@ def connection_args(node: NodeProcess, hall_id: str, *, target: str = "") -> lis
         "--ca", str(node.pki / "ca.pem"),
         "--cert", str(files.certificate),
         "--key", str(files.private_key),
+        *(["--node", origin] if origin else []),
     ]  # fmt: skip
+
+
+def audited_history(node: NodeProcess, case_id: str) -> audit_pb2.AuditedCaseHistory:
+    """``Audit.GetCaseHistory`` of a case, read with an auditor's certificate (a hall may not)."""
+    certificate, key = node.issue("auditor", f"auditor-{os.urandom(4).hex()}")
+    credentials = grpc.ssl_channel_credentials(
+        (node.pki / "ca.pem").read_bytes(), key.read_bytes(), certificate.read_bytes()
+    )
+    with grpc.secure_channel(node.target, credentials) as channel:
+        request = audit_pb2.AuditCaseRequest(case_id=case_id)
+        history: audit_pb2.AuditedCaseHistory = audit_pb2_grpc.AuditStub(channel).GetCaseHistory(
+            request, timeout=10
+        )
+    return history
+
+
+def check_audited_commands(
+    history: audit_pb2.AuditedCaseHistory,
+    public_key: Ed25519PublicKey,
+    applicant: common_pb2.Applicant,
+) -> list[case_exchange_pb2.Command]:
+    """What an auditor can check with the hall's public key alone, and no personal data.
+
+    Every command verifies over its exact bytes; no clear personal value is in them; the submit
+    commits to each applicant field with 32 bytes; the audited ``submitted`` event carries the
+    commitments, not the applicant. Returns the commands, oldest first.
+    """
+    commands = []
+    for audited in sorted(history.commands, key=lambda c: c.index):
+        public_key.verify(audited.signature, audited.command)  # raises InvalidSignature
+        for value in (applicant.name, applicant.id_number, applicant.phone):
+            assert value.encode("utf-8") not in audited.command, "a personal value was signed"
+            assert value.encode("utf-8") not in audited.leaf, "a personal value is in the log"
+        commands.append(case_exchange_pb2.Command.FromString(audited.command))
+    [submit] = [c for c in commands if c.WhichOneof("action") == "submit"]
+    for field in ("name", "id_number", "phone"):
+        assert len(getattr(submit.submit.applicant, field)) == 32, field
+    submitted = history.events[0].event.submitted
+    assert history.events[0].event.WhichOneof("event") == "submitted"
+    assert not submitted.HasField("applicant") or submitted.applicant == common_pb2.Applicant()
+    assert submitted.applicant_commitments == submit.submit.applicant
+    return commands
 
 
 def closed_port() -> int:
@@ -180,3 +237,20 @@ def test_tls_files_are_required_outside_demo(tmp_path: Path) -> None:
     )  # fmt: skip
     assert result.returncode == 2
     assert "--ca, --cert, --key" in result.stderr
+
+
+def test_node_origin_option_and_variable() -> None:
+    """``--node`` / ``TONGBAN_NODE``: the node's log origin; by default the SDK's, from the region."""
+    env = {"TONGBAN_ADAPTER_HALL_ID": "h", "TONGBAN_ADAPTER_REGION": "430902104000"}
+
+    def connection(environ: dict[str, str], *argv: str) -> HubConnection:
+        return _connection(build_parser(environ).parse_args(list(argv)), "test")
+
+    assert connection(env, "village", "status", "--db", "o.db").node == ""
+    assert (
+        connection({**env, "TONGBAN_NODE": "tongban/4309"}, "village", "status").node
+        == "tongban/4309"
+    )
+    assert connection(env, "import", "f.csv", "--node", "tongban/43").node == "tongban/43"
+    with pytest.raises(AdapterError, match="--node or TONGBAN_NODE"):
+        connection(env, "gateway", "--node", "tongban 43").signing_credentials()

@@ -41,9 +41,12 @@ def make_leaf(index: int, *, signed: bool = False) -> ledger.Leaf:
         version=index // len(CASES) + 1,
         topic="CaseSubmitted" if index % 3 else "CaseHandedOver",
         event_hash=hashlib.sha256(b"event %d" % index).digest(),
-        hall_key_id="hall-1+0a1b2c3d" if signed else "",
+        authority=ledger.Authority.HALL_COMMAND if signed else ledger.Authority.NODE,
+        signer="hall-1" if signed else "",
+        key_id="0a1b2c3d0a1b2c3d" if signed else "",
         # Deterministic, so that another process builds the very same leaves.
-        hall_signature=hashlib.sha512(b"signature %d" % index).digest() if signed else b"",
+        signature=hashlib.sha512(b"signature %d" % index).digest() if signed else b"",
+        command=b"command %d" % index if signed else b"",
     )
 
 

@@ -2,24 +2,28 @@
 
 from __future__ import annotations
 
+import json
 import uuid
-from datetime import date, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any, ClassVar
 
 import grpc
 import openpyxl
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from google.protobuf.message import Message
 from tongban.v1 import case_exchange_pb2, common_pb2
 
 from adapters.batch_import import (
+    BEIJING,
     KIND_CODES,
     STATUS_NAMES,
     Importer,
     RawRow,
     RegisterEntry,
     RegisterError,
+    describe,
     idempotency_key,
     parse_date,
     parse_kind,
@@ -28,9 +32,12 @@ from adapters.batch_import import (
     read_csv,
     read_register,
     read_xlsx,
+    received_at,
 )
-from adapters.connection import ItemCatalogue
+from adapters.connection import AdapterError, ItemCatalogue
 from adapters.gateway import BJLX_TO_KIND
+from adapters.sdk import HallCredentials, commitment
+from tests.unit.test_adapters_gateway import CallError
 
 S = common_pb2
 TODAY = date(2024, 6, 1)
@@ -93,6 +100,23 @@ def test_parse_date(value: Any) -> None:
 
 
 @pytest.mark.parametrize(
+    ("value", "moment"),
+    [
+        ("2024-03-18", (0, 0, 0)),
+        ("2024/3/18 9:30", (9, 30, 0)),
+        ("2024-03-18 09:30:15", (9, 30, 15)),
+        ("2024-03-18T17:05", (17, 5, 0)),
+        ("2024-03-18 下午", (0, 0, 0)),
+        (datetime(2024, 3, 18, 9, 30), (9, 30, 0)),
+        (date(2024, 3, 18), (0, 0, 0)),
+    ],
+)
+def test_received_at_keeps_the_registers_time_of_day(value: Any, moment: tuple[int, ...]) -> None:
+    """收件日期 as a moment in Beijing time: the submit's issued_at."""
+    assert received_at(value, date(2024, 3, 18)) == datetime(2024, 3, 18, *moment, tzinfo=BEIJING)
+
+
+@pytest.mark.parametrize(
     ("value", "message"),
     [("2024-13-45", "不是日期"), ("2030-01-01", "晚于今天"), ("1980-01-01", "早于"), ("", "必填")],
 )
@@ -136,6 +160,12 @@ def test_parse_row_names_every_bad_column() -> None:
         "办理地区划",
     ]  # fmt: skip
     assert "校验位" in issues[2].reason and "已办结" in issues[7].reason
+
+
+def test_row_issues_never_echo_personal_values() -> None:
+    issues = parse_row(row(phone="13x0737-ABC"), default_operator="import", today=TODAY)
+    assert isinstance(issues, list) and issues[0].column == "联系电话"
+    assert "13x0737-ABC" not in issues[0].reason
 
 
 def test_excel_number_cells() -> None:
@@ -280,8 +310,16 @@ class FakeRpcError(grpc.RpcError):
         return self._details
 
 
+#: The node's default limit on the age of a deferred command.
+DEFERRED_MAX_AGE = timedelta(days=30)
+
+
 class Hub:
-    """In-memory stand-in for the node's idempotency and the intake part of the state machine."""
+    """In-memory stand-in for the node's idempotency and the intake part of the state machine.
+
+    Submits are checked the way the node checks them: signature, the deferred time window
+    (``now``), and the clear personal values opening the signed commitments.
+    """
 
     TRANSITIONS: ClassVar[dict[str, tuple[int, int]]] = {
         "accept": (S.CASE_STATE_RECEIVED, S.CASE_STATE_ACCEPTED),
@@ -290,10 +328,50 @@ class Hub:
         "withdraw": (S.CASE_STATE_RECEIVED, S.CASE_STATE_WITHDRAWN),
     }
 
-    def __init__(self) -> None:
+    def __init__(self, now: datetime = datetime(2024, 4, 1, 12, tzinfo=UTC)) -> None:
         self.records: dict[str, tuple[bytes, case_exchange_pb2.CommandReply]] = {}
         self.states: dict[str, int] = {}
         self.down = False
+        self.now = now
+        self.credentials = HallCredentials(
+            "hn-ziyang-hall", "430902000000", Ed25519PrivateKey.generate()
+        )
+        self.submits: list[case_exchange_pb2.SignedCommand] = []
+        self.steps: list[str] = []
+        self.refuse_with: grpc.RpcError | None = None
+
+    def send_signed(
+        self, action: str, signed: case_exchange_pb2.SignedCommand
+    ) -> case_exchange_pb2.CommandReply:
+        assert action == "submit"
+        if self.down:
+            raise FakeRpcError(grpc.StatusCode.UNAVAILABLE, "down")
+        self.credentials.signing_key.public_key().verify(signed.signature, signed.command)
+        command = case_exchange_pb2.Command.FromString(signed.command)
+        header = command.header
+        if self.refuse_with is not None:
+            raise self.refuse_with
+        issued = header.issued_at.ToDatetime(tzinfo=UTC)
+        if header.deferred and self.now - issued > DEFERRED_MAX_AGE:
+            message = "a deferred command may be at most 30 days old"
+            raise CallError(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"command.header.issued_at: {issued.isoformat()!r}: {message}",
+                ("command.header.issued_at", f"{issued.isoformat()!r}: {message}"),
+            )
+        values = {v.field: v for v in signed.personal}
+        for name in ("name", "id_number", "phone"):
+            value = values[f"submit.applicant.{name}"]
+            digest = getattr(command.submit.applicant, name)
+            assert commitment(value.field, value.salt, value.value) == digest
+            assert value.value.encode() not in signed.command
+        self.submits.append(signed)
+        return self.send(
+            "submit",
+            command.submit,
+            idempotency_key=header.idempotency_key,
+            operator=header.operator,
+        )
 
     def send(
         self, action: str, body: Message | None = None, *, idempotency_key: str | None = None,
@@ -302,6 +380,8 @@ class Hub:
         if self.down:
             raise FakeRpcError(grpc.StatusCode.UNAVAILABLE, "down")
         assert idempotency_key
+        if action != "submit":
+            self.steps.append(action)
         message = body or type(getattr(case_exchange_pb2.Command(), action))(**fields)
         payload = message.SerializeToString(deterministic=True)
         if idempotency_key in self.records:
@@ -415,3 +495,102 @@ def test_report_csv_opens_in_excel(tmp_path: Path) -> None:
     assert data.startswith(b"\xef\xbb\xbf")  # BOM: Excel reads it as UTF-8
     assert data.decode("utf-8-sig").splitlines()[1].startswith("2,ZY-1,created,")
     assert report.to_json()["counts"] == {"created": 1, "updated": 0, "unchanged": 0, "rejected": 0}
+
+
+# ------------------------------------------------------------------ time and personal data
+
+
+def test_submits_are_deferred_with_the_rows_time_and_steps_signed_now(tmp_path: Path) -> None:
+    hub = Hub()
+    lines = [
+        f"ZY-1,周,{GOOD_ID},1380000000,070303001000,1,2024-03-18 09:30,已受理,",
+        f"ZY-2,吴,{GOOD_ID},1381000000,000304001000,2,2024/03/19,已收件,",
+    ]
+    report = Importer(hub, catalogue(), today=TODAY).run(register(tmp_path, lines))
+    assert [o.result for o in report.outcomes] == ["created", "created"]
+    headers = [case_exchange_pb2.Command.FromString(s.command).header for s in hub.submits]
+    assert all(h.deferred for h in headers)
+    assert [h.issued_at.ToDatetime(tzinfo=UTC) for h in headers] == [
+        datetime(2024, 3, 18, 1, 30, tzinfo=UTC),  # 09:30 in Beijing
+        datetime(2024, 3, 18, 16, tzinfo=UTC),  # 2024-03-19 00:00 in Beijing
+    ]
+    assert hub.steps == ["accept"]  # the register has no time for it: sent through send()
+
+
+def test_the_importer_never_signs_clear_personal_data_and_signs_a_row_the_same_twice(
+    tmp_path: Path,
+) -> None:
+    hub = Hub()
+    line = f"ZY-1,周建国,{GOOD_ID},13807370001,070303001000,1,2024-03-18,已收件,"
+    importer = Importer(hub, catalogue(), today=TODAY)
+    assert importer.run(register(tmp_path, [line])).outcomes[0].result == "created"
+    assert importer.run(register(tmp_path, [line])).outcomes[0].result == "unchanged"
+    first, second = hub.submits
+    assert first.personal == second.personal  # the same salts: the node replays the row
+    a, b = (case_exchange_pb2.Command.FromString(s.command) for s in (first, second))
+    assert a.submit == b.submit
+    assert all(len(getattr(a.submit.applicant, f)) == 32 for f in ("name", "id_number", "phone"))
+    for value in ("周建国", GOOD_ID, "13807370001"):
+        assert value.encode() not in first.command
+    # Another prefix is another key: other salts.
+    Importer(hub, catalogue(), today=TODAY, key_prefix="b-").run(register(tmp_path, [line]))
+    assert {v.salt for v in hub.submits[2].personal}.isdisjoint(v.salt for v in first.personal)
+
+
+def test_a_row_older_than_the_nodes_deferred_limit_is_rejected_on_its_date(tmp_path: Path) -> None:
+    """The node refuses the old row with a reason; the run goes on with the other rows."""
+    hub = Hub(now=datetime(2024, 5, 1, 12, tzinfo=UTC))
+    lines = [
+        f"ZY-1,周,{GOOD_ID},1380000000,070303001000,1,2024-03-18,已收件,",  # 44 days old
+        f"ZY-2,吴,{GOOD_ID},1381000000,000304001000,2,2024-04-20,已受理,",
+    ]
+    report = Importer(hub, catalogue(), today=TODAY).run(register(tmp_path, lines))
+    old, recent = report.outcomes
+    assert (old.result, old.column, old.case_id) == ("rejected", "收件日期", "")
+    assert "at most 30 days old" in old.reason and "--issued-at now" in old.reason
+    assert recent.result == "created" and not report.stopped
+    assert "[收件日期]" in describe(report)
+
+    # Signed with the time of the import instead: not deferred, so the node takes it.
+    later = Importer(hub, catalogue(), today=TODAY, issued_at="now").run(register(tmp_path, lines))
+    assert [o.result for o in later.outcomes] == ["created", "unchanged"]
+    header = case_exchange_pb2.Command.FromString(hub.submits[-2].command).header
+    assert not header.deferred
+    assert abs(header.issued_at.ToDatetime(tzinfo=UTC) - datetime.now(UTC)) < timedelta(minutes=1)
+    with pytest.raises(AdapterError, match="--issued-at 'yesterday'"):
+        Importer(hub, catalogue(), issued_at="yesterday")
+
+
+@pytest.mark.parametrize(
+    ("field", "code"),
+    [
+        ("command.header.node", grpc.StatusCode.INVALID_ARGUMENT),
+        ("command.header.issued_at", grpc.StatusCode.INVALID_ARGUMENT),  # a command signed now
+        ("", grpc.StatusCode.UNAUTHENTICATED),  # no such hall at this node
+    ],
+)
+def test_refusals_of_the_setup_stop_the_run(
+    tmp_path: Path, field: str, code: grpc.StatusCode
+) -> None:
+    hub = Hub()
+    hub.refuse_with = CallError(code, f"{field}: refused", *([(field, "x")] if field else []))
+    line = f"ZY-1,周,{GOOD_ID},1380000000,070303001000,1,2024-03-18,已收件,"
+    importer = Importer(hub, catalogue(), today=TODAY, issued_at="now")
+    report = importer.run(register(tmp_path, [line, line.replace("ZY-1", "ZY-2")]))
+    assert report.outcomes == [] and report.stopped.startswith(code.name)
+    assert report.not_processed == 2
+
+
+def test_a_refused_personal_value_names_its_column(tmp_path: Path) -> None:
+    hub = Hub()
+    hub.refuse_with = CallError(
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "personal[2].value: '<redacted>': not a phone number",
+        ("personal[2].value", "'<redacted>': not a phone number"),
+    )
+    line = f"ZY-1,周,{GOOD_ID},1380000000,070303001000,1,2024-03-18,已收件,"
+    report = Importer(hub, catalogue(), today=TODAY).run(register(tmp_path, [line]))
+    [outcome] = report.outcomes
+    assert outcome.result == "rejected" and outcome.column == "联系电话"
+    text = json.dumps(report.to_json(), ensure_ascii=False)
+    assert "1380000000" not in text and GOOD_ID not in text
