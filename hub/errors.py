@@ -21,6 +21,20 @@ class InvalidInput(TongbanError):
         self.reason = reason
         super().__init__(f"{field}={value!r}: {reason}")
 
+    def within(self, action: str) -> InvalidInput:
+        """This error with its field as a full wire path inside ``command.<action>``.
+
+        The domain names fields by their own names (``to_hall``, ``materials[0].sha256``); the
+        client sent ``command.hand_off.to_hall``. Already full paths are kept.
+        """
+        if self.field.startswith(("command", "personal", "request")):
+            return self
+        field = _WIRE_ALIASES.get(self.field, self.field)
+        return InvalidInput(f"command.{action}.{field}", self.value, self.reason)
+
+#: Domain field names that are not the wire field a client sent.
+_WIRE_ALIASES = {"to_region": "to_hall", "item": "case_id"}
+
 
 class NotFound(TongbanError):
     """A case, hall or other addressed thing does not exist. Maps to NOT_FOUND."""

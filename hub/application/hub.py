@@ -267,7 +267,7 @@ class HubApplication(Application[UUID]):
         run = _Run(parsed, signed, key_id(public_key), digest)
         try:
             return self._handle(run)
-        except TongbanError:
+        except TongbanError as error:
             # A concurrent duplicate of this very command may have won meanwhile: its result,
             # not a refusal of the command's own effect.
             replay = self._replay(
@@ -275,6 +275,8 @@ class HubApplication(Application[UUID]):
             )
             if replay is not None:
                 return replay
+            if isinstance(error, InvalidInput):
+                raise error.within(action.action_name) from None
             raise
 
     def _handle(self, run: _Run) -> CommandResult:

@@ -12,14 +12,19 @@ import sqlite3
 import subprocess
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
+from tongban.v1 import common_pb2
 
+from adapters.sdk import HallCredentials
 from tests.e2e.conftest import TOWNSHIP, VILLAGE
 from tests.e2e.test_adapters_support import (
     AdapterProcess,
+    audited_history,
+    check_audited_commands,
     closed_port,
     connection_args,
     id_number,
@@ -139,12 +144,16 @@ def test_offline_queue_crash_restart_and_forward(down_node: FixedPortNode, tmp_p
 
     # Still offline, the clerk goes on; then the room's PC restarts the forwarder.
     room.run("act", "start_handling", "--ref", "A-001")
+    attempts = room.by_ref("A-001")[0]["attempts"]
     forwarder = AdapterProcess(
         ["village", "forward", "--interval", "0.2", "--max-backoff", "1", *room.args()]
     )
     forwarder.start(r"forwarding")
     try:
-        time.sleep(1.0)  # let it fail against the closed port at least once more
+        # The restarted forwarder fails against the closed port at least once more.
+        assert wait_until(lambda: room.by_ref("A-001")[0]["attempts"] > attempts, timeout=30), (
+            forwarder.text()
+        )
         down_node.start()  # --- the network is back -------------------------------------------
 
         def settled() -> bool:
@@ -172,6 +181,23 @@ def test_offline_queue_crash_restart_and_forward(down_node: FixedPortNode, tmp_p
     assert events_b[1].handed_off.to_hall == TOWNSHIP[0]
     # Each command carries the operator who queued it (the default when none was named).
     assert [e.actor.operator for e in events_b] == ["村干部-刘", "village"]
+
+    # What an auditor sees of A: deferred commands with the clerk's queue times, each verifying
+    # with the room's public key alone, commitments and no personal value in the signed bytes.
+    public_key = HallCredentials.load_signing_key(
+        down_node.halls[VILLAGE[0]].signing_key
+    ).public_key()
+    applicant = common_pb2.Applicant(
+        name="村民A-001", id_number=id_number("43090219700101001"), phone="13700000000"
+    )
+    commands = check_audited_commands(
+        audited_history(down_node, a[0]["case_id"]), public_key, applicant
+    )
+    assert [c.WhichOneof("action") for c in commands] == [x["action"] for x in a]
+    assert all(c.header.deferred and c.header.node == down_node.origin for c in commands)
+    assert [c.header.issued_at.ToDatetime(tzinfo=UTC) for c in commands] == [
+        datetime.fromisoformat(x["created_at"]) for x in a
+    ]
 
     # A crash after the node acknowledged but before the outbox recorded it: the command is
     # pending again and goes out again, byte for byte — the node answers with its first result.

@@ -248,15 +248,17 @@ def test_a_command_that_loses_a_race_stores_nothing(
 
 
 BAD_INPUTS: list[tuple[str, dict[str, Any], type[TongbanError], str, str]] = [
-    ("unknown item", {"item_code": "999999999999"}, InvalidInput, "item_code", "catalogue"),
-    ("malformed item", {"item_code": "ELDER"}, InvalidInput, "item_code", "malformed"),
+    ("unknown item", {"item_code": "999999999999"}, InvalidInput, "command.submit.item_code",
+     "catalogue"),
+    ("malformed item", {"item_code": "ELDER"}, InvalidInput, "command.submit.item_code",
+     "malformed"),
     ("unknown competent region", {"competent_region": "439999"}, InvalidInput,
      "command.submit.competent_region", "2023 edition"),
     ("malformed competent region", {"competent_region": "43x"}, InvalidInput,
      "command.submit.competent_region", "12 digits"),
     ("competent region at the wrong level", {"competent_region": "430902"}, InvalidInput,
      "command.submit.competent_region", "TOWNSHIP level"),
-    ("no materials", {"materials": []}, InvalidInput, "materials", "at least one"),
+    ("no materials", {"materials": []}, InvalidInput, "command.submit.materials", "at least one"),
     ("bad material digest", {"materials": [common_pb2.Material(
         name="x", sha256="00", media_type="application/pdf", size=1)]}, InvalidInput,
      "command.submit.materials[0].sha256", "SHA-256"),
@@ -326,7 +328,7 @@ def test_wrong_state_wrong_hall_and_wrong_level_store_nothing(node: InProcessNod
     with pytest.raises(InvalidInput, match="no such hall") as caught:
         node.run(village, "hand_off", idempotency_key="key-bad-0004", case_id=case,
                  to_hall="ghost", reason="x")  # fmt: skip
-    assert caught.value.field == "to_hall"
+    assert caught.value.field == "command.hand_off.to_hall"
     assert node.log_size() == size
     # A refused command leaves its key unused: a correct retry with that key works.
     node.run(village, "escalate", idempotency_key="key-bad-0003", case_id=case,
@@ -483,7 +485,7 @@ def test_hall_registry_registers_rotates_and_retires(node: InProcessNode) -> Non
     case_id = node.submit(_village(node)).case_id
     with pytest.raises(InvalidInput, match="retired") as refused:
         node.run(_village(node), "hand_off", case_id=str(case_id), to_hall="t-hall", reason="x")
-    assert refused.value.field == "to_hall"
+    assert refused.value.field == "command.hand_off.to_hall"
     # A hall may not sign admin commands, nor an admin hall commands.
     with pytest.raises(InvalidInput, match="an admin signs 'register_hall'"):
         node.run(_village(node), "register_hall", hall_id="x-hall", region="430902",
