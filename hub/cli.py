@@ -12,14 +12,23 @@ import sys
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from hub.bootstrap import build_application
 from hub.errors import ConfigurationError, TongbanError
 from hub.settings import Settings
 
+if TYPE_CHECKING:
+    from hub.application.hub import HubApplication
+
 EXIT_ERROR = 1
 EXIT_CONFIG = 2
+
+
+def _application(settings: Settings) -> HubApplication:
+    """The node's application (imported here: the auditor's commands must not load it)."""
+    from hub.bootstrap import build_application
+
+    return build_application(settings)
 
 
 def _init(args: argparse.Namespace) -> int:
@@ -51,7 +60,7 @@ def _demo(args: argparse.Namespace) -> int:
     where = (settings.database_url and "PostgreSQL") or f"SQLite at {settings.sqlite_path}"
     print(f"event store: {where}")
     initialise(settings)  # the demo makes its node's keys on purpose, like an operator would
-    app = build_application(settings)
+    app = _application(settings)
     try:
         run_demo(app, admin_signer(settings, app), pause_seconds=args.pause)
         integrator = build_integrator(settings, app)
@@ -107,7 +116,7 @@ def _serve(args: argparse.Namespace) -> int:
     settings = Settings.from_env()
     listen = args.listen or settings.listen
     tls = None if args.insecure else TLSFiles.in_directory(settings.pki_dir)
-    app = build_application(settings)
+    app = _application(settings)
     integrator = build_integrator(settings, app)
     view = integrator.view
 
@@ -200,7 +209,7 @@ def _hall(args: argparse.Namespace) -> int:
     from hub.bootstrap import admin_signer
 
     settings = Settings.from_env()
-    app = build_application(settings)
+    app = _application(settings)
     try:
         if args.hall_command == "show":
             hall = app.get_hall(args.hall_id)
@@ -238,7 +247,7 @@ def _erase(args: argparse.Namespace) -> int:
     from hub.bootstrap import admin_signer
 
     settings = Settings.from_env()
-    app = build_application(settings)
+    app = _application(settings)
     try:
         admin = admin_signer(settings, app, Path(args.admin_key) if args.admin_key else None)
         if args.case:
@@ -274,7 +283,7 @@ def _keys(args: argparse.Namespace) -> int:
 
     settings = Settings.from_env()
     keys = load_node_keys(settings)
-    app = build_application(settings)
+    app = _application(settings)
     try:
         ring = dict(keys.cipher.keys)
         if args.keys_command == "rotate":
@@ -346,7 +355,7 @@ def _ledger(args: argparse.Namespace) -> int:
     if args.ledger_command == "key":
         print(load_node_keys(settings).signer.verifier_key())
         return 0
-    app = build_application(settings)
+    app = _application(settings)
     try:
         integrator = build_integrator(settings, app)
         size = integrator.catch_up()

@@ -37,8 +37,13 @@ class ReadOnlyStore:
             if not sqlite_path.is_file():
                 raise ConfigurationError(f"no node store at {sqlite_path}")
             try:
+                # A stopped node's database has no write-ahead log: open it immutable, so that
+                # SQLite does not even create its -wal and -shm files. A running node's has
+                # one, which a read-only connection reads (the files exist already).
+                running = Path(f"{sqlite_path}-wal").exists()
+                mode = "mode=ro" if running else "mode=ro&immutable=1"
                 self._connection = sqlite3.connect(
-                    f"file:{sqlite_path}?mode=ro", uri=True, isolation_level=None
+                    f"file:{sqlite_path}?{mode}", uri=True, isolation_level=None
                 )
                 # One read transaction: the events, leaves and checkpoints read are one snapshot.
                 self._connection.execute("BEGIN")

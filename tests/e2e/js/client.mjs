@@ -4,20 +4,29 @@
 // loads the same files to serialise each Command, whose bytes are then signed with the hall's
 // Ed25519 key. No generated code, no Python.
 //
+// No personal data is ever signed: the Submit's applicant is three salted commitments
+//   SHA-256("tongban/commitment/v1" || 0x00 || field path || 0x00 || salt || UTF-8 value)
+// (field paths "submit.applicant.name", ".id_number", ".phone"; a fresh 32-byte random salt per
+// field), and the clear values travel beside the signed bytes in SignedCommand.personal. Every
+// command names the node it is for (CommandHeader.node).
+//
 // Steps (one JSON object per line on stdout):
-//   list_items     ListItems, and how many items the catalogue has
-//   submit         Submit a signed Command{header, submit}; the reply's case_id and version
-//   accept         Accept the case with another signed command
-//   get_case       GetCase; the case's state
-//   bad_signature  Withdraw the case with a signature that does not match the bytes; the status code
-//   done           everything went as expected
+//   list_items        ListItems, and how many items the catalogue has
+//   submit            Submit a signed Command{header, submit}; the reply's case_id and version, the
+//                     SHA-256 of the signed bytes and the commitments (hex; never the clear values)
+//   verify_signature  the bytes this client signed for the submit verify (node:crypto Ed25519)
+//                     with the hall's public key; the key (base64, raw 32 bytes)
+//   accept            Accept the case with another signed command
+//   get_case          GetCase; the case's state
+//   bad_signature     Withdraw the case with a signature that does not match the bytes; the status
+//   done              everything went as expected
 // Exit status 0 on success; otherwise 1, with {"step": "error", ...} on stdout and a message on stderr.
 //
 // Usage: node client.mjs --target localhost:PORT --ca ca.pem --cert hall.pem --key hall.key \
-//          --signing-key hall.signing.key --hall-id HALL --region 430902104000
+//          --signing-key hall.signing.key --hall-id HALL --region 430902104000 [--node tongban/43]
 // Every option can also come from the environment: TONGBAN_TARGET, TONGBAN_CA, TONGBAN_CERT,
-// TONGBAN_KEY, TONGBAN_SIGNING_KEY, TONGBAN_HALL_ID, TONGBAN_REGION, TONGBAN_OPERATOR,
-// TONGBAN_ITEM, TONGBAN_SERVER_NAME, TONGBAN_PROTO_DIR, TONGBAN_DEADLINE_MS.
+// TONGBAN_KEY, TONGBAN_SIGNING_KEY, TONGBAN_HALL_ID, TONGBAN_REGION, TONGBAN_NODE,
+// TONGBAN_OPERATOR, TONGBAN_ITEM, TONGBAN_SERVER_NAME, TONGBAN_PROTO_DIR, TONGBAN_DEADLINE_MS.
 
 import crypto from "node:crypto";
 import fs from "node:fs";
@@ -42,6 +51,11 @@ const OPTIONS = {
   "signing-key": { env: "TONGBAN_SIGNING_KEY", help: "the hall's Ed25519 signing key (PKCS#8 PEM)" },
   "hall-id": { env: "TONGBAN_HALL_ID", help: "the hall's id" },
   region: { env: "TONGBAN_REGION", help: "the hall's 12-digit region code" },
+  node: {
+    env: "TONGBAN_NODE",
+    default: "",
+    help: "log origin of the node the commands are for (default tongban/ + the region's first two digits)",
+  },
   operator: { env: "TONGBAN_OPERATOR", default: "js-client", help: "operator name in the header" },
   item: { env: "TONGBAN_ITEM", default: "200202001000", help: "service item to submit" },
   "server-name": { env: "TONGBAN_SERVER_NAME", default: "", help: "TLS name override" },
@@ -74,7 +88,37 @@ function readConfig() {
     config[name] = value;
   }
   if (missing.length) throw new Failure("config", `missing options:\n  ${missing.join("\n  ")}`);
+  if (!/^\d{12}$/.test(config.region)) {
+    throw new Failure("config", `--region must be a 12-digit region code, got ${config.region}`);
+  }
+  config.node = config.node || `tongban/${config.region.slice(0, 2)}`;
   return config;
+}
+
+// The commitment to one personal field (docs/wire-api.md, adapters/sdk.py `commitment`).
+const COMMITMENT_TAG = Buffer.from("tongban/commitment/v1", "utf8");
+const ZERO = Buffer.from([0]);
+
+function commitment(fieldPath, salt, value) {
+  return crypto
+    .createHash("sha256")
+    .update(Buffer.concat([COMMITMENT_TAG, ZERO, Buffer.from(fieldPath, "utf8"), ZERO, salt,
+      Buffer.from(value, "utf8")]))
+    .digest();
+}
+
+// Commitments to an applicant (fresh random salts) for the signed bytes, and the clear values
+// with their salts for SignedCommand.personal.
+function commitApplicant(applicant, action = "submit") {
+  const commitments = {};
+  const personal = [];
+  for (const field of ["name", "id_number", "phone"]) {
+    const fieldPath = `${action}.applicant.${field}`;
+    const salt = crypto.randomBytes(32);
+    commitments[field] = commitment(fieldPath, salt, applicant[field]);
+    personal.push({ field: fieldPath, value: applicant[field], salt });
+  }
+  return { commitments, personal };
 }
 
 // GB 11643-1999: the 18th character of a resident ID number.
@@ -154,8 +198,13 @@ async function main() {
     throw new Failure("config", `signing key is ${signingKey.asymmetricKeyType}, not ed25519`);
   }
 
-  // Serialise a Command with protobufjs and sign exactly those bytes.
-  const sign = (action, body) => {
+  const publicKey = crypto.createPublicKey(signingKey);
+  // The raw 32-byte key: the last 32 bytes of its SubjectPublicKeyInfo DER.
+  const rawPublicKey = publicKey.export({ format: "der", type: "spki" }).subarray(-32);
+
+  // Serialise a Command with protobufjs and sign exactly those bytes. `personal`: the clear
+  // values the command commits to, sent beside the bytes (never signed).
+  const sign = (action, body, personal = []) => {
     const now = Date.now();
     const object = {
       header: {
@@ -164,18 +213,20 @@ async function main() {
         operator: config.operator,
         region: config.region,
         issued_at: { seconds: Math.floor(now / 1000), nanos: (now % 1000) * 1e6 },
+        node: config.node,
+        deferred: false,
       },
       [action]: body,
     };
     const problem = Command.verify(object);
     if (problem) throw new Failure(action, `invalid Command: ${problem}`);
     const bytes = Buffer.from(Command.encode(Command.fromObject(object)).finish());
-    return { command: bytes, signature: crypto.sign(null, bytes, signingKey) };
+    return { command: bytes, signature: crypto.sign(null, bytes, signingKey), personal };
   };
 
-  const mutate = async (step, method, action, body) => {
+  const mutate = async (step, method, signed) => {
     try {
-      return await call(client, method, sign(action, body), deadlineMs);
+      return await call(client, method, signed, deadlineMs);
     } catch (error) {
       throw new Failure(step, `${method} failed: ${statusName(error.code)} ${error.details ?? ""}`, {
         code: error.code,
@@ -195,30 +246,56 @@ async function main() {
     }
     emit({ step: "list_items", count: items.items.length, edition: items.edition });
 
-    // 2. Submit.
+    // 2. Submit: commitments in the signed bytes, the clear values beside them.
     const first17 = "43090219560312002";
+    const applicant = {
+      name: "刘秀英",
+      id_number: first17 + idCheckCharacter(first17),
+      phone: "13907370001",
+    };
+    const { commitments, personal } = commitApplicant(applicant);
     const material = Buffer.from("%PDF-1.4\n% Tongban JS client test material\n");
-    const submitted = await mutate("submit", "Submit", "submit", {
-      item_code: config.item,
-      applicant: {
-        name: "刘秀英",
-        id_number: first17 + idCheckCharacter(first17),
-        phone: "13907370001",
+    const submitCommand = sign(
+      "submit",
+      {
+        item_code: config.item,
+        applicant: commitments,
+        materials: [
+          {
+            name: "居民身份证复印件",
+            sha256: crypto.createHash("sha256").update(material).digest("hex"),
+            media_type: "application/pdf",
+            size: material.length,
+          },
+        ],
       },
-      materials: [
-        {
-          name: "居民身份证复印件",
-          sha256: crypto.createHash("sha256").update(material).digest("hex"),
-          media_type: "application/pdf",
-          size: material.length,
-        },
-      ],
-    });
+      personal,
+    );
+    for (const value of Object.values(applicant)) {
+      if (submitCommand.command.includes(Buffer.from(value, "utf8"))) {
+        throw new Failure("submit", "a clear personal value is in the signed bytes");
+      }
+    }
+    const submitted = await mutate("submit", "Submit", submitCommand);
     const caseId = submitted.case_id;
-    emit({ step: "submit", case_id: caseId, version: Number(submitted.version) });
+    emit({
+      step: "submit",
+      case_id: caseId,
+      version: Number(submitted.version),
+      command_sha256: crypto.createHash("sha256").update(submitCommand.command).digest("hex"),
+      commitments: Object.fromEntries(
+        Object.entries(commitments).map(([field, digest]) => [field, digest.toString("hex")]),
+      ),
+    });
 
-    // 3. Accept, then read the case back.
-    const accepted = await mutate("accept", "Accept", "accept", { case_id: caseId });
+    // 3. The bytes this client signed verify with the hall's public key (what the node and any
+    // auditor check).
+    const verified = crypto.verify(null, submitCommand.command, publicKey, submitCommand.signature);
+    emit({ step: "verify_signature", ok: verified, public_key: rawPublicKey.toString("base64") });
+    if (!verified) throw new Failure("verify_signature", "the submit's signature does not verify");
+
+    // 4. Accept, then read the case back.
+    const accepted = await mutate("accept", "Accept", sign("accept", { case_id: caseId }));
     emit({ step: "accept", case_id: accepted.case_id, version: Number(accepted.version) });
     let view;
     try {
@@ -233,7 +310,7 @@ async function main() {
       throw new Failure("get_case", `expected CASE_STATE_ACCEPTED, got ${view.state}`);
     }
 
-    // 4. A withdrawal (allowed from ACCEPTED) whose signature does not match its bytes.
+    // 5. A withdrawal (allowed from ACCEPTED) whose signature does not match its bytes.
     const tampered = sign("withdraw", { case_id: caseId, reason: "tampered signature" });
     tampered.signature[0] ^= 0x01;
     try {

@@ -1,0 +1,1 @@
+"""Commands as dataclasses, parsed from the wire and signed on the node's side."""

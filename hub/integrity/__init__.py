@@ -1,0 +1,1 @@
+"""The verifiable log's guardians: the binding check, the integrator (the gate), the auditor."""

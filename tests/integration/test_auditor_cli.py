@@ -1,0 +1,146 @@
+"""``tongban audit`` as an outside auditor runs it: read-only, with the log's public key alone.
+
+It creates nothing (not even in an empty or mistyped data directory), decrypts nothing, imports
+no code that writes, keeps its own state only where told (``--state``), and reports a rollback
+after the node's database is restored from an older backup.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from hub.settings import Settings
+from tests.harness.inprocess import InProcessNode
+
+ROOT = Path(__file__).resolve().parents[2]
+TONGBAN = [sys.executable, "-m", "hub.cli"]
+
+
+def _tongban(data_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TONGBAN_")}
+    env["TONGBAN_DATA_DIR"] = str(data_dir)
+    return subprocess.run(
+        [*TONGBAN, *args], env=env, cwd=ROOT, capture_output=True, text=True, check=False
+    )
+
+
+@pytest.fixture
+def node_dir(tmp_path: Path) -> Path:
+    """A node's data directory with a small integrated log."""
+    settings = Settings(data_dir=tmp_path / "node")
+    node = InProcessNode.start(settings)
+    try:
+        village = node.add_hall("v-room", "430902104201")
+        for number in range(3):
+            node.submit(village, key=f"key-audit-cli-{number}")
+        node.integrator().catch_up()
+    finally:
+        node.close()
+    return settings.data_dir
+
+
+def _log_key(node_dir: Path) -> str:
+    return (node_dir / "log.vkey").read_text().strip()
+
+
+def test_an_auditor_creates_nothing_in_an_empty_directory(tmp_path: Path) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    from ledger import Signer
+
+    key = Signer.generate("tongban/43").verifier_key()
+    result = _tongban(empty, "audit", "verify", "--log-key", key)
+    assert result.returncode != 0
+    assert "no node store at" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert list(empty.iterdir()) == []
+
+
+def test_audit_verify_reads_only_and_keeps_state_only_where_told(
+    node_dir: Path, tmp_path: Path
+) -> None:
+    before = {p: p.stat().st_mtime_ns for p in node_dir.rglob("*") if p.is_file()}
+    result = _tongban(node_dir, "audit", "verify", "--log-key", _log_key(node_dir))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "OK: every checkpoint" in result.stdout
+    after = {p: p.stat().st_mtime_ns for p in node_dir.rglob("*") if p.is_file()}
+    assert after == before  # not a byte written, not a file created
+    state = tmp_path / "auditor" / "state"
+    state.parent.mkdir()
+    result = _tongban(node_dir, "audit", "verify", "--log-key", _log_key(node_dir),
+                      "--state", str(state))  # fmt: skip
+    assert result.returncode == 0 and state.read_bytes().startswith(b"tongban/43\n")
+
+
+def test_the_auditor_imports_no_code_that_writes(node_dir: Path) -> None:
+    probe = (
+        "import sys\n"
+        "from hub.cli import main\n"
+        f"code = main(['audit', 'verify', '--log-key', {_log_key(node_dir)!r}])\n"
+        "writers = [m for m in ('hub.application.hub', 'hub.bootstrap', 'hub.integrity.integrator',"
+        " 'eventsourcing.application') if m in sys.modules]\n"
+        "print('WRITERS', writers)\n"
+        "sys.exit(code)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TONGBAN_")}
+    env["TONGBAN_DATA_DIR"] = str(node_dir)
+    result = subprocess.run([sys.executable, "-c", probe], env=env, cwd=ROOT,
+                            capture_output=True, text=True, check=False)  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "WRITERS []" in result.stdout
+
+
+def test_a_restored_backup_fails_the_audit_of_whoever_verified_the_newer_log(
+    node_dir: Path, tmp_path: Path
+) -> None:
+    store = node_dir / "events.sqlite3"
+    backup = tmp_path / "backup.sqlite3"
+    with sqlite3.connect(store) as live, sqlite3.connect(backup) as copy:
+        live.backup(copy)
+    node = InProcessNode.start(Settings(data_dir=node_dir))
+    try:
+        village = node.add_hall("v-more", "430902104201")
+        node.submit(village, key="key-after-backup")
+        node.integrator().catch_up()
+    finally:
+        node.close()
+    state = tmp_path / "state"
+    assert _tongban(node_dir, "audit", "verify", "--log-key", _log_key(node_dir),
+                    "--state", str(state)).returncode == 0  # fmt: skip
+    for suffix in ("-wal", "-shm"):
+        Path(f"{store}{suffix}").unlink(missing_ok=True)
+    shutil.copy(backup, store)  # the operator restores the older backup
+    result = _tongban(node_dir, "audit", "verify", "--log-key", _log_key(node_dir),
+                      "--state", str(state))  # fmt: skip
+    assert result.returncode == 1
+    assert "rollback" in result.stdout and "restored backup" in result.stdout
+    # The node refuses to serve on the restored store, saying what happened.
+    refused = _tongban(node_dir, "ledger", "integrate")
+    assert refused.returncode != 0
+    assert "restored from an older backup" in refused.stderr
+    assert "Traceback" not in refused.stderr
+
+
+def test_ordinary_mistakes_give_one_line_not_a_traceback(node_dir: Path, tmp_path: Path) -> None:
+    for args in (
+        ["audit", "case", "not-a-uuid", "--log-key", _log_key(node_dir)],
+        ["audit", "verify"],
+        ["audit", "verify", "--log-key", "not a key"],
+        ["audit", "verify", "--log-key", _log_key(node_dir), "--trusted-checkpoint",
+         str(tmp_path / "missing")],
+    ):  # fmt: skip
+        result = _tongban(node_dir, *args)
+        assert result.returncode != 0, args
+        assert "Traceback" not in result.stderr, (args, result.stderr)
+        assert result.stderr.startswith("tongban:"), (args, result.stderr)
+    # Any other command in a data directory without keys names `tongban init`.
+    result = _tongban(tmp_path / "mistyped", "ledger", "key")
+    assert result.returncode != 0 and "tongban init" in result.stderr
+    assert not (tmp_path / "mistyped" / "secrets").exists()
