@@ -32,6 +32,7 @@ class InvalidInput(TongbanError):
         field = _WIRE_ALIASES.get(self.field, self.field)
         return InvalidInput(f"command.{action}.{field}", self.value, self.reason)
 
+
 #: Domain field names that are not the wire field a client sent.
 _WIRE_ALIASES = {"to_region": "to_hall", "item": "case_id"}
 

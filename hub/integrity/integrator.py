@@ -93,8 +93,7 @@ class PostgresLedgerView(PostgresTrackingRecorder):
         super().__init__(datastore, **kwargs)
         self.tables = LedgerTables("postgres")
         self.sql_create_statements.extend(
-            SQL(statement).format()
-            for statement in self.tables.create_statements()
+            SQL(statement).format() for statement in self.tables.create_statements()
         )
 
     def write(self, work: Callable[[Cursor], T], tracking: TrackingSource = None) -> T:

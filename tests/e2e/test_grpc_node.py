@@ -25,7 +25,6 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from grpc_status import rpc_status
 from tongban.v1 import (
-    admin_pb2,
     admin_pb2_grpc,
     audit_pb2,
     audit_pb2_grpc,
@@ -490,7 +489,9 @@ def test_auditors_get_verifiable_checkpoints_proofs_and_receipts(
         # Each event's signed command, checkable with the hall's public key alone, and with
         # no personal data in it or in the event.
         submitted = history.events[0].event.submitted
-        assert not submitted.HasField("applicant") and len(submitted.applicant_commitments.name) == 32
+        assert (
+            not submitted.HasField("applicant") and len(submitted.applicant_commitments.name) == 32
+        )
         hall_key = node.credentials(VILLAGE[0]).signing_key.public_key()
         assert len(history.commands) == 2
         for command in history.commands:

@@ -202,7 +202,12 @@ def test_concurrent_copies_of_one_command_on_a_case_all_get_its_result(
         errors: list[BaseException] = []
         barrier = threading.Barrier(3)
 
-        def accept(signed: SignedCommand = signed) -> None:
+        def accept(
+            signed: SignedCommand = signed,
+            barrier: threading.Barrier = barrier,
+            results: list[Any] = results,
+            errors: list[BaseException] = errors,
+        ) -> None:
             barrier.wait()
             try:
                 results.append(node.app.execute(signed))
@@ -372,7 +377,10 @@ def test_personal_values_must_open_their_commitments(node: InProcessNode) -> Non
             "personal[3].field",
         ),
         "a short salt": (
-            (type(swapped[0])(signed.personal[0].field, APPLICANT.name, b"s"), *signed.personal[1:]),
+            (
+                type(swapped[0])(signed.personal[0].field, APPLICANT.name, b"s"),
+                *signed.personal[1:],
+            ),
             "personal[0].salt",
         ),
     }
@@ -391,9 +399,7 @@ def test_personal_values_must_open_their_commitments(node: InProcessNode) -> Non
         node.app.execute(SignedCommand(accept.command, accept.signature, signed.personal))
 
 
-def test_commands_are_bound_to_their_node_and_time(
-    node: InProcessNode, settings: Settings
-) -> None:
+def test_commands_are_bound_to_their_node_and_time(node: InProcessNode, settings: Settings) -> None:
     village = _village(node)
     size = node.log_size()
     foreign = CommandSigner(

@@ -412,9 +412,7 @@ def _backup(settings: Settings, request: pytest.FixtureRequest) -> Callable[[], 
     template(str(name), backup_name)
     request.addfinalizer(
         lambda: psycopg.connect(server, autocommit=True).execute(
-            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
-                sql.Identifier(backup_name)
-            )
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(backup_name))
         )
     )
 

@@ -10,8 +10,8 @@ from factories import COUNTY, COUNTY_HALL, TOWNSHIP, TOWNSHIP_HALL, VILLAGE_HALL
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hub.domain.codec import event_mapper
 from hub.domain.case import ALLOWED_FROM, Case
+from hub.domain.codec import event_mapper
 from hub.domain.regions import RegionCode
 from hub.domain.values import (
     OPEN_STATES,
