@@ -275,10 +275,12 @@ def _build(path: Path, records: Iterable[tuple[int, Sequence[Any]]]) -> Register
         if first_seen is None:
             raise RegisterError(f"{path}: the file is empty (no header row)")
         expected = "、".join(HEADER[k] for k, spec in COLUMNS.items() if spec[2])
-        first_row = "、".join(str(c) for c in first_seen[1] if not _blank(c))
+        # The row itself is not echoed: without a header it is most likely data (personal).
+        cells = sum(1 for c in first_seen[1] if not _blank(c))
+        known = len(_read_header(path, first_seen[0], first_seen[1])[0])
         raise RegisterError(
             f"{path}: no header row found (expected columns {expected}; "
-            f"row {first_seen[0]} reads {first_row})"
+            f"row {first_seen[0]} has {cells} non-blank cells, {known} of them known column names)"
         )
     return Register(path, header[0], tuple(header[2]), tuple(rows))
 

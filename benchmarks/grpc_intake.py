@@ -79,7 +79,7 @@ from benchmarks.baselines import (
     postgres_commit_rate_concurrent,
 )
 from hub.api.server import MAX_RECEIVE_BYTES, MAX_SEND_BYTES, TLSFiles
-from hub.bootstrap import build_application
+from hub.bootstrap import admin_signer, build_application
 from hub.domain.values import id_number_with_check
 from hub.pki import Role, load_ca
 from hub.settings import Settings
@@ -551,7 +551,9 @@ def register_halls(node: Any, count: int) -> list[ClientSpec]:
     """
     certs = Path(node.directory) / "certs"
     ca = load_ca(node.pki)
-    app = build_application(Settings.from_env(node.env))
+    settings = Settings.from_env(node.env)
+    app = build_application(settings)
+    admin = admin_signer(settings, app)
     specs: list[ClientSpec] = []
     try:
         for number in range(count):
@@ -569,10 +571,10 @@ def register_halls(node: Any, count: int) -> list[ClientSpec]:
             public = signing.public_key().public_bytes(
                 serialization.Encoding.Raw, serialization.PublicFormat.Raw
             )
-            app.register_hall(
-                hall_id=hall_id, name=f"基准测试窗口{number}", region=COUNTY,
+            app.execute(admin.sign(
+                "register_hall", hall_id=hall_id, name=f"基准测试窗口{number}", region=COUNTY,
                 windows=["综合窗口"], public_key=base64.b64encode(public).decode(),
-            )  # fmt: skip
+            ))  # fmt: skip
             specs.append(
                 ClientSpec(hall_id, COUNTY, node.pki / "ca.pem", certificate, key, signing_key)
             )

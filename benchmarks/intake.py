@@ -2,9 +2,11 @@
 
     python -m benchmarks.intake [--dsn DSN] [--seconds 5] [--writers 1 8]
 
-For each writer count: every writer thread submits cases (收件) through one ``HubApplication``
-for ``--seconds``; each submission stores two events (the case's ``Submitted`` and the command's
-idempotency record) in one transaction. Printed: cases/s and events/s beside PostgreSQL's raw
+For each writer count: every writer thread submits cases (收件), each a command signed by its
+hall, through one ``HubApplication`` for ``--seconds``; each submission is verified (signature,
+node, time, commitments), sealed (the applicant under a key of its own) and stored as two events
+(the command record and the case's ``Submitted``) with the case's key row, in one transaction.
+Printed: cases/s and events/s beside PostgreSQL's raw
 single-row commit rate (same number of connections) and its COPY rate for rows of the same size
 as a stored event, plus p50/p99 latency per command. Without ``--dsn`` a throwaway PostgreSQL with
 durable (default) settings is started through ``tests.harness``.
@@ -13,7 +15,6 @@ durable (default) settings is started through ``tests.harness``.
 from __future__ import annotations
 
 import argparse
-import base64
 import contextlib
 import hashlib
 import importlib
@@ -25,8 +26,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from tongban.v1 import common_pb2
 
 from benchmarks.baselines import (
     format_ratio,
@@ -34,23 +34,12 @@ from benchmarks.baselines import (
     postgres_commit_rate_concurrent,
     postgres_copy_rate,
 )
-from hub.application.cipher import new_key
 from hub.application.hub import HubApplication
-from hub.bootstrap import build_application
-from hub.domain.values import Actor, Applicant, Material, id_number_with_check
+from hub.domain.values import Applicant, id_number_with_check
 from hub.settings import Settings
 
 ITEM = "070303001000"  # 户口迁移: a county-level item
 COUNTY = "430902000000"
-
-
-def _public_key() -> str:
-    raw = (
-        Ed25519PrivateKey.generate()
-        .public_key()
-        .public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-    )
-    return base64.b64encode(raw).decode()
 
 
 def _percentile(samples: list[float], fraction: float) -> float:
@@ -58,29 +47,37 @@ def _percentile(samples: list[float], fraction: float) -> float:
     return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
 
 
-def run_writers(app: HubApplication, writers: int, seconds: float) -> tuple[int, list[float]]:
-    """Each writer submits cases until the time is up; returns (cases, latencies in seconds)."""
-    actors = [Actor(f"bench-hall-{n}", "op", COUNTY) for n in range(writers)]
+def run_writers(node: Any, writers: int, seconds: float) -> tuple[int, list[float]]:
+    """Each writer submits cases until the time is up; returns (cases, latencies in seconds).
+
+    Each case is a command signed by its hall (signing is the hall's work and not timed; the
+    node's verification of the signature and the commitments is)."""
+    app: HubApplication = node.app
+    signers = [node.halls[f"bench-hall-{n}"] for n in range(writers)]
     applicant = Applicant("测试", id_number_with_check("43090219900101001"), "13800000000")
-    material = Material("居民户口簿", hashlib.sha256(b"x").hexdigest(), "application/pdf", 4096)
+    material = common_pb2.Material(
+        name="居民户口簿", sha256=hashlib.sha256(b"x").hexdigest(), media_type="application/pdf",
+        size=4096,
+    )  # fmt: skip
     latencies: list[list[float]] = [[] for _ in range(writers)]
     start = threading.Barrier(writers + 1)
     stop_at = [0.0]
     run_id = time.time_ns()
 
     def writer(number: int) -> None:
-        actor = actors[number]
+        signer = signers[number]
         start.wait()
         count = 0
         while time.perf_counter() < stop_at[0]:
-            began = time.perf_counter()
-            app.submit(
+            signed = signer.sign(
+                "submit",
                 idempotency_key=f"bench-{run_id}-{number}-{count}",
-                actor=actor,
                 item_code=ITEM,
                 applicant=applicant,
                 materials=[material],
             )
+            began = time.perf_counter()
+            app.execute(signed)
             latencies[number].append(time.perf_counter() - began)
             count += 1
 
@@ -96,7 +93,7 @@ def run_writers(app: HubApplication, writers: int, seconds: float) -> tuple[int,
 
 
 def _stored_event_bytes(app: HubApplication) -> int:
-    """Average size of the stored (encrypted) events so far."""
+    """Average size of the stored events so far."""
     stored = app.recorder.select_notifications(start=1, limit=500)
     return sum(len(n.state) for n in stored) // max(1, len(stored))
 
@@ -120,24 +117,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"started a throwaway PostgreSQL ({harness.describe_dsn(dsn)}, durable settings)")
         bench_dsn = stack.enter_context(harness.temporary_database(dsn))
         data_dir = Path(stack.enter_context(tempfile.TemporaryDirectory()))
-        settings = Settings(
-            data_dir=data_dir,
-            database_url=bench_dsn,
-            cipher_keys=f"k1:{new_key()}",
-            cipher_active_key="k1",
-        )
-        app = build_application(settings)
-        stack.callback(app.close)
+        settings = Settings(data_dir=data_dir, database_url=bench_dsn)
+        inprocess: Any = importlib.import_module("tests.harness.inprocess")
+        node = inprocess.InProcessNode.start(settings)  # tongban init, then the application
+        stack.callback(node.close)
         for number in range(max(args.writers)):
-            app.register_hall(
-                hall_id=f"bench-hall-{number}",
-                name=f"基准测试窗口{number}",
-                region=COUNTY,
-                windows=["1"],
-                public_key=_public_key(),
-            )
-        run_writers(app, 1, 1.0)  # warm-up: connections, caches, first pages
-        event_bytes = _stored_event_bytes(app)
+            node.add_hall(f"bench-hall-{number}", COUNTY, f"基准测试窗口{number}")
+        run_writers(node, 1, 1.0)  # warm-up: connections, caches, first pages
+        event_bytes = _stored_event_bytes(node.app)
 
         print(f"\nraw limits of this machine, this run (stored event ≈ {event_bytes} bytes):")
         commit_1 = postgres_commit_rate(dsn)
@@ -147,9 +134,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             commit_n = commit_1 if writers == 1 else postgres_commit_rate_concurrent(dsn, writers)
             if writers != 1:
                 print(f"  {commit_n}")
-            cases, latencies = run_writers(app, writers, args.seconds)
+            cases, latencies = run_writers(node, writers, args.seconds)
             cases_per_second = cases / args.seconds
-            events_per_second = 2 * cases_per_second
+            events_per_second = 2 * cases_per_second  # the command record and the case event
             print(f"\ncase intake, {writers} writer(s), {cases} cases in {args.seconds:.1f} s:")
             format_ratio(
                 "  transactions (cases)", cases_per_second, "cases/s",

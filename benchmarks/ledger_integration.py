@@ -18,7 +18,6 @@ Without ``--dsn`` a throwaway PostgreSQL with durable (default) settings is star
 from __future__ import annotations
 
 import argparse
-import base64
 import contextlib
 import hashlib
 import importlib
@@ -33,63 +32,65 @@ from typing import Any
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from tongban.v1 import common_pb2
 
 from benchmarks.baselines import ed25519_verify_rate, format_ratio, postgres_copy_rate
-from hub.application.cipher import new_key
 from hub.application.hub import HubApplication
-from hub.application.idempotency import HallSignature
-from hub.audit import audit_store
 from hub.bootstrap import build_application, build_integrator
-from hub.domain.values import Actor, Applicant, Material, id_number_with_check
-from hub.integrator import LedgerIntegrator
+from hub.commands.signing import CommandSigner
+from hub.domain.values import Applicant, id_number_with_check
+from hub.integrity.audit import audit_store
+from hub.integrity.integrator import LedgerIntegrator
+from hub.integrity.store import ReadOnlyStore
 from hub.settings import Settings
 
 ITEM = "070303001000"
 COUNTY = "430902000000"
 APPLICANT = Applicant("测试", id_number_with_check("43090219900101001"), "13800000000")
-MATERIAL = Material("居民户口簿", hashlib.sha256(b"x").hexdigest(), "application/pdf", 4096)
+MATERIAL = common_pb2.Material(
+    name="居民户口簿",
+    sha256=hashlib.sha256(b"x").hexdigest(),
+    media_type="application/pdf",
+    size=4096,
+)
 
 
 class SignedHall:
     """A hall that signs its commands, as adapters do."""
 
-    def __init__(
-        self, app: HubApplication, hall_id: str, key: Ed25519PrivateKey | None = None
-    ) -> None:
-        self.key = key or Ed25519PrivateKey.generate()
-        if key is None:
-            raw = self.key.public_key().public_bytes(
-                serialization.Encoding.Raw, serialization.PublicFormat.Raw
-            )
-            app.register_hall(hall_id=hall_id, name=hall_id, region=COUNTY, windows=["1"],
-                              public_key=base64.b64encode(raw).decode())  # fmt: skip
-        self.actor = Actor(hall_id, "op", COUNTY)
+    def __init__(self, app: HubApplication, signer: CommandSigner) -> None:
         self.app = app
+        self.signer = signer
+
+    @classmethod
+    def register(cls, node: Any, hall_id: str) -> SignedHall:
+        """Register a new hall (an admin command) on an in-process node."""
+        return cls(node.app, node.add_hall(hall_id, COUNTY))
 
     @classmethod
     def existing(cls, app: HubApplication, hall_id: str, key: Ed25519PrivateKey) -> SignedHall:
         """A hall registered already (in another process)."""
-        return cls(app, hall_id, key)
+        signer = CommandSigner(
+            key, node=app.policy.origin, operator="op", hall_id=hall_id, region=COUNTY
+        )
+        return cls(app, signer)
 
     def private_bytes(self) -> bytes:
         """The raw private key, to hand to a writer process."""
-        return self.key.private_bytes(
+        return self.signer.key.private_bytes(
             serialization.Encoding.Raw,
             serialization.PrivateFormat.Raw,
             serialization.NoEncryption(),
         )
 
     def submit(self, key: str) -> None:
-        """One signed submission (two stored events: the case and its command record)."""
-        command = f"submit {key}".encode()
-        self.app.submit(
-            idempotency_key=key,
-            actor=self.actor,
-            item_code=ITEM,
-            applicant=APPLICANT,
-            materials=[MATERIAL],
-            signature=HallSignature(command, self.key.sign(command)),
-        )
+        """One signed submission (two stored events: its command record and the case)."""
+        self.app.execute(
+            self.signer.sign(
+                "submit", idempotency_key=key, item_code=ITEM, applicant=APPLICANT,
+                materials=[MATERIAL],
+            )
+        )  # fmt: skip
 
 
 def _leaf_bytes(integrator: LedgerIntegrator) -> int:
@@ -121,7 +122,7 @@ def _lag_writer(
 
 def measure_lag(
     settings: Settings,
-    app: HubApplication,
+    node: Any,
     integrator: LedgerIntegrator,
     seconds: float,
     cases_per_second: float = 500.0,
@@ -146,7 +147,7 @@ def measure_lag(
         return result
 
     integrator.step = step  # type: ignore[method-assign]
-    halls = [SignedHall(app, f"lag-hall-{n}") for n in range(writers)]
+    halls = [SignedHall.register(node, f"lag-hall-{n}") for n in range(writers)]
     context = multiprocessing.get_context("spawn")
     results = context.Queue()
     start_at = time.monotonic() + 5.0  # after every writer process has started
@@ -155,7 +156,7 @@ def measure_lag(
             target=_lag_writer,
             args=(
                 settings,
-                hall.actor.hall_id,
+                hall.signer.hall_id,
                 hall.private_bytes(),
                 cases_per_second / writers,
                 seconds,
@@ -205,13 +206,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = Settings(
             data_dir=Path(stack.enter_context(tempfile.TemporaryDirectory())),
             database_url=stack.enter_context(harness.temporary_database(dsn)),
-            cipher_keys=f"k1:{new_key()}",
-            cipher_active_key="k1",
         )
-        app = build_application(settings)
-        stack.callback(app.close)
+        inprocess: Any = importlib.import_module("tests.harness.inprocess")
+        node = inprocess.InProcessNode.start(settings)  # tongban init, then the application
+        stack.callback(node.close)
+        app = node.app
         integrator = build_integrator(settings, app)
-        hall = SignedHall(app, "bench-hall")
+        hall = SignedHall.register(node, "bench-hall")
         print(f"storing {args.cases} signed cases ({2 * args.cases} events)...", flush=True)
         for number in range(args.cases):
             hall.submit(f"bench-case-{number:06d}")
@@ -222,8 +223,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         leaf_bytes = _leaf_bytes(integrator)
 
         began = time.perf_counter()
-        report = audit_store(app, integrator.view, [integrator.signer.verifier()],
-                             origin=integrator.origin)  # fmt: skip
+        with ReadOnlyStore(database_url=settings.database_url) as store:
+            report = audit_store(store, [integrator.signer.verifier()], origin=integrator.origin)
         audit_seconds = time.perf_counter() - began
         assert report.ok, report.summary()
 
@@ -235,13 +236,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"\nintegration of {size} leaves (≈{leaf_bytes} bytes each):")
         format_ratio("  integration", size / integration_seconds, "leaves/s",
                      "raw COPY, same row size", copy)  # fmt: skip
-        print(f"\naudit of {report.events} events, {report.hall_signatures} hall signatures:")
+        print(f"\naudit of {report.events} events, {report.signatures} signed commands:")
         format_ratio("  audit (events)", report.events / audit_seconds, "events/s",
                      "raw Ed25519 verify", verify)  # fmt: skip
-        format_ratio("  audit (hall signatures)", report.hall_signatures / audit_seconds,
+        format_ratio("  audit (signatures)", report.signatures / audit_seconds,
                      "signatures/s", "raw Ed25519 verify", verify)  # fmt: skip
 
-        lags, rate = measure_lag(settings, app, integrator, args.lag_seconds)
+        lags, rate = measure_lag(settings, node, integrator, args.lag_seconds)
         p50 = statistics.median(lags) * 1000
         p99 = sorted(lags)[min(len(lags) - 1, int(0.99 * len(lags)))] * 1000
         print(f"\nintegration lag at {2 * rate:,.0f} events/s offered ({len(lags)} cases):")

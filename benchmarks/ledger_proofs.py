@@ -56,7 +56,7 @@ def make_leaf(index: int) -> ledger.Leaf:
     one a hall's signed command (about 200 bytes of command), the rest caused by the one before,
     as in a node's log."""
     seed = index.to_bytes(8, "big")
-    common = {
+    common: dict[str, Any] = {
         "origin": ORIGIN,
         "index": index,
         "aggregate_id": CASES[index % len(CASES)],

@@ -110,6 +110,7 @@ class _Run:
     signed: SignedCommand
     key_id: str
     digest: str
+    hall: Hall | None  # the signing hall (None for an admin command)
 
     @property
     def actor(self) -> Actor:
@@ -251,7 +252,7 @@ class HubApplication(Application[UUID]):
         check_key(header.idempotency_key)
         if caller is not None and caller != header.signer:
             raise PermissionRefused(caller, "the command is signed in another name")
-        public_key = self._signer_key(parsed)
+        public_key, hall = self._signer_key(parsed)
         self._verify(signed, public_key, header.signer)
         if header.node != self.policy.origin:
             raise InvalidInput(
@@ -264,7 +265,7 @@ class HubApplication(Application[UUID]):
         if replay is not None:
             return replay
         self._check_time(parsed)
-        run = _Run(parsed, signed, key_id(public_key), digest)
+        run = _Run(parsed, signed, key_id(public_key), digest, hall)
         try:
             return self._handle(run)
         except TongbanError as error:
@@ -298,7 +299,8 @@ class HubApplication(Application[UUID]):
         """收件: take in an application at the signing hall."""
         header = run.parsed.header
         applicant, salts = self._open_personal(run)
-        hall = self._acting_hall(header.hall_id, header.region)
+        hall = run.hall
+        assert hall is not None  # a hall signs a submit (checked when parsing)
         item = self.catalogue.get(action.item_code)
         intake = RegionCode(hall.region)
         if action.competent_region:
@@ -450,15 +452,16 @@ class HubApplication(Application[UUID]):
 
     # ================================================================ internals
 
-    def _signer_key(self, parsed: ParsedCommand) -> str:
-        """The current public key of the command's signer (hall or admin)."""
+    def _signer_key(self, parsed: ParsedCommand) -> tuple[str, Hall | None]:
+        """The current public key of the command's signer, and the signing hall if a hall."""
         header = parsed.header
         if parsed.signer_kind == ADMIN:
             admins = self._admin_keys()
             if header.admin not in admins:
                 raise SignatureRefused(header.admin, "no such admin at this node")
-            return admins[header.admin]
-        return self._acting_hall(header.hall_id, header.region).current_key
+            return admins[header.admin], None
+        hall = self._acting_hall(header.hall_id, header.region)
+        return hall.current_key, hall
 
     def _admin_keys(self) -> dict[str, str]:
         if self._admins is None:

@@ -594,3 +594,14 @@ def test_a_refused_personal_value_names_its_column(tmp_path: Path) -> None:
     assert outcome.result == "rejected" and outcome.column == "联系电话"
     text = json.dumps(report.to_json(), ensure_ascii=False)
     assert "1380000000" not in text and GOOD_ID not in text
+
+
+def test_a_register_without_header_is_not_echoed(tmp_path: Path) -> None:
+    """Without a header the first row is most likely data: the error does not repeat it."""
+    path = tmp_path / "no-header.csv"
+    path.write_text(f"ZY-1,周建国,{GOOD_ID},13807370001\n", encoding="utf-8")
+    with pytest.raises(RegisterError, match="no header row found") as caught:
+        read_csv(path)
+    message = str(caught.value)
+    assert "row 1 has 4 non-blank cells, 0 of them known column names" in message
+    assert "周建国" not in message and GOOD_ID not in message and "13807370001" not in message
