@@ -29,11 +29,10 @@ Time and personal data on the wire:
   收件日期 with the node's reason. ``issued_at="now"`` (``--issued-at now``) signs it with the
   time of the import instead, not deferred. The steps that bring a case forward (受理, ...) have
   no time in the register and are signed when they are sent;
-- the applicant is never signed in clear: the submit commits to name, ID number and phone with
-  salts derived from the hall's key and the row's idempotency key
-  (:func:`adapters.connection.stable_salts`), so a second import of the same row is the same
-  command to the node (which answers with its first result). Reports never contain personal
-  values.
+- the applicant is never signed in clear: the SDK commits to name, ID number and phone (fresh
+  salts each time) and sends the clear values beside the signed bytes; the node recognises a
+  second import of the same row by those clear values and answers with its first result.
+  Reports never contain personal values.
 """
 
 from __future__ import annotations
@@ -54,15 +53,8 @@ import grpc
 from google.protobuf.message import Message
 from tongban.v1 import case_exchange_pb2, common_pb2
 
-from adapters.connection import (
-    AdapterError,
-    ItemCatalogue,
-    RpcFailure,
-    gb11643_ok,
-    sign_sealed,
-    stable_salts,
-)
-from adapters.sdk import HallCredentials
+from adapters.connection import AdapterError, ItemCatalogue, RpcFailure, gb11643_ok
+from adapters.sdk import HallCredentials, sign_command
 
 K = common_pb2.CaseKind
 S = common_pb2.CaseState
@@ -276,11 +268,11 @@ def _build(path: Path, records: Iterable[tuple[int, Sequence[Any]]]) -> Register
             raise RegisterError(f"{path}: the file is empty (no header row)")
         expected = "、".join(HEADER[k] for k, spec in COLUMNS.items() if spec[2])
         # The row itself is not echoed: without a header it is most likely data (personal).
-        cells = sum(1 for c in first_seen[1] if not _blank(c))
+        filled = sum(1 for c in first_seen[1] if not _blank(c))
         known = len(_read_header(path, first_seen[0], first_seen[1])[0])
         raise RegisterError(
             f"{path}: no header row found (expected columns {expected}; "
-            f"row {first_seen[0]} has {cells} non-blank cells, {known} of them known column names)"
+            f"row {first_seen[0]} has {filled} non-blank cells, {known} of them known column names)"
         )
     return Register(path, header[0], tuple(header[2]), tuple(rows))
 
@@ -930,21 +922,19 @@ class Importer:
         return RowOutcome(entry.number, entry.register_id, "unchanged", case_id)
 
     def sign_submit(self, entry: RegisterEntry, key: str) -> case_exchange_pb2.SignedCommand:
-        """The row's signed submit: commitments to the applicant in the signed bytes (salts
-        stable for this hall key and idempotency key), the clear values beside them; deferred
-        with the row's 收件日期, or signed now (see ``issued_at``)."""
-        credentials = self.client.credentials
+        """The row's signed submit: the SDK's commitments to the applicant in the signed bytes,
+        the clear values beside them; deferred with the row's 收件日期, or signed now (see
+        ``issued_at``)."""
         deferred = self.issued_at == "received"
-        return sign_sealed(
-            credentials,
+        return sign_command(
+            self.client.credentials,
             "submit",
             entry.submit(),
-            applicant=entry.applicant,
-            salt_of=stable_salts(credentials.signing_key, key),
             idempotency_key=key,
             operator=entry.operator,
             issued_at=entry.received_at if deferred else None,
             deferred=deferred,
+            applicant=entry.applicant,
         )
 
     def _rejected(self, entry: RegisterEntry, issue: Issue, *, case_id: str = "") -> RowOutcome:
@@ -981,7 +971,7 @@ class Importer:
                 issue = Issue(
                     HEADER["register_id"],
                     "该登记编号已导入过，但登记内容（申请人、证件号码、电话、事项、办件类型或"
-                    "收件日期）与当时不同，或本厅签名密钥已于其后轮换；通办中的办件未作修改",
+                    "收件日期）与当时不同；通办中的办件未作修改",
                 )
             else:
                 suffix = failure.field_suffix()

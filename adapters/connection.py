@@ -12,43 +12,31 @@ holds the pieces all three adapters need on top of :mod:`adapters.sdk`:
   violations the hub packs into ``google.rpc.Status`` details), so each adapter can translate a
   refusal into its vendor's own field names;
 - :class:`ItemCatalogue`, a cached view of the node's service-item catalogue (``ListItems``),
-  used to check a vendor's 办件类型 code against the item's kind;
-- :func:`sign_sealed` and :func:`stable_salts`, for signing a Submit whose applicant commitments
-  must come out the same when the same command is signed again (see :func:`stable_salts`).
+  used to check a vendor's 办件类型 code against the item's kind.
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import re
 import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import grpc
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-from google.protobuf.message import Message
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 from tongban.v1 import case_exchange_pb2, common_pb2
 
 from adapters.sdk import (
-    APPLICANT_FIELDS,
     HallClient,
     HallCredentials,
     RetryPolicy,
     SDKError,
     TLSConfig,
-    commitment,
     open_channel,
-    sign_command,
 )
 
 #: gRPC keeps reconnecting a broken channel with exponential backoff, by default up to two
@@ -306,85 +294,3 @@ def gb11643_ok(id_number: str) -> bool:
     weights = [pow(2, 17 - i, 11) for i in range(17)]
     total = sum(int(digit) * weight for digit, weight in zip(id_number[:17], weights, strict=True))
     return "10X98765432"[total % 11] == id_number[17]
-
-
-# ============================================================================ retry-stable salts
-
-#: HKDF ``info`` of the key the adapters derive commitment salts from (see stable_salts).
-SALT_KEY_INFO = b"tongban/adapters/commitment-salt/v1"
-
-
-def stable_salts(signing_key: Ed25519PrivateKey, idempotency_key: str) -> Callable[[str], bytes]:
-    """Commitment salts that come out the same whenever the same command is signed again.
-
-    The node's idempotency compares a retry's payload with the first one's, commitments
-    included, so a Submit signed anew with fresh random salts (what ``adapters.sdk`` does) is
-    refused as ALREADY_EXISTS instead of returning the first result. An adapter that signs again
-    on a retry (the gateway when the vendor repeats a request id, the importer on a second run)
-    therefore derives each salt as HMAC-SHA256(k, idempotency key || 0x00 || field path), with
-    k = HKDF-SHA256(the hall's signing key, info :data:`SALT_KEY_INFO`): 32 bytes no one without
-    the hall's key can predict (so the commitments still hide low-entropy values such as phone
-    numbers), equal for the same hall key, idempotency key and field. After the hall's key is
-    rotated the salts differ, so only a retry signed with the same key is recognised.
-    """
-    seed = signing_key.private_bytes(
-        serialization.Encoding.Raw,
-        serialization.PrivateFormat.Raw,
-        serialization.NoEncryption(),
-    )
-    key = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=SALT_KEY_INFO).derive(seed)
-    prefix = idempotency_key.encode("utf-8") + b"\x00"
-
-    def salt(path: str) -> bytes:
-        return hmac.new(key, prefix + path.encode("utf-8"), hashlib.sha256).digest()
-
-    return salt
-
-
-def seal_applicant(
-    applicant: common_pb2.Applicant, salt_of: Callable[[str], bytes], action: str = "submit"
-) -> tuple[common_pb2.ApplicantCommitments, list[case_exchange_pb2.PersonalValue]]:
-    """Like ``adapters.sdk.commit_applicant``, with the salt of each field path from ``salt_of``."""
-    digests: dict[str, bytes] = {}
-    personal = []
-    for field in APPLICANT_FIELDS:
-        path = f"{action}.applicant.{field}"
-        salt = salt_of(path)
-        value = getattr(applicant, field)
-        digests[field] = commitment(path, salt, value)
-        personal.append(case_exchange_pb2.PersonalValue(field=path, value=value, salt=salt))
-    return common_pb2.ApplicantCommitments(**digests), personal
-
-
-def sign_sealed(
-    credentials: HallCredentials,
-    action: str,
-    body: Message,
-    *,
-    applicant: common_pb2.Applicant,
-    salt_of: Callable[[str], bytes],
-    idempotency_key: str,
-    operator: str,
-    issued_at: datetime | None = None,
-    deferred: bool = False,
-) -> case_exchange_pb2.SignedCommand:
-    """``adapters.sdk.sign_command`` for a command committing to ``applicant``, with the salts
-    from ``salt_of`` (e.g. :func:`stable_salts`) instead of fresh random ones.
-
-    Only the commitments enter the signed bytes; the clear values go in ``personal``.
-    """
-    sealed = type(body)()
-    sealed.CopyFrom(body)
-    commitments, personal = seal_applicant(applicant, salt_of, action)
-    sealed.applicant.CopyFrom(commitments)  # type: ignore[attr-defined]
-    signed = sign_command(
-        credentials,
-        action,
-        sealed,
-        idempotency_key=idempotency_key,
-        operator=operator,
-        issued_at=issued_at,
-        deferred=deferred,
-    )
-    signed.personal.extend(personal)
-    return signed

@@ -20,11 +20,10 @@ The vendor's request id header (``X-Request-Id``) becomes the command's idempote
 the platform retries a request after a timeout the node returns the first result instead of
 taking in a second case.
 
-Personal data is never signed: the applicant's name, ID number and phone enter the signed
-``Command`` only as salted commitments and travel in clear beside it (``SignedCommand.personal``,
-docs/wire-api.md). The salts are derived from the hall's key and the request id
-(:func:`adapters.connection.stable_salts`), so a retried request is the same command to the
-node. Request bodies are never logged, and refusals never echo a personal value.
+Personal data is never signed: the applicant's name, ID number and phone are given to the SDK in
+clear, which puts only salted commitments into the signed ``Command`` and sends the clear values
+beside it (``SignedCommand.personal``, docs/wire-api.md). Request bodies are never logged, and
+refusals never echo a personal value.
 
 Configuration is a :class:`GatewayConfig` built by ``adapters.cli``; the server is the standard
 library's ``ThreadingHTTPServer`` (the gateway is I/O-bound and small: no framework needed).
@@ -50,14 +49,7 @@ from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 from tongban.v1 import case_exchange_pb2, common_pb2
 
-from adapters.connection import (
-    ItemCatalogue,
-    RpcFailure,
-    gb11643_ok,
-    kind_name,
-    sign_sealed,
-    stable_salts,
-)
+from adapters.connection import ItemCatalogue, RpcFailure, gb11643_ok, kind_name
 from adapters.sdk import HallClient
 
 log = logging.getLogger("tongban.adapters.gateway")
@@ -725,15 +717,13 @@ class Gateway:
                     )
                 ]
             )
-        credentials = self.client.credentials
-        signed = sign_sealed(
-            credentials,
+        # The SDK commits to the applicant; the node recognises a retry by the clear values.
+        signed = self.client.sign(
             "submit",
             request.submit,
-            applicant=request.applicant,
-            salt_of=stable_salts(credentials.signing_key, key),
             idempotency_key=key,
-            operator=request.operator or self.client.operator,
+            operator=request.operator or None,
+            applicant=request.applicant,
         )
         try:
             reply = self.client.send_signed("submit", signed)

@@ -67,7 +67,7 @@ from google.protobuf import json_format, unknown_fields
 from google.protobuf.message import Message
 from tongban.v1 import case_exchange_pb2, common_pb2
 
-from adapters.connection import AdapterError, RpcFailure, sign_sealed
+from adapters.connection import AdapterError, RpcFailure
 from adapters.sdk import RPC_OF_ACTION, HallCredentials, sign_command
 
 #: 2: the applicant in its own column, the whole SignedCommand stored; 1 is migrated on open.
@@ -176,26 +176,9 @@ class Signer:
         operator: str,
         issued_at: datetime | None = None,
         applicant: common_pb2.Applicant | None = None,
-        salts: dict[str, bytes] | None = None,
     ) -> case_exchange_pb2.SignedCommand:
-        """The signed, deferred command; ``issued_at`` defaults to now.
-
-        A submit's ``applicant`` (in clear) is committed to with fresh random salts by the SDK,
-        or with ``salts`` (field path → salt) when given: re-signing a command with the salts it
-        was first signed with keeps its ``Command`` bytes identical.
-        """
-        if applicant is not None and salts is not None:
-            return sign_sealed(
-                self.credentials,
-                action,
-                body,
-                applicant=applicant,
-                salt_of=salts.__getitem__,
-                idempotency_key=idempotency_key,
-                operator=operator,
-                issued_at=issued_at,
-                deferred=True,
-            )
+        """The signed, deferred command; ``issued_at`` defaults to now. A submit's
+        ``applicant`` (in clear) is committed to by the SDK, with fresh random salts."""
         return sign_command(
             self.credentials,
             action,
@@ -496,7 +479,6 @@ class Outbox:
         created_at: str,
         case_id: str | None,
         applicant: bytes | None,
-        salts: dict[str, bytes] | None = None,
     ) -> case_exchange_pb2.SignedCommand:
         message: Any = wire_message(action)
         message.ParseFromString(body)
@@ -515,7 +497,6 @@ class Outbox:
             operator=operator,
             issued_at=datetime.fromisoformat(created_at),
             applicant=person,
-            salts=salts,
         )
 
     # ------------------------------------------------------------------ forwarding support
@@ -564,9 +545,7 @@ class Outbox:
             row = self._db.execute("SELECT signed FROM commands WHERE seq = ?", (seq,)).fetchone()
         return case_exchange_pb2.SignedCommand.FromString(bytes(row["signed"]))
 
-    def _sign_row(
-        self, row: sqlite3.Row, salts: dict[str, bytes] | None = None
-    ) -> case_exchange_pb2.SignedCommand:
+    def _sign_row(self, row: sqlite3.Row) -> case_exchange_pb2.SignedCommand:
         applicant = row["applicant"]
         return self._sign(
             row["action"],
@@ -576,7 +555,6 @@ class Outbox:
             row["created_at"],
             row["lane_case_id"],
             None if applicant is None else bytes(applicant),
-            salts,
         )
 
     def mark_sent(self, seq: int, reply: case_exchange_pb2.CommandReply) -> None:
@@ -611,8 +589,8 @@ class Outbox:
 
         By default the very same signed command goes again (right after fixing the cause at the
         node, e.g. a hall registration). ``resign`` signs the command anew with the outbox's
-        current key (same idempotency key, body, time and commitment salts, so the same
-        ``Command`` bytes) for when the signature itself was refused, e.g. after the hall's key
+        current key (same idempotency key, body and time; a submit commits to the same applicant
+        with fresh salts) for when the signature itself was refused, e.g. after the hall's key
         was rotated while the command waited offline. That is safe only because a *failed*
         command is one the node refused, and a refused command leaves nothing stored under its
         key.
@@ -629,13 +607,9 @@ class Outbox:
                 raise AdapterError(f"#{seq} is {row['status']}; only a failed command is retried")
             db.execute("UPDATE commands SET status = 'pending' WHERE seq = ?", (seq,))
             if resign:
-                salts = None
-                if row["signed"] is not None:
-                    first = case_exchange_pb2.SignedCommand.FromString(bytes(row["signed"]))
-                    salts = {value.field: value.salt for value in first.personal} or None
                 signed = None
                 if row["lane_case_id"] is not None or row["action"] == "submit":
-                    signed = self._sign_row(row, salts).SerializeToString()
+                    signed = self._sign_row(row).SerializeToString()
                 db.execute("UPDATE commands SET signed = ? WHERE seq = ?", (signed, seq))
         return self.get(seq)
 

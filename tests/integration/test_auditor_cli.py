@@ -144,3 +144,51 @@ def test_ordinary_mistakes_give_one_line_not_a_traceback(node_dir: Path, tmp_pat
     result = _tongban(tmp_path / "mistyped", "ledger", "key")
     assert result.returncode != 0 and "tongban init" in result.stderr
     assert not (tmp_path / "mistyped" / "secrets").exists()
+
+
+def test_the_operators_commands_from_the_cli(tmp_path: Path) -> None:
+    """hall register/rotate-key/retire/show, erase by case and by person, keys rotate — and the
+    log still verifies with the public key alone afterwards."""
+    data = tmp_path / "node"
+    assert _tongban(data, "init").returncode == 0
+    again = _tongban(data, "init")
+    assert again.returncode == 0 and "already initialised" in again.stdout
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from hub.bootstrap import public_key_b64
+
+    first, second = (public_key_b64(Ed25519PrivateKey.generate()) for _ in range(2))
+    steps = [
+        ["hall", "register", "--hall-id", "hn-cli-hall", "--name", "命令行窗口",
+         "--region", "430902000000", "--window", "综合窗口", "--public-key", first],
+        ["hall", "rotate-key", "--hall-id", "hn-cli-hall", "--public-key", second],
+        ["hall", "show", "hn-cli-hall"],
+        ["hall", "retire", "--hall-id", "hn-cli-hall", "--reason", "机构撤并"],
+    ]  # fmt: skip
+    for args in steps:
+        result = _tongban(data, *args)
+        assert result.returncode == 0, (args, result.stderr)
+    assert "retired" in result.stdout and second in result.stdout and first in result.stdout
+    # Cases of one person, taken in through the application (as a node would over gRPC).
+    node = InProcessNode.start(Settings(data_dir=data))
+    try:
+        village = node.add_hall("v-room", "430902104201")
+        one = node.submit(village, key="key-cli-erase-1").case_id
+        node.submit(village, key="key-cli-erase-2")
+    finally:
+        node.close()
+    erased = _tongban(data, "erase", "--case", str(one), "--reason", "申请人要求")
+    assert erased.returncode == 0 and str(one) in erased.stdout
+    from tests.harness.inprocess import APPLICANT
+
+    person = _tongban(data, "erase", "--id-number", APPLICANT.id_number, "--reason", "申请人要求")
+    assert person.returncode == 0 and person.stdout.count("erased the personal data") == 1
+    assert APPLICANT.id_number not in person.stdout + person.stderr
+    rotated = _tongban(data, "keys", "rotate")
+    assert rotated.returncode == 0, rotated.stderr
+    ring = (data / "secrets" / "cipher-keys").read_text().split()
+    assert len(ring[0].split(",")) == 1 and ring[1] in rotated.stdout  # the old key is gone
+    assert _tongban(data, "ledger", "integrate").returncode == 0
+    audit = _tongban(data, "audit", "verify", "--log-key", _log_key(data))
+    assert audit.returncode == 0, audit.stdout
+    assert "2 cases have erased personal data" in audit.stdout

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from typing import Any
 
 import grpc
@@ -31,7 +32,7 @@ from adapters.gateway import (
     render_case,
     vendor_field,
 )
-from adapters.sdk import HallCredentials, commitment
+from adapters.sdk import HallClient, HallCredentials, commitment
 
 
 def id_number(first_17: str) -> str:
@@ -401,14 +402,15 @@ class CallError(grpc.RpcError, grpc.Call):  # type: ignore[misc]
         return False
 
 
-class RecordingNode:
-    """Stands in for the SDK client: records the signed submits and answers like the node's
-    idempotency (the first result for the same key and payload, commitments included)."""
-
-    operator = "yz-gateway"
+class RecordingNode(HallClient):
+    """The SDK client, signing for real, with the node replaced: it records the signed commands
+    and answers like the node's idempotency (the first result for the same key and payload,
+    personal fields compared by their clear values, since every signing has fresh salts)."""
 
     def __init__(self) -> None:
-        self.credentials = HallCredentials("h1", "430902104000", Ed25519PrivateKey.generate())
+        credentials = HallCredentials("h1", "430902104000", Ed25519PrivateKey.generate())
+        # Never connects: signing needs no network, and send_signed below never calls it.
+        super().__init__(grpc.insecure_channel("localhost:1"), credentials, operator="yz-gateway")
         self.signed: list[case_exchange_pb2.SignedCommand] = []
         self.first: dict[str, bytes] = {}
         self.refusal: grpc.RpcError | None = None
@@ -420,7 +422,11 @@ class RecordingNode:
         if self.refusal is not None:
             raise self.refusal
         command = case_exchange_pb2.Command.FromString(signed.command)
-        payload = getattr(command, action).SerializeToString(deterministic=True)
+        part = getattr(command, action)
+        if action == "submit":
+            part.ClearField("applicant")
+        clear = sorted((v.field, v.value) for v in signed.personal)
+        payload = part.SerializeToString(deterministic=True) + repr(clear).encode()
         key = command.header.idempotency_key
         case_id = "00000000-0000-4000-8000-000000000001"
         if key in self.first:
@@ -434,10 +440,13 @@ class RecordingNode:
         return case_exchange_pb2.CaseView(case_id=case_id, version=1)
 
 
-def recording_gateway() -> tuple[Gateway, RecordingNode]:
+@pytest.fixture
+def recording() -> Iterator[tuple[Gateway, RecordingNode]]:
+    """A gateway whose client signs for real and whose node is a RecordingNode."""
     node = RecordingNode()
     items = [common_pb2.ServiceItem(code="200202001000", kind=common_pb2.CASE_KIND_IMMEDIATE)]
-    return Gateway(node, ItemCatalogue(lambda: items)), node  # type: ignore[arg-type]
+    yield Gateway(node, ItemCatalogue(lambda: items)), node
+    node.close()
 
 
 def post_submit(app: Gateway, request_id: str, **overrides: Any) -> Any:
@@ -445,10 +454,12 @@ def post_submit(app: Gateway, request_id: str, **overrides: Any) -> Any:
     return app.handle("POST", "/api/v1/cases", {"X-Request-Id": request_id}, body)
 
 
-def test_the_gateway_never_signs_clear_personal_data() -> None:
+def test_the_gateway_never_signs_clear_personal_data(
+    recording: tuple[Gateway, RecordingNode],
+) -> None:
     """The signed applicant fields are 32-byte commitments that the clear values sent beside the
     bytes open; no clear value is in the signed bytes."""
-    app, node = recording_gateway()
+    app, node = recording
     assert post_submit(app, "req-00001", jbr="窗口-王敏").status == 201
     [signed] = node.signed
     node.credentials.signing_key.public_key().verify(signed.signature, signed.command)
@@ -467,25 +478,32 @@ def test_the_gateway_never_signs_clear_personal_data() -> None:
     assert len({value.salt for value in signed.personal}) == 3
 
 
-def test_a_retried_request_is_the_same_command_to_the_node() -> None:
-    """The vendor's retry (same X-Request-Id) commits with the same salts: the node replays;
-    another request id gets other salts; other content under the same id is a 409."""
-    app, node = recording_gateway()
+def test_a_retried_request_is_signed_anew_with_fresh_salts(
+    recording: tuple[Gateway, RecordingNode],
+) -> None:
+    """The vendor's retry (same X-Request-Id) is signed again: the same key and clear values,
+    fresh salts (so other commitments); the node answers with its first result. Other content
+    under the same id is a 409."""
+    app, node = recording
     assert post_submit(app, "req-00001").status == 201
     again = post_submit(app, "req-00001")
     assert again.status == 200 and again.body["data"]["cfqq"] is True
     first, retry = node.signed
-    assert first.personal == retry.personal
+    assert [(v.field, v.value) for v in first.personal] == [
+        (v.field, v.value) for v in retry.personal
+    ]
+    assert {v.salt for v in first.personal}.isdisjoint(v.salt for v in retry.personal)
     a, b = (case_exchange_pb2.Command.FromString(s.command) for s in (first, retry))
-    assert a.submit == b.submit
-    assert post_submit(app, "req-00002").status == 201
-    assert {v.salt for v in node.signed[2].personal}.isdisjoint(v.salt for v in first.personal)
+    assert a.header.idempotency_key == b.header.idempotency_key == "yz-req-00001"
+    assert a.submit.applicant != b.submit.applicant
     conflict = post_submit(app, "req-00001", sqrxm="另一人")
     assert conflict.status == 409 and conflict.body["code"] == "40901"
 
 
-def test_a_refused_personal_value_is_named_by_the_vendors_field_and_never_echoed() -> None:
-    app, node = recording_gateway()
+def test_a_refused_personal_value_is_named_by_the_vendors_field_and_never_echoed(
+    recording: tuple[Gateway, RecordingNode],
+) -> None:
+    app, node = recording
     node.refusal = CallError(
         grpc.StatusCode.INVALID_ARGUMENT,
         "personal[1].value: '<redacted>': not a valid resident ID number",

@@ -343,6 +343,7 @@ class Hub:
     def send_signed(
         self, action: str, signed: case_exchange_pb2.SignedCommand
     ) -> case_exchange_pb2.CommandReply:
+        """A submit, checked in the node's order: signature, replay, time, personal values."""
         assert action == "submit"
         if self.down:
             raise FakeRpcError(grpc.StatusCode.UNAVAILABLE, "down")
@@ -351,6 +352,15 @@ class Hub:
         header = command.header
         if self.refuse_with is not None:
             raise self.refuse_with
+        self.submits.append(signed)
+        # Idempotency compares personal fields by their clear values (salts are fresh).
+        body = case_exchange_pb2.SubmitCase()
+        body.CopyFrom(command.submit)
+        body.ClearField("applicant")
+        clear = repr(sorted((v.field, v.value) for v in signed.personal)).encode()
+        replay = self._replay(header.idempotency_key, body, clear)
+        if replay is not None:
+            return replay
         issued = header.issued_at.ToDatetime(tzinfo=UTC)
         if header.deferred and self.now - issued > DEFERRED_MAX_AGE:
             message = "a deferred command may be at most 30 days old"
@@ -365,30 +375,36 @@ class Hub:
             digest = getattr(command.submit.applicant, name)
             assert commitment(value.field, value.salt, value.value) == digest
             assert value.value.encode() not in signed.command
-        self.submits.append(signed)
-        return self.send(
-            "submit",
-            command.submit,
-            idempotency_key=header.idempotency_key,
-            operator=header.operator,
-        )
+        return self._execute("submit", header.idempotency_key, body, {}, clear)
 
     def send(
         self, action: str, body: Message | None = None, *, idempotency_key: str | None = None,
         operator: str | None = None, **fields: Any,
     ) -> case_exchange_pb2.CommandReply:  # fmt: skip
+        """A step signed now (the importer sends them through the SDK's send)."""
+        assert action != "submit", "a submit is signed by the importer and sent signed"
         if self.down:
             raise FakeRpcError(grpc.StatusCode.UNAVAILABLE, "down")
         assert idempotency_key
-        if action != "submit":
-            self.steps.append(action)
+        self.steps.append(action)
         message = body or type(getattr(case_exchange_pb2.Command(), action))(**fields)
-        payload = message.SerializeToString(deterministic=True)
-        if idempotency_key in self.records:
-            first_payload, first = self.records[idempotency_key]
-            if first_payload != payload:
-                raise FakeRpcError(grpc.StatusCode.ALREADY_EXISTS, "key reused")
-            return case_exchange_pb2.CommandReply(case_id=first.case_id, replayed=True)
+        return self._replay(idempotency_key, message) or self._execute(
+            action, idempotency_key, message, fields
+        )
+
+    def _replay(
+        self, key: str, message: Message, clear: bytes = b""
+    ) -> case_exchange_pb2.CommandReply | None:
+        if key not in self.records:
+            return None
+        first_payload, first = self.records[key]
+        if first_payload != message.SerializeToString(deterministic=True) + clear:
+            raise FakeRpcError(grpc.StatusCode.ALREADY_EXISTS, "key reused")
+        return case_exchange_pb2.CommandReply(case_id=first.case_id, replayed=True)
+
+    def _execute(
+        self, action: str, key: str, message: Message, fields: dict[str, Any], clear: bytes = b""
+    ) -> case_exchange_pb2.CommandReply:
         if action == "submit":
             case_id = str(uuid.uuid4())
             self.states[case_id] = S.CASE_STATE_RECEIVED
@@ -399,7 +415,7 @@ class Hub:
                 raise FakeRpcError(grpc.StatusCode.FAILED_PRECONDITION, "not now")
             self.states[case_id] = after
         reply = case_exchange_pb2.CommandReply(case_id=case_id)
-        self.records[idempotency_key] = (payload, reply)
+        self.records[key] = (message.SerializeToString(deterministic=True) + clear, reply)
         return reply
 
     def get_case(self, case_id: str) -> case_exchange_pb2.CaseView:
@@ -517,24 +533,24 @@ def test_submits_are_deferred_with_the_rows_time_and_steps_signed_now(tmp_path: 
     assert hub.steps == ["accept"]  # the register has no time for it: sent through send()
 
 
-def test_the_importer_never_signs_clear_personal_data_and_signs_a_row_the_same_twice(
-    tmp_path: Path,
-) -> None:
+def test_the_importer_never_signs_clear_personal_data(tmp_path: Path) -> None:
+    """Commitments in the signed bytes (checked by the Hub stand-in), fresh salts on every
+    signing; a second import of the row is recognised by its clear values."""
     hub = Hub()
     line = f"ZY-1,周建国,{GOOD_ID},13807370001,070303001000,1,2024-03-18,已收件,"
     importer = Importer(hub, catalogue(), today=TODAY)
     assert importer.run(register(tmp_path, [line])).outcomes[0].result == "created"
     assert importer.run(register(tmp_path, [line])).outcomes[0].result == "unchanged"
     first, second = hub.submits
-    assert first.personal == second.personal  # the same salts: the node replays the row
     a, b = (case_exchange_pb2.Command.FromString(s.command) for s in (first, second))
-    assert a.submit == b.submit
     assert all(len(getattr(a.submit.applicant, f)) == 32 for f in ("name", "id_number", "phone"))
     for value in ("周建国", GOOD_ID, "13807370001"):
         assert value.encode() not in first.command
-    # Another prefix is another key: other salts.
-    Importer(hub, catalogue(), today=TODAY, key_prefix="b-").run(register(tmp_path, [line]))
-    assert {v.salt for v in hub.submits[2].personal}.isdisjoint(v.salt for v in first.personal)
+    assert [(v.field, v.value) for v in first.personal] == [
+        (v.field, v.value) for v in second.personal
+    ]
+    assert {v.salt for v in first.personal}.isdisjoint(v.salt for v in second.personal)
+    assert a.submit.applicant != b.submit.applicant
 
 
 def test_a_row_older_than_the_nodes_deferred_limit_is_rejected_on_its_date(tmp_path: Path) -> None:

@@ -352,7 +352,8 @@ def test_message_from_json() -> None:
 
 
 def test_retry_with_a_new_key_after_rotation(tmp_path: Path, credentials: HallCredentials) -> None:
-    """A command signed with a key rotated out while it waited: re-signed, same key and body."""
+    """A command signed with a key rotated out while it waited: re-signed with the new key, the
+    same key, body and time, committing to the same applicant with fresh salts."""
     node = Node()
     path = tmp_path / "outbox.sqlite3"
     with Outbox(path, credentials) as box:
@@ -367,8 +368,17 @@ def test_retry_with_a_new_key_after_rotation(tmp_path: Path, credentials: HallCr
         assert again.status == "pending" and again.signed
         Forwarder(box, node).drain()
     new_bytes = node.received[1][1]
+    rotated.signing_key.public_key().verify(node.signed[1].signature, new_bytes)
+    first, second = node.signed
+    assert [(v.field, v.value) for v in first.personal] == [
+        (v.field, v.value) for v in second.personal
+    ]
+    assert {v.salt for v in first.personal}.isdisjoint(v.salt for v in second.personal)
     old, new = (case_exchange_pb2.Command.FromString(b) for b in (old_bytes, new_bytes))
-    assert old == new  # the same command (key, body, time); only the signature differs
+    assert old.submit.applicant != new.submit.applicant
+    old.submit.ClearField("applicant")
+    new.submit.ClearField("applicant")
+    assert old == new  # the same command (key, body, time) otherwise
 
 
 # ------------------------------------------------------------------ the wire contract
