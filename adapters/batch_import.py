@@ -372,7 +372,7 @@ class RegisterEntry:
 
     number: int
     register_id: str
-    applicant: common_pb2.Applicant
+    applicant: common_pb2.Applicant = field(repr=False)  # personal: never in a repr
     item_code: str
     kind_code: int  # the legacy code (1-4)
     kind: int  # the wire CaseKind

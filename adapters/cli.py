@@ -33,9 +33,6 @@ from adapters.sdk import RetryPolicy, SDKError
 if TYPE_CHECKING:
     from adapters.village import Outbox
 
-#: ``import --issued-at`` choices (adapters.batch_import.Importer's ``issued_at``).
-ISSUED_AT = ("received", "now")
-
 EXIT_OK = 0
 EXIT_REFUSED = 1
 EXIT_CONFIG = 2
@@ -323,6 +320,8 @@ def _import(args: argparse.Namespace) -> int:
 
 def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
     """The argument parser; defaults come from ``env`` (the process environment in main)."""
+    from adapters.batch_import import ISSUED_AT_CHOICES
+
     connection = _connection_parent(env)
     parser = argparse.ArgumentParser(
         prog="tongban adapter",
@@ -445,7 +444,7 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
     )
     register.add_argument(
         "--issued-at",
-        choices=ISSUED_AT,
+        choices=ISSUED_AT_CHOICES,
         default=env.get("TONGBAN_IMPORT_ISSUED_AT", "received"),
         help="the time a row's submit is signed with: 'received' (its 收件日期, sent as a "
         "deferred command; the node refuses rows older than its deferred limit, 30 days by "

@@ -45,10 +45,15 @@ T = TypeVar("T")
 #: Status codes worth retrying: the request may not have reached the hub, or the hub was down.
 RETRYABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
 
-#: The RPC method of each command action ("hand_off" → "HandOff").
+_CASE_EXCHANGE = case_exchange_pb2.DESCRIPTOR.services_by_name["CaseExchange"]
+
+#: The RPC method of each hall command ("hand_off" → "HandOff"); the admin actions of the
+#: Command oneof belong to the HallAdmin service, not to a hall.
 RPC_OF_ACTION = {
-    f.name: "".join(part.title() for part in f.name.split("_"))
+    f.name: rpc
     for f in case_exchange_pb2.Command.DESCRIPTOR.oneofs_by_name["action"].fields
+    if (rpc := "".join(part.title() for part in f.name.split("_")))
+    in _CASE_EXCHANGE.methods_by_name
 }
 
 
@@ -170,11 +175,11 @@ def commit_applicant(
     """Commitments to ``applicant`` (a fresh 32-byte salt per field) and the clear values."""
     digests: dict[str, bytes] = {}
     personal = []
-    for field in APPLICANT_FIELDS:
-        path = f"{action}.applicant.{field}"
+    for name in APPLICANT_FIELDS:
+        path = f"{action}.applicant.{name}"
         salt = os.urandom(32)
-        value = getattr(applicant, field)
-        digests[field] = commitment(path, salt, value)
+        value = getattr(applicant, name)
+        digests[name] = commitment(path, salt, value)
         personal.append(case_exchange_pb2.PersonalValue(field=path, value=value, salt=salt))
     return common_pb2.ApplicantCommitments(**digests), personal
 
