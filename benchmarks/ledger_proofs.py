@@ -4,8 +4,8 @@
                                        [--sizes 1000 100000 1000000] [--batch 10000]
                                        [--proofs 2000]
 
-For each size, a log is built in its own tables (``ledger.LedgerTables``) by appending batches of
-``--batch`` hall-signed leaves, each batch followed by a signed checkpoint stored in the same
+For each size, a log is built in its own tables (``ledger.storage.LedgerTables``) by appending
+batches of ``--batch`` hall-signed leaves, each batch followed by a signed checkpoint stored in the same
 transaction and a commit, which is the shape of the integrator's loop. Printed:
 
 * append rate (leaves/s with the database writes, checkpoint and commit; building the ``Leaf``
@@ -122,7 +122,7 @@ class SizeResult:
     consistency_verify_rate: float
 
 
-def build(db: Database, tables: ledger.LedgerTables, size: int, batch: int) -> float:
+def build(db: Database, tables: ledger.storage.LedgerTables, size: int, batch: int) -> float:
     """Build a log of ``size`` leaves; return the seconds spent appending and committing."""
     signer = ledger.Signer.from_seed(ORIGIN, bytes(32))
     spent = 0.0
@@ -143,7 +143,7 @@ def build(db: Database, tables: ledger.LedgerTables, size: int, batch: int) -> f
 
 
 def measure_proofs(
-    db: Database, tables: ledger.LedgerTables, size: int, count: int, rng: random.Random
+    db: Database, tables: ledger.storage.LedgerTables, size: int, count: int, rng: random.Random
 ) -> SizeResult:
     """Generate and verify ``count`` inclusion and consistency proofs of random leaves/sizes."""
     with contextlib.closing(db.connect()) as conn:
@@ -315,7 +315,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         results: list[SizeResult] = []
         print(f"\nappend, {args.batch:,}-leaf batches, each + signed checkpoint + commit:")
         for size in args.sizes:
-            tables = ledger.LedgerTables(db.dialect, f"bench_{size}")  # type: ignore[arg-type]
+            tables = ledger.storage.LedgerTables(db.dialect, f"bench_{size}")  # type: ignore[arg-type]
             seconds = build(db, tables, size, args.batch)
             rate = size / seconds
             name = f"  append, {size:,} leaves ({seconds:.2f} s)"

@@ -1,9 +1,11 @@
 """Tongban's verifiable ledger: an RFC 9162 Merkle log with C2SP checkpoints, cosignatures,
 offline receipts and a tlog-tiles export.
 
-The pure core imports only the standard library and ``cryptography``; :mod:`ledger.storage`
-(SQL tables for the log on PostgreSQL through ``psycopg`` or on SQLite, in the caller's
-transaction) adds ``psycopg``, and nothing in the package imports ``hub`` or ``adapters``. Every
+The pure core imports only the standard library and ``cryptography``, so hall systems and outside
+verifiers can use it without a database driver. Its SQL storage driver, :mod:`ledger.storage`
+(the log's tables on PostgreSQL through ``psycopg`` or on SQLite, in the caller's transaction),
+sits beside it and is imported on its own (``from ledger.storage import LedgerTables``); the core
+never imports it. Nothing in the package imports ``hub`` or ``adapters``. Every
 error is a :class:`LedgerError`. Typical use::
 
     import hashlib
@@ -45,6 +47,7 @@ from ledger.errors import (
     CheckpointError,
     ConsistencyError,
     CosignatureError,
+    EvidenceKind,
     InvalidSignatureError,
     KeyFormatError,
     LeafError,
@@ -56,6 +59,7 @@ from ledger.errors import (
     RollbackError,
     SignatureError,
     SplitViewError,
+    SplitViewEvidence,
     TileError,
     TileProblem,
     UnverifiedNoteError,
@@ -98,16 +102,6 @@ from ledger.note import (
     sign_note,
 )
 from ledger.receipt import RECEIPT_HEADER, Receipt, VerifiedReceipt, verify_receipt
-from ledger.storage import (
-    CheckpointConflictError,
-    DuplicateLeafError,
-    LeafIndexError,
-    LedgerTables,
-    SQLWitnessStore,
-    StorageError,
-    StoredCheckpoint,
-    StoredHashReader,
-)
 from ledger.tiles import (
     TileAudit,
     TileExport,
@@ -125,10 +119,8 @@ from ledger.tiles import (
     write_tiles,
 )
 from ledger.witness import (
-    EvidenceKind,
     InMemoryWitnessStore,
     PolicyResult,
-    SplitViewEvidence,
     Witness,
     WitnessPolicy,
     WitnessState,
@@ -144,7 +136,6 @@ __all__ = [
     "RECEIPT_HEADER",
     "Authority",
     "Checkpoint",
-    "CheckpointConflictError",
     "CheckpointError",
     "CompactRange",
     "ConsistencyError",
@@ -152,7 +143,6 @@ __all__ = [
     "CosignatureError",
     "CosignatureVerifier",
     "Cosigner",
-    "DuplicateLeafError",
     "EvidenceKind",
     "HashReader",
     "InMemoryWitnessStore",
@@ -161,9 +151,7 @@ __all__ = [
     "Leaf",
     "LeafError",
     "LeafHashReader",
-    "LeafIndexError",
     "LedgerError",
-    "LedgerTables",
     "MerkleTree",
     "Node",
     "Note",
@@ -177,15 +165,11 @@ __all__ = [
     "Receipt",
     "ReceiptError",
     "RollbackError",
-    "SQLWitnessStore",
     "SignatureError",
     "SignedCheckpoint",
     "Signer",
     "SplitViewError",
     "SplitViewEvidence",
-    "StorageError",
-    "StoredCheckpoint",
-    "StoredHashReader",
     "TileAudit",
     "TileError",
     "TileExport",

@@ -10,11 +10,11 @@ Messages are written for the person reading an audit report: each one names the 
 
 from __future__ import annotations
 
+import base64
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:  # imported only for annotations, to keep this module free of import cycles
-    from ledger.witness import SplitViewEvidence
+from enum import StrEnum
+from typing import Any
 
 
 class LedgerError(Exception):
@@ -148,3 +148,70 @@ class TileError(LedgerError):
         more = f"\n  ... and {len(problems) - 50} more" if len(problems) > 50 else ""
         super().__init__(message + detail + more)
         self.problems = problems
+
+
+# The evidence a witness keeps travels inside SplitViewError, so it is defined here with the
+# errors: the package's error module then imports no other ledger module.
+
+
+class EvidenceKind(StrEnum):
+    """What a :class:`SplitViewEvidence` shows."""
+
+    FORK = "fork"
+    """Two log-signed checkpoints of the same size with different roots: proof of a split view."""
+
+    INCONSISTENT_PROOF = "inconsistent-proof"
+    """A log-signed checkpoint arrived with a consistency proof that does not verify from the
+    cosigned one. If the log cannot produce a valid proof between the two, it forked."""
+
+    ROLLBACK = "rollback"
+    """A log-signed checkpoint smaller than the cosigned one (a stale replay or a rollback)."""
+
+
+@dataclass(frozen=True)
+class SplitViewEvidence:
+    """Everything a witness saw when it refused a conflicting checkpoint.
+
+    ``cosigned_note`` is the log-signed checkpoint the witness had cosigned, ``new_note`` the
+    log-signed checkpoint it refused (its log signature verified), ``proof`` the consistency proof
+    that came with it, ``observed_at`` the witness's clock (POSIX seconds).
+    """
+
+    origin: str
+    kind: EvidenceKind
+    reason: str
+    cosigned_note: bytes
+    new_note: bytes
+    old_size: int
+    proof: tuple[bytes, ...]
+    observed_at: int
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return a JSON-serialisable form (bytes as base64) for storage or reporting."""
+        return {
+            "origin": self.origin,
+            "kind": self.kind.value,
+            "reason": self.reason,
+            "cosigned_note": base64.b64encode(self.cosigned_note).decode(),
+            "new_note": base64.b64encode(self.new_note).decode(),
+            "old_size": self.old_size,
+            "proof": [base64.b64encode(p).decode() for p in self.proof],
+            "observed_at": self.observed_at,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> SplitViewEvidence:
+        """Inverse of :meth:`to_dict`; raises :class:`LedgerError` on malformed input."""
+        try:
+            return cls(
+                origin=str(data["origin"]),
+                kind=EvidenceKind(data["kind"]),
+                reason=str(data["reason"]),
+                cosigned_note=base64.b64decode(data["cosigned_note"], validate=True),
+                new_note=base64.b64decode(data["new_note"], validate=True),
+                old_size=int(data["old_size"]),
+                proof=tuple(base64.b64decode(p, validate=True) for p in data["proof"]),
+                observed_at=int(data["observed_at"]),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise LedgerError(f"malformed split-view evidence record: {exc!r}") from None

@@ -43,7 +43,7 @@ import psycopg
 from psycopg.pq import TransactionStatus
 
 from ledger.checkpoint import peek_checkpoint
-from ledger.errors import CheckpointError, LedgerError, ProofError
+from ledger.errors import CheckpointError, EvidenceKind, LedgerError, ProofError, SplitViewEvidence
 from ledger.leaf import Leaf
 from ledger.merkle import (
     EMPTY_ROOT,
@@ -55,7 +55,7 @@ from ledger.merkle import (
     leaf_hash,
     tree_root,
 )
-from ledger.witness import EvidenceKind, SplitViewEvidence, WitnessState, WitnessStore
+from ledger.witness import WitnessState, WitnessStore
 
 Cursor: TypeAlias = "psycopg.Cursor[Any] | sqlite3.Cursor"
 """An open DB-API cursor of the dialect the :class:`LedgerTables` was made for."""

@@ -16,24 +16,23 @@ named witnesses cosigned it (``k = 0`` for a single node, where the log signatur
 
 from __future__ import annotations
 
-import base64
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from enum import StrEnum
-from typing import Any, NoReturn, Protocol
+from typing import NoReturn, Protocol
 
 from ledger.checkpoint import Checkpoint, SignedCheckpoint, open_checkpoint, peek_checkpoint
 from ledger.cosignature import Cosignature, CosignatureVerifier, Cosigner, verified_cosignatures
 from ledger.errors import (
     CheckpointError,
-    LedgerError,
+    EvidenceKind,
     PolicyError,
     ProofError,
     RollbackError,
     SignatureError,
     SplitViewError,
+    SplitViewEvidence,
     WitnessConflictError,
     WitnessError,
 )
@@ -46,69 +45,6 @@ MAX_PROOF_HASHES = 63
 
 def _now() -> int:
     return int(time.time())
-
-
-class EvidenceKind(StrEnum):
-    """What a :class:`SplitViewEvidence` shows."""
-
-    FORK = "fork"
-    """Two log-signed checkpoints of the same size with different roots: proof of a split view."""
-
-    INCONSISTENT_PROOF = "inconsistent-proof"
-    """A log-signed checkpoint arrived with a consistency proof that does not verify from the
-    cosigned one. If the log cannot produce a valid proof between the two, it forked."""
-
-    ROLLBACK = "rollback"
-    """A log-signed checkpoint smaller than the cosigned one (a stale replay or a rollback)."""
-
-
-@dataclass(frozen=True)
-class SplitViewEvidence:
-    """Everything a witness saw when it refused a conflicting checkpoint.
-
-    ``cosigned_note`` is the log-signed checkpoint the witness had cosigned, ``new_note`` the
-    log-signed checkpoint it refused (its log signature verified), ``proof`` the consistency proof
-    that came with it, ``observed_at`` the witness's clock (POSIX seconds).
-    """
-
-    origin: str
-    kind: EvidenceKind
-    reason: str
-    cosigned_note: bytes
-    new_note: bytes
-    old_size: int
-    proof: tuple[bytes, ...]
-    observed_at: int
-
-    def to_dict(self) -> dict[str, Any]:
-        """Return a JSON-serialisable form (bytes as base64) for storage or reporting."""
-        return {
-            "origin": self.origin,
-            "kind": self.kind.value,
-            "reason": self.reason,
-            "cosigned_note": base64.b64encode(self.cosigned_note).decode(),
-            "new_note": base64.b64encode(self.new_note).decode(),
-            "old_size": self.old_size,
-            "proof": [base64.b64encode(p).decode() for p in self.proof],
-            "observed_at": self.observed_at,
-        }
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> SplitViewEvidence:
-        """Inverse of :meth:`to_dict`; raises :class:`LedgerError` on malformed input."""
-        try:
-            return cls(
-                origin=str(data["origin"]),
-                kind=EvidenceKind(data["kind"]),
-                reason=str(data["reason"]),
-                cosigned_note=base64.b64decode(data["cosigned_note"], validate=True),
-                new_note=base64.b64decode(data["new_note"], validate=True),
-                old_size=int(data["old_size"]),
-                proof=tuple(base64.b64decode(p, validate=True) for p in data["proof"]),
-                observed_at=int(data["observed_at"]),
-            )
-        except (KeyError, TypeError, ValueError) as exc:
-            raise LedgerError(f"malformed split-view evidence record: {exc!r}") from None
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ import psycopg
 import pytest
 
 import ledger
+import ledger.storage
 from ledger.storage import NODE_MIN_LEVEL, Cursor, _grow
 
 pytestmark = pytest.mark.timeout(180)
@@ -64,7 +65,7 @@ class Backend:
 
     dialect: str
     target: str  # a file path (SQLite) or a libpq DSN (PostgreSQL)
-    tables: ledger.LedgerTables
+    tables: ledger.storage.LedgerTables
     conn: Any
     cur: Cursor
 
@@ -97,7 +98,7 @@ def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
         if dialect == "sqlite"
         else request.getfixturevalue("fresh_postgres_db")
     )
-    tables = ledger.LedgerTables(dialect)
+    tables = ledger.storage.LedgerTables(dialect)
     backend = Backend(dialect, target, tables, None, None)  # type: ignore[arg-type]
     backend.conn = backend.connect()
     backend.cur = backend.conn.cursor()
@@ -226,7 +227,7 @@ def test_a_batch_that_does_not_continue_the_log_is_refused_and_changes_nothing(
 ) -> None:
     db.append(leaves(0, 30))
     before = (db.tables.state(db.cur), db.tables.leaves(db.cur, 0, 30))
-    with pytest.raises(ledger.LeafIndexError) as caught:
+    with pytest.raises(ledger.storage.LeafIndexError) as caught:
         db.tables.append(db.cur, [make_leaf(i) for i in indices])
     assert (caught.value.expected, caught.value.got, caught.value.position) == (
         expected,
@@ -247,7 +248,7 @@ def test_an_event_logged_twice_is_refused_by_the_database(db: Backend) -> None:
     db.append(leaves(0, 10))
     first = make_leaf(3)
     again = ledger.Leaf(ORIGIN, 10, first.aggregate_id, first.version, "X", bytes(32))
-    with pytest.raises(ledger.DuplicateLeafError):
+    with pytest.raises(ledger.storage.DuplicateLeafError):
         db.tables.append(db.cur, [*leaves(10, 10), again])
     db.conn.rollback()
     assert db.tables.state(db.cur)[0] == 10
@@ -256,7 +257,7 @@ def test_an_event_logged_twice_is_refused_by_the_database(db: Backend) -> None:
 
 def test_a_version_beyond_the_sql_integer_range_is_refused(db: Backend) -> None:
     huge = ledger.Leaf(ORIGIN, 0, CASES[0], 2**63, "CaseSubmitted", bytes(32))
-    with pytest.raises(ledger.StorageError, match="64-bit"):
+    with pytest.raises(ledger.storage.StorageError, match="64-bit"):
         db.tables.append(db.cur, [huge])
     db.conn.rollback()
     assert db.tables.state(db.cur)[0] == 0
@@ -266,7 +267,7 @@ def test_a_version_beyond_the_sql_integer_range_is_refused(db: Backend) -> None:
 def test_append_outside_a_transaction_is_refused(db: Backend) -> None:
     conn = db.connect(autocommit=True)
     try:
-        with pytest.raises(ledger.StorageError, match="open transaction"):
+        with pytest.raises(ledger.storage.StorageError, match="open transaction"):
             db.tables.append(conn.cursor(), leaves(0, 3))
     finally:
         conn.close()
@@ -302,7 +303,7 @@ def test_a_writer_killed_mid_batch_leaves_no_gap_and_no_duplicate(db: Backend) -
         dialect, target = sys.argv[1], sys.argv[2]
         conn = sqlite3.connect(target) if dialect == "sqlite" else psycopg.connect(target)
         cur = conn.cursor()
-        tables = ledger.LedgerTables(dialect)
+        tables = ledger.storage.LedgerTables(dialect)
         assert tables.append(cur, leaves(100, 3100)) == 3100
         cur.execute("UPDATE tracking SET position = 3100")
         print("appended", flush=True)
@@ -349,14 +350,14 @@ def test_leaves_are_read_back_by_range_and_by_case(db: Backend) -> None:
     assert db.tables.leaf_for(db.cur, case, 3) == history[2]
     assert db.tables.leaf_for(db.cur, case, 99) is None
     assert db.tables.leaves_of(db.cur, uuid.uuid4()) == []
-    with pytest.raises(ledger.StorageError, match="leaf 50 is missing"):
+    with pytest.raises(ledger.storage.StorageError, match="leaf 50 is missing"):
         db.tables.leaves(db.cur, 48, 51)
 
 
 def test_a_deleted_leaf_row_is_reported_as_a_gap(db: Backend) -> None:
     db.append(leaves(0, 20))
     db.execute(f"DELETE FROM {db.tables.leaves_table} WHERE idx = 12")
-    with pytest.raises(ledger.StorageError, match="leaf 12 is missing"):
+    with pytest.raises(ledger.storage.StorageError, match="leaf 12 is missing"):
         db.tables.leaves(db.cur, 0, 20)
     with pytest.raises(ledger.ProofError, match="not stored"):
         db.tables.inclusion_proof(db.cur, 13, 20)
@@ -412,7 +413,9 @@ def test_storing_a_checkpoint_again_takes_the_new_note_and_keeps_its_time(db: Ba
     cosigned = ledger.attach_cosignatures(note, line.encode())
     db.tables.store_checkpoint(db.cur, 9, tree.root(), cosigned, created_at=6.0)
     db.conn.commit()
-    assert db.tables.checkpoints(db.cur) == [ledger.StoredCheckpoint(9, tree.root(), cosigned, 5.0)]
+    assert db.tables.checkpoints(db.cur) == [
+        ledger.storage.StoredCheckpoint(9, tree.root(), cosigned, 5.0)
+    ]
 
 
 def test_a_checkpoint_inconsistent_with_the_stored_tree_is_refused(db: Backend) -> None:
@@ -424,25 +427,27 @@ def test_a_checkpoint_inconsistent_with_the_stored_tree_is_refused(db: Backend) 
 
     # Another history of the same size: the log must never sign (or keep) it.
     forked = ledger.MerkleTree(b"other %d" % i for i in range(30))
-    with pytest.raises(ledger.CheckpointConflictError, match="never signs two inconsistent"):
+    with pytest.raises(
+        ledger.storage.CheckpointConflictError, match="never signs two inconsistent"
+    ):
         db.tables.store_checkpoint(db.cur, 30, forked.root(), sign(signer, forked, 30))
-    with pytest.raises(ledger.CheckpointConflictError, match="disagrees"):
+    with pytest.raises(ledger.storage.CheckpointConflictError, match="disagrees"):
         db.tables.store_checkpoint(db.cur, 20, forked.root(20), sign(signer, forked, 20))
     # Ahead of the stored tree.
     bigger = memory_tree(31)
-    with pytest.raises(ledger.CheckpointConflictError, match="larger than the stored tree"):
+    with pytest.raises(ledger.storage.CheckpointConflictError, match="larger than the stored tree"):
         db.tables.store_checkpoint(db.cur, 31, bigger.root(), sign(signer, bigger, 31))
     # A note whose body says something else than the arguments.
-    with pytest.raises(ledger.CheckpointConflictError, match="note is for size 20"):
+    with pytest.raises(ledger.storage.CheckpointConflictError, match="note is for size 20"):
         db.tables.store_checkpoint(db.cur, 30, tree.root(), sign(signer, tree, 20))
-    with pytest.raises(ledger.CheckpointConflictError, match="malformed"):
+    with pytest.raises(ledger.storage.CheckpointConflictError, match="malformed"):
         db.tables.store_checkpoint(db.cur, 30, tree.root(), b"not a note")
     # Another log's checkpoint in this log's table.
     stranger = ledger.Signer.generate("tongban.example/node-2")
     alien = ledger.sign_checkpoint(
         ledger.Checkpoint("tongban.example/node-2", 30, tree.root()), stranger
     )
-    with pytest.raises(ledger.CheckpointConflictError, match="origin"):
+    with pytest.raises(ledger.storage.CheckpointConflictError, match="origin"):
         db.tables.store_checkpoint(db.cur, 30, tree.root(), alien)
     db.conn.rollback()
     assert [c.size for c in db.tables.checkpoints(db.cur)] == [20]
@@ -451,12 +456,14 @@ def test_a_checkpoint_inconsistent_with_the_stored_tree_is_refused(db: Backend) 
     db.execute(
         f"UPDATE {db.tables.checkpoints_table} SET root = ? WHERE size = 20", forked.root(20)
     )
-    with pytest.raises(ledger.CheckpointConflictError, match="stored checkpoint of size 20"):
+    with pytest.raises(
+        ledger.storage.CheckpointConflictError, match="stored checkpoint of size 20"
+    ):
         db.tables.store_checkpoint(db.cur, 20, tree.root(20), sign(signer, tree, 20))
 
 
 def test_the_sql_witness_store_swaps_atomically_and_keeps_evidence(db: Backend) -> None:
-    store = ledger.SQLWitnessStore(db.tables, db.cur, commit=True)
+    store = ledger.storage.SQLWitnessStore(db.tables, db.cur, commit=True)
     tree = memory_tree(12)
     first = ledger.WitnessState(ORIGIN, 5, tree.root(5), b"note 5")
     second = ledger.WitnessState(ORIGIN, 12, tree.root(12), b"note 12")
@@ -493,7 +500,7 @@ def test_the_sql_witness_store_swaps_atomically_and_keeps_evidence(db: Backend) 
     # Committed as it went: another connection sees the same state and evidence.
     other = db.connect()
     try:
-        again = ledger.SQLWitnessStore(db.tables, other.cursor())
+        again = ledger.storage.SQLWitnessStore(db.tables, other.cursor())
         assert again.latest(ORIGIN) == second
         assert again.evidence() == evidence
         assert again.evidence(ORIGIN) == [evidence[0], evidence[2]]
@@ -507,7 +514,7 @@ def test_a_witness_on_sql_storage_refuses_a_fork_and_the_evidence_survives(db: B
     witness = ledger.Witness(
         ledger.Cosigner.generate("witness.example/w1"),
         {ORIGIN: signer.verifier()},
-        store=ledger.SQLWitnessStore(db.tables, db.cur, commit=True),
+        store=ledger.storage.SQLWitnessStore(db.tables, db.cur, commit=True),
         clock=lambda: 1_700_000_000,
     )
     tree = memory_tree(8)
@@ -522,7 +529,7 @@ def test_a_witness_on_sql_storage_refuses_a_fork_and_the_evidence_survives(db: B
     # A restarted witness (new connection, new store) remembers both.
     other = db.connect()
     try:
-        store = ledger.SQLWitnessStore(db.tables, other.cursor())
+        store = ledger.storage.SQLWitnessStore(db.tables, other.cursor())
         latest = store.latest(ORIGIN)
         assert latest is not None
         assert (latest.size, latest.root) == (13, grown.root())
@@ -532,7 +539,7 @@ def test_a_witness_on_sql_storage_refuses_a_fork_and_the_evidence_survives(db: B
 
 
 def test_without_commit_the_witness_store_follows_the_callers_transaction(db: Backend) -> None:
-    store = ledger.SQLWitnessStore(db.tables, db.cur)
+    store = ledger.storage.SQLWitnessStore(db.tables, db.cur)
     state = ledger.WitnessState(ORIGIN, 1, memory_tree(1).root(), b"n")
     assert store.swap(None, state)
     db.conn.rollback()
@@ -543,25 +550,25 @@ def test_without_commit_the_witness_store_follows_the_callers_transaction(db: Ba
 
 
 def test_a_cursor_of_the_other_dialect_is_refused(db: Backend) -> None:
-    other = ledger.LedgerTables("sqlite" if db.dialect == "postgres" else "postgres")
-    with pytest.raises(ledger.StorageError, match="needs a"):
+    other = ledger.storage.LedgerTables("sqlite" if db.dialect == "postgres" else "postgres")
+    with pytest.raises(ledger.storage.StorageError, match="needs a"):
         other.state(db.cur)
-    with pytest.raises(ledger.StorageError, match="needs a"):
-        ledger.SQLWitnessStore(other, db.cur)
+    with pytest.raises(ledger.storage.StorageError, match="needs a"):
+        ledger.storage.SQLWitnessStore(other, db.cur)
 
 
 def test_table_prefix_and_dialect_are_validated() -> None:
-    with pytest.raises(ledger.StorageError, match="prefix"):
-        ledger.LedgerTables("sqlite", "ledger; DROP TABLE x")
-    with pytest.raises(ledger.StorageError, match="dialect"):
-        ledger.LedgerTables("mysql")  # type: ignore[arg-type]
-    tables = ledger.LedgerTables("postgres", "node2_log")
+    with pytest.raises(ledger.storage.StorageError, match="prefix"):
+        ledger.storage.LedgerTables("sqlite", "ledger; DROP TABLE x")
+    with pytest.raises(ledger.storage.StorageError, match="dialect"):
+        ledger.storage.LedgerTables("mysql")  # type: ignore[arg-type]
+    tables = ledger.storage.LedgerTables("postgres", "node2_log")
     assert tables.leaves_table == "node2_log_leaves"
     assert all("IF NOT EXISTS" in s or "DO NOTHING" in s for s in tables.create_statements())
 
 
 def test_two_logs_with_different_prefixes_share_a_database(db: Backend) -> None:
-    second = ledger.LedgerTables(db.tables.dialect, "second")
+    second = ledger.storage.LedgerTables(db.tables.dialect, "second")
     second.create(db.cur)
     db.append(leaves(0, 5))
     assert second.append(db.cur, leaves(0, 2)) == 2

@@ -47,3 +47,17 @@ def test_imports_only_stdlib_and_cryptography() -> None:
                 assert root not in {"hub", "adapters"}, f"{source.name} imports {root}"
                 if root not in {"ledger", "__future__"} and root not in allowed_third_party:
                     assert root in sys.stdlib_module_names, f"{source.name} imports {root}"
+
+
+def test_importing_the_core_loads_no_database_driver() -> None:
+    """Halls and outside verifiers use the Merkle core without psycopg or sqlite3."""
+    import subprocess
+
+    probe = (
+        "import sys, ledger\n"
+        "loaded = [m for m in ('psycopg', 'sqlite3', 'ledger.storage') if m in sys.modules]\n"
+        "print(loaded)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                            check=True, cwd=PACKAGE.parent)  # fmt: skip
+    assert result.stdout.strip() == "[]"
