@@ -5,8 +5,8 @@
                                        [--proofs 2000]
 
 For each size, a log is built in its own tables (``ledger.storage.LedgerTables``) by appending
-batches of ``--batch`` hall-signed leaves, each batch followed by a signed checkpoint stored in the same
-transaction and a commit, which is the shape of the integrator's loop. Printed:
+batches of ``--batch`` hall-signed leaves, each batch followed by a signed checkpoint stored in
+the same transaction and a commit, which is the shape of the integrator's loop. Printed:
 
 * append rate (leaves/s with the database writes, checkpoint and commit; building the ``Leaf``
   objects is not timed) beside PostgreSQL's raw COPY rate of rows of the same size as a leaf row
