@@ -46,7 +46,7 @@ from eventsourcing.persistence import (
     OperationalError,
     Transcoder,
 )
-from eventsourcing.utils import Environment, EnvType
+from eventsourcing.utils import Environment, EnvType, get_topic
 
 from hub.application.group_commit import GroupCommit
 from hub.application.recorders import PersonalKey, PersonalKeyAccess
@@ -423,6 +423,24 @@ class HubApplication(Application[UUID]):
             raise NotFound("hall", hall_id) from None
         assert isinstance(hall, Hall)
         return hall
+
+    def halls(self) -> list[Hall]:
+        """Every hall ever registered at this node (retired ones too), by hall id."""
+        topic = get_topic(Hall.Registered)
+        ids: list[UUID] = []
+        start: int | None = None
+        while True:
+            batch = self._read(
+                lambda start=start: self.recorder.select_notifications(
+                    start=start, limit=500, topics=[topic], inclusive_of_start=start is None
+                )
+            )
+            ids += [n.originator_id for n in batch]
+            if len(batch) < 500:
+                break
+            start = batch[-1].id
+        halls = [self.hall_by_id(hall_id) for hall_id in ids]
+        return sorted(halls, key=lambda hall: hall.hall_id)
 
     def hall_by_id(self, aggregate_id: UUID) -> Hall:
         """The hall whose aggregate id is ``aggregate_id`` (an admin command's result)."""
