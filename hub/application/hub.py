@@ -430,9 +430,10 @@ class HubApplication(Application[UUID]):
         ids: list[UUID] = []
         start: int | None = None
         while True:
-            batch = self._read(
-                lambda start=start: self.recorder.select_notifications(
-                    start=start, limit=500, topics=[topic], inclusive_of_start=start is None
+            after = start
+            batch: list[Any] = self._read(
+                lambda: self.recorder.select_notifications(
+                    start=after, limit=500, topics=[topic], inclusive_of_start=after is None
                 )
             )
             ids += [n.originator_id for n in batch]
