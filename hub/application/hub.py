@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -429,13 +430,16 @@ class HubApplication(Application[UUID]):
         topic = get_topic(Hall.Registered)
         ids: list[UUID] = []
         start: int | None = None
-        while True:
-            after = start
-            batch: list[Any] = self._read(
-                lambda: self.recorder.select_notifications(
+
+        def page(after: int | None) -> list[Any]:
+            return list(
+                self.recorder.select_notifications(
                     start=after, limit=500, topics=[topic], inclusive_of_start=after is None
                 )
             )
+
+        while True:
+            batch: list[Any] = self._read(functools.partial(page, start))
             ids += [n.originator_id for n in batch]
             if len(batch) < 500:
                 break
