@@ -53,7 +53,8 @@ import grpc
 from google.protobuf.message import Message
 from tongban.v1 import case_exchange_pb2, common_pb2
 
-from adapters.connection import AdapterError, ItemCatalogue, RpcFailure, gb11643_ok
+from adapters.connection import ItemCatalogue, gb11643_ok
+from adapters.errors import ConfigError, NodeRefused, RegisterError
 from adapters.sdk import HallCredentials, sign_command
 
 K = common_pb2.CaseKind
@@ -155,19 +156,13 @@ BEIJING = timezone(timedelta(hours=8), "CST")
 #: own 收件日期 as a deferred command, or the time of the import.
 ISSUED_AT_CHOICES = ("received", "now")
 
-#: Codes that say nothing about the row but about the node or the link: the import stops.
-FATAL_CODES = frozenset(
-    {
-        grpc.StatusCode.UNAVAILABLE,
-        grpc.StatusCode.DEADLINE_EXCEEDED,
-        grpc.StatusCode.UNAUTHENTICATED,
-        grpc.StatusCode.RESOURCE_EXHAUSTED,
-    }
-)
 
-
-class RegisterError(AdapterError):
-    """The file as a whole cannot be imported (unreadable, no header, a missing column)."""
+def stops_the_run(failure: NodeRefused) -> bool:
+    """Whether a refusal says nothing about the row but about the node, the link or the hall:
+    a transient failure (:data:`adapters.errors.RETRYABLE_CODES`, after the retry policy's
+    attempts) or UNAUTHENTICATED (a signature or hall the node does not accept, e.g. "no such
+    hall at this node"). The import stops there; running it again is safe."""
+    return failure.transient or failure.code == grpc.StatusCode.UNAUTHENTICATED
 
 
 # ============================================================================ reading files
@@ -671,7 +666,7 @@ class HubClient(Protocol):
         action: str,
         body: Message | None = None,
         *,
-        idempotency_key: str | None = None,
+        idempotency_key: str,
         operator: str | None = None,
         **fields: Any,
     ) -> case_exchange_pb2.CommandReply:
@@ -766,15 +761,9 @@ class ImportReport:
         return line
 
 
-class _Fatal(Exception):
-    def __init__(self, failure: RpcFailure) -> None:
-        self.failure = failure
-        super().__init__(failure.message)
-
-
 #: The hub's field names (after ``command.<action>.`` or ``command.header.``) → this register's
 #: columns. (A refused personal value, ``personal[i].value``, is first resolved to the field it
-#: carries: RpcFailure.resolve_personal.)
+#: carries: NodeRefused.resolve_personal.)
 COLUMN_OF_HUB_FIELD: dict[str, str] = {
     "item_code": HEADER["item_code"],
     "applicant.name": HEADER["applicant"],
@@ -809,7 +798,7 @@ class Importer:
         issued_at: str = "received",
     ) -> None:
         if issued_at not in ISSUED_AT_CHOICES:
-            raise AdapterError(
+            raise ConfigError(
                 f"--issued-at {issued_at!r}: use {' or '.join(ISSUED_AT_CHOICES)} "
                 "(TONGBAN_IMPORT_ISSUED_AT)"
             )
@@ -844,18 +833,20 @@ class Importer:
             first_row_of[parsed.register_id] = raw.number
             try:
                 report.outcomes.append(self.reconcile(parsed))
-            except _Fatal as fatal:
-                report.stopped = f"{fatal.failure.code.name}: {fatal.failure.message}"
+            except NodeRefused as fatal:  # only what stops the run leaves reconcile
+                report.stopped = str(fatal)
                 report.not_processed = len(register.rows) - index
                 break
         return report
 
     def reconcile(self, entry: RegisterEntry) -> RowOutcome:
-        """Bring one valid row into the hub (see the module docstring)."""
-        try:
-            item = self.catalogue.get(entry.item_code)
-        except grpc.RpcError as error:
-            raise _Fatal(RpcFailure.from_error(error)) from None
+        """Bring one valid row into the hub (see the module docstring).
+
+        A refusal that is the row's is its outcome (``rejected``); one that stops the run (the
+        catalogue cannot be read, :func:`stops_the_run`, the importer's setup) is raised as the
+        :class:`~adapters.errors.NodeRefused` it is.
+        """
+        item = self.catalogue.get(entry.item_code)
         if item is None:
             return self._rejected(entry, Issue(HEADER["item_code"], "不在通办节点的事项目录中"))
         if item.kind != entry.kind:
@@ -873,15 +864,15 @@ class Importer:
         deferred = self.issued_at == "received"
         try:
             reply = self.client.send_signed("submit", signed)
-        except grpc.RpcError as error:
-            failure = RpcFailure.from_error(error).resolve_personal(signed.personal)
+        except NodeRefused as refusal:
+            failure = refusal.resolve_personal(signed.personal)
             return self._refused(entry, failure, step="submit", deferred=deferred)
         case_id = reply.case_id
         try:
             view = self.client.get_case(case_id)
             steps = plan_steps(entry.target_state, view.state)
-        except grpc.RpcError as error:
-            return self._refused(entry, RpcFailure.from_error(error), step="get", case_id=case_id)
+        except NodeRefused as refusal:
+            return self._refused(entry, refusal, step="get", case_id=case_id)
         if steps is None:
             state = common_pb2.CaseState.Name(view.state)
             return self._rejected(
@@ -904,10 +895,8 @@ class Importer:
                     operator=entry.operator,
                     **fields,
                 )
-            except grpc.RpcError as error:
-                return self._refused(
-                    entry, RpcFailure.from_error(error), step=action, case_id=case_id
-                )
+            except NodeRefused as refusal:
+                return self._refused(entry, refusal, step=action, case_id=case_id)
             advanced = advanced or not step.replayed
         if not reply.replayed:
             return RowOutcome(entry.number, entry.register_id, "created", case_id)
@@ -943,7 +932,7 @@ class Importer:
     def _refused(
         self,
         entry: RegisterEntry,
-        failure: RpcFailure,
+        failure: NodeRefused,
         *,
         step: str,
         case_id: str = "",
@@ -951,14 +940,14 @@ class Importer:
     ) -> RowOutcome:
         """A refusal from the node, named by the register's column where possible.
 
-        Refusals that are not the row's fault stop the run: the node or link failing
-        (:data:`FATAL_CODES`), the hall's setup (wrong ``--node``, region or hall), or the clock
-        of a command signed now. A deferred submit refused for its time names 收件日期.
+        Refusals that are not the row's fault stop the run (they are raised): the node or link
+        failing (:func:`stops_the_run`), the hall's setup (wrong ``--node``, region or hall), or
+        the clock of a command signed now. A deferred submit refused for its time names 收件日期.
         """
         hub_field = failure.violations[0][0] if failure.violations else ""
         clock = hub_field == "command.header.issued_at" and not deferred
-        if failure.code in FATAL_CODES or hub_field in _SETUP_FIELDS or clock:
-            raise _Fatal(failure)
+        if stops_the_run(failure) or hub_field in _SETUP_FIELDS or clock:
+            raise failure
         if step == "submit" and hub_field == "command.header.issued_at":
             issue = Issue(
                 HEADER["received_on"],

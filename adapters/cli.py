@@ -6,9 +6,16 @@ option below has an environment variable, read once into frozen settings
 (:class:`adapters.connection.HubConnection`, :class:`adapters.gateway.GatewayConfig`), so the
 adapter modules themselves stay pure. docs/adapters.md lists every option.
 
-Exit codes: 0 success; 1 some rows or commands were refused (import: rejected rows; village
-forward --once: failed commands wait in the outbox); 2 configuration or input error; 3 the node
-could not be reached (import stopped, village forward --once left commands pending).
+Every variable belongs to one of the adapters' families (:data:`VARIABLE_FAMILIES`), which the
+node leaves alone: ``TONGBAN_ADAPTER_*`` (the node connection), ``TONGBAN_GATEWAY_*``,
+``TONGBAN_VILLAGE_*``, ``TONGBAN_IMPORT_*``, and ``TONGBAN_LOG_LEVEL``.
+
+Exit codes: 0 success (also when stdout was closed early, ``... | head -1``); 1 some rows or
+commands were refused (import: rejected rows; village forward --once: failed commands wait in the
+outbox; a refusal by the node); 2 configuration or input error; 3 the node could not be reached
+(import stopped, village forward --once left commands pending). Every error the adapters raise
+(:mod:`adapters.errors`) and every ordinary mistake (a bad option, an unreadable file) is one
+line on stderr, never a traceback.
 """
 
 from __future__ import annotations
@@ -21,14 +28,16 @@ import signal
 import sys
 import threading
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 from tongban.v1 import case_exchange_pb2, common_pb2
 
-from adapters.connection import AdapterError, HubConnection, ItemCatalogue, open_client
-from adapters.sdk import RetryPolicy, SDKError
+from adapters.connection import HubConnection, ItemCatalogue, open_client
+from adapters.errors import RETRYABLE_CODES, AdapterError, ConfigError, InputError, NodeRefused
+from adapters.sdk import MAX_ATTEMPTS, RetryPolicy
 
 if TYPE_CHECKING:
     from adapters.village import Outbox
@@ -37,6 +46,19 @@ EXIT_OK = 0
 EXIT_REFUSED = 1
 EXIT_CONFIG = 2
 EXIT_UNAVAILABLE = 3
+EXIT_INTERRUPTED = 130
+
+#: The prefixes of every environment variable the adapters read (the node rejects other
+#: ``TONGBAN_*`` variables it does not know, but leaves these families to the adapters).
+VARIABLE_FAMILIES = (
+    "TONGBAN_ADAPTER_",
+    "TONGBAN_GATEWAY_",
+    "TONGBAN_VILLAGE_",
+    "TONGBAN_IMPORT_",
+    "TONGBAN_LOG_LEVEL",
+)
+
+_RETRYABLE = "/".join(sorted(code.name for code in RETRYABLE_CODES))
 
 #: Connection options: flag → (environment variable, help).
 _CONNECTION_OPTIONS: dict[str, tuple[str, str]] = {
@@ -44,7 +66,7 @@ _CONNECTION_OPTIONS: dict[str, tuple[str, str]] = {
     "--hall-id": ("TONGBAN_ADAPTER_HALL_ID", "the hall this adapter acts as"),
     "--region": ("TONGBAN_ADAPTER_REGION", "the hall's 12-digit region code"),
     "--node": (
-        "TONGBAN_NODE",
+        "TONGBAN_ADAPTER_NODE",
         "log origin of the node the commands are for (default tongban/<first two region digits>)",
     ),
     "--signing-key": ("TONGBAN_ADAPTER_SIGNING_KEY", "the hall's Ed25519 signing key (PEM)"),
@@ -53,17 +75,30 @@ _CONNECTION_OPTIONS: dict[str, tuple[str, str]] = {
     "--key": ("TONGBAN_ADAPTER_KEY", "the hall's TLS client key (PEM)"),
     "--server-name": ("TONGBAN_ADAPTER_SERVER_NAME", "override the node name checked by TLS"),
     "--operator": ("TONGBAN_ADAPTER_OPERATOR", "operator recorded when a request names none"),
-    "--timeout": ("TONGBAN_ADAPTER_TIMEOUT", "seconds per gRPC call (default 10)"),
-    "--retries": ("TONGBAN_ADAPTER_RETRIES", "attempts per call on UNAVAILABLE (default 5)"),
+    "--timeout": (
+        "TONGBAN_ADAPTER_TIMEOUT",
+        "seconds per gRPC call, its retries included (default 10)",
+    ),
+    "--retries": (
+        "TONGBAN_ADAPTER_RETRIES",
+        f"attempts per call on {_RETRYABLE}, 1-{MAX_ATTEMPTS} (default {MAX_ATTEMPTS})",
+    ),
 }
+
+
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose mistakes are one line on stderr (and exit 2), no usage dump."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_CONFIG, f"{self.prog}: {message} (see {self.prog} --help)\n")
 
 
 def _truthy(value: str) -> bool:
     return value.strip().lower() in {"1", "true", "yes", "on"}
 
 
-def _connection_parent(env: Mapping[str, str]) -> argparse.ArgumentParser:
-    parent = argparse.ArgumentParser(add_help=False)
+def _connection_parent(env: Mapping[str, str]) -> _Parser:
+    parent = _Parser(add_help=False)
     group = parent.add_argument_group("node connection")
     for flag, (variable, text) in _CONNECTION_OPTIONS.items():
         group.add_argument(flag, default=env.get(variable, ""), help=f"{text} [${variable}]")
@@ -82,9 +117,16 @@ def _connection(args: argparse.Namespace, default_operator: str) -> HubConnectio
 
     def number(flag: str, value: str, default: float) -> float:
         try:
-            return float(value) if value else default
+            result = float(value) if value else default
         except ValueError:
-            raise AdapterError(f"{flag}: {value!r} is not a number") from None
+            raise InputError(flag, f"{value!r} is not a number") from None
+        if not result > 0:
+            raise InputError(flag, f"{value!r} must be more than 0")
+        return result
+
+    retries = number("--retries", args.retries, float(MAX_ATTEMPTS))
+    if not retries.is_integer():
+        raise InputError("--retries", f"{args.retries!r} is not a whole number")
 
     return HubConnection(
         hall_id=args.hall_id,
@@ -98,7 +140,7 @@ def _connection(args: argparse.Namespace, default_operator: str) -> HubConnectio
         insecure=args.insecure,
         operator=args.operator or default_operator,
         timeout=number("--timeout", args.timeout, 10.0),
-        retry_attempts=int(number("--retries", args.retries, 5)),
+        retry_attempts=int(retries),
         node=args.node.strip(),
     )
 
@@ -106,7 +148,7 @@ def _connection(args: argparse.Namespace, default_operator: str) -> HubConnectio
 def _listen(value: str) -> tuple[str, int]:
     host, _, port = value.rpartition(":")
     if not host or not port.isdigit():
-        raise AdapterError(f"--listen {value!r}: use host:port (port 0 picks a free one)")
+        raise InputError("--listen", f"{value!r}: use host:port (port 0 picks a free one)")
     return host.strip("[]"), int(port)
 
 
@@ -141,7 +183,7 @@ def _gateway(args: argparse.Namespace) -> int:
         server = GatewayHTTPServer((config.listen_host, config.listen_port), gateway)
     except OSError as error:
         client.close()
-        raise AdapterError(f"--listen {args.listen}: {error.strerror}") from None
+        raise ConfigError(f"--listen {args.listen}: {error.strerror}") from None
     stop = _stop_on_signals()
     server.serve_in_thread()
     _say(
@@ -165,20 +207,20 @@ def _outbox(args: argparse.Namespace) -> tuple[Outbox, HubConnection]:
     from adapters.village import Outbox
 
     if not args.db:
-        raise AdapterError("the outbox file is not set (--db or TONGBAN_VILLAGE_DB)")
+        raise ConfigError("the outbox file is not set (--db or TONGBAN_VILLAGE_DB)")
     connection = _connection(args, "village")
     return Outbox(Path(args.db), connection.signing_credentials()), connection
 
 
 def _village_submit(args: argparse.Namespace) -> int:
-    from adapters.village import material_from_file
+    from adapters.village import material_from_file, queue_key
 
     outbox, connection = _outbox(args)
     materials = []
     for spec in args.material:
         name, sep, file = spec.partition("=")
         if not sep or not name.strip() or not file:
-            raise AdapterError(f"--material {spec!r}: use NAME=FILE")
+            raise InputError("--material", f"{spec!r}: use NAME=FILE")
         materials.append(material_from_file(name.strip(), Path(file)))
     submit = case_exchange_pb2.SubmitCase(
         item_code=args.item, materials=materials, competent_region=args.competent_region
@@ -191,14 +233,16 @@ def _village_submit(args: argparse.Namespace) -> int:
             applicant=applicant,
             ref=args.ref,
             operator=connection.operator,
-            idempotency_key=args.idem_key,
+            # Without the room's own key the outbox is given a fresh one, stored with the
+            # command before its first send (so every resend carries it).
+            idempotency_key=args.idem_key or queue_key(),
         )
     _say(f"queued #{queued.seq} submit ref={queued.ref}")
     return EXIT_OK
 
 
 def _village_act(args: argparse.Namespace) -> int:
-    from adapters.village import message_from_json
+    from adapters.village import message_from_json, queue_key
 
     outbox, connection = _outbox(args)
     body = message_from_json(args.action, args.json)
@@ -208,7 +252,7 @@ def _village_act(args: argparse.Namespace) -> int:
             args.action,
             body,
             operator=connection.operator,
-            idempotency_key=args.idem_key,
+            idempotency_key=args.idem_key or queue_key(),
         )
     note = "" if queued.signed else " (signed once the submit is acknowledged)"
     _say(f"queued #{queued.seq} {queued.action} ref={queued.ref}{note}")
@@ -216,11 +260,17 @@ def _village_act(args: argparse.Namespace) -> int:
 
 
 def _village_forward(args: argparse.Namespace) -> int:
-    from adapters.village import Backoff, Forwarder
+    from adapters.village import FORWARD_BACKOFF, Forwarder
 
+    try:
+        backoff = replace(FORWARD_BACKOFF, max_backoff=max(args.max_backoff, 0.0))
+    except ConfigError:
+        raise InputError(
+            "--max-backoff", f"{args.max_backoff}: at least {FORWARD_BACKOFF.initial_backoff} s"
+        ) from None
     outbox, connection = _outbox(args)
-    # One attempt per call: the forwarder does its own backoff between passes, so a stop signal
-    # is noticed quickly and the order of the queue is kept.
+    # One attempt per call: the forwarder waits between passes itself (the same backoff
+    # schedule), so a stop signal is noticed quickly and the order of the queue is kept.
     client = open_client(connection, retry=RetryPolicy(attempts=1))
     try:
         with outbox:
@@ -240,11 +290,7 @@ def _village_forward(args: argparse.Namespace) -> int:
                 return EXIT_REFUSED if counts["failed"] else EXIT_OK
             stop = _stop_on_signals()
             _say(f"tongban adapter village: forwarding {args.db} → {connection.target}")
-            forwarder.run(
-                stop,
-                idle_interval=args.interval,
-                backoff=Backoff(maximum=args.max_backoff),
-            )
+            forwarder.run(stop, idle_interval=args.interval, backoff=backoff)
             _say("tongban adapter village: stopped")
             return EXIT_OK
     finally:
@@ -305,7 +351,10 @@ def _import(args: argparse.Namespace) -> int:
     finally:
         client.close()
     if args.report:
-        report.write_csv(Path(args.report))
+        try:
+            report.write_csv(Path(args.report))
+        except OSError as error:
+            raise ConfigError(f"--report {args.report}: {error.strerror}") from None
     if args.json:
         _say(json.dumps(report.to_json(), ensure_ascii=False, indent=1))
     else:
@@ -323,7 +372,7 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
     from adapters.batch_import import ISSUED_AT_CHOICES
 
     connection = _connection_parent(env)
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="tongban adapter",
         description="Tongban hall adapters: a vendor HTTP gateway, an offline village outbox, "
         "and a legacy register importer.",
@@ -349,13 +398,13 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
 
     village = commands.add_parser("village", help="offline-first village service-room outbox")
     village_commands = village.add_subparsers(dest="village_command", required=True)
-    outbox = argparse.ArgumentParser(add_help=False, parents=[connection])
+    outbox = _Parser(add_help=False, parents=[connection])
     outbox.add_argument(
         "--db",
         default=env.get("TONGBAN_VILLAGE_DB", ""),
         help="the outbox SQLite file [$TONGBAN_VILLAGE_DB]",
     )
-    idem = argparse.ArgumentParser(add_help=False)
+    idem = _Parser(add_help=False)
     idem.add_argument(
         "--idem-key",
         default="",
@@ -457,20 +506,68 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
-    """Run an adapter command; returns the exit code."""
-    env = os.environ if environ is None else environ
-    args = build_parser(env).parse_args(argv)
+    """Run an adapter command; returns the exit code.
+
+    Never a traceback for an ordinary mistake: the adapters' errors, an unreadable file, an
+    interrupt and a closed stdout (``... | head -1``) all end here with one line at most.
+    """
+    try:
+        code = _main(argv, os.environ if environ is None else environ)
+        sys.stdout.flush()  # a closed pipe shows here, inside the handler, not at exit
+    except BrokenPipeError:
+        _stdout_to_devnull()
+        return EXIT_OK
+    return code
+
+
+def _main(argv: Sequence[str] | None, env: Mapping[str, str]) -> int:
+    try:
+        args = build_parser(env).parse_args(argv)
+    except SystemExit as stop:  # --help (0), or a usage mistake already reported (2)
+        return stop.code if isinstance(stop.code, int) else EXIT_CONFIG
+    level = env.get("TONGBAN_LOG_LEVEL", "INFO").strip().upper()
+    if level not in logging.getLevelNamesMapping():
+        _error(f"TONGBAN_LOG_LEVEL={level!r}: use DEBUG, INFO, WARNING or ERROR")
+        return EXIT_CONFIG
     logging.basicConfig(
-        level=env.get("TONGBAN_LOG_LEVEL", "INFO").upper(),
+        level=level,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
     try:
         code: int = args.run(args)
-    except (AdapterError, SDKError) as error:
-        print(f"tongban adapter: {error}", file=sys.stderr)
+    except NodeRefused as refusal:
+        _error(f"the node refused: {refusal}")
+        return EXIT_UNAVAILABLE if refusal.transient else EXIT_REFUSED
+    except AdapterError as error:
+        _error(str(error))
         return EXIT_CONFIG
+    except OSError as error:
+        if isinstance(error, BrokenPipeError):
+            raise
+        where = f"{error.filename}: " if error.filename else ""
+        _error(f"{where}{error.strerror or error}")
+        return EXIT_CONFIG
+    except KeyboardInterrupt:
+        _error("interrupted")
+        return EXIT_INTERRUPTED
     return code
+
+
+def _error(line: str) -> None:
+    print(f"tongban adapter: {line}", file=sys.stderr)
+
+
+def _stdout_to_devnull() -> None:
+    """After a closed pipe: point stdout at /dev/null, so the interpreter's final flush of what
+    is still buffered does not fail (and print a traceback) on the way out."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # no real file behind stdout: just stop writing to it
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - lives until the process ends
+    finally:
+        os.close(devnull)
 
 
 if __name__ == "__main__":

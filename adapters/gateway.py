@@ -49,7 +49,8 @@ from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 from tongban.v1 import case_exchange_pb2, common_pb2
 
-from adapters.connection import ItemCatalogue, RpcFailure, gb11643_ok, kind_name
+from adapters.connection import ItemCatalogue, gb11643_ok, kind_name
+from adapters.errors import FieldError, InputError, NodeRefused, VendorInputError, field_suffix
 from adapters.sdk import HallClient
 
 log = logging.getLogger("tongban.adapters.gateway")
@@ -202,14 +203,6 @@ def vendor_field(hub_field: str) -> str:
     return ""
 
 
-@dataclass(frozen=True)
-class FieldError:
-    """One bad field, named as the vendor names it."""
-
-    field: str
-    msg: str
-
-
 @dataclass
 class Response:
     """An HTTP answer in the vendor's envelope."""
@@ -217,22 +210,6 @@ class Response:
     status: int
     body: dict[str, Any]
     headers: dict[str, str] = field(default_factory=dict)
-
-
-class VendorInputError(Exception):
-    """The vendor's request does not match its own schema."""
-
-    def __init__(self, errors: list[FieldError]) -> None:
-        self.errors = errors
-        super().__init__("; ".join(f"{e.field}: {e.msg}" for e in errors))
-
-
-class NodeRefusal(Exception):
-    """A call the node refused or could not answer, already read (and its paths resolved)."""
-
-    def __init__(self, failure: RpcFailure) -> None:
-        self.failure = failure
-        super().__init__(failure.message)
 
 
 def envelope(
@@ -265,13 +242,12 @@ def bad_request(errors: list[FieldError], *, request_id: str = "") -> Response:
     )
 
 
-def from_failure(failure: RpcFailure, *, request_id: str = "") -> Response:
+def from_failure(failure: NodeRefused, *, request_id: str = "") -> Response:
     """The vendor's answer to a refusal or failure from the node."""
     status, code, prefix = HTTP_STATUS_OF.get(failure.code, UPSTREAM_ERROR)
     errors: list[FieldError] = []
     for hub_field, description in failure.violations:
-        suffix = RpcFailure(failure.code, "", ((hub_field, ""),)).field_suffix()
-        errors.append(FieldError(vendor_field(suffix) or hub_field, description))
+        errors.append(FieldError(vendor_field(field_suffix(hub_field)) or hub_field, description))
     return Response(
         status,
         envelope(code, f"{prefix}：{failure.message}", request_id=request_id, errors=errors),
@@ -296,19 +272,26 @@ class _Fields:
             raise VendorInputError(self.errors)
 
     def text(
-        self, name: str, *, required: bool = True, max_length: int = 512, pattern: str = ""
+        self,
+        name: str,
+        *,
+        required: bool = True,
+        max_length: int = 512,
+        pattern: str = "",
+        missing: str = "必填",
     ) -> str:
+        """A string field; ``missing`` is the message when a required one is absent."""
         value = self.body.get(name)
         if value is None or value == "":
             if required:
-                self.fail(name, "必填")
+                self.fail(name, missing)
             return ""
         if not isinstance(value, str):
             self.fail(name, f"应为字符串，收到 {type(value).__name__}")
             return ""
         value = value.strip()
         if required and not value:
-            self.fail(name, "必填")
+            self.fail(name, missing)
         elif len(value) > max_length:
             self.fail(name, f"长度不能超过 {max_length}")
         elif pattern and not re.fullmatch(pattern, value):
@@ -480,9 +463,15 @@ def _read_resubmit(fields: _Fields, message: Any) -> None:
     message.materials.extend(_materials(fields))
 
 
-def _read_transfer(fields: _Fields, message: Any) -> None:
+def _read_hand_off(fields: _Fields, message: Any) -> None:
     message.to_hall = fields.text("jsdt", max_length=128)
     message.reason = fields.text("yy", required=False)
+
+
+def _read_escalate(fields: _Fields, message: Any) -> None:
+    message.to_hall = fields.text("jsdt", max_length=128)
+    # The node records why a case went up a level: it refuses an escalation without a reason.
+    message.reason = fields.text("yy", missing="必填：上报须说明原因")
 
 
 def _read_suspend(fields: _Fields, message: Any) -> None:
@@ -508,7 +497,8 @@ def _read_joint_done(fields: _Fields, message: Any) -> None:
 
 def _read_decide(fields: _Fields, message: Any) -> None:
     message.approved = fields.flag("sfzy")
-    message.reason = fields.text("yy", required=False)
+    # Every decision states its grounds, 准予 as well as 不予: the node refuses one without.
+    message.reason = fields.text("yy", missing="必填：决定（准予或不予）均须说明理由")
 
 
 def _read_certificate(fields: _Fields, message: Any) -> None:
@@ -538,12 +528,12 @@ ACTIONS: dict[str, ActionSpec] = {
         ActionSpec("bz", "resubmit", "补正", _read_resubmit),
         ActionSpec("sl", "accept", "受理", _none),
         ActionSpec("bysl", "reject_at_intake", "不予受理", _reason(True)),
-        ActionSpec("zb", "hand_off", "转办", _read_transfer),
+        ActionSpec("zb", "hand_off", "转办", _read_hand_off),
         ActionSpec("js", "acknowledge_handoff", "接收", _none),
         ActionSpec("cb", "start_handling", "承办", _none),
         ActionSpec("tbcx", "suspend", "特别程序开始", _read_suspend),
         ActionSpec("tbcxjs", "resume", "特别程序结束", _none),
-        ActionSpec("sb", "escalate", "上报", _read_transfer),
+        ActionSpec("sb", "escalate", "上报", _read_escalate),
         ActionSpec("lb", "open_joint_tasks", "并联（联办）发起", _read_joint),
         ActionSpec("lbwc", "complete_joint_task", "并联（联办）任务办结", _read_joint_done),
         ActionSpec("jd", "decide", "决定", _read_decide),
@@ -689,13 +679,11 @@ class Gateway:
                 return self._only(method, "GET") or self._get(match.group(1))
         except VendorInputError as error:
             return bad_request(error.errors, request_id=request_id)
-        except NodeRefusal as refusal:
-            log.info("node refused %s %s: %s", method, path, refusal.failure.code.name)
-            return from_failure(refusal.failure, request_id=request_id)
-        except grpc.RpcError as error:
-            failure = RpcFailure.from_error(error)
-            log.info("node refused %s %s: %s", method, path, failure.code.name)
-            return from_failure(failure, request_id=request_id)
+        except InputError as error:
+            return bad_request([FieldError(error.field, str(error))], request_id=request_id)
+        except NodeRefused as refusal:
+            log.info("node refused %s %s: %s", method, path, refusal.code.name)
+            return from_failure(refusal, request_id=request_id)
         return Response(404, envelope("40400", f"接口不存在：{method} {path}"))
 
     # ------------------------------------------------------------------ routes
@@ -727,10 +715,9 @@ class Gateway:
         )
         try:
             reply = self.client.send_signed("submit", signed)
-        except grpc.RpcError as error:
+        except NodeRefused as refusal:
             # ``personal[1].value`` → ``command.submit.applicant.id_number`` → ``sfzh``.
-            failure = RpcFailure.from_error(error).resolve_personal(signed.personal)
-            raise NodeRefusal(failure) from None
+            raise refusal.resolve_personal(signed.personal) from None
         response = self._answer(reply, request_id, status=200 if reply.replayed else 201)
         response.headers["Location"] = f"/api/v1/cases/{reply.case_id}"
         return response
@@ -759,7 +746,7 @@ class Gateway:
         data: dict[str, Any] = {"bjbh": reply.case_id, "bb": reply.version}
         # The command itself succeeded: if the case cannot be read back just now, answer with
         # what the reply says rather than an error that would make the platform believe it failed.
-        with contextlib.suppress(grpc.RpcError):
+        with contextlib.suppress(NodeRefused):
             data.update(render_case(self.client.get_case(reply.case_id)))
         data["bb"] = reply.version
         data["cfqq"] = reply.replayed  # 重复请求: the first result, returned again

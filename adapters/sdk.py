@@ -1,8 +1,10 @@
 """The hall SDK: a client for the CaseExchange service that signs every command.
 
-    client = HallClient.connect("hub.example:7443", HallCredentials.from_files(...))
-    reply = client.send("submit", item_code="200202001000", applicant=..., materials=[...])
-    client.send("accept", case_id=reply.case_id)
+    credentials = HallCredentials(hall_id, region, HallCredentials.load_signing_key(path), tls)
+    with HallClient.connect("hub.example:7443", credentials) as client:
+        reply = client.send("submit", idempotency_key="room-2024-0031", item_code="200202001000",
+                            applicant=..., materials=[...])
+        client.send("accept", idempotency_key="room-2024-0031/accept", case_id=reply.case_id)
 
 What it does for the caller:
 
@@ -13,9 +15,17 @@ What it does for the caller:
 - never signs personal data: an applicant given in clear becomes one salted commitment per field
   in the signed bytes, and the clear values travel beside them (``SignedCommand.personal``), as
   docs/wire-api.md specifies;
-- retries with exponential backoff on UNAVAILABLE (and DEADLINE_EXCEEDED), re-sending the very
-  same signed bytes, so the hub's idempotency returns the first result instead of acting twice;
-- a default deadline on every call.
+- requires an idempotency key for every command it signs (there is no random default: a key the
+  caller derives from its own record is what makes the caller's own retry safe), and checks it
+  against the wire contract (8-128 printable ASCII characters);
+- retries on :data:`adapters.errors.RETRYABLE_CODES` with gRPC's own retry policy
+  (:class:`RetryPolicy`, the channel's service config), re-sending the very same signed bytes,
+  so the node's idempotency returns the first result instead of acting twice;
+- a default deadline on every call (it bounds the call with all its attempts);
+- turns every failed call into a :class:`adapters.errors.NodeRefused` (one mapping,
+  :func:`adapters.errors.from_rpc_error`): no ``grpc.RpcError`` leaves its methods. Its own
+  mistakes are :class:`~adapters.errors.ConfigError` (files, keys) and
+  :class:`~adapters.errors.InputError` (an unknown action, a missing key, a wrong field).
 
 It talks to the hub only through the generated ``tongban.v1`` stubs: no hub code is imported.
 """
@@ -23,15 +33,14 @@ It talks to the hub only through the generated ``tongban.v1`` stubs: no hub code
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import random
-import time
-import uuid
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import grpc
 from cryptography.hazmat.primitives import serialization
@@ -40,10 +49,7 @@ from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 from tongban.v1 import case_exchange_pb2, case_exchange_pb2_grpc, common_pb2
 
-T = TypeVar("T")
-
-#: Status codes worth retrying: the request may not have reached the hub, or the hub was down.
-RETRYABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
+from adapters.errors import RETRYABLE_CODES, ConfigError, InputError, from_rpc_error
 
 _CASE_EXCHANGE = case_exchange_pb2.DESCRIPTOR.services_by_name["CaseExchange"]
 
@@ -55,10 +61,6 @@ RPC_OF_ACTION = {
     if (rpc := "".join(part.title() for part in f.name.split("_")))
     in _CASE_EXCHANGE.methods_by_name
 }
-
-
-class SDKError(Exception):
-    """Base class of the SDK's own errors (configuration, files)."""
 
 
 @dataclass(frozen=True)
@@ -79,7 +81,7 @@ class TLSConfig:
             try:
                 return Path(path).read_bytes()
             except OSError as error:
-                raise SDKError(f"cannot read {path}: {error.strerror}") from None
+                raise ConfigError(f"cannot read {path}: {error.strerror}") from None
 
         return cls(read(ca), read(certificate), read(private_key))
 
@@ -110,41 +112,79 @@ class HallCredentials:
         try:
             key = serialization.load_pem_private_key(Path(path).read_bytes(), password=None)
         except (OSError, ValueError) as error:
-            raise SDKError(f"cannot load signing key {path}: {error}") from None
+            raise ConfigError(f"cannot load signing key {path}: {error}") from None
         if not isinstance(key, Ed25519PrivateKey):
-            raise SDKError(f"{path} is not an Ed25519 key")
+            raise ConfigError(f"{path} is not an Ed25519 key")
         return key
 
 
-@dataclass
-class RetryPolicy:
-    """Exponential backoff with jitter, for retryable status codes only."""
+#: gRPC's own ceiling on ``maxAttempts`` (a larger value would silently count as 5).
+MAX_ATTEMPTS = 5
 
-    attempts: int = 5
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How a call is retried on :data:`adapters.errors.RETRYABLE_CODES`: gRPC's own retry
+    policy, set on the channel as its service config (:meth:`service_config`).
+
+    gRPC re-sends the very same request (the same signed bytes) after a jittered exponential
+    backoff — ``initial_backoff`` growing by ``multiplier`` up to ``max_backoff`` seconds — up to
+    ``attempts`` times in all, within the call's deadline; every other code ends the call at
+    once. ``attempts=1`` turns retries off. :meth:`delays` gives the same schedule to a loop
+    that waits between passes itself (the village forwarder), so there is one backoff.
+    """
+
+    attempts: int = MAX_ATTEMPTS
     initial_backoff: float = 0.2
     max_backoff: float = 5.0
     multiplier: float = 2.0
-    sleep: Callable[[float], None] = field(default=time.sleep, repr=False)
 
-    def run(self, call: Callable[[], T]) -> T:
-        """Run ``call``, retrying retryable failures; the last error is raised."""
+    def __post_init__(self) -> None:
+        if not 1 <= self.attempts <= MAX_ATTEMPTS:
+            raise ConfigError(
+                f"retry attempts must be 1 to {MAX_ATTEMPTS} (gRPC's limit), got {self.attempts}"
+            )
+        if not 0 < self.initial_backoff <= self.max_backoff or self.multiplier < 1:
+            raise ConfigError(
+                "retry backoff: need 0 < initial_backoff <= max_backoff and multiplier >= 1"
+            )
+
+    def service_config(self) -> str:
+        """The channel's ``grpc.service_config``: this policy for every method."""
+        method: dict[str, Any] = {"name": [{}]}
+        if self.attempts > 1:
+            method["retryPolicy"] = {
+                "maxAttempts": self.attempts,
+                "initialBackoff": f"{self.initial_backoff:.3f}s",
+                "maxBackoff": f"{self.max_backoff:.3f}s",
+                "backoffMultiplier": self.multiplier,
+                "retryableStatusCodes": sorted(code.name for code in RETRYABLE_CODES),
+            }
+        return json.dumps({"methodConfig": [method]})
+
+    def delays(self) -> Iterator[float]:
+        """Waits that grow from ``initial_backoff`` to ``max_backoff``, each jittered down to
+        half (many halls coming back at once do not all call at the same moment); endless."""
         delay = self.initial_backoff
-        for attempt in range(1, self.attempts + 1):
-            try:
-                return call()
-            except grpc.RpcError as error:
-                if attempt == self.attempts or error.code() not in RETRYABLE:
-                    raise
-            self.sleep(delay * random.uniform(0.5, 1.0))
+        while True:
+            yield delay * random.uniform(0.5, 1.0)
             delay = min(self.max_backoff, delay * self.multiplier)
-        raise AssertionError("unreachable")  # pragma: no cover
 
 
 def open_channel(
-    target: str, tls: TLSConfig | None, options: Sequence[tuple[str, Any]] = ()
+    target: str,
+    tls: TLSConfig | None,
+    options: Sequence[tuple[str, Any]] = (),
+    *,
+    retry: RetryPolicy | None = None,
 ) -> grpc.Channel:
-    """A channel to the node: mutual TLS with ``tls``, or insecure (demo node) when None."""
-    channel_options = list(options)
+    """A channel to the node: mutual TLS with ``tls``, or insecure (demo node) when None;
+    calls on it are retried by ``retry`` (default: :class:`RetryPolicy` ``()``)."""
+    channel_options: list[tuple[str, Any]] = [
+        ("grpc.enable_retries", 1),
+        ("grpc.service_config", (retry or RetryPolicy()).service_config()),
+        *options,
+    ]
     if tls is None:
         return grpc.insecure_channel(target, options=channel_options)
     if tls.server_name:
@@ -184,6 +224,22 @@ def commit_applicant(
     return common_pb2.ApplicantCommitments(**digests), personal
 
 
+def check_idempotency_key(key: str) -> str:
+    """``key`` if it is a usable idempotency key (8-128 printable ASCII characters, the wire
+    contract); else :class:`~adapters.errors.InputError` naming ``idempotency_key``."""
+    if not isinstance(key, str) or not key:
+        raise InputError(
+            "idempotency_key",
+            "required for every command: derive it from your own record of the act (a request "
+            "id, a register number), so that your own retry is recognised instead of acting twice",
+        )
+    if not (8 <= len(key) <= 128 and key.isascii() and key.isprintable()):
+        raise InputError(
+            "idempotency_key", f"{key!r}: use 8-128 printable ASCII characters (docs/wire-api.md)"
+        )
+    return key
+
+
 def sign_command(
     credentials: HallCredentials,
     action: str,
@@ -200,8 +256,10 @@ def sign_command(
 
     ``applicant`` (a Submit's, in clear) is committed to in the signed bytes and sent beside
     them. ``deferred``: the command is forwarded later than it was signed (an outbox, a register
-    import); its ``issued_at`` is kept as the time of the act.
+    import); its ``issued_at`` is kept as the time of the act. ``idempotency_key`` is required
+    (:func:`check_idempotency_key`).
     """
+    check_idempotency_key(idempotency_key)
     stamp = Timestamp()
     if issued_at is None:
         stamp.GetCurrentTime()
@@ -231,7 +289,14 @@ def sign_command(
 
 
 class HallClient:
-    """A hall's connection to its node."""
+    """A hall's connection to its node.
+
+    Every method either returns the node's answer or raises an
+    :class:`~adapters.errors.AdapterError`: a failed call is a
+    :class:`~adapters.errors.NodeRefused` (after the channel's retry policy), never a
+    ``grpc.RpcError``. ``stub`` is the raw generated stub, for callers that want gRPC itself
+    (futures, streaming); its errors are gRPC's.
+    """
 
     def __init__(
         self,
@@ -240,13 +305,13 @@ class HallClient:
         *,
         operator: str = "system",
         timeout: float = 10.0,
-        retry: RetryPolicy | None = None,
     ) -> None:
+        """Use ``channel`` as it is; open it with :func:`open_channel` (or use :meth:`connect`)
+        to have calls retried."""
         self.channel = channel
         self.credentials = credentials
         self.operator = operator
         self.timeout = timeout
-        self.retry = retry or RetryPolicy()
         self.stub = case_exchange_pb2_grpc.CaseExchangeStub(channel)
 
     @classmethod
@@ -255,11 +320,16 @@ class HallClient:
         target: str,
         credentials: HallCredentials,
         *,
+        retry: RetryPolicy | None = None,
         channel_options: Sequence[tuple[str, Any]] = (),
-        **options: Any,
+        operator: str = "system",
+        timeout: float = 10.0,
     ) -> HallClient:
-        """Open a channel (mutual TLS when the credentials carry TLS files)."""
-        return cls(open_channel(target, credentials.tls, channel_options), credentials, **options)
+        """Open a channel (mutual TLS when the credentials carry TLS files) whose calls are
+        retried by ``retry`` (default :class:`RetryPolicy` ``()``; ``attempts=1``: no retries);
+        ``timeout`` bounds each call with all its attempts."""
+        channel = open_channel(target, credentials.tls, channel_options, retry=retry)
+        return cls(channel, credentials, operator=operator, timeout=timeout)
 
     def close(self) -> None:
         """Close the channel."""
@@ -271,6 +341,13 @@ class HallClient:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def _call(self, rpc: str, request: Message) -> Any:
+        """The one place the client calls the node: a failure leaves as a NodeRefused."""
+        try:
+            return getattr(self.stub, rpc)(request, timeout=self.timeout)
+        except grpc.RpcError as error:
+            raise from_rpc_error(error) from None
+
     # ------------------------------------------------------------------ commands
 
     def sign(
@@ -278,24 +355,31 @@ class HallClient:
         action: str,
         body: Message | None = None,
         *,
-        idempotency_key: str | None = None,
+        idempotency_key: str,
         operator: str | None = None,
         applicant: common_pb2.Applicant | None = None,
         **fields: Any,
     ) -> case_exchange_pb2.SignedCommand:
-        """Build, serialise and sign a command; the bytes are what the hub verifies.
+        """Build, serialise and sign a command; the bytes are what the node verifies.
 
-        A Submit's ``applicant`` is given in clear; the SDK commits to it (see sign_command).
+        ``idempotency_key`` is required: the same key with the same arguments is answered with
+        the first result, so derive it from the caller's own record of the act. A Submit's
+        ``applicant`` is given in clear; the SDK commits to it (see :func:`sign_command`).
         """
         if action not in RPC_OF_ACTION:
-            raise SDKError(f"unknown action {action!r}; known: {', '.join(sorted(RPC_OF_ACTION))}")
+            raise InputError(
+                "action", f"unknown action {action!r}; known: {', '.join(sorted(RPC_OF_ACTION))}"
+            )
         if body is None:
-            body = type(getattr(case_exchange_pb2.Command(), action))(**fields)
+            try:
+                body = type(getattr(case_exchange_pb2.Command(), action))(**fields)
+            except (TypeError, ValueError) as error:
+                raise InputError(action, str(error)) from None
         return sign_command(
             self.credentials,
             action,
             body,
-            idempotency_key=idempotency_key or uuid.uuid4().hex,
+            idempotency_key=idempotency_key,
             operator=operator or self.operator,
             applicant=applicant,
         )
@@ -303,11 +387,12 @@ class HallClient:
     def send_signed(
         self, action: str, signed: case_exchange_pb2.SignedCommand
     ) -> case_exchange_pb2.CommandReply:
-        """Send an already signed command, retrying the same bytes on UNAVAILABLE."""
-        method = getattr(self.stub, RPC_OF_ACTION[action])
-        reply: case_exchange_pb2.CommandReply = self.retry.run(
-            lambda: method(signed, timeout=self.timeout)
-        )
+        """Send an already signed command (retried as the very same bytes)."""
+        if action not in RPC_OF_ACTION:
+            raise InputError(
+                "action", f"unknown action {action!r}; known: {', '.join(sorted(RPC_OF_ACTION))}"
+            )
+        reply: case_exchange_pb2.CommandReply = self._call(RPC_OF_ACTION[action], signed)
         return reply
 
     def send(
@@ -315,12 +400,12 @@ class HallClient:
         action: str,
         body: Message | None = None,
         *,
-        idempotency_key: str | None = None,
+        idempotency_key: str,
         operator: str | None = None,
         applicant: common_pb2.Applicant | None = None,
         **fields: Any,
     ) -> case_exchange_pb2.CommandReply:
-        """Sign and send one command: ``send("accept", case_id=...)``."""
+        """Sign and send one command: ``send("accept", idempotency_key=..., case_id=...)``."""
         signed = self.sign(
             action,
             body,
@@ -335,24 +420,21 @@ class HallClient:
 
     def get_case(self, case_id: str) -> case_exchange_pb2.CaseView:
         """The case's current state."""
-        request = case_exchange_pb2.GetCaseRequest(case_id=case_id)
-        view: case_exchange_pb2.CaseView = self.retry.run(
-            lambda: self.stub.GetCase(request, timeout=self.timeout)
+        view: case_exchange_pb2.CaseView = self._call(
+            "GetCase", case_exchange_pb2.GetCaseRequest(case_id=case_id)
         )
         return view
 
     def history(self, case_id: str) -> case_exchange_pb2.CaseHistory:
         """The case's stored events."""
-        request = case_exchange_pb2.GetCaseRequest(case_id=case_id)
-        history: case_exchange_pb2.CaseHistory = self.retry.run(
-            lambda: self.stub.GetCaseHistory(request, timeout=self.timeout)
+        history: case_exchange_pb2.CaseHistory = self._call(
+            "GetCaseHistory", case_exchange_pb2.GetCaseRequest(case_id=case_id)
         )
         return history
 
     def items(self) -> Iterable[Any]:
         """The node's service-item catalogue."""
-        request = case_exchange_pb2.ListItemsRequest()
-        response: case_exchange_pb2.ListItemsResponse = self.retry.run(
-            lambda: self.stub.ListItems(request, timeout=self.timeout)
+        response: case_exchange_pb2.ListItemsResponse = self._call(
+            "ListItems", case_exchange_pb2.ListItemsRequest()
         )
         return list(response.items)

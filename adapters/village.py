@@ -13,7 +13,10 @@ Guarantees (see docs/adapters.md, "Village outbox"):
 - **Nothing doubled.** A command is signed once and the whole ``SignedCommand`` is stored: its
   exact bytes, signature and the clear personal values beside them; a resend after a timeout, a
   crash or a restart sends exactly that again, with the same idempotency key, so the node returns
-  its first result (``replayed``) instead of acting twice.
+  its first result (``replayed``) instead of acting twice. The key is the caller's: the room's
+  software passes its own (``--idem-key``), so that queuing itself may be retried, or asks for a
+  fresh one (:func:`queue_key`), which the outbox stores with the command before anything is
+  sent.
 - **Deferred, with the clerk's time.** Every command is signed as *deferred*
   (``CommandHeader.deferred``) with ``issued_at`` = the time the clerk queued it, also when it is
   signed later (a follow-up waiting for its case id): the node accepts it when it arrives, up to
@@ -22,8 +25,9 @@ Guarantees (see docs/adapters.md, "Village outbox"):
   bytes hold only the SDK's salted commitments, the clear values travel beside them. Status
   output (:meth:`QueuedCommand.to_json`, :func:`describe`) never shows them.
 - **Order.** Commands go out in the order they were queued. A transient failure (node down,
-  timeout: :data:`adapters.connection.TRANSIENT_CODES`) stops the pass and the forwarder backs off
-  exponentially; nothing later overtakes the command that could not be delivered.
+  timeout, busy: :data:`adapters.errors.RETRYABLE_CODES`) stops the pass and the forwarder backs
+  off exponentially (the schedule of :class:`adapters.sdk.RetryPolicy`); nothing later overtakes
+  the command that could not be delivered.
 - **Refusals.** A command the node refuses for good (INVALID_ARGUMENT, FAILED_PRECONDITION,
   PERMISSION_DENIED, ...) is marked ``failed`` with the status and message. It does not block the
   commands of other cases. Later commands of the **same** case are *held* behind it: each was
@@ -51,7 +55,6 @@ from __future__ import annotations
 import hashlib
 import json
 import mimetypes
-import random
 import sqlite3
 import threading
 import uuid
@@ -62,13 +65,18 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
-import grpc
 from google.protobuf import json_format, unknown_fields
 from google.protobuf.message import Message
 from tongban.v1 import case_exchange_pb2, common_pb2
 
-from adapters.connection import AdapterError, RpcFailure
-from adapters.sdk import RPC_OF_ACTION, HallCredentials, sign_command
+from adapters.errors import ConfigError, InputError, NodeRefused
+from adapters.sdk import (
+    RPC_OF_ACTION,
+    HallCredentials,
+    RetryPolicy,
+    check_idempotency_key,
+    sign_command,
+)
 
 #: 2: the applicant in its own column, the whole SignedCommand stored; 1 is migrated on open.
 SCHEMA_VERSION = 2
@@ -150,7 +158,9 @@ HALL_ACTIONS = frozenset(
 def wire_message(action: str) -> Message:
     """An empty wire message of ``action`` (``"accept"`` → ``Accept()``)."""
     if action not in HALL_ACTIONS:
-        raise AdapterError(f"unknown action {action!r}; known: {', '.join(sorted(HALL_ACTIONS))}")
+        raise InputError(
+            "action", f"unknown action {action!r}; known: {', '.join(sorted(HALL_ACTIONS))}"
+        )
     message: Message = type(getattr(case_exchange_pb2.Command(), action))()
     return message
 
@@ -242,10 +252,24 @@ class Outbox:
         self.path = Path(path)
         self.credentials = credentials
         self.signer = Signer(credentials)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        # Autocommit mode: every write is an explicit BEGIN IMMEDIATE ... COMMIT below, so a
-        # writer takes the lock up front instead of failing half-way on an upgrade.
-        self._db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            # Autocommit mode: every write is an explicit BEGIN IMMEDIATE ... COMMIT below, so a
+            # writer takes the lock up front instead of failing half-way on an upgrade.
+            self._db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
+        except (OSError, sqlite3.Error) as error:
+            raise ConfigError(f"cannot open the outbox {self.path}: {error}") from None
+        try:
+            self._open()
+        except sqlite3.DatabaseError as error:
+            self._db.close()
+            raise ConfigError(f"{self.path} cannot be used as an outbox: {error}") from None
+        except BaseException:
+            self._db.close()
+            raise
+
+    def _open(self) -> None:
+        """Set the connection up, migrate an old schema, bind the file to this hall."""
         self._db.row_factory = sqlite3.Row
         self._db.execute("PRAGMA journal_mode=WAL")
         # FULL: a commit survives a power cut, not only a crash of this process.
@@ -259,7 +283,7 @@ class Outbox:
             if version is not None and version["value"] == "1":
                 self._migrate_v1(db)
             elif version is not None and version["value"] != str(SCHEMA_VERSION):
-                raise AdapterError(
+                raise ConfigError(
                     f"{self.path} is an outbox of schema version {version['value']}; this adapter "
                     f"reads version {SCHEMA_VERSION} (and migrates version 1): use the adapter "
                     "that wrote it"
@@ -293,7 +317,7 @@ class Outbox:
                 # A new outbox, or one migrated from version 1 (which did not record the node).
                 self._db.execute("INSERT INTO meta (key, value) VALUES (?, ?)", (key, value))
             elif stored[key] != value:
-                raise AdapterError(
+                raise ConfigError(
                     f"{self.path} belongs to {key}={stored[key]!r}, not {value!r}: "
                     "an outbox holds one hall's signed commands for one node"
                 )
@@ -351,21 +375,22 @@ class Outbox:
         applicant: common_pb2.Applicant,
         ref: str = "",
         operator: str,
-        idempotency_key: str = "",
+        idempotency_key: str,
     ) -> QueuedCommand:
         """Queue a 收件 under a new local reference (generated when not given).
 
         ``applicant`` is the applicant in clear; the outbox keeps it to sign the submit, whose
         signed bytes carry only commitments to it (any ``submit.applicant`` is replaced).
 
+        ``idempotency_key`` is required: the room's own key for this act, or :func:`queue_key`.
         Queuing the same reference again with the same content returns the queued command, so
         the room's software may retry its own call; other content under a used reference is
         refused.
         """
         ref = ref or f"V-{uuid.uuid4().hex[:16]}"
         if _is_uuid(ref):
-            raise AdapterError(f"ref {ref!r}: a local reference must not look like a case id")
-        key = idempotency_key or f"vil-{uuid.uuid4().hex}"
+            raise InputError("ref", f"{ref!r}: a local reference must not look like a case id")
+        key = check_idempotency_key(idempotency_key)
         message = case_exchange_pb2.SubmitCase()
         message.CopyFrom(submit)
         message.ClearField("applicant")
@@ -378,10 +403,10 @@ class Outbox:
             ).fetchone()
             if existing is not None:
                 if bytes(existing["body"]) != body or bytes(existing["applicant"] or b"") != person:
-                    raise AdapterError(f"ref {ref!r} is already queued with other content")
+                    raise InputError("ref", f"{ref!r} is already queued with other content")
                 return self.get(int(existing["seq"]))
             if db.execute("SELECT 1 FROM lanes WHERE ref = ?", (ref,)).fetchone():
-                raise AdapterError(f"ref {ref!r} is already in use")
+                raise InputError("ref", f"{ref!r} is already in use")
             db.execute("INSERT INTO lanes (ref, created_at) VALUES (?, ?)", (ref, _now()))
             seq = self._insert(
                 db, ref, "submit", key, operator, body, case_id=None, applicant=person
@@ -395,26 +420,29 @@ class Outbox:
         body: Message | None = None,
         *,
         operator: str,
-        idempotency_key: str = "",
+        idempotency_key: str,
     ) -> QueuedCommand:
         """Queue a lifecycle command for a local reference or a known case id.
 
         ``target`` is a reference given to :meth:`submit`, or the node's case id of a case this
         hall already holds (a lane is opened for it). ``body`` is the action's wire message; its
-        ``case_id`` is filled in by the outbox.
+        ``case_id`` is filled in by the outbox. ``idempotency_key`` is required: the room's own
+        key for this act (queuing it again with that key returns the queued command), or
+        :func:`queue_key`.
         """
         if action == "submit":
-            raise AdapterError("use submit() to queue a 收件")
+            raise InputError("action", "use submit() to queue a 收件")
         message = wire_message(action)
         if body is not None:
             message.CopyFrom(body)
-        key = idempotency_key or f"vil-{uuid.uuid4().hex}"
+        key = check_idempotency_key(idempotency_key)
         with self._write() as db:
             lane = db.execute("SELECT ref, case_id FROM lanes WHERE ref = ?", (target,)).fetchone()
             if lane is None:
                 if not _is_uuid(target):
-                    raise AdapterError(
-                        f"unknown reference {target!r}: queue its submit first, or give a case id"
+                    raise InputError(
+                        "ref",
+                        f"unknown reference {target!r}: queue its submit first, or give a case id",
                     )
                 db.execute(
                     "INSERT INTO lanes (ref, case_id, created_at) VALUES (?, ?, ?)",
@@ -430,7 +458,9 @@ class Outbox:
             ).fetchone()
             if existing is not None:
                 if existing["action"] != action or bytes(existing["body"]) != data:
-                    raise AdapterError(f"key {key!r} is already queued for another command")
+                    raise InputError(
+                        "idempotency_key", f"{key!r} is already queued for another command"
+                    )
                 return self.get(int(existing["seq"]))
             seq = self._insert(db, target, action, key, operator, data, case_id=case_id)
         return self.get(seq)
@@ -448,7 +478,7 @@ class Outbox:
         applicant: bytes | None = None,
     ) -> int:
         if db.execute("SELECT 1 FROM commands WHERE idempotency_key = ?", (key,)).fetchone():
-            raise AdapterError(f"key {key!r} is already queued for another command")
+            raise InputError("idempotency_key", f"{key!r} is already queued for another command")
         created_at = _now()
         signed = None
         if action == "submit" or case_id is not None:
@@ -487,7 +517,7 @@ class Outbox:
         person = None
         if action == "submit":
             if applicant is None:
-                raise AdapterError(f"submit {key!r} has no applicant stored: cancel it")
+                raise ConfigError(f"{self.path}: submit {key!r} has no applicant stored: cancel it")
             person = common_pb2.Applicant.FromString(applicant)
         # The command says when the clerk acted (queued it), not when the network came back.
         return self.signer.sign(
@@ -532,10 +562,10 @@ class Outbox:
             (seq,),
         ).fetchone()
         if row is None:
-            raise AdapterError(f"no command #{seq}")
+            raise InputError("seq", f"no command #{seq}")
         if row["signed"] is None:
             if row["lane_case_id"] is None and row["action"] != "submit":
-                raise AdapterError(f"#{seq}: the case id of {row['ref']!r} is not known yet")
+                raise InputError("seq", f"#{seq}: the case id of {row['ref']!r} is not known yet")
             signed = self._sign_row(row)
             with self._write() as db:
                 db.execute(
@@ -572,7 +602,7 @@ class Outbox:
                     "UPDATE lanes SET case_id = ? WHERE ref = ?", (reply.case_id, row["ref"])
                 )
 
-    def mark_attempt(self, seq: int, failure: RpcFailure, *, final: bool) -> None:
+    def mark_attempt(self, seq: int, failure: NodeRefused, *, final: bool) -> None:
         """Record a failed attempt; ``final`` marks the command failed for good."""
         with self._write() as db:
             db.execute(
@@ -602,9 +632,11 @@ class Outbox:
                 (seq,),
             ).fetchone()
             if row is None:
-                raise AdapterError(f"no command #{seq}")
+                raise InputError("seq", f"no command #{seq}")
             if row["status"] != "failed":
-                raise AdapterError(f"#{seq} is {row['status']}; only a failed command is retried")
+                raise InputError(
+                    "seq", f"#{seq} is {row['status']}; only a failed command is retried"
+                )
             db.execute("UPDATE commands SET status = 'pending' WHERE seq = ?", (seq,))
             if resign:
                 signed = None
@@ -626,9 +658,9 @@ class Outbox:
                 (seq,),
             ).fetchone()
             if row is None:
-                raise AdapterError(f"no command #{seq}")
+                raise InputError("seq", f"no command #{seq}")
             if row["status"] not in ("failed", "pending"):
-                raise AdapterError(f"#{seq} is {row['status']}; it can no longer be cancelled")
+                raise InputError("seq", f"#{seq} is {row['status']}; it can no longer be cancelled")
             cancelled = [seq]
             if row["action"] == "submit" and row["case_id"] is None:
                 cancelled += [
@@ -649,7 +681,7 @@ class Outbox:
     def commands(self, *, ref: str = "", status: str = "") -> list[QueuedCommand]:
         """Commands in queue order, optionally of one reference or one (shown) status."""
         if status and status not in STATUSES:
-            raise AdapterError(f"unknown status {status!r}; one of {', '.join(STATUSES)}")
+            raise InputError("status", f"unknown status {status!r}; one of {', '.join(STATUSES)}")
         query = (
             "SELECT c.*, l.case_id AS lane_case_id FROM commands c JOIN lanes l ON l.ref = c.ref"
         )
@@ -682,7 +714,7 @@ class Outbox:
             (seq,),
         ).fetchone()
         if row is None:
-            raise AdapterError(f"no command #{seq}")
+            raise InputError("seq", f"no command #{seq}")
         return self._from_row(row, self.failed_lanes())
 
     @staticmethod
@@ -724,7 +756,7 @@ class Transport(Protocol):
     def send_signed(
         self, action: str, signed: case_exchange_pb2.SignedCommand
     ) -> case_exchange_pb2.CommandReply:
-        """Send one signed command; raise ``grpc.RpcError`` on failure."""
+        """Send one signed command; raise :class:`~adapters.errors.NodeRefused` on failure."""
         ...
 
 
@@ -735,25 +767,14 @@ class PassResult:
     sent: list[QueuedCommand] = field(default_factory=list)
     failed: list[QueuedCommand] = field(default_factory=list)
     #: Set when the pass stopped at a transient failure (node unreachable, timeout, ...).
-    interrupted: RpcFailure | None = None
+    interrupted: NodeRefused | None = None
     #: Pending commands that could be sent but were not (the pass was interrupted).
     remaining: int = 0
 
 
-@dataclass(frozen=True)
-class Backoff:
-    """Exponential backoff with jitter between passes that hit a transient failure."""
-
-    initial: float = 0.5
-    maximum: float = 30.0
-    multiplier: float = 2.0
-
-    def delays(self) -> Iterator[float]:
-        """Delays to wait, growing to ``maximum``; jittered to spread many rooms' reconnects."""
-        delay = self.initial
-        while True:
-            yield delay * random.uniform(0.5, 1.0)
-            delay = min(self.maximum, delay * self.multiplier)
+#: The forwarder's waits while the node cannot be reached: 0.5 s doubling to 30 s
+#: (``--max-backoff``), the SDK's backoff schedule (:meth:`adapters.sdk.RetryPolicy.delays`).
+FORWARD_BACKOFF = RetryPolicy(attempts=1, initial_backoff=0.5, max_backoff=30.0)
 
 
 class Forwarder:
@@ -788,8 +809,7 @@ class Forwarder:
             signed = self.outbox.ensure_signed(seq)
             try:
                 reply = self.transport.send_signed(action, signed)
-            except grpc.RpcError as error:
-                failure = RpcFailure.from_error(error)
+            except NodeRefused as failure:
                 self.outbox.mark_attempt(seq, failure, final=not failure.transient)
                 if failure.transient:
                     result.interrupted = failure
@@ -833,10 +853,10 @@ class Forwarder:
         stop: threading.Event,
         *,
         idle_interval: float = 1.0,
-        backoff: Backoff | None = None,
+        backoff: RetryPolicy = FORWARD_BACKOFF,
     ) -> None:
-        """Forward until ``stop`` is set: poll every ``idle_interval`` s, back off when offline."""
-        backoff = backoff or Backoff()
+        """Forward until ``stop`` is set: poll every ``idle_interval`` s, back off when offline
+        (``backoff.delays()``; its ``attempts`` do not matter here)."""
         delays = backoff.delays()
         while not stop.is_set():
             try:
@@ -876,6 +896,17 @@ def _split_v1_submit(data: bytes) -> tuple[bytes, bytes]:
     )
 
 
+def queue_key() -> str:
+    """A fresh idempotency key, for a command the room's software queues without a key of its
+    own (the command line without ``--idem-key``).
+
+    Safe for every resend: the outbox stores the key with the command before anything is sent,
+    and each resend carries it. What it cannot make safe is queuing the same act twice (the
+    room's software retrying its own call): for that, pass the room's own key.
+    """
+    return f"vil-{uuid.uuid4().hex}"
+
+
 def material_from_file(name: str, path: Path) -> common_pb2.Material:
     """A material reference for a scanned file: its digest, size and media type.
 
@@ -890,9 +921,9 @@ def material_from_file(name: str, path: Path) -> common_pb2.Material:
                 digest.update(chunk)
                 size += len(chunk)
     except OSError as error:
-        raise AdapterError(f"material {name!r}: cannot read {path}: {error.strerror}") from None
+        raise InputError("material", f"{name!r}: cannot read {path}: {error.strerror}") from None
     if size == 0:
-        raise AdapterError(f"material {name!r}: {path} is empty")
+        raise InputError("material", f"{name!r}: {path} is empty")
     media_type = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
     return common_pb2.Material(
         name=name, sha256=digest.hexdigest(), media_type=media_type, size=size
@@ -905,7 +936,7 @@ def message_from_json(action: str, text: str) -> Message:
     try:
         json_format.Parse(text or "{}", message)
     except json_format.ParseError as error:
-        raise AdapterError(f"--json for {action}: {error}") from None
+        raise InputError("--json", f"for {action}: {error}") from None
     return message
 
 

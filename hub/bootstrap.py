@@ -196,6 +196,11 @@ def persistence_env(settings: Settings, *, create_tables: bool = True) -> dict[s
         POSTGRES_PASSWORD=str(params.get("password", "")),
         POSTGRES_POOL_SIZE="10",
         POSTGRES_MAX_OVERFLOW="10",
+        # How long a call waits for a pooled connection; our recorder tries each statement once,
+        # so a call against a store that is down fails after TONGBAN_STORAGE_TIMEOUT_S (and the
+        # application's StorageGuard then fails the next ones at once until it is back).
+        POSTGRES_CONNECT_TIMEOUT=str(settings.storage_timeout_s),
+        POSTGRES_PRE_PING="y",
     )
     return env
 

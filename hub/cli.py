@@ -1,27 +1,54 @@
 """The ``tongban`` command line: one entry point with subcommands.
 
 A thin entry point: parse arguments, build settings and the application through the composition
-root, run, and map :class:`~hub.errors.TongbanError` to a message and an exit code in one place.
+root, run, and map every ordinary mistake to one line ``tongban: ...`` and an exit code in one
+place (:func:`main`): :class:`~hub.errors.TongbanError`, bad arguments, missing or unreadable
+files, a closed pipe (``| head``: quiet) and Ctrl-C. Anything else is a bug and keeps its
+traceback. Tables and JSON are printed by :mod:`hub.output`.
 """
 
 from __future__ import annotations
 
 import argparse
 import base64
+import io
+import os
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from hub.errors import ConfigurationError, TongbanError
+from hub.output import print_json, print_table
 from hub.settings import Settings
 
 if TYPE_CHECKING:
     from hub.application.hub import HubApplication
+    from hub.domain.hall import Hall
 
 EXIT_ERROR = 1
 EXIT_CONFIG = 2
+#: Bad arguments, or a file given on the command line that cannot be used (as argparse's 2).
+EXIT_USAGE = 2
+#: Ctrl-C: 128 + SIGINT, as a shell reports a process the signal ended.
+EXIT_INTERRUPTED = 130
+#: The reader of stdout went away (``tongban regions 43 | head``): 128 + SIGPIPE, as a shell
+#: reports a program the signal ended; nothing is printed.
+EXIT_BROKEN_PIPE = 141
+
+
+class UsageError(Exception):
+    """A mistake on the command line the user fixes by changing the command (exit 2)."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, with every error as one line naming the help to read."""
+
+    def error(self, message: str) -> NoReturn:
+        command = self.prog.removeprefix("tongban").strip()
+        where = f"{command}: " if command else ""
+        self.exit(EXIT_USAGE, f"tongban: {where}{message} (see `{self.prog} --help`)\n")
 
 
 def _application(settings: Settings) -> HubApplication:
@@ -79,13 +106,30 @@ def _demo(args: argparse.Namespace) -> int:
 def _catalogue(args: argparse.Namespace) -> int:
     from hub.domain.items import Catalogue
 
-    catalogue = Catalogue.load(Path(args.file)) if args.file else Catalogue.load_default()
-    for item in catalogue:
-        modes = ",".join(m.name for m in item.cross_region_modes) or "-"
-        print(
-            f"{item.code:<20} {item.kind.name:<9} {item.competent_level.name:<8} "
-            f"{item.promised_days:>3}/{item.statutory_days:<3} {modes:<35} {item.name}"
-        )
+    try:
+        catalogue = Catalogue.load(Path(args.file)) if args.file else Catalogue.load_default()
+    except UnicodeDecodeError:
+        raise UsageError(
+            f"--file {args.file}: not UTF-8 text (a catalogue is a JSON file)"
+        ) from None
+    if args.json:
+        print_json({"edition": catalogue.edition, "items": list(catalogue)})
+        return 0
+    print_table(
+        ["code", "name", "kind", "level", "promised days", "statutory days", "cross-region modes"],
+        [
+            [
+                item.code,
+                item.name,
+                item.kind.name,
+                item.competent_level.name,
+                item.promised_days,
+                item.statutory_days,
+                ",".join(m.name for m in item.cross_region_modes) or "-",
+            ]
+            for item in catalogue
+        ],
+    )
     print(f"{len(catalogue)} items, edition {catalogue.edition}")
     return 0
 
@@ -97,21 +141,56 @@ def _regions(args: argparse.Namespace) -> int:
     code = RegionCode.parse(args.code)
     region = registry.get(code)
     name = registry.full_name(code)
+    children = registry.children(code)
+    if args.json:
+        print_json(
+            {
+                "code": region.code.value,
+                "short": region.code.short,
+                "name": region.name,
+                "full_name": name,
+                "level": region.level,
+                "edition": registry.edition,
+                "children": [
+                    {
+                        "code": child.code.value,
+                        "short": child.code.short,
+                        "name": child.name,
+                        "level": child.level,
+                    }
+                    for child in children
+                ],
+            }
+        )
+        return 0
     print(f"{region.code} {name} ({region.level.name}, edition {registry.edition})")
-    for child in registry.children(code):
-        print(f"  {child.code.short:<12} {child.name}")
+    if children:
+        print_table(
+            ["code", "name", "level"],
+            [[child.code.short, child.name, child.level.name] for child in children],
+        )
+    else:
+        print("no child regions in the registry (villages are not listed)")
     return 0
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from hub.serving import serve
+    import os
 
+    from hub.serving import ServeOptions, serve
+
+    settings = Settings.from_env()
     return serve(
-        Settings.from_env(),
-        listen=args.listen,
-        insecure=args.insecure,
-        workers=args.workers,
-        grace=args.grace,
+        settings,
+        ServeOptions(
+            listen=args.listen or settings.listen,
+            insecure=args.insecure,
+            workers=args.workers or settings.workers,
+            max_streams=settings.max_streams,
+            processes=args.processes or settings.processes or os.cpu_count() or 1,
+            grace=args.grace,
+            metrics_listen=args.metrics or settings.metrics_listen,
+        ),
     )
 
 
@@ -138,11 +217,10 @@ def _pki_issue(args: argparse.Namespace) -> int:
 
 
 def _pki_signing_key(args: argparse.Namespace) -> int:
-    import base64
-    import os
-
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from hub.domain.hall import key_id
 
     key = Ed25519PrivateKey.generate()
     out = Path(args.out)
@@ -150,12 +228,55 @@ def _pki_signing_key(args: argparse.Namespace) -> int:
     pem = key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
-    fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        raise UsageError(
+            f"--out {out} exists already: a signing key is never overwritten; give another "
+            f"--out (`tongban pki show-key {out}` prints the public key of the one there)"
+        ) from None
     with os.fdopen(fd, "wb") as handle:
         handle.write(pem)
-    raw = key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    public = _public_key_b64(key)
     print(f"signing key: {out} (mode 0600)")
-    print(f"public key (register it with the hall): {base64.b64encode(raw).decode()}")
+    print(f"public key (register it with the hall): {public}")
+    print(f"key id: {key_id(public)}")
+    return 0
+
+
+def _public_key_b64(key: Any) -> str:
+    from cryptography.hazmat.primitives import serialization
+
+    raw = key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    return base64.b64encode(raw).decode("ascii")
+
+
+def _pki_show_key(args: argparse.Namespace) -> int:
+    from cryptography.exceptions import UnsupportedAlgorithm
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from hub.domain.hall import key_id
+
+    path = Path(args.file)
+    data = path.read_bytes()
+    expected = "a PKCS#8 PEM Ed25519 signing key, as `tongban pki signing-key` writes it"
+    if b"-----BEGIN PRIVATE KEY-----" not in data:
+        what = "an encrypted key" if b"ENCRYPTED PRIVATE KEY" in data else "not a PKCS#8 PEM key"
+        raise UsageError(f"{path}: {what}; expected {expected}")
+    try:
+        key = serialization.load_pem_private_key(data, password=None)
+    except (ValueError, TypeError, UnsupportedAlgorithm):
+        raise UsageError(f"{path}: not a readable private key; expected {expected}") from None
+    if not isinstance(key, Ed25519PrivateKey):
+        kind = type(key).__name__.lstrip("_").removesuffix("PrivateKey") or "another kind"
+        raise UsageError(f"{path}: not an Ed25519 key ({kind}); expected {expected}")
+    public = _public_key_b64(key)
+    if args.json:
+        print_json({"file": str(path), "public_key": public, "key_id": key_id(public)})
+        return 0
+    print(f"public key: {public}")
+    print(f"key id: {key_id(public)}")
     return 0
 
 
@@ -165,6 +286,15 @@ def _hall(args: argparse.Namespace) -> int:
     settings = Settings.from_env()
     app = _application(settings)
     try:
+        if args.hall_command == "list":
+            halls = app.halls()
+            if args.json:
+                print_json({"halls": [_hall_document(hall) for hall in halls]})
+            else:
+                print_table(_HALL_HEADERS, [_hall_row(hall) for hall in halls])
+                active = sum(not hall.retired for hall in halls)
+                print(f"{len(halls)} halls ({active} active, {len(halls) - active} retired)")
+            return 0
         if args.hall_command == "show":
             hall = app.get_hall(args.hall_id)
         else:
@@ -185,16 +315,64 @@ def _hall(args: argparse.Namespace) -> int:
             else:
                 signed = admin.sign("retire_hall", hall_id=args.hall_id, reason=args.reason)
             hall = app.hall_by_id(app.execute(signed).aggregate_id)
+        versions = dict(app.hall_key_versions(hall.hall_id))
     finally:
         app.close()
-    state = "retired" if hall.retired else "active"
-    print(f"{hall.hall_id} ({hall.name}) at {hall.region}, level {hall.level.name}, {state}")
+    document = _hall_document(hall, versions)
+    if getattr(args, "json", False):
+        print_json(document)
+        return 0
+    print_table(_HALL_HEADERS, [_hall_row(hall)])
+    print()
+    print_table(
+        ["key id", "public key (base64)", "since version", "state"],
+        [
+            [key["key_id"], key["public_key"], key["since_version"], key["state"]]
+            for key in document["keys"]
+        ],
+    )
+    return 0
+
+
+_HALL_HEADERS = ["hall id", "name", "region", "level", "windows", "state", "current key id"]
+
+
+def _hall_row(hall: Hall) -> list[str | int | float | None]:
     from hub.domain.hall import key_id
 
-    for number, key in enumerate(hall.public_keys):
-        current = " (current)" if number == len(hall.public_keys) - 1 else ""
-        print(f"  key {key_id(key)}: {key}{current}")
-    return 0
+    return [
+        hall.hall_id,
+        hall.name,
+        hall.region,
+        hall.level.name,
+        "、".join(hall.windows),
+        "retired" if hall.retired else "active",
+        key_id(hall.current_key),
+    ]
+
+
+def _hall_document(hall: Hall, versions: dict[str, int] | None = None) -> dict[str, Any]:
+    """A hall as JSON; with ``versions`` (key → version of the event that set it) per key."""
+    from hub.domain.hall import key_id
+
+    keys = []
+    for public_key in hall.public_keys:
+        key: dict[str, Any] = {"key_id": key_id(public_key), "public_key": public_key}
+        if versions is not None:
+            key["since_version"] = versions.get(public_key)
+        key["current"] = public_key == hall.current_key
+        key["state"] = "current" if key["current"] else "rotated out"
+        keys.append(key)
+    return {
+        "hall_id": hall.hall_id,
+        "name": hall.name,
+        "region": hall.region,
+        "level": hall.level,
+        "windows": list(hall.windows),
+        "state": "retired" if hall.retired else "active",
+        "current_key_id": key_id(hall.current_key),
+        "keys": keys,
+    }
 
 
 def _erase(args: argparse.Namespace) -> int:
@@ -290,7 +468,12 @@ def _log_verifiers(args: argparse.Namespace) -> list[Any]:
 
     keys = list(args.log_key or [])
     for path in args.log_key_file or []:
-        keys.extend(Path(path).read_text("ascii").split())
+        try:
+            keys.extend(Path(path).read_text("ascii").split())
+        except UnicodeDecodeError:
+            raise UsageError(
+                f"--log-key-file {path}: not a text file of log verifier keys (one per line)"
+            ) from None
     if not keys:
         raise ConfigurationError("give the log's public key: --log-key VKEY or --log-key-file")
     verifiers = []
@@ -351,13 +534,28 @@ def _audit(args: argparse.Namespace) -> int:
                 store, verifiers, origin=origin, trusted=trusted, progress=_progress_bar()
             )
             return _finish_audit(args, report)
-        failed = False
-        for entry in audit_case(store, _case_id(args.case_id), verifiers, origin=origin):
-            index = f"leaf {entry.index}" if entry.index is not None else "no leaf"
-            print(f"v{entry.version:<3} {entry.topic:<22} {entry.signer:<30} "
-                  f"{index:<10} {entry.status}")  # fmt: skip
-            failed = failed or not entry.ok
-        return EXIT_ERROR if failed else 0
+        case_id = _case_id(args.case_id)
+        entries = audit_case(store, case_id, verifiers, origin=origin)
+    failed = any(not entry.ok for entry in entries)
+    if args.json:
+        events = [
+            {
+                "version": e.version,
+                "event": e.topic,
+                "leaf": e.index,
+                "signer": e.signer,
+                "status": e.status,
+                "ok": e.ok,
+            }
+            for e in entries
+        ]
+        print_json({"case_id": case_id, "ok": not failed, "events": events})
+    else:
+        print_table(
+            ["version", "event", "leaf", "signed by", "status"],
+            [[e.version, e.topic, e.index, e.signer or "-", e.status] for e in entries],
+        )
+    return EXIT_ERROR if failed else 0
 
 
 def _trusted_checkpoint(args: argparse.Namespace) -> bytes | None:
@@ -374,51 +572,112 @@ def _trusted_checkpoint(args: argparse.Namespace) -> bytes | None:
 
 
 def _finish_audit(args: argparse.Namespace, report: Any) -> int:
-    print(report.summary())
+    remembered = None
     if report.ok and args.state and report.latest is not None:
         # Remember what was verified, so a later rollback or fork is detected.
-        state = Path(args.state)
-        temporary = state.with_suffix(".tmp")
+        remembered = Path(args.state)
+        temporary = remembered.with_suffix(".tmp")
         temporary.write_bytes(report.latest)
-        temporary.replace(state)
-        print(f"remembered the verified checkpoint in {state}")
+        temporary.replace(remembered)
+    if args.json:
+        print_json(
+            {
+                "ok": report.ok,
+                "leaves": report.leaves,
+                "events": report.events,
+                "pending": report.pending,
+                "checkpoints": report.checkpoints,
+                "signatures": report.signatures,
+                "unsigned": report.unsigned,
+                "shredded": report.shredded,
+                "latest_checkpoint": report.latest,
+                "state": remembered,
+                "findings": [
+                    {"index": f.index, "kind": f.kind, "detail": f.detail} for f in report.findings
+                ],
+            }
+        )
+    else:
+        print(report.summary())
+        if remembered is not None:
+            print(f"remembered the verified checkpoint in {remembered}")
     return 0 if report.ok else EXIT_ERROR
 
 
-def _adapter(args: argparse.Namespace) -> int:
+def _adapter(argv: Sequence[str]) -> int:
+    """``tongban adapter ...``: the adapters' own command line, with its own help."""
     # The adapters are hall-side programs with their own CLI; they never import the hub.
     from adapters.cli import main as adapter_main
 
-    code: int = adapter_main(args.adapter_args)
+    arguments = list(argv)
+    try:
+        if not arguments or arguments[0] in ("-h", "--help"):
+            adapter_main(["--help"])  # prints the adapters' help (their subcommands) and exits
+        code: int = adapter_main(arguments)
+    except SystemExit as done:  # the adapters' argparse: --help, or bad arguments (its message)
+        code = done.code if isinstance(done.code, int) else EXIT_USAGE
+        if not arguments:
+            code = EXIT_USAGE  # `tongban adapter` alone: the help, but no command was run
     return code
+
+
+def _group(
+    commands: Any, name: str, text: str, **options: Any
+) -> tuple[argparse.ArgumentParser, Any]:
+    """A command group: ``tongban NAME --help`` lists its subcommands, one line each."""
+    group = _command(commands, name, text, **options)
+    subcommands = group.add_subparsers(
+        dest=f"{name}_command", required=True, title="commands", metavar="COMMAND"
+    )
+    return group, subcommands
+
+
+def _command(commands: Any, name: str, text: str, **options: Any) -> argparse.ArgumentParser:
+    """A subcommand whose one-line ``text`` is both its line in the list and its description."""
+    command: argparse.ArgumentParser = commands.add_parser(
+        name, help=text, description=f"{text[0].upper()}{text[1:]}.", **options
+    )
+    return command
+
+
+def _json_option(command: argparse.ArgumentParser) -> None:
+    command.add_argument(
+        "--json", action="store_true", help="print one JSON document (UTF-8) instead of a table"
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``tongban``."""
-    parser = argparse.ArgumentParser(
-        prog="tongban", description="Tongban (通办): a case exchange hub for service halls."
+    parser = _Parser(
+        prog="tongban",
+        description="Tongban (通办): a case exchange hub for service halls.",
+        epilog="`tongban COMMAND --help` shows a command's options (or its own subcommands).",
     )
-    commands = parser.add_subparsers(dest="command", required=True)
+    commands = parser.add_subparsers(
+        dest="command", required=True, title="commands", metavar="COMMAND"
+    )
 
-    init = commands.add_parser("init", help="create this node's keys and record its genesis")
+    init = _command(commands, "init", "create this node's keys and record its genesis")
     init.add_argument("--admin", default="operator", help="the first admin's name")
     init.set_defaults(run=_init)
 
-    demo = commands.add_parser("demo", help="run the seed story on the embedded store")
+    demo = _command(commands, "demo", "run the seed story on the embedded store")
     demo.add_argument("--data-dir", help="keep the demo's store here (default: a fresh temp dir)")
     demo.add_argument("--keep", action="store_true", help="use TONGBAN_DATA_DIR as it is")
     demo.add_argument("--pause", type=float, default=1.0, help="seconds a paused clock waits")
     demo.set_defaults(run=_demo)
 
-    catalogue = commands.add_parser("catalogue", help="list (and check) a service-item catalogue")
+    catalogue = _command(commands, "catalogue", "list (and check) a service-item catalogue")
     catalogue.add_argument("--file", help="an operator's catalogue JSON (default: shipped one)")
+    _json_option(catalogue)
     catalogue.set_defaults(run=_catalogue)
 
-    regions = commands.add_parser("regions", help="show a region and its children")
+    regions = _command(commands, "regions", "show a region and its children")
     regions.add_argument("code", help="a 2, 4, 6, 9 or 12 digit region code")
+    _json_option(regions)
     regions.set_defaults(run=_regions)
 
-    serve = commands.add_parser("serve", help="run a node's gRPC server (mutual TLS)")
+    serve = _command(commands, "serve", "run a node's gRPC server (mutual TLS)")
     serve.add_argument("--listen", help="host:port (default TONGBAN_LISTEN or 127.0.0.1:7443)")
     serve.add_argument(
         "--insecure", action="store_true", help="no TLS (local demos only; commands still signed)"
@@ -427,49 +686,60 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--grace", type=float, default=5.0, help="seconds to finish on shutdown")
     serve.set_defaults(run=_serve)
 
-    pki = commands.add_parser("pki", help="the node's certificate authority")
-    pki_commands = pki.add_subparsers(dest="pki_command", required=True)
-    pki_init = pki_commands.add_parser("init", help="create the node CA and its server certificate")
+    _, pki_commands = _group(commands, "pki", "the node's certificate authority and signing keys")
+    pki_init = _command(pki_commands, "init", "create the node CA and its server certificate")
     pki_init.add_argument("--dir", help="where to write (default TONGBAN_TLS_DIR or DATA_DIR/pki)")
     pki_init.add_argument("--node", required=True, help="the node's name, e.g. hunan")
     pki_init.add_argument("--dns", nargs="*", default=["localhost"], help="server DNS names")
     pki_init.add_argument("--ip", nargs="*", default=["127.0.0.1"], help="server IP addresses")
     pki_init.set_defaults(run=_pki_init)
-    issue = pki_commands.add_parser("issue", help="issue a hall/auditor/peer/admin certificate")
+    issue = _command(pki_commands, "issue", "issue a hall/auditor/peer/admin certificate")
     issue.add_argument("--dir", help="the CA directory (default as for init)")
     issue.add_argument("--role", required=True, choices=["hall", "auditor", "peer", "admin"])
     issue.add_argument("--name", required=True, help="hall id, auditor or peer name")
     issue.add_argument("--out", required=True, help="directory for NAME.pem and NAME.key")
     issue.add_argument("--valid-days", type=int, default=365)
     issue.set_defaults(run=_pki_issue)
-    signing = pki_commands.add_parser("signing-key", help="a hall's Ed25519 command-signing key")
-    signing.add_argument("--out", required=True, help="file for the private key (PEM, 0600)")
-    signing.set_defaults(run=_pki_signing_key)
-
-    hall = commands.add_parser(
-        "hall", help="the hall registry: register, rotate-key, retire (signed by an admin), show"
+    signing = _command(pki_commands, "signing-key", "make a hall's Ed25519 command-signing key")
+    signing.add_argument(
+        "--out", required=True, help="file for the private key (PKCS#8 PEM, 0600; never replaced)"
     )
-    hall_commands = hall.add_subparsers(dest="hall_command", required=True)
-    register = hall_commands.add_parser("register", help="register a hall")
+    signing.set_defaults(run=_pki_signing_key)
+    show_key = _command(
+        pki_commands, "show-key", "print the public key and key id of a signing key file"
+    )
+    show_key.add_argument("file", help="a PKCS#8 PEM Ed25519 key (as `pki signing-key` writes)")
+    show_key.add_argument("--json", action="store_true", help="print one JSON document")
+    show_key.set_defaults(run=_pki_show_key)
+
+    hall, hall_commands = _group(
+        commands,
+        "hall",
+        "the hall registry: list, show, and register, rotate-key, retire (admin-signed)",
+    )
+    listing = _command(hall_commands, "list", "every hall of this node, retired ones too")
+    _json_option(listing)
+    show = _command(hall_commands, "show", "a hall and every key it has had")
+    show.add_argument("hall_id", metavar="ID", help="the hall's id")
+    _json_option(show)
+    register = _command(hall_commands, "register", "register a hall")
     register.add_argument("--hall-id", required=True)
     register.add_argument("--name", required=True)
     register.add_argument("--region", required=True, help="the hall's region code")
     register.add_argument("--window", action="append", required=True, help="a window (repeat)")
     register.add_argument("--public-key", required=True, help="base64 Ed25519 public key")
-    rotate = hall_commands.add_parser("rotate-key", help="replace a hall's signing key")
+    rotate = _command(hall_commands, "rotate-key", "replace a hall's signing key")
     rotate.add_argument("--hall-id", required=True)
     rotate.add_argument("--public-key", required=True, help="the new base64 Ed25519 public key")
-    retire = hall_commands.add_parser("retire", help="retire a hall")
+    retire = _command(hall_commands, "retire", "retire a hall")
     retire.add_argument("--hall-id", required=True)
     retire.add_argument("--reason", required=True)
-    show = hall_commands.add_parser("show", help="a hall and its keys")
-    show.add_argument("hall_id")
     for sub in (register, rotate, retire):
         sub.add_argument("--admin-key", help="the admin's signing key (default: DATA_DIR's)")
     hall.set_defaults(run=_hall)
 
-    erase = commands.add_parser(
-        "erase", help="crypto-shred one case's or one person's personal data (recorded)"
+    erase = _command(
+        commands, "erase", "crypto-shred one case's or one person's personal data (recorded)"
     )
     whose = erase.add_mutually_exclusive_group(required=True)
     whose.add_argument("--case", help="the case id")
@@ -478,36 +748,40 @@ def build_parser() -> argparse.ArgumentParser:
     erase.add_argument("--admin-key", help="the admin's signing key (default: DATA_DIR's)")
     erase.set_defaults(run=_erase)
 
-    keys = commands.add_parser("keys", help="the node's at-rest key ring")
-    keys_commands = keys.add_subparsers(dest="keys_command", required=True)
-    keys_commands.add_parser(
-        "rotate", help="add a key, re-wrap every personal-data key under it, drop unused keys"
+    keys, keys_commands = _group(commands, "keys", "the node's at-rest key ring")
+    _command(
+        keys_commands,
+        "rotate",
+        "add a key, re-wrap every personal-data key under it, drop unused keys",
     )
-    keys_commands.add_parser(
-        "rewrap", help="re-wrap every personal-data key under the active key (ring from settings)"
+    _command(
+        keys_commands,
+        "rewrap",
+        "re-wrap every personal-data key under the active key (ring from settings)",
     )
     keys.set_defaults(run=_keys)
 
-    ledger = commands.add_parser("ledger", help="the node's signed log")
-    ledger_commands = ledger.add_subparsers(dest="ledger_command", required=True)
-    ledger_commands.add_parser("key", help="print the log's public (verifier) key")
-    ledger_commands.add_parser("integrate", help="integrate stored events and sign a checkpoint")
-    export = ledger_commands.add_parser(
-        "export", help="write the log as C2SP tlog-tiles, with its events, for offline audit"
+    ledger, ledger_commands = _group(commands, "ledger", "the node's signed log")
+    _command(ledger_commands, "key", "print the log's public (verifier) key")
+    _command(ledger_commands, "integrate", "integrate stored events and sign a checkpoint")
+    export = _command(
+        ledger_commands,
+        "export",
+        "write the log as C2SP tlog-tiles, with its events, for offline audit",
     )
     export.add_argument("directory")
     ledger.set_defaults(run=_ledger)
 
-    audit = commands.add_parser("audit", help="verify the log with trusted keys only")
-    audit_commands = audit.add_subparsers(dest="audit_command", required=True)
-    verify = audit_commands.add_parser("verify", help="verify the whole log (database or export)")
+    audit, audit_commands = _group(commands, "audit", "verify the log with trusted keys only")
+    verify = _command(audit_commands, "verify", "verify the whole log (database or export)")
     verify.add_argument("--export", help="verify this tlog-tiles export instead of the database")
-    case = audit_commands.add_parser("case", help="a case's history with each event's proof")
-    case.add_argument("case_id")
+    case = _command(audit_commands, "case", "a case's history with each event's proof")
+    case.add_argument("case_id", metavar="CASE", help="the case id")
     for sub in (verify, case):
         sub.add_argument("--log-key", action="append", help="trusted log verifier key (repeat)")
         sub.add_argument("--log-key-file", action="append", help="file with verifier keys")
         sub.add_argument("--origin", help="expected log origin (default: this node's)")
+        _json_option(sub)
     verify.add_argument(
         "--state",
         help="the auditor's state file: the log must extend the checkpoint it holds (rollback "
@@ -519,26 +793,96 @@ def build_parser() -> argparse.ArgumentParser:
     case.set_defaults(state=None, trusted_checkpoint=None)
     audit.set_defaults(run=_audit)
 
-    adapter = commands.add_parser(
-        "adapter", help="run a hall adapter: gateway, village or import (see docs/adapters.md)"
+    # `tongban adapter ...` never reaches this parser in main(): the adapters' own parser takes
+    # all of it (with its own --help). It is here so `tongban --help` lists it.
+    adapter = _command(
+        commands,
+        "adapter",
+        "run a hall adapter: gateway, village or import (`tongban adapter --help`)",
+        add_help=False,
     )
     adapter.add_argument("adapter_args", nargs=argparse.REMAINDER, help="the adapter's arguments")
-    adapter.set_defaults(run=_adapter)
+    adapter.set_defaults(run=lambda args: _adapter(args.adapter_args))
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run ``tongban``; returns the exit code."""
-    args = build_parser().parse_args(argv)
+    """Run ``tongban``; returns the exit code. Every ordinary mistake is one line on stderr."""
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    _never_fail_to_encode()
     try:
-        code: int = args.run(args)
+        try:
+            code = _run(arguments)
+        finally:
+            sys.stdout.flush()  # here, so a closed pipe is noticed while it can be handled
+    except BrokenPipeError:
+        _discard_stdout()
+        return EXIT_BROKEN_PIPE
+    except KeyboardInterrupt:
+        return _fail(EXIT_INTERRUPTED, "interrupted")
+    except UsageError as error:
+        return _fail(EXIT_USAGE, str(error))
     except ConfigurationError as error:
-        print(f"tongban: configuration error: {error}", file=sys.stderr)
-        return EXIT_CONFIG
+        return _fail(EXIT_CONFIG, f"configuration error: {error}")
     except TongbanError as error:
-        print(f"tongban: {error}", file=sys.stderr)
-        return EXIT_ERROR
+        return _fail(EXIT_ERROR, str(error))
+    except OSError as error:
+        return _fail(*_file_problem(error))
     return code
+
+
+def _run(arguments: list[str]) -> int:
+    if arguments and arguments[0] == "adapter":
+        return _adapter(arguments[1:])
+    try:
+        args = build_parser().parse_args(arguments)
+    except SystemExit as done:  # --help (0) or bad arguments (2, one line printed)
+        return done.code if isinstance(done.code, int) else EXIT_USAGE
+    run: Callable[[argparse.Namespace], int] = args.run
+    return run(args)
+
+
+def _fail(code: int, message: str) -> int:
+    print(f"tongban: {message}", file=sys.stderr)
+    return code
+
+
+def _file_problem(error: OSError) -> tuple[int, str]:
+    """Exit code and message for a file that cannot be used (or another OS error)."""
+    hints: dict[type[OSError], str] = {
+        FileNotFoundError: "check the path",
+        PermissionError: "check its permissions, or run as the user that owns it",
+        FileExistsError: "it is never overwritten: give another path, or move it away",
+        IsADirectoryError: "give a file, not a directory",
+        NotADirectoryError: "a part of the path is a file, not a directory",
+    }
+    reason = (error.strerror or str(error) or type(error).__name__).lower()
+    if error.filename is None:
+        return EXIT_ERROR, reason
+    name = os.fsdecode(error.filename)
+    hint = next((text for kind, text in hints.items() if isinstance(error, kind)), None)
+    if hint is None:
+        return EXIT_ERROR, f"{name}: {reason}"
+    return EXIT_USAGE, f"{name}: {reason} ({hint})"
+
+
+def _discard_stdout() -> None:
+    """After a closed pipe: send what is left in stdout's buffer nowhere, quietly at exit."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):  # not a real file (captured in tests)
+        pass
+
+
+def _never_fail_to_encode() -> None:
+    """Print names like 沙头镇 even where the locale's encoding cannot (as escapes there)."""
+    for stream in (sys.stdout, sys.stderr):
+        if isinstance(stream, io.TextIOWrapper) and stream.errors == "strict":
+            encoding = (stream.encoding or "").lower().replace("-", "").replace("_", "")
+            if encoding != "utf8":
+                stream.reconfigure(errors="backslashreplace")
 
 
 if __name__ == "__main__":

@@ -1,75 +1,364 @@
-"""``tongban serve``: run a node — its gRPC server and its followers — until told to stop.
+"""``tongban serve``: run a node — its serving processes and its followers — until told to stop.
 
-The entry point for serving, beside the CLI (which only parses arguments): it builds the node from
-the settings through the composition root, starts the gRPC server and the ledger integrator, and
-shuts both down on SIGTERM/SIGINT.
+Processes (``--processes N``, default: the CPU count)::
+
+    supervisor   this process: checks everything that can fail at start-up (settings, TLS files,
+                 the store and the keys, the log against the last checkpoint signed, the port),
+                 creates the tables once, starts the others, prints the port line when all are
+                 ready, serves /metrics for all of them, and stops them all on SIGTERM/SIGINT —
+                 or, exiting non-zero, when one of them dies
+    follower     the ledger integrator (woken by the store's notifications on PostgreSQL); when
+                 it must stop for good, every server's health turns NOT_SERVING with the reason
+    N servers    ``grpc.aio`` servers on one port (SO_REUSEPORT: the kernel spreads connections
+                 over them), each with its own application and connections
+
+Every fatal start-up error ends the command within seconds with one line saying what to do and a
+non-zero exit; the caller of ``serve`` (the CLI) prints it.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
+import multiprocessing
+import os
 import signal
+import socket
+import tempfile
 import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from multiprocessing.connection import Connection, wait
 from typing import Any
 
-from hub.api.audit import add_audit_service
-from hub.api.server import NodeServer, TLSFiles
-from hub.bootstrap import build_application, build_integrator
+from hub.errors import ConfigurationError, StoreMismatch, TongbanError
 from hub.settings import Settings
 
+log = logging.getLogger("tongban.serve")
 
-def serve(
+#: How long a child may take to get ready before the node gives up.
+STARTUP_SECONDS = 60.0
+_REASON_BYTES = 4096
+
+
+@dataclass(frozen=True)
+class ServeOptions:
+    """How to serve (from the command line, over the settings)."""
+
+    listen: str
+    insecure: bool
+    workers: int
+    max_streams: int
+    processes: int
+    grace: float
+    metrics_listen: str
+
+
+@dataclass
+class _Shared:
+    """What the processes share: the follower's failure, which turns every server NOT_SERVING."""
+
+    failed: Any  # multiprocessing.Event
+    reason: Any  # multiprocessing.Array of bytes
+
+    def fail(self, reason: str) -> None:
+        data = reason.encode("utf-8")[: _REASON_BYTES - 1]
+        self.reason.value = data
+        self.failed.set()
+
+    def why(self) -> str:
+        return bytes(self.reason.value).decode("utf-8", errors="replace")
+
+
+def serve(settings: Settings, options: ServeOptions) -> int:
+    """Serve until SIGTERM or SIGINT; returns the exit code.
+
+    Raises :class:`~hub.errors.TongbanError` (a one-line message) for a fatal start-up error.
+    """
+    _preflight(settings, options)
+    host, port = _split(options.listen)
+    reservation = _reserve_port(host, port)
+    port = reservation.getsockname()[1]
+    metrics_dir = tempfile.mkdtemp(prefix="tongban-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+    context = multiprocessing.get_context("spawn")
+    shared = _Shared(context.Event(), context.Array("c", _REASON_BYTES))
+    children: list[tuple[str, Any, Connection]] = []
+
+    def start(name: str, target: Callable[..., None], *args: Any) -> None:
+        ours, theirs = context.Pipe()
+        process = context.Process(target=target, args=(*args, theirs, shared), name=name)
+        process.start()
+        theirs.close()
+        children.append((name, process, ours))
+
+    try:
+        start("follower", _follower_main, settings)
+        for number in range(options.processes):
+            start(f"server-{number}", _server_main, settings, options, port)
+        _await_ready(children)
+    except TongbanError:
+        _stop(children, options.grace)
+        raise
+    finally:
+        reservation.close()
+    from hub import telemetry
+
+    metrics_port = telemetry.serve_metrics(options.metrics_listen)
+    # The port lines are machine-readable: scripts and tests wait for them.
+    print(f"tongban: serving on {host}:{port}", flush=True)
+    print(f"tongban: metrics on http://{_split(options.metrics_listen)[0]}:{metrics_port}/metrics",
+          flush=True)  # fmt: skip
+    return _supervise(children, options.grace)
+
+
+def _preflight(settings: Settings, options: ServeOptions) -> None:
+    """Everything that can fail at start-up, checked once, before any process starts."""
+    from hub.api.server import TLSFiles
+    from hub.bootstrap import build_application, build_integrator
+
+    if not options.insecure:
+        TLSFiles.in_directory(settings.pki_dir).server_credentials()  # names a missing file
+    app = build_application(settings)  # the store, the keys, the tables (created once, here)
+    try:
+        build_integrator(settings, app)  # the log against the last checkpoint signed
+    finally:
+        app.close()
+
+
+def _split(listen: str) -> tuple[str, int]:
+    host, _, port = listen.rpartition(":")
+    if not host or not port.isdigit():
+        raise ConfigurationError(f"listen address {listen!r}: use host:port")
+    return host, int(port)
+
+
+def _reserve_port(host: str, port: int) -> socket.socket:
+    """Check the port is free (no one else holds it) and keep it for the servers to share."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    probe = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        probe.bind((host, port))  # exclusive: fails if any process serves this port
+    except OSError as error:
+        probe.close()
+        raise ConfigurationError(
+            f"cannot listen on {host}:{port}: {error.strerror} (another process uses the port, "
+            "or the address is not this machine's); choose another with --listen or "
+            "TONGBAN_LISTEN"
+        ) from None
+    port = probe.getsockname()[1]
+    probe.close()
+    reservation = socket.socket(family, socket.SOCK_STREAM)
+    reservation.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    reservation.bind((host, port))  # (not listening: receives no connections)
+    return reservation
+
+
+def _await_ready(children: list[tuple[str, Any, Connection]]) -> None:
+    waiting = {connection: name for name, _process, connection in children}
+    sentinels = {process.sentinel: name for name, process, _connection in children}
+    loop_until = _monotonic() + STARTUP_SECONDS
+    while waiting:
+        remaining = loop_until - _monotonic()
+        if remaining <= 0:
+            raise ConfigurationError(
+                f"{', '.join(sorted(waiting.values()))} did not start within "
+                f"{STARTUP_SECONDS:.0f} s"
+            )
+        for ready in wait([*waiting, *sentinels], timeout=remaining):
+            if ready in sentinels and ready not in waiting:
+                name = sentinels[ready]
+                if name in waiting.values():
+                    raise ConfigurationError(f"{name} exited while starting (see the log above)")
+                continue
+            assert isinstance(ready, Connection)
+            try:
+                kind, message = ready.recv()
+            except EOFError:
+                raise ConfigurationError(
+                    f"{waiting[ready]} exited while starting (see the log above)"
+                ) from None
+            if kind == "error":
+                raise _error_of(message)
+            del waiting[ready]
+
+
+def _error_of(message: str) -> TongbanError:
+    kind, _, text = message.partition(":")
+    return StoreMismatch(text) if kind == "StoreMismatch" else ConfigurationError(text)
+
+
+def _monotonic() -> float:
+    import time
+
+    return time.monotonic()
+
+
+def _supervise(children: list[tuple[str, Any, Connection]], grace: float) -> int:
+    """Until a signal asks to stop (0) or a child dies on its own (1)."""
+    wake_read, wake_write = socket.socketpair()
+    wake_write.setblocking(False)
+    stopping = threading.Event()
+
+    def on_signal(signum: int, _frame: object) -> None:
+        stopping.set()
+
+    previous = signal.set_wakeup_fd(wake_write.fileno())
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    sentinels = {process.sentinel: (name, process) for name, process, _c in children}
+    code = 0
+    try:
+        while not stopping.is_set():
+            for ready in wait([*sentinels, wake_read]):
+                if ready is wake_read:
+                    wake_read.recv(64)
+                    continue
+                name, process = sentinels[ready]
+                log.error("%s (pid %d) exited with %s: stopping the node", name, process.pid,
+                          process.exitcode)  # fmt: skip
+                code = 1
+                stopping.set()
+    finally:
+        signal.set_wakeup_fd(previous)
+        _stop(children, grace)
+        wake_read.close()
+        wake_write.close()
+    return code
+
+
+def _stop(children: list[tuple[str, Any, Connection]], grace: float) -> None:
+    from hub import telemetry
+
+    for _name, process, _connection in children:
+        if process.is_alive():
+            process.terminate()
+    for _name, process, connection in children:
+        process.join(timeout=grace + 5)
+        if process.is_alive():
+            process.kill()
+            process.join(timeout=5)
+        connection.close()
+        telemetry.process_exited(process.pid)
+
+
+# ---------------------------------------------------------------------------- the children
+
+
+def _child_setup(
+    settings: Settings, lifeline: Connection, on_parent_gone: Callable[[], None]
+) -> None:
+    """Logging as configured, and a watch on the supervisor: if it dies, so does this process."""
+    from hub import telemetry
+
+    telemetry.configure_logging(settings.log_level, json_lines=settings.log_format == "json")
+
+    def watch() -> None:
+        with contextlib.suppress(EOFError, OSError):
+            while True:
+                lifeline.recv()
+        on_parent_gone()
+
+    threading.Thread(target=watch, name="lifeline", daemon=True).start()
+
+
+def _report_error(lifeline: Connection, error: BaseException) -> None:
+    with contextlib.suppress(OSError):
+        lifeline.send(("error", f"{type(error).__name__}:{error}"))
+
+
+def _server_main(
+    settings: Settings, options: ServeOptions, port: int, lifeline: Connection, shared: _Shared
+) -> None:
+    """One serving process."""
+    loop = asyncio.new_event_loop()
+    stop = asyncio.Event()
+
+    def request_stop() -> None:
+        loop.call_soon_threadsafe(stop.set)
+
+    _child_setup(settings, lifeline, request_stop)
+    try:
+        loop.run_until_complete(_serve_async(settings, options, port, lifeline, shared, stop))
+    except TongbanError as error:
+        _report_error(lifeline, error)
+        raise SystemExit(2) from None
+    finally:
+        loop.close()
+
+
+async def _serve_async(
     settings: Settings,
-    *,
-    listen: str | None = None,
-    insecure: bool = False,
-    workers: int = 16,
-    grace: float = 5.0,
-) -> int:
-    """Serve until SIGTERM or SIGINT; returns the exit code."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    listen = listen or settings.listen
-    tls = None if insecure else TLSFiles.in_directory(settings.pki_dir)
-    app = build_application(settings)
-    integrator = build_integrator(settings, app)
-    view = integrator.view
+    options: ServeOptions,
+    port: int,
+    lifeline: Connection,
+    shared: _Shared,
+    stop: asyncio.Event,
+) -> None:
+    from hub.api.audit import add_audit_service
+    from hub.api.server import NodeServer, TLSFiles
+    from hub.bootstrap import build_application
+    from hub.integrity.integrator import open_ledger_view
 
-    def leaf_index(aggregate_id: Any, version: int) -> int | None:
-        leaf = view.read(lambda cursor: view.tables.leaf_for(cursor, aggregate_id, version))
-        return None if leaf is None else leaf.index
+    app = build_application(settings, create_tables=False)
+    try:
+        view = open_ledger_view(app)
 
-    node = NodeServer(
-        app,
-        listen=listen,
-        tls=tls,
-        max_workers=workers,
-        extra_services=[add_audit_service(app, view)],
-        leaf_index=leaf_index,
-    )
+        def leaf_index(aggregate_id: Any, version: int) -> int | None:
+            leaf = view.read(lambda cursor: view.tables.leaf_for(cursor, aggregate_id, version))
+            return None if leaf is None else leaf.index
+
+        host = options.listen.rpartition(":")[0]
+        node = NodeServer(
+            app,
+            listen=f"{host}:{port}",
+            tls=None if options.insecure else TLSFiles.in_directory(settings.pki_dir),
+            max_workers=options.workers,
+            max_streams=options.max_streams,
+            extra_services=[add_audit_service(app, view)],
+            leaf_index=leaf_index,
+            reuse_port=True,
+        )
+        await node.start()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
+
+        def watch_follower() -> None:
+            shared.failed.wait()
+            node.not_serving(shared.why())
+
+        threading.Thread(target=watch_follower, name="follower-watch", daemon=True).start()
+        lifeline.send(("ready", os.getpid()))
+        await stop.wait()
+        await node.stop(options.grace)
+    finally:
+        app.close()
+
+
+def _follower_main(settings: Settings, lifeline: Connection, shared: _Shared) -> None:
+    """The ledger integrator's process."""
     stop = threading.Event()
+    _child_setup(settings, lifeline, stop.set)
+    signal.signal(signal.SIGTERM, lambda _s, _f: stop.set())
+    signal.signal(signal.SIGINT, lambda _s, _f: stop.set())
+    from hub.bootstrap import build_application, build_integrator
 
-    def follow() -> None:
-        # The integrator follows the log in the background; its tracking makes restarts safe.
-        # If it must stop (an event that may not enter the log), the node says so in health.
+    try:
+        app = build_application(settings, create_tables=False)
+        integrator = build_integrator(settings, app)
+    except TongbanError as error:
+        _report_error(lifeline, error)
+        raise SystemExit(2) from None
+    try:
+        lifeline.send(("ready", os.getpid()))
         integrator.run(stop)
         if integrator.failure is not None:
-            node.not_serving(integrator.failure)
-
-    follower = threading.Thread(target=follow, name="integrator")
-    follower.start()
-    node.start()
-    # The port line is machine-readable: scripts and tests wait for it.
-    print(f"tongban: serving on {listen.rsplit(':', 1)[0]}:{node.port}", flush=True)
-
-    def shut_down(signum: int, _frame: object) -> None:
-        node.stop(grace=grace)
-
-    signal.signal(signal.SIGTERM, shut_down)
-    signal.signal(signal.SIGINT, shut_down)
-    try:
-        node.wait()
+            shared.fail(integrator.failure)
+            stop.wait()  # stay up (idle), so the node keeps answering and says why in health
     finally:
-        stop.set()
-        follower.join(timeout=10)
         app.close()
-    return 0
+
+
+__all__ = ["ServeOptions", "serve"]

@@ -37,6 +37,13 @@ _KEYS = {
     "group_commit": "TONGBAN_GROUP_COMMIT",
     "clock_window_s": "TONGBAN_CLOCK_WINDOW_S",
     "deferred_max_age_days": "TONGBAN_DEFERRED_MAX_AGE_DAYS",
+    "processes": "TONGBAN_PROCESSES",
+    "workers": "TONGBAN_WORKERS",
+    "max_streams": "TONGBAN_MAX_STREAMS",
+    "metrics_listen": "TONGBAN_METRICS_LISTEN",
+    "log_level": "TONGBAN_LOG_LEVEL",
+    "log_format": "TONGBAN_LOG_FORMAT",
+    "storage_timeout_s": "TONGBAN_STORAGE_TIMEOUT_S",
 }
 
 
@@ -78,6 +85,19 @@ class Settings:
     clock_window_s: int = 300
     #: How old (days) a deferred command (village outbox, register import) may be.
     deferred_max_age_days: int = 30
+    #: Serving processes (0: one per CPU); the integrator runs in a process of its own.
+    processes: int = 0
+    #: Threads per serving process that answer unary calls.
+    workers: int = 16
+    #: Server streams a serving process keeps open at once (RESOURCE_EXHAUSTED beyond).
+    max_streams: int = 64
+    #: Where /metrics is served (port 0: a free port, printed at start-up).
+    metrics_listen: str = "127.0.0.1:0"
+    #: Log level, and ``json`` (one object per line) or ``text``.
+    log_level: str = "INFO"
+    log_format: str = "json"
+    #: How long (seconds) a call waits for the store before it answers UNAVAILABLE.
+    storage_timeout_s: int = 5
 
     @property
     def pki_dir(self) -> Path:
@@ -96,9 +116,20 @@ class Settings:
             "checkpoint_interval_ms",
             "clock_window_s",
             "deferred_max_age_days",
+            "workers",
+            "max_streams",
+            "storage_timeout_s",
         ):
             if getattr(self, name) <= 0:
                 raise ConfigurationError(f"{_KEYS[name]} must be positive")
+        if self.processes < 0:
+            raise ConfigurationError(f"{_KEYS['processes']} must be 0 (one per CPU) or more")
+        if self.log_format not in ("json", "text"):
+            raise ConfigurationError(f"{_KEYS['log_format']}={self.log_format!r}: json or text")
+        if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+            raise ConfigurationError(
+                f"{_KEYS['log_level']}={self.log_level!r}: DEBUG, INFO, WARNING or ERROR"
+            )
         if not self.origin:
             object.__setattr__(self, "origin", f"tongban/{self.node_region}")
 
@@ -147,6 +178,10 @@ _INT_KEYS = (
     "checkpoint_interval_ms",
     "clock_window_s",
     "deferred_max_age_days",
+    "processes",
+    "workers",
+    "max_streams",
+    "storage_timeout_s",
 )
 _BOOL_KEYS = ("group_commit",)
 _TRUE = frozenset({"1", "true", "yes", "on"})

@@ -7,8 +7,9 @@ server. No personal data leaves through it: a case's applicant is given as commi
 
 from __future__ import annotations
 
-import time
-from collections.abc import Iterator
+import asyncio
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 from uuid import UUID
 
@@ -16,16 +17,19 @@ import grpc
 from tongban.v1 import audit_pb2
 
 from hub.api.convert import event_to_proto, parse_uuid
-from hub.api.errors import abort, guard
+from hub.api.errors import guard
+from hub.api.handlers import StreamLimit, add_service
 from hub.api.servicer import Authenticator, Caller
 from hub.application.hub import HubApplication
-from hub.errors import InvalidInput, NotFound, TongbanError
+from hub.errors import InvalidInput, NotFound
 from hub.integrity.integrator import LedgerView
 from hub.pki import Role
 from ledger import Leaf, Receipt, peek_checkpoint
 
 #: How many entries one read of the stream fetches.
 STREAM_BATCH = 500
+#: How often an open stream that reached the end of the log looks for more.
+STREAM_POLL_SECONDS = 0.2
 
 
 class AuditServicer:
@@ -35,6 +39,8 @@ class AuditServicer:
         self.app = app
         self.view = view
         self.authenticate = authenticate
+        #: Reads for open streams, apart from the unary workers.
+        self._reads = ThreadPoolExecutor(max_workers=2, thread_name_prefix="stream-read")
 
     def _caller(self, context: grpc.ServicerContext) -> None:
         Caller(self.authenticate(context)).require(Role.AUDITOR, Role.PEER, Role.ADMIN)
@@ -150,35 +156,39 @@ class AuditServicer:
         )
         return leaves
 
-    def StreamEntries(self, request: Any, context: Any) -> Iterator[Any]:  # noqa: N802
-        try:
-            self._caller(context)
-        except TongbanError as error:
-            abort(context, error)
+    async def StreamEntries(self, request: Any, context: Any) -> AsyncIterator[Any]:  # noqa: N802
+        """Log entries from ``start`` on, following the log until the caller goes away.
+
+        It runs on the server's event loop (reading through a small executor of its own), so an
+        open stream holds none of the workers that answer unary calls.
+        """
+        self._caller(context)
+        loop = asyncio.get_running_loop()
         position = request.start
-        # Follow the log until the client goes away or its deadline passes.
-        while context.is_active():
-            size = self.view.read(lambda cursor: self.view.tables.state(cursor)[0])
+        while True:
+            size = await loop.run_in_executor(self._reads, self._size)
             if position >= size:
-                time.sleep(0.1)
+                await asyncio.sleep(STREAM_POLL_SECONDS)
                 continue
             end = min(size, position + STREAM_BATCH)
-            leaves = self._leaves(position, end)
-            for leaf in leaves:
+            for leaf in await loop.run_in_executor(self._reads, self._leaves, position, end):
                 yield audit_pb2.LogEntry(index=leaf.index, leaf=leaf.encode())
             position = end
+
+    def _size(self) -> int:
+        size: int = self.view.read(lambda cursor: self.view.tables.state(cursor)[0])
+        return size
 
 
 def add_audit_service(app: HubApplication, view: LedgerView) -> Any:
     """A hook for :class:`hub.api.server.NodeServer`'s ``extra_services``."""
 
-    def add(server: grpc.Server, authenticate: Authenticator) -> str:
-        from hub.api.handlers import add_service
-
+    def add(server: Any, authenticate: Authenticator, streams: StreamLimit) -> str:
         return add_service(
             server,
             AuditServicer(app, view, authenticate),
             audit_pb2.DESCRIPTOR.services_by_name["Audit"],
+            streams,
         )
 
     return add

@@ -11,7 +11,8 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Callable
-from typing import NoReturn, TypeVar
+from contextvars import ContextVar
+from typing import Any, NoReturn, TypeVar
 
 import grpc
 from eventsourcing.persistence import InterfaceError, OperationalError
@@ -126,22 +127,43 @@ def guard(context: grpc.ServicerContext, run: Callable[[], R]) -> R:
     """
     try:
         return run()
-    except grpc.RpcError:
+    except (grpc.RpcError, grpc.aio.AbortError):
         raise  # abort() already ended the call
     except Exception as error:
         mapped = as_tongban_error(error)
         if mapped is None:
             reference = uuid.uuid4().hex[:12]
             log.exception("internal error (reference %s)", reference)
+            _LAST_CODE.set("INTERNAL")
             context.abort(grpc.StatusCode.INTERNAL, f"internal error (reference {reference})")
             raise AssertionError("unreachable") from None  # pragma: no cover
         abort(context, mapped)
 
 
-def abort(context: grpc.ServicerContext, error: TongbanError) -> NoReturn:
-    """End the call with the status for ``error``; denials are logged (without personal data)."""
-    code = status_code_for(error)
+_LAST_CODE: ContextVar[str] = ContextVar("last_code", default="")
+
+
+def last_code() -> str:
+    """The status code name of the last call this thread or task aborted."""
+    return _LAST_CODE.get()
+
+
+def status_details(error: TongbanError) -> tuple[grpc.StatusCode, str, tuple[Any, ...]]:
+    """(code, message, trailing metadata with the ``google.rpc.Status``) for ``error``."""
+    status = rpc_status.to_status(to_status(error))
+    return status.code, status.details, tuple(status.trailing_metadata)
+
+
+def abort(context: Any, error: TongbanError) -> NoReturn:
+    """End the call with the status for ``error``; denials are logged (without personal data).
+
+    Works on grpcio's servicer contexts and on ``grpc.aio``'s context of a synchronous handler
+    (which has no ``abort_with_status``): the status details travel in the trailing metadata,
+    as ``abort_with_status`` would send them.
+    """
+    code, details, trailing = status_details(error)
+    _LAST_CODE.set(code.name)
     if code in (grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.UNAUTHENTICATED):
         log.warning("denied %s: %s (peer %s)", code.name, error, context.peer())
-    context.abort_with_status(rpc_status.to_status(to_status(error)))
-    raise AssertionError("unreachable: abort_with_status raises")  # pragma: no cover
+    context.abort(code, details, trailing)
+    raise AssertionError("unreachable: abort raises")  # pragma: no cover

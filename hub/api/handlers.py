@@ -1,17 +1,26 @@
-"""Registering a servicer so that a request that does not parse gets INVALID_ARGUMENT.
+"""Registering a servicer on the node's server: parse failures, request ids, metrics, streams.
 
 grpcio's generated ``add_*Servicer_to_server`` functions deserialise each request before the
 servicer runs, and answer bytes that are not the request message with INTERNAL. A caller who
 sent garbage should be told so (INVALID_ARGUMENT, with a ``BadRequest`` field violation), like
 every other bad input. So the node registers its services through :func:`add_service`, which
-builds the same method handlers from the service descriptor but with a deserialiser that hands a
-parse failure to the servicer as :class:`Unparseable` instead of raising; the wrapped method then
-refuses it through the one error table.
+builds the method handlers from the service descriptor with a deserialiser that hands a parse
+failure to the servicer as :class:`Unparseable` instead of raising; the wrapper then refuses it
+through the one error table.
+
+The same wrapper gives every call its request id (the ``x-request-id`` metadata, or a fresh one)
+for the logs, and counts it in the metrics by method and status code.
+
+The server is ``grpc.aio``: unary methods are plain functions that the server runs on its thread
+pool; server-streaming methods are ``async`` generators that run on the event loop, so an open
+stream never holds one of the unary workers. :class:`StreamLimit` caps the streams open at once
+(RESOURCE_EXHAUSTED beyond).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import time
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import grpc
@@ -19,8 +28,10 @@ from google.protobuf import message_factory
 from google.protobuf.descriptor import ServiceDescriptor
 from google.protobuf.message import DecodeError
 
-from hub.api.errors import abort
-from hub.errors import InvalidInput
+from hub import telemetry
+from hub.api.errors import abort, last_code, status_details
+from hub.application.storage import DEADLINE
+from hub.errors import InvalidInput, TongbanError
 
 
 class Unparseable:
@@ -29,6 +40,27 @@ class Unparseable:
     def __init__(self, message: str, size: int) -> None:
         self.message = message
         self.size = size
+
+
+class StreamLimit:
+    """How many server streams may be open at once, across the process."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.open = 0
+
+    def enter(self) -> bool:
+        """Take a place (False when none is left)."""
+        if self.open >= self.limit:
+            return False
+        self.open += 1
+        telemetry.OPEN_STREAMS.inc()
+        return True
+
+    def leave(self) -> None:
+        """Give a place back."""
+        self.open -= 1
+        telemetry.OPEN_STREAMS.dec()
 
 
 def _deserializer(message_class: Any) -> Callable[[bytes], Any]:
@@ -45,34 +77,33 @@ def _refusal(request: Unparseable) -> InvalidInput:
     return InvalidInput("request", f"{request.size} bytes", request.message)
 
 
-def add_service(server: grpc.Server, servicer: Any, service: ServiceDescriptor) -> str:
+def _request_id(context: Any) -> str:
+    for key, value in context.invocation_metadata() or ():
+        if key == "x-request-id" and isinstance(value, str) and 0 < len(value) <= 64:
+            return value
+    return telemetry.new_request_id()
+
+
+def add_service(
+    server: Any, servicer: Any, service: ServiceDescriptor, streams: StreamLimit | None = None
+) -> str:
     """Register ``servicer`` for ``service`` on ``server``; returns the service's full name."""
     handlers: dict[str, grpc.RpcMethodHandler[Any, Any]] = {}
+    limit = streams or StreamLimit(64)
     for method in service.methods:
         behaviour = getattr(servicer, method.name)
         request_class = message_factory.GetMessageClass(method.input_type)
         response_class = message_factory.GetMessageClass(method.output_type)
+        name = f"{service.name}/{method.name}"
         if method.server_streaming:
-
-            def stream(request: Any, context: Any, behaviour: Any = behaviour) -> Iterator[Any]:
-                if isinstance(request, Unparseable):
-                    abort(context, _refusal(request))
-                yield from behaviour(request, context)
-
             handlers[method.name] = grpc.unary_stream_rpc_method_handler(
-                stream,
+                _stream(name, behaviour, limit),
                 request_deserializer=_deserializer(request_class),
                 response_serializer=response_class.SerializeToString,
             )
         else:
-
-            def unary(request: Any, context: Any, behaviour: Any = behaviour) -> Any:
-                if isinstance(request, Unparseable):
-                    abort(context, _refusal(request))
-                return behaviour(request, context)
-
             handlers[method.name] = grpc.unary_unary_rpc_method_handler(
-                unary,
+                _unary(name, behaviour),
                 request_deserializer=_deserializer(request_class),
                 response_serializer=response_class.SerializeToString,
             )
@@ -80,3 +111,60 @@ def add_service(server: grpc.Server, servicer: Any, service: ServiceDescriptor) 
         (grpc.method_handlers_generic_handler(service.full_name, handlers),)
     )
     return str(service.full_name)
+
+
+def _unary(name: str, behaviour: Any) -> Callable[[Any, Any], Any]:
+    def unary(request: Any, context: Any) -> Any:
+        began = time.perf_counter()
+        code = "OK"
+        remaining = context.time_remaining()
+        # Nothing is stored for a caller whose deadline has passed (hub.application.storage).
+        DEADLINE.set(time.monotonic() + remaining if remaining is not None else None)
+        with telemetry.request(_request_id(context)):
+            try:
+                if isinstance(request, Unparseable):
+                    abort(context, _refusal(request))
+                return behaviour(request, context)
+            except BaseException:
+                code = last_code() or "UNKNOWN"
+                raise
+            finally:
+                telemetry.RPCS.labels(name, code).inc()
+                telemetry.RPC_SECONDS.labels(name).observe(time.perf_counter() - began)
+
+    return unary
+
+
+def _stream(name: str, behaviour: Any, limit: StreamLimit) -> Callable[[Any, Any], Any]:
+    async def stream(request: Any, context: Any) -> AsyncIterator[Any]:
+        with telemetry.request(_request_id(context)):
+            if isinstance(request, Unparseable):
+                telemetry.RPCS.labels(name, "INVALID_ARGUMENT").inc()
+                await _abort(context, _refusal(request))
+            if not limit.enter():
+                telemetry.RPCS.labels(name, "RESOURCE_EXHAUSTED").inc()
+                await context.abort(
+                    grpc.StatusCode.RESOURCE_EXHAUSTED,
+                    f"{limit.limit} streams are open on this node process; try again later",
+                )
+            code = "OK"
+            try:
+                async for item in behaviour(request, context):
+                    yield item
+            except TongbanError as error:
+                code = status_details(error)[0].name
+                await _abort(context, error)
+            except BaseException:
+                code = last_code() or "CANCELLED"
+                raise
+            finally:
+                limit.leave()
+                telemetry.RPCS.labels(name, code).inc()
+
+    return stream
+
+
+async def _abort(context: Any, error: TongbanError) -> None:
+    """End a stream with the status for ``error`` (the async form of ``errors.abort``)."""
+    code, details, trailing = status_details(error)
+    await context.abort(code, details, trailing)

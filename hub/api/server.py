@@ -1,25 +1,28 @@
-"""The node's gRPC server: CaseExchange, HallAdmin, Audit, health and reflection.
+"""The node's gRPC server: CaseExchange, HallAdmin, Audit, health and reflection (v1, v1alpha).
 
-A synchronous ``grpc.server`` on a thread pool (the application is synchronous and the event
-store serialises writes anyway), mutual TLS with the node's CA, message size limits, grpcio's
-standard health and reflection services, and a graceful shutdown that first reports NOT_SERVING.
+A ``grpc.aio`` server: the application is synchronous, so unary methods run on the server's
+thread pool, while server streams run on the event loop and never hold a worker; mutual TLS with
+the node's CA, message size limits, grpcio's standard health and reflection services, and a
+graceful shutdown that first reports NOT_SERVING.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
-import threading
 from collections.abc import Callable, Sequence
 from concurrent import futures
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_health.v1._async import HealthServicer as AioHealthServicer
 from grpc_reflection.v1alpha import reflection
 from tongban.v1 import admin_pb2, case_exchange_pb2
 
-from hub.api.handlers import add_service
+from hub.api.handlers import StreamLimit, add_service
 from hub.api.servicer import Authenticator, CaseExchangeServicer, HallAdminServicer, LeafIndex
 from hub.application.hub import HubApplication
 from hub.errors import ConfigurationError
@@ -69,7 +72,12 @@ def insecure_authenticator(context: grpc.ServicerContext) -> Identity | None:
 
 
 class NodeServer:
-    """A running gRPC server; ``stop()`` shuts it down gracefully."""
+    """The node's gRPC server (``grpc.aio``): unary calls on a thread pool, streams on the loop.
+
+    Build it, then ``await start()`` inside the event loop that will serve it; ``not_serving()``
+    may be called from any thread; ``await stop()`` shuts it down gracefully. With
+    ``reuse_port`` several processes serve one port (the kernel spreads connections over them).
+    """
 
     def __init__(
         self,
@@ -78,68 +86,114 @@ class NodeServer:
         listen: str,
         tls: TLSFiles | None,
         max_workers: int = 16,
-        extra_services: Sequence[Callable[[grpc.Server, Authenticator], str]] = (),
+        max_streams: int = 64,
+        extra_services: Sequence[Callable[[Any, Authenticator, StreamLimit], str]] = (),
         leaf_index: LeafIndex | None = None,
+        reuse_port: bool = False,
     ) -> None:
         self.app = app
         authenticate: Authenticator = tls_authenticator if tls else insecure_authenticator
-        self.server = grpc.server(
-            futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="grpc"),
+        self.executor = futures.ThreadPoolExecutor(
+            max_workers=max_workers, thread_name_prefix="grpc"
+        )
+        self.server = grpc.aio.server(
+            migration_thread_pool=self.executor,
             options=[
                 ("grpc.max_receive_message_length", MAX_RECEIVE_BYTES),
                 ("grpc.max_send_message_length", MAX_SEND_BYTES),
-                ("grpc.so_reuseport", 0),
+                ("grpc.so_reuseport", 1 if reuse_port else 0),
             ],
-            maximum_concurrent_rpcs=max_workers * 8,
+            maximum_concurrent_rpcs=max_workers * 8 + max_streams,
         )
-        add_service(self.server, CaseExchangeServicer(app, authenticate), CASE_EXCHANGE)
+        self.streams = StreamLimit(max_streams)
+        add_service(
+            self.server, CaseExchangeServicer(app, authenticate), CASE_EXCHANGE, self.streams
+        )
         admin = (
             HallAdminServicer(app, authenticate, leaf_index)
             if leaf_index is not None
             else HallAdminServicer(app, authenticate)
         )
-        add_service(self.server, admin, HALL_ADMIN)
+        add_service(self.server, admin, HALL_ADMIN, self.streams)
         names = list(SERVICE_NAMES)
         for add_extra in extra_services:
-            names.append(add_extra(self.server, authenticate))
-        self.health = health.HealthServicer()
+            names.append(add_extra(self.server, authenticate, self.streams))
+        self.health = AioHealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         reflection.enable_server_reflection(
-            [*names, health.SERVICE_NAME, reflection.SERVICE_NAME], self.server
+            [*names, health.SERVICE_NAME, reflection.SERVICE_NAME, REFLECTION_V1], self.server
         )
+        _add_reflection_v1(self.server, names)
         self.service_names = names
-        if tls is None:
-            self.port = self.server.add_insecure_port(listen)
-        else:
-            self.port = self.server.add_secure_port(listen, tls.server_credentials())
+        try:
+            if tls is None:
+                self.port = self.server.add_insecure_port(listen)
+            else:
+                self.port = self.server.add_secure_port(listen, tls.server_credentials())
+        except RuntimeError as error:  # grpc.aio raises when it cannot bind
+            raise ConfigurationError(f"cannot listen on {listen}: {error}") from None
         if self.port == 0:
-            raise ConfigurationError(f"cannot listen on {listen!r}")
+            raise ConfigurationError(
+                f"cannot listen on {listen}: the address is in use or not available"
+            )
         self.secure = tls is not None
-        self._stopped = threading.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
 
-    def start(self) -> NodeServer:
+    async def start(self) -> NodeServer:
         """Start serving and report SERVING for every service."""
-        self.server.start()
+        self._loop = asyncio.get_running_loop()
+        await self.server.start()
         for name in ["", *self.service_names]:
-            self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+            await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
         log.info("serving on port %d (%s)", self.port, "mTLS" if self.secure else "INSECURE")
         return self
 
     def not_serving(self, reason: str) -> None:
-        """Report NOT_SERVING for every service (the node can no longer keep its promises)."""
-        log.error("NOT_SERVING: %s", reason)
-        for name in ["", *self.service_names]:
-            self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+        """Report NOT_SERVING for every service (the node can no longer keep its promises).
 
-    def stop(self, grace: float = 5.0) -> None:
-        """Report NOT_SERVING, let calls in flight finish for ``grace`` seconds, then stop."""
-        if self._stopped.is_set():
+        Safe to call from any thread.
+        """
+        log.error("NOT_SERVING: %s", reason)
+        loop = self._loop
+        if loop is None:
             return
-        self._stopped.set()
-        self.health.enter_graceful_shutdown()
-        self.server.stop(grace).wait(grace + 1)
+
+        async def report() -> None:
+            for name in ["", *self.service_names]:
+                await self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+
+        asyncio.run_coroutine_threadsafe(report(), loop)
+
+    async def stop(self, grace: float = 5.0) -> None:
+        """Report NOT_SERVING, let calls in flight finish for ``grace`` seconds, then stop."""
+        await self.health.enter_graceful_shutdown()
+        await self.server.stop(grace)
+        self.executor.shutdown(wait=False, cancel_futures=True)
         log.info("stopped")
 
-    def wait(self) -> None:
-        """Block until the server stops."""
-        self.server.wait_for_termination()
+    async def wait(self) -> None:
+        """Until the server stops."""
+        await self.server.wait_for_termination()
+
+
+#: gRPC server reflection v1 (the same messages as v1alpha, under the standard name).
+REFLECTION_V1 = "grpc.reflection.v1.ServerReflection"
+
+
+def _add_reflection_v1(server: Any, names: list[str]) -> None:
+    """Serve reflection v1 too: grpcio-reflection ships only v1alpha, whose messages are the
+    same on the wire, so v1alpha's servicer answers under the v1 name."""
+    from grpc_reflection.v1alpha import reflection_pb2
+    from grpc_reflection.v1alpha._async import ReflectionServicer
+
+    servicer = ReflectionServicer(
+        [*names, health.SERVICE_NAME, reflection.SERVICE_NAME, REFLECTION_V1]
+    )
+    handler = grpc.stream_stream_rpc_method_handler(
+        servicer.ServerReflectionInfo,
+        request_deserializer=reflection_pb2.ServerReflectionRequest.FromString,
+        response_serializer=reflection_pb2.ServerReflectionResponse.SerializeToString,
+    )
+    server.add_generic_rpc_handlers(
+        (grpc.method_handlers_generic_handler(REFLECTION_V1, {"ServerReflectionInfo": handler}),)
+    )

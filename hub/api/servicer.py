@@ -17,7 +17,8 @@ reads every case with personal data as commitments only; peers and admins get no
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import logging
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 from uuid import UUID
@@ -25,14 +26,18 @@ from uuid import UUID
 import grpc
 from tongban.v1 import admin_pb2, case_exchange_pb2, common_pb2
 
+from hub import telemetry
 from hub.api.convert import case_view, event_to_proto, hall_to_proto, item_to_proto
 from hub.api.errors import guard
 from hub.application.hub import HubApplication
 from hub.commands.model import PersonalValue, SignedCommand
 from hub.commands.wire import enum_to_proto, parse_uuid
 from hub.domain.case import Case
+from hub.domain.command_record import CommandResult
 from hub.errors import PermissionRefused
 from hub.pki import Identity, Role
+
+log = logging.getLogger("tongban.commands")
 
 #: Reads the caller's identity from the call; None when the server runs without TLS (demo).
 Authenticator = Callable[[grpc.ServicerContext], Identity | None]
@@ -64,6 +69,22 @@ class Caller:
     def role(self) -> Role | None:
         """The certificate's role (None without TLS)."""
         return self.identity.role if self.identity is not None else None
+
+
+def log_command(action: str, caller: Caller, result: CommandResult) -> None:
+    """One structured log line per command answered, with no personal data in it."""
+    if not result.replayed:
+        telemetry.COMMANDS.labels(action).inc()
+    log.info(
+        "command",
+        extra={
+            "action": action,
+            "signer": caller.name or "",
+            "aggregate_id": str(result.aggregate_id),
+            "version": result.version,
+            "replayed": result.replayed,
+        },
+    )
 
 
 def signed_from_proto(request: case_exchange_pb2.SignedCommand) -> SignedCommand:
@@ -155,6 +176,7 @@ class CaseExchangeServicer:
             result = self.app.execute(
                 signed_from_proto(request), expected=action, caller=caller.name
             )
+            log_command(action, caller, result)
             return case_exchange_pb2.CommandReply(
                 case_id=str(result.aggregate_id), version=result.version, replayed=result.replayed
             )
@@ -210,8 +232,8 @@ class CaseExchangeServicer:
             "hall queues are served by the queue projection, which this node does not run yet",
         )
 
-    def WatchQueue(self, request: Any, context: Any) -> Iterator[Any]:  # noqa: N802
-        context.abort(
+    async def WatchQueue(self, request: Any, context: Any) -> AsyncIterator[Any]:  # noqa: N802
+        await context.abort(
             grpc.StatusCode.UNIMPLEMENTED,
             "hall queues are served by the queue projection, which this node does not run yet",
         )
@@ -247,7 +269,9 @@ class HallAdminServicer:
     def _admin(self, action: str, request: Any, context: Any) -> Any:
         caller = Caller(self.authenticate(context))
         caller.require(Role.ADMIN)
-        return self.app.execute(signed_from_proto(request), expected=action, caller=caller.name)
+        result = self.app.execute(signed_from_proto(request), expected=action, caller=caller.name)
+        log_command(action, caller, result)
+        return result
 
     def RegisterHall(self, request: Any, context: Any) -> Any:  # noqa: N802
         return guard(context, lambda: self._hall(self._admin("register_hall", request, context)))

@@ -38,19 +38,18 @@ from uuid import UUID
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-from eventsourcing.application import AggregateNotFoundError, Application
+from eventsourcing.application import AggregateNotFoundError, Application, Repository
 from eventsourcing.domain import CanMutateAggregate
 from eventsourcing.persistence import (
     IntegrityError,
-    InterfaceError,
     JSONTranscoder,
-    OperationalError,
     Transcoder,
 )
 from eventsourcing.utils import Environment, EnvType, get_topic
 
 from hub.application.group_commit import GroupCommit
 from hub.application.recorders import PersonalKey, PersonalKeyAccess
+from hub.application.storage import StorageGuard
 from hub.application.vault import OpenedApplicant, PersonalDataVault
 from hub.commands import model as cmd
 from hub.commands.model import Action, CaseAction, ParsedCommand, SignedCommand
@@ -79,7 +78,6 @@ from hub.errors import (
     NotFound,
     PermissionRefused,
     SignatureRefused,
-    StorageUnavailable,
     StoreMismatch,
     TongbanError,
 )
@@ -186,7 +184,15 @@ class HubApplication(Application[UUID]):
         self.regions = regions or RegionRegistry.load_default()
         self.catalogue = catalogue or Catalogue.load_default()
         self.clock = clock
+        #: Fails calls fast while the store is down (see hub.application.storage).
+        self.storage = StorageGuard()
         super().__init__(env)
+        #: The hall registry, cached: every command needs its signer's current key. Fast-forward
+        #: reads only the events after the cached version (one indexed query), so a key rotated or
+        #: a hall retired by another process is seen by the very next command.
+        self.hall_repository: Repository[UUID] = Repository(
+            self.events, cache_maxsize=10_000, fastforward=True
+        )
         #: Concurrent commands share event-store transactions (see hub.application.group_commit).
         self.group_commit = GroupCommit(self) if group_commit else None
         self._admins: dict[str, str] | None = None
@@ -417,12 +423,13 @@ class HubApplication(Application[UUID]):
         return list(self._read(lambda: self.keys.cases_of_subject(subject)))
 
     def get_hall(self, hall_id: str) -> Hall:
-        """The hall with ``hall_id``; NotFound otherwise."""
+        """The hall with ``hall_id`` as stored now; NotFound otherwise."""
         try:
-            hall = self._get(hall_aggregate_id(hall_id))
+            hall = self._read(lambda: self.hall_repository.get(hall_aggregate_id(hall_id)))
         except AggregateNotFoundError:
             raise NotFound("hall", hall_id) from None
-        assert isinstance(hall, Hall)
+        if not isinstance(hall, Hall):
+            raise NotFound("hall", hall_id)
         return hall
 
     def halls(self) -> list[Hall]:
@@ -682,26 +689,24 @@ class HubApplication(Application[UUID]):
         return self._read(lambda: self.repository.get(aggregate_id, version=version))
 
     def _read(self, read: Callable[[], Any]) -> Any:
-        try:
-            return read()
-        except (OperationalError, InterfaceError) as error:
-            raise StorageUnavailable(f"event store unavailable: {error}") from error
+        return self.storage.run(read)
 
     def _save(self, *aggregates: Any, conflict: Exception | None = None, **kwargs: Any) -> None:
-        try:
+        def save() -> None:
             if self.group_commit is not None:
                 # Raises what save() would, for these alone.
                 self.group_commit.save(*aggregates, **kwargs)
             else:
                 self.save(*aggregates, **kwargs)
+
+        try:
+            self.storage.run(save, write=True)
         except IntegrityError as error:
             if conflict is not None:
                 raise conflict from error
             raise ConcurrencyConflict(
                 "another command changed the same aggregate first; read it again and retry"
             ) from error
-        except (OperationalError, InterfaceError) as error:
-            raise StorageUnavailable(f"event store unavailable: {error}") from error
 
 
 def _canonical(action: Action) -> dict[str, Any]:

@@ -19,16 +19,19 @@ One SQL text per dialect differs only in placeholders; both recorders share :cla
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
-from eventsourcing.persistence import StoredEvent
+from eventsourcing.persistence import InterfaceError, OperationalError, StoredEvent
 from eventsourcing.postgres import PostgresApplicationRecorder
 from eventsourcing.sqlite import SQLiteApplicationRecorder
 from psycopg.sql import SQL
+
+from hub.application.storage import unreachable
 
 PERSONAL_KEYS = "tongban_personal_keys"
 KEYRING = "tongban_keyring"
@@ -151,8 +154,39 @@ def _as_uuid(value: Any) -> UUID:
     return value if isinstance(value, UUID) else UUID(str(value))
 
 
+def _bounded(method: Callable[..., Any]) -> Callable[..., Any]:
+    """The library's method with its retries bounded for a store that is down.
+
+    The library retries a failed statement ten times, each time waiting for a pooled connection,
+    which keeps a call hanging for ten storage timeouts while the database is down. Here a
+    failure to get a connection at all is not retried (the node answers UNAVAILABLE within the
+    storage timeout and its clients retry), while a statement that failed on a live connection
+    (a serialisation failure, an aborted pipeline) is tried up to three times, as before.
+    """
+    undecorated = getattr(method, "__wrapped__", method)
+
+    @functools.wraps(undecorated)
+    def bounded(*args: Any, **kwargs: Any) -> Any:
+        for attempt in range(3):
+            try:
+                return undecorated(*args, **kwargs)
+            except (OperationalError, InterfaceError) as error:
+                if unreachable(error) or attempt == 2:
+                    raise
+                time.sleep(0.05 * (attempt + 1))
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    return bounded
+
+
 class TongbanPostgresRecorder(PersonalKeyAccess, PostgresApplicationRecorder):
-    """The library's PostgreSQL application recorder plus the key tables."""
+    """The library's PostgreSQL application recorder plus the key tables, with retries bounded
+    for a store that is down (see :func:`_bounded`)."""
+
+    insert_events = _bounded(PostgresApplicationRecorder.insert_events)
+    select_events = _bounded(PostgresApplicationRecorder.select_events)
+    select_notifications = _bounded(PostgresApplicationRecorder.select_notifications)
+    max_notification_id = _bounded(PostgresApplicationRecorder.max_notification_id)
 
     def __init__(self, datastore: Any, **kwargs: Any) -> None:
         super().__init__(datastore, **kwargs)
@@ -162,11 +196,16 @@ class TongbanPostgresRecorder(PersonalKeyAccess, PostgresApplicationRecorder):
             for statement in _create_statements("BYTEA", "UUID", "DOUBLE PRECISION")
         )
 
-    def _insert_events(
+    def _insert_stored_events(
         self, curs: Any, stored_events: Sequence[StoredEvent], **kwargs: Any
     ) -> None:
-        super()._insert_events(curs, stored_events, **kwargs)
-        self._keys.write(curs, kwargs)
+        # After the events: a conflicting concurrent duplicate then fails on the events' own
+        # (id, version) key first, with the IntegrityError the application expects.
+        super()._insert_stored_events(curs, stored_events, **kwargs)
+        # Another cursor of the same connection (same transaction): the library reads the new
+        # notification ids back from ``curs``.
+        with curs.connection.cursor() as keys:
+            self._keys.write(keys, kwargs)
 
 
 class TongbanSQLiteRecorder(PersonalKeyAccess, SQLiteApplicationRecorder):

@@ -21,6 +21,7 @@ second, inconsistent checkpoint.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
@@ -39,6 +40,7 @@ from eventsourcing.utils import get_topic
 from psycopg.rows import tuple_row
 from psycopg.sql import SQL
 
+from hub import telemetry
 from hub.application.hub import HubApplication
 from hub.domain.hall import Hall
 from hub.errors import IntegrityViolation, StoreMismatch
@@ -405,20 +407,74 @@ class LedgerIntegrator:
         return size
 
     def run(self, stop: threading.Event, idle_wait: float = 0.05) -> None:
-        """Follow the log until ``stop`` is set or an event may not enter the log."""
-        while not stop.is_set():
-            try:
-                result = self.step()
-            except IntegrityViolation as violation:
-                log.error("integration stopped: %s", violation)
-                return
-            except StoreMismatch as mismatch:
-                self.failure = str(mismatch)
-                log.error("integration stopped: %s", mismatch)
-                return
-            except Exception:  # keep following; the next step retries from the tracking position
-                log.exception("integration step failed; retrying")
-                stop.wait(1.0)
-                continue
-            if not result.leaves:
-                stop.wait(idle_wait)
+        """Follow the log until ``stop`` is set or an event may not enter the log.
+
+        On PostgreSQL the store's notifications wake it (the recorder's ``subscribe``, LISTEN/
+        NOTIFY): it does nothing while nothing is stored, and it still signs a pending checkpoint
+        when its interval is up. On SQLite, which notifies nobody, it looks every ``idle_wait``
+        seconds. Each step reports the lag (stored events not yet integrated) in the metrics.
+        """
+        arrived = threading.Event()
+        listener = self._listen(arrived, stop)
+        try:
+            while not stop.is_set():
+                arrived.clear()
+                try:
+                    result = self.step()
+                except IntegrityViolation as violation:
+                    telemetry.FOLLOWER_FAILED.labels("integrator").set(1)
+                    log.error("integration stopped: %s", violation)
+                    return
+                except StoreMismatch as mismatch:
+                    self.failure = str(mismatch)
+                    telemetry.FOLLOWER_FAILED.labels("integrator").set(1)
+                    log.error("integration stopped: %s", mismatch)
+                    return
+                except Exception:  # retried from the tracking position; health says so meanwhile
+                    log.exception("integration step failed; retrying")
+                    stop.wait(1.0)
+                    continue
+                self._report(result)
+                if result.leaves:
+                    continue
+                if listener is None:
+                    stop.wait(idle_wait)
+                    continue
+                # Wait for the next stored event, or for the pending checkpoint to fall due.
+                arrived.wait(self._until_checkpoint_due(result))
+        finally:
+            if listener is not None:
+                listener.stop()
+
+    def _listen(self, arrived: threading.Event, stop: threading.Event) -> Any:
+        """Set ``arrived`` whenever an event is stored (None where the store cannot notify)."""
+        try:
+            subscription = self.app.recorder.subscribe(gt=self.position)
+        except NotImplementedError:
+            return None
+
+        def listen() -> None:
+            with contextlib.suppress(Exception), subscription:
+                for _notification in subscription:
+                    arrived.set()
+
+        def stop_when_asked() -> None:
+            stop.wait()
+            arrived.set()
+            subscription.stop()
+
+        threading.Thread(target=listen, name="integrator-listen", daemon=True).start()
+        threading.Thread(target=stop_when_asked, name="integrator-stop", daemon=True).start()
+        return subscription
+
+    def _until_checkpoint_due(self, result: BatchResult) -> float | None:
+        """Seconds until a pending checkpoint is due (None: nothing pending)."""
+        signed = self.view.read(self.view.tables.latest_checkpoint)
+        if (signed is not None and signed.size >= result.size) or result.size == 0:
+            return None
+        return max(0.0, self._last_checkpoint_at + self.checkpoint_interval - time.monotonic())
+
+    def _report(self, result: BatchResult) -> None:
+        stored = self.app.recorder.max_notification_id() or 0
+        telemetry.FOLLOWER_LAG.labels("integrator").set(max(0, stored - self.position))
+        telemetry.LEDGER_SIZE.set(result.size)

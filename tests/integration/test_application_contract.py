@@ -596,3 +596,29 @@ def test_an_unreachable_store_is_storage_unavailable(settings: Settings, tmp_pat
         )
     with pytest.raises(StorageUnavailable, match="unavailable"):
         build_application(broken)
+
+
+def test_a_key_rotated_by_another_process_is_seen_by_the_next_command(
+    node: InProcessNode,
+) -> None:
+    """Each serving process caches halls; a rotation or retirement made through another process
+    must take effect at once (the cache fast-forwards on every read)."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    village = _village(node)
+    node.submit(village, key="key-cache-warm")  # the hall is now cached in node.app
+    other = node.reopen()  # another serving process
+    try:
+        new_key = Ed25519PrivateKey.generate()
+        other.app.execute(
+            node.admin.sign("rotate_hall_key", hall_id="v-room", public_key=public_key_b64(new_key))
+        )
+        with pytest.raises(SignatureRefused, match="current key"):
+            node.submit(village, key="key-cache-old")  # old key, through the first process
+        other.app.execute(node.admin.sign("retire_hall", hall_id="v-room", reason="撤并"))
+        old_key, village.key = village.key, new_key
+        with pytest.raises(PermissionRefused, match="retired"):
+            node.submit(village, key="key-cache-new")
+        village.key = old_key
+    finally:
+        other.close()

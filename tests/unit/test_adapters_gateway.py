@@ -14,7 +14,8 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from google.rpc import error_details_pb2, status_pb2
 from tongban.v1 import case_exchange_pb2, common_pb2
 
-from adapters.connection import ItemCatalogue, RpcFailure, gb11643_ok
+from adapters.connection import ItemCatalogue, gb11643_ok
+from adapters.errors import NodeRefused, field_suffix, from_rpc_error
 from adapters.gateway import (
     ACTIONS,
     BJLX_TO_KIND,
@@ -123,8 +124,8 @@ def test_grpc_codes_map_to_the_agreed_http_statuses() -> None:
     }
     for code, status in expected.items():
         assert HTTP_STATUS_OF[code][0] == status
-        assert from_failure(RpcFailure(code, "x")).status == status
-    assert from_failure(RpcFailure(grpc.StatusCode.INTERNAL, "boom")).status == 502
+        assert from_failure(NodeRefused.of(code, "x")).status == status
+    assert from_failure(NodeRefused.of(grpc.StatusCode.INTERNAL, "boom")).status == 502
 
 
 # ------------------------------------------------------------------ parsing
@@ -229,7 +230,7 @@ def test_parse_action(action: str, body: dict[str, Any], expected: Any) -> None:
 
 def test_parse_action_names_missing_fields() -> None:
     with pytest.raises(VendorInputError) as caught:
-        parse_action("jd", "c", {"sfzy": "maybe"})
+        parse_action("jd", "c", {"sfzy": "maybe", "yy": "依据充分"})
     assert [e.field for e in caught.value.errors] == ["sfzy"]
     with pytest.raises(VendorInputError) as caught:
         parse_action("lb", "c", {"rwlb": [{"rwbh": "t1"}]})
@@ -242,7 +243,7 @@ def test_hub_fields_are_named_the_vendors_way() -> None:
     assert vendor_field("material.sha256") == "clxx"
     assert vendor_field("to_hall") == "jsdt"
     assert vendor_field("something.unknown") == ""
-    failure = RpcFailure(
+    failure = NodeRefused.of(
         grpc.StatusCode.INVALID_ARGUMENT,
         "bad",
         (("command.submit.applicant.id_number", "'<redacted>': wrong"),),
@@ -256,7 +257,7 @@ def test_hub_fields_are_named_the_vendors_way() -> None:
         case_exchange_pb2.PersonalValue(field=f"submit.applicant.{name}")
         for name in ("name", "id_number", "phone")
     ]
-    failure = RpcFailure(
+    failure = NodeRefused.of(
         grpc.StatusCode.INVALID_ARGUMENT,
         "bad",
         (("personal[2].value", "'<redacted>': not a phone number"), ("command.header.x", "y")),
@@ -265,8 +266,8 @@ def test_hub_fields_are_named_the_vendors_way() -> None:
     assert resolved.violations[0][0] == "command.submit.applicant.phone"
     assert resolved.violations[1] == ("command.header.x", "y")
     assert from_failure(resolved).body["errors"][0]["field"] == "lxdh"
-    assert vendor_field(RpcFailure(grpc.StatusCode.INVALID_ARGUMENT, "", (
-        ("command.submit.materials[0].sha256", ""),)).field_suffix()) == "clxx"  # fmt: skip
+    assert type(resolved) is type(failure)  # still a CommandInvalid
+    assert vendor_field(field_suffix("command.submit.materials[0].sha256")) == "clxx"
 
 
 def test_request_ids_become_prefixed_idempotency_keys() -> None:
@@ -418,9 +419,10 @@ class RecordingNode(HallClient):
     def send_signed(
         self, action: str, signed: case_exchange_pb2.SignedCommand
     ) -> case_exchange_pb2.CommandReply:
+        """As HallClient.send_signed: a failed call leaves as the SDK's NodeRefused."""
         self.signed.append(signed)
         if self.refusal is not None:
-            raise self.refusal
+            raise from_rpc_error(self.refusal)
         command = case_exchange_pb2.Command.FromString(signed.command)
         part = getattr(command, action)
         if action == "submit":
@@ -431,7 +433,9 @@ class RecordingNode(HallClient):
         case_id = "00000000-0000-4000-8000-000000000001"
         if key in self.first:
             if self.first[key] != payload:
-                raise CallError(grpc.StatusCode.ALREADY_EXISTS, "key reused with another payload")
+                raise from_rpc_error(
+                    CallError(grpc.StatusCode.ALREADY_EXISTS, "key reused with another payload")
+                )
             return case_exchange_pb2.CommandReply(case_id=case_id, version=1, replayed=True)
         self.first[key] = payload
         return case_exchange_pb2.CommandReply(case_id=case_id, version=1)
@@ -516,3 +520,31 @@ def test_a_refused_personal_value_is_named_by_the_vendors_field_and_never_echoed
     ]
     text = json.dumps(response.body, ensure_ascii=False)
     assert id_number("43090219480312002") not in text and "李桂英" not in text
+
+
+# ------------------------------------------------------------------ reasons the node requires
+
+
+@pytest.mark.parametrize(("action", "body"), [
+    ("jd", {"sfzy": "1"}),  # an approval states its grounds too
+    ("jd", {"sfzy": "0"}),
+    ("sb", {"jsdt": "hn-ziyang-hall"}),
+    ("bysl", {}),
+    ("ch", {}),
+])  # fmt: skip
+def test_a_reason_the_node_requires_is_required_by_the_gateway(
+    action: str, body: dict[str, Any]
+) -> None:
+    """``yy`` is required wherever the node refuses an empty reason (决定, 上报, 不予受理, 撤回);
+    the gateway names it itself instead of forwarding a command the node would refuse."""
+    with pytest.raises(VendorInputError) as caught:
+        parse_action(action, "c", body)
+    [error] = caught.value.errors
+    assert error.field == "yy" and error.msg.startswith("必填")
+    if action == "jd":
+        assert "理由" in error.msg
+
+
+def test_a_hand_off_needs_no_reason() -> None:
+    _, message, _ = parse_action("zb", "c", {"jsdt": "hn-ziyang-hall"})
+    assert message == case_exchange_pb2.HandOff(case_id="c", to_hall="hn-ziyang-hall")

@@ -22,7 +22,6 @@ from adapters.batch_import import (
     Importer,
     RawRow,
     RegisterEntry,
-    RegisterError,
     describe,
     idempotency_key,
     parse_date,
@@ -33,8 +32,16 @@ from adapters.batch_import import (
     read_register,
     read_xlsx,
     received_at,
+    stops_the_run,
 )
-from adapters.connection import AdapterError, ItemCatalogue
+from adapters.connection import ItemCatalogue
+from adapters.errors import (
+    RETRYABLE_CODES,
+    ConfigError,
+    NodeRefused,
+    RegisterError,
+    from_rpc_error,
+)
 from adapters.gateway import BJLX_TO_KIND
 from adapters.sdk import HallCredentials, commitment
 from tests.unit.test_adapters_gateway import CallError
@@ -298,16 +305,9 @@ def test_xlsx_sheet_and_cell_types(tmp_path: Path) -> None:
 # ------------------------------------------------------------------ reconciliation
 
 
-class FakeRpcError(grpc.RpcError):
-    def __init__(self, code: grpc.StatusCode, details: str = "") -> None:
-        super().__init__(details)
-        self._code, self._details = code, details
-
-    def code(self) -> grpc.StatusCode:
-        return self._code
-
-    def details(self) -> str:
-        return self._details
+def refused(code: grpc.StatusCode, details: str = "") -> NodeRefused:
+    """A failed call as the SDK raises it (the SDK's own mapping is tested in test_sdk.py)."""
+    return NodeRefused.of(code, details)
 
 
 #: The node's default limit on the age of a deferred command.
@@ -346,12 +346,12 @@ class Hub:
         """A submit, checked in the node's order: signature, replay, time, personal values."""
         assert action == "submit"
         if self.down:
-            raise FakeRpcError(grpc.StatusCode.UNAVAILABLE, "down")
+            raise refused(grpc.StatusCode.UNAVAILABLE, "down")
         self.credentials.signing_key.public_key().verify(signed.signature, signed.command)
         command = case_exchange_pb2.Command.FromString(signed.command)
         header = command.header
         if self.refuse_with is not None:
-            raise self.refuse_with
+            raise from_rpc_error(self.refuse_with)
         self.submits.append(signed)
         # Idempotency compares personal fields by their clear values (salts are fresh).
         body = case_exchange_pb2.SubmitCase()
@@ -364,11 +364,11 @@ class Hub:
         issued = header.issued_at.ToDatetime(tzinfo=UTC)
         if header.deferred and self.now - issued > DEFERRED_MAX_AGE:
             message = "a deferred command may be at most 30 days old"
-            raise CallError(
+            raise from_rpc_error(CallError(
                 grpc.StatusCode.INVALID_ARGUMENT,
                 f"command.header.issued_at: {issued.isoformat()!r}: {message}",
                 ("command.header.issued_at", f"{issued.isoformat()!r}: {message}"),
-            )
+            ))  # fmt: skip
         values = {v.field: v for v in signed.personal}
         for name in ("name", "id_number", "phone"):
             value = values[f"submit.applicant.{name}"]
@@ -378,13 +378,13 @@ class Hub:
         return self._execute("submit", header.idempotency_key, body, {}, clear)
 
     def send(
-        self, action: str, body: Message | None = None, *, idempotency_key: str | None = None,
+        self, action: str, body: Message | None = None, *, idempotency_key: str,
         operator: str | None = None, **fields: Any,
     ) -> case_exchange_pb2.CommandReply:  # fmt: skip
         """A step signed now (the importer sends them through the SDK's send)."""
         assert action != "submit", "a submit is signed by the importer and sent signed"
         if self.down:
-            raise FakeRpcError(grpc.StatusCode.UNAVAILABLE, "down")
+            raise refused(grpc.StatusCode.UNAVAILABLE, "down")
         assert idempotency_key
         self.steps.append(action)
         message = body or type(getattr(case_exchange_pb2.Command(), action))(**fields)
@@ -399,7 +399,7 @@ class Hub:
             return None
         first_payload, first = self.records[key]
         if first_payload != message.SerializeToString(deterministic=True) + clear:
-            raise FakeRpcError(grpc.StatusCode.ALREADY_EXISTS, "key reused")
+            raise refused(grpc.StatusCode.ALREADY_EXISTS, "key reused")
         return case_exchange_pb2.CommandReply(case_id=first.case_id, replayed=True)
 
     def _execute(
@@ -412,7 +412,7 @@ class Hub:
             case_id = fields["case_id"]
             before, after = self.TRANSITIONS[action]
             if self.states[case_id] != before:
-                raise FakeRpcError(grpc.StatusCode.FAILED_PRECONDITION, "not now")
+                raise refused(grpc.StatusCode.FAILED_PRECONDITION, "not now")
             self.states[case_id] = after
         reply = case_exchange_pb2.CommandReply(case_id=case_id)
         self.records[key] = (message.SerializeToString(deterministic=True) + clear, reply)
@@ -573,7 +573,7 @@ def test_a_row_older_than_the_nodes_deferred_limit_is_rejected_on_its_date(tmp_p
     header = case_exchange_pb2.Command.FromString(hub.submits[-2].command).header
     assert not header.deferred
     assert abs(header.issued_at.ToDatetime(tzinfo=UTC) - datetime.now(UTC)) < timedelta(minutes=1)
-    with pytest.raises(AdapterError, match="--issued-at 'yesterday'"):
+    with pytest.raises(ConfigError, match="--issued-at 'yesterday'"):
         Importer(hub, catalogue(), issued_at="yesterday")
 
 
@@ -621,3 +621,38 @@ def test_a_register_without_header_is_not_echoed(tmp_path: Path) -> None:
     message = str(caught.value)
     assert "row 1 has 4 non-blank cells, 0 of them known column names" in message
     assert "周建国" not in message and GOOD_ID not in message and "13807370001" not in message
+
+
+@pytest.mark.parametrize(
+    "code",
+    [
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+        grpc.StatusCode.ABORTED,
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        grpc.StatusCode.UNAUTHENTICATED,
+    ],
+)
+def test_what_stops_the_run_is_the_sdks_transient_set_and_unauthenticated(
+    tmp_path: Path, code: grpc.StatusCode
+) -> None:
+    """A transient refusal (after the SDK's retries) or an unknown hall is no row's fault: the
+    run stops, and running it again is safe. Anything else is the row's."""
+    assert stops_the_run(NodeRefused.of(code)) and NodeRefused.of(code).transient == (
+        code in RETRYABLE_CODES
+    )
+    assert not stops_the_run(NodeRefused.of(grpc.StatusCode.INTERNAL))
+    hub = Hub()
+    hub.refuse_with = CallError(code, "refused")
+    line = f"ZY-1,周,{GOOD_ID},1380000000,070303001000,1,2024-03-18,已收件,"
+    report = Importer(hub, catalogue(), today=TODAY).run(register(tmp_path, [line]))
+    assert report.outcomes == [] and report.stopped == f"{code.name}: refused"
+
+
+def test_a_catalogue_that_cannot_be_read_stops_the_run(tmp_path: Path) -> None:
+    def fetch() -> list[common_pb2.ServiceItem]:
+        raise NodeRefused.of(grpc.StatusCode.PERMISSION_DENIED, "not a hall")
+
+    line = f"ZY-1,周,{GOOD_ID},1380000000,070303001000,1,2024-03-18,已收件,"
+    report = Importer(Hub(), ItemCatalogue(fetch), today=TODAY).run(register(tmp_path, [line]))
+    assert report.stopped == "PERMISSION_DENIED: not a hall" and report.not_processed == 1

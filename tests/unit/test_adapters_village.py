@@ -16,18 +16,21 @@ from pathlib import Path
 import grpc
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from google.protobuf.message import Message
 from tongban.v1 import case_exchange_pb2, common_pb2
 
-from adapters.connection import AdapterError
+from adapters.errors import AdapterError, ConfigError, InputError, NodeRefused
 from adapters.sdk import HallClient, HallCredentials, commitment
 from adapters.village import (
     SCHEMA_VERSION,
     Forwarder,
     Outbox,
+    QueuedCommand,
     Signer,
     describe,
     material_from_file,
     message_from_json,
+    queue_key,
     to_json,
 )
 
@@ -36,19 +39,9 @@ REGION = "430902104201"
 PERSON = common_pb2.Applicant(name="村民甲", id_number="11010519491231002X", phone="13712345678")
 
 
-class FakeRpcError(grpc.RpcError):
-    """A failed call as grpcio raises it (code and details)."""
-
-    def __init__(self, code: grpc.StatusCode, details: str = "") -> None:
-        super().__init__(details)
-        self._code = code
-        self._details = details
-
-    def code(self) -> grpc.StatusCode:
-        return self._code
-
-    def details(self) -> str:
-        return self._details
+def refused(code: grpc.StatusCode, details: str = "") -> NodeRefused:
+    """A failed call as the SDK raises it (the SDK's own mapping is tested in test_sdk.py)."""
+    return NodeRefused.of(code, details)
 
 
 class Node:
@@ -67,7 +60,7 @@ class Node:
         self, action: str, signed: case_exchange_pb2.SignedCommand
     ) -> case_exchange_pb2.CommandReply:
         if self.down:
-            raise FakeRpcError(grpc.StatusCode.UNAVAILABLE, "connection refused")
+            raise refused(grpc.StatusCode.UNAVAILABLE, "connection refused")
         command = case_exchange_pb2.Command.FromString(signed.command)
         assert command.WhichOneof("action") == action
         assert command.header.deferred, "every outbox command is deferred"
@@ -79,7 +72,7 @@ class Node:
         self.received.append((action, signed.command))
         self.signed.append(signed)
         if key in self.refuse:
-            raise FakeRpcError(self.refuse[key], f"refused {action}")
+            raise refused(self.refuse[key], f"refused {action}")
         if key in self.results:
             first = self.results[key]
             return case_exchange_pb2.CommandReply(
@@ -125,6 +118,24 @@ def outbox(tmp_path: Path, credentials: HallCredentials) -> Outbox:
     box.close()
 
 
+def submit(
+    box: Outbox, ref: str, item: str = "200101001000", *, applicant: common_pb2.Applicant = PERSON
+) -> QueuedCommand:
+    """Queue a 收件 as the command line does without --idem-key: with a fresh key."""
+    return box.submit(
+        application(item),
+        applicant=applicant,
+        ref=ref,
+        operator="clerk",
+        idempotency_key=queue_key(),
+    )
+
+
+def follow(box: Outbox, target: str, action: str, body: Message | None = None) -> QueuedCommand:
+    """Queue a follow-up as the command line does without --idem-key: with a fresh key."""
+    return box.follow(target, action, body, operator="clerk", idempotency_key=queue_key())
+
+
 def application(item: str = "200101001000") -> case_exchange_pb2.SubmitCase:
     return case_exchange_pb2.SubmitCase(
         item_code=item,
@@ -161,8 +172,8 @@ def test_signer_builds_what_the_sdk_builds(credentials: HallCredentials) -> None
 
 
 def test_submit_is_signed_at_once_followups_wait_for_the_case_id(outbox: Outbox) -> None:
-    submitted = outbox.submit(application(), applicant=PERSON, ref="A", operator="clerk")
-    accepted = outbox.follow("A", "accept", operator="clerk")
+    submitted = submit(outbox, "A")
+    accepted = follow(outbox, "A", "accept")
     assert submitted.signed and not accepted.signed
     assert accepted.held_by == "waiting for the case id from the submit"
     assert [c.status for c in outbox.commands()] == ["pending", "pending"]
@@ -170,10 +181,10 @@ def test_submit_is_signed_at_once_followups_wait_for_the_case_id(outbox: Outbox)
 
 def test_forwarder_sends_in_order_and_fills_in_the_case_id(outbox: Outbox) -> None:
     node = Node()
-    outbox.submit(application(), applicant=PERSON, ref="A", operator="clerk")
-    outbox.follow("A", "accept", operator="clerk")
-    outbox.submit(application(), applicant=PERSON, ref="B", operator="clerk")
-    outbox.follow("A", "start_handling", operator="clerk")
+    submit(outbox, "A")
+    follow(outbox, "A", "accept")
+    submit(outbox, "B")
+    follow(outbox, "A", "start_handling")
     result = Forwarder(outbox, node).drain()
     assert result.interrupted is None and len(result.sent) == 4
     assert node.actions() == ["submit", "submit", "accept", "start_handling"]
@@ -187,8 +198,8 @@ def test_forwarder_sends_in_order_and_fills_in_the_case_id(outbox: Outbox) -> No
 def test_offline_stops_the_pass_and_keeps_everything(outbox: Outbox) -> None:
     node = Node()
     node.down = True
-    outbox.submit(application(), applicant=PERSON, ref="A", operator="clerk")
-    outbox.submit(application(), applicant=PERSON, ref="B", operator="clerk")
+    submit(outbox, "A")
+    submit(outbox, "B")
     forwarder = Forwarder(outbox, node)
     result = forwarder.forward_once()
     assert result.interrupted is not None and result.interrupted.code == grpc.StatusCode.UNAVAILABLE
@@ -202,11 +213,11 @@ def test_offline_stops_the_pass_and_keeps_everything(outbox: Outbox) -> None:
 
 def test_refusal_holds_only_the_same_case(outbox: Outbox) -> None:
     node = Node()
-    bad = outbox.submit(application("999999999999"), applicant=PERSON, ref="C", operator="clerk")
+    bad = submit(outbox, "C", "999999999999")
     node.refuse[bad.idempotency_key] = grpc.StatusCode.INVALID_ARGUMENT
-    outbox.follow("C", "accept", operator="clerk")
-    outbox.submit(application(), applicant=PERSON, ref="A", operator="clerk")
-    outbox.follow("A", "accept", operator="clerk")
+    follow(outbox, "C", "accept")
+    submit(outbox, "A")
+    follow(outbox, "A", "accept")
     result = Forwarder(outbox, node).drain()
     assert [c.action for c in result.failed] == ["submit"]
     statuses = {(c.ref, c.action): c for c in outbox.commands()}
@@ -229,25 +240,25 @@ def test_refusal_holds_only_the_same_case(outbox: Outbox) -> None:
 
 def test_cancel_a_failed_submit_cancels_its_followers(outbox: Outbox) -> None:
     node = Node()
-    bad = outbox.submit(application(), applicant=PERSON, ref="C", operator="clerk")
+    bad = submit(outbox, "C")
     node.refuse[bad.idempotency_key] = grpc.StatusCode.PERMISSION_DENIED
-    outbox.follow("C", "accept", operator="clerk")
+    follow(outbox, "C", "accept")
     Forwarder(outbox, node).drain()
     cancelled = outbox.cancel(bad.seq)
     assert [c.action for c in cancelled] == ["submit", "accept"]
     assert {c.status for c in cancelled} == {"cancelled"}
-    with pytest.raises(AdapterError, match="no longer be cancelled"):
+    with pytest.raises(InputError, match="no longer be cancelled"):
         outbox.cancel(bad.seq)
-    with pytest.raises(AdapterError, match="only a failed command"):
+    with pytest.raises(InputError, match="only a failed command"):
         outbox.retry(bad.seq)
 
 
 def test_cancel_a_failed_followup_releases_the_next(outbox: Outbox) -> None:
     node = Node()
-    outbox.submit(application(), applicant=PERSON, ref="A", operator="clerk")
-    bad = outbox.follow("A", "start_handling", operator="clerk")  # before accept: refused
+    submit(outbox, "A")
+    bad = follow(outbox, "A", "start_handling")  # before accept: refused
     node.refuse[bad.idempotency_key] = grpc.StatusCode.FAILED_PRECONDITION
-    outbox.follow("A", "withdraw", case_exchange_pb2.Withdraw(reason="申请人撤回"), operator="c")
+    follow(outbox, "A", "withdraw", case_exchange_pb2.Withdraw(reason="申请人撤回"))
     forwarder = Forwarder(outbox, node)
     forwarder.drain()
     assert [c.status for c in outbox.commands(ref="A")] == ["sent", "failed", "held"]
@@ -263,12 +274,12 @@ def test_a_resend_after_a_crash_is_identical_and_replayed(
     node = Node()
     path = tmp_path / "outbox.sqlite3"
     with Outbox(path, credentials) as box:
-        box.submit(application(), applicant=PERSON, ref="A", operator="clerk")
-        follow = box.follow("A", "accept", operator="clerk")
+        submit(box, "A")
+        accepted = follow(box, "A", "accept")
         Forwarder(box, node).drain()
     with Outbox(path, credentials) as box:
         # Simulate the crash window by putting the acknowledged command back to pending.
-        box._db.execute("UPDATE commands SET status = 'pending' WHERE seq = ?", (follow.seq,))
+        box._db.execute("UPDATE commands SET status = 'pending' WHERE seq = ?", (accepted.seq,))
     with Outbox(path, credentials) as box:  # a restart
         result = Forwarder(box, node).drain()
         [resent] = result.sent
@@ -281,8 +292,8 @@ def test_a_resend_after_a_crash_is_identical_and_replayed(
 def test_queued_commands_survive_a_restart(tmp_path: Path, credentials: HallCredentials) -> None:
     path = tmp_path / "outbox.sqlite3"
     with Outbox(path, credentials) as box:
-        box.submit(application(), applicant=PERSON, ref="A", operator="clerk")
-        box.follow("A", "accept", operator="clerk")
+        submit(box, "A")
+        follow(box, "A", "accept")
     with Outbox(path, credentials) as box:
         assert [c.action for c in box.commands()] == ["submit", "accept"]
         node = Node()
@@ -293,41 +304,39 @@ def test_outbox_is_bound_to_one_hall(tmp_path: Path, credentials: HallCredential
     path = tmp_path / "outbox.sqlite3"
     Outbox(path, credentials).close()
     other = HallCredentials("another-hall", REGION, Ed25519PrivateKey.generate())
-    with pytest.raises(AdapterError, match="belongs to hall_id"):
+    with pytest.raises(ConfigError, match="belongs to hall_id"):
         Outbox(path, other)
 
 
 def test_queuing_is_idempotent_by_reference_and_key(outbox: Outbox) -> None:
-    first = outbox.submit(application(), applicant=PERSON, ref="A", operator="clerk")
-    assert (
-        outbox.submit(application(), applicant=PERSON, ref="A", operator="clerk").seq == first.seq
-    )
-    with pytest.raises(AdapterError, match="other content"):
-        outbox.submit(application("200202001000"), applicant=PERSON, ref="A", operator="clerk")
+    first = submit(outbox, "A")
+    assert submit(outbox, "A").seq == first.seq
+    with pytest.raises(InputError, match="other content"):
+        submit(outbox, "A", "200202001000")
     someone_else = common_pb2.Applicant(name="村民乙", id_number=PERSON.id_number, phone="1")
-    with pytest.raises(AdapterError, match="other content"):
-        outbox.submit(application(), applicant=someone_else, ref="A", operator="clerk")
+    with pytest.raises(InputError, match="other content"):
+        submit(outbox, "A", applicant=someone_else)
     one = outbox.follow("A", "accept", operator="clerk", idempotency_key="room-op-000001")
     again = outbox.follow("A", "accept", operator="clerk", idempotency_key="room-op-000001")
     assert one.seq == again.seq
-    with pytest.raises(AdapterError, match="another command"):
+    with pytest.raises(InputError, match="another command"):
         outbox.follow("A", "withdraw", operator="clerk", idempotency_key="room-op-000001")
 
 
 def test_references_and_case_ids(outbox: Outbox) -> None:
-    with pytest.raises(AdapterError, match="unknown reference"):
-        outbox.follow("nope", "accept", operator="clerk")
-    with pytest.raises(AdapterError, match="look like a case id"):
-        outbox.submit(application(), applicant=PERSON, ref=str(uuid.uuid4()), operator="clerk")
-    with pytest.raises(AdapterError, match="use submit"):
-        outbox.follow("A", "submit", operator="clerk")
-    with pytest.raises(AdapterError, match="unknown action"):
-        outbox.follow("A", "fly", operator="clerk")
-    with pytest.raises(AdapterError, match="unknown action"):  # an admin command, not a hall's
-        outbox.follow("A", "register_hall", operator="clerk")
+    with pytest.raises(InputError, match="unknown reference"):
+        follow(outbox, "nope", "accept")
+    with pytest.raises(InputError, match="look like a case id"):
+        submit(outbox, str(uuid.uuid4()))
+    with pytest.raises(InputError, match="use submit"):
+        follow(outbox, "A", "submit")
+    with pytest.raises(InputError, match="unknown action"):
+        follow(outbox, "A", "fly")
+    with pytest.raises(InputError, match="unknown action"):  # an admin command, not a hall's
+        follow(outbox, "A", "register_hall")
     # A case the hall already holds: addressed by its id, signed at once.
     case_id = str(uuid.uuid4())
-    queued = outbox.follow(case_id, "accept", operator="clerk")
+    queued = follow(outbox, case_id, "accept")
     assert queued.signed and queued.case_id == case_id
 
 
@@ -338,16 +347,16 @@ def test_material_from_file(tmp_path: Path) -> None:
     assert material.size == 104 and material.media_type == "image/png"
     assert len(material.sha256) == 64
     (tmp_path / "empty.pdf").write_bytes(b"")
-    with pytest.raises(AdapterError, match="empty"):
+    with pytest.raises(InputError, match="empty"):
         material_from_file("x", tmp_path / "empty.pdf")
-    with pytest.raises(AdapterError, match="cannot read"):
+    with pytest.raises(InputError, match="cannot read"):
         material_from_file("x", tmp_path / "missing.pdf")
 
 
 def test_message_from_json() -> None:
     message = message_from_json("hand_off", '{"to_hall": "hn-shatou-town", "reason": "转镇"}')
     assert message == case_exchange_pb2.HandOff(to_hall="hn-shatou-town", reason="转镇")
-    with pytest.raises(AdapterError, match="--json for accept"):
+    with pytest.raises(InputError, match="--json: for accept"):
         message_from_json("accept", '{"nope": 1}')
 
 
@@ -357,7 +366,7 @@ def test_retry_with_a_new_key_after_rotation(tmp_path: Path, credentials: HallCr
     node = Node()
     path = tmp_path / "outbox.sqlite3"
     with Outbox(path, credentials) as box:
-        queued = box.submit(application(), applicant=PERSON, ref="A", operator="clerk")
+        queued = submit(box, "A")
         node.refuse[queued.idempotency_key] = grpc.StatusCode.UNAUTHENTICATED
         Forwarder(box, node).drain()
         old_bytes = node.received[0][1]
@@ -387,15 +396,15 @@ def test_retry_with_a_new_key_after_rotation(tmp_path: Path, credentials: HallCr
 def test_outbox_commands_are_deferred_and_keep_their_queue_time(outbox: Outbox) -> None:
     """Signed at once or only once the case id is known: deferred, issued when queued."""
     node = Node()
-    outbox.submit(application(), applicant=PERSON, ref="A", operator="clerk")
-    follow = outbox.follow("A", "accept", operator="clerk")  # signed after the submit's reply
-    known = outbox.follow(str(uuid.uuid4()), "withdraw", operator="clerk")  # signed at once
+    submit(outbox, "A")
+    accepted = follow(outbox, "A", "accept")  # signed after the submit's reply
+    known = follow(outbox, str(uuid.uuid4()), "withdraw")  # signed at once
     # The clerk queued the accept two days ago (the network was down since).
     two_days_ago = (datetime.now(UTC) - timedelta(days=2)).isoformat(timespec="milliseconds")
     outbox._db.execute(
-        "UPDATE commands SET created_at = ? WHERE seq = ?", (two_days_ago, follow.seq)
+        "UPDATE commands SET created_at = ? WHERE seq = ?", (two_days_ago, accepted.seq)
     )
-    assert not outbox.get(follow.seq).signed and known.signed
+    assert not outbox.get(accepted.seq).signed and known.signed
 
     Forwarder(outbox, node).drain()
     created = {c.action: datetime.fromisoformat(c.created_at) for c in outbox.commands()}
@@ -413,7 +422,7 @@ def test_stored_signed_command_keeps_personal_values_across_restarts(
     """The whole SignedCommand is stored: every send, also after reopening, is identical."""
     path = tmp_path / "outbox.sqlite3"
     with Outbox(path, credentials) as box:
-        queued = box.submit(application(), applicant=PERSON, ref="A", operator="clerk")
+        queued = submit(box, "A")
         first = box.ensure_signed(queued.seq)
         assert box.ensure_signed(queued.seq) == first
     command = case_exchange_pb2.Command.FromString(first.command)
@@ -441,9 +450,9 @@ def test_stored_signed_command_keeps_personal_values_across_restarts(
 
 def test_status_output_has_no_personal_data(outbox: Outbox) -> None:
     node = Node()
-    bad = outbox.submit(application("999999999999"), applicant=PERSON, ref="C", operator="clerk")
+    bad = submit(outbox, "C", "999999999999")
     node.refuse[bad.idempotency_key] = grpc.StatusCode.INVALID_ARGUMENT
-    outbox.follow("C", "accept", operator="clerk")
+    follow(outbox, "C", "accept")
     Forwarder(outbox, node).drain()
     shown = to_json(outbox.commands()) + describe(outbox.commands())
     shown += json.dumps([c.to_json() for c in outbox.commands()], ensure_ascii=False)
@@ -455,7 +464,7 @@ def test_outbox_is_bound_to_one_node(tmp_path: Path, credentials: HallCredential
     path = tmp_path / "outbox.sqlite3"
     Outbox(path, credentials).close()
     elsewhere = HallCredentials(HALL, REGION, credentials.signing_key, node="tongban/4309")
-    with pytest.raises(AdapterError, match="belongs to node='tongban/43'"):
+    with pytest.raises(ConfigError, match="belongs to node='tongban/43'"):
         Outbox(path, elsewhere)
     # The default origin and the same origin given explicitly are the same node.
     Outbox(path, HallCredentials(HALL, REGION, credentials.signing_key, node="tongban/43")).close()
@@ -537,13 +546,13 @@ def test_a_v1_outbox_is_migrated_in_place(tmp_path: Path, credentials: HallCrede
         node = Node()
         result = Forwarder(box, node).drain()
         assert [c.action for c in result.sent] == ["submit", "accept"]
-        submit = case_exchange_pb2.Command.FromString(node.received[0][1])
-        assert submit.header.deferred and submit.header.node == "tongban/43"
-        assert submit.header.issued_at.ToDatetime(tzinfo=UTC) == datetime.fromisoformat(queued_at)
-        assert submit.submit.item_code == "200101001000"
+        resigned = case_exchange_pb2.Command.FromString(node.received[0][1])
+        assert resigned.header.deferred and resigned.header.node == "tongban/43"
+        assert resigned.header.issued_at.ToDatetime(tzinfo=UTC) == datetime.fromisoformat(queued_at)
+        assert resigned.submit.item_code == "200101001000"
         box.retry(stored["vil-b-withdraw"]["seq"])
         assert [c.action for c in Forwarder(box, node).drain().sent] == ["withdraw"]
-        newer = box.submit(application(), applicant=PERSON, ref="C", operator="clerk")
+        newer = submit(box, "C")
         assert newer.seq == 5 and newer.signed
     with Outbox(path, credentials) as box:  # opening a migrated outbox again changes nothing
         assert [c.status for c in box.commands()] == ["sent"] * 4 + ["pending"]
@@ -557,5 +566,40 @@ def test_an_outbox_of_a_newer_schema_is_refused(
     Outbox(path, credentials).close()
     with sqlite3.connect(path) as db:
         db.execute("UPDATE meta SET value = '3' WHERE key = 'schema_version'")
-    with pytest.raises(AdapterError, match="schema version 3"):
+    with pytest.raises(ConfigError, match="schema version 3"):
         Outbox(path, credentials)
+
+
+# ------------------------------------------------------------------ keys and files
+
+
+def test_every_queued_command_needs_an_idempotency_key(outbox: Outbox) -> None:
+    """No random default: the caller passes its own key, or asks for a fresh one deliberately
+    (queue_key); a missing, empty or malformed key is refused naming the parameter."""
+    with pytest.raises(TypeError, match="idempotency_key"):
+        outbox.submit(application(), applicant=PERSON, ref="A", operator="clerk")  # type: ignore[call-arg]
+    with pytest.raises(TypeError, match="idempotency_key"):
+        outbox.follow("A", "accept", operator="clerk")  # type: ignore[call-arg]
+    for bad in ("", "short", "钥匙-0000000001", "x" * 129):
+        with pytest.raises(InputError, match="idempotency_key") as caught:
+            outbox.submit(
+                application(), applicant=PERSON, ref="A", operator="c", idempotency_key=bad
+            )
+        assert caught.value.field == "idempotency_key"
+    assert outbox.commands() == []  # nothing was queued
+    queued = outbox.submit(application(), applicant=PERSON, ref="A", operator="c",
+                           idempotency_key="room-2024-0031")  # fmt: skip
+    assert queued.idempotency_key == "room-2024-0031"
+    assert queue_key() != queue_key() and queue_key().startswith("vil-")
+
+
+def test_a_file_that_is_no_outbox_is_a_config_error(
+    tmp_path: Path, credentials: HallCredentials
+) -> None:
+    text = tmp_path / "notes.txt"
+    text.write_text("not a database, just notes\n" * 100)
+    with pytest.raises(ConfigError, match="cannot be used as an outbox"):
+        Outbox(text, credentials)
+    with pytest.raises(ConfigError, match="cannot open the outbox"):
+        Outbox(tmp_path, credentials)  # a directory
+    assert issubclass(ConfigError, AdapterError) and issubclass(InputError, AdapterError)
