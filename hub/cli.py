@@ -610,14 +610,13 @@ def _adapter(argv: Sequence[str]) -> int:
     from adapters.cli import main as adapter_main
 
     arguments = list(argv)
+    asks_for_help = not arguments or arguments[0] in ("-h", "--help")
     try:
-        if not arguments or arguments[0] in ("-h", "--help"):
-            adapter_main(["--help"])  # prints the adapters' help (their subcommands) and exits
-        code: int = adapter_main(arguments)
-    except SystemExit as done:  # the adapters' argparse: --help, or bad arguments (its message)
+        code: int = adapter_main(["--help"] if asks_for_help else arguments)
+    except SystemExit as done:  # the adapters' argparse, if it exits: --help, or bad arguments
         code = done.code if isinstance(done.code, int) else EXIT_USAGE
-        if not arguments:
-            code = EXIT_USAGE  # `tongban adapter` alone: the help, but no command was run
+    if not arguments:
+        code = EXIT_USAGE  # `tongban adapter` alone: the adapters' help, but no command ran
     return code
 
 
@@ -682,7 +681,17 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--insecure", action="store_true", help="no TLS (local demos only; commands still signed)"
     )
-    serve.add_argument("--workers", type=int, default=16, help="server threads")
+    serve.add_argument(
+        "--workers", type=int, help="threads per serving process (default TONGBAN_WORKERS, 16)"
+    )
+    serve.add_argument(
+        "--processes",
+        type=int,
+        help="serving processes on the one port (default TONGBAN_PROCESSES, else one per CPU)",
+    )
+    serve.add_argument(
+        "--metrics", help="host:port of /metrics (default TONGBAN_METRICS_LISTEN, 127.0.0.1:0)"
+    )
     serve.add_argument("--grace", type=float, default=5.0, help="seconds to finish on shutdown")
     serve.set_defaults(run=_serve)
 

@@ -76,6 +76,9 @@ def serve(settings: Settings, options: ServeOptions) -> int:
 
     Raises :class:`~hub.errors.TongbanError` (a one-line message) for a fatal start-up error.
     """
+    from hub import telemetry
+
+    telemetry.configure_logging(settings.log_level, json_lines=settings.log_format == "json")
     _preflight(settings, options)
     host, port = _split(options.listen)
     reservation = _reserve_port(host, port)
@@ -103,8 +106,6 @@ def serve(settings: Settings, options: ServeOptions) -> int:
         raise
     finally:
         reservation.close()
-    from hub import telemetry
-
     metrics_port = telemetry.serve_metrics(options.metrics_listen)
     # The port lines are machine-readable: scripts and tests wait for them.
     print(f"tongban: serving on {host}:{port}", flush=True)

@@ -80,7 +80,7 @@ class Settings:
     tls_dir: Path | None = None
     #: Concurrent commands share event-store transactions (hub.application.group_commit): more
     #: commands per second when the store's write lock is the limit, same order and outcomes.
-    group_commit: bool = False
+    group_commit: bool = True
     #: How far (seconds) a command's signed time may be from the node's clock, either way.
     clock_window_s: int = 300
     #: How old (days) a deferred command (village outbox, register import) may be.
@@ -146,6 +146,18 @@ class Settings:
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         """Build settings from ``environ`` (default: the process environment) and its file."""
         environ = os.environ if environ is None else environ
+        unknown = sorted(
+            name
+            for name in environ
+            if name.startswith("TONGBAN_")
+            and name not in _VARIABLES
+            and not name.startswith(NOT_THE_NODES)
+        )
+        if unknown:
+            raise ConfigurationError(
+                f"unknown setting{'s' if len(unknown) > 1 else ''} {', '.join(unknown)}: "
+                f"the node reads {', '.join(sorted(_VARIABLES))} (see README.md)"
+            )
         values: dict[str, str] = {}
         config_file = environ.get("TONGBAN_CONFIG")
         if config_file:
@@ -172,6 +184,20 @@ class Settings:
             **cast("dict[str, Any]", values),
         )
 
+
+#: Every variable the node reads.
+_VARIABLES = frozenset({*_KEYS.values(), "TONGBAN_CONFIG"})
+
+#: ``TONGBAN_*`` families that are not the node's: the hall-side adapters' and the test
+#: harness's. The node leaves them alone; every other unknown ``TONGBAN_*`` name is refused, so
+#: a mistyped setting is never silently ignored.
+NOT_THE_NODES = (
+    "TONGBAN_ADAPTER_",
+    "TONGBAN_GATEWAY_",
+    "TONGBAN_VILLAGE_",
+    "TONGBAN_IMPORT_",
+    "TONGBAN_TEST_",
+)
 
 _INT_KEYS = (
     "checkpoint_every",

@@ -5,10 +5,10 @@ connection each time), which is right for a moment's hiccup but keeps every call
 database is really down; and a call that waited in the pool may commit after its client gave up.
 So the application puts every store access through one :class:`StorageGuard`:
 
-* after an error that means the store cannot be reached (no connection) the guard is *open*: calls fail at once with
-  :class:`~hub.errors.StorageUnavailable` (gRPC UNAVAILABLE, which clients retry), except one
-  probe every ``probe_interval`` seconds that really tries; the first success closes it again,
-  so the node recovers by itself, without a restart;
+* after an error that means the store cannot be reached (no connection) the guard is *open*:
+  calls fail at once with :class:`~hub.errors.StorageUnavailable` (gRPC UNAVAILABLE, which
+  clients retry), except one probe every ``probe_interval`` seconds that really tries; the first
+  success closes it again, so the node recovers by itself, without a restart;
 * a write whose caller's deadline has already passed is not attempted (``deadline``, set by the
   server for the call being served): nothing is stored for a client that gave up.
 

@@ -106,6 +106,8 @@ class Catalogue:
         """A catalogue from an operator's file."""
         try:
             text = path.read_text("utf-8")
+        except UnicodeDecodeError as error:
+            raise ConfigurationError(f"{path}: not UTF-8 text ({error.reason})") from None
         except OSError as error:
             raise ConfigurationError(f"catalogue {path}: cannot read: {error}") from None
         return cls.from_json(text, source=str(path))

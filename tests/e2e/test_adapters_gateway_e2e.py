@@ -253,6 +253,7 @@ def test_node_refusals_become_http_statuses(gateway: str, node: NodeProcess) -> 
     with node.client(VILLAGE[0]) as village:
         other = village.send(
             "submit",
+            idempotency_key=f"room-{new_id()}",
             item_code="200101001000",
             applicant=common_pb2.Applicant(
                 name="赵大", id_number=id_number("43090219600101001"), phone="13800000000"
@@ -275,12 +276,20 @@ def test_node_refusals_become_http_statuses(gateway: str, node: NodeProcess) -> 
         path = f"/api/v1/cases/{handed_id}/actions/{action}"
         assert call(gateway, "POST", path, body, request_id=new_id())[0] == 200
     with node.client(COUNTY[0]) as county:
-        county.send("acknowledge_handoff", case_id=handed_id)
+        county.send(
+            "acknowledge_handoff", case_id=handed_id, idempotency_key=f"{handed_id}/acknowledge"
+        )
+    decision = {"sfzy": "1", "yy": "符合条件"}
+    status, answer = call(
+        gateway, "POST", f"/api/v1/cases/{handed_id}/actions/jd", decision, request_id=new_id()
+    )
+    assert status == 403 and answer["code"] == "40301", answer
+    # Without its reason a decision does not reach the node: the gateway names yy itself.
     status, answer = call(
         gateway, "POST", f"/api/v1/cases/{handed_id}/actions/jd", {"sfzy": "1"},
         request_id=new_id(),
     )  # fmt: skip
-    assert status == 403 and answer["code"] == "40301", answer
+    assert status == 400 and answer["errors"][0]["field"] == "yy", answer
 
     status, answer = call(gateway, "POST", f"/api/v1/cases/{case_id}/actions/fly", {},
                           request_id=new_id())  # fmt: skip

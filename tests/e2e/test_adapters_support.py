@@ -24,7 +24,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from tongban.v1 import audit_pb2, audit_pb2_grpc, case_exchange_pb2, common_pb2
 
 from adapters.cli import _connection, build_parser
-from adapters.connection import AdapterError, HubConnection
+from adapters.connection import HubConnection
+from adapters.errors import ConfigError
+from ledger import Leaf
 from tests.harness.node import NodeProcess
 from tests.harness.processes import die_with_parent, stop_process
 
@@ -61,18 +63,40 @@ def connection_args(
     ]  # fmt: skip
 
 
-def audited_history(node: NodeProcess, case_id: str) -> audit_pb2.AuditedCaseHistory:
-    """``Audit.GetCaseHistory`` of a case, read with an auditor's certificate (a hall may not)."""
+def audited_history(
+    node: NodeProcess, case_id: str, *, timeout: float = 30.0
+) -> audit_pb2.AuditedCaseHistory:
+    """``Audit.GetCaseHistory`` of a case, read with an auditor's certificate (a hall may not),
+    once the node's integrator has put every event the case has so far into the log.
+
+    The integrator runs apart from the command path, so a command is in the audited history only
+    once it is integrated. The wait is on the log's own stream (``Audit.StreamEntries`` pushes
+    each entry as it is integrated), bounded by ``timeout``; no timer.
+    """
     certificate, key = node.issue("auditor", f"auditor-{os.urandom(4).hex()}")
     credentials = grpc.ssl_channel_credentials(
         (node.pki / "ca.pem").read_bytes(), key.read_bytes(), certificate.read_bytes()
     )
     with grpc.secure_channel(node.target, credentials) as channel:
+        audit = audit_pb2_grpc.AuditStub(channel)
         request = audit_pb2.AuditCaseRequest(case_id=case_id)
-        history: audit_pb2.AuditedCaseHistory = audit_pb2_grpc.AuditStub(channel).GetCaseHistory(
-            request, timeout=10
-        )
-    return history
+        history: audit_pb2.AuditedCaseHistory = audit.GetCaseHistory(request, timeout=10)
+        if all(event.leaf for event in history.events):
+            return history
+        # Each event's leaf follows the leaf of the command that caused it.
+        wanted = set(range(1, len(history.events) + 1))
+        entries = audit.StreamEntries(audit_pb2.StreamEntriesRequest(start=0), timeout=timeout)
+        try:
+            for entry in entries:
+                leaf = Leaf.decode(entry.leaf)
+                if str(leaf.aggregate_id) == case_id:
+                    wanted.discard(leaf.version)
+                if not wanted:
+                    break
+        finally:
+            entries.cancel()
+        integrated: audit_pb2.AuditedCaseHistory = audit.GetCaseHistory(request, timeout=10)
+    return integrated
 
 
 def check_audited_commands(
@@ -240,7 +264,8 @@ def test_tls_files_are_required_outside_demo(tmp_path: Path) -> None:
 
 
 def test_node_origin_option_and_variable() -> None:
-    """``--node`` / ``TONGBAN_NODE``: the node's log origin; by default the SDK's, from the region."""
+    """``--node`` / ``TONGBAN_ADAPTER_NODE``: the node's log origin; by default the SDK's, from
+    the region."""
     env = {"TONGBAN_ADAPTER_HALL_ID": "h", "TONGBAN_ADAPTER_REGION": "430902104000"}
 
     def connection(environ: dict[str, str], *argv: str) -> HubConnection:
@@ -248,9 +273,9 @@ def test_node_origin_option_and_variable() -> None:
 
     assert connection(env, "village", "status", "--db", "o.db").node == ""
     assert (
-        connection({**env, "TONGBAN_NODE": "tongban/4309"}, "village", "status").node
+        connection({**env, "TONGBAN_ADAPTER_NODE": "tongban/4309"}, "village", "status").node
         == "tongban/4309"
     )
     assert connection(env, "import", "f.csv", "--node", "tongban/43").node == "tongban/43"
-    with pytest.raises(AdapterError, match="--node or TONGBAN_NODE"):
+    with pytest.raises(ConfigError, match="--node or TONGBAN_ADAPTER_NODE"):
         connection(env, "gateway", "--node", "tongban 43").signing_credentials()

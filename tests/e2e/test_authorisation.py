@@ -10,6 +10,7 @@ not parse are INVALID_ARGUMENT with a field violation.
 from __future__ import annotations
 
 import hashlib
+import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -35,6 +36,19 @@ from tests.e2e.conftest import TOWNSHIP, VILLAGE
 from tests.harness.node import NodeProcess
 
 pytestmark = pytest.mark.e2e
+
+
+def send(client: HallClient, action: str, **fields: Any) -> Any:
+    """``client.send`` with a fresh idempotency key unless the test gives one."""
+    fields.setdefault("idempotency_key", uuid.uuid4().hex)
+    return client.send(action, **fields)
+
+
+def sign(client: HallClient, action: str, **fields: Any) -> Any:
+    """``client.sign`` with a fresh idempotency key unless the test gives one."""
+    fields.setdefault("idempotency_key", uuid.uuid4().hex)
+    return client.sign(action, **fields)
+
 
 APPLICANT = common_pb2.Applicant(
     name="王秀兰", id_number=id_number_with_check("43090219480101002"), phone="13907379999"
@@ -85,7 +99,7 @@ def _rpc(action: str) -> str:
 @pytest.fixture(scope="module")
 def case_id(node: NodeProcess) -> str:
     with node.client(VILLAGE[0], retry=RetryPolicy(attempts=1)) as village:
-        reply = village.send(
+        reply = send(village,
             "submit",
             item_code="200202001000",
             applicant=APPLICANT,
@@ -142,9 +156,9 @@ def test_case_commands(node: NodeProcess, case_id: str, channels: dict[str, grpc
         for action, fields in CASE_COMMANDS.items():
             rpc = _rpc(action)
             # Another hall, signing with its own key, about the village's case and a missing one.
-            code, data = _outcome(lambda: other.send(action, case_id=case_id, **fields))  # noqa: B023
+            code, data = _outcome(lambda: send(other, action, case_id=case_id, **fields))  # noqa: B023
             missing_code, missing_data = _outcome(
-                lambda: other.send(action, case_id=MISSING, **fields)  # noqa: B023
+                lambda: send(other, action, case_id=MISSING, **fields)  # noqa: B023
             )
             assert code == missing_code == "NOT_FOUND", (action, code, data)
             assert data.replace(case_id.encode(), b"X") == missing_data.replace(
@@ -153,7 +167,7 @@ def test_case_commands(node: NodeProcess, case_id: str, channels: dict[str, grpc
             for leak in (b"RECEIVED", VILLAGE[0].encode(), b"holder"):
                 assert leak not in data, (action, leak)
             # Every non-hall role, presenting the party hall's genuine signed command.
-            signed = party.sign(action, case_id=case_id, **fields)
+            signed = sign(party, action, case_id=case_id, **fields)
             for role in ("auditor", "peer", "admin"):
                 stub = case_exchange_pb2_grpc.CaseExchangeStub(channels[role])
                 code, data = _outcome(lambda: getattr(stub, rpc)(signed, timeout=5))  # noqa: B023

@@ -11,6 +11,7 @@ import contextlib
 import hashlib
 import sqlite3
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -49,6 +50,19 @@ from tests.e2e.conftest import COUNTY, TOWNSHIP, VILLAGE
 from tests.harness.node import NodeProcess
 
 pytestmark = pytest.mark.e2e
+
+
+def send(client: HallClient, action: str, **fields: Any) -> Any:
+    """``client.send`` with a fresh idempotency key unless the test gives one."""
+    fields.setdefault("idempotency_key", uuid.uuid4().hex)
+    return client.send(action, **fields)
+
+
+def sign(client: HallClient, action: str, **fields: Any) -> Any:
+    """``client.sign`` with a fresh idempotency key unless the test gives one."""
+    fields.setdefault("idempotency_key", uuid.uuid4().hex)
+    return client.sign(action, **fields)
+
 
 ELDER_CARD = "200202001000"  # township-level item with a certificate
 
@@ -95,7 +109,7 @@ def _submit(client: HallClient, **changes: Any) -> case_exchange_pb2.CommandRepl
         "competent_region": TOWNSHIP[1],
     }
     fields.update(changes)
-    return client.send("submit", **fields)
+    return send(client, "submit", **fields)
 
 
 def test_health_and_reflection_are_served(node: NodeProcess) -> None:
@@ -117,8 +131,8 @@ def test_a_case_travels_from_village_to_township_over_mtls(
     reply = _submit(village)
     case_id = reply.case_id
     assert reply.version == 1
-    village.send("hand_off", case_id=case_id, to_hall=TOWNSHIP[0], reason="代办")
-    township.send("acknowledge_handoff", case_id=case_id)
+    send(village, "hand_off", case_id=case_id, to_hall=TOWNSHIP[0], reason="代办")
+    send(township, "acknowledge_handoff", case_id=case_id)
     for action, fields in (
         ("accept", {}),
         ("start_handling", {}),
@@ -127,7 +141,7 @@ def test_a_case_travels_from_village_to_township_over_mtls(
         ("record_certificate", {"certificate_id": "HN-LNYDZ-0001"}),
         ("deliver", {"method": common_pb2.DELIVERY_METHOD_WINDOW}),
     ):
-        township.send(action, case_id=case_id, **fields)
+        send(township, action, case_id=case_id, **fields)
     view = township.get_case(case_id)
     assert view.state == common_pb2.CASE_STATE_DELIVERED
     assert view.holder == TOWNSHIP[0]
@@ -141,7 +155,8 @@ def test_a_case_travels_from_village_to_township_over_mtls(
 
 
 def test_a_retry_returns_the_first_result(node: NodeProcess, village: HallClient) -> None:
-    signed = village.sign(
+    signed = sign(
+        village,
         "submit",
         idempotency_key="retry-key-0001",
         item_code=ELDER_CARD,
@@ -183,7 +198,7 @@ def test_malformed_bytes_and_wrong_actions(node: NodeProcess, village: HallClien
     assert code == grpc.StatusCode.INVALID_ARGUMENT
     assert "not a Command" in message
     assert details[0].field_violations[0].field == "command"
-    accept = village.sign("accept", case_id="00000000-0000-0000-0000-000000000000")
+    accept = sign(village, "accept", case_id="00000000-0000-0000-0000-000000000000")
     code, message, _ = _refused(node, lambda: village.send_signed("submit", accept))
     assert code == grpc.StatusCode.INVALID_ARGUMENT
     assert "this RPC takes a 'submit' command" in message
@@ -229,18 +244,18 @@ def test_bad_submissions_are_invalid_argument_with_the_field(
 
 
 def test_wrong_types_and_values_in_commands(node: NodeProcess, village: HallClient) -> None:
-    code, message, details = _refused(node, lambda: village.send("accept", case_id="nope"))
+    code, message, details = _refused(node, lambda: send(village, "accept", case_id="nope"))
     assert code == grpc.StatusCode.INVALID_ARGUMENT
     assert details[0].field_violations[0].field == "command.accept.case_id"
     case_id = _submit(village).case_id
     code, message, _ = _refused(
-        node, lambda: village.send("rate", case_id=case_id, rating=99, comment="x")
+        node, lambda: send(village, "rate", case_id=case_id, rating=99, comment="x")
     )
     assert code == grpc.StatusCode.INVALID_ARGUMENT
     assert "not a Rating value" in message
     code, message, _ = _refused(
         node,
-        lambda: village.send("suspend", case_id=case_id, note="x"),  # reason unset
+        lambda: send(village, "suspend", case_id=case_id, note="x"),  # reason unset
     )
     assert code == grpc.StatusCode.INVALID_ARGUMENT
     assert "SuspensionReason must be given" in message
@@ -250,17 +265,17 @@ def test_forbidden_transition_and_not_holder(
     node: NodeProcess, village: HallClient, township: HallClient
 ) -> None:
     case_id = _submit(village).case_id
-    code, message, details = _refused(node, lambda: village.send("conclude", case_id=case_id))
+    code, message, details = _refused(node, lambda: send(village, "conclude", case_id=case_id))
     assert code == grpc.StatusCode.FAILED_PRECONDITION
     assert "'conclude' is not allowed in state RECEIVED" in message
     assert details[0].reason == "TransitionRefused"
     assert details[0].metadata["state"] == "RECEIVED"
     # A hall that is no party to the case learns nothing: the same answer as for no case.
-    code, message, _ = _refused(node, lambda: township.send("accept", case_id=case_id))
+    code, message, _ = _refused(node, lambda: send(township, "accept", case_id=case_id))
     assert code == grpc.StatusCode.NOT_FOUND
     missing = "0b7e1b5c-8a6e-4f39-9c51-7b1a8f9a2a11"
     code_missing, message_missing, _ = _refused(
-        node, lambda: township.send("accept", case_id=missing)
+        node, lambda: send(township, "accept", case_id=missing)
     )
     assert code_missing == grpc.StatusCode.NOT_FOUND
     assert message.replace(case_id, "X") == message_missing.replace(missing, "X")
@@ -293,7 +308,7 @@ def test_same_key_with_another_payload_is_already_exists(
 def test_missing_and_bad_signatures_are_unauthenticated(
     node: NodeProcess, village: HallClient
 ) -> None:
-    signed = village.sign("submit", item_code=ELDER_CARD, applicant=APPLICANT,
+    signed = sign(village, "submit", item_code=ELDER_CARD, applicant=APPLICANT,
                           materials=[MATERIAL], competent_region=TOWNSHIP[1])  # fmt: skip
     unsigned = case_exchange_pb2.SignedCommand(command=signed.command)
     code, message, _ = _refused(node, lambda: village.send_signed("submit", unsigned))
@@ -403,7 +418,7 @@ def test_admin_rotates_and_retires_halls(node: NodeProcess) -> None:
     with _channel(node, "admin", "operator") as channel:
         admin = admin_pb2_grpc.HallAdminStub(channel)
         with node.client(hall_id, retry=RetryPolicy(attempts=1)) as county:
-            county.send("submit", item_code="070303001000", applicant=APPLICANT,
+            send(county, "submit", item_code="070303001000", applicant=APPLICANT,
                         materials=[MATERIAL])  # fmt: skip
             new_key = Ed25519PrivateKey.generate()
             raw = new_key.public_key().public_bytes(
@@ -416,18 +431,18 @@ def test_admin_rotates_and_retires_halls(node: NodeProcess) -> None:
             assert hall.public_key == public
             assert [k.public_key for k in hall.keys][-1] == public and len(hall.keys) == 2
             # The old key is now refused.
-            code, message, _ = _refused(node, lambda: county.send(
+            code, message, _ = _refused(node, lambda: send(county,
                 "submit", item_code="070303001000", applicant=APPLICANT, materials=[MATERIAL]))  # fmt: skip
             assert code == grpc.StatusCode.UNAUTHENTICATED
             assert "current key" in message
         rotated = HallCredentials(hall_id, region.ljust(12, "0"), new_key,
                                   node.credentials(hall_id).tls)  # fmt: skip
         with HallClient.connect(node.target, rotated, retry=RetryPolicy(attempts=1)) as county:
-            county.send("submit", item_code="070303001000", applicant=APPLICANT,
+            send(county, "submit", item_code="070303001000", applicant=APPLICANT,
                         materials=[MATERIAL])  # fmt: skip
             retire = _signed(admin_signer.sign("retire_hall", hall_id=hall_id, reason="撤并"))
             admin.RetireHall(retire, timeout=5)
-            code, message, _ = _refused(node, lambda: county.send(
+            code, message, _ = _refused(node, lambda: send(county,
                 "submit", item_code="070303001000", applicant=APPLICANT, materials=[MATERIAL]))  # fmt: skip
             assert code == grpc.StatusCode.UNAUTHENTICATED or "retired" in message
             assert "retired" in message
@@ -466,7 +481,7 @@ def test_auditors_get_verifiable_checkpoints_proofs_and_receipts(
     node: NodeProcess, village: HallClient
 ) -> None:
     case_id = _submit(village).case_id
-    village.send("accept", case_id=case_id)
+    send(village, "accept", case_id=case_id)
     log_key = (node.directory / "data" / "log.vkey").read_text().strip()
     verifier = Verifier.from_key(log_key)
     size = _stored_events(node)

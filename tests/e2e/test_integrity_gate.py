@@ -4,7 +4,9 @@ into the log, and the node says so in its health, naming the notification."""
 from __future__ import annotations
 
 import hashlib
+import uuid
 from pathlib import Path
+from typing import Any
 from uuid import UUID
 
 import grpc
@@ -12,7 +14,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from tongban.v1 import common_pb2
 
-from adapters.sdk import RetryPolicy
+from adapters.sdk import HallClient, RetryPolicy
 from hub.bootstrap import build_application
 from hub.domain.case import Case
 from hub.domain.values import Actor, id_number_with_check
@@ -22,12 +24,24 @@ from tests.harness.node import NodeProcess
 pytestmark = pytest.mark.e2e
 
 
+def send(client: HallClient, action: str, **fields: Any) -> Any:
+    """``client.send`` with a fresh idempotency key unless the test gives one."""
+    fields.setdefault("idempotency_key", uuid.uuid4().hex)
+    return client.send(action, **fields)
+
+
+def sign(client: HallClient, action: str, **fields: Any) -> Any:
+    """``client.sign`` with a fresh idempotency key unless the test gives one."""
+    fields.setdefault("idempotency_key", uuid.uuid4().hex)
+    return client.sign(action, **fields)
+
+
 def test_a_forged_event_turns_the_node_not_serving(tmp_path: Path) -> None:
     with NodeProcess(tmp_path / "node") as node:
         node.add_hall("hn-shatou-v201", "430902104201")
         node.start()
         with node.client("hn-shatou-v201", retry=RetryPolicy(attempts=1)) as village:
-            reply = village.send(
+            reply = send(village,
                 "submit",
                 item_code="200202001000",
                 competent_region="430902104000",

@@ -30,6 +30,7 @@ from adapters.sdk import HallClient, HallCredentials, TLSConfig
 
 TONGBAN = [sys.executable, "-m", "hub.cli"]
 _PORT_LINE = re.compile(r"tongban: serving on .*:(\d+)")
+_METRICS_LINE = re.compile(r"tongban: metrics on (http://\S+)")
 
 
 @dataclass(frozen=True)
@@ -52,7 +53,8 @@ class NodeProcess:
         *,
         database_url: str | None = None,
         extra_env: dict[str, str] | None = None,
-        startup_timeout: float = 30.0,
+        startup_timeout: float = 60.0,
+        processes: int = 2,
     ) -> None:
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
@@ -63,8 +65,11 @@ class NodeProcess:
             **(extra_env or {}),
         }
         self.startup_timeout = startup_timeout
+        self.processes = processes
         self.halls: dict[str, HallFiles] = {}
         self.port = 0
+        #: The /metrics URL the node printed.
+        self.metrics_url = ""
         self._process: subprocess.Popen[str] | None = None
         self._log_path = self.directory / "node.log"
         self.run("init")
@@ -152,7 +157,16 @@ class NodeProcess:
         """Start ``tongban serve`` and wait for its port line."""
         log = self._log_path.open("w")
         self._process = subprocess.Popen(
-            [*TONGBAN, "serve", "--listen", "127.0.0.1:0", "--grace", "1"],
+            [
+                *TONGBAN,
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--grace",
+                "1",
+                "--processes",
+                str(self.processes),
+            ],
             env=self.env,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -160,9 +174,12 @@ class NodeProcess:
         )
         deadline = time.monotonic() + self.startup_timeout
         while time.monotonic() < deadline:
-            match = _PORT_LINE.search(self._log_path.read_text())
-            if match:
+            printed = self._log_path.read_text()
+            match = _PORT_LINE.search(printed)
+            metrics = _METRICS_LINE.search(printed)
+            if match and metrics:
                 self.port = int(match.group(1))
+                self.metrics_url = metrics.group(1)
                 return self
             if self._process.poll() is not None:
                 break

@@ -53,7 +53,7 @@ from .processes import LOCALHOST, die_with_parent, free_tcp_port, stop_process, 
 #: starting one. The tests create their own databases on it (``fresh_postgres_db``).
 DATABASE_URL_ENV = "TONGBAN_TEST_DATABASE_URL"
 #: Directory holding ``initdb`` and ``postgres``; overrides the search of ``find_binaries``.
-BINDIR_ENV = "TONGBAN_PG_BINDIR"
+BINDIR_ENV = "TONGBAN_TEST_PG_BINDIR"
 
 SERVICE = "PostgreSQL"
 REMEDY = (
@@ -313,6 +313,19 @@ class PostgresCluster:
         work, self._dir = self._dir, None
         if work is not None:
             shutil.rmtree(work, ignore_errors=True)
+
+    def halt(self) -> None:
+        """Stop the postmaster but keep its data: the database is down, as in an outage."""
+        proc, self._proc = self._proc, None
+        if proc is not None:
+            stop_process(proc, signal.SIGINT, 30.0, then=[(signal.SIGQUIT, 10.0)])
+
+    def resume(self) -> None:
+        """Start the postmaster again on the same port and data, after :meth:`halt`."""
+        if self._proc is not None:
+            return
+        self._requested_port = self._port
+        self._launch(self._binaries or find_binaries(), server_account())
 
     def __enter__(self) -> Self:
         return self.start()

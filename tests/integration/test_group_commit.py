@@ -116,10 +116,10 @@ def _notifications(app: HubApplication) -> list[tuple[UUID, int]]:
 def test_the_setting_turns_group_commit_on(
     node: InProcessNode, settings: Settings, tmp_path: Path
 ) -> None:
-    assert Settings.from_env({"TONGBAN_DATA_DIR": str(tmp_path)}).group_commit is False
-    for word in ("1", "true", "ON"):
+    assert Settings.from_env({"TONGBAN_DATA_DIR": str(tmp_path)}).group_commit is True  # default
+    for word in ("0", "false", "OFF"):
         environ = {"TONGBAN_DATA_DIR": str(tmp_path), "TONGBAN_GROUP_COMMIT": word}
-        assert Settings.from_env(environ).group_commit is True
+        assert Settings.from_env(environ).group_commit is False
     with pytest.raises(ConfigurationError, match="TONGBAN_GROUP_COMMIT"):
         Settings.from_env({"TONGBAN_DATA_DIR": str(tmp_path), "TONGBAN_GROUP_COMMIT": "maybe"})
     app = build_application(settings)

@@ -91,10 +91,16 @@ def mistakes(tmp_path: Path, hall: list[str], signing_key: Path) -> Iterator[tup
     yield "cannot read", ["import", str(tmp_path / "none.csv"), *connect]
     yield "save it as .xlsx", ["import", str(tmp_path / "old.xls"), *connect]
     yield "invalid choice: 'yesterday'", ["import", str(register), "--issued-at", "yesterday"]
-    yield "--retries or TONGBAN_ADAPTER_RETRIES", ["import", str(register), *connect, "--retries", "9"]
+    yield (
+        "--retries or TONGBAN_ADAPTER_RETRIES",
+        ["import", str(register), *connect, "--retries", "9"],
+    )
     yield "--retries: '2.5' is not a whole number", [
         "import", str(register), *connect, "--retries", "2.5"]  # fmt: skip
-    yield "--timeout: 'soon' is not a number", ["import", str(register), *connect, "--timeout", "soon"]
+    yield (
+        "--timeout: 'soon' is not a number",
+        ["import", str(register), *connect, "--timeout", "soon"],
+    )
     yield "--listen: 'nowhere'", ["gateway", "--listen", "nowhere", *connect]
     yield "mutual TLS needs --ca, --cert, --key", [
         "gateway", "--listen", "127.0.0.1:0", *connect[:-1]]  # fmt: skip

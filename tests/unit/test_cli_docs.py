@@ -38,6 +38,8 @@ _DUMMIES = {
     "<printed public key>": "MCowBQYDK2VwAyEAGb9ECWmEzf6FQbrBZ9w7lshQhqowtrbLDFw4rXAxZuE=",
 }
 _GENERIC_DUMMY = "dummy"
+#: Where a shell command line ends (a pipe to another program, a redirection, a list).
+_SHELL_OPERATORS = {"|", "||", "&&", ";", "&", ">", ">>", "<", "2>", "2>&1"}
 _BLOCK = re.compile(r"^```([^\n]*)\n(.*?)^```", re.M | re.S)
 _SHELL = {"", "sh", "bash", "shell", "console"}
 _INLINE = re.compile(r"`(tongban [^`]+)`")
@@ -96,6 +98,10 @@ def _words(example: Example) -> list[str]:
     text = re.sub(r"<[^>]+>", _GENERIC_DUMMY, text)
     words = shlex.split(text, comments=True)
     assert words[0] == "tongban"
+    for position, word in enumerate(words):
+        if word in _SHELL_OPERATORS:  # `tongban ... --json | head -1`: the command ends here
+            words = words[:position]
+            break
     words = [w.removeprefix("[").removesuffix("]") for w in words[1:]]  # optional parts: in
     return [_GENERIC_DUMMY if w in ("...", "…") else w for w in words]
 
@@ -195,6 +201,9 @@ def test_every_known_mismatch_is_still_in_its_document() -> None:
         ("tongban hall shw ID", True, True),
         ("tongban ledger key|integrate|exprt DIR", True, True),
         ("tongban erase --case ID --why x", True, True),
+        ("tongban regions 43 --json | head -1", True, False),
+        ("tongban regions 43 --jsn | head -1", True, True),
+        ("tongban catalogue --json > items.json", False, False),
         ("tongban adapter village sumbit ...", True, True),
         ("tongban audit case <case-id> --log-key '...'", False, False),
         ("tongban audit case --log-key '...'", False, True),

@@ -89,7 +89,7 @@ def test_tongban_adapter_help_is_the_adapters_own(
     code = main(argv)
     assert code == (2 if argv == ["adapter"] else 0)  # alone: the help, but no command ran
     out = _flat(capsys.readouterr().out)
-    assert out.startswith("usage: tongban adapter")
+    assert out.startswith("usage: tongban adapter") and out.count("usage:") == 1
     subcommands = _adapter_subcommands()
     assert set(subcommands) == {"gateway", "village", "import"}
     for name, text in subcommands.items():

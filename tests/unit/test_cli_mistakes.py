@@ -308,3 +308,20 @@ def _python(code: str) -> subprocess.CompletedProcess[str]:
         text=True,
         check=False,
     )
+
+
+def test_adapter_mistakes_are_the_adapters_one_line(
+    data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``tongban adapter ...`` reports through the adapters' own command line, the same way."""
+    for argv in (
+        ["adapter", "nosuch"],
+        ["adapter", "village", "retry", "seven"],
+        ["adapter", "import", str(tmp_path / "missing.csv")],
+    ):
+        code = main(argv)
+        captured = capsys.readouterr()
+        assert code != 0, argv
+        assert "Traceback" not in captured.err, (argv, captured.err)
+        lines = captured.err.splitlines()
+        assert len(lines) == 1 and lines[0].startswith("tongban adapter"), (argv, captured.err)

@@ -52,3 +52,34 @@ def test_unknown_file_keys_are_refused(tmp_path: Path) -> None:
 def test_password_is_not_in_repr(tmp_path: Path) -> None:
     settings = Settings(data_dir=tmp_path, cipher_keys="k1:secret")
     assert "secret" not in repr(settings)
+
+
+def test_an_unknown_tongban_variable_is_refused_by_name(tmp_path: Path) -> None:
+    with pytest.raises(ConfigurationError, match="unknown setting TONGBAN_DATABSE_URL"):
+        Settings.from_env({"HOME": str(tmp_path), "TONGBAN_DATABSE_URL": "postgresql://x"})
+    # The hall-side adapters' and the test harness's families are not the node's business.
+    Settings.from_env(
+        {
+            "HOME": str(tmp_path),
+            "TONGBAN_ADAPTER_TARGET": "x:1",
+            "TONGBAN_GATEWAY_LISTEN": "x:2",
+            "TONGBAN_VILLAGE_DB": "x",
+            "TONGBAN_IMPORT_KEY_PREFIX": "x",
+            "TONGBAN_TEST_KAFKA": "x:3",
+        }
+    )
+
+
+def test_the_example_configuration_file_loads(tmp_path: Path) -> None:
+    example = Path(__file__).resolve().parents[2] / "tongban.example.toml"
+    settings = Settings.from_env({"HOME": str(tmp_path), "TONGBAN_CONFIG": str(example)})
+    assert settings.database_url == "postgresql://tongban@db.hunan.example:5432/tongban"
+    assert settings.origin == "tongban/43"
+    assert settings.metrics_listen == "0.0.0.0:9464"
+    assert settings.group_commit is True
+    # Every setting the node has is in the example, so the example documents them all.
+    from hub.settings import _KEYS
+
+    text = example.read_text()
+    missing = [name for name in _KEYS if f"\n{name} = " not in text and f"# {name} = " not in text]
+    assert missing == []

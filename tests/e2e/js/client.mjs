@@ -27,6 +27,8 @@
 // Every option can also come from the environment: TONGBAN_TARGET, TONGBAN_CA, TONGBAN_CERT,
 // TONGBAN_KEY, TONGBAN_SIGNING_KEY, TONGBAN_HALL_ID, TONGBAN_REGION, TONGBAN_NODE,
 // TONGBAN_OPERATOR, TONGBAN_ITEM, TONGBAN_SERVER_NAME, TONGBAN_PROTO_DIR, TONGBAN_DEADLINE_MS.
+// They are this test client's own, not product settings: the node and the adapters never read
+// them, and a node refuses TONGBAN_* variables it does not know (see README.md).
 
 import crypto from "node:crypto";
 import fs from "node:fs";

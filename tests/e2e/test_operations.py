@@ -1,0 +1,349 @@
+"""A node as an operator runs it (docs/operations.md): several serving processes on one port,
+start-up that fails loudly, capped streams that never hold a worker, metrics, structured logs,
+and a store outage answered fast and recovered from without a restart."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import sqlite3
+import subprocess
+import threading
+import time
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+import psycopg
+import pytest
+from grpc_reflection.v1alpha import reflection_pb2
+from tongban.v1 import (
+    audit_pb2,
+    audit_pb2_grpc,
+    case_exchange_pb2,
+    case_exchange_pb2_grpc,
+    common_pb2,
+)
+
+from hub.domain.values import id_number_with_check
+from tests.harness.availability import service_unavailable
+from tests.harness.errors import ServiceUnavailable
+from tests.harness.node import TONGBAN, NodeProcess
+
+pytestmark = pytest.mark.e2e
+
+APPLICANT = common_pb2.Applicant(
+    name="运维测试", id_number=id_number_with_check("43090219700101003"), phone="13800001111"
+)
+VILLAGE = ("hn-ops-village", "430902104201")
+MATERIAL = common_pb2.Material(
+    name="身份证", sha256=hashlib.sha256(b"i").hexdigest(), media_type="image/png", size=9
+)
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _channel(node: NodeProcess, role: str, name: str) -> grpc.Channel:
+    if role == "hall":
+        files = node.halls[name]
+        certificate, key = files.certificate, files.private_key
+    elif (node.directory / "certs" / f"{name}.pem").exists():
+        certificate, key = (
+            node.directory / "certs" / f"{name}.pem",
+            node.directory / "certs" / f"{name}.key",
+        )
+    else:
+        certificate, key = node.issue(role, name)
+    credentials = grpc.ssl_channel_credentials(
+        (node.pki / "ca.pem").read_bytes(), key.read_bytes(), certificate.read_bytes()
+    )
+    return grpc.secure_channel(node.target, credentials)
+
+
+def _signed_submit(node: NodeProcess, key: str) -> case_exchange_pb2.SignedCommand:
+    from adapters.sdk import sign_command
+
+    return sign_command(
+        node.credentials(VILLAGE[0]),
+        "submit",
+        case_exchange_pb2.SubmitCase(
+            item_code="200202001000",
+            competent_region="430902104000",
+            materials=[
+                common_pb2.Material(
+                    name="身份证",
+                    sha256=hashlib.sha256(b"i").hexdigest(),
+                    media_type="image/png",
+                    size=9,
+                )
+            ],
+        ),
+        idempotency_key=key,
+        operator="op",
+        applicant=APPLICANT,
+    )
+
+
+@pytest.fixture(scope="module")
+def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeProcess]:
+    directory = tmp_path_factory.mktemp("ops-node")
+    with NodeProcess(
+        directory, extra_env={"TONGBAN_MAX_STREAMS": "2", "TONGBAN_WORKERS": "2"}
+    ) as process:
+        process.add_hall(*VILLAGE)
+        process.start()
+        yield process
+
+
+def test_several_serving_processes_share_one_port(node: NodeProcess) -> None:
+    assert node.pid is not None
+    children = subprocess.run(
+        ["ps", "-o", "pid=,args=", "--ppid", str(node.pid)], capture_output=True, text=True,
+        check=True,
+    ).stdout.splitlines()  # fmt: skip
+    assert len(children) >= 3  # the follower and two serving processes (and nothing else)
+    serving = [line for line in node.log().splitlines() if "serving on port" in line]
+    assert len(serving) == 2
+    # Both answer on the one port: many new connections all succeed.
+    for _ in range(6):
+        with _channel(node, "auditor", "ops-auditor") as channel:
+            stub = case_exchange_pb2_grpc.CaseExchangeStub(channel)
+            assert stub.ListItems(case_exchange_pb2.ListItemsRequest(), timeout=10).items
+
+
+def test_streams_are_capped_and_never_hold_a_worker(node: NodeProcess) -> None:
+    """With 2 unary workers and at most 2 streams per process: 2 open streams leave the workers
+    free (6 unary calls at once are all answered), and a third stream is RESOURCE_EXHAUSTED.
+    (One channel is one connection, so all its calls reach the same serving process.)"""
+    with _channel(node, "auditor", "ops-streams") as channel:
+        audit = audit_pb2_grpc.AuditStub(channel)
+        streams = [
+            audit.StreamEntries(audit_pb2.StreamEntriesRequest(start=0), timeout=60)
+            for _ in range(2)
+        ]
+        try:
+            for stream in streams:
+                next(stream)  # open, and holding its place
+            stub = case_exchange_pb2_grpc.CaseExchangeStub(channel)
+            results: list[Any] = []
+
+            def list_items() -> None:
+                results.append(stub.ListItems(case_exchange_pb2.ListItemsRequest(), timeout=10))
+
+            threads = [threading.Thread(target=list_items) for _ in range(6)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join(timeout=20)
+            assert len(results) == 6
+            third = audit.StreamEntries(audit_pb2.StreamEntriesRequest(start=0), timeout=10)
+            with pytest.raises(grpc.RpcError) as caught:
+                next(third)
+            assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        finally:
+            for stream in streams:
+                stream.cancel()
+
+
+def test_reflection_v1_and_v1alpha_are_served(node: NodeProcess) -> None:
+    with _channel(node, "auditor", "ops-reflection") as channel:
+        for service in ("grpc.reflection.v1.ServerReflection",
+                        "grpc.reflection.v1alpha.ServerReflection"):  # fmt: skip
+            call = channel.stream_stream(
+                f"/{service}/ServerReflectionInfo",
+                request_serializer=reflection_pb2.ServerReflectionRequest.SerializeToString,
+                response_deserializer=reflection_pb2.ServerReflectionResponse.FromString,
+            )
+            request = reflection_pb2.ServerReflectionRequest(list_services="")
+            (response,) = list(call(iter([request]), timeout=10))
+            names = {s.name for s in response.list_services_response.service}
+            assert {"tongban.v1.CaseExchange", "tongban.v1.Audit", service} <= names
+
+
+def _metrics(node: NodeProcess) -> str:
+    with urllib.request.urlopen(node.metrics_url, timeout=10) as response:
+        return str(response.read().decode())
+
+
+def test_metrics_count_calls_and_report_the_integrator(node: NodeProcess) -> None:
+    with _channel(node, "hall", VILLAGE[0]) as channel:
+        stub = case_exchange_pb2_grpc.CaseExchangeStub(channel)
+        stub.Submit(_signed_submit(node, f"ops-metrics-{uuid.uuid4().hex}"), timeout=10)
+        with pytest.raises(grpc.RpcError):
+            stub.Submit(case_exchange_pb2.SignedCommand(command=b"\xff"), timeout=10)
+    text = _metrics(node)
+    assert 'tongban_rpcs_total{code="OK",method="CaseExchange/Submit"}' in text
+    assert 'tongban_rpcs_total{code="INVALID_ARGUMENT",method="CaseExchange/Submit"}' in text
+    assert 'tongban_rpc_seconds_bucket{le="0.1",method="CaseExchange/Submit"}' in text
+    assert 'tongban_commands_total{action="submit"}' in text
+    assert "tongban_follower_lag_events" in text
+    assert "tongban_ledger_leaves" in text
+
+
+def test_logs_are_json_with_one_line_per_command_and_no_personal_data(node: NodeProcess) -> None:
+    key = f"ops-logs-{uuid.uuid4().hex}"
+    with _channel(node, "hall", VILLAGE[0]) as channel:
+        stub = case_exchange_pb2_grpc.CaseExchangeStub(channel)
+        reply = stub.Submit(
+            _signed_submit(node, key), metadata=(("x-request-id", "req-ops-0001"),), timeout=10
+        )
+    records = []
+    for line in node.log().splitlines():
+        if line.startswith("{"):
+            records.append(json.loads(line))
+    commands = [r for r in records if r.get("message") == "command"]
+    mine = [r for r in commands if r.get("aggregate_id") == reply.case_id]
+    assert len(mine) == 1
+    assert mine[0]["action"] == "submit" and mine[0]["signer"] == VILLAGE[0]
+    assert mine[0]["request_id"] == "req-ops-0001"
+    assert {"time", "level", "logger"} <= set(mine[0])
+    log = node.log()
+    for value in (APPLICANT.name, APPLICANT.id_number, APPLICANT.phone):
+        assert value not in log
+
+
+def _serve(
+    data: Path, *args: str, extra: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TONGBAN_")}
+    env.update({"TONGBAN_DATA_DIR": str(data), **(extra or {})})
+    return subprocess.run(
+        [*TONGBAN, "serve", "--listen", "127.0.0.1:0", "--processes", "1", *args],
+        env=env, cwd=ROOT, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+
+
+def _tongban(data: Path, *args: str) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TONGBAN_")}
+    env["TONGBAN_DATA_DIR"] = str(data)
+    subprocess.run([*TONGBAN, *args], env=env, cwd=ROOT, check=True, capture_output=True)
+
+
+def test_fatal_start_up_errors_exit_with_one_line(tmp_path: Path) -> None:
+    data = tmp_path / "node"
+    _tongban(data, "init")
+    _tongban(data, "pki", "init", "--node", "ops-node")
+
+    def fails(result: subprocess.CompletedProcess[str], says: str) -> None:
+        assert result.returncode != 0, result.stdout
+        assert "Traceback" not in result.stderr, result.stderr
+        last = result.stderr.strip().splitlines()[-1]
+        assert last.startswith("tongban:") and says in last, result.stderr
+
+    # Missing TLS files.
+    shutil.move(data / "pki" / "node.key", tmp_path / "node.key")
+    began = time.monotonic()
+    fails(_serve(data), "node.key")
+    shutil.move(tmp_path / "node.key", data / "pki" / "node.key")
+    # The port is in use.
+    with socket_bound() as port:
+        fails(_serve(data, "--listen", f"127.0.0.1:{port}"), "cannot listen")
+    # A mistyped setting.
+    fails(_serve(data, extra={"TONGBAN_LISTNE": "x"}), "unknown setting TONGBAN_LISTNE")
+    # The store is unreachable.
+    fails(
+        _serve(data, extra={"TONGBAN_DATABASE_URL": "postgresql://nobody@127.0.0.1:1/none",
+                            "TONGBAN_STORAGE_TIMEOUT_S": "2"}),
+        "unavailable",
+    )  # fmt: skip
+    # Another node's keys against this store.
+    other = tmp_path / "other"
+    _tongban(other, "init")
+    _tongban(other, "pki", "init", "--node", "other-node")
+    with (
+        sqlite3.connect(data / "events.sqlite3") as source,
+        sqlite3.connect(other / "events.sqlite3") as target,
+    ):
+        source.backup(target)
+    fails(_serve(other), "different nodes")
+    assert time.monotonic() - began < 60
+
+
+def _unavailable(call: Any) -> bool:
+    """Run ``call``; True if it was answered UNAVAILABLE (any other error is raised)."""
+    try:
+        call()
+    except grpc.RpcError as error:
+        if error.code() != grpc.StatusCode.UNAVAILABLE:
+            raise
+        return True
+    return False
+
+
+class socket_bound:  # noqa: N801 - used as a context manager
+    """A port held by another (non-sharing) socket."""
+
+    def __enter__(self) -> int:
+        import socket
+
+        self.socket = socket.socket()
+        self.socket.bind(("127.0.0.1", 0))
+        self.socket.listen()
+        return int(self.socket.getsockname()[1])
+
+    def __exit__(self, *exc: object) -> None:
+        self.socket.close()
+
+
+@pytest.fixture
+def outage_cluster() -> Iterator[Any]:
+    """A PostgreSQL of this test's own, which it may stop and start."""
+    from tests.harness.postgres import PostgresCluster
+
+    try:
+        cluster = PostgresCluster().start()
+    except ServiceUnavailable as error:
+        service_unavailable(error)
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+def test_a_store_that_goes_away_gives_unavailable_fast_and_the_node_recovers(
+    tmp_path: Path, outage_cluster: Any
+) -> None:
+    dsn = outage_cluster.dsn
+    with NodeProcess(
+        tmp_path / "node", database_url=dsn, extra_env={"TONGBAN_STORAGE_TIMEOUT_S": "2"},
+        processes=1,
+    ) as node:  # fmt: skip
+        node.add_hall(*VILLAGE)
+        node.start()
+        with _channel(node, "hall", VILLAGE[0]) as channel:
+            stub = case_exchange_pb2_grpc.CaseExchangeStub(channel)
+            stub.Submit(_signed_submit(node, "ops-before-outage"), timeout=10)
+            outage_cluster.halt()
+            codes, took = [], []
+            for number in range(5):
+                began = time.monotonic()
+                with pytest.raises(grpc.RpcError) as caught:
+                    stub.Submit(_signed_submit(node, f"ops-during-{number}"), timeout=30)
+                took.append(time.monotonic() - began)
+                codes.append(caught.value.code())
+            assert set(codes) == {grpc.StatusCode.UNAVAILABLE}
+            assert took[0] < 10  # bounded by the storage timeout (2 s) and the retries
+            assert max(took[1:]) < 1  # the next ones at once, while the store stays down
+            outage_cluster.resume()
+            # The node recovers by itself: a probe gets through within a second or so. The
+            # client retries UNAVAILABLE, as the SDK does, with the same signed bytes.
+            after = _signed_submit(node, "ops-after-outage")
+            deadline = time.monotonic() + 30
+            while _unavailable(lambda: stub.Submit(after, timeout=10)):
+                assert time.monotonic() < deadline, "the node did not recover"
+                time.sleep(0.2)
+        # Nothing of the refused commands was stored; before and after were.
+        with psycopg.connect(dsn) as conn:
+            keys = {
+                json.loads(bytes(row[0]))["key"]
+                for row in conn.execute(
+                    "SELECT state FROM tongban_events WHERE topic LIKE %s",
+                    ("%CommandRecord.Recorded",),
+                )
+            }
+        assert {"ops-before-outage", "ops-after-outage"} <= keys
+        assert not any(key.startswith("ops-during") for key in keys)
