@@ -7,7 +7,7 @@
     │   └── RegisterError                a legacy register file as a whole cannot be imported
     ├── InputError (field)               one input is wrong; ``field`` names it
     │   └── VendorInputError (errors)    a vendor request breaks its schema: every bad field
-    └── NodeRefused (code, message, violations, reason, transient)
+    └── NodeRefused (code, message, violations, reason, details, transient)
         │                                a call the node refused, or could not answer
         ├── CommandInvalid               INVALID_ARGUMENT, OUT_OF_RANGE
         ├── AccessDenied                 UNAUTHENTICATED, PERMISSION_DENIED
@@ -23,7 +23,8 @@ which :class:`adapters.sdk.HallClient` applies to every call it makes; no ``grpc
 leaves the SDK's or an adapter's public methods. ``NodeRefused.violations`` are the node's
 ``google.rpc.BadRequest`` field violations (full wire paths such as
 ``command.submit.materials[0].sha256`` or ``personal[1].value``), ``reason`` its
-``google.rpc.ErrorInfo`` reason (e.g. ``IdempotencyConflict``).
+``google.rpc.ErrorInfo`` reason (e.g. ``IdempotencyConflict``), and ``details`` every
+``google.rpc.Status`` detail as the node sent it, so nothing of the call's status is lost.
 
 Each class's docstring says what the adapters' command line does with it (exit codes in
 :mod:`adapters.cli`).
@@ -37,6 +38,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import grpc
+from google.protobuf import any_pb2
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 from tongban.v1 import case_exchange_pb2
@@ -124,6 +126,7 @@ class NodeRefused(AdapterError):
         message: str = "",
         violations: Sequence[tuple[str, str]] = (),
         reason: str = "",
+        details: Sequence[any_pb2.Any] = (),
     ) -> None:
         self.code = code
         self.message = message or code.name
@@ -131,6 +134,8 @@ class NodeRefused(AdapterError):
         self.violations: tuple[tuple[str, str], ...] = tuple(violations)
         #: ``google.rpc.ErrorInfo.reason``: the node's error class, e.g. ``IdempotencyConflict``.
         self.reason = reason
+        #: Every ``google.rpc.Status`` detail as the node sent it (``Any`` messages).
+        self.details: tuple[any_pb2.Any, ...] = tuple(details)
         super().__init__(f"{code.name}: {self.message}")
 
     @classmethod
@@ -140,9 +145,10 @@ class NodeRefused(AdapterError):
         message: str = "",
         violations: Sequence[tuple[str, str]] = (),
         reason: str = "",
+        details: Sequence[any_pb2.Any] = (),
     ) -> NodeRefused:
         """The refusal of ``code``, as an instance of the code's subclass."""
-        return CLASS_OF_CODE.get(code, NodeFault)(code, message, violations, reason)
+        return CLASS_OF_CODE.get(code, NodeFault)(code, message, violations, reason, details)
 
     @property
     def transient(self) -> bool:
@@ -165,7 +171,7 @@ class NodeRefused(AdapterError):
                 resolved.append((f"command.{personal[int(match.group(1))].field}", description))
             else:
                 resolved.append((path, description))
-        return type(self)(self.code, self.message, resolved, self.reason)
+        return type(self)(self.code, self.message, resolved, self.reason, self.details)
 
     def field_suffix(self) -> str:
         """:func:`field_suffix` of the first violation ('' when there is none)."""
@@ -251,7 +257,7 @@ def from_rpc_error(error: grpc.RpcError) -> NodeRefused:
             violations.extend((v.field, v.description) for v in bad_request.field_violations)
         elif detail.Unpack(info):
             reason = info.reason
-    return NodeRefused.of(code, str(message), violations, reason)
+    return NodeRefused.of(code, str(message), violations, reason, details)
 
 
 def field_suffix(path: str) -> str:

@@ -65,6 +65,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
+import grpc
 from google.protobuf import json_format, unknown_fields
 from google.protobuf.message import Message
 from tongban.v1 import case_exchange_pb2, common_pb2
@@ -806,10 +807,16 @@ class Forwarder:
                 # Its submit is still pending (and was not sent in this pass) or was cancelled.
                 blocked.add(ref)
                 continue
-            signed = self.outbox.ensure_signed(seq)
             try:
-                reply = self.transport.send_signed(action, signed)
-            except NodeRefused as failure:
+                reply = self.transport.send_signed(action, self.outbox.ensure_signed(seq))
+            except (NodeRefused, InputError) as error:
+                # A command that cannot even be signed (an idempotency key queued before keys
+                # were checked) is refused here as the node would refuse it: it fails alone.
+                failure = (
+                    error
+                    if isinstance(error, NodeRefused)
+                    else NodeRefused.of(grpc.StatusCode.INVALID_ARGUMENT, f"not signed: {error}")
+                )
                 self.outbox.mark_attempt(seq, failure, final=not failure.transient)
                 if failure.transient:
                     result.interrupted = failure

@@ -735,7 +735,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             node.env["TONGBAN_GROUP_COMMIT"] = mode
             node.start()
             try:
-                node_probe = functools.partial(_process_cpu, int(node.pid))
+                node_probe = functools.partial(_tree_cpu, int(node.pid))  # serving processes too
                 before_pg = _tree_cpu(postmaster) if postmaster else 0.0
                 first = _last_notification(node_dsn)
                 closed, node_cpu = run_load(

@@ -200,7 +200,6 @@ def persistence_env(settings: Settings, *, create_tables: bool = True) -> dict[s
         # so a call against a store that is down fails after TONGBAN_STORAGE_TIMEOUT_S (and the
         # application's StorageGuard then fails the next ones at once until it is back).
         POSTGRES_CONNECT_TIMEOUT=str(settings.storage_timeout_s),
-        POSTGRES_PRE_PING="y",
     )
     return env
 

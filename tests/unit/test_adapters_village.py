@@ -603,3 +603,18 @@ def test_a_file_that_is_no_outbox_is_a_config_error(
     with pytest.raises(ConfigError, match="cannot open the outbox"):
         Outbox(tmp_path, credentials)  # a directory
     assert issubclass(ConfigError, AdapterError) and issubclass(InputError, AdapterError)
+
+
+def test_a_command_that_cannot_be_signed_fails_alone(outbox: Outbox) -> None:
+    """A follow-up queued by an older adapter with a key the SDK now refuses (too short) is
+    marked failed when the forwarder would sign it; the other cases go on."""
+    node = Node()
+    submit(outbox, "A")
+    later = follow(outbox, "A", "accept")  # unsigned until the submit's reply
+    outbox._db.execute("UPDATE commands SET idempotency_key = 'old-1' WHERE seq = ?", (later.seq,))
+    submit(outbox, "B")
+    result = Forwarder(outbox, node).drain()
+    assert [c.ref for c in result.sent] == ["A", "B"]
+    [failed] = result.failed
+    assert failed.seq == later.seq and failed.error_code == "INVALID_ARGUMENT"
+    assert "not signed" in failed.error_message and "idempotency_key" in failed.error_message

@@ -299,6 +299,9 @@ def test_the_nodes_details_are_read_into_the_refusal(
     assert refusal.code == grpc.StatusCode.INVALID_ARGUMENT
     assert refusal.violations == (("command.withdraw.reason", "must not be empty"),)
     assert refusal.reason == "InvalidInput" and refusal.field_suffix() == "reason"
+    info = error_details_pb2.ErrorInfo()
+    assert len(refusal.details) == 2 and refusal.details[1].Unpack(info)
+    assert info.domain == "tongban"  # the whole status is kept, not only what is read out
     assert len(fake.received) == 1  # INVALID_ARGUMENT is not retried
 
 
