@@ -71,6 +71,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from tongban.v1 import common_pb2
 
+from adapters.errors import NodeRefused
 from adapters.sdk import HallClient, HallCredentials, RetryPolicy, TLSConfig
 from benchmarks.baselines import (
     Baseline,
@@ -217,7 +218,9 @@ class _Caller:
 
 
 def _error_name(error: BaseException) -> str:
-    if isinstance(error, grpc.RpcError) and isinstance(error, grpc.Call):
+    if isinstance(error, NodeRefused):  # the SDK's calls
+        return error.code.name
+    if isinstance(error, grpc.RpcError) and isinstance(error, grpc.Call):  # the raw stub's
         return str(error.code().name)
     return type(error).__name__
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import grpc
 import pytest
-from google.rpc import error_details_pb2
+from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 from tongban.v1 import (
     admin_pb2,
@@ -28,6 +28,7 @@ from tongban.v1 import (
     common_pb2,
 )
 
+from adapters.errors import NodeRefused
 from adapters.sdk import HallClient, RetryPolicy
 from hub.bootstrap import load_admin_key
 from hub.commands.signing import CommandSigner
@@ -133,10 +134,15 @@ def _outcome(call: Callable[[], Any]) -> tuple[str, bytes]:
         reply = call()
         if isinstance(reply, Iterator):  # a stream: read it to its end (or its deadline)
             return "OK", b"".join(r.SerializeToString() for r in reply)
-    except grpc.RpcError as error:
+    except grpc.RpcError as error:  # a raw stub's call
         status = rpc_status.from_call(error)  # type: ignore[arg-type]
         details = status.SerializeToString() if status is not None else b""
         return error.code().name, (error.details() or "").encode() + details
+    except NodeRefused as refusal:  # the SDK's call: the same status, read once by the SDK
+        status = status_pb2.Status(
+            code=refusal.code.value[0], message=refusal.message, details=refusal.details
+        )
+        return refusal.code.name, refusal.message.encode() + status.SerializeToString()
     return "OK", reply.SerializeToString()
 
 

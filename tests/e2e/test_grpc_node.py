@@ -33,6 +33,7 @@ from tongban.v1 import (
     common_pb2,
 )
 
+from adapters.errors import NodeRefused
 from adapters.sdk import HallClient, HallCredentials, RetryPolicy, TLSConfig
 from hub.bootstrap import load_admin_key
 from hub.commands.signing import CommandSigner
@@ -171,22 +172,28 @@ def test_a_retry_returns_the_first_result(node: NodeProcess, village: HallClient
     assert _stored_events(node) == size
 
 
-def _status(error: grpc.RpcError) -> tuple[grpc.StatusCode, str, list[Any]]:
-    status = rpc_status.from_call(error)  # type: ignore[arg-type]
+def _status(error: grpc.RpcError | NodeRefused) -> tuple[grpc.StatusCode, str, list[Any]]:
+    """Code, message and the BadRequest/ErrorInfo details of a refusal: the SDK's NodeRefused
+    (which keeps every status detail) or a raw stub's grpc.RpcError."""
+    if isinstance(error, NodeRefused):
+        code, message, raw = error.code, error.message, list(error.details)
+    else:
+        status = rpc_status.from_call(error)  # type: ignore[arg-type]
+        code, message = error.code(), error.details() or ""
+        raw = list(status.details) if status is not None else []
     details: list[Any] = []
-    if status is not None:
-        for detail in status.details:
-            for kind in (error_details_pb2.BadRequest, error_details_pb2.ErrorInfo):
-                if detail.Is(kind.DESCRIPTOR):
-                    message = kind()
-                    detail.Unpack(message)
-                    details.append(message)
-    return error.code(), error.details() or "", details
+    for detail in raw:
+        for kind in (error_details_pb2.BadRequest, error_details_pb2.ErrorInfo):
+            if detail.Is(kind.DESCRIPTOR):
+                unpacked = kind()
+                detail.Unpack(unpacked)
+                details.append(unpacked)
+    return code, message, details
 
 
 def _refused(node: NodeProcess, call: Callable[[], Any]) -> tuple[grpc.StatusCode, str, list[Any]]:
     size = _stored_events(node)
-    with pytest.raises(grpc.RpcError) as caught:
+    with pytest.raises((grpc.RpcError, NodeRefused)) as caught:
         call()
     assert _stored_events(node) == size, "a refused call stored something"
     return _status(caught.value)
