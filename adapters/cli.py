@@ -47,6 +47,9 @@ EXIT_REFUSED = 1
 EXIT_CONFIG = 2
 EXIT_UNAVAILABLE = 3
 EXIT_INTERRUPTED = 130
+# A reader that left early (``| head -1``): what a shell reports for a command killed by
+# SIGPIPE, and what ``tongban`` itself returns, so scripts see one convention.
+EXIT_BROKEN_PIPE = 141
 
 #: The prefixes of every environment variable the adapters read (the node rejects other
 #: ``TONGBAN_*`` variables it does not know, but leaves these families to the adapters).
@@ -516,7 +519,7 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         sys.stdout.flush()  # a closed pipe shows here, inside the handler, not at exit
     except BrokenPipeError:
         _stdout_to_devnull()
-        return EXIT_OK
+        return EXIT_BROKEN_PIPE
     return code
 
 

@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 import adapters
-from adapters.cli import VARIABLE_FAMILIES, _connection, build_parser, main
+from adapters.cli import EXIT_BROKEN_PIPE, VARIABLE_FAMILIES, _connection, build_parser, main
 from adapters.errors import ConfigError
 
 ROOT = Path(adapters.__file__).resolve().parents[1]
@@ -129,11 +129,11 @@ def test_help_is_not_a_mistake(capsys: pytest.CaptureFixture[str]) -> None:
     assert code == 0 and "forward" in out and err == ""
 
 
-def test_status_into_a_closed_pipe_exits_0_without_a_traceback(
+def test_status_into_a_closed_pipe_exits_141_without_a_traceback(
     hall: list[str], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """``tongban adapter village status --json | head -1``: the reader is gone before the
-    output is written; the command ends quietly with 0."""
+    output is written; the command ends quietly with 141, as ``tongban`` does."""
     assert main(["village", "act", "accept", "--case-id", str(uuid.uuid4()), *hall], {}) == 0
     capsys.readouterr()
     read_end, write_end = os.pipe()
@@ -141,7 +141,7 @@ def test_status_into_a_closed_pipe_exits_0_without_a_traceback(
     closed = open(write_end, "w", encoding="utf-8")  # noqa: SIM115 - closed below
     monkeypatch.setattr(sys, "stdout", closed)
     try:
-        assert main(["village", "status", "--json", *hall], {}) == 0
+        assert main(["village", "status", "--json", *hall], {}) == EXIT_BROKEN_PIPE == 141
     finally:
         closed.close()  # its buffer goes to /dev/null now: no second BrokenPipeError
     err = capsys.readouterr().err
@@ -162,7 +162,7 @@ def test_a_closed_pipe_in_a_real_process(hall: list[str]) -> None:
     assert process.stdout is not None
     process.stdout.close()
     _, err = process.communicate(timeout=60)
-    assert process.returncode == 0, err.decode()
+    assert process.returncode == EXIT_BROKEN_PIPE, err.decode()
     assert b"Traceback" not in err and b"BrokenPipe" not in err, err.decode()
 
 

@@ -224,6 +224,17 @@ def test_show_key_prints_the_key_that_signing_key_printed(
     assert key_id(shown["public key"]) == shown["key id"]
 
 
+def test_usage_and_configuration_mistakes_exit_2(
+    data_dir: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """docs/operations.md "Exit codes": a usage or configuration mistake is 2."""
+    assert main(["audit", "case"]) == 2  # a missing argument
+    assert main(["no-such-command"]) == 2
+    monkeypatch.setenv("TONGBAN_LISTEN_ADRESS", "x")  # mistyped, refused by name
+    assert main(["hall", "list"]) == 2
+    assert "TONGBAN_LISTEN_ADRESS" in capsys.readouterr().err
+
+
 def test_ctrl_c_is_one_line_and_exit_130() -> None:
     # A real SIGINT, delivered while the command runs (in the middle of loading the regions).
     probe = (
