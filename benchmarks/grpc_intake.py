@@ -1,8 +1,8 @@
 """Case intake end to end over gRPC, beside the raw gRPC and PostgreSQL limits of this run.
 
     python -m benchmarks.grpc_intake [--dsn DSN] [--clients 16] [--processes N]
-                                     [--seconds 8] [--open-seconds 8] [--open-rate R]
-                                     [--group-commit off|on|both]
+                                     [--serve-processes N] [--seconds 8] [--open-seconds 8]
+                                     [--open-rate R] [--group-commit off|on|both]
 
 What runs: a real ``tongban serve`` process (``tests.harness.node.NodeProcess``) over mutual
 TLS, with the PostgreSQL event store and the ledger integrator following the log, and
@@ -662,6 +662,12 @@ def _parser() -> argparse.ArgumentParser:
         default=max(1, (os.cpu_count() or 2) // 2),
         help="load-generator processes the clients share (default: half the CPUs, at least 1)",
     )
+    parser.add_argument(
+        "--serve-processes",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="the node's serving processes, `tongban serve --processes` (default: the CPUs)",
+    )
     parser.add_argument("--seconds", type=float, default=8.0, help="closed-loop window")
     parser.add_argument("--open-seconds", type=float, default=8.0, help="open-loop window")
     parser.add_argument(
@@ -698,11 +704,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"started a throwaway PostgreSQL ({pg.describe_dsn(dsn)}, durable settings)")
         node_dsn: str = stack.enter_context(pg.temporary_database(dsn))
         work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="tongban-bench-")))
-        node = _harness("node").NodeProcess(work / "node", database_url=node_dsn)
+        node = _harness("node").NodeProcess(
+            work / "node", database_url=node_dsn, processes=args.serve_processes
+        )
         stack.callback(node.stop)
         clients = register_halls(node, args.clients)
         print(
-            f"node: tongban serve over mTLS, PostgreSQL event store, ledger integrator running; "
+            f"node: tongban serve --processes {args.serve_processes} over mTLS, PostgreSQL event "
+            "store, ledger integrator in its own process; "
             f"{args.clients} hall clients in {args.processes} load process(es)"
         )
         print(
@@ -791,13 +800,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                 ratio = closed.rate / grpc_raw.rate if grpc_raw.rate else 0.0
                 summary.append(
                     f"  {label}: {closed.rate:,.1f} cases/s = {ratio:.3g} x raw gRPC "
-                    f"(goal >= 0.5: {_goal(ratio >= 0.5)}); p99 at {half:,.0f} cases/s "
+                    f"(goal >= 0.25, compass 0.5: {_goal(ratio >= 0.25)}); "
+                    f"p99 at {half:,.0f} cases/s "
                     f"{opened.p99_ms:.1f} ms"
                     + ("" if args.open_rate else f" (goal < 50 ms: {_goal(opened.p99_ms < 50)})")
                 )
             finally:
                 node.stop()
-        print("\ngoals (issue 4, part 7):")
+        print("\ngoals (operations issue: >= 0.25 x raw gRPC, p99 < 50 ms at half the maximum):")
         print("\n".join(summary))
     print(f"\nbenchmark took {time.monotonic() - began:.0f} s")
     return 0

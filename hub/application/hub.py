@@ -12,7 +12,9 @@ signed, and goes through the same steps, in this order:
    genesis names — and verify the Ed25519 signature over those bytes with its current key;
 3. the header must name this node;
 4. a retry (same signer and idempotency key) returns the first result; the same key with
-   another payload is ``IdempotencyConflict``;
+   another payload is ``IdempotencyConflict`` (a submit finds out when it is saved: its case and
+   command record ids follow from the key, so a retry conflicts with the first and is answered
+   with its result, saving every first submit a read);
 5. the signed time must lie within the node's clock window (or, for a deferred command, in the
    past and not too old);
 6. the clear personal values beside the bytes must open the commitments the command signed;
@@ -268,12 +270,19 @@ class HubApplication(Application[UUID]):
                 f"this node is {self.policy.origin!r}; sign the command for the node you send to",
             )
         digest = payload_digest(action.action_name, self._canonical(action, signed))
-        replay = self._replay(action.signer, header.signer, header.idempotency_key, digest, action)
-        if replay is not None:
-            return replay
-        self._check_time(parsed)
+        if not isinstance(action, cmd.Submit):
+            # A submit skips this read: a retried submit names the same case and the same
+            # command record as the first, so saving it conflicts and the handler below finds
+            # the first result then. Every other command is looked up first, as running it
+            # again could be refused by the state the first run left (e.g. accepting twice).
+            replay = self._replay(
+                action.signer, header.signer, header.idempotency_key, digest, action
+            )
+            if replay is not None:
+                return replay
         run = _Run(parsed, signed, key_id(public_key), digest, hall)
         try:
+            self._check_time(parsed)
             return self._handle(run)
         except TongbanError as error:
             # A concurrent duplicate of this very command may have won meanwhile: its result,
@@ -372,7 +381,7 @@ class HubApplication(Application[UUID]):
             if self._exists(hall.id):
                 raise AlreadyExists(f"hall {action.hall_id} is already registered")
             return self._commit(run, hall, 0)
-        hall = self.get_hall(action.hall_id)
+        hall = self.get_hall(action.hall_id, for_change=True)
         before = hall.version
         if isinstance(action, cmd.RotateHallKey):
             hall.rotate_key(action.public_key)
@@ -422,10 +431,18 @@ class HubApplication(Application[UUID]):
         subject = self.vault.subject(id_number)
         return list(self._read(lambda: self.keys.cases_of_subject(subject)))
 
-    def get_hall(self, hall_id: str) -> Hall:
-        """The hall with ``hall_id`` as stored now; NotFound otherwise."""
+    def get_hall(self, hall_id: str, *, for_change: bool = False) -> Hall:
+        """The hall with ``hall_id`` as stored now; NotFound otherwise.
+
+        The hall comes from a cache brought up to date from the store on every call (so a key
+        rotated or a hall retired in another process counts at once). It is shared: only with
+        ``for_change`` is it a copy that may be changed and saved.
+        """
+        aggregate_id = hall_aggregate_id(hall_id)
         try:
-            hall = self._read(lambda: self.hall_repository.get(hall_aggregate_id(hall_id)))
+            hall = self._read(
+                lambda: self.hall_repository.get(aggregate_id, deepcopy_from_cache=for_change)
+            )
         except AggregateNotFoundError:
             raise NotFound("hall", hall_id) from None
         if not isinstance(hall, Hall):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
 import re
 from uuid import NAMESPACE_URL, UUID, uuid5
@@ -22,6 +23,7 @@ _HALL_ID = re.compile(r"^[a-z0-9][a-z0-9.-]{2,63}$")
 ED25519_PUBLIC_KEY_BYTES = 32
 
 
+@functools.lru_cache(maxsize=65_536)  # asked on every command a hall signs
 def hall_aggregate_id(hall_id: str) -> UUID:
     """Halls are addressed by their id; the aggregate id is derived from it."""
     return uuid5(NAMESPACE_URL, f"tongban:hall:{hall_id}")

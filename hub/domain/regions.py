@@ -82,11 +82,7 @@ class RegionCode:
     @property
     def level(self) -> Level:
         """The level is that of the last non-zero segment."""
-        level = Level.PROVINCE
-        for number, (start, end) in enumerate(_SEGMENTS, start=1):
-            if set(self.value[start:end]) != {"0"}:
-                level = Level(number)
-        return level
+        return _level_of(self.value)
 
     @property
     def short(self) -> str:
@@ -219,3 +215,14 @@ class RegionRegistry:
     def full_name(self, code: RegionCode) -> str:
         """Names from the province down, joined without separators as on official documents."""
         return "".join(region.name for region in self.path(code))
+
+
+@functools.lru_cache(maxsize=65_536)
+def _level_of(value: str) -> Level:
+    # Cached: every command asks the level of its halls' regions several times, and a node
+    # knows a few thousand regions at most.
+    level = Level.PROVINCE
+    for number, (start, end) in enumerate(_SEGMENTS, start=1):
+        if set(value[start:end]) != {"0"}:
+            level = Level(number)
+    return level
