@@ -59,6 +59,11 @@ FOLLOWER_FAILED = Gauge(
 )
 LEDGER_SIZE = Gauge("tongban_ledger_leaves", "Leaves in the node's log", multiprocess_mode="max")
 OPEN_STREAMS = Gauge("tongban_open_streams", "Server streams open now", multiprocess_mode="livesum")
+COMMIT_QUEUE = Gauge(
+    "tongban_commit_queue",
+    "Commands waiting for their transaction (group commit), now",
+    multiprocess_mode="livesum",
+)
 
 
 def new_request_id() -> str:

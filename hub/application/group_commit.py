@@ -50,6 +50,7 @@ from typing import Any
 from eventsourcing.application import Application, ProcessingEvent
 from eventsourcing.persistence import InterfaceError, OperationalError
 
+from hub import telemetry
 from hub.errors import ConfigurationError
 
 #: Most saves in one transaction: bounds one transaction's size and the wait of its last caller.
@@ -118,17 +119,21 @@ class GroupCommit:
         if not collected.events:
             return
         entry = _Pending(collected.events, {key: list(rows) for key, rows in extras.items()})
-        with self._lock:
-            self._queue.append(entry)
-            leader = not self._committing
-            self._committing = True
-            self._arrived.notify()  # a leader waiting for a fuller batch
-        if not leader:
-            entry.wake.wait()
-            if entry.lead:  # promoted: the previous leader left this entry at the queue's head
-                leader = True
-        if leader:
-            self._lead()
+        telemetry.COMMIT_QUEUE.inc()
+        try:
+            with self._lock:
+                self._queue.append(entry)
+                leader = not self._committing
+                self._committing = True
+                self._arrived.notify()  # a leader waiting for a fuller batch
+            if not leader:
+                entry.wake.wait()
+                if entry.lead:  # promoted: the previous leader left this entry at the head
+                    leader = True
+            if leader:
+                self._lead()
+        finally:
+            telemetry.COMMIT_QUEUE.dec()
         if entry.error is not None:
             raise entry.error
 

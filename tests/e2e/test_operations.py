@@ -182,6 +182,8 @@ def test_metrics_count_calls_and_report_the_integrator(node: NodeProcess) -> Non
     assert 'tongban_commands_total{action="submit"}' in text
     assert "tongban_follower_lag_events" in text
     assert "tongban_ledger_leaves" in text
+    assert "tongban_open_streams" in text
+    assert "tongban_commit_queue 0.0" in text  # nothing waits once the call was answered
 
 
 def test_logs_are_json_with_one_line_per_command_and_no_personal_data(node: NodeProcess) -> None:
