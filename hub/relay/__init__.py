@@ -1,0 +1,1 @@
+"""Federation: the relay between nodes (handoff envelopes over Kafka) and its configuration."""
