@@ -1,16 +1,18 @@
 """The composition root: turns :class:`~hub.settings.Settings` into a running node.
 
-This is the only place that knows how settings map onto the event store's configuration, where
-the node's keys live, and which catalogue and region registry a node uses.
+This is the only place that knows how settings map onto the event store's configuration, where the
+node's keys live, and which catalogue and region registry a node uses.
 
 **Keys are made on purpose, never by accident.** :func:`initialise` (``tongban init``) creates a
 node's keys under ``<data dir>/secrets`` — the log signing key, the at-rest key ring (random key
-ids), the pseudonym key and the first admin's command-signing key — and records the node's
-genesis in the store (its log key and first admin) and the key ring's fingerprints. Every other
-entry point loads the keys with :func:`load_node_keys`, which refuses to run without them
-(naming ``tongban init``), and :func:`build_application` refuses a store whose genesis names
-another log key or whose recorded fingerprints do not match the key ring: a data directory and a
-store that do not belong together never write a byte.
+ids), the pseudonym key and the first admin's command-signing key — and records the node's genesis
+in the store (its log key and first admin) and the key ring's fingerprints, and the federation keys
+(the witness key that cosigns peers' checkpoints, the X25519 key personal data from peers is sealed
+to; ``tongban init`` adds these to a node initialised before they existed). Every other entry point
+loads the keys with :func:`load_node_keys`, which refuses to run without them (naming ``tongban
+init``), and :func:`build_application` refuses a store whose genesis names another log key or whose
+recorded fingerprints do not match the key ring: a data directory and a store that do not belong
+together never write a byte.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from eventsourcing.persistence import InterfaceError, OperationalError, ProgrammingError
 from psycopg.conninfo import conninfo_to_dict
 
@@ -44,6 +47,7 @@ from hub.errors import ConfigurationError, StorageUnavailable, StoreMismatch
 from hub.integrity.integrator import HeadGuard, LedgerIntegrator, open_ledger_view
 from hub.settings import Settings
 from ledger import LedgerError, Signer
+from ledger.cosignature import Cosigner
 
 #: The first admin's name unless ``tongban init --admin`` gives another.
 DEFAULT_ADMIN = "operator"
@@ -89,6 +93,16 @@ class NodePaths:
     def head(self) -> Path:
         """The last checkpoint this node signed (outside the database, see HeadGuard)."""
         return self.data_dir / "ledger" / "head"
+
+    @property
+    def witness_key(self) -> Path:
+        """The node's witness key: its cosignatures of peers' checkpoints (C2SP cosignature)."""
+        return self.secrets / "witness.key"
+
+    @property
+    def encryption_key(self) -> Path:
+        """The node's X25519 key: personal data peers send it is sealed to its public half."""
+        return self.secrets / "encryption.key"
 
 
 @dataclass(frozen=True)
@@ -153,6 +167,64 @@ def load_node_keys(settings: Settings) -> NodeKeys:
     except (binascii.Error, ValueError) as error:
         raise ConfigurationError(f"{paths.pseudonym_key}: not base64: {error}") from None
     return NodeKeys(signer, KeyRingCipher(keys, active), pseudonym, cipher_file)
+
+
+@dataclass(frozen=True)
+class FederationKeys:
+    """The keys a node needs among peers, besides its log key."""
+
+    #: Cosigns other logs' checkpoints (name ``<origin>/witness``).
+    witness: Cosigner
+    #: Opens personal data sealed to this node (HPKE, RFC 9180).
+    encryption: X25519PrivateKey
+
+
+def witness_name(origin: str) -> str:
+    """The name a node's witness key carries: ``<log origin>/witness``."""
+    return f"{origin}/witness"
+
+
+def load_federation_keys(settings: Settings) -> FederationKeys:
+    """The node's witness and encryption keys; ConfigurationError naming ``tongban init``."""
+    paths = NodePaths(settings.data_dir)
+    missing = [p for p in (paths.witness_key, paths.encryption_key) if not p.exists()]
+    if missing:
+        raise ConfigurationError(
+            f"no federation keys in {settings.data_dir} (missing "
+            f"{', '.join(p.name for p in missing)}): run `tongban init` once more, which adds "
+            "them to an initialised node without touching its other keys"
+        )
+    try:
+        witness = Cosigner.from_key(paths.witness_key.read_text("ascii").strip())
+    except (LedgerError, ValueError, OSError) as error:
+        raise ConfigurationError(f"{paths.witness_key}: not a witness key: {error}") from None
+    try:
+        raw = base64.b64decode(paths.encryption_key.read_text("ascii").strip(), validate=True)
+        encryption = X25519PrivateKey.from_private_bytes(raw)
+    except (binascii.Error, ValueError, OSError) as error:
+        raise ConfigurationError(
+            f"{paths.encryption_key}: not an X25519 private key: {error}"
+        ) from None
+    return FederationKeys(witness, encryption)
+
+
+def _create_federation_keys(settings: Settings) -> bool:
+    """Create whichever federation key is missing; True if one was created."""
+    paths = NodePaths(settings.data_dir)
+    created = False
+    if not paths.witness_key.exists():
+        witness = Cosigner.generate(witness_name(settings.origin))
+        _write_secret(paths.witness_key, (witness.key_string() + "\n").encode("ascii"))
+        created = True
+    if not paths.encryption_key.exists():
+        raw = X25519PrivateKey.generate().private_bytes(
+            serialization.Encoding.Raw,
+            serialization.PrivateFormat.Raw,
+            serialization.NoEncryption(),
+        )
+        _write_secret(paths.encryption_key, base64.b64encode(raw) + b"\n")
+        created = True
+    return created
 
 
 def load_admin_key(path: Path) -> Ed25519PrivateKey:
@@ -312,6 +384,8 @@ def initialise(settings: Settings, *, admin: str = DEFAULT_ADMIN) -> tuple[Node,
             ),
         )
         created = True
+    # Federation keys came later than the others: an initialised node gets them here too.
+    created = _create_federation_keys(settings) or created
     keys = load_node_keys(settings)
     app = _open(settings, keys, create_tables=True)
     try:
