@@ -45,8 +45,10 @@ from hub.domain.node import Node
 from hub.domain.regions import RegionRegistry
 from hub.errors import ConfigurationError, StorageUnavailable, StoreMismatch
 from hub.integrity.integrator import HeadGuard, LedgerIntegrator, open_ledger_view
+from hub.relay.config import FederationConfig, encryption_key_text, load_federation
+from hub.relay.node import Relay
 from hub.settings import Settings
-from ledger import LedgerError, Signer
+from ledger import LedgerError, Signer, Verifier
 from ledger.cosignature import Cosigner
 
 #: The first admin's name unless ``tongban init --admin`` gives another.
@@ -276,12 +278,63 @@ def persistence_env(settings: Settings, *, create_tables: bool = True) -> dict[s
     return env
 
 
+def load_federation_file(settings: Settings) -> FederationConfig | None:
+    """The node's federation file, checked (None for a node on its own)."""
+    if settings.federation is None:
+        return None
+    return load_federation(
+        settings.federation, own_region=settings.node_region, own_origin=settings.origin
+    )
+
+
 def _policy(settings: Settings) -> NodePolicy:
+    federation = load_federation_file(settings)
     return NodePolicy(
         origin=settings.origin,
         region=settings.node_region,
         clock_window=timedelta(seconds=settings.clock_window_s),
         deferred_max_age=timedelta(days=settings.deferred_max_age_days),
+        peer_regions=tuple(peer.region for peer in federation.peers) if federation else (),
+    )
+
+
+def peer_log_keys(settings: Settings) -> dict[str, Verifier]:
+    """The federation's log keys by origin (for the gate and the auditor)."""
+    federation = load_federation_file(settings)
+    if federation is None:
+        return {}
+    return {peer.origin: peer.log_verifier() for peer in federation.peers}
+
+
+def federation_identity(settings: Settings) -> dict[str, str]:
+    """This node's entry for its peers' federation files (public keys only)."""
+    keys = load_node_keys(settings)
+    federation = load_federation_keys(settings)
+    return {
+        "region": settings.node_region,
+        "origin": settings.origin,
+        "log_key": keys.signer.verifier_key(),
+        "witness_key": federation.witness.verifier_key(),
+        "encryption_key": encryption_key_text(federation.encryption.public_key()),
+        "ca_certificate": str(settings.pki_dir / "ca.pem"),
+        "address": settings.listen,
+    }
+
+
+def build_relay(settings: Settings, app: HubApplication) -> Relay | None:
+    """The node's relay when it has a federation file (None otherwise)."""
+    federation = load_federation_file(settings)
+    if federation is None:
+        return None
+    keys = load_node_keys(settings)
+    federation_keys = load_federation_keys(settings)
+    return Relay(
+        app,
+        open_ledger_view(app),
+        federation,
+        signer=keys.signer,
+        witness=federation_keys.witness,
+        encryption_key=federation_keys.encryption,
     )
 
 
@@ -417,6 +470,7 @@ def build_integrator(settings: Settings, app: HubApplication) -> LedgerIntegrato
         head=HeadGuard(NodePaths(settings.data_dir).head, keys.signer),
         checkpoint_every=settings.checkpoint_every,
         checkpoint_interval=settings.checkpoint_interval_ms / 1000,
+        peers=peer_log_keys(settings),
     )
 
 

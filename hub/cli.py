@@ -485,6 +485,19 @@ def _log_verifiers(args: argparse.Namespace) -> list[Any]:
     return verifiers
 
 
+def _peer_verifiers(args: argparse.Namespace) -> dict[str, Any]:
+    from ledger import Verifier
+
+    peers = {}
+    for key in getattr(args, "peer_key", None) or []:
+        try:
+            verifier = Verifier.from_key(key)
+        except Exception as error:
+            raise ConfigurationError(f"--peer-key {key!r}: {error}") from None
+        peers[verifier.name] = verifier
+    return peers
+
+
 def _ledger(args: argparse.Namespace) -> int:
     from hub.bootstrap import build_integrator, load_node_keys
 
@@ -520,7 +533,12 @@ def _audit(args: argparse.Namespace) -> int:
     trusted = _trusted_checkpoint(args)
     if args.audit_command == "verify" and args.export:
         report = audit_export(
-            Path(args.export), verifiers, origin=origin, trusted=trusted, progress=_progress_bar()
+            Path(args.export),
+            verifiers,
+            origin=origin,
+            trusted=trusted,
+            progress=_progress_bar(),
+            peers=_peer_verifiers(args),
         )
         return _finish_audit(args, report)
     store = (
@@ -531,7 +549,12 @@ def _audit(args: argparse.Namespace) -> int:
     with store:
         if args.audit_command == "verify":
             report = audit_store(
-                store, verifiers, origin=origin, trusted=trusted, progress=_progress_bar()
+                store,
+                verifiers,
+                origin=origin,
+                trusted=trusted,
+                progress=_progress_bar(),
+                peers=_peer_verifiers(args),
             )
             return _finish_audit(args, report)
         case_id = _case_id(args.case_id)
@@ -791,6 +814,12 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--log-key-file", action="append", help="file with verifier keys")
         sub.add_argument("--origin", help="expected log origin (default: this node's)")
         _json_option(sub)
+    verify.add_argument(
+        "--peer-key",
+        action="append",
+        help="log verifier key of another node of the federation (repeat): checks the steps "
+        "and acknowledgements it sent",
+    )
     verify.add_argument(
         "--state",
         help="the auditor's state file: the log must extend the checkpoint it holds (rollback "

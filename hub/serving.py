@@ -359,14 +359,26 @@ def _follower_main(settings: Settings, lifeline: Connection, shared: _Shared) ->
     _child_setup(settings, lifeline, stop.set)
     signal.signal(signal.SIGTERM, lambda _s, _f: stop.set())
     signal.signal(signal.SIGINT, lambda _s, _f: stop.set())
-    from hub.bootstrap import build_application, build_integrator
+    from hub.bootstrap import build_application, build_integrator, build_relay
 
     try:
         app = build_application(settings, create_tables=False)
         integrator = build_integrator(settings, app)
+        relay = build_relay(settings, app)
     except TongbanError as error:
         _report_error(lifeline, error)
         raise SystemExit(2) from None
+    relay_thread: threading.Thread | None = None
+    relay_stop = threading.Event()
+    if relay is not None:
+
+        def run_relay() -> None:
+            relay.run(relay_stop)
+            if relay.failure is not None:
+                shared.fail(relay.failure)
+
+        relay_thread = threading.Thread(target=run_relay, name="relay", daemon=True)
+        relay_thread.start()
     try:
         _settle_heap()
         lifeline.send(("ready", os.getpid()))
@@ -375,6 +387,9 @@ def _follower_main(settings: Settings, lifeline: Connection, shared: _Shared) ->
             shared.fail(integrator.failure)
             stop.wait()  # stay up (idle), so the node keeps answering and says why in health
     finally:
+        relay_stop.set()
+        if relay_thread is not None:
+            relay_thread.join(timeout=10)
         app.close()
 
 

@@ -59,6 +59,23 @@ FOLLOWER_FAILED = Gauge(
 )
 LEDGER_SIZE = Gauge("tongban_ledger_leaves", "Leaves in the node's log", multiprocess_mode="max")
 OPEN_STREAMS = Gauge("tongban_open_streams", "Server streams open now", multiprocess_mode="livesum")
+RELAY_MESSAGES = Counter(
+    "tongban_relay_messages",
+    "Federation messages received, by what became of them (stored, duplicate, waiting, "
+    "refused, quarantined, acknowledged)",
+    ["outcome"],
+)
+RELAY_QUARANTINE = Gauge(
+    "tongban_relay_quarantine",
+    "Federation messages held in quarantine now",
+    multiprocess_mode="max",
+)
+RELAY_BACKLOG = Gauge(
+    "tongban_relay_backlog",
+    "Envelopes not yet acknowledged, by destination node",
+    ["destination"],
+    multiprocess_mode="max",
+)
 COMMIT_QUEUE = Gauge(
     "tongban_commit_queue",
     "Commands waiting for their transaction (group commit), now",

@@ -12,6 +12,12 @@ event was authorised:
   signature can be checked from the leaf alone.
 * ``CAUSED`` — the event was produced by the command recorded at leaf ``cause`` (an earlier
   index); the auditor checks that this command really asks for this event.
+* ``PEER_COMMAND`` — the event records a hall's command that another node's log holds, received
+  in a signed envelope: the leaf carries that hall's signature and signed bytes (the signer is
+  the hall qualified by its region, ``hall@region``), so the signature is checkable here; the
+  stored event carries the other log's leaf, its inclusion proof and checkpoint.
+* ``PEER_ACK`` — the event records another node's signed acknowledgement of an envelope: the
+  leaf carries that node's origin as signer, its log key id, its signature and the signed bytes.
 
 Encoding v2 (all integers big-endian, all strings UTF-8, ``str16``/``bytes16`` prefixed by a
 uint16 length)::
@@ -23,8 +29,9 @@ uint16 length)::
     uint64   version                aggregate version of the event
     str16    topic                  event topic, non-empty
     32 B     event hash             SHA-256 of the stored event bytes
-    uint8    authority              0 NODE, 1 HALL_COMMAND, 2 ADMIN_COMMAND, 3 CAUSED
-    then, for HALL_COMMAND and ADMIN_COMMAND:
+    uint8    authority              0 NODE, 1 HALL_COMMAND, 2 ADMIN_COMMAND, 3 CAUSED,
+                                    4 PEER_COMMAND, 5 PEER_ACK
+    then, for the signed authorities (1, 2, 4, 5):
       str16    signer               hall id or admin name, non-empty
       str16    key id               the signer's key id, non-empty
       bytes16  signature            non-empty
@@ -61,11 +68,18 @@ class Authority(enum.IntEnum):
     HALL_COMMAND = 1
     ADMIN_COMMAND = 2
     CAUSED = 3
+    PEER_COMMAND = 4
+    PEER_ACK = 5
 
     @property
     def is_command(self) -> bool:
-        """Whether the leaf carries a signed command."""
-        return self in (Authority.HALL_COMMAND, Authority.ADMIN_COMMAND)
+        """Whether the leaf carries a signed command whose events follow it (CAUSED by it)."""
+        return self in (Authority.HALL_COMMAND, Authority.ADMIN_COMMAND, Authority.PEER_COMMAND)
+
+    @property
+    def is_signed(self) -> bool:
+        """Whether the leaf carries a signer, key id, signature and signed bytes."""
+        return self.is_command or self is Authority.PEER_ACK
 
 
 def _check_uint(value: object, limit: int, what: str) -> int:
@@ -133,9 +147,9 @@ class Leaf:
         try:
             authority = Authority(self.authority)
         except ValueError:
-            raise LeafError(f"authority {self.authority!r} is not one of 0-3") from None
+            raise LeafError(f"authority {self.authority!r} is not one of 0-5") from None
         object.__setattr__(self, "authority", authority)
-        signed = authority.is_command
+        signed = authority.is_signed
         # What is present must be exactly what the authority says: a command leaf carries the
         # whole signed command, a caused leaf its cause, a node leaf nothing else.
         _utf8(self.signer, "signer", allow_empty=not signed)
@@ -184,7 +198,7 @@ class Leaf:
             self.event_hash,
             bytes([self.authority]),
         ]
-        if self.authority.is_command:
+        if self.authority.is_signed:
             for field in (self.signer.encode("utf-8"), self.key_id.encode("utf-8")):
                 parts += [len(field).to_bytes(2, "big"), field]
             for blob in (self.signature, self.command):
@@ -223,7 +237,7 @@ class Leaf:
         signer = key_id = ""
         signature = command = b""
         cause: int | None = None
-        if authority.is_command:
+        if authority.is_signed:
             signer = reader.text("signer")
             key_id = reader.text("key id")
             signature = reader.fixed(reader.u16("signature length"), "signature")

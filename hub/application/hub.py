@@ -32,7 +32,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
@@ -54,7 +54,7 @@ from hub.application.recorders import PersonalKey, PersonalKeyAccess
 from hub.application.storage import StorageGuard
 from hub.application.vault import OpenedApplicant, PersonalDataVault
 from hub.commands import model as cmd
-from hub.commands.model import Action, CaseAction, ParsedCommand, SignedCommand
+from hub.commands.model import Action, CaseAction, ParsedCommand, PersonalValue, SignedCommand
 from hub.commands.wire import parse_command
 from hub.domain.case import Case, case_id_for
 from hub.domain.codec import FrozenJSONTranscoder, register_domain_transcodings
@@ -67,6 +67,7 @@ from hub.domain.command_record import (
     record_id,
 )
 from hub.domain.commitments import MAX_SALT_BYTES, MIN_SALT_BYTES, opens
+from hub.domain.federation import PeerStep, check_remote_name, split_name, within
 from hub.domain.hall import Hall, decode_public_key, hall_aggregate_id, key_id
 from hub.domain.items import Catalogue
 from hub.domain.node import NODE_ID, Node
@@ -101,6 +102,13 @@ class NodePolicy:
     clock_window: timedelta = timedelta(minutes=5)
     #: How old a deferred command (outbox, register import) may be.
     deferred_max_age: timedelta = timedelta(days=30)
+    #: The regions the federation's other nodes keep (from the federation file): a hall there
+    #: is named ``hall_id@region`` in commands (see hub.domain.federation).
+    peer_regions: tuple[str, ...] = ()
+
+    def peer_keeps(self, region: str) -> bool:
+        """Whether another node of the federation keeps ``region``."""
+        return any(within(region, peer) for peer in self.peer_regions)
 
 
 @dataclass
@@ -488,13 +496,21 @@ class HubApplication(Application[UUID]):
         ]
 
     def receiving_region(self, hall_id: str, field: str) -> RegionCode:
-        """The region of a hall a case is sent to (registered and active)."""
+        """The region of a hall a case is sent to: registered and active here, or named
+        ``hall_id@region`` in a region another node of the federation keeps."""
+        if split_name(hall_id)[1] is not None:
+            region = check_remote_name(hall_id, self.policy.region, field)
+            if not self.policy.peer_keeps(region):
+                raise InvalidInput(
+                    field, hall_id, f"no node of this node's federation keeps region {region}"
+                )
+            return RegionCode(region)
         return RegionCode(self._receiving_hall(hall_id, field).region)
 
     def receiving_tasks(self, tasks: tuple[Any, ...]) -> tuple[Any, ...]:
-        """Joint tasks, each at a registered, active hall."""
+        """Joint tasks, each at a registered, active hall (here or at another node)."""
         for number, task in enumerate(tasks):
-            self._receiving_hall(task.hall_id, f"tasks[{number}].hall_id")
+            self.receiving_region(task.hall_id, f"tasks[{number}].hall_id")
         return tasks
 
     # ================================================================ internals
@@ -556,9 +572,16 @@ class HubApplication(Application[UUID]):
         """The clear applicant and salts, each value opening its signed commitment."""
         action = run.parsed.action
         assert isinstance(action, cmd.Submit)
+        return self.open_personal(action, run.signed.personal)
+
+    def open_personal(
+        self, action: cmd.Submit, personal: Sequence[PersonalValue]
+    ) -> tuple[Applicant, dict[str, bytes]]:
+        """The clear applicant and salts of a submission, each value opening the commitment
+        the hall signed; InvalidInput naming the value at fault otherwise."""
         wanted = PERSONAL_FIELDS["submit"]
         given: dict[str, tuple[int, Any]] = {}
-        for number, value in enumerate(run.signed.personal):
+        for number, value in enumerate(personal):
             if value.field not in wanted or value.field in given:
                 raise InvalidInput(
                     f"personal[{number}].field",
@@ -698,6 +721,36 @@ class HubApplication(Application[UUID]):
         if hall.retired:
             raise InvalidInput(field, hall_id, "the hall is retired")
         return hall
+
+    def get_record(self, record_id: UUID) -> CommandRecord | PeerStep:
+        """A command record or a peer step record; NotFound otherwise."""
+        try:
+            record = self._get(record_id)
+        except AggregateNotFoundError:
+            raise NotFound("record", record_id) from None
+        if not isinstance(record, CommandRecord | PeerStep):
+            raise NotFound("record", record_id)
+        return record
+
+    def peer_step_evidence(self, record_id: UUID) -> PeerStep.Recorded:
+        """The stored evidence of a step another node took (its envelope, proofs, keys)."""
+        events = self._read(lambda: list(self.events.get(record_id, lte=1)))
+        if not events or not isinstance(events[0], PeerStep.Recorded):
+            raise NotFound("peer step", record_id)
+        evidence: PeerStep.Recorded = events[0]
+        return evidence
+
+    def has_aggregate(self, aggregate_id: UUID) -> bool:
+        """Whether any event of ``aggregate_id`` is stored."""
+        return self._exists(aggregate_id)
+
+    def save_records(self, *aggregates: Any, **kwargs: Any) -> None:
+        """Save aggregates in one transaction (ConcurrencyConflict when one exists already).
+
+        For the relay's records: a step another node took and the events it produced here, a
+        peer's acknowledgement. Local commands go through :meth:`execute`.
+        """
+        self._save(*aggregates, **kwargs)
 
     def _exists(self, aggregate_id: UUID) -> bool:
         return bool(self._read(lambda: self.recorder.select_events(aggregate_id, limit=1)))

@@ -588,8 +588,16 @@ class Case(Aggregate):
     # ---------------------------------------------------------------- after the decision
 
     def deliver(self, actor: Actor, method: DeliveryMethod, note: str) -> None:
-        """送达; an approved certificate item needs its certificate first."""
-        self._check("deliver", actor)
+        """送达; an approved certificate item needs its certificate first.
+
+        A cross-region case's result may be handed over at the intake hall's window (一窗发证,
+        ``OFFSITE_WINDOW``) by that hall, even though a hall of the competent region holds it.
+        """
+        if method is DeliveryMethod.OFFSITE_WINDOW:
+            self._require_holder_or_intake(actor)
+            self._check("deliver", actor, holder_only=False)
+        else:
+            self._check("deliver", actor)
         if self.state is S.CONCLUDED and self.approved and self.produces_certificate:
             raise TransitionRefused("deliver", self.state.name, "issue the certificate first")
         if method is DeliveryMethod.OFFSITE_WINDOW and self.mode is CrossRegionMode.LOCAL:

@@ -27,7 +27,7 @@ yet: the report counts them as *unsigned*.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from uuid import UUID
@@ -44,6 +44,7 @@ from ledger import (
     LedgerError,
     NoteVerifier,
     Receipt,
+    Verifier,
     WitnessPolicy,
     leaf_hash,
     open_checkpoint,
@@ -153,8 +154,10 @@ def audit_store(
     origin: str,
     trusted: bytes | None = None,
     progress: Progress = _no_progress,
+    peers: Mapping[str, Verifier] | None = None,
 ) -> AuditReport:
-    """Verify a node's database, opened read-only."""
+    """Verify a node's database, opened read-only (``peers``: the federation's log keys by
+    origin, to check the steps and acknowledgements other nodes sent)."""
     tables = store.tables
     contents = LogContents(
         checkpoints=tables.checkpoints(store.cursor()),
@@ -164,7 +167,9 @@ def audit_store(
         position=store.position(),
         history=store.history,
     )
-    return audit_log(contents, log_verifiers, origin=origin, trusted=trusted, progress=progress)
+    return audit_log(
+        contents, log_verifiers, origin=origin, trusted=trusted, progress=progress, peers=peers
+    )
 
 
 def _max_leaf(store: ReadOnlyStore) -> int:
@@ -182,6 +187,7 @@ def audit_export(
     origin: str,
     trusted: bytes | None = None,
     progress: Progress = _no_progress,
+    peers: Mapping[str, Verifier] | None = None,
 ) -> AuditReport:
     """Verify a ``tongban ledger export``: its tiles, entries and events, offline."""
     report = AuditReport()
@@ -212,7 +218,9 @@ def audit_export(
         position=None,
         history=None,
     )
-    audited = audit_log(contents, log_verifiers, origin=origin, trusted=trusted, progress=progress)
+    audited = audit_log(
+        contents, log_verifiers, origin=origin, trusted=trusted, progress=progress, peers=peers
+    )
     audited.findings[:0] = report.findings
     return audited
 
@@ -270,6 +278,7 @@ def audit_log(
     origin: str,
     trusted: bytes | None = None,
     progress: Progress = _no_progress,
+    peers: Mapping[str, Verifier] | None = None,
 ) -> AuditReport:
     """Verify one log's contents (see the module docstring)."""
     report = AuditReport()
@@ -285,7 +294,7 @@ def audit_log(
         report.unsigned = len(leaves)
     if trusted is not None:
         _check_trusted(trusted, verified, hashes, log_verifiers, origin, report)
-    _check_events_and_bindings(contents, leaves, origin, report, progress)
+    _check_events_and_bindings(contents, leaves, origin, report, progress, peers or {})
     return report
 
 
@@ -442,9 +451,10 @@ def _check_events_and_bindings(
     origin: str,
     report: AuditReport,
     progress: Progress,
+    peers: Mapping[str, Verifier],
 ) -> None:
     by_event = {(leaf.aggregate_id, leaf.version): leaf for leaf in leaves if leaf is not None}
-    checker = LogChecker(origin, load_history=contents.history)
+    checker = LogChecker(origin, load_history=contents.history, peers=dict(peers))
     matched: dict[int, StoredEvent] = {}
     position = contents.position
     expected_index = 0

@@ -20,6 +20,17 @@ What is checked, leaf by leaf:
   command's arguments (acting hall, operator and region; each argument the event records; the
   applicant's commitments; the case id of a submission derived from hall and key).
 * a ``NODE`` leaf is the node's own act: only the genesis (:class:`~hub.domain.node.Node`).
+* a **peer step leaf** (``PEER_COMMAND``) records a hall's command that another node's log holds:
+  its stored event is the :class:`~hub.domain.federation.PeerStep` with the very hall name (in
+  this node's naming), key id, signature and bytes the leaf carries; the bytes are signed by
+  the hall's key the record names and were signed for the record's origin; the origin's leaf
+  in the record is that command; with the origin's log key, the record's checkpoint verifies
+  and proves that leaf at its index, and the sender's signature covers the envelope that
+  brought it. The events that follow are checked as a local command's are, with every hall
+  name rewritten into this node's naming (:func:`hub.domain.federation.local_name`).
+* a **peer acknowledgement leaf** (``PEER_ACK``) records another node's signed answer to one of
+  this node's envelopes: with that node's log key, its signature verifies over the body the
+  record holds, and the body names this node, the envelope and what the record says.
 
 Every other combination is a problem named by index: an event no command authorised (inserted),
 a command whose events are missing (deleted), a genuine signature attached to another event
@@ -31,6 +42,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -42,6 +54,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from eventsourcing.persistence import StoredEvent
 from eventsourcing.utils import get_topic
 
+from hub.commands import model as cmd
+from hub.commands.federation import ACK_CONTEXT, ENVELOPE_CONTEXT, parse_ack, parse_envelope
 from hub.commands.model import (
     Action,
     CaseAction,
@@ -55,13 +69,23 @@ from hub.commands.wire import parse_command
 from hub.domain.case import ALLOWED_FROM, Case, case_id_for
 from hub.domain.codec import event_mapper
 from hub.domain.command_record import ADMIN, HALL, CommandRecord, record_id
+from hub.domain.federation import (
+    PeerAcknowledgement,
+    PeerStep,
+    acknowledgement_id,
+    local_name,
+    peer_step_id,
+    within,
+)
 from hub.domain.hall import Hall, hall_aggregate_id, key_id
 from hub.domain.node import Node
 from hub.domain.values import SealedApplicant
 from hub.errors import InvalidInput
-from ledger import Authority, Leaf
+from ledger import Authority, Leaf, LedgerError, Verifier, open_checkpoint, verify_inclusion
 
 RECORD_TOPIC = get_topic(CommandRecord.Recorded)
+PEER_STEP_TOPIC = get_topic(PeerStep.Recorded)
+PEER_ACK_TOPIC = get_topic(PeerAcknowledgement.Recorded)
 NODE_TOPICS = frozenset({get_topic(Node.Initialised)})
 _HALL_EVENTS = frozenset({get_topic(c) for c in (Hall.Registered, Hall.KeyRotated, Hall.Retired)})
 
@@ -110,6 +134,9 @@ class _Expectation:
     next_version: int
     last_version: int | None  # None when the record is unknown (leaf-only check)
     produced: int = 0
+    #: For a peer's step: the hall's name here, and how to write the halls it names here.
+    actor_name: str | None = None
+    localize: Callable[[str], str] | None = None
 
 
 def _expected_target(command: ParsedCommand) -> UUID:
@@ -139,8 +166,14 @@ class LogChecker:
         *,
         load_history: HistoryLoader | None = None,
         cache_size: int = 20_000,
+        peers: dict[str, Verifier] | None = None,
     ) -> None:
         self.origin = origin
+        #: The other nodes' log keys, by origin: without them a peer's proofs cannot be checked.
+        self.peers = dict(peers or {})
+        #: The region this node keeps (from its genesis).
+        self.region: str | None = None
+        self._peer_steps: set[tuple[str, int]] = set()
         self._mapper = event_mapper()
         self._load_history = load_history
         self._cache_size = cache_size
@@ -175,6 +208,22 @@ class LogChecker:
                 "signature": decoded.signature,
                 "command": decoded.signed_bytes,
             }
+        elif event.topic == PEER_STEP_TOPIC and isinstance(decoded, PeerStep.Recorded):
+            claims = {
+                "authority": Authority.PEER_COMMAND,
+                "signer": decoded.signer,
+                "key_id": decoded.key_id,
+                "signature": decoded.signature,
+                "command": decoded.signed_bytes,
+            }
+        elif event.topic == PEER_ACK_TOPIC and isinstance(decoded, PeerAcknowledgement.Recorded):
+            claims = {
+                "authority": Authority.PEER_ACK,
+                "signer": decoded.peer,
+                "key_id": decoded.key_id,
+                "signature": decoded.signature,
+                "command": decoded.body,
+            }
         elif event.topic in NODE_TOPICS:
             claims = {"authority": Authority.NODE}
         elif self._open is not None:
@@ -203,7 +252,11 @@ class LogChecker:
             problems.append(Problem("event undecodable", f"stored event of topic {leaf.topic}"))
         if self._open is not None and leaf.authority is not Authority.CAUSED:
             problems += self._close_incomplete()
-        if leaf.is_command:
+        if leaf.authority is Authority.PEER_COMMAND:
+            problems += self._check_peer_step(leaf, decoded)
+        elif leaf.authority is Authority.PEER_ACK:
+            problems += self._check_peer_ack(leaf, decoded)
+        elif leaf.is_command:
             problems += self._check_command(leaf, decoded)
         elif leaf.authority is Authority.CAUSED:
             problems += self._check_caused(leaf, decoded)
@@ -298,6 +351,174 @@ class LogChecker:
         self._open = _Expectation(leaf.index, command, target, first, last)
         return problems
 
+    def _check_peer_step(self, leaf: Leaf, record: Any) -> list[Problem]:
+        if record is not None and not isinstance(record, PeerStep.Recorded):
+            return [Problem("mis-bound signature", f"a peer step leaf on a {leaf.topic}")]
+        if record is None:
+            return [Problem("peer step unverifiable", "its stored record is missing")]
+        problems: list[Problem] = []
+        if (record.signer, record.key_id, record.signature, record.signed_bytes) != (
+            leaf.signer,
+            leaf.key_id,
+            leaf.signature,
+            leaf.command,
+        ):
+            problems.append(Problem("mis-bound signature", "the leaf and the step record differ"))
+        step = (record.origin, record.origin_index)
+        if leaf.aggregate_id != peer_step_id(*step) or step in self._peer_steps:
+            problems.append(
+                Problem("peer step replayed", f"step {record.origin}#{record.origin_index}")
+            )
+        self._peer_steps.add(step)
+        try:
+            command = parse_command(record.signed_bytes)
+        except InvalidInput as error:
+            return [*problems, Problem("command unreadable", str(error))]
+        header, action = command.header, command.action
+        own = self.region or ""
+        if header.node != record.origin or record.origin == self.origin:
+            problems.append(
+                Problem(
+                    "command for another node",
+                    f"signed for {header.node!r}, recorded as a step of {record.origin!r}",
+                )
+            )
+        if action.signer != HALL or within(header.region, own):
+            problems.append(Problem("mis-bound signature", "not a command of another node's hall"))
+        elif leaf.signer != local_name(header.hall_id, header.region, own):
+            problems.append(
+                Problem("mis-bound signature", f"the hall is {header.hall_id!r}@{header.region}")
+            )
+        if key_id(record.hall_key) != leaf.key_id or not _verifies(
+            record.hall_key, record.signature, record.signed_bytes
+        ):
+            problems.append(
+                Problem("signature", f"does not verify with the key {leaf.key_id} it names")
+            )
+        else:
+            self.signatures += 1
+        problems += self._check_origin_proof(record, header.hall_id)
+        target = _expected_target(command)
+        if record.target_id != target:
+            problems.append(
+                Problem(
+                    "mis-bound signature", f"the record acts on {record.target_id}, not {target}"
+                )
+            )
+        regions = dict(record.hall_regions)
+        self._open = _Expectation(
+            leaf.index,
+            command,
+            target,
+            record.first_version,
+            record.last_version,
+            actor_name=leaf.signer,
+            localize=lambda name: local_name(name, regions.get(name), own),
+        )
+        return problems
+
+    def _check_origin_proof(self, record: Any, hall_id: str) -> list[Problem]:
+        """The step's leaf in its origin's log, proved under a checkpoint the origin signed,
+        in an envelope its sender signed."""
+        try:
+            origin_leaf = Leaf.decode(record.origin_leaf)
+        except LedgerError as error:
+            return [Problem("peer proof", f"the origin's leaf does not decode: {error}")]
+        if (
+            origin_leaf.origin,
+            origin_leaf.index,
+            origin_leaf.authority,
+            origin_leaf.signer,
+            origin_leaf.key_id,
+            origin_leaf.signature,
+            origin_leaf.command,
+        ) != (
+            record.origin,
+            record.origin_index,
+            Authority.HALL_COMMAND,
+            hall_id,
+            record.key_id,
+            record.signature,
+            record.signed_bytes,
+        ):
+            return [Problem("peer proof", "the origin's leaf is not this command")]
+        verifier = self.peers.get(record.origin)
+        if verifier is None:
+            return [Problem("peer key unknown", f"no log key of {record.origin!r} to check with")]
+        try:
+            checkpoint = open_checkpoint(record.checkpoint, [verifier], origin=record.origin)
+            verify_inclusion(
+                origin_leaf.leaf_hash(),
+                record.origin_index,
+                checkpoint.checkpoint.size,
+                list(record.inclusion_proof),
+                checkpoint.checkpoint.root,
+            )
+        except LedgerError as error:
+            return [Problem("peer proof", f"step {record.origin}#{record.origin_index}: {error}")]
+        sender = self.peers.get(record.sender)
+        if sender is None:
+            return [Problem("peer key unknown", f"no log key of {record.sender!r} to check with")]
+        if not sender.verify(ENVELOPE_CONTEXT + record.envelope, record.envelope_signature):
+            return [Problem("peer envelope", f"{record.sender!r} did not sign this envelope")]
+        try:
+            envelope = parse_envelope(record.envelope)
+        except InvalidInput as error:
+            return [Problem("peer envelope", str(error))]
+        if (
+            envelope.envelope_id,
+            envelope.sender,
+            envelope.destination,
+            envelope.step.origin,
+            envelope.step.index,
+            envelope.step.leaf,
+        ) != (
+            record.envelope_id,
+            record.sender,
+            self.origin,
+            record.origin,
+            record.origin_index,
+            record.origin_leaf,
+        ):
+            return [Problem("peer envelope", "the envelope did not carry this step to this node")]
+        return []
+
+    def _check_peer_ack(self, leaf: Leaf, record: Any) -> list[Problem]:
+        if record is not None and not isinstance(record, PeerAcknowledgement.Recorded):
+            return [
+                Problem("mis-bound signature", f"a peer acknowledgement leaf on a {leaf.topic}")
+            ]
+        if record is None:
+            return [Problem("peer acknowledgement unverifiable", "its stored record is missing")]
+        if (record.peer, record.key_id, record.signature, record.body) != (
+            leaf.signer,
+            leaf.key_id,
+            leaf.signature,
+            leaf.command,
+        ):
+            return [Problem("mis-bound signature", "the leaf and the acknowledgement differ")]
+        if leaf.aggregate_id != acknowledgement_id(record.envelope_id) or leaf.version != 1:
+            return [Problem("peer acknowledgement replayed", f"envelope {record.envelope_id}")]
+        verifier = self.peers.get(record.peer)
+        if verifier is None:
+            return [Problem("peer key unknown", f"no log key of {record.peer!r} to check with")]
+        if f"{verifier.key_id:08x}" != record.key_id or not verifier.verify(
+            ACK_CONTEXT + record.body, record.signature
+        ):
+            return [Problem("signature", f"{record.peer!r} did not sign this acknowledgement")]
+        try:
+            body = parse_ack(record.body)
+        except InvalidInput as error:
+            return [Problem("peer acknowledgement", str(error))]
+        if (body.envelope_id, body.sender, body.destination, body.stored) != (
+            record.envelope_id,
+            record.peer,
+            self.origin,
+            record.stored,
+        ) or (body.stored and body.index != record.peer_index):
+            return [Problem("peer acknowledgement", "the record is not what the peer signed")]
+        return []
+
     def _check_signature(self, leaf: Leaf, kind: str) -> list[Problem]:
         signer = self._signers.get((kind, leaf.signer))
         if signer is None:
@@ -351,7 +572,7 @@ class LogChecker:
                 Problem("mis-bound event", f"{action.action_name} does not produce {leaf.topic}")
             )
         if event is not None and not problems:
-            problems += self._check_content(leaf, event, command, first=open_.produced == 0)
+            problems += self._check_content(leaf, event, open_, first=open_.produced == 0)
         elif event is None:
             self._learn_from_command(leaf.index, action)
         open_.produced += 1
@@ -361,17 +582,20 @@ class LogChecker:
         return problems
 
     def _check_content(
-        self, leaf: Leaf, event: Any, command: ParsedCommand, *, first: bool
+        self, leaf: Leaf, event: Any, open_: _Expectation, *, first: bool
     ) -> list[Problem]:
+        command = open_.command
         header, action = command.header, command.action
         problems: list[Problem] = []
         actor = getattr(event, "actor", None)
         if actor is not None and (actor.hall_id, actor.operator, actor.region) != (
-            header.hall_id,
+            open_.actor_name or header.hall_id,
             header.operator,
             header.region,
         ):
             problems.append(Problem("content mismatch", "the acting hall is not the signer"))
+        if open_.localize is not None:
+            action = _localized(action, open_.localize)
         if getattr(event, "admin", header.admin) != header.admin:
             problems.append(Problem("content mismatch", "the acting admin is not the signer"))
         for name, wanted in action.arguments().items():
@@ -447,6 +671,7 @@ class LogChecker:
 
     def _learn(self, index: int, event: Any) -> None:
         if isinstance(event, Node.Initialised):
+            self.region = event.region
             self._signers[(ADMIN, event.admin)] = _Signer(
                 [_KeyPeriod(event.admin_key, key_id(event.admin_key), index)]
             )
@@ -529,6 +754,18 @@ class LogChecker:
         if signer is None:
             return []
         return [(p.public_key, p.key_id, p.since, p.until) for p in signer.periods]
+
+
+def _localized(action: Action, localize: Callable[[str], str]) -> Action:
+    """A peer's action with the halls it names written in this node's naming."""
+    if isinstance(action, cmd.HandOff | cmd.Escalate):
+        return dataclasses.replace(action, to_hall=localize(action.to_hall))
+    if isinstance(action, cmd.OpenJointTasks):
+        tasks = tuple(
+            dataclasses.replace(task, hall_id=localize(task.hall_id)) for task in action.tasks
+        )
+        return dataclasses.replace(action, tasks=tasks)
+    return action
 
 
 def _sha256(data: bytes) -> bytes:

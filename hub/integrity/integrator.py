@@ -50,6 +50,7 @@ from ledger import (
     Leaf,
     LedgerError,
     Signer,
+    Verifier,
     open_checkpoint,
     sign_checkpoint,
 )
@@ -232,8 +233,11 @@ class LedgerIntegrator:
         batch_size: int = 1000,
         checkpoint_every: int = 1000,
         checkpoint_interval: float = 1.0,
+        peers: dict[str, Verifier] | None = None,
     ) -> None:
         self.app = app
+        #: The federation's log keys, by origin: the gate checks peers' proofs with them.
+        self.peers = dict(peers or {})
         self.view = view
         self.signer = signer
         self.origin = origin
@@ -266,7 +270,7 @@ class LedgerIntegrator:
         (a command's events may straddle two batches): re-checking the leaves from the last
         command leaf on restores it.
         """
-        checker = LogChecker(self.origin, load_history=self._history)
+        checker = LogChecker(self.origin, load_history=self._history, peers=self.peers)
 
         def load(cursor: Cursor) -> None:
             size, _ = self.view.tables.state(cursor)

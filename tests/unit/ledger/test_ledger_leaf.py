@@ -98,7 +98,7 @@ def test_round_trip(
     command: bytes,
     cause: int,
 ) -> None:
-    signed = authority.is_command
+    signed = authority.is_signed
     try:
         leaf = Leaf(
             origin,
@@ -170,7 +170,7 @@ def test_a_caused_leaf_cites_an_earlier_leaf() -> None:
         ({"version": True}, "version must be an integer"),
         ({"event_hash": b"\x00" * 31}, "event hash is 31 bytes, expected 32"),
         ({"aggregate_id": "12345678-1234-5678-1234-567812345678"}, "must be a uuid.UUID"),
-        ({"authority": 7}, "authority 7 is not one of 0-3"),
+        ({"authority": 7}, "authority 7 is not one of 0-5"),
         ({"signer": "k"}, "a NODE leaf carries no signer"),
         ({"signature": b"s"}, "a NODE leaf carries no signer"),
         ({"cause": 0}, "a NODE leaf has no cause"),

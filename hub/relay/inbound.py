@@ -1,0 +1,232 @@
+"""Relay in: what arrives on this node's inbox topic, verified before anything is stored.
+
+An **envelope** is verified with public keys alone (:func:`hub.relay.envelope.verify_envelope`);
+its sender's checkpoint is remembered (two different trees of one size from the same node are a
+fork, and the evidence is kept in the quarantine); then the step is applied to this node's copy
+of the case (:func:`hub.application.peers.apply_peer_step`), its record and events stored in one
+transaction. The acknowledgement (with this node's leaf index of the record and its cosignature
+of the sender's checkpoint) is queued by the outbox projection once the record is in the log;
+a duplicate is acknowledged again at once; a step the domain refuses gets a signed refusal; a
+step whose case has not arrived yet is left for the resend (nothing stored, nothing answered).
+
+An **acknowledgement** must be signed by the peer we sent the envelope to, and its cosignature
+must verify over our checkpoint; then it is stored in our log (the peer's signature with it),
+and the outbox row is done.
+
+Whatever fails verification goes to the quarantine with the reason, never silently dropped.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+from tongban.v1 import federation_pb2
+
+from hub import telemetry
+from hub.application.hub import HubApplication
+from hub.application.peers import (
+    AlreadyApplied,
+    IncomingStep,
+    NotYet,
+    StepRefused,
+    apply_peer_step,
+    record_acknowledgement,
+)
+from hub.integrity.integrator import LedgerView
+from hub.relay.config import FederationConfig, Peer
+from hub.relay.envelope import (
+    FORGED,
+    FORK,
+    UNVERIFIABLE,
+    EnvelopeRefused,
+    parse_message,
+    verify_ack,
+    verify_envelope,
+)
+from hub.relay.outbound import Publisher, refusal
+from hub.relay.store import ENVELOPE, RelayStore
+from ledger import LedgerError, attach_cosignatures, open_note, verified_cosignatures
+
+log = logging.getLogger(__name__)
+
+#: What became of one message (metrics label, and the return value for tests).
+STORED = "stored"
+DUPLICATE = "duplicate"
+WAITING = "waiting"
+REFUSED = "refused"
+QUARANTINED = "quarantined"
+ACKNOWLEDGED = "acknowledged"
+
+
+class Inbox:
+    """Handles each message of this node's inbox topic (see the module docstring)."""
+
+    def __init__(
+        self,
+        app: HubApplication,
+        store: RelayStore,
+        view: LedgerView,
+        config: FederationConfig,
+        publisher: Publisher,
+        *,
+        encryption_key: X25519PrivateKey,
+        send: Callable[[str, bytes, bytes], None],
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.app = app
+        self.store = store
+        self.view = view
+        self.config = config
+        self.publisher = publisher
+        self.encryption_key = encryption_key
+        self.send = send
+        self.clock = clock
+        self.origin = app.policy.origin
+
+    def handle(self, data: bytes) -> str:
+        """Act on one message; returns what became of it."""
+        try:
+            message = parse_message(data)
+        except EnvelopeRefused as refused:
+            return self._hold(refused, data)
+        if message.WhichOneof("message") == "envelope":
+            outcome = self._envelope(message.envelope, data)
+        else:
+            outcome = self._ack(message.ack, data)
+        telemetry.RELAY_MESSAGES.labels(outcome).inc()
+        return outcome
+
+    # ------------------------------------------------------------------ envelopes
+
+    def _envelope(self, signed: federation_pb2.SignedEnvelope, data: bytes) -> str:
+        try:
+            verified = verify_envelope(
+                signed,
+                own_origin=self.origin,
+                config=self.config,
+                seen_root=self._seen_root,
+                encryption_key=self.encryption_key,
+                now=self.clock(),
+            )
+        except EnvelopeRefused as refused:
+            return self._hold(refused, data)
+        body, sender = verified.body, verified.sender
+        checkpoint = verified.checkpoint.checkpoint
+        kept = self.store.add_seen(sender.origin, checkpoint.size, checkpoint.root, body.checkpoint)
+        if kept != checkpoint.root:
+            return self._hold(
+                EnvelopeRefused(
+                    FORK,
+                    f"{sender.origin} signed two trees of size {checkpoint.size}",
+                    sender.origin,
+                ),
+                data,
+            )
+        step = IncomingStep(
+            envelope_id=body.envelope_id,
+            sender=sender.origin,
+            envelope=verified.raw_body,
+            envelope_signature=verified.signature,
+            origin=body.step.origin,
+            origin_index=body.step.index,
+            origin_leaf=body.step.leaf,
+            inclusion_proof=body.step.inclusion_proof,
+            checkpoint=verified.step_checkpoint,
+            hall_key=body.step.hall_key,
+            signed_bytes=verified.step_leaf.command,
+            signature=verified.step_leaf.signature,
+            hall_regions=body.step.hall_regions,
+            personal=verified.personal,
+        )
+        try:
+            outcome = apply_peer_step(self.app, step)
+        except StepRefused as refused:
+            log.warning("refused envelope %s from %s: %s", body.envelope_id, sender.origin, refused)
+            self.send(
+                sender.inbox_topic,
+                str(body.case_id).encode(),
+                refusal(
+                    self.publisher.signer,
+                    own_origin=self.origin,
+                    envelope_id=body.envelope_id,
+                    destination=sender.origin,
+                    reason=refused.reason,
+                ),
+            )
+            return REFUSED
+        if isinstance(outcome, NotYet):
+            log.info("envelope %s waits: %s", body.envelope_id, outcome.reason)
+            return WAITING
+        if isinstance(outcome, AlreadyApplied):
+            message = self.publisher.ack_message(outcome.record_id, body.envelope_id, sender.origin)
+            if message is not None:
+                self.send(sender.inbox_topic, str(body.case_id).encode(), message)
+            return DUPLICATE
+        return STORED
+
+    def _seen_root(self, origin: str, size: int) -> bytes | None:
+        found = self.store.seen_root(origin, size)
+        return None if found is None else found[0]
+
+    # ------------------------------------------------------------------ acknowledgements
+
+    def _ack(self, signed: federation_pb2.SignedAck, data: bytes) -> str:
+        try:
+            body, peer = verify_ack(signed, own_origin=self.origin, config=self.config)
+        except EnvelopeRefused as refused:
+            return self._hold(refused, data)
+        row = self.store.row(ENVELOPE, body.envelope_id)
+        if row is None or row.destination != peer.origin:
+            return self._hold(
+                EnvelopeRefused(
+                    UNVERIFIABLE, f"acknowledges envelope {body.envelope_id}, never sent there"
+                ),
+                data,
+                sender=peer.origin,
+            )
+        if body.stored and not self._cosigned(body.cosignature, body.cosigned_size, peer):
+            return self._hold(
+                EnvelopeRefused(FORGED, "the cosignature does not verify over our checkpoint"),
+                data,
+                sender=peer.origin,
+            )
+        record_acknowledgement(
+            self.app,
+            envelope_id=body.envelope_id,
+            peer=peer.origin,
+            peer_key_id=f"{peer.log_verifier().key_id:08x}",
+            body=bytes(signed.body),
+            signature=bytes(signed.signature),
+            stored=body.stored,
+            peer_index=body.index,
+            reason=body.reason,
+        )
+        self.store.mark_done(
+            ENVELOPE, body.envelope_id, STORED if body.stored else REFUSED, body.reason
+        )
+        if body.stored:
+            self.store.record_acked(peer.origin, body.cosigned_size)
+        return ACKNOWLEDGED
+
+    def _cosigned(self, line: str, size: int, peer: Peer) -> bool:
+        note = self.view.read(lambda cursor: self.view.tables.checkpoint_at_least(cursor, size))
+        if note is None or note.size != size or not line:
+            return False
+        try:
+            cosigned = attach_cosignatures(note.note, line.rstrip("\n").encode("utf-8") + b"\n")
+            opened = open_note(cosigned, [peer.witness_verifier()])
+        except LedgerError:
+            return False
+        return bool(verified_cosignatures(opened, [peer.witness_verifier()]))
+
+    def _hold(self, refused: EnvelopeRefused, data: bytes, sender: str = "") -> str:
+        log.warning("quarantined a message from %s: %s", sender or refused.sender or "?", refused)
+        self.store.hold(sender or refused.sender, refused.reason, refused.detail, data)
+        telemetry.RELAY_QUARANTINE.set(self.store.held_count())
+        return QUARANTINED
+
+
+__all__ = ["ACKNOWLEDGED", "DUPLICATE", "QUARANTINED", "REFUSED", "STORED", "WAITING", "Inbox"]

@@ -1,0 +1,221 @@
+"""The relay of one node: three loops around Kafka (kafka-python), started by ``tongban serve``.
+
+* the **outbox projection** follows the log (PostgreSQL notifies; SQLite is polled) and queues
+  envelopes and acknowledgements with its tracking record (:mod:`hub.relay.outbound`);
+* the **publisher** sends what is due: new rows at once, unacknowledged ones again after
+  ``resend_after_s``; while the broker is unreachable it waits and tries again, in order;
+* the **consumer**, in the consumer group ``tongban.<origin>``, reads this node's inbox topic and
+  commits each partition's offset only after the message was handled (stored, answered, or
+  quarantined); a message whose handling failed for a passing reason (the store is down) is
+  read again.
+
+Any loop that fails for good stops the relay and sets :attr:`Relay.failure`, which the node's
+health reports (NOT_SERVING with the reason).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any
+
+from eventsourcing.persistence import Tracking
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.admin import KafkaAdminClient, NewTopic
+from kafka.errors import KafkaError, TopicAlreadyExistsError
+from kafka.structs import OffsetAndMetadata
+
+from hub import telemetry
+from hub.application.hub import HubApplication
+from hub.integrity.integrator import LedgerView
+from hub.relay.config import FederationConfig
+from hub.relay.inbound import Inbox
+from hub.relay.outbound import OUTBOX_PROJECTION, OutboxProjection, Publisher, follow
+from hub.relay.store import RelayStore, open_relay_store
+from ledger import Signer
+from ledger.cosignature import Cosigner
+
+log = logging.getLogger(__name__)
+
+#: Partitions of a node's inbox topic when the relay creates it (per-case order needs keys only).
+INBOX_PARTITIONS = 3
+
+
+class Relay:
+    """One node's relay (see the module docstring)."""
+
+    def __init__(
+        self,
+        app: HubApplication,
+        view: LedgerView,
+        config: FederationConfig,
+        *,
+        signer: Signer,
+        witness: Cosigner,
+        encryption_key: Any,
+        store: RelayStore | None = None,
+        poll_interval: float = 0.2,
+    ) -> None:
+        self.app = app
+        self.config = config
+        self.store = store or open_relay_store(app.recorder.datastore)  # type: ignore[attr-defined]
+        self.origin = app.policy.origin
+        self.topic = config.own_inbox(app.policy.region)
+        self.poll_interval = poll_interval
+        self.failure: str | None = None
+        self._producer: KafkaProducer | None = None
+        self._wake = threading.Event()
+        self.projection = OutboxProjection(app, self.store, config)
+        self.publisher = Publisher(
+            app, self.store, view, config, signer=signer, witness=witness, produce=self.send
+        )
+        self.inbox = Inbox(
+            app,
+            self.store,
+            view,
+            config,
+            self.publisher,
+            encryption_key=encryption_key,
+            send=self.send,
+        )
+
+    # ------------------------------------------------------------------ Kafka
+
+    def _producer_now(self) -> KafkaProducer:
+        if self._producer is None:
+            self._producer = KafkaProducer(
+                bootstrap_servers=list(self.config.bootstrap),
+                enable_idempotence=True,
+                acks="all",
+                linger_ms=5,
+                request_timeout_ms=10_000,
+                max_block_ms=10_000,
+            )
+        return self._producer
+
+    def send(self, topic: str, key: bytes, value: bytes) -> None:
+        """Produce one message and wait for the broker's acknowledgement (acks=all)."""
+        self._producer_now().send(topic, key=key, value=value).get(timeout=15)
+
+    def ensure_topic(self) -> None:
+        """Create this node's inbox topic if the broker does not have it."""
+        admin = KafkaAdminClient(bootstrap_servers=list(self.config.bootstrap))
+        try:
+            admin.create_topics(
+                [NewTopic(self.topic, num_partitions=INBOX_PARTITIONS, replication_factor=1)]
+            )
+        except TopicAlreadyExistsError:
+            pass
+        finally:
+            admin.close()
+
+    # ------------------------------------------------------------------ loops
+
+    def run(self, stop: threading.Event) -> None:
+        """Run the three loops until ``stop`` is set (or one fails for good)."""
+        loops = [
+            threading.Thread(target=self._guard, args=(name, loop, stop), name=f"relay-{name}")
+            for name, loop in (
+                ("outbox", self._project),
+                ("publisher", self._publish),
+                ("consumer", self._consume),
+            )
+        ]
+        for thread in loops:
+            thread.start()
+        for thread in loops:
+            thread.join()
+        if self._producer is not None:
+            self._producer.close(timeout=5)
+
+    def _guard(self, name: str, loop: Any, stop: threading.Event) -> None:
+        try:
+            loop(stop)
+        except Exception as error:  # a loop that cannot go on: health says why
+            log.exception("relay %s stopped", name)
+            self.failure = f"relay {name} stopped: {error}"
+            telemetry.FOLLOWER_FAILED.labels("relay").set(1)
+            stop.set()
+
+    def _project(self, stop: threading.Event) -> None:
+        # Its own name in the tracking table: the ledger integrator tracks the same log.
+        position = self.store.max_tracking_id(OUTBOX_PROJECTION) or 0
+        for event, tracking in follow(self.app, position, stop):
+            self.projection.process_event(
+                event, Tracking(OUTBOX_PROJECTION, tracking.notification_id)
+            )
+            self._wake.set()
+
+    def _publish(self, stop: threading.Event) -> None:
+        while not stop.is_set():
+            self._wake.clear()
+            try:
+                sent = self.publisher.publish_due()
+            except KafkaError as error:
+                log.warning("broker unreachable, the outbox waits: %s", error)
+                self._drop_producer()
+                stop.wait(1.0)
+                continue
+            for destination, waiting in self.store.backlog().items():
+                telemetry.RELAY_BACKLOG.labels(destination).set(waiting)
+            if not sent:
+                self._wake.wait(self.poll_interval)
+
+    def _drop_producer(self) -> None:
+        producer, self._producer = self._producer, None
+        if producer is not None:
+            try:
+                producer.close(timeout=1)
+            except Exception:  # closing a producer whose broker is gone
+                log.debug("closing the producer failed", exc_info=True)
+
+    def _consume(self, stop: threading.Event) -> None:
+        while not stop.is_set():
+            try:
+                self.ensure_topic()
+                consumer = KafkaConsumer(
+                    self.topic,
+                    bootstrap_servers=list(self.config.bootstrap),
+                    group_id=f"tongban.{self.origin}",
+                    enable_auto_commit=False,
+                    auto_offset_reset="earliest",
+                    session_timeout_ms=6000,
+                    heartbeat_interval_ms=2000,
+                )
+            except KafkaError as error:
+                log.warning("broker unreachable, the inbox waits: %s", error)
+                stop.wait(1.0)
+                continue
+            try:
+                self._drain(consumer, stop)
+            except KafkaError as error:
+                log.warning("lost the broker, reconnecting: %s", error)
+                stop.wait(1.0)
+            finally:
+                consumer.close(autocommit=False)
+
+    def _drain(self, consumer: KafkaConsumer, stop: threading.Event) -> None:
+        while not stop.is_set():
+            batches = consumer.poll(timeout_ms=500)
+            for partition, records in batches.items():
+                for record in records:
+                    try:
+                        self.inbox.handle(bytes(record.value))
+                    except Exception:
+                        # A passing failure (the store is down): read it again shortly.
+                        log.exception("handling offset %s failed; retrying", record.offset)
+                        consumer.seek(
+                            TopicPartition(partition.topic, partition.partition), record.offset
+                        )
+                        time.sleep(1.0)
+                        break
+                    consumer.commit({partition: _offset(record.offset + 1)})
+            self._wake.set()
+
+
+def _offset(next_offset: int) -> OffsetAndMetadata:
+    return OffsetAndMetadata(next_offset, "", -1)
+
+
+__all__ = ["OUTBOX_PROJECTION", "Relay"]

@@ -1,0 +1,390 @@
+"""Relay out: the outbox projection of the node's log, and the publisher that empties it.
+
+**Which steps go where.** A case is shared by the nodes that keep one of its regions: the intake
+region, the competent region, and the region of every hall of another node it names (a 转办
+to the competent province, a joint task there). After each step stored here, the
+:class:`OutboxProjection` works out the case's nodes and queues, for each other node:
+
+* the step itself, if it was taken here (a hall of this node signed it);
+* if that node just became a party (this step named it), every earlier step of the case it has
+  not had, whichever node took it, so it can build its copy from the submission on.
+
+It also queues an acknowledgement to the sender of every step another node's envelope brought.
+Rows are queued with the library's tracking record in one transaction (:mod:`hub.relay.store`).
+
+**Sending.** The :class:`Publisher` builds each envelope when it sends it, from the ledger: the
+step's leaf and an inclusion proof under this node's latest signed checkpoint, a consistency
+proof from the checkpoint the destination last acknowledged, the applicant sealed to the
+destination (a submission only), all signed with the node's log key. A step whose leaf is not
+yet under a signed checkpoint waits. Envelopes are produced with the idempotent producer and
+``acks=all``, keyed by case id (one partition per case: per-case order), to the destination's
+inbox topic. A row is done only when the destination's signed acknowledgement is stored here;
+until then it is sent again, with the same envelope id, every ``resend_after_s`` seconds — so a
+broker that loses its data loses no handoff, and a backlog built while the broker is down drains
+in order when it returns.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from datetime import UTC, datetime
+from typing import Any
+from uuid import NAMESPACE_URL, UUID, uuid5
+
+from eventsourcing.persistence import Tracking
+from eventsourcing.projection import ApplicationSubscription
+from eventsourcing.utils import get_topic
+
+from hub.application.hub import HubApplication
+from hub.application.peers import hall_names
+from hub.commands.federation import (
+    AckBody,
+    EnvelopeBody,
+    StepBody,
+    build_ack,
+    build_envelope,
+    parse_envelope,
+)
+from hub.commands.model import PersonalValue
+from hub.commands.wire import parse_command
+from hub.domain.case import Case
+from hub.domain.command_record import HALL, CommandRecord
+from hub.domain.federation import PeerStep, split_name
+from hub.domain.hall import key_id
+from hub.errors import TongbanError
+from hub.integrity.integrator import LedgerView
+from hub.relay.config import FederationConfig, Peer
+from hub.relay.envelope import seal_personal, sign_ack, sign_envelope
+from hub.relay.store import ACK, ENVELOPE, OutboxRow, RelayStore
+from ledger import Signer, parse_note, peek_checkpoint
+from ledger.cosignature import Cosigner
+
+log = logging.getLogger(__name__)
+
+#: The projection's name in the tracking table.
+OUTBOX_PROJECTION = "relay-out"
+_TOPICS = (get_topic(CommandRecord.Recorded), get_topic(PeerStep.Recorded))
+
+
+def envelope_id_for(record_id: UUID, destination: str) -> UUID:
+    """One envelope per (step, destination), the same on every resend and after a restart."""
+    return uuid5(NAMESPACE_URL, f"tongban:envelope:{record_id}:{destination}")
+
+
+def case_nodes(case: Case, config: FederationConfig) -> set[str]:
+    """The origins of the other nodes that keep one of the case's regions."""
+    regions = {case.intake_region, case.competent_region}
+    for party in case.parties:
+        region = split_name(party)[1]
+        if region is not None:
+            regions.add(region)
+    nodes = set()
+    for region in regions:
+        peer = config.peer_for_region(region)
+        if peer is not None:
+            nodes.add(peer.origin)
+    return nodes
+
+
+class OutboxProjection:
+    """Queues the envelopes and acknowledgements each stored step calls for (see above)."""
+
+    name = OUTBOX_PROJECTION
+
+    def __init__(self, app: HubApplication, store: RelayStore, config: FederationConfig) -> None:
+        self.app = app
+        self.store = store
+        self.config = config
+
+    def process_event(self, event: Any, tracking: Tracking) -> None:
+        """Queue what ``event`` calls for, and record ``tracking``, in one transaction."""
+        own = self.app.policy.origin
+        rows: list[OutboxRow] = []
+        step: tuple[UUID, UUID, str, int] | None = None
+        if isinstance(event, PeerStep.Recorded):
+            record = event.originator_id
+            rows.append(OutboxRow(ACK, event.envelope_id, event.sender, event.target_id, record))
+            step = (record, event.target_id, event.origin, event.last_version)
+        elif (
+            isinstance(event, CommandRecord.Recorded)
+            and event.signer_kind == HALL
+            and self._is_case(event.target_id)
+        ):
+            step = (event.originator_id, event.target_id, own, event.last_version)
+            rows += self._own_step(event)
+        self.store.enqueue(rows, tracking, step)
+
+    def _is_case(self, aggregate_id: UUID) -> bool:
+        try:
+            self.app.get_case(aggregate_id, version=1)
+        except TongbanError:
+            return False
+        return True
+
+    def _own_step(self, record: CommandRecord.Recorded) -> list[OutboxRow]:
+        """This node's step goes to every other node of the case; a node this step made a
+        party first gets every earlier step it has not had."""
+        case_id = record.target_id
+        after = case_nodes(self.app.get_case(case_id, version=record.last_version), self.config)
+        before: set[str] = set()
+        if record.first_version > 1:
+            before = case_nodes(
+                self.app.get_case(case_id, version=record.first_version - 1), self.config
+            )
+        rows: list[OutboxRow] = []
+        for node in sorted(after):
+            if record.first_version > 1 and node not in before:
+                for earlier, origin in self.store.steps_of(case_id, record.first_version - 1):
+                    if origin != node:
+                        rows.append(
+                            OutboxRow(
+                                ENVELOPE, envelope_id_for(earlier, node), node, case_id, earlier
+                            )
+                        )
+            record_id = record.originator_id
+            rows.append(
+                OutboxRow(ENVELOPE, envelope_id_for(record_id, node), node, case_id, record_id)
+            )
+        return rows
+
+
+def follow(
+    app: HubApplication, after: int, stop: threading.Event, poll: float = 0.05
+) -> Iterator[tuple[Any, Tracking]]:
+    """The log's step records after notification ``after``, as (event, tracking), until stop.
+
+    PostgreSQL notifies (the library's ``ApplicationSubscription``); SQLite is polled.
+    """
+    try:
+        subscription = ApplicationSubscription(app, gt=after, topics=_TOPICS)
+    except NotImplementedError:
+        subscription = None
+    if subscription is not None:
+
+        def stop_when_asked() -> None:
+            stop.wait()
+            subscription.stop()
+
+        threading.Thread(target=stop_when_asked, daemon=True, name="relay-stop").start()
+        with subscription:
+            for event, tracking in subscription:
+                if stop.is_set():
+                    return
+                yield event, tracking
+        return
+    position = after
+    while not stop.is_set():
+        batch = app.recorder.select_notifications(
+            start=position + 1, limit=200, topics=list(_TOPICS)
+        )
+        for notification in batch:
+            position = notification.id
+            yield app.mapper.to_domain_event(notification), Tracking(app.name, notification.id)
+        if not batch:
+            stop.wait(poll)
+
+
+class Publisher:
+    """Sends what the outbox holds (see the module docstring)."""
+
+    def __init__(
+        self,
+        app: HubApplication,
+        store: RelayStore,
+        view: LedgerView,
+        config: FederationConfig,
+        *,
+        signer: Signer,
+        witness: Cosigner,
+        produce: Callable[[str, bytes, bytes], None],
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.app = app
+        self.store = store
+        self.view = view
+        self.config = config
+        self.signer = signer
+        self.witness = witness
+        self.produce = produce
+        self.clock = clock
+
+    def publish_due(self, limit: int = 100) -> int:
+        """Send every row that is due now; returns how many went out."""
+        sent = 0
+        for row in self.store.due(self.config.resend_after_s, limit):
+            peer = self.config.peer_by_origin(row.destination)
+            if peer is None:
+                log.warning("outbox row for %s, which is no longer a peer", row.destination)
+                continue
+            message = self._message(row, peer)
+            if message is None:
+                continue  # not yet under a signed checkpoint: next round
+            self.produce(peer.inbox_topic, str(row.case_id).encode(), message)
+            self.store.mark_sent(row)
+            if row.kind == ACK:
+                # An acknowledgement is not acknowledged: if it is lost, the sender sends the
+                # envelope again and gets it again (the step is a duplicate by then).
+                self.store.mark_done(ACK, row.envelope_id, "sent")
+            sent += 1
+        return sent
+
+    def _message(self, row: OutboxRow, peer: Peer) -> bytes | None:
+        if row.kind == ACK:
+            return self._ack(row)
+        return self._envelope(row, peer)
+
+    # ------------------------------------------------------------------ envelopes
+
+    def _envelope(self, row: OutboxRow, peer: Peer) -> bytes | None:
+        latest = self.view.read(self.view.tables.latest_checkpoint)
+        if latest is None:
+            return None
+        record = self.app.get_record(row.record_id)
+        if isinstance(record, PeerStep):
+            step, submit = self._forwarded_step(record)
+        else:
+            found = self._own_step(record, latest.size)
+            if found is None:
+                return None
+            step, submit = found
+        acked = min(self.store.peer(peer.origin).acked_size, latest.size)
+        proof = (
+            self.view.read(
+                lambda cursor: self.view.tables.consistency_proof(cursor, acked, latest.size)
+            )
+            if 0 < acked < latest.size
+            else []
+        )
+        body = EnvelopeBody(
+            envelope_id=row.envelope_id,
+            sender=self.app.policy.origin,
+            destination=peer.origin,
+            case_id=row.case_id,
+            step=step,
+            checkpoint=latest.note,
+            consistency_from=acked if 0 < acked < latest.size else 0,
+            consistency_proof=tuple(proof),
+            sent_at=self.clock(),
+        )
+        sealed = b""
+        if submit:
+            values = self._personal(row.case_id)
+            if values:
+                sealed = seal_personal(values, peer.encryption_public_key(), row.envelope_id)
+        return sign_envelope(build_envelope(body), self.signer, sealed)
+
+    def _own_step(self, record: Any, size: int) -> tuple[StepBody, bool] | None:
+        leaf = self.view.read(lambda cursor: self.view.tables.leaf_for(cursor, record.id, 1))
+        if leaf is None or leaf.index >= size:
+            return None
+        proof = self.view.read(
+            lambda cursor: self.view.tables.inclusion_proof(cursor, leaf.index, size)
+        )
+        command = parse_command(leaf.command)
+        hall_key = next(
+            key
+            for key, _version in self.app.hall_key_versions(command.header.hall_id)
+            if key_id(key) == leaf.key_id
+        )
+        regions = {
+            name: self.app.get_hall(name).region
+            for name in hall_names(command.action)
+            if split_name(name)[1] is None
+        }
+        step = StepBody(
+            origin=self.app.policy.origin,
+            index=leaf.index,
+            leaf=leaf.encode(),
+            inclusion_proof=tuple(proof),
+            checkpoint=b"",
+            hall_key=hall_key,
+            hall_regions=regions,
+        )
+        return step, command.action.action_name == "submit"
+
+    def _forwarded_step(self, record: PeerStep) -> tuple[StepBody, bool]:
+        evidence = self.app.peer_step_evidence(record.id)
+        command = parse_command(evidence.signed_bytes)
+        step = StepBody(
+            origin=evidence.origin,
+            index=evidence.origin_index,
+            leaf=evidence.origin_leaf,
+            inclusion_proof=tuple(evidence.inclusion_proof),
+            checkpoint=evidence.checkpoint,
+            hall_key=evidence.hall_key,
+            hall_regions=dict(evidence.hall_regions),
+        )
+        return step, command.action.action_name == "submit"
+
+    def _personal(self, case_id: UUID) -> Sequence[PersonalValue]:
+        case = self.app.get_case(case_id, version=1)
+        opened = self.app.open_applicant(case)
+        if opened is None:
+            return ()
+        values = {
+            "name": opened.applicant.name,
+            "id_number": opened.applicant.id_number,
+            "phone": opened.applicant.phone,
+        }
+        return tuple(
+            PersonalValue(path, values[path.rsplit(".", 1)[1]], opened.salts[path])
+            for path in sorted(opened.salts)
+        )
+
+    # ------------------------------------------------------------------ acknowledgements
+
+    def _ack(self, row: OutboxRow) -> bytes | None:
+        return self.ack_message(row.record_id, row.envelope_id, row.destination)
+
+    def ack_message(self, record_id: UUID, envelope_id: UUID, destination: str) -> bytes | None:
+        """The signed acknowledgement that the step record ``record_id`` is in our log (None
+        while it is not integrated yet)."""
+        leaf = self.view.read(lambda cursor: self.view.tables.leaf_for(cursor, record_id, 1))
+        if leaf is None:
+            return None  # the step record is not in the log yet: acknowledge once it is
+        evidence = self.app.peer_step_evidence(record_id)
+        envelope = parse_envelope(evidence.envelope)
+        # Cosigning the sender's checkpoint: the inbound side verified it (signature and
+        # consistency with what this node saw of the sender) before storing the step.
+        line = self.witness.signature_line(parse_note(envelope.checkpoint).text)
+        body = AckBody(
+            envelope_id=envelope_id,
+            sender=self.app.policy.origin,
+            destination=destination,
+            stored=True,
+            index=leaf.index,
+            reason="",
+            cosignature=line,
+            cosigned_size=peek_checkpoint(envelope.checkpoint).size,
+        )
+        return sign_ack(build_ack(body), self.signer)
+
+
+def refusal(
+    signer: Signer, *, own_origin: str, envelope_id: UUID, destination: str, reason: str
+) -> bytes:
+    """A signed REFUSED acknowledgement (not stored in our log: nothing was applied)."""
+    body = AckBody(
+        envelope_id=envelope_id,
+        sender=own_origin,
+        destination=destination,
+        stored=False,
+        index=0,
+        reason=reason,
+        cosignature="",
+        cosigned_size=0,
+    )
+    return sign_ack(build_ack(body), signer)
+
+
+__all__ = [
+    "OUTBOX_PROJECTION",
+    "OutboxProjection",
+    "Publisher",
+    "case_nodes",
+    "envelope_id_for",
+    "follow",
+    "refusal",
+]

@@ -1,0 +1,175 @@
+"""A federation of nodes in one process: each with its own store, keys, CA, integrator and relay.
+
+    with Federation.start(tmp_path, broker, regions=("43", "61")) as federation:
+        hunan, shaanxi = federation.nodes["43"], federation.nodes["61"]
+        ...                                      # halls sign commands at their node
+        federation.wait(lambda: ..., "the case reached 61")
+
+Each node writes its federation file from the others' public identities (what
+``tongban federation identity`` prints), so the files are exactly what an operator assembles.
+The integrators and relays run in threads and are stopped, and the stores closed, on exit.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import tomllib
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hub.bootstrap import admin_signer, build_application, build_relay, federation_identity
+from hub.pki import init_ca
+from hub.relay.node import Relay
+from hub.settings import Settings
+
+from .inprocess import InProcessNode
+
+TOPIC_PREFIX = "tongban.test"
+
+
+def federation_file(
+    path: Path,
+    bootstrap: str,
+    peers: list[dict[str, str]],
+    *,
+    resend_after_s: float = 30.0,
+    topic_prefix: str = TOPIC_PREFIX,
+) -> Path:
+    """Write a federation file naming ``peers`` (identities as ``federation_identity`` gives)."""
+    lines = [
+        "[kafka]",
+        f'bootstrap = ["{bootstrap}"]',
+        f'topic_prefix = "{topic_prefix}"',
+        "",
+        "[relay]",
+        f"resend_after_s = {resend_after_s}",
+        f"witness_k = {min(1, len(peers))}",
+    ]
+    for peer in peers:
+        lines += ["", "[[peers]]"]
+        lines += [f'{key} = "{value}"' for key, value in peer.items()]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    tomllib.loads(path.read_text(encoding="utf-8"))  # a file the node can read
+    return path
+
+
+@dataclass
+class Member:
+    """One node of the federation."""
+
+    region: str
+    node: InProcessNode
+    relay: Relay | None = None
+    stop: threading.Event = field(default_factory=threading.Event)
+    threads: list[threading.Thread] = field(default_factory=list)
+
+    @property
+    def app(self) -> Any:
+        return self.node.app
+
+    @property
+    def origin(self) -> str:
+        return self.node.settings.origin
+
+
+class Federation:
+    """Nodes that know each other (see the module docstring)."""
+
+    def __init__(self, members: dict[str, Member]) -> None:
+        self.nodes = members
+
+    @classmethod
+    @contextmanager
+    def start(
+        cls,
+        directory: Path,
+        bootstrap: str,
+        *,
+        regions: tuple[str, ...] = ("43", "61"),
+        resend_after_s: float = 30.0,
+        database_urls: dict[str, str] | None = None,
+        run: bool = True,
+    ) -> Iterator[Federation]:
+        # Topics of their own: tests share one broker.
+        prefix = f"{TOPIC_PREFIX}.{uuid.uuid4().hex[:8]}"
+        with ExitStack() as stack:
+            members: dict[str, Member] = {}
+            settings: dict[str, Settings] = {}
+            for region in regions:
+                data = directory / f"node-{region}"
+                base = Settings(
+                    data_dir=data,
+                    node_region=region,
+                    database_url=(database_urls or {}).get(region),
+                    checkpoint_interval_ms=100,
+                    listen=f"127.0.0.1:{7400 + int(region)}",
+                )
+                init_ca(base.pki_dir, f"node-{region}")
+                settings[region] = base
+                node = InProcessNode.start(base)
+                stack.callback(node.close)
+                members[region] = Member(region, node)
+            identities = {region: federation_identity(s) for region, s in settings.items()}
+            for region, base in settings.items():
+                path = federation_file(
+                    directory / f"federation-{region}.toml",
+                    bootstrap,
+                    [identity for other, identity in identities.items() if other != region],
+                    resend_after_s=resend_after_s,
+                    topic_prefix=prefix,
+                )
+                member = members[region]
+                member.node.close()
+                configured = base.with_changes(federation=path)
+                app = build_application(configured)
+                member.node = InProcessNode(configured, app, admin_signer(configured, app))
+                stack.callback(member.node.close)
+            federation = cls(members)
+            if run:
+                for member in members.values():
+                    federation.run(member)
+                    stack.callback(federation.halt, member)
+            yield federation
+
+    def run(self, member: Member) -> None:
+        """Start the member's integrator and relay threads."""
+        member.stop = threading.Event()
+        integrator = member.node.integrator()
+        member.relay = build_relay(member.node.settings, member.node.app)
+        assert member.relay is not None
+        threads = [
+            threading.Thread(target=integrator.run, args=(member.stop,), daemon=True),
+            threading.Thread(target=member.relay.run, args=(member.stop,), daemon=True),
+        ]
+        for thread in threads:
+            thread.start()
+        member.threads = threads
+
+    def halt(self, member: Member) -> None:
+        """Stop the member's integrator and relay (its store stays open)."""
+        member.stop.set()
+        for thread in member.threads:
+            thread.join(timeout=30)
+        member.threads = []
+
+    def wait(self, condition: Callable[[], Any], what: str, timeout: float = 60.0) -> Any:
+        """Wait until ``condition()`` is true (polled; the relays work in their threads)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                value = condition()
+            except Exception:  # not there yet (a case that has not arrived raises NotFound)
+                value = None
+            if value:
+                return value
+            for member in self.nodes.values():
+                if member.relay is not None and member.relay.failure:
+                    raise AssertionError(f"{member.origin}: {member.relay.failure}")
+            if time.monotonic() > deadline:
+                raise AssertionError(f"timed out waiting until {what}")
+            time.sleep(0.05)
