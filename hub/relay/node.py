@@ -31,7 +31,13 @@ from hub.application.hub import HubApplication
 from hub.integrity.integrator import LedgerView
 from hub.relay.config import FederationConfig
 from hub.relay.inbound import Inbox
-from hub.relay.outbound import OUTBOX_PROJECTION, OutboxProjection, Publisher, follow
+from hub.relay.outbound import (
+    OUTBOX_PROJECTION,
+    OutboxProjection,
+    Publisher,
+    follow,
+    stored_after,
+)
 from hub.relay.store import RelayStore, open_relay_store
 from ledger import Signer
 from ledger.cosignature import Cosigner
@@ -146,6 +152,21 @@ class Relay:
                 event, Tracking(OUTBOX_PROJECTION, tracking.notification_id)
             )
             self._wake.set()
+
+    def project_pending(self) -> int:
+        """Queue what every step stored so far calls for, now (the CLI and tests use this; the
+        running relay does it continuously). Returns how many steps were projected."""
+        done = 0
+        while True:
+            position = self.store.max_tracking_id(OUTBOX_PROJECTION) or 0
+            batch = stored_after(self.app, position)
+            if not batch:
+                return done
+            for event, tracking in batch:
+                self.projection.process_event(
+                    event, Tracking(OUTBOX_PROJECTION, tracking.notification_id)
+                )
+                done += 1
 
     def _publish(self, stop: threading.Event) -> None:
         while not stop.is_set():

@@ -176,14 +176,18 @@ def follow(
         return
     position = after
     while not stop.is_set():
-        batch = app.recorder.select_notifications(
-            start=position + 1, limit=200, topics=list(_TOPICS)
-        )
-        for notification in batch:
-            position = notification.id
-            yield app.mapper.to_domain_event(notification), Tracking(app.name, notification.id)
+        batch = stored_after(app, position)
+        for event, tracking in batch:
+            position = tracking.notification_id
+            yield event, tracking
         if not batch:
             stop.wait(poll)
+
+
+def stored_after(app: HubApplication, after: int, limit: int = 200) -> list[tuple[Any, Tracking]]:
+    """The step records stored after notification ``after`` (at most ``limit``), now."""
+    batch = app.recorder.select_notifications(start=after + 1, limit=limit, topics=list(_TOPICS))
+    return [(app.mapper.to_domain_event(n), Tracking(app.name, n.id)) for n in batch]
 
 
 class Publisher:
@@ -218,7 +222,7 @@ class Publisher:
             if peer is None:
                 log.warning("outbox row for %s, which is no longer a peer", row.destination)
                 continue
-            message = self._message(row, peer)
+            message = self.message_for(row)
             if message is None:
                 continue  # not yet under a signed checkpoint: next round
             self.produce(peer.inbox_topic, str(row.case_id).encode(), message)
@@ -230,7 +234,11 @@ class Publisher:
             sent += 1
         return sent
 
-    def _message(self, row: OutboxRow, peer: Peer) -> bytes | None:
+    def message_for(self, row: OutboxRow) -> bytes | None:
+        """The signed message of one outbox row as it would go out now (None: not yet)."""
+        peer = self.config.peer_by_origin(row.destination)
+        if peer is None:
+            return None
         if row.kind == ACK:
             return self._ack(row)
         return self._envelope(row, peer)

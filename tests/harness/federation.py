@@ -130,11 +130,25 @@ class Federation:
                 member.node = InProcessNode(configured, app, admin_signer(configured, app))
                 stack.callback(member.node.close)
             federation = cls(members)
-            if run:
-                for member in members.values():
+            for member in members.values():
+                if run:
                     federation.run(member)
                     stack.callback(federation.halt, member)
+                else:  # the test moves the messages itself
+                    member.relay = build_relay(member.node.settings, member.node.app)
             yield federation
+
+    def outgoing(self, member: Member) -> list[tuple[Any, bytes]]:
+        """Integrate, queue and build every message ``member`` would send now (rows, bytes)."""
+        assert member.relay is not None
+        member.node.integrator().catch_up()
+        member.relay.project_pending()
+        messages = []
+        for row in member.relay.store.due(member.relay.config.resend_after_s, limit=1000):
+            message = member.relay.publisher.message_for(row)
+            if message is not None:
+                messages.append((row, message))
+        return messages
 
     def run(self, member: Member) -> None:
         """Start the member's integrator and relay threads."""

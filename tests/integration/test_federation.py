@@ -11,12 +11,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tongban.v1 import common_pb2
+from kafka import KafkaConsumer
+from tongban.v1 import common_pb2, federation_pb2
 
 from hub.domain.values import CaseState
+from hub.errors import NotFound
 from hub.integrity.audit import audit_store
 from hub.integrity.store import ReadOnlyStore
-from ledger import Verifier
+from hub.relay.envelope import sign_envelope
+from ledger import Signer, Verifier
+from tests.harness.broker import TansuBroker
 from tests.harness.federation import Federation
 from tests.harness.inprocess import APPLICANT, material
 
@@ -114,3 +118,184 @@ def _log_verifier(member: Any) -> Verifier:
 def _audit(member: Any, peers: dict[str, Verifier]) -> Any:
     with ReadOnlyStore(sqlite_path=member.node.settings.sqlite_path) as store:
         return audit_store(store, [_log_verifier(member)], origin=member.origin, peers=peers)
+
+
+# ---------------------------------------------------------------------------------- attacks
+
+
+@pytest.fixture
+def manual(tmp_path: Path, kafka_bootstrap: str) -> Iterator[Federation]:
+    """Two nodes whose messages the test carries by hand (no relay threads)."""
+    with Federation.start(tmp_path, kafka_bootstrap, regions=("43", "61"), run=False) as started:
+        yield started
+
+
+def _offsite_submission(federation: Federation) -> tuple[Any, bytes]:
+    """A submission at 43 for 61, and the envelope 43 would send for it."""
+    hunan, shaanxi = federation.nodes["43"], federation.nodes["61"]
+    town = hunan.node.add_hall("hn-shatou-town", SHATOU)
+    shaanxi.node.add_hall("sx-baihe-county", BAIHE)
+    hunan.node.run(
+        town, "submit", idempotency_key="attack-0001", item_code=ID_CARD,
+        applicant=APPLICANT, materials=[material()], competent_region=BAIHE,
+    )  # fmt: skip
+    (row, message), *_ = [m for m in federation.outgoing(hunan) if m[0].kind == "envelope"]
+    return row, message
+
+
+def _resigned(message: bytes, change: Any, signer: Any) -> bytes:
+    """The envelope with its body changed by ``change`` and signed again by ``signer``."""
+    wrapper = federation_pb2.FederationMessage.FromString(message)
+    body = federation_pb2.Envelope.FromString(wrapper.envelope.body)
+    change(body)
+    raw = body.SerializeToString()
+    return sign_envelope(raw, signer, bytes(wrapper.envelope.sealed_personal))
+
+
+def test_forged_misaddressed_and_unverifiable_envelopes_are_quarantined(
+    manual: Federation,
+) -> None:
+    hunan, shaanxi = manual.nodes["43"], manual.nodes["61"]
+    row, genuine = _offsite_submission(manual)
+    inbox, store = shaanxi.relay.inbox, shaanxi.relay.store
+    size = shaanxi.node.log_size()
+    hunan_key = hunan.relay.publisher.signer
+    stranger = Signer.generate("tongban/99")
+
+    wrapper = federation_pb2.FederationMessage.FromString(genuine)
+    flipped = bytearray(wrapper.envelope.signature)
+    flipped[0] ^= 1
+    wrapper.envelope.signature = bytes(flipped)
+    attacks = {
+        "forged": wrapper.SerializeToString(),  # a signature that is not the sender's
+        "misaddressed": _resigned(
+            genuine, lambda body: setattr(body, "destination", "tongban/42"), hunan_key
+        ),
+        "unknown sender": _resigned(
+            genuine, lambda body: setattr(body, "sender", "tongban/99"), stranger
+        ),
+        # The sender's own key, but a step its log does not hold: the proof fails.
+        "unverifiable": _resigned(
+            genuine, lambda body: body.step.inclusion_proof.append(b"\x00" * 32), hunan_key
+        ),
+        "malformed": b"\x08\x01garbage",
+    }
+    for reason, message in attacks.items():
+        assert inbox.handle(message) == "quarantined", reason
+    held = store.quarantined("held")
+    assert [q.reason for q in held] == list(attacks)
+    assert shaanxi.node.log_size() == size  # nothing of them was stored
+    with pytest.raises(NotFound):
+        shaanxi.app.get_case(row.case_id)
+    # The genuine envelope still goes through.
+    assert inbox.handle(genuine) == "stored"
+    assert shaanxi.app.get_case(row.case_id).state is CaseState.RECEIVED
+
+
+def test_a_sealed_applicant_moved_to_another_envelope_does_not_open(manual: Federation) -> None:
+    hunan, shaanxi = manual.nodes["43"], manual.nodes["61"]
+    _row, genuine = _offsite_submission(manual)
+    moved = _resigned(
+        genuine,
+        lambda body: setattr(body, "envelope_id", "6f1c9d0e-0000-4000-8000-000000000001"),
+        hunan.relay.publisher.signer,
+    )
+    assert shaanxi.relay.inbox.handle(moved) == "quarantined"
+    (held,) = shaanxi.relay.store.quarantined("held")
+    assert held.reason == "unverifiable" and "personal" in held.detail
+
+
+def test_duplicates_are_stored_once_and_acknowledged_again(manual: Federation) -> None:
+    hunan, shaanxi = manual.nodes["43"], manual.nodes["61"]
+    row, genuine = _offsite_submission(manual)
+    assert shaanxi.relay.inbox.handle(genuine) == "stored"
+    size = shaanxi.node.log_size()
+    sent: list[bytes] = []
+    shaanxi.relay.inbox.send = lambda topic, key, value: sent.append(value)
+    shaanxi.node.integrator().catch_up()
+    for _ in range(3):
+        assert shaanxi.relay.inbox.handle(genuine) == "duplicate"
+    assert shaanxi.node.log_size() == size
+    assert len(sent) == 3  # each copy is answered, so a sender whose ack was lost stops
+    assert hunan.relay.inbox.handle(sent[0]) == "acknowledged"
+    assert hunan.relay.inbox.handle(sent[1]) == "acknowledged"  # stored once at 43 too
+    acknowledged = hunan.relay.store.row("envelope", row.envelope_id)
+    assert acknowledged is not None and acknowledged.outcome == "stored"
+
+
+def test_a_step_before_its_case_waits_for_the_resend(manual: Federation) -> None:
+    hunan, shaanxi = manual.nodes["43"], manual.nodes["61"]
+    row, submission = _offsite_submission(manual)
+    town = hunan.node.halls["hn-shatou-town"]
+    hunan.node.run(town, "accept", idempotency_key="attack-0002", case_id=str(row.case_id))
+    accept = [m for r, m in manual.outgoing(hunan) if r.envelope_id != row.envelope_id]
+    assert len(accept) == 1
+    assert shaanxi.relay.inbox.handle(accept[0]) == "waiting"  # stores nothing, answers nothing
+    assert shaanxi.relay.inbox.handle(submission) == "stored"
+    assert shaanxi.relay.inbox.handle(accept[0]) == "stored"
+    assert shaanxi.app.get_case(row.case_id).state is CaseState.ACCEPTED
+
+
+def test_the_applicant_never_travels_in_clear(tmp_path: Path, kafka_bootstrap: str) -> None:
+    with Federation.start(tmp_path, kafka_bootstrap, regions=("43", "61")) as federation:
+        hunan, shaanxi = federation.nodes["43"], federation.nodes["61"]
+        town = hunan.node.add_hall("hn-shatou-town", SHATOU)
+        shaanxi.node.add_hall("sx-baihe-county", BAIHE)
+        result = hunan.node.run(
+            town, "submit", idempotency_key="clear-0001", item_code=ID_CARD,
+            applicant=APPLICANT, materials=[material()], competent_region=BAIHE,
+        )  # fmt: skip
+        federation.wait(lambda: shaanxi.app.get_case(result.case_id), "the case reached 61")
+        federation.wait(lambda: not hunan.relay.store.backlog(), "acknowledged")
+        topics = [hunan.relay.topic, shaanxi.relay.topic]
+    # An independent client reads every message on both inboxes.
+    consumer = KafkaConsumer(
+        *topics, bootstrap_servers=kafka_bootstrap, auto_offset_reset="earliest",
+        consumer_timeout_ms=3000, group_id=None,
+    )  # fmt: skip
+    payloads = [bytes(record.value) for record in consumer]
+    consumer.close()
+    assert payloads, "the inboxes hold the envelopes and acknowledgements"
+    for value in (APPLICANT.name, APPLICANT.id_number, APPLICANT.phone):
+        assert not any(value.encode("utf-8") in payload for payload in payloads)
+
+
+# ---------------------------------------------------------------------------------- faults
+
+
+def test_a_broker_that_loses_everything_loses_no_handoff(tmp_path: Path) -> None:
+    """The broker keeps messages in memory: stopping it loses every one. Envelopes that were
+    never acknowledged are sent again (same ids) once it is back, and arrive once."""
+    broker = TansuBroker().start()
+    port = broker.port
+    try:
+        with Federation.start(
+            tmp_path, broker.bootstrap, regions=("43", "61"), resend_after_s=1.0
+        ) as federation:
+            hunan, shaanxi = federation.nodes["43"], federation.nodes["61"]
+            town = hunan.node.add_hall("hn-shatou-town", SHATOU)
+            shaanxi.node.add_hall("sx-baihe-county", BAIHE)
+            federation.halt(shaanxi)  # 61 is not reading: the envelope waits on the broker
+            result = hunan.node.run(
+                town, "submit", idempotency_key="loss-0001", item_code=ID_CARD,
+                applicant=APPLICANT, materials=[material()], competent_region=BAIHE,
+            )  # fmt: skip
+            federation.wait(
+                lambda: (row := _only_row(hunan)) is not None and row.attempts >= 1,
+                "the envelope went to the broker",
+            )
+            broker.stop()  # everything it held is gone
+            broker = TansuBroker(port=port).start()
+            federation.run(shaanxi)
+            federation.wait(lambda: shaanxi.app.get_case(result.case_id), "the case reached 61")
+            federation.wait(lambda: not hunan.relay.store.backlog(), "acknowledged at 43")
+            assert shaanxi.app.get_case(result.case_id).version == 1
+            row = _only_row(hunan)
+            assert row is not None and row.attempts >= 2 and row.outcome == "stored"
+    finally:
+        broker.stop()
+
+
+def _only_row(member: Any) -> Any:
+    rows = member.relay.store.rows_for("tongban/61")
+    return rows[0] if len(rows) == 1 else None
