@@ -38,7 +38,7 @@ from hub.domain.federation import (
 )
 from hub.domain.hall import key_id
 from hub.domain.regions import RegionCode
-from hub.domain.values import Actor
+from hub.domain.values import Actor, CaseState
 from hub.errors import ConcurrencyConflict, InvalidInput, TongbanError
 from ledger import Leaf
 
@@ -205,6 +205,38 @@ def record_acknowledgement(
     return True
 
 
+def take_back_refused_transfer(
+    app: HubApplication,
+    *,
+    case_id: UUID,
+    envelope_id: UUID,
+    peer: str,
+    peer_key_id: str,
+    body: bytes,
+    signature: bytes,
+    reason: str,
+) -> bool:
+    """A peer refused the hall our case was handed off or escalated to: the case comes back
+    (its ``TransferRefused`` event carries the peer's signed refusal). False when the case is
+    no longer waiting for another node (the refusal was handled before)."""
+    case = app.get_case(case_id)
+    if not (case.state_is(CaseState.HANDED_OFF, CaseState.ESCALATED) and case.awaits_another_node):
+        return False
+    case.transfer_refused(
+        envelope_id=envelope_id,
+        peer=peer,
+        key_id=peer_key_id,
+        body=body,
+        signature=signature,
+        reason=reason,
+    )
+    try:
+        app.save_records(case)
+    except ConcurrencyConflict:
+        return False
+    return True
+
+
 def _copy_submission(
     app: HubApplication, step: IncomingStep, parsed: Any, actor: Actor
 ) -> tuple[Case, PersonalKey]:
@@ -284,4 +316,5 @@ __all__ = [
     "apply_peer_step",
     "hall_names",
     "record_acknowledgement",
+    "take_back_refused_transfer",
 ]

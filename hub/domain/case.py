@@ -353,6 +353,23 @@ class Case(Aggregate):
             aggregate.state_before_transfer = None
             aggregate._stop_clock(self.timestamp)
 
+    class TransferRefused(Aggregate.Event):
+        """The node of the hall a case was handed off or escalated to refused it; the case
+        is back where it was. Not a :class:`HallEvent`: the other node's signed refusal (its
+        acknowledgement body and signature, kept here) is what authorises it."""
+
+        envelope_id: UUID
+        peer: str
+        key_id: str
+        body: bytes
+        signature: bytes
+        reason: str
+
+        def apply(self, aggregate: Case) -> None:
+            aggregate.state = aggregate.state_before_transfer or S.ACCEPTED
+            aggregate.pending_receiver = None
+            aggregate.state_before_transfer = None
+
     class PersonalDataErased(Aggregate.Event):
         """An admin crypto-shredded the case's personal data (its sealed applicant).
 
@@ -636,6 +653,29 @@ class Case(Aggregate):
         self._check("withdraw", actor, holder_only=False)
         _require_text("reason", reason)
         self.trigger_event(self.Withdrawn, actor=actor, reason=reason)
+
+    def transfer_refused(
+        self,
+        *,
+        envelope_id: UUID,
+        peer: str,
+        key_id: str,
+        body: bytes,
+        signature: bytes,
+        reason: str,
+    ) -> None:
+        """Another node refused the hall this case was sent to: take the case back."""
+        if self.state not in (S.HANDED_OFF, S.ESCALATED) or not self.awaits_another_node:
+            raise TransitionRefused("transfer_refused", self.state.name, "nothing to take back")
+        self.trigger_event(
+            self.TransferRefused, envelope_id=envelope_id, peer=peer, key_id=key_id, body=body,
+            signature=signature, reason=reason,
+        )  # fmt: skip
+
+    @property
+    def awaits_another_node(self) -> bool:
+        """Whether the case waits for a hall of another node to take it."""
+        return self.pending_receiver is not None and "@" in self.pending_receiver
 
     # ---------------------------------------------------------------- personal data
 

@@ -79,13 +79,14 @@ from hub.domain.federation import (
 )
 from hub.domain.hall import Hall, hall_aggregate_id, key_id
 from hub.domain.node import Node
-from hub.domain.values import SealedApplicant
+from hub.domain.values import CaseState, SealedApplicant
 from hub.errors import InvalidInput
 from ledger import Authority, Leaf, LedgerError, Verifier, open_checkpoint, verify_inclusion
 
 RECORD_TOPIC = get_topic(CommandRecord.Recorded)
 PEER_STEP_TOPIC = get_topic(PeerStep.Recorded)
 PEER_ACK_TOPIC = get_topic(PeerAcknowledgement.Recorded)
+TRANSFER_REFUSED_TOPIC = get_topic(Case.TransferRefused)
 NODE_TOPICS = frozenset({get_topic(Node.Initialised)})
 _HALL_EVENTS = frozenset({get_topic(c) for c in (Hall.Registered, Hall.KeyRotated, Hall.Retired)})
 
@@ -216,7 +217,9 @@ class LogChecker:
                 "signature": decoded.signature,
                 "command": decoded.signed_bytes,
             }
-        elif event.topic == PEER_ACK_TOPIC and isinstance(decoded, PeerAcknowledgement.Recorded):
+        elif (
+            event.topic == PEER_ACK_TOPIC and isinstance(decoded, PeerAcknowledgement.Recorded)
+        ) or (event.topic == TRANSFER_REFUSED_TOPIC and isinstance(decoded, Case.TransferRefused)):
             claims = {
                 "authority": Authority.PEER_ACK,
                 "signer": decoded.peer,
@@ -484,10 +487,9 @@ class LogChecker:
         return []
 
     def _check_peer_ack(self, leaf: Leaf, record: Any) -> list[Problem]:
-        if record is not None and not isinstance(record, PeerAcknowledgement.Recorded):
-            return [
-                Problem("mis-bound signature", f"a peer acknowledgement leaf on a {leaf.topic}")
-            ]
+        refused = isinstance(record, Case.TransferRefused)
+        if record is not None and not (refused or isinstance(record, PeerAcknowledgement.Recorded)):
+            return [Problem("mis-bound signature", f"a peer acknowledgement on a {leaf.topic}")]
         if record is None:
             return [Problem("peer acknowledgement unverifiable", "its stored record is missing")]
         if (record.peer, record.key_id, record.signature, record.body) != (
@@ -497,7 +499,15 @@ class LogChecker:
             leaf.command,
         ):
             return [Problem("mis-bound signature", "the leaf and the acknowledgement differ")]
-        if leaf.aggregate_id != acknowledgement_id(record.envelope_id) or leaf.version != 1:
+        if refused:
+            # The refusal takes a case back: it must be waiting for another node's hall.
+            case = self._case(leaf.aggregate_id, leaf.version)
+            if case is None or not (
+                case.state_is(CaseState.HANDED_OFF, CaseState.ESCALATED)
+                and case.awaits_another_node
+            ):
+                return [Problem("invalid transition", "a refusal of a case not sent to a peer")]
+        elif leaf.aggregate_id != acknowledgement_id(record.envelope_id) or leaf.version != 1:
             return [Problem("peer acknowledgement replayed", f"envelope {record.envelope_id}")]
         verifier = self.peers.get(record.peer)
         if verifier is None:
@@ -510,12 +520,13 @@ class LogChecker:
             body = parse_ack(record.body)
         except InvalidInput as error:
             return [Problem("peer acknowledgement", str(error))]
-        if (body.envelope_id, body.sender, body.destination, body.stored) != (
-            record.envelope_id,
-            record.peer,
-            self.origin,
-            record.stored,
-        ) or (body.stored and body.index != record.peer_index):
+        stored = False if refused else record.stored
+        if (
+            (body.envelope_id, body.sender, body.destination, body.stored)
+            != (record.envelope_id, record.peer, self.origin, stored)
+            or (body.stored and body.index != record.peer_index)
+            or (refused and body.reason != record.reason)
+        ):
             return [Problem("peer acknowledgement", "the record is not what the peer signed")]
         return []
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
+from uuid import UUID
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from tongban.v1 import federation_pb2
@@ -34,7 +35,9 @@ from hub.application.peers import (
     StepRefused,
     apply_peer_step,
     record_acknowledgement,
+    take_back_refused_transfer,
 )
+from hub.domain.command_record import CommandRecord
 from hub.integrity.integrator import LedgerView
 from hub.relay.config import FederationConfig, Peer
 from hub.relay.envelope import (
@@ -193,23 +196,44 @@ class Inbox:
                 data,
                 sender=peer.origin,
             )
-        record_acknowledgement(
-            self.app,
-            envelope_id=body.envelope_id,
-            peer=peer.origin,
-            peer_key_id=f"{peer.log_verifier().key_id:08x}",
-            body=bytes(signed.body),
-            signature=bytes(signed.signature),
-            stored=body.stored,
-            peer_index=body.index,
-            reason=body.reason,
-        )
+        key = f"{peer.log_verifier().key_id:08x}"
+        if not body.stored and self._refuses_a_transfer(row.record_id, row.case_id):
+            take_back_refused_transfer(
+                self.app,
+                case_id=row.case_id,
+                envelope_id=body.envelope_id,
+                peer=peer.origin,
+                peer_key_id=key,
+                body=bytes(signed.body),
+                signature=bytes(signed.signature),
+                reason=body.reason,
+            )
+        else:
+            record_acknowledgement(
+                self.app,
+                envelope_id=body.envelope_id,
+                peer=peer.origin,
+                peer_key_id=key,
+                body=bytes(signed.body),
+                signature=bytes(signed.signature),
+                stored=body.stored,
+                peer_index=body.index,
+                reason=body.reason,
+            )
         self.store.mark_done(
             ENVELOPE, body.envelope_id, STORED if body.stored else REFUSED, body.reason
         )
         if body.stored:
             self.store.record_acked(peer.origin, body.cosigned_size)
         return ACKNOWLEDGED
+
+    def _refuses_a_transfer(self, record_id: UUID, case_id: UUID) -> bool:
+        """Whether the refused step is the hand-off or escalation the case still waits on."""
+        record = self.app.get_record(record_id)
+        if not isinstance(record, CommandRecord) or record.action not in ("hand_off", "escalate"):
+            return False
+        case = self.app.get_case(case_id)
+        return case.awaits_another_node and case.version == record.last_version
 
     def _cosigned(self, line: str, size: int, peer: Peer) -> bool:
         note = self.view.read(lambda cursor: self.view.tables.checkpoint_at_least(cursor, size))

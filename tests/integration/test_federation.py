@@ -299,3 +299,43 @@ def test_a_broker_that_loses_everything_loses_no_handoff(tmp_path: Path) -> None
 def _only_row(member: Any) -> Any:
     rows = member.relay.store.rows_for("tongban/61")
     return rows[0] if len(rows) == 1 else None
+
+
+def test_a_handoff_to_a_hall_the_peer_does_not_have_comes_back_with_its_signed_refusal(
+    federation: Federation,
+) -> None:
+    hunan, shaanxi = federation.nodes["43"], federation.nodes["61"]
+    town = hunan.node.add_hall("hn-shatou-town", SHATOU)
+    shaanxi.node.add_hall("sx-baihe-county", BAIHE)
+    result = hunan.node.run(
+        town, "submit", idempotency_key="refuse-0001", item_code=ID_CARD,
+        applicant=APPLICANT, materials=[material()], competent_region=BAIHE,
+    )  # fmt: skip
+    case_id = str(result.case_id)
+    hunan.node.run(town, "accept", idempotency_key="refuse-0002", case_id=case_id)
+    hunan.node.run(
+        town, "hand_off", idempotency_key="refuse-0003", case_id=case_id,
+        to_hall=f"sx-no-such-hall@{BAIHE}", reason="转户籍地",
+    )  # fmt: skip
+    federation.wait(
+        lambda: _state(hunan, result.case_id) is CaseState.ACCEPTED, "the case came back to 43"
+    )
+    refused = [row for row in hunan.relay.store.rows_for(shaanxi.origin) if row.outcome]
+    assert any(row.outcome == "refused" and "no such hall" in row.reason for row in refused)
+    # Both copies agree: accepted at the intake hall, which may hand it off again.
+    assert _state(shaanxi, result.case_id) is CaseState.ACCEPTED
+    hunan.node.run(
+        town, "hand_off", idempotency_key="refuse-0004", case_id=case_id,
+        to_hall=f"sx-baihe-county@{BAIHE}", reason="转户籍地",
+    )  # fmt: skip
+    federation.wait(
+        lambda: _state(shaanxi, result.case_id) is CaseState.HANDED_OFF, "the second handoff"
+    )
+    federation.wait(lambda: not hunan.relay.store.backlog(), "acknowledged at 43")
+    for member in (hunan, shaanxi):
+        federation.halt(member)
+    for member in (hunan, shaanxi):
+        other = shaanxi if member is hunan else hunan
+        member.node.integrator().catch_up()
+        report = _audit(member, {other.origin: _log_verifier(other)})
+        assert report.ok, [str(finding) for finding in report.findings]
