@@ -280,6 +280,103 @@ def _pki_show_key(args: argparse.Namespace) -> int:
     return 0
 
 
+def _federation(args: argparse.Namespace) -> int:
+    from hub.bootstrap import build_relay, federation_identity, load_federation_file
+
+    settings = Settings.from_env()
+    command = args.federation_command or "status"
+    if command == "identity":
+        entry = federation_identity(settings)
+        if args.json:
+            print_json(entry)
+        else:
+            print("[[peers]]")
+            for key, value in entry.items():
+                print(f'{key} = "{value}"')
+        return 0
+    config = load_federation_file(settings)
+    if config is None:
+        raise ConfigurationError(
+            "this node has no federation file: set TONGBAN_FEDERATION (docs/federation.md)"
+        )
+    app = _application(settings)
+    try:
+        relay = build_relay(settings, app)
+        assert relay is not None
+        store = relay.store
+        if command == "status":
+            return _federation_status(args, relay, config)
+        if command == "quarantine":
+            held = store.quarantined("" if args.all else "held")
+            rows: list[list[str | int]] = [
+                [q.number, _when(q.received_at), q.sender or "?", q.reason, q.detail, q.status]
+                for q in held
+            ]
+            if args.json:
+                print_json({"quarantine": [dict(zip(_QUARANTINE_HEADERS, r, strict=True))
+                                           for r in rows]})  # fmt: skip
+            else:
+                print_table(list(_QUARANTINE_HEADERS), rows)
+            return 0
+        held_now = {q.number: q for q in store.quarantined("held")}
+        if args.number not in held_now:
+            raise UsageError(f"no held message number {args.number} (see `federation quarantine`)")
+        if command == "reject":
+            store.resolve(args.number, "rejected")
+            print(f"message {args.number} rejected")
+            return 0
+        store.resolve(args.number, "released")
+        outcome = relay.inbox.handle(held_now[args.number].message)
+        print(f"message {args.number} released: {outcome}")
+        return 0 if outcome != "quarantined" else EXIT_ERROR
+    finally:
+        app.close()
+
+
+_QUARANTINE_HEADERS = ("number", "received", "sender", "reason", "detail", "status")
+
+
+def _when(timestamp: float) -> str:
+    import datetime as dt
+
+    return dt.datetime.fromtimestamp(timestamp, dt.UTC).isoformat(timespec="seconds")
+
+
+def _federation_status(args: argparse.Namespace, relay: Any, config: Any) -> int:
+    store = relay.store
+    outgoing = store.backlog()
+    incoming = relay.inbound_backlog()
+    rows: list[list[str | int]] = []
+    for peer in config.peers:
+        seen = store.peer(peer.origin)
+        rows.append(
+            [
+                peer.origin,
+                peer.region,
+                peer.name,
+                seen.seen_size,
+                seen.seen_root.hex()[:16] or "-",
+                seen.acked_size,
+                outgoing.get(peer.origin, 0),
+            ]
+        )
+    headers = ["peer", "region", "name", "seen size", "seen root", "acked (ours)", "waiting out"]
+    held = store.held_count()
+    if args.json:
+        print_json(
+            {
+                "peers": [dict(zip(headers, row, strict=True)) for row in rows],
+                "waiting_in": incoming,
+                "quarantined": held,
+            }
+        )
+        return 0
+    print_table(headers, rows)
+    waiting_in = "unknown (broker unreachable)" if incoming is None else str(incoming)
+    print(f"waiting in (inbox {relay.topic}): {waiting_in}; quarantined: {held}")
+    return 0
+
+
 def _hall(args: argparse.Namespace) -> int:
     from hub.bootstrap import admin_signer
 
@@ -644,12 +741,12 @@ def _adapter(argv: Sequence[str]) -> int:
 
 
 def _group(
-    commands: Any, name: str, text: str, **options: Any
+    commands: Any, name: str, text: str, *, required: bool = True, **options: Any
 ) -> tuple[argparse.ArgumentParser, Any]:
     """A command group: ``tongban NAME --help`` lists its subcommands, one line each."""
     group = _command(commands, name, text, **options)
     subcommands = group.add_subparsers(
-        dest=f"{name}_command", required=True, title="commands", metavar="COMMAND"
+        dest=f"{name}_command", required=required, title="commands", metavar="COMMAND"
     )
     return group, subcommands
 
@@ -792,6 +889,32 @@ def build_parser() -> argparse.ArgumentParser:
         "re-wrap every personal-data key under the active key (ring from settings)",
     )
     keys.set_defaults(run=_keys)
+
+    federation, federation_commands = _group(
+        commands,
+        "federation",
+        "the peer nodes: status (the default), identity, quarantine, release, reject",
+        required=False,
+    )
+    _json_option(federation)
+    status = _command(
+        federation_commands, "status", "each peer: last checkpoint seen, backlog both ways"
+    )
+    _json_option(status)
+    identity = _command(
+        federation_commands, "identity", "this node's [[peers]] entry for the peers' files"
+    )
+    _json_option(identity)
+    quarantine = _command(
+        federation_commands, "quarantine", "messages held because they did not verify"
+    )
+    quarantine.add_argument("--all", action="store_true", help="released and rejected too")
+    _json_option(quarantine)
+    release = _command(federation_commands, "release", "handle a held message again now")
+    release.add_argument("number", type=int, help="its number in `federation quarantine`")
+    reject = _command(federation_commands, "reject", "drop a held message for good")
+    reject.add_argument("number", type=int, help="its number in `federation quarantine`")
+    federation.set_defaults(run=_federation)
 
     ledger, ledger_commands = _group(commands, "ledger", "the node's signed log")
     _command(ledger_commands, "key", "print the log's public (verifier) key")

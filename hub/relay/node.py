@@ -116,6 +116,30 @@ class Relay:
         finally:
             admin.close()
 
+    def inbound_backlog(self) -> int | None:
+        """Messages on this node's inbox its consumer group has not committed (None when the
+        broker cannot be reached). Reads offsets only: never joins the group."""
+        try:
+            consumer = KafkaConsumer(
+                bootstrap_servers=list(self.config.bootstrap),
+                group_id=f"tongban.{self.origin}",
+                enable_auto_commit=False,
+                request_timeout_ms=5000,
+                api_version_auto_timeout_ms=5000,
+            )
+        except KafkaError:
+            return None
+        try:
+            partitions = consumer.partitions_for_topic(self.topic) or set()
+            parts = [TopicPartition(self.topic, p) for p in sorted(partitions)]
+            ends = consumer.end_offsets(parts) if parts else {}
+            waiting: int = sum(max(0, ends[tp] - (consumer.committed(tp) or 0)) for tp in parts)
+            return waiting
+        except KafkaError:
+            return None
+        finally:
+            consumer.close()
+
     # ------------------------------------------------------------------ loops
 
     def run(self, stop: threading.Event) -> None:
