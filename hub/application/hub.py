@@ -346,7 +346,15 @@ class HubApplication(Application[UUID]):
                 f"a {intake.level.name} hall cannot take in item {item.code} without naming its "
                 f"competent region ({item.competent_level.name} level)",
             )
-        mode = item.allows_intake_in(intake, competent)
+        home = (
+            self.regions.validate(action.home_region, "command.submit.home_region")
+            if action.home_region
+            else None
+        )
+        try:
+            mode = item.mode_for(intake, competent, home)
+        except InvalidInput as error:
+            raise InvalidInput(f"command.submit.{error.field}", error.value, error.reason) from None
         case_id = case_id_for(header.hall_id, header.idempotency_key)
         sealed, key_row = self.vault.seal(case_id, applicant, salts, action.applicant)
         case = Case.submit(
@@ -363,6 +371,7 @@ class HubApplication(Application[UUID]):
             promised_days=item.promised_days,
             statutory_days=item.statutory_days,
             produces_certificate=item.certificate is not None,
+            home_region=action.home_region,
         )
         return self._commit(run, case, 0, personal_keys=[key_row])
 

@@ -257,7 +257,8 @@ def _copy_submission(
         competent = intake.ancestor_at(item.competent_level)
     else:
         raise StepRefused(f"item {item.code} needs a competent region at {item.competent_level}")
-    mode = item.allows_intake_in(intake, competent)
+    home = RegionCode(action.home_region) if action.home_region else None
+    mode = item.mode_for(intake, competent, home)
     sealed, key_row = app.vault.seal(case_id, applicant, salts, action.applicant)
     case = Case.submit(
         case_id=case_id,
@@ -273,6 +274,7 @@ def _copy_submission(
         promised_days=item.promised_days,
         statutory_days=item.statutory_days,
         produces_certificate=item.certificate is not None,
+        home_region=action.home_region,
     )
     return case, key_row
 

@@ -107,6 +107,7 @@ class Submit(Action):
     applicant: ApplicantCommitments
     materials: tuple[Material, ...]
     competent_region: str
+    home_region: str
 
 
 @dataclass(frozen=True)

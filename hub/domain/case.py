@@ -116,6 +116,8 @@ class Case(Aggregate):
         promised_days: int
         statutory_days: int
         produces_certificate: bool
+        #: 全程网办: the applicant's home region when in another province ("" otherwise).
+        home_region: str = ""
 
         def __post_init__(self) -> None:
             super().__post_init__()
@@ -134,6 +136,7 @@ class Case(Aggregate):
             aggregate.promised_days = self.promised_days
             aggregate.statutory_days = self.statutory_days
             aggregate.produces_certificate = self.produces_certificate
+            aggregate.home_region = self.home_region
             aggregate.intake_hall = self.actor.hall_id
             aggregate.holder = self.actor.hall_id
             aggregate.parties = (self.actor.hall_id,)
@@ -391,6 +394,7 @@ class Case(Aggregate):
         self.mode = CrossRegionMode.LOCAL
         self.intake_region = ""
         self.competent_region = ""
+        self.home_region = ""
         self.applicant: SealedApplicant | None = None
         self.personal_data_erased = False
         #: Every hall that took in, held, was addressed or given a task: those may read the case.
@@ -437,6 +441,7 @@ class Case(Aggregate):
         promised_days: int,
         statutory_days: int,
         produces_certificate: bool,
+        home_region: str = "",
         timestamp: datetime | None = None,
     ) -> Case:
         """收件: create a case taken in by ``actor``'s hall."""
@@ -460,6 +465,7 @@ class Case(Aggregate):
             promised_days=promised_days,
             statutory_days=statutory_days,
             produces_certificate=produces_certificate,
+            home_region=home_region,
         )
 
     # ---------------------------------------------------------------- intake

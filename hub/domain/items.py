@@ -87,6 +87,24 @@ class ServiceItem:
             "a province",
         )
 
+    def mode_for(
+        self, intake: RegionCode, competent: RegionCode, home: RegionCode | None = None
+    ) -> CrossRegionMode:
+        """The case's mode: as :meth:`allows_intake_in`, and 全程网办 (``FULLY_ONLINE``) when
+        an applicant whose home region is in another province applies at the competent
+        region's own hall (the item must allow it)."""
+        mode = self.allows_intake_in(intake, competent)
+        if home is None or home.province == competent.province or mode is not CrossRegionMode.LOCAL:
+            return mode
+        if CrossRegionMode.FULLY_ONLINE not in self.cross_region_modes:
+            raise InvalidInput(
+                "home_region",
+                home.value,
+                f"item {self.code} is not a 全程网办 item: an applicant from another province "
+                "applies through 异地代收代办 at a hall there",
+            )
+        return CrossRegionMode.FULLY_ONLINE
+
 
 class Catalogue:
     """The service items a node offers, by code."""

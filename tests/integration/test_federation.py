@@ -14,15 +14,16 @@ import pytest
 from kafka import KafkaConsumer
 from tongban.v1 import common_pb2, federation_pb2
 
-from hub.domain.values import CaseState
-from hub.errors import NotFound
+from hub.domain.values import CaseState, CrossRegionMode
+from hub.errors import InvalidInput, NotFound
 from hub.integrity.audit import audit_store
 from hub.integrity.store import ReadOnlyStore
 from hub.relay.envelope import sign_envelope
+from hub.settings import Settings
 from ledger import Signer, Verifier
 from tests.harness.broker import TansuBroker
-from tests.harness.federation import Federation
-from tests.harness.inprocess import APPLICANT, material
+from tests.harness.federation import Federation, Member
+from tests.harness.inprocess import APPLICANT, InProcessNode, material
 
 ID_CARD = "070302001000"  # 居民身份证换领: county level, 异地代收代办 from every province
 BAIHE = "610929000000"  # 白河县, 陕西
@@ -339,3 +340,105 @@ def test_a_handoff_to_a_hall_the_peer_does_not_have_comes_back_with_its_signed_r
         member.node.integrator().catch_up()
         report = _audit(member, {other.origin: _log_verifier(other)})
         assert report.ok, [str(finding) for finding in report.findings]
+
+
+# ---------------------------------------------------------------------------------- 多地联办
+
+RETIREMENT = "200406001000YJS01"  # 退休“一件事”: city level, joint tasks
+YIYANG, WUHAN, ANKANG = "430900000000", "420100000000", "610900000000"
+
+
+def test_a_joint_case_across_three_provinces_concludes_when_every_region_reported(
+    tmp_path: Path, kafka_bootstrap: str
+) -> None:
+    with Federation.start(tmp_path, kafka_bootstrap, regions=("43", "42", "61")) as federation:
+        hunan, hubei, shaanxi = (federation.nodes[r] for r in ("43", "42", "61"))
+        city = hunan.node.add_hall("hn-yiyang-city", YIYANG, "益阳市政务服务中心")
+        wuhan = hubei.node.add_hall("hb-wuhan-social", WUHAN, "武汉市社保中心")
+        ankang = shaanxi.node.add_hall("sx-ankang-social", ANKANG, "安康市社保中心")
+        result = hunan.node.run(
+            city, "submit", idempotency_key="joint-0001", item_code=RETIREMENT,
+            applicant=APPLICANT, materials=[material("养老保险缴费凭证")],
+        )  # fmt: skip
+        case_id = str(result.case_id)
+        hunan.node.run(city, "accept", idempotency_key="joint-0002", case_id=case_id)
+        hunan.node.run(
+            city, "open_joint_tasks", idempotency_key="joint-0003", case_id=case_id,
+            tasks=[
+                common_pb2.JointTask(task_id="hubei", hall_id=f"hb-wuhan-social@{WUHAN}",
+                                     department="湖北社保: 参保年限"),
+                common_pb2.JointTask(task_id="shaanxi", hall_id=f"sx-ankang-social@{ANKANG}",
+                                     department="陕西社保: 参保年限"),
+            ],
+        )  # fmt: skip
+        # The task regions get the case from its submission on (catch-up), then report.
+        for member, hall, task in ((hubei, wuhan, "hubei"), (shaanxi, ankang, "shaanxi")):
+            federation.wait(
+                lambda m=member: _state(m, result.case_id) is CaseState.JOINT,
+                f"the joint case reached {member.origin}",
+            )
+            member.node.run(
+                hall, "complete_joint_task", idempotency_key=f"joint-{task}",
+                case_id=case_id, task_id=task, approved=True, note="年限已核",
+            )  # fmt: skip
+        for member in (hunan, hubei, shaanxi):
+            federation.wait(
+                lambda m=member: _state(m, result.case_id) is CaseState.HANDLING,
+                f"every report reached {member.origin}",
+            )
+        hunan.node.run(
+            city, "decide", idempotency_key="joint-0004", case_id=case_id,
+            approved=True, reason="各地年限合并计算",
+        )  # fmt: skip
+        hunan.node.run(city, "conclude", idempotency_key="joint-0005", case_id=case_id)
+        for member in (hubei, shaanxi):
+            federation.wait(
+                lambda m=member: _state(m, result.case_id) is CaseState.CONCLUDED,
+                f"the conclusion reached {member.origin}",
+            )
+        versions = {m.app.get_case(result.case_id).version for m in (hunan, hubei, shaanxi)}
+        assert len(versions) == 1
+        federation.wait(
+            lambda: not any(m.relay.store.backlog() for m in (hunan, hubei, shaanxi)),
+            "every envelope acknowledged",
+        )
+        members = (hunan, hubei, shaanxi)
+        for member in members:
+            federation.halt(member)
+        for member in members:
+            member.node.integrator().catch_up()
+            peers = {o.origin: _log_verifier(o) for o in members if o is not member}
+            report = _audit(member, peers)
+            assert report.ok, [str(finding) for finding in report.findings]
+
+
+# ---------------------------------------------------------------------------------- 全程网办
+
+LICENCE = "070404001000"  # 机动车驾驶证有效期满换证: city level, 全程网办
+
+
+def test_fully_online_intake_records_the_applicants_home_region(tmp_path: Path) -> None:
+    node = InProcessNode.start(Settings(data_dir=tmp_path / "node", node_region="61"))
+    try:
+        online = node.add_hall("sx-ankang-online", ANKANG, "安康市网上办事大厅")
+        result = node.run(
+            online, "submit", idempotency_key="online-0001", item_code=LICENCE,
+            applicant=APPLICANT, materials=[material("驾驶证")], home_region=SHATOU,
+        )  # fmt: skip
+        case = node.app.get_case(result.case_id)
+        assert (case.mode, case.home_region) == (CrossRegionMode.FULLY_ONLINE, SHATOU)
+        # An item that is not 全程网办 is refused, naming the field, and nothing is stored.
+        size = node.log_size()
+        with pytest.raises(InvalidInput) as refused:
+            node.run(
+                online, "submit", idempotency_key="online-0002", item_code=ID_CARD,
+                applicant=APPLICANT, materials=[material()], competent_region=BAIHE,
+                home_region=SHATOU,
+            )  # fmt: skip
+        assert refused.value.field == "command.submit.home_region"
+        assert node.log_size() == size
+        node.integrator().catch_up()
+        report = _audit(Member("61", node), {})
+        assert report.ok, [str(finding) for finding in report.findings]
+    finally:
+        node.close()

@@ -285,9 +285,14 @@ class SubmitCase(_message.Message):
     MATERIALS_FIELD_NUMBER: _builtins.int
     COMPETENT_REGION_FIELD_NUMBER: _builtins.int
     APPLICANT_FIELD_NUMBER: _builtins.int
+    HOME_REGION_FIELD_NUMBER: _builtins.int
     item_code: _builtins.str
     competent_region: _builtins.str
     """Empty: the region at the item's competent level containing the intake hall."""
+    home_region: _builtins.str
+    """全程网办: the applicant's home region (12 digits) when it lies in another province than the
+    competent region; recorded with the case (the item must allow FULLY_ONLINE). Empty otherwise.
+    """
     @_builtins.property
     def materials(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.Material]: ...
     @_builtins.property
@@ -303,10 +308,11 @@ class SubmitCase(_message.Message):
         materials: _abc.Iterable[_common_pb2.Material] | None = ...,
         competent_region: _builtins.str = ...,
         applicant: _common_pb2.ApplicantCommitments | None = ...,
+        home_region: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["applicant", b"applicant"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["applicant", b"applicant", "competent_region", b"competent_region", "item_code", b"item_code", "materials", b"materials"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["applicant", b"applicant", "competent_region", b"competent_region", "home_region", b"home_region", "item_code", b"item_code", "materials", b"materials"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
