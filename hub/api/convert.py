@@ -13,6 +13,7 @@ import enum
 import typing
 from datetime import UTC, datetime
 from typing import Any
+from uuid import UUID
 
 from eventsourcing.utils import get_topic
 from google.protobuf.message import Message
@@ -65,6 +66,7 @@ EVENT_CLASSES: tuple[type[Any], ...] = (
     Case.Archived,
     Case.Withdrawn,
     Case.PersonalDataErased,
+    Case.TransferRefused,
 )
 
 #: Value objects and their messages.
@@ -135,6 +137,8 @@ _CLASSES_BY_FIELD = {snake_case(cls.__name__): cls for cls in EVENT_CLASSES}
 
 
 def _to_wire(value: Any) -> Any:
+    if isinstance(value, UUID):
+        return str(value)
     if isinstance(value, enum.Enum):
         return enum_to_proto(value)
     if type(value) in VALUE_MESSAGES:
@@ -220,6 +224,7 @@ def case_view(case: Case) -> case_exchange_pb2.CaseView:
         mode=enum_to_proto(case.mode),
         intake_region=case.intake_region,
         competent_region=case.competent_region,
+        home_region=case.home_region,
         intake_hall=case.intake_hall,
         holder=case.holder,
         pending_receiver=case.pending_receiver or "",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 import pytest
@@ -58,6 +59,15 @@ def _one_of_every_event() -> list[Any]:
     c = new_case()
     c.reject_at_intake(Actor("v-room", "op-v", "430902104201"), "不符合条件")
     events += c.collect_events()
+    d = new_case()
+    d.hand_off(d_actor := Actor("v-room", "op-v", "430902104201"), "sx-hall@610929000000",
+               RegionCode("610929000000"), "转户籍地")  # fmt: skip
+    d.transfer_refused(
+        envelope_id=uuid.UUID(int=7), peer="tongban/61", key_id="0a1b2c3d", body=b"\x08\x02",
+        signature=b"s" * 64, reason="no such hall",
+    )  # fmt: skip
+    del d_actor
+    events += d.collect_events()
     return events
 
 

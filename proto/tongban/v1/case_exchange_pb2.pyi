@@ -991,6 +991,7 @@ class CaseView(_message.Message):
     ALLOWED_COMMANDS_FIELD_NUMBER: _builtins.int
     SUBMITTED_AT_FIELD_NUMBER: _builtins.int
     MODIFIED_AT_FIELD_NUMBER: _builtins.int
+    HOME_REGION_FIELD_NUMBER: _builtins.int
     case_id: _builtins.str
     version: _builtins.int
     state: _common_pb2.CaseState.ValueType
@@ -1011,6 +1012,8 @@ class CaseView(_message.Message):
     clock_running: _builtins.bool
     clock_seconds: _builtins.float
     paused_seconds: _builtins.float
+    home_region: _builtins.str
+    """全程网办: the applicant's home region (empty when local)"""
     @_builtins.property
     def joint_tasks(self) -> _containers.RepeatedCompositeFieldContainer[Global___JointTaskStatus]: ...
     @_builtins.property
@@ -1046,10 +1049,11 @@ class CaseView(_message.Message):
         allowed_commands: _abc.Iterable[_builtins.str] | None = ...,
         submitted_at: _timestamp_pb2.Timestamp | None = ...,
         modified_at: _timestamp_pb2.Timestamp | None = ...,
+        home_region: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_approved", b"_approved", "approved", b"approved", "modified_at", b"modified_at", "submitted_at", b"submitted_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_approved", b"_approved", "allowed_commands", b"allowed_commands", "approved", b"approved", "case_id", b"case_id", "certificate_id", b"certificate_id", "clock_running", b"clock_running", "clock_seconds", b"clock_seconds", "competent_region", b"competent_region", "holder", b"holder", "intake_hall", b"intake_hall", "intake_region", b"intake_region", "item_code", b"item_code", "item_name", b"item_name", "joint_tasks", b"joint_tasks", "kind", b"kind", "mode", b"mode", "modified_at", b"modified_at", "paused_seconds", b"paused_seconds", "pending_receiver", b"pending_receiver", "promised_days", b"promised_days", "rating", b"rating", "state", b"state", "statutory_days", b"statutory_days", "submitted_at", b"submitted_at", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_approved", b"_approved", "allowed_commands", b"allowed_commands", "approved", b"approved", "case_id", b"case_id", "certificate_id", b"certificate_id", "clock_running", b"clock_running", "clock_seconds", b"clock_seconds", "competent_region", b"competent_region", "holder", b"holder", "home_region", b"home_region", "intake_hall", b"intake_hall", "intake_region", b"intake_region", "item_code", b"item_code", "item_name", b"item_name", "joint_tasks", b"joint_tasks", "kind", b"kind", "mode", b"mode", "modified_at", b"modified_at", "paused_seconds", b"paused_seconds", "pending_receiver", b"pending_receiver", "promised_days", b"promised_days", "rating", b"rating", "state", b"state", "statutory_days", b"statutory_days", "submitted_at", b"submitted_at", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__approved: _TypeAlias = _typing.Literal["approved"]  # noqa: Y015
     _WhichOneofArgType__approved: _TypeAlias = _typing.Literal["_approved", b"_approved"]  # noqa: Y015

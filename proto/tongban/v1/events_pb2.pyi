@@ -42,6 +42,7 @@ class Submitted(_message.Message):
     PRODUCES_CERTIFICATE_FIELD_NUMBER: _builtins.int
     APPLICANT_COMMITMENTS_FIELD_NUMBER: _builtins.int
     PERSONAL_DATA_ERASED_FIELD_NUMBER: _builtins.int
+    HOME_REGION_FIELD_NUMBER: _builtins.int
     item_code: _builtins.str
     item_name: _builtins.str
     kind: _common_pb2.CaseKind.ValueType
@@ -52,6 +53,8 @@ class Submitted(_message.Message):
     statutory_days: _builtins.int
     produces_certificate: _builtins.bool
     personal_data_erased: _builtins.bool
+    home_region: _builtins.str
+    """全程网办: the applicant's home region when in another province (empty otherwise)."""
     @_builtins.property
     def applicant(self) -> _common_pb2.Applicant:
         """Clear values only for a hall entitled to them (the intake hall and the holder), never to
@@ -80,10 +83,11 @@ class Submitted(_message.Message):
         produces_certificate: _builtins.bool = ...,
         applicant_commitments: _common_pb2.ApplicantCommitments | None = ...,
         personal_data_erased: _builtins.bool = ...,
+        home_region: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["applicant", b"applicant", "applicant_commitments", b"applicant_commitments"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["applicant", b"applicant", "applicant_commitments", b"applicant_commitments", "competent_region", b"competent_region", "intake_region", b"intake_region", "item_code", b"item_code", "item_name", b"item_name", "kind", b"kind", "materials", b"materials", "mode", b"mode", "personal_data_erased", b"personal_data_erased", "produces_certificate", b"produces_certificate", "promised_days", b"promised_days", "statutory_days", b"statutory_days"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["applicant", b"applicant", "applicant_commitments", b"applicant_commitments", "competent_region", b"competent_region", "home_region", b"home_region", "intake_region", b"intake_region", "item_code", b"item_code", "item_name", b"item_name", "kind", b"kind", "materials", b"materials", "mode", b"mode", "personal_data_erased", b"personal_data_erased", "produces_certificate", b"produces_certificate", "promised_days", b"promised_days", "statutory_days", b"statutory_days"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -591,6 +595,47 @@ class PersonalDataErased(_message.Message):
 Global___PersonalDataErased: _TypeAlias = PersonalDataErased  # noqa: Y015
 
 @_typing.final
+class TransferRefused(_message.Message):
+    """The node of the hall a case was handed off or escalated to refused it (its signed refusal,
+    an Ack of docs/federation.md, is kept): the case is back where it was.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ENVELOPE_ID_FIELD_NUMBER: _builtins.int
+    PEER_FIELD_NUMBER: _builtins.int
+    KEY_ID_FIELD_NUMBER: _builtins.int
+    BODY_FIELD_NUMBER: _builtins.int
+    SIGNATURE_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    envelope_id: _builtins.str
+    peer: _builtins.str
+    """the refusing node's log origin"""
+    key_id: _builtins.str
+    """its log key id"""
+    body: _builtins.bytes
+    """the refusal (a serialised Ack) as signed"""
+    signature: _builtins.bytes
+    reason: _builtins.str
+    def __init__(
+        self,
+        *,
+        envelope_id: _builtins.str = ...,
+        peer: _builtins.str = ...,
+        key_id: _builtins.str = ...,
+        body: _builtins.bytes = ...,
+        signature: _builtins.bytes = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "envelope_id", b"envelope_id", "key_id", b"key_id", "peer", b"peer", "reason", b"reason", "signature", b"signature"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TransferRefused: _TypeAlias = TransferRefused  # noqa: Y015
+
+@_typing.final
 class CaseEvent(_message.Message):
     """One stored event of a case: which case, its version, when, who acted, and what happened."""
 
@@ -624,6 +669,7 @@ class CaseEvent(_message.Message):
     ARCHIVED_FIELD_NUMBER: _builtins.int
     WITHDRAWN_FIELD_NUMBER: _builtins.int
     PERSONAL_DATA_ERASED_FIELD_NUMBER: _builtins.int
+    TRANSFER_REFUSED_FIELD_NUMBER: _builtins.int
     case_id: _builtins.str
     version: _builtins.int
     @_builtins.property
@@ -680,6 +726,8 @@ class CaseEvent(_message.Message):
     def withdrawn(self) -> Global___Withdrawn: ...
     @_builtins.property
     def personal_data_erased(self) -> Global___PersonalDataErased: ...
+    @_builtins.property
+    def transfer_refused(self) -> Global___TransferRefused: ...
     def __init__(
         self,
         *,
@@ -711,12 +759,13 @@ class CaseEvent(_message.Message):
         archived: Global___Archived | None = ...,
         withdrawn: Global___Withdrawn | None = ...,
         personal_data_erased: Global___PersonalDataErased | None = ...,
+        transfer_refused: Global___TransferRefused | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["accepted", b"accepted", "actor", b"actor", "archived", b"archived", "certificate_recorded", b"certificate_recorded", "concluded", b"concluded", "correction_requested", b"correction_requested", "decided", b"decided", "delivered", b"delivered", "escalated", b"escalated", "event", b"event", "handed_off", b"handed_off", "handling_started", b"handling_started", "handoff_acknowledged", b"handoff_acknowledged", "joint_task_completed", b"joint_task_completed", "joint_tasks_joined", b"joint_tasks_joined", "joint_tasks_opened", b"joint_tasks_opened", "personal_data_erased", b"personal_data_erased", "rated", b"rated", "rectification_completed", b"rectification_completed", "rectification_opened", b"rectification_opened", "rejected_at_intake", b"rejected_at_intake", "resubmitted", b"resubmitted", "resumed", b"resumed", "submitted", b"submitted", "suspended", b"suspended", "timestamp", b"timestamp", "withdrawn", b"withdrawn"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["accepted", b"accepted", "actor", b"actor", "archived", b"archived", "certificate_recorded", b"certificate_recorded", "concluded", b"concluded", "correction_requested", b"correction_requested", "decided", b"decided", "delivered", b"delivered", "escalated", b"escalated", "event", b"event", "handed_off", b"handed_off", "handling_started", b"handling_started", "handoff_acknowledged", b"handoff_acknowledged", "joint_task_completed", b"joint_task_completed", "joint_tasks_joined", b"joint_tasks_joined", "joint_tasks_opened", b"joint_tasks_opened", "personal_data_erased", b"personal_data_erased", "rated", b"rated", "rectification_completed", b"rectification_completed", "rectification_opened", b"rectification_opened", "rejected_at_intake", b"rejected_at_intake", "resubmitted", b"resubmitted", "resumed", b"resumed", "submitted", b"submitted", "suspended", b"suspended", "timestamp", b"timestamp", "transfer_refused", b"transfer_refused", "withdrawn", b"withdrawn"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepted", b"accepted", "actor", b"actor", "archived", b"archived", "case_id", b"case_id", "certificate_recorded", b"certificate_recorded", "concluded", b"concluded", "correction_requested", b"correction_requested", "decided", b"decided", "delivered", b"delivered", "escalated", b"escalated", "event", b"event", "handed_off", b"handed_off", "handling_started", b"handling_started", "handoff_acknowledged", b"handoff_acknowledged", "joint_task_completed", b"joint_task_completed", "joint_tasks_joined", b"joint_tasks_joined", "joint_tasks_opened", b"joint_tasks_opened", "personal_data_erased", b"personal_data_erased", "rated", b"rated", "rectification_completed", b"rectification_completed", "rectification_opened", b"rectification_opened", "rejected_at_intake", b"rejected_at_intake", "resubmitted", b"resubmitted", "resumed", b"resumed", "submitted", b"submitted", "suspended", b"suspended", "timestamp", b"timestamp", "version", b"version", "withdrawn", b"withdrawn"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepted", b"accepted", "actor", b"actor", "archived", b"archived", "case_id", b"case_id", "certificate_recorded", b"certificate_recorded", "concluded", b"concluded", "correction_requested", b"correction_requested", "decided", b"decided", "delivered", b"delivered", "escalated", b"escalated", "event", b"event", "handed_off", b"handed_off", "handling_started", b"handling_started", "handoff_acknowledged", b"handoff_acknowledged", "joint_task_completed", b"joint_task_completed", "joint_tasks_joined", b"joint_tasks_joined", "joint_tasks_opened", b"joint_tasks_opened", "personal_data_erased", b"personal_data_erased", "rated", b"rated", "rectification_completed", b"rectification_completed", "rectification_opened", b"rectification_opened", "rejected_at_intake", b"rejected_at_intake", "resubmitted", b"resubmitted", "resumed", b"resumed", "submitted", b"submitted", "suspended", b"suspended", "timestamp", b"timestamp", "transfer_refused", b"transfer_refused", "version", b"version", "withdrawn", b"withdrawn"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_event: _TypeAlias = _typing.Literal["submitted", "correction_requested", "resubmitted", "accepted", "rejected_at_intake", "handed_off", "escalated", "handoff_acknowledged", "handling_started", "suspended", "resumed", "joint_tasks_opened", "joint_task_completed", "joint_tasks_joined", "decided", "concluded", "certificate_recorded", "delivered", "rated", "rectification_opened", "rectification_completed", "archived", "withdrawn", "personal_data_erased"]  # noqa: Y015
+    _WhichOneofReturnType_event: _TypeAlias = _typing.Literal["submitted", "correction_requested", "resubmitted", "accepted", "rejected_at_intake", "handed_off", "escalated", "handoff_acknowledged", "handling_started", "suspended", "resumed", "joint_tasks_opened", "joint_task_completed", "joint_tasks_joined", "decided", "concluded", "certificate_recorded", "delivered", "rated", "rectification_opened", "rectification_completed", "archived", "withdrawn", "personal_data_erased", "transfer_refused"]  # noqa: Y015
     _WhichOneofArgType_event: _TypeAlias = _typing.Literal["event", b"event"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_event) -> _WhichOneofReturnType_event | None: ...
 
