@@ -44,6 +44,7 @@ _KEYS = {
     "log_level": "TONGBAN_LOG_LEVEL",
     "log_format": "TONGBAN_LOG_FORMAT",
     "storage_timeout_s": "TONGBAN_STORAGE_TIMEOUT_S",
+    "federation": "TONGBAN_FEDERATION",
 }
 
 
@@ -98,6 +99,8 @@ class Settings:
     log_format: str = "json"
     #: How long (seconds) a call waits for the store before it answers UNAVAILABLE.
     storage_timeout_s: int = 5
+    #: The federation file (peers, keys, topics; see hub.relay.config); None: no peers.
+    federation: Path | None = None
 
     @property
     def pki_dir(self) -> Path:
@@ -168,6 +171,7 @@ class Settings:
         data_dir = Path(values.pop("data_dir", "") or _default_data_dir(environ))
         catalogue = values.pop("catalogue", "")
         tls_dir = values.pop("tls_dir", "")
+        federation = values.pop("federation", "")
         numbers: dict[str, Any] = {
             name: _whole_number(name, values.pop(name)) for name in _INT_KEYS if name in values
         }
@@ -180,6 +184,7 @@ class Settings:
             data_dir=data_dir,
             catalogue=Path(catalogue) if catalogue else None,
             tls_dir=Path(tls_dir) if tls_dir else None,
+            federation=Path(federation) if federation else None,
             database_url=values.pop("database_url", None) or None,
             **cast("dict[str, Any]", values),
         )
