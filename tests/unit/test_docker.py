@@ -300,6 +300,9 @@ def test_kafka_runs_in_kraft_mode_with_a_data_volume_and_a_healthcheck() -> None
     assert len(cluster_id) == 16  # what kafka-storage format accepts
     assert [m.target for m in mounts(kafka)] == [environment["KAFKA_LOG_DIRS"]]
     assert "kafka-broker-api-versions.sh" in " ".join(kafka["healthcheck"]["test"])
+    # Topics are made on first use (the broker's default), with 6 partitions.
+    assert "KAFKA_AUTO_CREATE_TOPICS_ENABLE" not in environment
+    assert environment["KAFKA_NUM_PARTITIONS"] == 6
     bootstrap = [f"{name}:9092" for name in ("kafka",)]
     assert list(PLAN.kafka["bootstrap"]) == bootstrap
     assert environment["KAFKA_ADVERTISED_LISTENERS"] == f"PLAINTEXT://{bootstrap[0]}"
@@ -522,3 +525,27 @@ def test_the_plan_refuses_mistakes_naming_the_entry(tmp_path: Path) -> None:
         plan.write_text(text.replace(original, replacement, 1))
         with pytest.raises(setup.SetupError, match=re.escape(named)):
             setup.load_plan(plan)
+
+
+# ------------------------------------------------------------------------- the documentation
+
+
+def _generic(name: str) -> str:
+    """A service or volume name as docker/README.md writes it (NAME, HALL)."""
+    for hall in HALLS:
+        name = name.replace(hall, "HALL")
+    for node in NODES:
+        name = re.sub(rf"(^|-){node}(-|$)", r"\1NAME\2", name)
+    return name
+
+
+def test_the_readme_describes_every_service_and_volume() -> None:
+    readme = (ROOT / "docker" / "README.md").read_text()
+    for name in [*SERVICES, *COMPOSE["volumes"]]:
+        generic = _generic(name)
+        assert f"`{generic}`" in readme or f"`{name}`" in readme, name
+    # The images it names are the ones the compose file runs.
+    for service in SERVICES.values():
+        if not uses_node_image(service):
+            assert f"`{service['image']}`" in readme
+    assert f"`{_dockerfile().baseimage}`" in readme
