@@ -195,6 +195,16 @@ def test_each_nodes_federation_file_names_every_other_node_as_it_is(
             assert peer.log_key == (layout.data(other) / "log.vkey").read_text().strip()
             assert peer.ca_certificate.read_bytes() == (layout.ca(other) / "ca.pem").read_bytes()
             assert peer.inbox_topic == f"{PLAN.kafka['topic_prefix']}.{other.region}.inbox"
+            # The stand-in for `tongban federation identity` prints the entry that was used.
+            printed = subprocess.run(
+                [sys.executable, str(DOCKER / "peer_identity.py"), "--data-dir",
+                 str(layout.data(other)), "--region", other.region, "--name", other.display,
+                 "--address", other.address, "--ca-certificate", f"ca/{other.region}.pem"],
+                capture_output=True, text=True, check=True,
+            ).stdout  # fmt: skip
+            published = layout.federation / "peers" / f"{other.region}.toml"
+            assert printed == published.read_text()
+            assert printed in setup.federation_file(layout, node).read_text()
             # Its witness and encryption keys are the public halves of the other's secrets.
             secrets = layout.data(other) / "secrets"
             witness = Cosigner.from_key((secrets / "witness.key").read_text().strip())
