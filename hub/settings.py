@@ -44,6 +44,10 @@ _KEYS = {
     "log_level": "TONGBAN_LOG_LEVEL",
     "log_format": "TONGBAN_LOG_FORMAT",
     "storage_timeout_s": "TONGBAN_STORAGE_TIMEOUT_S",
+    "federation": "TONGBAN_FEDERATION",
+    "witness_listen": "TONGBAN_WITNESS_LISTEN",
+    "witness_tls": "TONGBAN_WITNESS_TLS",
+    "witness_interval_s": "TONGBAN_WITNESS_INTERVAL_S",
 }
 
 
@@ -98,6 +102,17 @@ class Settings:
     log_format: str = "json"
     #: How long (seconds) a call waits for the store before it answers UNAVAILABLE.
     storage_timeout_s: int = 5
+    #: The federation file (peers, their keys, witnessing); None: a node on its own.
+    federation: Path | None = None
+    #: Where the witness endpoint (C2SP tlog-witness, ``POST /add-checkpoint``) listens when a
+    #: federation file is given (port 0: a free port, printed at start-up).
+    witness_listen: str = "127.0.0.1:7444"
+    #: Serve the witness endpoint over HTTPS with the node's server certificate (the protocol
+    #: authenticates by signatures, so plain HTTP is safe; TLS only hides what is asked).
+    witness_tls: bool = False
+    #: Seconds between re-submissions of the latest checkpoint to each peer's witness (a new
+    #: checkpoint is submitted as soon as it is signed).
+    witness_interval_s: int = 60
 
     @property
     def pki_dir(self) -> Path:
@@ -119,6 +134,7 @@ class Settings:
             "workers",
             "max_streams",
             "storage_timeout_s",
+            "witness_interval_s",
         ):
             if getattr(self, name) <= 0:
                 raise ConfigurationError(f"{_KEYS[name]} must be positive")
@@ -168,6 +184,7 @@ class Settings:
         data_dir = Path(values.pop("data_dir", "") or _default_data_dir(environ))
         catalogue = values.pop("catalogue", "")
         tls_dir = values.pop("tls_dir", "")
+        federation = values.pop("federation", "")
         numbers: dict[str, Any] = {
             name: _whole_number(name, values.pop(name)) for name in _INT_KEYS if name in values
         }
@@ -180,6 +197,7 @@ class Settings:
             data_dir=data_dir,
             catalogue=Path(catalogue) if catalogue else None,
             tls_dir=Path(tls_dir) if tls_dir else None,
+            federation=Path(federation) if federation else None,
             database_url=values.pop("database_url", None) or None,
             **cast("dict[str, Any]", values),
         )
@@ -208,8 +226,9 @@ _INT_KEYS = (
     "workers",
     "max_streams",
     "storage_timeout_s",
+    "witness_interval_s",
 )
-_BOOL_KEYS = ("group_commit",)
+_BOOL_KEYS = ("group_commit", "witness_tls")
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"0", "false", "no", "off"})
 

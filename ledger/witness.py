@@ -23,7 +23,13 @@ from dataclasses import dataclass
 from typing import NoReturn, Protocol
 
 from ledger.checkpoint import Checkpoint, SignedCheckpoint, open_checkpoint, peek_checkpoint
-from ledger.cosignature import Cosignature, CosignatureVerifier, Cosigner, verified_cosignatures
+from ledger.cosignature import (
+    Cosignature,
+    CosignatureVerifier,
+    Cosigner,
+    attach_cosignatures,
+    verified_cosignatures,
+)
 from ledger.errors import (
     CheckpointError,
     EvidenceKind,
@@ -50,7 +56,10 @@ def _now() -> int:
 
 @dataclass(frozen=True)
 class WitnessState:
-    """The latest checkpoint a witness cosigned for one origin."""
+    """The latest checkpoint a witness cosigned for one origin.
+
+    ``note`` is the log-signed note with the witness's own cosignature attached.
+    """
 
     origin: str
     size: int
@@ -277,7 +286,10 @@ class Witness:
 
         timestamp = self._clock()
         line = self._cosigner.signature_line(new.format(), timestamp)
-        state = WitnessState(new.origin, new.size, new.root, signed.raw)
+        # Kept with this witness's cosignature: what it serves to monitors (tlog-witness "GET
+        # <origin hash>/checkpoint"), and the note later evidence shows it vouched for.
+        cosigned = attach_cosignatures(signed.raw, line.encode("utf-8"))
+        state = WitnessState(new.origin, new.size, new.root, cosigned)
         # Persist before answering, atomically with the size check (tlog-witness requirement).
         if not self._store.swap(latest, state):
             current = self._store.latest(new.origin)

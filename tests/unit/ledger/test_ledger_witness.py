@@ -88,7 +88,7 @@ def test_log_signing_two_inconsistent_checkpoints_is_caught(log: Log) -> None:
         view_a.append(f"leaf{i}".encode())
         view_b.append(f"forged{i}".encode())
     note_a = log.note(view_a)
-    witness.add_checkpoint(note_a, 5, view_a.consistency_proof(5))
+    line_a = witness.add_checkpoint(note_a, 5, view_a.consistency_proof(5))
 
     # Same size, different root: irrefutable evidence of a split view.
     note_b = log.note(view_b)
@@ -96,7 +96,11 @@ def test_log_signing_two_inconsistent_checkpoints_is_caught(log: Log) -> None:
         witness.add_checkpoint(note_b, 8, [])
     evidence = fork.value.evidence
     assert evidence.kind is EvidenceKind.FORK
-    assert (evidence.cosigned_note, evidence.new_note) == (note_a, note_b)
+    # The evidence holds what the witness vouched for (with its cosignature) and the fork.
+    assert (evidence.cosigned_note, evidence.new_note) == (
+        attach_cosignatures(note_a, line_a),
+        note_b,
+    )
     assert fork.value.status == 422  # tlog-witness: same size, other root
     # Both notes in the evidence verify with the log's own key: the log cannot deny them.
     a = open_checkpoint(evidence.cosigned_note, log.signer.verifier()).checkpoint
