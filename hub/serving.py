@@ -334,12 +334,21 @@ async def _serve_async(
 ) -> None:
     from hub.api.audit import add_audit_service
     from hub.api.server import NodeServer, TLSFiles
-    from hub.bootstrap import build_application
+    from hub.bootstrap import build_application, load_node_keys, witnessing_config
     from hub.integrity.integrator import open_ledger_view
+    from hub.integrity.witnessed import FinalCheckpoint, final_checkpoint
+    from ledger import WitnessPolicy
 
     app = build_application(settings, create_tables=False)
     try:
         view = open_ledger_view(app)
+        witnessing = witnessing_config(settings)
+        # Without peers every signed checkpoint is final (k = 0).
+        policy = witnessing.policy() if witnessing is not None else WitnessPolicy(0)
+        log_verifier = load_node_keys(settings).signer.verifier()
+
+        def final(index: int) -> FinalCheckpoint | None:
+            return final_checkpoint(view, index, policy, log_verifier)
 
         def leaf_index(aggregate_id: Any, version: int) -> int | None:
             leaf = view.read(lambda cursor: view.tables.leaf_for(cursor, aggregate_id, version))
@@ -352,7 +361,7 @@ async def _serve_async(
             tls=None if options.insecure else TLSFiles.in_directory(settings.pki_dir),
             max_workers=options.workers,
             max_streams=options.max_streams,
-            extra_services=[add_audit_service(app, view)],
+            extra_services=[add_audit_service(app, view, final)],
             leaf_index=leaf_index,
             reuse_port=True,
         )
