@@ -101,7 +101,7 @@ def record_cosignatures(
                     root=stored.root,
                     witness=signature.name,
                     key_id=signature.key_id,
-                    line=signature.line(),
+                    line=signature.line().rstrip("\n"),
                     timestamp=cosignature_timestamp(signature),
                     received_at=now,
                 ),
