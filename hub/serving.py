@@ -87,8 +87,10 @@ def serve(settings: Settings, options: ServeOptions) -> int:
     reservation = _reserve_port(host, port)
     port = reservation.getsockname()[1]
     witness_reservation = None
+    witness_port = 0
     if settings.federation is not None:
         witness_reservation = _reserve_port(*_split(settings.witness_listen))
+        witness_port = witness_reservation.getsockname()[1]
     metrics_dir = tempfile.mkdtemp(prefix="tongban-metrics-")
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
     context = multiprocessing.get_context("spawn")
@@ -105,7 +107,7 @@ def serve(settings: Settings, options: ServeOptions) -> int:
     try:
         start("follower", _follower_main, settings)
         if witness_reservation is not None:
-            start("witness", _witness_main, settings, witness_reservation.getsockname()[1])
+            start("witness", _witness_main, settings, witness_port)
         for number in range(options.processes):
             start(f"server-{number}", _server_main, settings, options, port)
         _await_ready(children)
@@ -120,8 +122,7 @@ def serve(settings: Settings, options: ServeOptions) -> int:
     if witness_reservation is not None:
         scheme = "https" if settings.witness_tls else "http"
         witness_host = _split(settings.witness_listen)[0]
-        print(f"tongban: witness on {scheme}://{witness_host}:"
-              f"{witness_reservation.getsockname()[1]}", flush=True)  # fmt: skip
+        print(f"tongban: witness on {scheme}://{witness_host}:{witness_port}", flush=True)
     # The port lines are machine-readable: scripts and tests wait for them.
     print(f"tongban: serving on {host}:{port}", flush=True)
     print(f"tongban: metrics on http://{_split(options.metrics_listen)[0]}:{metrics_port}/metrics",

@@ -46,6 +46,8 @@ MAX_CONFLICTS = 3
 REQUEST_TIMEOUT = 10.0
 #: Seconds between refreshes of the finality and evidence metrics when nothing was published.
 REPORT_EVERY = 5.0
+#: Seconds before a witness that failed is asked again (at most ``interval``).
+RETRY_AFTER = 5.0
 
 
 @dataclass(frozen=True)
@@ -84,6 +86,8 @@ class CheckpointPublisher:
         #: When each witness last cosigned (clock()), to re-submit every ``interval``.
         self._cosigned_at: dict[str, float] = {}
         self._reported_at: float | None = None
+        #: When a witness that failed may be asked again.
+        self._retry_at: dict[str, float] = {}
 
     @staticmethod
     def _client(target: WitnessTarget, transport: httpx.BaseTransport | None) -> httpx.Client:
@@ -122,7 +126,12 @@ class CheckpointPublisher:
                 fresh = now - self._cosigned_at.get(target.name, -self.interval) < self.interval
                 if not force and known >= latest.size and fresh:
                     continue
-                outcomes.append(self._submit(target, latest))
+                if not force and now < self._retry_at.get(target.name, now):
+                    continue
+                outcome = self._submit(target, latest)
+                if outcome.cosigned_size is None:
+                    self._retry_at[target.name] = now + min(RETRY_AFTER, self.interval)
+                outcomes.append(outcome)
         now = self._clock()
         if outcomes or self._reported_at is None or now - self._reported_at >= REPORT_EVERY:
             self._report()
