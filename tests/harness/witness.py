@@ -4,7 +4,7 @@
         httpx.post(served.url + "/add-checkpoint", content=body)
 
 Plain Python (no pytest). The server runs on its own event loop in a thread and is stopped when
-the block ends.
+the block ends. ``tls=(certificate, key)`` serves HTTPS, as ``TONGBAN_WITNESS_TLS`` does.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from pathlib import Path
 from types import TracebackType
 
 from hub.witnessing.http import listening_socket, witness_server
@@ -21,12 +22,19 @@ from hub.witnessing.service import NodeWitness
 class ServedWitness:
     """``witness`` on ``http://127.0.0.1:<free port>`` for the duration of a ``with`` block."""
 
-    def __init__(self, witness: NodeWitness, *, startup_timeout: float = 10.0) -> None:
+    def __init__(
+        self,
+        witness: NodeWitness,
+        *,
+        startup_timeout: float = 10.0,
+        tls: tuple[Path, Path] | None = None,
+    ) -> None:
         self.witness = witness
         self._socket = listening_socket("127.0.0.1", 0)
         self.port = int(self._socket.getsockname()[1])
-        self.url = f"http://127.0.0.1:{self.port}"
-        self._server = witness_server(witness)
+        self.url = f"{'https' if tls else 'http'}://127.0.0.1:{self.port}"
+        certificate, key = tls if tls is not None else (None, None)
+        self._server = witness_server(witness, certificate=certificate, private_key=key)
         self._thread = threading.Thread(target=self._run, name="served-witness", daemon=True)
         self._startup_timeout = startup_timeout
         self._failure: BaseException | None = None

@@ -14,6 +14,7 @@ from tlog_scales.tlog import Checkpoint as OutsideCheckpoint
 from hub.bootstrap import build_application, initialise
 from hub.integrity.integrator import open_ledger_view
 from hub.integrity.witnessed import final_checkpoint, witnessing_status
+from hub.pki import Role, init_ca
 from hub.settings import Settings
 from hub.witnessing.config import WitnessingConfig, WitnessTarget
 from hub.witnessing.publisher import CheckpointPublisher
@@ -195,3 +196,51 @@ def test_a_409_is_followed_and_failures_are_recorded(
     }
     assert status.final is None  # k = 1 of (impostor, closed): neither cosigned
     assert WitnessPolicy(0).k == 0
+
+
+def test_a_witness_over_https_is_checked_against_the_peers_ca(
+    tmp_path: Path, node: InProcessNode
+) -> None:
+    """TONGBAN_WITNESS_TLS: the endpoint serves the node certificate; the publisher verifies it
+    with the CA the federation file names for that peer, and refuses any other."""
+    hubei_ca = init_ca(tmp_path / "pki-42", "hubei")
+    certificate, key = hubei_ca.issue(
+        Role.NODE, "node", dns_names=("localhost",), ip_addresses=("127.0.0.1",)
+    ).write(tmp_path / "pki-42")
+    init_ca(tmp_path / "pki-other", "other")  # a CA that did not certify the witness
+    settings = Settings(data_dir=tmp_path / "hubei", node_region="42")
+    initialise(settings)
+    app = build_application(settings)
+    cosigner = Cosigner.generate("tongban/42/witness")
+    log_key = Verifier.from_key(node.integrator().signer.verifier_key())
+    witness = NodeWitness(open_ledger_view(app), cosigner, {"tongban/43": [log_key]})
+    view = node.integrator().view
+    try:
+        with ServedWitness(witness, tls=(certificate, key)) as served:
+            assert served.url.startswith("https://")
+            trusted = WitnessTarget(
+                "tongban/42/witness",
+                cosigner.verifier_key(),
+                served.url,
+                tmp_path / "pki-42" / "ca.pem",
+            )
+            publisher = CheckpointPublisher(view, config(node, 1, trusted), interval=3600)
+            try:
+                assert [o.status for o in publisher.publish()] == [200]
+            finally:
+                publisher.close()
+            assert final_checkpoint(view, 0, config(node, 1, trusted).policy(), log_key) is not None
+            stranger = WitnessTarget(
+                "tongban/42/witness",
+                cosigner.verifier_key(),
+                served.url,
+                tmp_path / "pki-other" / "ca.pem",
+            )
+            doubting = CheckpointPublisher(view, config(node, 1, stranger), interval=3600)
+            try:
+                (outcome,) = doubting.publish(force=True)
+            finally:
+                doubting.close()
+            assert outcome.status == 0 and "CERTIFICATE_VERIFY_FAILED" in outcome.message
+    finally:
+        app.close()
