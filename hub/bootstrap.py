@@ -23,6 +23,7 @@ import os
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -50,6 +51,9 @@ from hub.relay.node import Relay
 from hub.settings import Settings
 from ledger import LedgerError, Signer, Verifier
 from ledger.cosignature import Cosigner
+
+if TYPE_CHECKING:
+    from hub.witnessing.config import WitnessingConfig
 
 #: The first admin's name unless ``tongban init --admin`` gives another.
 DEFAULT_ADMIN = "operator"
@@ -486,3 +490,38 @@ def admin_signer(
     if not names:
         raise ConfigurationError(f"{path} is not the key of an admin of this node")
     return CommandSigner(key, node=settings.origin, operator=operator or names[0], admin=names[0])
+
+
+def witnessing_config(settings: Settings) -> WitnessingConfig | None:
+    """What witnessing needs, from the federation file (None: no federation file configured).
+
+    Peers' witness keys are the witnesses of this node's log (k = ``relay.witness_k``); peers'
+    logs and the ``[[witnessed_logs]]`` are the logs this node cosigns.
+    """
+    from hub.relay.config import load_federation
+    from hub.witnessing.config import WitnessingConfig, WitnessTarget
+
+    if settings.federation is None:
+        return None
+    federation = load_federation(
+        settings.federation, own_region=settings.node_region, own_origin=settings.origin
+    )
+    keys = load_node_keys(settings)
+    return WitnessingConfig(
+        origin=settings.origin,
+        log_key=keys.signer.verifier_key(),
+        witness_k=federation.witness_k,
+        targets=tuple(
+            WitnessTarget(
+                name=peer.witness_verifier().name,
+                verifier_key=peer.witness_key,
+                url=peer.witness_url,
+                ca_certificate=peer.ca_certificate,
+            )
+            for peer in federation.peers
+        ),
+        logs=tuple(
+            [(peer.origin, (peer.log_key,)) for peer in federation.peers]
+            + [(log.origin, (log.log_key,)) for log in federation.witnessed_logs]
+        ),
+    )

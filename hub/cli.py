@@ -619,6 +619,96 @@ def _ledger(args: argparse.Namespace) -> int:
     return 0
 
 
+def _federation(args: argparse.Namespace) -> int:
+    from hub.bootstrap import witnessing_config
+    from hub.integrity.integrator import open_ledger_view
+    from hub.integrity.witnessed import witnessing_status
+
+    settings = Settings.from_env()
+    config = witnessing_config(settings)
+    if config is None:
+        raise ConfigurationError("no federation file: set TONGBAN_FEDERATION (docs/witnessing.md)")
+    app = _application(settings)
+    try:
+        status = witnessing_status(open_ledger_view(app), config.policy(), config.log_verifier())
+    finally:
+        app.close()
+    _print_witnessing(config, status, as_json=args.json)
+    return 0 if not status.evidence else EXIT_ERROR
+
+
+def _print_witnessing(config: Any, status: Any, *, as_json: bool) -> None:
+    """``tongban federation witness``: finality, each witness, each witnessed log, evidence."""
+    from datetime import UTC, datetime
+
+    def when(seconds: float) -> str:
+        return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+
+    final = status.final
+    tried = {s.witness: s for s in status.submissions}
+    witnesses = []
+    for target in config.targets:
+        cosigned = status.cosigned_by.get(target.name)
+        last = tried.get(target.name)
+        witnesses.append(
+            {
+                "witness": target.name,
+                "url": target.url,
+                "cosigned_size": cosigned[0] if cosigned else 0,
+                "cosigned_at": when(cosigned[1]) if cosigned else "",
+                "last_status": last.status if last else None,
+                "last_message": last.message if last else "",
+                "last_attempt": when(last.attempted_at) if last else "",
+            }
+        )
+    witnessed = [{"origin": s.origin, "cosigned_size": s.size} for s in status.witnessed]
+    if as_json:
+        print_json(
+            {
+                "origin": config.origin,
+                "latest_size": status.latest_size,
+                "final_size": final.size if final else 0,
+                "final_witnesses": list(final.witnesses) if final else [],
+                "policy": {"k": config.witness_k, "witnesses": [t.name for t in config.targets]},
+                "final_checkpoint": final.note.decode() if final else None,
+                "witnesses": witnesses,
+                "witnessed_logs": witnessed,
+                "evidence": [e.to_dict() for e in status.evidence],
+            }
+        )
+        return
+    names = ", ".join(final.witnesses) if final and final.witnesses else "none needed"
+    print(f"this log: {config.origin}, latest checkpoint {status.latest_size} leaves; final "
+          f"(k={config.witness_k} of {len(config.targets)}): "
+          + (f"{final.size} leaves, cosigned by {names}" if final else "none yet"))  # fmt: skip
+    print()
+    print_table(
+        ["witness of this log", "cosigned size", "received", "last request", "answer"],
+        [
+            [
+                w["witness"],
+                w["cosigned_size"],
+                w["cosigned_at"],
+                w["last_attempt"] or ("not asked (no witness_url)" if not w["url"] else ""),
+                f"{w['last_status']} {w['last_message']}" if w["last_status"] is not None else "",
+            ]
+            for w in witnesses
+        ],
+    )
+    print()
+    print_table(["log witnessed here", "cosigned size"], [[w["origin"], w["cosigned_size"]]
+                                                          for w in witnessed])  # fmt: skip
+    print()
+    if not status.evidence:
+        print("split-view evidence: none")
+        return
+    print(f"SPLIT-VIEW EVIDENCE: {len(status.evidence)} (both signed notes: --json)")
+    print_table(
+        ["observed", "log", "kind", "reason"],
+        [[when(e.observed_at), e.origin, e.kind.value, e.reason] for e in status.evidence],
+    )
+
+
 def _audit(args: argparse.Namespace) -> int:
     # The auditor's path imports nothing that writes: no application, no bootstrap.
     from hub.integrity.audit import audit_case, audit_export, audit_store
@@ -953,6 +1043,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     case.set_defaults(state=None, trusted_checkpoint=None)
     audit.set_defaults(run=_audit)
+
+    federation, federation_commands = _group(
+        commands, "federation", "this node among its peers (TONGBAN_FEDERATION)"
+    )
+    witness = _command(
+        federation_commands,
+        "witness",
+        "witnessing: finality of this log, each witness, logs witnessed here, split-view evidence",
+    )
+    _json_option(witness)
+    federation.set_defaults(run=_federation)
 
     # `tongban adapter ...` never reaches this parser in main(): the adapters' own parser takes
     # all of it (with its own --help). It is here so `tongban --help` lists it.

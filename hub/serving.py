@@ -9,6 +9,8 @@ Processes (``--processes N``, default: the CPU count)::
                  or, exiting non-zero, when one of them dies
     follower     the ledger integrator (woken by the store's notifications on PostgreSQL); when
                  it must stop for good, every server's health turns NOT_SERVING with the reason
+    witness      with a federation file only: the witness endpoint (C2SP tlog-witness, HTTP on
+                 TONGBAN_WITNESS_LISTEN) and the checkpoint publisher (hub.witnessing)
     N servers    ``grpc.aio`` servers on one port (SO_REUSEPORT: the kernel spreads connections
                  over them), each with its own application and connections
 
@@ -84,6 +86,11 @@ def serve(settings: Settings, options: ServeOptions) -> int:
     host, port = _split(options.listen)
     reservation = _reserve_port(host, port)
     port = reservation.getsockname()[1]
+    witness_reservation = None
+    witness_port = 0
+    if settings.federation is not None:
+        witness_reservation = _reserve_port(*_split(settings.witness_listen))
+        witness_port = witness_reservation.getsockname()[1]
     metrics_dir = tempfile.mkdtemp(prefix="tongban-metrics-")
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
     context = multiprocessing.get_context("spawn")
@@ -99,6 +106,8 @@ def serve(settings: Settings, options: ServeOptions) -> int:
 
     try:
         start("follower", _follower_main, settings)
+        if witness_reservation is not None:
+            start("witness", _witness_main, settings, witness_port)
         for number in range(options.processes):
             start(f"server-{number}", _server_main, settings, options, port)
         _await_ready(children)
@@ -107,7 +116,13 @@ def serve(settings: Settings, options: ServeOptions) -> int:
         raise
     finally:
         reservation.close()
+        if witness_reservation is not None:
+            witness_reservation.close()
     metrics_port = telemetry.serve_metrics(options.metrics_listen)
+    if witness_reservation is not None:
+        scheme = "https" if settings.witness_tls else "http"
+        witness_host = _split(settings.witness_listen)[0]
+        print(f"tongban: witness on {scheme}://{witness_host}:{witness_port}", flush=True)
     # The port lines are machine-readable: scripts and tests wait for them.
     print(f"tongban: serving on {host}:{port}", flush=True)
     print(f"tongban: metrics on http://{_split(options.metrics_listen)[0]}:{metrics_port}/metrics",
@@ -127,6 +142,13 @@ def _preflight(settings: Settings, options: ServeOptions) -> None:
         build_integrator(settings, app)  # the log against the last checkpoint signed
     finally:
         app.close()
+    if settings.federation is not None:
+        from hub.bootstrap import load_federation_keys, witnessing_config
+
+        witnessing_config(settings)  # the federation file, checked (errors name the entry)
+        load_federation_keys(settings)  # the witness key
+        if settings.witness_tls:
+            TLSFiles.in_directory(settings.pki_dir).server_credentials()
 
 
 def _split(listen: str) -> tuple[str, int]:
@@ -313,12 +335,21 @@ async def _serve_async(
 ) -> None:
     from hub.api.audit import add_audit_service
     from hub.api.server import NodeServer, TLSFiles
-    from hub.bootstrap import build_application
+    from hub.bootstrap import build_application, load_node_keys, witnessing_config
     from hub.integrity.integrator import open_ledger_view
+    from hub.integrity.witnessed import FinalCheckpoint, final_checkpoint
+    from ledger import WitnessPolicy
 
     app = build_application(settings, create_tables=False)
     try:
         view = open_ledger_view(app)
+        witnessing = witnessing_config(settings)
+        # Without peers every signed checkpoint is final (k = 0).
+        policy = witnessing.policy() if witnessing is not None else WitnessPolicy(0)
+        log_verifier = load_node_keys(settings).signer.verifier()
+
+        def final(index: int) -> FinalCheckpoint | None:
+            return final_checkpoint(view, index, policy, log_verifier)
 
         def leaf_index(aggregate_id: Any, version: int) -> int | None:
             leaf = view.read(lambda cursor: view.tables.leaf_for(cursor, aggregate_id, version))
@@ -331,7 +362,7 @@ async def _serve_async(
             tls=None if options.insecure else TLSFiles.in_directory(settings.pki_dir),
             max_workers=options.workers,
             max_streams=options.max_streams,
-            extra_services=[add_audit_service(app, view)],
+            extra_services=[add_audit_service(app, view, final)],
             leaf_index=leaf_index,
             reuse_port=True,
         )
@@ -391,6 +422,54 @@ def _follower_main(settings: Settings, lifeline: Connection, shared: _Shared) ->
         if relay_thread is not None:
             relay_thread.join(timeout=10)
         app.close()
+
+
+def _witness_main(settings: Settings, port: int, lifeline: Connection, shared: _Shared) -> None:
+    """The witnessing process: the witness endpoint and the checkpoint publisher."""
+    loop = asyncio.new_event_loop()
+    stop = asyncio.Event()
+
+    def request_stop() -> None:
+        loop.call_soon_threadsafe(stop.set)
+
+    _child_setup(settings, lifeline, request_stop)
+    from hub.api.server import TLSFiles
+    from hub.bootstrap import build_application, load_federation_keys, witnessing_config
+    from hub.integrity.integrator import open_ledger_view
+    from hub.witnessing.http import listening_socket
+    from hub.witnessing.runner import run_witnessing
+
+    try:
+        config = witnessing_config(settings)
+        assert config is not None  # started only with a federation file
+        cosigner = load_federation_keys(settings).witness
+        app = build_application(settings, create_tables=False)
+    except TongbanError as error:
+        _report_error(lifeline, error)
+        raise SystemExit(2) from None
+    tls = None
+    if settings.witness_tls:
+        files = TLSFiles.in_directory(settings.pki_dir)
+        tls = (files.certificate, files.private_key)
+    try:
+        sock = listening_socket(_split(settings.witness_listen)[0], port)
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
+        loop.run_until_complete(
+            run_witnessing(
+                open_ledger_view(app),
+                config,
+                cosigner,
+                sock,
+                stop,
+                interval=settings.witness_interval_s,
+                tls=tls,
+                ready=lambda: lifeline.send(("ready", os.getpid())),
+            )
+        )
+    finally:
+        app.close()
+        loop.close()
 
 
 __all__ = ["ServeOptions", "serve"]

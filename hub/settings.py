@@ -45,6 +45,9 @@ _KEYS = {
     "log_format": "TONGBAN_LOG_FORMAT",
     "storage_timeout_s": "TONGBAN_STORAGE_TIMEOUT_S",
     "federation": "TONGBAN_FEDERATION",
+    "witness_listen": "TONGBAN_WITNESS_LISTEN",
+    "witness_tls": "TONGBAN_WITNESS_TLS",
+    "witness_interval_s": "TONGBAN_WITNESS_INTERVAL_S",
 }
 
 
@@ -99,8 +102,18 @@ class Settings:
     log_format: str = "json"
     #: How long (seconds) a call waits for the store before it answers UNAVAILABLE.
     storage_timeout_s: int = 5
-    #: The federation file (peers, keys, Kafka; docs/federation.md); None: a node on its own.
+    #: The federation file (peers, keys, Kafka, witnessing; docs/federation.md); None: a node
+    #: on its own.
     federation: Path | None = None
+    #: Where the witness endpoint (C2SP tlog-witness, ``POST /add-checkpoint``) listens when a
+    #: federation file is given (port 0: a free port, printed at start-up).
+    witness_listen: str = "127.0.0.1:7444"
+    #: Serve the witness endpoint over HTTPS with the node's server certificate (the protocol
+    #: authenticates by signatures, so plain HTTP is safe; TLS only hides what is asked).
+    witness_tls: bool = False
+    #: Seconds between re-submissions of the latest checkpoint to each peer's witness (a new
+    #: checkpoint is submitted as soon as it is signed).
+    witness_interval_s: int = 60
 
     @property
     def pki_dir(self) -> Path:
@@ -122,6 +135,7 @@ class Settings:
             "workers",
             "max_streams",
             "storage_timeout_s",
+            "witness_interval_s",
         ):
             if getattr(self, name) <= 0:
                 raise ConfigurationError(f"{_KEYS[name]} must be positive")
@@ -213,8 +227,9 @@ _INT_KEYS = (
     "workers",
     "max_streams",
     "storage_timeout_s",
+    "witness_interval_s",
 )
-_BOOL_KEYS = ("group_commit",)
+_BOOL_KEYS = ("group_commit", "witness_tls")
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"0", "false", "no", "off"})
 

@@ -82,6 +82,33 @@ COMMIT_QUEUE = Gauge(
     multiprocess_mode="livesum",
 )
 
+WITNESS_REQUESTS = Counter(
+    "tongban_witness_requests",
+    "add-checkpoint requests this node's witness answered, by HTTP status",
+    ["status"],
+)
+WITNESS_SUBMISSIONS = Counter(
+    "tongban_witness_submissions",
+    "add-checkpoint requests this node sent to its witnesses, by witness and HTTP status "
+    "(0: no answer)",
+    ["witness", "status"],
+)
+WITNESS_COSIGNATURES = Counter(
+    "tongban_witness_cosignatures_received",
+    "Verified cosignatures of this node's checkpoints received, by witness",
+    ["witness"],
+)
+WITNESS_FINAL_SIZE = Gauge(
+    "tongban_witness_final_size",
+    "Size of this node's latest final checkpoint (its witness policy met)",
+    multiprocess_mode="max",
+)
+WITNESS_EVIDENCE = Gauge(
+    "tongban_witness_evidence",
+    "Pieces of split-view evidence this node keeps (a log signed two inconsistent checkpoints)",
+    multiprocess_mode="max",
+)
+
 
 def new_request_id() -> str:
     """A fresh request id."""

@@ -104,7 +104,7 @@ class WitnessConflictError(WitnessError):
 class ConsistencyError(LedgerError):
     """A checkpoint conflicts with one already cosigned; ``evidence`` holds both notes.
 
-    ``status`` is the C2SP tlog-witness HTTP status for the refusal (409 or 422).
+    ``status`` is the C2SP tlog-witness HTTP status for the refusal (400, 409 or 422).
     """
 
     def __init__(self, message: str, evidence: SplitViewEvidence, status: int = 409) -> None:

@@ -19,8 +19,10 @@ Tables (``<prefix>`` defaults to ``ledger``)::
                           leaves' leaf_hash column, levels 1-3 are recomputed from it
     <prefix>_tree_state   one row: size and the CompactRange (right edge) of the tree
     <prefix>_checkpoints  size PK, root, signed note, created_at (POSIX seconds)
-    <prefix>_witness_state     origin PK, size, root, note: the latest checkpoint cosigned
-    <prefix>_witness_evidence  split-view evidence a witness kept, oldest first
+    <prefix>_witness_*, <prefix>_cosignatures
+                          witnessing: what this node cosigned, saw and collected, and the
+                          evidence it kept (defined in the sibling ledger.witness_storage, whose
+                          SQLWitnessStore is re-exported here)
 
 So any subtree hash a proof needs is one indexed lookup (or a range of at most 8 leaf hashes),
 and :meth:`LedgerTables.inclusion_proof` / :meth:`LedgerTables.consistency_proof` fetch all the
@@ -43,7 +45,7 @@ import psycopg
 from psycopg.pq import TransactionStatus
 
 from ledger.checkpoint import peek_checkpoint
-from ledger.errors import CheckpointError, EvidenceKind, LedgerError, ProofError, SplitViewEvidence
+from ledger.errors import CheckpointError, LedgerError, ProofError
 from ledger.leaf import Leaf
 from ledger.merkle import (
     EMPTY_ROOT,
@@ -55,7 +57,7 @@ from ledger.merkle import (
     leaf_hash,
     tree_root,
 )
-from ledger.witness import WitnessState, WitnessStore
+from ledger.witness_storage import SQLWitnessStore, WitnessTables
 
 Cursor: TypeAlias = "psycopg.Cursor[Any] | sqlite3.Cursor"
 """An open DB-API cursor of the dialect the :class:`LedgerTables` was made for."""
@@ -356,8 +358,10 @@ class LedgerTables:
         self.nodes_table = f"{prefix}_nodes"
         self.state_table = f"{prefix}_tree_state"
         self.checkpoints_table = f"{prefix}_checkpoints"
-        self.witness_state_table = f"{prefix}_witness_state"
-        self.witness_evidence_table = f"{prefix}_witness_evidence"
+        #: The witnessing tables (ledger.witness_storage), created with the log's.
+        self.witness = WitnessTables(dialect, prefix)
+        self.witness_state_table = self.witness.state_table
+        self.witness_evidence_table = self.witness.evidence_table
         leaves, nodes, state = self.leaves_table, self.nodes_table, self.state_table
         checkpoints = self.checkpoints_table
 
@@ -433,14 +437,8 @@ class LedgerTables:
             f"CREATE TABLE IF NOT EXISTS {self.checkpoints_table} ("
             f"size {d.index_pk} PRIMARY KEY, root {d.blob} NOT NULL {root_check}, "
             f"note {d.blob} NOT NULL, created_at {d.real} NOT NULL)",
-            f"CREATE TABLE IF NOT EXISTS {self.witness_state_table} ("
-            f"origin TEXT PRIMARY KEY, size {d.int_type} NOT NULL, "
-            f"root {d.blob} NOT NULL {root_check}, note {d.blob} NOT NULL)",
-            f"CREATE TABLE IF NOT EXISTS {self.witness_evidence_table} ("
-            f"id {d.identity_pk}, origin TEXT NOT NULL, kind TEXT NOT NULL, "
-            f"reason TEXT NOT NULL, cosigned_note {d.blob} NOT NULL, "
-            f"new_note {d.blob} NOT NULL, old_size {d.int_type} NOT NULL, "
-            f"proof {d.blob} NOT NULL, observed_at {d.int_type} NOT NULL)",
+            # The witnessing tables live beside the log's (ledger.witness_storage).
+            *self.witness.create_statements(),
         ]
 
     def create(self, cursor: Cursor) -> None:
@@ -847,117 +845,11 @@ class LedgerTables:
         return self._checkpoint(cursor.fetchone())
 
 
-class SQLWitnessStore:
-    """A :class:`~ledger.witness.WitnessStore` on the witness tables of a :class:`LedgerTables`.
-
-    :meth:`swap` is a single conditional ``UPDATE`` (or ``INSERT ... ON CONFLICT DO NOTHING``
-    for the first checkpoint of an origin), so the size check and the update are atomic in the
-    database: a racing writer either waits on the row lock and then finds the condition false, or
-    is serialised by SQLite's write lock.
-
-    With ``commit=False`` (the default) the caller owns the transaction, like everywhere in this
-    module, and must commit before releasing the cosignature, and also after a refusal if the
-    evidence is to be kept (the witness records it, then raises). With ``commit=True`` every
-    successful write is committed at once through the cursor's connection, which is what a
-    witness service with a connection of its own wants.
-    """
-
-    def __init__(self, tables: LedgerTables, cursor: Cursor, *, commit: bool = False) -> None:
-        """Keep witness state in ``tables`` through ``cursor``."""
-        tables._check_cursor(cursor)
-        self._cursor = cursor
-        self._commit = commit
-        p = tables._d.param
-        state, evidence = tables.witness_state_table, tables.witness_evidence_table
-        self._latest_sql = f"SELECT origin, size, root, note FROM {state} WHERE origin = {p}"
-        self._insert_sql = (
-            f"INSERT INTO {state} (origin, size, root, note) VALUES ({p}, {p}, {p}, {p}) "
-            "ON CONFLICT (origin) DO NOTHING"
-        )
-        self._update_sql = (
-            f"UPDATE {state} SET size = {p}, root = {p}, note = {p} "
-            f"WHERE origin = {p} AND size = {p} AND root = {p}"
-        )
-        columns = "origin, kind, reason, cosigned_note, new_note, old_size, proof, observed_at"
-        self._record_sql = f"INSERT INTO {evidence} ({columns}) VALUES ({', '.join([p] * 8)})"
-        self._evidence_sql = f"SELECT {columns} FROM {evidence} ORDER BY id"
-        self._evidence_of_sql = f"SELECT {columns} FROM {evidence} WHERE origin = {p} ORDER BY id"
-
-    def _done(self) -> None:
-        if self._commit:
-            self._cursor.connection.commit()
-
-    def latest(self, origin: str) -> WitnessState | None:
-        """Return the latest cosigned state for ``origin``, or ``None``."""
-        self._cursor.execute(self._latest_sql, (origin,))
-        row = self._cursor.fetchone()
-        if row is None:
-            return None
-        return WitnessState(str(row[0]), int(row[1]), bytes(row[2]), bytes(row[3]))
-
-    def swap(self, expected: WitnessState | None, new: WitnessState) -> bool:
-        """Store ``new`` iff ``new.origin``'s state still has ``expected``'s size and root."""
-        cursor = self._cursor
-        if expected is None:
-            cursor.execute(self._insert_sql, (new.origin, new.size, new.root, new.note))
-        else:
-            cursor.execute(
-                self._update_sql,
-                (new.size, new.root, new.note, new.origin, expected.size, expected.root),
-            )
-        stored = cursor.rowcount == 1
-        if stored:
-            self._done()
-        return stored
-
-    def record_evidence(self, evidence: SplitViewEvidence) -> None:
-        """Keep ``evidence`` (the proof hashes are stored concatenated)."""
-        self._cursor.execute(
-            self._record_sql,
-            (
-                evidence.origin,
-                evidence.kind.value,
-                evidence.reason,
-                evidence.cosigned_note,
-                evidence.new_note,
-                evidence.old_size,
-                b"".join(evidence.proof),
-                evidence.observed_at,
-            ),
-        )
-        self._done()
-
-    def evidence(self, origin: str | None = None) -> list[SplitViewEvidence]:
-        """Return the kept evidence, oldest first, optionally for one origin only."""
-        if origin is None:
-            self._cursor.execute(self._evidence_sql)
-        else:
-            self._cursor.execute(self._evidence_of_sql, (origin,))
-        result = []
-        for row in self._cursor.fetchall():
-            proof = bytes(row[6])
-            result.append(
-                SplitViewEvidence(
-                    origin=str(row[0]),
-                    kind=EvidenceKind(row[1]),
-                    reason=str(row[2]),
-                    cosigned_note=bytes(row[3]),
-                    new_note=bytes(row[4]),
-                    old_size=int(row[5]),
-                    proof=tuple(proof[i : i + HASH_SIZE] for i in range(0, len(proof), HASH_SIZE)),
-                    observed_at=int(row[7]),
-                )
-            )
-        return result
-
-
 if TYPE_CHECKING:
 
-    def _conforms(
-        store: SQLWitnessStore, reader: StoredHashReader
-    ) -> tuple[WitnessStore, HashReader]:
-        # Checked by mypy only: the SQL classes satisfy the pure core's protocols.
-        return store, reader
+    def _conforms(reader: StoredHashReader) -> HashReader:
+        # Checked by mypy only: the SQL reader satisfies the pure core's protocol.
+        return reader
 
 
 __all__ = [

@@ -23,10 +23,17 @@ from dataclasses import dataclass
 from typing import NoReturn, Protocol
 
 from ledger.checkpoint import Checkpoint, SignedCheckpoint, open_checkpoint, peek_checkpoint
-from ledger.cosignature import Cosignature, CosignatureVerifier, Cosigner, verified_cosignatures
+from ledger.cosignature import (
+    Cosignature,
+    CosignatureVerifier,
+    Cosigner,
+    attach_cosignatures,
+    verified_cosignatures,
+)
 from ledger.errors import (
     CheckpointError,
     EvidenceKind,
+    NoteError,
     PolicyError,
     ProofError,
     RollbackError,
@@ -37,7 +44,7 @@ from ledger.errors import (
     WitnessError,
 )
 from ledger.merkle import HASH_SIZE, verify_consistency
-from ledger.note import NoteVerifier
+from ledger.note import NoteVerifier, parse_note
 
 MAX_PROOF_HASHES = 63
 """tlog-witness: clients MUST NOT send more than 63 consistency proof lines."""
@@ -49,7 +56,10 @@ def _now() -> int:
 
 @dataclass(frozen=True)
 class WitnessState:
-    """The latest checkpoint a witness cosigned for one origin."""
+    """The latest checkpoint a witness cosigned for one origin.
+
+    ``note`` is the log-signed note with the witness's own cosignature attached.
+    """
 
     origin: str
     size: int
@@ -172,7 +182,8 @@ class Witness:
         and ``proof`` the consistency proof from that size. Raises:
 
         * :class:`WitnessError` (400 malformed, 403 bad or missing log signature, 404 unknown
-          origin, 422 proof with old size 0) — nothing recorded;
+          origin, 422 a proof with old size 0 or a size-0 checkpoint without the empty root)
+          — nothing recorded;
         * :class:`WitnessConflictError` (409) — ``old_size`` is stale, retry with
           ``latest_size``;
         * :class:`SplitViewError` / :class:`RollbackError` — the checkpoint conflicts with the
@@ -189,19 +200,26 @@ class Witness:
             if not isinstance(h, bytes) or len(h) != HASH_SIZE:
                 size = f"{len(h)} bytes" if isinstance(h, bytes) else type(h).__name__
                 raise WitnessError(f"consistency proof hash {i} is {size}, expected 32 bytes", 400)
+        # The spec's order: the origin must be known (404) and the log's signature valid (403)
+        # before anything in the checkpoint body is judged, so the origin is read from the
+        # note's first line without parsing the rest.
         try:
-            claimed = peek_checkpoint(note)
-        except CheckpointError as exc:
+            parsed = parse_note(note)
+        except NoteError as exc:
             raise WitnessError(f"malformed checkpoint: {exc}", 400) from None
-        verifiers = self._logs.get(claimed.origin)
+        origin = parsed.text.split("\n", 1)[0]
+        verifiers = self._logs.get(origin)
         if verifiers is None:
-            raise WitnessError(f"unknown log origin {claimed.origin!r}", 404)
+            raise WitnessError(f"unknown log origin {origin!r}", 404)
         try:
-            signed = open_checkpoint(note, verifiers, origin=claimed.origin)
+            signed = open_checkpoint(note, verifiers, origin=origin)
         except SignatureError as exc:
-            raise WitnessError(f"checkpoint for {claimed.origin!r} rejected: {exc}", 403) from None
-        except CheckpointError as exc:
-            raise WitnessError(f"malformed checkpoint: {exc}", 400) from None
+            raise WitnessError(f"checkpoint for {origin!r} rejected: {exc}", 403) from None
+        except (CheckpointError, NoteError) as exc:
+            # tlog-witness: a checkpoint of size 0 must carry the empty tree's root, else 422.
+            lines = parsed.text.split("\n")
+            status = 422 if len(lines) > 1 and lines[1] == "0" else 400
+            raise WitnessError(f"malformed checkpoint: {exc}", status) from None
         new = signed.checkpoint
         latest = self._store.latest(new.origin)
         latest_size = latest.size if latest is not None else 0
@@ -216,7 +234,9 @@ class Witness:
                 signed,
                 old_size,
                 proof,
-                409,
+                # tlog-witness: an old size above the checkpoint's is a bad request (400);
+                # otherwise the old size cannot match the cosigned one (409, with that size).
+                400 if old_size > new.size else 409,
             )
         if old_size > new.size:
             raise WitnessError(
@@ -231,7 +251,7 @@ class Witness:
         if latest is None:
             if proof:
                 raise WitnessError(
-                    f"a consistency proof from size 0 must be empty, got {len(proof)} hashes", 400
+                    f"a consistency proof from size 0 must be empty, got {len(proof)} hashes", 422
                 )
         elif new.size == latest.size:
             if new.root != latest.root:
@@ -244,7 +264,7 @@ class Witness:
                     signed,
                     old_size,
                     proof,
-                    409,
+                    422,  # tlog-witness: equal sizes with different roots
                 )
             if proof:
                 raise WitnessError("a consistency proof between equal sizes must be empty", 422)
@@ -266,7 +286,10 @@ class Witness:
 
         timestamp = self._clock()
         line = self._cosigner.signature_line(new.format(), timestamp)
-        state = WitnessState(new.origin, new.size, new.root, signed.raw)
+        # Kept with this witness's cosignature: what it serves to monitors (tlog-witness "GET
+        # <origin hash>/checkpoint"), and the note later evidence shows it vouched for.
+        cosigned = attach_cosignatures(signed.raw, line.encode("utf-8"))
+        state = WitnessState(new.origin, new.size, new.root, cosigned)
         # Persist before answering, atomically with the size check (tlog-witness requirement).
         if not self._store.swap(latest, state):
             current = self._store.latest(new.origin)

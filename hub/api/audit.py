@@ -8,7 +8,7 @@ server. No personal data leaves through it: a case's applicant is given as commi
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 from uuid import UUID
@@ -23,6 +23,7 @@ from hub.api.servicer import Authenticator, Caller
 from hub.application.hub import HubApplication
 from hub.errors import InvalidInput, NotFound
 from hub.integrity.integrator import LedgerView
+from hub.integrity.witnessed import FinalCheckpoint
 from hub.pki import Role
 from ledger import Leaf, Receipt, peek_checkpoint
 
@@ -35,10 +36,18 @@ STREAM_POLL_SECONDS = 0.2
 class AuditServicer:
     """Serves the node's verifiable log."""
 
-    def __init__(self, app: HubApplication, view: LedgerView, authenticate: Authenticator) -> None:
+    def __init__(
+        self,
+        app: HubApplication,
+        view: LedgerView,
+        authenticate: Authenticator,
+        final: Callable[[int], FinalCheckpoint | None] | None = None,
+    ) -> None:
         self.app = app
         self.view = view
         self.authenticate = authenticate
+        #: The latest final checkpoint covering a leaf (hub.integrity.witnessed).
+        self.final = final
         #: Reads for open streams, apart from the unary workers.
         self._reads = ThreadPoolExecutor(max_workers=2, thread_name_prefix="stream-read")
 
@@ -179,14 +188,35 @@ class AuditServicer:
         size: int = self.view.read(lambda cursor: self.view.tables.state(cursor)[0])
         return size
 
+    def GetFinalCheckpoint(self, request: Any, context: Any) -> Any:  # noqa: N802
+        def run() -> Any:
+            self._caller(context)
+            found = self.final(request.index) if self.final is not None else None
+            if found is None:
+                raise NotFound("final checkpoint covering leaf", request.index)
+            return audit_pb2.FinalCheckpoint(
+                note=found.note,
+                size=found.size,
+                root=found.root,
+                witnesses=list(found.witnesses),
+                required=found.required,
+            )
 
-def add_audit_service(app: HubApplication, view: LedgerView) -> Any:
-    """A hook for :class:`hub.api.server.NodeServer`'s ``extra_services``."""
+        return guard(context, run)
+
+
+def add_audit_service(
+    app: HubApplication,
+    view: LedgerView,
+    final: Callable[[int], FinalCheckpoint | None] | None = None,
+) -> Any:
+    """A hook for :class:`hub.api.server.NodeServer`'s ``extra_services``; ``final`` gives the
+    latest final checkpoint covering a leaf (none: GetFinalCheckpoint answers NOT_FOUND)."""
 
     def add(server: Any, authenticate: Authenticator, streams: StreamLimit) -> str:
         return add_service(
             server,
-            AuditServicer(app, view, authenticate),
+            AuditServicer(app, view, authenticate, final),
             audit_pb2.DESCRIPTOR.services_by_name["Audit"],
             streams,
         )

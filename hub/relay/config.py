@@ -22,6 +22,15 @@ names the file and the entry (``peers[1].log_key``), so an operator fixes it wit
     ca_certificate = "peers/42-ca.pem"             # its CA, for peer mTLS (relative to this file)
     address = "node-42.example.org:7443"           # its gRPC endpoint (materials, witnessing)
     inbox_topic = "tongban.v1.42.inbox"            # optional: overrides the prefix rule
+    witness_url = "http://node-42.example.org:7444"  # optional: its tlog-witness endpoint
+
+    [[witnessed_logs]]                             # optional: other C2SP logs this node witnesses
+    origin = "transparency.example/log"            # the log's origin line
+    log_key = "transparency.example/log+12ab34cd+AbC..."   # its note verifier key
+
+A peer with a ``witness_url`` is asked to cosign this node's checkpoints there (C2SP
+tlog-witness, see docs/witnessing.md); every peer's log is witnessed here, and so is every
+``[[witnessed_logs]]`` entry (a log from outside the federation).
 
 ``tongban federation identity`` prints this node's own ``[[peers]]`` entry for its peers' files.
 A peer's region must not overlap this node's or another peer's: every region code belongs to
@@ -55,7 +64,9 @@ _REGION = re.compile(r"^\d{2}(\d{2}){0,2}$")
 _TOPIC = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
 _ADDRESS = re.compile(r"^[A-Za-z0-9.\-\[\]:]+:\d{1,5}$")
 
-_TOP_LEVEL = {"kafka", "relay", "peers"}
+_TOP_LEVEL = {"kafka", "relay", "peers", "witnessed_logs"}
+_WITNESSED_KEYS = {"origin", "log_key", "name"}
+_URL = re.compile(r"^https?://[A-Za-z0-9.\-\[\]:]+(:\d{1,5})?(/[A-Za-z0-9._~/%-]*)?$")
 _KAFKA_KEYS = {"bootstrap", "topic_prefix"}
 _RELAY_KEYS = {"resend_after_s", "witness_k"}
 _PEER_KEYS = {
@@ -68,6 +79,7 @@ _PEER_KEYS = {
     "ca_certificate",
     "address",
     "inbox_topic",
+    "witness_url",
 }
 
 
@@ -89,6 +101,8 @@ class Peer:
     ca_certificate: Path
     address: str
     inbox_topic: str
+    #: Its tlog-witness submission prefix (``http(s)://host:port[/prefix]``); "" if none.
+    witness_url: str = ""
 
     def log_verifier(self) -> Verifier:
         """Verifies the peer's checkpoints."""
@@ -110,6 +124,19 @@ class Peer:
 
 
 @dataclass(frozen=True)
+class WitnessedLog:
+    """A C2SP log from outside the federation whose checkpoints this node cosigns."""
+
+    origin: str
+    log_key: str
+    name: str
+
+    def log_verifier(self) -> Verifier:
+        """Verifies the log's checkpoints."""
+        return Verifier.from_key(self.log_key)
+
+
+@dataclass(frozen=True)
 class FederationConfig:
     """The whole federation file, checked."""
 
@@ -119,6 +146,8 @@ class FederationConfig:
     resend_after_s: float
     witness_k: int
     peers: tuple[Peer, ...]
+    #: Logs from outside the federation that this node witnesses.
+    witnessed_logs: tuple[WitnessedLog, ...] = ()
 
     def own_inbox(self, region: str) -> str:
         """The topic this node (keeping ``region``) consumes."""
@@ -197,6 +226,7 @@ def parse_federation(
         raise fail("relay.witness_k", "a whole number, 0 or more")
     if witness_k > len(peers):
         raise fail("relay.witness_k", f"{witness_k} of {len(peers)} peers can never be met")
+    witnessed = _witnessed_logs(data.get("witnessed_logs", []), peers, own_origin, fail)
     return FederationConfig(
         path=path,
         bootstrap=tuple(bootstrap),
@@ -204,7 +234,45 @@ def parse_federation(
         resend_after_s=float(resend),
         witness_k=witness_k,
         peers=peers,
+        witnessed_logs=witnessed,
     )
+
+
+def _witnessed_logs(
+    raw: Any, peers: Sequence[Peer], own_origin: str, fail: Any
+) -> tuple[WitnessedLog, ...]:
+    if not isinstance(raw, list):
+        raise fail("witnessed_logs", "use [[witnessed_logs]] tables, one per log")
+    taken = {peer.origin: "a peer's log" for peer in peers}
+    taken[own_origin] = "this node's own log"
+    logs: list[WitnessedLog] = []
+    for number, entry in enumerate(raw):
+        where = f"witnessed_logs[{number}]"
+        if not isinstance(entry, dict):
+            raise fail(where, "a table with origin and log_key")
+        _only(entry, _WITNESSED_KEYS, f"{where}.", fail)
+        values: dict[str, str] = {}
+        for key in ("origin", "log_key", "name"):
+            value = entry.get(key, "")
+            if not isinstance(value, str):
+                raise fail(f"{where}.{key}", "a string")
+            values[key] = value.strip()
+        origin, log_key = values["origin"], values["log_key"]
+        if not origin:
+            raise fail(f"{where}.origin", "missing")
+        if not log_key:
+            raise fail(f"{where}.log_key", "missing")
+        try:
+            verifier = Verifier.from_key(log_key)
+        except (LedgerError, ValueError) as error:
+            raise fail(f"{where}.log_key", f"not a C2SP verifier key: {error}") from None
+        if verifier.name != origin:
+            raise fail(f"{where}.log_key", f"names the log {verifier.name!r}, not {origin!r}")
+        if origin in taken:
+            raise fail(f"{where}.origin", f"{origin!r} is {taken[origin]}")
+        taken[origin] = f"witnessed_logs[{len(logs)}]"
+        logs.append(WitnessedLog(origin, log_key, values["name"] or origin))
+    return tuple(logs)
 
 
 def _peer(entry: Any, number: int, path: Path, prefix: str, fail: Any) -> Peer:
@@ -253,6 +321,9 @@ def _peer(entry: Any, number: int, path: Path, prefix: str, fail: Any) -> Peer:
     topic = text("inbox_topic", required=False) or inbox_topic(prefix, region)
     if not _TOPIC.match(topic):
         raise fail(f"{where}.inbox_topic", "letters, digits, '.', '_' or '-'")
+    witness_url = text("witness_url", required=False).rstrip("/")
+    if witness_url and not _URL.match(witness_url):
+        raise fail(f"{where}.witness_url", f"{witness_url!r} is not an http(s)://host:port URL")
     return Peer(
         region=region,
         name=text("name", required=False) or region,
@@ -263,6 +334,7 @@ def _peer(entry: Any, number: int, path: Path, prefix: str, fail: Any) -> Peer:
         ca_certificate=ca_path,
         address=address,
         inbox_topic=topic,
+        witness_url=witness_url,
     )
 
 
@@ -325,6 +397,7 @@ __all__ = [
     "DEFAULT_TOPIC_PREFIX",
     "FederationConfig",
     "Peer",
+    "WitnessedLog",
     "encryption_key_text",
     "inbox_topic",
     "load_federation",

@@ -233,6 +233,8 @@ def test_the_audit_service(
             audit_pb2.AuditCaseRequest(case_id=case_id), timeout=5),
         "StreamEntries": lambda s: s.StreamEntries(
             audit_pb2.StreamEntriesRequest(start=0), timeout=1),
+        "GetFinalCheckpoint": lambda s: s.GetFinalCheckpoint(
+            audit_pb2.FinalCheckpointRequest(index=0), timeout=5),
     }  # fmt: skip
     for role, channel in channels.items():
         stub = audit_pb2_grpc.AuditStub(channel)

@@ -31,6 +31,7 @@ from adapters.sdk import HallClient, HallCredentials, TLSConfig
 TONGBAN = [sys.executable, "-m", "hub.cli"]
 _PORT_LINE = re.compile(r"tongban: serving on .*:(\d+)")
 _METRICS_LINE = re.compile(r"tongban: metrics on (http://\S+)")
+_WITNESS_LINE = re.compile(r"tongban: witness on (https?://\S+)")
 
 
 @dataclass(frozen=True)
@@ -70,6 +71,8 @@ class NodeProcess:
         self.port = 0
         #: The /metrics URL the node printed.
         self.metrics_url = ""
+        #: The witness endpoint the node printed (with a federation file only).
+        self.witness_url = ""
         self._process: subprocess.Popen[str] | None = None
         self._log_path = self.directory / "node.log"
         self.run("init")
@@ -180,6 +183,8 @@ class NodeProcess:
             if match and metrics:
                 self.port = int(match.group(1))
                 self.metrics_url = metrics.group(1)
+                witness = _WITNESS_LINE.search(printed)
+                self.witness_url = witness.group(1) if witness else ""
                 return self
             if self._process.poll() is not None:
                 break

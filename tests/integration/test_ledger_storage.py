@@ -553,7 +553,7 @@ def test_a_cursor_of_the_other_dialect_is_refused(db: Backend) -> None:
     other = ledger.storage.LedgerTables("sqlite" if db.dialect == "postgres" else "postgres")
     with pytest.raises(ledger.storage.StorageError, match="needs a"):
         other.state(db.cur)
-    with pytest.raises(ledger.storage.StorageError, match="needs a"):
+    with pytest.raises(ledger.LedgerError, match="needs a"):
         ledger.storage.SQLWitnessStore(other, db.cur)
 
 

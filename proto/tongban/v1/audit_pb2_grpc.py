@@ -59,6 +59,11 @@ class AuditStub:
                 request_serializer=tongban_dot_v1_dot_audit__pb2.StreamEntriesRequest.SerializeToString,
                 response_deserializer=tongban_dot_v1_dot_audit__pb2.LogEntry.FromString,
                 _registered_method=True)
+        self.GetFinalCheckpoint = channel.unary_unary(
+                '/tongban.v1.Audit/GetFinalCheckpoint',
+                request_serializer=tongban_dot_v1_dot_audit__pb2.FinalCheckpointRequest.SerializeToString,
+                response_deserializer=tongban_dot_v1_dot_audit__pb2.FinalCheckpoint.FromString,
+                _registered_method=True)
 
 
 class AuditServicer:
@@ -101,6 +106,16 @@ class AuditServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetFinalCheckpoint(self, request, context):
+        """The latest *final* checkpoint covering leaf `index`: one whose witness policy (k of the
+        federation's n peer witnesses, docs/witnessing.md) is met, as a signed note carrying the
+        log's signature and the witnesses' cosignatures (C2SP tlog-cosignature). A node without
+        peers (k = 0) answers with its latest checkpoint. NOT_FOUND until one covers the leaf.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AuditServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -128,6 +143,11 @@ def add_AuditServicer_to_server(servicer, server):
                     servicer.StreamEntries,
                     request_deserializer=tongban_dot_v1_dot_audit__pb2.StreamEntriesRequest.FromString,
                     response_serializer=tongban_dot_v1_dot_audit__pb2.LogEntry.SerializeToString,
+            ),
+            'GetFinalCheckpoint': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetFinalCheckpoint,
+                    request_deserializer=tongban_dot_v1_dot_audit__pb2.FinalCheckpointRequest.FromString,
+                    response_serializer=tongban_dot_v1_dot_audit__pb2.FinalCheckpoint.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -265,6 +285,33 @@ class Audit:
             '/tongban.v1.Audit/StreamEntries',
             tongban_dot_v1_dot_audit__pb2.StreamEntriesRequest.SerializeToString,
             tongban_dot_v1_dot_audit__pb2.LogEntry.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetFinalCheckpoint(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tongban.v1.Audit/GetFinalCheckpoint',
+            tongban_dot_v1_dot_audit__pb2.FinalCheckpointRequest.SerializeToString,
+            tongban_dot_v1_dot_audit__pb2.FinalCheckpoint.FromString,
             options,
             channel_credentials,
             insecure,

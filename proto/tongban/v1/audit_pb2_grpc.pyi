@@ -48,6 +48,12 @@ class AuditStub:
     """
     StreamEntries: _grpc.UnaryStreamMultiCallable[_audit_pb2.StreamEntriesRequest, _audit_pb2.LogEntry]
     """Log entries from `start` on, as they are integrated."""
+    GetFinalCheckpoint: _grpc.UnaryUnaryMultiCallable[_audit_pb2.FinalCheckpointRequest, _audit_pb2.FinalCheckpoint]
+    """The latest *final* checkpoint covering leaf `index`: one whose witness policy (k of the
+    federation's n peer witnesses, docs/witnessing.md) is met, as a signed note carrying the
+    log's signature and the witnesses' cosignatures (C2SP tlog-cosignature). A node without
+    peers (k = 0) answers with its latest checkpoint. NOT_FOUND until one covers the leaf.
+    """
 
 @_typing.type_check_only
 class AuditAsyncStub(AuditStub):
@@ -65,6 +71,12 @@ class AuditAsyncStub(AuditStub):
     """
     StreamEntries: _aio.UnaryStreamMultiCallable[_audit_pb2.StreamEntriesRequest, _audit_pb2.LogEntry]  # type: ignore[assignment]
     """Log entries from `start` on, as they are integrated."""
+    GetFinalCheckpoint: _aio.UnaryUnaryMultiCallable[_audit_pb2.FinalCheckpointRequest, _audit_pb2.FinalCheckpoint]  # type: ignore[assignment]
+    """The latest *final* checkpoint covering leaf `index`: one whose witness policy (k of the
+    federation's n peer witnesses, docs/witnessing.md) is met, as a signed note carrying the
+    log's signature and the witnesses' cosignatures (C2SP tlog-cosignature). A node without
+    peers (k = 0) answers with its latest checkpoint. NOT_FOUND until one covers the leaf.
+    """
 
 class AuditServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -109,5 +121,17 @@ class AuditServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_audit_pb2.LogEntry], _abc.AsyncIterator[_audit_pb2.LogEntry]]:
         """Log entries from `start` on, as they are integrated."""
+
+    @_abc_1.abstractmethod
+    def GetFinalCheckpoint(
+        self,
+        request: _audit_pb2.FinalCheckpointRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_audit_pb2.FinalCheckpoint, _abc.Awaitable[_audit_pb2.FinalCheckpoint]]:
+        """The latest *final* checkpoint covering leaf `index`: one whose witness policy (k of the
+        federation's n peer witnesses, docs/witnessing.md) is met, as a signed note carrying the
+        log's signature and the witnesses' cosignatures (C2SP tlog-cosignature). A node without
+        peers (k = 0) answers with its latest checkpoint. NOT_FOUND until one covers the leaf.
+        """
 
 def add_AuditServicer_to_server(servicer: AuditServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -88,7 +88,7 @@ def test_log_signing_two_inconsistent_checkpoints_is_caught(log: Log) -> None:
         view_a.append(f"leaf{i}".encode())
         view_b.append(f"forged{i}".encode())
     note_a = log.note(view_a)
-    witness.add_checkpoint(note_a, 5, view_a.consistency_proof(5))
+    line_a = witness.add_checkpoint(note_a, 5, view_a.consistency_proof(5))
 
     # Same size, different root: irrefutable evidence of a split view.
     note_b = log.note(view_b)
@@ -96,8 +96,12 @@ def test_log_signing_two_inconsistent_checkpoints_is_caught(log: Log) -> None:
         witness.add_checkpoint(note_b, 8, [])
     evidence = fork.value.evidence
     assert evidence.kind is EvidenceKind.FORK
-    assert (evidence.cosigned_note, evidence.new_note) == (note_a, note_b)
-    assert fork.value.status == 409
+    # The evidence holds what the witness vouched for (with its cosignature) and the fork.
+    assert (evidence.cosigned_note, evidence.new_note) == (
+        attach_cosignatures(note_a, line_a),
+        note_b,
+    )
+    assert fork.value.status == 422  # tlog-witness: same size, other root
     # Both notes in the evidence verify with the log's own key: the log cannot deny them.
     a = open_checkpoint(evidence.cosigned_note, log.signer.verifier()).checkpoint
     b = open_checkpoint(evidence.new_note, log.signer.verifier()).checkpoint
@@ -138,7 +142,7 @@ def test_refusals_that_are_not_evidence(log: Log) -> None:
     note = log.note(tree)
     with pytest.raises(WitnessError, match="a consistency proof from size 0 must be empty") as e:
         witness.add_checkpoint(note, 0, [tree.root()])
-    assert e.value.status == 400
+    assert e.value.status == 422  # tlog-witness: a proof from size 0 is unprocessable
     witness.add_checkpoint(note, 0)
     tree.append(b"more")
     newer = log.note(tree)
