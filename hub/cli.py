@@ -285,6 +285,8 @@ def _federation(args: argparse.Namespace) -> int:
 
     settings = Settings.from_env()
     command = args.federation_command or "status"
+    if command == "witness":
+        return _federation_witness(args)
     if command == "identity":
         entry = federation_identity(settings)
         if args.json:
@@ -619,7 +621,7 @@ def _ledger(args: argparse.Namespace) -> int:
     return 0
 
 
-def _federation(args: argparse.Namespace) -> int:
+def _federation_witness(args: argparse.Namespace) -> int:
     from hub.bootstrap import witnessing_config
     from hub.integrity.integrator import open_ledger_view
     from hub.integrity.witnessed import witnessing_status
@@ -983,7 +985,7 @@ def build_parser() -> argparse.ArgumentParser:
     federation, federation_commands = _group(
         commands,
         "federation",
-        "the peer nodes: status (the default), identity, quarantine, release, reject",
+        "the peer nodes: status (the default), identity, quarantine, release, reject, witness",
         required=False,
     )
     _json_option(federation)
@@ -1004,6 +1006,12 @@ def build_parser() -> argparse.ArgumentParser:
     release.add_argument("number", type=int, help="its number in `federation quarantine`")
     reject = _command(federation_commands, "reject", "drop a held message for good")
     reject.add_argument("number", type=int, help="its number in `federation quarantine`")
+    witness = _command(
+        federation_commands,
+        "witness",
+        "witnessing: finality of this log, each witness, logs witnessed here, split-view evidence",
+    )
+    _json_option(witness)
     federation.set_defaults(run=_federation)
 
     ledger, ledger_commands = _group(commands, "ledger", "the node's signed log")
@@ -1043,17 +1051,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     case.set_defaults(state=None, trusted_checkpoint=None)
     audit.set_defaults(run=_audit)
-
-    federation, federation_commands = _group(
-        commands, "federation", "this node among its peers (TONGBAN_FEDERATION)"
-    )
-    witness = _command(
-        federation_commands,
-        "witness",
-        "witnessing: finality of this log, each witness, logs witnessed here, split-view evidence",
-    )
-    _json_option(witness)
-    federation.set_defaults(run=_federation)
 
     # `tongban adapter ...` never reaches this parser in main(): the adapters' own parser takes
     # all of it (with its own --help). It is here so `tongban --help` lists it.

@@ -39,6 +39,7 @@ from hub.application.peers import (
 )
 from hub.domain.command_record import CommandRecord
 from hub.integrity.integrator import LedgerView
+from hub.integrity.witnessed import observe_checkpoint, record_cosignatures
 from hub.relay.config import FederationConfig, Peer
 from hub.relay.envelope import (
     FORGED,
@@ -51,7 +52,14 @@ from hub.relay.envelope import (
 )
 from hub.relay.outbound import Publisher, refusal
 from hub.relay.store import ENVELOPE, RelayStore
-from ledger import LedgerError, attach_cosignatures, open_note, verified_cosignatures
+from ledger import (
+    LedgerError,
+    SplitViewError,
+    Verifier,
+    attach_cosignatures,
+    open_note,
+    verified_cosignatures,
+)
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +96,7 @@ class Inbox:
         self.send = send
         self.clock = clock
         self.origin = app.policy.origin
+        self.app_log_verifier = Verifier.from_key(app.genesis().log_key)
 
     def handle(self, data: bytes) -> str:
         """Act on one message; returns what became of it."""
@@ -118,6 +127,21 @@ class Inbox:
             return self._hold(refused, data)
         body, sender = verified.body, verified.sender
         checkpoint = verified.checkpoint.checkpoint
+        try:
+            # Every checkpoint of a peer seen anywhere goes through the witnessing observer: a
+            # contradiction with one seen before (in an envelope or a witness request) is kept
+            # as evidence (``tongban federation witness`` shows it).
+            observe_checkpoint(
+                self.view,
+                {sender.origin: sender.log_verifier()},
+                body.checkpoint,
+                old_size=body.consistency_from or None,
+                proof=body.consistency_proof,
+            )
+        except SplitViewError as split:
+            return self._hold(EnvelopeRefused(FORK, str(split), sender.origin), data)
+        except LedgerError as error:
+            return self._hold(EnvelopeRefused(UNVERIFIABLE, str(error), sender.origin), data)
         kept = self.store.add_seen(sender.origin, checkpoint.size, checkpoint.root, body.checkpoint)
         if kept != checkpoint.root:
             return self._hold(
@@ -225,6 +249,14 @@ class Inbox:
         )
         if body.stored:
             self.store.record_acked(peer.origin, body.cosigned_size)
+            # The acknowledgement's cosignature counts towards our checkpoint's finality.
+            record_cosignatures(
+                self.view,
+                body.cosigned_size,
+                body.cosignature.rstrip("\n").encode("utf-8") + b"\n",
+                [peer.witness_verifier()],
+                self.app_log_verifier,
+            )
         return ACKNOWLEDGED
 
     def _refuses_a_transfer(self, record_id: UUID, case_id: UUID) -> bool:
