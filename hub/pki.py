@@ -194,8 +194,9 @@ class IssuedCertificate:
         """The parsed certificate."""
         return x509.load_pem_x509_certificate(self.certificate_pem)
 
-    def write(self, directory: Path) -> tuple[Path, Path]:
-        """Write ``<name>.pem`` and ``<name>.key`` (mode 0600) into ``directory``.
+    def write(self, directory: Path, stem: str = "") -> tuple[Path, Path]:
+        """Write ``<name>.pem`` and ``<name>.key`` (mode 0600) into ``directory`` (``stem``
+        instead of the name when given, e.g. ``peer`` for a node's own peer certificate).
 
         Existing files are never overwritten: a key in use elsewhere must not be silently
         replaced, so re-issuing means removing (or moving) the old pair first. Returns the paths
@@ -203,8 +204,10 @@ class IssuedCertificate:
         """
         directory = Path(directory)
         _make_private_directory(directory)
-        cert_path = directory / f"{self.name}.pem"
-        key_path = directory / f"{self.name}.key"
+        if stem:
+            _check_name(stem, "stem")
+        cert_path = directory / f"{stem or self.name}.pem"
+        key_path = directory / f"{stem or self.name}.key"
         _refuse_existing((cert_path, key_path), what=f"certificate for {self.identity}")
         _write_pair(key_path, self.private_key_pem, cert_path, self.certificate_pem)
         return cert_path, key_path
@@ -615,9 +618,7 @@ class ClientTrust:
             seen[key] = region
             self._peers.append((region, certificate))
         pems = [self._own, *(certificate for _, certificate in self._peers)]
-        self.root_certificates = b"".join(
-            c.public_bytes(serialization.Encoding.PEM) for c in pems
-        )
+        self.root_certificates = b"".join(c.public_bytes(serialization.Encoding.PEM) for c in pems)
         self._issuer = functools.lru_cache(maxsize=4096)(self._issuer_of)
 
     @classmethod

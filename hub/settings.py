@@ -20,6 +20,7 @@ from typing import Any, cast
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
+from hub.domain.values import MAX_MATERIAL_BYTES
 from hub.errors import ConfigurationError
 
 _KEYS = {
@@ -44,6 +45,8 @@ _KEYS = {
     "log_level": "TONGBAN_LOG_LEVEL",
     "log_format": "TONGBAN_LOG_FORMAT",
     "storage_timeout_s": "TONGBAN_STORAGE_TIMEOUT_S",
+    "max_material_bytes": "TONGBAN_MAX_MATERIAL_BYTES",
+    "federation": "TONGBAN_FEDERATION",
 }
 
 
@@ -98,6 +101,10 @@ class Settings:
     log_format: str = "json"
     #: How long (seconds) a call waits for the store before it answers UNAVAILABLE.
     storage_timeout_s: int = 5
+    #: The largest material file a hall may upload (bytes); at most what a command may list.
+    max_material_bytes: int = MAX_MATERIAL_BYTES
+    #: The federation file (peers, their CAs and addresses: hub.relay.config); None: no peers.
+    federation: Path | None = None
 
     @property
     def pki_dir(self) -> Path:
@@ -119,9 +126,15 @@ class Settings:
             "workers",
             "max_streams",
             "storage_timeout_s",
+            "max_material_bytes",
         ):
             if getattr(self, name) <= 0:
                 raise ConfigurationError(f"{_KEYS[name]} must be positive")
+        if self.max_material_bytes > MAX_MATERIAL_BYTES:
+            raise ConfigurationError(
+                f"{_KEYS['max_material_bytes']}={self.max_material_bytes}: at most "
+                f"{MAX_MATERIAL_BYTES} (the largest material a command may list)"
+            )
         if self.processes < 0:
             raise ConfigurationError(f"{_KEYS['processes']} must be 0 (one per CPU) or more")
         if self.log_format not in ("json", "text"):
@@ -168,6 +181,7 @@ class Settings:
         data_dir = Path(values.pop("data_dir", "") or _default_data_dir(environ))
         catalogue = values.pop("catalogue", "")
         tls_dir = values.pop("tls_dir", "")
+        federation = values.pop("federation", "")
         numbers: dict[str, Any] = {
             name: _whole_number(name, values.pop(name)) for name in _INT_KEYS if name in values
         }
@@ -180,6 +194,7 @@ class Settings:
             data_dir=data_dir,
             catalogue=Path(catalogue) if catalogue else None,
             tls_dir=Path(tls_dir) if tls_dir else None,
+            federation=Path(federation) if federation else None,
             database_url=values.pop("database_url", None) or None,
             **cast("dict[str, Any]", values),
         )
@@ -208,6 +223,7 @@ _INT_KEYS = (
     "workers",
     "max_streams",
     "storage_timeout_s",
+    "max_material_bytes",
 )
 _BOOL_KEYS = ("group_commit",)
 _TRUE = frozenset({"1", "true", "yes", "on"})

@@ -65,7 +65,9 @@ def test_a_peer_ca_cannot_issue_an_identity_of_this_node(
     # hall id): it must not be able to act or read as that hall.
     names = {Role.HALL: "hn-shatou-town", Role.AUDITOR: "audit-hn", Role.ADMIN: "operator"}
     forged = hubei.issue(role, names.get(role, "node"))
-    with pytest.raises(CertificateRejected, match=r"CA of peer region 42, which may issue only peer"):
+    with pytest.raises(
+        CertificateRejected, match=r"CA of peer region 42, which may issue only peer"
+    ):
         trust.identify(context(forged.certificate_pem))
     with pytest.raises(CertificateRejected):
         trust.peer_region(context(forged.certificate_pem))
