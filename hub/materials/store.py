@@ -114,7 +114,12 @@ def _statements(param: str, blob: str, real: str, postgres: bool) -> dict[str, A
     ]
     if postgres:
         # Sealed chunks do not compress: keep PostgreSQL from trying (TOAST stores them as is).
-        create.append(f"ALTER TABLE {CHUNKS} ALTER COLUMN ciphertext SET STORAGE EXTERNAL")
+        # (Only once: the ALTER takes a lock that would queue readers on every start.)
+        create.append(
+            "DO $$ BEGIN IF (SELECT attstorage FROM pg_attribute WHERE attrelid = "
+            f"'{CHUNKS}'::regclass AND attname = 'ciphertext') <> 'e' THEN "
+            f"ALTER TABLE {CHUNKS} ALTER COLUMN ciphertext SET STORAGE EXTERNAL; END IF; END $$"
+        )
     return {
         "create": create,
         "insert_chunk": (
@@ -265,13 +270,13 @@ class MaterialStore:
                 sql["insert"],
                 (writer.sha256, writer.size, writer.seal.count, blob_id, key_id, wrapped, now),
             )
-            stored = bool(cursor.rowcount == 1)
+            stored = _rowcount(cursor) == 1
             if not stored:
                 cursor.execute(
                     sql["restore"],
                     (writer.size, writer.seal.count, blob_id, key_id, wrapped, now, writer.sha256),
                 )
-                stored = bool(cursor.rowcount == 1)
+                stored = _rowcount(cursor) == 1
             cursor.execute(sql["add_holder"], (writer.sha256, writer.holder, now))
             return stored
 
@@ -436,7 +441,7 @@ class MaterialStore:
 
         def sweep(cursor: Any) -> int:
             cursor.execute(self._sql["sweep"], (time.time() - older_than_s,))
-            return int(cursor.rowcount)
+            return _rowcount(cursor)
 
         return self._run(sweep, write=True)
 
@@ -448,6 +453,11 @@ class MaterialStore:
             return int(cursor.fetchone()["n"])
 
         return self._run(read)
+
+
+def _rowcount(cursor: Any) -> int:
+    """Rows the last statement changed (the library wraps SQLite's cursor, which has it)."""
+    return int(getattr(cursor, "sqlite_cursor", cursor).rowcount)
 
 
 def _fetch_one(cursor: Any, *, statement: str, row: _Row, seq: int) -> bytes | None:
