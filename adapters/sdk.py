@@ -473,7 +473,7 @@ class HallClient:
 
         ``source`` is a path or a binary file object that can seek (the file is read twice:
         once for its SHA-256, once to send it). Returns the ``Material`` to list in a command:
-        ``name`` defaults to the file name, ``media_type`` is guessed from the name. The node
+        ``name`` defaults to the file name, ``media_type`` is guessed from the file name. The node
         checks size and digest and keeps each distinct file once; uploading a file again is
         harmless. A transient failure is retried (the whole file again) on the client's
         :class:`RetryPolicy`; what is left raises :class:`~adapters.errors.NodeRefused`.
@@ -497,7 +497,8 @@ class HallClient:
             self._transfer(
                 lambda: self.materials.Upload(messages(), timeout=self._transfer_timeout(size))
             )
-        kind = media_type or mimetypes.guess_type(label)[0] or "application/octet-stream"
+        guessed = mimetypes.guess_type(_file_name(source) or label)[0]
+        kind = media_type or guessed or "application/octet-stream"
         return common_pb2.Material(name=label, sha256=sha256, media_type=kind, size=size)
 
     def download_material(

@@ -477,6 +477,59 @@ def _keys(args: argparse.Namespace) -> int:
     return 0
 
 
+def _materials(args: argparse.Namespace) -> int:
+    from hub.bootstrap import build_material_fetcher, load_peers
+    from hub.materials.fetch import WantedMaterial
+
+    settings = Settings.from_env()
+    federation = load_peers(settings)
+    if federation is None:
+        raise ConfigurationError("no federation file: set TONGBAN_FEDERATION to fetch from peers")
+    peer = next((p for p in federation.peers if p.region == args.peer), None)
+    if peer is None:
+        known = ", ".join(p.region for p in federation.peers) or "none"
+        raise UsageError(f"--peer {args.peer}: not a peer region of the federation file ({known})")
+    case_id = _case_id(args.case)
+    app = _application(settings)
+    try:
+        if args.material:
+            wanted = [_wanted_material(spec) for spec in args.material]
+        else:
+            wanted = [WantedMaterial.of(m) for m in app.get_case(case_id).materials]
+        report = build_material_fetcher(settings, app).fetch_case_materials(peer, case_id, wanted)
+    finally:
+        app.close()
+    if args.json:
+        print_json(
+            {
+                "case_id": str(report.case_id),
+                "peer": report.peer,
+                "fetched": list(report.fetched),
+                "present": list(report.present),
+                "missing": [vars(problem) for problem in report.missing],
+                "altered": [vars(problem) for problem in report.altered],
+            }
+        )
+    else:
+        print(
+            f"case {report.case_id} from peer {report.peer}: {len(report.fetched)} fetched, "
+            f"{len(report.present)} held already"
+        )
+        if report.describe():
+            print(report.describe())
+    return 0 if report.complete else EXIT_ERROR
+
+
+def _wanted_material(spec: str) -> Any:
+    from hub.materials.fetch import WantedMaterial
+
+    name, _, rest = spec.rpartition("=")
+    sha256, _, size = rest.partition(":")
+    if not name or not sha256 or not size.isdigit():
+        raise UsageError(f"--material {spec!r}: use NAME=SHA256:SIZE")
+    return WantedMaterial(name, sha256, int(size))
+
+
 def _progress_bar() -> Any:
     """A progress callback drawing tqdm bars on stderr (silent when stderr is not a terminal)."""
     from tqdm import tqdm
@@ -809,6 +862,22 @@ def build_parser() -> argparse.ArgumentParser:
         "re-wrap every personal-data key under the active key (ring from settings)",
     )
     keys.set_defaults(run=_keys)
+
+    materials, materials_commands = _group(commands, "materials", "material files by digest")
+    fetch = _command(
+        materials_commands,
+        "fetch",
+        "fetch a case's materials from the peer node that took it in (the relay does this)",
+    )
+    fetch.add_argument("--peer", required=True, help="the peer's region (federation file)")
+    fetch.add_argument("--case", required=True, help="the case id")
+    fetch.add_argument(
+        "--material",
+        action="append",
+        help="NAME=SHA256:SIZE of a material (repeat; default: those the case here lists)",
+    )
+    _json_option(fetch)
+    materials.set_defaults(run=_materials)
 
     ledger, ledger_commands = _group(commands, "ledger", "the node's signed log")
     _command(ledger_commands, "key", "print the log's public (verifier) key")

@@ -142,11 +142,12 @@ class MaterialsServicer:
                     raise InvalidInput("header", "", "only the first message is a header")
                 await run(writer.write, message.data)
             stored = await run(writer.finish)
-        except InvalidInput as error:
-            self.streams.pool.submit(writer.abort)
-            raise _on_the_wire(error) from None
+        except Exception as error:
+            # Refused: the upload's chunks are gone before the hall hears of it.
+            await run(writer.abort)
+            raise _on_the_wire(error) if isinstance(error, InvalidInput) else error from None
         except BaseException:
-            # Also when the hall hangs up half-way: nothing of this upload is kept.
+            # The hall hung up half-way (the call is cancelled): nothing of it is kept either.
             self.streams.pool.submit(writer.abort)
             raise
         return materials_pb2.StoredMaterial(sha256=stored.sha256, size=stored.size)
