@@ -264,6 +264,33 @@ def test_materials_services_are_in_health_and_reflection(node: NodeProcess) -> N
             assert reply.status == health_pb2.HealthCheckResponse.SERVING
 
 
+def test_a_village_outbox_uploads_its_scans_when_it_syncs(
+    node: NodeProcess, tmp_path: Path
+) -> None:
+    from tests.e2e.test_adapters_support import connection_args, id_number, run_adapter
+
+    scan_file = write(tmp_path, "身份证.jpg", scan(1_500_000, b"village scan"))
+    room = ["--db", str(tmp_path / "outbox.sqlite3"), *connection_args(node, VILLAGE[0])]
+    queued = run_adapter(
+        "village", "submit", "--ref", "V-scan-1", "--item", "200202001000",
+        "--competent-region", TOWNSHIP[1], "--name", "村民乙",
+        "--id-number", id_number("43090219500101004"), "--phone", "13700000001",
+        "--material", f"居民身份证={scan_file}", *room,
+    )  # fmt: skip
+    assert queued.returncode == 0, queued.stderr
+    forwarded = run_adapter("village", "forward", "--once", *room)
+    assert forwarded.returncode == 0, forwarded.stdout + forwarded.stderr
+    assert "file 身份证.jpg: uploaded" in forwarded.stdout + forwarded.stderr
+    status = json.loads(run_adapter("village", "status", "--json", *room).stdout)
+    assert status["files"] == {"pending": 0, "uploaded": 1, "failed": 0}
+    (submitted,) = status["commands"]
+    digest = hashlib.sha256(scan_file.read_bytes()).hexdigest()
+    with client(node, VILLAGE[0]) as village:
+        target = tmp_path / "back.jpg"
+        village.download_material(submitted["case_id"], digest, target)
+    assert target.read_bytes() == scan_file.read_bytes()
+
+
 # ================================================================================ two nodes
 
 
