@@ -37,7 +37,6 @@ import json
 import mimetypes
 import os
 import random
-import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -321,16 +320,13 @@ class HallClient:
         *,
         operator: str = "system",
         timeout: float = 10.0,
-        retry: RetryPolicy | None = None,
     ) -> None:
         """Use ``channel`` as it is; open it with :func:`open_channel` (or use :meth:`connect`)
-        to have calls retried. ``retry`` also paces the SDK's own retries of material
-        transfers (:meth:`upload_material`, :meth:`download_material`)."""
+        to have calls retried."""
         self.channel = channel
         self.credentials = credentials
         self.operator = operator
         self.timeout = timeout
-        self.retry = retry or RetryPolicy()
         self.stub = case_exchange_pb2_grpc.CaseExchangeStub(channel)
         #: The raw Materials stub (uploads and downloads of material files).
         self.materials = materials_pb2_grpc.MaterialsStub(channel)
@@ -350,7 +346,7 @@ class HallClient:
         retried by ``retry`` (default :class:`RetryPolicy` ``()``; ``attempts=1``: no retries);
         ``timeout`` bounds each call with all its attempts."""
         channel = open_channel(target, credentials.tls, channel_options, retry=retry)
-        return cls(channel, credentials, operator=operator, timeout=timeout, retry=retry)
+        return cls(channel, credentials, operator=operator, timeout=timeout)
 
     def close(self) -> None:
         """Close the channel."""
@@ -363,9 +359,14 @@ class HallClient:
         self.close()
 
     def _call(self, rpc: str, request: Message) -> Any:
-        """The one place the client calls the node: a failure leaves as a NodeRefused."""
+        """One unary call to the node: a failure leaves as a NodeRefused."""
+        return self._guarded(lambda: getattr(self.stub, rpc)(request, timeout=self.timeout))
+
+    def _guarded(self, call: Callable[[], T]) -> T:
+        """The one place the client calls the node (a unary call, or a whole material
+        transfer): a failed call leaves as a NodeRefused (:func:`from_rpc_error`)."""
         try:
-            return getattr(self.stub, rpc)(request, timeout=self.timeout)
+            return call()
         except grpc.RpcError as error:
             raise from_rpc_error(error) from None
 
@@ -475,8 +476,10 @@ class HallClient:
         once for its SHA-256, once to send it). Returns the ``Material`` to list in a command:
         ``name`` defaults to the file name, ``media_type`` is guessed from the file name. The node
         checks size and digest and keeps each distinct file once; uploading a file again is
-        harmless. A transient failure is retried (the whole file again) on the client's
-        :class:`RetryPolicy`; what is left raises :class:`~adapters.errors.NodeRefused`.
+        harmless, so after a transient failure (:class:`~adapters.errors.TransientFailure`,
+        raised when the channel's retry policy could not help: gRPC replays a stream only while
+        its first 256 KiB are buffered) calling it again is safe. Every failure is a
+        :class:`~adapters.errors.NodeRefused`.
         """
         with _opened(source, "rb") as handle:
             label = name or _file_name(source)
@@ -494,7 +497,7 @@ class HallClient:
                 for chunk in iter(lambda: handle.read(TRANSFER_CHUNK), b""):
                     yield materials_pb2.UploadChunk(data=chunk)
 
-            self._transfer(
+            self._guarded(
                 lambda: self.materials.Upload(messages(), timeout=self._transfer_timeout(size))
             )
         guessed = mimetypes.guess_type(_file_name(source) or label)[0]
@@ -516,12 +519,12 @@ class HallClient:
         a binary file object (written as the bytes arrive: discard it when this raises).
         :class:`~adapters.errors.MaterialMismatch` when the bytes do not match the digest;
         :class:`~adapters.errors.CaseNotFound` (NOT_FOUND) when the node does not give this hall
-        the file — no such case or file, or not this hall's case, alike. ``timeout`` bounds one
-        attempt; transient failures are retried on the client's :class:`RetryPolicy`.
+        the file — no such case or file, or not this hall's case, alike. ``timeout`` bounds the
+        call; after a transient failure, calling it again starts the download afresh.
         """
         request = materials_pb2.DownloadRequest(case_id=case_id, sha256=sha256)
         if not isinstance(destination, str | Path):
-            return self._transfer(
+            return self._guarded(
                 lambda: _receive(
                     self.materials.Download(request, timeout=timeout), sha256, destination
                 )
@@ -538,7 +541,7 @@ class HallClient:
                     os.fsync(handle.fileno())
                 return size
 
-            size = self._transfer(attempt)
+            size = self._guarded(attempt)
             os.replace(partial, target)
             return size
         except OSError as error:
@@ -549,19 +552,6 @@ class HallClient:
     def _transfer_timeout(self, size: int) -> float:
         """A transfer's deadline: the client's timeout, and more for a large file."""
         return max(self.timeout, self.timeout + size / TRANSFER_MIN_RATE)
-
-    def _transfer(self, attempt: Callable[[], T]) -> T:
-        """Run ``attempt`` (one whole transfer), again after a transient failure."""
-        delays = self.retry.delays()
-        for number in range(1, self.retry.attempts + 1):
-            try:
-                return attempt()
-            except grpc.RpcError as error:
-                refused = from_rpc_error(error)
-                if not refused.transient or number == self.retry.attempts:
-                    raise refused from None
-            time.sleep(next(delays))
-        raise AssertionError("unreachable")  # pragma: no cover
 
 
 #: Bytes per message of a material transfer (gRPC's message limit is 4 MiB).
