@@ -108,9 +108,11 @@ def violations(error: grpc.RpcError) -> list[str]:
 
 
 def stored_rows(node: NodeProcess) -> tuple[int, int]:
-    """(files, chunks) in the node's SQLite database, read beside the running node."""
+    """(files held, chunks) in the node's SQLite database, read beside the running node."""
     with sqlite3.connect(f"file:{node.data_dir / 'events.sqlite3'}?mode=ro", uri=True) as db:
-        files = db.execute("SELECT COUNT(*) FROM tongban_materials").fetchone()[0]
+        files = db.execute(
+            "SELECT COUNT(*) FROM tongban_materials WHERE wrapped_key IS NOT NULL"
+        ).fetchone()[0]
         chunks = db.execute("SELECT COUNT(*) FROM tongban_material_chunks").fetchone()[0]
     return int(files), int(chunks)
 
@@ -262,6 +264,56 @@ def test_materials_services_are_in_health_and_reflection(node: NodeProcess) -> N
         for service in ("tongban.v1.Materials", "tongban.v1.PeerMaterials"):
             reply = health.Check(health_pb2.HealthCheckRequest(service=service), timeout=5)
             assert reply.status == health_pb2.HealthCheckResponse.SERVING
+
+
+@pytest.mark.parametrize("how", ["tongban erase", "HallAdmin.ErasePersonalData"])
+def test_erasing_a_case_erases_the_files_only_it_lists(
+    node: NodeProcess, tmp_path: Path, how: str
+) -> None:
+    from tongban.v1 import admin_pb2_grpc
+
+    from hub.bootstrap import load_admin_key
+    from hub.commands.signing import CommandSigner
+
+    own = write(tmp_path, "身份证.jpg", scan(MiB + 1, how.encode()))
+    shared = write(tmp_path, "申请表.pdf", scan(1000, b"shared form " + how.encode()))
+    with client(node, VILLAGE[0]) as village:
+        own_material = village.upload_material(own)
+        shared_material = village.upload_material(shared)
+        erased_case = submit(village, [own_material, shared_material])
+        other_case = submit(village, [shared_material])
+        files_before, chunks_before = stored_rows(node)
+
+        if how == "tongban erase":
+            out = node.run("erase", "--case", erased_case, "--reason", "申请人要求删除")
+            assert "and 1 material files only it listed" in out
+        else:
+            admin = CommandSigner(
+                load_admin_key(node.data_dir / "secrets" / "admin.key"),
+                node=node.origin, operator="operator", admin="operator",
+            )  # fmt: skip
+            command = admin.sign(
+                "erase_personal_data", case_id=erased_case, reason="申请人要求删除"
+            )
+            certificate, key = node.issue("admin", "operator")  # the admin the key belongs to
+            with channel(node, certificate, key) as admin_channel:
+                admin_pb2_grpc.HallAdminStub(admin_channel).ErasePersonalData(
+                    case_exchange_pb2.SignedCommand(
+                        command=command.command, signature=command.signature
+                    ),
+                    timeout=30,
+                )
+        # The file only the erased case listed is gone (key destroyed, chunks deleted) ...
+        assert stored_rows(node) == (files_before - 1, chunks_before - 2)
+        for case in (erased_case, other_case):
+            with pytest.raises(CaseNotFound):
+                village.download_material(case, own_material.sha256, tmp_path / "gone")
+        # ... the shared one stays for the other case, and the erased case no longer gives it.
+        back = tmp_path / "back.pdf"
+        village.download_material(other_case, shared_material.sha256, back)
+        assert back.read_bytes() == shared.read_bytes()
+        with pytest.raises(CaseNotFound):
+            village.download_material(erased_case, shared_material.sha256, back)
 
 
 def test_a_village_outbox_uploads_its_scans_when_it_syncs(
