@@ -18,6 +18,7 @@ import hashlib
 import json
 import sqlite3
 import subprocess
+import threading
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -287,6 +288,9 @@ def test_erasing_a_case_erases_the_files_only_it_lists(
         if how == "tongban erase":
             out = node.run("erase", "--case", erased_case, "--reason", "申请人要求删除")
             assert "and 1 material files only it listed" in out
+            # Run again (as after a stop between the two steps): it finishes, changes nothing.
+            again = node.run("erase", "--case", erased_case, "--reason", "申请人要求删除")
+            assert "was erased before" in again
         else:
             admin = CommandSigner(
                 load_admin_key(node.data_dir / "secrets" / "admin.key"),
@@ -341,6 +345,52 @@ def test_a_village_outbox_uploads_its_scans_when_it_syncs(
         target = tmp_path / "back.jpg"
         village.download_material(submitted["case_id"], digest, target)
     assert target.read_bytes() == scan_file.read_bytes()
+
+
+def test_an_upload_the_hall_abandons_leaves_nothing(node: NodeProcess) -> None:
+    from tests.e2e.test_adapters_support import wait_until
+
+    data = scan(3 * MiB, b"abandoned")
+    before = stored_rows(node)
+    release = threading.Event()
+
+    def messages() -> Iterator[materials_pb2.UploadChunk]:
+        yield from upload_messages(hashlib.sha256(data).hexdigest(), len(data), data[: 2 * MiB])
+        release.wait(30)  # the hall's software stops here, then hangs up
+
+    hall = node.halls[VILLAGE[0]]
+    with channel(node, hall.certificate, hall.private_key) as open_channel:
+        call = materials_pb2_grpc.MaterialsStub(open_channel).Upload.future(messages(), timeout=60)
+        assert wait_until(lambda: stored_rows(node)[1] == before[1] + 2, timeout=30)
+        call.cancel()
+        release.set()
+    assert wait_until(lambda: stored_rows(node) == before, timeout=30)
+
+
+def test_start_up_sweeps_what_a_crash_left_and_refuses_a_bad_federation(tmp_path: Path) -> None:
+    fresh = NodeProcess(tmp_path / "node", node_name="sweeping")
+    with sqlite3.connect(fresh.data_dir / "events.sqlite3") as db:
+        db.execute(
+            "INSERT INTO tongban_material_chunks (blob_id, seq, ciphertext, created_at) "
+            "VALUES ('00ff', 0, x'00', 0)"
+        )
+    # A federation file that names this node's own CA for a peer: refused at start-up.
+    other = NodeProcess(
+        tmp_path / "other", node_name="other", extra_env={"TONGBAN_NODE_REGION": "61"}
+    )
+    entry = peer_entry(other, region="61", address="localhost:1")
+    own_ca = str(fresh.pki / "ca.pem")
+    bad = write_federation(
+        tmp_path / "bad.toml", [entry.replace(str(other.pki / "ca.pem"), own_ca)]
+    )
+    fresh.env["TONGBAN_FEDERATION"] = str(bad)
+    with pytest.raises(RuntimeError, match="peer region 61 is this node's own CA"):
+        fresh.start()
+    good = write_federation(tmp_path / "good.toml", [entry])
+    fresh.env["TONGBAN_FEDERATION"] = str(good)
+    with fresh:
+        fresh.start()
+        assert stored_rows(fresh) == (0, 0)
 
 
 # ================================================================================ two nodes

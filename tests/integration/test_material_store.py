@@ -361,3 +361,15 @@ def test_a_fetched_file_is_held_for_its_case(node: InProcessNode, store: Materia
     case_id = node.submit(node.halls["v-room"], materials=[material("身份证", data)]).case_id
     digest = put(store, data, case_holder(case_id))
     assert store.check_case(node.app.get_case(case_id), digest).size == 10
+
+
+def test_postgresql_stores_sealed_chunks_uncompressed(store: MaterialStore) -> None:
+    if not store.postgres:
+        pytest.skip("PostgreSQL's TOAST storage only")
+    (row,) = sql(
+        store,
+        "SELECT attstorage FROM pg_attribute WHERE attrelid = 'tongban_material_chunks'::regclass"
+        " AND attname = 'ciphertext'",
+    )
+    assert row["attstorage"] == "e"
+    store.create_tables()  # again (every start): still external, nothing else changes
