@@ -363,13 +363,20 @@ def test_a_fetched_file_is_held_for_its_case(node: InProcessNode, store: Materia
     assert store.check_case(node.app.get_case(case_id), digest).size == 10
 
 
-def test_postgresql_stores_sealed_chunks_uncompressed(store: MaterialStore) -> None:
-    if not store.postgres:
-        pytest.skip("PostgreSQL's TOAST storage only")
-    (row,) = sql(
-        store,
-        "SELECT attstorage FROM pg_attribute WHERE attrelid = 'tongban_material_chunks'::regclass"
-        " AND attname = 'ciphertext'",
+def test_postgresql_stores_sealed_chunks_uncompressed(
+    tmp_path: Path, fresh_postgres_db: str
+) -> None:
+    started = InProcessNode.start(
+        Settings(data_dir=tmp_path / "pg", database_url=fresh_postgres_db)
     )
-    assert row["attstorage"] == "e"
-    store.create_tables()  # again (every start): still external, nothing else changes
+    try:
+        store = build_material_store(started.settings, started.app)
+        query = (
+            "SELECT attstorage FROM pg_attribute WHERE attrelid = "
+            "'tongban_material_chunks'::regclass AND attname = 'ciphertext'"
+        )
+        assert sql(store, query)[0]["attstorage"] == "e"
+        store.create_tables()  # again (every start): still external, nothing else changes
+        assert sql(store, query)[0]["attstorage"] == "e"
+    finally:
+        started.close()
