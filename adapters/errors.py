@@ -98,7 +98,7 @@ class InputError(AdapterError):
 class MaterialMismatch(AdapterError):
     """A downloaded material's bytes do not match the digest asked for (or the size the node
     announced). Nothing was written to a destination path; discard a file object's bytes.
-    Command line: exit 1."""
+    (Only the SDK's ``download_material`` raises it; no adapter command downloads.)"""
 
     def __init__(self, sha256: str, problem: str) -> None:
         self.sha256 = sha256
