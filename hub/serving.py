@@ -31,10 +31,13 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hub.errors import ConfigurationError, StoreMismatch, TongbanError
 from hub.settings import Settings
+
+if TYPE_CHECKING:
+    from hub.api.server import TLSFiles
 
 log = logging.getLogger("tongban.serve")
 
@@ -130,7 +133,7 @@ def _preflight(settings: Settings, options: ServeOptions) -> None:
         app.close()
 
 
-def _tls_files(settings: Settings) -> Any:
+def _tls_files(settings: Settings) -> TLSFiles:
     """The node's TLS files, with the CA of every peer in the federation file."""
     from hub.api.server import TLSFiles
     from hub.bootstrap import load_peers

@@ -12,9 +12,11 @@ The same wrapper gives every call its request id (the ``x-request-id`` metadata,
 for the logs, and counts it in the metrics by method and status code.
 
 The server is ``grpc.aio``: unary methods are plain functions that the server runs on its thread
-pool; server-streaming methods are ``async`` generators that run on the event loop, so an open
-stream never holds one of the unary workers. :class:`StreamLimit` caps the streams open at once
-(RESOURCE_EXHAUSTED beyond).
+pool; server-streaming methods are ``async`` generators, and client-streaming methods (material
+uploads) ``async`` functions taking an async iterator of requests (a request that does not parse
+is refused the same way when it arrives), both on the event loop, so an open stream never holds
+one of the unary workers. :class:`StreamLimit` caps the streams open at once (RESOURCE_EXHAUSTED
+beyond).
 """
 
 from __future__ import annotations
