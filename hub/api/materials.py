@@ -6,8 +6,8 @@ or download never holds one of the unary workers and never blocks the loop.
 
 Who may do what:
 
-* ``Upload``: a hall certificate (of this node's CA). The hall is recorded as a holder of the
-  bytes it showed (see :mod:`hub.materials.store`).
+* ``Upload``: a hall certificate (of this node's CA) of a registered hall that is not retired.
+  The hall is recorded as a holder of the bytes it showed (see :mod:`hub.materials.store`).
 * ``Download``: a hall that is a party to the case, for a digest the case lists, when the file
   was shown to the node by a party to the case (or fetched for it from a peer).
 * ``Fetch``: a peer certificate issued by a federation peer's own CA (see
@@ -37,7 +37,7 @@ from hub.api.handlers import StreamLimit, add_service
 from hub.api.servicer import Authenticator, Caller
 from hub.application.hub import HubApplication
 from hub.domain.case import Case
-from hub.errors import InvalidInput, NotFound, PermissionRefused, TongbanError
+from hub.errors import InvalidInput, NotFound, PermissionRefused, SignatureRefused, TongbanError
 from hub.materials.chunks import check_digest
 from hub.materials.store import MaterialStore, hall_holder
 from hub.pki import CertificateRejected, Identity, Role
@@ -123,13 +123,15 @@ class MaterialsServicer:
 
     async def Upload(self, requests: AsyncIterator[Any], context: Any) -> Any:  # noqa: N802
         hall = self._hall(context)
+        run = self.streams.run
+        # Only a registered hall that is not retired may store files here (as it may act).
+        await run(self._active, hall.name)
         messages = aiter(requests)
         first = await anext(messages, None)
         if first is None or first.WhichOneof("part") != "header":
             raise InvalidInput(
                 "header", "", "the first message must be the header (sha256 and size)"
             )
-        run = self.streams.run
         try:
             writer = await run(
                 self.store.writer, first.header.sha256, first.header.size, hall_holder(hall.name)
@@ -151,6 +153,14 @@ class MaterialsServicer:
             self.streams.pool.submit(writer.abort)
             raise
         return materials_pb2.StoredMaterial(sha256=stored.sha256, size=stored.size)
+
+    def _active(self, hall_id: str) -> None:
+        try:
+            hall = self.app.get_hall(hall_id)
+        except NotFound:
+            raise SignatureRefused(hall_id, "no such hall at this node") from None
+        if hall.retired:
+            raise PermissionRefused(hall_id, "the hall is retired")
 
     async def Download(self, request: Any, context: Any) -> AsyncIterator[Any]:  # noqa: N802
         hall = self._hall(context)

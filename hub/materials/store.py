@@ -58,7 +58,7 @@ from hub.application.hub import HubApplication
 from hub.application.storage import StorageGuard
 from hub.domain.case import Case
 from hub.domain.values import MAX_MATERIAL_BYTES
-from hub.errors import MaterialDamaged, NotFound
+from hub.errors import InvalidInput, MaterialDamaged, NotFound
 from hub.materials.chunks import ChunkSeal, Rechunker, check_digest, check_size
 
 T = TypeVar("T")
@@ -217,7 +217,7 @@ class MaterialStore:
             with self.datastore.transaction(commit=write) as cursor:
                 return work(cursor)
 
-        return self.guard.run(access)
+        return self.guard.run(access, write=write)
 
     def create_tables(self) -> None:
         """Create the tables (idempotent); the node's start-up and ``tongban init`` call it."""
@@ -340,13 +340,13 @@ class MaterialStore:
                 )
             try:
                 checker.feed(plaintext)
-            except Exception:
+            except InvalidInput:
                 raise MaterialDamaged(row.sha256, "it is longer than its recorded size") from None
             yield plaintext
         try:
             checker.close(row.sha256)
-        except Exception as error:
-            raise MaterialDamaged(row.sha256, str(error)) from None
+        except InvalidInput as error:
+            raise MaterialDamaged(row.sha256, error.reason) from None
 
     # ------------------------------------------------------------------ who may read
 

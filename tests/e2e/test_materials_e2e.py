@@ -247,6 +247,19 @@ def test_only_halls_upload_and_download(node: NodeProcess, role: str, tmp_path: 
         assert code == "PERMISSION_DENIED"
 
 
+def test_a_hall_the_node_does_not_know_stores_nothing(node: NodeProcess) -> None:
+    certificate, key = node.issue("hall", "hn-not-registered")  # a certificate, no registration
+    data = scan(100, b"unregistered")
+    before = stored_rows(node)
+    with channel(node, certificate, key) as open_channel:
+        stub = materials_pb2_grpc.MaterialsStub(open_channel)
+        code, message = status(
+            lambda: stub.Upload(upload_messages(hashlib.sha256(data).hexdigest(), 100, data))
+        )
+    assert (code, "no such hall" in message) == ("UNAUTHENTICATED", True)
+    assert stored_rows(node) == before
+
+
 def test_the_sdk_names_a_refusal_by_its_field(node: NodeProcess, tmp_path: Path) -> None:
     with client(node, VILLAGE[0]) as village:
         with pytest.raises(CommandInvalid) as refused:
