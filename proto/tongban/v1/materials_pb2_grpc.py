@@ -53,9 +53,10 @@ class MaterialsServicer:
 
     def Upload(self, request_iterator, context):
         """Upload one file: the first message is the header (its digest and size), then the bytes in
-        order (any chunk sizes up to 1 MiB). The node checks the size against its limit at once
-        and the digest and size at the end; a mismatch is INVALID_ARGUMENT naming the field, and
-        nothing is stored. Uploading a file the node already holds stores nothing new.
+        order (messages of any size within gRPC's 4 MiB; the SDK sends 1 MiB). The node checks the
+        size against its limit at once and the digest and size at the end; a mismatch is
+        INVALID_ARGUMENT naming the field, and nothing is stored. Uploading a file the node already
+        holds stores nothing new.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -42,9 +42,10 @@ class MaterialsStub:
     def __new__(cls, channel: _aio.Channel) -> MaterialsAsyncStub: ...
     Upload: _grpc.StreamUnaryMultiCallable[_materials_pb2.UploadChunk, _materials_pb2.StoredMaterial]
     """Upload one file: the first message is the header (its digest and size), then the bytes in
-    order (any chunk sizes up to 1 MiB). The node checks the size against its limit at once
-    and the digest and size at the end; a mismatch is INVALID_ARGUMENT naming the field, and
-    nothing is stored. Uploading a file the node already holds stores nothing new.
+    order (messages of any size within gRPC's 4 MiB; the SDK sends 1 MiB). The node checks the
+    size against its limit at once and the digest and size at the end; a mismatch is
+    INVALID_ARGUMENT naming the field, and nothing is stored. Uploading a file the node already
+    holds stores nothing new.
     """
     Download: _grpc.UnaryStreamMultiCallable[_materials_pb2.DownloadRequest, _materials_pb2.MaterialChunk]
     """Download a material of a case: only a hall that is a party to the case, when the case lists
@@ -59,9 +60,10 @@ class MaterialsAsyncStub(MaterialsStub):
     def __init__(self, channel: _aio.Channel) -> None: ...
     Upload: _aio.StreamUnaryMultiCallable[_materials_pb2.UploadChunk, _materials_pb2.StoredMaterial]  # type: ignore[assignment]
     """Upload one file: the first message is the header (its digest and size), then the bytes in
-    order (any chunk sizes up to 1 MiB). The node checks the size against its limit at once
-    and the digest and size at the end; a mismatch is INVALID_ARGUMENT naming the field, and
-    nothing is stored. Uploading a file the node already holds stores nothing new.
+    order (messages of any size within gRPC's 4 MiB; the SDK sends 1 MiB). The node checks the
+    size against its limit at once and the digest and size at the end; a mismatch is
+    INVALID_ARGUMENT naming the field, and nothing is stored. Uploading a file the node already
+    holds stores nothing new.
     """
     Download: _aio.UnaryStreamMultiCallable[_materials_pb2.DownloadRequest, _materials_pb2.MaterialChunk]  # type: ignore[assignment]
     """Download a material of a case: only a hall that is a party to the case, when the case lists
@@ -79,9 +81,10 @@ class MaterialsServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_materials_pb2.StoredMaterial, _abc.Awaitable[_materials_pb2.StoredMaterial]]:
         """Upload one file: the first message is the header (its digest and size), then the bytes in
-        order (any chunk sizes up to 1 MiB). The node checks the size against its limit at once
-        and the digest and size at the end; a mismatch is INVALID_ARGUMENT naming the field, and
-        nothing is stored. Uploading a file the node already holds stores nothing new.
+        order (messages of any size within gRPC's 4 MiB; the SDK sends 1 MiB). The node checks the
+        size against its limit at once and the digest and size at the end; a mismatch is
+        INVALID_ARGUMENT naming the field, and nothing is stored. Uploading a file the node already
+        holds stores nothing new.
         """
 
     @_abc_1.abstractmethod
