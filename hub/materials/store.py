@@ -329,7 +329,9 @@ class MaterialStore:
         checker = Rechunker(row.size)
         for seq in range(row.count):
             stored = self._run(
-                functools.partial(_fetch_one, statement=self._sql["chunk"], row=row, seq=seq)
+                functools.partial(
+                    _fetch_one, statement=self._sql["chunk"], row=row, seq=seq, binary=self.postgres
+                )
             )
             if stored is None:
                 raise MaterialDamaged(row.sha256, f"chunk {seq} of {row.count} is missing")
@@ -460,8 +462,12 @@ def _rowcount(cursor: Any) -> int:
     return int(getattr(cursor, "sqlite_cursor", cursor).rowcount)
 
 
-def _fetch_one(cursor: Any, *, statement: str, row: _Row, seq: int) -> bytes | None:
-    cursor.execute(statement, (row.blob_id, seq))
+def _fetch_one(cursor: Any, *, statement: str, row: _Row, seq: int, binary: bool) -> bytes | None:
+    if binary:
+        # PostgreSQL's text format sends bytea as hex: twice the bytes, and parsed in Python.
+        cursor.execute(statement, (row.blob_id, seq), binary=True)
+    else:
+        cursor.execute(statement, (row.blob_id, seq))
     found = cursor.fetchone()
     return bytes(found["ciphertext"]) if found is not None else None
 
