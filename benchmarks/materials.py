@@ -287,12 +287,14 @@ def run(store: str, dsn: str, work: Path, size: int, rounds: int) -> None:
         disk = raw_disk(node.data_dir, raw_files)
         if store == "postgres":
             assert database is not None
-            db_name, db_rate = "raw PostgreSQL 1 MiB rows, a commit each", raw_postgres(
-                database, raw_files
+            db_name, db_rate = (
+                "raw PostgreSQL 1 MiB rows, a commit each",
+                raw_postgres(database, raw_files),
             )
         else:
-            db_name, db_rate = "raw SQLite 1 MiB rows, a commit each", raw_sqlite(
-                node.data_dir, raw_files
+            db_name, db_rate = (
+                "raw SQLite 1 MiB rows, a commit each",
+                raw_sqlite(node.data_dir, raw_files),
             )
         format_ratio("upload", up, "MiB/s", "raw gRPC client stream, mTLS", raw_up)
         format_ratio("upload", up, "MiB/s", db_name, db_rate)
