@@ -220,11 +220,13 @@ def _village_submit(args: argparse.Namespace) -> int:
 
     outbox, connection = _outbox(args)
     materials = []
+    files = []
     for spec in args.material:
         name, sep, file = spec.partition("=")
         if not sep or not name.strip() or not file:
             raise InputError("--material", f"{spec!r}: use NAME=FILE")
         materials.append(material_from_file(name.strip(), Path(file)))
+        files.append((materials[-1], Path(file)))
     submit = case_exchange_pb2.SubmitCase(
         item_code=args.item, materials=materials, competent_region=args.competent_region
     )
@@ -239,6 +241,8 @@ def _village_submit(args: argparse.Namespace) -> int:
             # Without the room's own key the outbox is given a fresh one, stored with the
             # command before its first send (so every resend carries it).
             idempotency_key=args.idem_key or queue_key(),
+            # Uploaded to the node before the submit, when the outbox is forwarded.
+            files=files,
         )
     _say(f"queued #{queued.seq} submit ref={queued.ref}")
     return EXIT_OK
@@ -307,11 +311,17 @@ def _village_status(args: argparse.Namespace) -> int:
     with outbox:
         commands = outbox.commands(ref=args.ref, status=args.state)
         counts = outbox.counts()
+        files, failed_files = outbox.file_counts(), outbox.failed_files()
     if args.json:
-        _say(json.dumps({"counts": counts, "commands": json.loads(to_json(commands))}, indent=1))
+        document = {"counts": counts, "commands": json.loads(to_json(commands)),
+                    "files": files, "failed_files": failed_files}  # fmt: skip
+        _say(json.dumps(document, indent=1))
     else:
         _say(describe(commands))
         _say(", ".join(f"{k} {v}" for k, v in counts.items()))
+        _say("files: " + ", ".join(f"{k} {v}" for k, v in files.items()))
+        for failed in failed_files:
+            _say(f"  file {failed['path']}: {failed['error']}")
     return EXIT_OK
 
 

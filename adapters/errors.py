@@ -7,6 +7,7 @@
     │   └── RegisterError                a legacy register file as a whole cannot be imported
     ├── InputError (field)               one input is wrong; ``field`` names it
     │   └── VendorInputError (errors)    a vendor request breaks its schema: every bad field
+    ├── MaterialMismatch (sha256)        a downloaded material is not the bytes of its digest
     └── NodeRefused (code, message, violations, reason, details, transient)
         │                                a call the node refused, or could not answer
         ├── CommandInvalid               INVALID_ARGUMENT, OUT_OF_RANGE
@@ -92,6 +93,17 @@ class InputError(AdapterError):
     def __init__(self, field: str, message: str) -> None:
         self.field = field
         super().__init__(f"{field}: {message}" if field else message)
+
+
+class MaterialMismatch(AdapterError):
+    """A downloaded material's bytes do not match the digest asked for (or the size the node
+    announced). Nothing was written to a destination path; discard a file object's bytes.
+    (Only the SDK's ``download_material`` raises it; no adapter command downloads.)"""
+
+    def __init__(self, sha256: str, problem: str) -> None:
+        self.sha256 = sha256
+        self.problem = problem
+        super().__init__(f"material {sha256}: {problem}")
 
 
 @dataclass(frozen=True)

@@ -34,22 +34,37 @@ from __future__ import annotations
 
 import hashlib
 import json
+import mimetypes
 import os
 import random
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import IO, Any, TypeVar
 
 import grpc
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
-from tongban.v1 import case_exchange_pb2, case_exchange_pb2_grpc, common_pb2
+from tongban.v1 import (
+    case_exchange_pb2,
+    case_exchange_pb2_grpc,
+    common_pb2,
+    materials_pb2,
+    materials_pb2_grpc,
+)
 
-from adapters.errors import RETRYABLE_CODES, ConfigError, InputError, from_rpc_error
+from adapters.errors import (
+    RETRYABLE_CODES,
+    ConfigError,
+    InputError,
+    MaterialMismatch,
+    from_rpc_error,
+)
+
+T = TypeVar("T")
 
 _CASE_EXCHANGE = case_exchange_pb2.DESCRIPTOR.services_by_name["CaseExchange"]
 
@@ -313,6 +328,8 @@ class HallClient:
         self.operator = operator
         self.timeout = timeout
         self.stub = case_exchange_pb2_grpc.CaseExchangeStub(channel)
+        #: The raw Materials stub (uploads and downloads of material files).
+        self.materials = materials_pb2_grpc.MaterialsStub(channel)
 
     @classmethod
     def connect(
@@ -342,9 +359,14 @@ class HallClient:
         self.close()
 
     def _call(self, rpc: str, request: Message) -> Any:
-        """The one place the client calls the node: a failure leaves as a NodeRefused."""
+        """One unary call to the node: a failure leaves as a NodeRefused."""
+        return self._guarded(lambda: getattr(self.stub, rpc)(request, timeout=self.timeout))
+
+    def _guarded(self, call: Callable[[], T]) -> T:
+        """The one place the client calls the node (a unary call, or a whole material
+        transfer): a failed call leaves as a NodeRefused (:func:`from_rpc_error`)."""
         try:
-            return getattr(self.stub, rpc)(request, timeout=self.timeout)
+            return call()
         except grpc.RpcError as error:
             raise from_rpc_error(error) from None
 
@@ -438,3 +460,168 @@ class HallClient:
             "ListItems", case_exchange_pb2.ListItemsRequest()
         )
         return list(response.items)
+
+    # ------------------------------------------------------------------ material files
+
+    def upload_material(
+        self,
+        source: Path | str | IO[bytes],
+        *,
+        name: str = "",
+        media_type: str = "",
+    ) -> common_pb2.Material:
+        """Upload a material file (a scan, a PDF, 高拍仪 output) to the node, by its digest.
+
+        ``source`` is a path or a binary file object that can seek (the file is read twice:
+        once for its SHA-256, once to send it). Returns the ``Material`` to list in a command:
+        ``name`` defaults to the file name, ``media_type`` is guessed from the file name. The node
+        checks size and digest and keeps each distinct file once; uploading a file again is
+        harmless, so after a transient failure (:class:`~adapters.errors.TransientFailure`,
+        raised when the channel's retry policy could not help: gRPC replays a stream only while
+        its first 256 KiB are buffered) calling it again is safe. Every failure is a
+        :class:`~adapters.errors.NodeRefused`.
+        """
+        with _opened(source, "rb") as handle:
+            label = name or _file_name(source)
+            if not label:
+                raise InputError("name", "give the material's name (the file object has none)")
+            start = handle.tell()
+            sha256, size = _digest_of(handle)
+            if size == 0:
+                raise InputError("source", f"{label!r} is empty: a material has at least one byte")
+
+            def messages() -> Iterator[materials_pb2.UploadChunk]:
+                handle.seek(start)
+                header = materials_pb2.MaterialHeader(sha256=sha256, size=size)
+                yield materials_pb2.UploadChunk(header=header)
+                for chunk in iter(lambda: handle.read(TRANSFER_CHUNK), b""):
+                    yield materials_pb2.UploadChunk(data=chunk)
+
+            self._guarded(
+                lambda: self.materials.Upload(messages(), timeout=self._transfer_timeout(size))
+            )
+        guessed = mimetypes.guess_type(_file_name(source) or label)[0]
+        kind = media_type or guessed or "application/octet-stream"
+        return common_pb2.Material(name=label, sha256=sha256, media_type=kind, size=size)
+
+    def download_material(
+        self,
+        case_id: str,
+        sha256: str,
+        destination: Path | str | IO[bytes],
+        *,
+        timeout: float = 600.0,
+    ) -> int:
+        """Download a material of a case this hall is a party to; returns its size.
+
+        ``destination`` is a path (written to a temporary file beside it and renamed into place
+        only once every byte matched ``sha256``, so a failed download leaves nothing there) or
+        a binary file object (written as the bytes arrive: discard it when this raises).
+        :class:`~adapters.errors.MaterialMismatch` when the bytes do not match the digest;
+        :class:`~adapters.errors.CaseNotFound` (NOT_FOUND) when the node does not give this hall
+        the file — no such case or file, or not this hall's case, alike. ``timeout`` bounds the
+        call; after a transient failure, calling it again starts the download afresh.
+        """
+        request = materials_pb2.DownloadRequest(case_id=case_id, sha256=sha256)
+        if not isinstance(destination, str | Path):
+            return self._guarded(
+                lambda: _receive(
+                    self.materials.Download(request, timeout=timeout), sha256, destination
+                )
+            )
+        target = Path(destination)
+        partial = target.with_name(f".{target.name}.part-{os.urandom(4).hex()}")
+        try:
+
+            def attempt() -> int:
+                with partial.open("wb") as handle:
+                    replies = self.materials.Download(request, timeout=timeout)
+                    size = _receive(replies, sha256, handle)
+                    handle.flush()
+                    os.fsync(handle.fileno())
+                return size
+
+            size = self._guarded(attempt)
+            os.replace(partial, target)
+            return size
+        except OSError as error:
+            raise ConfigError(f"cannot write {target}: {error.strerror}") from None
+        finally:
+            partial.unlink(missing_ok=True)
+
+    def _transfer_timeout(self, size: int) -> float:
+        """A transfer's deadline: the client's timeout, and more for a large file."""
+        return max(self.timeout, self.timeout + size / TRANSFER_MIN_RATE)
+
+
+#: Bytes per message of a material transfer (gRPC's message limit is 4 MiB).
+TRANSFER_CHUNK = 1024 * 1024
+#: The slowest link a material transfer's deadline allows for (bytes per second).
+TRANSFER_MIN_RATE = 256 * 1024
+
+
+def _file_name(source: Path | str | IO[bytes]) -> str:
+    if isinstance(source, str | Path):
+        return Path(source).name
+    name = getattr(source, "name", "")
+    return Path(name).name if isinstance(name, str) else ""
+
+
+class _opened:  # noqa: N801 - used like open()
+    """A path opened (and closed), or a caller's file object used as it is."""
+
+    def __init__(self, source: Path | str | IO[bytes], mode: str) -> None:
+        self.source = source
+        self.mode = mode
+        self.handle: IO[bytes] | None = None
+
+    def __enter__(self) -> IO[bytes]:
+        if isinstance(self.source, str | Path):
+            try:
+                self.handle = Path(self.source).open(self.mode)
+            except OSError as error:
+                raise InputError("source", f"cannot read {self.source}: {error.strerror}") from None
+            return self.handle
+        if not self.source.seekable():
+            raise InputError(
+                "source", "the file object cannot seek (it is read twice: digest, then send)"
+            )
+        return self.source
+
+    def __exit__(self, *exc: object) -> None:
+        if self.handle is not None:
+            self.handle.close()
+
+
+def _digest_of(handle: IO[bytes]) -> tuple[str, int]:
+    digest = hashlib.sha256()
+    size = 0
+    for chunk in iter(lambda: handle.read(TRANSFER_CHUNK), b""):
+        digest.update(chunk)
+        size += len(chunk)
+    return digest.hexdigest(), size
+
+
+def _receive(replies: Iterable[Any], sha256: str, sink: IO[bytes]) -> int:
+    """Write a download's bytes to ``sink``, checking them against ``sha256``."""
+    replies = iter(replies)
+    first = next(replies, None)
+    if first is None or first.WhichOneof("part") != "header":
+        raise MaterialMismatch(sha256, "the node's reply does not start with the file's header")
+    size = int(first.header.size)
+    if first.header.sha256 != sha256:
+        raise MaterialMismatch(sha256, f"the node sends {first.header.sha256} instead")
+    digest = hashlib.sha256()
+    received = 0
+    for reply in replies:
+        data = reply.data
+        received += len(data)
+        if received > size:
+            raise MaterialMismatch(sha256, f"more than the {size} bytes announced")
+        digest.update(data)
+        sink.write(data)
+    if received != size:
+        raise MaterialMismatch(sha256, f"{received} bytes arrived, {size} were announced")
+    if digest.hexdigest() != sha256:
+        raise MaterialMismatch(sha256, f"the bytes hash to {digest.hexdigest()}")
+    return size

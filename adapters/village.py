@@ -116,6 +116,18 @@ CREATE TABLE IF NOT EXISTS commands (
 );
 CREATE INDEX IF NOT EXISTS commands_by_status ON commands (status, seq);
 CREATE INDEX IF NOT EXISTS commands_by_ref ON commands (ref, seq);
+-- Scanned material files, uploaded to the node before the first command that lists them.
+-- (Added to version 2 files as they are opened: an older adapter ignores the table.)
+CREATE TABLE IF NOT EXISTS files (
+    sha256      TEXT PRIMARY KEY,
+    path        TEXT NOT NULL,
+    size        INTEGER NOT NULL,
+    status      TEXT NOT NULL DEFAULT 'pending'
+                CHECK (status IN ('pending', 'uploaded', 'failed')),
+    error       TEXT,
+    created_at  TEXT NOT NULL,
+    uploaded_at TEXT
+);
 """
 
 #: The v1 ``commands`` columns copied as they are into v2 (``body``, ``applicant`` and ``signed``
@@ -377,11 +389,16 @@ class Outbox:
         ref: str = "",
         operator: str,
         idempotency_key: str,
+        files: Sequence[tuple[common_pb2.Material, Path]] = (),
     ) -> QueuedCommand:
         """Queue a 收件 under a new local reference (generated when not given).
 
         ``applicant`` is the applicant in clear; the outbox keeps it to sign the submit, whose
         signed bytes carry only commitments to it (any ``submit.applicant`` is replaced).
+
+        ``files``: the scanned files of materials the submit lists (:func:`material_from_file`
+        made the references), recorded in the same transaction; the forwarder uploads each to
+        the node before it sends the submit.
 
         ``idempotency_key`` is required: the room's own key for this act, or :func:`queue_key`.
         Queuing the same reference again with the same content returns the queued command, so
@@ -412,6 +429,17 @@ class Outbox:
             seq = self._insert(
                 db, ref, "submit", key, operator, body, case_id=None, applicant=person
             )
+            listed = {material.sha256 for material in message.materials}
+            for material, path in files:
+                if material.sha256 not in listed:
+                    raise InputError("files", f"{material.name!r} is not a material of the submit")
+                # A file queued before (another case, the same scan) is uploaded once.
+                db.execute(
+                    "INSERT INTO files (sha256, path, size, created_at) VALUES (?, ?, ?, ?)"
+                    " ON CONFLICT (sha256) DO UPDATE SET path = excluded.path,"
+                    " status = 'pending', error = NULL WHERE files.status = 'failed'",
+                    (material.sha256, str(Path(path).resolve()), material.size, _now()),
+                )
         return self.get(seq)
 
     def follow(
@@ -540,6 +568,53 @@ class Outbox:
                 " JOIN lanes l ON l.ref = c.ref WHERE c.status = 'pending' ORDER BY c.seq"
             )
         )
+
+    def files_to_upload(self, row: sqlite3.Row) -> list[sqlite3.Row]:
+        """The pending files of the materials a queued command lists."""
+        if row["action"] not in ("submit", "resubmit"):
+            return []
+        message: Any = wire_message(row["action"])
+        message.ParseFromString(bytes(row["body"]))
+        digests = [material.sha256 for material in message.materials]
+        if not digests:
+            return []
+        marks = ", ".join("?" for _ in digests)
+        return list(
+            self._db.execute(
+                f"SELECT * FROM files WHERE status = 'pending' AND sha256 IN ({marks})", digests
+            )
+        )
+
+    def mark_file(self, sha256: str, *, error: str = "") -> None:
+        """A file uploaded (``error`` empty) or refused for good (``error`` says why)."""
+        with self._write() as db:
+            if error:
+                db.execute(
+                    "UPDATE files SET status = 'failed', error = ? WHERE sha256 = ?",
+                    (error, sha256),
+                )
+            else:
+                db.execute(
+                    "UPDATE files SET status = 'uploaded', error = NULL, uploaded_at = ?"
+                    " WHERE sha256 = ?",
+                    (_now(), sha256),
+                )
+
+    def file_counts(self) -> dict[str, int]:
+        """How many scanned files are pending, uploaded or failed."""
+        counts = dict.fromkeys(("pending", "uploaded", "failed"), 0)
+        for row in self._db.execute("SELECT status, COUNT(*) AS n FROM files GROUP BY status"):
+            counts[row["status"]] = int(row["n"])
+        return counts
+
+    def failed_files(self) -> list[dict[str, Any]]:
+        """The files the node refused (or that changed on disk), with why."""
+        return [
+            {"sha256": row["sha256"], "path": row["path"], "error": row["error"]}
+            for row in self._db.execute(
+                "SELECT sha256, path, error FROM files WHERE status = 'failed' ORDER BY created_at"
+            )
+        ]
 
     def failed_lanes(self) -> dict[str, int]:
         """Lanes with a failed command → the seq of their first failed command."""
@@ -760,6 +835,10 @@ class Transport(Protocol):
         """Send one signed command; raise :class:`~adapters.errors.NodeRefused` on failure."""
         ...
 
+    def upload_material(self, source: Path) -> common_pb2.Material:
+        """Upload one material file; raise :class:`~adapters.errors.NodeRefused` on failure."""
+        ...
+
 
 @dataclass
 class PassResult:
@@ -807,6 +886,13 @@ class Forwarder:
                 # Its submit is still pending (and was not sent in this pass) or was cancelled.
                 blocked.add(ref)
                 continue
+            interrupted = self._upload_files(row)
+            if interrupted is not None:
+                # The command waits for its files: its status shows why.
+                self.outbox.mark_attempt(seq, interrupted, final=False)
+                result.interrupted = interrupted
+                result.remaining = sum(1 for later in batch[index:] if later["ref"] not in blocked)
+                return result
             try:
                 reply = self.transport.send_signed(action, self.outbox.ensure_signed(seq))
             except (NodeRefused, InputError) as error:
@@ -840,6 +926,35 @@ class Forwarder:
                 + (" (replayed)" if reply.replayed else "")
             )
         return result
+
+    def _upload_files(self, row: sqlite3.Row) -> NodeRefused | None:
+        """Upload the pending scans a command lists, before the command itself. A transient
+        failure stops the pass (returned); a file refused for good, or changed on disk since it
+        was queued, is marked failed and the command goes anyway (the case then lacks that
+        file at the node; the clerk can see it in ``status`` and upload it again)."""
+        for file in self.outbox.files_to_upload(row):
+            sha256, path = file["sha256"], Path(file["path"])
+            try:
+                uploaded = self.transport.upload_material(path)
+            except NodeRefused as failure:
+                if failure.transient:
+                    self.report(f"file {path.name}: {failure.code.name}, will retry")
+                    return failure
+                self.outbox.mark_file(sha256, error=f"{failure.code.name}: {failure.message}")
+                self.report(f"file {path.name}: FAILED {failure.code.name}: {failure.message}")
+                continue
+            except InputError as error:
+                self.outbox.mark_file(sha256, error=str(error))
+                self.report(f"file {path.name}: FAILED {error}")
+                continue
+            if uploaded.sha256 != sha256:
+                problem = "the file changed on disk since it was queued (another digest now)"
+                self.outbox.mark_file(sha256, error=problem)
+                self.report(f"file {path.name}: FAILED {problem}")
+                continue
+            self.outbox.mark_file(sha256)
+            self.report(f"file {path.name}: uploaded ({sha256[:12]}…)")
+        return None
 
     def drain(self) -> PassResult:
         """Passes until nothing more can be sent now; returns the totals of all passes."""

@@ -46,6 +46,8 @@ from hub.domain.node import Node
 from hub.domain.regions import RegionRegistry
 from hub.errors import ConfigurationError, StorageUnavailable, StoreMismatch
 from hub.integrity.integrator import HeadGuard, LedgerIntegrator, open_ledger_view
+from hub.materials.fetch import MaterialFetcher, PeerClientCertificate
+from hub.materials.store import MaterialStore
 from hub.relay.config import FederationConfig, encryption_key_text, load_federation
 from hub.relay.node import Relay
 from hub.settings import Settings
@@ -369,6 +371,8 @@ def build_application(settings: Settings, *, create_tables: bool = True) -> HubA
     keys = load_node_keys(settings)
     app = _open(settings, keys, create_tables=create_tables)
     try:
+        if create_tables:
+            MaterialStore.of(app).create_tables()
         check_store(app, keys)
     except BaseException:
         app.close()
@@ -395,8 +399,16 @@ def check_store(app: HubApplication, keys: NodeKeys) -> None:
                 "(another node's key ring?)"
             )
     missing = {key_id: n for key_id, n in app.keys.key_ids_in_use().items() if key_id not in ours}
-    if missing:
-        listed = ", ".join(f"{key_id} ({n} cases)" for key_id, n in sorted(missing.items()))
+    files = {
+        key_id: n
+        for key_id, n in MaterialStore.of(app).key_ids_in_use().items()
+        if key_id not in ours
+    }
+    if missing or files:
+        listed = ", ".join(
+            [f"{key_id} ({n} cases)" for key_id, n in sorted(missing.items())]
+            + [f"{key_id} ({n} material files)" for key_id, n in sorted(files.items())]
+        )
         raise StoreMismatch(
             f"at-rest keys {listed} wrap personal data but are not in the key ring: put them "
             "back (removing a key never erases data; use `tongban erase` for that)"
@@ -446,6 +458,7 @@ def initialise(settings: Settings, *, admin: str = DEFAULT_ADMIN) -> tuple[Node,
     keys = load_node_keys(settings)
     app = _open(settings, keys, create_tables=True)
     try:
+        MaterialStore.of(app).create_tables()
         try:
             genesis = app.genesis()
         except StoreMismatch:
@@ -524,4 +537,26 @@ def witnessing_config(settings: Settings) -> WitnessingConfig | None:
             [(peer.origin, (peer.log_key,)) for peer in federation.peers]
             + [(log.origin, (log.log_key,)) for log in federation.witnessed_logs]
         ),
+    )
+
+
+def build_material_store(settings: Settings, app: HubApplication) -> MaterialStore:
+    """The node's material store, in ``app``'s database, with the configured size limit."""
+    return MaterialStore.of(app, max_bytes=settings.max_material_bytes)
+
+
+def load_peers(settings: Settings) -> FederationConfig | None:
+    """The federation file (``TONGBAN_FEDERATION``), checked; None when there is none."""
+    if settings.federation is None:
+        return None
+    return load_federation(
+        settings.federation, own_region=settings.node_region, own_origin=settings.origin
+    )
+
+
+def build_material_fetcher(settings: Settings, app: HubApplication) -> MaterialFetcher:
+    """Fetches cases' materials from peers into this node's store, presenting this node's peer
+    certificate (``<pki dir>/peer.pem``, ``tongban pki peer-cert``)."""
+    return MaterialFetcher(
+        build_material_store(settings, app), PeerClientCertificate.in_directory(settings.pki_dir)
     )

@@ -216,6 +216,21 @@ def _pki_issue(args: argparse.Namespace) -> int:
     return 0
 
 
+def _pki_peer_cert(args: argparse.Namespace) -> int:
+    from hub.materials.fetch import PEER_CERTIFICATE_FILE
+    from hub.pki import Role, load_ca
+
+    directory = Path(args.dir) if args.dir else Settings.from_env().pki_dir
+    ca = load_ca(directory)
+    issued = ca.issue(Role.PEER, args.name or ca.node_name, valid_days=args.valid_days)
+    certificate, key = issued.write(directory, PEER_CERTIFICATE_FILE.removesuffix(".pem"))
+    print(f"{issued.identity}: {certificate} (key {key})")
+    print(
+        f"give peers this node's CA certificate for their federation files: {directory / 'ca.pem'}"
+    )
+    return 0
+
+
 def _pki_signing_key(args: argparse.Namespace) -> int:
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -475,7 +490,8 @@ def _hall_document(hall: Hall, versions: dict[str, int] | None = None) -> dict[s
 
 
 def _erase(args: argparse.Namespace) -> int:
-    from hub.bootstrap import admin_signer
+    from hub.bootstrap import admin_signer, build_material_store
+    from hub.materials.erasure import erase_case_materials
 
     settings = Settings.from_env()
     app = _application(settings)
@@ -488,11 +504,19 @@ def _erase(args: argparse.Namespace) -> int:
             if not cases:
                 print("no case with personal data of that person (or it was erased already)")
                 return 0
+        store = build_material_store(settings, app)
         for case_id in cases:
-            result = app.execute(
-                admin.sign("erase_personal_data", case_id=str(case_id), reason=args.reason)
-            )
-            print(f"erased the personal data of case {result.case_id} (v{result.version})")
+            if app.get_case(case_id).personal_data_erased:
+                # Erased before: finish what that run may have left (its material files).
+                print(f"the personal data of case {case_id} was erased before")
+            else:
+                result = app.execute(
+                    admin.sign("erase_personal_data", case_id=str(case_id), reason=args.reason)
+                )
+                print(f"erased the personal data of case {result.case_id} (v{result.version})")
+            shredded = erase_case_materials(app, store, case_id)
+            if shredded:
+                print(f"  and {len(shredded)} material files only it listed")
     finally:
         app.close()
     return 0
@@ -511,6 +535,7 @@ def _keys(args: argparse.Namespace) -> int:
     from hub.application.cipher import KeyRingCipher, new_key, new_key_id
     from hub.application.vault import PersonalDataVault
     from hub.bootstrap import load_node_keys, write_key_ring
+    from hub.materials.store import MaterialStore
 
     settings = Settings.from_env()
     keys = load_node_keys(settings)
@@ -532,17 +557,76 @@ def _keys(args: argparse.Namespace) -> int:
             active = keys.cipher.active_id
         cipher = KeyRingCipher(ring, active)
         app.keys.record_keys(cipher.fingerprints())
-        # ... then every per-case key re-wrapped under the new key, in one transaction, ...
+        # ... then every per-case key re-wrapped under the new key, in one transaction, and
+        # every material file's key (the files' chunks are not touched), ...
         count = app.keys.rewrap(PersonalDataVault(cipher, keys.pseudonym_key).rewrap)
-        in_use = app.keys.key_ids_in_use()
+        materials = MaterialStore.of(app)
+        files = materials.rewrap(cipher)
+        in_use = {**app.keys.key_ids_in_use(), **materials.key_ids_in_use()}
         if args.keys_command == "rotate" and keys.cipher_file is not None:
             # ... then the ring without the keys that no longer wrap anything.
             kept = {k: v for k, v in ring.items() if k == active or k in in_use}
             write_key_ring(keys.cipher_file, kept, active)
-        print(f"active at-rest key: {active}; {count} personal-data keys re-wrapped under it")
+        print(
+            f"active at-rest key: {active}; {count} personal-data keys and {files} material "
+            "file keys re-wrapped under it"
+        )
     finally:
         app.close()
     return 0
+
+
+def _materials(args: argparse.Namespace) -> int:
+    from hub.bootstrap import build_material_fetcher, load_peers
+    from hub.materials.fetch import WantedMaterial
+
+    settings = Settings.from_env()
+    federation = load_peers(settings)
+    if federation is None:
+        raise ConfigurationError("no federation file: set TONGBAN_FEDERATION to fetch from peers")
+    peer = next((p for p in federation.peers if p.region == args.peer), None)
+    if peer is None:
+        known = ", ".join(p.region for p in federation.peers) or "none"
+        raise UsageError(f"--peer {args.peer}: not a peer region of the federation file ({known})")
+    case_id = _case_id(args.case)
+    app = _application(settings)
+    try:
+        if args.material:
+            wanted = [_wanted_material(spec) for spec in args.material]
+        else:
+            wanted = [WantedMaterial.of(m) for m in app.get_case(case_id).materials]
+        report = build_material_fetcher(settings, app).fetch_case_materials(peer, case_id, wanted)
+    finally:
+        app.close()
+    if args.json:
+        print_json(
+            {
+                "case_id": str(report.case_id),
+                "peer": report.peer,
+                "fetched": list(report.fetched),
+                "present": list(report.present),
+                "missing": [vars(problem) for problem in report.missing],
+                "altered": [vars(problem) for problem in report.altered],
+            }
+        )
+    else:
+        print(
+            f"case {report.case_id} from peer {report.peer}: {len(report.fetched)} fetched, "
+            f"{len(report.present)} held already"
+        )
+        if report.describe():
+            print(report.describe())
+    return 0 if report.complete else EXIT_ERROR
+
+
+def _wanted_material(spec: str) -> Any:
+    from hub.materials.fetch import WantedMaterial
+
+    name, _, rest = spec.rpartition("=")
+    sha256, _, size = rest.partition(":")
+    if not name or not sha256 or not size.isdigit():
+        raise UsageError(f"--material {spec!r}: use NAME=SHA256:SIZE")
+    return WantedMaterial(name, sha256, int(size))
 
 
 def _progress_bar() -> Any:
@@ -921,6 +1005,15 @@ def build_parser() -> argparse.ArgumentParser:
     issue.add_argument("--out", required=True, help="directory for NAME.pem and NAME.key")
     issue.add_argument("--valid-days", type=int, default=365)
     issue.set_defaults(run=_pki_issue)
+    peer_cert = _command(
+        pki_commands,
+        "peer-cert",
+        "issue this node's own peer certificate (peer.pem/peer.key) for calls to peer nodes",
+    )
+    peer_cert.add_argument("--dir", help="the CA directory (default as for init)")
+    peer_cert.add_argument("--name", help="the name it carries (default: the CA's node name)")
+    peer_cert.add_argument("--valid-days", type=int, default=365)
+    peer_cert.set_defaults(run=_pki_peer_cert)
     signing = _command(pki_commands, "signing-key", "make a hall's Ed25519 command-signing key")
     signing.add_argument(
         "--out", required=True, help="file for the private key (PKCS#8 PEM, 0600; never replaced)"
@@ -1013,6 +1106,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _json_option(witness)
     federation.set_defaults(run=_federation)
+
+    materials, materials_commands = _group(commands, "materials", "material files by digest")
+    fetch = _command(
+        materials_commands,
+        "fetch",
+        "fetch a case's materials from the peer node that took it in (the relay does this)",
+    )
+    fetch.add_argument("--peer", required=True, help="the peer's region (federation file)")
+    fetch.add_argument("--case", required=True, help="the case id")
+    fetch.add_argument(
+        "--material",
+        action="append",
+        help="NAME=SHA256:SIZE of a material (repeat; default: those the case here lists)",
+    )
+    _json_option(fetch)
+    materials.set_defaults(run=_materials)
 
     ledger, ledger_commands = _group(commands, "ledger", "the node's signed log")
     _command(ledger_commands, "key", "print the log's public (verifier) key")

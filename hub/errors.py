@@ -121,3 +121,23 @@ class StoreMismatch(TongbanError):
     another node's store, a forked log). Raised at start-up or before signing; maps to
     FAILED_PRECONDITION, and the CLI exits with a message saying what happened.
     """
+
+
+class MaterialDamaged(TongbanError):
+    """A stored material file no longer reads back as the bytes of its digest (a chunk missing,
+    altered or not decrypting). Maps to DATA_LOSS."""
+
+    def __init__(self, sha256: str, detail: str) -> None:
+        self.sha256 = sha256
+        self.detail = detail
+        super().__init__(f"material {sha256} is damaged in this node's store: {detail}")
+
+
+class PeerUnavailable(TongbanError):
+    """A peer node could not be reached, or refused a call as a whole (its address, this node's
+    peer certificate, the peer's CA). Nothing was lost; try again later. Maps to UNAVAILABLE."""
+
+    def __init__(self, peer: str, detail: str) -> None:
+        self.peer = peer
+        self.detail = detail
+        super().__init__(f"peer {peer}: {detail}")

@@ -44,6 +44,7 @@ __all__ = [
     "AuthContext",
     "CertificateAuthority",
     "CertificateRejected",
+    "ClientTrust",
     "Identity",
     "IssuedCertificate",
     "Role",
@@ -193,8 +194,9 @@ class IssuedCertificate:
         """The parsed certificate."""
         return x509.load_pem_x509_certificate(self.certificate_pem)
 
-    def write(self, directory: Path) -> tuple[Path, Path]:
-        """Write ``<name>.pem`` and ``<name>.key`` (mode 0600) into ``directory``.
+    def write(self, directory: Path, stem: str = "") -> tuple[Path, Path]:
+        """Write ``<name>.pem`` and ``<name>.key`` (mode 0600) into ``directory`` (``stem``
+        instead of the name when given, e.g. ``peer`` for a node's own peer certificate).
 
         Existing files are never overwritten: a key in use elsewhere must not be silently
         replaced, so re-issuing means removing (or moving) the old pair first. Returns the paths
@@ -202,8 +204,10 @@ class IssuedCertificate:
         """
         directory = Path(directory)
         _make_private_directory(directory)
-        cert_path = directory / f"{self.name}.pem"
-        key_path = directory / f"{self.name}.key"
+        if stem:
+            _check_name(stem, "stem")
+        cert_path = directory / f"{stem or self.name}.pem"
+        key_path = directory / f"{stem or self.name}.key"
         _refuse_existing((cert_path, key_path), what=f"certificate for {self.identity}")
         _write_pair(key_path, self.private_key_pem, cert_path, self.certificate_pem)
         return cert_path, key_path
@@ -570,6 +574,139 @@ def identity_from_auth_context(auth_context: AuthContext) -> Identity:
         sorted(auth_context),
         "the peer presented no client certificate; mutual TLS is required",
     )
+
+
+class ClientTrust:
+    """Which CA may vouch for which caller: identities bound to their issuing CA.
+
+    A node trusts its own CA and, once it federates, the CA of every peer node (the federation
+    file's ``ca_certificate``), so the TLS server's root certificates are all of them
+    (:attr:`root_certificates`). The handshake then only proves that *one* of those CAs issued
+    the client's certificate; this class finds out which, and refuses what it may not issue:
+
+    * the node's own CA may issue every role (halls, auditors, admins, and peers);
+    * a peer's CA may issue only ``peer`` identities, and a peer certificate speaks for the
+      region of the CA that issued it (:meth:`peer_region`), whatever name it carries.
+
+    So a federation partner's CA can never mint a hall, auditor or admin of this node, nor a
+    peer of another region. The issuer is found by verifying the leaf's signature with each
+    CA's key (never by comparing names: two CAs may share a subject), and remembered per
+    certificate, since every call on a connection presents the same one.
+    """
+
+    def __init__(self, own_ca: bytes, peer_cas: Mapping[str, bytes] | None = None) -> None:
+        """``own_ca``: this node's CA certificate (PEM); ``peer_cas``: each peer region's CA
+        certificate (PEM). ConfigurationError when a peer's CA is ours, shared by two
+        regions, or no CA at all."""
+        self._own = _only_ca(own_ca, "this node's CA certificate")
+        own_key = _public_der(self._own)
+        self._peers: list[tuple[str, x509.Certificate]] = []
+        seen: dict[bytes, str] = {}
+        for region, pem in (peer_cas or {}).items():
+            certificate = _only_ca(pem, f"the CA certificate of peer region {region}")
+            key = _public_der(certificate)
+            if key == own_key:
+                raise ConfigurationError(
+                    f"the CA certificate of peer region {region} is this node's own CA: a peer "
+                    "needs its own CA, or this node's halls could be named by the peer"
+                )
+            if key in seen:
+                raise ConfigurationError(
+                    f"peer regions {seen[key]} and {region} name the same CA: each peer node "
+                    "has its own CA, which speaks for its region only"
+                )
+            seen[key] = region
+            self._peers.append((region, certificate))
+        pems = [self._own, *(certificate for _, certificate in self._peers)]
+        self.root_certificates = b"".join(c.public_bytes(serialization.Encoding.PEM) for c in pems)
+        self._issuer = functools.lru_cache(maxsize=4096)(self._issuer_of)
+
+    @classmethod
+    def from_files(cls, own_ca: Path, peer_cas: Mapping[str, Path] | None = None) -> ClientTrust:
+        """Read the CA certificates; ConfigurationError names the file at fault."""
+        own = _read(Path(own_ca), "TLS CA certificate")
+        peers = {
+            region: _read(Path(path), f"CA certificate of peer region {region}")
+            for region, path in (peer_cas or {}).items()
+        }
+        return cls(own, peers)
+
+    @property
+    def peer_regions(self) -> tuple[str, ...]:
+        """The regions whose CAs are trusted, in the order given."""
+        return tuple(region for region, _ in self._peers)
+
+    def identify(self, auth_context: AuthContext) -> Identity:
+        """The caller's identity, refused (:class:`CertificateRejected`) when its issuing CA
+        may not vouch for it."""
+        return self._identify(auth_context)[0]
+
+    def peer_region(self, auth_context: AuthContext) -> str | None:
+        """The region of the peer whose CA issued the caller's certificate; None when this
+        node's own CA issued it (such a caller is no federation peer)."""
+        return self._identify(auth_context)[1]
+
+    def _identify(self, auth_context: AuthContext) -> tuple[Identity, str | None]:
+        identity = identity_from_auth_context(auth_context)
+        pems = _auth_values(auth_context, "x509_pem_cert")
+        if not pems:
+            if self._peers:
+                raise CertificateRejected(
+                    "auth_context",
+                    str(identity),
+                    "the server's gRPC does not expose the client certificate, so its issuing "
+                    "CA (this node's or a peer's) cannot be told; refusing",
+                )
+            return identity, None  # only our own CA is trusted: it issued this one
+        region = self._issuer(bytes(pems[0]))
+        if region is not None and identity.role is not Role.PEER:
+            raise CertificateRejected(
+                "certificate",
+                str(identity),
+                f"issued by the CA of peer region {region}, which may issue only peer "
+                "identities; halls, auditors and admins of this node come from its own CA",
+            )
+        return identity, region
+
+    def _issuer_of(self, pem: bytes) -> str | None:
+        """None for this node's own CA, a region for that peer's CA; anyone else is refused."""
+        certificate = _parse_certificate(pem)
+        if _issued_by(certificate, self._own):
+            return None
+        for region, ca in self._peers:
+            if _issued_by(certificate, ca):
+                return region
+        raise CertificateRejected(
+            "certificate",
+            certificate.subject.rfc4514_string(),
+            "not issued by any CA this node trusts (its own or a federation peer's)",
+        )
+
+
+def _issued_by(certificate: x509.Certificate, ca: x509.Certificate) -> bool:
+    try:
+        certificate.verify_directly_issued_by(ca)
+    except (ValueError, TypeError, InvalidSignature):
+        return False
+    return True
+
+
+def _public_der(certificate: x509.Certificate) -> bytes:
+    return certificate.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+
+
+def _only_ca(pem: bytes, what: str) -> x509.Certificate:
+    try:
+        certificate = x509.load_pem_x509_certificate(pem)
+    except ValueError as error:
+        raise ConfigurationError(f"{what} is not a PEM certificate: {error}") from None
+    if not _is_ca(certificate):
+        raise ConfigurationError(
+            f"{what} ({certificate.subject.rfc4514_string()}) is not a CA certificate"
+        )
+    return certificate
 
 
 def load_pem_files(cert_path: Path, key_path: Path, ca_path: Path) -> tuple[bytes, bytes, bytes]:

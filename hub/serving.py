@@ -33,10 +33,13 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hub.errors import ConfigurationError, StoreMismatch, TongbanError
 from hub.settings import Settings
+
+if TYPE_CHECKING:
+    from hub.api.server import TLSFiles
 
 log = logging.getLogger("tongban.serve")
 
@@ -132,14 +135,15 @@ def serve(settings: Settings, options: ServeOptions) -> int:
 
 def _preflight(settings: Settings, options: ServeOptions) -> None:
     """Everything that can fail at start-up, checked once, before any process starts."""
-    from hub.api.server import TLSFiles
-    from hub.bootstrap import build_application, build_integrator
+    from hub.bootstrap import build_application, build_integrator, build_material_store
 
     if not options.insecure:
-        TLSFiles.in_directory(settings.pki_dir).server_credentials()  # names a missing file
+        _tls_files(settings).server_credentials()  # names a missing file or a bad peer CA
     app = build_application(settings)  # the store, the keys, the tables (created once, here)
     try:
         build_integrator(settings, app)  # the log against the last checkpoint signed
+        # Chunks of uploads a crash interrupted (nothing refers to them) go now.
+        build_material_store(settings, app).sweep()
     finally:
         app.close()
     if settings.federation is not None:
@@ -149,6 +153,18 @@ def _preflight(settings: Settings, options: ServeOptions) -> None:
         load_federation_keys(settings)  # the witness key
         if settings.witness_tls:
             TLSFiles.in_directory(settings.pki_dir).server_credentials()
+
+
+def _tls_files(settings: Settings) -> TLSFiles:
+    """The node's TLS files, with the CA of every peer in the federation file."""
+    from hub.api.server import TLSFiles
+    from hub.bootstrap import load_peers
+
+    federation = load_peers(settings)
+    peers = federation.peers if federation is not None else ()
+    return TLSFiles.in_directory(
+        settings.pki_dir, tuple((peer.region, peer.ca_certificate) for peer in peers)
+    )
 
 
 def _split(listen: str) -> tuple[str, int]:
@@ -334,10 +350,17 @@ async def _serve_async(
     stop: asyncio.Event,
 ) -> None:
     from hub.api.audit import add_audit_service
-    from hub.api.server import NodeServer, TLSFiles
-    from hub.bootstrap import build_application, load_node_keys, witnessing_config
+    from hub.api.materials import add_material_services
+    from hub.api.server import NodeServer
+    from hub.bootstrap import (
+        build_application,
+        build_material_store,
+        load_node_keys,
+        witnessing_config,
+    )
     from hub.integrity.integrator import open_ledger_view
     from hub.integrity.witnessed import FinalCheckpoint, final_checkpoint
+    from hub.materials.erasure import erase_case_materials
     from ledger import WitnessPolicy
 
     app = build_application(settings, create_tables=False)
@@ -356,15 +379,25 @@ async def _serve_async(
             return None if leaf is None else leaf.index
 
         host = options.listen.rpartition(":")[0]
+        tls = None if options.insecure else _tls_files(settings)
+        trust = tls.client_trust() if tls is not None else None
+        store = build_material_store(settings, app)
+        materials = add_material_services(
+            app,
+            store,
+            (lambda context: trust.peer_region(context.auth_context())) if trust else None,
+        )
         node = NodeServer(
             app,
             listen=f"{host}:{port}",
-            tls=None if options.insecure else TLSFiles.in_directory(settings.pki_dir),
+            tls=tls,
+            trust=trust,
             max_workers=options.workers,
             max_streams=options.max_streams,
-            extra_services=[add_audit_service(app, view, final)],
+            extra_services=[add_audit_service(app, view, final), materials],
             leaf_index=leaf_index,
             reuse_port=True,
+            on_erased=lambda case_id: erase_case_materials(app, store, case_id),
         )
         await node.start()
         loop = asyncio.get_running_loop()

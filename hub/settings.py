@@ -20,6 +20,7 @@ from typing import Any, cast
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
+from hub.domain.values import MAX_MATERIAL_BYTES
 from hub.errors import ConfigurationError
 
 _KEYS = {
@@ -44,6 +45,7 @@ _KEYS = {
     "log_level": "TONGBAN_LOG_LEVEL",
     "log_format": "TONGBAN_LOG_FORMAT",
     "storage_timeout_s": "TONGBAN_STORAGE_TIMEOUT_S",
+    "max_material_bytes": "TONGBAN_MAX_MATERIAL_BYTES",
     "federation": "TONGBAN_FEDERATION",
     "witness_listen": "TONGBAN_WITNESS_LISTEN",
     "witness_tls": "TONGBAN_WITNESS_TLS",
@@ -102,6 +104,8 @@ class Settings:
     log_format: str = "json"
     #: How long (seconds) a call waits for the store before it answers UNAVAILABLE.
     storage_timeout_s: int = 5
+    #: The largest material file a hall may upload (bytes); at most what a command may list.
+    max_material_bytes: int = MAX_MATERIAL_BYTES
     #: The federation file (peers, keys, Kafka, witnessing; docs/federation.md); None: a node
     #: on its own.
     federation: Path | None = None
@@ -136,9 +140,15 @@ class Settings:
             "max_streams",
             "storage_timeout_s",
             "witness_interval_s",
+            "max_material_bytes",
         ):
             if getattr(self, name) <= 0:
                 raise ConfigurationError(f"{_KEYS[name]} must be positive")
+        if self.max_material_bytes > MAX_MATERIAL_BYTES:
+            raise ConfigurationError(
+                f"{_KEYS['max_material_bytes']}={self.max_material_bytes}: at most "
+                f"{MAX_MATERIAL_BYTES} (the largest material a command may list)"
+            )
         if self.processes < 0:
             raise ConfigurationError(f"{_KEYS['processes']} must be 0 (one per CPU) or more")
         if self.log_format not in ("json", "text"):
@@ -228,6 +238,7 @@ _INT_KEYS = (
     "max_streams",
     "storage_timeout_s",
     "witness_interval_s",
+    "max_material_bytes",
 )
 _BOOL_KEYS = ("group_commit", "witness_tls")
 _TRUE = frozenset({"1", "true", "yes", "on"})

@@ -27,7 +27,9 @@ from hub.errors import (
     ConfigurationError,
     IntegrityViolation,
     InvalidInput,
+    MaterialDamaged,
     NotFound,
+    PeerUnavailable,
     PermissionRefused,
     SignatureRefused,
     StorageUnavailable,
@@ -55,6 +57,8 @@ STATUS_BY_ERROR: tuple[tuple[type[TongbanError], grpc.StatusCode], ...] = (
     (ConcurrencyConflict, grpc.StatusCode.ABORTED),
     (StorageUnavailable, grpc.StatusCode.UNAVAILABLE),
     (IntegrityViolation, grpc.StatusCode.DATA_LOSS),
+    (MaterialDamaged, grpc.StatusCode.DATA_LOSS),
+    (PeerUnavailable, grpc.StatusCode.UNAVAILABLE),
     (StoreMismatch, grpc.StatusCode.FAILED_PRECONDITION),
     (ConfigurationError, grpc.StatusCode.INTERNAL),
 )

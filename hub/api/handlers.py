@@ -12,9 +12,11 @@ The same wrapper gives every call its request id (the ``x-request-id`` metadata,
 for the logs, and counts it in the metrics by method and status code.
 
 The server is ``grpc.aio``: unary methods are plain functions that the server runs on its thread
-pool; server-streaming methods are ``async`` generators that run on the event loop, so an open
-stream never holds one of the unary workers. :class:`StreamLimit` caps the streams open at once
-(RESOURCE_EXHAUSTED beyond).
+pool; server-streaming methods are ``async`` generators, and client-streaming methods (material
+uploads) ``async`` functions taking an async iterator of requests (a request that does not parse
+is refused the same way when it arrives), both on the event loop, so an open stream never holds
+one of the unary workers. :class:`StreamLimit` caps the streams open at once (RESOURCE_EXHAUSTED
+beyond).
 """
 
 from __future__ import annotations
@@ -95,7 +97,13 @@ def add_service(
         request_class = message_factory.GetMessageClass(method.input_type)
         response_class = message_factory.GetMessageClass(method.output_type)
         name = f"{service.name}/{method.name}"
-        if method.server_streaming:
+        if method.client_streaming and not method.server_streaming:
+            handlers[method.name] = grpc.stream_unary_rpc_method_handler(
+                _client_stream(name, behaviour, limit),
+                request_deserializer=_deserializer(request_class),
+                response_serializer=response_class.SerializeToString,
+            )
+        elif method.server_streaming:
             handlers[method.name] = grpc.unary_stream_rpc_method_handler(
                 _stream(name, behaviour, limit),
                 request_deserializer=_deserializer(request_class),
@@ -162,6 +170,42 @@ def _stream(name: str, behaviour: Any, limit: StreamLimit) -> Callable[[Any, Any
                 telemetry.RPCS.labels(name, code).inc()
 
     return stream
+
+
+def _client_stream(name: str, behaviour: Any, limit: StreamLimit) -> Callable[[Any, Any], Any]:
+    """A client-streaming method (an upload): an ``async`` function on the event loop that
+    takes the requests as an async iterator; it holds a stream place while it runs."""
+
+    async def parsed(requests: AsyncIterator[Any]) -> AsyncIterator[Any]:
+        async for request in requests:
+            if isinstance(request, Unparseable):
+                raise _refusal(request)
+            yield request
+
+    async def handle(requests: Any, context: Any) -> Any:
+        with telemetry.request(_request_id(context)):
+            if not limit.enter():
+                telemetry.RPCS.labels(name, "RESOURCE_EXHAUSTED").inc()
+                await context.abort(
+                    grpc.StatusCode.RESOURCE_EXHAUSTED,
+                    f"{limit.limit} streams are open on this node process; try again later",
+                )
+            code = "OK"
+            began = time.perf_counter()
+            try:
+                return await behaviour(parsed(requests), context)
+            except TongbanError as error:
+                code = status_details(error)[0].name
+                await _abort(context, error)
+            except BaseException:
+                code = last_code() or "CANCELLED"
+                raise
+            finally:
+                limit.leave()
+                telemetry.RPCS.labels(name, code).inc()
+                telemetry.RPC_SECONDS.labels(name).observe(time.perf_counter() - began)
+
+    return handle
 
 
 async def _abort(context: Any, error: TongbanError) -> None:

@@ -15,6 +15,7 @@ from concurrent import futures
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from uuid import UUID
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -26,7 +27,7 @@ from hub.api.handlers import StreamLimit, add_service
 from hub.api.servicer import Authenticator, CaseExchangeServicer, HallAdminServicer, LeafIndex
 from hub.application.hub import HubApplication
 from hub.errors import ConfigurationError
-from hub.pki import Identity, identity_from_auth_context, load_pem_files
+from hub.pki import ClientTrust, Identity, identity_from_auth_context, load_pem_files
 
 log = logging.getLogger("tongban.server")
 
@@ -39,31 +40,53 @@ CASE_EXCHANGE = case_exchange_pb2.DESCRIPTOR.services_by_name["CaseExchange"]
 HALL_ADMIN = admin_pb2.DESCRIPTOR.services_by_name["HallAdmin"]
 SERVICE_NAMES = (CASE_EXCHANGE.full_name, HALL_ADMIN.full_name)
 
+#: Registers a service on the server; returns its full name (or names), for health and reflection.
+ExtraService = Callable[[Any, Authenticator, StreamLimit], str | Sequence[str]]
+
 
 @dataclass(frozen=True)
 class TLSFiles:
-    """The node's server certificate and key, and the CA that issued every client certificate."""
+    """The node's server certificate and key, the node's CA (which issues its halls', auditors'
+    and admins' certificates), and the CA of each federation peer (by region), whose peer
+    certificates the node accepts too (see :class:`hub.pki.ClientTrust`)."""
 
     certificate: Path
     private_key: Path
     ca: Path
+    peer_cas: tuple[tuple[str, Path], ...] = ()
 
     @classmethod
-    def in_directory(cls, directory: Path) -> TLSFiles:
+    def in_directory(cls, directory: Path, peer_cas: tuple[tuple[str, Path], ...] = ()) -> TLSFiles:
         """The layout ``tongban pki init`` writes: node.pem, node.key, ca.pem."""
-        return cls(directory / "node.pem", directory / "node.key", directory / "ca.pem")
+        return cls(directory / "node.pem", directory / "node.key", directory / "ca.pem", peer_cas)
 
-    def server_credentials(self) -> grpc.ServerCredentials:
-        """Credentials that require and verify a client certificate from the CA."""
-        cert, key, ca = load_pem_files(self.certificate, self.private_key, self.ca)
+    def client_trust(self) -> ClientTrust:
+        """Which CA may vouch for which caller; ConfigurationError names a bad CA file."""
+        return ClientTrust.from_files(self.ca, dict(self.peer_cas))
+
+    def server_credentials(self, trust: ClientTrust | None = None) -> grpc.ServerCredentials:
+        """Credentials that require and verify a client certificate from the node's CA or a
+        peer's CA (the identity is then bound to its issuer by ``trust``)."""
+        cert, key, _ca = load_pem_files(self.certificate, self.private_key, self.ca)
+        roots = (trust or self.client_trust()).root_certificates
         return grpc.ssl_server_credentials(
-            [(key, cert)], root_certificates=ca, require_client_auth=True
+            [(key, cert)], root_certificates=roots, require_client_auth=True
         )
 
 
 def tls_authenticator(context: grpc.ServicerContext) -> Identity | None:
-    """The caller's identity from its verified client certificate."""
+    """The caller's identity from its verified client certificate (only the node's own CA
+    trusted; with peers' CAs, use :func:`trust_authenticator`)."""
     return identity_from_auth_context(context.auth_context())
+
+
+def trust_authenticator(trust: ClientTrust) -> Authenticator:
+    """The caller's identity, refused when its issuing CA may not vouch for it."""
+
+    def authenticate(context: grpc.ServicerContext) -> Identity | None:
+        return trust.identify(context.auth_context())
+
+    return authenticate
 
 
 def insecure_authenticator(context: grpc.ServicerContext) -> Identity | None:
@@ -87,12 +110,18 @@ class NodeServer:
         tls: TLSFiles | None,
         max_workers: int = 16,
         max_streams: int = 64,
-        extra_services: Sequence[Callable[[Any, Authenticator, StreamLimit], str]] = (),
+        extra_services: Sequence[ExtraService] = (),
         leaf_index: LeafIndex | None = None,
         reuse_port: bool = False,
+        trust: ClientTrust | None = None,
+        on_erased: Callable[[UUID], object] | None = None,
     ) -> None:
         self.app = app
-        authenticate: Authenticator = tls_authenticator if tls else insecure_authenticator
+        #: Which CA vouches for which caller (None without TLS).
+        self.trust = trust or (tls.client_trust() if tls else None)
+        authenticate: Authenticator = (
+            trust_authenticator(self.trust) if self.trust else insecure_authenticator
+        )
         self.executor = futures.ThreadPoolExecutor(
             max_workers=max_workers, thread_name_prefix="grpc"
         )
@@ -109,15 +138,16 @@ class NodeServer:
         add_service(
             self.server, CaseExchangeServicer(app, authenticate), CASE_EXCHANGE, self.streams
         )
-        admin = (
-            HallAdminServicer(app, authenticate, leaf_index)
-            if leaf_index is not None
-            else HallAdminServicer(app, authenticate)
-        )
+        admin = HallAdminServicer(app, authenticate)
+        if leaf_index is not None:
+            admin.leaf_index = leaf_index
+        if on_erased is not None:
+            admin.on_erased = on_erased
         add_service(self.server, admin, HALL_ADMIN, self.streams)
         names = list(SERVICE_NAMES)
         for add_extra in extra_services:
-            names.append(add_extra(self.server, authenticate, self.streams))
+            added = add_extra(self.server, authenticate, self.streams)
+            names.extend([added] if isinstance(added, str) else added)
         self.health = AioHealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         reflection.enable_server_reflection(
@@ -129,7 +159,7 @@ class NodeServer:
             if tls is None:
                 self.port = self.server.add_insecure_port(listen)
             else:
-                self.port = self.server.add_secure_port(listen, tls.server_credentials())
+                self.port = self.server.add_secure_port(listen, tls.server_credentials(self.trust))
         except RuntimeError as error:  # grpc.aio raises when it cannot bind
             raise ConfigurationError(f"cannot listen on {listen}: {error}") from None
         if self.port == 0:

@@ -261,10 +261,13 @@ class HallAdminServicer:
         app: HubApplication,
         authenticate: Authenticator,
         leaf_index: LeafIndex = lambda aggregate_id, version: None,
+        on_erased: Callable[[UUID], object] = lambda case_id: None,
     ) -> None:
         self.app = app
         self.authenticate = authenticate
         self.leaf_index = leaf_index
+        #: Runs after an erasure is recorded (and on its replay): erases the case's materials.
+        self.on_erased = on_erased
 
     def _admin(self, action: str, request: Any, context: Any) -> Any:
         caller = Caller(self.authenticate(context))
@@ -285,6 +288,7 @@ class HallAdminServicer:
     def ErasePersonalData(self, request: Any, context: Any) -> Any:  # noqa: N802
         def run() -> case_exchange_pb2.CommandReply:
             result = self._admin("erase_personal_data", request, context)
+            self.on_erased(result.aggregate_id)
             return case_exchange_pb2.CommandReply(
                 case_id=str(result.aggregate_id), version=result.version, replayed=result.replayed
             )

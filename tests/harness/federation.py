@@ -12,22 +12,28 @@ The integrators and relays run in threads and are stopped, and the stores closed
 
 from __future__ import annotations
 
+import base64
 import threading
 import time
 import tomllib
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
 from hub.bootstrap import admin_signer, build_application, build_relay, federation_identity
 from hub.pki import init_ca
+from hub.relay.config import encryption_key_text
 from hub.relay.node import Relay
 from hub.settings import Settings
+from ledger.cosignature import Cosigner
 
 from .inprocess import InProcessNode
+from .node import NodeProcess
 
 TOPIC_PREFIX = "tongban.test"
 
@@ -187,3 +193,35 @@ class Federation:
             if time.monotonic() > deadline:
                 raise AssertionError(f"timed out waiting until {what}")
             time.sleep(0.05)
+
+
+# Federation files for NodeProcess nodes (tests/e2e), from each node's data directory.
+
+
+def peer_entry(node: NodeProcess, *, region: str, address: str, name: str = "") -> str:
+    """The ``[[peers]]`` table that names ``node`` in another node's federation file."""
+    secrets = node.data_dir / "secrets"
+    witness = Cosigner.from_key((secrets / "witness.key").read_text().strip())
+    raw = base64.b64decode((secrets / "encryption.key").read_text().strip())
+    encryption = X25519PrivateKey.from_private_bytes(raw).public_key()
+    return "\n".join(
+        [
+            "[[peers]]",
+            f'region = "{region}"',
+            f'name = "{name or region}"',
+            f'origin = "{node.origin}"',
+            f'log_key = "{node.log_key}"',
+            f'witness_key = "{witness.verifier_key()}"',
+            f'encryption_key = "{encryption_key_text(encryption)}"',
+            f'ca_certificate = "{node.pki / "ca.pem"}"',
+            f'address = "{address}"',
+            "",
+        ]
+    )
+
+
+def write_federation(path: Path, entries: Sequence[str], bootstrap: str = "localhost:9092") -> Path:
+    """A federation file with ``entries`` (and a broker address the test may not use)."""
+    text = "\n".join([f'[kafka]\nbootstrap = ["{bootstrap}"]\n', *entries])
+    path.write_text(text, encoding="utf-8")
+    return path

@@ -56,6 +56,7 @@ class NodeProcess:
         extra_env: dict[str, str] | None = None,
         startup_timeout: float = 60.0,
         processes: int = 2,
+        node_name: str = "test-node",
     ) -> None:
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
@@ -76,7 +77,7 @@ class NodeProcess:
         self._process: subprocess.Popen[str] | None = None
         self._log_path = self.directory / "node.log"
         self.run("init")
-        self.run("pki", "init", "--node", "test-node")
+        self.run("pki", "init", "--node", node_name)
 
     @property
     def pki(self) -> Path:

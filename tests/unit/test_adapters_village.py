@@ -618,3 +618,133 @@ def test_a_command_that_cannot_be_signed_fails_alone(outbox: Outbox) -> None:
     [failed] = result.failed
     assert failed.seq == later.seq and failed.error_code == "INVALID_ARGUMENT"
     assert "not signed" in failed.error_message and "idempotency_key" in failed.error_message
+
+
+# ---------------------------------------------------------------- scanned files at sync time
+
+
+class FileNode(Node):
+    """The in-memory node, also taking material uploads (``upload_fails``: status per name)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.uploads: list[tuple[str, bytes]] = []
+        self.upload_fails: dict[str, grpc.StatusCode] = {}
+        self.events: list[str] = []
+
+    def upload_material(self, source: Path) -> common_pb2.Material:
+        if self.down:
+            raise refused(grpc.StatusCode.UNAVAILABLE, "connection refused")
+        if source.name in self.upload_fails:
+            raise refused(self.upload_fails[source.name], "refused upload")
+        data = source.read_bytes()
+        self.uploads.append((source.name, data))
+        self.events.append(f"upload {source.name}")
+        return material_from_file(source.name, source)
+
+    def send_signed(
+        self, action: str, signed: case_exchange_pb2.SignedCommand
+    ) -> case_exchange_pb2.CommandReply:
+        reply = super().send_signed(action, signed)
+        self.events.append(action)
+        return reply
+
+
+def submit_with_scans(box: Outbox, ref: str, *paths: Path) -> QueuedCommand:
+    materials = [material_from_file(path.stem, path) for path in paths]
+    return box.submit(
+        case_exchange_pb2.SubmitCase(item_code="200101001000", materials=materials),
+        applicant=PERSON,
+        ref=ref,
+        operator="clerk",
+        idempotency_key=queue_key(),
+        files=list(zip(materials, paths, strict=True)),
+    )
+
+
+def scans(tmp_path: Path, *names: str) -> list[Path]:
+    paths = []
+    for name in names:
+        path = tmp_path / f"{name}.jpg"
+        path.write_bytes(f"scan of {name}".encode() * 50)
+        paths.append(path)
+    return paths
+
+
+def test_scans_are_uploaded_before_the_command_that_lists_them(
+    outbox: Outbox, tmp_path: Path
+) -> None:
+    card, form = scans(tmp_path, "身份证", "申请表")
+    submit_with_scans(outbox, "A-1", card, form)
+    follow(outbox, "A-1", "accept")
+    node = FileNode()
+    result = Forwarder(outbox, node).drain()
+    assert len(result.sent) == 2
+    assert node.events == ["upload 身份证.jpg", "upload 申请表.jpg", "submit", "accept"]
+    assert outbox.file_counts() == {"pending": 0, "uploaded": 2, "failed": 0}
+    # Nothing is uploaded twice, also for another case listing the same scan.
+    submit_with_scans(outbox, "B-1", card)
+    Forwarder(outbox, node).drain()
+    assert [name for name, _ in node.uploads] == ["身份证.jpg", "申请表.jpg"]
+
+
+def test_an_upload_that_cannot_reach_the_node_holds_the_command(
+    outbox: Outbox, tmp_path: Path
+) -> None:
+    (card,) = scans(tmp_path, "身份证")
+    submit_with_scans(outbox, "A-1", card)
+    node = FileNode()
+    node.down = True
+    result = Forwarder(outbox, node).forward_once()
+    assert result.interrupted is not None and result.interrupted.transient
+    assert result.remaining == 1
+    assert node.received == []
+    assert outbox.file_counts()["pending"] == 1
+    node.down = False
+    Forwarder(outbox, node).drain()
+    assert node.events == ["upload 身份证.jpg", "submit"]
+
+
+def test_a_refused_or_changed_scan_is_named_and_the_command_still_goes(
+    outbox: Outbox, tmp_path: Path
+) -> None:
+    card, form = scans(tmp_path, "身份证", "申请表")
+    submit_with_scans(outbox, "A-1", card, form)
+    form.write_bytes(b"another file now")  # changed on disk after it was queued
+    node = FileNode()
+    node.upload_fails["身份证.jpg"] = grpc.StatusCode.INVALID_ARGUMENT
+    result = Forwarder(outbox, node).drain()
+    assert [c.action for c in result.sent] == ["submit"]
+    assert outbox.file_counts() == {"pending": 0, "uploaded": 0, "failed": 2}
+    errors = {Path(f["path"]).name: f["error"] for f in outbox.failed_files()}
+    assert errors["身份证.jpg"].startswith("INVALID_ARGUMENT")
+    assert "changed on disk" in errors["申请表.jpg"]
+
+
+def test_a_missing_scan_file_is_named(outbox: Outbox, tmp_path: Path) -> None:
+    (card,) = scans(tmp_path, "身份证")
+    submit_with_scans(outbox, "A-1", card)
+    card.unlink()
+
+    class SdkLike(FileNode):
+        def upload_material(self, source: Path) -> common_pb2.Material:
+            raise InputError("source", f"cannot read {source}: No such file or directory")
+
+    Forwarder(outbox, SdkLike()).drain()
+    (failed,) = outbox.failed_files()
+    assert "cannot read" in failed["error"]
+
+
+def test_files_must_belong_to_the_submit(outbox: Outbox, tmp_path: Path) -> None:
+    (card,) = scans(tmp_path, "身份证")
+    other = material_from_file("other", card)
+    with pytest.raises(InputError, match="files"):
+        outbox.submit(
+            application(),
+            applicant=PERSON,
+            ref="A-1",
+            operator="clerk",
+            idempotency_key=queue_key(),
+            files=[(other, card)],
+        )
+    assert outbox.commands() == []

@@ -35,6 +35,12 @@ def test_environment_overrides_the_file(tmp_path: Path) -> None:
         ({"TONGBAN_NODE_REGION": "4x"}, "TONGBAN_NODE_REGION"),
         ({"TONGBAN_DATABASE_URL": "mysql://x"}, "postgresql://"),
         ({"TONGBAN_DATABASE_URL": "host=x port"}, "malformed"),
+        (
+            {"TONGBAN_MAX_MATERIAL_BYTES": "209715201"},
+            "TONGBAN_MAX_MATERIAL_BYTES=209715201: at most",
+        ),
+        ({"TONGBAN_MAX_MATERIAL_BYTES": "0"}, "TONGBAN_MAX_MATERIAL_BYTES must be positive"),
+        ({"TONGBAN_MAX_MATERIAL_BYTES": "1MB"}, "TONGBAN_MAX_MATERIAL_BYTES='1MB'"),
     ],
 )
 def test_bad_values_name_the_variable(environ: dict[str, str], message: str) -> None:
@@ -83,3 +89,17 @@ def test_the_example_configuration_file_loads(tmp_path: Path) -> None:
     text = example.read_text()
     missing = [name for name in _KEYS if f"\n{name} = " not in text and f"# {name} = " not in text]
     assert missing == []
+
+
+def test_material_limit_and_federation_file(tmp_path: Path) -> None:
+    settings = Settings.from_env(
+        {
+            "HOME": str(tmp_path),
+            "TONGBAN_MAX_MATERIAL_BYTES": "52428800",
+            "TONGBAN_FEDERATION": "/etc/tongban/federation.toml",
+        }
+    )
+    assert settings.max_material_bytes == 52428800
+    assert settings.federation == Path("/etc/tongban/federation.toml")
+    default = Settings.from_env({"HOME": str(tmp_path)})
+    assert (default.max_material_bytes, default.federation) == (200 * 1024 * 1024, None)
