@@ -37,6 +37,7 @@ from hub.api.handlers import StreamLimit, add_service
 from hub.api.servicer import Authenticator, Caller
 from hub.application.hub import HubApplication
 from hub.domain.case import Case
+from hub.domain.federation import within
 from hub.errors import InvalidInput, NotFound, PermissionRefused, SignatureRefused, TongbanError
 from hub.materials.chunks import check_digest
 from hub.materials.store import MaterialStore, hall_holder
@@ -219,8 +220,10 @@ class PeerMaterialsServicer:
 
 
 def decided_by(case: Case, region: str) -> bool:
-    """Whether the peer keeping ``region`` decides ``case`` (its competent region is there)."""
-    return case.competent_region.startswith(region)
+    """Whether the peer keeping ``region`` shares ``case``: it keeps one of the case's regions
+    (the competent region, or that of a hall of its the case was sent to or tasked), so the
+    relay gave it a copy of the case and its hall may need the files."""
+    return any(within(own, region) for own in case.regions())
 
 
 async def _send(

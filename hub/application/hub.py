@@ -741,6 +741,13 @@ class HubApplication(Application[UUID]):
             raise NotFound("record", record_id)
         return record
 
+    def record_first_version(self, record_id: UUID) -> int:
+        """The first case version a command record's or peer step record's step produced."""
+        events = self._read(lambda: list(self.events.get(record_id, lte=1)))
+        if not events:
+            raise NotFound("record", record_id)
+        return int(events[0].first_version)
+
     def peer_step_evidence(self, record_id: UUID) -> PeerStep.Recorded:
         """The stored evidence of a step another node took (its envelope, proofs, keys)."""
         events = self._read(lambda: list(self.events.get(record_id, lte=1)))

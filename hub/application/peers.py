@@ -62,6 +62,8 @@ class IncomingStep:
     hall_regions: dict[str, str]
     #: The applicant's values (a submission only), opened from the sealed envelope.
     personal: tuple[PersonalValue, ...] = ()
+    #: (origin, index) of the steps the sender had applied before this one.
+    after: tuple[tuple[str, int], ...] = ()
 
     def __repr__(self) -> str:
         return f"IncomingStep({self.origin}#{self.origin_index}, envelope {self.envelope_id})"
@@ -106,6 +108,9 @@ def apply_peer_step(app: HubApplication, step: IncomingStep) -> Outcome:
     record = peer_step_id(step.origin, step.origin_index)
     if app.has_aggregate(record):
         return AlreadyApplied(record)
+    for origin, index in step.after:
+        if origin != app.policy.origin and not app.has_aggregate(peer_step_id(origin, index)):
+            return NotYet(f"step {origin}#{index}, which came before it, has not arrived yet")
     try:
         parsed = parse_command(step.signed_bytes)
     except InvalidInput as error:

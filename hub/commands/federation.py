@@ -51,6 +51,8 @@ class EnvelopeBody:
     consistency_from: int
     consistency_proof: tuple[bytes, ...]
     sent_at: datetime
+    #: (origin, index) of the steps to apply before this one.
+    after: tuple[tuple[str, int], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -115,6 +117,9 @@ def parse_envelope(body: bytes) -> EnvelopeBody:
         consistency_from=message.consistency_from,
         consistency_proof=tuple(bytes(h) for h in message.consistency_proof),
         sent_at=sent_at,
+        after=tuple(
+            (_required(ref.origin, "envelope.after.origin"), ref.index) for ref in message.after
+        ),
     )
 
 
@@ -139,6 +144,7 @@ def build_envelope(body: EnvelopeBody) -> bytes:
         consistency_from=body.consistency_from,
         consistency_proof=list(body.consistency_proof),
         sent_at=body.sent_at.isoformat(),
+        after=[federation_pb2.StepRef(origin=origin, index=index) for origin, index in body.after],
     ).SerializeToString()
 
 

@@ -694,6 +694,16 @@ class Case(Aggregate):
 
     # ---------------------------------------------------------------- queries
 
+    def regions(self) -> set[str]:
+        """Every region the case touches: intake, competent, and each region-qualified party
+        (a hall of another node it was sent to or tasked, ``hall@region``)."""
+        regions = {self.intake_region, self.competent_region}
+        for party in self.parties:
+            region = party.partition("@")[2]
+            if region:
+                regions.add(region)
+        return regions
+
     def involves(self, hall_id: str) -> bool:
         """Whether ``hall_id`` is a party to the case (and so may read it)."""
         return hall_id in self.parties

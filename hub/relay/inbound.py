@@ -167,6 +167,7 @@ class Inbox:
             signature=verified.step_leaf.signature,
             hall_regions=body.step.hall_regions,
             personal=verified.personal,
+            after=body.after,
         )
         try:
             outcome = apply_peer_step(self.app, step)

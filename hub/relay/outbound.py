@@ -75,13 +75,8 @@ def envelope_id_for(record_id: UUID, destination: str) -> UUID:
 
 def case_nodes(case: Case, config: FederationConfig) -> set[str]:
     """The origins of the other nodes that keep one of the case's regions."""
-    regions = {case.intake_region, case.competent_region}
-    for party in case.parties:
-        region = split_name(party)[1]
-        if region is not None:
-            regions.add(region)
     nodes = set()
-    for region in regions:
+    for region in case.regions():
         peer = config.peer_for_region(region)
         if peer is not None:
             nodes.add(peer.origin)
@@ -275,6 +270,7 @@ class Publisher:
             consistency_from=acked if 0 < acked < latest.size else 0,
             consistency_proof=tuple(proof),
             sent_at=self.clock(),
+            after=self._after(row, peer.origin),
         )
         sealed = b""
         if submit:
@@ -282,6 +278,28 @@ class Publisher:
             if values:
                 sealed = seal_personal(values, peer.encryption_public_key(), row.envelope_id)
         return sign_envelope(build_envelope(body), self.signer, sealed)
+
+    def _after(self, row: OutboxRow, destination: str) -> tuple[tuple[str, int], ...]:
+        """The latest step of each node (but the destination) applied here before this one."""
+        first = self.app.record_first_version(row.record_id)
+        latest: dict[str, int] = {}
+        for record_id, origin in self.store.steps_of(row.case_id, first - 1):
+            if origin == destination or record_id == row.record_id:
+                continue
+            sent = self.store.row(ENVELOPE, envelope_id_for(record_id, destination))
+            if sent is not None and sent.outcome == "refused":
+                continue  # the destination never applied it: nothing to wait for
+            index = self._index_of(record_id, origin)
+            if index is not None:
+                latest[origin] = max(index, latest.get(origin, -1))
+        return tuple(sorted(latest.items()))
+
+    def _index_of(self, record_id: UUID, origin: str) -> int | None:
+        """A step record's index in its origin's log."""
+        if origin != self.app.policy.origin:
+            return int(self.app.peer_step_evidence(record_id).origin_index)
+        leaf = self.view.read(lambda cursor: self.view.tables.leaf_for(cursor, record_id, 1))
+        return None if leaf is None else leaf.index
 
     def _own_step(self, record: Any, size: int) -> tuple[StepBody, bool] | None:
         leaf = self.view.read(lambda cursor: self.view.tables.leaf_for(cursor, record.id, 1))

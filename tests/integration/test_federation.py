@@ -442,3 +442,27 @@ def test_fully_online_intake_records_the_applicants_home_region(tmp_path: Path) 
         assert report.ok, [str(finding) for finding in report.findings]
     finally:
         node.close()
+
+
+def test_a_step_waits_for_the_steps_its_sender_applied_before_it(manual: Federation) -> None:
+    """Resends can reorder a case's envelopes: a hand-off that overtakes the accept it followed
+    waits (nothing stored, nothing answered) instead of being refused, so no copy diverges."""
+    hunan, shaanxi = manual.nodes["43"], manual.nodes["61"]
+    row, submission = _offsite_submission(manual)
+    town = hunan.node.halls["hn-shatou-town"]
+    case_id = str(row.case_id)
+    hunan.node.run(town, "accept", idempotency_key="order-0001", case_id=case_id)
+    hunan.node.run(
+        town, "hand_off", idempotency_key="order-0002", case_id=case_id,
+        to_hall=f"sx-baihe-county@{BAIHE}", reason="转户籍地",
+    )  # fmt: skip
+    later = [m for r, m in manual.outgoing(hunan) if r.envelope_id != row.envelope_id]
+    accept, hand_off = later
+    inbox = shaanxi.relay.inbox
+    assert inbox.handle(submission) == "stored"
+    size = shaanxi.node.log_size()
+    assert inbox.handle(hand_off) == "waiting"
+    assert shaanxi.node.log_size() == size
+    assert inbox.handle(accept) == "stored"
+    assert inbox.handle(hand_off) == "stored"
+    assert shaanxi.app.get_case(row.case_id).state is CaseState.HANDED_OFF

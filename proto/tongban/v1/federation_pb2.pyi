@@ -101,6 +101,7 @@ class Envelope(_message.Message):
     CONSISTENCY_FROM_FIELD_NUMBER: _builtins.int
     CONSISTENCY_PROOF_FIELD_NUMBER: _builtins.int
     SENT_AT_FIELD_NUMBER: _builtins.int
+    AFTER_FIELD_NUMBER: _builtins.int
     envelope_id: _builtins.str
     """UUID; the same on every resend"""
     sender: _builtins.str
@@ -120,6 +121,13 @@ class Envelope(_message.Message):
     def step(self) -> Global___Step: ...
     @_builtins.property
     def consistency_proof(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]: ...
+    @_builtins.property
+    def after(self) -> _containers.RepeatedCompositeFieldContainer[Global___StepRef]:
+        """The latest step of each node that the sender had applied to the case before this one: the
+        receiver applies this step only after those (its own excepted), so every copy of a case
+        takes the steps in an order their node saw them.
+        """
+
     def __init__(
         self,
         *,
@@ -132,14 +140,39 @@ class Envelope(_message.Message):
         consistency_from: _builtins.int = ...,
         consistency_proof: _abc.Iterable[_builtins.bytes] | None = ...,
         sent_at: _builtins.str = ...,
+        after: _abc.Iterable[Global___StepRef] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["step", b"step"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["case_id", b"case_id", "checkpoint", b"checkpoint", "consistency_from", b"consistency_from", "consistency_proof", b"consistency_proof", "destination", b"destination", "envelope_id", b"envelope_id", "sender", b"sender", "sent_at", b"sent_at", "step", b"step"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["after", b"after", "case_id", b"case_id", "checkpoint", b"checkpoint", "consistency_from", b"consistency_from", "consistency_proof", b"consistency_proof", "destination", b"destination", "envelope_id", b"envelope_id", "sender", b"sender", "sent_at", b"sent_at", "step", b"step"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Envelope: _TypeAlias = Envelope  # noqa: Y015
+
+@_typing.final
+class StepRef(_message.Message):
+    """A step by its place in its origin's log."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ORIGIN_FIELD_NUMBER: _builtins.int
+    INDEX_FIELD_NUMBER: _builtins.int
+    origin: _builtins.str
+    index: _builtins.int
+    def __init__(
+        self,
+        *,
+        origin: _builtins.str = ...,
+        index: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["index", b"index", "origin", b"origin"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StepRef: _TypeAlias = StepRef  # noqa: Y015
 
 @_typing.final
 class Step(_message.Message):
