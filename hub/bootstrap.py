@@ -23,7 +23,7 @@ import os
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -334,6 +334,12 @@ def build_relay(settings: Settings, app: HubApplication) -> Relay | None:
         return None
     keys = load_node_keys(settings)
     federation_keys = load_federation_keys(settings)
+
+    def fetch_materials(peer: Any, case_id: Any, materials: Any) -> Any:
+        # Built when first needed: a node without a peer certificate still relays steps, and
+        # its fetches wait (with a warning naming `tongban pki peer-cert`) until it has one.
+        return build_material_fetcher(settings, app).fetch_case_materials(peer, case_id, materials)
+
     return Relay(
         app,
         open_ledger_view(app),
@@ -341,6 +347,7 @@ def build_relay(settings: Settings, app: HubApplication) -> Relay | None:
         signer=keys.signer,
         witness=federation_keys.witness,
         encryption_key=federation_keys.encryption,
+        fetch_materials=fetch_materials,
     )
 
 

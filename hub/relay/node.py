@@ -62,6 +62,7 @@ class Relay:
         encryption_key: Any,
         store: RelayStore | None = None,
         poll_interval: float = 0.2,
+        fetch_materials: Any = None,
     ) -> None:
         self.app = app
         self.config = config
@@ -74,7 +75,14 @@ class Relay:
         self._wake = threading.Event()
         self.projection = OutboxProjection(app, self.store, config)
         self.publisher = Publisher(
-            app, self.store, view, config, signer=signer, witness=witness, produce=self.send
+            app,
+            self.store,
+            view,
+            config,
+            signer=signer,
+            witness=witness,
+            produce=self.send,
+            fetch_materials=fetch_materials,
         )
         self.inbox = Inbox(
             app,

@@ -57,7 +57,7 @@ from hub.errors import TongbanError
 from hub.integrity.integrator import LedgerView
 from hub.relay.config import FederationConfig, Peer
 from hub.relay.envelope import seal_personal, sign_ack, sign_envelope
-from hub.relay.store import ACK, ENVELOPE, OutboxRow, RelayStore
+from hub.relay.store import ACK, ENVELOPE, FETCH, OutboxRow, RelayStore
 from ledger import Signer, parse_note, peek_checkpoint
 from ledger.cosignature import Cosigner
 
@@ -102,6 +102,10 @@ class OutboxProjection:
             record = event.originator_id
             rows.append(OutboxRow(ACK, event.envelope_id, event.sender, event.target_id, record))
             step = (record, event.target_id, event.origin, event.last_version)
+            if _names_materials(event.signed_bytes):
+                # The files stayed where the hall uploaded them: fetch them from there.
+                fetch_id = uuid5(NAMESPACE_URL, f"tongban:fetch:{record}")
+                rows.append(OutboxRow(FETCH, fetch_id, event.origin, event.target_id, record))
         elif (
             isinstance(event, CommandRecord.Recorded)
             and event.signer_kind == HALL
@@ -143,6 +147,11 @@ class OutboxProjection:
                 OutboxRow(ENVELOPE, envelope_id_for(record_id, node), node, case_id, record_id)
             )
         return rows
+
+
+def _names_materials(signed_bytes: bytes) -> bool:
+    action = parse_command(signed_bytes).action
+    return bool(getattr(action, "materials", ()))
 
 
 def follow(
@@ -199,7 +208,10 @@ class Publisher:
         witness: Cosigner,
         produce: Callable[[str, bytes, bytes], None],
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        fetch_materials: Callable[[Peer, UUID, Any], Any] | None = None,
     ) -> None:
+        #: Fetches a received case's material files from a peer (None: not configured).
+        self.fetch_materials = fetch_materials
         self.app = app
         self.store = store
         self.view = view
@@ -217,6 +229,9 @@ class Publisher:
             if peer is None:
                 log.warning("outbox row for %s, which is no longer a peer", row.destination)
                 continue
+            if row.kind == FETCH:
+                self._fetch(row, peer)
+                continue
             message = self.message_for(row)
             if message is None:
                 continue  # not yet under a signed checkpoint: next round
@@ -228,6 +243,27 @@ class Publisher:
                 self.store.mark_done(ACK, row.envelope_id, "sent")
             sent += 1
         return sent
+
+    def _fetch(self, row: OutboxRow, peer: Peer) -> None:
+        """Fetch a received case's files from ``peer``; tried again later while it cannot be
+        reached, done (naming what is missing or altered) once it answered."""
+        self.store.mark_sent(row)
+        if self.fetch_materials is None:
+            return
+        evidence = self.app.peer_step_evidence(row.record_id)
+        action = parse_command(evidence.signed_bytes).action
+        try:
+            report = self.fetch_materials(peer, row.case_id, getattr(action, "materials", ()))
+        except TongbanError as error:  # unreachable, no peer certificate: next round
+            log.warning("materials of case %s from %s: %s", row.case_id, peer.origin, error)
+            return
+        problems = [*report.missing, *report.altered]
+        detail = "; ".join(str(problem) for problem in problems)
+        if problems:
+            log.warning("materials of case %s from %s: %s", row.case_id, peer.origin, detail)
+        self.store.mark_done(
+            FETCH, row.envelope_id, "incomplete" if problems else "fetched", detail
+        )
 
     def message_for(self, row: OutboxRow) -> bytes | None:
         """The signed message of one outbox row as it would go out now (None: not yet)."""

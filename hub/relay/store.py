@@ -34,9 +34,11 @@ SEEN = "tongban_relay_seen"
 STEPS = "tongban_relay_steps"
 QUARANTINE = "tongban_relay_quarantine"
 
-#: Outbox row kinds: an envelope carrying a step, or an acknowledgement of one we received.
+#: Outbox row kinds: an envelope carrying a step, an acknowledgement of one we received, and a
+#: fetch of a received case's material files from the node where they were uploaded.
 ENVELOPE = "envelope"
 ACK = "ack"
+FETCH = "fetch"
 
 #: Quarantine states.
 HELD = "held"
@@ -424,6 +426,7 @@ def open_relay_store(datastore: Any, *, create: bool = True) -> RelayStore:
 __all__ = [
     "ACK",
     "ENVELOPE",
+    "FETCH",
     "HELD",
     "REJECTED",
     "RELEASED",

@@ -11,6 +11,7 @@ import subprocess
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -49,20 +50,27 @@ def nodes(
                 },
                 processes=1,
             )
+            made[region].run("pki", "peer-cert")  # to fetch material files from a peer
         identities = {region: _identity(node) for region, node in made.items()}
         prefix = f"tongban.e2e.{time.monotonic_ns()}"
-        for region, node in made.items():
+        made["43"].add_hall("hn-shatou-town", SHATOU)
+        made["61"].add_hall("sx-baihe-county", BAIHE)
+        # 43 starts first, so 61's file can give 43's real address (61 fetches files there).
+        for region in ("43", "61"):
+            node = made[region]
+            peers = []
+            for other, identity in identities.items():
+                if other != region:
+                    address = made[other].target if made[other].port else "localhost:1"
+                    peers.append({**identity, "address": address})
             path = federation_file(
                 root / region / "federation.toml",
                 kafka_bootstrap,
-                [identity for other, identity in identities.items() if other != region],
+                peers,
                 resend_after_s=2.0,
                 topic_prefix=prefix,
             )
             node.env["TONGBAN_FEDERATION"] = str(path)
-        made["43"].add_hall("hn-shatou-town", SHATOU)
-        made["61"].add_hall("sx-baihe-county", BAIHE)
-        for node in made.values():
             stack.callback(node.stop)
             node.start()
         yield made
@@ -89,17 +97,20 @@ def _metrics(node: NodeProcess) -> str:
         return str(response.read().decode())
 
 
-def test_offsite_case_between_two_node_processes(nodes: dict[str, NodeProcess]) -> None:
+def test_offsite_case_between_two_node_processes(
+    nodes: dict[str, NodeProcess], tmp_path: Path
+) -> None:
     hunan, shaanxi = nodes["43"], nodes["61"]
     applicant = common_pb2.Applicant(
         name="张秀兰", id_number="610929195507120027", phone="13900000001"
     )
+    scan = tmp_path / "身份证.jpg"
+    scan.write_bytes(b"\xff\xd8 a scan of the old ID card " * 4096)
     with hunan.client("hn-shatou-town") as town:
+        material = town.upload_material(scan, name="居民身份证")
         reply = town.send(
             "submit", idempotency_key="e2e-offsite-0001", item_code=ID_CARD,
-            competent_region=BAIHE, applicant=applicant,
-            materials=[common_pb2.Material(name="居民身份证", sha256="ab" * 32,
-                                           media_type="image/jpeg", size=1024)],
+            competent_region=BAIHE, applicant=applicant, materials=[material],
         )  # fmt: skip
         case_id = reply.case_id
         town.send("accept", idempotency_key="e2e-offsite-0002", case_id=case_id)
@@ -111,6 +122,13 @@ def test_offsite_case_between_two_node_processes(nodes: dict[str, NodeProcess]) 
     _until(lambda: _state(shaanxi, "sx-baihe-county", case_id) == handed_off, "61 has it")
     with shaanxi.client("sx-baihe-county") as county:
         county.send("acknowledge_handoff", idempotency_key="e2e-baihe-0001", case_id=case_id)
+        # The scan stayed at 43, where it was uploaded: 61's relay fetched it (digest checked).
+        copy = tmp_path / "fetched.jpg"
+        _until(
+            lambda: county.download_material(case_id, material.sha256, copy) == scan.stat().st_size,
+            "61's hall downloads the scan 61 fetched from 43",
+        )
+        assert copy.read_bytes() == scan.read_bytes()
         county.send(
             "decide", idempotency_key="e2e-baihe-0002", case_id=case_id,
             approved=True, reason="准予换领",
