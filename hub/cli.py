@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import io
 import os
 import sys
@@ -795,6 +796,39 @@ def _print_witnessing(config: Any, status: Any, *, as_json: bool) -> None:
     )
 
 
+def _audit_citations(args: argparse.Namespace) -> int:
+    from hub.integrity.citations import check_citations, origin_of
+    from hub.integrity.store import ReadOnlyStore
+
+    with contextlib.ExitStack() as stack:
+        stores = {}
+        for where in args.stores:
+            store = stack.enter_context(
+                ReadOnlyStore(database_url=where)
+                if where.startswith(("postgresql:", "postgres:"))
+                else ReadOnlyStore(sqlite_path=Path(where))
+            )
+            stores[origin_of(store)] = store
+        report = check_citations(stores)
+    if args.json:
+        print_json(
+            {
+                "logs": sorted(stores),
+                "checked": report.checked,
+                "unchecked": report.unchecked,
+                "problems": report.problems,
+                "ok": report.ok,
+            }
+        )
+    else:
+        for problem in report.problems:
+            print(f"PROBLEM {problem}")
+        verdict = "OK" if report.ok else "FAILED"
+        print(f"{verdict}: {report.checked} citations between {', '.join(sorted(stores))} "
+              f"followed, {report.unchecked} to logs not given")  # fmt: skip
+    return 0 if report.ok else EXIT_ERROR
+
+
 def _audit(args: argparse.Namespace) -> int:
     # The auditor's path imports nothing that writes: no application, no bootstrap.
     from hub.integrity.audit import audit_case, audit_export, audit_store
@@ -1137,6 +1171,19 @@ def build_parser() -> argparse.ArgumentParser:
     audit, audit_commands = _group(commands, "audit", "verify the log with trusted keys only")
     verify = _command(audit_commands, "verify", "verify the whole log (database or export)")
     verify.add_argument("--export", help="verify this tlog-tiles export instead of the database")
+    citations = _command(
+        audit_commands,
+        "citations",
+        "follow every citation between the logs of several nodes' stores (read-only)",
+    )
+    citations.add_argument(
+        "stores",
+        nargs="+",
+        metavar="STORE",
+        help="a node's SQLite file (DATA_DIR/events.sqlite3) or PostgreSQL URL (repeat)",
+    )
+    _json_option(citations)
+    citations.set_defaults(run=_audit_citations)
     case = _command(audit_commands, "case", "a case's history with each event's proof")
     case.add_argument("case_id", metavar="CASE", help="the case id")
     for sub in (verify, case):

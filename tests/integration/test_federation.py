@@ -6,6 +6,7 @@ integrator and relay, exchanging signed envelopes through the test broker.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,11 +15,14 @@ import pytest
 from kafka import KafkaConsumer
 from tongban.v1 import common_pb2, federation_pb2
 
+from hub.cli import main as cli_main
+from hub.domain.federation import peer_step_id
 from hub.domain.values import CaseState, CrossRegionMode
 from hub.errors import InvalidInput, NotFound
 from hub.integrity.audit import audit_store
+from hub.integrity.citations import check_citations
 from hub.integrity.store import ReadOnlyStore
-from hub.relay.envelope import sign_envelope
+from hub.relay.envelope import sign_ack, sign_envelope
 from hub.settings import Settings
 from ledger import Signer, Verifier
 from tests.harness.broker import TansuBroker
@@ -106,10 +110,28 @@ def test_offsite_intake_reaches_the_competent_node_and_the_result_comes_back(
         member.node.integrator().catch_up()
         report = _audit(member, {other.origin: _log_verifier(other)})
         assert report.ok, [str(finding) for finding in report.findings]
+    # Each log's citations of the other, followed into the other's store.
+    citations = _citations(hunan, shaanxi)
+    assert citations.ok, citations.problems
+    assert citations.checked >= 10 and citations.unchecked == 0
+    # The same from the command line, as an auditor with copies of both stores runs it.
+    stores = [str(m.node.settings.sqlite_path) for m in (hunan, shaanxi)]
+    assert cli_main(["audit", "citations", *stores]) == 0
+    assert cli_main(["audit", "citations", stores[0]]) == 0  # the other log: counted, unchecked
+    for member in (hunan, shaanxi):
         # Without the peer's key the steps it sent cannot be checked: the auditor says so.
         blind = _audit(member, {})
         assert not blind.ok
         assert any("peer key unknown" in str(finding) for finding in blind.findings)
+
+
+def _citations(*members: Any) -> Any:
+    with contextlib.ExitStack() as stack:
+        stores = {
+            m.origin: stack.enter_context(ReadOnlyStore(sqlite_path=m.node.settings.sqlite_path))
+            for m in members
+        }
+        return check_citations(stores)
 
 
 def _log_verifier(member: Any) -> Verifier:
@@ -410,6 +432,8 @@ def test_a_joint_case_across_three_provinces_concludes_when_every_region_reporte
             peers = {o.origin: _log_verifier(o) for o in members if o is not member}
             report = _audit(member, peers)
             assert report.ok, [str(finding) for finding in report.findings]
+        citations = _citations(*members)
+        assert citations.ok and citations.checked > 0, citations.problems
 
 
 # ---------------------------------------------------------------------------------- 全程网办
@@ -466,3 +490,33 @@ def test_a_step_waits_for_the_steps_its_sender_applied_before_it(manual: Federat
     assert inbox.handle(accept) == "stored"
     assert inbox.handle(hand_off) == "stored"
     assert shaanxi.app.get_case(row.case_id).state is CaseState.HANDED_OFF
+
+
+def test_a_peer_that_signs_a_wrong_citation_is_caught_by_following_it(manual: Federation) -> None:
+    """A peer's acknowledgement is signed, so the sender's audit accepts it; only the peer's log
+    shows that the index it cites is not the envelope's step. Following the citation finds it."""
+    hunan, shaanxi = manual.nodes["43"], manual.nodes["61"]
+    row, submission = _offsite_submission(manual)
+    assert shaanxi.relay.inbox.handle(submission) == "stored"
+    shaanxi.node.integrator().catch_up()
+    record = peer_step_id(hunan.origin, _leaf_index_of_first_step(hunan, row))
+    genuine = shaanxi.relay.publisher.ack_message(record, row.envelope_id, hunan.origin)
+    assert genuine is not None
+    wrapper = federation_pb2.FederationMessage.FromString(genuine)
+    body = federation_pb2.Ack.FromString(wrapper.ack.body)
+    body.index = 0  # the genesis, not the step record
+    lying = sign_ack(body.SerializeToString(), shaanxi.relay.publisher.signer)
+    hunan.node.integrator().catch_up()
+    assert hunan.relay.inbox.handle(lying) == "acknowledged"
+    for member in (hunan, shaanxi):
+        member.node.integrator().catch_up()
+    citations = _citations(hunan, shaanxi)
+    assert not citations.ok
+    assert any("not that envelope's step" in problem for problem in citations.problems)
+
+
+def _leaf_index_of_first_step(member: Any, row: Any) -> int:
+    with ReadOnlyStore(sqlite_path=member.node.settings.sqlite_path) as store:
+        leaf = store.tables.leaf_for(store.cursor(), row.record_id, 1)
+        assert leaf is not None
+        return leaf.index
