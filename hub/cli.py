@@ -79,6 +79,12 @@ def _demo(args: argparse.Namespace) -> int:
     from hub.bootstrap import admin_signer, build_integrator, initialise
     from hub.demo import run_demo
 
+    if not args.province:
+        from hub.federation_demo import run_federation_demo
+
+        directory = Path(args.data_dir) if args.data_dir else None
+        ok = run_federation_demo(directory, pause_seconds=min(args.pause, 0.5))
+        return 0 if ok else EXIT_ERROR
     settings = Settings.from_env()
     if args.data_dir:
         settings = settings.with_changes(data_dir=Path(args.data_dir))
@@ -990,10 +996,19 @@ def build_parser() -> argparse.ArgumentParser:
     init.add_argument("--admin", default="operator", help="the first admin's name")
     init.set_defaults(run=_init)
 
-    demo = _command(commands, "demo", "run the seed story on the embedded store")
-    demo.add_argument("--data-dir", help="keep the demo's store here (default: a fresh temp dir)")
+    demo = _command(
+        commands,
+        "demo",
+        "three provinces' nodes serve citizens where they are (or --province: one node's story)",
+    )
+    demo.add_argument("--data-dir", help="keep the demo's stores here (default: a fresh temp dir)")
     demo.add_argument("--keep", action="store_true", help="use TONGBAN_DATA_DIR as it is")
     demo.add_argument("--pause", type=float, default=1.0, help="seconds a paused clock waits")
+    demo.add_argument(
+        "--province",
+        action="store_true",
+        help="the story inside one province (湖南) on one node instead",
+    )
     demo.set_defaults(run=_demo)
 
     catalogue = _command(commands, "catalogue", "list (and check) a service-item catalogue")
