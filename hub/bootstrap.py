@@ -293,8 +293,12 @@ def load_federation_file(settings: Settings) -> FederationConfig | None:
     )
 
 
-def _policy(settings: Settings) -> NodePolicy:
-    federation = load_federation_file(settings)
+def _policy(settings: Settings, *, with_peers: bool = True) -> NodePolicy:
+    # The peers' regions only let halls name halls of other nodes. A federation file that does
+    # not exist yet (an operator registering halls before assembling it) is not needed for
+    # that; `tongban serve` loads it strictly (relay, witness) and stops if it is missing.
+    exists = settings.federation is not None and settings.federation.exists()
+    federation = load_federation_file(settings) if with_peers and exists else None
     return NodePolicy(
         origin=settings.origin,
         region=settings.node_region,
@@ -351,14 +355,16 @@ def build_relay(settings: Settings, app: HubApplication) -> Relay | None:
     )
 
 
-def _open(settings: Settings, keys: NodeKeys, *, create_tables: bool) -> HubApplication:
+def _open(
+    settings: Settings, keys: NodeKeys, *, create_tables: bool, with_peers: bool = True
+) -> HubApplication:
     catalogue = (
         Catalogue.load(settings.catalogue) if settings.catalogue else Catalogue.load_default()
     )
     try:
         return HubApplication(
             persistence_env(settings, create_tables=create_tables),
-            policy=_policy(settings),
+            policy=_policy(settings, with_peers=with_peers),
             vault=PersonalDataVault(keys.cipher, keys.pseudonym_key),
             regions=RegionRegistry.load_default(),
             catalogue=catalogue,
@@ -463,7 +469,9 @@ def initialise(settings: Settings, *, admin: str = DEFAULT_ADMIN) -> tuple[Node,
     # Federation keys came later than the others: an initialised node gets them here too.
     created = _create_federation_keys(settings) or created
     keys = load_node_keys(settings)
-    app = _open(settings, keys, create_tables=True)
+    # Initialising needs no peers: the federation file may be written after `tongban init`
+    # (it names this node's own public keys, which init makes).
+    app = _open(settings, keys, create_tables=True, with_peers=False)
     try:
         MaterialStore.of(app).create_tables()
         try:

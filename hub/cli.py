@@ -802,6 +802,14 @@ def _print_witnessing(config: Any, status: Any, *, as_json: bool) -> None:
     )
 
 
+def _is_database_url(where: str) -> bool:
+    """A PostgreSQL URL or libpq ``key=value`` string, as TONGBAN_DATABASE_URL accepts; an
+    existing file is always a SQLite store."""
+    if Path(where).is_file():
+        return False
+    return where.startswith(("postgresql:", "postgres:")) or "=" in where
+
+
 def _audit_citations(args: argparse.Namespace) -> int:
     from hub.integrity.citations import check_citations, origin_of
     from hub.integrity.store import ReadOnlyStore
@@ -811,7 +819,7 @@ def _audit_citations(args: argparse.Namespace) -> int:
         for where in args.stores:
             store = stack.enter_context(
                 ReadOnlyStore(database_url=where)
-                if where.startswith(("postgresql:", "postgres:"))
+                if _is_database_url(where)
                 else ReadOnlyStore(sqlite_path=Path(where))
             )
             stores[origin_of(store)] = store
@@ -1195,7 +1203,8 @@ def build_parser() -> argparse.ArgumentParser:
         "stores",
         nargs="+",
         metavar="STORE",
-        help="a node's SQLite file (DATA_DIR/events.sqlite3) or PostgreSQL URL (repeat)",
+        help="a node's SQLite file (DATA_DIR/events.sqlite3), or its PostgreSQL URL or libpq "
+        "'key=value' string (repeat)",
     )
     _json_option(citations)
     citations.set_defaults(run=_audit_citations)

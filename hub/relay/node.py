@@ -4,10 +4,11 @@
   envelopes and acknowledgements with its tracking record (:mod:`hub.relay.outbound`);
 * the **publisher** sends what is due: new rows at once, unacknowledged ones again after
   ``resend_after_s``; while the broker is unreachable it waits and tries again, in order;
-* the **consumer**, in the consumer group ``tongban.<origin>``, reads this node's inbox topic and
-  commits each partition's offset only after the message was handled (stored, answered, or
-  quarantined); a message whose handling failed for a passing reason (the store is down) is
-  read again.
+* the **consumer** reads every partition of this node's inbox topic (assigned, not balanced: a
+  node is its inbox's only reader) and commits each partition's offset, in the consumer group
+  ``tongban.<origin>``, only after the message was handled (stored, answered, or quarantined); a
+  message whose handling failed for a passing reason (the store is down) is read again, and a
+  node that restarts resumes from the committed offsets at once.
 
 Any loop that fails for good stops the relay and sets :attr:`Relay.failure`, which the node's
 health reports (NOT_SERVING with the reason).
@@ -227,15 +228,7 @@ class Relay:
         while not stop.is_set():
             try:
                 self.ensure_topic()
-                consumer = KafkaConsumer(
-                    self.topic,
-                    bootstrap_servers=list(self.config.bootstrap),
-                    group_id=f"tongban.{self.origin}",
-                    enable_auto_commit=False,
-                    auto_offset_reset="earliest",
-                    session_timeout_ms=6000,
-                    heartbeat_interval_ms=2000,
-                )
+                consumer = self._inbox_consumer()
             except KafkaError as error:
                 log.warning("broker unreachable, the inbox waits: %s", error)
                 stop.wait(1.0)
@@ -247,6 +240,40 @@ class Relay:
                 stop.wait(1.0)
             finally:
                 consumer.close(autocommit=False)
+
+    def _inbox_consumer(self) -> KafkaConsumer:
+        """A consumer of every partition of this node's inbox, from the offsets committed for
+        the node's group.
+
+        The partitions are assigned, not balanced by the group protocol: a node is the only
+        reader of its inbox, and a node that restarts after a crash then resumes at once from
+        its committed offsets, instead of waiting for the broker to expire the dead member and
+        rebalance (which the test broker never does). The group still holds the offsets.
+        """
+        consumer = KafkaConsumer(
+            bootstrap_servers=list(self.config.bootstrap),
+            group_id=f"tongban.{self.origin}",
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+        )
+        partitions: set[int] = set()
+        deadline = time.monotonic() + 30
+        while not partitions and time.monotonic() < deadline:
+            partitions = consumer.partitions_for_topic(self.topic) or set()
+            if not partitions:
+                time.sleep(0.2)  # the topic was just created: its metadata is on its way
+        if not partitions:
+            consumer.close(autocommit=False)
+            raise KafkaError(f"no partitions of {self.topic} yet")
+        assigned = [TopicPartition(self.topic, number) for number in sorted(partitions)]
+        consumer.assign(assigned)
+        for partition in assigned:
+            committed = consumer.committed(partition)
+            if committed is None:
+                consumer.seek_to_beginning(partition)
+            else:
+                consumer.seek(partition, committed)
+        return consumer
 
     def _drain(self, consumer: KafkaConsumer, stop: threading.Event) -> None:
         while not stop.is_set():

@@ -17,18 +17,17 @@ from typing import Any
 import pytest
 from tongban.v1 import common_pb2
 
-from tests.harness.federation import federation_file
+from tests.harness.federation import node_processes
 from tests.harness.node import TONGBAN, NodeProcess
 from tests.harness.postgres import temporary_database
 
 pytestmark = pytest.mark.e2e
 
+#: The nodes of the running test, whose logs a timeout shows.
+_RUNNING: list[NodeProcess] = []
+
 ID_CARD = "070302001000"
 SHATOU, BAIHE = "430902104000", "610929000000"
-
-
-def _identity(node: NodeProcess) -> dict[str, str]:
-    return json.loads(node.run("federation", "identity", "--json"))  # type: ignore[no-any-return]
 
 
 @pytest.fixture(scope="module")
@@ -37,43 +36,11 @@ def nodes(
 ) -> Iterator[dict[str, NodeProcess]]:
     root = tmp_path_factory.mktemp("federation-e2e")
     with contextlib.ExitStack() as stack:
-        made: dict[str, NodeProcess] = {}
-        for region in ("43", "61"):
-            dsn = stack.enter_context(temporary_database(postgres_dsn))
-            made[region] = NodeProcess(
-                root / region,
-                database_url=dsn,
-                extra_env={
-                    "TONGBAN_NODE_REGION": region,
-                    "TONGBAN_CHECKPOINT_INTERVAL_MS": "200",
-                    "TONGBAN_WITNESS_LISTEN": "127.0.0.1:0",
-                },
-                processes=1,
-            )
-            made[region].run("pki", "peer-cert")  # to fetch material files from a peer
-        identities = {region: _identity(node) for region, node in made.items()}
-        prefix = f"tongban.e2e.{time.monotonic_ns()}"
-        made["43"].add_hall("hn-shatou-town", SHATOU)
-        made["61"].add_hall("sx-baihe-county", BAIHE)
-        # 43 starts first, so 61's file can give 43's real address (61 fetches files there).
-        for region in ("43", "61"):
-            node = made[region]
-            peers = []
-            for other, identity in identities.items():
-                if other != region:
-                    address = made[other].target if made[other].port else "localhost:1"
-                    peers.append({**identity, "address": address})
-            path = federation_file(
-                root / region / "federation.toml",
-                kafka_bootstrap,
-                peers,
-                resend_after_s=2.0,
-                topic_prefix=prefix,
-            )
-            node.env["TONGBAN_FEDERATION"] = str(path)
-            stack.callback(node.stop)
-            node.start()
-        yield made
+        urls = {r: stack.enter_context(temporary_database(postgres_dsn)) for r in ("43", "61")}
+        halls = {"43": ("hn-shatou-town", SHATOU), "61": ("sx-baihe-county", BAIHE)}
+        started = stack.enter_context(node_processes(root, kafka_bootstrap, urls, halls))
+        _RUNNING[:] = started.values()
+        yield started
 
 
 def _until(condition: Callable[[], Any], what: str, timeout: float = 180.0) -> Any:
@@ -84,7 +51,8 @@ def _until(condition: Callable[[], Any], what: str, timeout: float = 180.0) -> A
             if value:
                 return value
         time.sleep(0.2)
-    raise AssertionError(f"timed out waiting until {what}")
+    logs = "\n".join(f"--- {n.origin}\n{n.log()[-3000:]}" for n in _RUNNING)
+    raise AssertionError(f"timed out waiting until {what}; the nodes' logs:\n{logs}")
 
 
 def _state(node: NodeProcess, hall: str, case_id: str) -> int:

@@ -172,9 +172,10 @@ def _metrics(node: NodeProcess) -> str:
 def test_metrics_count_calls_and_report_the_integrator(node: NodeProcess) -> None:
     with _channel(node, "hall", VILLAGE[0]) as channel:
         stub = case_exchange_pb2_grpc.CaseExchangeStub(channel)
-        stub.Submit(_signed_submit(node, f"ops-metrics-{uuid.uuid4().hex}"), timeout=10)
-        with pytest.raises(grpc.RpcError):
-            stub.Submit(case_exchange_pb2.SignedCommand(command=b"\xff"), timeout=10)
+        stub.Submit(_signed_submit(node, f"ops-metrics-{uuid.uuid4().hex}"), timeout=60)
+        with pytest.raises(grpc.RpcError) as refused:
+            stub.Submit(case_exchange_pb2.SignedCommand(command=b"\xff"), timeout=60)
+        assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     text = _metrics(node)
     assert 'tongban_rpcs_total{code="OK",method="CaseExchange/Submit"}' in text
     assert 'tongban_rpcs_total{code="INVALID_ARGUMENT",method="CaseExchange/Submit"}' in text

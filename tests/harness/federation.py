@@ -13,6 +13,7 @@ The integrators and relays run in threads and are stopped, and the stores closed
 from __future__ import annotations
 
 import base64
+import json
 import threading
 import time
 import tomllib
@@ -225,3 +226,54 @@ def write_federation(path: Path, entries: Sequence[str], bootstrap: str = "local
     text = "\n".join([f'[kafka]\nbootstrap = ["{bootstrap}"]\n', *entries])
     path.write_text(text, encoding="utf-8")
     return path
+
+
+@contextmanager
+def node_processes(
+    root: Path,
+    bootstrap: str,
+    database_urls: dict[str, str],
+    halls: dict[str, tuple[str, str]],
+    *,
+    resend_after_s: float = 2.0,
+) -> Iterator[dict[str, NodeProcess]]:
+    """Real ``tongban serve`` nodes (one per region of ``database_urls``), each with its own
+    database, federation file, peer certificate and ``halls`` (region → (hall id, hall region)),
+    started in region order so that later nodes' files carry the earlier nodes' real addresses
+    (for fetching material files); stopped on exit."""
+    with ExitStack() as stack:
+        made: dict[str, NodeProcess] = {}
+        for region, url in database_urls.items():
+            node = NodeProcess(
+                root / region,
+                database_url=url,
+                extra_env={
+                    "TONGBAN_NODE_REGION": region,
+                    "TONGBAN_CHECKPOINT_INTERVAL_MS": "200",
+                    "TONGBAN_WITNESS_LISTEN": "127.0.0.1:0",
+                },
+                processes=1,
+            )
+            node.run("pki", "peer-cert")
+            made[region] = node
+        identities = {
+            region: json.loads(node.run("federation", "identity", "--json"))
+            for region, node in made.items()
+        }
+        prefix = f"{TOPIC_PREFIX}.{uuid.uuid4().hex[:8]}"
+        for region, (hall_id, hall_region) in halls.items():
+            made[region].add_hall(hall_id, hall_region)
+        for region, node in made.items():
+            peers = [
+                {**identity, "address": made[other].target if made[other].port else "localhost:1"}
+                for other, identity in identities.items()
+                if other != region
+            ]
+            path = federation_file(
+                root / region / "federation.toml", bootstrap, peers,
+                resend_after_s=resend_after_s, topic_prefix=prefix,
+            )  # fmt: skip
+            node.env["TONGBAN_FEDERATION"] = str(path)
+            stack.callback(node.stop)
+            node.start()
+        yield made

@@ -28,6 +28,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from adapters.sdk import HallClient, HallCredentials, TLSConfig
 
+from .processes import LOCALHOST, port_accepts
+
 TONGBAN = [sys.executable, "-m", "hub.cli"]
 _PORT_LINE = re.compile(r"tongban: serving on .*:(\d+)")
 _METRICS_LINE = re.compile(r"tongban: metrics on (http://\S+)")
@@ -62,6 +64,9 @@ class NodeProcess:
         self.directory.mkdir(parents=True, exist_ok=True)
         self.env = {
             **os.environ,
+            # With a federation file the node serves a witness endpoint: on a free port, so
+            # that several test nodes never race for the default one.
+            "TONGBAN_WITNESS_LISTEN": "127.0.0.1:0",
             "TONGBAN_DATA_DIR": str(self.directory / "data"),
             **({"TONGBAN_DATABASE_URL": database_url} if database_url else {}),
             **(extra_env or {}),
@@ -203,6 +208,18 @@ class NodeProcess:
     def pid(self) -> int | None:
         """PID of the serving process."""
         return self._process.pid if self._process else None
+
+    def kill(self) -> None:
+        """SIGKILL the node (a crash): nothing is flushed, nothing finished. Its serving and
+        follower processes, which watch it, stop as soon as it is gone."""
+        if self._process is None:
+            return
+        self._process.kill()
+        self._process.wait(timeout=10)
+        self._process = None
+        deadline = time.monotonic() + 30
+        while self.port and port_accepts(LOCALHOST, self.port) and time.monotonic() < deadline:
+            time.sleep(0.05)  # the serving processes are going
 
     def stop(self) -> None:
         """SIGTERM (graceful), then SIGKILL after a few seconds."""
