@@ -245,11 +245,14 @@ class Inbox:
                 peer_index=body.index,
                 reason=body.reason,
             )
-        self.store.mark_done(
-            ENVELOPE, body.envelope_id, STORED if body.stored else REFUSED, body.reason
+        self.store.mark_acknowledged(
+            body.envelope_id,
+            STORED if body.stored else REFUSED,
+            body.reason,
+            peer.origin,
+            body.cosigned_size if body.stored else 0,
         )
         if body.stored:
-            self.store.record_acked(peer.origin, body.cosigned_size)
             # The acknowledgement's cosignature counts towards our checkpoint's finality.
             record_cosignatures(
                 self.view,

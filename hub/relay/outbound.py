@@ -16,9 +16,12 @@ Rows are queued with the library's tracking record in one transaction (:mod:`hub
 step's leaf and an inclusion proof under this node's latest signed checkpoint, a consistency
 proof from the checkpoint the destination last acknowledged, the applicant sealed to the
 destination (a submission only), all signed with the node's log key. A step whose leaf is not
-yet under a signed checkpoint waits. Envelopes are produced with the idempotent producer and
-``acks=all``, keyed by case id (one partition per case: per-case order), to the destination's
-inbox topic. A row is done only when the destination's signed acknowledgement is stored here;
+yet under a signed checkpoint waits (and the publisher asks the integrator for one). Envelopes
+are produced with the idempotent producer and ``acks=all``, keyed by case id (one partition per
+case: per-case order), to the destination's inbox topic: a round's messages are produced in
+outbox order, then the publisher waits for the broker's acknowledgement of each, and records
+them as sent in one transaction. A row is done only when the destination's signed
+acknowledgement is stored here;
 until then it is sent again, with the same envelope id, every ``resend_after_s`` seconds — so a
 broker that loses its data loses no handoff, and a backlog built while the broker is down drains
 in order when it returns.
@@ -197,7 +200,8 @@ class Publisher:
         *,
         signer: Signer,
         witness: Cosigner,
-        produce: Callable[[str, bytes, bytes], None],
+        produce: Callable[[str, bytes, bytes], Any],
+        flush: Callable[[], None] = lambda: None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self.app = app
@@ -206,12 +210,21 @@ class Publisher:
         self.config = config
         self.signer = signer
         self.witness = witness
+        #: Produces one message; returns a future whose ``get(timeout)`` raises if it failed.
         self.produce = produce
+        self.flush = flush
         self.clock = clock
+        #: Called when an envelope waits for a checkpoint over its step (Relay.attach).
+        self.want_checkpoint: Callable[[], None] = lambda: None
 
     def publish_due(self, limit: int = 100) -> int:
-        """Send every row that is due now; returns how many went out."""
-        sent = 0
+        """Send every row that is due now; returns how many went out.
+
+        The round's messages are produced in outbox order (per-case order holds: one partition
+        per case, and the idempotent producer keeps a partition's order), then each broker
+        acknowledgement is awaited; the rows acknowledged are recorded as sent in one
+        transaction, even when a later one failed (whose error is raised then)."""
+        pending: list[tuple[OutboxRow, Any]] = []
         for row in self.store.due(self.config.resend_after_s, limit):
             peer = self.config.peer_by_origin(row.destination)
             if peer is None:
@@ -220,14 +233,21 @@ class Publisher:
             message = self.message_for(row)
             if message is None:
                 continue  # not yet under a signed checkpoint: next round
-            self.produce(peer.inbox_topic, str(row.case_id).encode(), message)
-            self.store.mark_sent(row)
-            if row.kind == ACK:
-                # An acknowledgement is not acknowledged: if it is lost, the sender sends the
-                # envelope again and gets it again (the step is a duplicate by then).
-                self.store.mark_done(ACK, row.envelope_id, "sent")
-            sent += 1
-        return sent
+            key = str(row.case_id).encode()
+            pending.append((row, self.produce(peer.inbox_topic, key, message)))
+        if not pending:
+            return 0
+        sent: list[OutboxRow] = []
+        try:
+            self.flush()
+            for row, future in pending:
+                future.get(timeout=15)
+                sent.append(row)
+        finally:
+            # An acknowledgement is not acknowledged (the store marks it done once sent): if it
+            # is lost, the sender sends the envelope again and gets it again.
+            self.store.mark_sent(sent)
+        return len(sent)
 
     def message_for(self, row: OutboxRow) -> bytes | None:
         """The signed message of one outbox row as it would go out now (None: not yet)."""
@@ -243,6 +263,7 @@ class Publisher:
     def _envelope(self, row: OutboxRow, peer: Peer) -> bytes | None:
         latest = self.view.read(self.view.tables.latest_checkpoint)
         if latest is None:
+            self.want_checkpoint()
             return None
         record = self.app.get_record(row.record_id)
         if isinstance(record, PeerStep):
@@ -250,6 +271,7 @@ class Publisher:
         else:
             found = self._own_step(record, latest.size)
             if found is None:
+                self.want_checkpoint()
                 return None
             step, submit = found
         acked = min(self.store.peer(peer.origin).acked_size, latest.size)
