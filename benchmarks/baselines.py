@@ -465,7 +465,7 @@ def kafka_round_trip(
             auto_offset_reset="earliest",
             session_timeout_ms=6000,  # Tansu: a join takes about half of it
             heartbeat_interval_ms=2000,
-            fetch_max_wait_ms=20,  # the relay's (hub.relay.node.FETCH_MAX_WAIT_MS)
+            fetch_max_wait_ms=50,  # the relay's (hub.relay.node.FETCH_MAX_WAIT_MS)
         )
         latencies: list[float] = []
         produced: dict[str, int] = {}

@@ -55,7 +55,7 @@ INBOX_PARTITIONS = 3
 #: How long the broker may hold a fetch that finds nothing new. A Kafka broker answers at once
 #: when there is data; some Kafka-protocol brokers (Tansu, the test and demo broker) hold the
 #: fetch for up to this long even then, which adds up to it to every hop.
-FETCH_MAX_WAIT_MS = 20
+FETCH_MAX_WAIT_MS = 50
 
 
 class Relay:
