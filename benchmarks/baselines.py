@@ -414,6 +414,138 @@ def kafka_consume_rate(
     )
 
 
+@dataclass(frozen=True)
+class LatencyBaseline(Baseline):
+    """A rate with the latency distribution of the same run (milliseconds)."""
+
+    p50_ms: float = float("nan")
+    p99_ms: float = float("nan")
+
+
+def _percentile_ms(ordered: Sequence[float], fraction: float) -> float:
+    if not ordered:
+        return float("nan")
+    return 1000 * ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+
+
+def kafka_round_trip(
+    bootstrap: str,
+    message_bytes: int = 256,
+    duration: float = DEFAULT_DURATION,
+    partitions: int = 3,
+    rate: float = 0.0,
+    max_pending: int = 2_000,
+) -> LatencyBaseline:
+    """Messages per second from one idempotent producer (``acks='all'``) to one member of a
+    consumer group that commits its offsets after each poll, with the produce → consume latency.
+
+    The raw counterpart of a relay hop: the producer's and the consumer's settings are the
+    relay's, and the consumer commits synchronously, as the relay's does, after each poll. The
+    consumer joins its group (a scratch topic, created and deleted here) before the first send.
+    ``rate`` 0: as fast as the broker takes messages (at most ``max_pending`` unacknowledged);
+    ``rate`` > 0: sends at fixed times ``k / rate`` (open loop; latency counted from each
+    message's scheduled time, so a producer that falls behind shows in the figures). Each
+    message carries its scheduled time in its first 8 bytes and is padded to ``message_bytes``.
+    The rate counts messages consumed, from the first send to the last one consumed.
+    """
+    import struct
+
+    from kafka import KafkaConsumer
+
+    if message_bytes < 8:
+        raise ValueError("message_bytes must be at least 8 (the send time)")
+    padding = os.urandom(message_bytes - 8)
+    with _scratch_topic(bootstrap, None, partitions) as name:
+        consumer = KafkaConsumer(
+            name,
+            bootstrap_servers=bootstrap,
+            client_id="tongban-bench-round-trip",
+            group_id=_scratch_name("tongban-bench-group"),
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            session_timeout_ms=6000,  # Tansu: a join takes about half of it
+            heartbeat_interval_ms=2000,
+            fetch_max_wait_ms=50,  # the relay's (hub.relay.node.FETCH_MAX_WAIT_MS)
+        )
+        latencies: list[float] = []
+        produced: dict[str, int] = {}
+        first_send: dict[str, float] = {}
+        last_consumed = 0.0
+        try:
+            deadline = time.perf_counter() + 30
+            while not consumer.assignment():
+                consumer.poll(timeout_ms=200)
+                if time.perf_counter() > deadline:
+                    raise RuntimeError("the consumer did not join its group in 30 s")
+            producer = _producer(bootstrap)
+
+            def produce() -> None:
+                pending: deque[Any] = deque()
+                count = 0
+                start = time.perf_counter()
+                first_send["at"] = start
+                end = start + duration
+                while (now := time.perf_counter()) < end:
+                    scheduled = now
+                    if rate > 0:
+                        scheduled = start + count / rate
+                        if scheduled >= end:
+                            break
+                        if scheduled > now:
+                            time.sleep(scheduled - now)
+                    message = struct.pack(">d", scheduled) + padding
+                    pending.append(producer.send(name, value=message))
+                    count += 1
+                    if len(pending) >= max_pending:
+                        pending.popleft().get(timeout=60)
+                producer.flush(timeout=60)
+                for future in pending:
+                    future.get(timeout=60)
+                produced["count"] = count
+
+            sender = threading.Thread(target=produce, name="round-trip-producer")
+            sender.start()
+            try:
+                give_up = time.perf_counter() + 4 * duration + 30
+                while time.perf_counter() < give_up:
+                    polled = consumer.poll(timeout_ms=100, max_records=500)
+                    if polled:
+                        now = time.perf_counter()
+                        for records in polled.values():
+                            for record in records:
+                                sent_at = struct.unpack(">d", record.value[:8])[0]
+                                latencies.append(now - sent_at)
+                        last_consumed = now
+                        consumer.commit()
+                    if "count" in produced and len(latencies) >= produced["count"]:
+                        break
+            finally:
+                sender.join()
+                producer.close(timeout=10)
+        finally:
+            consumer.close(autocommit=False)
+    count = len(latencies)
+    elapsed = last_consumed - first_send.get("at", last_consumed)
+    latencies.sort()
+    p50, p99 = _percentile_ms(latencies, 0.5), _percentile_ms(latencies, 0.99)
+    offered = f"{rate:,.0f} messages/s offered" if rate > 0 else "as fast as it takes them"
+    detail = (
+        f"{offered}, {partitions} partitions; produce → consume p50 {p50:.1f} ms, p99 {p99:.1f} ms"
+    )
+    if count < produced.get("count", 0):
+        detail += f"; stopped at the time bound, {count:,} of {produced['count']:,} consumed"
+    return LatencyBaseline(
+        f"Kafka produce → consume (group, commit per poll), {message_bytes}-byte messages",
+        count / elapsed if elapsed > 0 else 0.0,
+        "messages/s",
+        count,
+        elapsed,
+        detail,
+        p50_ms=p50,
+        p99_ms=p99,
+    )
+
+
 # --------------------------------------------------------------------------- command line
 
 
@@ -488,6 +620,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
             report(
                 kafka_consume_rate(
+                    bootstrap, message_bytes=args.message_bytes, duration=args.duration
+                )
+            )
+            report(
+                kafka_round_trip(
                     bootstrap, message_bytes=args.message_bytes, duration=args.duration
                 )
             )

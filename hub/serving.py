@@ -429,6 +429,8 @@ def _follower_main(settings: Settings, lifeline: Connection, shared: _Shared) ->
         app = build_application(settings, create_tables=False)
         integrator = build_integrator(settings, app)
         relay = build_relay(settings, app)
+        if relay is not None:
+            relay.attach(integrator)  # checkpoints when envelopes wait; woken as the log grows
     except TongbanError as error:
         _report_error(lifeline, error)
         raise SystemExit(2) from None

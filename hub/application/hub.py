@@ -741,6 +741,15 @@ class HubApplication(Application[UUID]):
             raise NotFound("record", record_id)
         return record
 
+    def record_event(self, record_id: UUID) -> CommandRecord.Recorded | PeerStep.Recorded:
+        """The event that created a command record or a peer step record (the case versions
+        its step produced; for a peer step, its evidence), in one read; NotFound otherwise."""
+        events = self._read(lambda: list(self.events.get(record_id, lte=1)))
+        if not events or not isinstance(events[0], CommandRecord.Recorded | PeerStep.Recorded):
+            raise NotFound("record", record_id)
+        created: CommandRecord.Recorded | PeerStep.Recorded = events[0]
+        return created
+
     def record_first_version(self, record_id: UUID) -> int:
         """The first case version a command record's or peer step record's step produced."""
         events = self._read(lambda: list(self.events.get(record_id, lte=1)))

@@ -11,7 +11,10 @@ event that fails is **not** integrated: the integrator stops, says which notific
 
 Leaves are appended **in the same database transaction** as the tracking record (the
 ``eventsourcing`` library's tracking, as for any projection), so a crash keeps both or neither.
-A checkpoint is signed every ``checkpoint_every`` leaves or ``checkpoint_interval`` seconds.
+A checkpoint is signed every ``checkpoint_every`` leaves or ``checkpoint_interval`` seconds, or
+sooner when a follower in the same process asks for one
+(:meth:`LedgerIntegrator.request_checkpoint`: the relay's envelopes wait for a checkpoint over
+their step), at most every ``REQUESTED_CHECKPOINT_GAP`` seconds.
 
 The node remembers the last checkpoint it signed in its data directory (:class:`HeadGuard`),
 where a database restore does not reach: it refuses to start or to sign when the stored log is
@@ -57,6 +60,11 @@ from ledger import (
 from ledger.storage import Cursor, LedgerTables
 
 log = logging.getLogger("tongban.integrator")
+
+#: The shortest time between two checkpoints signed because a follower asked for one: an
+#: envelope waits at most this long for a checkpoint over its step (beyond integration), while a
+#: node that relays continuously signs at most 1 / REQUESTED_CHECKPOINT_GAP checkpoints a second.
+REQUESTED_CHECKPOINT_GAP = 0.05
 
 T = TypeVar("T")
 
@@ -246,6 +254,11 @@ class LedgerIntegrator:
         self.checkpoint_every = checkpoint_every
         self.checkpoint_interval = checkpoint_interval
         self._last_checkpoint_at = time.monotonic()
+        #: A follower asked for a checkpoint of what is integrated (request_checkpoint).
+        self._checkpoint_wanted = threading.Event()
+        #: Wakes the running loop (set while ``run`` runs).
+        self._wakeup: threading.Event | None = None
+        self._listeners: list[Callable[[BatchResult], None]] = []
         #: Why the integrator stopped for good (an event that may not enter the log), if it did.
         self.failure: str | None = None
         if head is not None:
@@ -256,6 +269,20 @@ class LedgerIntegrator:
     def position(self) -> int:
         """The last notification id integrated (0 before the first)."""
         return self.view.max_tracking_id(self.app.name) or 0
+
+    def request_checkpoint(self) -> None:
+        """Sign a checkpoint of what is integrated soon — ``REQUESTED_CHECKPOINT_GAP`` after the
+        last one at the latest — rather than when ``checkpoint_interval`` is up. Thread-safe: the
+        relay calls it while an envelope waits for a checkpoint over its step."""
+        self._checkpoint_wanted.set()
+        wakeup = self._wakeup
+        if wakeup is not None:
+            wakeup.set()
+
+    def add_listener(self, listener: Callable[[BatchResult], None]) -> None:
+        """Call ``listener`` in the running loop after each step that integrated leaves or
+        signed a checkpoint (the relay wakes its publisher: a message may be ready now)."""
+        self._listeners.append(listener)
 
     # ------------------------------------------------------------------ the checker's state
 
@@ -373,9 +400,13 @@ class LedgerIntegrator:
             return None
         every = self.checkpoint_every
         due_by_count = size // every > (size - crossed) // every or size - signed >= every
-        due_by_time = time.monotonic() - self._last_checkpoint_at >= self.checkpoint_interval
-        if not (due_by_count or due_by_time):
+        since = time.monotonic() - self._last_checkpoint_at
+        due_by_time = since >= self.checkpoint_interval
+        due_by_request = self._checkpoint_wanted.is_set() and since >= REQUESTED_CHECKPOINT_GAP
+        if not (due_by_count or due_by_time or due_by_request):
             return None
+        # Cleared before signing: a request made from now on asks for a later checkpoint.
+        self._checkpoint_wanted.clear()
         return self._sign_checkpoint(cursor, size)
 
     def _sign_checkpoint(self, cursor: Cursor, size: int) -> tuple[int, bytes]:
@@ -419,6 +450,7 @@ class LedgerIntegrator:
         seconds. Each step reports the lag (stored events not yet integrated) in the metrics.
         """
         arrived = threading.Event()
+        self._wakeup = arrived
         listener = self._listen(arrived, stop)
         try:
             while not stop.is_set():
@@ -439,6 +471,9 @@ class LedgerIntegrator:
                     stop.wait(1.0)
                     continue
                 self._report(result)
+                if result.leaves or result.checkpoint is not None:
+                    for notify in self._listeners:
+                        notify(result)
                 if result.leaves:
                     continue
                 if listener is None:
@@ -447,6 +482,7 @@ class LedgerIntegrator:
                 # Wait for the next stored event, or for the pending checkpoint to fall due.
                 arrived.wait(self._until_checkpoint_due(result))
         finally:
+            self._wakeup = None
             if listener is not None:
                 listener.stop()
 
@@ -476,7 +512,10 @@ class LedgerIntegrator:
         signed = self.view.read(self.view.tables.latest_checkpoint)
         if (signed is not None and signed.size >= result.size) or result.size == 0:
             return None
-        return max(0.0, self._last_checkpoint_at + self.checkpoint_interval - time.monotonic())
+        interval = self.checkpoint_interval
+        if self._checkpoint_wanted.is_set():
+            interval = min(interval, REQUESTED_CHECKPOINT_GAP)
+        return max(0.0, self._last_checkpoint_at + interval - time.monotonic())
 
     def _report(self, result: BatchResult) -> None:
         stored = self.app.recorder.max_notification_id() or 0

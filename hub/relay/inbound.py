@@ -46,6 +46,7 @@ from hub.relay.envelope import (
     FORK,
     UNVERIFIABLE,
     EnvelopeRefused,
+    VerifiedEnvelope,
     parse_message,
     verify_ack,
     verify_envelope,
@@ -97,6 +98,9 @@ class Inbox:
         self.clock = clock
         self.origin = app.policy.origin
         self.app_log_verifier = Verifier.from_key(app.genesis().log_key)
+        #: Per sender, the last checkpoint observed and kept (size, root): the envelopes of a
+        #: busy sender carry the same one until it signs the next.
+        self._last_kept: dict[str, tuple[int, bytes]] = {}
 
     def handle(self, data: bytes) -> str:
         """Act on one message; returns what became of it."""
@@ -127,31 +131,12 @@ class Inbox:
             return self._hold(refused, data)
         body, sender = verified.body, verified.sender
         checkpoint = verified.checkpoint.checkpoint
-        try:
-            # Every checkpoint of a peer seen anywhere goes through the witnessing observer: a
-            # contradiction with one seen before (in an envelope or a witness request) is kept
-            # as evidence (``tongban federation witness`` shows it).
-            observe_checkpoint(
-                self.view,
-                {sender.origin: sender.log_verifier()},
-                body.checkpoint,
-                old_size=body.consistency_from or None,
-                proof=body.consistency_proof,
-            )
-        except SplitViewError as split:
-            return self._hold(EnvelopeRefused(FORK, str(split), sender.origin), data)
-        except LedgerError as error:
-            return self._hold(EnvelopeRefused(UNVERIFIABLE, str(error), sender.origin), data)
-        kept = self.store.add_seen(sender.origin, checkpoint.size, checkpoint.root, body.checkpoint)
-        if kept != checkpoint.root:
-            return self._hold(
-                EnvelopeRefused(
-                    FORK,
-                    f"{sender.origin} signed two trees of size {checkpoint.size}",
-                    sender.origin,
-                ),
-                data,
-            )
+        if self._last_kept.get(sender.origin) != (checkpoint.size, checkpoint.root):
+            held = self._keep_checkpoint(verified, data)
+            if held is not None:
+                return held
+        # else: the very checkpoint the last envelope from this sender carried, observed and
+        # kept then (its signature was verified again above): nothing new to record.
         step = IncomingStep(
             envelope_id=body.envelope_id,
             sender=sender.origin,
@@ -194,6 +179,39 @@ class Inbox:
                 self.send(sender.inbox_topic, str(body.case_id).encode(), message)
             return DUPLICATE
         return STORED
+
+    def _keep_checkpoint(self, verified: VerifiedEnvelope, data: bytes) -> str | None:
+        """Observe and remember the sender's checkpoint; the quarantine's outcome if it
+        contradicts one seen before (None: kept)."""
+        body, sender = verified.body, verified.sender
+        checkpoint = verified.checkpoint.checkpoint
+        try:
+            # Every checkpoint of a peer seen anywhere goes through the witnessing observer: a
+            # contradiction with one seen before (in an envelope or a witness request) is kept
+            # as evidence (``tongban federation witness`` shows it).
+            observe_checkpoint(
+                self.view,
+                {sender.origin: sender.log_verifier()},
+                body.checkpoint,
+                old_size=body.consistency_from or None,
+                proof=body.consistency_proof,
+            )
+        except SplitViewError as split:
+            return self._hold(EnvelopeRefused(FORK, str(split), sender.origin), data)
+        except LedgerError as error:
+            return self._hold(EnvelopeRefused(UNVERIFIABLE, str(error), sender.origin), data)
+        kept = self.store.add_seen(sender.origin, checkpoint.size, checkpoint.root, body.checkpoint)
+        if kept != checkpoint.root:
+            return self._hold(
+                EnvelopeRefused(
+                    FORK,
+                    f"{sender.origin} signed two trees of size {checkpoint.size}",
+                    sender.origin,
+                ),
+                data,
+            )
+        self._last_kept[sender.origin] = (checkpoint.size, checkpoint.root)
+        return None
 
     def _seen_root(self, origin: str, size: int) -> bytes | None:
         found = self.store.seen_root(origin, size)
@@ -245,11 +263,14 @@ class Inbox:
                 peer_index=body.index,
                 reason=body.reason,
             )
-        self.store.mark_done(
-            ENVELOPE, body.envelope_id, STORED if body.stored else REFUSED, body.reason
+        self.store.mark_acknowledged(
+            body.envelope_id,
+            STORED if body.stored else REFUSED,
+            body.reason,
+            peer.origin,
+            body.cosigned_size if body.stored else 0,
         )
         if body.stored:
-            self.store.record_acked(peer.origin, body.cosigned_size)
             # The acknowledgement's cosignature counts towards our checkpoint's finality.
             record_cosignatures(
                 self.view,

@@ -3,12 +3,18 @@
 * the **outbox projection** follows the log (PostgreSQL notifies; SQLite is polled) and queues
   envelopes and acknowledgements with its tracking record (:mod:`hub.relay.outbound`);
 * the **publisher** sends what is due: new rows at once, unacknowledged ones again after
-  ``resend_after_s``; while the broker is unreachable it waits and tries again, in order;
+  ``resend_after_s``; while the broker is unreachable it waits and tries again, in order. It
+  sends a round's messages together and waits for the broker's acknowledgements once;
 * the **consumer** reads every partition of this node's inbox topic (assigned, not balanced: a
   node is its inbox's only reader) and commits each partition's offset, in the consumer group
-  ``tongban.<origin>``, only after the message was handled (stored, answered, or quarantined); a
-  message whose handling failed for a passing reason (the store is down) is read again, and a
-  node that restarts resumes from the committed offsets at once.
+  ``tongban.<origin>``, only after its messages were handled (stored, answered, or
+  quarantined), once per poll; a message whose handling failed for a passing reason (the store
+  is down) is read again, and a node that restarts resumes from the committed offsets at once.
+
+With the node's ledger integrator in the same process (:meth:`Relay.attach`), the publisher asks
+it for a checkpoint as soon as an envelope waits for one over its step, and is woken whenever
+the log grows (an acknowledgement waits for its record's leaf), instead of finding out at its
+next poll.
 
 Any loop that fails for good stops the relay and sets :attr:`Relay.failure`, which the node's
 health reports (NOT_SERVING with the reason).
@@ -29,7 +35,7 @@ from kafka.structs import OffsetAndMetadata
 
 from hub import telemetry
 from hub.application.hub import HubApplication
-from hub.integrity.integrator import LedgerView
+from hub.integrity.integrator import LedgerIntegrator, LedgerView
 from hub.relay.config import FederationConfig
 from hub.relay.inbound import Inbox
 from hub.relay.outbound import (
@@ -47,6 +53,10 @@ log = logging.getLogger(__name__)
 
 #: Partitions of a node's inbox topic when the relay creates it (per-case order needs keys only).
 INBOX_PARTITIONS = 3
+#: How long the broker may hold a fetch that finds nothing new. A Kafka broker answers at once
+#: when there is data; some Kafka-protocol brokers (Tansu, the test and demo broker) hold the
+#: fetch for up to this long even then, which adds up to it to every hop.
+FETCH_MAX_WAIT_MS = 50
 
 
 class Relay:
@@ -82,7 +92,8 @@ class Relay:
             config,
             signer=signer,
             witness=witness,
-            produce=self.send,
+            produce=self.produce,
+            flush=self.flush,
             fetch_materials=fetch_materials,
         )
         self.inbox = Inbox(
@@ -112,6 +123,26 @@ class Relay:
     def send(self, topic: str, key: bytes, value: bytes) -> None:
         """Produce one message and wait for the broker's acknowledgement (acks=all)."""
         self._producer_now().send(topic, key=key, value=value).get(timeout=15)
+
+    def produce(self, topic: str, key: bytes, value: bytes) -> Any:
+        """Produce one message; returns its future (``get()`` waits for the broker's
+        acknowledgement, acks=all, or raises)."""
+        return self._producer_now().send(topic, key=key, value=value)
+
+    def flush(self) -> None:
+        """Send what the producer holds now (without waiting for its linger)."""
+        self._producer_now().flush(timeout=15)
+
+    def wake(self) -> None:
+        """Make the publisher look at the outbox now."""
+        self._wake.set()
+
+    def attach(self, integrator: LedgerIntegrator) -> None:
+        """Work with the node's ledger integrator, running in this process: ask it for a
+        checkpoint when an envelope waits for one, and look at the outbox whenever it
+        integrated leaves or signed a checkpoint."""
+        self.publisher.want_checkpoint = integrator.request_checkpoint
+        integrator.add_listener(lambda _result: self.wake())
 
     def ensure_topic(self) -> None:
         """Create this node's inbox topic if the broker does not have it."""
@@ -255,6 +286,7 @@ class Relay:
             group_id=f"tongban.{self.origin}",
             enable_auto_commit=False,
             auto_offset_reset="earliest",
+            fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
         )
         partitions: set[int] = set()
         deadline = time.monotonic() + 30
@@ -278,6 +310,7 @@ class Relay:
     def _drain(self, consumer: KafkaConsumer, stop: threading.Event) -> None:
         while not stop.is_set():
             batches = consumer.poll(timeout_ms=500)
+            handled: dict[TopicPartition, OffsetAndMetadata] = {}
             for partition, records in batches.items():
                 for record in records:
                     try:
@@ -290,7 +323,11 @@ class Relay:
                         )
                         time.sleep(1.0)
                         break
-                    consumer.commit({partition: _offset(record.offset + 1)})
+                    handled[partition] = _offset(record.offset + 1)
+            # Once per poll, and only past what was handled: a crash before this commit reads
+            # those messages again, and each is then a duplicate (acknowledged again).
+            if handled:
+                consumer.commit(handled)
             self._wake.set()
 
 

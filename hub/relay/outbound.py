@@ -16,9 +16,12 @@ Rows are queued with the library's tracking record in one transaction (:mod:`hub
 step's leaf and an inclusion proof under this node's latest signed checkpoint, a consistency
 proof from the checkpoint the destination last acknowledged, the applicant sealed to the
 destination (a submission only), all signed with the node's log key. A step whose leaf is not
-yet under a signed checkpoint waits. Envelopes are produced with the idempotent producer and
-``acks=all``, keyed by case id (one partition per case: per-case order), to the destination's
-inbox topic. A row is done only when the destination's signed acknowledgement is stored here;
+yet under a signed checkpoint waits (and the publisher asks the integrator for one). Envelopes
+are produced with the idempotent producer and ``acks=all``, keyed by case id (one partition per
+case: per-case order), to the destination's inbox topic: a round's messages are produced in
+outbox order, then the publisher waits for the broker's acknowledgement of each, and records
+them as sent in one transaction. A row is done only when the destination's signed
+acknowledgement is stored here;
 until then it is sent again, with the same envelope id, every ``resend_after_s`` seconds — so a
 broker that loses its data loses no handoff, and a backlog built while the broker is down drains
 in order when it returns.
@@ -29,6 +32,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 from uuid import NAMESPACE_URL, UUID, uuid5
@@ -58,8 +62,9 @@ from hub.integrity.integrator import LedgerView
 from hub.relay.config import FederationConfig, Peer
 from hub.relay.envelope import seal_personal, sign_ack, sign_envelope
 from hub.relay.store import ACK, ENVELOPE, FETCH, OutboxRow, RelayStore
-from ledger import Signer, parse_note, peek_checkpoint
+from ledger import Leaf, Signer, parse_note, peek_checkpoint
 from ledger.cosignature import Cosigner
+from ledger.storage import StoredCheckpoint
 
 log = logging.getLogger(__name__)
 
@@ -106,27 +111,25 @@ class OutboxProjection:
                 # The files stayed where the hall uploaded them: fetch them from there.
                 fetch_id = uuid5(NAMESPACE_URL, f"tongban:fetch:{record}")
                 rows.append(OutboxRow(FETCH, fetch_id, event.origin, event.target_id, record))
-        elif (
-            isinstance(event, CommandRecord.Recorded)
-            and event.signer_kind == HALL
-            and self._is_case(event.target_id)
-        ):
-            step = (event.originator_id, event.target_id, own, event.last_version)
-            rows += self._own_step(event)
+        elif isinstance(event, CommandRecord.Recorded) and event.signer_kind == HALL:
+            case = self._case_after(event)
+            if case is not None:
+                step = (event.originator_id, event.target_id, own, event.last_version)
+                rows += self._own_step(event, case)
         self.store.enqueue(rows, tracking, step)
 
-    def _is_case(self, aggregate_id: UUID) -> bool:
+    def _case_after(self, record: CommandRecord.Recorded) -> Case | None:
+        """The case as the command left it (None: the command was not a case's)."""
         try:
-            self.app.get_case(aggregate_id, version=1)
+            return self.app.get_case(record.target_id, version=record.last_version)
         except TongbanError:
-            return False
-        return True
+            return None
 
-    def _own_step(self, record: CommandRecord.Recorded) -> list[OutboxRow]:
+    def _own_step(self, record: CommandRecord.Recorded, case: Case) -> list[OutboxRow]:
         """This node's step goes to every other node of the case; a node this step made a
         party first gets every earlier step it has not had."""
         case_id = record.target_id
-        after = case_nodes(self.app.get_case(case_id, version=record.last_version), self.config)
+        after = case_nodes(case, self.config)
         before: set[str] = set()
         if record.first_version > 1:
             before = case_nodes(
@@ -206,7 +209,8 @@ class Publisher:
         *,
         signer: Signer,
         witness: Cosigner,
-        produce: Callable[[str, bytes, bytes], None],
+        produce: Callable[[str, bytes, bytes], Any],
+        flush: Callable[[], None] = lambda: None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         fetch_materials: Callable[[Peer, UUID, Any], Any] | None = None,
     ) -> None:
@@ -218,12 +222,22 @@ class Publisher:
         self.config = config
         self.signer = signer
         self.witness = witness
+        #: Produces one message; returns a future whose ``get(timeout)`` raises if it failed.
         self.produce = produce
+        self.flush = flush
         self.clock = clock
+        #: Called when an envelope waits for a checkpoint over its step (Relay.attach).
+        self.want_checkpoint: Callable[[], None] = lambda: None
 
     def publish_due(self, limit: int = 100) -> int:
-        """Send every row that is due now; returns how many went out."""
-        sent = 0
+        """Send every row that is due now; returns how many went out.
+
+        The round's messages are produced in outbox order (per-case order holds: one partition
+        per case, and the idempotent producer keeps a partition's order), then each broker
+        acknowledgement is awaited; the rows acknowledged are recorded as sent in one
+        transaction, even when a later one failed (whose error is raised then)."""
+        pending: list[tuple[OutboxRow, Any]] = []
+        shared = self._round()
         for row in self.store.due(self.config.resend_after_s, limit):
             peer = self.config.peer_by_origin(row.destination)
             if peer is None:
@@ -232,22 +246,29 @@ class Publisher:
             if row.kind == FETCH:
                 self._fetch(row, peer)
                 continue
-            message = self.message_for(row)
+            message = self._message(row, peer, shared)
             if message is None:
                 continue  # not yet under a signed checkpoint: next round
-            self.produce(peer.inbox_topic, str(row.case_id).encode(), message)
-            self.store.mark_sent(row)
-            if row.kind == ACK:
-                # An acknowledgement is not acknowledged: if it is lost, the sender sends the
-                # envelope again and gets it again (the step is a duplicate by then).
-                self.store.mark_done(ACK, row.envelope_id, "sent")
-            sent += 1
-        return sent
+            key = str(row.case_id).encode()
+            pending.append((row, self.produce(peer.inbox_topic, key, message)))
+        if not pending:
+            return 0
+        sent: list[OutboxRow] = []
+        try:
+            self.flush()
+            for row, future in pending:
+                future.get(timeout=15)
+                sent.append(row)
+        finally:
+            # An acknowledgement is not acknowledged (the store marks it done once sent): if it
+            # is lost, the sender sends the envelope again and gets it again.
+            self.store.mark_sent(sent)
+        return len(sent)
 
     def _fetch(self, row: OutboxRow, peer: Peer) -> None:
         """Fetch a received case's files from ``peer``; tried again later while it cannot be
         reached, done (naming what is missing or altered) once it answered."""
-        self.store.mark_sent(row)
+        self.store.mark_sent([row])
         if self.fetch_materials is None:
             return
         evidence = self.app.peer_step_evidence(row.record_id)
@@ -270,32 +291,53 @@ class Publisher:
         peer = self.config.peer_by_origin(row.destination)
         if peer is None:
             return None
+        return self._message(row, peer, self._round())
+
+    def _message(self, row: OutboxRow, peer: Peer, shared: _Round) -> bytes | None:
         if row.kind == ACK:
             return self._ack(row)
-        return self._envelope(row, peer)
+        return self._envelope(row, peer, shared)
 
     # ------------------------------------------------------------------ envelopes
 
-    def _envelope(self, row: OutboxRow, peer: Peer) -> bytes | None:
-        latest = self.view.read(self.view.tables.latest_checkpoint)
+    def _round(self) -> _Round:
+        """What the envelopes of one round share: our latest signed checkpoint."""
+        return _Round(self.view.read(self.view.tables.latest_checkpoint))
+
+    def _consistency(self, shared: _Round, destination: str) -> tuple[int, tuple[bytes, ...]]:
+        """(from size, proof) of the round's checkpoint from the one ``destination`` last
+        acknowledged (0 and no proof when there is none to give); once per round."""
+        latest = shared.latest
+        assert latest is not None
+        if destination not in shared.consistency:
+            acked = min(self.store.peer(destination).acked_size, latest.size)
+            proof: tuple[bytes, ...] = ()
+            if 0 < acked < latest.size:
+                proof = tuple(
+                    self.view.read(
+                        lambda cursor: self.view.tables.consistency_proof(
+                            cursor, acked, latest.size
+                        )
+                    )
+                )
+            shared.consistency[destination] = (acked if proof else 0, proof)
+        return shared.consistency[destination]
+
+    def _envelope(self, row: OutboxRow, peer: Peer, shared: _Round) -> bytes | None:
+        latest = shared.latest
         if latest is None:
+            self.want_checkpoint()
             return None
-        record = self.app.get_record(row.record_id)
-        if isinstance(record, PeerStep):
-            step, submit = self._forwarded_step(record)
+        created = self.app.record_event(row.record_id)
+        if isinstance(created, PeerStep.Recorded):
+            step, submit = self._forwarded_step(created)
         else:
-            found = self._own_step(record, latest.size)
+            found = self._own_step(created, latest.size, shared)
             if found is None:
+                self.want_checkpoint()
                 return None
             step, submit = found
-        acked = min(self.store.peer(peer.origin).acked_size, latest.size)
-        proof = (
-            self.view.read(
-                lambda cursor: self.view.tables.consistency_proof(cursor, acked, latest.size)
-            )
-            if 0 < acked < latest.size
-            else []
-        )
+        consistency_from, proof = self._consistency(shared, peer.origin)
         body = EnvelopeBody(
             envelope_id=row.envelope_id,
             sender=self.app.policy.origin,
@@ -303,10 +345,10 @@ class Publisher:
             case_id=row.case_id,
             step=step,
             checkpoint=latest.note,
-            consistency_from=acked if 0 < acked < latest.size else 0,
-            consistency_proof=tuple(proof),
+            consistency_from=consistency_from,
+            consistency_proof=proof,
             sent_at=self.clock(),
-            after=self._after(row, peer.origin),
+            after=self._after(row, created.first_version, peer.origin),
         )
         sealed = b""
         if submit:
@@ -315,9 +357,9 @@ class Publisher:
                 sealed = seal_personal(values, peer.encryption_public_key(), row.envelope_id)
         return sign_envelope(build_envelope(body), self.signer, sealed)
 
-    def _after(self, row: OutboxRow, destination: str) -> tuple[tuple[str, int], ...]:
-        """The latest step of each node (but the destination) applied here before this one."""
-        first = self.app.record_first_version(row.record_id)
+    def _after(self, row: OutboxRow, first: int, destination: str) -> tuple[tuple[str, int], ...]:
+        """The latest step of each node (but the destination) applied here before this one,
+        which produced case versions from ``first`` on."""
         latest: dict[str, int] = {}
         for record_id, origin in self.store.steps_of(row.case_id, first - 1):
             if origin == destination or record_id == row.record_id:
@@ -337,19 +379,21 @@ class Publisher:
         leaf = self.view.read(lambda cursor: self.view.tables.leaf_for(cursor, record_id, 1))
         return None if leaf is None else leaf.index
 
-    def _own_step(self, record: Any, size: int) -> tuple[StepBody, bool] | None:
-        leaf = self.view.read(lambda cursor: self.view.tables.leaf_for(cursor, record.id, 1))
-        if leaf is None or leaf.index >= size:
+    def _own_step(
+        self, record: CommandRecord.Recorded, size: int, shared: _Round
+    ) -> tuple[StepBody, bool] | None:
+        def leaf_and_proof(cursor: Any) -> tuple[Leaf, list[bytes]] | None:
+            leaf = self.view.tables.leaf_for(cursor, record.originator_id, 1)
+            if leaf is None or leaf.index >= size:
+                return None
+            return leaf, self.view.tables.inclusion_proof(cursor, leaf.index, size)
+
+        found = self.view.read(leaf_and_proof)  # one read transaction for both
+        if found is None:
             return None
-        proof = self.view.read(
-            lambda cursor: self.view.tables.inclusion_proof(cursor, leaf.index, size)
-        )
+        leaf, proof = found
         command = parse_command(leaf.command)
-        hall_key = next(
-            key
-            for key, _version in self.app.hall_key_versions(command.header.hall_id)
-            if key_id(key) == leaf.key_id
-        )
+        hall_key = self._hall_key(command.header.hall_id, leaf.key_id, shared)
         regions = {
             name: self.app.get_hall(name).region
             for name in hall_names(command.action)
@@ -366,8 +410,17 @@ class Publisher:
         )
         return step, command.action.action_name == "submit"
 
-    def _forwarded_step(self, record: PeerStep) -> tuple[StepBody, bool]:
-        evidence = self.app.peer_step_evidence(record.id)
+    def _hall_key(self, hall_id: str, wanted: str, shared: _Round) -> str:
+        """The public key of ``hall_id`` whose key id is ``wanted`` (looked up once a round)."""
+        if (hall_id, wanted) not in shared.hall_keys:
+            shared.hall_keys[hall_id, wanted] = next(
+                key
+                for key, _version in self.app.hall_key_versions(hall_id)
+                if key_id(key) == wanted
+            )
+        return shared.hall_keys[hall_id, wanted]
+
+    def _forwarded_step(self, evidence: PeerStep.Recorded) -> tuple[StepBody, bool]:
         command = parse_command(evidence.signed_bytes)
         step = StepBody(
             origin=evidence.origin,
@@ -422,6 +475,16 @@ class Publisher:
             cosigned_size=peek_checkpoint(envelope.checkpoint).size,
         )
         return sign_ack(build_ack(body), self.signer)
+
+
+@dataclass
+class _Round:
+    """What the envelopes of one publishing round share, read once: our latest signed
+    checkpoint, the consistency proof to each destination, and the hall keys looked up."""
+
+    latest: StoredCheckpoint | None
+    consistency: dict[str, tuple[int, tuple[bytes, ...]]] = field(default_factory=dict)
+    hall_keys: dict[tuple[str, str], str] = field(default_factory=dict)
 
 
 def refusal(

@@ -258,10 +258,18 @@ class _RelayTables:
             curs.execute(self._sql.all_for, (destination,))
             return [_outbox_row(row) for row in curs.fetchall()]
 
-    def mark_sent(self, row: OutboxRow) -> None:
-        """The row went to the broker now (once more)."""
+    def mark_sent(self, rows: Sequence[OutboxRow]) -> None:
+        """The rows went to the broker now (once more), in one transaction. An acknowledgement
+        row is done then: acknowledgements are not acknowledged (the sender sends its envelope
+        again if one is lost)."""
+        if not rows:
+            return
+        now = time.time()
         with self._cursor(commit=True) as curs:
-            curs.execute(self._sql.sent, (time.time(), row.seq))
+            for row in rows:
+                curs.execute(self._sql.sent, (now, row.seq))
+                if row.kind == ACK:
+                    curs.execute(self._sql.done, (now, "sent", "", ACK, str(row.envelope_id)))
 
     def mark_done(self, kind: str, envelope_id: UUID, outcome: str, reason: str = "") -> bool:
         """The row needs no more sending; False when it was done already (or is unknown)."""
@@ -277,10 +285,14 @@ class _RelayTables:
 
     def peer(self, origin: str) -> PeerCheckpoints:
         """What we know of ``origin``'s checkpoints (zeros for a peer never heard of)."""
-        with self._cursor(commit=True) as curs:
-            curs.execute(self._sql.peer_insert, (origin,))
+        with self._cursor(commit=False) as curs:
             curs.execute(self._sql.peer, (origin,))
             row = curs.fetchone()
+        if row is None:  # the first time: a row of its own (a write), then read it back
+            with self._cursor(commit=True) as curs:
+                curs.execute(self._sql.peer_insert, (origin,))
+                curs.execute(self._sql.peer, (origin,))
+                row = curs.fetchone()
         return PeerCheckpoints(
             origin=row["origin"],
             acked_size=int(row["acked_size"]),
@@ -289,11 +301,17 @@ class _RelayTables:
             seen_note=bytes(row["seen_note"] or b""),
         )
 
-    def record_acked(self, origin: str, size: int) -> None:
-        """``origin`` cosigned our checkpoint of ``size`` (never moves back)."""
+    def mark_acknowledged(
+        self, envelope_id: UUID, outcome: str, reason: str, origin: str, cosigned_size: int
+    ) -> None:
+        """The envelope's acknowledgement is stored (outcome ``stored`` or ``refused``): its
+        row is done and, when ``origin`` cosigned our checkpoint of ``cosigned_size`` (a stored
+        step), that is remembered, in one transaction."""
         with self._cursor(commit=True) as curs:
-            curs.execute(self._sql.peer_insert, (origin,))
-            curs.execute(self._sql.acked, (size, origin, size))
+            curs.execute(self._sql.done, (time.time(), outcome, reason, ENVELOPE, str(envelope_id)))
+            if cosigned_size:
+                curs.execute(self._sql.peer_insert, (origin,))
+                curs.execute(self._sql.acked, (cosigned_size, origin, cosigned_size))
 
     def record_seen(self, origin: str, size: int, root: bytes, note: bytes) -> None:
         """``origin``'s checkpoint of ``size`` verified and consistent with what we saw."""

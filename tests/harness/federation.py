@@ -163,6 +163,7 @@ class Federation:
         integrator = member.node.integrator()
         member.relay = build_relay(member.node.settings, member.node.app)
         assert member.relay is not None
+        member.relay.attach(integrator)
         threads = [
             threading.Thread(target=integrator.run, args=(member.stop,), daemon=True),
             threading.Thread(target=member.relay.run, args=(member.stop,), daemon=True),
