@@ -121,3 +121,22 @@ class StoreMismatch(TongbanError):
     another node's store, a forked log). Raised at start-up or before signing; maps to
     FAILED_PRECONDITION, and the CLI exits with a message saying what happened.
     """
+
+
+class CalendarUnknown(TongbanError):
+    """A working-day count reaches a date beyond the years the official holiday calendar knows.
+
+    The State Council publishes each year's holidays and adjusted working days late in the year
+    before; until the calendar library is updated, no deadline in that year can be computed, and
+    the node says so instead of guessing. Maps to FAILED_PRECONDITION.
+    """
+
+    def __init__(self, day: object, first_year: int, last_year: int) -> None:
+        self.day = str(day)
+        self.first_year = first_year
+        self.last_year = last_year
+        super().__init__(
+            f"the official working-day calendar knows {first_year}-{last_year} only, not "
+            f"{day}: update the chinese-calendar package (the State Council publishes each "
+            "year's holidays late in the year before)"
+        )

@@ -23,6 +23,7 @@ from grpc_status import rpc_status
 from hub.application.cipher import DecryptionError
 from hub.errors import (
     AlreadyExists,
+    CalendarUnknown,
     ConcurrencyConflict,
     ConfigurationError,
     IntegrityViolation,
@@ -56,6 +57,7 @@ STATUS_BY_ERROR: tuple[tuple[type[TongbanError], grpc.StatusCode], ...] = (
     (StorageUnavailable, grpc.StatusCode.UNAVAILABLE),
     (IntegrityViolation, grpc.StatusCode.DATA_LOSS),
     (StoreMismatch, grpc.StatusCode.FAILED_PRECONDITION),
+    (CalendarUnknown, grpc.StatusCode.FAILED_PRECONDITION),
     (ConfigurationError, grpc.StatusCode.INTERNAL),
 )
 

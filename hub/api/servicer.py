@@ -167,6 +167,9 @@ class CaseExchangeServicer:
     def Withdraw(self, request: Any, context: Any) -> Any:  # noqa: N802
         return self._execute("withdraw", request, context)
 
+    def StaffWindow(self, request: Any, context: Any) -> Any:  # noqa: N802
+        return self._execute("staff_window", request, context)
+
     def _execute(
         self, action: str, request: case_exchange_pb2.SignedCommand, context: grpc.ServicerContext
     ) -> case_exchange_pb2.CommandReply:
@@ -178,7 +181,10 @@ class CaseExchangeServicer:
             )
             log_command(action, caller, result)
             return case_exchange_pb2.CommandReply(
-                case_id=str(result.aggregate_id), version=result.version, replayed=result.replayed
+                # A hall's own command (staff_window) acts on no case.
+                case_id="" if action == "staff_window" else str(result.aggregate_id),
+                version=result.version,
+                replayed=result.replayed,
             )
 
         return guard(context, run)
