@@ -140,3 +140,20 @@ class CalendarUnknown(TongbanError):
             f"{day}: update the chinese-calendar package (the State Council publishes each "
             "year's holidays late in the year before)"
         )
+
+
+class ProjectionFailed(TongbanError):
+    """A projection could not apply an event: it stopped there (it never skips one).
+
+    Names the projection and the notification id, so an operator can look at the event, fix the
+    cause and restart (or rebuild) the projection. The node's health turns NOT_SERVING with this
+    message. Maps to UNAVAILABLE for queries that need the projection.
+    """
+
+    def __init__(self, projection: str, notification_id: int, reason: str) -> None:
+        self.projection = projection
+        self.notification_id = notification_id
+        self.reason = reason
+        super().__init__(
+            f"projection {projection!r} stopped at notification {notification_id}: {reason}"
+        )

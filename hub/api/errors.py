@@ -30,6 +30,7 @@ from hub.errors import (
     InvalidInput,
     NotFound,
     PermissionRefused,
+    ProjectionFailed,
     SignatureRefused,
     StorageUnavailable,
     StoreMismatch,
@@ -58,6 +59,7 @@ STATUS_BY_ERROR: tuple[tuple[type[TongbanError], grpc.StatusCode], ...] = (
     (IntegrityViolation, grpc.StatusCode.DATA_LOSS),
     (StoreMismatch, grpc.StatusCode.FAILED_PRECONDITION),
     (CalendarUnknown, grpc.StatusCode.FAILED_PRECONDITION),
+    (ProjectionFailed, grpc.StatusCode.UNAVAILABLE),
     (ConfigurationError, grpc.StatusCode.INTERNAL),
 )
 

@@ -182,6 +182,7 @@ class Case(Aggregate):
             aggregate.clock_started_at = self.timestamp
             aggregate.last_step_at = self.timestamp
             aggregate.window = self.window
+            aggregate.intake_window = self.window
             aggregate.channel = self.channel
 
     class CorrectionRequested(HallEvent):
@@ -471,6 +472,7 @@ class Case(Aggregate):
         self.last_step_at: datetime | None = None
         #: The window that holds the case at its holder (empty: the hall's first window).
         self.window = ""
+        self.intake_window = ""
         self.channel = IntakeChannel.UNSPECIFIED
         self.rectification_opened_at: datetime | None = None
         self.rectification_completed_at: datetime | None = None

@@ -16,25 +16,68 @@ same :func:`warning_due` on the same history, so a recorded warning can always b
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from fractions import Fraction
 
 from hub.domain.case import Case
 from hub.domain.values import WarningKind
 from hub.domain.workdays import Clock, counting_start
+from hub.errors import CalendarUnknown
 
 #: The share of the promised time at which the yellow warning falls due.
 YELLOW_SHARE = Fraction(9, 10)
+
+
+def clock_of(
+    received_at: datetime,
+    pauses: tuple[tuple[datetime, datetime], ...],
+    paused_since: datetime | None,
+    stopped_at: datetime | None,
+) -> Clock:
+    """The supervision clock of a case received at ``received_at`` with these pauses."""
+    every: tuple[tuple[datetime, datetime | None], ...] = tuple(pauses)
+    if paused_since is not None:
+        every = (*every, (paused_since, None))
+    return Clock(counting_start(received_at), every, stopped_at)
 
 
 def case_clock(case: Case) -> Clock | None:
     """The case's supervision clock (None before it was received)."""
     if case.clock_started_at is None:
         return None
-    pauses: tuple[tuple[datetime, datetime | None], ...] = tuple(case.pauses)
-    if case.paused_since is not None:
-        pauses = (*pauses, (case.paused_since, None))
-    return Clock(counting_start(case.clock_started_at), pauses, case.clock_stopped_at)
+    return clock_of(case.clock_started_at, case.pauses, case.paused_since, case.clock_stopped_at)
+
+
+@dataclass(frozen=True)
+class Deadlines:
+    """A case's time marks as far as they are known now."""
+
+    yellow_at: datetime | None  # 90 % of the promised time
+    due_at: datetime | None  # the promised time limit
+    statutory_due_at: datetime | None  # the statutory time limit
+    #: Why a mark is unknown although the clock runs: a year the calendar does not know.
+    calendar_note: str = ""
+
+
+def deadlines(clock: Clock, promised_days: int, statutory_days: int) -> Deadlines:
+    """Each mark of ``clock`` (None where stopped or paused short of it, see Clock.crossing)."""
+    note = ""
+    marks: list[datetime | None] = []
+    for days in (
+        promised_days * YELLOW_SHARE if promised_days > 0 else None,
+        Fraction(promised_days),
+        Fraction(statutory_days),
+    ):
+        if days is None:
+            marks.append(None)
+            continue
+        try:
+            marks.append(clock.crossing(days))
+        except CalendarUnknown as error:
+            note = note or str(error)
+            marks.append(None)
+    return Deadlines(marks[0], marks[1], marks[2], note)
 
 
 def rectification_clock(case: Case) -> Clock | None:
@@ -69,4 +112,12 @@ def warning_due(case: Case, kind: WarningKind) -> datetime | None:
     return clock.crossing(Fraction(case.promised_days))
 
 
-__all__ = ["YELLOW_SHARE", "case_clock", "rectification_clock", "warning_due"]
+__all__ = [
+    "YELLOW_SHARE",
+    "Deadlines",
+    "case_clock",
+    "clock_of",
+    "deadlines",
+    "rectification_clock",
+    "warning_due",
+]
