@@ -45,6 +45,7 @@ from hub.domain.node import Node
 from hub.domain.regions import RegionRegistry
 from hub.errors import ConfigurationError, StorageUnavailable, StoreMismatch
 from hub.integrity.integrator import HeadGuard, LedgerIntegrator, open_ledger_view
+from hub.projections.node import Projections, open_projections
 from hub.settings import Settings
 from ledger import LedgerError, Signer
 from ledger.cosignature import Cosigner
@@ -418,6 +419,11 @@ def build_integrator(settings: Settings, app: HubApplication) -> LedgerIntegrato
         checkpoint_every=settings.checkpoint_every,
         checkpoint_interval=settings.checkpoint_interval_ms / 1000,
     )
+
+
+def open_node_projections(settings: Settings, app: HubApplication) -> Projections:
+    """The node's projections (queues, supervision, statistics) over ``app``'s log."""
+    return open_projections(app, node_region=settings.node_region)
 
 
 def admin_signer(

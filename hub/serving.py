@@ -7,8 +7,11 @@ Processes (``--processes N``, default: the CPU count)::
                  creates the tables once, starts the others, prints the port line when all are
                  ready, serves /metrics for all of them, and stops them all on SIGTERM/SIGINT —
                  or, exiting non-zero, when one of them dies
-    follower     the ledger integrator (woken by the store's notifications on PostgreSQL); when
-                 it must stop for good, every server's health turns NOT_SERVING with the reason
+    follower     the ledger integrator, the projections (queues, supervision, statistics) and
+                 the 电子监察 supervisor, each woken by the store's notifications on PostgreSQL;
+                 when the integrator must stop for good, every server's health turns NOT_SERVING
+                 with the reason; when a projection stops, the Supervision service and the
+                 ``tongban.projections`` health entry do, and queries answer UNAVAILABLE with it
     N servers    ``grpc.aio`` servers on one port (SO_REUSEPORT: the kernel spreads connections
                  over them), each with its own application and connections
 
@@ -38,6 +41,9 @@ from hub.settings import Settings
 
 log = logging.getLogger("tongban.serve")
 
+#: The health entry of the projections (NOT_SERVING when one stopped; the node still serves).
+PROJECTIONS_HEALTH = "tongban.projections"
+
 #: How long a child may take to get ready before the node gives up.
 STARTUP_SECONDS = 60.0
 _REASON_BYTES = 4096
@@ -58,10 +64,13 @@ class ServeOptions:
 
 @dataclass
 class _Shared:
-    """What the processes share: the follower's failure, which turns every server NOT_SERVING."""
+    """What the processes share: the follower's failure, which turns every server NOT_SERVING,
+    and the projections' failure, which the servers' queries report."""
 
     failed: Any  # multiprocessing.Event
     reason: Any  # multiprocessing.Array of bytes
+    projections_failed: Any = None  # multiprocessing.Event
+    projections_reason: Any = None  # multiprocessing.Array of bytes
 
     def fail(self, reason: str) -> None:
         data = reason.encode("utf-8")[: _REASON_BYTES - 1]
@@ -70,6 +79,16 @@ class _Shared:
 
     def why(self) -> str:
         return bytes(self.reason.value).decode("utf-8", errors="replace")
+
+    def fail_projections(self, reason: str) -> None:
+        if not self.projections_failed.is_set():
+            self.projections_reason.value = reason.encode("utf-8")[: _REASON_BYTES - 1]
+            self.projections_failed.set()
+
+    def projections_why(self) -> str | None:
+        if not self.projections_failed.is_set():
+            return None
+        return bytes(self.projections_reason.value).decode("utf-8", errors="replace")
 
 
 def serve(settings: Settings, options: ServeOptions) -> int:
@@ -87,7 +106,12 @@ def serve(settings: Settings, options: ServeOptions) -> int:
     metrics_dir = tempfile.mkdtemp(prefix="tongban-metrics-")
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
     context = multiprocessing.get_context("spawn")
-    shared = _Shared(context.Event(), context.Array("c", _REASON_BYTES))
+    shared = _Shared(
+        context.Event(),
+        context.Array("c", _REASON_BYTES),
+        context.Event(),
+        context.Array("c", _REASON_BYTES),
+    )
     children: list[tuple[str, Any, Connection]] = []
 
     def start(name: str, target: Callable[..., None], *args: Any) -> None:
@@ -118,13 +142,18 @@ def serve(settings: Settings, options: ServeOptions) -> int:
 def _preflight(settings: Settings, options: ServeOptions) -> None:
     """Everything that can fail at start-up, checked once, before any process starts."""
     from hub.api.server import TLSFiles
-    from hub.bootstrap import build_application, build_integrator
+    from hub.bootstrap import build_application, build_integrator, open_node_projections
 
     if not options.insecure:
         TLSFiles.in_directory(settings.pki_dir).server_credentials()  # names a missing file
     app = build_application(settings)  # the store, the keys, the tables (created once, here)
     try:
         build_integrator(settings, app)  # the log against the last checkpoint signed
+        projections = open_node_projections(settings, app)
+        try:
+            projections.create_tables()
+        finally:
+            projections.close()
     finally:
         app.close()
 
@@ -311,12 +340,30 @@ async def _serve_async(
     shared: _Shared,
     stop: asyncio.Event,
 ) -> None:
+    from grpc_health.v1 import health_pb2
+
     from hub.api.audit import add_audit_service
     from hub.api.server import NodeServer, TLSFiles
+    from hub.api.supervision import (
+        SUPERVISION,
+        ChangeFeed,
+        ProjectionAccess,
+        QueueQueries,
+        add_supervision_service,
+    )
     from hub.bootstrap import build_application
     from hub.integrity.integrator import open_ledger_view
+    from hub.projections.queries import Names
+    from hub.projections.store import open_projection_store
 
     app = build_application(settings, create_tables=False)
+    access = ProjectionAccess(
+        open_projection_store(app),
+        Names(app.regions, app.catalogue),
+        shared.projections_why,
+        ChangeFeed(settings.database_url),
+        app.clock,
+    )
     try:
         view = open_ledger_view(app)
 
@@ -331,11 +378,17 @@ async def _serve_async(
             tls=None if options.insecure else TLSFiles.in_directory(settings.pki_dir),
             max_workers=options.workers,
             max_streams=options.max_streams,
-            extra_services=[add_audit_service(app, view)],
+            extra_services=[
+                add_audit_service(app, view),
+                add_supervision_service(app, access, settings.node_region),
+            ],
             leaf_index=leaf_index,
             reuse_port=True,
+            queue=lambda authenticate: QueueQueries(app, access, authenticate),
         )
         await node.start()
+        await node.health.set(PROJECTIONS_HEALTH, health_pb2.HealthCheckResponse.SERVING)
+        access.feed.start()
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, stop.set)
@@ -344,37 +397,68 @@ async def _serve_async(
             shared.failed.wait()
             node.not_serving(shared.why())
 
+        def watch_projections() -> None:
+            shared.projections_failed.wait()
+            reason = shared.projections_why() or ""
+            node.services_not_serving([SUPERVISION.full_name, PROJECTIONS_HEALTH], reason)
+
         threading.Thread(target=watch_follower, name="follower-watch", daemon=True).start()
+        threading.Thread(target=watch_projections, name="projections-watch", daemon=True).start()
         _settle_heap()
         lifeline.send(("ready", os.getpid()))
         await stop.wait()
         await node.stop(options.grace)
     finally:
+        access.feed.stop()
+        access.store.close()
         app.close()
 
 
 def _follower_main(settings: Settings, lifeline: Connection, shared: _Shared) -> None:
-    """The ledger integrator's process."""
+    """The followers' process: the ledger integrator, the projections and the supervisor."""
     stop = threading.Event()
     _child_setup(settings, lifeline, stop.set)
     signal.signal(signal.SIGTERM, lambda _s, _f: stop.set())
     signal.signal(signal.SIGINT, lambda _s, _f: stop.set())
-    from hub.bootstrap import build_application, build_integrator
+    from hub.bootstrap import build_application, build_integrator, open_node_projections
+    from hub.projections.supervisor import Supervisor
 
     try:
         app = build_application(settings, create_tables=False)
         integrator = build_integrator(settings, app)
+        projections = open_node_projections(settings, app)
     except TongbanError as error:
         _report_error(lifeline, error)
         raise SystemExit(2) from None
+    moved = threading.Event()
+    threads = []
+    for runner in projections.runners.values():
+
+        def follow(runner: Any = runner) -> None:
+            runner.run(stop)
+            if runner.failure is not None:
+                shared.fail_projections(str(runner.failure))
+
+        threads.append(threading.Thread(target=follow, name=runner.name, daemon=True))
+    projections.runner("cases").on_advance = lambda _position: moved.set()
+    supervisor = Supervisor(app, projections.store)
+    threads.append(
+        threading.Thread(target=supervisor.run, args=(stop, moved), name="supervisor", daemon=True)
+    )
     try:
         _settle_heap()
+        for thread in threads:
+            thread.start()
         lifeline.send(("ready", os.getpid()))
         integrator.run(stop)
         if integrator.failure is not None:
             shared.fail(integrator.failure)
             stop.wait()  # stay up (idle), so the node keeps answering and says why in health
     finally:
+        stop.set()
+        for thread in threads:
+            thread.join(timeout=5)
+        projections.close()
         app.close()
 
 

@@ -181,6 +181,7 @@ class HubApplication(Application[UUID]):
     """A node's event-sourced application."""
 
     name = "Tongban"
+    policy: NodePolicy
 
     def __init__(
         self,

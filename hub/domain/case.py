@@ -693,9 +693,7 @@ class Case(Aggregate):
         """好差评; a 差评 opens a rectification due in ``rectification_days`` working days."""
         self._require_holder_or_intake(actor)
         self._check("rate", actor, holder_only=False)
-        self.trigger_event(
-            self.Rated, actor=actor, rating=rating, comment=comment, channel=channel
-        )
+        self.trigger_event(self.Rated, actor=actor, rating=rating, comment=comment, channel=channel)
         if rating.is_bad:
             self.trigger_event(
                 self.RectificationOpened, actor=actor, deadline_days=rectification_days

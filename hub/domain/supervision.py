@@ -6,9 +6,10 @@ Three marks, each a :class:`~hub.domain.values.WarningKind`:
 * RED (红牌) when the promised time limit is over;
 * RECTIFICATION_OVERDUE when a 差评's rectification (整改) is not done by its deadline.
 
-Time is counted in official working days (:mod:`hub.domain.workdays`) from the business time the
-applicant was received, without the days the clock was paused (一次性告知 until 补正, 特别程序), until
-the case ends. The rectification clock counts its deadline from the business time of the 差评.
+Time is counted in official working days (:mod:`hub.domain.workdays`) from the business
+time the applicant was received, without the days the clock was paused (一次性告知 until
+补正, 特别程序), until the case ends. The rectification clock counts its deadline from the
+business time of the 差评.
 
 The node's supervisor and anyone checking its log (the integrator's gate, the auditor) call the
 same :func:`warning_due` on the same history, so a recorded warning can always be re-derived.

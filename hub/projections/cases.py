@@ -154,7 +154,7 @@ TOPICS = _event_topics(Case, Hall)
 class CasesProjection(ViewProjection):
     """Case state, queues, clocks, warnings, ratings, halls (see the module docstring)."""
 
-    name: ClassVar[str] = "cases"
+    name = "cases"
     topics: tuple[str, ...] = TOPICS
     tables: ClassVar[tuple[str, ...]] = (
         "projection_cases",
@@ -291,7 +291,8 @@ class CasesProjection(ViewProjection):
 
     def _row(self, case: Case, position: int) -> tuple[Any, ...]:
         clock = case_clock(case)
-        assert clock is not None and case.clock_started_at is not None
+        assert clock is not None
+        assert case.clock_started_at is not None
         marks = deadlines(clock, case.promised_days, case.statutory_days)
         concluded = case.state in CONCLUDED_STATES
         on_time = None

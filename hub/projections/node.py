@@ -1,9 +1,9 @@
 """A node's projections, put together: their store, their runners, their tables.
 
-    projections = open_projections(app, node_region="43")
-    projections.create_tables()       # once, at start-up
-    projections.catch_up()            # or: runner.run(stop) in the follower process
-    projections.runner("cases").rebuild(progress)
+projections = open_projections(app, node_region="43")
+projections.create_tables()       # once, at start-up
+projections.catch_up()            # or: runner.run(stop) in the follower process
+projections.runner("cases").rebuild(progress)
 """
 
 from __future__ import annotations

@@ -195,9 +195,7 @@ def _case_rows(store: ProjectionStore, where: str, params: list[Any], limit: int
         )
         rows = [CaseRow(*row) for row in cursor.fetchall()]
         kinds = _warnings_of(cursor, store, [row.case_id for row in rows])
-        return [
-            _with_warnings(row, kinds.get(row.case_id, [])) for row in rows
-        ]
+        return [_with_warnings(row, kinds.get(row.case_id, [])) for row in rows]
 
     return read
 
@@ -218,9 +216,7 @@ class CaseFilter:
     item_code: str = ""
 
 
-def _filters(
-    where: list[str], params: list[Any], wanted: CaseFilter, as_of: datetime
-) -> None:
+def _filters(where: list[str], params: list[Any], wanted: CaseFilter, as_of: datetime) -> None:
     now = _text(as_of)
     if wanted.states:
         where.append(f"state IN ({', '.join(['%s'] * len(wanted.states))})")
@@ -299,7 +295,7 @@ def queue(
     as_of: datetime,
     window: str = "",
     operator: str = "",
-    wanted: CaseFilter = CaseFilter(),  # noqa: B008 - frozen, never mutated
+    wanted: CaseFilter = CaseFilter(),
     page_size: int = 0,
     page_token: str = "",
 ) -> Page:
@@ -352,7 +348,7 @@ def cases(
     region: str,
     as_of: datetime,
     hall_id: str = "",
-    wanted: CaseFilter = CaseFilter(),  # noqa: B008 - frozen, never mutated
+    wanted: CaseFilter = CaseFilter(),
     page_size: int = 0,
     page_token: str = "",
 ) -> Page:
@@ -454,9 +450,7 @@ def warnings(
         return list(cursor.fetchall())
 
     rows = store.read(read)
-    entries = [
-        WarningRow(r[0], WarningKind[r[1]], _time(r[2]), _time(r[3]), *r[4:]) for r in rows
-    ]
+    entries = [WarningRow(r[0], WarningKind[r[1]], _time(r[2]), _time(r[3]), *r[4:]) for r in rows]
     token = ""
     if len(entries) > limit:
         entries = entries[:limit]
@@ -535,9 +529,24 @@ def ratings(
     rows = store.read(read)
     entries = [
         RatingRow(
-            r[0], r[1], r[2], _time(r[3]), r[4], r[5], r[6], r[7], r[8], r[9], bool(r[10]),
-            bool(r[11]), from_iso(r[12]), from_iso(r[13]), r[14] or "", r[15] or "", r[16],
-        )  # fmt: skip
+            r[0],
+            r[1],
+            r[2],
+            _time(r[3]),
+            r[4],
+            r[5],
+            r[6],
+            r[7],
+            r[8],
+            r[9],
+            bool(r[10]),
+            bool(r[11]),
+            from_iso(r[12]),
+            from_iso(r[13]),
+            r[14] or "",
+            r[15] or "",
+            r[16],
+        )
         for r in rows
     ]
     token = ""
@@ -777,16 +786,20 @@ def rank_windows(
         hall_id, window = row.key.split("/", 1)
         figures = row.figures
         volume = Fraction(figures["received"], busiest) if busiest else Fraction(0)
-        score = (
-            0.4 * float(volume) + 0.3 * figures.on_time_rate + 0.3 * figures.satisfaction_rate
-        )
+        score = 0.4 * float(volume) + 0.3 * figures.on_time_rate + 0.3 * figures.satisfaction_rate
         ranked.append((score, figures["received"], hall_id, window, figures))
     ranked.sort(key=lambda entry: (-entry[0], -entry[1], entry[2], entry[3]))
     return [
         WindowRank(
-            number, hall_id, known.get(hall_id, (hall_id, "", ()))[0], window,
-            figures["received"], figures.on_time_rate, figures.satisfaction_rate, round(score, 4),
-        )  # fmt: skip
+            number,
+            hall_id,
+            known.get(hall_id, (hall_id, "", ()))[0],
+            window,
+            figures["received"],
+            figures.on_time_rate,
+            figures.satisfaction_rate,
+            round(score, 4),
+        )
         for number, (score, _received, hall_id, window, figures) in enumerate(
             ranked[: limit or 10], start=1
         )

@@ -27,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
+import typing
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
@@ -69,7 +70,7 @@ class CaseHistories:
             case = None
             for stored in self._load(case_id, version - 1):
                 case = stored.mutate(case)
-        case = event.mutate(case)
+        case = typing.cast(Case, event.mutate(case))
         self._cases[case_id] = case
         self._cases.move_to_end(case_id)
         while len(self._cases) > self._size:
@@ -81,19 +82,21 @@ class CaseHistories:
         self._cases.clear()
 
 
-class ViewProjection(Projection[ProjectionStore]):
+class ViewProjection(Projection[Any]):
     """A projection into tables: :meth:`process_event` per event inside a batch's transaction.
 
     Subclasses name their tables and write their rows through ``self.cursor`` (valid between
     :meth:`start_batch` and :meth:`finish_batch`).
     """
 
-    name: ClassVar[str] = ""
+    name = ""
     #: The projection's tables (dropped and created again by a rebuild).
     tables: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, view: ProjectionStore) -> None:
         super().__init__(view)
+        #: Where the projection's rows and tracking record are written.
+        self.store = view
         self.dialect: Dialect = view.dialect
         self._cursor: Cursor | None = None
 
@@ -143,7 +146,7 @@ class ProjectionRunner:
         mapper: Mapper[Any] | None = None,
     ) -> None:
         self.projection = projection
-        self.store = projection.view
+        self.store = projection.store
         self.recorder = recorder
         self.batch_size = batch_size
         self.mapper = mapper or event_mapper()
@@ -212,9 +215,7 @@ class ProjectionRunner:
         for notification in notifications:
             try:
                 event = self.mapper.to_domain_event(notification)
-                self.projection.process_event(
-                    event, Tracking(self.tracking_name, notification.id)
-                )
+                self.projection.process_event(event, Tracking(self.tracking_name, notification.id))
             except Exception as error:
                 raise _EventFailed(notification.id, error) from error
         self.projection.finish_batch()

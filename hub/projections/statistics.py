@@ -81,7 +81,7 @@ _CHANNEL_COUNTER = {
 class StatisticsProjection(ViewProjection):
     """Daily counters per hall, window, region and item (see the module docstring)."""
 
-    name: ClassVar[str] = "statistics"
+    name = "statistics"
     topics: tuple[str, ...] = _event_topics(Case)
     tables: ClassVar[tuple[str, ...]] = ("projection_stats_daily",)
 

@@ -73,11 +73,7 @@ class Supervisor:
                 found += [(row[0], kind) for row in cursor.fetchall()]
             return found
 
-        return [
-            entry
-            for entry in self.store.read(read)
-            if self._later.get(entry, now) <= now
-        ]
+        return [entry for entry in self.store.read(read) if self._later.get(entry, now) <= now]
 
     def next_due(self, now: datetime) -> datetime | None:
         """The next mark after ``now`` with no warning yet (None: nothing pending)."""

@@ -185,7 +185,9 @@ def test_the_supervisor_records_each_warning_once_and_the_gate_checks_it(
     assert [(w.case_id, w.kind) for w in warned] == [
         (ids["A"], WarningKind.RED), (ids["A"], WarningKind.YELLOW)
     ]  # fmt: skip
-    assert warned[0].due_at == cst(2026, 3, 14) and warned[0].recorded_at == cst(2026, 3, 14, 0, 0, 5)
+    assert warned[0].due_at == cst(2026, 3, 14) and warned[0].recorded_at == cst(
+        2026, 3, 14, 0, 0, 5
+    )
     case = story.app.get_case(UUID(ids["A"]))
     assert case.warnings == (WarningKind.YELLOW, WarningKind.RED)
     # Each warning passes the ledger's gate and the auditor's check with public keys only.
@@ -274,6 +276,7 @@ def _tables(projections: Projections) -> dict[str, list[tuple[Any, ...]]]:
     contents = {}
     for runner in projections.runners.values():
         for table in runner.projection.tables:
+
             def read(cursor: Any, table: str = table) -> list[tuple[Any, ...]]:
                 cursor.execute(f"SELECT * FROM {table}")
                 return sorted(tuple(row) for row in cursor.fetchall())

@@ -99,9 +99,7 @@ def test_a_warning_recorded_before_the_case_was_due_is_refused(story: Supervisio
     case = _case(story)
     # The right instant, but recorded a day early: the case was not overdue yet.
     _forge(story, case, WarningKind.RED, cst(2026, 3, 17), cst(2026, 3, 16, 0, 1))
-    assert "recorded at 2026-03-16T00:01:00+08:00, before the case was due" in str(
-        _refused(story)
-    )
+    assert "recorded at 2026-03-16T00:01:00+08:00, before the case was due" in str(_refused(story))
 
 
 def test_a_warning_for_a_case_concluded_in_time_is_refused(story: SupervisionStory) -> None:
@@ -112,9 +110,7 @@ def test_a_warning_for_a_case_concluded_in_time_is_refused(story: SupervisionSto
                            ("conclude", {})]:  # fmt: skip
         story.run("county", action, cst(2026, 3, 10, 9), case_id=str(case), **fields)
     _forge(story, case, WarningKind.RED, cst(2026, 3, 24), cst(2026, 3, 25))
-    assert "a RED warning for a case whose history never reaches that mark" in str(
-        _refused(story)
-    )
+    assert "a RED warning for a case whose history never reaches that mark" in str(_refused(story))
 
 
 def test_a_second_warning_of_a_kind_is_refused(story: SupervisionStory) -> None:
