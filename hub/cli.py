@@ -210,7 +210,16 @@ def _pki_issue(args: argparse.Namespace) -> int:
     from hub.pki import Role, load_ca
 
     directory = Path(args.dir) if args.dir else Settings.from_env().pki_dir
-    issued = load_ca(directory).issue(Role(args.role), args.name, valid_days=args.valid_days)
+    name = args.name
+    if args.role == "supervisor":
+        from hub.domain.regions import RegionCode
+
+        if not args.region:
+            raise UsageError("--role supervisor needs --region CODE (the region it supervises)")
+        name = f"{name}.{RegionCode.parse(args.region, '--region').short}"
+    elif args.region:
+        raise UsageError("--region is for --role supervisor only")
+    issued = load_ca(directory).issue(Role(args.role), name, valid_days=args.valid_days)
     certificate, key = issued.write(Path(args.out))
     print(f"{issued.identity}: {certificate} (key {key})")
     return 0
@@ -704,7 +713,12 @@ def build_parser() -> argparse.ArgumentParser:
     pki_init.set_defaults(run=_pki_init)
     issue = _command(pki_commands, "issue", "issue a hall/auditor/peer/admin certificate")
     issue.add_argument("--dir", help="the CA directory (default as for init)")
-    issue.add_argument("--role", required=True, choices=["hall", "auditor", "peer", "admin"])
+    issue.add_argument(
+        "--role", required=True, choices=["hall", "auditor", "peer", "admin", "supervisor"]
+    )
+    issue.add_argument(
+        "--region", help="the region a supervisor supervises (its certificate name ends with it)"
+    )
     issue.add_argument("--name", required=True, help="hall id, auditor or peer name")
     issue.add_argument("--out", required=True, help="directory for NAME.pem and NAME.key")
     issue.add_argument("--valid-days", type=int, default=365)

@@ -298,39 +298,55 @@ class QueueQueries:
                 entry=queue_entry(row, hall_id, now), snapshot=True, position=position
             )
         yield case_exchange_pb2.QueueUpdate(snapshot_done=True, position=position)
+        by_operator = bool(operator) and not window
+        served = await self._served(hall_id, operator) if by_operator else None
         while True:
             await self.access.feed.wait()
             self.access.check()
+            now = self.access.clock()
+            if by_operator:
+                serving = await self._served(hall_id, operator)
+                if serving != served:
+                    # The AB posts changed: the operator's windows are others now.
+                    served = serving
+                    rows, listed_at = await loop.run_in_executor(self._reads, listing)
+                    position = max(position, listed_at)
+                    listed = {row.case_id for row in rows}
+                    for case_id in sorted(known - listed):
+                        yield _removed(case_id, position)
+                    for row in rows:
+                        if row.case_id not in known:
+                            yield case_exchange_pb2.QueueUpdate(
+                                entry=queue_entry(row, hall_id, now), position=position
+                            )
+                    known = listed
+                    continue
             changed = await loop.run_in_executor(
                 self._reads, queries.changed_since, store, hall_id, position, set(known)
             )
-            if not changed:
-                continue
-            served = None
-            if operator and not window:
-                served = set(
-                    await loop.run_in_executor(
-                        self._reads, queries.windows_served, store, hall_id, operator
-                    )
-                )
-            now = self.access.clock()
             for row in changed:
                 position = max(position, row.position)
-                belongs = queries.in_queue(row, hall_id) and _at_windows(
-                    row, hall_id, window, served
-                )
-                if belongs:
+                if queries.in_queue(row, hall_id) and _at_windows(row, hall_id, window, served):
                     known.add(row.case_id)
                     yield case_exchange_pb2.QueueUpdate(
                         entry=queue_entry(row, hall_id, now), position=row.position
                     )
                 elif row.case_id in known:
                     known.discard(row.case_id)
-                    yield case_exchange_pb2.QueueUpdate(
-                        entry=case_exchange_pb2.QueueEntry(case_id=row.case_id),
-                        removed=True,
-                        position=row.position,
-                    )
+                    yield _removed(row.case_id, row.position)
+
+    async def _served(self, hall_id: str, operator: str) -> set[str]:
+        loop = asyncio.get_running_loop()
+        windows = await loop.run_in_executor(
+            self._reads, queries.windows_served, self.access.store, hall_id, operator
+        )
+        return set(windows)
+
+
+def _removed(case_id: str, position: int) -> case_exchange_pb2.QueueUpdate:
+    return case_exchange_pb2.QueueUpdate(
+        entry=case_exchange_pb2.QueueEntry(case_id=case_id), removed=True, position=position
+    )
 
 
 def _at_windows(row: CaseRow, hall_id: str, window: str, served: set[str] | None) -> bool:
@@ -497,10 +513,15 @@ class SupervisionServicer:
         return guard(context, run)
 
 
+#: Counters whose wire name says more than the column's.
+_FIGURE_FIELDS = {"on_time": "concluded_on_time", "bad": "bad_ratings"}
+
+
 def figures_to_proto(figures: queries.Figures) -> supervision_pb2.Figures:
     """Counters and rates on the wire."""
+    counts = {_FIGURE_FIELDS.get(name, name): value for name, value in figures.counts.items()}
     return supervision_pb2.Figures(
-        **figures.counts,
+        **counts,
         on_time_rate=figures.on_time_rate,
         satisfaction_rate=figures.satisfaction_rate,
         active_rating_rate=figures.active_rating_rate,

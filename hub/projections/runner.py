@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import sqlite3
 import threading
 import typing
 from collections import OrderedDict
@@ -33,7 +34,14 @@ from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 from uuid import UUID
 
-from eventsourcing.persistence import Mapper, Notification, Tracking
+import psycopg
+from eventsourcing.persistence import (
+    InterfaceError,
+    Mapper,
+    Notification,
+    OperationalError,
+    Tracking,
+)
 from eventsourcing.projection import Projection
 
 from hub import telemetry
@@ -184,22 +192,37 @@ class ProjectionRunner:
             return 0
         try:
             self._commit(expected, notifications)
-        except _EventFailed as failed:
-            self.projection.forget()
-            done = [n for n in notifications if n.id < failed.notification_id]
-            if done:
-                self._commit(expected, done)
-            self.failure = ProjectionFailed(self.name, failed.notification_id, failed.reason)
-            raise self.failure from failed.error
         except _Moved:
             self.projection.forget()
             return 0
-        except BaseException:
+        except Exception as error:
             self.projection.forget()
-            raise
+            if transient(error):
+                raise
+            self._find_failure(expected, notifications)
         if self.on_advance is not None:
             self.on_advance(notifications[-1].id)
         return len(notifications)
+
+    def _find_failure(self, expected: int, notifications: list[Notification]) -> None:
+        """Apply a failed batch one event per transaction: commit the events before the one
+        that fails, then stop there (ProjectionFailed)."""
+        position = expected
+        for notification in notifications:
+            try:
+                self._commit(position, [notification])
+            except Exception as error:
+                self.projection.forget()
+                if transient(error) or isinstance(error, _Moved):
+                    raise
+                cause = error.error if isinstance(error, _EventFailed) else error
+                self.failure = ProjectionFailed(
+                    self.name, notification.id, f"{type(cause).__name__}: {cause}"
+                )
+                raise self.failure from cause
+            position = notification.id
+            if self.on_advance is not None:
+                self.on_advance(position)
 
     def _commit(self, expected: int, notifications: list[Notification]) -> None:
         def work(cursor: Cursor) -> None:
@@ -217,6 +240,8 @@ class ProjectionRunner:
                 event = self.mapper.to_domain_event(notification)
                 self.projection.process_event(event, Tracking(self.tracking_name, notification.id))
             except Exception as error:
+                if transient(error):
+                    raise
                 raise _EventFailed(notification.id, error) from error
         self.projection.finish_batch()
 
@@ -351,6 +376,17 @@ class ProjectionRunner:
             except Exception:  # the metric is best effort
                 lag = 0
         telemetry.FOLLOWER_LAG.labels(self.name).set(lag)
+
+
+def transient(error: BaseException) -> bool:
+    """Whether ``error`` means the store was unreachable or busy (retry), rather than an event
+    the projection cannot apply (stop)."""
+    if isinstance(error, _EventFailed):
+        return False
+    return isinstance(
+        error,
+        OperationalError | InterfaceError | sqlite3.OperationalError | psycopg.OperationalError,
+    )
 
 
 class _Moved(Exception):

@@ -109,11 +109,17 @@ class NodeProcess:
             raise RuntimeError(f"tongban {' '.join(args)} failed:\n{result.stderr}")
         return result.stdout
 
-    def issue(self, role: str, name: str, *, valid_days: int = 365) -> tuple[Path, Path]:
-        """Issue a certificate of ``role``; returns (certificate, key) paths."""
+    def issue(
+        self, role: str, name: str, *, valid_days: int = 365, region: str = ""
+    ) -> tuple[Path, Path]:
+        """Issue a certificate of ``role`` (a supervisor's for ``region``); returns (certificate,
+        key) paths."""
         out = self.directory / "certs"
         self.run("pki", "issue", "--role", role, "--name", name, "--out", str(out),
-                 "--valid-days", str(valid_days))  # fmt: skip
+                 "--valid-days", str(valid_days),
+                 *(("--region", region) if region else ()))  # fmt: skip
+        if region:
+            name = f"{name}.{region}"
         return out / f"{name}.pem", out / f"{name}.key"
 
     def add_hall(self, hall_id: str, region: str, name: str = "") -> HallFiles:
