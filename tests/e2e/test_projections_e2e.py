@@ -170,9 +170,7 @@ def test_a_deferred_village_case_is_warned_yellow_and_red_and_the_log_still_veri
     with _client(node, VILLAGE[0]) as client:
         case = str(client.send_signed("submit", signed).case_id)
     red = common_pb2.WARNING_KIND_RED
-    warned = _until(
-        watch, lambda u: u.entry.case_id == case and red in u.entry.warnings
-    )
+    warned = _until(watch, lambda u: u.entry.case_id == case and red in u.entry.warnings)
     assert common_pb2.WARNING_KIND_YELLOW in warned.entry.warnings and warned.entry.overdue
     assert warned.entry.received_at.ToDatetime(tzinfo=UTC) == taken.replace(
         microsecond=taken.microsecond
