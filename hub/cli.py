@@ -513,7 +513,9 @@ def _views(args: argparse.Namespace) -> int:
         projections.catch_up()
         store = projections.store
         as_of = _as_of(getattr(args, "as_of", None), app)
-        region = getattr(args, "region", None) or settings.node_region
+        region = app.regions.validate(
+            getattr(args, "region", None) or settings.node_region, "--region"
+        ).short
         wanted = CaseFilter(
             states=tuple(CaseState[s] for s in getattr(args, "state", None) or ()),
             overdue=getattr(args, "overdue", False),

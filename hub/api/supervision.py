@@ -373,6 +373,7 @@ class SupervisionServicer:
 
     def _region(self, context: Any, requested: str) -> str:
         region = _region_scope(Caller(self.authenticate(context)), requested, self.node_region)
+        self.app.regions.validate(region, "region")  # a code the registry knows
         self.access.check()
         return region
 
