@@ -283,6 +283,7 @@ def _policy(settings: Settings) -> NodePolicy:
         region=settings.node_region,
         clock_window=timedelta(seconds=settings.clock_window_s),
         deferred_max_age=timedelta(days=settings.deferred_max_age_days),
+        rectification_days=settings.rectification_days,
     )
 
 

@@ -190,6 +190,7 @@ def _serve(args: argparse.Namespace) -> int:
             processes=args.processes or settings.processes or os.cpu_count() or 1,
             grace=args.grace,
             metrics_listen=args.metrics or settings.metrics_listen,
+            web_listen=args.web or settings.web_listen,
         ),
     )
 
@@ -945,6 +946,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument(
         "--metrics", help="host:port of /metrics (default TONGBAN_METRICS_LISTEN, 127.0.0.1:0)"
+    )
+    serve.add_argument(
+        "--web", help="host:port of the dashboard and public screens (default TONGBAN_WEB_LISTEN)"
     )
     serve.add_argument("--grace", type=float, default=5.0, help="seconds to finish on shutdown")
     serve.set_defaults(run=_serve)

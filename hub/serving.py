@@ -14,6 +14,8 @@ Processes (``--processes N``, default: the CPU count)::
                  ``tongban.projections`` health entry do, and queries answer UNAVAILABLE with it
     N servers    ``grpc.aio`` servers on one port (SO_REUSEPORT: the kernel spreads connections
                  over them), each with its own application and connections
+    web          the supervisors' dashboard and the halls' public screens over HTTPS
+                 (``--web``, TONGBAN_WEB_LISTEN; :mod:`hub.web`)
 
 Every fatal start-up error ends the command within seconds with one line saying what to do and a
 non-zero exit; the caller of ``serve`` (the CLI) prints it.
@@ -60,6 +62,7 @@ class ServeOptions:
     processes: int
     grace: float
     metrics_listen: str
+    web_listen: str = "127.0.0.1:7444"
 
 
 @dataclass
@@ -103,6 +106,9 @@ def serve(settings: Settings, options: ServeOptions) -> int:
     host, port = _split(options.listen)
     reservation = _reserve_port(host, port)
     port = reservation.getsockname()[1]
+    web_host, web_port = _split(options.web_listen)
+    web_reservation = _reserve_port(web_host, web_port)
+    web_port = web_reservation.getsockname()[1]
     metrics_dir = tempfile.mkdtemp(prefix="tongban-metrics-")
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
     context = multiprocessing.get_context("spawn")
@@ -125,17 +131,21 @@ def serve(settings: Settings, options: ServeOptions) -> int:
         start("follower", _follower_main, settings)
         for number in range(options.processes):
             start(f"server-{number}", _server_main, settings, options, port)
+        start("web", _web_main, settings, options, web_port)
         _await_ready(children)
     except TongbanError:
         _stop(children, options.grace)
         raise
     finally:
         reservation.close()
+        web_reservation.close()
     metrics_port = telemetry.serve_metrics(options.metrics_listen)
     # The port lines are machine-readable: scripts and tests wait for them.
     print(f"tongban: serving on {host}:{port}", flush=True)
     print(f"tongban: metrics on http://{_split(options.metrics_listen)[0]}:{metrics_port}/metrics",
           flush=True)  # fmt: skip
+    scheme = "http" if options.insecure else "https"
+    print(f"tongban: web on {scheme}://{web_host}:{web_port}/", flush=True)
     return _supervise(children, options.grace)
 
 
@@ -411,6 +421,75 @@ async def _serve_async(
     finally:
         access.feed.stop()
         access.store.close()
+        app.close()
+
+
+def _web_main(
+    settings: Settings, options: ServeOptions, port: int, lifeline: Connection, shared: _Shared
+) -> None:
+    """The web process: the dashboard and the public screens (hub.web)."""
+    loop = asyncio.new_event_loop()
+    stop = asyncio.Event()
+
+    def request_stop() -> None:
+        loop.call_soon_threadsafe(stop.set)
+
+    _child_setup(settings, lifeline, request_stop)
+    try:
+        loop.run_until_complete(_web_async(settings, options, port, lifeline, shared, stop))
+    except TongbanError as error:
+        _report_error(lifeline, error)
+        raise SystemExit(2) from None
+    finally:
+        loop.close()
+
+
+async def _web_async(
+    settings: Settings,
+    options: ServeOptions,
+    port: int,
+    lifeline: Connection,
+    shared: _Shared,
+    stop: asyncio.Event,
+) -> None:
+    from hub.bootstrap import build_application
+    from hub.projections.queries import Names
+    from hub.projections.store import open_projection_store
+    from hub.web.app import WebContext
+    from hub.web.server import WebTLS, bind, serve_web, web_server
+
+    app = build_application(settings, create_tables=False)
+    store = open_projection_store(app)
+    try:
+        context = WebContext(
+            store,
+            Names(app.regions, app.catalogue),
+            app.catalogue,
+            settings.node_region,
+            app.clock,
+            shared.projections_why,
+        )
+        pki = settings.pki_dir
+        tls = (
+            None if options.insecure else WebTLS(pki / "node.pem", pki / "node.key", pki / "ca.pem")
+        )
+        try:
+            sock = bind(_split(options.web_listen)[0], port)
+        except OSError as error:
+            raise ConfigurationError(
+                f"cannot serve the web pages on {options.web_listen}: {error.strerror}; choose "
+                "another with --web or TONGBAN_WEB_LISTEN"
+            ) from None
+        ready = asyncio.Event()
+        serving = asyncio.create_task(serve_web(web_server(context, tls), sock, stop, ready))
+        waiting = asyncio.create_task(ready.wait())
+        await asyncio.wait([serving, waiting], return_when=asyncio.FIRST_COMPLETED)
+        if serving.done():
+            serving.result()
+        lifeline.send(("ready", os.getpid()))
+        await serving
+    finally:
+        store.close()
         app.close()
 
 

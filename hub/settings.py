@@ -44,6 +44,8 @@ _KEYS = {
     "log_level": "TONGBAN_LOG_LEVEL",
     "log_format": "TONGBAN_LOG_FORMAT",
     "storage_timeout_s": "TONGBAN_STORAGE_TIMEOUT_S",
+    "rectification_days": "TONGBAN_RECTIFICATION_DAYS",
+    "web_listen": "TONGBAN_WEB_LISTEN",
 }
 
 
@@ -98,6 +100,10 @@ class Settings:
     log_format: str = "json"
     #: How long (seconds) a call waits for the store before it answers UNAVAILABLE.
     storage_timeout_s: int = 5
+    #: Working days a 差评's rectification (整改) is given; each province sets its own.
+    rectification_days: int = 15
+    #: Where the dashboard and the public screens are served over HTTPS (port 0: a free one).
+    web_listen: str = "127.0.0.1:7444"
 
     @property
     def pki_dir(self) -> Path:
@@ -119,6 +125,7 @@ class Settings:
             "workers",
             "max_streams",
             "storage_timeout_s",
+            "rectification_days",
         ):
             if getattr(self, name) <= 0:
                 raise ConfigurationError(f"{_KEYS[name]} must be positive")
@@ -208,6 +215,7 @@ _INT_KEYS = (
     "workers",
     "max_streams",
     "storage_timeout_s",
+    "rectification_days",
 )
 _BOOL_KEYS = ("group_commit",)
 _TRUE = frozenset({"1", "true", "yes", "on"})

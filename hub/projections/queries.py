@@ -400,6 +400,52 @@ def changed_since(
     return store.read(read)
 
 
+@dataclass(frozen=True)
+class CaseCounts:
+    """How many cases of a region are in each condition "now"."""
+
+    open: int
+    overdue: int
+    near_deadline: int
+    paused: int
+    open_rectifications: int
+
+
+def counts(store: ProjectionStore, *, region: str, as_of: datetime) -> CaseCounts:
+    """Open, overdue, near-deadline and paused cases of ``region`` (or below) at ``as_of``."""
+    prefix = f"{region_prefix(region)}%"
+    now = _text(as_of)
+
+    def read(cursor: Cursor) -> CaseCounts:
+        cursor.execute(
+            store.dialect.sql(
+                "SELECT COUNT(*), "
+                "SUM(CASE WHEN due_at IS NOT NULL AND due_at <= %s THEN 1 ELSE 0 END), "
+                "SUM(CASE WHEN yellow_at IS NOT NULL AND yellow_at <= %s "
+                "AND (due_at IS NULL OR due_at > %s) THEN 1 ELSE 0 END), "
+                "SUM(CASE WHEN paused_since IS NOT NULL THEN 1 ELSE 0 END) "
+                "FROM projection_cases WHERE open = 1 "
+                "AND (intake_region LIKE %s OR competent_region LIKE %s)"
+            ),
+            (now, now, now, prefix, prefix),
+        )
+        total, overdue, near, paused = cursor.fetchone()
+        cursor.execute(
+            store.dialect.sql(
+                "SELECT COUNT(*) FROM projection_ratings WHERE rectification = 1 "
+                "AND rectified_at IS NULL AND intake_region LIKE %s"
+            ),
+            (prefix,),
+        )
+        (rectifying,) = cursor.fetchone()
+        return CaseCounts(
+            int(total or 0), int(overdue or 0), int(near or 0), int(paused or 0),
+            int(rectifying or 0),
+        )  # fmt: skip
+
+    return store.read(read)
+
+
 # ---------------------------------------------------------------------------- warnings, ratings
 
 
@@ -601,6 +647,10 @@ class Figures:
     def online_rate(self) -> float:
         """网上办件率: cases taken in online / cases taken in."""
         return self._rate(self["online"], self["received"])
+
+    def rate(self, part: str, whole: str) -> float | None:
+        """``part / whole``, or None when there is no ``whole`` (no data, not 0 %)."""
+        return self[part] / self[whole] if self[whole] else None
 
     def as_dict(self) -> dict[str, Any]:
         """Counters and rates, for JSON."""
@@ -808,6 +858,7 @@ def rank_windows(
 
 __all__ = [
     "DIMENSIONS",
+    "CaseCounts",
     "CaseFilter",
     "CaseRow",
     "Figures",
@@ -821,6 +872,7 @@ __all__ = [
     "case_by_id",
     "cases",
     "changed_since",
+    "counts",
     "halls",
     "in_queue",
     "position",

@@ -213,8 +213,8 @@ _TABLE_FIGURES = (
 )
 
 
-def _percent(rate: float) -> str:
-    return f"{rate * 100:.1f}%"
+def _percent(rate: float | None) -> str:
+    return "—" if rate is None else f"{rate * 100:.1f}%"
 
 
 def statistics_report(rows: Sequence[StatisticsRow], total: Figures, by: str) -> Report:
@@ -224,11 +224,12 @@ def statistics_report(rows: Sequence[StatisticsRow], total: Figures, by: str) ->
          "主动评价率", "网上办件率"]
     )  # fmt: skip
     for key, label, figures in [*((r.key, r.label, r.figures) for r in rows), ("total", "", total)]:
-        report.rows.append(
-            [key, label, *(figures[name] for _, name in _TABLE_FIGURES),
-             _percent(figures.on_time_rate), _percent(figures.satisfaction_rate),
-             _percent(figures.active_rating_rate), _percent(figures.online_rate)]
-        )  # fmt: skip
+        rates = [
+            _percent(figures.rate(part, whole))
+            for part, whole in (("on_time", "concluded"), ("satisfied", "rated"),
+                                ("rated", "delivered"), ("online", "received"))
+        ]  # fmt: skip
+        report.rows.append([key, label, *(figures[name] for _, name in _TABLE_FIGURES), *rates])
         report.documents.append({"key": key, "label": label, **figures.as_dict()})
     return report
 

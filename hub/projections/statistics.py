@@ -136,7 +136,7 @@ class StatisticsProjection(ViewProjection):
         if not isinstance(domain_event, Case.Submitted | Case.Event):
             return
         case = self.histories.apply(domain_event)
-        counts = self._day(case, domain_event)
+        counts: Counter[str] = Counter()
         if isinstance(domain_event, Case.Submitted):
             self._received(case, counts)
         elif isinstance(domain_event, Case.Concluded):
@@ -155,6 +155,8 @@ class StatisticsProjection(ViewProjection):
             counts["bad" if domain_event.rating.is_bad else "satisfied"] += 1
         elif isinstance(domain_event, Case.RectificationCompleted):
             counts["rectified"] += 1
+        if counts:  # other events (a warning, a handoff ...) count nothing
+            self._day(case, domain_event).update(counts)
 
     def _day(self, case: Case, event: Any) -> Counter[str]:
         key = (

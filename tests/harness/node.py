@@ -31,6 +31,7 @@ from adapters.sdk import HallClient, HallCredentials, TLSConfig
 TONGBAN = [sys.executable, "-m", "hub.cli"]
 _PORT_LINE = re.compile(r"tongban: serving on .*:(\d+)")
 _METRICS_LINE = re.compile(r"tongban: metrics on (http://\S+)")
+_WEB_LINE = re.compile(r"tongban: web on (https?://\S+)")
 
 
 @dataclass(frozen=True)
@@ -70,6 +71,8 @@ class NodeProcess:
         self.port = 0
         #: The /metrics URL the node printed.
         self.metrics_url = ""
+        #: The web pages' base URL the node printed (``https://127.0.0.1:PORT/``).
+        self.web_url = ""
         self._process: subprocess.Popen[str] | None = None
         self._log_path = self.directory / "node.log"
         self.run("init")
@@ -172,6 +175,8 @@ class NodeProcess:
                 "1",
                 "--processes",
                 str(self.processes),
+                "--web",
+                "127.0.0.1:0",
             ],
             env=self.env,
             stdout=log,
@@ -183,9 +188,11 @@ class NodeProcess:
             printed = self._log_path.read_text()
             match = _PORT_LINE.search(printed)
             metrics = _METRICS_LINE.search(printed)
-            if match and metrics:
+            web = _WEB_LINE.search(printed)
+            if match and metrics and web:
                 self.port = int(match.group(1))
                 self.metrics_url = metrics.group(1)
+                self.web_url = web.group(1)
                 return self
             if self._process.poll() is not None:
                 break

@@ -69,7 +69,9 @@ def _width(text: str) -> int:
 
 
 def _columns_aligned(lines: list[str], cell_of_line: list[str]) -> bool:
-    starts = {_width(line[: line.index(cell)]) for line, cell in zip(lines, cell_of_line, strict=True)}
+    starts = {
+        _width(line[: line.index(cell)]) for line, cell in zip(lines, cell_of_line, strict=True)
+    }
     return len(starts) == 1
 
 
