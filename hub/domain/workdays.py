@@ -54,6 +54,13 @@ def is_workday(day: date) -> bool:
     first, last = known_years()
     if not first <= day.year <= last:
         raise CalendarUnknown(day.isoformat(), first, last)
+    return _is_workday(day)
+
+
+@functools.lru_cache(maxsize=8192)
+def _is_workday(day: date) -> bool:
+    # Cached: the library checks its whole year range on every call, and a clock asks about
+    # the same few hundred days again and again.
     return bool(chinese_calendar.is_workday(day))
 
 

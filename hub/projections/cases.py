@@ -151,6 +151,33 @@ def _event_topics(*aggregates: type[Any]) -> tuple[str, ...]:
 TOPICS = _event_topics(Case, Hall)
 
 
+#: The side tables' writes a batch gathers, in the order they are made at its end.
+_SIDE_WRITES = {
+    "rated": (
+        "INSERT INTO projection_ratings (case_id, rating, channel, rated_at, comment, "
+        "intake_hall, intake_window, item_code, item_name, intake_region, bad, "
+        "rectification, warned, calendar_note, position) "
+        "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, 0, 0, '', %s)"
+    ),
+    "rectification_opened": (
+        "UPDATE projection_ratings SET rectification = 1, rectification_opened_at = %s, "
+        "rectification_days = %s, rectification_due_at = %s, calendar_note = %s, "
+        "position = %s WHERE case_id = %s"
+    ),
+    "rectified": (
+        "UPDATE projection_ratings SET rectified_at = %s, report = %s, "
+        "follow_up = %s, rectification_due_at = %s, calendar_note = %s, "
+        "position = %s WHERE case_id = %s"
+    ),
+    "warning": (
+        "INSERT INTO projection_warnings (case_id, kind, due_at, recorded_at, position, "
+        "hall_id, hall_window, item_code, item_name, intake_region) "
+        "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+    ),
+    "rectification_warned": "UPDATE projection_ratings SET warned = 1 WHERE case_id = %s",
+}
+
+
 class CasesProjection(ViewProjection):
     """Case state, queues, clocks, warnings, ratings, halls (see the module docstring)."""
 
@@ -167,7 +194,10 @@ class CasesProjection(ViewProjection):
     def __init__(self, view: ProjectionStore, histories: CaseHistories) -> None:
         super().__init__(view)
         self.histories = histories
-        self._rows: dict[str, tuple[Any, ...]] = {}
+        #: The cases the batch changed (their rows are written once, at the batch's end).
+        self._rows: dict[str, tuple[Case, int]] = {}
+        #: Other rows the batch writes, by statement, in the order of _SIDE_WRITES.
+        self._side: dict[str, list[tuple[Any, ...]]] = {}
         #: hall id -> its windows (to name a case's window when the command left it empty).
         self._windows: dict[str, tuple[str, ...]] | None = None
 
@@ -180,6 +210,7 @@ class CasesProjection(ViewProjection):
     def start_batch(self, cursor: Cursor) -> None:
         super().start_batch(cursor)
         self._rows = {}
+        self._side = {}
         if self._windows is None:
             cursor.execute("SELECT hall_id, windows FROM projection_halls")
             self._windows = {row[0]: tuple(json.loads(row[1])) for row in cursor.fetchall()}
@@ -194,14 +225,25 @@ class CasesProjection(ViewProjection):
                     f"INSERT INTO projection_cases ({columns}) VALUES ({marks}) "
                     f"ON CONFLICT (case_id) DO UPDATE SET {updates}"
                 ),
-                list(self._rows.values()),
+                [self._row(case, position) for case, position in self._rows.values()],
             )
+        # Fixed order: a case's rating is inserted before its rectification is updated, opened
+        # before completed (events of one case come in that order too).
+        for name, statement in _SIDE_WRITES.items():
+            rows = self._side.get(name)
+            if rows:
+                self.cursor.executemany(self.sql(statement), rows)
         self._rows = {}
+        self._side = {}
         super().finish_batch()
+
+    def _later(self, name: str, values: tuple[Any, ...]) -> None:
+        self._side.setdefault(name, []).append(values)
 
     def forget(self) -> None:
         super().forget()
         self._rows = {}
+        self._side = {}
         self._windows = None
         self.histories.forget()
 
@@ -265,7 +307,7 @@ class CasesProjection(ViewProjection):
 
     def _case_event(self, event: Any, position: int) -> None:
         case = self.histories.apply(event)
-        self._rows[str(case.id)] = self._row(case, position)
+        self._rows[str(case.id)] = (case, position)
         if isinstance(event, Case.SupervisionWarned):
             self._warning(case, event, position)
         elif isinstance(event, Case.Rated):
@@ -273,12 +315,8 @@ class CasesProjection(ViewProjection):
         elif isinstance(event, Case.RectificationOpened):
             self._rectification_opened(case, position)
         elif isinstance(event, Case.RectificationCompleted):
-            self.cursor.execute(
-                self.sql(
-                    "UPDATE projection_ratings SET rectified_at = %s, report = %s, "
-                    "follow_up = %s, rectification_due_at = %s, calendar_note = %s, "
-                    "position = %s WHERE case_id = %s"
-                ),
+            self._later(
+                "rectified",
                 (
                     iso(event.timestamp),
                     event.report,
@@ -339,12 +377,8 @@ class CasesProjection(ViewProjection):
         return tuple(values[column] for column in CASE_COLUMNS)
 
     def _warning(self, case: Case, event: Case.SupervisionWarned, position: int) -> None:
-        self.cursor.execute(
-            self.sql(
-                "INSERT INTO projection_warnings (case_id, kind, due_at, recorded_at, position, "
-                "hall_id, hall_window, item_code, item_name, intake_region) "
-                "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
-            ),
+        self._later(
+            "warning",
             (
                 str(case.id),
                 event.kind.name,
@@ -359,19 +393,11 @@ class CasesProjection(ViewProjection):
             ),
         )
         if event.kind is WarningKind.RECTIFICATION_OVERDUE:
-            self.cursor.execute(
-                self.sql("UPDATE projection_ratings SET warned = 1 WHERE case_id = %s"),
-                (str(case.id),),
-            )
+            self._later("rectification_warned", (str(case.id),))
 
     def _rated(self, case: Case, event: Case.Rated, position: int) -> None:
-        self.cursor.execute(
-            self.sql(
-                "INSERT INTO projection_ratings (case_id, rating, channel, rated_at, comment, "
-                "intake_hall, intake_window, item_code, item_name, intake_region, bad, "
-                "rectification, warned, calendar_note, position) "
-                "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, 0, 0, '', %s)"
-            ),
+        self._later(
+            "rated",
             (
                 str(case.id),
                 event.rating.name,
@@ -389,12 +415,8 @@ class CasesProjection(ViewProjection):
         )
 
     def _rectification_opened(self, case: Case, position: int) -> None:
-        self.cursor.execute(
-            self.sql(
-                "UPDATE projection_ratings SET rectification = 1, rectification_opened_at = %s, "
-                "rectification_days = %s, rectification_due_at = %s, calendar_note = %s, "
-                "position = %s WHERE case_id = %s"
-            ),
+        self._later(
+            "rectification_opened",
             (
                 iso(case.rectification_opened_at),
                 case.rectification_deadline_days,
