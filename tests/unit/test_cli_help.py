@@ -37,7 +37,7 @@ def _flat(text: str) -> str:
 
 def test_the_groups_are_the_ones_the_docs_name() -> None:
     names = {" ".join(path) for path, _ in _groups()}
-    assert names == {"", "pki", "hall", "keys", "ledger", "audit"}
+    assert names == {"", "pki", "hall", "keys", "ledger", "audit", "projections"}
 
 
 @pytest.mark.parametrize(
