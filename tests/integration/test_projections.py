@@ -346,3 +346,84 @@ def test_a_projection_stops_at_an_event_it_cannot_apply_and_never_skips_it(
     with pytest.raises(ProjectionFailed) as again:
         runner.step()
     assert again.value.notification_id == rogue and runner.position < rogue
+
+
+def test_a_rebuild_meanwhile_makes_the_live_follower_go_on_from_the_rebuilt_position(
+    story: SupervisionStory, projections: Projections
+) -> None:
+    """A rebuild (another process) and the node's follower never apply an event twice."""
+    ids = _queue_story(story)
+    live = projections.runner("statistics")
+    live.step()  # the live follower is part-way
+    story.run("county", "start_handling", cst(2026, 3, 9, 15), case_id=ids["A"])
+    other = open_projections(story.app, node_region="43", names=("statistics",))
+    try:
+        other.runner("statistics").rebuild()  # `tongban projections rebuild`, elsewhere
+    finally:
+        other.close()
+    rebuilt = _tables(projections)
+    assert live.step() == 0  # its position moved under it: it reads again from there
+    live.catch_up()
+    assert _tables(projections) == rebuilt
+
+
+def test_the_followers_are_woken_by_the_store_on_postgresql(
+    story: SupervisionStory, projections: Projections, settings: Settings
+) -> None:
+    import threading
+
+    runner = projections.runner("cases")
+    stop, arrived = threading.Event(), threading.Event()
+    listener = runner._listen(arrived, stop)
+    try:
+        # PostgreSQL notifies (LISTEN/NOTIFY through the recorder's subscribe); SQLite cannot.
+        assert (listener is not None) == (settings.database_url is not None)
+    finally:
+        stop.set()
+        if listener is not None:
+            listener.stop()
+    stop = threading.Event()
+    advanced = threading.Event()
+    runner.on_advance = lambda _position: advanced.set()
+    follower = threading.Thread(target=runner.run, args=(stop,))
+    follower.start()
+    try:
+        case = story.submit("county", HOUSEHOLD_MOVE, cst(2026, 3, 9, 10))
+        assert advanced.wait(30)
+        while queries.case_by_id(projections.store, case) is None:  # a later batch, if any
+            advanced.clear()
+            assert advanced.wait(30)
+    finally:
+        stop.set()
+        follower.join(10)
+    assert not follower.is_alive()
+
+
+@pytest.fixture
+def province_settings(tmp_path: Path) -> Settings:
+    return Settings(data_dir=tmp_path / "node", rectification_days=10)
+
+
+def test_each_province_sets_its_rectification_deadline(province_settings: Settings) -> None:
+    story = SupervisionStory.start(province_settings)
+    try:
+        story.at(cst(2026, 3, 10, 9))
+        case = story.submit("town", ELDER_CARD, cst(2026, 3, 10, 9))
+        for action, fields in [
+            ("accept", {}), ("start_handling", {}),
+            ("decide", {"approved": False, "reason": "不符合条件"}), ("conclude", {}),
+            ("deliver", {"method": "DELIVERY_METHOD_WINDOW", "note": ""}),
+        ]:  # fmt: skip
+            story.run("town", action, cst(2026, 3, 10, 10), case_id=case, **fields)
+        story.run("town", "rate", cst(2026, 3, 10, 15), case_id=case,
+                  rating="RATING_VERY_DISSATISFIED", comment="态度差")  # fmt: skip
+        aggregate = story.app.get_case(UUID(case))
+        assert aggregate.rectification_deadline_days == 10
+        projections = open_projections(story.app, node_region="43")
+        projections.create_tables()
+        projections.catch_up()
+        (rating,) = queries.ratings(projections.store, region="43").entries
+        assert rating.rectification_due_at == cst(2026, 3, 25)  # 10 working days from the 11th
+        projections.close()
+    finally:
+        story.close()
