@@ -23,7 +23,7 @@ from eventsourcing.persistence import Notification
 from hub.domain.case import Case
 from hub.domain.values import WarningKind
 from hub.errors import IntegrityViolation, InvalidInput, TransitionRefused
-from hub.integrity.audit import AuditReport, audit_store
+from hub.integrity.audit import AuditReport, audit_case, audit_store
 from hub.integrity.integrator import LedgerIntegrator
 from hub.integrity.store import ReadOnlyStore
 from hub.settings import Settings
@@ -83,6 +83,12 @@ def test_a_genuine_warning_passes_and_the_node_refuses_early_or_repeated_ones(
         story.app.record_warning(case, WarningKind.YELLOW)
     story.node.integrator().catch_up()
     assert _audit(settings).ok
+    # `tongban audit case` shows the warning as the node's own act, proven in the log.
+    with _store(settings) as store:
+        entries = audit_case(store, case, [_verifier(settings)], origin=settings.origin)
+    warning = entries[-1]
+    assert warning.topic == "SupervisionWarned" and warning.ok
+    assert warning.signer == "the node (电子监察 warning)" and "proven" in warning.status
 
 
 def test_a_warning_with_a_due_time_the_history_does_not_give_is_refused(
@@ -125,13 +131,14 @@ def _verifier(settings: Settings) -> Verifier:
     return Verifier.from_key((settings.data_dir / "log.vkey").read_text().strip())
 
 
+def _store(settings: Settings) -> ReadOnlyStore:
+    if settings.database_url:
+        return ReadOnlyStore(database_url=settings.database_url)
+    return ReadOnlyStore(sqlite_path=settings.sqlite_path)
+
+
 def _audit(settings: Settings) -> AuditReport:
-    store = (
-        ReadOnlyStore(database_url=settings.database_url)
-        if settings.database_url
-        else ReadOnlyStore(sqlite_path=settings.sqlite_path)
-    )
-    with store:
+    with _store(settings) as store:
         return audit_store(store, [_verifier(settings)], origin=settings.origin)
 
 
