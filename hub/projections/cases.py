@@ -151,6 +151,9 @@ def _event_topics(*aggregates: type[Any]) -> tuple[str, ...]:
 TOPICS = _event_topics(Case, Hall)
 
 
+#: How many case rows a rebuild keeps in memory before it writes them.
+_KEEP_BACK = 20_000
+
 #: The side tables' writes a batch gathers, in the order they are made at its end.
 _SIDE_WRITES = {
     "rated": (
@@ -209,13 +212,26 @@ class CasesProjection(ViewProjection):
 
     def start_batch(self, cursor: Cursor) -> None:
         super().start_batch(cursor)
-        self._rows = {}
-        self._side = {}
+        if not self.rebuilding:
+            self._rows = {}
+            self._side = {}
         if self._windows is None:
             cursor.execute("SELECT hall_id, windows FROM projection_halls")
             self._windows = {row[0]: tuple(json.loads(row[1])) for row in cursor.fetchall()}
 
     def finish_batch(self) -> None:
+        # A rebuild (one transaction) keeps the rows back, up to a bound, and writes each case
+        # once rather than once per batch that touched it.
+        if not self.rebuilding or len(self._rows) > _KEEP_BACK:
+            self._write()
+        super().finish_batch()
+
+    def finish_rebuild(self, cursor: Cursor) -> None:
+        self._cursor = cursor
+        self._write()
+        self._cursor = None
+
+    def _write(self) -> None:
         if self._rows:
             columns = ", ".join(CASE_COLUMNS)
             updates = ", ".join(f"{c} = excluded.{c}" for c in CASE_COLUMNS[1:])
@@ -235,7 +251,6 @@ class CasesProjection(ViewProjection):
                 self.cursor.executemany(self.sql(statement), rows)
         self._rows = {}
         self._side = {}
-        super().finish_batch()
 
     def _later(self, name: str, values: tuple[Any, ...]) -> None:
         self._side.setdefault(name, []).append(values)

@@ -106,6 +106,9 @@ class ViewProjection(Projection[Any]):
         #: Where the projection's rows and tracking record are written.
         self.store = view
         self.dialect: Dialect = view.dialect
+        #: True during a rebuild: all its batches are one transaction, so a projection may keep
+        #: rows back across batches and write them once, in finish_rebuild.
+        self.rebuilding = False
         self._cursor: Cursor | None = None
 
     @property
@@ -129,6 +132,9 @@ class ViewProjection(Projection[Any]):
     def finish_batch(self) -> None:
         """Write what the batch gathered (still inside its transaction)."""
         self._cursor = None
+
+    def finish_rebuild(self, cursor: Cursor) -> None:
+        """Write whatever the batches of a rebuild kept back (see ``rebuilding``)."""
 
     def forget(self) -> None:
         """Drop in-memory state: the batch's transaction was rolled back."""
@@ -272,6 +278,7 @@ class ProjectionRunner:
 
         def work(cursor: Cursor) -> None:
             nonlocal reached
+            self.store.long_transaction(cursor)
             self.store.lock(cursor, self.name)
             for table in self.projection.tables:
                 cursor.execute(f"DROP TABLE IF EXISTS {table}")
@@ -279,6 +286,7 @@ class ProjectionRunner:
                 cursor.execute(statement)
             self.store.forget_position(cursor, self.tracking_name)
             self.projection.forget()
+            self.projection.rebuilding = True
             while True:
                 batch = list(
                     self.recorder.select_notifications(
@@ -294,6 +302,7 @@ class ProjectionRunner:
                 reached = batch[-1].id
                 if progress is not None:
                     progress(reached, total)
+            self.projection.finish_rebuild(cursor)
 
         def tracking() -> Tracking | None:
             return Tracking(self.tracking_name, reached) if reached else None
@@ -306,6 +315,8 @@ class ProjectionRunner:
         except BaseException:
             self.projection.forget()
             raise
+        finally:
+            self.projection.rebuilding = False
         self.failure = None
         return reached
 

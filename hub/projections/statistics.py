@@ -28,15 +28,17 @@ sums of days.
 from __future__ import annotations
 
 from collections import Counter
+from fractions import Fraction
 from typing import Any, ClassVar
 
 from eventsourcing.persistence import Tracking
 
 from hub.domain.case import Case
 from hub.domain.regions import Level, RegionCode
-from hub.domain.supervision import case_clock, deadlines
+from hub.domain.supervision import case_clock
 from hub.domain.values import CaseKind, IntakeChannel
 from hub.domain.workdays import china_day
+from hub.errors import CalendarUnknown
 from hub.projections.cases import _event_topics
 from hub.projections.runner import CaseHistories, ViewProjection
 from hub.projections.store import ProjectionStore
@@ -64,6 +66,9 @@ COUNTERS = (
     "rectified",
 )
 KEYS = ("day", "intake_hall", "intake_window", "intake_region", "item_code")
+
+#: How many day rows a rebuild keeps in memory before it writes them.
+_KEEP_BACK = 50_000
 
 _KIND_COUNTER = {
     CaseKind.IMMEDIATE: "immediate",
@@ -104,9 +109,22 @@ class StatisticsProjection(ViewProjection):
 
     def start_batch(self, cursor: Any) -> None:
         super().start_batch(cursor)
-        self._counts = {}
+        if not self.rebuilding:
+            self._counts = {}
 
     def finish_batch(self) -> None:
+        # A rebuild keeps the counters back (up to a bound): every batch would otherwise update
+        # the same few day rows again, and one transaction keeps every version of them.
+        if not self.rebuilding or len(self._counts) > _KEEP_BACK:
+            self._write_counts()
+        super().finish_batch()
+
+    def finish_rebuild(self, cursor: Any) -> None:
+        self._cursor = cursor
+        self._write_counts()
+        self._cursor = None
+
+    def _write_counts(self) -> None:
         if self._counts:
             columns = (*KEYS, "level", *COUNTERS)
             marks = ", ".join(["%s"] * len(columns))
@@ -125,7 +143,6 @@ class StatisticsProjection(ViewProjection):
                 rows,
             )
         self._counts = {}
-        super().finish_batch()
 
     def forget(self) -> None:
         super().forget()
@@ -143,7 +160,10 @@ class StatisticsProjection(ViewProjection):
             counts["concluded"] += 1
             clock = case_clock(case)
             assert clock is not None
-            due = deadlines(clock, case.promised_days, case.statutory_days).due_at
+            try:
+                due = clock.crossing(Fraction(case.promised_days))
+            except CalendarUnknown:
+                due = None  # cannot be late by a deadline the calendar cannot place
             stopped = case.clock_stopped_at
             counts["on_time"] += int(due is None or stopped is None or stopped <= due)
             if RegionCode(domain_event.actor.region).level is Level.VILLAGE:

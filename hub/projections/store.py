@@ -123,6 +123,9 @@ class ProjectionStore(Protocol):
     def lock(self, cursor: Cursor, name: str) -> None:
         """Serialise writers of projection ``name`` until this transaction ends."""
 
+    def long_transaction(self, cursor: Cursor) -> None:
+        """Let this transaction stay open, idle at times, for as long as it needs (a rebuild)."""
+
     def close(self) -> None:
         """Release the store's connections."""
 
@@ -164,6 +167,11 @@ class PostgresProjectionStore(PostgresTrackingRecorder):
     def lock(self, cursor: Cursor, name: str) -> None:
         cursor.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"projection:{name}",))
 
+    def long_transaction(self, cursor: Cursor) -> None:
+        # The library's connections end a transaction idle for a few seconds; a rebuild's is
+        # idle while it reads and computes between its writes.
+        cursor.execute("SET LOCAL idle_in_transaction_session_timeout = 0")
+
     def close(self) -> None:
         """The store shares the application's connection pool: nothing of its own to close."""
 
@@ -192,6 +200,9 @@ class SQLiteProjectionStore(SQLiteTrackingRecorder):
 
     def forget_position(self, cursor: Cursor, name: str) -> None:
         cursor.execute("DELETE FROM tracking WHERE application_name = ?", (name,))
+
+    def long_transaction(self, cursor: Cursor) -> None:
+        """SQLite ends no transaction on its own."""
 
     def lock(self, cursor: Cursor, name: str) -> None:
         # SQLite has one writer at a time; taking the write lock now (rather than at the first

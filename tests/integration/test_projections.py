@@ -427,3 +427,26 @@ def test_each_province_sets_its_rectification_deadline(province_settings: Settin
         projections.close()
     finally:
         story.close()
+
+
+def test_a_rebuild_may_stay_idle_in_its_transaction(
+    projections: Projections, settings: Settings
+) -> None:
+    """The library's PostgreSQL connections end a transaction idle for a few seconds; a rebuild
+    keeps its rows back between writes, so its transaction lifts that limit for itself."""
+
+    def timeout(cursor: Any) -> Any:
+        projections.store.long_transaction(cursor)
+        if not projections.store.dialect.postgres:
+            return None
+        cursor.execute("SHOW idle_in_transaction_session_timeout")
+        return cursor.fetchone()[0]
+
+    assert projections.store.write(timeout) == ("0" if settings.database_url else None)
+
+    def after(cursor: Any) -> Any:
+        cursor.execute("SHOW idle_in_transaction_session_timeout")
+        return cursor.fetchone()[0]
+
+    if settings.database_url:  # only that transaction: the next one has the library's limit
+        assert projections.store.read(after) != "0"
