@@ -450,3 +450,36 @@ def test_a_rebuild_may_stay_idle_in_its_transaction(
 
     if settings.database_url:  # only that transaction: the next one has the library's limit
         assert projections.store.read(after) != "0"
+
+
+def test_deadlines_beyond_the_calendar_are_noted_and_computed_after_an_update(
+    story: SupervisionStory, projections: Projections, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from datetime import date
+
+    from hub.domain import workdays
+
+    first, last = workdays.known_years()
+    story.at(cst(last, 12, 21, 10))
+    case = story.submit("county", FOOD_LICENCE, cst(last, 12, 21, 10))  # 10 days: into next year
+    projections.catch_up()
+    row = queries.case_by_id(projections.store, case)
+    assert row is not None and row.due_at is None
+    assert (
+        f"knows {first}-{last} only" in row.calendar_note
+        and "chinese-calendar" in row.calendar_note
+    )
+    assert row.yellow_at is None  # 9 days from December 22nd also reach the new year
+    # A calendar that knows the next year (as the package's next release will): on restart the
+    # projection computes the noted deadlines again.
+    known = workdays._is_workday
+
+    def next_year(day: date) -> bool:
+        return day.weekday() < 5 if day.year == last + 1 else known(day)
+
+    monkeypatch.setattr(workdays, "known_years", lambda: (first, last + 1))
+    monkeypatch.setattr(workdays, "_is_workday", next_year)
+    assert projections.runner("cases").refresh() == 1
+    row = queries.case_by_id(projections.store, case)
+    assert row is not None and row.calendar_note == "" and row.due_at is not None
+    assert row.time("due_at") is not None and row.time("due_at").year == last + 1  # type: ignore[union-attr]
