@@ -48,6 +48,7 @@ from hub.errors import ConfigurationError, StorageUnavailable, StoreMismatch
 from hub.integrity.integrator import HeadGuard, LedgerIntegrator, open_ledger_view
 from hub.materials.fetch import MaterialFetcher, PeerClientCertificate
 from hub.materials.store import MaterialStore
+from hub.projections.node import Projections, open_projections
 from hub.relay.config import FederationConfig, encryption_key_text, load_federation
 from hub.relay.node import Relay
 from hub.settings import Settings
@@ -305,6 +306,7 @@ def _policy(settings: Settings, *, with_peers: bool = True) -> NodePolicy:
         clock_window=timedelta(seconds=settings.clock_window_s),
         deferred_max_age=timedelta(days=settings.deferred_max_age_days),
         peer_regions=tuple(peer.region for peer in federation.peers) if federation else (),
+        rectification_days=settings.rectification_days,
     )
 
 
@@ -504,6 +506,11 @@ def build_integrator(settings: Settings, app: HubApplication) -> LedgerIntegrato
         checkpoint_interval=settings.checkpoint_interval_ms / 1000,
         peers=peer_log_keys(settings),
     )
+
+
+def open_node_projections(settings: Settings, app: HubApplication) -> Projections:
+    """The node's projections (queues, supervision, statistics) over ``app``'s log."""
+    return open_projections(app, node_region=settings.node_region)
 
 
 def admin_signer(

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from hub.errors import ConfigurationError, TongbanError
-from hub.output import print_json, print_table
+from hub.output import print_csv, print_json, print_table
 from hub.settings import Settings
 
 if TYPE_CHECKING:
@@ -197,6 +197,7 @@ def _serve(args: argparse.Namespace) -> int:
             processes=args.processes or settings.processes or os.cpu_count() or 1,
             grace=args.grace,
             metrics_listen=args.metrics or settings.metrics_listen,
+            web_listen=args.web or settings.web_listen,
         ),
     )
 
@@ -217,7 +218,16 @@ def _pki_issue(args: argparse.Namespace) -> int:
     from hub.pki import Role, load_ca
 
     directory = Path(args.dir) if args.dir else Settings.from_env().pki_dir
-    issued = load_ca(directory).issue(Role(args.role), args.name, valid_days=args.valid_days)
+    name = args.name
+    if args.role == "supervisor":
+        from hub.domain.regions import RegionCode
+
+        if not args.region:
+            raise UsageError("--role supervisor needs --region CODE (the region it supervises)")
+        name = f"{name}.{RegionCode.parse(args.region, '--region').short}"
+    elif args.region:
+        raise UsageError("--region is for --role supervisor only")
+    issued = load_ca(directory).issue(Role(args.role), name, valid_days=args.valid_days)
     certificate, key = issued.write(Path(args.out))
     print(f"{issued.identity}: {certificate} (key {key})")
     return 0
@@ -636,6 +646,170 @@ def _wanted_material(spec: str) -> Any:
     return WantedMaterial(name, sha256, int(size))
 
 
+# ---------------------------------------------------------------------------- projections
+
+
+def _as_of(text: str | None, app: Any) -> Any:
+    """``--as-of`` (ISO 8601; a time without an offset is China Standard Time), else now."""
+    from datetime import datetime
+
+    from hub.domain.workdays import CHINA_TIME
+
+    if not text:
+        return app.clock()
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise UsageError(f"--as-of {text!r}: use ISO 8601, e.g. 2026-03-16T09:00") from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=CHINA_TIME)
+
+
+def _print_report(args: argparse.Namespace, report: Any, position: int) -> None:
+    if args.json:
+        print_json({"entries": report.documents, "position": position})
+    elif args.csv:
+        print_csv(report.headers, report.rows)
+    else:
+        print_table(report.headers, report.rows)
+        footer = report.footer or f"{len(report.rows)} shown"
+        print(f"{footer} (projections at notification {position})")
+
+
+def _all_pages(read: Callable[[str], Any], limit: int) -> tuple[list[Any], int]:
+    """Entries of every page up to ``limit``, and the projection position."""
+    entries: list[Any] = []
+    token, position = "", 0
+    while len(entries) < limit:
+        page = read(token)
+        entries += page.entries
+        position = page.position
+        token = page.next_token
+        if not token:
+            break
+    return entries[:limit], position
+
+
+def _views(args: argparse.Namespace) -> int:
+    """``tongban queue|cases|warnings|ratings|stats``: the projections, brought up to date."""
+    from hub.bootstrap import open_node_projections
+    from hub.domain.values import CaseState, WarningKind
+    from hub.projections import queries, report
+    from hub.projections.queries import CaseFilter, Names
+
+    settings = Settings.from_env()
+    app = _application(settings)
+    projections = open_node_projections(settings, app)
+    try:
+        projections.create_tables()
+        projections.catch_up()
+        store = projections.store
+        as_of = _as_of(getattr(args, "as_of", None), app)
+        region = app.regions.validate(
+            getattr(args, "region", None) or settings.node_region, "--region"
+        ).short
+        wanted = CaseFilter(
+            states=tuple(CaseState[s] for s in getattr(args, "state", None) or ()),
+            overdue=getattr(args, "overdue", False),
+            near_deadline=getattr(args, "near_deadline", False),
+            item_code=getattr(args, "item", None) or "",
+        )
+        size = min(args.limit, queries.MAX_PAGE) if hasattr(args, "limit") else 0
+        if args.command == "queue":
+            rows, position = _all_pages(
+                lambda token: queries.queue(
+                    store, args.hall_id, as_of=as_of, window=args.window or "",
+                    operator=args.operator or "", wanted=wanted, page_size=size,
+                    page_token=token,
+                ),
+                args.limit,
+            )  # fmt: skip
+            _print_report(args, report.cases_report(rows, as_of, hall_id=args.hall_id), position)
+        elif args.command == "cases":
+            rows, position = _all_pages(
+                lambda token: queries.cases(
+                    store, region=region, as_of=as_of, hall_id=args.hall or "", wanted=wanted,
+                    page_size=size, page_token=token,
+                ),
+                args.limit,
+            )  # fmt: skip
+            _print_report(args, report.cases_report(rows, as_of), position)
+        elif args.command == "warnings":
+            kind = WarningKind[args.kind] if args.kind else None
+            rows, position = _all_pages(
+                lambda token: queries.warnings(
+                    store, region=region, kind=kind, page_size=size, page_token=token
+                ),
+                args.limit,
+            )
+            _print_report(args, report.warnings_report(rows), position)
+        elif args.command == "ratings":
+            rows, position = _all_pages(
+                lambda token: queries.ratings(
+                    store, region=region, bad_only=args.bad, open_only=args.open,
+                    page_size=size, page_token=token,
+                ),
+                args.limit,
+            )  # fmt: skip
+            _print_report(args, report.ratings_report(rows, as_of), position)
+        else:
+            names = Names(app.regions, app.catalogue)
+            position = queries.position(store, "statistics")
+            if args.rank:
+                month = args.month or report.when(as_of)[:7]
+                ranked = queries.rank_windows(
+                    store, names, region=region, month=month, limit=args.limit
+                )
+                _print_report(args, report.ranking_report(ranked, month), position)
+            else:
+                rows, total = queries.statistics(
+                    store, names, region=region, by=args.by, from_day=args.from_day or "",
+                    to_day=args.to_day or "",
+                )  # fmt: skip
+                _print_report(args, report.statistics_report(rows, total, args.by), position)
+    finally:
+        projections.close()
+        app.close()
+    return 0
+
+
+def _projections(args: argparse.Namespace) -> int:
+    """``tongban projections rebuild|status``."""
+    from hub.bootstrap import open_node_projections
+    from hub.projections.node import NAMES
+
+    settings = Settings.from_env()
+    app = _application(settings)
+    projections = open_node_projections(settings, app)
+    try:
+        projections.create_tables()
+        stored = app.recorder.max_notification_id() or 0
+        if args.projections_command == "status":
+            rows: list[list[str | int | float | None]] = [
+                [name, runner.position, stored] for name, runner in projections.runners.items()
+            ]
+            if args.json:
+                print_json(
+                    {"projections": [{"name": n, "position": p, "log": s} for n, p, s in rows]}
+                )
+            else:
+                print_table(["projection", "position", "log"], rows)
+            return 0
+        names = [args.name] if args.name else list(NAMES)
+        progress = _progress_bar()
+        for name in names:
+            runner = projections.runner(name)
+
+            def report(done: int, total: int, name: str = name) -> None:
+                progress(name, done, total)
+
+            position = runner.rebuild(report)
+            print(f"rebuilt {name}: {position} notifications of {stored} read from the log")
+    finally:
+        projections.close()
+        app.close()
+    return 0
+
+
 def _progress_bar() -> Any:
     """A progress callback drawing tqdm bars on stderr (silent when stderr is not a terminal)."""
     from tqdm import tqdm
@@ -989,6 +1163,87 @@ def _json_option(command: argparse.ArgumentParser) -> None:
     )
 
 
+def _output_options(command: argparse.ArgumentParser) -> None:
+    shape = command.add_mutually_exclusive_group()
+    shape.add_argument(
+        "--json", action="store_true", help="print one JSON document (UTF-8) instead of a table"
+    )
+    shape.add_argument("--csv", action="store_true", help="print CSV for spreadsheets (UTF-8)")
+
+
+def _view_commands(commands: Any) -> None:
+    """The projections' listings and their maintenance."""
+    from hub.domain.values import CaseState, WarningKind
+
+    def case_filters(command: argparse.ArgumentParser) -> None:
+        command.add_argument("--state", action="append", choices=[s.name for s in CaseState],
+                             help="only this state (repeat for several)")  # fmt: skip
+        command.add_argument("--overdue", action="store_true", help="past the promised deadline")
+        command.add_argument("--item", help="only this service item (code)")
+        command.add_argument(
+            "--as-of", help="the moment 'overdue' refers to (ISO 8601; default: now)"
+        )
+
+    def paging(command: argparse.ArgumentParser) -> None:
+        command.add_argument("--limit", type=int, default=100, help="at most this many (100)")
+
+    queue = _command(commands, "queue", "a hall's queue: held cases and handoffs to acknowledge")
+    queue.add_argument("hall_id", metavar="HALL", help="the hall's id")
+    queue.add_argument("--window", help="only the cases at this window")
+    queue.add_argument("--operator", help="only the windows this operator serves now (AB岗)")
+    case_filters(queue)
+    paging(queue)
+    _output_options(queue)
+    queue.set_defaults(run=_views)
+
+    cases = _command(commands, "cases", "cases of a region, most urgent deadline first")
+    cases.add_argument("--region", help="a region code (default: the node's)")
+    cases.add_argument("--hall", help="only cases this hall holds or took in")
+    cases.add_argument("--near-deadline", action="store_true", help="90 %% of the time used")
+    case_filters(cases)
+    paging(cases)
+    _output_options(cases)
+    cases.set_defaults(run=_views)
+
+    warnings = _command(commands, "warnings", "电子监察 warnings recorded in the log, newest first")
+    warnings.add_argument("--region", help="a region code (default: the node's)")
+    warnings.add_argument("--kind", choices=[k.name for k in WarningKind])
+    paging(warnings)
+    _output_options(warnings)
+    warnings.set_defaults(run=_views)
+
+    ratings = _command(commands, "ratings", "ratings (好差评) and their rectifications")
+    ratings.add_argument("--region", help="a region code (default: the node's)")
+    ratings.add_argument("--bad", action="store_true", help="差评 only")
+    ratings.add_argument("--open", action="store_true", help="rectifications not yet done")
+    ratings.add_argument("--as-of", help="the moment 'overdue' refers to (default: now)")
+    paging(ratings)
+    _output_options(ratings)
+    ratings.set_defaults(run=_views)
+
+    stats = _command(commands, "stats", "the seed regions' figures, or the monthly window ranking")
+    stats.add_argument("--region", help="a region code (default: the node's)")
+    stats.add_argument("--by", default="hall",
+                       choices=["hall", "window", "region", "level", "item", "day", "month"],
+                       help="how to group (default: hall)")  # fmt: skip
+    stats.add_argument("--from", dest="from_day", help="first day, YYYY-MM-DD")
+    stats.add_argument("--to", dest="to_day", help="last day, YYYY-MM-DD")
+    stats.add_argument("--rank", action="store_true", help="the month's 红旗窗口 ranking")
+    stats.add_argument("--month", help="the ranking's month, YYYY-MM (default: this month)")
+    stats.add_argument("--limit", type=int, default=10, help="windows ranked (10)")
+    stats.add_argument("--as-of", help=argparse.SUPPRESS)
+    _output_options(stats)
+    stats.set_defaults(run=_views)
+
+    group, subcommands = _group(commands, "projections", "the node's views: rebuild, status")
+    rebuild = _command(subcommands, "rebuild", "drop a projection and build it again from the log")
+    rebuild.add_argument("name", nargs="?", metavar="NAME", choices=["cases", "statistics"],
+                         help="cases or statistics (default: both)")  # fmt: skip
+    status = _command(subcommands, "status", "each projection's position in the log")
+    _json_option(status)
+    group.set_defaults(run=_projections)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``tongban``."""
     parser = _Parser(
@@ -1045,6 +1300,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--metrics", help="host:port of /metrics (default TONGBAN_METRICS_LISTEN, 127.0.0.1:0)"
     )
+    serve.add_argument(
+        "--web", help="host:port of the dashboard and public screens (default TONGBAN_WEB_LISTEN)"
+    )
     serve.add_argument("--grace", type=float, default=5.0, help="seconds to finish on shutdown")
     serve.set_defaults(run=_serve)
 
@@ -1057,7 +1315,12 @@ def build_parser() -> argparse.ArgumentParser:
     pki_init.set_defaults(run=_pki_init)
     issue = _command(pki_commands, "issue", "issue a hall/auditor/peer/admin certificate")
     issue.add_argument("--dir", help="the CA directory (default as for init)")
-    issue.add_argument("--role", required=True, choices=["hall", "auditor", "peer", "admin"])
+    issue.add_argument(
+        "--role", required=True, choices=["hall", "auditor", "peer", "admin", "supervisor"]
+    )
+    issue.add_argument(
+        "--region", help="the region a supervisor supervises (its certificate name ends with it)"
+    )
     issue.add_argument("--name", required=True, help="hall id, auditor or peer name")
     issue.add_argument("--out", required=True, help="directory for NAME.pem and NAME.key")
     issue.add_argument("--valid-days", type=int, default=365)
@@ -1231,6 +1494,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     case.set_defaults(state=None, trusted_checkpoint=None)
     audit.set_defaults(run=_audit)
+
+    _view_commands(commands)
 
     # `tongban adapter ...` never reaches this parser in main(): the adapters' own parser takes
     # all of it (with its own --help). It is here so `tongban --help` lists it.

@@ -141,3 +141,39 @@ class PeerUnavailable(TongbanError):
         self.peer = peer
         self.detail = detail
         super().__init__(f"peer {peer}: {detail}")
+
+
+class CalendarUnknown(TongbanError):
+    """A working-day count reaches a date beyond the years the official holiday calendar knows.
+
+    The State Council publishes each year's holidays and adjusted working days late in the year
+    before; until the calendar library is updated, no deadline in that year can be computed, and
+    the node says so instead of guessing. Maps to FAILED_PRECONDITION.
+    """
+
+    def __init__(self, day: object, first_year: int, last_year: int) -> None:
+        self.day = str(day)
+        self.first_year = first_year
+        self.last_year = last_year
+        super().__init__(
+            f"the official working-day calendar knows {first_year}-{last_year} only, not "
+            f"{day}: update the chinese-calendar package (the State Council publishes each "
+            "year's holidays late in the year before)"
+        )
+
+
+class ProjectionFailed(TongbanError):
+    """A projection could not apply an event: it stopped there (it never skips one).
+
+    Names the projection and the notification id, so an operator can look at the event, fix the
+    cause and restart (or rebuild) the projection. The node's health turns NOT_SERVING with this
+    message. Maps to UNAVAILABLE for queries that need the projection.
+    """
+
+    def __init__(self, projection: str, notification_id: int, reason: str) -> None:
+        self.projection = projection
+        self.notification_id = notification_id
+        self.reason = reason
+        super().__init__(
+            f"projection {projection!r} stopped at notification {notification_id}: {reason}"
+        )

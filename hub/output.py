@@ -66,6 +66,28 @@ def print_table(
     stream.write("".join(f"{line.rstrip()}\n" for line in buffer.getvalue().splitlines()))
 
 
+def print_csv(
+    headers: Sequence[str], rows: Iterable[Sequence[Cell]], *, file: TextIO | None = None
+) -> None:
+    """Print ``rows`` as CSV for spreadsheets: UTF-8 with a byte-order mark (so Excel reads
+    沙头镇 as such), a header line, RFC 4180 quoting."""
+    import csv
+
+    stream = sys.stdout if file is None else file
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\r\n")
+    writer.writerow(headers)
+    writer.writerows(["" if cell is None else cell for cell in row] for row in rows)
+    text = "\ufeff" + buffer.getvalue()
+    binary = getattr(stream, "buffer", None)
+    if binary is None:
+        stream.write(text)
+        return
+    stream.flush()
+    binary.write(text.encode("utf-8"))
+    binary.flush()
+
+
 def print_json(document: Any, *, file: TextIO | None = None) -> None:
     """Print ``document`` as one readable UTF-8 JSON document (after :func:`plain`)."""
     stream = sys.stdout if file is None else file

@@ -68,6 +68,9 @@ URI_SCHEME = "tongban"
 #: ``<name>.pem`` / ``<name>.key``, and needs no escaping inside the identity URI.
 NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9.-]{2,63}$")
 
+#: A supervisor's name: a label, a dot, and a 2, 4, 6, 9 or 12 digit region code.
+_SUPERVISOR_NAME = re.compile(r"^[a-z0-9][a-z0-9.-]*\.(\d{2}|\d{4}|\d{6}|\d{9}|\d{12})$")
+
 # One DNS label (RFC 1123): letters, digits and inner hyphens, at most 63 characters.
 _DNS_LABEL = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
 _DNS_NAME_MAX = 253
@@ -102,6 +105,10 @@ class Role(enum.StrEnum):
     PEER = "peer"
     #: An operator: manages the hall registry (register, rotate keys, retire).
     ADMIN = "admin"
+    #: A supervisor (电子监察, 政务服务管理办公室) of one region: reads the supervision views and
+    #: statistics of that region and below. The name ends with the region's code after a dot
+    #: (``jiancha.4309``): the CA that issues the certificate decides the region.
+    SUPERVISOR = "supervisor"
     #: The node's own gRPC server certificate.
     NODE = "node"
 
@@ -136,6 +143,12 @@ class Identity:
         if not isinstance(self.role, Role):
             raise InvalidInput("role", self.role, "must be a hub.pki.Role")
         _check_name(self.name, "name")
+        if self.role is Role.SUPERVISOR and not _SUPERVISOR_NAME.fullmatch(self.name):
+            raise InvalidInput(
+                "name",
+                self.name,
+                "a supervisor's name ends with its region code after a dot (jiancha.4309)",
+            )
 
     @property
     def uri(self) -> str:
@@ -144,6 +157,13 @@ class Identity:
 
     def __str__(self) -> str:
         return self.uri
+
+    @property
+    def region(self) -> str:
+        """A supervisor's region code (the digits after the name's last dot); else empty."""
+        if self.role is not Role.SUPERVISOR:
+            return ""
+        return self.name.rsplit(".", 1)[-1]
 
     @classmethod
     def from_uri(cls, uri: str) -> Identity:

@@ -7,12 +7,18 @@ Processes (``--processes N``, default: the CPU count)::
                  creates the tables once, starts the others, prints the port line when all are
                  ready, serves /metrics for all of them, and stops them all on SIGTERM/SIGINT —
                  or, exiting non-zero, when one of them dies
-    follower     the ledger integrator (woken by the store's notifications on PostgreSQL); when
-                 it must stop for good, every server's health turns NOT_SERVING with the reason
+    follower     the ledger integrator, the projections (queues, supervision, statistics),
+                 the 电子监察 supervisor and, with a federation file, the relay, each woken by
+                 the store's notifications on PostgreSQL; when the integrator or the relay must
+                 stop for good, every server's health turns NOT_SERVING with the reason; when a
+                 projection stops, the Supervision service and the ``tongban.projections``
+                 health entry do, and queries answer UNAVAILABLE with it
     witness      with a federation file only: the witness endpoint (C2SP tlog-witness, HTTP on
                  TONGBAN_WITNESS_LISTEN) and the checkpoint publisher (hub.witnessing)
     N servers    ``grpc.aio`` servers on one port (SO_REUSEPORT: the kernel spreads connections
                  over them), each with its own application and connections
+    web          the supervisors' dashboard and the halls' public screens over HTTPS
+                 (``--web``, TONGBAN_WEB_LISTEN; :mod:`hub.web`)
 
 Every fatal start-up error ends the command within seconds with one line saying what to do and a
 non-zero exit; the caller of ``serve`` (the CLI) prints it.
@@ -43,6 +49,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("tongban.serve")
 
+#: The health entry of the projections (NOT_SERVING when one stopped; the node still serves).
+PROJECTIONS_HEALTH = "tongban.projections"
+
 #: How long a child may take to get ready before the node gives up.
 STARTUP_SECONDS = 60.0
 _REASON_BYTES = 4096
@@ -59,14 +68,18 @@ class ServeOptions:
     processes: int
     grace: float
     metrics_listen: str
+    web_listen: str = "127.0.0.1:8443"
 
 
 @dataclass
 class _Shared:
-    """What the processes share: the follower's failure, which turns every server NOT_SERVING."""
+    """What the processes share: the follower's failure, which turns every server NOT_SERVING,
+    and the projections' failure, which the servers' queries report."""
 
     failed: Any  # multiprocessing.Event
     reason: Any  # multiprocessing.Array of bytes
+    projections_failed: Any = None  # multiprocessing.Event
+    projections_reason: Any = None  # multiprocessing.Array of bytes
 
     def fail(self, reason: str) -> None:
         data = reason.encode("utf-8")[: _REASON_BYTES - 1]
@@ -75,6 +88,16 @@ class _Shared:
 
     def why(self) -> str:
         return bytes(self.reason.value).decode("utf-8", errors="replace")
+
+    def fail_projections(self, reason: str) -> None:
+        if not self.projections_failed.is_set():
+            self.projections_reason.value = reason.encode("utf-8")[: _REASON_BYTES - 1]
+            self.projections_failed.set()
+
+    def projections_why(self) -> str | None:
+        if not self.projections_failed.is_set():
+            return None
+        return bytes(self.projections_reason.value).decode("utf-8", errors="replace")
 
 
 def serve(settings: Settings, options: ServeOptions) -> int:
@@ -94,10 +117,18 @@ def serve(settings: Settings, options: ServeOptions) -> int:
     if settings.federation is not None:
         witness_reservation = _reserve_port(*_split(settings.witness_listen))
         witness_port = witness_reservation.getsockname()[1]
+    web_host, web_port = _split(options.web_listen)
+    web_reservation = _reserve_port(web_host, web_port)
+    web_port = web_reservation.getsockname()[1]
     metrics_dir = tempfile.mkdtemp(prefix="tongban-metrics-")
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
     context = multiprocessing.get_context("spawn")
-    shared = _Shared(context.Event(), context.Array("c", _REASON_BYTES))
+    shared = _Shared(
+        context.Event(),
+        context.Array("c", _REASON_BYTES),
+        context.Event(),
+        context.Array("c", _REASON_BYTES),
+    )
     children: list[tuple[str, Any, Connection]] = []
 
     def start(name: str, target: Callable[..., None], *args: Any) -> None:
@@ -113,6 +144,7 @@ def serve(settings: Settings, options: ServeOptions) -> int:
             start("witness", _witness_main, settings, witness_port)
         for number in range(options.processes):
             start(f"server-{number}", _server_main, settings, options, port)
+        start("web", _web_main, settings, options, web_port)
         _await_ready(children)
     except TongbanError:
         _stop(children, options.grace)
@@ -121,6 +153,7 @@ def serve(settings: Settings, options: ServeOptions) -> int:
         reservation.close()
         if witness_reservation is not None:
             witness_reservation.close()
+        web_reservation.close()
     metrics_port = telemetry.serve_metrics(options.metrics_listen)
     if witness_reservation is not None:
         scheme = "https" if settings.witness_tls else "http"
@@ -130,12 +163,20 @@ def serve(settings: Settings, options: ServeOptions) -> int:
     print(f"tongban: serving on {host}:{port}", flush=True)
     print(f"tongban: metrics on http://{_split(options.metrics_listen)[0]}:{metrics_port}/metrics",
           flush=True)  # fmt: skip
+    scheme = "http" if options.insecure else "https"
+    print(f"tongban: web on {scheme}://{web_host}:{web_port}/", flush=True)
     return _supervise(children, options.grace)
 
 
 def _preflight(settings: Settings, options: ServeOptions) -> None:
     """Everything that can fail at start-up, checked once, before any process starts."""
-    from hub.bootstrap import build_application, build_integrator, build_material_store
+    from hub.api.server import TLSFiles
+    from hub.bootstrap import (
+        build_application,
+        build_integrator,
+        build_material_store,
+        open_node_projections,
+    )
 
     if not options.insecure:
         _tls_files(settings).server_credentials()  # names a missing file or a bad peer CA
@@ -144,6 +185,11 @@ def _preflight(settings: Settings, options: ServeOptions) -> None:
         build_integrator(settings, app)  # the log against the last checkpoint signed
         # Chunks of uploads a crash interrupted (nothing refers to them) go now.
         build_material_store(settings, app).sweep()
+        projections = open_node_projections(settings, app)
+        try:
+            projections.create_tables()
+        finally:
+            projections.close()
     finally:
         app.close()
     if settings.federation is not None:
@@ -349,9 +395,18 @@ async def _serve_async(
     shared: _Shared,
     stop: asyncio.Event,
 ) -> None:
+    from grpc_health.v1 import health_pb2
+
     from hub.api.audit import add_audit_service
     from hub.api.materials import add_material_services
     from hub.api.server import NodeServer
+    from hub.api.supervision import (
+        SUPERVISION,
+        ChangeFeed,
+        ProjectionAccess,
+        QueueQueries,
+        add_supervision_service,
+    )
     from hub.bootstrap import (
         build_application,
         build_material_store,
@@ -361,9 +416,18 @@ async def _serve_async(
     from hub.integrity.integrator import open_ledger_view
     from hub.integrity.witnessed import FinalCheckpoint, final_checkpoint
     from hub.materials.erasure import erase_case_materials
+    from hub.projections.queries import Names
+    from hub.projections.store import open_projection_store
     from ledger import WitnessPolicy
 
     app = build_application(settings, create_tables=False)
+    access = ProjectionAccess(
+        open_projection_store(app),
+        Names(app.regions, app.catalogue),
+        shared.projections_why,
+        ChangeFeed(settings.database_url),
+        app.clock,
+    )
     try:
         view = open_ledger_view(app)
         witnessing = witnessing_config(settings)
@@ -394,12 +458,19 @@ async def _serve_async(
             trust=trust,
             max_workers=options.workers,
             max_streams=options.max_streams,
-            extra_services=[add_audit_service(app, view, final), materials],
+            extra_services=[
+                add_audit_service(app, view, final),
+                materials,
+                add_supervision_service(app, access, settings.node_region),
+            ],
             leaf_index=leaf_index,
             reuse_port=True,
             on_erased=lambda case_id: erase_case_materials(app, store, case_id),
+            queue=lambda authenticate: QueueQueries(app, access, authenticate),
         )
         await node.start()
+        await node.health.set(PROJECTIONS_HEALTH, health_pb2.HealthCheckResponse.SERVING)
+        access.feed.start()
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, stop.set)
@@ -408,22 +479,105 @@ async def _serve_async(
             shared.failed.wait()
             node.not_serving(shared.why())
 
+        def watch_projections() -> None:
+            shared.projections_failed.wait()
+            reason = shared.projections_why() or ""
+            node.services_not_serving([SUPERVISION.full_name, PROJECTIONS_HEALTH], reason)
+
         threading.Thread(target=watch_follower, name="follower-watch", daemon=True).start()
+        threading.Thread(target=watch_projections, name="projections-watch", daemon=True).start()
         _settle_heap()
         lifeline.send(("ready", os.getpid()))
         await stop.wait()
         await node.stop(options.grace)
     finally:
+        access.feed.stop()
+        access.store.close()
+        app.close()
+
+
+def _web_main(
+    settings: Settings, options: ServeOptions, port: int, lifeline: Connection, shared: _Shared
+) -> None:
+    """The web process: the dashboard and the public screens (hub.web)."""
+    loop = asyncio.new_event_loop()
+    stop = asyncio.Event()
+
+    def request_stop() -> None:
+        loop.call_soon_threadsafe(stop.set)
+
+    _child_setup(settings, lifeline, request_stop)
+    try:
+        loop.run_until_complete(_web_async(settings, options, port, lifeline, shared, stop))
+    except TongbanError as error:
+        _report_error(lifeline, error)
+        raise SystemExit(2) from None
+    finally:
+        loop.close()
+
+
+async def _web_async(
+    settings: Settings,
+    options: ServeOptions,
+    port: int,
+    lifeline: Connection,
+    shared: _Shared,
+    stop: asyncio.Event,
+) -> None:
+    from hub.bootstrap import build_application
+    from hub.projections.queries import Names
+    from hub.projections.store import open_projection_store
+    from hub.web.app import WebContext
+    from hub.web.server import WebTLS, bind, serve_web, web_server
+
+    app = build_application(settings, create_tables=False)
+    store = open_projection_store(app)
+    try:
+        context = WebContext(
+            store,
+            Names(app.regions, app.catalogue),
+            app.catalogue,
+            settings.node_region,
+            app.clock,
+            shared.projections_why,
+        )
+        pki = settings.pki_dir
+        tls = (
+            None if options.insecure else WebTLS(pki / "node.pem", pki / "node.key", pki / "ca.pem")
+        )
+        try:
+            sock = bind(_split(options.web_listen)[0], port)
+        except OSError as error:
+            raise ConfigurationError(
+                f"cannot serve the web pages on {options.web_listen}: {error.strerror}; choose "
+                "another with --web or TONGBAN_WEB_LISTEN"
+            ) from None
+        ready = asyncio.Event()
+        serving = asyncio.create_task(serve_web(web_server(context, tls), sock, stop, ready))
+        waiting = asyncio.create_task(ready.wait())
+        await asyncio.wait([serving, waiting], return_when=asyncio.FIRST_COMPLETED)
+        if serving.done():
+            serving.result()
+        lifeline.send(("ready", os.getpid()))
+        await serving
+    finally:
+        store.close()
         app.close()
 
 
 def _follower_main(settings: Settings, lifeline: Connection, shared: _Shared) -> None:
-    """The ledger integrator's process."""
+    """The followers' process: the ledger integrator, the projections and the supervisor."""
     stop = threading.Event()
     _child_setup(settings, lifeline, stop.set)
     signal.signal(signal.SIGTERM, lambda _s, _f: stop.set())
     signal.signal(signal.SIGINT, lambda _s, _f: stop.set())
-    from hub.bootstrap import build_application, build_integrator, build_relay
+    from hub.bootstrap import (
+        build_application,
+        build_integrator,
+        build_relay,
+        open_node_projections,
+    )
+    from hub.projections.supervisor import Supervisor
 
     try:
         app = build_application(settings, create_tables=False)
@@ -431,10 +585,25 @@ def _follower_main(settings: Settings, lifeline: Connection, shared: _Shared) ->
         relay = build_relay(settings, app)
         if relay is not None:
             relay.attach(integrator)  # checkpoints when envelopes wait; woken as the log grows
+        projections = open_node_projections(settings, app)
     except TongbanError as error:
         _report_error(lifeline, error)
         raise SystemExit(2) from None
-    relay_thread: threading.Thread | None = None
+    moved = threading.Event()
+    threads = []
+    for runner in projections.runners.values():
+
+        def follow(runner: Any = runner) -> None:
+            runner.run(stop)
+            if runner.failure is not None:
+                shared.fail_projections(str(runner.failure))
+
+        threads.append(threading.Thread(target=follow, name=runner.name, daemon=True))
+    projections.runner("cases").on_advance = lambda _position: moved.set()
+    supervisor = Supervisor(app, projections.store)
+    threads.append(
+        threading.Thread(target=supervisor.run, args=(stop, moved), name="supervisor", daemon=True)
+    )
     relay_stop = threading.Event()
     if relay is not None:
 
@@ -443,10 +612,11 @@ def _follower_main(settings: Settings, lifeline: Connection, shared: _Shared) ->
             if relay.failure is not None:
                 shared.fail(relay.failure)
 
-        relay_thread = threading.Thread(target=run_relay, name="relay", daemon=True)
-        relay_thread.start()
+        threads.append(threading.Thread(target=run_relay, name="relay", daemon=True))
     try:
         _settle_heap()
+        for thread in threads:
+            thread.start()
         lifeline.send(("ready", os.getpid()))
         integrator.run(stop)
         if integrator.failure is not None:
@@ -454,8 +624,10 @@ def _follower_main(settings: Settings, lifeline: Connection, shared: _Shared) ->
             stop.wait()  # stay up (idle), so the node keeps answering and says why in health
     finally:
         relay_stop.set()
-        if relay_thread is not None:
-            relay_thread.join(timeout=10)
+        stop.set()
+        for thread in threads:
+            thread.join(timeout=10 if thread.name == "relay" else 5)
+        projections.close()
         app.close()
 
 

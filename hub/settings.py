@@ -50,6 +50,8 @@ _KEYS = {
     "witness_listen": "TONGBAN_WITNESS_LISTEN",
     "witness_tls": "TONGBAN_WITNESS_TLS",
     "witness_interval_s": "TONGBAN_WITNESS_INTERVAL_S",
+    "rectification_days": "TONGBAN_RECTIFICATION_DAYS",
+    "web_listen": "TONGBAN_WEB_LISTEN",
 }
 
 
@@ -119,6 +121,11 @@ class Settings:
     #: checkpoint is submitted as soon as it is signed).
     witness_interval_s: int = 60
 
+    #: Working days a 差评's rectification (整改) is given; each province sets its own.
+    rectification_days: int = 15
+    #: Where the dashboard and the public screens are served over HTTPS (port 0: a free one).
+    web_listen: str = "127.0.0.1:8443"
+
     @property
     def pki_dir(self) -> Path:
         """Where the node's CA and server certificate live."""
@@ -141,6 +148,7 @@ class Settings:
             "storage_timeout_s",
             "witness_interval_s",
             "max_material_bytes",
+            "rectification_days",
         ):
             if getattr(self, name) <= 0:
                 raise ConfigurationError(f"{_KEYS[name]} must be positive")
@@ -239,6 +247,7 @@ _INT_KEYS = (
     "storage_timeout_s",
     "witness_interval_s",
     "max_material_bytes",
+    "rectification_days",
 )
 _BOOL_KEYS = ("group_commit", "witness_tls")
 _TRUE = frozenset({"1", "true", "yes", "on"})

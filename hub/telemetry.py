@@ -57,6 +57,9 @@ FOLLOWER_FAILED = Gauge(
     ["follower"],
     multiprocess_mode="max",
 )
+WARNINGS = Counter(
+    "tongban_supervision_warnings", "电子监察 warnings the supervisor recorded, by kind", ["kind"]
+)
 LEDGER_SIZE = Gauge("tongban_ledger_leaves", "Leaves in the node's log", multiprocess_mode="max")
 OPEN_STREAMS = Gauge("tongban_open_streams", "Server streams open now", multiprocess_mode="livesum")
 RELAY_MESSAGES = Counter(

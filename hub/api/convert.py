@@ -67,6 +67,7 @@ EVENT_CLASSES: tuple[type[Any], ...] = (
     Case.Withdrawn,
     Case.PersonalDataErased,
     Case.TransferRefused,
+    Case.SupervisionWarned,
 )
 
 #: Value objects and their messages.
@@ -173,7 +174,9 @@ def event_to_proto(
                 body.applicant.CopyFrom(value_to_proto(applicant))
             continue
         target = getattr(body, name)
-        if isinstance(value, tuple):
+        if isinstance(value, datetime):
+            target.CopyFrom(timestamp_to_proto(value))
+        elif isinstance(value, tuple):
             target.extend(_to_wire(item) for item in value)
         elif type(value) in VALUE_MESSAGES:
             target.CopyFrom(value_to_proto(value))
@@ -207,6 +210,9 @@ def event_from_proto(message: events_pb2.CaseEvent) -> Any:
                 ApplicantCommitments(wire.name.hex(), wire.id_number.hex(), wire.phone.hex()),
                 b"",
             )
+            continue
+        if hint is datetime:
+            kwargs[name] = timestamp_from_proto(getattr(body, name))
             continue
         kwargs[name] = from_wire(hint, getattr(body, name), f"{which}.{name}")
     return cls(**kwargs)

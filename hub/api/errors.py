@@ -23,6 +23,7 @@ from grpc_status import rpc_status
 from hub.application.cipher import DecryptionError
 from hub.errors import (
     AlreadyExists,
+    CalendarUnknown,
     ConcurrencyConflict,
     ConfigurationError,
     IntegrityViolation,
@@ -31,6 +32,7 @@ from hub.errors import (
     NotFound,
     PeerUnavailable,
     PermissionRefused,
+    ProjectionFailed,
     SignatureRefused,
     StorageUnavailable,
     StoreMismatch,
@@ -60,6 +62,8 @@ STATUS_BY_ERROR: tuple[tuple[type[TongbanError], grpc.StatusCode], ...] = (
     (MaterialDamaged, grpc.StatusCode.DATA_LOSS),
     (PeerUnavailable, grpc.StatusCode.UNAVAILABLE),
     (StoreMismatch, grpc.StatusCode.FAILED_PRECONDITION),
+    (CalendarUnknown, grpc.StatusCode.FAILED_PRECONDITION),
+    (ProjectionFailed, grpc.StatusCode.UNAVAILABLE),
     (ConfigurationError, grpc.StatusCode.INTERNAL),
 )
 

@@ -115,6 +115,7 @@ class NodeServer:
         reuse_port: bool = False,
         trust: ClientTrust | None = None,
         on_erased: Callable[[UUID], object] | None = None,
+        queue: Any = None,
     ) -> None:
         self.app = app
         #: Which CA vouches for which caller (None without TLS).
@@ -135,8 +136,13 @@ class NodeServer:
             maximum_concurrent_rpcs=max_workers * 8 + max_streams,
         )
         self.streams = StreamLimit(max_streams)
+        # ``queue``: a factory of hub.api.supervision.QueueQueries (ListQueue, WatchQueue).
+        queries = queue(authenticate) if queue is not None else None
         add_service(
-            self.server, CaseExchangeServicer(app, authenticate), CASE_EXCHANGE, self.streams
+            self.server,
+            CaseExchangeServicer(app, authenticate, queries),
+            CASE_EXCHANGE,
+            self.streams,
         )
         admin = HallAdminServicer(app, authenticate)
         if leaf_index is not None:
@@ -190,6 +196,22 @@ class NodeServer:
 
         async def report() -> None:
             for name in ["", *self.service_names]:
+                await self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+
+        asyncio.run_coroutine_threadsafe(report(), loop)
+
+    def services_not_serving(self, names: Sequence[str], reason: str) -> None:
+        """Report NOT_SERVING for ``names`` only (the rest of the node keeps serving).
+
+        Safe to call from any thread.
+        """
+        log.error("NOT_SERVING %s: %s", ", ".join(names), reason)
+        loop = self._loop
+        if loop is None:
+            return
+
+        async def report() -> None:
+            for name in names:
                 await self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
 
         asyncio.run_coroutine_threadsafe(report(), loop)

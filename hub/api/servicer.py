@@ -99,9 +99,12 @@ def signed_from_proto(request: case_exchange_pb2.SignedCommand) -> SignedCommand
 class CaseExchangeServicer:
     """The whole case lifecycle for hall systems."""
 
-    def __init__(self, app: HubApplication, authenticate: Authenticator) -> None:
+    def __init__(self, app: HubApplication, authenticate: Authenticator, queue: Any = None) -> None:
         self.app = app
         self.authenticate = authenticate
+        #: ListQueue and WatchQueue (hub.api.supervision.QueueQueries), when the node serves
+        #: its projections.
+        self.queue = queue
 
     # Each lifecycle RPC is the same steps with a different action; see _execute.
     def Submit(self, request: Any, context: Any) -> Any:  # noqa: N802 - gRPC's method names
@@ -167,6 +170,9 @@ class CaseExchangeServicer:
     def Withdraw(self, request: Any, context: Any) -> Any:  # noqa: N802
         return self._execute("withdraw", request, context)
 
+    def StaffWindow(self, request: Any, context: Any) -> Any:  # noqa: N802
+        return self._execute("staff_window", request, context)
+
     def _execute(
         self, action: str, request: case_exchange_pb2.SignedCommand, context: grpc.ServicerContext
     ) -> case_exchange_pb2.CommandReply:
@@ -178,7 +184,10 @@ class CaseExchangeServicer:
             )
             log_command(action, caller, result)
             return case_exchange_pb2.CommandReply(
-                case_id=str(result.aggregate_id), version=result.version, replayed=result.replayed
+                # A hall's own command (staff_window) acts on no case.
+                case_id="" if action == "staff_window" else str(result.aggregate_id),
+                version=result.version,
+                replayed=result.replayed,
             )
 
         return guard(context, run)
@@ -227,17 +236,15 @@ class CaseExchangeServicer:
         return guard(context, run)
 
     def ListQueue(self, request: Any, context: Any) -> Any:  # noqa: N802
-        context.abort(
-            grpc.StatusCode.UNIMPLEMENTED,
-            "hall queues are served by the queue projection, which this node does not run yet",
-        )
+        if self.queue is None:
+            context.abort(grpc.StatusCode.UNAVAILABLE, "this server reads no projections")
+        return self.queue.list_queue(request, context)
 
     async def WatchQueue(self, request: Any, context: Any) -> AsyncIterator[Any]:  # noqa: N802
-        await context.abort(
-            grpc.StatusCode.UNIMPLEMENTED,
-            "hall queues are served by the queue projection, which this node does not run yet",
-        )
-        yield  # pragma: no cover - makes this a generator, as a streaming handler must be
+        if self.queue is None:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "this server reads no projections")
+        async for update in self.queue.watch_queue(request, context):
+            yield update
 
     def _readable_case(self, caller: Caller, case_id: str) -> Case:
         """Auditors read every case; a hall only the cases it is a party to (others: NOT_FOUND,

@@ -56,7 +56,7 @@ from hub.application.vault import OpenedApplicant, PersonalDataVault
 from hub.commands import model as cmd
 from hub.commands.model import Action, CaseAction, ParsedCommand, PersonalValue, SignedCommand
 from hub.commands.wire import parse_command
-from hub.domain.case import Case, case_id_for
+from hub.domain.case import RECTIFICATION_DAYS, Case, business_time, case_id_for, step_time
 from hub.domain.codec import FrozenJSONTranscoder, register_domain_transcodings
 from hub.domain.command_record import (
     ADMIN,
@@ -72,7 +72,8 @@ from hub.domain.hall import Hall, decode_public_key, hall_aggregate_id, key_id
 from hub.domain.items import Catalogue
 from hub.domain.node import NODE_ID, Node
 from hub.domain.regions import RegionCode, RegionRegistry
-from hub.domain.values import APPLICANT_FIELDS, Actor, Applicant
+from hub.domain.supervision import warning_due
+from hub.domain.values import APPLICANT_FIELDS, Actor, Applicant, WarningKind
 from hub.errors import (
     AlreadyExists,
     ConcurrencyConflict,
@@ -110,6 +111,9 @@ class NodePolicy:
         """Whether another node of the federation keeps ``region``."""
         return any(within(region, peer) for peer in self.peer_regions)
 
+    #: Working days a 差评's rectification (整改) is given (set per province).
+    rectification_days: int = RECTIFICATION_DAYS
+
 
 @dataclass
 class _Run:
@@ -120,6 +124,11 @@ class _Run:
     key_id: str
     digest: str
     hall: Hall | None  # the signing hall (None for an admin command)
+    received_at: datetime  # the node's time when the command arrived
+
+    def step_at(self, after: datetime | None) -> datetime:
+        """The business time of the command's step (after the case's previous step)."""
+        return business_time(self.parsed.header.issued_at, self.received_at, after)
 
     @property
     def actor(self) -> Actor:
@@ -140,7 +149,9 @@ CASE_STEPS: dict[type[CaseAction], CaseStep] = {
     cmd.HandOff: lambda app, case, actor, c: case.hand_off(
         actor, c.to_hall, app.receiving_region(c.to_hall, "to_hall"), c.reason
     ),
-    cmd.AcknowledgeHandoff: lambda app, case, actor, c: case.acknowledge_handoff(actor),
+    cmd.AcknowledgeHandoff: lambda app, case, actor, c: case.acknowledge_handoff(
+        actor, app.window_of(actor.hall_id, c.window, "window")
+    ),
     cmd.StartHandling: lambda app, case, actor, c: case.start_handling(actor),
     cmd.Suspend: lambda app, case, actor, c: case.suspend(actor, c.reason, c.note),
     cmd.Resume: lambda app, case, actor, c: case.resume(actor),
@@ -159,7 +170,9 @@ CASE_STEPS: dict[type[CaseAction], CaseStep] = {
         actor, c.certificate_id
     ),
     cmd.Deliver: lambda app, case, actor, c: case.deliver(actor, c.method, c.note),
-    cmd.Rate: lambda app, case, actor, c: case.rate(actor, c.rating, c.comment),
+    cmd.Rate: lambda app, case, actor, c: case.rate(
+        actor, c.rating, c.comment, c.channel, app.policy.rectification_days
+    ),
     cmd.CompleteRectification: lambda app, case, actor, c: case.complete_rectification(
         actor, c.report, c.follow_up
     ),
@@ -177,6 +190,7 @@ class HubApplication(Application[UUID]):
     """A node's event-sourced application."""
 
     name = "Tongban"
+    policy: NodePolicy
 
     def __init__(
         self,
@@ -288,9 +302,9 @@ class HubApplication(Application[UUID]):
             )
             if replay is not None:
                 return replay
-        run = _Run(parsed, signed, key_id(public_key), digest, hall)
+        run = _Run(parsed, signed, key_id(public_key), digest, hall, self.clock())
         try:
-            self._check_time(parsed)
+            self._check_time(parsed, run.received_at)
             return self._handle(run)
         except TongbanError as error:
             # A concurrent duplicate of this very command may have won meanwhile: its result,
@@ -312,11 +326,14 @@ class HubApplication(Application[UUID]):
             return self._administer_hall(run, action)
         if isinstance(action, cmd.ErasePersonalData):
             return self._erase(run, action)
+        if isinstance(action, cmd.StaffWindow):
+            return self._staff_window(run, action)
         assert isinstance(action, CaseAction)
         self._check_no_personal(run)
         case = self._case_for_hall(action.case_id, run.parsed.header.hall_id)
         before = case.version
-        CASE_STEPS[type(action)](self, case, run.actor, action)
+        with step_time(run.step_at(case.last_step_at)):
+            CASE_STEPS[type(action)](self, case, run.actor, action)
         return self._commit(run, case, before)
 
     def _submit(self, run: _Run, action: cmd.Submit) -> CommandResult:
@@ -355,6 +372,7 @@ class HubApplication(Application[UUID]):
             mode = item.mode_for(intake, competent, home)
         except InvalidInput as error:
             raise InvalidInput(f"command.submit.{error.field}", error.value, error.reason) from None
+        hall.check_window(action.window, "command.submit.window")
         case_id = case_id_for(header.hall_id, header.idempotency_key)
         sealed, key_row = self.vault.seal(case_id, applicant, salts, action.applicant)
         case = Case.submit(
@@ -372,6 +390,9 @@ class HubApplication(Application[UUID]):
             statutory_days=item.statutory_days,
             produces_certificate=item.certificate is not None,
             home_region=action.home_region,
+            timestamp=run.step_at(None),
+            window=action.window,
+            channel=action.channel,
         )
         return self._commit(run, case, 0, personal_keys=[key_row])
 
@@ -410,8 +431,42 @@ class HubApplication(Application[UUID]):
         self._check_no_personal(run)
         case = self.get_case(action.case_id)
         before = case.version
-        case.erase_personal_data(run.parsed.header.admin, action.reason)
+        with step_time(run.step_at(case.last_step_at)):
+            case.erase_personal_data(run.parsed.header.admin, action.reason)
         return self._commit(run, case, before, erase_keys=[case.id])
+
+    def _staff_window(self, run: _Run, action: cmd.StaffWindow) -> CommandResult:
+        """AB岗: the signing hall sets who serves one of its windows."""
+        self._check_no_personal(run)
+        hall = self.get_hall(run.parsed.header.hall_id, for_change=True)
+        before = hall.version
+        hall.staff_window(
+            run.actor, action.window, action.a_post, action.b_post, action.a_post_absent
+        )
+        return self._commit(run, hall, before)
+
+    # ================================================================ supervision
+
+    def record_warning(self, case_id: UUID, kind: WarningKind) -> Case:
+        """Record an 电子监察 warning of ``case_id`` that is due now (the node's own act).
+
+        The mark must have been crossed by now, computed from the case's stored history exactly
+        as the ledger's gate and an auditor will re-compute it; each kind is recorded once
+        (TransitionRefused for a second). Raises InvalidInput when it is not due (yet).
+        """
+        case = self.get_case(case_id)
+        now = self.clock()
+        due = warning_due(case, kind)
+        if due is None or due > now:
+            raise InvalidInput(
+                "kind",
+                kind.name,
+                f"case {case_id} is not due for it"
+                + (f" before {due.isoformat(timespec='seconds')}" if due else ""),
+            )
+        case.record_warning(kind, due, max(now, due))
+        self._save(case)
+        return case
 
     # ================================================================ queries
 
@@ -516,6 +571,11 @@ class HubApplication(Application[UUID]):
             return RegionCode(region)
         return RegionCode(self._receiving_hall(hall_id, field).region)
 
+    def window_of(self, hall_id: str, window: str, field: str) -> str:
+        """``window`` if it is one of the hall's windows (or empty: its first window)."""
+        self.get_hall(hall_id).check_window(window, field)
+        return window
+
     def receiving_tasks(self, tasks: tuple[Any, ...]) -> tuple[Any, ...]:
         """Joint tasks, each at a registered, active hall (here or at another node)."""
         for number, task in enumerate(tasks):
@@ -552,9 +612,8 @@ class HubApplication(Application[UUID]):
                 signer, "does not verify over the command bytes with the signer's current key"
             ) from None
 
-    def _check_time(self, parsed: ParsedCommand) -> None:
+    def _check_time(self, parsed: ParsedCommand, now: datetime) -> None:
         header, policy = parsed.header, self.policy
-        now = self.clock()
         signed_at = header.issued_at
         when = signed_at.isoformat()
         if header.deferred:
@@ -689,6 +748,7 @@ class HubApplication(Application[UUID]):
             key_id=run.key_id,
             issued_at=header.issued_at,
             deferred=header.deferred,
+            timestamp=run.received_at,
         )
         try:
             # The record first: in the log each command is followed by the events it produced.

@@ -25,9 +25,11 @@ from hub.domain.hall import Hall
 from hub.domain.values import (
     ApplicantCommitments,
     DeliveryMethod,
+    IntakeChannel,
     JointTask,
     Material,
     Rating,
+    RatingChannel,
     SuspensionReason,
 )
 
@@ -108,6 +110,8 @@ class Submit(Action):
     materials: tuple[Material, ...]
     competent_region: str
     home_region: str
+    window: str
+    channel: IntakeChannel
 
 
 @dataclass(frozen=True)
@@ -168,6 +172,7 @@ class AcknowledgeHandoff(CaseAction):
     action_name: ClassVar[str] = "acknowledge_handoff"
     produces: ClassVar[tuple[type[Any], ...]] = (Case.HandoffAcknowledged,)
     case_id: UUID
+    window: str
 
 
 @dataclass(frozen=True)
@@ -282,6 +287,7 @@ class Rate(CaseAction):
     case_id: UUID
     rating: Rating
     comment: str
+    channel: RatingChannel
 
 
 @dataclass(frozen=True)
@@ -312,6 +318,21 @@ class Withdraw(CaseAction):
     produces: ClassVar[tuple[type[Any], ...]] = (Case.Withdrawn,)
     case_id: UUID
     reason: str
+
+
+# ---------------------------------------------------------------------------- hall commands
+
+
+@dataclass(frozen=True)
+class StaffWindow(Action):
+    """AB岗: who serves one of the signing hall's windows."""
+
+    action_name: ClassVar[str] = "staff_window"
+    produces: ClassVar[tuple[type[Any], ...]] = (Hall.WindowStaffed,)
+    window: str
+    a_post: str
+    b_post: str
+    a_post_absent: bool
 
 
 # ---------------------------------------------------------------------------- admin commands
@@ -389,6 +410,7 @@ ACTIONS: dict[str, type[Action]] = {
         CompleteRectification,
         Archive,
         Withdraw,
+        StaffWindow,
         RegisterHall,
         RotateHallKey,
         RetireHall,

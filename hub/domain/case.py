@@ -5,13 +5,19 @@ Each public command method checks, in this order: the command is allowed in the 
 sense for this case. Only then does it trigger an event. So a refused command raises a
 :class:`~hub.errors.TongbanError` and leaves the aggregate untouched.
 
-Every event carries the :class:`~hub.domain.values.Actor` (hall, operator, region); the library
-stamps the time. Events hold only plain values and value objects, and each event class's ``apply``
-is the single place that changes state, used both when a command runs and when events are replayed.
+Every event carries the :class:`~hub.domain.values.Actor` (hall, operator, region). Its time is
+the *business time* of the step (:func:`step_time`): when the hall signed the command, bounded by
+the node's rules (see :func:`business_time`), so a case taken in offline at a village room on
+Friday starts its clock on Friday, not when the room's outbox synced. Events hold only plain values
+and value objects, and each event class's ``apply`` is the single place that changes state, used
+both when a command runs and when events are replayed.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Any
@@ -27,11 +33,14 @@ from hub.domain.values import (
     CaseState,
     CrossRegionMode,
     DeliveryMethod,
+    IntakeChannel,
     JointTask,
     Material,
     Rating,
+    RatingChannel,
     SealedApplicant,
     SuspensionReason,
+    WarningKind,
 )
 from hub.errors import InvalidInput, PermissionRefused, TransitionRefused
 
@@ -67,8 +76,34 @@ def case_id_for(hall_id: str, idempotency_key: str) -> UUID:
     return uuid5(NAMESPACE_URL, f"tongban:case:{hall_id}:{idempotency_key}")
 
 
-#: Working days given to fix a 差评 (rectification) before follow-up.
-RECTIFICATION_DAYS = 5
+#: Working days given to fix a 差评 (rectification) and follow it up, unless the node (its
+#: province) sets another number (``TONGBAN_RECTIFICATION_DAYS``).
+RECTIFICATION_DAYS = 15
+
+#: The business time of the step being run, if a command is running (see :func:`step_time`).
+_STEP_TIME: ContextVar[datetime | None] = ContextVar("step_time", default=None)
+
+
+def business_time(signed_at: datetime, received_at: datetime, after: datetime | None) -> datetime:
+    """The time a step happened: when its command was signed, within what the node can vouch for.
+
+    Never after the node received the command (a hall's clock running ahead), and never before
+    the case's previous step (a deferred command signed before a step that was stored first takes
+    effect after it). The node has already refused commands whose signed time is outside its
+    clock window (or, for deferred ones, from the future or too old).
+    """
+    moment = min(signed_at, received_at)
+    return moment if after is None or moment >= after else after
+
+
+@contextmanager
+def step_time(at: datetime) -> Iterator[None]:
+    """Case events made inside carry ``at`` as their time (the step's business time)."""
+    token = _STEP_TIME.set(at)
+    try:
+        yield
+    finally:
+        _STEP_TIME.reset(token)
 
 
 def _freeze(value: Any) -> Any:
@@ -101,6 +136,11 @@ class Case(Aggregate):
             for field in fields(self):
                 object.__setattr__(self, field.name, _freeze(getattr(self, field.name)))
 
+        def mutate(self, aggregate: Any) -> Any:
+            aggregate = super().mutate(aggregate)
+            aggregate.last_step_at = self.timestamp
+            return aggregate
+
     class Submitted(Aggregate.Created):
         """收件: a hall took in the application."""
 
@@ -118,6 +158,8 @@ class Case(Aggregate):
         produces_certificate: bool
         #: 全程网办: the applicant's home region when in another province ("" otherwise).
         home_region: str = ""
+        window: str = ""  # the intake window (一窗受理); empty: the hall's first window
+        channel: IntakeChannel = IntakeChannel.UNSPECIFIED
 
         def __post_init__(self) -> None:
             super().__post_init__()
@@ -141,6 +183,10 @@ class Case(Aggregate):
             aggregate.holder = self.actor.hall_id
             aggregate.parties = (self.actor.hall_id,)
             aggregate.clock_started_at = self.timestamp
+            aggregate.last_step_at = self.timestamp
+            aggregate.window = self.window
+            aggregate.intake_window = self.window
+            aggregate.channel = self.channel
 
     class CorrectionRequested(HallEvent):
         """一次性告知: everything missing, in one notice; the clock pauses."""
@@ -210,8 +256,10 @@ class Case(Aggregate):
         """The receiving hall took the case; it is now its holder."""
 
         from_hall: str
+        window: str = ""  # the receiving hall's window that takes the case
 
         def apply(self, aggregate: Case) -> None:
+            aggregate.window = self.window
             before = aggregate.state_before_transfer
             aggregate.state = S.RECEIVED if before is S.RECEIVED else S.HANDLING
             aggregate.holder = self.actor.hall_id
@@ -314,6 +362,7 @@ class Case(Aggregate):
 
         rating: Rating
         comment: str
+        channel: RatingChannel = RatingChannel.UNSPECIFIED
 
         def apply(self, aggregate: Case) -> None:
             aggregate.state = S.RATED
@@ -327,6 +376,7 @@ class Case(Aggregate):
         def apply(self, aggregate: Case) -> None:
             aggregate.state = S.RECTIFYING
             aggregate.rectification_deadline_days = self.deadline_days
+            aggregate.rectification_opened_at = self.timestamp
 
     class RectificationCompleted(HallEvent):
         """整改 done, with the follow-up (回访) result."""
@@ -337,6 +387,7 @@ class Case(Aggregate):
         def apply(self, aggregate: Case) -> None:
             aggregate.state = S.RATED
             aggregate.rectified = True
+            aggregate.rectification_completed_at = self.timestamp
 
     class Archived(HallEvent):
         """归档 (final)."""
@@ -385,6 +436,21 @@ class Case(Aggregate):
         def apply(self, aggregate: Case) -> None:
             aggregate.personal_data_erased = True
 
+    class SupervisionWarned(Aggregate.Event):
+        """电子监察: the node's supervisor recorded that the case crossed a time mark.
+
+        Not a :class:`HallEvent`: the node itself acts (its ledger leaf has the NODE authority),
+        and anyone can check it from the case's own history: ``due_at`` is the instant the mark
+        was crossed (:mod:`hub.domain.supervision`), no later than the event's time, and each
+        kind is recorded at most once per case.
+        """
+
+        kind: WarningKind
+        due_at: datetime
+
+        def apply(self, aggregate: Case) -> None:
+            aggregate.warnings = (*aggregate.warnings, self.kind)
+
     def __init__(self) -> None:
         # Attributes set by Submitted.apply are declared here for readers and type checkers.
         self.state = S.RECEIVED
@@ -421,6 +487,18 @@ class Case(Aggregate):
         self.clock_stopped_at: datetime | None = None
         self.paused_since: datetime | None = None
         self.paused_seconds = 0.0
+        #: Every finished pause of the clock, (start, end), in order.
+        self.pauses: tuple[tuple[datetime, datetime], ...] = ()
+        #: The business time of the last step a hall took (the floor for the next one).
+        self.last_step_at: datetime | None = None
+        #: The window that holds the case at its holder (empty: the hall's first window).
+        self.window = ""
+        self.intake_window = ""
+        self.channel = IntakeChannel.UNSPECIFIED
+        self.rectification_opened_at: datetime | None = None
+        self.rectification_completed_at: datetime | None = None
+        #: The 电子监察 warnings recorded so far.
+        self.warnings: tuple[WarningKind, ...] = ()
 
     # ---------------------------------------------------------------- creation
 
@@ -443,8 +521,10 @@ class Case(Aggregate):
         produces_certificate: bool,
         home_region: str = "",
         timestamp: datetime | None = None,
+        window: str = "",
+        channel: IntakeChannel = IntakeChannel.UNSPECIFIED,
     ) -> Case:
-        """收件: create a case taken in by ``actor``'s hall."""
+        """收件: create a case taken in by ``actor``'s hall (at ``window``, by ``channel``)."""
         if not materials:
             raise InvalidInput("materials", [], "at least one material is required")
         if actor.region != intake_region.value:
@@ -452,7 +532,7 @@ class Case(Aggregate):
         return cls._create(
             cls.Submitted,
             id=case_id,
-            timestamp=timestamp,
+            timestamp=timestamp if timestamp is not None else _STEP_TIME.get(),
             actor=actor,
             item_code=item_code,
             item_name=item_name,
@@ -466,6 +546,8 @@ class Case(Aggregate):
             statutory_days=statutory_days,
             produces_certificate=produces_certificate,
             home_region=home_region,
+            window=window,
+            channel=channel,
         )
 
     # ---------------------------------------------------------------- intake
@@ -522,12 +604,14 @@ class Case(Aggregate):
             self.Escalated, actor=actor, to_hall=to_hall, to_region=to_region.value, reason=reason
         )
 
-    def acknowledge_handoff(self, actor: Actor) -> None:
-        """The receiver of a handoff or escalation takes the case."""
+    def acknowledge_handoff(self, actor: Actor, window: str = "") -> None:
+        """The receiver of a handoff or escalation takes the case (at ``window``)."""
         if actor.hall_id != self.pending_receiver:
             raise PermissionRefused(actor.hall_id, "the case is not addressed to this hall")
         self._check("acknowledge_handoff", actor, holder_only=False)
-        self.trigger_event(self.HandoffAcknowledged, actor=actor, from_hall=self.holder)
+        self.trigger_event(
+            self.HandoffAcknowledged, actor=actor, from_hall=self.holder, window=window
+        )
 
     # ---------------------------------------------------------------- handling
 
@@ -629,14 +713,21 @@ class Case(Aggregate):
             )
         self.trigger_event(self.Delivered, actor=actor, method=method, note=note)
 
-    def rate(self, actor: Actor, rating: Rating, comment: str) -> None:
-        """好差评; a 差评 opens a rectification with a deadline."""
+    def rate(
+        self,
+        actor: Actor,
+        rating: Rating,
+        comment: str,
+        channel: RatingChannel = RatingChannel.UNSPECIFIED,
+        rectification_days: int = RECTIFICATION_DAYS,
+    ) -> None:
+        """好差评; a 差评 opens a rectification due in ``rectification_days`` working days."""
         self._require_holder_or_intake(actor)
         self._check("rate", actor, holder_only=False)
-        self.trigger_event(self.Rated, actor=actor, rating=rating, comment=comment)
+        self.trigger_event(self.Rated, actor=actor, rating=rating, comment=comment, channel=channel)
         if rating.is_bad:
             self.trigger_event(
-                self.RectificationOpened, actor=actor, deadline_days=RECTIFICATION_DAYS
+                self.RectificationOpened, actor=actor, deadline_days=rectification_days
             )
 
     def complete_rectification(self, actor: Actor, report: str, follow_up: str) -> None:
@@ -691,6 +782,18 @@ class Case(Aggregate):
             raise TransitionRefused("erase_personal_data", self.state.name, "already erased")
         _require_text("reason", reason)
         self.trigger_event(self.PersonalDataErased, admin=admin, reason=reason)
+
+    # ---------------------------------------------------------------- supervision
+
+    def record_warning(self, kind: WarningKind, due_at: datetime, at: datetime) -> None:
+        """Record an 电子监察 warning the node's supervisor found due at ``due_at`` (once a kind).
+
+        The supervisor (:meth:`~hub.application.hub.HubApplication.record_warning`) computes
+        ``due_at`` from the case's own history; this only refuses a second warning of a kind.
+        """
+        if kind in self.warnings:
+            raise TransitionRefused("record_warning", self.state.name, f"{kind.name} is recorded")
+        self.trigger_event(self.SupervisionWarned, kind=kind, due_at=due_at, timestamp=at)
 
     # ---------------------------------------------------------------- queries
 
@@ -757,7 +860,14 @@ class Case(Aggregate):
     def _resume_clock(self, at: datetime) -> None:
         if self.paused_since is not None:
             self.paused_seconds += (at - self.paused_since).total_seconds()
+            self.pauses = (*self.pauses, (self.paused_since, at))
         self.paused_since = None
+
+    def trigger_event(self, event_class: Any, **kwargs: Any) -> None:
+        """The library's, with the running command's business time (:func:`step_time`)."""
+        if kwargs.get("timestamp") is None:
+            kwargs["timestamp"] = _STEP_TIME.get()
+        super().trigger_event(event_class, **kwargs)
 
     def _stop_clock(self, at: datetime) -> None:
         self._resume_clock(at)

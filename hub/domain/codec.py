@@ -34,11 +34,14 @@ from hub.domain.values import (
     CaseState,
     CrossRegionMode,
     DeliveryMethod,
+    IntakeChannel,
     JointTask,
     Material,
     Rating,
+    RatingChannel,
     SealedApplicant,
     SuspensionReason,
+    WarningKind,
 )
 
 
@@ -132,6 +135,9 @@ ENUM_TYPES: tuple[type[enum.Enum], ...] = (
     Level,
     Rating,
     SuspensionReason,
+    IntakeChannel,
+    RatingChannel,
+    WarningKind,
 )
 
 

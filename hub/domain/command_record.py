@@ -128,11 +128,17 @@ class CommandRecord(Aggregate):
         key_id: str,
         issued_at: datetime,
         deferred: bool,
+        timestamp: datetime | None = None,
     ) -> CommandRecord:
-        """Create the record of a command that produced versions first..last of ``target_id``."""
+        """Create the record of a command that produced versions first..last of ``target_id``.
+
+        ``timestamp``: when the node received the command (the bound of its events' business
+        time, see :func:`hub.domain.case.business_time`).
+        """
         return cls._create(
             cls.Recorded,
             id=record_id(signer_kind, signer, key),
+            timestamp=timestamp,
             signer_kind=signer_kind,
             signer=signer,
             key=key,

@@ -12,12 +12,14 @@ import binascii
 import functools
 import hashlib
 import re
+from dataclasses import dataclass
 from uuid import NAMESPACE_URL, UUID, uuid5
 
 from eventsourcing.domain import Aggregate
 
 from hub.domain.regions import Level, RegionCode
-from hub.errors import InvalidInput, TransitionRefused
+from hub.domain.values import Actor
+from hub.errors import InvalidInput, PermissionRefused, TransitionRefused
 
 _HALL_ID = re.compile(r"^[a-z0-9][a-z0-9.-]{2,63}$")
 ED25519_PUBLIC_KEY_BYTES = 32
@@ -46,6 +48,15 @@ def key_id(public_key_b64: str) -> str:
     Halls' and admins' command-signing keys are named by it in the ledger's leaves.
     """
     return hashlib.sha256(decode_public_key(public_key_b64)).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class WindowPosts:
+    """AB岗 of one window: its A post serves, its B post while the A post is absent."""
+
+    a_post: str
+    b_post: str
+    a_post_absent: bool
 
 
 class Hall(Aggregate):
@@ -83,6 +94,24 @@ class Hall(Aggregate):
         def apply(self, aggregate: Hall) -> None:
             aggregate.retired = True
 
+    class WindowStaffed(Aggregate.Event):
+        """AB岗: who serves a window (its A post, and its B post when the A post is absent).
+
+        The hall signs it itself (an operator marking the A post absent sends it again).
+        """
+
+        actor: Actor
+        window: str
+        a_post: str
+        b_post: str
+        a_post_absent: bool
+
+        def apply(self, aggregate: Hall) -> None:
+            aggregate.roster = {
+                **aggregate.roster,
+                self.window: WindowPosts(self.a_post, self.b_post, self.a_post_absent),
+            }
+
     def __init__(self) -> None:
         self.hall_id = ""
         self.name = ""
@@ -90,6 +119,8 @@ class Hall(Aggregate):
         self.windows: tuple[str, ...] = ()
         self.public_keys: tuple[str, ...] = ()
         self.retired = False
+        #: AB岗 of each window that has been staffed.
+        self.roster: dict[str, WindowPosts] = {}
 
     @classmethod
     def register(
@@ -137,6 +168,40 @@ class Hall(Aggregate):
         if public_key in self.public_keys:
             raise InvalidInput("public_key", public_key, "this key was already used by the hall")
         self.trigger_event(self.KeyRotated, public_key=public_key)
+
+    def staff_window(
+        self, actor: Actor, window: str, a_post: str, b_post: str, a_post_absent: bool
+    ) -> None:
+        """AB岗: set who serves ``window``; the hall itself signs this."""
+        if actor.hall_id != self.hall_id:
+            raise PermissionRefused(actor.hall_id, "a hall staffs its own windows only")
+        self.check_window(window, "window")
+        if not a_post.strip():
+            raise InvalidInput("a_post", a_post, "name the operator of the A post")
+        if not b_post.strip() or b_post == a_post:
+            raise InvalidInput("b_post", b_post, "name another operator for the B post")
+        self.trigger_event(
+            self.WindowStaffed,
+            actor=actor,
+            window=window,
+            a_post=a_post,
+            b_post=b_post,
+            a_post_absent=a_post_absent,
+        )
+
+    def check_window(self, window: str, field: str) -> None:
+        """``window`` must be empty (the first window) or one of the hall's windows."""
+        if window and window not in self.windows:
+            raise InvalidInput(
+                field, window, f"not a window of hall {self.hall_id} ({'、'.join(self.windows)})"
+            )
+
+    def serving(self, window: str) -> str | None:
+        """The operator who serves ``window`` now (AB岗), or None if it is not staffed."""
+        posts = self.roster.get(window)
+        if posts is None:
+            return None
+        return posts.b_post if posts.a_post_absent else posts.a_post
 
     def retire(self, reason: str) -> None:
         """Retire the hall; it can no longer act."""

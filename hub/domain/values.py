@@ -115,6 +115,36 @@ class Rating(enum.Enum):
         return bool(self.value <= Rating.NOT_SATISFIED.value)
 
 
+class IntakeChannel(enum.Enum):
+    """How the applicant reached the hall (the seed regions count each).
+
+    UNSPECIFIED is what a hall system that does not say sends; it is counted as a window intake.
+    """
+
+    UNSPECIFIED = "UNSPECIFIED"  # not said: a window intake
+    WINDOW = "WINDOW"  # 窗口
+    ONLINE = "ONLINE"  # 网上办 (portal, app, mini program)
+    AGENT = "AGENT"  # 帮代办: an agent (代办员) acted for the applicant
+    HOME_VISIT = "HOME_VISIT"  # 上门办: taken in at the applicant's home
+
+
+class RatingChannel(enum.Enum):
+    """Where a rating (好差评) came from; UNSPECIFIED (not said) counts as the window."""
+
+    UNSPECIFIED = "UNSPECIFIED"
+    WINDOW = "WINDOW"  # the rating device at the window (评价器)
+    ONLINE = "ONLINE"  # online: portal, app, SMS link
+    ADAPTER = "ADAPTER"  # forwarded by a hall system's adapter (e.g. a 12345 hotline system)
+
+
+class WarningKind(enum.Enum):
+    """电子监察 warnings, each recorded once per case by the node's supervisor."""
+
+    YELLOW = "YELLOW"  # 黄牌: 90 % of the promised time used
+    RED = "RED"  # 红牌: the promised time is over and the case is not concluded
+    RECTIFICATION_OVERDUE = "RECTIFICATION_OVERDUE"  # 整改 not completed by its deadline
+
+
 @dataclass(frozen=True)
 class Actor:
     """Who acts: the hall, the operator at its window, and the hall's region code."""

@@ -35,7 +35,7 @@ from uuid import UUID
 from eventsourcing.persistence import StoredEvent
 
 from hub.errors import NotFound
-from hub.integrity.binding import NODE_TOPICS, LogChecker, Problem
+from hub.integrity.binding import NODE_TOPICS, WARNING_TOPIC, LogChecker, Problem
 from hub.integrity.store import ReadOnlyStore
 from ledger import (
     Checkpoint,
@@ -588,6 +588,8 @@ def audit_case(
             )
             continue
         signer, problems = "", []
+        if leaf.topic == WARNING_TOPIC:
+            signer = "the node (电子监察 warning)"  # its own act: the checkpoint signs it
         if leaf.cause is not None:
             (command,) = tables.leaves(cursor, leaf.cause, leaf.cause + 1)
             signer = f"{command.signer} (leaf {command.index})"

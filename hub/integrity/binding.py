@@ -19,7 +19,14 @@ What is checked, leaf by leaf:
   state machine allows from the case's state before the command, and contents equal to the
   command's arguments (acting hall, operator and region; each argument the event records; the
   applicant's commitments; the case id of a submission derived from hall and key).
-* a ``NODE`` leaf is the node's own act: only the genesis (:class:`~hub.domain.node.Node`).
+* each caused case event's time is the step's business time: the command's signed time, no
+  later than the node received it (the command record's time) and no earlier than the case's
+  previous step (:func:`~hub.domain.case.business_time`).
+* a ``NODE`` leaf is the node's own act: the genesis (:class:`~hub.domain.node.Node`), or an
+  电子监察 warning (:class:`~hub.domain.case.Case.SupervisionWarned`) that the case's history
+  up to that leaf justifies: the mark it names was crossed at exactly its ``due_at``
+  (:func:`~hub.domain.supervision.warning_due`), no later than the warning's own time, and it is
+  the first warning of its kind for the case.
 * a **peer step leaf** (``PEER_COMMAND``) records a hall's command that another node's log holds:
   its stored event is the :class:`~hub.domain.federation.PeerStep` with the very hall name (in
   this node's naming), key id, signature and bytes the leaf carries; the bytes are signed by
@@ -63,10 +70,11 @@ from hub.commands.model import (
     RegisterHall,
     RetireHall,
     RotateHallKey,
+    StaffWindow,
     Submit,
 )
 from hub.commands.wire import parse_command
-from hub.domain.case import ALLOWED_FROM, Case, case_id_for
+from hub.domain.case import ALLOWED_FROM, Case, business_time, case_id_for
 from hub.domain.codec import event_mapper
 from hub.domain.command_record import ADMIN, HALL, CommandRecord, record_id
 from hub.domain.federation import (
@@ -79,8 +87,9 @@ from hub.domain.federation import (
 )
 from hub.domain.hall import Hall, hall_aggregate_id, key_id
 from hub.domain.node import Node
+from hub.domain.supervision import warning_due
 from hub.domain.values import CaseState, SealedApplicant
-from hub.errors import InvalidInput
+from hub.errors import CalendarUnknown, InvalidInput
 from ledger import Authority, Leaf, LedgerError, Verifier, open_checkpoint, verify_inclusion
 
 RECORD_TOPIC = get_topic(CommandRecord.Recorded)
@@ -88,6 +97,8 @@ PEER_STEP_TOPIC = get_topic(PeerStep.Recorded)
 PEER_ACK_TOPIC = get_topic(PeerAcknowledgement.Recorded)
 TRANSFER_REFUSED_TOPIC = get_topic(Case.TransferRefused)
 NODE_TOPICS = frozenset({get_topic(Node.Initialised)})
+#: The node's supervision acts: NODE leaves justified by the case's history.
+WARNING_TOPIC = get_topic(Case.SupervisionWarned)
 _HALL_EVENTS = frozenset({get_topic(c) for c in (Hall.Registered, Hall.KeyRotated, Hall.Retired)})
 
 #: Loads the stored events of one aggregate below a version (for a case no longer cached).
@@ -135,6 +146,7 @@ class _Expectation:
     next_version: int
     last_version: int | None  # None when the record is unknown (leaf-only check)
     produced: int = 0
+    received_at: Any = None  # the command record's time (None when the record is unknown)
     #: For a peer's step: the hall's name here, and how to write the halls it names here.
     actor_name: str | None = None
     localize: Callable[[str], str] | None = None
@@ -146,6 +158,8 @@ def _expected_target(command: ParsedCommand) -> UUID:
         return case_id_for(command.header.hall_id, command.header.idempotency_key)
     if isinstance(action, CaseAction):
         return action.case_id
+    if isinstance(action, StaffWindow):
+        return hall_aggregate_id(command.header.hall_id)
     return hall_aggregate_id(action.arguments()["hall_id"])
 
 
@@ -227,7 +241,7 @@ class LogChecker:
                 "signature": decoded.signature,
                 "command": decoded.body,
             }
-        elif event.topic in NODE_TOPICS:
+        elif event.topic in NODE_TOPICS or event.topic == WARNING_TOPIC:
             claims = {"authority": Authority.NODE}
         elif self._open is not None:
             claims = {"authority": Authority.CAUSED, "cause": self._open.index}
@@ -335,9 +349,9 @@ class LogChecker:
         self._used_keys.add(used)
         problems += self._check_signature(leaf, kind)
         target = _expected_target(command)
-        first, last = 1, None
+        first, last, received_at = 1, None, None
         if isinstance(record, CommandRecord.Recorded):
-            first, last = record.first_version, record.last_version
+            first, last, received_at = record.first_version, record.last_version, record.timestamp
             if (record.key, record.action) != (header.idempotency_key, action.action_name):
                 problems.append(
                     Problem(
@@ -351,7 +365,7 @@ class LogChecker:
                         f"the record says it acted on {record.target_id}, the command on {target}",
                     )
                 )
-        self._open = _Expectation(leaf.index, command, target, first, last)
+        self._open = _Expectation(leaf.index, command, target, first, last, 0, received_at)
         return problems
 
     def _check_peer_step(self, leaf: Leaf, record: Any) -> list[Problem]:
@@ -584,6 +598,7 @@ class LogChecker:
             )
         if event is not None and not problems:
             problems += self._check_content(leaf, event, open_, first=open_.produced == 0)
+            problems += self._check_time(leaf, event, open_.command, open_.received_at)
         elif event is None:
             self._learn_from_command(leaf.index, action)
         open_.produced += 1
@@ -627,6 +642,71 @@ class LogChecker:
             problems += self._check_transition(leaf, action)
         return problems
 
+    def _check_time(
+        self, leaf: Leaf, event: Any, command: ParsedCommand, received_at: Any
+    ) -> list[Problem]:
+        """A case event's time must be its step's business time (see the module docstring)."""
+        if received_at is None or not isinstance(event, Case.Submitted | Case.Event):
+            return []
+        before = None
+        if leaf.version > 1:
+            case = self._case(leaf.aggregate_id, leaf.version)
+            if case is None:
+                return []  # reported by the transition check
+            before = case.last_step_at
+        expected = business_time(command.header.issued_at, received_at, before)
+        if event.timestamp != expected:
+            return [
+                Problem(
+                    "content mismatch",
+                    f"the event's time {event.timestamp.isoformat()} is not the step's business "
+                    f"time {expected.isoformat()} (signed time, bounded by receipt and the "
+                    "previous step)",
+                )
+            ]
+        return []
+
+    def _check_warning(self, leaf: Leaf, event: Any) -> list[Problem]:
+        """An 电子监察 warning must be justified by the case's history before it."""
+        if event is None:
+            return []  # the leaf alone says nothing more; a missing event is reported apart
+        if not isinstance(event, Case.SupervisionWarned):
+            return [Problem("unauthorised event", f"{leaf.topic} is not a warning")]
+        case = self._case(leaf.aggregate_id, leaf.version)
+        if case is None:
+            return [Problem("unauthorised event", "a warning for a case not in the log")]
+        kind = event.kind.name
+        if event.kind in case.warnings:
+            return [Problem("unauthorised event", f"a second {kind} warning for the case")]
+        try:
+            due = warning_due(case, event.kind)
+        except CalendarUnknown as error:
+            return [Problem("warning unverifiable", str(error))]
+        if due is None:
+            return [
+                Problem(
+                    "unauthorised event",
+                    f"a {kind} warning for a case whose history never reaches that mark",
+                )
+            ]
+        if due != event.due_at:
+            return [
+                Problem(
+                    "unauthorised event",
+                    f"the {kind} warning says due at {event.due_at.isoformat()}, the case's "
+                    f"history says {due.isoformat()}",
+                )
+            ]
+        if event.timestamp < due:
+            return [
+                Problem(
+                    "unauthorised event",
+                    f"a {kind} warning recorded at {event.timestamp.isoformat()}, before the "
+                    f"case was due ({due.isoformat()})",
+                )
+            ]
+        return []
+
     def _check_transition(self, leaf: Leaf, action: Action) -> list[Problem]:
         if isinstance(action, Submit):
             return [] if leaf.version == 1 else [Problem("invalid transition", "not a new case")]
@@ -644,6 +724,8 @@ class LogChecker:
         return []
 
     def _check_node_event(self, leaf: Leaf, event: Any) -> list[Problem]:
+        if leaf.topic == WARNING_TOPIC:
+            return self._check_warning(leaf, event)
         if leaf.topic not in NODE_TOPICS:
             return [
                 Problem(
@@ -785,4 +867,11 @@ def _sha256(data: bytes) -> bytes:
     return hashlib.sha256(data).digest()
 
 
-__all__ = ["NODE_TOPICS", "RECORD_TOPIC", "HistoryLoader", "LogChecker", "Problem"]
+__all__ = [
+    "NODE_TOPICS",
+    "RECORD_TOPIC",
+    "WARNING_TOPIC",
+    "HistoryLoader",
+    "LogChecker",
+    "Problem",
+]

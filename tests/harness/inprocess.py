@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -71,7 +72,15 @@ class InProcessNode:
             self.settings, build_application(self.settings), self.admin, dict(self.halls)
         )
 
-    def add_hall(self, hall_id: str, region: str, name: str = "") -> CommandSigner:
+    def add_hall(
+        self,
+        hall_id: str,
+        region: str,
+        name: str = "",
+        *,
+        windows: tuple[str, ...] = ("综合窗口",),
+        issued_at: datetime | None = None,
+    ) -> CommandSigner:
         """Register a hall (an admin command) with a fresh key; its signer."""
         key = Ed25519PrivateKey.generate()
         self.app.execute(
@@ -80,8 +89,9 @@ class InProcessNode:
                 hall_id=hall_id,
                 name=name or hall_id,
                 region=region,
-                windows=["综合窗口"],
+                windows=list(windows),
                 public_key=public_key_b64(key),
+                issued_at=issued_at,
             )
         )
         signer = CommandSigner(

@@ -34,6 +34,7 @@ TONGBAN = [sys.executable, "-m", "hub.cli"]
 _PORT_LINE = re.compile(r"tongban: serving on .*:(\d+)")
 _METRICS_LINE = re.compile(r"tongban: metrics on (http://\S+)")
 _WITNESS_LINE = re.compile(r"tongban: witness on (https?://\S+)")
+_WEB_LINE = re.compile(r"tongban: web on (https?://\S+)")
 
 
 @dataclass(frozen=True)
@@ -79,6 +80,8 @@ class NodeProcess:
         self.metrics_url = ""
         #: The witness endpoint the node printed (with a federation file only).
         self.witness_url = ""
+        #: The web pages' base URL the node printed (``https://127.0.0.1:PORT/``).
+        self.web_url = ""
         self._process: subprocess.Popen[str] | None = None
         self._log_path = self.directory / "node.log"
         self.run("init")
@@ -118,11 +121,17 @@ class NodeProcess:
             raise RuntimeError(f"tongban {' '.join(args)} failed:\n{result.stderr}")
         return result.stdout
 
-    def issue(self, role: str, name: str, *, valid_days: int = 365) -> tuple[Path, Path]:
-        """Issue a certificate of ``role``; returns (certificate, key) paths."""
+    def issue(
+        self, role: str, name: str, *, valid_days: int = 365, region: str = ""
+    ) -> tuple[Path, Path]:
+        """Issue a certificate of ``role`` (a supervisor's for ``region``); returns (certificate,
+        key) paths."""
         out = self.directory / "certs"
         self.run("pki", "issue", "--role", role, "--name", name, "--out", str(out),
-                 "--valid-days", str(valid_days))  # fmt: skip
+                 "--valid-days", str(valid_days),
+                 *(("--region", region) if region else ()))  # fmt: skip
+        if region:
+            name = f"{name}.{region}"
         return out / f"{name}.pem", out / f"{name}.key"
 
     def add_hall(self, hall_id: str, region: str, name: str = "") -> HallFiles:
@@ -175,6 +184,8 @@ class NodeProcess:
                 "1",
                 "--processes",
                 str(self.processes),
+                "--web",
+                "127.0.0.1:0",
             ],
             env=self.env,
             stdout=log,
@@ -186,11 +197,13 @@ class NodeProcess:
             printed = self._log_path.read_text()
             match = _PORT_LINE.search(printed)
             metrics = _METRICS_LINE.search(printed)
-            if match and metrics:
+            web = _WEB_LINE.search(printed)
+            if match and metrics and web:
                 self.port = int(match.group(1))
                 self.metrics_url = metrics.group(1)
                 witness = _WITNESS_LINE.search(printed)
                 self.witness_url = witness.group(1) if witness else ""
+                self.web_url = web.group(1)
                 return self
             if self._process.poll() is not None:
                 break

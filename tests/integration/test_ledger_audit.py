@@ -360,7 +360,7 @@ def test_a_command_signed_for_another_node_or_with_a_rotated_out_key_is_named(
             mode=CrossRegionMode.LOCAL, intake_region=region, competent_region=region,
             applicant=SealedApplicant(parsed.action.applicant, b""),
             materials=parsed.action.materials, promised_days=1, statutory_days=1,
-            produces_certificate=False,
+            produces_certificate=False, timestamp=parsed.header.issued_at,  # its business time
         )  # fmt: skip
         record = CommandRecord.record(
             signer_kind=HALL, signer=hall.hall_id, key=key, action="submit",

@@ -362,9 +362,14 @@ def test_allowed_table_covers_every_public_command() -> None:
     }
     queries = {"submit", "state_is", "allowed_commands", "clock_seconds", "collect_events",
                "trigger_event", "create_id", "involves", "regions"}  # fmt: skip
-    # Erasure is an admin's act, allowed in every state (once), and a peer's refusal of a
-    # transfer takes a case back from HANDED_OFF/ESCALATED: neither is in the hall's table.
-    assert commands - queries == set(ALLOWED_FROM) | {"erase_personal_data", "transfer_refused"}
+    # Erasure is an admin's act, and a supervision warning the node's, allowed in every state
+    # (each once); a peer's refusal of a transfer takes a case back from HANDED_OFF/ESCALATED:
+    # none is in the hall's lifecycle table.
+    assert commands - queries == set(ALLOWED_FROM) | {
+        "erase_personal_data",
+        "record_warning",
+        "transfer_refused",
+    }
     # Every state except the final ones allows at least one command.
     allowed_somewhere = set(itertools.chain.from_iterable(ALLOWED_FROM.values()))
     assert {s for s in S if not s.is_final} <= allowed_somewhere

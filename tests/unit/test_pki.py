@@ -190,9 +190,14 @@ def test_load_ca_refuses_a_leaf_certificate(ca: CertificateAuthority, tmp_path: 
 # --- issued certificates --------------------------------------------------------------------
 
 
+def _named(role: Role, name: str) -> str:
+    """``name`` as ``role`` allows it: a supervisor's name ends with its region code."""
+    return f"{name}.4309" if role is Role.SUPERVISOR else name
+
+
 @pytest.mark.parametrize("role", list(Role))
 def test_issued_certificate_chains_to_the_ca(ca: CertificateAuthority, role: Role) -> None:
-    issued = ca.issue(role, "someone-1")
+    issued = ca.issue(role, _named(role, "someone-1"))
     cert = issued.certificate
 
     # 1. The raw signature, with nothing but the CA's public key.
@@ -209,10 +214,13 @@ def test_issued_certificate_chains_to_the_ca(ca: CertificateAuthority, role: Rol
     verified = verifier.verify(cert, [])
     assert verified.chain == [cert, ca.certificate]
     assert verified.subjects is not None
-    assert x509.UniformResourceIdentifier(f"tongban://{role.value}/someone-1") in verified.subjects
+    assert (
+        x509.UniformResourceIdentifier(f"tongban://{role.value}/{_named(role, 'someone-1')}")
+        in verified.subjects
+    )
 
     # 3. The module's own check agrees.
-    assert ca.verify(issued.certificate_pem) == Identity(role, "someone-1")
+    assert ca.verify(issued.certificate_pem) == Identity(role, _named(role, "someone-1"))
 
 
 @pytest.mark.parametrize("role", [Role.NODE, Role.PEER])
@@ -253,9 +261,11 @@ def test_client_roles_are_not_server_certificates(ca: CertificateAuthority, role
 
 @pytest.mark.parametrize("role", list(Role))
 def test_issued_certificate_extensions(ca: CertificateAuthority, role: Role) -> None:
-    cert = ca.issue(role, "hall-440103").certificate
+    cert = ca.issue(role, _named(role, "hall-440103")).certificate
 
-    assert cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value == "hall-440103"
+    assert cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value == _named(
+        role, "hall-440103"
+    )
     assert (
         cert.subject.get_attributes_for_oid(NameOID.ORGANIZATIONAL_UNIT_NAME)[0].value == role.value
     )
@@ -283,7 +293,7 @@ def test_issued_certificate_extensions(ca: CertificateAuthority, role: Role) -> 
 
     san = _extension(cert, x509.SubjectAlternativeName).value
     assert san.get_values_for_type(x509.UniformResourceIdentifier) == [
-        f"tongban://{role.value}/hall-440103"
+        f"tongban://{role.value}/{_named(role, 'hall-440103')}"
     ]
     if role in (Role.NODE, Role.PEER):
         assert san.get_values_for_type(x509.DNSName) == ["localhost"]
@@ -460,13 +470,14 @@ def test_write_refuses_to_overwrite(ca: CertificateAuthority, tmp_path: Path) ->
 
 @pytest.mark.parametrize("role", list(Role))
 def test_identity_round_trips_in_pem_and_der(ca: CertificateAuthority, role: Role) -> None:
-    issued = ca.issue(role, "name-of.some-1")
-    expected = Identity(role, "name-of.some-1")
+    name = _named(role, "name-of.some-1")
+    issued = ca.issue(role, name)
+    expected = Identity(role, name)
     assert issued.identity == expected
     assert identity_from_certificate(issued.certificate_pem) == expected
     der = issued.certificate.public_bytes(serialization.Encoding.DER)
     assert identity_from_certificate(der) == expected
-    assert expected.uri == f"tongban://{role.value}/name-of.some-1"
+    assert expected.uri == f"tongban://{role.value}/{name}"
     assert Identity.from_uri(expected.uri) == expected
 
 

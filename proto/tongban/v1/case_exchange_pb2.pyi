@@ -179,6 +179,7 @@ class Command(_message.Message):
     COMPLETE_RECTIFICATION_FIELD_NUMBER: _builtins.int
     ARCHIVE_FIELD_NUMBER: _builtins.int
     WITHDRAW_FIELD_NUMBER: _builtins.int
+    STAFF_WINDOW_FIELD_NUMBER: _builtins.int
     REGISTER_HALL_FIELD_NUMBER: _builtins.int
     ROTATE_HALL_KEY_FIELD_NUMBER: _builtins.int
     RETIRE_HALL_FIELD_NUMBER: _builtins.int
@@ -228,6 +229,8 @@ class Command(_message.Message):
     @_builtins.property
     def withdraw(self) -> Global___Withdraw: ...
     @_builtins.property
+    def staff_window(self) -> Global___StaffWindow: ...
+    @_builtins.property
     def register_hall(self) -> Global___RegisterHall:
         """Admin commands (signed by an admin key registered in the node's log; HallAdmin service)."""
 
@@ -262,16 +265,17 @@ class Command(_message.Message):
         complete_rectification: Global___CompleteRectification | None = ...,
         archive: Global___Archive | None = ...,
         withdraw: Global___Withdraw | None = ...,
+        staff_window: Global___StaffWindow | None = ...,
         register_hall: Global___RegisterHall | None = ...,
         rotate_hall_key: Global___RotateHallKey | None = ...,
         retire_hall: Global___RetireHall | None = ...,
         erase_personal_data: Global___ErasePersonalData | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["accept", b"accept", "acknowledge_handoff", b"acknowledge_handoff", "action", b"action", "archive", b"archive", "complete_joint_task", b"complete_joint_task", "complete_rectification", b"complete_rectification", "conclude", b"conclude", "decide", b"decide", "deliver", b"deliver", "erase_personal_data", b"erase_personal_data", "escalate", b"escalate", "hand_off", b"hand_off", "header", b"header", "open_joint_tasks", b"open_joint_tasks", "rate", b"rate", "record_certificate", b"record_certificate", "register_hall", b"register_hall", "reject_at_intake", b"reject_at_intake", "request_correction", b"request_correction", "resubmit", b"resubmit", "resume", b"resume", "retire_hall", b"retire_hall", "rotate_hall_key", b"rotate_hall_key", "start_handling", b"start_handling", "submit", b"submit", "suspend", b"suspend", "withdraw", b"withdraw"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["accept", b"accept", "acknowledge_handoff", b"acknowledge_handoff", "action", b"action", "archive", b"archive", "complete_joint_task", b"complete_joint_task", "complete_rectification", b"complete_rectification", "conclude", b"conclude", "decide", b"decide", "deliver", b"deliver", "erase_personal_data", b"erase_personal_data", "escalate", b"escalate", "hand_off", b"hand_off", "header", b"header", "open_joint_tasks", b"open_joint_tasks", "rate", b"rate", "record_certificate", b"record_certificate", "register_hall", b"register_hall", "reject_at_intake", b"reject_at_intake", "request_correction", b"request_correction", "resubmit", b"resubmit", "resume", b"resume", "retire_hall", b"retire_hall", "rotate_hall_key", b"rotate_hall_key", "staff_window", b"staff_window", "start_handling", b"start_handling", "submit", b"submit", "suspend", b"suspend", "withdraw", b"withdraw"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["accept", b"accept", "acknowledge_handoff", b"acknowledge_handoff", "action", b"action", "archive", b"archive", "complete_joint_task", b"complete_joint_task", "complete_rectification", b"complete_rectification", "conclude", b"conclude", "decide", b"decide", "deliver", b"deliver", "erase_personal_data", b"erase_personal_data", "escalate", b"escalate", "hand_off", b"hand_off", "header", b"header", "open_joint_tasks", b"open_joint_tasks", "rate", b"rate", "record_certificate", b"record_certificate", "register_hall", b"register_hall", "reject_at_intake", b"reject_at_intake", "request_correction", b"request_correction", "resubmit", b"resubmit", "resume", b"resume", "retire_hall", b"retire_hall", "rotate_hall_key", b"rotate_hall_key", "start_handling", b"start_handling", "submit", b"submit", "suspend", b"suspend", "withdraw", b"withdraw"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accept", b"accept", "acknowledge_handoff", b"acknowledge_handoff", "action", b"action", "archive", b"archive", "complete_joint_task", b"complete_joint_task", "complete_rectification", b"complete_rectification", "conclude", b"conclude", "decide", b"decide", "deliver", b"deliver", "erase_personal_data", b"erase_personal_data", "escalate", b"escalate", "hand_off", b"hand_off", "header", b"header", "open_joint_tasks", b"open_joint_tasks", "rate", b"rate", "record_certificate", b"record_certificate", "register_hall", b"register_hall", "reject_at_intake", b"reject_at_intake", "request_correction", b"request_correction", "resubmit", b"resubmit", "resume", b"resume", "retire_hall", b"retire_hall", "rotate_hall_key", b"rotate_hall_key", "staff_window", b"staff_window", "start_handling", b"start_handling", "submit", b"submit", "suspend", b"suspend", "withdraw", b"withdraw"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_action: _TypeAlias = _typing.Literal["submit", "request_correction", "resubmit", "accept", "reject_at_intake", "hand_off", "acknowledge_handoff", "start_handling", "suspend", "resume", "escalate", "open_joint_tasks", "complete_joint_task", "decide", "conclude", "record_certificate", "deliver", "rate", "complete_rectification", "archive", "withdraw", "register_hall", "rotate_hall_key", "retire_hall", "erase_personal_data"]  # noqa: Y015
+    _WhichOneofReturnType_action: _TypeAlias = _typing.Literal["submit", "request_correction", "resubmit", "accept", "reject_at_intake", "hand_off", "acknowledge_handoff", "start_handling", "suspend", "resume", "escalate", "open_joint_tasks", "complete_joint_task", "decide", "conclude", "record_certificate", "deliver", "rate", "complete_rectification", "archive", "withdraw", "staff_window", "register_hall", "rotate_hall_key", "retire_hall", "erase_personal_data"]  # noqa: Y015
     _WhichOneofArgType_action: _TypeAlias = _typing.Literal["action", b"action"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_action) -> _WhichOneofReturnType_action | None: ...
 
@@ -286,6 +290,8 @@ class SubmitCase(_message.Message):
     COMPETENT_REGION_FIELD_NUMBER: _builtins.int
     APPLICANT_FIELD_NUMBER: _builtins.int
     HOME_REGION_FIELD_NUMBER: _builtins.int
+    WINDOW_FIELD_NUMBER: _builtins.int
+    CHANNEL_FIELD_NUMBER: _builtins.int
     item_code: _builtins.str
     competent_region: _builtins.str
     """Empty: the region at the item's competent level containing the intake hall."""
@@ -293,6 +299,10 @@ class SubmitCase(_message.Message):
     """全程网办: the applicant's home region (12 digits) when it lies in another province than the
     competent region; recorded with the case (the item must allow FULLY_ONLINE). Empty otherwise.
     """
+    window: _builtins.str
+    """The window that took the case in (one of the hall's windows); empty: its first window."""
+    channel: _common_pb2.IntakeChannel.ValueType
+    """How the applicant reached the hall; unspecified counts as the window."""
     @_builtins.property
     def materials(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.Material]: ...
     @_builtins.property
@@ -309,10 +319,12 @@ class SubmitCase(_message.Message):
         competent_region: _builtins.str = ...,
         applicant: _common_pb2.ApplicantCommitments | None = ...,
         home_region: _builtins.str = ...,
+        window: _builtins.str = ...,
+        channel: _common_pb2.IntakeChannel.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["applicant", b"applicant"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["applicant", b"applicant", "competent_region", b"competent_region", "home_region", b"home_region", "item_code", b"item_code", "materials", b"materials"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["applicant", b"applicant", "channel", b"channel", "competent_region", b"competent_region", "home_region", b"home_region", "item_code", b"item_code", "materials", b"materials", "window", b"window"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -438,15 +450,19 @@ class AcknowledgeHandoff(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     CASE_ID_FIELD_NUMBER: _builtins.int
+    WINDOW_FIELD_NUMBER: _builtins.int
     case_id: _builtins.str
+    window: _builtins.str
+    """The receiving hall's window that takes the case; empty: its first window."""
     def __init__(
         self,
         *,
         case_id: _builtins.str = ...,
+        window: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["case_id", b"case_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["case_id", b"case_id", "window", b"window"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -689,19 +705,23 @@ class Rate(_message.Message):
     CASE_ID_FIELD_NUMBER: _builtins.int
     RATING_FIELD_NUMBER: _builtins.int
     COMMENT_FIELD_NUMBER: _builtins.int
+    CHANNEL_FIELD_NUMBER: _builtins.int
     case_id: _builtins.str
     rating: _common_pb2.Rating.ValueType
     comment: _builtins.str
+    channel: _common_pb2.RatingChannel.ValueType
+    """where the rating came from; unspecified: the window"""
     def __init__(
         self,
         *,
         case_id: _builtins.str = ...,
         rating: _common_pb2.Rating.ValueType = ...,
         comment: _builtins.str = ...,
+        channel: _common_pb2.RatingChannel.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["case_id", b"case_id", "comment", b"comment", "rating", b"rating"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["case_id", b"case_id", "channel", b"channel", "comment", b"comment", "rating", b"rating"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -772,6 +792,39 @@ class Withdraw(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Withdraw: _TypeAlias = Withdraw  # noqa: Y015
+
+@_typing.final
+class StaffWindow(_message.Message):
+    """AB岗 of one of the signing hall's windows. Send it again to mark the A post absent (or back)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    WINDOW_FIELD_NUMBER: _builtins.int
+    A_POST_FIELD_NUMBER: _builtins.int
+    B_POST_FIELD_NUMBER: _builtins.int
+    A_POST_ABSENT_FIELD_NUMBER: _builtins.int
+    window: _builtins.str
+    """one of the hall's registered windows"""
+    a_post: _builtins.str
+    """the operator of the A post"""
+    b_post: _builtins.str
+    """the operator of the B post (another operator)"""
+    a_post_absent: _builtins.bool
+    def __init__(
+        self,
+        *,
+        window: _builtins.str = ...,
+        a_post: _builtins.str = ...,
+        b_post: _builtins.str = ...,
+        a_post_absent: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["a_post", b"a_post", "a_post_absent", b"a_post_absent", "b_post", b"b_post", "window", b"window"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StaffWindow: _TypeAlias = StaffWindow  # noqa: Y015
 
 @_typing.final
 class RegisterHall(_message.Message):
@@ -1083,24 +1136,56 @@ Global___CaseHistory: _TypeAlias = CaseHistory  # noqa: Y015
 
 @_typing.final
 class ListQueueRequest(_message.Message):
+    """Which of a hall's cases to list. A hall reads its own queue only."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     HALL_ID_FIELD_NUMBER: _builtins.int
     PAGE_SIZE_FIELD_NUMBER: _builtins.int
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    WINDOW_FIELD_NUMBER: _builtins.int
+    OPERATOR_FIELD_NUMBER: _builtins.int
+    STATES_FIELD_NUMBER: _builtins.int
+    OVERDUE_FIELD_NUMBER: _builtins.int
+    ITEM_CODE_FIELD_NUMBER: _builtins.int
+    AS_OF_FIELD_NUMBER: _builtins.int
     hall_id: _builtins.str
     page_size: _builtins.int
+    """1-500; 0: 50"""
     page_token: _builtins.str
+    """from the previous page's next_page_token"""
+    window: _builtins.str
+    """only this window's cases (held ones; awaiting ones have no window yet)"""
+    operator: _builtins.str
+    """Only the windows this operator serves now (AB岗: as A post, or as B post while A is absent)."""
+    overdue: _builtins.bool
+    """only cases past their promised deadline at `as_of`"""
+    item_code: _builtins.str
+    """only this item"""
+    @_builtins.property
+    def states(self) -> _containers.RepeatedScalarFieldContainer[_common_pb2.CaseState.ValueType]:
+        """only these states (empty: all)"""
+
+    @_builtins.property
+    def as_of(self) -> _timestamp_pb2.Timestamp:
+        """The moment "overdue" and the remaining time refer to; unset: the node's time now."""
+
     def __init__(
         self,
         *,
         hall_id: _builtins.str = ...,
         page_size: _builtins.int = ...,
         page_token: _builtins.str = ...,
+        window: _builtins.str = ...,
+        operator: _builtins.str = ...,
+        states: _abc.Iterable[_common_pb2.CaseState.ValueType] | None = ...,
+        overdue: _builtins.bool = ...,
+        item_code: _builtins.str = ...,
+        as_of: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["as_of", b"as_of"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["hall_id", b"hall_id", "page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["as_of", b"as_of", "hall_id", b"hall_id", "item_code", b"item_code", "operator", b"operator", "overdue", b"overdue", "page_size", b"page_size", "page_token", b"page_token", "states", b"states", "window", b"window"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1118,13 +1203,49 @@ class QueueEntry(_message.Message):
     ITEM_NAME_FIELD_NUMBER: _builtins.int
     AWAITING_ACKNOWLEDGEMENT_FIELD_NUMBER: _builtins.int
     SINCE_FIELD_NUMBER: _builtins.int
+    WINDOW_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    RECEIVED_AT_FIELD_NUMBER: _builtins.int
+    DUE_AT_FIELD_NUMBER: _builtins.int
+    OVERDUE_FIELD_NUMBER: _builtins.int
+    PAUSED_FIELD_NUMBER: _builtins.int
+    WORKING_DAYS_USED_FIELD_NUMBER: _builtins.int
+    PROMISED_DAYS_FIELD_NUMBER: _builtins.int
+    WARNINGS_FIELD_NUMBER: _builtins.int
+    CALENDAR_NOTE_FIELD_NUMBER: _builtins.int
     case_id: _builtins.str
     state: _common_pb2.CaseState.ValueType
     item_code: _builtins.str
     item_name: _builtins.str
     awaiting_acknowledgement: _builtins.bool
+    """handed off or escalated to this hall, not yet taken"""
+    window: _builtins.str
+    kind: _common_pb2.CaseKind.ValueType
+    overdue: _builtins.bool
+    """due_at is before as_of"""
+    paused: _builtins.bool
+    """补正 or 特别程序: the clock does not run"""
+    working_days_used: _builtins.float
+    """of the promised limit, at as_of"""
+    promised_days: _builtins.int
+    calendar_note: _builtins.str
+    """why due_at is unknown, when the calendar ends before it"""
     @_builtins.property
-    def since(self) -> _timestamp_pb2.Timestamp: ...
+    def since(self) -> _timestamp_pb2.Timestamp:
+        """business time of the case's last step"""
+
+    @_builtins.property
+    def received_at(self) -> _timestamp_pb2.Timestamp:
+        """business time the applicant was received"""
+
+    @_builtins.property
+    def due_at(self) -> _timestamp_pb2.Timestamp:
+        """When the promised time limit is over (unset: none, paused, or beyond the known calendar)."""
+
+    @_builtins.property
+    def warnings(self) -> _containers.RepeatedScalarFieldContainer[_common_pb2.WarningKind.ValueType]:
+        """the 电子监察 warnings recorded for the case"""
+
     def __init__(
         self,
         *,
@@ -1134,10 +1255,20 @@ class QueueEntry(_message.Message):
         item_name: _builtins.str = ...,
         awaiting_acknowledgement: _builtins.bool = ...,
         since: _timestamp_pb2.Timestamp | None = ...,
+        window: _builtins.str = ...,
+        kind: _common_pb2.CaseKind.ValueType = ...,
+        received_at: _timestamp_pb2.Timestamp | None = ...,
+        due_at: _timestamp_pb2.Timestamp | None = ...,
+        overdue: _builtins.bool = ...,
+        paused: _builtins.bool = ...,
+        working_days_used: _builtins.float = ...,
+        promised_days: _builtins.int = ...,
+        warnings: _abc.Iterable[_common_pb2.WarningKind.ValueType] | None = ...,
+        calendar_note: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["since", b"since"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["due_at", b"due_at", "received_at", b"received_at", "since", b"since"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["awaiting_acknowledgement", b"awaiting_acknowledgement", "case_id", b"case_id", "item_code", b"item_code", "item_name", b"item_name", "since", b"since", "state", b"state"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["awaiting_acknowledgement", b"awaiting_acknowledgement", "calendar_note", b"calendar_note", "case_id", b"case_id", "due_at", b"due_at", "item_code", b"item_code", "item_name", b"item_name", "kind", b"kind", "overdue", b"overdue", "paused", b"paused", "promised_days", b"promised_days", "received_at", b"received_at", "since", b"since", "state", b"state", "warnings", b"warnings", "window", b"window", "working_days_used", b"working_days_used"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1149,7 +1280,10 @@ class ListQueueResponse(_message.Message):
 
     ENTRIES_FIELD_NUMBER: _builtins.int
     NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    POSITION_FIELD_NUMBER: _builtins.int
     next_page_token: _builtins.str
+    position: _builtins.int
+    """the last notification the queue projection has processed"""
     @_builtins.property
     def entries(self) -> _containers.RepeatedCompositeFieldContainer[Global___QueueEntry]: ...
     def __init__(
@@ -1157,10 +1291,11 @@ class ListQueueResponse(_message.Message):
         *,
         entries: _abc.Iterable[Global___QueueEntry] | None = ...,
         next_page_token: _builtins.str = ...,
+        position: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["entries", b"entries", "next_page_token", b"next_page_token"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["entries", b"entries", "next_page_token", b"next_page_token", "position", b"position"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1171,15 +1306,23 @@ class WatchQueueRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     HALL_ID_FIELD_NUMBER: _builtins.int
+    WINDOW_FIELD_NUMBER: _builtins.int
+    OPERATOR_FIELD_NUMBER: _builtins.int
     hall_id: _builtins.str
+    window: _builtins.str
+    """as in ListQueueRequest"""
+    operator: _builtins.str
+    """as in ListQueueRequest"""
     def __init__(
         self,
         *,
         hall_id: _builtins.str = ...,
+        window: _builtins.str = ...,
+        operator: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["hall_id", b"hall_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["hall_id", b"hall_id", "operator", b"operator", "window", b"window"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1191,8 +1334,17 @@ class QueueUpdate(_message.Message):
 
     ENTRY_FIELD_NUMBER: _builtins.int
     REMOVED_FIELD_NUMBER: _builtins.int
+    SNAPSHOT_FIELD_NUMBER: _builtins.int
+    SNAPSHOT_DONE_FIELD_NUMBER: _builtins.int
+    POSITION_FIELD_NUMBER: _builtins.int
     removed: _builtins.bool
-    """the case left the hall's queue"""
+    """the case left the hall's queue (or the watched windows)"""
+    snapshot: _builtins.bool
+    """part of the first listing; `snapshot_done` follows its last entry"""
+    snapshot_done: _builtins.bool
+    """the first listing is complete (this update carries no entry)"""
+    position: _builtins.int
+    """the projection position this update reflects"""
     @_builtins.property
     def entry(self) -> Global___QueueEntry: ...
     def __init__(
@@ -1200,10 +1352,13 @@ class QueueUpdate(_message.Message):
         *,
         entry: Global___QueueEntry | None = ...,
         removed: _builtins.bool = ...,
+        snapshot: _builtins.bool = ...,
+        snapshot_done: _builtins.bool = ...,
+        position: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["entry", b"entry"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["entry", b"entry", "removed", b"removed"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["entry", b"entry", "position", b"position", "removed", b"removed", "snapshot", b"snapshot", "snapshot_done", b"snapshot_done"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -139,6 +139,11 @@ class CaseExchangeStub:
                 request_serializer=tongban_dot_v1_dot_case__exchange__pb2.SignedCommand.SerializeToString,
                 response_deserializer=tongban_dot_v1_dot_case__exchange__pb2.CommandReply.FromString,
                 _registered_method=True)
+        self.StaffWindow = channel.unary_unary(
+                '/tongban.v1.CaseExchange/StaffWindow',
+                request_serializer=tongban_dot_v1_dot_case__exchange__pb2.SignedCommand.SerializeToString,
+                response_deserializer=tongban_dot_v1_dot_case__exchange__pb2.CommandReply.FromString,
+                _registered_method=True)
         self.GetCase = channel.unary_unary(
                 '/tongban.v1.CaseExchange/GetCase',
                 request_serializer=tongban_dot_v1_dot_case__exchange__pb2.GetCaseRequest.SerializeToString,
@@ -316,6 +321,14 @@ class CaseExchangeServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def StaffWindow(self, request, context):
+        """AB岗: who serves one of the signing hall's windows (its A post, or its B post while the A
+        post is absent). The reply's case_id is empty.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def GetCase(self, request, context):
         """A case's current state, rebuilt from its events.
         """
@@ -331,14 +344,14 @@ class CaseExchangeServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ListQueue(self, request, context):
-        """The cases a hall holds or must acknowledge.
+        """The cases a hall holds or must acknowledge, ordered by deadline (from the queue projection).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def WatchQueue(self, request, context):
-        """Changes to a hall's queue as they happen.
+        """A hall's queue as it changes: first every entry, then each change as it happens.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -456,6 +469,11 @@ def add_CaseExchangeServicer_to_server(servicer, server):
             ),
             'Withdraw': grpc.unary_unary_rpc_method_handler(
                     servicer.Withdraw,
+                    request_deserializer=tongban_dot_v1_dot_case__exchange__pb2.SignedCommand.FromString,
+                    response_serializer=tongban_dot_v1_dot_case__exchange__pb2.CommandReply.SerializeToString,
+            ),
+            'StaffWindow': grpc.unary_unary_rpc_method_handler(
+                    servicer.StaffWindow,
                     request_deserializer=tongban_dot_v1_dot_case__exchange__pb2.SignedCommand.FromString,
                     response_serializer=tongban_dot_v1_dot_case__exchange__pb2.CommandReply.SerializeToString,
             ),
@@ -1050,6 +1068,33 @@ class CaseExchange:
             request,
             target,
             '/tongban.v1.CaseExchange/Withdraw',
+            tongban_dot_v1_dot_case__exchange__pb2.SignedCommand.SerializeToString,
+            tongban_dot_v1_dot_case__exchange__pb2.CommandReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StaffWindow(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tongban.v1.CaseExchange/StaffWindow',
             tongban_dot_v1_dot_case__exchange__pb2.SignedCommand.SerializeToString,
             tongban_dot_v1_dot_case__exchange__pb2.CommandReply.FromString,
             options,

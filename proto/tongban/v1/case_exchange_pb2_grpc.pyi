@@ -82,14 +82,18 @@ class CaseExchangeStub:
     """归档."""
     Withdraw: _grpc.UnaryUnaryMultiCallable[_case_exchange_pb2.SignedCommand, _case_exchange_pb2.CommandReply]
     """撤回, from any open state."""
+    StaffWindow: _grpc.UnaryUnaryMultiCallable[_case_exchange_pb2.SignedCommand, _case_exchange_pb2.CommandReply]
+    """AB岗: who serves one of the signing hall's windows (its A post, or its B post while the A
+    post is absent). The reply's case_id is empty.
+    """
     GetCase: _grpc.UnaryUnaryMultiCallable[_case_exchange_pb2.GetCaseRequest, _case_exchange_pb2.CaseView]
     """A case's current state, rebuilt from its events."""
     GetCaseHistory: _grpc.UnaryUnaryMultiCallable[_case_exchange_pb2.GetCaseRequest, _case_exchange_pb2.CaseHistory]
     """A case's stored events, oldest first."""
     ListQueue: _grpc.UnaryUnaryMultiCallable[_case_exchange_pb2.ListQueueRequest, _case_exchange_pb2.ListQueueResponse]
-    """The cases a hall holds or must acknowledge."""
+    """The cases a hall holds or must acknowledge, ordered by deadline (from the queue projection)."""
     WatchQueue: _grpc.UnaryStreamMultiCallable[_case_exchange_pb2.WatchQueueRequest, _case_exchange_pb2.QueueUpdate]
-    """Changes to a hall's queue as they happen."""
+    """A hall's queue as it changes: first every entry, then each change as it happens."""
     ListItems: _grpc.UnaryUnaryMultiCallable[_case_exchange_pb2.ListItemsRequest, _case_exchange_pb2.ListItemsResponse]
     """The service-item catalogue."""
 
@@ -138,14 +142,18 @@ class CaseExchangeAsyncStub(CaseExchangeStub):
     """归档."""
     Withdraw: _aio.UnaryUnaryMultiCallable[_case_exchange_pb2.SignedCommand, _case_exchange_pb2.CommandReply]  # type: ignore[assignment]
     """撤回, from any open state."""
+    StaffWindow: _aio.UnaryUnaryMultiCallable[_case_exchange_pb2.SignedCommand, _case_exchange_pb2.CommandReply]  # type: ignore[assignment]
+    """AB岗: who serves one of the signing hall's windows (its A post, or its B post while the A
+    post is absent). The reply's case_id is empty.
+    """
     GetCase: _aio.UnaryUnaryMultiCallable[_case_exchange_pb2.GetCaseRequest, _case_exchange_pb2.CaseView]  # type: ignore[assignment]
     """A case's current state, rebuilt from its events."""
     GetCaseHistory: _aio.UnaryUnaryMultiCallable[_case_exchange_pb2.GetCaseRequest, _case_exchange_pb2.CaseHistory]  # type: ignore[assignment]
     """A case's stored events, oldest first."""
     ListQueue: _aio.UnaryUnaryMultiCallable[_case_exchange_pb2.ListQueueRequest, _case_exchange_pb2.ListQueueResponse]  # type: ignore[assignment]
-    """The cases a hall holds or must acknowledge."""
+    """The cases a hall holds or must acknowledge, ordered by deadline (from the queue projection)."""
     WatchQueue: _aio.UnaryStreamMultiCallable[_case_exchange_pb2.WatchQueueRequest, _case_exchange_pb2.QueueUpdate]  # type: ignore[assignment]
-    """Changes to a hall's queue as they happen."""
+    """A hall's queue as it changes: first every entry, then each change as it happens."""
     ListItems: _aio.UnaryUnaryMultiCallable[_case_exchange_pb2.ListItemsRequest, _case_exchange_pb2.ListItemsResponse]  # type: ignore[assignment]
     """The service-item catalogue."""
 
@@ -319,6 +327,16 @@ class CaseExchangeServicer(metaclass=_abc_1.ABCMeta):
         """撤回, from any open state."""
 
     @_abc_1.abstractmethod
+    def StaffWindow(
+        self,
+        request: _case_exchange_pb2.SignedCommand,
+        context: _ServicerContext,
+    ) -> _typing.Union[_case_exchange_pb2.CommandReply, _abc.Awaitable[_case_exchange_pb2.CommandReply]]:
+        """AB岗: who serves one of the signing hall's windows (its A post, or its B post while the A
+        post is absent). The reply's case_id is empty.
+        """
+
+    @_abc_1.abstractmethod
     def GetCase(
         self,
         request: _case_exchange_pb2.GetCaseRequest,
@@ -340,7 +358,7 @@ class CaseExchangeServicer(metaclass=_abc_1.ABCMeta):
         request: _case_exchange_pb2.ListQueueRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_case_exchange_pb2.ListQueueResponse, _abc.Awaitable[_case_exchange_pb2.ListQueueResponse]]:
-        """The cases a hall holds or must acknowledge."""
+        """The cases a hall holds or must acknowledge, ordered by deadline (from the queue projection)."""
 
     @_abc_1.abstractmethod
     def WatchQueue(
@@ -348,7 +366,7 @@ class CaseExchangeServicer(metaclass=_abc_1.ABCMeta):
         request: _case_exchange_pb2.WatchQueueRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_case_exchange_pb2.QueueUpdate], _abc.AsyncIterator[_case_exchange_pb2.QueueUpdate]]:
-        """Changes to a hall's queue as they happen."""
+        """A hall's queue as it changes: first every entry, then each change as it happens."""
 
     @_abc_1.abstractmethod
     def ListItems(

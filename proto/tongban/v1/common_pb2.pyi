@@ -225,6 +225,88 @@ SUSPENSION_REASON_PUBLIC_NOTICE: SuspensionReason.ValueType  # 4
 """公示"""
 Global___SuspensionReason: _TypeAlias = SuspensionReason  # noqa: Y015
 
+class _IntakeChannel:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _IntakeChannelEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_IntakeChannel.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    INTAKE_CHANNEL_UNSPECIFIED: _IntakeChannel.ValueType  # 0
+    INTAKE_CHANNEL_WINDOW: _IntakeChannel.ValueType  # 1
+    """窗口"""
+    INTAKE_CHANNEL_ONLINE: _IntakeChannel.ValueType  # 2
+    """网上办: portal, app, mini program"""
+    INTAKE_CHANNEL_AGENT: _IntakeChannel.ValueType  # 3
+    """帮代办: an agent (代办员) acted for the applicant"""
+    INTAKE_CHANNEL_HOME_VISIT: _IntakeChannel.ValueType  # 4
+    """上门办: taken in at the applicant's home"""
+
+class IntakeChannel(_IntakeChannel, metaclass=_IntakeChannelEnumTypeWrapper):
+    """How the applicant reached the hall (收件渠道). Unspecified counts as a window intake."""
+
+INTAKE_CHANNEL_UNSPECIFIED: IntakeChannel.ValueType  # 0
+INTAKE_CHANNEL_WINDOW: IntakeChannel.ValueType  # 1
+"""窗口"""
+INTAKE_CHANNEL_ONLINE: IntakeChannel.ValueType  # 2
+"""网上办: portal, app, mini program"""
+INTAKE_CHANNEL_AGENT: IntakeChannel.ValueType  # 3
+"""帮代办: an agent (代办员) acted for the applicant"""
+INTAKE_CHANNEL_HOME_VISIT: IntakeChannel.ValueType  # 4
+"""上门办: taken in at the applicant's home"""
+Global___IntakeChannel: _TypeAlias = IntakeChannel  # noqa: Y015
+
+class _RatingChannel:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _RatingChannelEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_RatingChannel.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    RATING_CHANNEL_UNSPECIFIED: _RatingChannel.ValueType  # 0
+    RATING_CHANNEL_WINDOW: _RatingChannel.ValueType  # 1
+    """the rating device at the window (评价器)"""
+    RATING_CHANNEL_ONLINE: _RatingChannel.ValueType  # 2
+    """online: portal, app, SMS link"""
+    RATING_CHANNEL_ADAPTER: _RatingChannel.ValueType  # 3
+    """forwarded by a hall system's adapter"""
+
+class RatingChannel(_RatingChannel, metaclass=_RatingChannelEnumTypeWrapper):
+    """Where a rating (好差评) came from. Unspecified counts as the window."""
+
+RATING_CHANNEL_UNSPECIFIED: RatingChannel.ValueType  # 0
+RATING_CHANNEL_WINDOW: RatingChannel.ValueType  # 1
+"""the rating device at the window (评价器)"""
+RATING_CHANNEL_ONLINE: RatingChannel.ValueType  # 2
+"""online: portal, app, SMS link"""
+RATING_CHANNEL_ADAPTER: RatingChannel.ValueType  # 3
+"""forwarded by a hall system's adapter"""
+Global___RatingChannel: _TypeAlias = RatingChannel  # noqa: Y015
+
+class _WarningKind:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _WarningKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_WarningKind.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    WARNING_KIND_UNSPECIFIED: _WarningKind.ValueType  # 0
+    WARNING_KIND_YELLOW: _WarningKind.ValueType  # 1
+    """黄牌: 90 % of the promised time used"""
+    WARNING_KIND_RED: _WarningKind.ValueType  # 2
+    """红牌: the promised time is over"""
+    WARNING_KIND_RECTIFICATION_OVERDUE: _WarningKind.ValueType  # 3
+    """整改 not done by its deadline"""
+
+class WarningKind(_WarningKind, metaclass=_WarningKindEnumTypeWrapper):
+    """电子监察 warnings, each recorded once per case by the node's supervisor."""
+
+WARNING_KIND_UNSPECIFIED: WarningKind.ValueType  # 0
+WARNING_KIND_YELLOW: WarningKind.ValueType  # 1
+"""黄牌: 90 % of the promised time used"""
+WARNING_KIND_RED: WarningKind.ValueType  # 2
+"""红牌: the promised time is over"""
+WARNING_KIND_RECTIFICATION_OVERDUE: WarningKind.ValueType  # 3
+"""整改 not done by its deadline"""
+Global___WarningKind: _TypeAlias = WarningKind  # noqa: Y015
+
 class _DeliveryMethod:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015

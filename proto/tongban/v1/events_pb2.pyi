@@ -43,6 +43,8 @@ class Submitted(_message.Message):
     APPLICANT_COMMITMENTS_FIELD_NUMBER: _builtins.int
     PERSONAL_DATA_ERASED_FIELD_NUMBER: _builtins.int
     HOME_REGION_FIELD_NUMBER: _builtins.int
+    WINDOW_FIELD_NUMBER: _builtins.int
+    CHANNEL_FIELD_NUMBER: _builtins.int
     item_code: _builtins.str
     item_name: _builtins.str
     kind: _common_pb2.CaseKind.ValueType
@@ -55,6 +57,10 @@ class Submitted(_message.Message):
     personal_data_erased: _builtins.bool
     home_region: _builtins.str
     """全程网办: the applicant's home region when in another province (empty otherwise)."""
+    window: _builtins.str
+    """the intake window (一窗受理); empty: the hall's first window"""
+    channel: _common_pb2.IntakeChannel.ValueType
+    """how the applicant reached the hall"""
     @_builtins.property
     def applicant(self) -> _common_pb2.Applicant:
         """Clear values only for a hall entitled to them (the intake hall and the holder), never to
@@ -84,10 +90,12 @@ class Submitted(_message.Message):
         applicant_commitments: _common_pb2.ApplicantCommitments | None = ...,
         personal_data_erased: _builtins.bool = ...,
         home_region: _builtins.str = ...,
+        window: _builtins.str = ...,
+        channel: _common_pb2.IntakeChannel.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["applicant", b"applicant", "applicant_commitments", b"applicant_commitments"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["applicant", b"applicant", "applicant_commitments", b"applicant_commitments", "competent_region", b"competent_region", "home_region", b"home_region", "intake_region", b"intake_region", "item_code", b"item_code", "item_name", b"item_name", "kind", b"kind", "materials", b"materials", "mode", b"mode", "personal_data_erased", b"personal_data_erased", "produces_certificate", b"produces_certificate", "promised_days", b"promised_days", "statutory_days", b"statutory_days"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["applicant", b"applicant", "applicant_commitments", b"applicant_commitments", "channel", b"channel", "competent_region", b"competent_region", "home_region", b"home_region", "intake_region", b"intake_region", "item_code", b"item_code", "item_name", b"item_name", "kind", b"kind", "materials", b"materials", "mode", b"mode", "personal_data_erased", b"personal_data_erased", "produces_certificate", b"produces_certificate", "promised_days", b"promised_days", "statutory_days", b"statutory_days", "window", b"window"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -239,15 +247,19 @@ class HandoffAcknowledged(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     FROM_HALL_FIELD_NUMBER: _builtins.int
+    WINDOW_FIELD_NUMBER: _builtins.int
     from_hall: _builtins.str
+    window: _builtins.str
+    """the receiving hall's window that took the case"""
     def __init__(
         self,
         *,
         from_hall: _builtins.str = ...,
+        window: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["from_hall", b"from_hall"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["from_hall", b"from_hall", "window", b"window"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -471,17 +483,20 @@ class Rated(_message.Message):
 
     RATING_FIELD_NUMBER: _builtins.int
     COMMENT_FIELD_NUMBER: _builtins.int
+    CHANNEL_FIELD_NUMBER: _builtins.int
     rating: _common_pb2.Rating.ValueType
     comment: _builtins.str
+    channel: _common_pb2.RatingChannel.ValueType
     def __init__(
         self,
         *,
         rating: _common_pb2.Rating.ValueType = ...,
         comment: _builtins.str = ...,
+        channel: _common_pb2.RatingChannel.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["comment", b"comment", "rating", b"rating"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["channel", b"channel", "comment", b"comment", "rating", b"rating"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -636,6 +651,33 @@ class TransferRefused(_message.Message):
 Global___TransferRefused: _TypeAlias = TransferRefused  # noqa: Y015
 
 @_typing.final
+class SupervisionWarned(_message.Message):
+    """电子监察: the node's supervisor recorded that the case crossed a time mark (the node acts:
+    no actor). `due_at` is when the mark was crossed, re-derivable from the case's history.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KIND_FIELD_NUMBER: _builtins.int
+    DUE_AT_FIELD_NUMBER: _builtins.int
+    kind: _common_pb2.WarningKind.ValueType
+    @_builtins.property
+    def due_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        kind: _common_pb2.WarningKind.ValueType = ...,
+        due_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["due_at", b"due_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["due_at", b"due_at", "kind", b"kind"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SupervisionWarned: _TypeAlias = SupervisionWarned  # noqa: Y015
+
+@_typing.final
 class CaseEvent(_message.Message):
     """One stored event of a case: which case, its version, when, who acted, and what happened."""
 
@@ -670,6 +712,7 @@ class CaseEvent(_message.Message):
     WITHDRAWN_FIELD_NUMBER: _builtins.int
     PERSONAL_DATA_ERASED_FIELD_NUMBER: _builtins.int
     TRANSFER_REFUSED_FIELD_NUMBER: _builtins.int
+    SUPERVISION_WARNED_FIELD_NUMBER: _builtins.int
     case_id: _builtins.str
     version: _builtins.int
     @_builtins.property
@@ -728,6 +771,8 @@ class CaseEvent(_message.Message):
     def personal_data_erased(self) -> Global___PersonalDataErased: ...
     @_builtins.property
     def transfer_refused(self) -> Global___TransferRefused: ...
+    @_builtins.property
+    def supervision_warned(self) -> Global___SupervisionWarned: ...
     def __init__(
         self,
         *,
@@ -760,12 +805,13 @@ class CaseEvent(_message.Message):
         withdrawn: Global___Withdrawn | None = ...,
         personal_data_erased: Global___PersonalDataErased | None = ...,
         transfer_refused: Global___TransferRefused | None = ...,
+        supervision_warned: Global___SupervisionWarned | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["accepted", b"accepted", "actor", b"actor", "archived", b"archived", "certificate_recorded", b"certificate_recorded", "concluded", b"concluded", "correction_requested", b"correction_requested", "decided", b"decided", "delivered", b"delivered", "escalated", b"escalated", "event", b"event", "handed_off", b"handed_off", "handling_started", b"handling_started", "handoff_acknowledged", b"handoff_acknowledged", "joint_task_completed", b"joint_task_completed", "joint_tasks_joined", b"joint_tasks_joined", "joint_tasks_opened", b"joint_tasks_opened", "personal_data_erased", b"personal_data_erased", "rated", b"rated", "rectification_completed", b"rectification_completed", "rectification_opened", b"rectification_opened", "rejected_at_intake", b"rejected_at_intake", "resubmitted", b"resubmitted", "resumed", b"resumed", "submitted", b"submitted", "suspended", b"suspended", "timestamp", b"timestamp", "transfer_refused", b"transfer_refused", "withdrawn", b"withdrawn"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["accepted", b"accepted", "actor", b"actor", "archived", b"archived", "certificate_recorded", b"certificate_recorded", "concluded", b"concluded", "correction_requested", b"correction_requested", "decided", b"decided", "delivered", b"delivered", "escalated", b"escalated", "event", b"event", "handed_off", b"handed_off", "handling_started", b"handling_started", "handoff_acknowledged", b"handoff_acknowledged", "joint_task_completed", b"joint_task_completed", "joint_tasks_joined", b"joint_tasks_joined", "joint_tasks_opened", b"joint_tasks_opened", "personal_data_erased", b"personal_data_erased", "rated", b"rated", "rectification_completed", b"rectification_completed", "rectification_opened", b"rectification_opened", "rejected_at_intake", b"rejected_at_intake", "resubmitted", b"resubmitted", "resumed", b"resumed", "submitted", b"submitted", "supervision_warned", b"supervision_warned", "suspended", b"suspended", "timestamp", b"timestamp", "transfer_refused", b"transfer_refused", "withdrawn", b"withdrawn"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepted", b"accepted", "actor", b"actor", "archived", b"archived", "case_id", b"case_id", "certificate_recorded", b"certificate_recorded", "concluded", b"concluded", "correction_requested", b"correction_requested", "decided", b"decided", "delivered", b"delivered", "escalated", b"escalated", "event", b"event", "handed_off", b"handed_off", "handling_started", b"handling_started", "handoff_acknowledged", b"handoff_acknowledged", "joint_task_completed", b"joint_task_completed", "joint_tasks_joined", b"joint_tasks_joined", "joint_tasks_opened", b"joint_tasks_opened", "personal_data_erased", b"personal_data_erased", "rated", b"rated", "rectification_completed", b"rectification_completed", "rectification_opened", b"rectification_opened", "rejected_at_intake", b"rejected_at_intake", "resubmitted", b"resubmitted", "resumed", b"resumed", "submitted", b"submitted", "suspended", b"suspended", "timestamp", b"timestamp", "transfer_refused", b"transfer_refused", "version", b"version", "withdrawn", b"withdrawn"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepted", b"accepted", "actor", b"actor", "archived", b"archived", "case_id", b"case_id", "certificate_recorded", b"certificate_recorded", "concluded", b"concluded", "correction_requested", b"correction_requested", "decided", b"decided", "delivered", b"delivered", "escalated", b"escalated", "event", b"event", "handed_off", b"handed_off", "handling_started", b"handling_started", "handoff_acknowledged", b"handoff_acknowledged", "joint_task_completed", b"joint_task_completed", "joint_tasks_joined", b"joint_tasks_joined", "joint_tasks_opened", b"joint_tasks_opened", "personal_data_erased", b"personal_data_erased", "rated", b"rated", "rectification_completed", b"rectification_completed", "rectification_opened", b"rectification_opened", "rejected_at_intake", b"rejected_at_intake", "resubmitted", b"resubmitted", "resumed", b"resumed", "submitted", b"submitted", "supervision_warned", b"supervision_warned", "suspended", b"suspended", "timestamp", b"timestamp", "transfer_refused", b"transfer_refused", "version", b"version", "withdrawn", b"withdrawn"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_event: _TypeAlias = _typing.Literal["submitted", "correction_requested", "resubmitted", "accepted", "rejected_at_intake", "handed_off", "escalated", "handoff_acknowledged", "handling_started", "suspended", "resumed", "joint_tasks_opened", "joint_task_completed", "joint_tasks_joined", "decided", "concluded", "certificate_recorded", "delivered", "rated", "rectification_opened", "rectification_completed", "archived", "withdrawn", "personal_data_erased", "transfer_refused"]  # noqa: Y015
+    _WhichOneofReturnType_event: _TypeAlias = _typing.Literal["submitted", "correction_requested", "resubmitted", "accepted", "rejected_at_intake", "handed_off", "escalated", "handoff_acknowledged", "handling_started", "suspended", "resumed", "joint_tasks_opened", "joint_task_completed", "joint_tasks_joined", "decided", "concluded", "certificate_recorded", "delivered", "rated", "rectification_opened", "rectification_completed", "archived", "withdrawn", "personal_data_erased", "transfer_refused", "supervision_warned"]  # noqa: Y015
     _WhichOneofArgType_event: _TypeAlias = _typing.Literal["event", b"event"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_event) -> _WhichOneofReturnType_event | None: ...
 

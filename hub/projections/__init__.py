@@ -1,0 +1,1 @@
+"""Projections: views of the node's log (queues, supervision, statistics), rebuildable from it."""

@@ -1,0 +1,142 @@
+"""The node's 电子监察 supervisor: records each warning once, when it falls due.
+
+It reads the ``cases`` projection for marks that have passed without their warning (a yellow
+mark, a promised deadline, a rectification deadline) and asks the application to record each
+(:meth:`~hub.application.hub.HubApplication.record_warning`), which checks the mark again
+against the case's stored history and refuses a second warning of a kind. So the supervisor can
+be stopped and started at any time, run late, or race another one: each warning is in the log
+exactly once, and only when the case's own history justifies it.
+
+It sleeps until the next mark falls due, or until the projection moves (a new case, a pause,
+a conclusion may change the next mark), whichever comes first.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import Any
+from uuid import UUID
+
+from hub import telemetry
+from hub.domain.values import WarningKind
+from hub.errors import ConcurrencyConflict, InvalidInput, NotFound, TransitionRefused
+from hub.projections.store import Cursor, ProjectionStore, from_iso, iso
+
+log = logging.getLogger("tongban.supervisor")
+
+#: The longest the supervisor sleeps without looking (a safety net; it is normally woken).
+MAX_SLEEP = 60.0
+#: How long a warning the application found not due (the projection was behind) is left alone.
+RETRY_AFTER = timedelta(seconds=30)
+
+_DUE = (
+    (WarningKind.YELLOW, "SELECT case_id FROM projection_cases WHERE warned_yellow = 0 "
+     "AND yellow_at IS NOT NULL AND yellow_at <= %s ORDER BY yellow_at LIMIT 500"),
+    (WarningKind.RED, "SELECT case_id FROM projection_cases WHERE warned_red = 0 "
+     "AND due_at IS NOT NULL AND due_at <= %s ORDER BY due_at LIMIT 500"),
+    (WarningKind.RECTIFICATION_OVERDUE, "SELECT case_id FROM projection_ratings WHERE warned = 0 "
+     "AND rectification_due_at IS NOT NULL AND rectification_due_at <= %s "
+     "ORDER BY rectification_due_at LIMIT 500"),
+)  # fmt: skip
+
+_NEXT = (
+    "SELECT MIN(yellow_at) FROM projection_cases WHERE warned_yellow = 0 AND yellow_at > %s",
+    "SELECT MIN(due_at) FROM projection_cases WHERE warned_red = 0 AND due_at > %s",
+    "SELECT MIN(rectification_due_at) FROM projection_ratings WHERE warned = 0 "
+    "AND rectification_due_at > %s",
+)
+
+
+class Supervisor:
+    """Records due warnings through ``app`` (see the module docstring)."""
+
+    def __init__(
+        self, app: Any, store: ProjectionStore, *, clock: Callable[[], datetime] | None = None
+    ) -> None:
+        self.app = app
+        self.store = store
+        self.clock = clock or app.clock
+        self._later: dict[tuple[str, WarningKind], datetime] = {}
+
+    def due(self, now: datetime) -> list[tuple[str, WarningKind]]:
+        """The warnings the projection says are due at ``now`` and not yet recorded."""
+        stamp = iso(now)
+
+        def read(cursor: Cursor) -> list[tuple[str, WarningKind]]:
+            found = []
+            for kind, statement in _DUE:
+                cursor.execute(self.store.dialect.sql(statement), (stamp,))
+                found += [(row[0], kind) for row in cursor.fetchall()]
+            return found
+
+        return [entry for entry in self.store.read(read) if self._later.get(entry, now) <= now]
+
+    def next_due(self, now: datetime) -> datetime | None:
+        """The next mark after ``now`` with no warning yet (None: nothing pending)."""
+        stamp = iso(now)
+
+        def read(cursor: Cursor) -> list[str]:
+            marks = []
+            for statement in _NEXT:
+                cursor.execute(self.store.dialect.sql(statement), (stamp,))
+                row = cursor.fetchone()
+                if row and row[0]:
+                    marks.append(row[0])
+            return marks
+
+        marks = self.store.read(read)
+        return from_iso(min(marks)) if marks else None
+
+    def record_due(self) -> int:
+        """Record every warning due now; returns how many were recorded."""
+        now = self.clock()
+        self._later = {key: until for key, until in self._later.items() if until > now}
+        recorded = 0
+        for case_id, kind in self.due(now):
+            try:
+                self.app.record_warning(UUID(case_id), kind)
+            except TransitionRefused:
+                continue  # already recorded (by an earlier run, or another supervisor)
+            except (InvalidInput, NotFound, ConcurrencyConflict) as refusal:
+                # The projection is behind the case (it paused or ended), or a hall's command
+                # changed the case at the same moment: look again later.
+                self._later[(case_id, kind)] = now + RETRY_AFTER
+                log.info("warning %s of case %s not recorded now: %s", kind.name, case_id, refusal)
+                continue
+            recorded += 1
+            telemetry.WARNINGS.labels(kind.name).inc()
+            log.info("warning recorded", extra={"case_id": case_id, "kind": kind.name})
+        return recorded
+
+    def run(self, stop: threading.Event, moved: threading.Event) -> None:
+        """Record warnings as they fall due until ``stop``; ``moved`` is set by the projection
+        whenever it commits a batch."""
+        telemetry.FOLLOWER_FAILED.labels("supervisor").set(0)
+        while not stop.is_set():
+            moved.clear()
+            try:
+                self.record_due()
+                upcoming = self.next_due(self.clock())
+            except Exception as error:  # the store is down: look again shortly
+                reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+                log.warning("supervisor: %s; retrying", reason)
+                stop.wait(1.0)
+                continue
+            sleep = MAX_SLEEP
+            if upcoming is not None:
+                sleep = min(sleep, max(0.0, (upcoming - self.clock()).total_seconds()))
+            if self._later:
+                sleep = min(sleep, RETRY_AFTER.total_seconds())
+            deadline = time.monotonic() + sleep
+            while not stop.is_set() and not moved.is_set():
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                moved.wait(min(remaining, 1.0))
+
+
+__all__ = ["Supervisor"]
