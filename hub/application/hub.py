@@ -491,6 +491,12 @@ class HubApplication(Application[UUID]):
             raise NotFound("case", case_id)
         return events
 
+    def steps_since(self, case_id: UUID, version: int) -> bool:
+        """Whether a step changed the case after ``version``: any event but the node's own
+        电子监察 warnings, which each node records in its own copy of a shared case."""
+        events = self._read(lambda: list(self.events.get(case_id, gt=version)))
+        return any(not isinstance(event, Case.SupervisionWarned) for event in events)
+
     def open_applicant(self, case: Case) -> OpenedApplicant | None:
         """The case's applicant in clear, or None when erased (or the case has none)."""
         if case.applicant is None or case.personal_data_erased:

@@ -287,7 +287,8 @@ class Inbox:
         if not isinstance(record, CommandRecord) or record.action not in ("hand_off", "escalate"):
             return False
         case = self.app.get_case(case_id)
-        return case.awaits_another_node and case.version == record.last_version
+        # Nothing but this node's own supervision warnings may have happened to the case since.
+        return case.awaits_another_node and not self.app.steps_since(case_id, record.last_version)
 
     def _cosigned(self, line: str, size: int, peer: Peer) -> bool:
         note = self.view.read(lambda cursor: self.view.tables.checkpoint_at_least(cursor, size))

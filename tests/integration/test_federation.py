@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,8 @@ from tongban.v1 import common_pb2, federation_pb2
 
 from hub.cli import main as cli_main
 from hub.domain.federation import peer_step_id
-from hub.domain.values import CaseState, CrossRegionMode
+from hub.domain.supervision import warning_due
+from hub.domain.values import CaseState, CrossRegionMode, WarningKind
 from hub.errors import InvalidInput, NotFound
 from hub.integrity.audit import audit_store
 from hub.integrity.citations import check_citations
@@ -362,6 +364,42 @@ def test_a_handoff_to_a_hall_the_peer_does_not_have_comes_back_with_its_signed_r
         member.node.integrator().catch_up()
         report = _audit(member, {other.origin: _log_verifier(other)})
         assert report.ok, [str(finding) for finding in report.findings]
+
+
+def test_a_refusal_brings_the_case_back_after_the_senders_own_supervision_warning(
+    manual: Federation,
+) -> None:
+    """Each node's 电子监察 supervisor records warnings in its own copy of a shared case; a
+    warning recorded while a hand-off was on its way does not keep the refusal from taking the
+    case back."""
+    hunan, shaanxi = manual.nodes["43"], manual.nodes["61"]
+    row, submission = _offsite_submission(manual)
+    town = hunan.node.halls["hn-shatou-town"]
+    case_id = str(row.case_id)
+    hunan.node.run(town, "accept", idempotency_key="warned-0001", case_id=case_id)
+    hunan.node.run(
+        town, "hand_off", idempotency_key="warned-0002", case_id=case_id,
+        to_hall=f"sx-no-such-hall@{BAIHE}", reason="转户籍地",
+    )  # fmt: skip
+    accept, hand_off = [m for r, m in manual.outgoing(hunan) if r.envelope_id != row.envelope_id]
+    answers: list[bytes] = []
+    shaanxi.relay.inbox.send = lambda _topic, _key, message: answers.append(message)
+    inbox = shaanxi.relay.inbox
+    assert [inbox.handle(m) for m in (submission, accept, hand_off)] == [
+        "stored",
+        "stored",
+        "refused",
+    ]
+    # Meanwhile the case's yellow mark passed at 43, whose supervisor recorded it.
+    due = warning_due(hunan.app.get_case(row.case_id), WarningKind.YELLOW)
+    assert due is not None
+    hunan.app.clock = lambda: due + timedelta(minutes=1)
+    hunan.app.record_warning(row.case_id, WarningKind.YELLOW)
+    refusal = answers[-1]
+    assert hunan.relay.inbox.handle(refusal) == "acknowledged"
+    case = hunan.app.get_case(row.case_id)
+    assert case.state is CaseState.ACCEPTED
+    assert WarningKind.YELLOW in case.warnings
 
 
 # ---------------------------------------------------------------------------------- 多地联办
