@@ -16,6 +16,7 @@ import pytest
 from kafka import KafkaConsumer
 from tongban.v1 import common_pb2, federation_pb2
 
+from hub.bootstrap import open_node_projections
 from hub.cli import main as cli_main
 from hub.domain.federation import peer_step_id
 from hub.domain.supervision import warning_due
@@ -24,6 +25,7 @@ from hub.errors import InvalidInput, NotFound
 from hub.integrity.audit import audit_store
 from hub.integrity.citations import check_citations
 from hub.integrity.store import ReadOnlyStore
+from hub.projections.queries import Names, statistics
 from hub.relay.envelope import sign_ack, sign_envelope
 from hub.settings import Settings
 from ledger import Signer, Verifier
@@ -125,6 +127,22 @@ def test_offsite_intake_reaches_the_competent_node_and_the_result_comes_back(
         blind = _audit(member, {})
         assert not blind.ok
         assert any("peer key unknown" in str(finding) for finding in blind.findings)
+    # Each node's statistics count the shared case from its side: taken in at 43 for a region
+    # of Shaanxi (out), and at 61 a case taken in elsewhere for its province (in).
+    for member, counter in ((hunan, "cross_province_out"), (shaanxi, "cross_province_in")):
+        assert _statistics(member, region=SHATOU)[counter] == 1
+
+
+def _statistics(member: Any, *, region: str) -> Any:
+    """The member's statistics projection, caught up, summed over ``region``."""
+    projections = open_node_projections(member.node.settings, member.app)
+    try:
+        projections.create_tables()
+        projections.catch_up()
+        names = Names(member.app.regions, member.app.catalogue)
+        return statistics(projections.store, names, region=region, by="region")[1]
+    finally:
+        projections.close()
 
 
 def _citations(*members: Any) -> Any:
