@@ -234,6 +234,36 @@ class NodeProcess:
         while self.port and port_accepts(LOCALHOST, self.port) and time.monotonic() < deadline:
             time.sleep(0.05)  # the serving processes are going
 
+    def pause(self) -> None:
+        """Cut the node off (SIGSTOP to it and every process it started): it neither answers
+        nor consumes nor publishes until :meth:`resume`, as a node whose network is down."""
+        for pid in self._tree():
+            os.kill(pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        """Let a paused node go on (SIGCONT), from where it was."""
+        for pid in self._tree():
+            os.kill(pid, signal.SIGCONT)
+
+    def _tree(self) -> list[int]:
+        """The node's process and its descendants (from /proc: Linux, as the tests run)."""
+        assert self._process is not None, "the node is not running"
+        children: dict[int, list[int]] = {}
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit():
+                try:
+                    # The field after the command's closing parenthesis: state, then ppid.
+                    parent = int((entry / "stat").read_text().rpartition(")")[2].split()[1])
+                except (OSError, IndexError, ValueError):
+                    continue  # the process ended meanwhile
+                children.setdefault(parent, []).append(int(entry.name))
+        tree, pending = [], [self._process.pid]
+        while pending:
+            pid = pending.pop()
+            tree.append(pid)
+            pending += children.get(pid, [])
+        return tree
+
     def stop(self) -> None:
         """SIGTERM (graceful), then SIGKILL after a few seconds."""
         if self._process is None:
