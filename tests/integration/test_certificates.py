@@ -147,6 +147,9 @@ def test_the_cli_writes_a_certificate_that_verifies_offline(node: InProcessNode)
     assert exported.returncode == 0, exported.stderr
 
     token = token_file.read_text().strip()
+    # Deterministic: the same case's certificate written again is the same bytes.
+    again = _tongban(data_dir, "cert", "issue", "--case", case)
+    assert again.returncode == 0 and again.stdout.strip() == token
     # No personal data in clear: neither the name nor the ID number (the holder is committed).
     assert APPLICANT.id_number not in token
     result = _tongban(data_dir, "cert", "verify", str(token_file), "--trust", str(bundle_file),
@@ -173,7 +176,8 @@ def test_the_cli_writes_a_certificate_that_verifies_offline(node: InProcessNode)
     # A tampered copy: forged, exit 1, the reason, no traceback.
     header, payload, signature = token.split(".")
     tampered = data_dir.parent / "tampered.jws"
-    tampered.write_text(f"{header}.{payload}.{signature[::-1]}")
+    flipped = "A" if signature[10] != "A" else "B"
+    tampered.write_text(f"{header}.{payload}.{signature[:10]}{flipped}{signature[11:]}")
     refused = _tongban(data_dir, "cert", "verify", str(tampered), "--trust", str(bundle_file))
     assert refused.returncode == 1
     assert refused.stdout.startswith("forged: the signature does not verify")

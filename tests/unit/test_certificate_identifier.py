@@ -106,3 +106,21 @@ def test_malformed_identifiers_name_the_part(text: str, field: str) -> None:
 def test_serial_is_derived_from_the_case_id() -> None:
     case_id = UUID("0123456789abcdef0123456789abcdef")
     assert serial_for(case_id) == "0123456789ABCDEF"
+
+
+def test_a_swap_of_two_neighbours_is_caught() -> None:
+    text = str(CertificateIdentifier("230001", ISSUER, "0123456789ABCDEF"))
+    characters = list(text)
+    for position in range(len(OID_PREFIX) + 1, len(characters) - 1):
+        first, second = characters[position], characters[position + 1]
+        if first == second or "." in (first, second):
+            continue
+        swapped = [*characters]
+        swapped[position], swapped[position + 1] = second, first
+        with pytest.raises(InvalidInput):
+            CertificateIdentifier.parse("".join(swapped))
+
+
+def test_the_example_in_the_docs() -> None:
+    example = "1.2.156.3005.2.150001.11430902MB0000001X.0DFC356921BB5B52.01.I"
+    assert str(CertificateIdentifier.parse(example)) == example
