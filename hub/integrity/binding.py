@@ -19,6 +19,9 @@ What is checked, leaf by leaf:
   state machine allows from the case's state before the command, and contents equal to the
   command's arguments (acting hall, operator and region; each argument the event records; the
   applicant's commitments; the case id of a submission derived from hall and key).
+* a certificate's issuing event (:class:`~hub.domain.case.Case.CertificateIssued`) carries
+  the identifier, region and holder that the case before it and the signed command give
+  (:meth:`~hub.domain.case.Case.certificate_facts`).
 * each caused case event's time is the step's business time: the command's signed time, no
   later than the node received it (the command record's time) and no earlier than the case's
   previous step (:func:`~hub.domain.case.business_time`).
