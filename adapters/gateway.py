@@ -182,6 +182,10 @@ VENDOR_FIELD_OF_HUB: dict[str, str] = {
     "joint_task": "rwlb",
     "task_id": "rwbh",
     "certificate_id": "zzbh",
+    "type_code": "zzlxdm",
+    "issuer_code": "fzjgdm",
+    "authority": "fzjg",
+    "valid_until": "yxqz",
     "method": "sdfs",
     "rating": "pjdj",
     "comment": "pjnr",
@@ -505,6 +509,13 @@ def _read_certificate(fields: _Fields, message: Any) -> None:
     message.certificate_id = fields.text("zzbh", max_length=128)
 
 
+def _read_issue(fields: _Fields, message: Any) -> None:
+    message.type_code = fields.text("zzlxdm", max_length=6)  # 证照类型代码
+    message.issuer_code = fields.text("fzjgdm", max_length=18)  # 发证机构统一社会信用代码
+    message.authority = fields.text("fzjg", max_length=128)  # 发证机构
+    message.valid_until = fields.text("yxqz", required=False, max_length=10)  # 有效期至
+
+
 def _read_deliver(fields: _Fields, message: Any) -> None:
     message.method = fields.code("sdfs", SDFS_TO_METHOD)
     message.note = fields.text("sm", required=False)
@@ -539,6 +550,7 @@ ACTIONS: dict[str, ActionSpec] = {
         ActionSpec("jd", "decide", "决定", _read_decide),
         ActionSpec("bj", "conclude", "办结", _none),
         ActionSpec("zz", "record_certificate", "制证", _read_certificate),
+        ActionSpec("dzzz", "issue_certificate", "电子证照签发", _read_issue),
         ActionSpec("sd", "deliver", "送达", _read_deliver),
         ActionSpec("pj", "rate", "评价", _read_rate),
         ActionSpec("zgwc", "complete_rectification", "整改完成", _read_rectification),

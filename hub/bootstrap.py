@@ -21,7 +21,7 @@ import base64
 import binascii
 import os
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -40,6 +40,7 @@ from hub.application.cipher import (
 from hub.application.hub import HubApplication, NodePolicy
 from hub.application.recorders import recorder_topic
 from hub.application.vault import PersonalDataVault
+from hub.certificates import IssuerKey
 from hub.commands.signing import CommandSigner
 from hub.domain.items import Catalogue
 from hub.domain.node import Node
@@ -107,6 +108,16 @@ class NodePaths:
     def witness_key(self) -> Path:
         """The node's witness key: its cosignatures of peers' checkpoints (C2SP cosignature)."""
         return self.secrets / "witness.key"
+
+    @property
+    def certificate_issuer_key(self) -> Path:
+        """The node's certificate-issuer key (PKCS#8 PEM): it signs electronic certificates."""
+        return self.secrets / "certificate-issuer.key"
+
+    @property
+    def certificate_issuer_since(self) -> Path:
+        """When the certificate-issuer key was made (ISO time): the start of its period."""
+        return self.secrets / "certificate-issuer.since"
 
     @property
     def encryption_key(self) -> Path:
@@ -234,6 +245,50 @@ def _create_federation_keys(settings: Settings) -> bool:
         _write_secret(paths.encryption_key, base64.b64encode(raw) + b"\n")
         created = True
     return created
+
+
+def _create_certificate_issuer_key(settings: Settings) -> bool:
+    """Create the certificate-issuer key if missing (as for the federation keys); True if so."""
+    paths = NodePaths(settings.data_dir)
+    if paths.certificate_issuer_key.exists():
+        return False
+    key = Ed25519PrivateKey.generate()
+    pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    since = datetime.now(UTC).replace(microsecond=0).isoformat()
+    _write_secret(paths.certificate_issuer_since, (since + "\n").encode("ascii"))
+    _write_secret(paths.certificate_issuer_key, pem)
+    return True
+
+
+def load_certificate_issuer(settings: Settings) -> IssuerKey:
+    """The node's certificate-issuer key; ConfigurationError naming ``tongban init``.
+
+    The key may sign from when it was made (kept beside it): the start of its period in the
+    trust bundle.
+    """
+    paths = NodePaths(settings.data_dir)
+    path = paths.certificate_issuer_key
+    if not path.exists():
+        raise ConfigurationError(
+            f"no certificate-issuer key in {settings.data_dir} (missing {path.name}): run "
+            "`tongban init` once more, which adds it to an initialised node without touching "
+            "its other keys"
+        )
+    try:
+        key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+    except (OSError, ValueError) as error:
+        raise ConfigurationError(f"certificate-issuer key {path}: {error}") from None
+    if not isinstance(key, Ed25519PrivateKey):
+        raise ConfigurationError(f"{path} is not an Ed25519 key")
+    try:
+        since = datetime.fromisoformat(paths.certificate_issuer_since.read_text("ascii").strip())
+    except (OSError, ValueError) as error:
+        raise ConfigurationError(
+            f"{paths.certificate_issuer_since}: when the certificate-issuer key was made: {error}"
+        ) from None
+    return IssuerKey(key, settings.origin, settings.node_region, since)
 
 
 def load_admin_key(path: Path) -> Ed25519PrivateKey:
@@ -470,6 +525,7 @@ def initialise(settings: Settings, *, admin: str = DEFAULT_ADMIN) -> tuple[Node,
         created = True
     # Federation keys came later than the others: an initialised node gets them here too.
     created = _create_federation_keys(settings) or created
+    created = _create_certificate_issuer_key(settings) or created
     keys = load_node_keys(settings)
     # Initialising needs no peers: the federation file may be written after `tongban init`
     # (it names this node's own public keys, which init makes).

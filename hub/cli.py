@@ -13,6 +13,7 @@ import argparse
 import base64
 import contextlib
 import io
+import json
 import os
 import sys
 import tempfile
@@ -20,7 +21,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from hub.errors import ConfigurationError, TongbanError
+from hub.errors import ConfigurationError, NotFound, TongbanError
 from hub.output import print_csv, print_json, print_table
 from hub.settings import Settings
 
@@ -886,6 +887,85 @@ def _ledger(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cert(args: argparse.Namespace) -> int:
+    if args.cert_command == "verify":
+        return _cert_verify(args)
+    from hub.bootstrap import build_integrator, load_certificate_issuer
+    from hub.certificates import claims_for, sign_certificate
+    from hub.commands.wire import parse_uuid
+    from hub.domain.case import Case
+
+    settings = Settings.from_env()
+    issuer = load_certificate_issuer(settings)
+    case_id = parse_uuid(args.case, "case")
+    app = _application(settings)
+    try:
+        case = app.get_case(case_id)
+        issued = [e for e in app.case_history(case_id) if isinstance(e, Case.CertificateIssued)]
+        if not issued:
+            raise NotFound("certificate of case", str(case_id))
+        event = issued[-1]
+        view = build_integrator(settings, app).view
+        leaf = view.read(lambda c: view.tables.leaf_for(c, case_id, event.originator_version))
+        if leaf is None:
+            raise TongbanError(
+                f"the certificate of case {case_id} is not in the log yet: run `tongban ledger "
+                "integrate` (or wait for the running node's integrator)"
+            )
+        token = sign_certificate(claims_for(case, event, leaf.index, settings.origin), issuer)
+    finally:
+        app.close()
+    if args.out:
+        with open(args.out, "x", encoding="ascii") as handle:
+            handle.write(token + "\n")
+        print(f"{event.certificate_id}: {args.out} (ledger index {leaf.index})")
+    else:
+        print(token)
+    return 0
+
+
+def _cert_verify(args: argparse.Namespace) -> int:
+    from datetime import UTC, datetime
+
+    from hub.certificates import TrustBundle, Verdict, verify_certificate
+
+    bundle = TrustBundle.from_json(Path(args.trust).read_text("utf-8"), args.trust)
+    data = Path(args.file).read_bytes()
+    try:
+        token = data.decode("ascii").strip()
+    except UnicodeDecodeError:
+        token = ""  # not a token at all: forged, with the verifier's reason
+    result = verify_certificate(token, bundle, now=datetime.now(UTC))
+    claims = result.claims
+    if args.json:
+        document: dict[str, Any] = {"verdict": result.verdict.value, "reason": result.reason}
+        if claims is not None and result.verdict is not Verdict.FORGED:
+            document["certificate"] = claims.payload()
+        print(json.dumps(document, ensure_ascii=False, indent=2))
+    else:
+        print(f"{result.verdict.value}: {result.reason}")
+        if claims is not None and result.verdict is not Verdict.FORGED:
+            print(f"  identifier  {claims.jti}")
+            print(f"  item        {claims.item} {claims.name}")
+            print(f"  authority   {claims.auth} ({claims.rg})")
+            print(f"  case        {claims.case} (ledger index {claims.li} of {claims.iss})")
+    return 0 if result.verdict is Verdict.VALID else EXIT_ERROR
+
+
+def _trust(args: argparse.Namespace) -> int:
+    from hub.bootstrap import load_certificate_issuer
+    from hub.certificates import TrustBundle
+
+    bundle = TrustBundle((load_certificate_issuer(Settings.from_env()).trusted(),))
+    if args.out:
+        with open(args.out, "x", encoding="utf-8") as handle:
+            handle.write(bundle.to_json() + "\n")
+        print(f"trust bundle: {args.out}")
+    else:
+        print(bundle.to_json())
+    return 0
+
+
 def _federation_witness(args: argparse.Namespace) -> int:
     from hub.bootstrap import witnessing_config
     from hub.integrity.integrator import open_ledger_view
@@ -1494,6 +1574,36 @@ def build_parser() -> argparse.ArgumentParser:
     )
     case.set_defaults(state=None, trusted_checkpoint=None)
     audit.set_defaults(run=_audit)
+
+    cert, cert_commands = _group(commands, "cert", "electronic certificates (电子证照)")
+    cert_issue = _command(
+        cert_commands,
+        "issue",
+        "write the signed certificate (JWS) of a case whose certificate was issued",
+    )
+    cert_issue.add_argument("--case", required=True, help="the case id")
+    cert_issue.add_argument("--out", help="the file to write (never overwritten; default: stdout)")
+    cert_verify = _command(
+        cert_commands,
+        "verify",
+        "verify a certificate offline with a trust bundle: valid, expired, forged or unknown "
+        "issuer, with the reason (exit 0 only when valid)",
+    )
+    cert_verify.add_argument("file", metavar="FILE", help="the certificate (a JWS compact token)")
+    cert_verify.add_argument(
+        "--trust", required=True, metavar="BUNDLE", help="the trust bundle (`tongban trust export`)"
+    )
+    _json_option(cert_verify)
+    cert.set_defaults(run=_cert)
+
+    trust, trust_commands = _group(commands, "trust", "what verifiers of certificates trust")
+    trust_export = _command(
+        trust_commands, "export", "the trust bundle: this node's issuer key and its period (JSON)"
+    )
+    trust_export.add_argument(
+        "--out", help="the file to write (never overwritten; default: stdout)"
+    )
+    trust.set_defaults(run=_trust)
 
     _view_commands(commands)
 

@@ -68,6 +68,7 @@ EVENT_CLASSES: tuple[type[Any], ...] = (
     Case.PersonalDataErased,
     Case.TransferRefused,
     Case.SupervisionWarned,
+    Case.CertificateIssued,
 )
 
 #: Value objects and their messages.

@@ -155,6 +155,9 @@ class CaseExchangeServicer:
     def RecordCertificate(self, request: Any, context: Any) -> Any:  # noqa: N802
         return self._execute("record_certificate", request, context)
 
+    def IssueCertificate(self, request: Any, context: Any) -> Any:  # noqa: N802
+        return self._execute("issue_certificate", request, context)
+
     def Deliver(self, request: Any, context: Any) -> Any:  # noqa: N802
         return self._execute("deliver", request, context)
 

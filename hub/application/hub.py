@@ -169,6 +169,9 @@ CASE_STEPS: dict[type[CaseAction], CaseStep] = {
     cmd.RecordCertificate: lambda app, case, actor, c: case.record_certificate(
         actor, c.certificate_id
     ),
+    cmd.IssueCertificate: lambda app, case, actor, c: case.issue_certificate(
+        actor, app.certificate_type(case, c.type_code), c.issuer_code, c.authority, c.valid_until
+    ),
     cmd.Deliver: lambda app, case, actor, c: case.deliver(actor, c.method, c.note),
     cmd.Rate: lambda app, case, actor, c: case.rate(
         actor, c.rating, c.comment, c.channel, app.policy.rectification_days
@@ -586,6 +589,19 @@ class HubApplication(Application[UUID]):
         if split_name(hall_id)[1] is None:
             self.get_hall(hall_id).check_window(window, field)
         return window
+
+    def certificate_type(self, case: Case, type_code: str) -> str:
+        """``type_code`` if it is the certificate type the catalogue gives the case's item."""
+        item = self.catalogue.get(case.item_code)
+        wanted = item.certificate.type_code if item.certificate else None
+        if type_code != wanted:
+            raise InvalidInput(
+                "type_code",
+                type_code,
+                f"item {case.item_code} issues "
+                + (f"certificate type {wanted}" if wanted else "no certificate"),
+            )
+        return type_code
 
     def receiving_tasks(self, tasks: tuple[Any, ...]) -> tuple[Any, ...]:
         """Joint tasks, each at a registered, active hall (here or at another node)."""

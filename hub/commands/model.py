@@ -268,6 +268,19 @@ class RecordCertificate(CaseAction):
 
 
 @dataclass(frozen=True)
+class IssueCertificate(CaseAction):
+    """制证 (电子证照): the node issues the case's certificate (see docs/certificates.md)."""
+
+    action_name: ClassVar[str] = "issue_certificate"
+    produces: ClassVar[tuple[type[Any], ...]] = (Case.CertificateIssued,)
+    case_id: UUID
+    type_code: str  # the item's certificate type in the catalogue
+    issuer_code: str  # the issuing authority's 统一社会信用代码
+    authority: str  # the issuing authority's name, as printed
+    valid_until: str  # ISO date, or empty: no expiry (长期有效)
+
+
+@dataclass(frozen=True)
 class Deliver(CaseAction):
     """送达."""
 
@@ -405,6 +418,7 @@ ACTIONS: dict[str, type[Action]] = {
         Decide,
         Conclude,
         RecordCertificate,
+        IssueCertificate,
         Deliver,
         Rate,
         CompleteRectification,

@@ -19,12 +19,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, fields
-from datetime import datetime
+from datetime import UTC, date, datetime
 from typing import Any
 from uuid import NAMESPACE_URL, UUID, uuid5
 
 from eventsourcing.domain import Aggregate
 
+from hub.domain.certificates import CertificateIdentifier, serial_for
 from hub.domain.regions import RegionCode
 from hub.domain.values import (
     OPEN_STATES,
@@ -63,6 +64,7 @@ ALLOWED_FROM: dict[str, frozenset[CaseState]] = {
     "decide": frozenset({S.HANDLING}),
     "conclude": frozenset({S.DECIDED}),
     "record_certificate": frozenset({S.CONCLUDED}),
+    "issue_certificate": frozenset({S.CONCLUDED}),
     "deliver": frozenset({S.CONCLUDED, S.CERTIFICATE_ISSUED}),
     "rate": frozenset({S.DELIVERED}),
     "complete_rectification": frozenset({S.RECTIFYING}),
@@ -347,6 +349,27 @@ class Case(Aggregate):
             aggregate.state = S.CERTIFICATE_ISSUED
             aggregate.certificate_id = self.certificate_id
 
+    class CertificateIssued(HallEvent):
+        """制证 (电子证照): the node issued the certificate of this case.
+
+        ``type_code``, ``issuer_code``, ``authority`` and ``valid_until`` are what the hall
+        signed; ``certificate_id``, ``region`` and ``holder`` follow from them and the case
+        (:meth:`Case.certificate_facts`), which is what the auditor recomputes.
+        """
+
+        certificate_id: str
+        type_code: str
+        issuer_code: str
+        authority: str
+        valid_until: str
+        region: str
+        holder: str
+
+        def apply(self, aggregate: Case) -> None:
+            aggregate.state = S.CERTIFICATE_ISSUED
+            aggregate.certificate_id = self.certificate_id
+            aggregate.certificate_issued_at = self.timestamp
+
     class Delivered(HallEvent):
         """送达."""
 
@@ -478,6 +501,7 @@ class Case(Aggregate):
         self.approved: bool | None = None
         self.decision_reason = ""
         self.certificate_id = ""
+        self.certificate_issued_at: datetime | None = None
         self.delivery_method: DeliveryMethod | None = None
         self.rating: Rating | None = None
         self.rectification_deadline_days = 0
@@ -691,6 +715,55 @@ class Case(Aggregate):
             )
         _require_text("certificate_id", certificate_id)
         self.trigger_event(self.CertificateRecorded, actor=actor, certificate_id=certificate_id)
+
+    def issue_certificate(
+        self, actor: Actor, type_code: str, issuer_code: str, authority: str, valid_until: str
+    ) -> None:
+        """制证 (电子证照): issue the certificate of an approved, concluded certificate item.
+
+        Only the holding hall of the competent region issues (like :meth:`decide`), so only the
+        competent node can: a hall registered at a node is in that node's region.
+        """
+        self._check("issue_certificate", actor)
+        if actor.region != self.competent_region:
+            raise PermissionRefused(
+                actor.hall_id,
+                f"only a hall of the competent region {self.competent_region} issues the "
+                f"certificate of item {self.item_code}",
+            )
+        if not self.approved:
+            raise TransitionRefused("issue_certificate", self.state.name, "the case was denied")
+        if not self.produces_certificate:
+            raise TransitionRefused(
+                "issue_certificate", self.state.name, f"item {self.item_code} has no certificate"
+            )
+        _require_text("authority", authority)
+        if valid_until:
+            try:
+                until = date.fromisoformat(valid_until)
+            except ValueError:
+                raise InvalidInput(
+                    "valid_until", valid_until, "expected an ISO date (YYYY-MM-DD) or empty"
+                ) from None
+            today = (_STEP_TIME.get() or datetime.now(UTC)).date()
+            if until <= today:
+                raise InvalidInput("valid_until", valid_until, "must be after the issue date")
+        certificate_id, region, holder = self.certificate_facts(type_code, issuer_code)
+        self.trigger_event(
+            self.CertificateIssued, actor=actor, certificate_id=certificate_id,
+            type_code=type_code, issuer_code=issuer_code, authority=authority,
+            valid_until=valid_until, region=region, holder=holder,
+        )  # fmt: skip
+
+    def certificate_facts(self, type_code: str, issuer_code: str) -> tuple[str, str, str]:
+        """(identifier, region, holder) of this case's certificate: what the node derives.
+
+        The identifier's serial comes from the case id (version 01: one issue per case); the
+        holder is the case's salted commitment to the applicant's ID number, never the number.
+        """
+        identifier = CertificateIdentifier(type_code, issuer_code, serial_for(self.id))
+        holder = self.applicant.commitments.id_number if self.applicant else ""
+        return str(identifier), self.competent_region, holder
 
     # ---------------------------------------------------------------- after the decision
 

@@ -19,6 +19,9 @@ What is checked, leaf by leaf:
   state machine allows from the case's state before the command, and contents equal to the
   command's arguments (acting hall, operator and region; each argument the event records; the
   applicant's commitments; the case id of a submission derived from hall and key).
+* a certificate's issuing event (:class:`~hub.domain.case.Case.CertificateIssued`) carries
+  the identifier, region and holder that the case before it and the signed command give
+  (:meth:`~hub.domain.case.Case.certificate_facts`).
 * each caused case event's time is the step's business time: the command's signed time, no
   later than the node received it (the command record's time) and no earlier than the case's
   previous step (:func:`~hub.domain.case.business_time`).
@@ -638,9 +641,29 @@ class LogChecker:
                 )
         if isinstance(action, Submit) and getattr(event, "intake_region", None) != header.region:
             problems.append(Problem("content mismatch", "the intake region is not the hall's"))
+        if isinstance(event, Case.CertificateIssued):
+            problems += self._check_certificate(leaf, event)
         if first and isinstance(action, CaseAction | Submit):
             problems += self._check_transition(leaf, action)
         return problems
+
+    def _check_certificate(self, leaf: Leaf, event: Case.CertificateIssued) -> list[Problem]:
+        """A certificate's identifier, region and holder are what the case before it gives."""
+        case = self._case(leaf.aggregate_id, leaf.version)
+        if case is None:
+            return []  # reported by the transition check
+        try:
+            expected = case.certificate_facts(event.type_code, event.issuer_code)
+        except InvalidInput as error:
+            return [Problem("content mismatch", f"the certificate's {error}")]
+        if (event.certificate_id, event.region, event.holder) != expected:
+            return [
+                Problem(
+                    "content mismatch",
+                    "the certificate's identifier, region or holder is not what the case gives",
+                )
+            ]
+        return []
 
     def _check_time(
         self, leaf: Leaf, event: Any, command: ParsedCommand, received_at: Any

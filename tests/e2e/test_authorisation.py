@@ -85,6 +85,8 @@ CASE_COMMANDS: dict[str, dict[str, Any]] = {
     "decide": {"approved": True, "reason": "x"},
     "conclude": {},
     "record_certificate": {"certificate_id": "C-1"},
+    "issue_certificate": {"type_code": "150001", "issuer_code": "11430902MB0000001X",
+                          "authority": "x", "valid_until": ""},
     "deliver": {"method": common_pb2.DELIVERY_METHOD_WINDOW},
     "rate": {"rating": common_pb2.RATING_SATISFIED, "comment": "x"},
     "complete_rectification": {"report": "x", "follow_up": "x"},

@@ -120,6 +120,7 @@ def _run_any(case: Case, command: str, actor: Actor) -> None:
         "complete_joint_task": ("a", True, ""),
         "decide": (True, "理由"),
         "record_certificate": ("C-1",),
+        "issue_certificate": ("150001", "11430902MB0000001X", "资阳区民政局", ""),
         "deliver": (DeliveryMethod.WINDOW, ""),
         "rate": (Rating.SATISFIED, ""),
         "complete_rectification": ("报告", "回访"),
@@ -361,7 +362,8 @@ def test_allowed_table_covers_every_public_command() -> None:
         if not name.startswith("_") and callable(getattr(Case, name)) and name[0].islower()
     }
     queries = {"submit", "state_is", "allowed_commands", "clock_seconds", "collect_events",
-               "trigger_event", "create_id", "involves", "regions"}  # fmt: skip
+               "trigger_event", "create_id", "involves", "regions",
+               "certificate_facts"}  # fmt: skip
     # Erasure is an admin's act, and a supervision warning the node's, allowed in every state
     # (each once); a peer's refusal of a transfer takes a case back from HANDED_OFF/ESCALATED:
     # none is in the hall's lifecycle table.

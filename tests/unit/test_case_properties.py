@@ -58,6 +58,7 @@ ARGUMENTS: dict[str, st.SearchStrategy[tuple[Any, ...]]] = {
     "decide": st.tuples(st.sampled_from([True, True, True, False]), st.just("理由")),
     "conclude": st.just(()),
     "record_certificate": st.just(("C-1",)),
+    "issue_certificate": st.just(("150001", "11430902MB0000001X", "资阳区民政局", "")),
     "deliver": st.sampled_from([(method, "") for method in DeliveryMethod]),
     "rate": st.sampled_from([(rating, "") for rating in Rating]),
     "complete_rectification": st.just(("整改", "回访")),

@@ -75,6 +75,13 @@ def _one_of_every_event() -> list[Any]:
     )  # fmt: skip
     del d_actor
     events += d.collect_events()
+    e = new_case(actor=COUNTY_HALL, competent=COUNTY)
+    e.accept(COUNTY_HALL)
+    e.start_handling(COUNTY_HALL)
+    e.decide(COUNTY_HALL, approved=True, reason="准予")
+    e.conclude(COUNTY_HALL)
+    e.issue_certificate(COUNTY_HALL, "150001", "11430902MB0000001X", "资阳区民政局", "2099-12-31")
+    events += e.collect_events()
     return events
 
 

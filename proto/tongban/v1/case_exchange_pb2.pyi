@@ -180,6 +180,7 @@ class Command(_message.Message):
     ARCHIVE_FIELD_NUMBER: _builtins.int
     WITHDRAW_FIELD_NUMBER: _builtins.int
     STAFF_WINDOW_FIELD_NUMBER: _builtins.int
+    ISSUE_CERTIFICATE_FIELD_NUMBER: _builtins.int
     REGISTER_HALL_FIELD_NUMBER: _builtins.int
     ROTATE_HALL_KEY_FIELD_NUMBER: _builtins.int
     RETIRE_HALL_FIELD_NUMBER: _builtins.int
@@ -231,6 +232,8 @@ class Command(_message.Message):
     @_builtins.property
     def staff_window(self) -> Global___StaffWindow: ...
     @_builtins.property
+    def issue_certificate(self) -> Global___IssueCertificate: ...
+    @_builtins.property
     def register_hall(self) -> Global___RegisterHall:
         """Admin commands (signed by an admin key registered in the node's log; HallAdmin service)."""
 
@@ -266,16 +269,17 @@ class Command(_message.Message):
         archive: Global___Archive | None = ...,
         withdraw: Global___Withdraw | None = ...,
         staff_window: Global___StaffWindow | None = ...,
+        issue_certificate: Global___IssueCertificate | None = ...,
         register_hall: Global___RegisterHall | None = ...,
         rotate_hall_key: Global___RotateHallKey | None = ...,
         retire_hall: Global___RetireHall | None = ...,
         erase_personal_data: Global___ErasePersonalData | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["accept", b"accept", "acknowledge_handoff", b"acknowledge_handoff", "action", b"action", "archive", b"archive", "complete_joint_task", b"complete_joint_task", "complete_rectification", b"complete_rectification", "conclude", b"conclude", "decide", b"decide", "deliver", b"deliver", "erase_personal_data", b"erase_personal_data", "escalate", b"escalate", "hand_off", b"hand_off", "header", b"header", "open_joint_tasks", b"open_joint_tasks", "rate", b"rate", "record_certificate", b"record_certificate", "register_hall", b"register_hall", "reject_at_intake", b"reject_at_intake", "request_correction", b"request_correction", "resubmit", b"resubmit", "resume", b"resume", "retire_hall", b"retire_hall", "rotate_hall_key", b"rotate_hall_key", "staff_window", b"staff_window", "start_handling", b"start_handling", "submit", b"submit", "suspend", b"suspend", "withdraw", b"withdraw"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["accept", b"accept", "acknowledge_handoff", b"acknowledge_handoff", "action", b"action", "archive", b"archive", "complete_joint_task", b"complete_joint_task", "complete_rectification", b"complete_rectification", "conclude", b"conclude", "decide", b"decide", "deliver", b"deliver", "erase_personal_data", b"erase_personal_data", "escalate", b"escalate", "hand_off", b"hand_off", "header", b"header", "issue_certificate", b"issue_certificate", "open_joint_tasks", b"open_joint_tasks", "rate", b"rate", "record_certificate", b"record_certificate", "register_hall", b"register_hall", "reject_at_intake", b"reject_at_intake", "request_correction", b"request_correction", "resubmit", b"resubmit", "resume", b"resume", "retire_hall", b"retire_hall", "rotate_hall_key", b"rotate_hall_key", "staff_window", b"staff_window", "start_handling", b"start_handling", "submit", b"submit", "suspend", b"suspend", "withdraw", b"withdraw"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["accept", b"accept", "acknowledge_handoff", b"acknowledge_handoff", "action", b"action", "archive", b"archive", "complete_joint_task", b"complete_joint_task", "complete_rectification", b"complete_rectification", "conclude", b"conclude", "decide", b"decide", "deliver", b"deliver", "erase_personal_data", b"erase_personal_data", "escalate", b"escalate", "hand_off", b"hand_off", "header", b"header", "open_joint_tasks", b"open_joint_tasks", "rate", b"rate", "record_certificate", b"record_certificate", "register_hall", b"register_hall", "reject_at_intake", b"reject_at_intake", "request_correction", b"request_correction", "resubmit", b"resubmit", "resume", b"resume", "retire_hall", b"retire_hall", "rotate_hall_key", b"rotate_hall_key", "staff_window", b"staff_window", "start_handling", b"start_handling", "submit", b"submit", "suspend", b"suspend", "withdraw", b"withdraw"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accept", b"accept", "acknowledge_handoff", b"acknowledge_handoff", "action", b"action", "archive", b"archive", "complete_joint_task", b"complete_joint_task", "complete_rectification", b"complete_rectification", "conclude", b"conclude", "decide", b"decide", "deliver", b"deliver", "erase_personal_data", b"erase_personal_data", "escalate", b"escalate", "hand_off", b"hand_off", "header", b"header", "issue_certificate", b"issue_certificate", "open_joint_tasks", b"open_joint_tasks", "rate", b"rate", "record_certificate", b"record_certificate", "register_hall", b"register_hall", "reject_at_intake", b"reject_at_intake", "request_correction", b"request_correction", "resubmit", b"resubmit", "resume", b"resume", "retire_hall", b"retire_hall", "rotate_hall_key", b"rotate_hall_key", "staff_window", b"staff_window", "start_handling", b"start_handling", "submit", b"submit", "suspend", b"suspend", "withdraw", b"withdraw"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_action: _TypeAlias = _typing.Literal["submit", "request_correction", "resubmit", "accept", "reject_at_intake", "hand_off", "acknowledge_handoff", "start_handling", "suspend", "resume", "escalate", "open_joint_tasks", "complete_joint_task", "decide", "conclude", "record_certificate", "deliver", "rate", "complete_rectification", "archive", "withdraw", "staff_window", "register_hall", "rotate_hall_key", "retire_hall", "erase_personal_data"]  # noqa: Y015
+    _WhichOneofReturnType_action: _TypeAlias = _typing.Literal["submit", "request_correction", "resubmit", "accept", "reject_at_intake", "hand_off", "acknowledge_handoff", "start_handling", "suspend", "resume", "escalate", "open_joint_tasks", "complete_joint_task", "decide", "conclude", "record_certificate", "deliver", "rate", "complete_rectification", "archive", "withdraw", "staff_window", "issue_certificate", "register_hall", "rotate_hall_key", "retire_hall", "erase_personal_data"]  # noqa: Y015
     _WhichOneofArgType_action: _TypeAlias = _typing.Literal["action", b"action"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_action) -> _WhichOneofReturnType_action | None: ...
 
@@ -672,6 +676,43 @@ class RecordCertificate(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___RecordCertificate: _TypeAlias = RecordCertificate  # noqa: Y015
+
+@_typing.final
+class IssueCertificate(_message.Message):
+    """制证 (电子证照), by the holding hall of the competent region (docs/certificates.md)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CASE_ID_FIELD_NUMBER: _builtins.int
+    TYPE_CODE_FIELD_NUMBER: _builtins.int
+    ISSUER_CODE_FIELD_NUMBER: _builtins.int
+    AUTHORITY_FIELD_NUMBER: _builtins.int
+    VALID_UNTIL_FIELD_NUMBER: _builtins.int
+    case_id: _builtins.str
+    type_code: _builtins.str
+    """the item's certificate type code in the catalogue (6 digits)"""
+    issuer_code: _builtins.str
+    """the issuing authority's 统一社会信用代码 (18 characters)"""
+    authority: _builtins.str
+    """the issuing authority's name"""
+    valid_until: _builtins.str
+    """ISO date (YYYY-MM-DD); empty: no expiry (长期有效)"""
+    def __init__(
+        self,
+        *,
+        case_id: _builtins.str = ...,
+        type_code: _builtins.str = ...,
+        issuer_code: _builtins.str = ...,
+        authority: _builtins.str = ...,
+        valid_until: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["authority", b"authority", "case_id", b"case_id", "issuer_code", b"issuer_code", "type_code", b"type_code", "valid_until", b"valid_until"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___IssueCertificate: _TypeAlias = IssueCertificate  # noqa: Y015
 
 @_typing.final
 class Deliver(_message.Message):

@@ -114,6 +114,11 @@ class CaseExchangeStub:
                 request_serializer=tongban_dot_v1_dot_case__exchange__pb2.SignedCommand.SerializeToString,
                 response_deserializer=tongban_dot_v1_dot_case__exchange__pb2.CommandReply.FromString,
                 _registered_method=True)
+        self.IssueCertificate = channel.unary_unary(
+                '/tongban.v1.CaseExchange/IssueCertificate',
+                request_serializer=tongban_dot_v1_dot_case__exchange__pb2.SignedCommand.SerializeToString,
+                response_deserializer=tongban_dot_v1_dot_case__exchange__pb2.CommandReply.FromString,
+                _registered_method=True)
         self.Deliver = channel.unary_unary(
                 '/tongban.v1.CaseExchange/Deliver',
                 request_serializer=tongban_dot_v1_dot_case__exchange__pb2.SignedCommand.SerializeToString,
@@ -286,6 +291,13 @@ class CaseExchangeServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def IssueCertificate(self, request, context):
+        """制证 (电子证照): the competent node issues the signed certificate of an approved case.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def Deliver(self, request, context):
         """送达.
         """
@@ -444,6 +456,11 @@ def add_CaseExchangeServicer_to_server(servicer, server):
             ),
             'RecordCertificate': grpc.unary_unary_rpc_method_handler(
                     servicer.RecordCertificate,
+                    request_deserializer=tongban_dot_v1_dot_case__exchange__pb2.SignedCommand.FromString,
+                    response_serializer=tongban_dot_v1_dot_case__exchange__pb2.CommandReply.SerializeToString,
+            ),
+            'IssueCertificate': grpc.unary_unary_rpc_method_handler(
+                    servicer.IssueCertificate,
                     request_deserializer=tongban_dot_v1_dot_case__exchange__pb2.SignedCommand.FromString,
                     response_serializer=tongban_dot_v1_dot_case__exchange__pb2.CommandReply.SerializeToString,
             ),
@@ -933,6 +950,33 @@ class CaseExchange:
             request,
             target,
             '/tongban.v1.CaseExchange/RecordCertificate',
+            tongban_dot_v1_dot_case__exchange__pb2.SignedCommand.SerializeToString,
+            tongban_dot_v1_dot_case__exchange__pb2.CommandReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def IssueCertificate(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tongban.v1.CaseExchange/IssueCertificate',
             tongban_dot_v1_dot_case__exchange__pb2.SignedCommand.SerializeToString,
             tongban_dot_v1_dot_case__exchange__pb2.CommandReply.FromString,
             options,

@@ -72,6 +72,8 @@ class CaseExchangeStub:
     """办结."""
     RecordCertificate: _grpc.UnaryUnaryMultiCallable[_case_exchange_pb2.SignedCommand, _case_exchange_pb2.CommandReply]
     """制证: record the certificate issued for an approved case."""
+    IssueCertificate: _grpc.UnaryUnaryMultiCallable[_case_exchange_pb2.SignedCommand, _case_exchange_pb2.CommandReply]
+    """制证 (电子证照): the competent node issues the signed certificate of an approved case."""
     Deliver: _grpc.UnaryUnaryMultiCallable[_case_exchange_pb2.SignedCommand, _case_exchange_pb2.CommandReply]
     """送达."""
     Rate: _grpc.UnaryUnaryMultiCallable[_case_exchange_pb2.SignedCommand, _case_exchange_pb2.CommandReply]
@@ -132,6 +134,8 @@ class CaseExchangeAsyncStub(CaseExchangeStub):
     """办结."""
     RecordCertificate: _aio.UnaryUnaryMultiCallable[_case_exchange_pb2.SignedCommand, _case_exchange_pb2.CommandReply]  # type: ignore[assignment]
     """制证: record the certificate issued for an approved case."""
+    IssueCertificate: _aio.UnaryUnaryMultiCallable[_case_exchange_pb2.SignedCommand, _case_exchange_pb2.CommandReply]  # type: ignore[assignment]
+    """制证 (电子证照): the competent node issues the signed certificate of an approved case."""
     Deliver: _aio.UnaryUnaryMultiCallable[_case_exchange_pb2.SignedCommand, _case_exchange_pb2.CommandReply]  # type: ignore[assignment]
     """送达."""
     Rate: _aio.UnaryUnaryMultiCallable[_case_exchange_pb2.SignedCommand, _case_exchange_pb2.CommandReply]  # type: ignore[assignment]
@@ -285,6 +289,14 @@ class CaseExchangeServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_case_exchange_pb2.CommandReply, _abc.Awaitable[_case_exchange_pb2.CommandReply]]:
         """制证: record the certificate issued for an approved case."""
+
+    @_abc_1.abstractmethod
+    def IssueCertificate(
+        self,
+        request: _case_exchange_pb2.SignedCommand,
+        context: _ServicerContext,
+    ) -> _typing.Union[_case_exchange_pb2.CommandReply, _abc.Awaitable[_case_exchange_pb2.CommandReply]]:
+        """制证 (电子证照): the competent node issues the signed certificate of an approved case."""
 
     @_abc_1.abstractmethod
     def Deliver(

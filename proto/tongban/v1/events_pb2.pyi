@@ -452,6 +452,46 @@ class CertificateRecorded(_message.Message):
 Global___CertificateRecorded: _TypeAlias = CertificateRecorded  # noqa: Y015
 
 @_typing.final
+class CertificateIssued(_message.Message):
+    """制证 (电子证照): the certificate the node issued (docs/certificates.md)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CERTIFICATE_ID_FIELD_NUMBER: _builtins.int
+    TYPE_CODE_FIELD_NUMBER: _builtins.int
+    ISSUER_CODE_FIELD_NUMBER: _builtins.int
+    AUTHORITY_FIELD_NUMBER: _builtins.int
+    VALID_UNTIL_FIELD_NUMBER: _builtins.int
+    REGION_FIELD_NUMBER: _builtins.int
+    HOLDER_FIELD_NUMBER: _builtins.int
+    certificate_id: _builtins.str
+    type_code: _builtins.str
+    issuer_code: _builtins.str
+    authority: _builtins.str
+    valid_until: _builtins.str
+    region: _builtins.str
+    holder: _builtins.str
+    """the salted commitment to the holder's ID number (hex)"""
+    def __init__(
+        self,
+        *,
+        certificate_id: _builtins.str = ...,
+        type_code: _builtins.str = ...,
+        issuer_code: _builtins.str = ...,
+        authority: _builtins.str = ...,
+        valid_until: _builtins.str = ...,
+        region: _builtins.str = ...,
+        holder: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["authority", b"authority", "certificate_id", b"certificate_id", "holder", b"holder", "issuer_code", b"issuer_code", "region", b"region", "type_code", b"type_code", "valid_until", b"valid_until"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CertificateIssued: _TypeAlias = CertificateIssued  # noqa: Y015
+
+@_typing.final
 class Delivered(_message.Message):
     """送达."""
 
@@ -713,6 +753,7 @@ class CaseEvent(_message.Message):
     PERSONAL_DATA_ERASED_FIELD_NUMBER: _builtins.int
     TRANSFER_REFUSED_FIELD_NUMBER: _builtins.int
     SUPERVISION_WARNED_FIELD_NUMBER: _builtins.int
+    CERTIFICATE_ISSUED_FIELD_NUMBER: _builtins.int
     case_id: _builtins.str
     version: _builtins.int
     @_builtins.property
@@ -773,6 +814,8 @@ class CaseEvent(_message.Message):
     def transfer_refused(self) -> Global___TransferRefused: ...
     @_builtins.property
     def supervision_warned(self) -> Global___SupervisionWarned: ...
+    @_builtins.property
+    def certificate_issued(self) -> Global___CertificateIssued: ...
     def __init__(
         self,
         *,
@@ -806,12 +849,13 @@ class CaseEvent(_message.Message):
         personal_data_erased: Global___PersonalDataErased | None = ...,
         transfer_refused: Global___TransferRefused | None = ...,
         supervision_warned: Global___SupervisionWarned | None = ...,
+        certificate_issued: Global___CertificateIssued | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["accepted", b"accepted", "actor", b"actor", "archived", b"archived", "certificate_recorded", b"certificate_recorded", "concluded", b"concluded", "correction_requested", b"correction_requested", "decided", b"decided", "delivered", b"delivered", "escalated", b"escalated", "event", b"event", "handed_off", b"handed_off", "handling_started", b"handling_started", "handoff_acknowledged", b"handoff_acknowledged", "joint_task_completed", b"joint_task_completed", "joint_tasks_joined", b"joint_tasks_joined", "joint_tasks_opened", b"joint_tasks_opened", "personal_data_erased", b"personal_data_erased", "rated", b"rated", "rectification_completed", b"rectification_completed", "rectification_opened", b"rectification_opened", "rejected_at_intake", b"rejected_at_intake", "resubmitted", b"resubmitted", "resumed", b"resumed", "submitted", b"submitted", "supervision_warned", b"supervision_warned", "suspended", b"suspended", "timestamp", b"timestamp", "transfer_refused", b"transfer_refused", "withdrawn", b"withdrawn"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["accepted", b"accepted", "actor", b"actor", "archived", b"archived", "certificate_issued", b"certificate_issued", "certificate_recorded", b"certificate_recorded", "concluded", b"concluded", "correction_requested", b"correction_requested", "decided", b"decided", "delivered", b"delivered", "escalated", b"escalated", "event", b"event", "handed_off", b"handed_off", "handling_started", b"handling_started", "handoff_acknowledged", b"handoff_acknowledged", "joint_task_completed", b"joint_task_completed", "joint_tasks_joined", b"joint_tasks_joined", "joint_tasks_opened", b"joint_tasks_opened", "personal_data_erased", b"personal_data_erased", "rated", b"rated", "rectification_completed", b"rectification_completed", "rectification_opened", b"rectification_opened", "rejected_at_intake", b"rejected_at_intake", "resubmitted", b"resubmitted", "resumed", b"resumed", "submitted", b"submitted", "supervision_warned", b"supervision_warned", "suspended", b"suspended", "timestamp", b"timestamp", "transfer_refused", b"transfer_refused", "withdrawn", b"withdrawn"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepted", b"accepted", "actor", b"actor", "archived", b"archived", "case_id", b"case_id", "certificate_recorded", b"certificate_recorded", "concluded", b"concluded", "correction_requested", b"correction_requested", "decided", b"decided", "delivered", b"delivered", "escalated", b"escalated", "event", b"event", "handed_off", b"handed_off", "handling_started", b"handling_started", "handoff_acknowledged", b"handoff_acknowledged", "joint_task_completed", b"joint_task_completed", "joint_tasks_joined", b"joint_tasks_joined", "joint_tasks_opened", b"joint_tasks_opened", "personal_data_erased", b"personal_data_erased", "rated", b"rated", "rectification_completed", b"rectification_completed", "rectification_opened", b"rectification_opened", "rejected_at_intake", b"rejected_at_intake", "resubmitted", b"resubmitted", "resumed", b"resumed", "submitted", b"submitted", "supervision_warned", b"supervision_warned", "suspended", b"suspended", "timestamp", b"timestamp", "transfer_refused", b"transfer_refused", "version", b"version", "withdrawn", b"withdrawn"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepted", b"accepted", "actor", b"actor", "archived", b"archived", "case_id", b"case_id", "certificate_issued", b"certificate_issued", "certificate_recorded", b"certificate_recorded", "concluded", b"concluded", "correction_requested", b"correction_requested", "decided", b"decided", "delivered", b"delivered", "escalated", b"escalated", "event", b"event", "handed_off", b"handed_off", "handling_started", b"handling_started", "handoff_acknowledged", b"handoff_acknowledged", "joint_task_completed", b"joint_task_completed", "joint_tasks_joined", b"joint_tasks_joined", "joint_tasks_opened", b"joint_tasks_opened", "personal_data_erased", b"personal_data_erased", "rated", b"rated", "rectification_completed", b"rectification_completed", "rectification_opened", b"rectification_opened", "rejected_at_intake", b"rejected_at_intake", "resubmitted", b"resubmitted", "resumed", b"resumed", "submitted", b"submitted", "supervision_warned", b"supervision_warned", "suspended", b"suspended", "timestamp", b"timestamp", "transfer_refused", b"transfer_refused", "version", b"version", "withdrawn", b"withdrawn"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_event: _TypeAlias = _typing.Literal["submitted", "correction_requested", "resubmitted", "accepted", "rejected_at_intake", "handed_off", "escalated", "handoff_acknowledged", "handling_started", "suspended", "resumed", "joint_tasks_opened", "joint_task_completed", "joint_tasks_joined", "decided", "concluded", "certificate_recorded", "delivered", "rated", "rectification_opened", "rectification_completed", "archived", "withdrawn", "personal_data_erased", "transfer_refused", "supervision_warned"]  # noqa: Y015
+    _WhichOneofReturnType_event: _TypeAlias = _typing.Literal["submitted", "correction_requested", "resubmitted", "accepted", "rejected_at_intake", "handed_off", "escalated", "handoff_acknowledged", "handling_started", "suspended", "resumed", "joint_tasks_opened", "joint_task_completed", "joint_tasks_joined", "decided", "concluded", "certificate_recorded", "delivered", "rated", "rectification_opened", "rectification_completed", "archived", "withdrawn", "personal_data_erased", "transfer_refused", "supervision_warned", "certificate_issued"]  # noqa: Y015
     _WhichOneofArgType_event: _TypeAlias = _typing.Literal["event", b"event"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_event) -> _WhichOneofReturnType_event | None: ...
 

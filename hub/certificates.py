@@ -1,0 +1,392 @@
+"""Signed electronic certificates (电子证照) and their offline verification.
+
+A certificate is a JWS in compact serialisation (RFC 7515) signed with EdDSA over Ed25519
+(RFC 8037) by the node's certificate-issuer key; its payload is a JSON object of claims (the
+registered JWT claim names where one fits: ``iss``, ``jti``, ``iat``, ``nbf``, ``exp``). Why
+JWS and not COSE/CWT, and every claim, are in ``docs/certificates.md``.
+
+Signing and verifying are written here with ``cryptography``'s Ed25519 rather than a JOSE
+library: the verifier accepts exactly one algorithm and one token type, so no header can pick
+another algorithm (``none``, HS256 with a public key as secret), and every refusal becomes a
+verdict with a reason instead of an exception. The tests verify our tokens with ``joserfc``,
+an independent JOSE implementation, so the format is the standard's and not only ours.
+
+A verifier needs no network: a **trust bundle** (``tongban trust export``) names each issuer's
+public key (a JWK, with its RFC 7638 thumbprint as ``kid``), its node's log origin and region,
+and the period the key may sign in. :func:`verify` returns a :class:`Verification` — one of
+the :class:`Verdict` values with the reason — and never raises for anything in the token.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import enum
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, date, datetime, time, timedelta, timezone
+from typing import Any
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from hub.domain.case import Case
+from hub.domain.certificates import CertificateIdentifier
+from hub.errors import ConfigurationError, InvalidInput
+
+#: The JWS ``typ`` of a Tongban certificate (RFC 8725 §3.11: explicit typing).
+TOKEN_TYPE = "tongban-cert+jwt"
+ALGORITHM = "EdDSA"
+BUNDLE_FORMAT = "tongban-trust-bundle/1"
+
+#: China Standard Time, in which a certificate's last day of validity ends.
+CHINA = timezone(timedelta(hours=8))
+
+#: How far a certificate's issue time may be ahead of the verifier's clock.
+CLOCK_SKEW_S = 300
+
+
+def _b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def _b64url_decode(text: str) -> bytes:
+    """Strict base64url without padding (RFC 7515 §2); ValueError otherwise."""
+    if not text or "=" in text:
+        raise ValueError("not unpadded base64url")
+    try:
+        decoded = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    except (binascii.Error, ValueError) as error:
+        raise ValueError(f"not base64url: {error}") from None
+    if _b64url(decoded) != text:
+        raise ValueError("not canonical base64url")
+    return decoded
+
+
+def _compact_json(value: Any) -> bytes:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), sort_keys=True).encode()
+
+
+def public_jwk(public_key: Ed25519PublicKey) -> dict[str, str]:
+    """The RFC 8037 JWK of an Ed25519 public key (members in RFC 7638's order)."""
+    raw = public_key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    return {"crv": "Ed25519", "kty": "OKP", "x": _b64url(raw)}
+
+
+def key_thumbprint(public_key: Ed25519PublicKey) -> str:
+    """The RFC 7638 JWK thumbprint (SHA-256, base64url): the key's ``kid``."""
+    return _b64url(hashlib.sha256(_compact_json(public_jwk(public_key))).digest())
+
+
+@dataclass(frozen=True)
+class CertificateClaims:
+    """What a certificate says (the JWS payload). No personal data in clear: ``hld`` is the
+    case's salted commitment to the holder's ID number (hex)."""
+
+    iss: str  # the issuing node's log origin
+    jti: str  # the certificate identifier (GB/T 36904)
+    iat: int  # issued (the issuing event's time), seconds since the epoch
+    ct: str  # certificate type code (catalogue)
+    item: str  # service item code
+    name: str  # service item name
+    auth: str  # issuing authority's name
+    rg: str  # competent region (12 digits)
+    hld: str  # holder: commitment to the ID number
+    case: str  # case id
+    li: int  # ledger index of the issuing event in the issuer's log
+    exp: int | None = None  # end of validity (None: no expiry, 长期有效)
+
+    def payload(self) -> dict[str, Any]:
+        """The JSON payload: ``nbf`` equals ``iat``; no ``exp`` member without an expiry."""
+        body = {key: value for key, value in asdict(self).items() if value is not None}
+        body["nbf"] = self.iat
+        return body
+
+    @classmethod
+    def from_payload(cls, body: Any) -> CertificateClaims:
+        """Parse a payload strictly; InvalidInput names the first bad member."""
+        if not isinstance(body, dict):
+            raise InvalidInput("payload", type(body).__name__, "expected a JSON object")
+        values: dict[str, Any] = {}
+        for name, kind in (
+            ("iss", str), ("jti", str), ("iat", int), ("ct", str), ("item", str),
+            ("name", str), ("auth", str), ("rg", str), ("hld", str), ("case", str),
+            ("li", int),
+        ):  # fmt: skip
+            value = body.get(name)
+            if not isinstance(value, kind) or isinstance(value, bool):
+                raise InvalidInput(name, value, f"expected {kind.__name__}")
+            values[name] = value
+        exp = body.get("exp")
+        if exp is not None and (not isinstance(exp, int) or isinstance(exp, bool)):
+            raise InvalidInput("exp", exp, "expected int")
+        if body.get("nbf") != values["iat"]:
+            raise InvalidInput("nbf", body.get("nbf"), "must equal iat")
+        return cls(**values, exp=exp)
+
+
+@dataclass(frozen=True)
+class IssuerKey:
+    """A node's certificate-issuer signing key, the log it issues into, and since when."""
+
+    private_key: Ed25519PrivateKey
+    origin: str
+    region: str
+    not_before: datetime
+
+    @property
+    def kid(self) -> str:
+        """The key's RFC 7638 thumbprint."""
+        return key_thumbprint(self.private_key.public_key())
+
+    def trusted(self, not_after: datetime | None = None) -> TrustedIssuer:
+        """This key's entry in a trust bundle."""
+        return TrustedIssuer(
+            kid=self.kid,
+            origin=self.origin,
+            region=self.region,
+            jwk=public_jwk(self.private_key.public_key()),
+            not_before=self.not_before,
+            not_after=not_after,
+        )
+
+
+def claims_for(
+    case: Case, event: Case.CertificateIssued, ledger_index: int, origin: str
+) -> CertificateClaims:
+    """The claims of ``case``'s certificate: its issuing event, at ``ledger_index`` of the log
+    ``origin``."""
+    exp = None
+    if event.valid_until:
+        # Valid through the whole last day, China Standard Time (the halls' day).
+        last_day = date.fromisoformat(event.valid_until) + timedelta(days=1)
+        exp = int(datetime.combine(last_day, time(), CHINA).timestamp())
+    return CertificateClaims(
+        iss=origin,
+        jti=event.certificate_id,
+        iat=int(event.timestamp.timestamp()),
+        ct=event.type_code,
+        item=case.item_code,
+        name=case.item_name,
+        auth=event.authority,
+        rg=event.region,
+        hld=event.holder,
+        case=str(case.id),
+        li=ledger_index,
+        exp=exp,
+    )
+
+
+def sign_certificate(claims: CertificateClaims, key: IssuerKey) -> str:
+    """The certificate as a JWS compact token (``header.payload.signature``)."""
+    header = {"alg": ALGORITHM, "kid": key.kid, "typ": TOKEN_TYPE}
+    signing_input = f"{_b64url(_compact_json(header))}.{_b64url(_compact_json(claims.payload()))}"
+    signature = key.private_key.sign(signing_input.encode("ascii"))
+    return f"{signing_input}.{_b64url(signature)}"
+
+
+# ---------------------------------------------------------------------------- trust bundle
+
+
+@dataclass(frozen=True)
+class TrustedIssuer:
+    """One issuer key a verifier trusts, and the period in which it may sign."""
+
+    kid: str
+    origin: str
+    region: str
+    jwk: dict[str, str]
+    not_before: datetime
+    not_after: datetime | None = None
+
+    def public_key(self) -> Ed25519PublicKey:
+        """The Ed25519 public key of the JWK."""
+        return Ed25519PublicKey.from_public_bytes(_b64url_decode(self.jwk["x"]))
+
+    def covers(self, moment: datetime) -> bool:
+        """Whether the key may have signed at ``moment``."""
+        return self.not_before <= moment and (self.not_after is None or moment <= self.not_after)
+
+
+@dataclass(frozen=True)
+class TrustBundle:
+    """The issuers a verifier trusts (``tongban trust export``), as JSON."""
+
+    issuers: tuple[TrustedIssuer, ...] = field(default_factory=tuple)
+
+    def find(self, kid: str) -> TrustedIssuer | None:
+        """The issuer whose key has thumbprint ``kid``."""
+        return next((issuer for issuer in self.issuers if issuer.kid == kid), None)
+
+    def to_json(self) -> str:
+        """The bundle file's text."""
+        return json.dumps(
+            {
+                "format": BUNDLE_FORMAT,
+                "issuers": [
+                    {
+                        "kid": issuer.kid,
+                        "origin": issuer.origin,
+                        "region": issuer.region,
+                        "jwk": {**issuer.jwk, "kid": issuer.kid, "alg": ALGORITHM},
+                        "not_before": issuer.not_before.isoformat(),
+                        "not_after": issuer.not_after.isoformat() if issuer.not_after else None,
+                    }
+                    for issuer in self.issuers
+                ],
+            },
+            ensure_ascii=False,
+            indent=2,
+        )
+
+    @classmethod
+    def from_json(cls, text: str, where: str = "trust bundle") -> TrustBundle:
+        """Parse a bundle; ConfigurationError naming the entry and member otherwise."""
+        try:
+            document = json.loads(text)
+        except json.JSONDecodeError as error:
+            raise ConfigurationError(f"{where}: not JSON: {error}") from None
+        if not isinstance(document, dict) or document.get("format") != BUNDLE_FORMAT:
+            raise ConfigurationError(f"{where}: not a {BUNDLE_FORMAT} document")
+        entries = document.get("issuers")
+        if not isinstance(entries, list):
+            raise ConfigurationError(f"{where}: issuers: expected a list")
+        issuers = []
+        for number, entry in enumerate(entries):
+            at = f"{where}: issuers[{number}]"
+            try:
+                jwk = entry["jwk"]
+                if jwk.get("kty") != "OKP" or jwk.get("crv") != "Ed25519":
+                    raise ValueError("jwk: expected an OKP Ed25519 key")
+                not_after = entry.get("not_after")
+                issuer = TrustedIssuer(
+                    kid=str(entry["kid"]),
+                    origin=str(entry["origin"]),
+                    region=str(entry["region"]),
+                    jwk={"crv": "Ed25519", "kty": "OKP", "x": str(jwk["x"])},
+                    not_before=_aware(datetime.fromisoformat(entry["not_before"])),
+                    not_after=_aware(datetime.fromisoformat(not_after)) if not_after else None,
+                )
+                if key_thumbprint(issuer.public_key()) != issuer.kid:
+                    raise ValueError("kid: not the key's RFC 7638 thumbprint")
+            except (KeyError, TypeError, ValueError, AttributeError) as error:
+                raise ConfigurationError(f"{at}: {error}") from None
+            issuers.append(issuer)
+        return cls(tuple(issuers))
+
+
+def _aware(moment: datetime) -> datetime:
+    if moment.tzinfo is None:
+        raise ValueError(f"{moment.isoformat()} has no time zone")
+    return moment
+
+
+# ---------------------------------------------------------------------------- verification
+
+
+class Verdict(enum.Enum):
+    """What an offline verification concludes."""
+
+    VALID = "valid"
+    REVOKED = "revoked"
+    SUSPENDED = "suspended"
+    EXPIRED = "expired"
+    FORGED = "forged"
+    UNKNOWN_ISSUER = "unknown issuer"
+    STATUS_UNKNOWN = "status unknown"
+
+
+@dataclass(frozen=True)
+class Verification:
+    """A verdict, why, and the claims when the signature verified."""
+
+    verdict: Verdict
+    reason: str
+    claims: CertificateClaims | None = None
+    issuer: TrustedIssuer | None = None
+
+
+def verify_certificate(token: str, bundle: TrustBundle, *, now: datetime) -> Verification:
+    """Verify a certificate token offline against ``bundle`` at ``now``; never raises.
+
+    Checks, in order: the token's shape and header (only ``EdDSA`` and our ``typ``), the issuer
+    key (``kid``) in the bundle, the signature, the claims, the issuer's origin and region, the
+    identifier's check character, the key's period at the issue time, and the validity period.
+    """
+    forged = Verdict.FORGED
+    parts = token.strip().split(".")
+    if len(parts) != 3:
+        return Verification(forged, f"not a JWS compact token ({len(parts)} parts, expected 3)")
+    try:
+        header = json.loads(_b64url_decode(parts[0]))
+        signature = _b64url_decode(parts[2])
+        payload_bytes = _b64url_decode(parts[1])
+    except ValueError as error:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        return Verification(forged, f"the token is damaged: {error}")
+    if not isinstance(header, dict):
+        return Verification(forged, "the JWS header is not a JSON object")
+    if header.get("alg") != ALGORITHM:
+        return Verification(forged, f"algorithm {header.get('alg')!r} is not {ALGORITHM}")
+    if header.get("typ") != TOKEN_TYPE:
+        return Verification(forged, f"type {header.get('typ')!r} is not {TOKEN_TYPE}")
+    if set(header) - {"alg", "kid", "typ"}:
+        return Verification(
+            forged, f"unexpected header members {sorted(set(header) - {'alg', 'kid', 'typ'})}"
+        )
+    kid = header.get("kid")
+    issuer = bundle.find(kid) if isinstance(kid, str) else None
+    if issuer is None:
+        return Verification(Verdict.UNKNOWN_ISSUER, f"no key {kid!r} in the trust bundle")
+    try:
+        issuer.public_key().verify(signature, f"{parts[0]}.{parts[1]}".encode("ascii"))
+    except (InvalidSignature, ValueError):
+        return Verification(forged, f"the signature does not verify with {issuer.origin}'s key")
+    try:
+        claims = CertificateClaims.from_payload(json.loads(payload_bytes))
+    except (ValueError, InvalidInput) as error:
+        return Verification(forged, f"signed, but the claims are unreadable: {error}")
+    found = Verification(forged, "", claims, issuer)
+    if claims.iss != issuer.origin or claims.rg[: len(issuer.region)] != issuer.region:
+        return _with(found, f"issued as {claims.iss} for {claims.rg}, but the key is "
+                     f"{issuer.origin}'s ({issuer.region})")  # fmt: skip
+    try:
+        CertificateIdentifier.parse(claims.jti)
+    except InvalidInput as error:
+        return _with(found, f"the identifier is invalid: {error.reason}")
+    issued = datetime.fromtimestamp(claims.iat, UTC)
+    if not issuer.covers(issued):
+        return _with(found, f"issued {issued.isoformat()}, outside the key's period")
+    if claims.iat > now.timestamp() + CLOCK_SKEW_S:
+        return _with(found, f"issued in the future ({issued.isoformat()})")
+    if claims.exp is not None and now.timestamp() >= claims.exp:
+        expired = datetime.fromtimestamp(claims.exp, UTC).isoformat()
+        return Verification(Verdict.EXPIRED, f"valid until {expired}", claims, issuer)
+    return Verification(
+        Verdict.VALID,
+        f"signed by {issuer.origin} ({issuer.region}); status not checked",
+        claims,
+        issuer,
+    )
+
+
+def _with(found: Verification, reason: str) -> Verification:
+    return Verification(found.verdict, reason, found.claims, found.issuer)
+
+
+__all__ = [
+    "ALGORITHM",
+    "TOKEN_TYPE",
+    "CertificateClaims",
+    "IssuerKey",
+    "TrustBundle",
+    "TrustedIssuer",
+    "Verdict",
+    "Verification",
+    "claims_for",
+    "key_thumbprint",
+    "public_jwk",
+    "sign_certificate",
+    "verify_certificate",
+]
