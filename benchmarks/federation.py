@@ -695,7 +695,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         count = args.closed_cases or int(150 * args.seconds)
         cases = submit_cases(fed, count, args.clients, f"{tag}-closed")
-        print(f"closed loop: {len(cases):,} cases at 61 (submitted, acknowledged); running", flush=True)
+        print(f"closed loop: {len(cases):,} cases at 61 (submitted, acknowledged)", flush=True)
         closed = closed_loop(fed, cases, args.clients, args.seconds, cpu, f"{tag}-closed")
         _print_run(
             f"handoffs, closed loop, {args.clients} hall clients, {args.seconds:.0f} s", closed, raw
