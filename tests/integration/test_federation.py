@@ -80,7 +80,16 @@ def test_offsite_intake_reaches_the_competent_node_and_the_result_comes_back(
             ("acknowledge_handoff", {}),  # the county holds it and handles it from here
             ("decide", {"approved": True, "reason": "材料齐全, 准予换领"}),
             ("conclude", {}),
-            ("record_certificate", {"certificate_id": "1.2.156.3005.2.11100000MB0000001X.0001"}),
+            # 白河县 issues the electronic certificate (a signed step that reaches 43 too).
+            (
+                "issue_certificate",
+                {
+                    "type_code": "110001",
+                    "issuer_code": "11610929MB0000001X",
+                    "authority": "白河县公安局",
+                    "valid_until": "2046-03-01",
+                },
+            ),
         ]
     ):
         shaanxi.node.run(
@@ -89,6 +98,9 @@ def test_offsite_intake_reaches_the_competent_node_and_the_result_comes_back(
     federation.wait(
         lambda: _state(hunan, case_id) is CaseState.CERTIFICATE_ISSUED, "the result reached 43"
     )
+    issued = shaanxi.app.get_case(case_id).certificate_id
+    assert issued.startswith("1.2.156.3005.2.110001.11610929MB0000001X.")
+    assert hunan.app.get_case(case_id).certificate_id == issued  # the same identifier at 43
     # 一窗发证 at the Hunan window, and the rating reaches Shaanxi.
     hunan.node.run(
         town, "deliver", idempotency_key="offsite-0004", case_id=str(case_id),
