@@ -50,6 +50,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib
+import itertools
 import json
 import os
 import sqlite3
@@ -587,6 +588,48 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def stage_times(run: Run, dsn_43: str, dsn_61: str) -> str:
+    """Where an acknowledged handoff's time went, from both nodes' outbox tables (median ms):
+    43's command returned → its envelope queued (the outbox projection) → sent (a checkpoint
+    over the step, the publisher) → 61's acknowledgement queued (the broker, 61's consumer, its
+    outbox projection) → the acknowledgement sent (61's integrator, publisher) → stored at 43
+    (the broker, 43's consumer). PostgreSQL only (the SQLite files are locked by the nodes)."""
+    acknowledged = {h.envelope_id: h for h in run.acknowledged}
+    ids = list(acknowledged)
+    with psycopg.connect(dsn_43) as hunan, psycopg.connect(dsn_61) as shaanxi:
+        sent = {
+            str(row[0]): (float(row[1]), float(row[2]))
+            for row in hunan.execute(
+                "SELECT envelope_id, created_at, sent_at FROM tongban_relay_outbox "
+                "WHERE kind = 'envelope' AND envelope_id = ANY(%s)",
+                (ids,),
+            ).fetchall()
+        }
+        acks = {
+            str(row[0]): (float(row[1]), float(row[2]))
+            for row in shaanxi.execute(
+                "SELECT envelope_id, created_at, sent_at FROM tongban_relay_outbox "
+                "WHERE kind = 'ack' AND envelope_id = ANY(%s) AND sent_at IS NOT NULL",
+                (ids,),
+            ).fetchall()
+        }
+    stages: dict[str, list[float]] = {
+        "43 queued": [], "43 sent": [], "61 queued ack": [], "61 sent ack": [], "43 stored ack": []
+    }  # fmt: skip
+    for envelope_id, handoff in acknowledged.items():
+        if envelope_id not in sent or envelope_id not in acks:
+            continue
+        (queued, out), (ack_queued, ack_out) = sent[envelope_id], acks[envelope_id]
+        marks = (handoff.returned, queued, out, ack_queued, ack_out, handoff.done)
+        for name, (a, b) in zip(stages, itertools.pairwise(marks), strict=True):
+            stages[name].append(b - a)
+    return "; ".join(
+        f"{name} +{statistics.median(values) * 1000:.1f} ms"
+        for name, values in stages.items()
+        if values
+    )
+
+
 def _goal(met: bool) -> str:
     return "met" if met else "NOT met"
 
@@ -700,6 +743,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         _print_run(
             f"handoffs, closed loop, {args.clients} hall clients, {args.seconds:.0f} s", closed, raw
         )
+        dsn_43, dsn_61 = databases["43"], databases["61"]
+        if dsn_43 and dsn_61:
+            print(f"  where the time went (median): {stage_times(closed, dsn_43, dsn_61)}")
         wait_until_drained(fed)
 
         cases = submit_cases(fed, int(args.open_rate * args.open_seconds), args.clients, f"{tag}-o")

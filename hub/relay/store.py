@@ -16,6 +16,7 @@ PostgreSQL and SQLite share the SQL, which differs only in placeholders and a fe
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -183,11 +184,30 @@ class _RelayTables:
     """What both dialects' relay stores do (see the module docstring)."""
 
     _sql: _RelaySQL
+    _shared: threading.local
 
     @contextmanager
     def _cursor(self, *, commit: bool) -> Iterator[Any]:
+        shared = getattr(self._shared, "cursor", None)
+        if shared is not None and not commit:
+            yield shared  # this thread's reading(): the reads share one transaction
+            return
         with self.datastore.transaction(commit=commit) as curs:  # type: ignore[attr-defined]
             yield curs
+
+    @contextmanager
+    def reading(self) -> Iterator[None]:
+        """Within it, this thread's reads share one transaction (writes keep their own): one
+        BEGIN/COMMIT round trip instead of one per read."""
+        if getattr(self._shared, "cursor", None) is not None:
+            yield
+            return
+        with self.datastore.transaction(commit=False) as curs:  # type: ignore[attr-defined]
+            self._shared.cursor = curs
+            try:
+                yield
+            finally:
+                self._shared.cursor = None
 
     def enqueue(
         self,
@@ -399,6 +419,7 @@ class PostgresRelayStore(_RelayTables, PostgresTrackingRecorder):
     def __init__(self, datastore: Any, **kwargs: Any) -> None:
         super().__init__(datastore, **kwargs)
         self._sql = _RelaySQL("%s")
+        self._shared = threading.local()
         self.sql_create_statements.extend(
             SQL(statement).format()
             for statement in _statements("BIGSERIAL PRIMARY KEY", "BYTEA", "DOUBLE PRECISION")
@@ -415,6 +436,10 @@ class SQLiteRelayStore(_RelayTables, SQLiteTrackingRecorder):
     def construct_create_table_statements(self) -> list[str]:
         own = _statements("INTEGER PRIMARY KEY AUTOINCREMENT", "BLOB", "REAL")
         return [*super().construct_create_table_statements(), *own]
+
+    @contextmanager
+    def reading(self) -> Iterator[None]:
+        yield  # SQLite reads are local calls, not round trips: nothing to share
 
     @contextmanager
     def _cursor(self, *, commit: bool) -> Iterator[Any]:
