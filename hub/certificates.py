@@ -22,18 +22,23 @@ from __future__ import annotations
 import base64
 import binascii
 import enum
+import gzip
 import hashlib
 import json
+import zlib
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime, time, timedelta, timezone
 from typing import Any
+from uuid import UUID
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from eventsourcing.utils import get_topic
 
 from hub.domain.case import Case
-from hub.domain.certificates import CertificateIdentifier
+from hub.domain.certificates import CertificateIdentifier, CertificateStatus
 from hub.errors import ConfigurationError, InvalidInput
 
 #: The JWS ``typ`` of a Tongban certificate (RFC 8725 §3.11: explicit typing).
@@ -97,6 +102,14 @@ class CertificateClaims:
     case: str  # case id
     li: int  # ledger index of the issuing event in the issuer's log
     exp: int | None = None  # end of validity (None: no expiry, 长期有效)
+    # The certificate's entry in its issuer's status list (equal to ``li``); absent from
+    # certificates written before status lists, whose entry is ``li``.
+    status_index: int | None = None
+
+    @property
+    def status_entry(self) -> int:
+        """The certificate's index in its issuer's status list."""
+        return self.li if self.status_index is None else self.status_index
 
     def payload(self) -> dict[str, Any]:
         """The JSON payload: ``nbf`` equals ``iat``; no ``exp`` member without an expiry."""
@@ -119,12 +132,15 @@ class CertificateClaims:
             if not isinstance(value, kind) or isinstance(value, bool):
                 raise InvalidInput(name, value, f"expected {kind.__name__}")
             values[name] = value
-        exp = body.get("exp")
-        if exp is not None and (not isinstance(exp, int) or isinstance(exp, bool)):
-            raise InvalidInput("exp", exp, "expected int")
+        optional: dict[str, int | None] = {}
+        for name in ("exp", "status_index"):
+            value = body.get(name)
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool)):
+                raise InvalidInput(name, value, "expected int")
+            optional[name] = value
         if body.get("nbf") != values["iat"]:
             raise InvalidInput("nbf", body.get("nbf"), "must equal iat")
-        return cls(**values, exp=exp)
+        return cls(**values, exp=optional["exp"], status_index=optional["status_index"])
 
 
 @dataclass(frozen=True)
@@ -176,6 +192,7 @@ def claims_for(
         case=str(case.id),
         li=ledger_index,
         exp=exp,
+        status_index=ledger_index,
     )
 
 
@@ -375,18 +392,223 @@ def _with(found: Verification, reason: str) -> Verification:
     return Verification(found.verdict, reason, found.claims, found.issuer)
 
 
+# ---------------------------------------------------------------------------- status lists
+
+#: The JWS ``typ`` of a status list.
+STATUS_LIST_TYPE = "tongban-status-list+jwt"
+
+#: A list has at least this many entries (W3C Bitstring Status List: 16 KiB of bits), and a
+#: multiple of it: a small node's list does not tell how many certificates it issued.
+MIN_STATUS_ENTRIES = 131_072
+
+_ISSUED = get_topic(Case.CertificateIssued)
+_STATUS_OF_TOPIC = {
+    get_topic(Case.CertificateSuspended): CertificateStatus.SUSPENDED,
+    get_topic(Case.CertificateReinstated): CertificateStatus.VALID,
+    get_topic(Case.CertificateRevoked): CertificateStatus.REVOKED,
+}
+
+
+@dataclass(frozen=True)
+class StatusList:
+    """Which certificates of one log are revoked or suspended, as its first ``log_size`` leaves
+    say. A certificate's entry is the ledger index of its issuing event."""
+
+    origin: str
+    log_size: int
+    revoked: frozenset[int] = frozenset()
+    suspended: frozenset[int] = frozenset()
+
+    @property
+    def size(self) -> int:
+        """Entries in each bitstring: a multiple of :data:`MIN_STATUS_ENTRIES` covering the log."""
+        blocks = max(1, -(-self.log_size // MIN_STATUS_ENTRIES))
+        return blocks * MIN_STATUS_ENTRIES
+
+    @classmethod
+    def from_leaves(
+        cls, origin: str, log_size: int, leaves: Iterable[tuple[int, UUID, str]]
+    ) -> StatusList:
+        """The list that the log's leaves ``(index, aggregate id, topic)`` give, in log order.
+
+        A pure function of the log: an auditor with the log rebuilds the same list. Each
+        case's status is the fold of its status events after its ``CertificateIssued`` leaf
+        (the binding check has already refused any change the case did not allow).
+        """
+        entry: dict[UUID, int] = {}
+        status: dict[UUID, CertificateStatus] = {}
+        for index, case_id, topic in leaves:
+            if topic == _ISSUED:
+                entry[case_id] = index
+                status[case_id] = CertificateStatus.VALID
+            elif topic in _STATUS_OF_TOPIC and case_id in entry:
+                status[case_id] = _STATUS_OF_TOPIC[topic]
+        return cls(
+            origin=origin,
+            log_size=log_size,
+            revoked=frozenset(
+                e for c, e in entry.items() if status[c] is CertificateStatus.REVOKED
+            ),
+            suspended=frozenset(
+                e for c, e in entry.items() if status[c] is CertificateStatus.SUSPENDED
+            ),
+        )
+
+
+def _entries(
+    entry: dict[UUID, int], status: dict[UUID, CertificateStatus], wanted: CertificateStatus
+) -> frozenset[int]:
+    return frozenset(index for case, index in entry.items() if status[case] is wanted)
+
+
+def _whole_numbers(body: dict[str, Any], *names: str) -> dict[str, int]:
+    numbers: dict[str, int] = {}
+    for name in names:
+        value = body.get(name)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise ValueError(f"{name}: expected a whole number")
+        numbers[name] = value
+    return numbers
+
+
+def _encode_bits(entries: frozenset[int], size: int) -> str:
+    """W3C Bitstring Status List encoding: bit ``i`` is the ``i % 8``-th bit from the left of
+    byte ``i // 8``; GZIP-compressed (no timestamp, so the same list gives the same bytes);
+    base64url without padding."""
+    bits = bytearray(size // 8)
+    for index in entries:
+        bits[index // 8] |= 0x80 >> (index % 8)
+    return _b64url(gzip.compress(bytes(bits), mtime=0))
+
+
+def _decode_bits(text: str, size: int) -> bytes:
+    bits = gzip.decompress(_b64url_decode(text))
+    if len(bits) * 8 != size:
+        raise ValueError(f"the bitstring has {len(bits) * 8} entries, not {size}")
+    return bits
+
+
+def _bit(bits: bytes, index: int) -> bool:
+    return bool(bits[index // 8] & (0x80 >> (index % 8)))
+
+
+def sign_status_list(status: StatusList, key: IssuerKey, *, now: datetime, ttl_s: int) -> str:
+    """The status list as a JWS compact token signed with the issuer key, current for
+    ``ttl_s`` seconds from ``now``."""
+    header = {"alg": ALGORITHM, "kid": key.kid, "typ": STATUS_LIST_TYPE}
+    valid_from = int(now.timestamp())
+    payload = {
+        "iss": status.origin,
+        "valid_from": valid_from,
+        "valid_until": valid_from + ttl_s,
+        "log_size": status.log_size,
+        "size": status.size,
+        "revocation": _encode_bits(status.revoked, status.size),
+        "suspension": _encode_bits(status.suspended, status.size),
+    }
+    signing_input = f"{_b64url(_compact_json(header))}.{_b64url(_compact_json(payload))}"
+    return f"{signing_input}.{_b64url(key.private_key.sign(signing_input.encode('ascii')))}"
+
+
+def check_status(
+    verification: Verification, status_token: str, bundle: TrustBundle, *, now: datetime
+) -> Verification:
+    """Read a verified certificate's entry in a downloaded status list; never raises.
+
+    Only a ``valid`` verdict is looked further at (a forged, expired or unknown certificate
+    keeps its verdict). The list must be signed by a key in ``bundle`` of the certificate's
+    issuer (its log origin), within the key's period, be current at ``now`` and cover the
+    certificate's entry; otherwise the verdict is ``status unknown`` with the reason — never
+    ``valid``. Nothing is asked of the issuer: it cannot learn which certificate is checked.
+    """
+    claims, issuer = verification.claims, verification.issuer
+    if verification.verdict is not Verdict.VALID or claims is None or issuer is None:
+        return verification
+    unknown = Verification(Verdict.STATUS_UNKNOWN, "", claims, issuer)
+    parts = status_token.strip().split(".")
+    if len(parts) != 3:
+        return _with(unknown, f"the status list is not a JWS compact token ({len(parts)} parts)")
+    try:
+        header = json.loads(_b64url_decode(parts[0]))
+        signature = _b64url_decode(parts[2])
+        payload_bytes = _b64url_decode(parts[1])
+    except ValueError as error:
+        return _with(unknown, f"the status list is damaged: {error}")
+    if (
+        not isinstance(header, dict)
+        or set(header) != {"alg", "kid", "typ"}
+        or header["alg"] != ALGORITHM
+        or header["typ"] != STATUS_LIST_TYPE
+    ):
+        return _with(unknown, "the status list's header is not an EdDSA status list's")
+    signer = bundle.find(header["kid"]) if isinstance(header["kid"], str) else None
+    if signer is None:
+        return _with(unknown, f"the status list's key {header['kid']!r} is not in the bundle")
+    if signer.origin != claims.iss:
+        return _with(unknown, f"the status list is {signer.origin}'s, not {claims.iss}'s")
+    try:
+        signer.public_key().verify(signature, f"{parts[0]}.{parts[1]}".encode("ascii"))
+    except (InvalidSignature, ValueError):
+        return _with(unknown, f"the status list's signature does not verify with {signer.origin}'s")
+    try:
+        body = json.loads(payload_bytes)
+        if not isinstance(body, dict) or body.get("iss") != signer.origin:
+            raise ValueError(f"iss is not {signer.origin}")
+        numbers = _whole_numbers(body, "valid_from", "valid_until", "log_size", "size")
+        size = numbers["size"]
+        if size % 8 or size < numbers["log_size"]:
+            raise ValueError(f"size {size} does not cover the log")
+        revocation = _decode_bits(str(body.get("revocation")), size)
+        suspension = _decode_bits(str(body.get("suspension")), size)
+    except (ValueError, OSError, EOFError, zlib.error) as error:
+        return _with(unknown, f"the status list is unreadable: {error}")
+    valid_from = datetime.fromtimestamp(numbers["valid_from"], UTC)
+    valid_until = datetime.fromtimestamp(numbers["valid_until"], UTC)
+    if not signer.covers(valid_from):
+        return _with(
+            unknown, f"the list was signed {valid_from.isoformat()}, outside its key's period"
+        )
+    if numbers["valid_from"] > now.timestamp() + CLOCK_SKEW_S:
+        return _with(unknown, f"the status list is from the future ({valid_from.isoformat()})")
+    if now >= valid_until:
+        return _with(unknown, f"list too old: it was current until {valid_until.isoformat()}")
+    entry = claims.status_entry
+    if entry >= numbers["log_size"]:
+        return _with(
+            unknown,
+            f"the list predates the certificate (entry {entry}; the list covers "
+            f"{numbers['log_size']} leaves of the log)",
+        )
+    as_of = f"status list of {valid_from.isoformat()}"
+    if _bit(revocation, entry):
+        return Verification(Verdict.REVOKED, f"revoked ({as_of})", claims, issuer)
+    if _bit(suspension, entry):
+        return Verification(Verdict.SUSPENDED, f"suspended ({as_of})", claims, issuer)
+    return Verification(
+        Verdict.VALID,
+        f"signed by {issuer.origin} ({issuer.region}); neither revoked nor suspended ({as_of})",
+        claims,
+        issuer,
+    )
+
+
 __all__ = [
     "ALGORITHM",
+    "MIN_STATUS_ENTRIES",
+    "STATUS_LIST_TYPE",
     "TOKEN_TYPE",
     "CertificateClaims",
     "IssuerKey",
+    "StatusList",
     "TrustBundle",
     "TrustedIssuer",
     "Verdict",
     "Verification",
+    "check_status",
     "claims_for",
     "key_thumbprint",
     "public_jwk",
     "sign_certificate",
+    "sign_status_list",
     "verify_certificate",
 ]

@@ -890,6 +890,8 @@ def _ledger(args: argparse.Namespace) -> int:
 def _cert(args: argparse.Namespace) -> int:
     if args.cert_command == "verify":
         return _cert_verify(args)
+    if args.cert_command == "status-list":
+        return _cert_status_list(args)
     from hub.bootstrap import build_integrator, load_certificate_issuer
     from hub.certificates import claims_for, sign_certificate
     from hub.commands.wire import parse_uuid
@@ -924,18 +926,63 @@ def _cert(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cert_status_list(args: argparse.Namespace) -> int:
+    from datetime import UTC, datetime
+
+    from hub.bootstrap import build_integrator, load_certificate_issuer
+    from hub.certificates import StatusList, sign_status_list
+
+    settings = Settings.from_env()
+    issuer = load_certificate_issuer(settings)
+    app = _application(settings)
+    try:
+        view = build_integrator(settings, app).view
+
+        def read_log(cursor: Any) -> StatusList:
+            # Only what is in the log (integrated leaves) counts, so anyone holding the log
+            # rebuilds the same list: StatusList.from_leaves is a pure function of it.
+            size, _ = view.tables.state(cursor)
+            leaves = view.tables.iter_leaves(cursor, 0, size)
+            rows = ((leaf.index, leaf.aggregate_id, leaf.topic) for leaf in leaves)
+            return StatusList.from_leaves(settings.origin, size, rows)
+
+        status = view.read(read_log)
+    finally:
+        app.close()
+    token = sign_status_list(
+        status, issuer, now=datetime.now(UTC), ttl_s=settings.status_list_ttl_s
+    )
+    if args.out:
+        with open(args.out, "x", encoding="ascii") as handle:
+            handle.write(token + "\n")
+        print(
+            f"status list: {args.out} ({len(status.revoked)} revoked, {len(status.suspended)} "
+            f"suspended, {status.log_size} leaves; current for {settings.status_list_ttl_s} s)"
+        )
+    else:
+        print(token)
+    return 0
+
+
+def _read_token(path: str) -> str:
+    try:
+        return Path(path).read_bytes().decode("ascii").strip()
+    except UnicodeDecodeError:
+        return ""  # not a token at all: the verifier gives its reason
+
+
 def _cert_verify(args: argparse.Namespace) -> int:
     from datetime import UTC, datetime
 
-    from hub.certificates import TrustBundle, Verdict, verify_certificate
+    from hub.certificates import TrustBundle, Verdict, check_status, verify_certificate
 
     bundle = TrustBundle.from_json(Path(args.trust).read_text("utf-8"), args.trust)
-    data = Path(args.file).read_bytes()
-    try:
-        token = data.decode("ascii").strip()
-    except UnicodeDecodeError:
-        token = ""  # not a token at all: forged, with the verifier's reason
-    result = verify_certificate(token, bundle, now=datetime.now(UTC))
+    token = _read_token(args.file)
+    now = datetime.now(UTC)
+    result = verify_certificate(token, bundle, now=now)
+    if args.status:
+        # Only the downloaded list is read: the issuer never learns which certificate it is.
+        result = check_status(result, _read_token(args.status), bundle, now=now)
     claims = result.claims
     if args.json:
         document: dict[str, Any] = {"verdict": result.verdict.value, "reason": result.reason}
@@ -1587,13 +1634,27 @@ def build_parser() -> argparse.ArgumentParser:
         cert_commands,
         "verify",
         "verify a certificate offline with a trust bundle: valid, expired, forged or unknown "
-        "issuer, with the reason (exit 0 only when valid)",
+        "issuer, and with --status revoked, suspended or status unknown, with the reason "
+        "(exit 0 only when valid)",
     )
     cert_verify.add_argument("file", metavar="FILE", help="the certificate (a JWS compact token)")
     cert_verify.add_argument(
         "--trust", required=True, metavar="BUNDLE", help="the trust bundle (`tongban trust export`)"
     )
+    cert_verify.add_argument(
+        "--status",
+        metavar="LIST",
+        help="a status list (`tongban cert status-list`) to read the certificate's entry in; "
+        "the list is only read, so its issuer never learns which certificate is checked",
+    )
     _json_option(cert_verify)
+    cert_status = _command(
+        cert_commands,
+        "status-list",
+        "write the signed status list (revoked and suspended certificates, from the log); "
+        "current for TONGBAN_STATUS_LIST_TTL_S seconds",
+    )
+    cert_status.add_argument("--out", help="the file to write (never overwritten; default: stdout)")
     cert.set_defaults(run=_cert)
 
     trust, trust_commands = _group(commands, "trust", "what verifiers of certificates trust")

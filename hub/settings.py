@@ -52,6 +52,7 @@ _KEYS = {
     "witness_interval_s": "TONGBAN_WITNESS_INTERVAL_S",
     "rectification_days": "TONGBAN_RECTIFICATION_DAYS",
     "web_listen": "TONGBAN_WEB_LISTEN",
+    "status_list_ttl_s": "TONGBAN_STATUS_LIST_TTL_S",
 }
 
 
@@ -125,6 +126,9 @@ class Settings:
     rectification_days: int = 15
     #: Where the dashboard and the public screens are served over HTTPS (port 0: a free one).
     web_listen: str = "127.0.0.1:8443"
+    #: Seconds a certificate status list (`tongban cert status-list`) stays current: verifiers
+    #: answer "status unknown" with an older one (docs/certificates.md, "Status").
+    status_list_ttl_s: int = 86400
 
     @property
     def pki_dir(self) -> Path:
@@ -149,6 +153,7 @@ class Settings:
             "witness_interval_s",
             "max_material_bytes",
             "rectification_days",
+            "status_list_ttl_s",
         ):
             if getattr(self, name) <= 0:
                 raise ConfigurationError(f"{_KEYS[name]} must be positive")
@@ -248,6 +253,7 @@ _INT_KEYS = (
     "witness_interval_s",
     "max_material_bytes",
     "rectification_days",
+    "status_list_ttl_s",
 )
 _BOOL_KEYS = ("group_commit", "witness_tls")
 _TRUE = frozenset({"1", "true", "yes", "on"})

@@ -69,6 +69,9 @@ EVENT_CLASSES: tuple[type[Any], ...] = (
     Case.TransferRefused,
     Case.SupervisionWarned,
     Case.CertificateIssued,
+    Case.CertificateSuspended,
+    Case.CertificateReinstated,
+    Case.CertificateRevoked,
 )
 
 #: Value objects and their messages.

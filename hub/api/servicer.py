@@ -158,6 +158,15 @@ class CaseExchangeServicer:
     def IssueCertificate(self, request: Any, context: Any) -> Any:  # noqa: N802
         return self._execute("issue_certificate", request, context)
 
+    def SuspendCertificate(self, request: Any, context: Any) -> Any:  # noqa: N802
+        return self._execute("suspend_certificate", request, context)
+
+    def ReinstateCertificate(self, request: Any, context: Any) -> Any:  # noqa: N802
+        return self._execute("reinstate_certificate", request, context)
+
+    def RevokeCertificate(self, request: Any, context: Any) -> Any:  # noqa: N802
+        return self._execute("revoke_certificate", request, context)
+
     def Deliver(self, request: Any, context: Any) -> Any:  # noqa: N802
         return self._execute("deliver", request, context)
 

@@ -172,6 +172,11 @@ CASE_STEPS: dict[type[CaseAction], CaseStep] = {
     cmd.IssueCertificate: lambda app, case, actor, c: case.issue_certificate(
         actor, app.certificate_type(case, c.type_code), c.issuer_code, c.authority, c.valid_until
     ),
+    cmd.SuspendCertificate: lambda app, case, actor, c: case.suspend_certificate(actor, c.reason),
+    cmd.ReinstateCertificate: lambda app, case, actor, c: case.reinstate_certificate(
+        actor, c.reason
+    ),
+    cmd.RevokeCertificate: lambda app, case, actor, c: case.revoke_certificate(actor, c.reason),
     cmd.Deliver: lambda app, case, actor, c: case.deliver(actor, c.method, c.note),
     cmd.Rate: lambda app, case, actor, c: case.rate(
         actor, c.rating, c.comment, c.channel, app.policy.rectification_days

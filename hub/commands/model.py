@@ -281,6 +281,36 @@ class IssueCertificate(CaseAction):
 
 
 @dataclass(frozen=True)
+class SuspendCertificate(CaseAction):
+    """Suspend the case's electronic certificate (docs/certificates.md, "Status")."""
+
+    action_name: ClassVar[str] = "suspend_certificate"
+    produces: ClassVar[tuple[type[Any], ...]] = (Case.CertificateSuspended,)
+    case_id: UUID
+    reason: str
+
+
+@dataclass(frozen=True)
+class ReinstateCertificate(CaseAction):
+    """Reinstate the case's suspended electronic certificate."""
+
+    action_name: ClassVar[str] = "reinstate_certificate"
+    produces: ClassVar[tuple[type[Any], ...]] = (Case.CertificateReinstated,)
+    case_id: UUID
+    reason: str
+
+
+@dataclass(frozen=True)
+class RevokeCertificate(CaseAction):
+    """Revoke the case's electronic certificate (final)."""
+
+    action_name: ClassVar[str] = "revoke_certificate"
+    produces: ClassVar[tuple[type[Any], ...]] = (Case.CertificateRevoked,)
+    case_id: UUID
+    reason: str
+
+
+@dataclass(frozen=True)
 class Deliver(CaseAction):
     """送达."""
 
@@ -419,6 +449,9 @@ ACTIONS: dict[str, type[Action]] = {
         Conclude,
         RecordCertificate,
         IssueCertificate,
+        SuspendCertificate,
+        ReinstateCertificate,
+        RevokeCertificate,
         Deliver,
         Rate,
         CompleteRectification,

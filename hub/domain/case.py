@@ -25,7 +25,7 @@ from uuid import NAMESPACE_URL, UUID, uuid5
 
 from eventsourcing.domain import Aggregate
 
-from hub.domain.certificates import CertificateIdentifier, serial_for
+from hub.domain.certificates import CertificateIdentifier, CertificateStatus, serial_for
 from hub.domain.regions import RegionCode
 from hub.domain.values import (
     OPEN_STATES,
@@ -46,6 +46,9 @@ from hub.domain.values import (
 from hub.errors import InvalidInput, PermissionRefused, TransitionRefused
 
 S = CaseState
+
+#: The states of a case whose certificate may have been issued (the case is not archived).
+CERTIFICATE_STATES = frozenset({S.CERTIFICATE_ISSUED, S.DELIVERED, S.RATED, S.RECTIFYING})
 
 #: For each command, the states it may start from. The single source of truth of the lifecycle.
 ALLOWED_FROM: dict[str, frozenset[CaseState]] = {
@@ -69,6 +72,11 @@ ALLOWED_FROM: dict[str, frozenset[CaseState]] = {
     "rate": frozenset({S.DELIVERED}),
     "complete_rectification": frozenset({S.RECTIFYING}),
     "archive": frozenset({S.DELIVERED, S.RATED}),
+    # A certificate's status changes after it was issued, whatever the case did since (but an
+    # archived case is final). Which status may change to which: Case.check_status_change.
+    "suspend_certificate": CERTIFICATE_STATES,
+    "reinstate_certificate": CERTIFICATE_STATES,
+    "revoke_certificate": CERTIFICATE_STATES,
     "withdraw": OPEN_STATES,
 }
 
@@ -369,6 +377,31 @@ class Case(Aggregate):
             aggregate.state = S.CERTIFICATE_ISSUED
             aggregate.certificate_id = self.certificate_id
             aggregate.certificate_issued_at = self.timestamp
+            aggregate.certificate_status = CertificateStatus.VALID
+
+    class CertificateSuspended(HallEvent):
+        """The issuing hall suspended the case's certificate (it may reinstate it)."""
+
+        reason: str
+
+        def apply(self, aggregate: Case) -> None:
+            aggregate.certificate_status = CertificateStatus.SUSPENDED
+
+    class CertificateReinstated(HallEvent):
+        """The issuing hall lifted the suspension of the case's certificate."""
+
+        reason: str
+
+        def apply(self, aggregate: Case) -> None:
+            aggregate.certificate_status = CertificateStatus.VALID
+
+    class CertificateRevoked(HallEvent):
+        """The issuing hall revoked the case's certificate: final."""
+
+        reason: str
+
+        def apply(self, aggregate: Case) -> None:
+            aggregate.certificate_status = CertificateStatus.REVOKED
 
     class Delivered(HallEvent):
         """送达."""
@@ -502,6 +535,7 @@ class Case(Aggregate):
         self.decision_reason = ""
         self.certificate_id = ""
         self.certificate_issued_at: datetime | None = None
+        self.certificate_status: CertificateStatus | None = None  # None: none issued here
         self.delivery_method: DeliveryMethod | None = None
         self.rating: Rating | None = None
         self.rectification_deadline_days = 0
@@ -764,6 +798,48 @@ class Case(Aggregate):
         identifier = CertificateIdentifier(type_code, issuer_code, serial_for(self.id))
         holder = self.applicant.commitments.id_number if self.applicant else ""
         return str(identifier), self.competent_region, holder
+
+    def suspend_certificate(self, actor: Actor, reason: str) -> None:
+        """Suspend the certificate this node issued (only a valid one; see
+        :meth:`check_status_change`)."""
+        self.check_status_change("suspend_certificate", actor, reason)
+        self.trigger_event(self.CertificateSuspended, actor=actor, reason=reason)
+
+    def reinstate_certificate(self, actor: Actor, reason: str) -> None:
+        """Lift a suspension: only a suspended certificate is reinstated."""
+        self.check_status_change("reinstate_certificate", actor, reason)
+        self.trigger_event(self.CertificateReinstated, actor=actor, reason=reason)
+
+    def revoke_certificate(self, actor: Actor, reason: str) -> None:
+        """Revoke the certificate (valid or suspended); a revoked certificate stays revoked."""
+        self.check_status_change("revoke_certificate", actor, reason)
+        self.trigger_event(self.CertificateRevoked, actor=actor, reason=reason)
+
+    def check_status_change(self, command: str, actor: Actor, reason: str) -> None:
+        """Raise unless ``actor`` may make ``command`` (a certificate status change) now.
+
+        Only the hall holding the case, in the competent region (so only the issuing node), acts
+        on a certificate this node issued (:class:`CertificateIssued`, not a recorded one). The
+        binding check asks the same question of the case before each logged status event.
+        """
+        self._check(command, actor)
+        if actor.region != self.competent_region:
+            raise PermissionRefused(
+                actor.hall_id,
+                f"only a hall of the competent region {self.competent_region} changes the "
+                "status of the certificate it issued",
+            )
+        status = self.certificate_status
+        if status is None:
+            raise TransitionRefused(command, self.state.name, "no certificate was issued here")
+        allowed = {
+            "suspend_certificate": {CertificateStatus.VALID},
+            "reinstate_certificate": {CertificateStatus.SUSPENDED},
+            "revoke_certificate": {CertificateStatus.VALID, CertificateStatus.SUSPENDED},
+        }[command]
+        if status not in allowed:
+            raise TransitionRefused(command, self.state.name, f"the certificate is {status.value}")
+        _require_text("reason", reason)
 
     # ---------------------------------------------------------------- after the decision
 

@@ -18,6 +18,7 @@ Everything here is pure: no I/O, no keys. The signed form (a JWS) is :mod:`hub.c
 
 from __future__ import annotations
 
+import enum
 import re
 from dataclasses import dataclass
 from uuid import UUID
@@ -134,9 +135,19 @@ class IssuedCertificate:
     valid_until: str  # ISO date, or "" for no expiry (长期有效)
 
 
+class CertificateStatus(enum.Enum):
+    """Where an issued certificate stands: valid, suspended (may be reinstated) or revoked
+    (final). Changed only by the signed hall commands of ``docs/certificates.md``."""
+
+    VALID = "valid"
+    SUSPENDED = "suspended"
+    REVOKED = "revoked"
+
+
 __all__ = [
     "OID_PREFIX",
     "CertificateIdentifier",
+    "CertificateStatus",
     "IssuedCertificate",
     "mod37_36_check",
     "serial_for",

@@ -21,7 +21,9 @@ What is checked, leaf by leaf:
   applicant's commitments; the case id of a submission derived from hall and key).
 * a certificate's issuing event (:class:`~hub.domain.case.Case.CertificateIssued`) carries
   the identifier, region and holder that the case before it and the signed command give
-  (:meth:`~hub.domain.case.Case.certificate_facts`).
+  (:meth:`~hub.domain.case.Case.certificate_facts`); a certificate's suspension, reinstatement
+  or revocation is one the case before it allows (:meth:`~hub.domain.case.Case.check_status_change`:
+  the holding hall of the competent region, reinstate only from suspended, revoked is final).
 * each caused case event's time is the step's business time: the command's signed time, no
   later than the node received it (the command record's time) and no earlier than the case's
   previous step (:func:`~hub.domain.case.business_time`).
@@ -92,7 +94,7 @@ from hub.domain.hall import Hall, hall_aggregate_id, key_id
 from hub.domain.node import Node
 from hub.domain.supervision import warning_due
 from hub.domain.values import CaseState, SealedApplicant
-from hub.errors import CalendarUnknown, InvalidInput
+from hub.errors import CalendarUnknown, InvalidInput, TongbanError
 from ledger import Authority, Leaf, LedgerError, Verifier, open_checkpoint, verify_inclusion
 
 RECORD_TOPIC = get_topic(CommandRecord.Recorded)
@@ -102,6 +104,8 @@ TRANSFER_REFUSED_TOPIC = get_topic(Case.TransferRefused)
 NODE_TOPICS = frozenset({get_topic(Node.Initialised)})
 #: The node's supervision acts: NODE leaves justified by the case's history.
 WARNING_TOPIC = get_topic(Case.SupervisionWarned)
+#: A certificate's status changes: each must be one the case before it allows.
+STATUS_EVENTS = (Case.CertificateSuspended, Case.CertificateReinstated, Case.CertificateRevoked)
 _HALL_EVENTS = frozenset({get_topic(c) for c in (Hall.Registered, Hall.KeyRotated, Hall.Retired)})
 
 #: Loads the stored events of one aggregate below a version (for a case no longer cached).
@@ -643,6 +647,8 @@ class LogChecker:
             problems.append(Problem("content mismatch", "the intake region is not the hall's"))
         if isinstance(event, Case.CertificateIssued):
             problems += self._check_certificate(leaf, event)
+        if isinstance(event, STATUS_EVENTS):
+            problems += self._check_certificate_status(leaf, event, action)
         if first and isinstance(action, CaseAction | Submit):
             problems += self._check_transition(leaf, action)
         return problems
@@ -663,6 +669,19 @@ class LogChecker:
                     "the certificate's identifier, region or holder is not what the case gives",
                 )
             ]
+        return []
+
+    def _check_certificate_status(self, leaf: Leaf, event: Any, action: Action) -> list[Problem]:
+        """A status change is one the case before it allows: the holding hall of the competent
+        region, a certificate issued here, and suspend/reinstate/revoke from the right status
+        (:meth:`~hub.domain.case.Case.check_status_change`)."""
+        case = self._case(leaf.aggregate_id, leaf.version)
+        if case is None:
+            return []  # reported by the transition check
+        try:
+            case.check_status_change(action.action_name, event.actor, event.reason)
+        except TongbanError as error:
+            return [Problem("invalid transition", f"{action.action_name}: {error}")]
         return []
 
     def _check_time(

@@ -121,6 +121,9 @@ def _run_any(case: Case, command: str, actor: Actor) -> None:
         "decide": (True, "理由"),
         "record_certificate": ("C-1",),
         "issue_certificate": ("150001", "11430902MB0000001X", "资阳区民政局", ""),
+        "suspend_certificate": ("核查",),
+        "reinstate_certificate": ("核查完毕",),
+        "revoke_certificate": ("撤销",),
         "deliver": (DeliveryMethod.WINDOW, ""),
         "rate": (Rating.SATISFIED, ""),
         "complete_rectification": ("报告", "回访"),
@@ -363,7 +366,7 @@ def test_allowed_table_covers_every_public_command() -> None:
     }
     queries = {"submit", "state_is", "allowed_commands", "clock_seconds", "collect_events",
                "trigger_event", "create_id", "involves", "regions",
-               "certificate_facts"}  # fmt: skip
+               "certificate_facts", "check_status_change"}  # fmt: skip
     # Erasure is an admin's act, and a supervision warning the node's, allowed in every state
     # (each once); a peer's refusal of a transfer takes a case back from HANDED_OFF/ESCALATED:
     # none is in the hall's lifecycle table.

@@ -81,6 +81,9 @@ def _one_of_every_event() -> list[Any]:
     e.decide(COUNTY_HALL, approved=True, reason="准予")
     e.conclude(COUNTY_HALL)
     e.issue_certificate(COUNTY_HALL, "150001", "11430902MB0000001X", "资阳区民政局", "2099-12-31")
+    e.suspend_certificate(COUNTY_HALL, "核查")
+    e.reinstate_certificate(COUNTY_HALL, "核查完毕")
+    e.revoke_certificate(COUNTY_HALL, "撤销")
     events += e.collect_events()
     return events
 

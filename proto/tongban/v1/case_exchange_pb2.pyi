@@ -181,6 +181,9 @@ class Command(_message.Message):
     WITHDRAW_FIELD_NUMBER: _builtins.int
     STAFF_WINDOW_FIELD_NUMBER: _builtins.int
     ISSUE_CERTIFICATE_FIELD_NUMBER: _builtins.int
+    SUSPEND_CERTIFICATE_FIELD_NUMBER: _builtins.int
+    REINSTATE_CERTIFICATE_FIELD_NUMBER: _builtins.int
+    REVOKE_CERTIFICATE_FIELD_NUMBER: _builtins.int
     REGISTER_HALL_FIELD_NUMBER: _builtins.int
     ROTATE_HALL_KEY_FIELD_NUMBER: _builtins.int
     RETIRE_HALL_FIELD_NUMBER: _builtins.int
@@ -234,6 +237,12 @@ class Command(_message.Message):
     @_builtins.property
     def issue_certificate(self) -> Global___IssueCertificate: ...
     @_builtins.property
+    def suspend_certificate(self) -> Global___SuspendCertificate: ...
+    @_builtins.property
+    def reinstate_certificate(self) -> Global___ReinstateCertificate: ...
+    @_builtins.property
+    def revoke_certificate(self) -> Global___RevokeCertificate: ...
+    @_builtins.property
     def register_hall(self) -> Global___RegisterHall:
         """Admin commands (signed by an admin key registered in the node's log; HallAdmin service)."""
 
@@ -270,16 +279,19 @@ class Command(_message.Message):
         withdraw: Global___Withdraw | None = ...,
         staff_window: Global___StaffWindow | None = ...,
         issue_certificate: Global___IssueCertificate | None = ...,
+        suspend_certificate: Global___SuspendCertificate | None = ...,
+        reinstate_certificate: Global___ReinstateCertificate | None = ...,
+        revoke_certificate: Global___RevokeCertificate | None = ...,
         register_hall: Global___RegisterHall | None = ...,
         rotate_hall_key: Global___RotateHallKey | None = ...,
         retire_hall: Global___RetireHall | None = ...,
         erase_personal_data: Global___ErasePersonalData | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["accept", b"accept", "acknowledge_handoff", b"acknowledge_handoff", "action", b"action", "archive", b"archive", "complete_joint_task", b"complete_joint_task", "complete_rectification", b"complete_rectification", "conclude", b"conclude", "decide", b"decide", "deliver", b"deliver", "erase_personal_data", b"erase_personal_data", "escalate", b"escalate", "hand_off", b"hand_off", "header", b"header", "issue_certificate", b"issue_certificate", "open_joint_tasks", b"open_joint_tasks", "rate", b"rate", "record_certificate", b"record_certificate", "register_hall", b"register_hall", "reject_at_intake", b"reject_at_intake", "request_correction", b"request_correction", "resubmit", b"resubmit", "resume", b"resume", "retire_hall", b"retire_hall", "rotate_hall_key", b"rotate_hall_key", "staff_window", b"staff_window", "start_handling", b"start_handling", "submit", b"submit", "suspend", b"suspend", "withdraw", b"withdraw"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["accept", b"accept", "acknowledge_handoff", b"acknowledge_handoff", "action", b"action", "archive", b"archive", "complete_joint_task", b"complete_joint_task", "complete_rectification", b"complete_rectification", "conclude", b"conclude", "decide", b"decide", "deliver", b"deliver", "erase_personal_data", b"erase_personal_data", "escalate", b"escalate", "hand_off", b"hand_off", "header", b"header", "issue_certificate", b"issue_certificate", "open_joint_tasks", b"open_joint_tasks", "rate", b"rate", "record_certificate", b"record_certificate", "register_hall", b"register_hall", "reinstate_certificate", b"reinstate_certificate", "reject_at_intake", b"reject_at_intake", "request_correction", b"request_correction", "resubmit", b"resubmit", "resume", b"resume", "retire_hall", b"retire_hall", "revoke_certificate", b"revoke_certificate", "rotate_hall_key", b"rotate_hall_key", "staff_window", b"staff_window", "start_handling", b"start_handling", "submit", b"submit", "suspend", b"suspend", "suspend_certificate", b"suspend_certificate", "withdraw", b"withdraw"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["accept", b"accept", "acknowledge_handoff", b"acknowledge_handoff", "action", b"action", "archive", b"archive", "complete_joint_task", b"complete_joint_task", "complete_rectification", b"complete_rectification", "conclude", b"conclude", "decide", b"decide", "deliver", b"deliver", "erase_personal_data", b"erase_personal_data", "escalate", b"escalate", "hand_off", b"hand_off", "header", b"header", "issue_certificate", b"issue_certificate", "open_joint_tasks", b"open_joint_tasks", "rate", b"rate", "record_certificate", b"record_certificate", "register_hall", b"register_hall", "reject_at_intake", b"reject_at_intake", "request_correction", b"request_correction", "resubmit", b"resubmit", "resume", b"resume", "retire_hall", b"retire_hall", "rotate_hall_key", b"rotate_hall_key", "staff_window", b"staff_window", "start_handling", b"start_handling", "submit", b"submit", "suspend", b"suspend", "withdraw", b"withdraw"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accept", b"accept", "acknowledge_handoff", b"acknowledge_handoff", "action", b"action", "archive", b"archive", "complete_joint_task", b"complete_joint_task", "complete_rectification", b"complete_rectification", "conclude", b"conclude", "decide", b"decide", "deliver", b"deliver", "erase_personal_data", b"erase_personal_data", "escalate", b"escalate", "hand_off", b"hand_off", "header", b"header", "issue_certificate", b"issue_certificate", "open_joint_tasks", b"open_joint_tasks", "rate", b"rate", "record_certificate", b"record_certificate", "register_hall", b"register_hall", "reinstate_certificate", b"reinstate_certificate", "reject_at_intake", b"reject_at_intake", "request_correction", b"request_correction", "resubmit", b"resubmit", "resume", b"resume", "retire_hall", b"retire_hall", "revoke_certificate", b"revoke_certificate", "rotate_hall_key", b"rotate_hall_key", "staff_window", b"staff_window", "start_handling", b"start_handling", "submit", b"submit", "suspend", b"suspend", "suspend_certificate", b"suspend_certificate", "withdraw", b"withdraw"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_action: _TypeAlias = _typing.Literal["submit", "request_correction", "resubmit", "accept", "reject_at_intake", "hand_off", "acknowledge_handoff", "start_handling", "suspend", "resume", "escalate", "open_joint_tasks", "complete_joint_task", "decide", "conclude", "record_certificate", "deliver", "rate", "complete_rectification", "archive", "withdraw", "staff_window", "issue_certificate", "register_hall", "rotate_hall_key", "retire_hall", "erase_personal_data"]  # noqa: Y015
+    _WhichOneofReturnType_action: _TypeAlias = _typing.Literal["submit", "request_correction", "resubmit", "accept", "reject_at_intake", "hand_off", "acknowledge_handoff", "start_handling", "suspend", "resume", "escalate", "open_joint_tasks", "complete_joint_task", "decide", "conclude", "record_certificate", "deliver", "rate", "complete_rectification", "archive", "withdraw", "staff_window", "issue_certificate", "suspend_certificate", "reinstate_certificate", "revoke_certificate", "register_hall", "rotate_hall_key", "retire_hall", "erase_personal_data"]  # noqa: Y015
     _WhichOneofArgType_action: _TypeAlias = _typing.Literal["action", b"action"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_action) -> _WhichOneofReturnType_action | None: ...
 
@@ -713,6 +725,77 @@ class IssueCertificate(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___IssueCertificate: _TypeAlias = IssueCertificate  # noqa: Y015
+
+@_typing.final
+class SuspendCertificate(_message.Message):
+    """A certificate's status, by the hall holding the case in the competent region
+    (docs/certificates.md, "Status"): suspend a valid one, reinstate a suspended one, revoke
+    either (final).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CASE_ID_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    case_id: _builtins.str
+    reason: _builtins.str
+    def __init__(
+        self,
+        *,
+        case_id: _builtins.str = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["case_id", b"case_id", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SuspendCertificate: _TypeAlias = SuspendCertificate  # noqa: Y015
+
+@_typing.final
+class ReinstateCertificate(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CASE_ID_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    case_id: _builtins.str
+    reason: _builtins.str
+    def __init__(
+        self,
+        *,
+        case_id: _builtins.str = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["case_id", b"case_id", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReinstateCertificate: _TypeAlias = ReinstateCertificate  # noqa: Y015
+
+@_typing.final
+class RevokeCertificate(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CASE_ID_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    case_id: _builtins.str
+    reason: _builtins.str
+    def __init__(
+        self,
+        *,
+        case_id: _builtins.str = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["case_id", b"case_id", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RevokeCertificate: _TypeAlias = RevokeCertificate  # noqa: Y015
 
 @_typing.final
 class Deliver(_message.Message):

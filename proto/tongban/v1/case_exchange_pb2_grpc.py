@@ -119,6 +119,21 @@ class CaseExchangeStub:
                 request_serializer=tongban_dot_v1_dot_case__exchange__pb2.SignedCommand.SerializeToString,
                 response_deserializer=tongban_dot_v1_dot_case__exchange__pb2.CommandReply.FromString,
                 _registered_method=True)
+        self.SuspendCertificate = channel.unary_unary(
+                '/tongban.v1.CaseExchange/SuspendCertificate',
+                request_serializer=tongban_dot_v1_dot_case__exchange__pb2.SignedCommand.SerializeToString,
+                response_deserializer=tongban_dot_v1_dot_case__exchange__pb2.CommandReply.FromString,
+                _registered_method=True)
+        self.ReinstateCertificate = channel.unary_unary(
+                '/tongban.v1.CaseExchange/ReinstateCertificate',
+                request_serializer=tongban_dot_v1_dot_case__exchange__pb2.SignedCommand.SerializeToString,
+                response_deserializer=tongban_dot_v1_dot_case__exchange__pb2.CommandReply.FromString,
+                _registered_method=True)
+        self.RevokeCertificate = channel.unary_unary(
+                '/tongban.v1.CaseExchange/RevokeCertificate',
+                request_serializer=tongban_dot_v1_dot_case__exchange__pb2.SignedCommand.SerializeToString,
+                response_deserializer=tongban_dot_v1_dot_case__exchange__pb2.CommandReply.FromString,
+                _registered_method=True)
         self.Deliver = channel.unary_unary(
                 '/tongban.v1.CaseExchange/Deliver',
                 request_serializer=tongban_dot_v1_dot_case__exchange__pb2.SignedCommand.SerializeToString,
@@ -298,6 +313,25 @@ class CaseExchangeServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SuspendCertificate(self, request, context):
+        """The issuing hall suspends, reinstates or revokes the certificate (docs/certificates.md).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReinstateCertificate(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RevokeCertificate(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def Deliver(self, request, context):
         """送达.
         """
@@ -461,6 +495,21 @@ def add_CaseExchangeServicer_to_server(servicer, server):
             ),
             'IssueCertificate': grpc.unary_unary_rpc_method_handler(
                     servicer.IssueCertificate,
+                    request_deserializer=tongban_dot_v1_dot_case__exchange__pb2.SignedCommand.FromString,
+                    response_serializer=tongban_dot_v1_dot_case__exchange__pb2.CommandReply.SerializeToString,
+            ),
+            'SuspendCertificate': grpc.unary_unary_rpc_method_handler(
+                    servicer.SuspendCertificate,
+                    request_deserializer=tongban_dot_v1_dot_case__exchange__pb2.SignedCommand.FromString,
+                    response_serializer=tongban_dot_v1_dot_case__exchange__pb2.CommandReply.SerializeToString,
+            ),
+            'ReinstateCertificate': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReinstateCertificate,
+                    request_deserializer=tongban_dot_v1_dot_case__exchange__pb2.SignedCommand.FromString,
+                    response_serializer=tongban_dot_v1_dot_case__exchange__pb2.CommandReply.SerializeToString,
+            ),
+            'RevokeCertificate': grpc.unary_unary_rpc_method_handler(
+                    servicer.RevokeCertificate,
                     request_deserializer=tongban_dot_v1_dot_case__exchange__pb2.SignedCommand.FromString,
                     response_serializer=tongban_dot_v1_dot_case__exchange__pb2.CommandReply.SerializeToString,
             ),
@@ -977,6 +1026,87 @@ class CaseExchange:
             request,
             target,
             '/tongban.v1.CaseExchange/IssueCertificate',
+            tongban_dot_v1_dot_case__exchange__pb2.SignedCommand.SerializeToString,
+            tongban_dot_v1_dot_case__exchange__pb2.CommandReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SuspendCertificate(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tongban.v1.CaseExchange/SuspendCertificate',
+            tongban_dot_v1_dot_case__exchange__pb2.SignedCommand.SerializeToString,
+            tongban_dot_v1_dot_case__exchange__pb2.CommandReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReinstateCertificate(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tongban.v1.CaseExchange/ReinstateCertificate',
+            tongban_dot_v1_dot_case__exchange__pb2.SignedCommand.SerializeToString,
+            tongban_dot_v1_dot_case__exchange__pb2.CommandReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RevokeCertificate(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tongban.v1.CaseExchange/RevokeCertificate',
             tongban_dot_v1_dot_case__exchange__pb2.SignedCommand.SerializeToString,
             tongban_dot_v1_dot_case__exchange__pb2.CommandReply.FromString,
             options,

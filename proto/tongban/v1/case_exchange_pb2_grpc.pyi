@@ -74,6 +74,10 @@ class CaseExchangeStub:
     """制证: record the certificate issued for an approved case."""
     IssueCertificate: _grpc.UnaryUnaryMultiCallable[_case_exchange_pb2.SignedCommand, _case_exchange_pb2.CommandReply]
     """制证 (电子证照): the competent node issues the signed certificate of an approved case."""
+    SuspendCertificate: _grpc.UnaryUnaryMultiCallable[_case_exchange_pb2.SignedCommand, _case_exchange_pb2.CommandReply]
+    """The issuing hall suspends, reinstates or revokes the certificate (docs/certificates.md)."""
+    ReinstateCertificate: _grpc.UnaryUnaryMultiCallable[_case_exchange_pb2.SignedCommand, _case_exchange_pb2.CommandReply]
+    RevokeCertificate: _grpc.UnaryUnaryMultiCallable[_case_exchange_pb2.SignedCommand, _case_exchange_pb2.CommandReply]
     Deliver: _grpc.UnaryUnaryMultiCallable[_case_exchange_pb2.SignedCommand, _case_exchange_pb2.CommandReply]
     """送达."""
     Rate: _grpc.UnaryUnaryMultiCallable[_case_exchange_pb2.SignedCommand, _case_exchange_pb2.CommandReply]
@@ -136,6 +140,10 @@ class CaseExchangeAsyncStub(CaseExchangeStub):
     """制证: record the certificate issued for an approved case."""
     IssueCertificate: _aio.UnaryUnaryMultiCallable[_case_exchange_pb2.SignedCommand, _case_exchange_pb2.CommandReply]  # type: ignore[assignment]
     """制证 (电子证照): the competent node issues the signed certificate of an approved case."""
+    SuspendCertificate: _aio.UnaryUnaryMultiCallable[_case_exchange_pb2.SignedCommand, _case_exchange_pb2.CommandReply]  # type: ignore[assignment]
+    """The issuing hall suspends, reinstates or revokes the certificate (docs/certificates.md)."""
+    ReinstateCertificate: _aio.UnaryUnaryMultiCallable[_case_exchange_pb2.SignedCommand, _case_exchange_pb2.CommandReply]  # type: ignore[assignment]
+    RevokeCertificate: _aio.UnaryUnaryMultiCallable[_case_exchange_pb2.SignedCommand, _case_exchange_pb2.CommandReply]  # type: ignore[assignment]
     Deliver: _aio.UnaryUnaryMultiCallable[_case_exchange_pb2.SignedCommand, _case_exchange_pb2.CommandReply]  # type: ignore[assignment]
     """送达."""
     Rate: _aio.UnaryUnaryMultiCallable[_case_exchange_pb2.SignedCommand, _case_exchange_pb2.CommandReply]  # type: ignore[assignment]
@@ -297,6 +305,28 @@ class CaseExchangeServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_case_exchange_pb2.CommandReply, _abc.Awaitable[_case_exchange_pb2.CommandReply]]:
         """制证 (电子证照): the competent node issues the signed certificate of an approved case."""
+
+    @_abc_1.abstractmethod
+    def SuspendCertificate(
+        self,
+        request: _case_exchange_pb2.SignedCommand,
+        context: _ServicerContext,
+    ) -> _typing.Union[_case_exchange_pb2.CommandReply, _abc.Awaitable[_case_exchange_pb2.CommandReply]]:
+        """The issuing hall suspends, reinstates or revokes the certificate (docs/certificates.md)."""
+
+    @_abc_1.abstractmethod
+    def ReinstateCertificate(
+        self,
+        request: _case_exchange_pb2.SignedCommand,
+        context: _ServicerContext,
+    ) -> _typing.Union[_case_exchange_pb2.CommandReply, _abc.Awaitable[_case_exchange_pb2.CommandReply]]: ...
+
+    @_abc_1.abstractmethod
+    def RevokeCertificate(
+        self,
+        request: _case_exchange_pb2.SignedCommand,
+        context: _ServicerContext,
+    ) -> _typing.Union[_case_exchange_pb2.CommandReply, _abc.Awaitable[_case_exchange_pb2.CommandReply]]: ...
 
     @_abc_1.abstractmethod
     def Deliver(
