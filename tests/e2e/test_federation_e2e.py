@@ -8,7 +8,6 @@ from __future__ import annotations
 import contextlib
 import json
 import subprocess
-import time
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -17,7 +16,7 @@ from typing import Any
 import pytest
 from tongban.v1 import common_pb2
 
-from tests.harness.federation import node_processes
+from tests.harness.federation import node_processes, wait_for
 from tests.harness.node import TONGBAN, NodeProcess
 from tests.harness.postgres import temporary_database
 
@@ -44,15 +43,7 @@ def nodes(
 
 
 def _until(condition: Callable[[], Any], what: str, timeout: float = 180.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with contextlib.suppress(Exception):
-            value = condition()
-            if value:
-                return value
-        time.sleep(0.2)
-    logs = "\n".join(f"--- {n.origin}\n{n.log()[-3000:]}" for n in _RUNNING)
-    raise AssertionError(f"timed out waiting until {what}; the nodes' logs:\n{logs}")
+    return wait_for(condition, what, _RUNNING, timeout)
 
 
 def _state(node: NodeProcess, hall: str, case_id: str) -> int:

@@ -19,7 +19,7 @@ import time
 import tomllib
 import uuid
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -278,3 +278,19 @@ def node_processes(
             stack.callback(node.stop)
             node.start()
         yield made
+
+
+def wait_for(
+    condition: Callable[[], Any], what: str, nodes: Sequence[NodeProcess], timeout: float = 180.0
+) -> Any:
+    """Poll ``condition`` (its errors count as "not yet") until it is truthy, and return it;
+    after ``timeout`` seconds fail naming ``what``, with the tail of each node's log."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with suppress(Exception):
+            value = condition()
+            if value:
+                return value
+        time.sleep(0.2)
+    logs = "\n".join(f"--- {n.origin}\n{n.log()[-3000:]}" for n in nodes)
+    raise AssertionError(f"timed out waiting until {what}; the nodes' logs:\n{logs}")
