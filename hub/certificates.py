@@ -29,6 +29,7 @@ import zlib
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime, time, timedelta, timezone
+from functools import cached_property
 from typing import Any
 from uuid import UUID
 
@@ -219,7 +220,12 @@ class TrustedIssuer:
     not_after: datetime | None = None
 
     def public_key(self) -> Ed25519PublicKey:
-        """The Ed25519 public key of the JWK."""
+        """The Ed25519 public key of the JWK (decoded once per entry: verifiers check many
+        certificates with the same bundle)."""
+        return self._public_key
+
+    @cached_property
+    def _public_key(self) -> Ed25519PublicKey:
         return Ed25519PublicKey.from_public_bytes(_b64url_decode(self.jwk["x"]))
 
     def covers(self, moment: datetime) -> bool:
@@ -235,7 +241,15 @@ class TrustBundle:
 
     def find(self, kid: str) -> TrustedIssuer | None:
         """The issuer whose key has thumbprint ``kid``."""
-        return next((issuer for issuer in self.issuers if issuer.kid == kid), None)
+        return self._by_kid.get(kid)
+
+    @cached_property
+    def _by_kid(self) -> dict[str, TrustedIssuer]:
+        # The first entry of a kid wins, as the linear search it replaces did.
+        index: dict[str, TrustedIssuer] = {}
+        for issuer in self.issuers:
+            index.setdefault(issuer.kid, issuer)
+        return index
 
     def to_json(self) -> str:
         """The bundle file's text."""
@@ -313,6 +327,8 @@ class Verdict(enum.Enum):
     FORGED = "forged"
     UNKNOWN_ISSUER = "unknown issuer"
     STATUS_UNKNOWN = "status unknown"
+    #: ``cert verify --qr``: the image holds no QR code, several, or one that cannot be decoded.
+    UNREADABLE = "unreadable"
 
 
 @dataclass(frozen=True)
@@ -520,36 +536,104 @@ def check_status(
     issuer (its log origin), within the key's period, be current at ``now`` and cover the
     certificate's entry; otherwise the verdict is ``status unknown`` with the reason — never
     ``valid``. Nothing is asked of the issuer: it cannot learn which certificate is checked.
+
+    Equal to ``read_status_list(status_token, bundle).check(verification, now=now)``; a
+    verifier checking many certificates against one list reads it once (:class:`StatusListReading`).
     """
-    claims, issuer = verification.claims, verification.issuer
-    if verification.verdict is not Verdict.VALID or claims is None or issuer is None:
+    if verification.verdict is not Verdict.VALID:
         return verification
-    unknown = Verification(Verdict.STATUS_UNKNOWN, "", claims, issuer)
+    return read_status_list(status_token, bundle).check(verification, now=now)
+
+
+@dataclass(frozen=True)
+class StatusListReading:
+    """A status list as read and signature-checked once, before any certificate is looked up.
+
+    What does not depend on the certificate or the time (the header, the key, the signature,
+    the claims, the bitstrings) is checked here; :meth:`check` does the rest for each
+    certificate. ``problem`` is why the list cannot be used; ``signer`` is None when its key is
+    not known (that problem is reported before the issuer comparison, the others after it).
+    """
+
+    problem: str
+    signer: TrustedIssuer | None = None
+    valid_from: int = 0
+    valid_until: int = 0
+    log_size: int = 0
+    revocation: bytes = b""
+    suspension: bytes = b""
+
+    def check(self, verification: Verification, *, now: datetime) -> Verification:
+        """The certificate's status in this list at ``now`` (see :func:`check_status`)."""
+        claims, issuer = verification.claims, verification.issuer
+        if verification.verdict is not Verdict.VALID or claims is None or issuer is None:
+            return verification
+        unknown = Verification(Verdict.STATUS_UNKNOWN, "", claims, issuer)
+        signer = self.signer
+        if signer is None:
+            return _with(unknown, self.problem)
+        if signer.origin != claims.iss:
+            return _with(unknown, f"the status list is {signer.origin}'s, not {claims.iss}'s")
+        if self.problem:
+            return _with(unknown, self.problem)
+        valid_from = datetime.fromtimestamp(self.valid_from, UTC)
+        if not signer.covers(valid_from):
+            return _with(
+                unknown, f"the list was signed {valid_from.isoformat()}, outside its key's period"
+            )
+        if self.valid_from > now.timestamp() + CLOCK_SKEW_S:
+            return _with(unknown, f"the status list is from the future ({valid_from.isoformat()})")
+        if now.timestamp() >= self.valid_until:
+            valid_until = datetime.fromtimestamp(self.valid_until, UTC)
+            return _with(unknown, f"list too old: it was current until {valid_until.isoformat()}")
+        entry = claims.status_entry
+        if entry >= self.log_size:
+            return _with(
+                unknown,
+                f"the list predates the certificate (entry {entry}; the list covers "
+                f"{self.log_size} leaves of the log)",
+            )
+        as_of = f"status list of {valid_from.isoformat()}"
+        if _bit(self.revocation, entry):
+            return Verification(Verdict.REVOKED, f"revoked ({as_of})", claims, issuer)
+        if _bit(self.suspension, entry):
+            return Verification(Verdict.SUSPENDED, f"suspended ({as_of})", claims, issuer)
+        return Verification(
+            Verdict.VALID,
+            f"signed by {issuer.origin} ({issuer.region}); neither revoked nor suspended ({as_of})",
+            claims,
+            issuer,
+        )
+
+
+def read_status_list(status_token: str, bundle: TrustBundle) -> StatusListReading:
+    """Read and signature-check a downloaded status list once; never raises (see
+    :class:`StatusListReading`)."""
     parts = status_token.strip().split(".")
     if len(parts) != 3:
-        return _with(unknown, f"the status list is not a JWS compact token ({len(parts)} parts)")
+        return StatusListReading(f"the status list is not a JWS compact token ({len(parts)} parts)")
     try:
         header = json.loads(_b64url_decode(parts[0]))
         signature = _b64url_decode(parts[2])
         payload_bytes = _b64url_decode(parts[1])
     except ValueError as error:
-        return _with(unknown, f"the status list is damaged: {error}")
+        return StatusListReading(f"the status list is damaged: {error}")
     if (
         not isinstance(header, dict)
         or set(header) != {"alg", "kid", "typ"}
         or header["alg"] != ALGORITHM
         or header["typ"] != STATUS_LIST_TYPE
     ):
-        return _with(unknown, "the status list's header is not an EdDSA status list's")
+        return StatusListReading("the status list's header is not an EdDSA status list's")
     signer = bundle.find(header["kid"]) if isinstance(header["kid"], str) else None
     if signer is None:
-        return _with(unknown, f"the status list's key {header['kid']!r} is not in the bundle")
-    if signer.origin != claims.iss:
-        return _with(unknown, f"the status list is {signer.origin}'s, not {claims.iss}'s")
+        return StatusListReading(f"the status list's key {header['kid']!r} is not in the bundle")
     try:
         signer.public_key().verify(signature, f"{parts[0]}.{parts[1]}".encode("ascii"))
     except (InvalidSignature, ValueError):
-        return _with(unknown, f"the status list's signature does not verify with {signer.origin}'s")
+        return StatusListReading(
+            f"the status list's signature does not verify with {signer.origin}'s", signer
+        )
     try:
         body = json.loads(payload_bytes)
         if not isinstance(body, dict) or body.get("iss") != signer.origin:
@@ -561,34 +645,15 @@ def check_status(
         revocation = _decode_bits(str(body.get("revocation")), size)
         suspension = _decode_bits(str(body.get("suspension")), size)
     except (ValueError, OSError, EOFError, zlib.error) as error:
-        return _with(unknown, f"the status list is unreadable: {error}")
-    valid_from = datetime.fromtimestamp(numbers["valid_from"], UTC)
-    valid_until = datetime.fromtimestamp(numbers["valid_until"], UTC)
-    if not signer.covers(valid_from):
-        return _with(
-            unknown, f"the list was signed {valid_from.isoformat()}, outside its key's period"
-        )
-    if numbers["valid_from"] > now.timestamp() + CLOCK_SKEW_S:
-        return _with(unknown, f"the status list is from the future ({valid_from.isoformat()})")
-    if now >= valid_until:
-        return _with(unknown, f"list too old: it was current until {valid_until.isoformat()}")
-    entry = claims.status_entry
-    if entry >= numbers["log_size"]:
-        return _with(
-            unknown,
-            f"the list predates the certificate (entry {entry}; the list covers "
-            f"{numbers['log_size']} leaves of the log)",
-        )
-    as_of = f"status list of {valid_from.isoformat()}"
-    if _bit(revocation, entry):
-        return Verification(Verdict.REVOKED, f"revoked ({as_of})", claims, issuer)
-    if _bit(suspension, entry):
-        return Verification(Verdict.SUSPENDED, f"suspended ({as_of})", claims, issuer)
-    return Verification(
-        Verdict.VALID,
-        f"signed by {issuer.origin} ({issuer.region}); neither revoked nor suspended ({as_of})",
-        claims,
-        issuer,
+        return StatusListReading(f"the status list is unreadable: {error}", signer)
+    return StatusListReading(
+        "",
+        signer,
+        valid_from=numbers["valid_from"],
+        valid_until=numbers["valid_until"],
+        log_size=numbers["log_size"],
+        revocation=revocation,
+        suspension=suspension,
     )
 
 
@@ -600,6 +665,7 @@ __all__ = [
     "CertificateClaims",
     "IssuerKey",
     "StatusList",
+    "StatusListReading",
     "TrustBundle",
     "TrustedIssuer",
     "Verdict",
@@ -608,6 +674,7 @@ __all__ = [
     "claims_for",
     "key_thumbprint",
     "public_jwk",
+    "read_status_list",
     "sign_certificate",
     "sign_status_list",
     "verify_certificate",

@@ -892,6 +892,8 @@ def _cert(args: argparse.Namespace) -> int:
         return _cert_verify(args)
     if args.cert_command == "status-list":
         return _cert_status_list(args)
+    if args.cert_command == "render":
+        return _cert_render(args)
     from hub.bootstrap import build_integrator, load_certificate_issuer
     from hub.certificates import claims_for, sign_certificate
     from hub.commands.wire import parse_uuid
@@ -976,10 +978,22 @@ def _cert_verify(args: argparse.Namespace) -> int:
 
     from hub.certificates import TrustBundle, Verdict, check_status, verify_certificate
 
+    if (args.file is None) == (args.qr is None):
+        raise UsageError("give the certificate as FILE or as --qr IMAGE (one of them)")
     bundle = TrustBundle.from_json(Path(args.trust).read_text("utf-8"), args.trust)
-    token = _read_token(args.file)
     now = datetime.now(UTC)
-    result = verify_certificate(token, bundle, now=now)
+    if args.qr is not None:
+        from hub.certificates_qr import read_certificate_qr
+
+        # The QR code's text is verified exactly as a file's; no QR code, several, or a
+        # damaged one is "unreadable" (never "valid").
+        reading = read_certificate_qr(Path(args.qr).read_bytes())
+        if reading.token is None:
+            result = reading.unreadable()
+        else:
+            result = verify_certificate(reading.token, bundle, now=now)
+    else:
+        result = verify_certificate(_read_token(args.file), bundle, now=now)
     if args.status:
         # Only the downloaded list is read: the issuer never learns which certificate it is.
         result = check_status(result, _read_token(args.status), bundle, now=now)
@@ -997,6 +1011,57 @@ def _cert_verify(args: argparse.Namespace) -> int:
             print(f"  authority   {claims.auth} ({claims.rg})")
             print(f"  case        {claims.case} (ledger index {claims.li} of {claims.iss})")
     return 0 if result.verdict is Verdict.VALID else EXIT_ERROR
+
+
+def _cert_render(args: argparse.Namespace) -> int:
+    from hub.certificates_render import HolderDisplay, write_rendering
+
+    holder: HolderDisplay | None = None
+    if args.case:
+        token, holder = _case_certificate(args.case)
+    else:
+        token = _read_token(args.file)
+    rendered = write_rendering(token, Path(args.out), holder)
+    qr = rendered.qr
+    print(f"certificate: {rendered.pdf} (A4), preview {rendered.png}")
+    print(f"QR code: version {qr.version}, level {qr.error}, {qr.modules} modules, "
+          f"{qr.width_mm} mm wide printed")  # fmt: skip
+    return 0
+
+
+def _case_certificate(case_text: str) -> tuple[str, Any]:
+    """The signed certificate of a case (as `cert issue` writes it) and its holder, masked."""
+    from hub.bootstrap import build_integrator, load_certificate_issuer
+    from hub.certificates import claims_for, sign_certificate
+    from hub.certificates_render import HolderDisplay
+    from hub.commands.wire import parse_uuid
+    from hub.domain.case import Case
+
+    settings = Settings.from_env()
+    issuer = load_certificate_issuer(settings)
+    case_id = parse_uuid(case_text, "case")
+    app = _application(settings)
+    try:
+        case = app.get_case(case_id)
+        issued = [e for e in app.case_history(case_id) if isinstance(e, Case.CertificateIssued)]
+        if not issued:
+            raise NotFound("certificate of case", str(case_id))
+        event = issued[-1]
+        view = build_integrator(settings, app).view
+        leaf = view.read(lambda c: view.tables.leaf_for(c, case_id, event.originator_version))
+        if leaf is None:
+            raise TongbanError(
+                f"the certificate of case {case_id} is not in the log yet: run `tongban ledger "
+                "integrate` (or wait for the running node's integrator)"
+            )
+        token = sign_certificate(claims_for(case, event, leaf.index, settings.origin), issuer)
+        opened = app.open_applicant(case)  # None once the personal data is erased
+    finally:
+        app.close()
+    holder = None
+    if opened is not None:
+        holder = HolderDisplay.masked(opened.applicant.name, opened.applicant.id_number)
+    return token, holder
 
 
 def _trust(args: argparse.Namespace) -> int:
@@ -1637,7 +1702,16 @@ def build_parser() -> argparse.ArgumentParser:
         "issuer, and with --status revoked, suspended or status unknown, with the reason "
         "(exit 0 only when valid)",
     )
-    cert_verify.add_argument("file", metavar="FILE", help="the certificate (a JWS compact token)")
+    cert_verify.add_argument(
+        "file", metavar="FILE", nargs="?", help="the certificate (a JWS compact token)"
+    )
+    cert_verify.add_argument(
+        "--qr",
+        metavar="IMAGE",
+        help="read the certificate from the QR code in an image (PNG, JPEG: a photo, a scan, "
+        "a rendered page) instead of FILE; no QR code, several or a damaged one is "
+        "'unreadable'",
+    )
     cert_verify.add_argument(
         "--trust", required=True, metavar="BUNDLE", help="the trust bundle (`tongban trust export`)"
     )
@@ -1655,6 +1729,23 @@ def build_parser() -> argparse.ArgumentParser:
         "current for TONGBAN_STATUS_LIST_TTL_S seconds",
     )
     cert_status.add_argument("--out", help="the file to write (never overwritten; default: stdout)")
+    cert_render = _command(
+        cert_commands,
+        "render",
+        "write a printable A4 PDF of a certificate (safe fields, holder masked, its QR code) and "
+        "a PNG preview",
+    )
+    rendered = cert_render.add_mutually_exclusive_group(required=True)
+    rendered.add_argument(
+        "--case", help="the case whose certificate to render (the node signs it; holder masked)"
+    )
+    rendered.add_argument(
+        "file", metavar="FILE", nargs="?", help="a certificate file (`tongban cert issue`)"
+    )
+    cert_render.add_argument(
+        "--out", required=True, metavar="DIR",
+        help="the directory for <identifier>.pdf and .png (files never overwritten)",
+    )  # fmt: skip
     cert.set_defaults(run=_cert)
 
     trust, trust_commands = _group(commands, "trust", "what verifiers of certificates trust")
