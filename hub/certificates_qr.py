@@ -43,14 +43,20 @@ def read_certificate_qr(image: bytes) -> QrReading:
     # reported as such instead of as "no QR code".
     only_qr = zxingcpp.BarcodeFormats(zxingcpp.BarcodeFormat.QRCode)
     codes = zxingcpp.read_barcodes(grey, formats=only_qr, return_errors=True)
-    if not codes:
-        return QrReading(None, "no QR code found in the image")
-    if len(codes) > 1:
+    decoded = [code for code in codes if code.valid]
+    if len(decoded) > 1:
         # Which one is the certificate? Refuse to guess: a second code could be anyone's.
-        return QrReading(None, f"{len(codes)} QR codes in the image: show only the certificate's")
-    code = codes[0]
-    if not code.valid:
-        return QrReading(None, f"the QR code is damaged and cannot be decoded ({code.error})")
+        return QrReading(
+            None, f"{len(decoded)} QR codes in the image: show only the certificate's"
+        )
+    if not decoded:
+        if codes:  # found (finder patterns), but not decodable: cut, smudged, torn
+            why = str(codes[0].error).split(" @ ")[0]  # "ChecksumError @ QRDecoder.cpp:337"
+            return QrReading(None, f"a QR code is there but cannot be decoded ({why})")
+        return QrReading(None, "no QR code found in the image")
+    # One code decoded. zxing may also report damaged candidates beside it (a smudge that
+    # looks like a finder pattern); only a decoded code can carry a certificate.
+    code = decoded[0]
     try:
         text = code.bytes.decode("ascii")
     except UnicodeDecodeError:
