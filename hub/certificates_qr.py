@@ -46,9 +46,7 @@ def read_certificate_qr(image: bytes) -> QrReading:
     decoded = [code for code in codes if code.valid]
     if len(decoded) > 1:
         # Which one is the certificate? Refuse to guess: a second code could be anyone's.
-        return QrReading(
-            None, f"{len(decoded)} QR codes in the image: show only the certificate's"
-        )
+        return QrReading(None, f"{len(decoded)} QR codes in the image: show only the certificate's")
     if not decoded:
         if codes:  # found (finder patterns), but not decodable: cut, smudged, torn
             why = str(codes[0].error).split(" @ ")[0]  # "ChecksumError @ QRDecoder.cpp:337"

@@ -117,7 +117,7 @@ def test_a_photo_of_the_printed_page_still_reads(printed_page: Image.Image) -> N
 
 
 def test_a_tampered_token_in_a_good_code_is_forged() -> None:
-    header, payload, signature = TOKEN.split(".")
+    header, _, signature = TOKEN.split(".")
     # The payload says another case, the signature is the genuine one.
     other = sign_certificate(_claims(case="f" * 32), KEY).split(".")[1]
     result = _verify_image(_png(_qr_image(f"{header}.{other}.{signature}")))
@@ -176,7 +176,13 @@ def test_two_codes_are_unreadable_even_if_one_is_genuine() -> None:
 
 @pytest.mark.parametrize(
     "data",
-    [b"", b"\x89PNG\r\n\x1a\n" + b"\x00" * 40, b"GIF89a", b"\xff\xd8\xff\xe0 cut jpeg", b"%PDF-1.4"],
+    [
+        b"",
+        b"\x89PNG\r\n\x1a\n" + b"\x00" * 40,
+        b"GIF89a",
+        b"\xff\xd8\xff\xe0 cut jpeg",
+        b"%PDF-1.4",
+    ],
 )
 def test_files_that_are_not_images_are_unreadable(data: bytes) -> None:
     result = _verify_image(data)
