@@ -29,7 +29,7 @@ import zlib
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime, time, timedelta, timezone
-from functools import cached_property
+from functools import cached_property, lru_cache
 from typing import Any
 from uuid import UUID
 
@@ -86,6 +86,12 @@ def key_thumbprint(public_key: Ed25519PublicKey) -> str:
     return _b64url(hashlib.sha256(_compact_json(public_jwk(public_key))).digest())
 
 
+_REQUIRED_CLAIMS: tuple[tuple[str, type], ...] = (
+    ("iss", str), ("jti", str), ("iat", int), ("ct", str), ("item", str), ("name", str),
+    ("auth", str), ("rg", str), ("hld", str), ("case", str), ("li", int),
+)  # fmt: skip
+
+
 @dataclass(frozen=True)
 class CertificateClaims:
     """What a certificate says (the JWS payload). No personal data in clear: ``hld`` is the
@@ -124,19 +130,16 @@ class CertificateClaims:
         if not isinstance(body, dict):
             raise InvalidInput("payload", type(body).__name__, "expected a JSON object")
         values: dict[str, Any] = {}
-        for name, kind in (
-            ("iss", str), ("jti", str), ("iat", int), ("ct", str), ("item", str),
-            ("name", str), ("auth", str), ("rg", str), ("hld", str), ("case", str),
-            ("li", int),
-        ):  # fmt: skip
+        for name, kind in _REQUIRED_CLAIMS:
             value = body.get(name)
-            if not isinstance(value, kind) or isinstance(value, bool):
+            # Exact types: JSON gives str, int, bool (not an int here), float, list, dict.
+            if type(value) is not kind:
                 raise InvalidInput(name, value, f"expected {kind.__name__}")
             values[name] = value
         optional: dict[str, int | None] = {}
         for name in ("exp", "status_index"):
             value = body.get(name)
-            if value is not None and (not isinstance(value, int) or isinstance(value, bool)):
+            if value is not None and type(value) is not int:
                 raise InvalidInput(name, value, "expected int")
             optional[name] = value
         if body.get("nbf") != values["iat"]:
@@ -352,23 +355,14 @@ def verify_certificate(token: str, bundle: TrustBundle, *, now: datetime) -> Ver
     parts = token.strip().split(".")
     if len(parts) != 3:
         return Verification(forged, f"not a JWS compact token ({len(parts)} parts, expected 3)")
+    kid, problem = _read_header(parts[0])
+    if problem:
+        return Verification(forged, problem)
     try:
-        header = json.loads(_b64url_decode(parts[0]))
         signature = _b64url_decode(parts[2])
         payload_bytes = _b64url_decode(parts[1])
-    except ValueError as error:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+    except ValueError as error:
         return Verification(forged, f"the token is damaged: {error}")
-    if not isinstance(header, dict):
-        return Verification(forged, "the JWS header is not a JSON object")
-    if header.get("alg") != ALGORITHM:
-        return Verification(forged, f"algorithm {header.get('alg')!r} is not {ALGORITHM}")
-    if header.get("typ") != TOKEN_TYPE:
-        return Verification(forged, f"type {header.get('typ')!r} is not {TOKEN_TYPE}")
-    if set(header) - {"alg", "kid", "typ"}:
-        return Verification(
-            forged, f"unexpected header members {sorted(set(header) - {'alg', 'kid', 'typ'})}"
-        )
-    kid = header.get("kid")
     issuer = bundle.find(kid) if isinstance(kid, str) else None
     if issuer is None:
         return Verification(Verdict.UNKNOWN_ISSUER, f"no key {kid!r} in the trust bundle")
@@ -402,6 +396,28 @@ def verify_certificate(token: str, bundle: TrustBundle, *, now: datetime) -> Ver
         claims,
         issuer,
     )
+
+
+@lru_cache(maxsize=256)
+def _read_header(encoded: str) -> tuple[object, str]:
+    """A certificate's JWS header: its ``kid`` (any JSON value), or why it is refused.
+
+    Cached: every certificate of one issuer key has the same header, so a verifier checking
+    many decodes it once (a pure function of the text; the cache holds no secret).
+    """
+    try:
+        header = json.loads(_b64url_decode(encoded))
+    except ValueError as error:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        return None, f"the token is damaged: {error}"
+    if not isinstance(header, dict):
+        return None, "the JWS header is not a JSON object"
+    if header.get("alg") != ALGORITHM:
+        return None, f"algorithm {header.get('alg')!r} is not {ALGORITHM}"
+    if header.get("typ") != TOKEN_TYPE:
+        return None, f"type {header.get('typ')!r} is not {TOKEN_TYPE}"
+    if set(header) - {"alg", "kid", "typ"}:
+        return None, f"unexpected header members {sorted(set(header) - {'alg', 'kid', 'typ'})}"
+    return header.get("kid"), ""
 
 
 def _with(found: Verification, reason: str) -> Verification:
@@ -576,14 +592,15 @@ class StatusListReading:
             return _with(unknown, f"the status list is {signer.origin}'s, not {claims.iss}'s")
         if self.problem:
             return _with(unknown, self.problem)
-        valid_from = datetime.fromtimestamp(self.valid_from, UTC)
-        if not signer.covers(valid_from):
+        valid_from, signed_in_period, as_of = self._signing
+        if not signed_in_period:
             return _with(
                 unknown, f"the list was signed {valid_from.isoformat()}, outside its key's period"
             )
-        if self.valid_from > now.timestamp() + CLOCK_SKEW_S:
+        moment = now.timestamp()
+        if self.valid_from > moment + CLOCK_SKEW_S:
             return _with(unknown, f"the status list is from the future ({valid_from.isoformat()})")
-        if now.timestamp() >= self.valid_until:
+        if moment >= self.valid_until:
             valid_until = datetime.fromtimestamp(self.valid_until, UTC)
             return _with(unknown, f"list too old: it was current until {valid_until.isoformat()}")
         entry = claims.status_entry
@@ -593,7 +610,6 @@ class StatusListReading:
                 f"the list predates the certificate (entry {entry}; the list covers "
                 f"{self.log_size} leaves of the log)",
             )
-        as_of = f"status list of {valid_from.isoformat()}"
         if _bit(self.revocation, entry):
             return Verification(Verdict.REVOKED, f"revoked ({as_of})", claims, issuer)
         if _bit(self.suspension, entry):
@@ -604,6 +620,14 @@ class StatusListReading:
             claims,
             issuer,
         )
+
+    @cached_property
+    def _signing(self) -> tuple[datetime, bool, str]:
+        # When the list was signed, whether its key's period covers that, and how verdicts
+        # cite it: the same for every certificate looked up, so worked out once.
+        valid_from = datetime.fromtimestamp(self.valid_from, UTC)
+        covered = self.signer is not None and self.signer.covers(valid_from)
+        return valid_from, covered, f"status list of {valid_from.isoformat()}"
 
 
 def read_status_list(status_token: str, bundle: TrustBundle) -> StatusListReading:
