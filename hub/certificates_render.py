@@ -223,7 +223,9 @@ def cjk_font_subset(path: Path, text: str) -> bytes:
     from fontTools.pens.ttGlyphPen import TTGlyphPen
     from fontTools.ttLib import TTFont, newTable
 
-    font = TTFont(str(path), fontNumber=_face_number(path), lazy=True)
+    # recalcTimestamp off: the subset keeps the font's own dates, so the same page gives the
+    # same PDF bytes whenever it is rendered.
+    font = TTFont(str(path), fontNumber=_face_number(path), lazy=True, recalcTimestamp=False)
     options = subset.Options()
     options.desubroutinize = True
     options.hinting = False

@@ -157,3 +157,15 @@ def test_render_a_certificate_file_and_bad_images(node: InProcessNode, tmp_path:
     refused = _tongban(data_dir, "cert", "render", str(garbage), "--out", str(tmp_path / "g"))
     assert refused.returncode == 1 and "certificate" in refused.stderr
     assert not (tmp_path / "g").exists()
+
+
+def test_after_erasure_the_holder_is_no_longer_shown(node: InProcessNode, tmp_path: Path) -> None:
+    case = _issued(node, "render-cli-003")
+    node.app.execute(node.admin.sign("erase_personal_data", case_id=case, reason="申请人要求"))
+    node.integrator().catch_up()
+    rendered = _tongban(node.settings.data_dir, "cert", "render", "--case", case,
+                        "--out", str(tmp_path / "e"))  # fmt: skip
+    assert rendered.returncode == 0, rendered.stderr
+    (pdf,) = (tmp_path / "e").glob("*.pdf")
+    text = _page_text(pdf)
+    assert "not shown" in text and "李" not in text and "证件号码" not in text
