@@ -1699,8 +1699,8 @@ def build_parser() -> argparse.ArgumentParser:
         cert_commands,
         "verify",
         "verify a certificate offline with a trust bundle: valid, expired, forged or unknown "
-        "issuer, and with --status revoked, suspended or status unknown, with the reason "
-        "(exit 0 only when valid)",
+        "issuer, and with --status revoked, suspended or status unknown, with --qr "
+        "unreadable, with the reason (exit 0 only when valid)",
     )
     cert_verify.add_argument(
         "file", metavar="FILE", nargs="?", help="the certificate (a JWS compact token)"

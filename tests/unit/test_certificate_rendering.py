@@ -240,3 +240,12 @@ def test_no_expiry_is_shown_as_such() -> None:
     text = _page_text(render_pdf(_token(exp=None)))
     assert "长期有效" in text
     assert (ISSUED + timedelta(days=1)).year == 2026
+
+
+def test_the_command_wants_a_case_or_a_file(capsys: pytest.CaptureFixture[str]) -> None:
+    from hub.cli import main
+
+    assert main(["cert", "render", "--out", "x"]) == 2
+    assert "one of the arguments --case FILE is required" in capsys.readouterr().err
+    assert main(["cert", "render", "card.jws", "--case", "c", "--out", "x"]) == 2
+    assert "not allowed with" in capsys.readouterr().err
