@@ -27,6 +27,7 @@ from hub.settings import Settings
 
 if TYPE_CHECKING:
     from hub.application.hub import HubApplication
+    from hub.certificates_render import HolderDisplay
     from hub.domain.hall import Hall
 
 EXIT_ERROR = 1
@@ -1014,7 +1015,7 @@ def _cert_verify(args: argparse.Namespace) -> int:
 
 
 def _cert_render(args: argparse.Namespace) -> int:
-    from hub.certificates_render import HolderDisplay, write_rendering
+    from hub.certificates_render import write_rendering
 
     holder: HolderDisplay | None = None
     if args.case:
@@ -1029,7 +1030,7 @@ def _cert_render(args: argparse.Namespace) -> int:
     return 0
 
 
-def _case_certificate(case_text: str) -> tuple[str, Any]:
+def _case_certificate(case_text: str) -> tuple[str, HolderDisplay | None]:
     """The signed certificate of a case (as `cert issue` writes it) and its holder, masked."""
     from hub.bootstrap import build_integrator, load_certificate_issuer
     from hub.certificates import claims_for, sign_certificate
