@@ -644,7 +644,9 @@ class HubApplication(Application[UUID]):
     def cases_of_person(self, id_number: str) -> list[UUID]:
         """The cases (not yet erased) whose applicant has ``id_number``."""
         subject = self.vault.subject(id_number)
-        return list(self._read(lambda: self.keys.cases_of_subject(subject)))
+        found = list(self._read(lambda: self.keys.cases_of_subject(subject)))
+        # 预约办: an appointment's sealed applicant has a key of its own there too; not a case.
+        return [key for key in found if isinstance(self._aggregate_or_none(key), Case)]
 
     def get_hall(self, hall_id: str, *, for_change: bool = False) -> Hall:
         """The hall with ``hall_id`` as stored now; NotFound otherwise.

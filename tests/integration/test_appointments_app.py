@@ -131,6 +131,8 @@ def test_a_booking_becomes_a_case_and_the_log_proves_it(
     assert case.appointment_id == str(booked.case_id)
     received = story.app.get_appointment(booked.case_id)
     assert received.state is AppointmentState.RECEIVED and str(received.case_id) == case_id
+    # The person's cases (for `tongban erase --id-number`) are the cases, not the appointment.
+    assert story.app.cases_of_person(APPLICANT.id_number) == [UUID(case_id)]
     # A second case cannot cite it.
     with pytest.raises(TransitionRefused):
         story.submit("town", ELDER_CARD, SLOT, appointment_id=str(booked.case_id))
