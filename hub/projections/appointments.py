@@ -211,7 +211,7 @@ def appointment_counts(
         params.append(hall_id)
     if region:
         query += " AND region LIKE %s"
-        params.append(region.rstrip("0") + "%")
+        params.append(region + "%")  # a short code (RegionCode.short): its regions and below
     query += " GROUP BY day, hall_id ORDER BY day, hall_id"
 
     def read(cursor: Cursor) -> list[AppointmentCounts]:

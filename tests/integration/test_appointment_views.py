@@ -16,8 +16,10 @@ import pytest
 from hub.cli import main
 from hub.projections.appointments import appointment_counts, appointments_of_day
 from hub.projections.node import open_projections
+from hub.projections.queries import Names
 from hub.projections.supervisor import Supervisor
 from hub.settings import Settings
+from hub.web.app import WebContext, dashboard_data
 from tests.harness.inprocess import APPLICANT
 from tests.harness.story import ELDER_CARD, SupervisionStory, cst
 
@@ -98,6 +100,14 @@ def test_the_supervisor_expires_no_shows_and_the_views_count_them(
             4, 1, 1, 1, 1,
         )  # fmt: skip
         assert appointments_of_day(projections.store, "hn-ziyang-hall", TUESDAY) == []
+        # The supervisors' dashboard shows the month's appointments and no-shows of its region.
+        context = WebContext(
+            projections.store, Names(story.app.regions, story.app.catalogue),
+            story.app.catalogue, "43", lambda: story.clock.now,
+        )  # fmt: skip
+        cards = dashboard_data(context, "430902", story.clock.now)["cards"]
+        assert (cards["appointments"], cards["no_shows"]) == (4, 1)
+        assert dashboard_data(context, "4307", story.clock.now)["cards"]["appointments"] == 0
         # A rebuild from the log gives the same rows.
         projections.runner("appointments").rebuild()
         assert appointments_of_day(projections.store, TOWN, TUESDAY) == rows
