@@ -84,6 +84,7 @@ from hub.errors import (
     NotFound,
     PermissionRefused,
     SignatureRefused,
+    SlotTaken,
     StoreMismatch,
     TongbanError,
 )
@@ -471,7 +472,14 @@ class HubApplication(Application[UUID]):
             now=run.received_at,
             timestamp=run.step_at(None),
         )
-        return self._commit(run, appointment, 0, personal_keys=[key_row])
+        try:
+            return self._commit(run, appointment, 0, personal_keys=[key_row])
+        except ConcurrencyConflict as conflict:
+            if self._aggregate_or_none(target) is None:
+                raise
+            # Another booking of the same slot was saved first (the ids collide by design).
+            taken = f"the slot {slot} at {action.starts_at.isoformat()} was just booked"
+            raise SlotTaken(taken) from conflict
 
     def _cancel_appointment(self, run: _Run, action: cmd.CancelAppointment) -> CommandResult:
         """Cancel one of the signing hall's appointments."""

@@ -243,6 +243,19 @@ def test_a_duplicate_booking_of_a_slot_is_refused_and_a_reused_key_conflicts(
     assert book(story, key="appt-dup-0003", window="综合窗口1").replayed is False
 
 
+def test_a_booking_that_loses_the_race_for_a_slot_is_refused_as_taken(
+    story: SupervisionStory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first = book(story, key="appt-race-0001")
+    # The loser read the slot as free just before the winner saved it: its save collides.
+    monkeypatch.setattr(appts, "free_ordinal", lambda *args: 1)
+    before = story.node.log_size()
+    with pytest.raises(SlotTaken, match="was just booked"):
+        book(story, key="appt-race-0002")
+    assert story.node.log_size() == before
+    assert story.app.get_appointment(first.case_id).state is AppointmentState.BOOKED
+
+
 def test_another_halls_appointment_is_not_found(story: SupervisionStory) -> None:
     booked = book(story)
     with pytest.raises(NotFound):
