@@ -37,6 +37,7 @@ import json
 import logging
 import re
 import threading
+import urllib.parse
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -49,6 +50,7 @@ from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 from tongban.v1 import case_exchange_pb2, common_pb2
 
+from adapters import gateway_appointments as appointments
 from adapters.connection import ItemCatalogue, gb11643_ok, kind_name
 from adapters.errors import FieldError, InputError, NodeRefused, VendorInputError, field_suffix
 from adapters.sdk import HallClient
@@ -194,6 +196,7 @@ VENDOR_FIELD_OF_HUB: dict[str, str] = {
     "note": "sm",
     "operator": "jbr",
     "idempotency_key": REQUEST_ID_HEADER,
+    **appointments.VENDOR_FIELDS,  # 预约办
 }
 
 
@@ -428,9 +431,14 @@ def parse_submit(body: Mapping[str, Any]) -> SubmitRequest:
     materials = _materials(fields)
     region = fields.text("bldq", required=False, pattern=r"[0-9]{12}")
     operator = fields.text("jbr", required=False, max_length=64)
+    # 预约办: the appointment the applicant was booked for (预约编号).
+    appointment = fields.text("yybh", required=False, pattern=r"[0-9a-f-]{36}")
     fields.raise_if_any()
     submit = case_exchange_pb2.SubmitCase(
-        item_code=item_code, materials=materials, competent_region=region
+        item_code=item_code,
+        materials=materials,
+        competent_region=region,
+        appointment_id=appointment,
     )
     applicant = common_pb2.Applicant(name=name, id_number=id_number, phone=phone)
     return SubmitRequest(submit, applicant, kind, operator)
@@ -657,6 +665,7 @@ class GatewayConfig:
 
 _CASE = re.compile(r"^/api/v1/cases/([^/]+)$")
 _ACTION = re.compile(r"^/api/v1/cases/([^/]+)/actions/([^/]+)$")
+_CANCEL = re.compile(r"^/api/v1/appointments/([^/]+)/actions/qx$")  # 预约办: 取消预约
 
 
 class Gateway:
@@ -678,8 +687,16 @@ class Gateway:
             return Response(
                 401, envelope("40100", "未授权：缺少或错误的访问令牌", request_id=request_id)
             )
+        query = urllib.parse.parse_qs(path.split("?", 1)[1]) if "?" in path else {}
         path = path.split("?", 1)[0].rstrip("/") or "/"
         try:
+            if path == "/api/v1/appointments":  # 预约办
+                if method == "GET":
+                    return self._appointments(query)
+                return self._only(method, "POST") or self._book(headers, body)
+            match = _CANCEL.match(path)
+            if match:
+                return self._only(method, "POST") or self._cancel(match.group(1), headers, body)
             if path == "/api/v1/health" and method == "GET":
                 return ok({"status": "UP", "hall": self.client.credentials.hall_id})
             if path == "/api/v1/cases":
@@ -748,6 +765,55 @@ class Gateway:
         action, message, operator = parse_action(vendor_action, case_id, _json_object(body))
         reply = self.client.send(action, message, idempotency_key=key, operator=operator or None)
         return self._answer(reply, request_id)
+
+    # ------------------------------------------------------------------ 预约办 (appointments)
+
+    def _book(self, headers: Mapping[str, str], body: bytes) -> Response:
+        request_id, key = self._key(headers)
+        fields = _Fields(_json_object(body))
+        request = appointments.parse_booking(fields.body, self.client.credentials.hall_id, fields)
+        signed = self.client.sign(
+            "book_appointment",
+            request.booking,
+            idempotency_key=key,
+            operator=request.operator or None,
+            applicant=request.applicant,
+            address=request.address,
+        )
+        try:
+            reply = self.client.send_signed("book_appointment", signed)
+        except NodeRefused as refusal:
+            # ``personal[3].value`` → ``command.book_appointment.applicant.address`` → ``smdz``.
+            raise refusal.resolve_personal(signed.personal) from None
+        data = {"yybh": reply.case_id, "bb": reply.version, "cfqq": reply.replayed}
+        response = ok(data, status=200 if reply.replayed else 201, request_id=request_id)
+        response.headers["Location"] = f"/api/v1/appointments/{reply.case_id}"
+        return response
+
+    def _cancel(self, appointment_id: str, headers: Mapping[str, str], body: bytes) -> Response:
+        request_id, key = self._key(headers)
+        try:
+            uuid.UUID(appointment_id)
+        except ValueError:
+            raise VendorInputError([FieldError("yybh", "预约编号格式不正确")]) from None
+        fields = _Fields(_json_object(body))
+        reason = fields.text("yy", missing="必填：取消预约须说明原因")
+        operator = fields.text("jbr", required=False, max_length=64)
+        fields.raise_if_any()
+        reply = self.client.send(
+            "cancel_appointment",
+            idempotency_key=key,
+            operator=operator or None,
+            appointment_id=appointment_id,
+            reason=reason,
+        )
+        data = {"yybh": reply.case_id, "bb": reply.version, "cfqq": reply.replayed}
+        return ok(data, request_id=request_id)
+
+    def _appointments(self, query: dict[str, list[str]]) -> Response:
+        day, state = appointments.parse_day_query(query)
+        listed = self.client.appointments(day, state=state)
+        return ok([appointments.render_appointment(view) for view in listed.appointments])
 
     def _get(self, case_id: str) -> Response:
         _check_case_id(case_id)

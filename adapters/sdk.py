@@ -239,6 +239,23 @@ def commit_applicant(
     return common_pb2.ApplicantCommitments(**digests), personal
 
 
+def commit_appointee(
+    applicant: common_pb2.Applicant, address: str = ""
+) -> tuple[common_pb2.AppointmentCommitments, list[case_exchange_pb2.PersonalValue]]:
+    """预约办: commitments to a booking's applicant and (a home visit) address, fresh salts."""
+    clear = {name: getattr(applicant, name) for name in APPLICANT_FIELDS}
+    if address:
+        clear["address"] = address
+    digests: dict[str, bytes] = {}
+    personal = []
+    for name, value in clear.items():
+        path = f"book_appointment.applicant.{name}"
+        salt = os.urandom(32)
+        digests[name] = commitment(path, salt, value)
+        personal.append(case_exchange_pb2.PersonalValue(field=path, value=value, salt=salt))
+    return common_pb2.AppointmentCommitments(**digests), personal
+
+
 def check_idempotency_key(key: str) -> str:
     """``key`` if it is a usable idempotency key (8-128 printable ASCII characters, the wire
     contract); else :class:`~adapters.errors.InputError` naming ``idempotency_key``."""
@@ -265,6 +282,7 @@ def sign_command(
     issued_at: datetime | None = None,
     deferred: bool = False,
     applicant: common_pb2.Applicant | None = None,
+    address: str = "",
 ) -> case_exchange_pb2.SignedCommand:
     """Build the ``Command`` (header + ``body`` as ``action``), serialise it once, and sign
     exactly those bytes. Needs no channel, so an offline adapter can sign while queueing.
@@ -294,7 +312,11 @@ def sign_command(
     part = getattr(command, action)
     part.CopyFrom(body)
     personal: list[case_exchange_pb2.PersonalValue] = []
-    if applicant is not None:
+    if applicant is not None and action == "book_appointment":
+        # 预约办: the applicant and, for a home visit, its ``address``.
+        booked, personal = commit_appointee(applicant, address)
+        part.applicant.CopyFrom(booked)
+    elif applicant is not None:
         commitments, personal = commit_applicant(applicant, action)
         part.applicant.CopyFrom(commitments)
     data = command.SerializeToString()
@@ -380,6 +402,7 @@ class HallClient:
         idempotency_key: str,
         operator: str | None = None,
         applicant: common_pb2.Applicant | None = None,
+        address: str = "",
         **fields: Any,
     ) -> case_exchange_pb2.SignedCommand:
         """Build, serialise and sign a command; the bytes are what the node verifies.
@@ -404,6 +427,7 @@ class HallClient:
             idempotency_key=idempotency_key,
             operator=operator or self.operator,
             applicant=applicant,
+            address=address,
         )
 
     def send_signed(
@@ -425,15 +449,20 @@ class HallClient:
         idempotency_key: str,
         operator: str | None = None,
         applicant: common_pb2.Applicant | None = None,
+        address: str = "",
         **fields: Any,
     ) -> case_exchange_pb2.CommandReply:
-        """Sign and send one command: ``send("accept", idempotency_key=..., case_id=...)``."""
+        """Sign and send one command: ``send("accept", idempotency_key=..., case_id=...)``.
+
+        ``address``: a home visit's (预约办 ``book_appointment``), committed to like the
+        applicant."""
         signed = self.sign(
             action,
             body,
             idempotency_key=idempotency_key,
             operator=operator,
             applicant=applicant,
+            address=address,
             **fields,
         )
         return self.send_signed(action, signed)
@@ -453,6 +482,22 @@ class HallClient:
             "GetCaseHistory", case_exchange_pb2.GetCaseRequest(case_id=case_id)
         )
         return history
+
+    def appointments(
+        self,
+        day: str,
+        *,
+        hall_id: str = "",
+        state: common_pb2.AppointmentState.ValueType = common_pb2.APPOINTMENT_STATE_UNSPECIFIED,
+    ) -> case_exchange_pb2.ListAppointmentsResponse:
+        """预约办: the hall's appointments of ``day`` (YYYY-MM-DD, China time), by start."""
+        response: case_exchange_pb2.ListAppointmentsResponse = self._call(
+            "ListAppointments",
+            case_exchange_pb2.ListAppointmentsRequest(
+                hall_id=hall_id or self.credentials.hall_id, day=day, state=state
+            ),
+        )
+        return response
 
     def items(self) -> Iterable[Any]:
         """The node's service-item catalogue."""

@@ -774,6 +774,51 @@ def _views(args: argparse.Namespace) -> int:
     return 0
 
 
+def _appointments(args: argparse.Namespace) -> int:
+    """``tongban appointments``: a hall's appointments of a day, or the counts (爽约)."""
+    from datetime import date
+
+    from hub.bootstrap import open_node_projections
+    from hub.domain.workdays import china_day
+    from hub.projections import appointments, queries
+
+    def day(text: str | None, option: str, default: date) -> date:
+        if not text:
+            return default
+        try:
+            return date.fromisoformat(text)
+        except ValueError:
+            raise UsageError(f"{option} {text!r}: use YYYY-MM-DD") from None
+
+    settings = Settings.from_env()
+    app = _application(settings)
+    projections = open_node_projections(settings, app)
+    try:
+        projections.create_tables()
+        projections.catch_up()
+        store = projections.store
+        today = china_day(app.clock())
+        position = queries.position(store, "appointments")
+        if args.stats:
+            region = app.regions.validate(args.region, "--region").short if args.region else ""
+            counts = appointments.appointment_counts(
+                store, first=day(args.from_day, "--from", today.replace(day=1)),
+                last=day(args.to_day, "--to", today), hall_id=args.hall or "", region=region,
+            )  # fmt: skip
+            _print_report(args, appointments.counts_report(counts), position)
+        else:
+            if not args.hall:
+                raise UsageError("--hall: name the hall whose appointments to list")
+            rows = appointments.appointments_of_day(
+                store, args.hall, day(args.day, "--day", today), args.state or ""
+            )
+            _print_report(args, appointments.appointments_report(rows), position)
+    finally:
+        projections.close()
+        app.close()
+    return 0
+
+
 def _projections(args: argparse.Namespace) -> int:
     """``tongban projections rebuild|status``."""
     from hub.bootstrap import open_node_projections
@@ -1428,10 +1473,25 @@ def _view_commands(commands: Any) -> None:
     _output_options(stats)
     stats.set_defaults(run=_views)
 
+    booked = _command(commands, "appointments", "预约办: a hall's appointments of a day, or counts")
+    booked.add_argument("--hall", help="the hall's id (required for the day's list)")
+    booked.add_argument("--day", help="the day, YYYY-MM-DD (default: today, China time)")
+    booked.add_argument("--state", choices=["BOOKED", "RECEIVED", "CANCELLED", "EXPIRED"],
+                        help="only this state (EXPIRED: no-shows, 爽约)")  # fmt: skip
+    booked.add_argument(
+        "--stats", action="store_true", help="booked, received, cancelled, no-shows per day, hall"
+    )
+    booked.add_argument("--region", help="with --stats: the halls of this region and below")
+    booked.add_argument("--from", dest="from_day", help="with --stats: first day (this month's)")
+    booked.add_argument("--to", dest="to_day", help="with --stats: last day (today)")
+    _output_options(booked)
+    booked.set_defaults(run=_appointments)
+
     group, subcommands = _group(commands, "projections", "the node's views: rebuild, status")
     rebuild = _command(subcommands, "rebuild", "drop a projection and build it again from the log")
-    rebuild.add_argument("name", nargs="?", metavar="NAME", choices=["cases", "statistics"],
-                         help="cases or statistics (default: both)")  # fmt: skip
+    rebuild.add_argument("name", nargs="?", metavar="NAME",
+                         choices=["cases", "statistics", "appointments"],
+                         help="cases, statistics or appointments (default: all)")  # fmt: skip
     status = _command(subcommands, "status", "each projection's position in the log")
     _json_option(status)
     group.set_defaults(run=_projections)

@@ -90,6 +90,10 @@ class IdempotencyConflict(AlreadyExists):
         super().__init__(f"idempotency key {key!r} was already used {detail}")
 
 
+class SlotTaken(AlreadyExists):
+    """预约办: the slot is already booked (by another booking). Maps to ALREADY_EXISTS."""
+
+
 class ConcurrencyConflict(TongbanError):
     """Another writer changed the same aggregate first; the caller may retry. Maps to ABORTED."""
 

@@ -600,6 +600,8 @@ def _follower_main(settings: Settings, lifeline: Connection, shared: _Shared) ->
 
         threads.append(threading.Thread(target=follow, name=runner.name, daemon=True))
     projections.runner("cases").on_advance = lambda _position: moved.set()
+    # 预约办: a new booking may end before the supervisor's next mark (its expiry is due then).
+    projections.runner("appointments").on_advance = lambda _position: moved.set()
     supervisor = Supervisor(app, projections.store)
     threads.append(
         threading.Thread(target=supervisor.run, args=(stop, moved), name="supervisor", daemon=True)

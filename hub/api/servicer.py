@@ -185,6 +185,20 @@ class CaseExchangeServicer:
     def StaffWindow(self, request: Any, context: Any) -> Any:  # noqa: N802
         return self._execute("staff_window", request, context)
 
+    # 预约办 (docs/appointments.md): the reply's case_id is the appointment's id.
+    def BookAppointment(self, request: Any, context: Any) -> Any:  # noqa: N802
+        return self._execute("book_appointment", request, context)
+
+    def CancelAppointment(self, request: Any, context: Any) -> Any:  # noqa: N802
+        return self._execute("cancel_appointment", request, context)
+
+    def ListAppointments(self, request: Any, context: Any) -> Any:  # noqa: N802
+        from hub.api.appointments import list_appointments  # (it imports this module)
+
+        if self.queue is None:
+            context.abort(grpc.StatusCode.UNAVAILABLE, "this server reads no projections")
+        return list_appointments(self.app, self.queue.access, self.authenticate, request, context)
+
     def _execute(
         self, action: str, request: case_exchange_pb2.SignedCommand, context: grpc.ServicerContext
     ) -> case_exchange_pb2.CommandReply:

@@ -49,6 +49,7 @@ from eventsourcing.persistence import (
 )
 from eventsourcing.utils import Environment, EnvType, get_topic
 
+from hub.application import appointments as appts
 from hub.application.group_commit import GroupCommit
 from hub.application.recorders import PersonalKey, PersonalKeyAccess
 from hub.application.storage import StorageGuard
@@ -56,6 +57,7 @@ from hub.application.vault import OpenedApplicant, PersonalDataVault
 from hub.commands import model as cmd
 from hub.commands.model import Action, CaseAction, ParsedCommand, PersonalValue, SignedCommand
 from hub.commands.wire import parse_command
+from hub.domain.appointments import Appointment, appointment_id
 from hub.domain.case import RECTIFICATION_DAYS, Case, business_time, case_id_for, step_time
 from hub.domain.codec import FrozenJSONTranscoder, register_domain_transcodings
 from hub.domain.command_record import (
@@ -82,6 +84,7 @@ from hub.errors import (
     NotFound,
     PermissionRefused,
     SignatureRefused,
+    SlotTaken,
     StoreMismatch,
     TongbanError,
 )
@@ -191,6 +194,9 @@ CASE_STEPS: dict[type[CaseAction], CaseStep] = {
 #: The personal fields each action commits to, by wire path.
 PERSONAL_FIELDS: dict[str, tuple[str, ...]] = {
     "submit": tuple(f"submit.applicant.{field}" for field in APPLICANT_FIELDS),
+    "book_appointment": tuple(
+        f"book_appointment.applicant.{field}" for field in (*APPLICANT_FIELDS, "address")
+    ),
 }
 
 
@@ -336,6 +342,10 @@ class HubApplication(Application[UUID]):
             return self._erase(run, action)
         if isinstance(action, cmd.StaffWindow):
             return self._staff_window(run, action)
+        if isinstance(action, cmd.BookAppointment):
+            return self._book_appointment(run, action)
+        if isinstance(action, cmd.CancelAppointment):
+            return self._cancel_appointment(run, action)
         assert isinstance(action, CaseAction)
         self._check_no_personal(run)
         case = self._case_for_hall(action.case_id, run.parsed.header.hall_id)
@@ -382,6 +392,7 @@ class HubApplication(Application[UUID]):
             raise InvalidInput(f"command.submit.{error.field}", error.value, error.reason) from None
         hall.check_window(action.window, "command.submit.window")
         case_id = case_id_for(header.hall_id, header.idempotency_key)
+        appointment = self._booked_for(run, action, applicant, case_id)
         sealed, key_row = self.vault.seal(case_id, applicant, salts, action.applicant)
         case = Case.submit(
             case_id=case_id,
@@ -401,8 +412,134 @@ class HubApplication(Application[UUID]):
             timestamp=run.step_at(None),
             window=action.window,
             channel=action.channel,
+            appointment_id=action.appointment_id,
         )
-        return self._commit(run, case, 0, personal_keys=[key_row])
+        extra = (appointment,) if appointment is not None else ()
+        return self._commit(run, case, 0, personal_keys=[key_row], extra=extra)
+
+    # ================================================================ 预约办 (appointments)
+
+    def _booked_for(
+        self, run: _Run, action: cmd.Submit, applicant: Applicant, case_id: UUID
+    ) -> Appointment | None:
+        """The appointment a submission cites, marked received for ``case_id`` (None: none)."""
+        if not action.appointment_id:
+            return None
+        field = "command.submit.appointment_id"
+        hall_id = run.parsed.header.hall_id
+        appointment = appts.appointment_for_hall(
+            self._aggregate_or_none, action.appointment_id, hall_id, field
+        )
+        booked = self.open_appointment(appointment)
+        appts.check_applicant(booked.applicant if booked else None, applicant, field)
+        try:
+            appointment.receive(run.actor, case_id, action.item_code, run.step_at(None))
+        except InvalidInput as error:
+            raise InvalidInput(field, error.value, error.reason) from None
+        return appointment
+
+    def _book_appointment(self, run: _Run, action: cmd.BookAppointment) -> CommandResult:
+        """预约: book a slot at one of the signing hall's windows, or a home visit."""
+        hall = run.hall
+        assert hall is not None  # a hall signs a booking (checked when parsing)
+        appts.check_booking_hall(run.actor, action)
+        item = self.catalogue.get(action.item_code, "command.book_appointment.item_code")
+        self._check_handles(hall, item)
+        applicant, address, salts = appts.open_booking(action, run.signed.personal)
+        window, slot = appts.slot_of(hall, action)
+        ordinal = appts.free_ordinal(self._aggregate_or_none, hall.hall_id, slot, action.starts_at)
+        target = appointment_id(hall.hall_id, slot, action.starts_at, ordinal)
+        sealed, key_row = self.vault.seal(
+            target,
+            applicant,
+            salts,
+            action.applicant.applicant,
+            extra={"address": address} if address else None,
+        )
+        appointment = Appointment.book(
+            actor=run.actor,
+            item_code=item.code,
+            item_name=item.name,
+            kind=action.kind,
+            window=window,
+            starts_at=action.starts_at,
+            ends_at=action.ends_at,
+            applicant=sealed,
+            address=action.applicant.address,
+            channel=action.channel,
+            agent=action.agent,
+            ordinal=ordinal,
+            now=run.received_at,
+            timestamp=run.step_at(None),
+        )
+        try:
+            return self._commit(run, appointment, 0, personal_keys=[key_row])
+        except ConcurrencyConflict as conflict:
+            if self._aggregate_or_none(target) is None:
+                raise
+            # Another booking of the same slot was saved first (the ids collide by design).
+            taken = f"the slot {slot} at {action.starts_at.isoformat()} was just booked"
+            raise SlotTaken(taken) from conflict
+
+    def _cancel_appointment(self, run: _Run, action: cmd.CancelAppointment) -> CommandResult:
+        """Cancel one of the signing hall's appointments."""
+        self._check_no_personal(run)
+        appointment = appts.appointment_for_hall(
+            self._aggregate_or_none,
+            str(action.appointment_id),
+            run.parsed.header.hall_id,
+            "command.cancel_appointment.appointment_id",
+        )
+        before = appointment.version
+        appointment.cancel(run.actor, action.reason, run.step_at(appointment.booked_at))
+        return self._commit(run, appointment, before)
+
+    def _check_handles(self, hall: Hall, item: Any) -> None:
+        """The hall takes ``item`` in itself (its level decides it or is below, and the item may
+        be taken in there): what a hall may be booked for."""
+        intake = RegionCode(hall.region)
+        field = "command.book_appointment.item_code"
+        if intake.level < item.competent_level:
+            raise InvalidInput(
+                field,
+                item.code,
+                f"this hall does not take in item {item.code}: it is decided at "
+                f"{item.competent_level.name} level, below the hall's",
+            )
+        try:
+            item.allows_intake_in(intake, intake.ancestor_at(item.competent_level))
+        except InvalidInput as error:
+            raise InvalidInput(field, item.code, error.reason) from None
+
+    def get_appointment(self, appointment_id: UUID) -> Appointment:
+        """The appointment rebuilt from its stored events; NotFound otherwise."""
+        found = self._aggregate_or_none(appointment_id)
+        if not isinstance(found, Appointment):
+            raise NotFound("appointment", appointment_id)
+        return found
+
+    def open_appointment(self, appointment: Appointment) -> OpenedApplicant | None:
+        """The appointment's applicant (and address, in ``extra``) in clear; None when erased."""
+        if appointment.applicant is None:
+            return None
+        stored = self._read(lambda: self.keys.personal_key(appointment.id))
+        if not stored:
+            return None
+        return self.vault.open(appointment.id, appointment.applicant, stored[1])
+
+    def record_appointment_expiry(self, appointment_id: UUID) -> Appointment:
+        """Record that nobody came to ``appointment_id`` (the node's own act, once its slot is
+        over): InvalidInput before the slot's end, TransitionRefused when no longer booked."""
+        appointment = self.get_appointment(appointment_id)
+        appointment.expire(self.clock())
+        self._save(appointment)
+        return appointment
+
+    def _aggregate_or_none(self, aggregate_id: UUID) -> Any:
+        try:
+            return self._get(aggregate_id)
+        except AggregateNotFoundError:
+            return None
 
     def _administer_hall(
         self, run: _Run, action: cmd.RegisterHall | cmd.RotateHallKey | cmd.RetireHall
@@ -515,7 +652,9 @@ class HubApplication(Application[UUID]):
     def cases_of_person(self, id_number: str) -> list[UUID]:
         """The cases (not yet erased) whose applicant has ``id_number``."""
         subject = self.vault.subject(id_number)
-        return list(self._read(lambda: self.keys.cases_of_subject(subject)))
+        found = list(self._read(lambda: self.keys.cases_of_subject(subject)))
+        # 预约办: an appointment's sealed applicant has a key of its own there too; not a case.
+        return [key for key in found if isinstance(self._aggregate_or_none(key), Case)]
 
     def get_hall(self, hall_id: str, *, for_change: bool = False) -> Hall:
         """The hall with ``hall_id`` as stored now; NotFound otherwise.
@@ -763,7 +902,9 @@ class HubApplication(Application[UUID]):
             raise IdempotencyConflict(key, f"for {action.action_name!r} with a different payload")
         return record.result
 
-    def _commit(self, run: _Run, aggregate: Any, before: int, **save: Any) -> CommandResult:
+    def _commit(
+        self, run: _Run, aggregate: Any, before: int, extra: tuple[Any, ...] = (), **save: Any
+    ) -> CommandResult:
         header = run.parsed.header
         result = CommandResult(aggregate.id, aggregate.version)
         record = CommandRecord.record(
@@ -784,7 +925,8 @@ class HubApplication(Application[UUID]):
         )
         try:
             # The record first: in the log each command is followed by the events it produced.
-            self._save(record, aggregate, **save)
+            # Further aggregates the command changed (an appointment a submission cites) follow.
+            self._save(record, aggregate, *extra, **save)
         except ConcurrencyConflict:
             # Either a concurrent duplicate of this very command won (return its result), or
             # another command changed the same aggregate first (the caller may retry).

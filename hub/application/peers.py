@@ -280,6 +280,8 @@ def _copy_submission(
         statutory_days=item.statutory_days,
         produces_certificate=item.certificate is not None,
         home_region=action.home_region,
+        # 预约办: the appointment at the intake node (its Received event stays there).
+        appointment_id=action.appointment_id,
     )
     return case, key_row
 

@@ -25,6 +25,7 @@ import json
 import os
 from base64 import b64decode, b64encode
 from dataclasses import dataclass
+from dataclasses import field as dataclass_field
 from uuid import UUID
 
 from cryptography.exceptions import InvalidTag
@@ -36,6 +37,7 @@ from hub.domain.values import Applicant, ApplicantCommitments, SealedApplicant
 
 _AAD = b"tongban/personal/v1\x00"
 _NONCE = 12
+_APPLICANT_KEYS = ("name", "id_number", "phone")
 
 
 @dataclass(frozen=True)
@@ -44,6 +46,8 @@ class OpenedApplicant:
 
     applicant: Applicant
     salts: dict[str, bytes]
+    #: Further personal values sealed with the applicant (an appointment's address).
+    extra: dict[str, str] = dataclass_field(default_factory=dict)
 
     def __repr__(self) -> str:
         return "OpenedApplicant(<redacted>)"
@@ -66,8 +70,10 @@ class PersonalDataVault:
         applicant: Applicant,
         salts: dict[str, bytes],
         commitments: ApplicantCommitments,
+        extra: dict[str, str] | None = None,
     ) -> tuple[SealedApplicant, PersonalKey]:
-        """Seal ``applicant`` under a fresh key for ``case_id``; returns it and the wrapped key."""
+        """Seal ``applicant`` (and ``extra`` values) under a fresh key for ``case_id`` (or an
+        appointment's id); returns it and the wrapped key."""
         key = AESGCM.generate_key(bit_length=256)
         plaintext = json.dumps(
             {
@@ -75,6 +81,7 @@ class PersonalDataVault:
                 "id_number": applicant.id_number,
                 "phone": applicant.phone,
                 "salts": {field: b64encode(salt).decode() for field, salt in salts.items()},
+                **(extra or {}),
             },
             ensure_ascii=False,
         ).encode("utf-8")
@@ -98,7 +105,8 @@ class PersonalDataVault:
             raise DecryptionError(f"the sealed applicant of case {case_id} is damaged") from None
         values = json.loads(plaintext)
         salts = {field: b64decode(salt) for field, salt in values.pop("salts").items()}
-        return OpenedApplicant(Applicant(**values), salts)
+        extra = {name: values.pop(name) for name in list(values) if name not in _APPLICANT_KEYS}
+        return OpenedApplicant(Applicant(**values), salts, extra)
 
     def rewrap(self, wrapped: bytes) -> tuple[str, bytes]:
         """A wrapped key re-wrapped under the active at-rest key: ``(key id, wrapped)``."""

@@ -19,6 +19,12 @@ from datetime import datetime
 from typing import Any, ClassVar
 from uuid import UUID
 
+from hub.domain.appointments import (
+    Appointment,
+    AppointmentCommitments,
+    AppointmentKind,
+    BookingChannel,
+)
 from hub.domain.case import Case
 from hub.domain.command_record import ADMIN, HALL
 from hub.domain.hall import Hall
@@ -112,6 +118,8 @@ class Submit(Action):
     home_region: str
     window: str
     channel: IntakeChannel
+    #: 预约办: the appointment the applicant was booked for ("" none; docs/appointments.md).
+    appointment_id: str = ""
 
 
 @dataclass(frozen=True)
@@ -378,6 +386,36 @@ class StaffWindow(Action):
     a_post_absent: bool
 
 
+# ---------------------------------------------------------------------------- appointments
+
+
+@dataclass(frozen=True)
+class BookAppointment(Action):
+    """预约: book a slot at one of the signing hall's windows, or a home visit."""
+
+    action_name: ClassVar[str] = "book_appointment"
+    produces: ClassVar[tuple[type[Any], ...]] = (Appointment.Booked,)
+    item_code: str
+    kind: AppointmentKind
+    hall_id: str
+    window: str
+    starts_at: datetime
+    ends_at: datetime
+    applicant: AppointmentCommitments
+    channel: BookingChannel
+    agent: str
+
+
+@dataclass(frozen=True)
+class CancelAppointment(Action):
+    """Cancel one of the signing hall's appointments."""
+
+    action_name: ClassVar[str] = "cancel_appointment"
+    produces: ClassVar[tuple[type[Any], ...]] = (Appointment.Cancelled,)
+    appointment_id: UUID
+    reason: str
+
+
 # ---------------------------------------------------------------------------- admin commands
 
 
@@ -458,6 +496,8 @@ ACTIONS: dict[str, type[Action]] = {
         Archive,
         Withdraw,
         StaffWindow,
+        BookAppointment,
+        CancelAppointment,
         RegisterHall,
         RotateHallKey,
         RetireHall,

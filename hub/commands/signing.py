@@ -35,6 +35,23 @@ def seal_applicant(
     return common_pb2.ApplicantCommitments(**digests), tuple(values)
 
 
+def seal_appointee(
+    applicant: Applicant, address: str = ""
+) -> tuple[common_pb2.AppointmentCommitments, tuple[PersonalValue, ...]]:
+    """预约办: commitments to a booking's applicant and (a home visit) address, fresh salts."""
+    digests: dict[str, bytes] = {}
+    values = []
+    clear = {field: getattr(applicant, field) for field in APPLICANT_FIELDS}
+    if address:
+        clear["address"] = address
+    for field, value in clear.items():
+        path = f"book_appointment.applicant.{field}"
+        salt = os.urandom(32)
+        digests[field] = commitment(path, salt, value)
+        values.append(PersonalValue(path, value, salt))
+    return common_pb2.AppointmentCommitments(**digests), tuple(values)
+
+
 def sign_command(
     key: Ed25519PrivateKey,
     action: str,
@@ -73,7 +90,13 @@ def sign_command(
 def body_of(action: str, fields: Mapping[str, object]) -> Message:
     """The action's message with ``fields`` set (``body_of("accept", {"case_id": ...})``)."""
     message_class = type(getattr(case_exchange_pb2.Command(), action))
-    message: Message = message_class(**fields)
+    values = dict(fields)
+    for name, value in values.items():
+        if isinstance(value, datetime):  # e.g. an appointment's slot
+            stamp = Timestamp()
+            stamp.FromDatetime(value)
+            values[name] = stamp
+    message: Message = message_class(**values)
     return message
 
 
@@ -120,7 +143,10 @@ class CommandSigner:
         """A signed ``action`` command with ``fields`` (wire field names)."""
         personal: tuple[PersonalValue, ...] = ()
         applicant = fields.pop("applicant", None)
-        if isinstance(applicant, Applicant):
+        if isinstance(applicant, Applicant) and action == "book_appointment":
+            address = str(fields.pop("address", ""))
+            fields["applicant"], personal = seal_appointee(applicant, address)
+        elif isinstance(applicant, Applicant):
             fields["applicant"], personal = seal_applicant(applicant, action)
         return sign_command(
             self.key,

@@ -16,14 +16,15 @@ import enum
 import re
 import typing
 from collections.abc import Sequence
-from datetime import UTC
-from typing import Any
+from datetime import UTC, datetime
+from typing import Any, cast
 from uuid import UUID
 
 from google.protobuf.message import DecodeError, Message
 from tongban.v1 import case_exchange_pb2, common_pb2
 
 from hub.commands.model import ACTIONS, Action, Header, ParsedCommand
+from hub.domain.appointments import APPOINTMENT_FIELDS, AppointmentCommitments
 from hub.domain.command_record import ADMIN, HALL
 from hub.domain.values import ApplicantCommitments
 from hub.errors import InvalidInput
@@ -81,6 +82,8 @@ def value_from_proto(cls: type[Any], message: Message, field: str) -> Any:
     """A message as a value object; the value object's own checks name the bad field."""
     if cls is ApplicantCommitments:
         return _commitments(message, field)
+    if cls is AppointmentCommitments:
+        return _appointment_commitments(message, field)
     try:
         return cls(**{f.name: getattr(message, f.name) for f in dataclasses.fields(cls)})
     except InvalidInput as error:
@@ -101,8 +104,26 @@ def _commitments(message: Message, field: str) -> ApplicantCommitments:
     return ApplicantCommitments(**values)
 
 
+def _appointment_commitments(message: Message, field: str) -> AppointmentCommitments:
+    """An appointment's commitments; the address is empty for a window booking."""
+    values = {}
+    for name in APPOINTMENT_FIELDS:
+        digest = getattr(message, name)
+        if name == "address" and not digest:
+            values[name] = ""
+            continue
+        if len(digest) != 32:
+            raise InvalidInput(
+                f"{field}.{name}", f"{len(digest)} bytes", "a commitment is 32 bytes (SHA-256)"
+            )
+        values[name] = digest.hex()
+    return AppointmentCommitments(**values)
+
+
 def from_wire(hint: Any, value: Any, field: str) -> Any:
     """Convert one message field to the domain type ``hint``."""
+    if hint is datetime:
+        return _timestamp(value, field)
     if hint is UUID:
         return parse_uuid(value, field)
     if typing.get_origin(hint) in (tuple, list, Sequence):
@@ -115,6 +136,13 @@ def from_wire(hint: Any, value: Any, field: str) -> Any:
     if isinstance(hint, type) and dataclasses.is_dataclass(hint):
         return value_from_proto(hint, value, field)
     return value
+
+
+def _timestamp(value: Any, field: str) -> datetime:
+    """A ``google.protobuf.Timestamp`` as an aware UTC datetime; unset is InvalidInput."""
+    if value.seconds == 0 and value.nanos == 0:
+        raise InvalidInput(field, "", "missing: give the time")
+    return cast(datetime, value.ToDatetime(tzinfo=UTC))
 
 
 def parse_command(data: bytes, expected: str | None = None) -> ParsedCommand:

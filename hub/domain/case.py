@@ -170,6 +170,8 @@ class Case(Aggregate):
         home_region: str = ""
         window: str = ""  # the intake window (一窗受理); empty: the hall's first window
         channel: IntakeChannel = IntakeChannel.UNSPECIFIED
+        #: 预约办: the appointment the applicant was booked for ("" none).
+        appointment_id: str = ""
 
         def __post_init__(self) -> None:
             super().__post_init__()
@@ -197,6 +199,7 @@ class Case(Aggregate):
             aggregate.window = self.window
             aggregate.intake_window = self.window
             aggregate.channel = self.channel
+            aggregate.appointment_id = self.appointment_id
 
     class CorrectionRequested(HallEvent):
         """一次性告知: everything missing, in one notice; the clock pauses."""
@@ -553,6 +556,8 @@ class Case(Aggregate):
         self.window = ""
         self.intake_window = ""
         self.channel = IntakeChannel.UNSPECIFIED
+        #: 预约办: the appointment this case was booked under ("" none).
+        self.appointment_id = ""
         self.rectification_opened_at: datetime | None = None
         self.rectification_completed_at: datetime | None = None
         #: The 电子监察 warnings recorded so far.
@@ -581,6 +586,7 @@ class Case(Aggregate):
         timestamp: datetime | None = None,
         window: str = "",
         channel: IntakeChannel = IntakeChannel.UNSPECIFIED,
+        appointment_id: str = "",
     ) -> Case:
         """收件: create a case taken in by ``actor``'s hall (at ``window``, by ``channel``)."""
         if not materials:
@@ -606,6 +612,7 @@ class Case(Aggregate):
             home_region=home_region,
             window=window,
             channel=channel,
+            appointment_id=appointment_id,
         )
 
     # ---------------------------------------------------------------- intake

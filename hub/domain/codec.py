@@ -25,6 +25,12 @@ from eventsourcing.persistence import (
     UUIDAsHex,
 )
 
+from hub.domain.appointments import (
+    AppointmentCommitments,
+    AppointmentKind,
+    AppointmentState,
+    BookingChannel,
+)
 from hub.domain.case import JointTaskStatus
 from hub.domain.regions import Level
 from hub.domain.values import (
@@ -126,7 +132,13 @@ class EnumTranscoding(Transcoding):
         return self._cls[data]
 
 
-VALUE_TYPES: tuple[type[Any], ...] = (Actor, Material, JointTask, JointTaskStatus)
+VALUE_TYPES: tuple[type[Any], ...] = (
+    Actor,
+    Material,
+    JointTask,
+    JointTaskStatus,
+    AppointmentCommitments,
+)
 ENUM_TYPES: tuple[type[enum.Enum], ...] = (
     CaseKind,
     CaseState,
@@ -138,6 +150,9 @@ ENUM_TYPES: tuple[type[enum.Enum], ...] = (
     IntakeChannel,
     RatingChannel,
     WarningKind,
+    AppointmentKind,
+    AppointmentState,
+    BookingChannel,
 )
 
 

@@ -79,6 +79,14 @@ from hub.commands.model import (
     Submit,
 )
 from hub.commands.wire import parse_command
+from hub.domain.appointments import (
+    HOME_VISIT_SLOT,
+    Appointment,
+    AppointmentCommitments,
+    AppointmentKind,
+    AppointmentState,
+    appointment_id,
+)
 from hub.domain.case import ALLOWED_FROM, Case, business_time, case_id_for
 from hub.domain.codec import event_mapper
 from hub.domain.command_record import ADMIN, HALL, CommandRecord, record_id
@@ -106,6 +114,8 @@ NODE_TOPICS = frozenset({get_topic(Node.Initialised)})
 WARNING_TOPIC = get_topic(Case.SupervisionWarned)
 #: A certificate's status changes: each must be one the case before it allows.
 STATUS_EVENTS = (Case.CertificateSuspended, Case.CertificateReinstated, Case.CertificateRevoked)
+#: 预约办: the node's record that nobody came to an appointment (a NODE leaf it justifies).
+EXPIRY_TOPIC = get_topic(Appointment.Expired)
 _HALL_EVENTS = frozenset({get_topic(c) for c in (Hall.Registered, Hall.KeyRotated, Hall.Retired)})
 
 #: Loads the stored events of one aggregate below a version (for a case no longer cached).
@@ -149,7 +159,7 @@ class _Expectation:
 
     index: int
     command: ParsedCommand
-    target: UUID
+    target: UUID | None  # None: a booking whose record is unknown (its first event says)
     next_version: int
     last_version: int | None  # None when the record is unknown (leaf-only check)
     produced: int = 0
@@ -157,10 +167,20 @@ class _Expectation:
     #: For a peer's step: the hall's name here, and how to write the halls it names here.
     actor_name: str | None = None
     localize: Callable[[str], str] | None = None
+    #: The event classes expected here when not the action's own (an appointment's reception).
+    produces: tuple[type[Any], ...] | None = None
+    #: What the same command produces next, on another aggregate (预约办: a submission that
+    #: cites an appointment also marks it received).
+    then: _Expectation | None = None
 
 
-def _expected_target(command: ParsedCommand) -> UUID:
+def _expected_target(command: ParsedCommand) -> UUID | None:
+    """The aggregate a command acts on; None when only its event says (a booking's ordinal)."""
     action = command.action
+    if isinstance(action, cmd.BookAppointment):
+        return None  # checked against the Booked event's slot and ordinal
+    if isinstance(action, cmd.CancelAppointment):
+        return action.appointment_id
     if isinstance(action, Submit):
         return case_id_for(command.header.hall_id, command.header.idempotency_key)
     if isinstance(action, CaseAction):
@@ -199,7 +219,8 @@ class LogChecker:
         self._mapper = event_mapper()
         self._load_history = load_history
         self._cache_size = cache_size
-        self._cases: OrderedDict[UUID, Case] = OrderedDict()
+        #: Cases (and 预约办 appointments) as they stand, most recently used last.
+        self._cases: OrderedDict[UUID, Any] = OrderedDict()
         self._signers: dict[tuple[str, str], _Signer] = {}
         self._used_keys: set[tuple[str, str, str]] = set()
         self._open: _Expectation | None = None
@@ -248,7 +269,7 @@ class LogChecker:
                 "signature": decoded.signature,
                 "command": decoded.body,
             }
-        elif event.topic in NODE_TOPICS or event.topic == WARNING_TOPIC:
+        elif event.topic in NODE_TOPICS or event.topic in (WARNING_TOPIC, EXPIRY_TOPIC):
             claims = {"authority": Authority.NODE}
         elif self._open is not None:
             claims = {"authority": Authority.CAUSED, "cause": self._open.index}
@@ -359,6 +380,8 @@ class LogChecker:
         first, last, received_at = 1, None, None
         if isinstance(record, CommandRecord.Recorded):
             first, last, received_at = record.first_version, record.last_version, record.timestamp
+            if target is None:
+                target = record.target_id  # a booking: its Booked event is checked against it
             if (record.key, record.action) != (header.idempotency_key, action.action_name):
                 problems.append(
                     Problem(
@@ -373,7 +396,29 @@ class LogChecker:
                     )
                 )
         self._open = _Expectation(leaf.index, command, target, first, last, 0, received_at)
+        if isinstance(action, Submit) and action.appointment_id:
+            self._open.then = self._reception(leaf.index, command, received_at)
         return problems
+
+    def _reception(
+        self, index: int, command: ParsedCommand, received_at: Any
+    ) -> _Expectation | None:
+        """A submission citing an appointment also marks it received (the next leaf)."""
+        action = command.action
+        assert isinstance(action, Submit)
+        try:
+            target = UUID(action.appointment_id)
+        except ValueError:
+            return None  # the node refuses such a submission; the missing event is reported
+        return _Expectation(
+            index,
+            command,
+            target,
+            0,  # the version is the leaf's; its state is checked against the history
+            None,
+            received_at=received_at,
+            produces=(Appointment.Received,),
+        )
 
     def _check_peer_step(self, leaf: Leaf, record: Any) -> list[Problem]:
         if record is not None and not isinstance(record, PeerStep.Recorded):
@@ -587,10 +632,21 @@ class LogChecker:
                     f"{leaf.cause}, which is not the command that precedes it",
                 )
             ]
+        if (
+            open_.then is not None
+            and open_.produced > 0
+            and open_.last_version is None
+            and leaf.aggregate_id == open_.then.target
+        ):
+            open_ = self._open = open_.then  # without the record: the next aggregate begins
         command = open_.command
         action = command.action
         problems: list[Problem] = []
-        topics = [get_topic(cls) for cls in action.produces]
+        topics = [get_topic(cls) for cls in (open_.produces or action.produces)]
+        if open_.target is None:
+            open_.target = leaf.aggregate_id  # a booking without its record: the leaf says
+        if open_.next_version == 0:
+            open_.next_version = leaf.version  # an appointment's reception: the leaf says
         if leaf.aggregate_id != open_.target or leaf.version != open_.next_version:
             problems.append(
                 Problem(
@@ -610,8 +666,10 @@ class LogChecker:
             self._learn_from_command(leaf.index, action)
         open_.produced += 1
         open_.next_version = leaf.version + 1
-        if open_.last_version is not None and leaf.version >= open_.last_version:
-            self._open = None
+        if open_.produces is not None:
+            self._open = None  # an appointment's reception is one event
+        elif open_.last_version is not None and leaf.version >= open_.last_version:
+            self._open = open_.then
         return problems
 
     def _check_content(
@@ -629,6 +687,8 @@ class LogChecker:
             problems.append(Problem("content mismatch", "the acting hall is not the signer"))
         if open_.localize is not None:
             action = _localized(action, open_.localize)
+        if isinstance(event, Appointment.Booked | Appointment.Event):
+            return [*problems, *self._check_appointment(leaf, event, open_)]
         if getattr(event, "admin", header.admin) != header.admin:
             problems.append(Problem("content mismatch", "the acting admin is not the signer"))
         for name, wanted in action.arguments().items():
@@ -652,6 +712,98 @@ class LogChecker:
         if first and isinstance(action, CaseAction | Submit):
             problems += self._check_transition(leaf, action)
         return problems
+
+    def _check_appointment(self, leaf: Leaf, event: Any, open_: _Expectation) -> list[Problem]:
+        """预约办: a booking, cancellation or reception says what the command asked, of an
+        appointment whose history allows it."""
+        header, action = open_.command.header, open_.command.action
+        if isinstance(event, Appointment.Booked) and isinstance(action, cmd.BookAppointment):
+            return self._check_booking(leaf, event, open_, action)
+        appointment = self._case(leaf.aggregate_id, leaf.version)
+        if not isinstance(appointment, Appointment):
+            return [Problem("invalid transition", "an appointment event for no appointment")]
+        if appointment.state is not AppointmentState.BOOKED:
+            return [Problem("invalid transition", f"the appointment is {appointment.state.name}")]
+        if appointment.hall_id != header.hall_id:
+            return [Problem("content mismatch", "the appointment is at another hall")]
+        problems = self._check_appointment_time(event, open_, appointment.booked_at)
+        if isinstance(event, Appointment.Cancelled) and isinstance(action, cmd.CancelAppointment):
+            if event.reason != action.reason:
+                problems.append(Problem("content mismatch", "reason differs from the command"))
+            return problems
+        if isinstance(event, Appointment.Received) and isinstance(action, Submit):
+            case_id = case_id_for(header.hall_id, header.idempotency_key)
+            if event.case_id != case_id or action.item_code != appointment.item_code:
+                problems.append(
+                    Problem("content mismatch", "the reception is not of the submitted case")
+                )
+            return problems
+        return [Problem("mis-bound event", f"{action.action_name} does not produce {leaf.topic}")]
+
+    def _check_booking(
+        self, leaf: Leaf, event: Appointment.Booked, open_: _Expectation, action: Any
+    ) -> list[Problem]:
+        hall_id = open_.command.header.hall_id
+        problems = self._check_appointment_time(event, open_, None)
+        commitments: AppointmentCommitments = action.applicant
+        wanted = (
+            action.item_code,
+            action.kind,
+            action.starts_at,
+            action.ends_at,
+            commitments.applicant,
+            commitments.address,
+            action.channel,
+            action.agent,
+            hall_id,
+        )
+        stored = (
+            event.item_code,
+            event.kind,
+            event.starts_at,
+            event.ends_at,
+            event.applicant.commitments,
+            event.address,
+            event.channel,
+            event.agent,
+            action.hall_id,
+        )
+        if wanted != stored or (action.window and event.window != action.window):
+            problems.append(Problem("content mismatch", "the booking differs from the command"))
+        if leaf.version != 1:
+            problems.append(Problem("invalid transition", "not a new appointment"))
+        slot = event.window if event.kind is AppointmentKind.WINDOW else HOME_VISIT_SLOT
+        if leaf.aggregate_id != appointment_id(hall_id, slot, event.starts_at, event.ordinal):
+            problems.append(Problem("mis-bound event", "the appointment is not of its slot"))
+        for ordinal in range(1, event.ordinal):
+            # Every earlier booking of the slot was cancelled (those still cached are checked).
+            earlier = self._cases.get(appointment_id(hall_id, slot, event.starts_at, ordinal))
+            if isinstance(earlier, Appointment) and earlier.state is not (
+                AppointmentState.CANCELLED
+            ):
+                problems.append(Problem("invalid transition", "the slot was booked already"))
+        return problems
+
+    def _check_appointment_time(self, event: Any, open_: _Expectation, after: Any) -> list[Problem]:
+        """An appointment event's time is its step's business time, as a case event's."""
+        if open_.received_at is None:
+            return []
+        expected = business_time(open_.command.header.issued_at, open_.received_at, after)
+        if event.timestamp != expected:
+            return [Problem("content mismatch", "the event's time is not the step's business time")]
+        return []
+
+    def _check_expiry(self, leaf: Leaf, event: Any) -> list[Problem]:
+        """预约办: the node's record that nobody came must follow from the appointment's history."""
+        if event is None:
+            return []
+        if not isinstance(event, Appointment.Expired):
+            return [Problem("unauthorised event", f"{leaf.topic} is not an expiry")]
+        appointment = self._case(leaf.aggregate_id, leaf.version)
+        if not isinstance(appointment, Appointment):
+            return [Problem("unauthorised event", "an expiry of an appointment not in the log")]
+        reason = appointment.check_expiry(event)
+        return [] if reason is None else [Problem("unauthorised event", reason)]
 
     def _check_certificate(self, leaf: Leaf, event: Case.CertificateIssued) -> list[Problem]:
         """A certificate's identifier, region and holder are what the case before it gives."""
@@ -768,6 +920,8 @@ class LogChecker:
     def _check_node_event(self, leaf: Leaf, event: Any) -> list[Problem]:
         if leaf.topic == WARNING_TOPIC:
             return self._check_warning(leaf, event)
+        if leaf.topic == EXPIRY_TOPIC:
+            return self._check_expiry(leaf, event)
         if leaf.topic not in NODE_TOPICS:
             return [
                 Problem(
@@ -825,6 +979,8 @@ class LogChecker:
             if isinstance(event, Case.PersonalDataErased):
                 self.erasures += 1
             self._apply(event)
+        elif isinstance(event, Appointment.Booked | Appointment.Event):
+            self._apply(event)  # 预约办: kept beside the cases, by id
 
     def _learn_from_command(self, index: int, action: Action) -> None:
         """Without the stored event, take a hall's keys from the admin's signed command."""
@@ -846,8 +1002,9 @@ class LogChecker:
                 return signer
         return None
 
-    def _case(self, case_id: UUID, version: int) -> Case | None:
-        """The case as it stood before ``version`` (from the cache or the store)."""
+    def _case(self, case_id: UUID, version: int) -> Any:
+        """The case (or 预约办 appointment) as it stood before ``version`` (from the cache or
+        the store); None when unknown."""
         case = self._cases.get(case_id)
         if case is not None and case.version == version - 1:
             self._cases.move_to_end(case_id)
@@ -866,7 +1023,7 @@ class LogChecker:
 
     def _apply(self, event: Any) -> None:
         case = self._cases.get(event.originator_id)
-        if case is None and not isinstance(event, Case.Submitted):
+        if case is None and not isinstance(event, Case.Submitted | Appointment.Booked):
             case = self._case(event.originator_id, event.originator_version)
             if case is None:
                 return
@@ -910,6 +1067,7 @@ def _sha256(data: bytes) -> bytes:
 
 
 __all__ = [
+    "EXPIRY_TOPIC",
     "NODE_TOPICS",
     "RECORD_TOPIC",
     "WARNING_TOPIC",

@@ -15,13 +15,14 @@ from uuid import UUID
 
 from hub.domain.codec import event_mapper
 from hub.errors import InvalidInput
+from hub.projections.appointments import AppointmentsProjection
 from hub.projections.cases import CasesProjection
 from hub.projections.runner import CaseHistories, ProjectionRunner, ViewProjection
 from hub.projections.statistics import StatisticsProjection
 from hub.projections.store import ProjectionStore, create_tables, open_projection_store
 
 #: Every projection a node runs, by name.
-NAMES = ("cases", "statistics")
+NAMES = ("cases", "statistics", "appointments")
 
 
 @dataclass
@@ -78,6 +79,8 @@ def open_projections(
             projection = CasesProjection(store, CaseHistories(load))
         elif name == "statistics":
             projection = StatisticsProjection(store, CaseHistories(load), node_region)
+        elif name == "appointments":
+            projection = AppointmentsProjection(store)
         else:
             raise InvalidInput("projection", name, f"known projections: {', '.join(NAMES)}")
         projections.runners[name] = ProjectionRunner(

@@ -24,6 +24,7 @@ from uuid import UUID
 from hub import telemetry
 from hub.domain.values import WarningKind
 from hub.errors import ConcurrencyConflict, InvalidInput, NotFound, TransitionRefused
+from hub.projections.appointments import due_expiries, next_expiry
 from hub.projections.store import Cursor, ProjectionStore, from_iso, iso
 
 log = logging.getLogger("tongban.supervisor")
@@ -60,7 +61,8 @@ class Supervisor:
         self.app = app
         self.store = store
         self.clock = clock or app.clock
-        self._later: dict[tuple[str, WarningKind], datetime] = {}
+        #: What to leave alone until when: (case, warning kind), or (appointment, None).
+        self._later: dict[tuple[str, WarningKind | None], datetime] = {}
 
     def due(self, now: datetime) -> list[tuple[str, WarningKind]]:
         """The warnings the projection says are due at ``now`` and not yet recorded."""
@@ -88,8 +90,10 @@ class Supervisor:
                     marks.append(row[0])
             return marks
 
-        marks = self.store.read(read)
-        return from_iso(min(marks)) if marks else None
+        marks = [from_iso(mark) for mark in self.store.read(read)]
+        marks.append(next_expiry(self.store, now))  # 预约办: the next slot that ends
+        known = [mark for mark in marks if mark is not None]
+        return min(known) if known else None
 
     def record_due(self) -> int:
         """Record every warning due now; returns how many were recorded."""
@@ -110,7 +114,27 @@ class Supervisor:
             recorded += 1
             telemetry.WARNINGS.labels(kind.name).inc()
             log.info("warning recorded", extra={"case_id": case_id, "kind": kind.name})
-        return recorded
+        return recorded + self.expire_due(now)
+
+    def expire_due(self, now: datetime) -> int:
+        """预约办: record that nobody came to each booked appointment whose slot is over (the
+        application checks the appointment's own history again); how many were recorded."""
+        expired = 0
+        for appointment_id in due_expiries(self.store, now):
+            key = (appointment_id, None)
+            if self._later.get(key, now) > now:
+                continue
+            try:
+                self.app.record_appointment_expiry(UUID(appointment_id))
+            except TransitionRefused:
+                continue  # received or cancelled meanwhile, or expired by another run
+            except (InvalidInput, NotFound, ConcurrencyConflict) as refusal:
+                self._later[key] = now + RETRY_AFTER
+                log.info("expiry of appointment %s not recorded now: %s", appointment_id, refusal)
+                continue
+            expired += 1
+            log.info("appointment expired", extra={"appointment_id": appointment_id})
+        return expired
 
     def run(self, stop: threading.Event, moved: threading.Event) -> None:
         """Record warnings as they fall due until ``stop``; ``moved`` is set by the projection

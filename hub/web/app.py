@@ -44,6 +44,7 @@ from hub.domain.workdays import CHINA_TIME
 from hub.errors import InvalidInput, TongbanError
 from hub.pki import Role
 from hub.projections import queries, report
+from hub.projections.appointments import appointment_counts
 from hub.projections.queries import CaseFilter, Names
 from hub.projections.store import ProjectionStore
 from hub.web.tls import caller_identity
@@ -144,6 +145,8 @@ def dashboard_data(context: WebContext, region: str, now: datetime) -> dict[str,
     ranking = queries.rank_windows(
         store, names, region=region, month=month_start.isoformat()[:7], limit=5
     )
+    # 预约办: the month's appointments of the region and the no-shows (爽约) among them.
+    booked = appointment_counts(store, first=month_start, last=today, region=region)
     return {
         "region": region,
         "region_name": names.regions.full_name(RegionCode.parse(region)),
@@ -160,6 +163,8 @@ def dashboard_data(context: WebContext, region: str, now: datetime) -> dict[str,
             "satisfaction_rate": _percent(month.rate("satisfied", "rated")),
             "online_rate": _percent(month.rate("online", "received")),
             "active_rating_rate": _percent(month.rate("rated", "delivered")),
+            "appointments": sum(entry.booked for entry in booked),
+            "no_shows": sum(entry.no_show for entry in booked),
         },
         "charts": {
             "levels": {

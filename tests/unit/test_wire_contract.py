@@ -31,7 +31,9 @@ def test_case_exchange_has_an_rpc_per_command_and_the_queries() -> None:
     service = case_exchange_pb2.DESCRIPTOR.services_by_name["CaseExchange"]
     methods = {method.name for method in service.methods}
     commands = {_camel(name) for name in ALLOWED_FROM} | {"Submit", "StaffWindow"}
+    commands |= {"BookAppointment", "CancelAppointment"}  # 预约办
     queries = {"GetCase", "GetCaseHistory", "ListQueue", "WatchQueue", "ListItems"}
+    queries |= {"ListAppointments"}
     assert methods == commands | queries
 
 
@@ -39,6 +41,7 @@ def test_command_oneof_has_an_action_per_mutating_rpc() -> None:
     oneof = case_exchange_pb2.Command.DESCRIPTOR.oneofs_by_name["action"]
     admin = {"register_hall", "rotate_hall_key", "retire_hall", "erase_personal_data"}
     hall_own = {"staff_window"}  # the hall's window roster (AB岗), not a case step
+    hall_own |= {"book_appointment", "cancel_appointment"}  # 预约办
     assert {field.name for field in oneof.fields} == (
         set(ALLOWED_FROM) | {"submit"} | admin | hall_own
     )

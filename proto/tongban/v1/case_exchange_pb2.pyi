@@ -188,6 +188,8 @@ class Command(_message.Message):
     ROTATE_HALL_KEY_FIELD_NUMBER: _builtins.int
     RETIRE_HALL_FIELD_NUMBER: _builtins.int
     ERASE_PERSONAL_DATA_FIELD_NUMBER: _builtins.int
+    BOOK_APPOINTMENT_FIELD_NUMBER: _builtins.int
+    CANCEL_APPOINTMENT_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def header(self) -> Global___CommandHeader: ...
     @_builtins.property
@@ -252,6 +254,12 @@ class Command(_message.Message):
     def retire_hall(self) -> Global___RetireHall: ...
     @_builtins.property
     def erase_personal_data(self) -> Global___ErasePersonalData: ...
+    @_builtins.property
+    def book_appointment(self) -> Global___BookAppointment:
+        """预约办 (docs/appointments.md)."""
+
+    @_builtins.property
+    def cancel_appointment(self) -> Global___CancelAppointment: ...
     def __init__(
         self,
         *,
@@ -286,12 +294,14 @@ class Command(_message.Message):
         rotate_hall_key: Global___RotateHallKey | None = ...,
         retire_hall: Global___RetireHall | None = ...,
         erase_personal_data: Global___ErasePersonalData | None = ...,
+        book_appointment: Global___BookAppointment | None = ...,
+        cancel_appointment: Global___CancelAppointment | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["accept", b"accept", "acknowledge_handoff", b"acknowledge_handoff", "action", b"action", "archive", b"archive", "complete_joint_task", b"complete_joint_task", "complete_rectification", b"complete_rectification", "conclude", b"conclude", "decide", b"decide", "deliver", b"deliver", "erase_personal_data", b"erase_personal_data", "escalate", b"escalate", "hand_off", b"hand_off", "header", b"header", "issue_certificate", b"issue_certificate", "open_joint_tasks", b"open_joint_tasks", "rate", b"rate", "record_certificate", b"record_certificate", "register_hall", b"register_hall", "reinstate_certificate", b"reinstate_certificate", "reject_at_intake", b"reject_at_intake", "request_correction", b"request_correction", "resubmit", b"resubmit", "resume", b"resume", "retire_hall", b"retire_hall", "revoke_certificate", b"revoke_certificate", "rotate_hall_key", b"rotate_hall_key", "staff_window", b"staff_window", "start_handling", b"start_handling", "submit", b"submit", "suspend", b"suspend", "suspend_certificate", b"suspend_certificate", "withdraw", b"withdraw"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["accept", b"accept", "acknowledge_handoff", b"acknowledge_handoff", "action", b"action", "archive", b"archive", "book_appointment", b"book_appointment", "cancel_appointment", b"cancel_appointment", "complete_joint_task", b"complete_joint_task", "complete_rectification", b"complete_rectification", "conclude", b"conclude", "decide", b"decide", "deliver", b"deliver", "erase_personal_data", b"erase_personal_data", "escalate", b"escalate", "hand_off", b"hand_off", "header", b"header", "issue_certificate", b"issue_certificate", "open_joint_tasks", b"open_joint_tasks", "rate", b"rate", "record_certificate", b"record_certificate", "register_hall", b"register_hall", "reinstate_certificate", b"reinstate_certificate", "reject_at_intake", b"reject_at_intake", "request_correction", b"request_correction", "resubmit", b"resubmit", "resume", b"resume", "retire_hall", b"retire_hall", "revoke_certificate", b"revoke_certificate", "rotate_hall_key", b"rotate_hall_key", "staff_window", b"staff_window", "start_handling", b"start_handling", "submit", b"submit", "suspend", b"suspend", "suspend_certificate", b"suspend_certificate", "withdraw", b"withdraw"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["accept", b"accept", "acknowledge_handoff", b"acknowledge_handoff", "action", b"action", "archive", b"archive", "complete_joint_task", b"complete_joint_task", "complete_rectification", b"complete_rectification", "conclude", b"conclude", "decide", b"decide", "deliver", b"deliver", "erase_personal_data", b"erase_personal_data", "escalate", b"escalate", "hand_off", b"hand_off", "header", b"header", "issue_certificate", b"issue_certificate", "open_joint_tasks", b"open_joint_tasks", "rate", b"rate", "record_certificate", b"record_certificate", "register_hall", b"register_hall", "reinstate_certificate", b"reinstate_certificate", "reject_at_intake", b"reject_at_intake", "request_correction", b"request_correction", "resubmit", b"resubmit", "resume", b"resume", "retire_hall", b"retire_hall", "revoke_certificate", b"revoke_certificate", "rotate_hall_key", b"rotate_hall_key", "staff_window", b"staff_window", "start_handling", b"start_handling", "submit", b"submit", "suspend", b"suspend", "suspend_certificate", b"suspend_certificate", "withdraw", b"withdraw"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accept", b"accept", "acknowledge_handoff", b"acknowledge_handoff", "action", b"action", "archive", b"archive", "book_appointment", b"book_appointment", "cancel_appointment", b"cancel_appointment", "complete_joint_task", b"complete_joint_task", "complete_rectification", b"complete_rectification", "conclude", b"conclude", "decide", b"decide", "deliver", b"deliver", "erase_personal_data", b"erase_personal_data", "escalate", b"escalate", "hand_off", b"hand_off", "header", b"header", "issue_certificate", b"issue_certificate", "open_joint_tasks", b"open_joint_tasks", "rate", b"rate", "record_certificate", b"record_certificate", "register_hall", b"register_hall", "reinstate_certificate", b"reinstate_certificate", "reject_at_intake", b"reject_at_intake", "request_correction", b"request_correction", "resubmit", b"resubmit", "resume", b"resume", "retire_hall", b"retire_hall", "revoke_certificate", b"revoke_certificate", "rotate_hall_key", b"rotate_hall_key", "staff_window", b"staff_window", "start_handling", b"start_handling", "submit", b"submit", "suspend", b"suspend", "suspend_certificate", b"suspend_certificate", "withdraw", b"withdraw"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_action: _TypeAlias = _typing.Literal["submit", "request_correction", "resubmit", "accept", "reject_at_intake", "hand_off", "acknowledge_handoff", "start_handling", "suspend", "resume", "escalate", "open_joint_tasks", "complete_joint_task", "decide", "conclude", "record_certificate", "deliver", "rate", "complete_rectification", "archive", "withdraw", "staff_window", "issue_certificate", "suspend_certificate", "reinstate_certificate", "revoke_certificate", "register_hall", "rotate_hall_key", "retire_hall", "erase_personal_data"]  # noqa: Y015
+    _WhichOneofReturnType_action: _TypeAlias = _typing.Literal["submit", "request_correction", "resubmit", "accept", "reject_at_intake", "hand_off", "acknowledge_handoff", "start_handling", "suspend", "resume", "escalate", "open_joint_tasks", "complete_joint_task", "decide", "conclude", "record_certificate", "deliver", "rate", "complete_rectification", "archive", "withdraw", "staff_window", "issue_certificate", "suspend_certificate", "reinstate_certificate", "revoke_certificate", "register_hall", "rotate_hall_key", "retire_hall", "erase_personal_data", "book_appointment", "cancel_appointment"]  # noqa: Y015
     _WhichOneofArgType_action: _TypeAlias = _typing.Literal["action", b"action"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_action) -> _WhichOneofReturnType_action | None: ...
 
@@ -308,6 +318,7 @@ class SubmitCase(_message.Message):
     HOME_REGION_FIELD_NUMBER: _builtins.int
     WINDOW_FIELD_NUMBER: _builtins.int
     CHANNEL_FIELD_NUMBER: _builtins.int
+    APPOINTMENT_ID_FIELD_NUMBER: _builtins.int
     item_code: _builtins.str
     competent_region: _builtins.str
     """Empty: the region at the item's competent level containing the intake hall."""
@@ -319,6 +330,10 @@ class SubmitCase(_message.Message):
     """The window that took the case in (one of the hall's windows); empty: its first window."""
     channel: _common_pb2.IntakeChannel.ValueType
     """How the applicant reached the hall; unspecified counts as the window."""
+    appointment_id: _builtins.str
+    """预约办: the appointment this applicant was booked for (one of the hall's, still booked, for
+    the same item); the case records it and the appointment records the case. Empty: none.
+    """
     @_builtins.property
     def materials(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.Material]: ...
     @_builtins.property
@@ -337,10 +352,11 @@ class SubmitCase(_message.Message):
         home_region: _builtins.str = ...,
         window: _builtins.str = ...,
         channel: _common_pb2.IntakeChannel.ValueType = ...,
+        appointment_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["applicant", b"applicant"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["applicant", b"applicant", "channel", b"channel", "competent_region", b"competent_region", "home_region", b"home_region", "item_code", b"item_code", "materials", b"materials", "window", b"window"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["applicant", b"applicant", "appointment_id", b"appointment_id", "channel", b"channel", "competent_region", b"competent_region", "home_region", b"home_region", "item_code", b"item_code", "materials", b"materials", "window", b"window"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1534,3 +1550,203 @@ class ListItemsResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListItemsResponse: _TypeAlias = ListItemsResponse  # noqa: Y015
+
+@_typing.final
+class BookAppointment(_message.Message):
+    """预约办: book a slot for an item at one of the signing hall's windows, or a home visit (上门办)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ITEM_CODE_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    HALL_ID_FIELD_NUMBER: _builtins.int
+    WINDOW_FIELD_NUMBER: _builtins.int
+    STARTS_AT_FIELD_NUMBER: _builtins.int
+    ENDS_AT_FIELD_NUMBER: _builtins.int
+    APPLICANT_FIELD_NUMBER: _builtins.int
+    CHANNEL_FIELD_NUMBER: _builtins.int
+    AGENT_FIELD_NUMBER: _builtins.int
+    item_code: _builtins.str
+    kind: _common_pb2.AppointmentKind.ValueType
+    hall_id: _builtins.str
+    """The hall whose window (or home-visit team) serves the slot: the signing hall itself."""
+    window: _builtins.str
+    """A window booking: one of the hall's windows (empty: its first). A home visit: empty."""
+    channel: _common_pb2.BookingChannel.ValueType
+    agent: _builtins.str
+    """the agent (代办员) who asked, for channel AGENT"""
+    @_builtins.property
+    def starts_at(self) -> _timestamp_pb2.Timestamp:
+        """must not have begun when the node receives it"""
+
+    @_builtins.property
+    def ends_at(self) -> _timestamp_pb2.Timestamp:
+        """after starts_at, at most a day later"""
+
+    @_builtins.property
+    def applicant(self) -> _common_pb2.AppointmentCommitments:
+        """Commitments to the applicant's name, ID number, phone and (home visit) address; the clear
+        values travel in SignedCommand.personal as "book_appointment.applicant.name" etc.
+        """
+
+    def __init__(
+        self,
+        *,
+        item_code: _builtins.str = ...,
+        kind: _common_pb2.AppointmentKind.ValueType = ...,
+        hall_id: _builtins.str = ...,
+        window: _builtins.str = ...,
+        starts_at: _timestamp_pb2.Timestamp | None = ...,
+        ends_at: _timestamp_pb2.Timestamp | None = ...,
+        applicant: _common_pb2.AppointmentCommitments | None = ...,
+        channel: _common_pb2.BookingChannel.ValueType = ...,
+        agent: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["applicant", b"applicant", "ends_at", b"ends_at", "starts_at", b"starts_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent", b"agent", "applicant", b"applicant", "channel", b"channel", "ends_at", b"ends_at", "hall_id", b"hall_id", "item_code", b"item_code", "kind", b"kind", "starts_at", b"starts_at", "window", b"window"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BookAppointment: _TypeAlias = BookAppointment  # noqa: Y015
+
+@_typing.final
+class CancelAppointment(_message.Message):
+    """Cancel one of the signing hall's appointments, saying why."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    APPOINTMENT_ID_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    appointment_id: _builtins.str
+    reason: _builtins.str
+    def __init__(
+        self,
+        *,
+        appointment_id: _builtins.str = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["appointment_id", b"appointment_id", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CancelAppointment: _TypeAlias = CancelAppointment  # noqa: Y015
+
+@_typing.final
+class ListAppointmentsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    HALL_ID_FIELD_NUMBER: _builtins.int
+    DAY_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    hall_id: _builtins.str
+    """the calling hall (a supervisor or auditor: any hall it may read)"""
+    day: _builtins.str
+    """YYYY-MM-DD, China Standard Time"""
+    state: _common_pb2.AppointmentState.ValueType
+    """unspecified: all"""
+    def __init__(
+        self,
+        *,
+        hall_id: _builtins.str = ...,
+        day: _builtins.str = ...,
+        state: _common_pb2.AppointmentState.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["day", b"day", "hall_id", b"hall_id", "state", b"state"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListAppointmentsRequest: _TypeAlias = ListAppointmentsRequest  # noqa: Y015
+
+@_typing.final
+class AppointmentView(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    APPOINTMENT_ID_FIELD_NUMBER: _builtins.int
+    HALL_ID_FIELD_NUMBER: _builtins.int
+    ITEM_CODE_FIELD_NUMBER: _builtins.int
+    ITEM_NAME_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    WINDOW_FIELD_NUMBER: _builtins.int
+    STARTS_AT_FIELD_NUMBER: _builtins.int
+    ENDS_AT_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    CHANNEL_FIELD_NUMBER: _builtins.int
+    AGENT_FIELD_NUMBER: _builtins.int
+    CASE_ID_FIELD_NUMBER: _builtins.int
+    APPLICANT_NAME_FIELD_NUMBER: _builtins.int
+    APPLICANT_PHONE_FIELD_NUMBER: _builtins.int
+    ADDRESS_FIELD_NUMBER: _builtins.int
+    appointment_id: _builtins.str
+    hall_id: _builtins.str
+    item_code: _builtins.str
+    item_name: _builtins.str
+    kind: _common_pb2.AppointmentKind.ValueType
+    window: _builtins.str
+    state: _common_pb2.AppointmentState.ValueType
+    channel: _common_pb2.BookingChannel.ValueType
+    agent: _builtins.str
+    case_id: _builtins.str
+    """the case taken in for it (state RECEIVED)"""
+    applicant_name: _builtins.str
+    """The applicant, in clear only for the hall itself (empty when erased or for other roles)."""
+    applicant_phone: _builtins.str
+    address: _builtins.str
+    @_builtins.property
+    def starts_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def ends_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        appointment_id: _builtins.str = ...,
+        hall_id: _builtins.str = ...,
+        item_code: _builtins.str = ...,
+        item_name: _builtins.str = ...,
+        kind: _common_pb2.AppointmentKind.ValueType = ...,
+        window: _builtins.str = ...,
+        starts_at: _timestamp_pb2.Timestamp | None = ...,
+        ends_at: _timestamp_pb2.Timestamp | None = ...,
+        state: _common_pb2.AppointmentState.ValueType = ...,
+        channel: _common_pb2.BookingChannel.ValueType = ...,
+        agent: _builtins.str = ...,
+        case_id: _builtins.str = ...,
+        applicant_name: _builtins.str = ...,
+        applicant_phone: _builtins.str = ...,
+        address: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["ends_at", b"ends_at", "starts_at", b"starts_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "agent", b"agent", "applicant_name", b"applicant_name", "applicant_phone", b"applicant_phone", "appointment_id", b"appointment_id", "case_id", b"case_id", "channel", b"channel", "ends_at", b"ends_at", "hall_id", b"hall_id", "item_code", b"item_code", "item_name", b"item_name", "kind", b"kind", "starts_at", b"starts_at", "state", b"state", "window", b"window"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AppointmentView: _TypeAlias = AppointmentView  # noqa: Y015
+
+@_typing.final
+class ListAppointmentsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    APPOINTMENTS_FIELD_NUMBER: _builtins.int
+    POSITION_FIELD_NUMBER: _builtins.int
+    position: _builtins.int
+    """the last notification the appointments projection has processed"""
+    @_builtins.property
+    def appointments(self) -> _containers.RepeatedCompositeFieldContainer[Global___AppointmentView]: ...
+    def __init__(
+        self,
+        *,
+        appointments: _abc.Iterable[Global___AppointmentView] | None = ...,
+        position: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["appointments", b"appointments", "position", b"position"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListAppointmentsResponse: _TypeAlias = ListAppointmentsResponse  # noqa: Y015

@@ -189,6 +189,21 @@ class CaseExchangeStub:
                 request_serializer=tongban_dot_v1_dot_case__exchange__pb2.ListItemsRequest.SerializeToString,
                 response_deserializer=tongban_dot_v1_dot_case__exchange__pb2.ListItemsResponse.FromString,
                 _registered_method=True)
+        self.BookAppointment = channel.unary_unary(
+                '/tongban.v1.CaseExchange/BookAppointment',
+                request_serializer=tongban_dot_v1_dot_case__exchange__pb2.SignedCommand.SerializeToString,
+                response_deserializer=tongban_dot_v1_dot_case__exchange__pb2.CommandReply.FromString,
+                _registered_method=True)
+        self.CancelAppointment = channel.unary_unary(
+                '/tongban.v1.CaseExchange/CancelAppointment',
+                request_serializer=tongban_dot_v1_dot_case__exchange__pb2.SignedCommand.SerializeToString,
+                response_deserializer=tongban_dot_v1_dot_case__exchange__pb2.CommandReply.FromString,
+                _registered_method=True)
+        self.ListAppointments = channel.unary_unary(
+                '/tongban.v1.CaseExchange/ListAppointments',
+                request_serializer=tongban_dot_v1_dot_case__exchange__pb2.ListAppointmentsRequest.SerializeToString,
+                response_deserializer=tongban_dot_v1_dot_case__exchange__pb2.ListAppointmentsResponse.FromString,
+                _registered_method=True)
 
 
 class CaseExchangeServicer:
@@ -410,6 +425,28 @@ class CaseExchangeServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def BookAppointment(self, request, context):
+        """预约办 (docs/appointments.md): book a slot at one of the signing hall's windows, or a home
+        visit; the reply's case_id is the appointment's id.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CancelAppointment(self, request, context):
+        """Cancel one of the signing hall's booked appointments.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListAppointments(self, request, context):
+        """The calling hall's appointments of one day (China Standard Time), by start time.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_CaseExchangeServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -567,6 +604,21 @@ def add_CaseExchangeServicer_to_server(servicer, server):
                     servicer.ListItems,
                     request_deserializer=tongban_dot_v1_dot_case__exchange__pb2.ListItemsRequest.FromString,
                     response_serializer=tongban_dot_v1_dot_case__exchange__pb2.ListItemsResponse.SerializeToString,
+            ),
+            'BookAppointment': grpc.unary_unary_rpc_method_handler(
+                    servicer.BookAppointment,
+                    request_deserializer=tongban_dot_v1_dot_case__exchange__pb2.SignedCommand.FromString,
+                    response_serializer=tongban_dot_v1_dot_case__exchange__pb2.CommandReply.SerializeToString,
+            ),
+            'CancelAppointment': grpc.unary_unary_rpc_method_handler(
+                    servicer.CancelAppointment,
+                    request_deserializer=tongban_dot_v1_dot_case__exchange__pb2.SignedCommand.FromString,
+                    response_serializer=tongban_dot_v1_dot_case__exchange__pb2.CommandReply.SerializeToString,
+            ),
+            'ListAppointments': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListAppointments,
+                    request_deserializer=tongban_dot_v1_dot_case__exchange__pb2.ListAppointmentsRequest.FromString,
+                    response_serializer=tongban_dot_v1_dot_case__exchange__pb2.ListAppointmentsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1406,6 +1458,87 @@ class CaseExchange:
             '/tongban.v1.CaseExchange/ListItems',
             tongban_dot_v1_dot_case__exchange__pb2.ListItemsRequest.SerializeToString,
             tongban_dot_v1_dot_case__exchange__pb2.ListItemsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def BookAppointment(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tongban.v1.CaseExchange/BookAppointment',
+            tongban_dot_v1_dot_case__exchange__pb2.SignedCommand.SerializeToString,
+            tongban_dot_v1_dot_case__exchange__pb2.CommandReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CancelAppointment(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tongban.v1.CaseExchange/CancelAppointment',
+            tongban_dot_v1_dot_case__exchange__pb2.SignedCommand.SerializeToString,
+            tongban_dot_v1_dot_case__exchange__pb2.CommandReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListAppointments(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tongban.v1.CaseExchange/ListAppointments',
+            tongban_dot_v1_dot_case__exchange__pb2.ListAppointmentsRequest.SerializeToString,
+            tongban_dot_v1_dot_case__exchange__pb2.ListAppointmentsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -102,6 +102,14 @@ class CaseExchangeStub:
     """A hall's queue as it changes: first every entry, then each change as it happens."""
     ListItems: _grpc.UnaryUnaryMultiCallable[_case_exchange_pb2.ListItemsRequest, _case_exchange_pb2.ListItemsResponse]
     """The service-item catalogue."""
+    BookAppointment: _grpc.UnaryUnaryMultiCallable[_case_exchange_pb2.SignedCommand, _case_exchange_pb2.CommandReply]
+    """预约办 (docs/appointments.md): book a slot at one of the signing hall's windows, or a home
+    visit; the reply's case_id is the appointment's id.
+    """
+    CancelAppointment: _grpc.UnaryUnaryMultiCallable[_case_exchange_pb2.SignedCommand, _case_exchange_pb2.CommandReply]
+    """Cancel one of the signing hall's booked appointments."""
+    ListAppointments: _grpc.UnaryUnaryMultiCallable[_case_exchange_pb2.ListAppointmentsRequest, _case_exchange_pb2.ListAppointmentsResponse]
+    """The calling hall's appointments of one day (China Standard Time), by start time."""
 
 @_typing.type_check_only
 class CaseExchangeAsyncStub(CaseExchangeStub):
@@ -168,6 +176,14 @@ class CaseExchangeAsyncStub(CaseExchangeStub):
     """A hall's queue as it changes: first every entry, then each change as it happens."""
     ListItems: _aio.UnaryUnaryMultiCallable[_case_exchange_pb2.ListItemsRequest, _case_exchange_pb2.ListItemsResponse]  # type: ignore[assignment]
     """The service-item catalogue."""
+    BookAppointment: _aio.UnaryUnaryMultiCallable[_case_exchange_pb2.SignedCommand, _case_exchange_pb2.CommandReply]  # type: ignore[assignment]
+    """预约办 (docs/appointments.md): book a slot at one of the signing hall's windows, or a home
+    visit; the reply's case_id is the appointment's id.
+    """
+    CancelAppointment: _aio.UnaryUnaryMultiCallable[_case_exchange_pb2.SignedCommand, _case_exchange_pb2.CommandReply]  # type: ignore[assignment]
+    """Cancel one of the signing hall's booked appointments."""
+    ListAppointments: _aio.UnaryUnaryMultiCallable[_case_exchange_pb2.ListAppointmentsRequest, _case_exchange_pb2.ListAppointmentsResponse]  # type: ignore[assignment]
+    """The calling hall's appointments of one day (China Standard Time), by start time."""
 
 class CaseExchangeServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -417,5 +433,31 @@ class CaseExchangeServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_case_exchange_pb2.ListItemsResponse, _abc.Awaitable[_case_exchange_pb2.ListItemsResponse]]:
         """The service-item catalogue."""
+
+    @_abc_1.abstractmethod
+    def BookAppointment(
+        self,
+        request: _case_exchange_pb2.SignedCommand,
+        context: _ServicerContext,
+    ) -> _typing.Union[_case_exchange_pb2.CommandReply, _abc.Awaitable[_case_exchange_pb2.CommandReply]]:
+        """预约办 (docs/appointments.md): book a slot at one of the signing hall's windows, or a home
+        visit; the reply's case_id is the appointment's id.
+        """
+
+    @_abc_1.abstractmethod
+    def CancelAppointment(
+        self,
+        request: _case_exchange_pb2.SignedCommand,
+        context: _ServicerContext,
+    ) -> _typing.Union[_case_exchange_pb2.CommandReply, _abc.Awaitable[_case_exchange_pb2.CommandReply]]:
+        """Cancel one of the signing hall's booked appointments."""
+
+    @_abc_1.abstractmethod
+    def ListAppointments(
+        self,
+        request: _case_exchange_pb2.ListAppointmentsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_case_exchange_pb2.ListAppointmentsResponse, _abc.Awaitable[_case_exchange_pb2.ListAppointmentsResponse]]:
+        """The calling hall's appointments of one day (China Standard Time), by start time."""
 
 def add_CaseExchangeServicer_to_server(servicer: CaseExchangeServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -371,6 +371,84 @@ RATING_VERY_SATISFIED: Rating.ValueType  # 5
 """非常满意"""
 Global___Rating: _TypeAlias = Rating  # noqa: Y015
 
+class _AppointmentKind:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _AppointmentKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_AppointmentKind.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    APPOINTMENT_KIND_UNSPECIFIED: _AppointmentKind.ValueType  # 0
+    APPOINTMENT_KIND_WINDOW: _AppointmentKind.ValueType  # 1
+    """at one of the hall's windows"""
+    APPOINTMENT_KIND_HOME_VISIT: _AppointmentKind.ValueType  # 2
+    """上门办: at the applicant's address"""
+
+class AppointmentKind(_AppointmentKind, metaclass=_AppointmentKindEnumTypeWrapper):
+    """预约办: where an appointment's applicant is served (docs/appointments.md)."""
+
+APPOINTMENT_KIND_UNSPECIFIED: AppointmentKind.ValueType  # 0
+APPOINTMENT_KIND_WINDOW: AppointmentKind.ValueType  # 1
+"""at one of the hall's windows"""
+APPOINTMENT_KIND_HOME_VISIT: AppointmentKind.ValueType  # 2
+"""上门办: at the applicant's address"""
+Global___AppointmentKind: _TypeAlias = AppointmentKind  # noqa: Y015
+
+class _BookingChannel:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _BookingChannelEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_BookingChannel.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    BOOKING_CHANNEL_UNSPECIFIED: _BookingChannel.ValueType  # 0
+    BOOKING_CHANNEL_ONLINE: _BookingChannel.ValueType  # 1
+    """the applicant, through the online hall (网上预约)"""
+    BOOKING_CHANNEL_PHONE: _BookingChannel.ValueType  # 2
+    """the applicant, by phone"""
+    BOOKING_CHANNEL_AGENT: _BookingChannel.ValueType  # 3
+    """an agent (代办员) for the applicant"""
+    BOOKING_CHANNEL_WINDOW: _BookingChannel.ValueType  # 4
+    """the clerk at the window"""
+
+class BookingChannel(_BookingChannel, metaclass=_BookingChannelEnumTypeWrapper):
+    """预约办: who asked for the slot (the hall signs the booking in every case)."""
+
+BOOKING_CHANNEL_UNSPECIFIED: BookingChannel.ValueType  # 0
+BOOKING_CHANNEL_ONLINE: BookingChannel.ValueType  # 1
+"""the applicant, through the online hall (网上预约)"""
+BOOKING_CHANNEL_PHONE: BookingChannel.ValueType  # 2
+"""the applicant, by phone"""
+BOOKING_CHANNEL_AGENT: BookingChannel.ValueType  # 3
+"""an agent (代办员) for the applicant"""
+BOOKING_CHANNEL_WINDOW: BookingChannel.ValueType  # 4
+"""the clerk at the window"""
+Global___BookingChannel: _TypeAlias = BookingChannel  # noqa: Y015
+
+class _AppointmentState:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _AppointmentStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_AppointmentState.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    APPOINTMENT_STATE_UNSPECIFIED: _AppointmentState.ValueType  # 0
+    APPOINTMENT_STATE_BOOKED: _AppointmentState.ValueType  # 1
+    APPOINTMENT_STATE_RECEIVED: _AppointmentState.ValueType  # 2
+    """the applicant came: a case cites it"""
+    APPOINTMENT_STATE_CANCELLED: _AppointmentState.ValueType  # 3
+    APPOINTMENT_STATE_EXPIRED: _AppointmentState.ValueType  # 4
+    """the slot is over and nobody came (a no-show)"""
+
+class AppointmentState(_AppointmentState, metaclass=_AppointmentStateEnumTypeWrapper):
+    """预约办: where an appointment stands."""
+
+APPOINTMENT_STATE_UNSPECIFIED: AppointmentState.ValueType  # 0
+APPOINTMENT_STATE_BOOKED: AppointmentState.ValueType  # 1
+APPOINTMENT_STATE_RECEIVED: AppointmentState.ValueType  # 2
+"""the applicant came: a case cites it"""
+APPOINTMENT_STATE_CANCELLED: AppointmentState.ValueType  # 3
+APPOINTMENT_STATE_EXPIRED: AppointmentState.ValueType  # 4
+"""the slot is over and nobody came (a no-show)"""
+Global___AppointmentState: _TypeAlias = AppointmentState  # noqa: Y015
+
 @_typing.final
 class Region(_message.Message):
     """A region of the registry."""
@@ -776,3 +854,36 @@ class ServiceItem(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ServiceItem: _TypeAlias = ServiceItem  # noqa: Y015
+
+@_typing.final
+class AppointmentCommitments(_message.Message):
+    """Salted commitments to an appointment's personal fields (as ApplicantCommitments), plus the
+    home visit's address (empty for a window booking). Paths: "book_appointment.applicant.name",
+    ".id_number", ".phone", ".address".
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    ID_NUMBER_FIELD_NUMBER: _builtins.int
+    PHONE_FIELD_NUMBER: _builtins.int
+    ADDRESS_FIELD_NUMBER: _builtins.int
+    name: _builtins.bytes
+    id_number: _builtins.bytes
+    phone: _builtins.bytes
+    address: _builtins.bytes
+    def __init__(
+        self,
+        *,
+        name: _builtins.bytes = ...,
+        id_number: _builtins.bytes = ...,
+        phone: _builtins.bytes = ...,
+        address: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "id_number", b"id_number", "name", b"name", "phone", b"phone"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AppointmentCommitments: _TypeAlias = AppointmentCommitments  # noqa: Y015

@@ -45,6 +45,7 @@ class Submitted(_message.Message):
     HOME_REGION_FIELD_NUMBER: _builtins.int
     WINDOW_FIELD_NUMBER: _builtins.int
     CHANNEL_FIELD_NUMBER: _builtins.int
+    APPOINTMENT_ID_FIELD_NUMBER: _builtins.int
     item_code: _builtins.str
     item_name: _builtins.str
     kind: _common_pb2.CaseKind.ValueType
@@ -61,6 +62,8 @@ class Submitted(_message.Message):
     """the intake window (一窗受理); empty: the hall's first window"""
     channel: _common_pb2.IntakeChannel.ValueType
     """how the applicant reached the hall"""
+    appointment_id: _builtins.str
+    """预约办: the appointment the applicant was booked for (empty: none)."""
     @_builtins.property
     def applicant(self) -> _common_pb2.Applicant:
         """Clear values only for a hall entitled to them (the intake hall and the holder), never to
@@ -92,10 +95,11 @@ class Submitted(_message.Message):
         home_region: _builtins.str = ...,
         window: _builtins.str = ...,
         channel: _common_pb2.IntakeChannel.ValueType = ...,
+        appointment_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["applicant", b"applicant", "applicant_commitments", b"applicant_commitments"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["applicant", b"applicant", "applicant_commitments", b"applicant_commitments", "channel", b"channel", "competent_region", b"competent_region", "home_region", b"home_region", "intake_region", b"intake_region", "item_code", b"item_code", "item_name", b"item_name", "kind", b"kind", "materials", b"materials", "mode", b"mode", "personal_data_erased", b"personal_data_erased", "produces_certificate", b"produces_certificate", "promised_days", b"promised_days", "statutory_days", b"statutory_days", "window", b"window"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["applicant", b"applicant", "applicant_commitments", b"applicant_commitments", "appointment_id", b"appointment_id", "channel", b"channel", "competent_region", b"competent_region", "home_region", b"home_region", "intake_region", b"intake_region", "item_code", b"item_code", "item_name", b"item_name", "kind", b"kind", "materials", b"materials", "mode", b"mode", "personal_data_erased", b"personal_data_erased", "produces_certificate", b"produces_certificate", "promised_days", b"promised_days", "statutory_days", b"statutory_days", "window", b"window"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

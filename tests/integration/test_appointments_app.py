@@ -1,0 +1,354 @@
+"""预约办 through the node's application, on SQLite and PostgreSQL: booking, the refusals, a
+retry, a cancellation, the case that cites its appointment, the node's expiry — and the ledger's
+gate and the auditor, which accept the genuine log and name every altered or moved record.
+
+Every command is signed by its hall's key and executed as one arriving over gRPC would be
+(:class:`tests.harness.story.SupervisionStory`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+from uuid import UUID
+
+import pytest
+
+from hub.application import appointments as appts
+from hub.domain.appointments import (
+    Appointment,
+    AppointmentKind,
+    AppointmentState,
+    BookingChannel,
+)
+from hub.errors import (
+    IdempotencyConflict,
+    IntegrityViolation,
+    InvalidInput,
+    NotFound,
+    PermissionRefused,
+    SlotTaken,
+    TransitionRefused,
+)
+from hub.integrity.audit import AuditReport, audit_store
+from hub.integrity.store import ReadOnlyStore
+from hub.settings import Settings
+from ledger import Verifier
+from tests.harness.inprocess import APPLICANT, material
+from tests.harness.story import ELDER_CARD, HOUSEHOLD_MOVE, SupervisionStory, cst
+
+#: Booked on Monday 2026-03-09 09:00 for Tuesday 10:00-10:30 (China Standard Time).
+BOOKED_AT = cst(2026, 3, 9, 9)
+SLOT = cst(2026, 3, 10, 10)
+SLOT_END = SLOT + timedelta(minutes=30)
+ADDRESS = "沙头镇201村3组12号"
+VILLAGE_ITEM = "200101001000"  # 居民居住情况证明出具: decided by the village
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def settings(request: pytest.FixtureRequest, tmp_path: Path) -> Settings:
+    common: dict[str, Any] = {"data_dir": tmp_path / "node", "checkpoint_every": 8}
+    if request.param == "postgres":
+        common["database_url"] = request.getfixturevalue("fresh_postgres_db")
+    return Settings(**common)
+
+
+@pytest.fixture
+def story(settings: Settings) -> Iterator[SupervisionStory]:
+    started = SupervisionStory.start(settings, BOOKED_AT - timedelta(hours=1))
+    yield started
+    started.close()
+
+
+def book(
+    story: SupervisionStory,
+    *,
+    hall: str = "town",
+    at: datetime = BOOKED_AT,
+    key: str | None = None,
+    **changes: Any,
+) -> Any:
+    """Book the Tuesday 10:00 slot at the township's second window (changes override)."""
+    fields: dict[str, Any] = {
+        "item_code": ELDER_CARD,
+        "kind": "APPOINTMENT_KIND_WINDOW",
+        "hall_id": story.hall(hall).hall_id,
+        "window": "综合窗口2",
+        "starts_at": SLOT,
+        "ends_at": SLOT_END,
+        "applicant": APPLICANT,
+        "channel": "BOOKING_CHANNEL_ONLINE",
+    }
+    fields.update(changes)
+    story.clock.now = max(story.clock.now, at + timedelta(seconds=1))
+    signed = story.hall(hall).sign("book_appointment", idempotency_key=key, issued_at=at, **fields)
+    return story.app.execute(signed, expected="book_appointment")
+
+
+def _audit(settings: Settings) -> AuditReport:
+    verifier = Verifier.from_key((settings.data_dir / "log.vkey").read_text().strip())
+    store = (
+        ReadOnlyStore(database_url=settings.database_url)
+        if settings.database_url
+        else ReadOnlyStore(sqlite_path=settings.sqlite_path)
+    )
+    with store:
+        return audit_store(store, [verifier], origin=settings.origin)
+
+
+def _refused(story: SupervisionStory) -> IntegrityViolation:
+    with pytest.raises(IntegrityViolation) as caught:
+        story.node.integrator().catch_up()
+    return caught.value
+
+
+# ---------------------------------------------------------------------------- the genuine path
+
+
+def test_a_booking_becomes_a_case_and_the_log_proves_it(
+    story: SupervisionStory, settings: Settings
+) -> None:
+    booked = book(story, key="appt-0000001")
+    appointment = story.app.get_appointment(booked.case_id)
+    assert appointment.state is AppointmentState.BOOKED
+    assert (appointment.window, appointment.starts_at, appointment.ends_at) == (
+        "综合窗口2",
+        SLOT,
+        SLOT_END,
+    )
+    # The applicant is sealed, opened only by the node; the event holds commitments alone.
+    opened = story.app.open_appointment(appointment)
+    assert opened is not None and opened.applicant == APPLICANT
+    assert APPLICANT.id_number.encode() not in bytes(appointment.applicant.ciphertext)
+    # A retry (signed again: fresh salts) returns the first result.
+    again = book(story, key="appt-0000001")
+    assert (again.case_id, again.replayed) == (booked.case_id, True)
+    # The applicant is received on Tuesday: the case cites the appointment, which records it.
+    case_id = story.submit("town", ELDER_CARD, SLOT, appointment_id=str(booked.case_id))
+    case = story.app.get_case(UUID(case_id))
+    assert case.appointment_id == str(booked.case_id)
+    received = story.app.get_appointment(booked.case_id)
+    assert received.state is AppointmentState.RECEIVED and str(received.case_id) == case_id
+    # The person's cases (for `tongban erase --id-number`) are the cases, not the appointment.
+    assert story.app.cases_of_person(APPLICANT.id_number) == [UUID(case_id)]
+    # A second case cannot cite it.
+    with pytest.raises(TransitionRefused):
+        story.submit("town", ELDER_CARD, SLOT, appointment_id=str(booked.case_id))
+    story.node.integrator().catch_up()
+    report = _audit(settings)
+    assert report.ok, report
+
+
+def test_a_home_visit_seals_the_address(story: SupervisionStory, settings: Settings) -> None:
+    booked = book(
+        story,
+        kind="APPOINTMENT_KIND_HOME_VISIT",
+        window="",
+        address=ADDRESS,
+        channel="BOOKING_CHANNEL_AGENT",
+        agent="代办员-刘",
+    )
+    appointment = story.app.get_appointment(booked.case_id)
+    assert appointment.kind is AppointmentKind.HOME_VISIT
+    assert appointment.channel is BookingChannel.AGENT and appointment.agent == "代办员-刘"
+    assert len(appointment.address) == 64  # the commitment, never the address
+    opened = story.app.open_appointment(appointment)
+    assert opened is not None and opened.extra == {"address": ADDRESS}
+    story.node.integrator().catch_up()
+    assert _audit(settings).ok
+
+
+def test_a_cancelled_slot_can_be_booked_again(story: SupervisionStory, settings: Settings) -> None:
+    first = book(story)
+    with pytest.raises(SlotTaken, match="already booked"):
+        book(story)
+    story.run("town", "cancel_appointment", BOOKED_AT + timedelta(minutes=5),
+              appointment_id=str(first.case_id), reason="申请人改期")  # fmt: skip
+    assert story.app.get_appointment(first.case_id).state is AppointmentState.CANCELLED
+    second = book(story, at=BOOKED_AT + timedelta(minutes=10))
+    assert second.case_id != first.case_id
+    with pytest.raises(TransitionRefused):
+        story.run("town", "cancel_appointment", BOOKED_AT + timedelta(minutes=15),
+                  appointment_id=str(first.case_id), reason="again")  # fmt: skip
+    story.node.integrator().catch_up()
+    assert _audit(settings).ok
+
+
+def test_a_no_show_expires_by_the_node_after_its_slot(
+    story: SupervisionStory, settings: Settings
+) -> None:
+    booked = book(story)
+    story.at(SLOT_END - timedelta(seconds=1))
+    with pytest.raises(InvalidInput, match="not over yet"):
+        story.app.record_appointment_expiry(booked.case_id)
+    story.at(SLOT_END + timedelta(minutes=1))
+    story.app.record_appointment_expiry(booked.case_id)
+    assert story.app.get_appointment(booked.case_id).state is AppointmentState.EXPIRED
+    with pytest.raises(TransitionRefused):
+        story.app.record_appointment_expiry(booked.case_id)
+    # An applicant arriving later is taken in without it.
+    with pytest.raises(TransitionRefused):
+        story.submit("town", ELDER_CARD, SLOT_END + timedelta(minutes=2),
+                     appointment_id=str(booked.case_id))  # fmt: skip
+    story.node.integrator().catch_up()
+    assert _audit(settings).ok
+
+
+# ---------------------------------------------------------------------------- refusals
+
+
+def test_a_slot_in_the_past_is_refused_naming_the_field(story: SupervisionStory) -> None:
+    before = story.node.log_size()
+    with pytest.raises(InvalidInput) as caught:
+        book(story, starts_at=BOOKED_AT - timedelta(hours=1), ends_at=BOOKED_AT)
+    assert caught.value.field == "command.book_appointment.starts_at"
+    assert "in the past" in caught.value.reason
+    with pytest.raises(InvalidInput) as caught:
+        book(story, ends_at=SLOT)
+    assert caught.value.field == "command.book_appointment.ends_at"
+    assert story.node.log_size() == before  # nothing stored
+
+
+def test_an_item_the_hall_does_not_take_in_is_refused(story: SupervisionStory) -> None:
+    # 居民居住情况证明 is the village's own item: the township does not take it in.
+    with pytest.raises(InvalidInput, match="decided at VILLAGE level") as caught:
+        book(story, item_code=VILLAGE_ITEM)
+    assert caught.value.field == "command.book_appointment.item_code"
+    with pytest.raises(InvalidInput) as caught:
+        book(story, item_code="999999999999")
+    assert caught.value.field == "command.book_appointment.item_code"
+
+
+def test_a_hall_books_its_own_windows_only(story: SupervisionStory) -> None:
+    county = story.hall("county").hall_id
+    with pytest.raises(PermissionRefused, match="its own windows only") as caught:
+        book(story, hall_id=county)
+    assert county not in str(caught.value)
+    with pytest.raises(InvalidInput) as refused:
+        book(story, window="出件窗口")  # the county's window, not the township's
+    assert refused.value.field == "command.book_appointment.window"
+
+
+def test_a_duplicate_booking_of_a_slot_is_refused_and_a_reused_key_conflicts(
+    story: SupervisionStory,
+) -> None:
+    book(story, key="appt-dup-0001")
+    with pytest.raises(SlotTaken):
+        book(story, key="appt-dup-0002")
+    with pytest.raises(IdempotencyConflict):
+        book(story, key="appt-dup-0001", window="综合窗口1")
+    # The other window at the same time is free.
+    assert book(story, key="appt-dup-0003", window="综合窗口1").replayed is False
+
+
+def test_a_booking_that_loses_the_race_for_a_slot_is_refused_as_taken(
+    story: SupervisionStory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first = book(story, key="appt-race-0001")
+    # The loser read the slot as free just before the winner saved it: its save collides.
+    monkeypatch.setattr(appts, "free_ordinal", lambda *args: 1)
+    before = story.node.log_size()
+    with pytest.raises(SlotTaken, match="was just booked"):
+        book(story, key="appt-race-0002")
+    assert story.node.log_size() == before
+    assert story.app.get_appointment(first.case_id).state is AppointmentState.BOOKED
+
+
+def test_another_halls_appointment_is_not_found(story: SupervisionStory) -> None:
+    booked = book(story)
+    with pytest.raises(NotFound):
+        story.run("county", "cancel_appointment", BOOKED_AT + timedelta(minutes=1),
+                  appointment_id=str(booked.case_id), reason="x")  # fmt: skip
+    with pytest.raises(NotFound):
+        story.submit("county", HOUSEHOLD_MOVE, BOOKED_AT + timedelta(minutes=2),
+                     appointment_id=str(booked.case_id))  # fmt: skip
+
+
+def test_a_case_for_another_item_or_applicant_cannot_cite_it(story: SupervisionStory) -> None:
+    from hub.domain.values import Applicant, id_number_with_check
+
+    booked = book(story)
+    other = Applicant("王五", id_number_with_check("43090219700101001"), "13800000000")
+    with pytest.raises(InvalidInput, match="another applicant") as caught:
+        story.run("town", "submit", SLOT, item_code=ELDER_CARD, applicant=other,
+                  materials=[material()], appointment_id=str(booked.case_id))  # fmt: skip
+    assert caught.value.field == "command.submit.appointment_id"
+    assert story.app.get_appointment(booked.case_id).state is AppointmentState.BOOKED
+
+
+# ---------------------------------------------------------------------------- attacks
+
+
+def test_a_forged_early_expiry_is_refused_by_the_gate(story: SupervisionStory) -> None:
+    booked = book(story)
+    appointment = story.app.get_appointment(booked.case_id)
+    # A rogue writer records the no-show before the slot even began.
+    appointment.trigger_event(Appointment.Expired, due_at=SLOT_END, timestamp=SLOT)
+    story.app.save(appointment)
+    assert "before the slot ended" in str(_refused(story))
+
+
+def test_an_expiry_of_a_received_appointment_is_refused_by_the_gate(
+    story: SupervisionStory,
+) -> None:
+    booked = book(story)
+    story.submit("town", ELDER_CARD, SLOT, appointment_id=str(booked.case_id))
+    appointment = story.app.get_appointment(booked.case_id)
+    appointment.trigger_event(Appointment.Expired, due_at=SLOT_END, timestamp=SLOT_END)
+    story.app.save(appointment)
+    assert "an expiry of an appointment that is RECEIVED" in str(_refused(story))
+
+
+def test_a_cancellation_moved_to_another_appointment_is_caught(
+    story: SupervisionStory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first = book(story)
+    second = book(story, window="综合窗口1")
+    real = appts.appointment_for_hall
+
+    def moved(load: Any, text: str, hall_id: str, field: str) -> Appointment:
+        # The hall signed the cancellation of the first; the writer applies it to the second.
+        return real(load, str(second.case_id), hall_id, field)
+
+    monkeypatch.setattr(appts, "appointment_for_hall", moved)
+    story.run("town", "cancel_appointment", BOOKED_AT + timedelta(minutes=5),
+              appointment_id=str(first.case_id), reason="申请人改期")  # fmt: skip
+    assert "mis-bound" in str(_refused(story))
+
+
+def test_a_booking_altered_after_signing_is_caught(
+    story: SupervisionStory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = Appointment.book.__func__  # type: ignore[attr-defined]
+
+    def altered(cls: type[Appointment], **fields: Any) -> Appointment:
+        fields["starts_at"] += timedelta(hours=1)  # not the slot the hall signed
+        fields["ends_at"] += timedelta(hours=1)
+        return real(cls, **fields)  # type: ignore[no-any-return]
+
+    monkeypatch.setattr(Appointment, "book", classmethod(altered))
+    book(story)
+    assert "the booking differs from the command" in str(_refused(story))
+
+
+def test_a_second_booking_of_a_taken_slot_is_caught(
+    story: SupervisionStory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    book(story)
+    monkeypatch.setattr(appts, "free_ordinal", lambda *args: 2)  # the writer skips the check
+    book(story, at=BOOKED_AT + timedelta(minutes=1))
+    assert "the slot was booked already" in str(_refused(story))
+
+
+def test_a_reception_dropped_from_a_submission_is_caught(
+    story: SupervisionStory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    booked = book(story)
+    monkeypatch.setattr(type(story.app), "_booked_for", lambda *args: None)
+    story.submit("town", ELDER_CARD, SLOT, appointment_id=str(booked.case_id))
+    # The next command shows what the submission left out.
+    day = timedelta(days=1)
+    book(story, at=SLOT + timedelta(minutes=1), starts_at=SLOT + day, ends_at=SLOT_END + day)
+    assert "events missing" in str(_refused(story))
