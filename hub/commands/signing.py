@@ -115,10 +115,11 @@ class CommandSigner:
         issued_at: datetime | None = None,
         deferred: bool = False,
         operator: str | None = None,
+        personal: tuple[PersonalValue, ...] = (),
         **fields: object,
     ) -> SignedCommand:
-        """A signed ``action`` command with ``fields`` (wire field names)."""
-        personal: tuple[PersonalValue, ...] = ()
+        """A signed ``action`` command with ``fields`` (wire field names); ``personal``: values
+        sent beside the bytes (a locker pickup's code)."""
         applicant = fields.pop("applicant", None)
         if isinstance(applicant, Applicant):
             fields["applicant"], personal = seal_applicant(applicant, action)

@@ -34,6 +34,8 @@ from hub.domain.values import (
     CaseState,
     CrossRegionMode,
     DeliveryMethod,
+    HallKind,
+    IdentityCheck,
     IntakeChannel,
     JointTask,
     Material,
@@ -138,6 +140,8 @@ ENUM_TYPES: tuple[type[enum.Enum], ...] = (
     IntakeChannel,
     RatingChannel,
     WarningKind,
+    HallKind,
+    IdentityCheck,
 )
 
 
