@@ -372,7 +372,8 @@ class HubApplication(Application[UUID]):
         if isinstance(action, cmd.PickUpFromLocker):
             return self._pick_up(run, action)
         self._check_no_personal(run)
-        if isinstance(action, cmd.Deliver) and action.method is DeliveryMethod.KIOSK:
+        kiosk = run.hall is not None and run.hall.kind is HallKind.KIOSK
+        if isinstance(action, cmd.Deliver) and (kiosk or action.method is DeliveryMethod.KIOSK):
             case = self._case_for_kiosk(action.case_id, run)
         else:
             case = self._case_for_hall(action.case_id, run.parsed.header.hall_id)
