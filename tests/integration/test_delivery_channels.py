@@ -72,12 +72,11 @@ def _run(node: InProcessNode, action: str, case: str, **fields: Any) -> Any:
 
 def _deposit(node: InProcessNode, case: str, hours: int = 48, **sign: Any) -> Any:
     code_hash = pickup_code_hash(UUID(case), CODE, LOCKER_KEY)
-    return node.app.execute(
-        node.halls["t-hall"].sign(
-            "deposit_in_locker", case_id=case, locker_id="ZZ-E-001", compartment="A03",
-            code_hash=code_hash, hold_hours=hours, **sign,
-        )  # fmt: skip
-    )
+    signed = node.halls["t-hall"].sign(
+        "deposit_in_locker", case_id=case, locker_id="ZZ-E-001", compartment="A03",
+        code_hash=code_hash, hold_hours=hours, **sign,
+    )  # fmt: skip
+    return node.app.execute(signed)
 
 
 def _pick_up(node: InProcessNode, case: str, code: str, key: str | None = None) -> Any:
