@@ -97,6 +97,9 @@ from hub.errors import (
 )
 
 Clock = Callable[[], datetime]
+#: Checks the certificate a window hands over for another node: (case, token, now); raises
+#: InvalidInput (built by hub.bootstrap from the peers' trust bundles; None: none configured).
+CertificateCheck = Callable[[Case, str, datetime], None]
 
 
 def _utc_now() -> datetime:
@@ -259,6 +262,8 @@ class HubApplication(Application[UUID]):
         #: Concurrent commands share event-store transactions (see hub.application.group_commit).
         self.group_commit = GroupCommit(self) if group_commit else None
         self._admins: dict[str, str] | None = None
+        #: See :data:`CertificateCheck`; set by hub.bootstrap from the federation file.
+        self.certificate_check: CertificateCheck | None = None
 
     def construct_env(self, name: str, env: EnvType | None = None) -> Environment:
         """Configuration comes only from ``env`` (built from Settings), never the process env."""
@@ -378,6 +383,8 @@ class HubApplication(Application[UUID]):
         else:
             case = self._case_for_hall(action.case_id, run.parsed.header.hall_id)
         before = case.version
+        if isinstance(action, cmd.Deliver):
+            self._check_carried_certificate(case, action, run.received_at)
         with step_time(run.step_at(case.last_step_at)):
             CASE_STEPS[type(action)](self, case, run.actor, action)
         return self._commit(run, case, before)
@@ -536,6 +543,29 @@ class HubApplication(Application[UUID]):
                 f"wrong pickup code (personal[0].value): {case.locker_attempts_left} attempts left",
             )
         return result
+
+    def _check_carried_certificate(self, case: Case, action: cmd.Deliver, now: datetime) -> None:
+        """异地代收代办: before the intake window hands over a certificate another node issued,
+        check its token offline with that node's issuer keys (the federation file's trust
+        bundle for the peer). Without a trust bundle for that peer nothing can be checked: a
+        token is then refused, and a delivery without one goes on as before."""
+        offsite = action.method is DeliveryMethod.OFFSITE_WINDOW
+        elsewhere = bool(case.certificate_id) and not case.competent_region.startswith(
+            self.policy.region
+        )
+        if action.certificate_token and not (offsite and elsewhere):
+            raise InvalidInput(
+                "certificate_token", "<token>",
+                "only an off-site window delivery of another node's certificate carries it",
+            )  # fmt: skip
+        if offsite and elsewhere:
+            if self.certificate_check is not None:
+                self.certificate_check(case, action.certificate_token, now)
+            elif action.certificate_token:
+                raise InvalidInput(
+                    "certificate_token", "<token>",
+                    "no trust bundle of the issuing node in the federation file: cannot check",
+                )  # fmt: skip
 
     def _case_for_kiosk(self, case_id: UUID, run: _Run) -> Case:
         """A kiosk prints the results of its county's cases without being a party; any other

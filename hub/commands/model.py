@@ -323,6 +323,7 @@ class Deliver(CaseAction):
     note: str
     place: str  # the window (empty: the hall's first) or the kiosk
     identity_check: IdentityCheck  # a kiosk's identity check of the applicant (method only)
+    certificate_token: str  # OFFSITE_WINDOW: the issuing peer's signed certificate (JWS)
 
 
 @dataclass(frozen=True)

@@ -822,6 +822,7 @@ class Deliver(_message.Message):
     NOTE_FIELD_NUMBER: _builtins.int
     PLACE_FIELD_NUMBER: _builtins.int
     IDENTITY_CHECK_FIELD_NUMBER: _builtins.int
+    CERTIFICATE_TOKEN_FIELD_NUMBER: _builtins.int
     case_id: _builtins.str
     method: _common_pb2.DeliveryMethod.ValueType
     note: _builtins.str
@@ -829,6 +830,11 @@ class Deliver(_message.Message):
     """Where: the hall's window (empty: its first) or the kiosk's own id; free text online."""
     identity_check: _common_pb2.IdentityCheck.ValueType
     """KIOSK: how the kiosk checked the applicant before printing (required there)."""
+    certificate_token: _builtins.str
+    """OFFSITE_WINDOW of a certificate another node issued: its token (JWS, `tongban cert issue`
+    at the issuing node). The node checks it offline with that peer's trust bundle before the
+    window hands it over; a forged, expired or other case's token is INVALID_ARGUMENT.
+    """
     def __init__(
         self,
         *,
@@ -837,10 +843,11 @@ class Deliver(_message.Message):
         note: _builtins.str = ...,
         place: _builtins.str = ...,
         identity_check: _common_pb2.IdentityCheck.ValueType = ...,
+        certificate_token: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["case_id", b"case_id", "identity_check", b"identity_check", "method", b"method", "note", b"note", "place", b"place"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["case_id", b"case_id", "certificate_token", b"certificate_token", "identity_check", b"identity_check", "method", b"method", "note", b"note", "place", b"place"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
