@@ -1491,6 +1491,7 @@ def build_parser() -> argparse.ArgumentParser:
     register.add_argument("--region", required=True, help="the hall's region code")
     register.add_argument("--window", action="append", required=True, help="a window (repeat)")
     register.add_argument("--public-key", required=True, help="base64 Ed25519 public key")
+    _json_option(register)
     register.add_argument(
         "--kind", choices=["hall", "kiosk"], default="hall",
         help="a staffed hall, or a self-service kiosk that prints results (自助打印)",

@@ -504,8 +504,8 @@ class HubApplication(Application[UUID]):
     def _pick_up(self, run: _Run, action: cmd.PickUpFromLocker) -> CommandResult:
         """取件: check the typed code against the deposit's keyed hash, then record the
         delivery, or the wrong code (which :meth:`_unless_code_refused` then refuses)."""
-        code, key = self._pickup_code(run)
         case = self._case_for_hall(action.case_id, run.parsed.header.hall_id)
+        code, key = self._pickup_code(run)
         before = case.version
         with step_time(run.step_at(case.last_step_at)):
             # Expired, locked or another compartment: refused before the code is looked at.
