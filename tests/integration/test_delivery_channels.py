@@ -15,6 +15,7 @@ import pytest
 from tongban.v1 import common_pb2
 
 from adapters.sdk import pickup_code_hash as sdk_pickup_code_hash
+from hub.bootstrap import open_node_projections
 from hub.commands.model import PersonalValue
 from hub.domain.case import Case
 from hub.domain.custody import LOCKER_MAX_ATTEMPTS, PICKUP_CODE_FIELD, pickup_code_hash
@@ -28,6 +29,7 @@ from hub.errors import (
 )
 from hub.integrity.audit import audit_store
 from hub.integrity.store import ReadOnlyStore
+from hub.projections.queries import Names, statistics
 from hub.settings import Settings
 from ledger import Verifier
 from tests.harness.inprocess import InProcessNode
@@ -91,6 +93,18 @@ def _events(node: InProcessNode, case: str) -> list[Any]:
     return node.app.case_history(UUID(case))
 
 
+def _figures(node: InProcessNode) -> Any:
+    """The node's statistics projection, caught up, for the township."""
+    projections = open_node_projections(node.settings, node.app)
+    try:
+        projections.create_tables()
+        projections.catch_up()
+        names = Names(node.app.regions, node.app.catalogue)
+        return statistics(projections.store, names, region=TOWNSHIP, by="region")[1]
+    finally:
+        projections.close()
+
+
 def _audit(node: InProcessNode) -> list[str]:
     node.integrator().catch_up()
     verifier = Verifier.from_key((node.settings.data_dir / "log.vkey").read_text().strip())
@@ -124,6 +138,11 @@ def test_post_is_delivered_only_when_confirmed(node: InProcessNode) -> None:
     _run(node, "dispatch_by_post", case, carrier="EMS", tracking_number="1190000000001")
     posted = node.app.get_case(UUID(case))
     assert posted.state is CaseState.IN_POST and posted.tracking_number == "1190000000001"
+    # Posted is concluded, not delivered, in the statistics; and the certificate's status may
+    # still change meanwhile.
+    assert _figures(node)["concluded"] == 1 and _figures(node)["delivered"] == 0
+    _run(node, "suspend_certificate", case, reason="核查")
+    _run(node, "reinstate_certificate", case, reason="核查完毕")
     size = node.log_size()
     # In the post: not rated, not archived, not handed over at the window meanwhile.
     with pytest.raises(TransitionRefused):
@@ -135,6 +154,7 @@ def test_post_is_delivered_only_when_confirmed(node: InProcessNode) -> None:
     assert node.log_size() == size
     _run(node, "deliver", case, method=common_pb2.DELIVERY_METHOD_POST, note="本人签收")
     assert node.app.get_case(UUID(case)).state is CaseState.DELIVERED
+    assert _figures(node)["delivered"] == 1
     _run(node, "rate", case, rating=common_pb2.RATING_SATISFIED, comment="")
     _run(node, "archive", case)
     assert _audit(node) == []
