@@ -352,3 +352,46 @@ def test_no_delivery_before_the_certificate(node: InProcessNode) -> None:
     with pytest.raises(TransitionRefused, match="issue the certificate first"):
         _deposit(node, case)
     assert node.log_size() == size
+
+
+def test_a_window_hand_over_of_a_posted_result_is_refused_by_the_gate(
+    node: InProcessNode, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    posted = _ready(node, "deliver-forge-10")
+    _run(node, "dispatch_by_post", posted, carrier="EMS", tracking_number="1190000000004")
+    node.integrator().catch_up()
+    with monkeypatch.context() as patched:
+        patched.setattr(Case, "check_delivery", _allow_anything)
+        _run(node, "deliver", posted, method=common_pb2.DELIVERY_METHOD_WINDOW)
+    with pytest.raises(IntegrityViolation, match="deliver: .*in the post"):
+        node.integrator().catch_up()
+
+
+def test_a_pickup_from_another_compartment_is_refused_by_the_gate(
+    node: InProcessNode, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    case = _ready(node, "deliver-forge-20")
+    _deposit(node, case)
+    node.integrator().catch_up()
+    with monkeypatch.context() as patched:
+        patched.setattr(Case, "check_pickup", _allow_anything)
+        signed = node.halls["t-hall"].sign(
+            "pick_up_from_locker", case_id=case, locker_id="ZZ-E-001", compartment="B09",
+            personal=(PersonalValue(PICKUP_CODE_FIELD, CODE, LOCKER_KEY),),
+        )  # fmt: skip
+        node.app.execute(signed)
+    with pytest.raises(IntegrityViolation, match="not in this locker compartment"):
+        node.integrator().catch_up()
+
+
+def test_a_kiosk_print_without_an_identity_check_is_refused_by_the_gate(
+    node: InProcessNode, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    kiosk = node.add_hall("t-kiosk-03", TOWNSHIP, kind=common_pb2.HALL_KIND_KIOSK)
+    case = _ready(node, "deliver-forge-30")
+    node.integrator().catch_up()
+    with monkeypatch.context() as patched:
+        patched.setattr(Case, "check_delivery", _allow_anything)
+        node.run(kiosk, "deliver", case_id=case, method=common_pb2.DELIVERY_METHOD_KIOSK)
+    with pytest.raises(IntegrityViolation, match="identity check"):
+        node.integrator().catch_up()
