@@ -244,6 +244,8 @@ def commit_applicant(
 PICKUP_CODE_TAG = b"tongban/pickup-code/v1"
 #: The field under which a pickup sends the typed code (and the locker's key as its salt).
 PICKUP_CODE_FIELD = "pick_up_from_locker.pickup_code"
+#: The field under which a kiosk sends the ID number it read from the applicant's card.
+KIOSK_ID_NUMBER_FIELD = "deliver.applicant.id_number"
 
 
 def pickup_code_hash(case_id: str, code: str, key: bytes) -> str:
@@ -280,13 +282,15 @@ def sign_command(
     deferred: bool = False,
     applicant: common_pb2.Applicant | None = None,
     pickup_code: tuple[str, bytes] | None = None,
+    id_card_read: str | None = None,
 ) -> case_exchange_pb2.SignedCommand:
     """Build the ``Command`` (header + ``body`` as ``action``), serialise it once, and sign
     exactly those bytes. Needs no channel, so an offline adapter can sign while queueing.
 
     ``applicant`` (a Submit's, in clear) is committed to in the signed bytes and sent beside
-    them; so is ``pickup_code`` (a locker pickup's typed code and the locker's key), never in
-    them. ``deferred``: the command is forwarded later than it was signed (an outbox, a register
+    them; ``pickup_code`` (a locker pickup's typed code and the locker's key) and
+    ``id_card_read`` (the ID number a kiosk read before printing) are sent beside them only.
+    ``deferred``: the command is forwarded later than it was signed (an outbox, a register
     import); its ``issued_at`` is kept as the time of the act. ``idempotency_key`` is required
     (:func:`check_idempotency_key`).
     """
@@ -317,6 +321,10 @@ def sign_command(
         code, key = pickup_code
         personal.append(
             case_exchange_pb2.PersonalValue(field=PICKUP_CODE_FIELD, value=code, salt=key)
+        )
+    if id_card_read is not None:
+        personal.append(
+            case_exchange_pb2.PersonalValue(field=KIOSK_ID_NUMBER_FIELD, value=id_card_read)
         )
     data = command.SerializeToString()
     return case_exchange_pb2.SignedCommand(
@@ -402,6 +410,7 @@ class HallClient:
         operator: str | None = None,
         applicant: common_pb2.Applicant | None = None,
         pickup_code: tuple[str, bytes] | None = None,
+        id_card_read: str | None = None,
         **fields: Any,
     ) -> case_exchange_pb2.SignedCommand:
         """Build, serialise and sign a command; the bytes are what the node verifies.
@@ -427,6 +436,7 @@ class HallClient:
             operator=operator or self.operator,
             applicant=applicant,
             pickup_code=pickup_code,
+            id_card_read=id_card_read,
         )
 
     def send_signed(
@@ -449,6 +459,7 @@ class HallClient:
         operator: str | None = None,
         applicant: common_pb2.Applicant | None = None,
         pickup_code: tuple[str, bytes] | None = None,
+        id_card_read: str | None = None,
         **fields: Any,
     ) -> case_exchange_pb2.CommandReply:
         """Sign and send one command: ``send("accept", idempotency_key=..., case_id=...)``."""
@@ -459,6 +470,7 @@ class HallClient:
             operator=operator,
             applicant=applicant,
             pickup_code=pickup_code,
+            id_card_read=id_card_read,
             **fields,
         )
         return self.send_signed(action, signed)

@@ -32,6 +32,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import functools
+import hmac
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -67,7 +68,12 @@ from hub.domain.command_record import (
     record_id,
 )
 from hub.domain.commitments import MAX_SALT_BYTES, MIN_SALT_BYTES, opens
-from hub.domain.custody import PICKUP_CODE_FIELD, check_code, code_matches
+from hub.domain.custody import (
+    KIOSK_ID_NUMBER_FIELD,
+    PICKUP_CODE_FIELD,
+    check_code,
+    code_matches,
+)
 from hub.domain.custody import check_key as check_locker_key
 from hub.domain.federation import PeerStep, check_remote_name, split_name, within
 from hub.domain.hall import Hall, decode_public_key, hall_aggregate_id, key_id
@@ -376,11 +382,15 @@ class HubApplication(Application[UUID]):
         assert isinstance(action, CaseAction)
         if isinstance(action, cmd.PickUpFromLocker):
             return self._pick_up(run, action)
-        self._check_no_personal(run)
         kiosk = run.hall is not None and run.hall.kind is HallKind.KIOSK
         if isinstance(action, cmd.Deliver) and (kiosk or action.method is DeliveryMethod.KIOSK):
             case = self._case_for_kiosk(action.case_id, run)
+            if kiosk and action.method is DeliveryMethod.KIOSK:
+                self._check_kiosk_reading(case, run)
+            else:
+                self._check_no_personal(run)
         else:
+            self._check_no_personal(run)
             case = self._case_for_hall(action.case_id, run.parsed.header.hall_id)
         before = case.version
         if isinstance(action, cmd.Deliver):
@@ -566,6 +576,28 @@ class HubApplication(Application[UUID]):
                     "certificate_token", "<token>",
                     "no trust bundle of the issuing node in the federation file: cannot check",
                 )  # fmt: skip
+
+    def _check_kiosk_reading(self, case: Case, run: _Run) -> None:
+        """A kiosk prints only for the applicant: the ID number it read from the card travels
+        beside the signed bytes (never signed, never stored) and must be the case's."""
+        personal = run.signed.personal
+        if len(personal) != 1 or personal[0].field != KIOSK_ID_NUMBER_FIELD:
+            raise InvalidInput(
+                "personal",
+                [value.field for value in personal],
+                f"send the ID number the kiosk read as the one value of {KIOSK_ID_NUMBER_FIELD!r}",
+            )
+        opened = self.open_applicant(case)
+        if opened is None:
+            raise PermissionRefused(
+                run.parsed.header.hall_id, "the case's personal data was erased: no kiosk print"
+            )
+        if not hmac.compare_digest(
+            personal[0].value.encode("utf-8"), opened.applicant.id_number.encode("utf-8")
+        ):
+            raise PermissionRefused(
+                run.parsed.header.hall_id, "the ID card read is not the applicant's: no print"
+            )
 
     def _case_for_kiosk(self, case_id: UUID, run: _Run) -> Case:
         """A kiosk prints the results of its county's cases without being a party; any other

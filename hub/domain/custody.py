@@ -26,6 +26,8 @@ from hub.errors import InvalidInput
 PICKUP_CODE_TAG = b"tongban/pickup-code/v1"
 #: The personal-value field under which the locker sends the typed code (key as the salt).
 PICKUP_CODE_FIELD = "pick_up_from_locker.pickup_code"
+#: The personal-value field under which a kiosk sends the ID number it read from the card.
+KIOSK_ID_NUMBER_FIELD = "deliver.applicant.id_number"
 MIN_KEY_BYTES = 16
 MAX_KEY_BYTES = 64
 #: Wrong codes tried before the deposit is locked (then only a return to the window is left).

@@ -160,7 +160,7 @@ def test_a_kiosk_prints_after_an_identity_check(node: NodeProcess) -> None:
         case_id = _ready(town)
         unchecked = _refusal(lambda: kiosk.send(
             "deliver", idempotency_key=uuid.uuid4().hex, case_id=case_id,
-            method=common_pb2.DELIVERY_METHOD_KIOSK,
+            method=common_pb2.DELIVERY_METHOD_KIOSK, id_card_read=APPLICANT.id_number,
         ))  # fmt: skip
         assert unchecked.code == grpc.StatusCode.INVALID_ARGUMENT
         assert "command.deliver.identity_check" in str(unchecked)
@@ -170,7 +170,13 @@ def test_a_kiosk_prints_after_an_identity_check(node: NodeProcess) -> None:
             identity_check=common_pb2.IDENTITY_CHECK_ID_CARD,
         ))  # fmt: skip
         assert staffed.code == grpc.StatusCode.PERMISSION_DENIED
+        stranger = _refusal(lambda: kiosk.send(
+            "deliver", idempotency_key=uuid.uuid4().hex, case_id=case_id,
+            method=common_pb2.DELIVERY_METHOD_KIOSK, id_card_read=id_number("43090219800101001"),
+            identity_check=common_pb2.IDENTITY_CHECK_ID_CARD_AND_FACE,
+        ))  # fmt: skip
+        assert stranger.code == grpc.StatusCode.PERMISSION_DENIED
         kiosk.send("deliver", idempotency_key=uuid.uuid4().hex, case_id=case_id,
-                   method=common_pb2.DELIVERY_METHOD_KIOSK,
+                   method=common_pb2.DELIVERY_METHOD_KIOSK, id_card_read=APPLICANT.id_number,
                    identity_check=common_pb2.IDENTITY_CHECK_ID_CARD_AND_FACE)  # fmt: skip
         assert town.get_case(case_id).state == common_pb2.CASE_STATE_DELIVERED

@@ -18,8 +18,13 @@ from adapters.sdk import pickup_code_hash as sdk_pickup_code_hash
 from hub.bootstrap import open_node_projections
 from hub.commands.model import PersonalValue
 from hub.domain.case import Case
-from hub.domain.custody import LOCKER_MAX_ATTEMPTS, PICKUP_CODE_FIELD, pickup_code_hash
-from hub.domain.values import CaseState, DeliveryMethod, IdentityCheck
+from hub.domain.custody import (
+    KIOSK_ID_NUMBER_FIELD,
+    LOCKER_MAX_ATTEMPTS,
+    PICKUP_CODE_FIELD,
+    pickup_code_hash,
+)
+from hub.domain.values import CaseState, DeliveryMethod, IdentityCheck, id_number_with_check
 from hub.errors import (
     IntegrityViolation,
     InvalidInput,
@@ -32,7 +37,7 @@ from hub.integrity.store import ReadOnlyStore
 from hub.projections.queries import Names, statistics
 from hub.settings import Settings
 from ledger import Verifier
-from tests.harness.inprocess import InProcessNode
+from tests.harness.inprocess import APPLICANT, InProcessNode
 
 pytestmark = pytest.mark.filterwarnings("ignore:EdDSA is deprecated")
 
@@ -40,6 +45,9 @@ TOWNSHIP = "430902104000"
 ISSUER = "11430902MB0000001X"
 CODE = "Q7Z9K2"  # distinctive, so a search of the store's bytes cannot match by chance
 LOCKER_KEY = bytes.fromhex("5a" * 8 + "c3" * 8 + "e1" * 8 + "0f" * 8)
+#: What a kiosk sends beside its signed print: the ID number it read from the applicant's card.
+READ = (PersonalValue(KIOSK_ID_NUMBER_FIELD, APPLICANT.id_number, b""),)
+OTHER_ID = id_number_with_check("43090219800101001")
 
 
 @pytest.fixture
@@ -269,8 +277,17 @@ def test_a_kiosk_prints_only_after_an_identity_check(node: InProcessNode) -> Non
     case = _ready(node, "deliver-kiosk-01")
     size = node.log_size()
     with pytest.raises(InvalidInput) as refused:
-        node.run(kiosk, "deliver", case_id=case, method=common_pb2.DELIVERY_METHOD_KIOSK)
+        node.run(kiosk, "deliver", case_id=case, method=common_pb2.DELIVERY_METHOD_KIOSK,
+                 personal=READ)  # fmt: skip
     assert refused.value.field == "command.deliver.identity_check"
+    with pytest.raises(InvalidInput) as refused:  # the ID number read must come along
+        node.run(kiosk, "deliver", case_id=case, method=common_pb2.DELIVERY_METHOD_KIOSK,
+                 identity_check=common_pb2.IDENTITY_CHECK_ID_CARD)  # fmt: skip
+    assert refused.value.field == "personal"
+    with pytest.raises(PermissionRefused, match="not the applicant's"):  # someone else's card
+        node.run(kiosk, "deliver", case_id=case, method=common_pb2.DELIVERY_METHOD_KIOSK,
+                 identity_check=common_pb2.IDENTITY_CHECK_ID_CARD,
+                 personal=(PersonalValue(KIOSK_ID_NUMBER_FIELD, OTHER_ID, b""),))  # fmt: skip
     with pytest.raises(PermissionRefused, match="only by printing"):
         node.run(kiosk, "deliver", case_id=case, method=common_pb2.DELIVERY_METHOD_WINDOW)
     with pytest.raises(NotFound):  # a kiosk of another county does not see the case
@@ -281,7 +298,7 @@ def test_a_kiosk_prints_only_after_an_identity_check(node: InProcessNode) -> Non
              identity_check=common_pb2.IDENTITY_CHECK_ID_CARD)  # fmt: skip
     assert node.log_size() == size
     node.run(kiosk, "deliver", case_id=case, method=common_pb2.DELIVERY_METHOD_KIOSK,
-             identity_check=common_pb2.IDENTITY_CHECK_ID_CARD_AND_FACE)  # fmt: skip
+             identity_check=common_pb2.IDENTITY_CHECK_ID_CARD_AND_FACE, personal=READ)  # fmt: skip
     printed = _events(node, case)[-1]
     assert isinstance(printed, Case.Delivered)
     assert (printed.method, printed.identity_check, printed.actor.hall_id) == (
@@ -392,6 +409,7 @@ def test_a_kiosk_print_without_an_identity_check_is_refused_by_the_gate(
     node.integrator().catch_up()
     with monkeypatch.context() as patched:
         patched.setattr(Case, "check_delivery", _allow_anything)
-        node.run(kiosk, "deliver", case_id=case, method=common_pb2.DELIVERY_METHOD_KIOSK)
+        node.run(kiosk, "deliver", case_id=case, method=common_pb2.DELIVERY_METHOD_KIOSK,
+                 personal=READ)  # fmt: skip
     with pytest.raises(IntegrityViolation, match="identity check"):
         node.integrator().catch_up()
