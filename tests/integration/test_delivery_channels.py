@@ -306,6 +306,12 @@ def test_a_kiosk_prints_only_after_an_identity_check(node: InProcessNode) -> Non
         IdentityCheck.ID_CARD_AND_FACE,
         "t-kiosk-01",
     )
+    # After the applicant's personal data is erased there is nothing to compare the card with.
+    erased = _ready(node, "deliver-kiosk-02")
+    node.app.execute(node.admin.sign("erase_personal_data", case_id=erased, reason="申请删除"))
+    with pytest.raises(PermissionRefused, match="erased"):
+        node.run(kiosk, "deliver", case_id=erased, method=common_pb2.DELIVERY_METHOD_KIOSK,
+                 identity_check=common_pb2.IDENTITY_CHECK_ID_CARD, personal=READ)  # fmt: skip
     assert _audit(node) == []
 
 
