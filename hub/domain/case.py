@@ -1047,7 +1047,9 @@ class Case(Aggregate):
                 command, self.state.name,
                 f"locked after {LOCKER_MAX_ATTEMPTS} wrong codes: return it to the window",
             )  # fmt: skip
-        if self.locker_expired(self._now()):
+        # A hall of another node (``hall@region``): its own node checked the hold time at the
+        # step's time; this copy applies the step when it arrives, perhaps later.
+        if "@" not in actor.hall_id and self.locker_expired(self._now()):
             raise TransitionRefused(
                 command, self.state.name, "the deposit expired: return it to the window"
             )

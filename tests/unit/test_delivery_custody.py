@@ -146,3 +146,13 @@ def test_without_a_trust_bundle_for_the_issuer_a_token_is_refused_and_none_goes_
     local = types.SimpleNamespace(**{**vars(_offsite_case()), "competent_region": "430902000000"})
     with pytest.raises(InvalidInput, match="only an off-site window delivery"):
         HubApplication._check_carried_certificate(app, local, _deliver("a.b.c"), now)  # type: ignore[arg-type]
+
+
+def test_a_pickup_another_node_checked_is_applied_here_even_if_it_arrives_late() -> None:
+    case = _deposited(hours=1)
+    remote = Actor(f"{COUNTY_HALL.hall_id}@{COUNTY}", "op", COUNTY)
+    case.holder = remote.hall_id
+    assert case.locker_expires_at is not None
+    with step_time(case.locker_expires_at + timedelta(minutes=5)):
+        case.pick_up_from_locker(remote, *LOCKER)
+    assert case.state is CaseState.DELIVERED
