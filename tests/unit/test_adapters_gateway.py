@@ -554,3 +554,24 @@ def test_a_reason_the_node_requires_is_required_by_the_gateway(
 def test_a_hand_off_needs_no_reason() -> None:
     _, message, _ = parse_action("zb", "c", {"jsdt": "hn-ziyang-hall"})
     assert message == case_exchange_pb2.HandOff(case_id="c", to_hall="hn-ziyang-hall")
+
+
+def test_the_delivery_custody_actions_read_their_fields() -> None:
+    """邮寄寄出, 智能柜入柜 (the code's keyed hash only, 72 hours by default) and 退回窗口."""
+    action, post, _ = parse_action("yj", "c", {"kdgs": "EMS", "kddh": "1190000000001"})
+    assert (action, post.carrier, post.tracking_number) == (
+        "dispatch_by_post",
+        "EMS",
+        "1190000000001",
+    )
+    action, locker, _ = parse_action(
+        "rg", "c", {"gzbh": "ZZ-E-001", "gkh": "A03", "qjmzy": "ab" * 32}
+    )
+    assert (action, locker.locker_id, locker.compartment, locker.hold_hours) == (
+        "deposit_in_locker", "ZZ-E-001", "A03", 72,
+    )  # fmt: skip
+    action, back, _ = parse_action("thck", "c", {"yy": "退件", "ck": "发证窗口"})
+    assert (action, back.reason, back.window) == ("return_to_window", "退件", "发证窗口")
+    with pytest.raises(VendorInputError) as caught:
+        parse_action("rg", "c", {"gzbh": "ZZ-E-001", "gkh": "A03", "qjmzy": "123456", "bcsc": 0})
+    assert {e.field for e in caught.value.errors} == {"qjmzy", "bcsc"}
