@@ -104,7 +104,7 @@ def test_offsite_intake_reaches_the_competent_node_and_the_result_comes_back(
     assert hunan.app.get_case(case_id).certificate_id == issued  # the same identifier at 43
     # 一窗发证 at the Hunan window: 白河县's signed certificate, checked at 43 offline with the
     # trust bundle 61 exported (named in 43's federation file), without calling 61.
-    token = _certificate_token(shaanxi, case_id)
+    token = _certificate_token(federation, shaanxi, case_id)
     _check_the_token_at_the_window(federation, hunan, town, case_id, token)
     hunan.node.run(
         town, "deliver", idempotency_key="offsite-0004", case_id=str(case_id),
@@ -150,26 +150,24 @@ def test_offsite_intake_reaches_the_competent_node_and_the_result_comes_back(
         assert _statistics(member, region=SHATOU)[counter] == 1
 
 
-def _certificate_token(issuer: Member, case_id: Any) -> str:
-    """The certificate as the issuing node writes it (`tongban cert issue` there)."""
+def _certificate_token(federation: Federation, issuer: Member, case_id: Any) -> str:
+    """The certificate as the issuing node writes it (`tongban cert issue` there), once the
+    node's running integrator has put the issuing event into its log."""
     from hub.bootstrap import load_certificate_issuer
     from hub.certificates import claims_for, sign_certificate
     from hub.domain.case import Case
 
     app = issuer.app
     event = [e for e in app.case_history(case_id) if isinstance(e, Case.CertificateIssued)][-1]
-    view = issuer.node.integrator().view
-    leaf = _issuing_leaf(view, case_id, event.originator_version, issuer)
+    view = issuer.node.integrator().view  # read only: the node's own integrator writes
+    leaf = federation.wait(
+        lambda: view.read(
+            lambda cursor: view.tables.leaf_for(cursor, case_id, event.originator_version)
+        ),
+        "the issuing event in the issuer's log",
+    )
     claims = claims_for(app.get_case(case_id), event, leaf.index, issuer.origin)
     return sign_certificate(claims, load_certificate_issuer(issuer.node.settings))
-
-
-def _issuing_leaf(view: Any, case_id: Any, version: int, issuer: Member) -> Any:
-    """The leaf of the issuing event in the issuer's log (integrated now if it is not yet)."""
-    issuer.node.integrator().catch_up()
-    leaf = view.read(lambda cursor: view.tables.leaf_for(cursor, case_id, version))
-    assert leaf is not None
-    return leaf
 
 
 def _check_the_token_at_the_window(

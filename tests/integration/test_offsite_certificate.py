@@ -63,7 +63,7 @@ def test_the_hunan_window_checks_the_shaanxi_certificate_offline(federation: Fed
         lambda: hunan.app.get_case(case_id).state is CaseState.CERTIFICATE_ISSUED,
         "the certificate at 43",
     )
-    token = _certificate_token(shaanxi, case_id)
+    token = _certificate_token(federation, shaanxi, case_id)
     head, body, signature = token.split(".")
     tampered = f"{head}.{body[:-4]}{'AAAA' if body[-4:] != 'AAAA' else 'BBBB'}.{signature}"
     with pytest.raises(InvalidInput, match="forged") as refused:
