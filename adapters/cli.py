@@ -1,4 +1,4 @@
-"""The adapters' command line: ``gateway``, ``village`` and ``import``.
+"""The adapters' command line: ``gateway``, ``village``, ``import`` and ``locker``.
 
 ``tongban adapter ...`` delegates here (``adapters.cli.main``); it also runs on its own as
 ``python -m adapters.cli ...``. This is the only place the adapters read the environment: every
@@ -377,6 +377,56 @@ def _import(args: argparse.Namespace) -> int:
     return EXIT_REFUSED if report.counts()["rejected"] else EXIT_OK
 
 
+# ============================================================================ locker
+
+
+def _locker_key(path: Path, *, create: bool) -> bytes:
+    """The locker system's own key for pickup-code hashes (32 random bytes, mode 0600)."""
+    import secrets
+
+    if not path.exists() and create:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as out:
+            out.write(secrets.token_bytes(32))
+    try:
+        key = path.read_bytes()
+    except OSError as error:
+        raise InputError("--key-file", f"{path}: {error.strerror}") from None
+    if not 16 <= len(key) <= 64:
+        raise InputError("--key-file", f"{path}: a locker key is 16-64 bytes, not {len(key)}")
+    return key
+
+
+def _locker(args: argparse.Namespace) -> int:
+    """入柜 with a fresh pickup code (printed for the SMS; only its keyed hash is sent), or a
+    取件 with the code the applicant typed (sent beside the signed bytes, never in them)."""
+    import secrets
+
+    from adapters.sdk import pickup_code_hash
+
+    key = _locker_key(Path(args.key_file), create=args.locker_command == "deposit")
+    client = open_client(_connection(args, f"locker:{args.locker}"))
+    idempotency_key = args.idem_key or f"locker-{secrets.token_hex(12)}"
+    where = {"case_id": args.case_id, "locker_id": args.locker, "compartment": args.compartment}
+    try:
+        if args.locker_command == "deposit":
+            code = f"{secrets.randbelow(10**6):06d}"
+            client.send(
+                "deposit_in_locker", idempotency_key=idempotency_key, hold_hours=args.hold_hours,
+                code_hash=pickup_code_hash(args.case_id, code, key), **where,
+            )  # fmt: skip
+            _say(f"deposited in {args.locker}#{args.compartment}; pickup code {code}")
+        else:
+            client.send(
+                "pick_up_from_locker", idempotency_key=idempotency_key,
+                pickup_code=(args.code, key), **where,
+            )  # fmt: skip
+            _say(f"picked up from {args.locker}#{args.compartment}: delivered")
+    finally:
+        client.close()
+    return EXIT_OK
+
+
 # ============================================================================ parser
 
 
@@ -515,6 +565,33 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
     register.add_argument("--report", default="", help="also write the per-row report as CSV")
     register.add_argument("--json", action="store_true", help="print the report as JSON")
     register.set_defaults(run=_import)
+
+    locker = commands.add_parser(
+        "locker", help="a 24-hour locker (政务e家 取件柜): deposit a result, report a pickup"
+    )
+    locker_commands = locker.add_subparsers(dest="locker_command", required=True)
+    place = _Parser(add_help=False)
+    place.add_argument("--case-id", required=True, help="the case whose result it is")
+    place.add_argument("--locker", required=True, help="the locker's id")
+    place.add_argument("--compartment", required=True, help="the compartment (格口)")
+    place.add_argument(
+        "--key-file",
+        default=env.get("TONGBAN_ADAPTER_LOCKER_KEY", ""),
+        required=not env.get("TONGBAN_ADAPTER_LOCKER_KEY"),
+        help="the locker system's own key for pickup-code hashes (made on the first deposit; "
+        "never sent at deposit) [$TONGBAN_ADAPTER_LOCKER_KEY]",
+    )
+    place.add_argument("--idem-key", default="", help="your own idempotency key")
+    deposit = locker_commands.add_parser(
+        "deposit", parents=[connection, place],
+        help="put a result in a compartment; prints the pickup code to text the applicant",
+    )  # fmt: skip
+    deposit.add_argument("--hold-hours", type=int, default=72, help="1-720 (default 72)")
+    pick_up = locker_commands.add_parser(
+        "pick-up", parents=[connection, place], help="report a pickup with the code typed"
+    )
+    pick_up.add_argument("--code", required=True, help="the pickup code the applicant typed")
+    locker.set_defaults(run=_locker)
     return parser
 
 

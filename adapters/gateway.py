@@ -89,6 +89,8 @@ STATE_TO_BJZT: dict[int, tuple[str, str]] = {
     S.CASE_STATE_DECIDED: ("40", "已决定"),
     S.CASE_STATE_CONCLUDED: ("50", "已办结"),
     S.CASE_STATE_CERTIFICATE_ISSUED: ("51", "已制证"),
+    S.CASE_STATE_IN_POST: ("55", "邮寄中"),
+    S.CASE_STATE_IN_LOCKER: ("56", "待取件"),
     S.CASE_STATE_DELIVERED: ("60", "已送达"),
     S.CASE_STATE_RATED: ("70", "已评价"),
     S.CASE_STATE_RECTIFYING: ("71", "整改中"),
@@ -118,6 +120,8 @@ SDFS_TO_METHOD: dict[int, int] = {
     1: common_pb2.DELIVERY_METHOD_POST,  # 邮寄送达
     2: common_pb2.DELIVERY_METHOD_ONLINE,  # 网上送达
     3: common_pb2.DELIVERY_METHOD_OFFSITE_WINDOW,  # 异地窗口领取
+    4: common_pb2.DELIVERY_METHOD_KIOSK,  # 自助打印 (the kiosk signs it itself, as a kiosk)
+    5: common_pb2.DELIVERY_METHOD_LOCKER,  # 智能柜取件 (the node answers: use pick_up_from_locker)
 }
 
 #: 评价等级 (``pjdj``): the vendor counts from the best (1 非常满意) to the worst (5 非常不满意),
@@ -529,6 +533,28 @@ def _read_deliver(fields: _Fields, message: Any) -> None:
     message.note = fields.text("sm", required=False)
 
 
+def _read_post(fields: _Fields, message: Any) -> None:
+    message.carrier = fields.text("kdgs", max_length=64)  # 快递公司
+    message.tracking_number = fields.text("kddh", max_length=64)  # 快递单号
+
+
+def _read_locker(fields: _Fields, message: Any) -> None:
+    message.locker_id = fields.text("gzbh", max_length=64)  # 柜子编号
+    message.compartment = fields.text("gkh", max_length=16)  # 格口号
+    # 取件码密文: the keyed hash the locker system made; the code itself never comes here.
+    message.code_hash = fields.text("qjmzy", pattern="[0-9a-f]{64}")
+    hours = _as_int(fields.body.get("bcsc", 72))  # 保存时长 (hours)
+    if hours is None or not 1 <= hours <= 720:
+        fields.fail("bcsc", "应为 1-720 的整数（小时）")
+    else:
+        message.hold_hours = hours
+
+
+def _read_return(fields: _Fields, message: Any) -> None:
+    message.reason = fields.text("yy", max_length=512)
+    message.window = fields.text("ck", required=False, max_length=64)  # 窗口
+
+
 def _read_rate(fields: _Fields, message: Any) -> None:
     message.rating = fields.code("pjdj", PJDJ_TO_RATING)
     message.comment = fields.text("pjnr", required=False, max_length=2000)
@@ -563,6 +589,9 @@ ACTIONS: dict[str, ActionSpec] = {
         ActionSpec("zzhf", "reinstate_certificate", "电子证照恢复", _reason(True)),
         ActionSpec("zzcx", "revoke_certificate", "电子证照撤销", _reason(True)),
         ActionSpec("sd", "deliver", "送达", _read_deliver),
+        ActionSpec("yj", "dispatch_by_post", "邮寄寄出", _read_post),
+        ActionSpec("rg", "deposit_in_locker", "智能柜入柜", _read_locker),
+        ActionSpec("thck", "return_to_window", "退回窗口", _read_return),
         ActionSpec("pj", "rate", "评价", _read_rate),
         ActionSpec("zgwc", "complete_rectification", "整改完成", _read_rectification),
         ActionSpec("gd", "archive", "归档", _none),

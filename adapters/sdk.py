@@ -33,6 +33,7 @@ It talks to the hub only through the generated ``tongban.v1`` stubs: no hub code
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import mimetypes
 import os
@@ -256,6 +257,21 @@ def commit_appointee(
     return common_pb2.AppointmentCommitments(**digests), personal
 
 
+#: The domain tag of a locker pickup code's keyed hash (docs/certificates.md, "Delivery").
+PICKUP_CODE_TAG = b"tongban/pickup-code/v1"
+#: The field under which a pickup sends the typed code (and the locker's key as its salt).
+PICKUP_CODE_FIELD = "pick_up_from_locker.pickup_code"
+#: The field under which a kiosk sends the ID number it read from the applicant's card.
+KIOSK_ID_NUMBER_FIELD = "deliver.applicant.id_number"
+
+
+def pickup_code_hash(case_id: str, code: str, key: bytes) -> str:
+    """What a hall signs when it deposits a result in a locker: HMAC-SHA256 under the locker's
+    own ``key`` (16-64 bytes, kept by the locker system) of the case id and the pickup code."""
+    message = PICKUP_CODE_TAG + b"\x00" + case_id.encode() + b"\x00" + code.encode("utf-8")
+    return hmac.new(key, message, hashlib.sha256).hexdigest()
+
+
 def check_idempotency_key(key: str) -> str:
     """``key`` if it is a usable idempotency key (8-128 printable ASCII characters, the wire
     contract); else :class:`~adapters.errors.InputError` naming ``idempotency_key``."""
@@ -283,12 +299,16 @@ def sign_command(
     deferred: bool = False,
     applicant: common_pb2.Applicant | None = None,
     address: str = "",
+    pickup_code: tuple[str, bytes] | None = None,
+    id_card_read: str | None = None,
 ) -> case_exchange_pb2.SignedCommand:
     """Build the ``Command`` (header + ``body`` as ``action``), serialise it once, and sign
     exactly those bytes. Needs no channel, so an offline adapter can sign while queueing.
 
     ``applicant`` (a Submit's, in clear) is committed to in the signed bytes and sent beside
-    them. ``deferred``: the command is forwarded later than it was signed (an outbox, a register
+    them; ``pickup_code`` (a locker pickup's typed code and the locker's key) and
+    ``id_card_read`` (the ID number a kiosk read before printing) are sent beside them only.
+    ``deferred``: the command is forwarded later than it was signed (an outbox, a register
     import); its ``issued_at`` is kept as the time of the act. ``idempotency_key`` is required
     (:func:`check_idempotency_key`).
     """
@@ -319,6 +339,15 @@ def sign_command(
     elif applicant is not None:
         commitments, personal = commit_applicant(applicant, action)
         part.applicant.CopyFrom(commitments)
+    if pickup_code is not None:
+        code, key = pickup_code
+        personal.append(
+            case_exchange_pb2.PersonalValue(field=PICKUP_CODE_FIELD, value=code, salt=key)
+        )
+    if id_card_read is not None:
+        personal.append(
+            case_exchange_pb2.PersonalValue(field=KIOSK_ID_NUMBER_FIELD, value=id_card_read)
+        )
     data = command.SerializeToString()
     return case_exchange_pb2.SignedCommand(
         command=data, signature=credentials.signing_key.sign(data), personal=personal
@@ -403,6 +432,8 @@ class HallClient:
         operator: str | None = None,
         applicant: common_pb2.Applicant | None = None,
         address: str = "",
+        pickup_code: tuple[str, bytes] | None = None,
+        id_card_read: str | None = None,
         **fields: Any,
     ) -> case_exchange_pb2.SignedCommand:
         """Build, serialise and sign a command; the bytes are what the node verifies.
@@ -428,6 +459,8 @@ class HallClient:
             operator=operator or self.operator,
             applicant=applicant,
             address=address,
+            pickup_code=pickup_code,
+            id_card_read=id_card_read,
         )
 
     def send_signed(
@@ -450,6 +483,8 @@ class HallClient:
         operator: str | None = None,
         applicant: common_pb2.Applicant | None = None,
         address: str = "",
+        pickup_code: tuple[str, bytes] | None = None,
+        id_card_read: str | None = None,
         **fields: Any,
     ) -> case_exchange_pb2.CommandReply:
         """Sign and send one command: ``send("accept", idempotency_key=..., case_id=...)``.
@@ -463,6 +498,8 @@ class HallClient:
             operator=operator,
             applicant=applicant,
             address=address,
+            pickup_code=pickup_code,
+            id_card_read=id_card_read,
             **fields,
         )
         return self.send_signed(action, signed)

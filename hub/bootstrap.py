@@ -45,7 +45,7 @@ from hub.commands.signing import CommandSigner
 from hub.domain.items import Catalogue
 from hub.domain.node import Node
 from hub.domain.regions import RegionRegistry
-from hub.errors import ConfigurationError, StorageUnavailable, StoreMismatch
+from hub.errors import ConfigurationError, InvalidInput, StorageUnavailable, StoreMismatch
 from hub.integrity.integrator import HeadGuard, LedgerIntegrator, open_ledger_view
 from hub.materials.fetch import MaterialFetcher, PeerClientCertificate
 from hub.materials.store import MaterialStore
@@ -365,6 +365,33 @@ def _policy(settings: Settings, *, with_peers: bool = True) -> NodePolicy:
     )
 
 
+def _certificate_check(settings: Settings) -> Any:
+    """Checks a certificate another node issued, at the off-site window, with that node's
+    trust bundle from the federation file (None: no peer names one)."""
+    exists = settings.federation is not None and settings.federation.exists()
+    federation = load_federation_file(settings) if exists else None
+    if federation is None or not any(p.certificate_issuers for p in federation.peers):
+        return None
+
+    def check(case: Any, token: str, now: Any) -> None:
+        from hub.certificates import check_carried_certificate
+
+        peer = federation.peer_for_region(case.competent_region)
+        if peer is None or peer.certificate_issuers is None:
+            if token:
+                raise InvalidInput(
+                    "certificate_token", "<token>",
+                    "no trust bundle of the issuing node in the federation file: cannot check",
+                )  # fmt: skip
+            return
+        check_carried_certificate(
+            token, peer.certificate_issuers, case_id=str(case.id),
+            certificate_id=case.certificate_id, now=now,
+        )  # fmt: skip
+
+    return check
+
+
 def peer_log_keys(settings: Settings) -> dict[str, Verifier]:
     """The federation's log keys by origin (for the gate and the auditor)."""
     federation = load_federation_file(settings)
@@ -419,7 +446,7 @@ def _open(
         Catalogue.load(settings.catalogue) if settings.catalogue else Catalogue.load_default()
     )
     try:
-        return HubApplication(
+        app = HubApplication(
             persistence_env(settings, create_tables=create_tables),
             policy=_policy(settings, with_peers=with_peers),
             vault=PersonalDataVault(keys.cipher, keys.pseudonym_key),
@@ -427,6 +454,9 @@ def _open(
             catalogue=catalogue,
             group_commit=settings.group_commit,
         )
+        if with_peers:
+            app.certificate_check = _certificate_check(settings)
+        return app
     except (OperationalError, InterfaceError, ProgrammingError, OSError) as error:
         where = "PostgreSQL" if settings.database_url else str(settings.sqlite_path)
         raise StorageUnavailable(f"event store at {where} is unavailable: {error}") from error

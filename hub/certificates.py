@@ -420,6 +420,33 @@ def _read_header(encoded: str) -> tuple[object, str]:
     return header.get("kid"), ""
 
 
+def check_carried_certificate(
+    token: str, bundle: TrustBundle, *, case_id: str, certificate_id: str, now: datetime
+) -> Verification:
+    """The certificate a window hands over for another node (异地代收代办): ``token`` must be
+    ``valid`` under ``bundle`` (that node's issuers) and be this case's certificate.
+
+    Raises InvalidInput naming ``certificate_token`` with the verdict and its reason otherwise.
+    """
+    if not token.strip():
+        raise InvalidInput(
+            "certificate_token", "", "attach the issuing node's certificate (its JWS token)"
+        )
+    result = verify_certificate(token, bundle, now=now)
+    if result.verdict is not Verdict.VALID:
+        raise InvalidInput(
+            "certificate_token", "<token>", f"{result.verdict.value}: {result.reason}"
+        )
+    assert result.claims is not None
+    if (result.claims.case, result.claims.jti) != (case_id, certificate_id):
+        raise InvalidInput(
+            "certificate_token", "<token>",
+            f"the certificate {result.claims.jti} of case {result.claims.case}, not this case's "
+            f"{certificate_id}",
+        )  # fmt: skip
+    return result
+
+
 def _with(found: Verification, reason: str) -> Verification:
     return Verification(found.verdict, reason, found.claims, found.issuer)
 

@@ -440,6 +440,7 @@ def _hall(args: argparse.Namespace) -> int:
                     region=args.region,
                     windows=args.window,
                     public_key=args.public_key,
+                    kind=2 if args.kind == "kiosk" else 0,  # common.proto HallKind
                 )
             elif args.hall_command == "rotate-key":
                 signed = admin.sign(
@@ -505,6 +506,7 @@ def _hall_document(hall: Hall, versions: dict[str, int] | None = None) -> dict[s
         "state": "retired" if hall.retired else "active",
         "current_key_id": key_id(hall.current_key),
         "keys": keys,
+        "kind": "kiosk" if hall.kind.name == "KIOSK" else "hall",
     }
 
 
@@ -1615,6 +1617,11 @@ def build_parser() -> argparse.ArgumentParser:
     register.add_argument("--region", required=True, help="the hall's region code")
     register.add_argument("--window", action="append", required=True, help="a window (repeat)")
     register.add_argument("--public-key", required=True, help="base64 Ed25519 public key")
+    _json_option(register)
+    register.add_argument(
+        "--kind", choices=["hall", "kiosk"], default="hall",
+        help="a staffed hall, or a self-service kiosk that prints results (自助打印)",
+    )  # fmt: skip
     rotate = _command(hall_commands, "rotate-key", "replace a hall's signing key")
     rotate.add_argument("--hall-id", required=True)
     rotate.add_argument("--public-key", required=True, help="the new base64 Ed25519 public key")

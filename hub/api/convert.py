@@ -72,6 +72,10 @@ EVENT_CLASSES: tuple[type[Any], ...] = (
     Case.CertificateSuspended,
     Case.CertificateReinstated,
     Case.CertificateRevoked,
+    Case.PostDispatched,
+    Case.LockerDeposited,
+    Case.LockerCodeRefused,
+    Case.ReturnedToWindow,
 )
 
 #: Value objects and their messages.
@@ -279,6 +283,7 @@ def hall_to_proto(hall: Hall, periods: list[tuple[str, int, int]] | None = None)
         windows=list(hall.windows),
         public_key=hall.current_key,
         retired=hall.retired,
+        kind=enum_to_proto(hall.kind),
     )
     for public_key, since, until in periods or [(k, 0, 0) for k in hall.public_keys]:
         message.keys.add(

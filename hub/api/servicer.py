@@ -170,6 +170,18 @@ class CaseExchangeServicer:
     def Deliver(self, request: Any, context: Any) -> Any:  # noqa: N802
         return self._execute("deliver", request, context)
 
+    def DispatchByPost(self, request: Any, context: Any) -> Any:  # noqa: N802
+        return self._execute("dispatch_by_post", request, context)
+
+    def DepositInLocker(self, request: Any, context: Any) -> Any:  # noqa: N802
+        return self._execute("deposit_in_locker", request, context)
+
+    def PickUpFromLocker(self, request: Any, context: Any) -> Any:  # noqa: N802
+        return self._execute("pick_up_from_locker", request, context)
+
+    def ReturnToWindow(self, request: Any, context: Any) -> Any:  # noqa: N802
+        return self._execute("return_to_window", request, context)
+
     def Rate(self, request: Any, context: Any) -> Any:  # noqa: N802
         return self._execute("rate", request, context)
 

@@ -32,6 +32,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import functools
+import hmac
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -69,13 +70,28 @@ from hub.domain.command_record import (
     record_id,
 )
 from hub.domain.commitments import MAX_SALT_BYTES, MIN_SALT_BYTES, opens
+from hub.domain.custody import (
+    KIOSK_ID_NUMBER_FIELD,
+    PICKUP_CODE_FIELD,
+    check_code,
+    code_matches,
+)
+from hub.domain.custody import check_key as check_locker_key
 from hub.domain.federation import PeerStep, check_remote_name, split_name, within
 from hub.domain.hall import Hall, decode_public_key, hall_aggregate_id, key_id
 from hub.domain.items import Catalogue
 from hub.domain.node import NODE_ID, Node
 from hub.domain.regions import RegionCode, RegionRegistry
 from hub.domain.supervision import warning_due
-from hub.domain.values import APPLICANT_FIELDS, Actor, Applicant, WarningKind
+from hub.domain.values import (
+    APPLICANT_FIELDS,
+    Actor,
+    Applicant,
+    CaseState,
+    DeliveryMethod,
+    HallKind,
+    WarningKind,
+)
 from hub.errors import (
     AlreadyExists,
     ConcurrencyConflict,
@@ -90,6 +106,9 @@ from hub.errors import (
 )
 
 Clock = Callable[[], datetime]
+#: Checks the certificate a window hands over for another node: (case, token, now); raises
+#: InvalidInput (built by hub.bootstrap from the peers' trust bundles; None: none configured).
+CertificateCheck = Callable[[Case, str, datetime], None]
 
 
 def _utc_now() -> datetime:
@@ -180,7 +199,28 @@ CASE_STEPS: dict[type[CaseAction], CaseStep] = {
         actor, c.reason
     ),
     cmd.RevokeCertificate: lambda app, case, actor, c: case.revoke_certificate(actor, c.reason),
-    cmd.Deliver: lambda app, case, actor, c: case.deliver(actor, c.method, c.note),
+    cmd.Deliver: lambda app, case, actor, c: case.deliver(
+        actor,
+        c.method,
+        c.note,
+        app.delivery_place(actor.hall_id, c),
+        c.identity_check,
+        app.hall_kind(actor.hall_id),
+    ),
+    cmd.DispatchByPost: lambda app, case, actor, c: case.dispatch_by_post(
+        actor, c.carrier, c.tracking_number
+    ),
+    cmd.DepositInLocker: lambda app, case, actor, c: case.deposit_in_locker(
+        actor, c.locker_id, c.compartment, c.code_hash, c.hold_hours
+    ),
+    # A peer's copy records the outcome the origin's node decided (it checked the code, which
+    # never travels); here the node itself checks it first (HubApplication._pick_up).
+    cmd.PickUpFromLocker: lambda app, case, actor, c: case.pick_up_from_locker(
+        actor, c.locker_id, c.compartment
+    ),
+    cmd.ReturnToWindow: lambda app, case, actor, c: case.return_to_window(
+        actor, c.reason, app.window_of(actor.hall_id, c.window, "window")
+    ),
     cmd.Rate: lambda app, case, actor, c: case.rate(
         actor, c.rating, c.comment, c.channel, app.policy.rectification_days
     ),
@@ -234,6 +274,8 @@ class HubApplication(Application[UUID]):
         #: Concurrent commands share event-store transactions (see hub.application.group_commit).
         self.group_commit = GroupCommit(self) if group_commit else None
         self._admins: dict[str, str] | None = None
+        #: See :data:`CertificateCheck`; set by hub.bootstrap from the federation file.
+        self.certificate_check: CertificateCheck | None = None
 
     def construct_env(self, name: str, env: EnvType | None = None) -> Environment:
         """Configuration comes only from ``env`` (built from Settings), never the process env."""
@@ -315,11 +357,11 @@ class HubApplication(Application[UUID]):
                 action.signer, header.signer, header.idempotency_key, digest, action
             )
             if replay is not None:
-                return replay
+                return self._unless_code_refused(action, replay, header.signer)
         run = _Run(parsed, signed, key_id(public_key), digest, hall, self.clock())
         try:
             self._check_time(parsed, run.received_at)
-            return self._handle(run)
+            result = self._handle(run)
         except TongbanError as error:
             # A concurrent duplicate of this very command may have won meanwhile: its result,
             # not a refusal of the command's own effect.
@@ -327,10 +369,11 @@ class HubApplication(Application[UUID]):
                 action.signer, header.signer, header.idempotency_key, digest, action
             )
             if replay is not None:
-                return replay
+                return self._unless_code_refused(action, replay, header.signer)
             if isinstance(error, InvalidInput):
                 raise error.within(action.action_name) from None
             raise
+        return self._unless_code_refused(action, result, header.signer)
 
     def _handle(self, run: _Run) -> CommandResult:
         action = run.parsed.action
@@ -347,9 +390,21 @@ class HubApplication(Application[UUID]):
         if isinstance(action, cmd.CancelAppointment):
             return self._cancel_appointment(run, action)
         assert isinstance(action, CaseAction)
-        self._check_no_personal(run)
-        case = self._case_for_hall(action.case_id, run.parsed.header.hall_id)
+        if isinstance(action, cmd.PickUpFromLocker):
+            return self._pick_up(run, action)
+        kiosk = run.hall is not None and run.hall.kind is HallKind.KIOSK
+        if isinstance(action, cmd.Deliver) and (kiosk or action.method is DeliveryMethod.KIOSK):
+            case = self._case_for_kiosk(action.case_id, run)
+            if kiosk and action.method is DeliveryMethod.KIOSK:
+                self._check_kiosk_reading(case, run)
+            else:
+                self._check_no_personal(run)
+        else:
+            self._check_no_personal(run)
+            case = self._case_for_hall(action.case_id, run.parsed.header.hall_id)
         before = case.version
+        if isinstance(action, cmd.Deliver):
+            self._check_carried_certificate(case, action, run.received_at)
         with step_time(run.step_at(case.last_step_at)):
             CASE_STEPS[type(action)](self, case, run.actor, action)
         return self._commit(run, case, before)
@@ -560,6 +615,7 @@ class HubApplication(Application[UUID]):
                 region=code,
                 windows=action.windows,
                 public_key=action.public_key,
+                kind=action.kind,
             )
             if self._exists(hall.id):
                 raise AlreadyExists(f"hall {action.hall_id} is already registered")
@@ -589,6 +645,133 @@ class HubApplication(Application[UUID]):
             run.actor, action.window, action.a_post, action.b_post, action.a_post_absent
         )
         return self._commit(run, hall, before)
+
+    # ================================================================ delivery channels
+
+    def _pick_up(self, run: _Run, action: cmd.PickUpFromLocker) -> CommandResult:
+        """取件: check the typed code against the deposit's keyed hash, then record the
+        delivery, or the wrong code (which :meth:`_unless_code_refused` then refuses)."""
+        case = self._case_for_hall(action.case_id, run.parsed.header.hall_id)
+        code, key = self._pickup_code(run)
+        before = case.version
+        with step_time(run.step_at(case.last_step_at)):
+            # Expired, locked or another compartment: refused before the code is looked at.
+            case.check_pickup(action.action_name, run.actor, action.locker_id, action.compartment)
+            if code_matches(case.locker_code_hash, case.id, code, key):
+                case.pick_up_from_locker(run.actor, action.locker_id, action.compartment)
+            else:
+                case.refuse_locker_code(run.actor, action.locker_id, action.compartment)
+        return self._commit(run, case, before)
+
+    def _pickup_code(self, run: _Run) -> tuple[str, bytes]:
+        personal = run.signed.personal
+        if len(personal) != 1 or personal[0].field != PICKUP_CODE_FIELD:
+            raise InvalidInput(
+                "personal",
+                [value.field for value in personal],
+                f"send the typed code as the one value of field {PICKUP_CODE_FIELD!r}, with "
+                "the locker's key as its salt",
+            )
+        check_code(personal[0].value, "personal[0].value")
+        check_locker_key(personal[0].salt, "personal[0].salt")
+        return personal[0].value, personal[0].salt
+
+    def _unless_code_refused(
+        self, action: Action, result: CommandResult, signer: str
+    ) -> CommandResult:
+        """A pickup whose code was wrong is stored (it counts towards the lock) and answered
+        as refused — its retries too."""
+        if not isinstance(action, cmd.PickUpFromLocker):
+            return result
+        case = self.get_case(result.case_id, result.version)
+        if case.state is CaseState.IN_LOCKER:
+            raise PermissionRefused(
+                signer,
+                f"wrong pickup code (personal[0].value): {case.locker_attempts_left} attempts left",
+            )
+        return result
+
+    def _check_carried_certificate(self, case: Case, action: cmd.Deliver, now: datetime) -> None:
+        """异地代收代办: before the intake window hands over a certificate another node issued,
+        check its token offline with that node's issuer keys (the federation file's trust
+        bundle for the peer). Without a trust bundle for that peer nothing can be checked: a
+        token is then refused, and a delivery without one goes on as before."""
+        offsite = action.method is DeliveryMethod.OFFSITE_WINDOW
+        elsewhere = bool(case.certificate_id) and not case.competent_region.startswith(
+            self.policy.region
+        )
+        if action.certificate_token and not (offsite and elsewhere):
+            raise InvalidInput(
+                "certificate_token", "<token>",
+                "only an off-site window delivery of another node's certificate carries it",
+            )  # fmt: skip
+        if offsite and elsewhere:
+            if self.certificate_check is not None:
+                self.certificate_check(case, action.certificate_token, now)
+            elif action.certificate_token:
+                raise InvalidInput(
+                    "certificate_token", "<token>",
+                    "no trust bundle of the issuing node in the federation file: cannot check",
+                )  # fmt: skip
+
+    def _check_kiosk_reading(self, case: Case, run: _Run) -> None:
+        """A kiosk prints only for the applicant: the ID number it read from the card travels
+        beside the signed bytes (never signed, never stored) and must be the case's."""
+        personal = run.signed.personal
+        if len(personal) != 1 or personal[0].field != KIOSK_ID_NUMBER_FIELD:
+            raise InvalidInput(
+                "personal",
+                [value.field for value in personal],
+                f"send the ID number the kiosk read as the one value of {KIOSK_ID_NUMBER_FIELD!r}",
+            )
+        opened = self.open_applicant(case)
+        if opened is None:
+            raise PermissionRefused(
+                run.parsed.header.hall_id, "the case's personal data was erased: no kiosk print"
+            )
+        if not hmac.compare_digest(
+            personal[0].value.encode("utf-8"), opened.applicant.id_number.encode("utf-8")
+        ):
+            raise PermissionRefused(
+                run.parsed.header.hall_id, "the ID card read is not the applicant's: no print"
+            )
+
+    def _case_for_kiosk(self, case_id: UUID, run: _Run) -> Case:
+        """A kiosk prints the results of its county's cases without being a party; any other
+        case is NotFound as for a hall that is no party to it."""
+        hall = run.hall
+        case = self._case_for_hall_or_none(case_id, run.parsed.header.hall_id)
+        if case is not None:
+            return case
+        if hall is None or hall.kind is not HallKind.KIOSK:
+            raise NotFound("case", case_id)
+        try:
+            case = self.get_case(case_id)
+        except NotFound:
+            raise NotFound("case", case_id) from None
+        if hall.region[:6] not in {case.intake_region[:6], case.competent_region[:6]}:
+            raise NotFound("case", case_id)
+        return case
+
+    def _case_for_hall_or_none(self, case_id: UUID, hall_id: str) -> Case | None:
+        try:
+            return self._case_for_hall(case_id, hall_id)
+        except NotFound:
+            return None
+
+    def hall_kind(self, hall_id: str) -> HallKind | None:
+        """The kind of a hall of this node; None for a hall of another node (its node checked)."""
+        if split_name(hall_id)[1] is not None:
+            return None
+        return self.get_hall(hall_id).kind
+
+    def delivery_place(self, hall_id: str, action: cmd.Deliver) -> str:
+        """Where a delivery happens: a window of the hall (checked), or the kiosk itself."""
+        if action.method in (DeliveryMethod.WINDOW, DeliveryMethod.OFFSITE_WINDOW):
+            return self.window_of(hall_id, action.place, "place")
+        if action.method is DeliveryMethod.KIOSK and action.place not in ("", hall_id):
+            raise InvalidInput("place", action.place, "a kiosk prints at itself: its hall id")
+        return action.place
 
     # ================================================================ supervision
 

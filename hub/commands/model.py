@@ -31,6 +31,8 @@ from hub.domain.hall import Hall
 from hub.domain.values import (
     ApplicantCommitments,
     DeliveryMethod,
+    HallKind,
+    IdentityCheck,
     IntakeChannel,
     JointTask,
     Material,
@@ -327,6 +329,56 @@ class Deliver(CaseAction):
     case_id: UUID
     method: DeliveryMethod
     note: str
+    place: str  # the window (empty: the hall's first) or the kiosk
+    identity_check: IdentityCheck  # a kiosk's identity check of the applicant (method only)
+    certificate_token: str  # OFFSITE_WINDOW: the issuing peer's signed certificate (JWS)
+
+
+@dataclass(frozen=True)
+class DispatchByPost(CaseAction):
+    """邮寄: the result leaves by post (custody); ``deliver`` by POST confirms it."""
+
+    action_name: ClassVar[str] = "dispatch_by_post"
+    produces: ClassVar[tuple[type[Any], ...]] = (Case.PostDispatched,)
+    case_id: UUID
+    carrier: str
+    tracking_number: str
+
+
+@dataclass(frozen=True)
+class DepositInLocker(CaseAction):
+    """入柜: the result waits in a 24-hour locker; the hall signs the code's keyed hash only."""
+
+    action_name: ClassVar[str] = "deposit_in_locker"
+    produces: ClassVar[tuple[type[Any], ...]] = (Case.LockerDeposited,)
+    case_id: UUID
+    locker_id: str
+    compartment: str
+    code_hash: str  # HMAC-SHA256 of the pickup code (hub.domain.custody), hex
+    hold_hours: int
+
+
+@dataclass(frozen=True)
+class PickUpFromLocker(CaseAction):
+    """取件 with the code (sent beside the signed bytes): delivered, or a wrong code recorded."""
+
+    action_name: ClassVar[str] = "pick_up_from_locker"
+    #: Either outcome is the command's one event: the delivery, or the refused code.
+    produces: ClassVar[tuple[type[Any], ...]] = (Case.Delivered, Case.LockerCodeRefused)
+    case_id: UUID
+    locker_id: str
+    compartment: str
+
+
+@dataclass(frozen=True)
+class ReturnToWindow(CaseAction):
+    """The result is back at the window (post returned it, locker deposit expired/locked)."""
+
+    action_name: ClassVar[str] = "return_to_window"
+    produces: ClassVar[tuple[type[Any], ...]] = (Case.ReturnedToWindow,)
+    case_id: UUID
+    reason: str
+    window: str
 
 
 @dataclass(frozen=True)
@@ -431,6 +483,7 @@ class RegisterHall(Action):
     region: str
     windows: tuple[str, ...]
     public_key: str
+    kind: HallKind  # a staffed hall (unspecified) or a self-service kiosk
 
 
 @dataclass(frozen=True)
@@ -491,6 +544,10 @@ ACTIONS: dict[str, type[Action]] = {
         ReinstateCertificate,
         RevokeCertificate,
         Deliver,
+        DispatchByPost,
+        DepositInLocker,
+        PickUpFromLocker,
+        ReturnToWindow,
         Rate,
         CompleteRectification,
         Archive,

@@ -138,10 +138,11 @@ class CommandSigner:
         issued_at: datetime | None = None,
         deferred: bool = False,
         operator: str | None = None,
+        personal: tuple[PersonalValue, ...] = (),
         **fields: object,
     ) -> SignedCommand:
-        """A signed ``action`` command with ``fields`` (wire field names)."""
-        personal: tuple[PersonalValue, ...] = ()
+        """A signed ``action`` command with ``fields`` (wire field names); ``personal``: values
+        sent beside the bytes (a locker pickup's code)."""
         applicant = fields.pop("applicant", None)
         if isinstance(applicant, Applicant) and action == "book_appointment":
             address = str(fields.pop("address", ""))

@@ -19,13 +19,14 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, fields
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from uuid import NAMESPACE_URL, UUID, uuid5
 
 from eventsourcing.domain import Aggregate
 
 from hub.domain.certificates import CertificateIdentifier, CertificateStatus, serial_for
+from hub.domain.custody import LOCKER_MAX_ATTEMPTS, MAX_HOLD_HOURS, check_code_hash
 from hub.domain.regions import RegionCode
 from hub.domain.values import (
     OPEN_STATES,
@@ -34,6 +35,8 @@ from hub.domain.values import (
     CaseState,
     CrossRegionMode,
     DeliveryMethod,
+    HallKind,
+    IdentityCheck,
     IntakeChannel,
     JointTask,
     Material,
@@ -48,7 +51,12 @@ from hub.errors import InvalidInput, PermissionRefused, TransitionRefused
 S = CaseState
 
 #: The states of a case whose certificate may have been issued (the case is not archived).
-CERTIFICATE_STATES = frozenset({S.CERTIFICATE_ISSUED, S.DELIVERED, S.RATED, S.RECTIFYING})
+CERTIFICATE_STATES = frozenset(
+    {S.CERTIFICATE_ISSUED, S.DELIVERED, S.RATED, S.RECTIFYING, S.IN_POST, S.IN_LOCKER}
+)
+
+#: The states of a result ready to leave the hall (送达 by any channel, or into custody).
+READY_STATES = frozenset({S.CONCLUDED, S.CERTIFICATE_ISSUED})
 
 #: For each command, the states it may start from. The single source of truth of the lifecycle.
 ALLOWED_FROM: dict[str, frozenset[CaseState]] = {
@@ -68,7 +76,15 @@ ALLOWED_FROM: dict[str, frozenset[CaseState]] = {
     "conclude": frozenset({S.DECIDED}),
     "record_certificate": frozenset({S.CONCLUDED}),
     "issue_certificate": frozenset({S.CONCLUDED}),
-    "deliver": frozenset({S.CONCLUDED, S.CERTIFICATE_ISSUED}),
+    # 送达; from IN_POST only by post (the confirmation that the post delivered it).
+    "deliver": READY_STATES | {S.IN_POST},
+    # Custody on the way to the applicant (docs/certificates.md, "Delivery"): the result is
+    # posted or waits in a locker; it goes back to the window when the post returns it or the
+    # deposit expires, and may then leave by another channel.
+    "dispatch_by_post": READY_STATES,
+    "deposit_in_locker": READY_STATES,
+    "pick_up_from_locker": frozenset({S.IN_LOCKER}),
+    "return_to_window": frozenset({S.IN_POST, S.IN_LOCKER}),
     "rate": frozenset({S.DELIVERED}),
     "complete_rectification": frozenset({S.RECTIFYING}),
     "archive": frozenset({S.DELIVERED, S.RATED}),
@@ -407,14 +423,69 @@ class Case(Aggregate):
             aggregate.certificate_status = CertificateStatus.REVOKED
 
     class Delivered(HallEvent):
-        """送达."""
+        """送达: the applicant has the result (handed over, printed, picked up, confirmed
+        delivered by post, or sent online), at ``place`` (a window, kiosk or locker)."""
 
         method: DeliveryMethod
         note: str
+        #: Where: the window (empty: the hall's first), the kiosk, or ``locker#compartment``.
+        place: str = ""
+        #: How a kiosk checked the applicant before printing (the method, never the data read).
+        identity_check: IdentityCheck = IdentityCheck.UNSPECIFIED
 
         def apply(self, aggregate: Case) -> None:
             aggregate.state = S.DELIVERED
             aggregate.delivery_method = self.method
+            aggregate.delivery_place = self.place
+            aggregate._leave_custody()
+
+    class PostDispatched(HallEvent):
+        """邮寄: the result left the hall by post; delivered once the hall confirms it."""
+
+        carrier: str
+        tracking_number: str
+
+        def apply(self, aggregate: Case) -> None:
+            aggregate.state_before_custody = aggregate.state
+            aggregate.state = S.IN_POST
+            aggregate.tracking_number = self.tracking_number
+
+    class LockerDeposited(HallEvent):
+        """入柜: the result waits in a 24-hour locker; only the code's keyed hash is kept."""
+
+        locker_id: str
+        compartment: str
+        code_hash: str
+        hold_hours: int
+
+        def apply(self, aggregate: Case) -> None:
+            aggregate.state_before_custody = aggregate.state
+            aggregate.state = S.IN_LOCKER
+            aggregate.locker = (self.locker_id, self.compartment)
+            aggregate.locker_code_hash = self.code_hash
+            aggregate.locker_expires_at = self.timestamp + timedelta(hours=self.hold_hours)
+            aggregate.locker_failed_attempts = 0
+
+    class LockerCodeRefused(HallEvent):
+        """A wrong pickup code was typed at the locker (the code itself is never recorded)."""
+
+        locker_id: str
+        compartment: str
+
+        def apply(self, aggregate: Case) -> None:
+            aggregate.locker_failed_attempts += 1
+
+    class ReturnedToWindow(HallEvent):
+        """The post returned the result (退件), or the locker deposit expired or was locked:
+        the result is back at the hall's ``window`` and may be delivered another way."""
+
+        reason: str
+        window: str = ""
+
+        def apply(self, aggregate: Case) -> None:
+            aggregate.state = aggregate.state_before_custody or S.CONCLUDED
+            aggregate.window = self.window
+            aggregate._leave_custody()
 
     class Rated(HallEvent):
         """评价 (好差评)."""
@@ -540,6 +611,14 @@ class Case(Aggregate):
         self.certificate_issued_at: datetime | None = None
         self.certificate_status: CertificateStatus | None = None  # None: none issued here
         self.delivery_method: DeliveryMethod | None = None
+        self.delivery_place = ""
+        #: Custody on the way to the applicant (IN_POST / IN_LOCKER) and what came before it.
+        self.state_before_custody: CaseState | None = None
+        self.tracking_number = ""
+        self.locker: tuple[str, str] | None = None  # (locker id, compartment)
+        self.locker_code_hash = ""
+        self.locker_expires_at: datetime | None = None
+        self.locker_failed_attempts = 0
         self.rating: Rating | None = None
         self.rectification_deadline_days = 0
         self.rectified = False
@@ -850,24 +929,186 @@ class Case(Aggregate):
 
     # ---------------------------------------------------------------- after the decision
 
-    def deliver(self, actor: Actor, method: DeliveryMethod, note: str) -> None:
-        """送达; an approved certificate item needs its certificate first.
+    def deliver(
+        self,
+        actor: Actor,
+        method: DeliveryMethod,
+        note: str,
+        place: str = "",
+        identity_check: IdentityCheck = IdentityCheck.UNSPECIFIED,
+        hall_kind: HallKind | None = HallKind.UNSPECIFIED,
+    ) -> None:
+        """送达: the applicant has the result (see :meth:`check_delivery` for who may)."""
+        self.check_delivery(actor, method, identity_check, hall_kind)
+        self.trigger_event(
+            self.Delivered, actor=actor, method=method, note=note, place=place,
+            identity_check=identity_check,
+        )  # fmt: skip
 
-        A cross-region case's result may be handed over at the intake hall's window (一窗发证,
+    def check_delivery(
+        self,
+        actor: Actor,
+        method: DeliveryMethod,
+        identity_check: IdentityCheck,
+        hall_kind: HallKind | None,
+    ) -> None:
+        """Raise unless ``actor`` (a hall of ``hall_kind``) may deliver by ``method`` now.
+
+        The holding hall delivers; an approved certificate item needs its certificate first. A
+        cross-region case's result may be handed over at the intake hall's window (一窗发证,
         ``OFFSITE_WINDOW``) by that hall, even though a hall of the competent region holds it.
+        A self-service kiosk (a hall of kind KIOSK in the county of the case's intake or
+        competent region) prints a result (``KIOSK``) only after it checked the applicant's
+        identity, and delivers no other way. A result in the post is delivered only by post
+        (the confirmation); the locker channel is :meth:`pick_up_from_locker`. ``hall_kind``
+        None: a hall of another node, whose own node checked its kind.
         """
+        kiosk = hall_kind is HallKind.KIOSK
         if method is DeliveryMethod.OFFSITE_WINDOW:
             self._require_holder_or_intake(actor)
             self._check("deliver", actor, holder_only=False)
+        elif method is DeliveryMethod.KIOSK:
+            if hall_kind is not None and not kiosk:
+                raise PermissionRefused(actor.hall_id, "only a self-service kiosk prints (KIOSK)")
+            if actor.region[:6] not in {self.intake_region[:6], self.competent_region[:6]}:
+                raise PermissionRefused(actor.hall_id, "the kiosk is not in the case's county")
+            self._check("deliver", actor, holder_only=False)
         else:
+            if kiosk:
+                raise PermissionRefused(actor.hall_id, "a kiosk delivers only by printing (KIOSK)")
             self._check("deliver", actor)
+        if method is DeliveryMethod.LOCKER:
+            raise InvalidInput("method", method.name, "a locker delivers by pick_up_from_locker")
+        if self.state is S.IN_POST and method is not DeliveryMethod.POST:
+            raise TransitionRefused(
+                "deliver", self.state.name, "the result is in the post: confirm it by post, or "
+                "return it to the window first",
+            )  # fmt: skip
         if self.state is S.CONCLUDED and self.approved and self.produces_certificate:
             raise TransitionRefused("deliver", self.state.name, "issue the certificate first")
         if method is DeliveryMethod.OFFSITE_WINDOW and self.mode is CrossRegionMode.LOCAL:
             raise InvalidInput(
                 "method", method.name, "only a cross-region case is delivered off-site"
             )
-        self.trigger_event(self.Delivered, actor=actor, method=method, note=note)
+        if method is DeliveryMethod.KIOSK and identity_check is IdentityCheck.UNSPECIFIED:
+            raise InvalidInput(
+                "identity_check", identity_check.name,
+                "a kiosk prints only after the applicant's identity check: name its method",
+            )  # fmt: skip
+
+    # ---------------------------------------------------------------- custody (送达 channels)
+
+    def dispatch_by_post(self, actor: Actor, carrier: str, tracking_number: str) -> None:
+        """邮寄: the holding hall posts the result; :meth:`deliver` by POST confirms it later."""
+        self._check("dispatch_by_post", actor)
+        self.check_ready("dispatch_by_post")
+        _require_text("carrier", carrier)
+        _require_text("tracking_number", tracking_number)
+        self.trigger_event(
+            self.PostDispatched, actor=actor, carrier=carrier, tracking_number=tracking_number
+        )
+
+    def deposit_in_locker(
+        self, actor: Actor, locker_id: str, compartment: str, code_hash: str, hold_hours: int
+    ) -> None:
+        """入柜: the holding hall puts the result in a locker for ``hold_hours`` hours."""
+        self._check("deposit_in_locker", actor)
+        self.check_ready("deposit_in_locker")
+        _require_text("locker_id", locker_id)
+        _require_text("compartment", compartment)
+        check_code_hash(code_hash, "code_hash")
+        if not 1 <= hold_hours <= MAX_HOLD_HOURS:
+            raise InvalidInput("hold_hours", hold_hours, f"from 1 to {MAX_HOLD_HOURS} hours")
+        self.trigger_event(
+            self.LockerDeposited, actor=actor, locker_id=locker_id, compartment=compartment,
+            code_hash=code_hash, hold_hours=hold_hours,
+        )  # fmt: skip
+
+    def pick_up_from_locker(self, actor: Actor, locker_id: str, compartment: str) -> None:
+        """取件: the applicant opened the compartment with the right code (the node checked
+        it against the keyed hash before calling this); the case is delivered."""
+        self.check_pickup("pick_up_from_locker", actor, locker_id, compartment)
+        self.trigger_event(
+            self.Delivered, actor=actor, method=DeliveryMethod.LOCKER, note="",
+            place=f"{locker_id}#{compartment}", identity_check=IdentityCheck.UNSPECIFIED,
+        )  # fmt: skip
+
+    def refuse_locker_code(self, actor: Actor, locker_id: str, compartment: str) -> None:
+        """Record a wrong pickup code; after :data:`LOCKER_MAX_ATTEMPTS` the deposit locks."""
+        self.check_pickup("pick_up_from_locker", actor, locker_id, compartment)
+        self.trigger_event(
+            self.LockerCodeRefused, actor=actor, locker_id=locker_id, compartment=compartment
+        )
+
+    def check_pickup(self, command: str, actor: Actor, locker_id: str, compartment: str) -> None:
+        """Raise unless a pickup may be tried now at this locker and compartment: the deposit's,
+        not expired (by the step's time), not locked by too many wrong codes."""
+        self._check(command, actor)
+        if self.locker != (locker_id, compartment):
+            raise InvalidInput(
+                "compartment" if self.locker and self.locker[0] == locker_id else "locker_id",
+                f"{locker_id}#{compartment}", "the result is not in this locker compartment",
+            )  # fmt: skip
+        if self.locker_failed_attempts >= LOCKER_MAX_ATTEMPTS:
+            raise TransitionRefused(
+                command, self.state.name,
+                f"locked after {LOCKER_MAX_ATTEMPTS} wrong codes: return it to the window",
+            )  # fmt: skip
+        # A hall of another node (``hall@region``): its own node checked the hold time at the
+        # step's time; this copy applies the step when it arrives, perhaps later.
+        if "@" not in actor.hall_id and self.locker_expired(self._now()):
+            raise TransitionRefused(
+                command, self.state.name, "the deposit expired: return it to the window"
+            )
+
+    def locker_expired(self, at: datetime) -> bool:
+        """Whether the locker deposit's hold time is over at ``at``."""
+        return self.locker_expires_at is not None and at >= self.locker_expires_at
+
+    @property
+    def locker_attempts_left(self) -> int:
+        """Wrong codes that may still be tried before the deposit locks."""
+        return max(0, LOCKER_MAX_ATTEMPTS - self.locker_failed_attempts)
+
+    def return_to_window(self, actor: Actor, reason: str, window: str = "") -> None:
+        """The result comes back to the hall's window: from the post at any time (退件), from a
+        locker once the deposit expired or locked. It may then leave another way."""
+        self.check_return(actor, reason)
+        self.trigger_event(self.ReturnedToWindow, actor=actor, reason=reason, window=window)
+
+    def check_return(self, actor: Actor, reason: str) -> None:
+        """Raise unless ``actor`` may take the result back to the window now."""
+        self._check("return_to_window", actor)
+        # A hall of another node (``hall@region``) returns what its node saw locked: wrong
+        # codes are that node's own records and never travel (nor do the codes).
+        if self.state is S.IN_LOCKER and not (
+            self.locker_expired(self._now())
+            or self.locker_failed_attempts >= LOCKER_MAX_ATTEMPTS
+            or "@" in actor.hall_id
+        ):
+            assert self.locker_expires_at is not None
+            raise TransitionRefused(
+                "return_to_window", self.state.name,
+                f"the deposit waits for the applicant until {self.locker_expires_at.isoformat()}",
+            )  # fmt: skip
+        _require_text("reason", reason)
+
+    def check_ready(self, command: str) -> None:
+        """Raise if the result cannot leave the hall yet (its certificate is not issued)."""
+        if self.state is S.CONCLUDED and self.approved and self.produces_certificate:
+            raise TransitionRefused(command, self.state.name, "issue the certificate first")
+
+    def _leave_custody(self) -> None:
+        self.state_before_custody = None
+        self.locker = None
+        self.locker_code_hash = ""
+        self.locker_expires_at = None
+        self.locker_failed_attempts = 0
+
+    @staticmethod
+    def _now() -> datetime:
+        """The running step's business time (the node's clock outside a command)."""
+        return _STEP_TIME.get() or datetime.now(UTC)
 
     def rate(
         self,

@@ -40,6 +40,8 @@ from hub.domain.values import (
     CaseState,
     CrossRegionMode,
     DeliveryMethod,
+    HallKind,
+    IdentityCheck,
     IntakeChannel,
     JointTask,
     Material,
@@ -153,6 +155,8 @@ ENUM_TYPES: tuple[type[enum.Enum], ...] = (
     AppointmentKind,
     AppointmentState,
     BookingChannel,
+    HallKind,
+    IdentityCheck,
 )
 
 

@@ -18,7 +18,7 @@ from uuid import NAMESPACE_URL, UUID, uuid5
 from eventsourcing.domain import Aggregate
 
 from hub.domain.regions import Level, RegionCode
-from hub.domain.values import Actor
+from hub.domain.values import Actor, HallKind
 from hub.errors import InvalidInput, PermissionRefused, TransitionRefused
 
 _HALL_ID = re.compile(r"^[a-z0-9][a-z0-9.-]{2,63}$")
@@ -70,8 +70,11 @@ class Hall(Aggregate):
         region: str
         windows: tuple[str, ...]
         public_key: str
+        #: A staffed hall (UNSPECIFIED, as before kinds existed) or a self-service kiosk.
+        kind: HallKind = HallKind.UNSPECIFIED
 
         def apply(self, aggregate: Hall) -> None:
+            aggregate.kind = self.kind
             aggregate.hall_id = self.hall_id
             aggregate.name = self.name
             aggregate.region = self.region
@@ -119,6 +122,7 @@ class Hall(Aggregate):
         self.windows: tuple[str, ...] = ()
         self.public_keys: tuple[str, ...] = ()
         self.retired = False
+        self.kind = HallKind.UNSPECIFIED
         #: AB岗 of each window that has been staffed.
         self.roster: dict[str, WindowPosts] = {}
 
@@ -131,8 +135,9 @@ class Hall(Aggregate):
         region: RegionCode,
         windows: tuple[str, ...],
         public_key: str,
+        kind: HallKind = HallKind.UNSPECIFIED,
     ) -> Hall:
-        """Register a hall; the level is the level of its region."""
+        """Register a hall (or a kiosk: ``kind``); the level is the level of its region."""
         if not _HALL_ID.fullmatch(hall_id):
             raise InvalidInput("hall_id", hall_id, "use 3-64 of a-z, 0-9, '.', '-'")
         if not name.strip():
@@ -148,6 +153,7 @@ class Hall(Aggregate):
             region=region.value,
             windows=tuple(windows),
             public_key=public_key,
+            kind=kind,
         )
 
     @property

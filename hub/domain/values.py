@@ -55,6 +55,8 @@ class CaseState(enum.Enum):
     RATED = "RATED"  # 评价
     RECTIFYING = "RECTIFYING"  # 整改
     ARCHIVED = "ARCHIVED"  # 归档
+    IN_POST = "IN_POST"  # 邮寄中: dispatched by post, delivery not yet confirmed
+    IN_LOCKER = "IN_LOCKER"  # 待取件: deposited in a 24-hour locker (政务e家 取件柜)
     WITHDRAWN = "WITHDRAWN"  # 撤回
 
     @property
@@ -94,6 +96,31 @@ class DeliveryMethod(enum.Enum):
     POST = "POST"  # 邮寄
     ONLINE = "ONLINE"  # 网上送达
     OFFSITE_WINDOW = "OFFSITE_WINDOW"  # 异地收件窗口领取
+    KIOSK = "KIOSK"  # 自助打印: printed at a self-service kiosk after an identity check
+    LOCKER = "LOCKER"  # 智能柜取件: picked up from a 24-hour locker with its pickup code
+
+
+class HallKind(enum.Enum):
+    """What a registered "hall" is: a staffed service place, or a self-service kiosk.
+
+    UNSPECIFIED is what halls registered before kinds existed have: a staffed hall.
+    """
+
+    UNSPECIFIED = "UNSPECIFIED"  # a staffed service hall (registered before kinds existed)
+    SERVICE_HALL = "SERVICE_HALL"  # 服务大厅/便民服务站: people at windows
+    KIOSK = "KIOSK"  # 自助终端: a self-service kiosk that prints results (自助打印)
+
+
+class IdentityCheck(enum.Enum):
+    """How a kiosk checked the applicant before printing: the method only, never the data read.
+
+    UNSPECIFIED: no check (every channel but the kiosk).
+    """
+
+    UNSPECIFIED = "UNSPECIFIED"
+    ID_CARD = "ID_CARD"  # 二代证读卡 (the chip of the resident ID card)
+    ID_CARD_AND_FACE = "ID_CARD_AND_FACE"  # 读卡 + 人证比对 (face matched on the kiosk)
+    ELECTRONIC_ID = "ELECTRONIC_ID"  # 电子身份证 / 网证 (CTID) shown on a phone
 
 
 class Rating(enum.Enum):

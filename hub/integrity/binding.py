@@ -87,7 +87,7 @@ from hub.domain.appointments import (
     AppointmentState,
     appointment_id,
 )
-from hub.domain.case import ALLOWED_FROM, Case, business_time, case_id_for
+from hub.domain.case import ALLOWED_FROM, Case, business_time, case_id_for, step_time
 from hub.domain.codec import event_mapper
 from hub.domain.command_record import ADMIN, HALL, CommandRecord, record_id
 from hub.domain.federation import (
@@ -101,7 +101,7 @@ from hub.domain.federation import (
 from hub.domain.hall import Hall, hall_aggregate_id, key_id
 from hub.domain.node import Node
 from hub.domain.supervision import warning_due
-from hub.domain.values import CaseState, SealedApplicant
+from hub.domain.values import CaseState, DeliveryMethod, HallKind, SealedApplicant
 from hub.errors import CalendarUnknown, InvalidInput, TongbanError
 from ledger import Authority, Leaf, LedgerError, Verifier, open_checkpoint, verify_inclusion
 
@@ -116,6 +116,14 @@ WARNING_TOPIC = get_topic(Case.SupervisionWarned)
 STATUS_EVENTS = (Case.CertificateSuspended, Case.CertificateReinstated, Case.CertificateRevoked)
 #: 预约办: the node's record that nobody came to an appointment (a NODE leaf it justifies).
 EXPIRY_TOPIC = get_topic(Appointment.Expired)
+#: The delivery channels' steps: each must be one the case before it allows, at its time.
+DELIVERY_ACTIONS = (
+    cmd.Deliver,
+    cmd.DispatchByPost,
+    cmd.DepositInLocker,
+    cmd.PickUpFromLocker,
+    cmd.ReturnToWindow,
+)
 _HALL_EVENTS = frozenset({get_topic(c) for c in (Hall.Registered, Hall.KeyRotated, Hall.Retired)})
 
 #: Loads the stored events of one aggregate below a version (for a case no longer cached).
@@ -222,6 +230,8 @@ class LogChecker:
         #: Cases (and 预约办 appointments) as they stand, most recently used last.
         self._cases: OrderedDict[UUID, Any] = OrderedDict()
         self._signers: dict[tuple[str, str], _Signer] = {}
+        #: Each hall's kind (a kiosk may only print, and only a kiosk prints).
+        self._hall_kinds: dict[str, HallKind] = {}
         self._used_keys: set[tuple[str, str, str]] = set()
         self._open: _Expectation | None = None
         #: Signed commands whose signature verified.
@@ -655,7 +665,9 @@ class LogChecker:
                     f"v{open_.next_version}, not {leaf.aggregate_id} v{leaf.version}",
                 )
             )
-        if leaf.topic not in topics or (open_.produced == 0 and leaf.topic != topics[0]):
+        # A pickup's one event is either outcome (delivered, or a wrong code recorded).
+        first = topics if isinstance(action, cmd.PickUpFromLocker) else topics[:1]
+        if leaf.topic not in topics or (open_.produced == 0 and leaf.topic not in first):
             problems.append(
                 Problem("mis-bound event", f"{action.action_name} does not produce {leaf.topic}")
             )
@@ -709,6 +721,8 @@ class LogChecker:
             problems += self._check_certificate(leaf, event)
         if isinstance(event, STATUS_EVENTS):
             problems += self._check_certificate_status(leaf, event, action)
+        if isinstance(action, DELIVERY_ACTIONS) and actor is not None:
+            problems += self._check_delivery(leaf, event, action)
         if first and isinstance(action, CaseAction | Submit):
             problems += self._check_transition(leaf, action)
         return problems
@@ -832,6 +846,43 @@ class LogChecker:
             return []  # reported by the transition check
         try:
             case.check_status_change(action.action_name, event.actor, event.reason)
+        except TongbanError as error:
+            return [Problem("invalid transition", f"{action.action_name}: {error}")]
+        return []
+
+    def _check_delivery(self, leaf: Leaf, event: Any, action: Action) -> list[Problem]:
+        """A delivery step is one the case before it allows at the step's time: who may deliver
+        by which channel (a kiosk only prints, after an identity check), a locker pickup at the
+        deposit's compartment before it expired or locked, a return from the locker only after
+        that (:meth:`~hub.domain.case.Case.check_delivery`, ``check_pickup``, ``check_return``).
+        The pickup code itself is not in the log: the node checked it at its gate's side."""
+        case = self._case(leaf.aggregate_id, leaf.version)
+        if case is None:
+            return []  # reported by the transition check
+        actor = event.actor
+        try:
+            with step_time(event.timestamp):
+                if isinstance(action, cmd.Deliver):
+                    kind = (
+                        None
+                        if "@" in actor.hall_id
+                        else self._hall_kinds.get(actor.hall_id, HallKind.UNSPECIFIED)
+                    )
+                    case.check_delivery(actor, event.method, event.identity_check, kind)
+                elif isinstance(action, cmd.DispatchByPost | cmd.DepositInLocker):
+                    case.check_ready(action.action_name)
+                elif isinstance(action, cmd.PickUpFromLocker):
+                    case.check_pickup(
+                        action.action_name, actor, action.locker_id, action.compartment
+                    )
+                    place = f"{action.locker_id}#{action.compartment}"
+                    if isinstance(event, Case.Delivered) and (event.method, event.place) != (
+                        DeliveryMethod.LOCKER,
+                        place,
+                    ):
+                        return [Problem("content mismatch", "a pickup delivers at its locker")]
+                elif isinstance(action, cmd.ReturnToWindow):
+                    case.check_return(actor, action.reason)
         except TongbanError as error:
             return [Problem("invalid transition", f"{action.action_name}: {error}")]
         return []
@@ -968,6 +1019,7 @@ class LogChecker:
             self._signers[(HALL, event.hall_id)] = _Signer(
                 [_KeyPeriod(event.public_key, key_id(event.public_key), index)]
             )
+            self._hall_kinds[event.hall_id] = event.kind
         elif isinstance(event, Hall.KeyRotated | Hall.Retired):
             hall = self._hall_of(event.originator_id)
             if hall is not None and isinstance(event, Hall.KeyRotated):
@@ -988,6 +1040,7 @@ class LogChecker:
             self._signers[(HALL, action.hall_id)] = _Signer(
                 [_KeyPeriod(action.public_key, key_id(action.public_key), index)]
             )
+            self._hall_kinds[action.hall_id] = action.kind
         elif isinstance(action, RotateHallKey | RetireHall):
             hall = self._signers.get((HALL, action.hall_id))
             if hall is not None and isinstance(action, RotateHallKey):

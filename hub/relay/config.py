@@ -23,10 +23,15 @@ names the file and the entry (``peers[1].log_key``), so an operator fixes it wit
     address = "node-42.example.org:7443"           # its gRPC endpoint (materials, witnessing)
     inbox_topic = "tongban.v1.42.inbox"            # optional: overrides the prefix rule
     witness_url = "http://node-42.example.org:7444"  # optional: its tlog-witness endpoint
+    trust_bundle = "peers/42-trust.json"           # optional: its certificate issuers
+                                                   # (`tongban trust export` there)
 
     [[witnessed_logs]]                             # optional: other C2SP logs this node witnesses
     origin = "transparency.example/log"            # the log's origin line
     log_key = "transparency.example/log+12ab34cd+AbC..."   # its note verifier key
+
+A peer's ``trust_bundle`` holds its certificate-issuer keys: this node checks a certificate that
+peer issued offline before its window hands it over (docs/certificates.md, "Delivery").
 
 A peer with a ``witness_url`` is asked to cosign this node's checkpoints there (C2SP
 tlog-witness, see docs/witnessing.md); every peer's log is witnessed here, and so is every
@@ -51,6 +56,7 @@ from typing import Any
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
 
+from hub.certificates import TrustBundle
 from hub.errors import ConfigurationError
 from ledger import LedgerError, Verifier
 from ledger.cosignature import CosignatureVerifier
@@ -80,6 +86,7 @@ _PEER_KEYS = {
     "address",
     "inbox_topic",
     "witness_url",
+    "trust_bundle",
 }
 
 
@@ -103,6 +110,8 @@ class Peer:
     inbox_topic: str
     #: Its tlog-witness submission prefix (``http(s)://host:port[/prefix]``); "" if none.
     witness_url: str = ""
+    #: Its certificate issuers (its ``tongban trust export``), if the file names them.
+    certificate_issuers: TrustBundle | None = None
 
     def log_verifier(self) -> Verifier:
         """Verifies the peer's checkpoints."""
@@ -335,7 +344,34 @@ def _peer(entry: Any, number: int, path: Path, prefix: str, fail: Any) -> Peer:
         address=address,
         inbox_topic=topic,
         witness_url=witness_url,
+        certificate_issuers=_trust_bundle(
+            text("trust_bundle", required=False), where, path, origin, fail
+        ),
     )
+
+
+def _trust_bundle(name: str, where: str, path: Path, origin: str, fail: Any) -> TrustBundle | None:
+    """The peer's certificate issuers, every one of them the peer's own (its log's origin)."""
+    if not name:
+        return None
+    bundle_path = Path(name) if Path(name).is_absolute() else path.parent / name
+    try:
+        text = bundle_path.read_text("utf-8")
+    except OSError as error:
+        raise fail(f"{where}.trust_bundle", f"{bundle_path}: {error.strerror or error}") from None
+    try:
+        bundle = TrustBundle.from_json(text, str(bundle_path))
+    except ConfigurationError as error:
+        raise fail(f"{where}.trust_bundle", str(error)) from None
+    for number, issuer in enumerate(bundle.issuers):
+        if issuer.origin != origin:
+            raise fail(
+                f"{where}.trust_bundle",
+                f"issuers[{number}] is a key of {issuer.origin!r}, not of this peer ({origin!r})",
+            )
+    if not bundle.issuers:
+        raise fail(f"{where}.trust_bundle", "names no issuer")
+    return bundle
 
 
 def _encryption_key(text: str, where: str, fail: Any) -> bytes:

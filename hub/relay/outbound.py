@@ -57,6 +57,7 @@ from hub.domain.case import Case
 from hub.domain.command_record import HALL, CommandRecord
 from hub.domain.federation import PeerStep, split_name
 from hub.domain.hall import key_id
+from hub.domain.values import CaseState
 from hub.errors import TongbanError
 from hub.integrity.integrator import LedgerView
 from hub.relay.config import FederationConfig, Peer
@@ -113,7 +114,14 @@ class OutboxProjection:
                 rows.append(OutboxRow(FETCH, fetch_id, event.origin, event.target_id, record))
         elif isinstance(event, CommandRecord.Recorded) and event.signer_kind == HALL:
             case = self._case_after(event)
-            if case is not None:
+            # A wrong pickup code stays this node's record: the code never travels, so a peer
+            # could not tell it from a pickup (docs/certificates.md, "Delivery").
+            refused_code = (
+                event.action == "pick_up_from_locker"
+                and case is not None
+                and (case.state is CaseState.IN_LOCKER)
+            )
+            if case is not None and not refused_code:
                 step = (event.originator_id, event.target_id, own, event.last_version)
                 rows += self._own_step(event, case)
         self.store.enqueue(rows, tracking, step)

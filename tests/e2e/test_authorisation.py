@@ -95,6 +95,11 @@ CASE_COMMANDS: dict[str, dict[str, Any]] = {
     "complete_rectification": {"report": "x", "follow_up": "x"},
     "archive": {},
     "withdraw": {"reason": "x"},
+    "dispatch_by_post": {"carrier": "EMS", "tracking_number": "1190000000001"},
+    "deposit_in_locker": {"locker_id": "L-1", "compartment": "A1", "code_hash": "ab" * 32,
+                          "hold_hours": 1},
+    "pick_up_from_locker": {"locker_id": "L-1", "compartment": "A1"},
+    "return_to_window": {"reason": "x"},
 }  # fmt: skip
 
 

@@ -26,7 +26,14 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-from hub.bootstrap import admin_signer, build_application, build_relay, federation_identity
+from hub.bootstrap import (
+    admin_signer,
+    build_application,
+    build_relay,
+    federation_identity,
+    load_certificate_issuer,
+)
+from hub.certificates import TrustBundle
 from hub.pki import init_ca
 from hub.relay.config import encryption_key_text
 from hub.relay.node import Relay
@@ -122,6 +129,13 @@ class Federation:
                 stack.callback(node.close)
                 members[region] = Member(region, node)
             identities = {region: federation_identity(s) for region, s in settings.items()}
+            for region, base in settings.items():
+                # Each node's certificate issuers, as `tongban trust export` writes them: its
+                # peers check the certificates it issues offline with them.
+                bundle = directory / f"trust-{region}.json"
+                issuer = load_certificate_issuer(base).trusted()
+                bundle.write_text(TrustBundle((issuer,)).to_json() + "\n", encoding="utf-8")
+                identities[region]["trust_bundle"] = str(bundle)
             for region, base in settings.items():
                 path = federation_file(
                     directory / f"federation-{region}.toml",

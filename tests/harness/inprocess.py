@@ -80,6 +80,7 @@ class InProcessNode:
         *,
         windows: tuple[str, ...] = ("综合窗口",),
         issued_at: datetime | None = None,
+        kind: int = 0,
     ) -> CommandSigner:
         """Register a hall (an admin command) with a fresh key; its signer."""
         key = Ed25519PrivateKey.generate()
@@ -92,6 +93,7 @@ class InProcessNode:
                 windows=list(windows),
                 public_key=public_key_b64(key),
                 issued_at=issued_at,
+                kind=kind,
             )
         )
         signer = CommandSigner(

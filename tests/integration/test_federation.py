@@ -6,6 +6,7 @@ integrator and relay, exchanging signed envelopes through the test broker.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 from collections.abc import Iterator
 from datetime import timedelta
@@ -101,10 +102,14 @@ def test_offsite_intake_reaches_the_competent_node_and_the_result_comes_back(
     issued = shaanxi.app.get_case(case_id).certificate_id
     assert issued.startswith("1.2.156.3005.2.110001.11610929MB0000001X.")
     assert hunan.app.get_case(case_id).certificate_id == issued  # the same identifier at 43
-    # 一窗发证 at the Hunan window, and the rating reaches Shaanxi.
+    # 一窗发证 at the Hunan window: 白河县's signed certificate, checked at 43 offline with the
+    # trust bundle 61 exported (named in 43's federation file), without calling 61.
+    token = _certificate_token(federation, shaanxi, case_id)
+    _check_the_token_at_the_window(federation, hunan, town, case_id, token)
     hunan.node.run(
         town, "deliver", idempotency_key="offsite-0004", case_id=str(case_id),
         method=common_pb2.DELIVERY_METHOD_OFFSITE_WINDOW, note="本人到沙头镇窗口领取",
+        certificate_token=token,
     )  # fmt: skip
     hunan.node.run(
         town, "rate", idempotency_key="offsite-0005", case_id=str(case_id),
@@ -143,6 +148,62 @@ def test_offsite_intake_reaches_the_competent_node_and_the_result_comes_back(
     # of Shaanxi (out), and at 61 a case taken in elsewhere for its province (in).
     for member, counter in ((hunan, "cross_province_out"), (shaanxi, "cross_province_in")):
         assert _statistics(member, region=SHATOU)[counter] == 1
+
+
+def _certificate_token(federation: Federation, issuer: Member, case_id: Any) -> str:
+    """The certificate as the issuing node writes it (`tongban cert issue` there), once the
+    node's running integrator has put the issuing event into its log."""
+    from hub.bootstrap import load_certificate_issuer
+    from hub.certificates import claims_for, sign_certificate
+    from hub.domain.case import Case
+
+    app = issuer.app
+    event = [e for e in app.case_history(case_id) if isinstance(e, Case.CertificateIssued)][-1]
+    view = issuer.node.integrator().view  # read only: the node's own integrator writes
+    leaf = federation.wait(
+        lambda: view.read(
+            lambda cursor: view.tables.leaf_for(cursor, case_id, event.originator_version)
+        ),
+        "the issuing event in the issuer's log",
+    )
+    claims = claims_for(app.get_case(case_id), event, leaf.index, issuer.origin)
+    return sign_certificate(claims, load_certificate_issuer(issuer.node.settings))
+
+
+def _check_the_token_at_the_window(
+    federation: Federation, hunan: Member, town: Any, case_id: Any, token: str
+) -> None:
+    """Hunan's clerk verifies 61's certificate with 61's bundle alone; the window refuses a
+    forged token, another case's and none at all, storing nothing."""
+    import dataclasses
+    import json
+
+    from hub.bootstrap import load_certificate_issuer
+    from hub.certificates import CertificateClaims, sign_certificate
+
+    bundle = hunan.node.settings.federation.parent / "trust-61.json"  # type: ignore[union-attr]
+    card = bundle.parent / "card-61.jws"
+    card.write_text(token + "\n", encoding="ascii")
+    assert cli_main(["cert", "verify", str(card), "--trust", str(bundle)]) == 0
+    shaanxi = federation.nodes["61"]
+    payload = json.loads(base64.urlsafe_b64decode(token.split(".")[1] + "=="))
+    claims = CertificateClaims.from_payload(payload)
+    genuine_other = sign_certificate(
+        dataclasses.replace(claims, case="00000000-0000-4000-8000-000000000000"),
+        load_certificate_issuer(shaanxi.node.settings),
+    )
+    head, body, signature = token.split(".")
+    tampered = ".".join([head, body[:-4] + ("AAAA" if body[-4:] != "AAAA" else "BBBB"), signature])
+    size = hunan.node.log_size()
+    for bad, expected in ((tampered, "forged"), (genuine_other, "not this case's"),
+                          ("", "attach the issuing node's certificate")):  # fmt: skip
+        with pytest.raises(InvalidInput, match=expected) as refused:
+            hunan.node.run(
+                town, "deliver", case_id=str(case_id), certificate_token=bad,
+                method=common_pb2.DELIVERY_METHOD_OFFSITE_WINDOW,
+            )  # fmt: skip
+        assert refused.value.field == "command.deliver.certificate_token"
+    assert hunan.node.log_size() == size
 
 
 def _statistics(member: Any, *, region: str) -> Any:

@@ -107,12 +107,12 @@ def test_every_hall_action_except_submit_has_a_vendor_action() -> None:
         if "".join(part.title() for part in f.name.split("_")) in rpcs
     }
     assert "register_hall" not in wire and "accept" in wire
-    # (staff_window sets the hall's own window roster, AB岗: no case action of the vendor's.)
-    # (预约办's booking and cancellation have endpoints of their own: /api/v1/appointments.)
+    # (staff_window sets the hall's own window roster, AB岗: no case action of the vendor's; a
+    # locker reports its pickups itself with the code beside the signed bytes, through the SDK;
+    # 预约办's booking and cancellation have endpoints of their own: /api/v1/appointments.)
+    own_endpoints = {"submit", "staff_window", "pick_up_from_locker"}
     appointments = {"book_appointment", "cancel_appointment"}
-    assert {spec.action for spec in ACTIONS.values()} == wire - {"submit", "staff_window"} - (
-        appointments
-    )
+    assert {spec.action for spec in ACTIONS.values()} == wire - own_endpoints - appointments
 
 
 def test_grpc_codes_map_to_the_agreed_http_statuses() -> None:
@@ -553,3 +553,24 @@ def test_a_reason_the_node_requires_is_required_by_the_gateway(
 def test_a_hand_off_needs_no_reason() -> None:
     _, message, _ = parse_action("zb", "c", {"jsdt": "hn-ziyang-hall"})
     assert message == case_exchange_pb2.HandOff(case_id="c", to_hall="hn-ziyang-hall")
+
+
+def test_the_delivery_custody_actions_read_their_fields() -> None:
+    """邮寄寄出, 智能柜入柜 (the code's keyed hash only, 72 hours by default) and 退回窗口."""
+    action, post, _ = parse_action("yj", "c", {"kdgs": "EMS", "kddh": "1190000000001"})
+    assert (action, post.carrier, post.tracking_number) == (
+        "dispatch_by_post",
+        "EMS",
+        "1190000000001",
+    )
+    action, locker, _ = parse_action(
+        "rg", "c", {"gzbh": "ZZ-E-001", "gkh": "A03", "qjmzy": "ab" * 32}
+    )
+    assert (action, locker.locker_id, locker.compartment, locker.hold_hours) == (
+        "deposit_in_locker", "ZZ-E-001", "A03", 72,
+    )  # fmt: skip
+    action, back, _ = parse_action("thck", "c", {"yy": "退件", "ck": "发证窗口"})
+    assert (action, back.reason, back.window) == ("return_to_window", "退件", "发证窗口")
+    with pytest.raises(VendorInputError) as caught:
+        parse_action("rg", "c", {"gzbh": "ZZ-E-001", "gkh": "A03", "qjmzy": "123456", "bcsc": 0})
+    assert {e.field for e in caught.value.errors} == {"qjmzy", "bcsc"}

@@ -128,6 +128,10 @@ def _run_any(case: Case, command: str, actor: Actor) -> None:
         "rate": (Rating.SATISFIED, ""),
         "complete_rectification": ("报告", "回访"),
         "withdraw": ("理由",),
+        "dispatch_by_post": ("EMS", "1190000000001"),
+        "deposit_in_locker": ("L-01", "A3", "ab" * 32, 48),
+        "pick_up_from_locker": ("L-01", "A3"),
+        "return_to_window": ("退件",),
     }
     getattr(case, command)(actor, *args.get(command, ()))
 
@@ -366,7 +370,10 @@ def test_allowed_table_covers_every_public_command() -> None:
     }
     queries = {"submit", "state_is", "allowed_commands", "clock_seconds", "collect_events",
                "trigger_event", "create_id", "involves", "regions",
-               "certificate_facts", "check_status_change"}  # fmt: skip
+               "certificate_facts", "check_status_change",
+               # delivery checks; a wrong locker code is the other outcome of a pickup
+               "check_delivery", "check_pickup", "check_return", "locker_expired", "check_ready",
+               "refuse_locker_code"}  # fmt: skip
     # Erasure is an admin's act, and a supervision warning the node's, allowed in every state
     # (each once); a peer's refusal of a transfer takes a case back from HANDED_OFF/ESCALATED:
     # none is in the hall's lifecycle table.

@@ -67,6 +67,10 @@ ARGUMENTS: dict[str, st.SearchStrategy[tuple[Any, ...]]] = {
     "complete_rectification": st.just(("整改", "回访")),
     "archive": st.just(()),
     "withdraw": st.just(("撤回",)),
+    "dispatch_by_post": st.just(("EMS", "1190000000001")),
+    "deposit_in_locker": st.sampled_from([("L-01", "A3", "ab" * 32, hours) for hours in (1, 48)]),
+    "pick_up_from_locker": st.sampled_from([("L-01", "A3"), ("L-01", "B1")]),
+    "return_to_window": st.just(("退件",)),
 }
 assert set(ARGUMENTS) == set(ALLOWED_FROM)
 
@@ -100,6 +104,9 @@ def _check_invariants(case: Case) -> None:
         assert case.approved and case.produces_certificate and case.certificate_id
     if case.state is CaseState.JOINT:
         assert case.joint_tasks and not all(s.done for s in case.joint_tasks.values())
+    assert (case.locker is not None) == (case.state is CaseState.IN_LOCKER)
+    if case.state in {CaseState.IN_POST, CaseState.IN_LOCKER}:
+        assert case.state_before_custody in {CaseState.CONCLUDED, CaseState.CERTIFICATE_ISSUED}
     if case.state is CaseState.RECTIFYING:
         assert case.rating is not None and case.rating.is_bad
 

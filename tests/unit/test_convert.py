@@ -85,6 +85,17 @@ def _one_of_every_event() -> list[Any]:
     e.reinstate_certificate(COUNTY_HALL, "核查完毕")
     e.revoke_certificate(COUNTY_HALL, "撤销")
     events += e.collect_events()
+    f = new_case(actor=COUNTY_HALL, competent=COUNTY)
+    for step in ("accept", "start_handling"):
+        getattr(f, step)(COUNTY_HALL)
+    f.decide(COUNTY_HALL, approved=False, reason="不予")
+    f.conclude(COUNTY_HALL)
+    f.dispatch_by_post(COUNTY_HALL, "EMS", "1190000000001")
+    f.return_to_window(COUNTY_HALL, "退件", "综合窗口")
+    f.deposit_in_locker(COUNTY_HALL, "L-01", "A3", "ab" * 32, 48)
+    f.refuse_locker_code(COUNTY_HALL, "L-01", "A3")
+    f.pick_up_from_locker(COUNTY_HALL, "L-01", "A3")
+    events += f.collect_events()
     return events
 
 

@@ -184,6 +184,10 @@ class Command(_message.Message):
     SUSPEND_CERTIFICATE_FIELD_NUMBER: _builtins.int
     REINSTATE_CERTIFICATE_FIELD_NUMBER: _builtins.int
     REVOKE_CERTIFICATE_FIELD_NUMBER: _builtins.int
+    DISPATCH_BY_POST_FIELD_NUMBER: _builtins.int
+    DEPOSIT_IN_LOCKER_FIELD_NUMBER: _builtins.int
+    PICK_UP_FROM_LOCKER_FIELD_NUMBER: _builtins.int
+    RETURN_TO_WINDOW_FIELD_NUMBER: _builtins.int
     REGISTER_HALL_FIELD_NUMBER: _builtins.int
     ROTATE_HALL_KEY_FIELD_NUMBER: _builtins.int
     RETIRE_HALL_FIELD_NUMBER: _builtins.int
@@ -245,6 +249,14 @@ class Command(_message.Message):
     @_builtins.property
     def revoke_certificate(self) -> Global___RevokeCertificate: ...
     @_builtins.property
+    def dispatch_by_post(self) -> Global___DispatchByPost: ...
+    @_builtins.property
+    def deposit_in_locker(self) -> Global___DepositInLocker: ...
+    @_builtins.property
+    def pick_up_from_locker(self) -> Global___PickUpFromLocker: ...
+    @_builtins.property
+    def return_to_window(self) -> Global___ReturnToWindow: ...
+    @_builtins.property
     def register_hall(self) -> Global___RegisterHall:
         """Admin commands (signed by an admin key registered in the node's log; HallAdmin service)."""
 
@@ -290,6 +302,10 @@ class Command(_message.Message):
         suspend_certificate: Global___SuspendCertificate | None = ...,
         reinstate_certificate: Global___ReinstateCertificate | None = ...,
         revoke_certificate: Global___RevokeCertificate | None = ...,
+        dispatch_by_post: Global___DispatchByPost | None = ...,
+        deposit_in_locker: Global___DepositInLocker | None = ...,
+        pick_up_from_locker: Global___PickUpFromLocker | None = ...,
+        return_to_window: Global___ReturnToWindow | None = ...,
         register_hall: Global___RegisterHall | None = ...,
         rotate_hall_key: Global___RotateHallKey | None = ...,
         retire_hall: Global___RetireHall | None = ...,
@@ -297,11 +313,11 @@ class Command(_message.Message):
         book_appointment: Global___BookAppointment | None = ...,
         cancel_appointment: Global___CancelAppointment | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["accept", b"accept", "acknowledge_handoff", b"acknowledge_handoff", "action", b"action", "archive", b"archive", "book_appointment", b"book_appointment", "cancel_appointment", b"cancel_appointment", "complete_joint_task", b"complete_joint_task", "complete_rectification", b"complete_rectification", "conclude", b"conclude", "decide", b"decide", "deliver", b"deliver", "erase_personal_data", b"erase_personal_data", "escalate", b"escalate", "hand_off", b"hand_off", "header", b"header", "issue_certificate", b"issue_certificate", "open_joint_tasks", b"open_joint_tasks", "rate", b"rate", "record_certificate", b"record_certificate", "register_hall", b"register_hall", "reinstate_certificate", b"reinstate_certificate", "reject_at_intake", b"reject_at_intake", "request_correction", b"request_correction", "resubmit", b"resubmit", "resume", b"resume", "retire_hall", b"retire_hall", "revoke_certificate", b"revoke_certificate", "rotate_hall_key", b"rotate_hall_key", "staff_window", b"staff_window", "start_handling", b"start_handling", "submit", b"submit", "suspend", b"suspend", "suspend_certificate", b"suspend_certificate", "withdraw", b"withdraw"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["accept", b"accept", "acknowledge_handoff", b"acknowledge_handoff", "action", b"action", "archive", b"archive", "book_appointment", b"book_appointment", "cancel_appointment", b"cancel_appointment", "complete_joint_task", b"complete_joint_task", "complete_rectification", b"complete_rectification", "conclude", b"conclude", "decide", b"decide", "deliver", b"deliver", "deposit_in_locker", b"deposit_in_locker", "dispatch_by_post", b"dispatch_by_post", "erase_personal_data", b"erase_personal_data", "escalate", b"escalate", "hand_off", b"hand_off", "header", b"header", "issue_certificate", b"issue_certificate", "open_joint_tasks", b"open_joint_tasks", "pick_up_from_locker", b"pick_up_from_locker", "rate", b"rate", "record_certificate", b"record_certificate", "register_hall", b"register_hall", "reinstate_certificate", b"reinstate_certificate", "reject_at_intake", b"reject_at_intake", "request_correction", b"request_correction", "resubmit", b"resubmit", "resume", b"resume", "retire_hall", b"retire_hall", "return_to_window", b"return_to_window", "revoke_certificate", b"revoke_certificate", "rotate_hall_key", b"rotate_hall_key", "staff_window", b"staff_window", "start_handling", b"start_handling", "submit", b"submit", "suspend", b"suspend", "suspend_certificate", b"suspend_certificate", "withdraw", b"withdraw"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["accept", b"accept", "acknowledge_handoff", b"acknowledge_handoff", "action", b"action", "archive", b"archive", "book_appointment", b"book_appointment", "cancel_appointment", b"cancel_appointment", "complete_joint_task", b"complete_joint_task", "complete_rectification", b"complete_rectification", "conclude", b"conclude", "decide", b"decide", "deliver", b"deliver", "erase_personal_data", b"erase_personal_data", "escalate", b"escalate", "hand_off", b"hand_off", "header", b"header", "issue_certificate", b"issue_certificate", "open_joint_tasks", b"open_joint_tasks", "rate", b"rate", "record_certificate", b"record_certificate", "register_hall", b"register_hall", "reinstate_certificate", b"reinstate_certificate", "reject_at_intake", b"reject_at_intake", "request_correction", b"request_correction", "resubmit", b"resubmit", "resume", b"resume", "retire_hall", b"retire_hall", "revoke_certificate", b"revoke_certificate", "rotate_hall_key", b"rotate_hall_key", "staff_window", b"staff_window", "start_handling", b"start_handling", "submit", b"submit", "suspend", b"suspend", "suspend_certificate", b"suspend_certificate", "withdraw", b"withdraw"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accept", b"accept", "acknowledge_handoff", b"acknowledge_handoff", "action", b"action", "archive", b"archive", "book_appointment", b"book_appointment", "cancel_appointment", b"cancel_appointment", "complete_joint_task", b"complete_joint_task", "complete_rectification", b"complete_rectification", "conclude", b"conclude", "decide", b"decide", "deliver", b"deliver", "deposit_in_locker", b"deposit_in_locker", "dispatch_by_post", b"dispatch_by_post", "erase_personal_data", b"erase_personal_data", "escalate", b"escalate", "hand_off", b"hand_off", "header", b"header", "issue_certificate", b"issue_certificate", "open_joint_tasks", b"open_joint_tasks", "pick_up_from_locker", b"pick_up_from_locker", "rate", b"rate", "record_certificate", b"record_certificate", "register_hall", b"register_hall", "reinstate_certificate", b"reinstate_certificate", "reject_at_intake", b"reject_at_intake", "request_correction", b"request_correction", "resubmit", b"resubmit", "resume", b"resume", "retire_hall", b"retire_hall", "return_to_window", b"return_to_window", "revoke_certificate", b"revoke_certificate", "rotate_hall_key", b"rotate_hall_key", "staff_window", b"staff_window", "start_handling", b"start_handling", "submit", b"submit", "suspend", b"suspend", "suspend_certificate", b"suspend_certificate", "withdraw", b"withdraw"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_action: _TypeAlias = _typing.Literal["submit", "request_correction", "resubmit", "accept", "reject_at_intake", "hand_off", "acknowledge_handoff", "start_handling", "suspend", "resume", "escalate", "open_joint_tasks", "complete_joint_task", "decide", "conclude", "record_certificate", "deliver", "rate", "complete_rectification", "archive", "withdraw", "staff_window", "issue_certificate", "suspend_certificate", "reinstate_certificate", "revoke_certificate", "register_hall", "rotate_hall_key", "retire_hall", "erase_personal_data", "book_appointment", "cancel_appointment"]  # noqa: Y015
+    _WhichOneofReturnType_action: _TypeAlias = _typing.Literal["submit", "request_correction", "resubmit", "accept", "reject_at_intake", "hand_off", "acknowledge_handoff", "start_handling", "suspend", "resume", "escalate", "open_joint_tasks", "complete_joint_task", "decide", "conclude", "record_certificate", "deliver", "rate", "complete_rectification", "archive", "withdraw", "staff_window", "issue_certificate", "suspend_certificate", "reinstate_certificate", "revoke_certificate", "dispatch_by_post", "deposit_in_locker", "pick_up_from_locker", "return_to_window", "register_hall", "rotate_hall_key", "retire_hall", "erase_personal_data", "book_appointment", "cancel_appointment"]  # noqa: Y015
     _WhichOneofArgType_action: _TypeAlias = _typing.Literal["action", b"action"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_action) -> _WhichOneofReturnType_action | None: ...
 
@@ -820,23 +836,165 @@ class Deliver(_message.Message):
     CASE_ID_FIELD_NUMBER: _builtins.int
     METHOD_FIELD_NUMBER: _builtins.int
     NOTE_FIELD_NUMBER: _builtins.int
+    PLACE_FIELD_NUMBER: _builtins.int
+    IDENTITY_CHECK_FIELD_NUMBER: _builtins.int
+    CERTIFICATE_TOKEN_FIELD_NUMBER: _builtins.int
     case_id: _builtins.str
     method: _common_pb2.DeliveryMethod.ValueType
     note: _builtins.str
+    place: _builtins.str
+    """Where: the hall's window (empty: its first) or the kiosk's own id; free text online."""
+    identity_check: _common_pb2.IdentityCheck.ValueType
+    """KIOSK: how the kiosk checked the applicant before printing (required there)."""
+    certificate_token: _builtins.str
+    """OFFSITE_WINDOW of a certificate another node issued: its token (JWS, `tongban cert issue`
+    at the issuing node). The node checks it offline with that peer's trust bundle before the
+    window hands it over; a forged, expired or other case's token is INVALID_ARGUMENT.
+    """
     def __init__(
         self,
         *,
         case_id: _builtins.str = ...,
         method: _common_pb2.DeliveryMethod.ValueType = ...,
         note: _builtins.str = ...,
+        place: _builtins.str = ...,
+        identity_check: _common_pb2.IdentityCheck.ValueType = ...,
+        certificate_token: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["case_id", b"case_id", "method", b"method", "note", b"note"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["case_id", b"case_id", "certificate_token", b"certificate_token", "identity_check", b"identity_check", "method", b"method", "note", b"note", "place", b"place"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Deliver: _TypeAlias = Deliver  # noqa: Y015
+
+@_typing.final
+class DispatchByPost(_message.Message):
+    """邮寄: the holding hall posts the result; Deliver with DELIVERY_METHOD_POST confirms delivery."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CASE_ID_FIELD_NUMBER: _builtins.int
+    CARRIER_FIELD_NUMBER: _builtins.int
+    TRACKING_NUMBER_FIELD_NUMBER: _builtins.int
+    case_id: _builtins.str
+    carrier: _builtins.str
+    """e.g. "EMS" """
+    tracking_number: _builtins.str
+    """the carrier's waybill number"""
+    def __init__(
+        self,
+        *,
+        case_id: _builtins.str = ...,
+        carrier: _builtins.str = ...,
+        tracking_number: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["carrier", b"carrier", "case_id", b"case_id", "tracking_number", b"tracking_number"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DispatchByPost: _TypeAlias = DispatchByPost  # noqa: Y015
+
+@_typing.final
+class DepositInLocker(_message.Message):
+    """入柜: the holding hall puts the result in a 24-hour locker and texts the applicant a code."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CASE_ID_FIELD_NUMBER: _builtins.int
+    LOCKER_ID_FIELD_NUMBER: _builtins.int
+    COMPARTMENT_FIELD_NUMBER: _builtins.int
+    CODE_HASH_FIELD_NUMBER: _builtins.int
+    HOLD_HOURS_FIELD_NUMBER: _builtins.int
+    case_id: _builtins.str
+    locker_id: _builtins.str
+    """the locker (政务e家 取件柜) id"""
+    compartment: _builtins.str
+    """the compartment (格口)"""
+    code_hash: _builtins.str
+    """HMAC-SHA256(key, "tongban/pickup-code/v1" 0x00 case_id 0x00 code), 64 hex digits. The
+    code and the key stay with the hall's locker system; never send them here.
+    """
+    hold_hours: _builtins.int
+    """1-720: then it may be returned to the window"""
+    def __init__(
+        self,
+        *,
+        case_id: _builtins.str = ...,
+        locker_id: _builtins.str = ...,
+        compartment: _builtins.str = ...,
+        code_hash: _builtins.str = ...,
+        hold_hours: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["case_id", b"case_id", "code_hash", b"code_hash", "compartment", b"compartment", "hold_hours", b"hold_hours", "locker_id", b"locker_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DepositInLocker: _TypeAlias = DepositInLocker  # noqa: Y015
+
+@_typing.final
+class PickUpFromLocker(_message.Message):
+    """取件: the locker reports a pickup. The typed code and the key travel beside the signed bytes
+    as SignedCommand.personal[0] { field "pick_up_from_locker.pickup_code", value code, salt key }.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CASE_ID_FIELD_NUMBER: _builtins.int
+    LOCKER_ID_FIELD_NUMBER: _builtins.int
+    COMPARTMENT_FIELD_NUMBER: _builtins.int
+    case_id: _builtins.str
+    locker_id: _builtins.str
+    compartment: _builtins.str
+    def __init__(
+        self,
+        *,
+        case_id: _builtins.str = ...,
+        locker_id: _builtins.str = ...,
+        compartment: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["case_id", b"case_id", "compartment", b"compartment", "locker_id", b"locker_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PickUpFromLocker: _TypeAlias = PickUpFromLocker  # noqa: Y015
+
+@_typing.final
+class ReturnToWindow(_message.Message):
+    """The result is back at the hall's window: returned by the post (any time), or taken out of a
+    locker whose deposit expired or locked after too many wrong codes.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CASE_ID_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    WINDOW_FIELD_NUMBER: _builtins.int
+    case_id: _builtins.str
+    reason: _builtins.str
+    window: _builtins.str
+    """one of the hall's windows; empty: its first"""
+    def __init__(
+        self,
+        *,
+        case_id: _builtins.str = ...,
+        reason: _builtins.str = ...,
+        window: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["case_id", b"case_id", "reason", b"reason", "window", b"window"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReturnToWindow: _TypeAlias = ReturnToWindow  # noqa: Y015
 
 @_typing.final
 class Rate(_message.Message):
@@ -977,11 +1135,14 @@ class RegisterHall(_message.Message):
     REGION_FIELD_NUMBER: _builtins.int
     WINDOWS_FIELD_NUMBER: _builtins.int
     PUBLIC_KEY_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
     hall_id: _builtins.str
     name: _builtins.str
     region: _builtins.str
     public_key: _builtins.str
     """base64 Ed25519 public key (32 bytes)"""
+    kind: _common_pb2.HallKind.ValueType
+    """unspecified: a staffed hall; HALL_KIND_KIOSK: a self-service kiosk"""
     @_builtins.property
     def windows(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     def __init__(
@@ -992,10 +1153,11 @@ class RegisterHall(_message.Message):
         region: _builtins.str = ...,
         windows: _abc.Iterable[_builtins.str] | None = ...,
         public_key: _builtins.str = ...,
+        kind: _common_pb2.HallKind.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["hall_id", b"hall_id", "name", b"name", "public_key", b"public_key", "region", b"region", "windows", b"windows"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["hall_id", b"hall_id", "kind", b"kind", "name", b"name", "public_key", b"public_key", "region", b"region", "windows", b"windows"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

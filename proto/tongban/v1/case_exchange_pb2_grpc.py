@@ -139,6 +139,26 @@ class CaseExchangeStub:
                 request_serializer=tongban_dot_v1_dot_case__exchange__pb2.SignedCommand.SerializeToString,
                 response_deserializer=tongban_dot_v1_dot_case__exchange__pb2.CommandReply.FromString,
                 _registered_method=True)
+        self.DispatchByPost = channel.unary_unary(
+                '/tongban.v1.CaseExchange/DispatchByPost',
+                request_serializer=tongban_dot_v1_dot_case__exchange__pb2.SignedCommand.SerializeToString,
+                response_deserializer=tongban_dot_v1_dot_case__exchange__pb2.CommandReply.FromString,
+                _registered_method=True)
+        self.DepositInLocker = channel.unary_unary(
+                '/tongban.v1.CaseExchange/DepositInLocker',
+                request_serializer=tongban_dot_v1_dot_case__exchange__pb2.SignedCommand.SerializeToString,
+                response_deserializer=tongban_dot_v1_dot_case__exchange__pb2.CommandReply.FromString,
+                _registered_method=True)
+        self.PickUpFromLocker = channel.unary_unary(
+                '/tongban.v1.CaseExchange/PickUpFromLocker',
+                request_serializer=tongban_dot_v1_dot_case__exchange__pb2.SignedCommand.SerializeToString,
+                response_deserializer=tongban_dot_v1_dot_case__exchange__pb2.CommandReply.FromString,
+                _registered_method=True)
+        self.ReturnToWindow = channel.unary_unary(
+                '/tongban.v1.CaseExchange/ReturnToWindow',
+                request_serializer=tongban_dot_v1_dot_case__exchange__pb2.SignedCommand.SerializeToString,
+                response_deserializer=tongban_dot_v1_dot_case__exchange__pb2.CommandReply.FromString,
+                _registered_method=True)
         self.Rate = channel.unary_unary(
                 '/tongban.v1.CaseExchange/Rate',
                 request_serializer=tongban_dot_v1_dot_case__exchange__pb2.SignedCommand.SerializeToString,
@@ -348,8 +368,36 @@ class CaseExchangeServicer:
         raise NotImplementedError('Method not implemented!')
 
     def Deliver(self, request, context):
-        """送达.
+        """送达: the applicant has the result (window, post confirmed, online, off-site window, kiosk).
         """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DispatchByPost(self, request, context):
+        """Custody on the way to the applicant (docs/certificates.md, "Delivery"): post it with a
+        tracking number (Deliver by post confirms it), put it in a 24-hour locker, pick it up there
+        with the code (a wrong code is recorded and refused: PERMISSION_DENIED), or take it back to
+        the window (post returned it; the deposit expired or locked).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DepositInLocker(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PickUpFromLocker(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReturnToWindow(self, request, context):
+        """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -552,6 +600,26 @@ def add_CaseExchangeServicer_to_server(servicer, server):
             ),
             'Deliver': grpc.unary_unary_rpc_method_handler(
                     servicer.Deliver,
+                    request_deserializer=tongban_dot_v1_dot_case__exchange__pb2.SignedCommand.FromString,
+                    response_serializer=tongban_dot_v1_dot_case__exchange__pb2.CommandReply.SerializeToString,
+            ),
+            'DispatchByPost': grpc.unary_unary_rpc_method_handler(
+                    servicer.DispatchByPost,
+                    request_deserializer=tongban_dot_v1_dot_case__exchange__pb2.SignedCommand.FromString,
+                    response_serializer=tongban_dot_v1_dot_case__exchange__pb2.CommandReply.SerializeToString,
+            ),
+            'DepositInLocker': grpc.unary_unary_rpc_method_handler(
+                    servicer.DepositInLocker,
+                    request_deserializer=tongban_dot_v1_dot_case__exchange__pb2.SignedCommand.FromString,
+                    response_serializer=tongban_dot_v1_dot_case__exchange__pb2.CommandReply.SerializeToString,
+            ),
+            'PickUpFromLocker': grpc.unary_unary_rpc_method_handler(
+                    servicer.PickUpFromLocker,
+                    request_deserializer=tongban_dot_v1_dot_case__exchange__pb2.SignedCommand.FromString,
+                    response_serializer=tongban_dot_v1_dot_case__exchange__pb2.CommandReply.SerializeToString,
+            ),
+            'ReturnToWindow': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReturnToWindow,
                     request_deserializer=tongban_dot_v1_dot_case__exchange__pb2.SignedCommand.FromString,
                     response_serializer=tongban_dot_v1_dot_case__exchange__pb2.CommandReply.SerializeToString,
             ),
@@ -1186,6 +1254,114 @@ class CaseExchange:
             request,
             target,
             '/tongban.v1.CaseExchange/Deliver',
+            tongban_dot_v1_dot_case__exchange__pb2.SignedCommand.SerializeToString,
+            tongban_dot_v1_dot_case__exchange__pb2.CommandReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DispatchByPost(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tongban.v1.CaseExchange/DispatchByPost',
+            tongban_dot_v1_dot_case__exchange__pb2.SignedCommand.SerializeToString,
+            tongban_dot_v1_dot_case__exchange__pb2.CommandReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DepositInLocker(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tongban.v1.CaseExchange/DepositInLocker',
+            tongban_dot_v1_dot_case__exchange__pb2.SignedCommand.SerializeToString,
+            tongban_dot_v1_dot_case__exchange__pb2.CommandReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PickUpFromLocker(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tongban.v1.CaseExchange/PickUpFromLocker',
+            tongban_dot_v1_dot_case__exchange__pb2.SignedCommand.SerializeToString,
+            tongban_dot_v1_dot_case__exchange__pb2.CommandReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReturnToWindow(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tongban.v1.CaseExchange/ReturnToWindow',
             tongban_dot_v1_dot_case__exchange__pb2.SignedCommand.SerializeToString,
             tongban_dot_v1_dot_case__exchange__pb2.CommandReply.FromString,
             options,

@@ -79,7 +79,16 @@ class CaseExchangeStub:
     ReinstateCertificate: _grpc.UnaryUnaryMultiCallable[_case_exchange_pb2.SignedCommand, _case_exchange_pb2.CommandReply]
     RevokeCertificate: _grpc.UnaryUnaryMultiCallable[_case_exchange_pb2.SignedCommand, _case_exchange_pb2.CommandReply]
     Deliver: _grpc.UnaryUnaryMultiCallable[_case_exchange_pb2.SignedCommand, _case_exchange_pb2.CommandReply]
-    """送达."""
+    """送达: the applicant has the result (window, post confirmed, online, off-site window, kiosk)."""
+    DispatchByPost: _grpc.UnaryUnaryMultiCallable[_case_exchange_pb2.SignedCommand, _case_exchange_pb2.CommandReply]
+    """Custody on the way to the applicant (docs/certificates.md, "Delivery"): post it with a
+    tracking number (Deliver by post confirms it), put it in a 24-hour locker, pick it up there
+    with the code (a wrong code is recorded and refused: PERMISSION_DENIED), or take it back to
+    the window (post returned it; the deposit expired or locked).
+    """
+    DepositInLocker: _grpc.UnaryUnaryMultiCallable[_case_exchange_pb2.SignedCommand, _case_exchange_pb2.CommandReply]
+    PickUpFromLocker: _grpc.UnaryUnaryMultiCallable[_case_exchange_pb2.SignedCommand, _case_exchange_pb2.CommandReply]
+    ReturnToWindow: _grpc.UnaryUnaryMultiCallable[_case_exchange_pb2.SignedCommand, _case_exchange_pb2.CommandReply]
     Rate: _grpc.UnaryUnaryMultiCallable[_case_exchange_pb2.SignedCommand, _case_exchange_pb2.CommandReply]
     """好差评; a 差评 opens a rectification."""
     CompleteRectification: _grpc.UnaryUnaryMultiCallable[_case_exchange_pb2.SignedCommand, _case_exchange_pb2.CommandReply]
@@ -153,7 +162,16 @@ class CaseExchangeAsyncStub(CaseExchangeStub):
     ReinstateCertificate: _aio.UnaryUnaryMultiCallable[_case_exchange_pb2.SignedCommand, _case_exchange_pb2.CommandReply]  # type: ignore[assignment]
     RevokeCertificate: _aio.UnaryUnaryMultiCallable[_case_exchange_pb2.SignedCommand, _case_exchange_pb2.CommandReply]  # type: ignore[assignment]
     Deliver: _aio.UnaryUnaryMultiCallable[_case_exchange_pb2.SignedCommand, _case_exchange_pb2.CommandReply]  # type: ignore[assignment]
-    """送达."""
+    """送达: the applicant has the result (window, post confirmed, online, off-site window, kiosk)."""
+    DispatchByPost: _aio.UnaryUnaryMultiCallable[_case_exchange_pb2.SignedCommand, _case_exchange_pb2.CommandReply]  # type: ignore[assignment]
+    """Custody on the way to the applicant (docs/certificates.md, "Delivery"): post it with a
+    tracking number (Deliver by post confirms it), put it in a 24-hour locker, pick it up there
+    with the code (a wrong code is recorded and refused: PERMISSION_DENIED), or take it back to
+    the window (post returned it; the deposit expired or locked).
+    """
+    DepositInLocker: _aio.UnaryUnaryMultiCallable[_case_exchange_pb2.SignedCommand, _case_exchange_pb2.CommandReply]  # type: ignore[assignment]
+    PickUpFromLocker: _aio.UnaryUnaryMultiCallable[_case_exchange_pb2.SignedCommand, _case_exchange_pb2.CommandReply]  # type: ignore[assignment]
+    ReturnToWindow: _aio.UnaryUnaryMultiCallable[_case_exchange_pb2.SignedCommand, _case_exchange_pb2.CommandReply]  # type: ignore[assignment]
     Rate: _aio.UnaryUnaryMultiCallable[_case_exchange_pb2.SignedCommand, _case_exchange_pb2.CommandReply]  # type: ignore[assignment]
     """好差评; a 差评 opens a rectification."""
     CompleteRectification: _aio.UnaryUnaryMultiCallable[_case_exchange_pb2.SignedCommand, _case_exchange_pb2.CommandReply]  # type: ignore[assignment]
@@ -350,7 +368,40 @@ class CaseExchangeServicer(metaclass=_abc_1.ABCMeta):
         request: _case_exchange_pb2.SignedCommand,
         context: _ServicerContext,
     ) -> _typing.Union[_case_exchange_pb2.CommandReply, _abc.Awaitable[_case_exchange_pb2.CommandReply]]:
-        """送达."""
+        """送达: the applicant has the result (window, post confirmed, online, off-site window, kiosk)."""
+
+    @_abc_1.abstractmethod
+    def DispatchByPost(
+        self,
+        request: _case_exchange_pb2.SignedCommand,
+        context: _ServicerContext,
+    ) -> _typing.Union[_case_exchange_pb2.CommandReply, _abc.Awaitable[_case_exchange_pb2.CommandReply]]:
+        """Custody on the way to the applicant (docs/certificates.md, "Delivery"): post it with a
+        tracking number (Deliver by post confirms it), put it in a 24-hour locker, pick it up there
+        with the code (a wrong code is recorded and refused: PERMISSION_DENIED), or take it back to
+        the window (post returned it; the deposit expired or locked).
+        """
+
+    @_abc_1.abstractmethod
+    def DepositInLocker(
+        self,
+        request: _case_exchange_pb2.SignedCommand,
+        context: _ServicerContext,
+    ) -> _typing.Union[_case_exchange_pb2.CommandReply, _abc.Awaitable[_case_exchange_pb2.CommandReply]]: ...
+
+    @_abc_1.abstractmethod
+    def PickUpFromLocker(
+        self,
+        request: _case_exchange_pb2.SignedCommand,
+        context: _ServicerContext,
+    ) -> _typing.Union[_case_exchange_pb2.CommandReply, _abc.Awaitable[_case_exchange_pb2.CommandReply]]: ...
+
+    @_abc_1.abstractmethod
+    def ReturnToWindow(
+        self,
+        request: _case_exchange_pb2.SignedCommand,
+        context: _ServicerContext,
+    ) -> _typing.Union[_case_exchange_pb2.CommandReply, _abc.Awaitable[_case_exchange_pb2.CommandReply]]: ...
 
     @_abc_1.abstractmethod
     def Rate(

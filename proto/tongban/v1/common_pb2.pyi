@@ -154,6 +154,10 @@ class _CaseStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_CaseState.V
     """归档 (final)"""
     CASE_STATE_WITHDRAWN: _CaseState.ValueType  # 17
     """撤回 (final)"""
+    CASE_STATE_IN_POST: _CaseState.ValueType  # 18
+    """邮寄中: posted, delivery not yet confirmed"""
+    CASE_STATE_IN_LOCKER: _CaseState.ValueType  # 19
+    """待取件: waiting in a 24-hour locker (政务e家 取件柜)"""
 
 class CaseState(_CaseState, metaclass=_CaseStateEnumTypeWrapper):
     """States of the case lifecycle."""
@@ -193,6 +197,10 @@ CASE_STATE_ARCHIVED: CaseState.ValueType  # 16
 """归档 (final)"""
 CASE_STATE_WITHDRAWN: CaseState.ValueType  # 17
 """撤回 (final)"""
+CASE_STATE_IN_POST: CaseState.ValueType  # 18
+"""邮寄中: posted, delivery not yet confirmed"""
+CASE_STATE_IN_LOCKER: CaseState.ValueType  # 19
+"""待取件: waiting in a 24-hour locker (政务e家 取件柜)"""
 Global___CaseState: _TypeAlias = CaseState  # noqa: Y015
 
 class _SuspensionReason:
@@ -322,6 +330,10 @@ class _DeliveryMethodEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Delive
     """网上送达"""
     DELIVERY_METHOD_OFFSITE_WINDOW: _DeliveryMethod.ValueType  # 4
     """异地收件窗口领取"""
+    DELIVERY_METHOD_KIOSK: _DeliveryMethod.ValueType  # 5
+    """自助打印 at a self-service kiosk, after an identity check"""
+    DELIVERY_METHOD_LOCKER: _DeliveryMethod.ValueType  # 6
+    """智能柜取件 with the pickup code (pick_up_from_locker)"""
 
 class DeliveryMethod(_DeliveryMethod, metaclass=_DeliveryMethodEnumTypeWrapper):
     """How a result reaches the applicant (送达)."""
@@ -335,7 +347,61 @@ DELIVERY_METHOD_ONLINE: DeliveryMethod.ValueType  # 3
 """网上送达"""
 DELIVERY_METHOD_OFFSITE_WINDOW: DeliveryMethod.ValueType  # 4
 """异地收件窗口领取"""
+DELIVERY_METHOD_KIOSK: DeliveryMethod.ValueType  # 5
+"""自助打印 at a self-service kiosk, after an identity check"""
+DELIVERY_METHOD_LOCKER: DeliveryMethod.ValueType  # 6
+"""智能柜取件 with the pickup code (pick_up_from_locker)"""
 Global___DeliveryMethod: _TypeAlias = DeliveryMethod  # noqa: Y015
+
+class _HallKind:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _HallKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_HallKind.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    HALL_KIND_UNSPECIFIED: _HallKind.ValueType  # 0
+    HALL_KIND_SERVICE_HALL: _HallKind.ValueType  # 1
+    """服务大厅/便民服务站: people at windows"""
+    HALL_KIND_KIOSK: _HallKind.ValueType  # 2
+    """自助终端: prints results after the applicant's identity check"""
+
+class HallKind(_HallKind, metaclass=_HallKindEnumTypeWrapper):
+    """What a registered hall is. Unspecified: a staffed hall (as registered before kinds existed)."""
+
+HALL_KIND_UNSPECIFIED: HallKind.ValueType  # 0
+HALL_KIND_SERVICE_HALL: HallKind.ValueType  # 1
+"""服务大厅/便民服务站: people at windows"""
+HALL_KIND_KIOSK: HallKind.ValueType  # 2
+"""自助终端: prints results after the applicant's identity check"""
+Global___HallKind: _TypeAlias = HallKind  # noqa: Y015
+
+class _IdentityCheck:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _IdentityCheckEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_IdentityCheck.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    IDENTITY_CHECK_UNSPECIFIED: _IdentityCheck.ValueType  # 0
+    """no check recorded (every channel but the kiosk)"""
+    IDENTITY_CHECK_ID_CARD: _IdentityCheck.ValueType  # 1
+    """二代证读卡"""
+    IDENTITY_CHECK_ID_CARD_AND_FACE: _IdentityCheck.ValueType  # 2
+    """读卡 + 人证比对 (matched on the kiosk, nothing kept)"""
+    IDENTITY_CHECK_ELECTRONIC_ID: _IdentityCheck.ValueType  # 3
+    """电子身份证 / 网证 (CTID)"""
+
+class IdentityCheck(_IdentityCheck, metaclass=_IdentityCheckEnumTypeWrapper):
+    """How a kiosk checked the applicant before printing: the method only, never the data it read."""
+
+IDENTITY_CHECK_UNSPECIFIED: IdentityCheck.ValueType  # 0
+"""no check recorded (every channel but the kiosk)"""
+IDENTITY_CHECK_ID_CARD: IdentityCheck.ValueType  # 1
+"""二代证读卡"""
+IDENTITY_CHECK_ID_CARD_AND_FACE: IdentityCheck.ValueType  # 2
+"""读卡 + 人证比对 (matched on the kiosk, nothing kept)"""
+IDENTITY_CHECK_ELECTRONIC_ID: IdentityCheck.ValueType  # 3
+"""电子身份证 / 网证 (CTID)"""
+Global___IdentityCheck: _TypeAlias = IdentityCheck  # noqa: Y015
 
 class _Rating:
     ValueType = _typing.NewType("ValueType", _builtins.int)
@@ -526,6 +592,7 @@ class Hall(_message.Message):
     PUBLIC_KEY_FIELD_NUMBER: _builtins.int
     RETIRED_FIELD_NUMBER: _builtins.int
     KEYS_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
     hall_id: _builtins.str
     name: _builtins.str
     region: _builtins.str
@@ -533,6 +600,8 @@ class Hall(_message.Message):
     public_key: _builtins.str
     """base64 Ed25519 public key currently accepted"""
     retired: _builtins.bool
+    kind: Global___HallKind.ValueType
+    """a staffed hall or a self-service kiosk"""
     @_builtins.property
     def windows(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     @_builtins.property
@@ -552,10 +621,11 @@ class Hall(_message.Message):
         public_key: _builtins.str = ...,
         retired: _builtins.bool = ...,
         keys: _abc.Iterable[Global___HallKey] | None = ...,
+        kind: Global___HallKind.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["hall_id", b"hall_id", "keys", b"keys", "level", b"level", "name", b"name", "public_key", b"public_key", "region", b"region", "retired", b"retired", "windows", b"windows"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["hall_id", b"hall_id", "keys", b"keys", "kind", b"kind", "level", b"level", "name", b"name", "public_key", b"public_key", "region", b"region", "retired", b"retired", "windows", b"windows"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

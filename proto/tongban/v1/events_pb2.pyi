@@ -562,21 +562,131 @@ class Delivered(_message.Message):
 
     METHOD_FIELD_NUMBER: _builtins.int
     NOTE_FIELD_NUMBER: _builtins.int
+    PLACE_FIELD_NUMBER: _builtins.int
+    IDENTITY_CHECK_FIELD_NUMBER: _builtins.int
     method: _common_pb2.DeliveryMethod.ValueType
     note: _builtins.str
+    place: _builtins.str
+    """the window, the kiosk, or "locker#compartment" """
+    identity_check: _common_pb2.IdentityCheck.ValueType
+    """a kiosk's check of the applicant (method only)"""
     def __init__(
         self,
         *,
         method: _common_pb2.DeliveryMethod.ValueType = ...,
         note: _builtins.str = ...,
+        place: _builtins.str = ...,
+        identity_check: _common_pb2.IdentityCheck.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["method", b"method", "note", b"note"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["identity_check", b"identity_check", "method", b"method", "note", b"note", "place", b"place"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Delivered: _TypeAlias = Delivered  # noqa: Y015
+
+@_typing.final
+class PostDispatched(_message.Message):
+    """邮寄: posted, not yet delivered."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CARRIER_FIELD_NUMBER: _builtins.int
+    TRACKING_NUMBER_FIELD_NUMBER: _builtins.int
+    carrier: _builtins.str
+    tracking_number: _builtins.str
+    def __init__(
+        self,
+        *,
+        carrier: _builtins.str = ...,
+        tracking_number: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["carrier", b"carrier", "tracking_number", b"tracking_number"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PostDispatched: _TypeAlias = PostDispatched  # noqa: Y015
+
+@_typing.final
+class LockerDeposited(_message.Message):
+    """入柜: waiting in a locker; only the keyed hash of the pickup code is kept."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LOCKER_ID_FIELD_NUMBER: _builtins.int
+    COMPARTMENT_FIELD_NUMBER: _builtins.int
+    CODE_HASH_FIELD_NUMBER: _builtins.int
+    HOLD_HOURS_FIELD_NUMBER: _builtins.int
+    locker_id: _builtins.str
+    compartment: _builtins.str
+    code_hash: _builtins.str
+    hold_hours: _builtins.int
+    def __init__(
+        self,
+        *,
+        locker_id: _builtins.str = ...,
+        compartment: _builtins.str = ...,
+        code_hash: _builtins.str = ...,
+        hold_hours: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["code_hash", b"code_hash", "compartment", b"compartment", "hold_hours", b"hold_hours", "locker_id", b"locker_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LockerDeposited: _TypeAlias = LockerDeposited  # noqa: Y015
+
+@_typing.final
+class LockerCodeRefused(_message.Message):
+    """A wrong pickup code was typed (the code is never recorded)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LOCKER_ID_FIELD_NUMBER: _builtins.int
+    COMPARTMENT_FIELD_NUMBER: _builtins.int
+    locker_id: _builtins.str
+    compartment: _builtins.str
+    def __init__(
+        self,
+        *,
+        locker_id: _builtins.str = ...,
+        compartment: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["compartment", b"compartment", "locker_id", b"locker_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LockerCodeRefused: _TypeAlias = LockerCodeRefused  # noqa: Y015
+
+@_typing.final
+class ReturnedToWindow(_message.Message):
+    """Back at the window (post returned it; locker deposit expired or locked)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REASON_FIELD_NUMBER: _builtins.int
+    WINDOW_FIELD_NUMBER: _builtins.int
+    reason: _builtins.str
+    window: _builtins.str
+    def __init__(
+        self,
+        *,
+        reason: _builtins.str = ...,
+        window: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["reason", b"reason", "window", b"window"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReturnedToWindow: _TypeAlias = ReturnedToWindow  # noqa: Y015
 
 @_typing.final
 class Rated(_message.Message):
@@ -820,6 +930,10 @@ class CaseEvent(_message.Message):
     CERTIFICATE_SUSPENDED_FIELD_NUMBER: _builtins.int
     CERTIFICATE_REINSTATED_FIELD_NUMBER: _builtins.int
     CERTIFICATE_REVOKED_FIELD_NUMBER: _builtins.int
+    POST_DISPATCHED_FIELD_NUMBER: _builtins.int
+    LOCKER_DEPOSITED_FIELD_NUMBER: _builtins.int
+    LOCKER_CODE_REFUSED_FIELD_NUMBER: _builtins.int
+    RETURNED_TO_WINDOW_FIELD_NUMBER: _builtins.int
     case_id: _builtins.str
     version: _builtins.int
     @_builtins.property
@@ -888,6 +1002,14 @@ class CaseEvent(_message.Message):
     def certificate_reinstated(self) -> Global___CertificateReinstated: ...
     @_builtins.property
     def certificate_revoked(self) -> Global___CertificateRevoked: ...
+    @_builtins.property
+    def post_dispatched(self) -> Global___PostDispatched: ...
+    @_builtins.property
+    def locker_deposited(self) -> Global___LockerDeposited: ...
+    @_builtins.property
+    def locker_code_refused(self) -> Global___LockerCodeRefused: ...
+    @_builtins.property
+    def returned_to_window(self) -> Global___ReturnedToWindow: ...
     def __init__(
         self,
         *,
@@ -925,12 +1047,16 @@ class CaseEvent(_message.Message):
         certificate_suspended: Global___CertificateSuspended | None = ...,
         certificate_reinstated: Global___CertificateReinstated | None = ...,
         certificate_revoked: Global___CertificateRevoked | None = ...,
+        post_dispatched: Global___PostDispatched | None = ...,
+        locker_deposited: Global___LockerDeposited | None = ...,
+        locker_code_refused: Global___LockerCodeRefused | None = ...,
+        returned_to_window: Global___ReturnedToWindow | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["accepted", b"accepted", "actor", b"actor", "archived", b"archived", "certificate_issued", b"certificate_issued", "certificate_recorded", b"certificate_recorded", "certificate_reinstated", b"certificate_reinstated", "certificate_revoked", b"certificate_revoked", "certificate_suspended", b"certificate_suspended", "concluded", b"concluded", "correction_requested", b"correction_requested", "decided", b"decided", "delivered", b"delivered", "escalated", b"escalated", "event", b"event", "handed_off", b"handed_off", "handling_started", b"handling_started", "handoff_acknowledged", b"handoff_acknowledged", "joint_task_completed", b"joint_task_completed", "joint_tasks_joined", b"joint_tasks_joined", "joint_tasks_opened", b"joint_tasks_opened", "personal_data_erased", b"personal_data_erased", "rated", b"rated", "rectification_completed", b"rectification_completed", "rectification_opened", b"rectification_opened", "rejected_at_intake", b"rejected_at_intake", "resubmitted", b"resubmitted", "resumed", b"resumed", "submitted", b"submitted", "supervision_warned", b"supervision_warned", "suspended", b"suspended", "timestamp", b"timestamp", "transfer_refused", b"transfer_refused", "withdrawn", b"withdrawn"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["accepted", b"accepted", "actor", b"actor", "archived", b"archived", "certificate_issued", b"certificate_issued", "certificate_recorded", b"certificate_recorded", "certificate_reinstated", b"certificate_reinstated", "certificate_revoked", b"certificate_revoked", "certificate_suspended", b"certificate_suspended", "concluded", b"concluded", "correction_requested", b"correction_requested", "decided", b"decided", "delivered", b"delivered", "escalated", b"escalated", "event", b"event", "handed_off", b"handed_off", "handling_started", b"handling_started", "handoff_acknowledged", b"handoff_acknowledged", "joint_task_completed", b"joint_task_completed", "joint_tasks_joined", b"joint_tasks_joined", "joint_tasks_opened", b"joint_tasks_opened", "locker_code_refused", b"locker_code_refused", "locker_deposited", b"locker_deposited", "personal_data_erased", b"personal_data_erased", "post_dispatched", b"post_dispatched", "rated", b"rated", "rectification_completed", b"rectification_completed", "rectification_opened", b"rectification_opened", "rejected_at_intake", b"rejected_at_intake", "resubmitted", b"resubmitted", "resumed", b"resumed", "returned_to_window", b"returned_to_window", "submitted", b"submitted", "supervision_warned", b"supervision_warned", "suspended", b"suspended", "timestamp", b"timestamp", "transfer_refused", b"transfer_refused", "withdrawn", b"withdrawn"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepted", b"accepted", "actor", b"actor", "archived", b"archived", "case_id", b"case_id", "certificate_issued", b"certificate_issued", "certificate_recorded", b"certificate_recorded", "certificate_reinstated", b"certificate_reinstated", "certificate_revoked", b"certificate_revoked", "certificate_suspended", b"certificate_suspended", "concluded", b"concluded", "correction_requested", b"correction_requested", "decided", b"decided", "delivered", b"delivered", "escalated", b"escalated", "event", b"event", "handed_off", b"handed_off", "handling_started", b"handling_started", "handoff_acknowledged", b"handoff_acknowledged", "joint_task_completed", b"joint_task_completed", "joint_tasks_joined", b"joint_tasks_joined", "joint_tasks_opened", b"joint_tasks_opened", "personal_data_erased", b"personal_data_erased", "rated", b"rated", "rectification_completed", b"rectification_completed", "rectification_opened", b"rectification_opened", "rejected_at_intake", b"rejected_at_intake", "resubmitted", b"resubmitted", "resumed", b"resumed", "submitted", b"submitted", "supervision_warned", b"supervision_warned", "suspended", b"suspended", "timestamp", b"timestamp", "transfer_refused", b"transfer_refused", "version", b"version", "withdrawn", b"withdrawn"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepted", b"accepted", "actor", b"actor", "archived", b"archived", "case_id", b"case_id", "certificate_issued", b"certificate_issued", "certificate_recorded", b"certificate_recorded", "certificate_reinstated", b"certificate_reinstated", "certificate_revoked", b"certificate_revoked", "certificate_suspended", b"certificate_suspended", "concluded", b"concluded", "correction_requested", b"correction_requested", "decided", b"decided", "delivered", b"delivered", "escalated", b"escalated", "event", b"event", "handed_off", b"handed_off", "handling_started", b"handling_started", "handoff_acknowledged", b"handoff_acknowledged", "joint_task_completed", b"joint_task_completed", "joint_tasks_joined", b"joint_tasks_joined", "joint_tasks_opened", b"joint_tasks_opened", "locker_code_refused", b"locker_code_refused", "locker_deposited", b"locker_deposited", "personal_data_erased", b"personal_data_erased", "post_dispatched", b"post_dispatched", "rated", b"rated", "rectification_completed", b"rectification_completed", "rectification_opened", b"rectification_opened", "rejected_at_intake", b"rejected_at_intake", "resubmitted", b"resubmitted", "resumed", b"resumed", "returned_to_window", b"returned_to_window", "submitted", b"submitted", "supervision_warned", b"supervision_warned", "suspended", b"suspended", "timestamp", b"timestamp", "transfer_refused", b"transfer_refused", "version", b"version", "withdrawn", b"withdrawn"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_event: _TypeAlias = _typing.Literal["submitted", "correction_requested", "resubmitted", "accepted", "rejected_at_intake", "handed_off", "escalated", "handoff_acknowledged", "handling_started", "suspended", "resumed", "joint_tasks_opened", "joint_task_completed", "joint_tasks_joined", "decided", "concluded", "certificate_recorded", "delivered", "rated", "rectification_opened", "rectification_completed", "archived", "withdrawn", "personal_data_erased", "transfer_refused", "supervision_warned", "certificate_issued", "certificate_suspended", "certificate_reinstated", "certificate_revoked"]  # noqa: Y015
+    _WhichOneofReturnType_event: _TypeAlias = _typing.Literal["submitted", "correction_requested", "resubmitted", "accepted", "rejected_at_intake", "handed_off", "escalated", "handoff_acknowledged", "handling_started", "suspended", "resumed", "joint_tasks_opened", "joint_task_completed", "joint_tasks_joined", "decided", "concluded", "certificate_recorded", "delivered", "rated", "rectification_opened", "rectification_completed", "archived", "withdrawn", "personal_data_erased", "transfer_refused", "supervision_warned", "certificate_issued", "certificate_suspended", "certificate_reinstated", "certificate_revoked", "post_dispatched", "locker_deposited", "locker_code_refused", "returned_to_window"]  # noqa: Y015
     _WhichOneofArgType_event: _TypeAlias = _typing.Literal["event", b"event"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_event) -> _WhichOneofReturnType_event | None: ...
 
