@@ -40,7 +40,7 @@ from hub.application.cipher import (
 from hub.application.hub import HubApplication, NodePolicy
 from hub.application.recorders import recorder_topic
 from hub.application.vault import PersonalDataVault
-from hub.certificates import IssuerKey
+from hub.certificates import IssuerKey, TrustBundle, TrustedIssuer
 from hub.commands.signing import CommandSigner
 from hub.domain.items import Catalogue
 from hub.domain.node import Node
@@ -118,6 +118,11 @@ class NodePaths:
     def certificate_issuer_since(self) -> Path:
         """When the certificate-issuer key was made (ISO time): the start of its period."""
         return self.secrets / "certificate-issuer.since"
+
+    @property
+    def certificate_issuers_retired(self) -> Path:
+        """The public halves of retired certificate-issuer keys and their periods (JSON)."""
+        return self.data_dir / "certificate-issuers-retired.json"
 
     @property
     def encryption_key(self) -> Path:
@@ -289,6 +294,54 @@ def load_certificate_issuer(settings: Settings) -> IssuerKey:
             f"{paths.certificate_issuer_since}: when the certificate-issuer key was made: {error}"
         ) from None
     return IssuerKey(key, settings.origin, settings.node_region, since)
+
+
+def retired_certificate_issuers(settings: Settings) -> tuple[TrustedIssuer, ...]:
+    """The node's retired certificate-issuer keys (``tongban keys rotate-issuer``), each with
+    the period it signed in: they stay in the trust bundle so what they signed still verifies."""
+    path = NodePaths(settings.data_dir).certificate_issuers_retired
+    if not path.exists():
+        return ()
+    return TrustBundle.from_json(path.read_text("utf-8"), str(path)).issuers
+
+
+def rotate_certificate_issuer(settings: Settings) -> tuple[TrustedIssuer, IssuerKey]:
+    """Replace the certificate-issuer key with a new one; the old key's public half is kept
+    in the retired list, its period ended now. Returns the retired entry and the new key.
+
+    Order matters for a crash: the retired list is written first (atomically), then the new
+    key replaces the old one (atomically), so at every moment the old key's public half is
+    known; its private half is gone once the new key is in place (a retired key never signs
+    again).
+    """
+    paths = NodePaths(settings.data_dir)
+    current = load_certificate_issuer(settings)
+    now = max(datetime.now(UTC).replace(microsecond=0), current.not_before)
+    retired = current.trusted(not_after=now)
+    kept = [i for i in retired_certificate_issuers(settings) if i.kid != retired.kid]
+    listing = TrustBundle((*kept, retired)).to_json().encode("utf-8") + b"\n"
+    _replace_file(paths.certificate_issuers_retired, listing, 0o644)
+    key = Ed25519PrivateKey.generate()
+    pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    # The new key keeps the node's start (certificate-issuer.since): it may sign the
+    # certificate of any event of this node, also of a case issued before the rotation whose
+    # file is written again; the old key may sign nothing dated after its end.
+    _replace_file(paths.certificate_issuer_key, pem, 0o600)
+    return retired, load_certificate_issuer(settings)
+
+
+def _replace_file(path: Path, content: bytes, mode: int) -> None:
+    """Write ``path`` atomically (a temporary file renamed over it) with ``mode``."""
+    temporary = path.with_name(path.name + ".new")
+    temporary.unlink(missing_ok=True)
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(content)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(temporary, path)
 
 
 def load_admin_key(path: Path) -> Ed25519PrivateKey:
