@@ -57,6 +57,7 @@ from ledger import LedgerError, Signer, Verifier
 from ledger.cosignature import Cosigner
 
 if TYPE_CHECKING:
+    from hub.web.certificates import CertificateFeed
     from hub.witnessing.config import WitnessingConfig
 
 #: The first admin's name unless ``tongban init --admin`` gives another.
@@ -330,6 +331,44 @@ def rotate_certificate_issuer(settings: Settings) -> tuple[TrustedIssuer, Issuer
     # file is written again; the old key may sign nothing dated after its end.
     _replace_file(paths.certificate_issuer_key, pem, 0o600)
     return retired, load_certificate_issuer(settings)
+
+
+def trust_bundle_text(settings: Settings) -> str:
+    """The node's trust bundle (``tongban trust export``): its issuer keys, the retired ones
+    with the end of their period, and its log with the witnesses and k of its federation."""
+    from hub.certificate_log import TrustedLog, logs_to_json
+
+    # Retired issuer keys stay, with the end of their period: what they signed still verifies.
+    issuers = (*retired_certificate_issuers(settings), load_certificate_issuer(settings).trusted())
+    witnessing = witnessing_config(settings)
+    log = TrustedLog(
+        settings.origin,
+        (load_node_keys(settings).signer.verifier_key(),),
+        tuple(t.verifier_key for t in witnessing.targets) if witnessing else (),
+        witnessing.witness_k if witnessing else 0,
+    )
+    return logs_to_json(TrustBundle(issuers).to_json(), (log,))
+
+
+def build_certificate_feed(settings: Settings, app: HubApplication) -> CertificateFeed | None:
+    """What the web server gives verifiers: the status list (signed with the issuer key,
+    recorded in ``app``'s log when published) and the trust bundle; None without an issuer key
+    (a node initialised before certificates, until `tongban init` runs again)."""
+    from hub.certificate_log import PublishedList, publish_status_list
+    from hub.web.certificates import CertificateFeed
+
+    if not NodePaths(settings.data_dir).certificate_issuer_key.exists():
+        return None
+    view = open_ledger_view(app)
+    ttl_s = settings.status_list_ttl_s
+
+    def publish(now: datetime) -> PublishedList:
+        # The key is read at each publication: after `tongban keys rotate-issuer` the next
+        # list is signed with the new key without a restart.
+        key = load_certificate_issuer(settings)
+        return publish_status_list(app, view, key, now=now, ttl_s=ttl_s)
+
+    return CertificateFeed(publish, lambda: trust_bundle_text(settings), app.clock)
 
 
 def _replace_file(path: Path, content: bytes, mode: int) -> None:

@@ -37,9 +37,20 @@ from uuid import UUID
 
 from eventsourcing.utils import get_topic
 
-from hub.certificates import CHINA, CertificateClaims, Verdict, Verification
+from hub.application.hub import HubApplication
+from hub.certificates import (
+    CHINA,
+    CertificateClaims,
+    IssuerKey,
+    StatusList,
+    Verdict,
+    Verification,
+    sign_status_list,
+)
 from hub.domain.case import Case
+from hub.domain.status_lists import StatusListPublication, digest_of_log, token_digest
 from hub.errors import ConfigurationError
+from hub.integrity.integrator import LedgerView
 from ledger import (
     KEY_TYPE_COSIGNATURE_V1,
     CosignatureVerifier,
@@ -337,9 +348,64 @@ __all__ = [
     "CERTIFICATE_FILE_FORMAT",
     "NOT_BOUND",
     "CertificateFile",
+    "PublishedList",
     "TrustedLog",
     "check_receipt",
     "logs_to_json",
+    "publish_status_list",
     "read_certificate",
     "trusted_logs",
 ]
+
+
+# ---------------------------------------------------------------------------- published lists
+
+
+@dataclass(frozen=True)
+class PublishedList:
+    """A status list the node signed and recorded in its log."""
+
+    token: str
+    log_size: int
+    valid_from: int
+    valid_until: int
+    #: The aggregate id of its :class:`~hub.domain.status_lists.StatusListPublication`.
+    publication: UUID
+    #: How many certificates it marks revoked and suspended.
+    revoked: int = 0
+    suspended: int = 0
+
+
+def publish_status_list(
+    app: HubApplication, view: LedgerView, key: IssuerKey, *, now: datetime, ttl_s: int
+) -> PublishedList:
+    """Build the status list from the log's integrated leaves, sign it with ``key`` and record
+    its publication in the log (a node-authored event the integrity gate recomputes).
+
+    Only what is in the log counts (leaves integrated so far, up to ``log_size``), so anyone
+    holding the log rebuilds the same bitstrings.
+    """
+
+    def read_log(cursor: Any) -> StatusList:
+        size, _ = view.tables.state(cursor)
+        leaves = view.tables.iter_leaves(cursor, 0, size)
+        rows = ((leaf.index, leaf.aggregate_id, leaf.topic) for leaf in leaves)
+        return StatusList.from_leaves(key.origin, size, rows)
+
+    status: StatusList = view.read(read_log)
+    token = sign_status_list(status, key, now=now, ttl_s=ttl_s)
+    valid_from = int(now.timestamp())
+    publication = StatusListPublication.publish(
+        origin=key.origin,
+        log_size=status.log_size,
+        bits_digest=digest_of_log(status.log_size, status.revoked, status.suspended),
+        token_digest=token_digest(token),
+        kid=key.kid,
+        valid_from=valid_from,
+        valid_until=valid_from + ttl_s,
+    )
+    app.save_records(publication)
+    return PublishedList(
+        token, status.log_size, valid_from, valid_from + ttl_s, publication.id,
+        len(status.revoked), len(status.suspended),
+    )  # fmt: skip

@@ -1002,37 +1002,29 @@ def _cert_status_list(args: argparse.Namespace) -> int:
     from datetime import UTC, datetime
 
     from hub.bootstrap import build_integrator, load_certificate_issuer
-    from hub.certificates import StatusList, sign_status_list
+    from hub.certificate_log import publish_status_list
 
     settings = Settings.from_env()
     issuer = load_certificate_issuer(settings)
     app = _application(settings)
     try:
         view = build_integrator(settings, app).view
-
-        def read_log(cursor: Any) -> StatusList:
-            # Only what is in the log (integrated leaves) counts, so anyone holding the log
-            # rebuilds the same list: StatusList.from_leaves is a pure function of it.
-            size, _ = view.tables.state(cursor)
-            leaves = view.tables.iter_leaves(cursor, 0, size)
-            rows = ((leaf.index, leaf.aggregate_id, leaf.topic) for leaf in leaves)
-            return StatusList.from_leaves(settings.origin, size, rows)
-
-        status = view.read(read_log)
+        # Built from the log, and its publication recorded in the log (hub.certificate_log).
+        published = publish_status_list(
+            app, view, issuer, now=datetime.now(UTC), ttl_s=settings.status_list_ttl_s
+        )
     finally:
         app.close()
-    token = sign_status_list(
-        status, issuer, now=datetime.now(UTC), ttl_s=settings.status_list_ttl_s
-    )
     if args.out:
         with open(args.out, "x", encoding="ascii") as handle:
-            handle.write(token + "\n")
+            handle.write(published.token + "\n")
         print(
-            f"status list: {args.out} ({len(status.revoked)} revoked, {len(status.suspended)} "
-            f"suspended, {status.log_size} leaves; current for {settings.status_list_ttl_s} s)"
+            f"status list: {args.out} ({published.revoked} revoked, {published.suspended} "
+            f"suspended, {published.log_size} leaves; current for {settings.status_list_ttl_s} "
+            f"s; its publication {published.publication} goes into the log)"
         )
     else:
-        print(token)
+        print(published.token)
     return 0
 
 
@@ -1086,26 +1078,9 @@ def _cert_verify(args: argparse.Namespace) -> int:
 
 
 def _trust(args: argparse.Namespace) -> int:
-    from hub.bootstrap import (
-        load_certificate_issuer,
-        load_node_keys,
-        retired_certificate_issuers,
-        witnessing_config,
-    )
-    from hub.certificate_log import TrustedLog, logs_to_json
-    from hub.certificates import TrustBundle
+    from hub.bootstrap import trust_bundle_text
 
-    settings = Settings.from_env()
-    # Retired issuer keys stay, with the end of their period: what they signed still verifies.
-    issuers = (*retired_certificate_issuers(settings), load_certificate_issuer(settings).trusted())
-    witnessing = witnessing_config(settings)
-    log = TrustedLog(
-        settings.origin,
-        (load_node_keys(settings).signer.verifier_key(),),
-        tuple(t.verifier_key for t in witnessing.targets) if witnessing else (),
-        witnessing.witness_k if witnessing else 0,
-    )
-    text = logs_to_json(TrustBundle(issuers).to_json(), (log,))
+    text = trust_bundle_text(Settings.from_env())
     if args.out:
         with open(args.out, "x", encoding="utf-8") as handle:
             handle.write(text + "\n")
