@@ -257,17 +257,11 @@ def test_a_hiding_list_past_the_gate_is_named_by_the_auditor(
     assert genuine.revoked == 1
     size = node.integrator().catch_up()  # the genuine list passes the genuine gate
     hidden = digest_of_log(size, frozenset(), frozenset())
-    node.app.save_records(
-        StatusListPublication.publish(
-            origin=node.settings.origin,
-            log_size=size,
-            bits_digest=hidden,
-            token_digest="2" * 64,
-            kid=key.kid,
-            valid_from=1,
-            valid_until=2,
-        )  # fmt: skip
-    )
+    hiding = StatusListPublication.publish(
+        origin=node.settings.origin, log_size=size, bits_digest=hidden,
+        token_digest="2" * 64, kid=key.kid, valid_from=1, valid_until=2,
+    )  # fmt: skip
+    node.app.save_records(hiding)
     # A node whose gate skips the recomputation (it believes whatever digest it is given).
     with monkeypatch.context() as patched:
         patched.setattr("hub.integrity.binding.digest_of_log", lambda *args: hidden)
