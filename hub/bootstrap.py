@@ -20,6 +20,7 @@ from __future__ import annotations
 import base64
 import binascii
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -350,7 +351,9 @@ def trust_bundle_text(settings: Settings) -> str:
     return logs_to_json(TrustBundle(issuers).to_json(), (log,))
 
 
-def build_certificate_feed(settings: Settings, app: HubApplication) -> CertificateFeed | None:
+def build_certificate_feed(
+    settings: Settings, app: HubApplication, clock: Callable[[], datetime] | None = None
+) -> CertificateFeed | None:
     """What the web server gives verifiers: the status list (signed with the issuer key,
     recorded in ``app``'s log when published) and the trust bundle; None without an issuer key
     (a node initialised before certificates, until `tongban init` runs again)."""
@@ -368,7 +371,7 @@ def build_certificate_feed(settings: Settings, app: HubApplication) -> Certifica
         key = load_certificate_issuer(settings)
         return publish_status_list(app, view, key, now=now, ttl_s=ttl_s)
 
-    return CertificateFeed(publish, lambda: trust_bundle_text(settings), app.clock)
+    return CertificateFeed(publish, lambda: trust_bundle_text(settings), clock or app.clock)
 
 
 def _replace_file(path: Path, content: bytes, mode: int) -> None:

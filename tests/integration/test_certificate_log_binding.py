@@ -170,6 +170,13 @@ def test_the_certificate_file_carries_a_cosigned_receipt_that_verifies_offline(
     assert refused.returncode == 1
     assert "not bound to the log" in refused.stdout and "0 of the 1 required" in refused.stdout
 
+    # A damaged certificate file: forged, with the reason.
+    damaged = tmp_path / "damaged.json"
+    damaged.write_text('{"format": "tongban-certificate/1", "token": 3}')
+    refused = _tongban(node, "cert", "verify", str(damaged), "--trust", str(bundle))
+    assert refused.returncode == 1
+    assert refused.stdout.startswith("forged: the certificate file is damaged: token")
+
     # A bare token still verifies, and says the receipt was not checked.
     token = tmp_path / "card.jws"
     token.write_text(document["token"])

@@ -191,7 +191,11 @@ def test_the_web_server_serves_one_list_to_everyone_and_records_it_in_the_log(
         assert unchanged.status_code == 304 and unchanged.content == b""
         assert bundle_response.status_code == 200
         assert bundle_response.headers["cache-control"] == "no-cache"
-        assert bundle_response.json()["logs"][0]["origin"] == node.settings.origin
+        assert bundle_response.json()["logs"] == [{
+            "origin": node.settings.origin,
+            "log_keys": [(node.settings.data_dir / "log.vkey").read_text().strip()],
+            "witness_keys": [], "witness_k": 0,  # no federation file: no witnesses
+        }]  # fmt: skip
 
     # A verifier with what it fetched: the list reads the certificates' entries.
     bundle = TrustBundle.from_json(bundle_response.text)
@@ -270,3 +274,26 @@ def test_a_hiding_list_past_the_gate_is_named_by_the_auditor(
     # The auditor, with the genuine recomputation, names exactly the hiding list.
     assert len(findings) == 1, findings
     assert "content mismatch" in findings[0] and f"status list of {size} leaves" in findings[0]
+
+
+def test_the_next_list_after_a_rotation_is_signed_with_the_new_key(node: InProcessNode) -> None:
+    from datetime import timedelta
+
+    from hub.bootstrap import NodePaths, rotate_certificate_issuer
+
+    moments = [datetime.now(UTC)]
+    feed = build_certificate_feed(node.settings, node.app, clock=lambda: moments[-1])
+    assert feed is not None
+    before, _ = feed.current()
+    rotate_certificate_issuer(node.settings)
+    moments.append(moments[0] + timedelta(seconds=TTL_S // 2))  # the next list is due
+    after, _ = feed.current()
+
+    def kid(token: str) -> str:
+        header = token.split(".", maxsplit=1)[0]
+        return str(json.loads(base64.urlsafe_b64decode(header + "=" * (-len(header) % 4)))["kid"])
+
+    assert kid(after.token) == load_certificate_issuer(node.settings).kid != kid(before.token)
+    # A node without an issuer key serves no list.
+    NodePaths(node.settings.data_dir).certificate_issuer_key.unlink()
+    assert build_certificate_feed(node.settings, node.app) is None
