@@ -1006,6 +1006,8 @@ def _cert_status_list(args: argparse.Namespace) -> int:
 
     settings = Settings.from_env()
     issuer = load_certificate_issuer(settings)
+    # The file first (never overwritten): a refused --out records no publication in the log.
+    handle = open(args.out, "x", encoding="ascii") if args.out else None  # noqa: SIM115
     app = _application(settings)
     try:
         view = build_integrator(settings, app).view
@@ -1013,10 +1015,15 @@ def _cert_status_list(args: argparse.Namespace) -> int:
         published = publish_status_list(
             app, view, issuer, now=datetime.now(UTC), ttl_s=settings.status_list_ttl_s
         )
+    except BaseException:
+        if handle is not None:
+            handle.close()
+            Path(args.out).unlink()
+        raise
     finally:
         app.close()
-    if args.out:
-        with open(args.out, "x", encoding="ascii") as handle:
+    if handle is not None:
+        with handle:
             handle.write(published.token + "\n")
         print(
             f"status list: {args.out} ({published.revoked} revoked, {published.suspended} "

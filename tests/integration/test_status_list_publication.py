@@ -297,3 +297,35 @@ def test_the_next_list_after_a_rotation_is_signed_with_the_new_key(node: InProce
     # A node without an issuer key serves no list.
     NodePaths(node.settings.data_dir).certificate_issuer_key.unlink()
     assert build_certificate_feed(node.settings, node.app) is None
+
+
+def test_the_cli_records_each_list_it_writes_and_nothing_when_it_writes_none(
+    node: InProcessNode, tmp_path: Path
+) -> None:
+    import os
+    import subprocess
+    import sys
+
+    def tongban(*args: str) -> subprocess.CompletedProcess[str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("TONGBAN_")}
+        env["TONGBAN_DATA_DIR"] = str(node.settings.data_dir)
+        return subprocess.run(
+            [sys.executable, "-m", "hub.cli", *args], env=env, capture_output=True, text=True,
+            check=False, cwd=Path(__file__).resolve().parents[2],
+        )  # fmt: skip
+
+    node.integrator().catch_up()
+    listed = tongban("cert", "status-list", "--out", str(tmp_path / "status.jws"))
+    assert listed.returncode == 0, listed.stderr
+    assert "goes into the log" in listed.stdout
+    node.integrator().catch_up()
+    ((_, published),) = _publications(node)
+    token = (tmp_path / "status.jws").read_text().strip()
+    assert published.token_digest == hashlib.sha256(token.encode()).hexdigest()
+    # An existing file is never overwritten, and then no list is recorded either.
+    again = tongban("cert", "status-list", "--out", str(tmp_path / "status.jws"))
+    assert again.returncode == 2 and "never overwritten" in again.stderr
+    node.integrator().catch_up()
+    assert len(_publications(node)) == 1
+    assert (tmp_path / "status.jws").read_text().strip() == token
+    assert _audit(node) == []
