@@ -404,7 +404,9 @@ def publish_status_list(
         valid_from=valid_from,
         valid_until=valid_from + ttl_s,
     )
-    app.save_records(publication)
+    # The same list (same log, same second: Ed25519 signs deterministically) is one record.
+    if not app.has_aggregate(publication.id):
+        app.save_records(publication)
     return PublishedList(
         token, status.log_size, valid_from, valid_from + ttl_s, publication.id,
         len(status.revoked), len(status.suspended),

@@ -329,3 +329,14 @@ def test_the_cli_records_each_list_it_writes_and_nothing_when_it_writes_none(
     assert len(_publications(node)) == 1
     assert (tmp_path / "status.jws").read_text().strip() == token
     assert _audit(node) == []
+
+
+def test_the_same_list_published_twice_is_one_record(node: InProcessNode) -> None:
+    node.integrator().catch_up()
+    key, now = load_certificate_issuer(node.settings), datetime.now(UTC)
+    view = node.integrator().view
+    first = publish_status_list(node.app, view, key, now=now, ttl_s=TTL_S)
+    again = publish_status_list(node.app, view, key, now=now, ttl_s=TTL_S)
+    assert again == first  # the same bytes, the same record
+    node.integrator().catch_up()
+    assert len(_publications(node)) == 1
