@@ -20,6 +20,7 @@ from __future__ import annotations
 import base64
 import binascii
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -40,7 +41,7 @@ from hub.application.cipher import (
 from hub.application.hub import HubApplication, NodePolicy
 from hub.application.recorders import recorder_topic
 from hub.application.vault import PersonalDataVault
-from hub.certificates import IssuerKey
+from hub.certificates import IssuerKey, TrustBundle, TrustedIssuer
 from hub.commands.signing import CommandSigner
 from hub.domain.items import Catalogue
 from hub.domain.node import Node
@@ -57,6 +58,7 @@ from ledger import LedgerError, Signer, Verifier
 from ledger.cosignature import Cosigner
 
 if TYPE_CHECKING:
+    from hub.web.certificates import CertificateFeed
     from hub.witnessing.config import WitnessingConfig
 
 #: The first admin's name unless ``tongban init --admin`` gives another.
@@ -118,6 +120,11 @@ class NodePaths:
     def certificate_issuer_since(self) -> Path:
         """When the certificate-issuer key was made (ISO time): the start of its period."""
         return self.secrets / "certificate-issuer.since"
+
+    @property
+    def certificate_issuers_retired(self) -> Path:
+        """The public halves of retired certificate-issuer keys and their periods (JSON)."""
+        return self.data_dir / "certificate-issuers-retired.json"
 
     @property
     def encryption_key(self) -> Path:
@@ -289,6 +296,94 @@ def load_certificate_issuer(settings: Settings) -> IssuerKey:
             f"{paths.certificate_issuer_since}: when the certificate-issuer key was made: {error}"
         ) from None
     return IssuerKey(key, settings.origin, settings.node_region, since)
+
+
+def retired_certificate_issuers(settings: Settings) -> tuple[TrustedIssuer, ...]:
+    """The node's retired certificate-issuer keys (``tongban keys rotate-issuer``), each with
+    the period it signed in: they stay in the trust bundle so what they signed still verifies."""
+    path = NodePaths(settings.data_dir).certificate_issuers_retired
+    if not path.exists():
+        return ()
+    return TrustBundle.from_json(path.read_text("utf-8"), str(path)).issuers
+
+
+def rotate_certificate_issuer(settings: Settings) -> tuple[TrustedIssuer, IssuerKey]:
+    """Replace the certificate-issuer key with a new one; the old key's public half is kept
+    in the retired list, its period ended now. Returns the retired entry and the new key.
+
+    Order matters for a crash: the retired list is written first (atomically), then the new
+    key replaces the old one (atomically), so at every moment the old key's public half is
+    known; its private half is gone once the new key is in place (a retired key never signs
+    again).
+    """
+    paths = NodePaths(settings.data_dir)
+    current = load_certificate_issuer(settings)
+    now = max(datetime.now(UTC).replace(microsecond=0), current.not_before)
+    retired = current.trusted(not_after=now)
+    kept = [i for i in retired_certificate_issuers(settings) if i.kid != retired.kid]
+    listing = TrustBundle((*kept, retired)).to_json().encode("utf-8") + b"\n"
+    _replace_file(paths.certificate_issuers_retired, listing, 0o644)
+    key = Ed25519PrivateKey.generate()
+    pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    # The new key keeps the node's start (certificate-issuer.since): it may sign the
+    # certificate of any event of this node, also of a case issued before the rotation whose
+    # file is written again; the old key may sign nothing dated after its end.
+    _replace_file(paths.certificate_issuer_key, pem, 0o600)
+    return retired, load_certificate_issuer(settings)
+
+
+def trust_bundle_text(settings: Settings) -> str:
+    """The node's trust bundle (``tongban trust export``): its issuer keys, the retired ones
+    with the end of their period, and its log with the witnesses and k of its federation."""
+    from hub.certificate_log import TrustedLog, logs_to_json
+
+    # Retired issuer keys stay, with the end of their period: what they signed still verifies.
+    issuers = (*retired_certificate_issuers(settings), load_certificate_issuer(settings).trusted())
+    witnessing = witnessing_config(settings)
+    log = TrustedLog(
+        settings.origin,
+        (load_node_keys(settings).signer.verifier_key(),),
+        tuple(t.verifier_key for t in witnessing.targets) if witnessing else (),
+        witnessing.witness_k if witnessing else 0,
+    )
+    return logs_to_json(TrustBundle(issuers).to_json(), (log,))
+
+
+def build_certificate_feed(
+    settings: Settings, app: HubApplication, clock: Callable[[], datetime] | None = None
+) -> CertificateFeed | None:
+    """What the web server gives verifiers: the status list (signed with the issuer key,
+    recorded in ``app``'s log when published) and the trust bundle; None without an issuer key
+    (a node initialised before certificates, until `tongban init` runs again)."""
+    from hub.certificate_log import PublishedList, publish_status_list
+    from hub.web.certificates import CertificateFeed
+
+    if not NodePaths(settings.data_dir).certificate_issuer_key.exists():
+        return None
+    view = open_ledger_view(app)
+    ttl_s = settings.status_list_ttl_s
+
+    def publish(now: datetime) -> PublishedList:
+        # The key is read at each publication: after `tongban keys rotate-issuer` the next
+        # list is signed with the new key without a restart.
+        key = load_certificate_issuer(settings)
+        return publish_status_list(app, view, key, now=now, ttl_s=ttl_s)
+
+    return CertificateFeed(publish, lambda: trust_bundle_text(settings), clock or app.clock)
+
+
+def _replace_file(path: Path, content: bytes, mode: int) -> None:
+    """Write ``path`` atomically (a temporary file renamed over it) with ``mode``."""
+    temporary = path.with_name(path.name + ".new")
+    temporary.unlink(missing_ok=True)
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(content)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(temporary, path)
 
 
 def load_admin_key(path: Path) -> Ed25519PrivateKey:

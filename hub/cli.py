@@ -597,6 +597,17 @@ def _keys(args: argparse.Namespace) -> int:
     return 0
 
 
+def _rotate_issuer(args: argparse.Namespace) -> int:
+    from hub.bootstrap import rotate_certificate_issuer
+
+    retired, new = rotate_certificate_issuer(Settings.from_env())
+    assert retired.not_after is not None  # rotation ends the old key's period
+    print(f"certificate-issuer key {new.kid} signs from now on; {retired.kid} retired at "
+          f"{retired.not_after.isoformat()} (still in `tongban trust export`, so what it signed "
+          "still verifies): give verifiers the new trust bundle")  # fmt: skip
+    return 0
+
+
 def _materials(args: argparse.Namespace) -> int:
     from hub.bootstrap import build_material_fetcher, load_peers
     from hub.materials.fetch import WantedMaterial
@@ -942,6 +953,8 @@ def _cert(args: argparse.Namespace) -> int:
         return _cert_status_list(args)
     if args.cert_command == "render":
         return _cert_render(args)
+    if args.cert_command == "receipt":
+        return _cert_receipt(args)
     from hub.bootstrap import build_integrator, load_certificate_issuer
     from hub.certificates import claims_for, sign_certificate
     from hub.commands.wire import parse_uuid
@@ -976,41 +989,99 @@ def _cert(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cert_receipt(args: argparse.Namespace) -> int:
+    """The certificate file: the token, its issuing event and the event's receipt under a final
+    (cosigned) checkpoint (``hub.certificate_log``)."""
+    from hub.bootstrap import (
+        build_integrator,
+        load_certificate_issuer,
+        load_node_keys,
+        witnessing_config,
+    )
+    from hub.certificate_log import CertificateFile
+    from hub.certificates import claims_for, sign_certificate
+    from hub.commands.wire import parse_uuid
+    from hub.domain.case import Case
+    from hub.integrity.witnessed import final_checkpoint
+    from ledger import Receipt, WitnessPolicy
+
+    settings = Settings.from_env()
+    issuer = load_certificate_issuer(settings)
+    witnessing = witnessing_config(settings)
+    # Without peers every signed checkpoint is final (k = 0), as for GetFinalCheckpoint.
+    policy = witnessing.policy() if witnessing is not None else WitnessPolicy(0)
+    log_verifier = load_node_keys(settings).signer.verifier()
+    case_id = parse_uuid(args.case, "case")
+    app = _application(settings)
+    try:
+        case = app.get_case(case_id)
+        issued = [e for e in app.case_history(case_id) if isinstance(e, Case.CertificateIssued)]
+        if not issued:
+            raise NotFound("certificate of case", str(case_id))
+        event = issued[-1]
+        view = build_integrator(settings, app).view
+        leaf = view.read(lambda c: view.tables.leaf_for(c, case_id, event.originator_version))
+        final = None if leaf is None else final_checkpoint(view, leaf.index, policy, log_verifier)
+        if leaf is None or final is None:
+            raise TongbanError(
+                f"the certificate of case {case_id} is not under a final checkpoint yet "
+                f"(cosigned by {policy.k} witnesses): run `tongban ledger integrate`, or wait "
+                "for the running node's integrator and its witnesses"
+            )
+        proof = view.read(lambda c: view.tables.inclusion_proof(c, leaf.index, final.size))
+        (stored,) = app.recorder.select_events(
+            case_id, gt=event.originator_version - 1, lte=event.originator_version
+        )
+        token = sign_certificate(claims_for(case, event, leaf.index, settings.origin), issuer)
+    finally:
+        app.close()
+    receipt = Receipt.for_leaf(leaf, proof, final.note).format()
+    document = CertificateFile(token, stored.state, receipt).to_json()
+    if args.out:
+        with open(args.out, "x", encoding="utf-8") as handle:
+            handle.write(document + "\n")
+        cosigned = ", ".join(final.witnesses) or "no witness needed"
+        print(f"{event.certificate_id}: {args.out} (ledger index {leaf.index}, checkpoint of "
+              f"size {final.size}, cosigned by {cosigned})")  # fmt: skip
+    else:
+        print(document)
+    return 0
+
+
 def _cert_status_list(args: argparse.Namespace) -> int:
     from datetime import UTC, datetime
 
     from hub.bootstrap import build_integrator, load_certificate_issuer
-    from hub.certificates import StatusList, sign_status_list
+    from hub.certificate_log import publish_status_list
 
     settings = Settings.from_env()
     issuer = load_certificate_issuer(settings)
+    # The file first (never overwritten): a refused --out records no publication in the log.
+    handle = open(args.out, "x", encoding="ascii") if args.out else None  # noqa: SIM115
     app = _application(settings)
     try:
         view = build_integrator(settings, app).view
-
-        def read_log(cursor: Any) -> StatusList:
-            # Only what is in the log (integrated leaves) counts, so anyone holding the log
-            # rebuilds the same list: StatusList.from_leaves is a pure function of it.
-            size, _ = view.tables.state(cursor)
-            leaves = view.tables.iter_leaves(cursor, 0, size)
-            rows = ((leaf.index, leaf.aggregate_id, leaf.topic) for leaf in leaves)
-            return StatusList.from_leaves(settings.origin, size, rows)
-
-        status = view.read(read_log)
+        # Built from the log, and its publication recorded in the log (hub.certificate_log).
+        published = publish_status_list(
+            app, view, issuer, now=datetime.now(UTC), ttl_s=settings.status_list_ttl_s
+        )
+    except BaseException:
+        if handle is not None:
+            handle.close()
+            Path(args.out).unlink()
+        raise
     finally:
         app.close()
-    token = sign_status_list(
-        status, issuer, now=datetime.now(UTC), ttl_s=settings.status_list_ttl_s
-    )
-    if args.out:
-        with open(args.out, "x", encoding="ascii") as handle:
-            handle.write(token + "\n")
+    if handle is not None:
+        with handle:
+            handle.write(published.token + "\n")
         print(
-            f"status list: {args.out} ({len(status.revoked)} revoked, {len(status.suspended)} "
-            f"suspended, {status.log_size} leaves; current for {settings.status_list_ttl_s} s)"
+            f"status list: {args.out} ({published.revoked} revoked, {published.suspended} "
+            f"suspended, {published.log_size} leaves; current for {settings.status_list_ttl_s} "
+            f"s; its publication {published.publication} goes into the log)"
         )
     else:
-        print(token)
+        print(published.token)
     return 0
 
 
@@ -1024,27 +1095,44 @@ def _read_token(path: str) -> str:
 def _cert_verify(args: argparse.Namespace) -> int:
     from datetime import UTC, datetime
 
-    from hub.certificates import TrustBundle, Verdict, check_status, verify_certificate
+    from hub.certificate_log import check_receipt, read_certificate, trusted_logs
+    from hub.certificates import (
+        TrustBundle,
+        Verdict,
+        Verification,
+        check_status,
+        verify_certificate,
+    )
 
     if (args.file is None) == (args.qr is None):
         raise UsageError("give the certificate as FILE or as --qr IMAGE (one of them)")
-    bundle = TrustBundle.from_json(Path(args.trust).read_text("utf-8"), args.trust)
+    bundle_text = Path(args.trust).read_text("utf-8")
+    bundle = TrustBundle.from_json(bundle_text, args.trust)
+    logs = trusted_logs(bundle_text, args.trust)
     now = datetime.now(UTC)
+    certificate = None
     if args.qr is not None:
         from hub.certificates_qr import read_certificate_qr
 
         # The QR code's text is verified exactly as a file's; no QR code, several, or a
-        # damaged one is "unreadable" (never "valid").
+        # damaged one is "unreadable" (never "valid"). A QR code carries the token only, so
+        # its log receipt is not checked (the certificate file carries it).
         reading = read_certificate_qr(Path(args.qr).read_bytes())
         if reading.token is None:
             result = reading.unreadable()
         else:
             result = verify_certificate(reading.token, bundle, now=now)
     else:
-        result = verify_certificate(_read_token(args.file), bundle, now=now)
+        # A bare token, or a certificate file carrying the receipt of its issuing event.
+        text = Path(args.file).read_bytes().decode("utf-8", errors="replace")
+        token, certificate, damaged = read_certificate(text)
+        result = verify_certificate(token, bundle, now=now)
+        if damaged is not None:
+            result = Verification(Verdict.FORGED, damaged)
     if args.status:
         # Only the downloaded list is read: the issuer never learns which certificate it is.
         result = check_status(result, _read_token(args.status), bundle, now=now)
+    result = check_receipt(result, certificate, logs)
     claims = result.claims
     if args.json:
         document: dict[str, Any] = {"verdict": result.verdict.value, "reason": result.reason}
@@ -1113,16 +1201,15 @@ def _case_certificate(case_text: str) -> tuple[str, HolderDisplay | None]:
 
 
 def _trust(args: argparse.Namespace) -> int:
-    from hub.bootstrap import load_certificate_issuer
-    from hub.certificates import TrustBundle
+    from hub.bootstrap import trust_bundle_text
 
-    bundle = TrustBundle((load_certificate_issuer(Settings.from_env()).trusted(),))
+    text = trust_bundle_text(Settings.from_env())
     if args.out:
         with open(args.out, "x", encoding="utf-8") as handle:
-            handle.write(bundle.to_json() + "\n")
+            handle.write(text + "\n")
         print(f"trust bundle: {args.out}")
     else:
-        print(bundle.to_json())
+        print(text)
     return 0
 
 
@@ -1654,6 +1741,13 @@ def build_parser() -> argparse.ArgumentParser:
         "re-wrap every personal-data key under the active key (ring from settings)",
     )
     keys.set_defaults(run=_keys)
+    rotate_issuer = _command(
+        keys_commands,
+        "rotate-issuer",
+        "replace the certificate-issuer key; the old one stays in the trust bundle, its period "
+        "ended, so the certificates it signed still verify",
+    )
+    rotate_issuer.set_defaults(run=_rotate_issuer)
 
     federation, federation_commands = _group(
         commands,
@@ -1814,6 +1908,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--out", required=True, metavar="DIR",
         help="the directory for <identifier>.pdf and .png (files never overwritten)",
     )  # fmt: skip
+    cert_receipt = _command(
+        cert_commands,
+        "receipt",
+        "write the certificate file: the signed certificate with the receipt that its issuing "
+        "event is in the log under a checkpoint cosigned by the witnesses",
+    )
+    cert_receipt.add_argument("--case", required=True, help="the case id")
+    cert_receipt.add_argument(
+        "--out", help="the file to write (never overwritten; default: stdout)"
+    )
     cert.set_defaults(run=_cert)
 
     trust, trust_commands = _group(commands, "trust", "what verifiers of certificates trust")

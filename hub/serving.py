@@ -524,7 +524,7 @@ async def _web_async(
     shared: _Shared,
     stop: asyncio.Event,
 ) -> None:
-    from hub.bootstrap import build_application
+    from hub.bootstrap import build_application, build_certificate_feed
     from hub.projections.queries import Names
     from hub.projections.store import open_projection_store
     from hub.web.app import WebContext
@@ -540,6 +540,7 @@ async def _web_async(
             settings.node_region,
             app.clock,
             shared.projections_why,
+            certificates=build_certificate_feed(settings, app),
         )
         pki = settings.pki_dir
         tls = (

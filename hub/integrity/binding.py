@@ -31,7 +31,10 @@ What is checked, leaf by leaf:
   电子监察 warning (:class:`~hub.domain.case.Case.SupervisionWarned`) that the case's history
   up to that leaf justifies: the mark it names was crossed at exactly its ``due_at``
   (:func:`~hub.domain.supervision.warning_due`), no later than the warning's own time, and it is
-  the first warning of its kind for the case.
+  the first warning of its kind for the case; or a published certificate status list
+  (:class:`~hub.domain.status_lists.StatusListPublication`) of this log whose ``log_size`` is
+  below its own leaf and whose bitstrings' digest is the one the log's certificate leaves up to
+  ``log_size`` give (:func:`~hub.domain.status_lists.certificate_statuses`).
 * a **peer step leaf** (``PEER_COMMAND``) records a hall's command that another node's log holds:
   its stored event is the :class:`~hub.domain.federation.PeerStep` with the very hall name (in
   this node's naming), key id, signature and bytes the leaf carries; the bytes are signed by
@@ -100,6 +103,13 @@ from hub.domain.federation import (
 )
 from hub.domain.hall import Hall, hall_aggregate_id, key_id
 from hub.domain.node import Node
+from hub.domain.status_lists import (
+    CERTIFICATE_TOPICS,
+    PUBLISHED_TOPIC,
+    StatusListPublication,
+    certificate_statuses,
+    digest_of_log,
+)
 from hub.domain.supervision import warning_due
 from hub.domain.values import CaseState, DeliveryMethod, HallKind, SealedApplicant
 from hub.errors import CalendarUnknown, InvalidInput, TongbanError
@@ -238,6 +248,9 @@ class LogChecker:
         self.signatures = 0
         #: Cases whose personal data was erased (their events still verify).
         self.erasures = 0
+        #: ``(index, case id, topic)`` of every certificate leaf so far, in log order: what a
+        #: published status list is recomputed from.
+        self._certificate_leaves: list[tuple[int, UUID, str]] = []
 
     # ------------------------------------------------------------------ the integrator's side
 
@@ -279,7 +292,11 @@ class LogChecker:
                 "signature": decoded.signature,
                 "command": decoded.body,
             }
-        elif event.topic in NODE_TOPICS or event.topic in (WARNING_TOPIC, EXPIRY_TOPIC):
+        elif event.topic in NODE_TOPICS or event.topic in (
+            WARNING_TOPIC,
+            EXPIRY_TOPIC,
+            PUBLISHED_TOPIC,
+        ):
             claims = {"authority": Authority.NODE}
         elif self._open is not None:
             claims = {"authority": Authority.CAUSED, "cause": self._open.index}
@@ -319,7 +336,14 @@ class LogChecker:
             problems += self._check_node_event(leaf, decoded)
         if decoded is not None:
             self._learn(leaf.index, decoded)
+        self.learn_certificate_leaf(leaf.index, leaf.aggregate_id, leaf.topic)
         return problems
+
+    def learn_certificate_leaf(self, index: int, aggregate_id: UUID, topic: str) -> None:
+        """Take in a leaf a status list depends on (others are ignored); each index once."""
+        known = self._certificate_leaves
+        if topic in CERTIFICATE_TOPICS and (not known or index > known[-1][0]):
+            known.append((index, aggregate_id, topic))
 
     def learn(self, index: int, event: StoredEvent) -> None:
         """Take in what ``event`` (at leaf ``index``) says of signers, without checking it."""
@@ -968,11 +992,41 @@ class LogChecker:
             ]
         return []
 
+    def _check_status_list(self, leaf: Leaf, event: Any) -> list[Problem]:
+        """A published status list must be this log's, and say what the log up to its
+        ``log_size`` says (recomputed from the certificate leaves before it)."""
+        if event is None:
+            return []  # the leaf alone says nothing more; a missing event is reported apart
+        if not isinstance(event, StatusListPublication.Published):
+            return [Problem("unauthorised event", f"{leaf.topic} is not a status list")]
+        if event.origin != self.origin:
+            return [Problem("unauthorised event", f"a status list of {event.origin}")]
+        if not 0 <= event.log_size <= leaf.index:
+            return [
+                Problem(
+                    "unauthorised event",
+                    f"a status list of {event.log_size} leaves recorded at leaf {leaf.index}",
+                )
+            ]
+        before = (c for c in self._certificate_leaves if c[0] < event.log_size)
+        expected = digest_of_log(event.log_size, *certificate_statuses(before))
+        if event.bits_digest != expected:
+            return [
+                Problem(
+                    "content mismatch",
+                    f"the status list of {event.log_size} leaves has digest "
+                    f"{event.bits_digest[:16]}…, the log gives {expected[:16]}…",
+                )
+            ]
+        return []
+
     def _check_node_event(self, leaf: Leaf, event: Any) -> list[Problem]:
         if leaf.topic == WARNING_TOPIC:
             return self._check_warning(leaf, event)
         if leaf.topic == EXPIRY_TOPIC:
             return self._check_expiry(leaf, event)
+        if leaf.topic == PUBLISHED_TOPIC:
+            return self._check_status_list(leaf, event)
         if leaf.topic not in NODE_TOPICS:
             return [
                 Problem(

@@ -46,6 +46,7 @@ from psycopg.sql import SQL
 from hub import telemetry
 from hub.application.hub import HubApplication
 from hub.domain.hall import Hall
+from hub.domain.status_lists import CERTIFICATE_TOPICS
 from hub.errors import IntegrityViolation, StoreMismatch
 from hub.integrity.binding import NODE_TOPICS, LogChecker
 from ledger import (
@@ -326,6 +327,26 @@ class LedgerIntegrator:
         """
         checker = LogChecker(self.origin, load_history=self._history, peers=self.peers)
 
+        def _learn_certificate_leaves(cursor: Cursor) -> None:
+            # The certificate leaves so far: a published status list is checked against them.
+            start = None
+            while True:
+                batch = self.app.recorder.select_notifications(
+                    start=start, limit=500, topics=sorted(CERTIFICATE_TOPICS),
+                    inclusive_of_start=start is None,
+                )  # fmt: skip
+                for note in batch:
+                    leaf = self.view.tables.leaf_for(
+                        cursor,
+                        note.originator_id,  # type: ignore[arg-type]
+                        note.originator_version,
+                    )
+                    if leaf is not None:
+                        checker.learn_certificate_leaf(leaf.index, leaf.aggregate_id, leaf.topic)
+                if len(batch) < 500:
+                    break
+                start = batch[-1].id
+
         def load(cursor: Cursor) -> None:
             size, _ = self.view.tables.state(cursor)
             if size == 0:
@@ -346,6 +367,7 @@ class LedgerIntegrator:
                 if len(batch) < 500:
                     break
                 start = batch[-1].id
+            _learn_certificate_leaves(cursor)
             tail = self.view.tables.leaves(cursor, max(0, size - 64), size)
             last_command = max((leaf.index for leaf in tail if leaf.is_command), default=None)
             if last_command is None:

@@ -47,6 +47,7 @@ from hub.projections import queries, report
 from hub.projections.appointments import appointment_counts
 from hub.projections.queries import CaseFilter, Names
 from hub.projections.store import ProjectionStore
+from hub.web.certificates import CertificateFeed
 from hub.web.tls import caller_identity
 
 _HERE = Path(str(resources.files("hub.web")))
@@ -73,6 +74,9 @@ class WebContext:
     clock: Callable[[], datetime]
     #: Why the projections stopped, if they did.
     failure: Callable[[], str | None] = lambda: None
+    #: The status list and trust bundle for verifiers (``hub.web.certificates``); None: not
+    #: served (a node without a certificate-issuer key).
+    certificates: CertificateFeed | None = None
 
 
 class Refused(Exception):
@@ -330,6 +334,7 @@ def create_app(context: WebContext) -> Starlette:
             Route("/dashboard", dashboard),
             Route("/public/halls/{hall_id}", public_screen),
             Mount("/static", StaticFiles(directory=str(_HERE / "static")), name="static"),
+            *(context.certificates.routes() if context.certificates else []),
         ],
         exception_handlers={TongbanError: failure},
     )

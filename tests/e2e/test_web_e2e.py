@@ -223,3 +223,30 @@ def test_the_pages_are_served_over_https_by_the_nodes_pki(node: NodeProcess) -> 
         assert anonymous.get("/dashboard").status_code == 401
         assert anonymous.get(f"/public/halls/{COUNTY[0]}").status_code == 200
         assert anonymous.get("/public/halls/no-such-hall").status_code == 404
+
+
+def test_verifiers_fetch_one_signed_status_list_and_the_trust_bundle(node: NodeProcess) -> None:
+    # tongban serve's web process serves them to anyone (no client certificate), over HTTPS.
+    import base64
+    import json
+
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+    def unpadded(text: str) -> bytes:
+        return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+    with httpx.Client(
+        verify=ssl.create_default_context(cafile=str(node.pki / "ca.pem")), base_url=node.web_url
+    ) as anonymous:
+        first = anonymous.get("/certificates/status-list.jws")
+        second = anonymous.get("/certificates/status-list.jws")
+        bundle = anonymous.get("/certificates/trust.json")
+    assert first.status_code == 200 and first.content == second.content
+    assert first.headers["cache-control"].startswith("public, max-age=")
+    assert bundle.status_code == 200
+    header, payload, signature = first.text.strip().split(".")
+    kid = json.loads(unpadded(header))["kid"]
+    (issuer,) = [i for i in bundle.json()["issuers"] if i["kid"] == kid]
+    key = Ed25519PublicKey.from_public_bytes(unpadded(issuer["jwk"]["x"]))
+    key.verify(unpadded(signature), f"{header}.{payload}".encode())  # raises if forged
+    assert json.loads(unpadded(payload))["iss"] == bundle.json()["logs"][0]["origin"]
