@@ -129,6 +129,40 @@ PJDJ_TO_RATING: dict[int, int] = {
 }
 RATING_TO_PJDJ = {rating: code for code, rating in PJDJ_TO_RATING.items()}
 
+#: 申请渠道 (``sqqd``) on 收件: how the applicant reached the hall.
+SQQD_TO_CHANNEL: dict[int, int] = {
+    1: common_pb2.INTAKE_CHANNEL_WINDOW,  # 窗口
+    2: common_pb2.INTAKE_CHANNEL_ONLINE,  # 网上（门户、App、小程序）
+    3: common_pb2.INTAKE_CHANNEL_PHONE,  # 电话
+    4: common_pb2.INTAKE_CHANNEL_HOME_VISIT,  # 上门
+    5: common_pb2.INTAKE_CHANNEL_AGENT,  # 帮代办
+    6: common_pb2.INTAKE_CHANNEL_KIOSK,  # 自助终端
+}
+
+#: 核验类型 (``hylx``) of a 身份核验.
+HYLX_TO_METHOD: dict[int, int] = {
+    1: common_pb2.IDENTITY_CHECK_METHOD_ID_CARD_READ,  # 身份证识别（读卡）
+    2: common_pb2.IDENTITY_CHECK_METHOD_FACE_MATCH,  # 人脸识别
+    3: common_pb2.IDENTITY_CHECK_METHOD_LIVENESS,  # 生存认证
+}
+
+#: 核验结果 (``hyjg``): 1 通过, 0 不通过.
+HYJG_TO_RESULT: dict[int, int] = {
+    1: common_pb2.CHECK_RESULT_PASSED,
+    0: common_pb2.CHECK_RESULT_FAILED,
+}
+
+#: 分数等级 (``fsdj``): 1 高, 2 中, 3 低. The vendor's raw similarity score is never taken.
+FSDJ_TO_BAND: dict[int, int] = {
+    1: common_pb2.SCORE_BAND_HIGH,
+    2: common_pb2.SCORE_BAND_MEDIUM,
+    3: common_pb2.SCORE_BAND_LOW,
+}
+
+#: Fields a vendor's 身份核验 might carry that hold biometric data or a raw score: refused by
+#: name (never read, logged or forwarded), so a platform learns to leave them out.
+BIOMETRIC_FIELDS = ("xsd", "zp", "rlzp", "tz", "rltz", "score", "photo")
+
 #: The vendor's request id header; it becomes the idempotency key (with :data:`KEY_PREFIX`).
 REQUEST_ID_HEADER = "X-Request-Id"
 #: Namespaces the gateway's keys, so they cannot collide with another adapter's keys at the same
@@ -193,6 +227,11 @@ VENDOR_FIELD_OF_HUB: dict[str, str] = {
     "follow_up": "hfjg",
     "note": "sm",
     "operator": "jbr",
+    "channel": "sqqd",
+    "window": "ckmc",
+    "device_id": "sbbh",
+    "result": "hyjg",
+    "score_band": "fsdj",
     "idempotency_key": REQUEST_ID_HEADER,
 }
 
@@ -428,10 +467,13 @@ def parse_submit(body: Mapping[str, Any]) -> SubmitRequest:
     materials = _materials(fields)
     region = fields.text("bldq", required=False, pattern=r"[0-9]{12}")
     operator = fields.text("jbr", required=False, max_length=64)
+    channel = fields.code("sqqd", SQQD_TO_CHANNEL, required=False)
+    window = fields.text("ckmc", required=False, max_length=64)  # 窗口名称
     fields.raise_if_any()
     submit = case_exchange_pb2.SubmitCase(
-        item_code=item_code, materials=materials, competent_region=region
+        item_code=item_code, materials=materials, competent_region=region, window=window
     )
+    submit.channel = common_pb2.IntakeChannel.ValueType(channel)
     applicant = common_pb2.Applicant(name=name, id_number=id_number, phone=phone)
     return SubmitRequest(submit, applicant, kind, operator)
 
@@ -526,6 +568,16 @@ def _read_rate(fields: _Fields, message: Any) -> None:
     message.comment = fields.text("pjnr", required=False, max_length=2000)
 
 
+def _read_identity_check(fields: _Fields, message: Any) -> None:
+    for name in BIOMETRIC_FIELDS:
+        if name in fields.body:
+            fields.fail(name, "不接收人脸照片、特征值或原始分数；请只传核验结果和分数等级 fsdj")
+    message.method = fields.code("hylx", HYLX_TO_METHOD)
+    message.device_id = fields.text("sbbh", max_length=128)  # 设备编号
+    message.result = fields.code("hyjg", HYJG_TO_RESULT)
+    message.score_band = fields.code("fsdj", FSDJ_TO_BAND)
+
+
 def _read_rectification(fields: _Fields, message: Any) -> None:
     message.report = fields.text("zgbg", max_length=4000)
     message.follow_up = fields.text("hfjg", required=False, max_length=4000)
@@ -559,6 +611,7 @@ ACTIONS: dict[str, ActionSpec] = {
         ActionSpec("zgwc", "complete_rectification", "整改完成", _read_rectification),
         ActionSpec("gd", "archive", "归档", _none),
         ActionSpec("ch", "withdraw", "撤回", _reason(True)),
+        ActionSpec("sfhy", "record_identity_check", "身份核验", _read_identity_check),
     )
 }
 VENDOR_ACTION_OF = {spec.action: spec.vendor for spec in ACTIONS.values()}

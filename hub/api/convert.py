@@ -72,6 +72,7 @@ EVENT_CLASSES: tuple[type[Any], ...] = (
     Case.CertificateSuspended,
     Case.CertificateReinstated,
     Case.CertificateRevoked,
+    Case.IdentityChecked,
 )
 
 #: Value objects and their messages.
@@ -305,6 +306,8 @@ def item_to_proto(item: ServiceItem) -> common_pb2.ServiceItem:
         cross_region_modes=[enum_to_proto(m) for m in item.cross_region_modes],
         offsite_intake_provinces=item.offsite_intake_provinces,
         joint_departments=item.joint_departments,
+        required_checks=[enum_to_proto(m) for m in item.required_checks],
+        recurs_every_months=item.recurs_every_months,
     )
     for material in item.materials:
         message.materials.add(name=material.name, required=material.required, form=material.form)

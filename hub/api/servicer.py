@@ -185,6 +185,9 @@ class CaseExchangeServicer:
     def StaffWindow(self, request: Any, context: Any) -> Any:  # noqa: N802
         return self._execute("staff_window", request, context)
 
+    def RecordIdentityCheck(self, request: Any, context: Any) -> Any:  # noqa: N802
+        return self._execute("record_identity_check", request, context)
+
     def _execute(
         self, action: str, request: case_exchange_pb2.SignedCommand, context: grpc.ServicerContext
     ) -> case_exchange_pb2.CommandReply:

@@ -186,6 +186,9 @@ CASE_STEPS: dict[type[CaseAction], CaseStep] = {
     ),
     cmd.Archive: lambda app, case, actor, c: case.archive(actor),
     cmd.Withdraw: lambda app, case, actor, c: case.withdraw(actor, c.reason),
+    cmd.RecordIdentityCheck: lambda app, case, actor, c: case.record_identity_check(
+        actor, c.method, c.device_id, c.result, c.score_band
+    ),
 }
 
 #: The personal fields each action commits to, by wire path.
@@ -401,6 +404,7 @@ class HubApplication(Application[UUID]):
             timestamp=run.step_at(None),
             window=action.window,
             channel=action.channel,
+            required_checks=item.required_checks,
         )
         return self._commit(run, case, 0, personal_keys=[key_row])
 

@@ -24,12 +24,15 @@ from hub.domain.command_record import ADMIN, HALL
 from hub.domain.hall import Hall
 from hub.domain.values import (
     ApplicantCommitments,
+    CheckResult,
     DeliveryMethod,
+    IdentityCheckMethod,
     IntakeChannel,
     JointTask,
     Material,
     Rating,
     RatingChannel,
+    ScoreBand,
     SuspensionReason,
 )
 
@@ -363,6 +366,19 @@ class Withdraw(CaseAction):
     reason: str
 
 
+@dataclass(frozen=True)
+class RecordIdentityCheck(CaseAction):
+    """身份证识别 / 人脸识别 / 生存认证: the outcome of an identity check (never its data)."""
+
+    action_name: ClassVar[str] = "record_identity_check"
+    produces: ClassVar[tuple[type[Any], ...]] = (Case.IdentityChecked,)
+    case_id: UUID
+    method: IdentityCheckMethod
+    device_id: str
+    result: CheckResult
+    score_band: ScoreBand
+
+
 # ---------------------------------------------------------------------------- hall commands
 
 
@@ -457,6 +473,7 @@ ACTIONS: dict[str, type[Action]] = {
         CompleteRectification,
         Archive,
         Withdraw,
+        RecordIdentityCheck,
         StaffWindow,
         RegisterHall,
         RotateHallKey,

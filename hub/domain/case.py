@@ -32,18 +32,21 @@ from hub.domain.values import (
     Actor,
     CaseKind,
     CaseState,
+    CheckResult,
     CrossRegionMode,
     DeliveryMethod,
+    IdentityCheckMethod,
     IntakeChannel,
     JointTask,
     Material,
     Rating,
     RatingChannel,
+    ScoreBand,
     SealedApplicant,
     SuspensionReason,
     WarningKind,
 )
-from hub.errors import InvalidInput, PermissionRefused, TransitionRefused
+from hub.errors import CheckMissing, InvalidInput, PermissionRefused, TransitionRefused
 
 S = CaseState
 
@@ -78,7 +81,13 @@ ALLOWED_FROM: dict[str, frozenset[CaseState]] = {
     "reinstate_certificate": CERTIFICATE_STATES,
     "revoke_certificate": CERTIFICATE_STATES,
     "withdraw": OPEN_STATES,
+    # An identity check is done while the case is taken in or handled (a failed one may be
+    # repeated); an item that requires it is not accepted before it passed (Case.missing_checks).
+    "record_identity_check": frozenset({S.RECEIVED, S.AWAITING_CORRECTION, S.ACCEPTED, S.HANDLING}),
 }
+
+#: The commands that accept a case: refused while a check the item requires has not passed.
+ACCEPTING_COMMANDS = frozenset({"accept", "resubmit"})
 
 
 def case_id_for(hall_id: str, idempotency_key: str) -> UUID:
@@ -170,10 +179,13 @@ class Case(Aggregate):
         home_region: str = ""
         window: str = ""  # the intake window (一窗受理); empty: the hall's first window
         channel: IntakeChannel = IntakeChannel.UNSPECIFIED
+        #: The identity checks the item needs passed before acceptance (from the catalogue).
+        required_checks: tuple[IdentityCheckMethod, ...] = ()
 
         def __post_init__(self) -> None:
             super().__post_init__()
             object.__setattr__(self, "materials", _freeze(self.materials))
+            object.__setattr__(self, "required_checks", _freeze(self.required_checks))
 
         def apply(self, aggregate: Case) -> None:
             aggregate.state = S.RECEIVED
@@ -197,6 +209,7 @@ class Case(Aggregate):
             aggregate.window = self.window
             aggregate.intake_window = self.window
             aggregate.channel = self.channel
+            aggregate.required_checks = self.required_checks
 
     class CorrectionRequested(HallEvent):
         """一次性告知: everything missing, in one notice; the clock pauses."""
@@ -379,6 +392,18 @@ class Case(Aggregate):
             aggregate.certificate_issued_at = self.timestamp
             aggregate.certificate_status = CertificateStatus.VALID
 
+    class IdentityChecked(HallEvent):
+        """身份证识别 / 人脸识别 / 生存认证 was done: its outcome, never the biometric data."""
+
+        method: IdentityCheckMethod
+        device_id: str
+        result: CheckResult
+        score_band: ScoreBand
+
+        def apply(self, aggregate: Case) -> None:
+            if self.result is CheckResult.PASSED and self.method not in aggregate.passed_checks:
+                aggregate.passed_checks = (*aggregate.passed_checks, self.method)
+
     class CertificateSuspended(HallEvent):
         """The issuing hall suspended the case's certificate (it may reinstate it)."""
 
@@ -553,6 +578,9 @@ class Case(Aggregate):
         self.window = ""
         self.intake_window = ""
         self.channel = IntakeChannel.UNSPECIFIED
+        #: The identity checks the item requires, and those that passed so far.
+        self.required_checks: tuple[IdentityCheckMethod, ...] = ()
+        self.passed_checks: tuple[IdentityCheckMethod, ...] = ()
         self.rectification_opened_at: datetime | None = None
         self.rectification_completed_at: datetime | None = None
         #: The 电子监察 warnings recorded so far.
@@ -581,6 +609,7 @@ class Case(Aggregate):
         timestamp: datetime | None = None,
         window: str = "",
         channel: IntakeChannel = IntakeChannel.UNSPECIFIED,
+        required_checks: tuple[IdentityCheckMethod, ...] = (),
     ) -> Case:
         """收件: create a case taken in by ``actor``'s hall (at ``window``, by ``channel``)."""
         if not materials:
@@ -606,6 +635,7 @@ class Case(Aggregate):
             home_region=home_region,
             window=window,
             channel=channel,
+            required_checks=tuple(required_checks),
         )
 
     # ---------------------------------------------------------------- intake
@@ -620,6 +650,7 @@ class Case(Aggregate):
     def resubmit(self, actor: Actor, materials: tuple[Material, ...]) -> None:
         """补正: the missing materials arrive; the case is accepted and the clock resumes."""
         self._check("resubmit", actor)
+        self.check_required_checks("resubmit")
         if not materials:
             raise InvalidInput("materials", [], "a resubmission brings at least one material")
         self.trigger_event(self.Resubmitted, actor=actor, materials=tuple(materials))
@@ -627,7 +658,37 @@ class Case(Aggregate):
     def accept(self, actor: Actor) -> None:
         """受理."""
         self._check("accept", actor)
+        self.check_required_checks("accept")
         self.trigger_event(self.Accepted, actor=actor)
+
+    def record_identity_check(
+        self,
+        actor: Actor,
+        method: IdentityCheckMethod,
+        device_id: str,
+        result: CheckResult,
+        score_band: ScoreBand,
+    ) -> None:
+        """Record an identity check the holding hall did (its outcome, never its data)."""
+        self._check("record_identity_check", actor)
+        _require_text("device_id", device_id)
+        if len(device_id) > 128:
+            raise InvalidInput("device_id", device_id[:16] + "…", "at most 128 characters")
+        self.trigger_event(
+            self.IdentityChecked, actor=actor, method=method, device_id=device_id,
+            result=result, score_band=score_band,
+        )  # fmt: skip
+
+    def missing_checks(self) -> tuple[IdentityCheckMethod, ...]:
+        """The checks the item requires that have not passed yet, in the item's order."""
+        return tuple(m for m in self.required_checks if m not in self.passed_checks)
+
+    def check_required_checks(self, command: str) -> None:
+        """Raise :class:`~hub.errors.CheckMissing` (naming the first check) while a check the
+        item requires has not passed; the binding check asks the same before each acceptance."""
+        missing = self.missing_checks()
+        if missing:
+            raise CheckMissing(command, self.state.name, missing[0].name, self.item_code)
 
     def reject_at_intake(self, actor: Actor, reason: str) -> None:
         """不予受理, with the reason the applicant is told."""

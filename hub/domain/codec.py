@@ -32,13 +32,16 @@ from hub.domain.values import (
     ApplicantCommitments,
     CaseKind,
     CaseState,
+    CheckResult,
     CrossRegionMode,
     DeliveryMethod,
+    IdentityCheckMethod,
     IntakeChannel,
     JointTask,
     Material,
     Rating,
     RatingChannel,
+    ScoreBand,
     SealedApplicant,
     SuspensionReason,
     WarningKind,
@@ -138,6 +141,9 @@ ENUM_TYPES: tuple[type[enum.Enum], ...] = (
     IntakeChannel,
     RatingChannel,
     WarningKind,
+    IdentityCheckMethod,
+    CheckResult,
+    ScoreBand,
 )
 
 

@@ -126,6 +126,36 @@ class IntakeChannel(enum.Enum):
     ONLINE = "ONLINE"  # 网上办 (portal, app, mini program)
     AGENT = "AGENT"  # 帮代办: an agent (代办员) acted for the applicant
     HOME_VISIT = "HOME_VISIT"  # 上门办: taken in at the applicant's home
+    PHONE = "PHONE"  # 电话办: by telephone (e.g. a village room's phone service)
+    KIOSK = "KIOSK"  # 自助办: a self-service terminal (自助终端)
+    IMPORTED = "IMPORTED"  # from an imported register (台账导入)
+    PEER_NODE = "PEER_NODE"  # forwarded by another node of the federation
+
+
+class IdentityCheckMethod(enum.Enum):
+    """How a person's identity (or that they are alive) was checked, as an event of a case.
+
+    Only the outcome is recorded (device, result, score band), never biometric data or a photo.
+    """
+
+    ID_CARD_READ = "ID_CARD_READ"  # 身份证识别: the chip of the ID card read by a reader
+    FACE_MATCH = "FACE_MATCH"  # 人脸识别: the face matched against the ID card's photo
+    LIVENESS = "LIVENESS"  # 生存认证: proof of life (pension and benefit items)
+
+
+class CheckResult(enum.Enum):
+    """The outcome of an identity check."""
+
+    PASSED = "PASSED"
+    FAILED = "FAILED"
+
+
+class ScoreBand(enum.Enum):
+    """The band a device's match score fell in; the raw score is never recorded."""
+
+    HIGH = "HIGH"
+    MEDIUM = "MEDIUM"
+    LOW = "LOW"
 
 
 class RatingChannel(enum.Enum):

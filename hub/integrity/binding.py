@@ -24,6 +24,11 @@ What is checked, leaf by leaf:
   (:meth:`~hub.domain.case.Case.certificate_facts`); a certificate's suspension, reinstatement
   or revocation is one the case before it allows (:meth:`~hub.domain.case.Case.check_status_change`:
   the holding hall of the competent region, reinstate only from suspended, revoked is final).
+* an acceptance (``accept``, ``resubmit``) comes after a passed identity check of every method
+  the case's item requires (``Submitted.required_checks``; :meth:`~hub.domain.case.Case.
+  check_required_checks`), each an :class:`~hub.domain.case.Case.IdentityChecked` event bound
+  to its own signed ``record_identity_check`` command whose method, device, result and score
+  band it records.
 * each caused case event's time is the step's business time: the command's signed time, no
   later than the node received it (the command record's time) and no earlier than the case's
   previous step (:func:`~hub.domain.case.business_time`).
@@ -79,7 +84,7 @@ from hub.commands.model import (
     Submit,
 )
 from hub.commands.wire import parse_command
-from hub.domain.case import ALLOWED_FROM, Case, business_time, case_id_for
+from hub.domain.case import ACCEPTING_COMMANDS, ALLOWED_FROM, Case, business_time, case_id_for
 from hub.domain.codec import event_mapper
 from hub.domain.command_record import ADMIN, HALL, CommandRecord, record_id
 from hub.domain.federation import (
@@ -763,6 +768,13 @@ class LogChecker:
                     f"{action.action_name} is not allowed in state {case.state.name}",
                 )
             ]
+        if action.action_name in ACCEPTING_COMMANDS:
+            # Acceptance needs every identity check the item requires passed before it, in
+            # this log (the checks' events come before, bound to their own signed commands).
+            try:
+                case.check_required_checks(action.action_name)
+            except TongbanError as error:
+                return [Problem("invalid transition", str(error))]
         return []
 
     def _check_node_event(self, leaf: Leaf, event: Any) -> list[Problem]:

@@ -26,9 +26,12 @@ from hub.domain.values import (
     Actor,
     CaseKind,
     CaseState,
+    CheckResult,
     DeliveryMethod,
+    IdentityCheckMethod,
     JointTask,
     Rating,
+    ScoreBand,
     SuspensionReason,
 )
 from hub.errors import InvalidInput, PermissionRefused, TransitionRefused
@@ -128,6 +131,12 @@ def _run_any(case: Case, command: str, actor: Actor) -> None:
         "rate": (Rating.SATISFIED, ""),
         "complete_rectification": ("报告", "回访"),
         "withdraw": ("理由",),
+        "record_identity_check": (
+            IdentityCheckMethod.LIVENESS,
+            "app-1",
+            CheckResult.PASSED,
+            ScoreBand.HIGH,
+        ),
     }
     getattr(case, command)(actor, *args.get(command, ()))
 
@@ -366,7 +375,8 @@ def test_allowed_table_covers_every_public_command() -> None:
     }
     queries = {"submit", "state_is", "allowed_commands", "clock_seconds", "collect_events",
                "trigger_event", "create_id", "involves", "regions",
-               "certificate_facts", "check_status_change"}  # fmt: skip
+               "certificate_facts", "check_status_change",
+               "missing_checks", "check_required_checks"}  # fmt: skip
     # Erasure is an admin's act, and a supervision warning the node's, allowed in every state
     # (each once); a peer's refusal of a transfer takes a case back from HANDED_OFF/ESCALATED:
     # none is in the hall's lifecycle table.

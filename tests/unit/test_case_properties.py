@@ -18,9 +18,12 @@ from hub.domain.values import (
     Actor,
     CaseKind,
     CaseState,
+    CheckResult,
     DeliveryMethod,
+    IdentityCheckMethod,
     JointTask,
     Rating,
+    ScoreBand,
     SuspensionReason,
 )
 from hub.errors import TongbanError
@@ -67,6 +70,12 @@ ARGUMENTS: dict[str, st.SearchStrategy[tuple[Any, ...]]] = {
     "complete_rectification": st.just(("整改", "回访")),
     "archive": st.just(()),
     "withdraw": st.just(("撤回",)),
+    "record_identity_check": st.tuples(
+        st.sampled_from(list(IdentityCheckMethod)),
+        st.just("reader-01"),
+        st.sampled_from(list(CheckResult)),
+        st.sampled_from(list(ScoreBand)),
+    ),
 }
 assert set(ARGUMENTS) == set(ALLOWED_FROM)
 

@@ -17,12 +17,15 @@ from hub.domain.values import (
     Actor,
     CaseKind,
     CaseState,
+    CheckResult,
     CrossRegionMode,
     DeliveryMethod,
+    IdentityCheckMethod,
     IntakeChannel,
     JointTask,
     Rating,
     RatingChannel,
+    ScoreBand,
     SuspensionReason,
     WarningKind,
 )
@@ -64,6 +67,10 @@ def _one_of_every_event() -> list[Any]:
     b.withdraw(b_actor, "撤回")
     events += b.collect_events()
     c = new_case()
+    c.record_identity_check(
+        Actor("v-room", "op-v", "430902104201"), IdentityCheckMethod.FACE_MATCH, "cam-07",
+        CheckResult.FAILED, ScoreBand.LOW,
+    )  # fmt: skip
     c.reject_at_intake(Actor("v-room", "op-v", "430902104201"), "不符合条件")
     events += c.collect_events()
     d = new_case()

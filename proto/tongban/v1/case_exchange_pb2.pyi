@@ -184,6 +184,7 @@ class Command(_message.Message):
     SUSPEND_CERTIFICATE_FIELD_NUMBER: _builtins.int
     REINSTATE_CERTIFICATE_FIELD_NUMBER: _builtins.int
     REVOKE_CERTIFICATE_FIELD_NUMBER: _builtins.int
+    RECORD_IDENTITY_CHECK_FIELD_NUMBER: _builtins.int
     REGISTER_HALL_FIELD_NUMBER: _builtins.int
     ROTATE_HALL_KEY_FIELD_NUMBER: _builtins.int
     RETIRE_HALL_FIELD_NUMBER: _builtins.int
@@ -243,6 +244,8 @@ class Command(_message.Message):
     @_builtins.property
     def revoke_certificate(self) -> Global___RevokeCertificate: ...
     @_builtins.property
+    def record_identity_check(self) -> Global___RecordIdentityCheck: ...
+    @_builtins.property
     def register_hall(self) -> Global___RegisterHall:
         """Admin commands (signed by an admin key registered in the node's log; HallAdmin service)."""
 
@@ -282,16 +285,17 @@ class Command(_message.Message):
         suspend_certificate: Global___SuspendCertificate | None = ...,
         reinstate_certificate: Global___ReinstateCertificate | None = ...,
         revoke_certificate: Global___RevokeCertificate | None = ...,
+        record_identity_check: Global___RecordIdentityCheck | None = ...,
         register_hall: Global___RegisterHall | None = ...,
         rotate_hall_key: Global___RotateHallKey | None = ...,
         retire_hall: Global___RetireHall | None = ...,
         erase_personal_data: Global___ErasePersonalData | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["accept", b"accept", "acknowledge_handoff", b"acknowledge_handoff", "action", b"action", "archive", b"archive", "complete_joint_task", b"complete_joint_task", "complete_rectification", b"complete_rectification", "conclude", b"conclude", "decide", b"decide", "deliver", b"deliver", "erase_personal_data", b"erase_personal_data", "escalate", b"escalate", "hand_off", b"hand_off", "header", b"header", "issue_certificate", b"issue_certificate", "open_joint_tasks", b"open_joint_tasks", "rate", b"rate", "record_certificate", b"record_certificate", "register_hall", b"register_hall", "reinstate_certificate", b"reinstate_certificate", "reject_at_intake", b"reject_at_intake", "request_correction", b"request_correction", "resubmit", b"resubmit", "resume", b"resume", "retire_hall", b"retire_hall", "revoke_certificate", b"revoke_certificate", "rotate_hall_key", b"rotate_hall_key", "staff_window", b"staff_window", "start_handling", b"start_handling", "submit", b"submit", "suspend", b"suspend", "suspend_certificate", b"suspend_certificate", "withdraw", b"withdraw"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["accept", b"accept", "acknowledge_handoff", b"acknowledge_handoff", "action", b"action", "archive", b"archive", "complete_joint_task", b"complete_joint_task", "complete_rectification", b"complete_rectification", "conclude", b"conclude", "decide", b"decide", "deliver", b"deliver", "erase_personal_data", b"erase_personal_data", "escalate", b"escalate", "hand_off", b"hand_off", "header", b"header", "issue_certificate", b"issue_certificate", "open_joint_tasks", b"open_joint_tasks", "rate", b"rate", "record_certificate", b"record_certificate", "record_identity_check", b"record_identity_check", "register_hall", b"register_hall", "reinstate_certificate", b"reinstate_certificate", "reject_at_intake", b"reject_at_intake", "request_correction", b"request_correction", "resubmit", b"resubmit", "resume", b"resume", "retire_hall", b"retire_hall", "revoke_certificate", b"revoke_certificate", "rotate_hall_key", b"rotate_hall_key", "staff_window", b"staff_window", "start_handling", b"start_handling", "submit", b"submit", "suspend", b"suspend", "suspend_certificate", b"suspend_certificate", "withdraw", b"withdraw"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["accept", b"accept", "acknowledge_handoff", b"acknowledge_handoff", "action", b"action", "archive", b"archive", "complete_joint_task", b"complete_joint_task", "complete_rectification", b"complete_rectification", "conclude", b"conclude", "decide", b"decide", "deliver", b"deliver", "erase_personal_data", b"erase_personal_data", "escalate", b"escalate", "hand_off", b"hand_off", "header", b"header", "issue_certificate", b"issue_certificate", "open_joint_tasks", b"open_joint_tasks", "rate", b"rate", "record_certificate", b"record_certificate", "register_hall", b"register_hall", "reinstate_certificate", b"reinstate_certificate", "reject_at_intake", b"reject_at_intake", "request_correction", b"request_correction", "resubmit", b"resubmit", "resume", b"resume", "retire_hall", b"retire_hall", "revoke_certificate", b"revoke_certificate", "rotate_hall_key", b"rotate_hall_key", "staff_window", b"staff_window", "start_handling", b"start_handling", "submit", b"submit", "suspend", b"suspend", "suspend_certificate", b"suspend_certificate", "withdraw", b"withdraw"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accept", b"accept", "acknowledge_handoff", b"acknowledge_handoff", "action", b"action", "archive", b"archive", "complete_joint_task", b"complete_joint_task", "complete_rectification", b"complete_rectification", "conclude", b"conclude", "decide", b"decide", "deliver", b"deliver", "erase_personal_data", b"erase_personal_data", "escalate", b"escalate", "hand_off", b"hand_off", "header", b"header", "issue_certificate", b"issue_certificate", "open_joint_tasks", b"open_joint_tasks", "rate", b"rate", "record_certificate", b"record_certificate", "record_identity_check", b"record_identity_check", "register_hall", b"register_hall", "reinstate_certificate", b"reinstate_certificate", "reject_at_intake", b"reject_at_intake", "request_correction", b"request_correction", "resubmit", b"resubmit", "resume", b"resume", "retire_hall", b"retire_hall", "revoke_certificate", b"revoke_certificate", "rotate_hall_key", b"rotate_hall_key", "staff_window", b"staff_window", "start_handling", b"start_handling", "submit", b"submit", "suspend", b"suspend", "suspend_certificate", b"suspend_certificate", "withdraw", b"withdraw"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_action: _TypeAlias = _typing.Literal["submit", "request_correction", "resubmit", "accept", "reject_at_intake", "hand_off", "acknowledge_handoff", "start_handling", "suspend", "resume", "escalate", "open_joint_tasks", "complete_joint_task", "decide", "conclude", "record_certificate", "deliver", "rate", "complete_rectification", "archive", "withdraw", "staff_window", "issue_certificate", "suspend_certificate", "reinstate_certificate", "revoke_certificate", "register_hall", "rotate_hall_key", "retire_hall", "erase_personal_data"]  # noqa: Y015
+    _WhichOneofReturnType_action: _TypeAlias = _typing.Literal["submit", "request_correction", "resubmit", "accept", "reject_at_intake", "hand_off", "acknowledge_handoff", "start_handling", "suspend", "resume", "escalate", "open_joint_tasks", "complete_joint_task", "decide", "conclude", "record_certificate", "deliver", "rate", "complete_rectification", "archive", "withdraw", "staff_window", "issue_certificate", "suspend_certificate", "reinstate_certificate", "revoke_certificate", "record_identity_check", "register_hall", "rotate_hall_key", "retire_hall", "erase_personal_data"]  # noqa: Y015
     _WhichOneofArgType_action: _TypeAlias = _typing.Literal["action", b"action"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_action) -> _WhichOneofReturnType_action | None: ...
 
@@ -918,9 +922,45 @@ class Withdraw(_message.Message):
 Global___Withdraw: _TypeAlias = Withdraw  # noqa: Y015
 
 @_typing.final
-class StaffWindow(_message.Message):
-    """AB岗 of one of the signing hall's windows. Send it again to mark the A post absent (or back)."""
+class RecordIdentityCheck(_message.Message):
+    """AB岗 of one of the signing hall's windows. Send it again to mark the A post absent (or back).
+    An identity check done for a case by the holding hall (at the window or on a home visit).
+    Who did it is the header's operator, when is its issued_at. There is no field for the score
+    itself, a photo or any biometric template, and the node stores only the fields below.
+    """
 
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CASE_ID_FIELD_NUMBER: _builtins.int
+    METHOD_FIELD_NUMBER: _builtins.int
+    DEVICE_ID_FIELD_NUMBER: _builtins.int
+    RESULT_FIELD_NUMBER: _builtins.int
+    SCORE_BAND_FIELD_NUMBER: _builtins.int
+    case_id: _builtins.str
+    method: _common_pb2.IdentityCheckMethod.ValueType
+    device_id: _builtins.str
+    """the reader, camera or app installation that did the check"""
+    result: _common_pb2.CheckResult.ValueType
+    score_band: _common_pb2.ScoreBand.ValueType
+    def __init__(
+        self,
+        *,
+        case_id: _builtins.str = ...,
+        method: _common_pb2.IdentityCheckMethod.ValueType = ...,
+        device_id: _builtins.str = ...,
+        result: _common_pb2.CheckResult.ValueType = ...,
+        score_band: _common_pb2.ScoreBand.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["case_id", b"case_id", "device_id", b"device_id", "method", b"method", "result", b"result", "score_band", b"score_band"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RecordIdentityCheck: _TypeAlias = RecordIdentityCheck  # noqa: Y015
+
+@_typing.final
+class StaffWindow(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     WINDOW_FIELD_NUMBER: _builtins.int

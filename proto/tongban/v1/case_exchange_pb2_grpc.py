@@ -164,6 +164,11 @@ class CaseExchangeStub:
                 request_serializer=tongban_dot_v1_dot_case__exchange__pb2.SignedCommand.SerializeToString,
                 response_deserializer=tongban_dot_v1_dot_case__exchange__pb2.CommandReply.FromString,
                 _registered_method=True)
+        self.RecordIdentityCheck = channel.unary_unary(
+                '/tongban.v1.CaseExchange/RecordIdentityCheck',
+                request_serializer=tongban_dot_v1_dot_case__exchange__pb2.SignedCommand.SerializeToString,
+                response_deserializer=tongban_dot_v1_dot_case__exchange__pb2.CommandReply.FromString,
+                _registered_method=True)
         self.GetCase = channel.unary_unary(
                 '/tongban.v1.CaseExchange/GetCase',
                 request_serializer=tongban_dot_v1_dot_case__exchange__pb2.GetCaseRequest.SerializeToString,
@@ -375,6 +380,14 @@ class CaseExchangeServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RecordIdentityCheck(self, request, context):
+        """身份证识别, 人脸识别, 生存认证: record that an identity check was done on a case (its outcome
+        only). An item that requires a check is not accepted until it has passed.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def GetCase(self, request, context):
         """A case's current state, rebuilt from its events.
         """
@@ -540,6 +553,11 @@ def add_CaseExchangeServicer_to_server(servicer, server):
             ),
             'StaffWindow': grpc.unary_unary_rpc_method_handler(
                     servicer.StaffWindow,
+                    request_deserializer=tongban_dot_v1_dot_case__exchange__pb2.SignedCommand.FromString,
+                    response_serializer=tongban_dot_v1_dot_case__exchange__pb2.CommandReply.SerializeToString,
+            ),
+            'RecordIdentityCheck': grpc.unary_unary_rpc_method_handler(
+                    servicer.RecordIdentityCheck,
                     request_deserializer=tongban_dot_v1_dot_case__exchange__pb2.SignedCommand.FromString,
                     response_serializer=tongban_dot_v1_dot_case__exchange__pb2.CommandReply.SerializeToString,
             ),
@@ -1269,6 +1287,33 @@ class CaseExchange:
             request,
             target,
             '/tongban.v1.CaseExchange/StaffWindow',
+            tongban_dot_v1_dot_case__exchange__pb2.SignedCommand.SerializeToString,
+            tongban_dot_v1_dot_case__exchange__pb2.CommandReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RecordIdentityCheck(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tongban.v1.CaseExchange/RecordIdentityCheck',
             tongban_dot_v1_dot_case__exchange__pb2.SignedCommand.SerializeToString,
             tongban_dot_v1_dot_case__exchange__pb2.CommandReply.FromString,
             options,

@@ -92,6 +92,10 @@ class CaseExchangeStub:
     """AB岗: who serves one of the signing hall's windows (its A post, or its B post while the A
     post is absent). The reply's case_id is empty.
     """
+    RecordIdentityCheck: _grpc.UnaryUnaryMultiCallable[_case_exchange_pb2.SignedCommand, _case_exchange_pb2.CommandReply]
+    """身份证识别, 人脸识别, 生存认证: record that an identity check was done on a case (its outcome
+    only). An item that requires a check is not accepted until it has passed.
+    """
     GetCase: _grpc.UnaryUnaryMultiCallable[_case_exchange_pb2.GetCaseRequest, _case_exchange_pb2.CaseView]
     """A case's current state, rebuilt from its events."""
     GetCaseHistory: _grpc.UnaryUnaryMultiCallable[_case_exchange_pb2.GetCaseRequest, _case_exchange_pb2.CaseHistory]
@@ -157,6 +161,10 @@ class CaseExchangeAsyncStub(CaseExchangeStub):
     StaffWindow: _aio.UnaryUnaryMultiCallable[_case_exchange_pb2.SignedCommand, _case_exchange_pb2.CommandReply]  # type: ignore[assignment]
     """AB岗: who serves one of the signing hall's windows (its A post, or its B post while the A
     post is absent). The reply's case_id is empty.
+    """
+    RecordIdentityCheck: _aio.UnaryUnaryMultiCallable[_case_exchange_pb2.SignedCommand, _case_exchange_pb2.CommandReply]  # type: ignore[assignment]
+    """身份证识别, 人脸识别, 生存认证: record that an identity check was done on a case (its outcome
+    only). An item that requires a check is not accepted until it has passed.
     """
     GetCase: _aio.UnaryUnaryMultiCallable[_case_exchange_pb2.GetCaseRequest, _case_exchange_pb2.CaseView]  # type: ignore[assignment]
     """A case's current state, rebuilt from its events."""
@@ -376,6 +384,16 @@ class CaseExchangeServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_case_exchange_pb2.CommandReply, _abc.Awaitable[_case_exchange_pb2.CommandReply]]:
         """AB岗: who serves one of the signing hall's windows (its A post, or its B post while the A
         post is absent). The reply's case_id is empty.
+        """
+
+    @_abc_1.abstractmethod
+    def RecordIdentityCheck(
+        self,
+        request: _case_exchange_pb2.SignedCommand,
+        context: _ServicerContext,
+    ) -> _typing.Union[_case_exchange_pb2.CommandReply, _abc.Awaitable[_case_exchange_pb2.CommandReply]]:
+        """身份证识别, 人脸识别, 生存认证: record that an identity check was done on a case (its outcome
+        only). An item that requires a check is not accepted until it has passed.
         """
 
     @_abc_1.abstractmethod

@@ -240,6 +240,14 @@ class _IntakeChannelEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_IntakeC
     """帮代办: an agent (代办员) acted for the applicant"""
     INTAKE_CHANNEL_HOME_VISIT: _IntakeChannel.ValueType  # 4
     """上门办: taken in at the applicant's home"""
+    INTAKE_CHANNEL_PHONE: _IntakeChannel.ValueType  # 5
+    """电话办: by telephone"""
+    INTAKE_CHANNEL_KIOSK: _IntakeChannel.ValueType  # 6
+    """自助办: a self-service terminal"""
+    INTAKE_CHANNEL_IMPORTED: _IntakeChannel.ValueType  # 7
+    """from an imported register (台账导入)"""
+    INTAKE_CHANNEL_PEER_NODE: _IntakeChannel.ValueType  # 8
+    """forwarded by another node of the federation"""
 
 class IntakeChannel(_IntakeChannel, metaclass=_IntakeChannelEnumTypeWrapper):
     """How the applicant reached the hall (收件渠道). Unspecified counts as a window intake."""
@@ -253,7 +261,81 @@ INTAKE_CHANNEL_AGENT: IntakeChannel.ValueType  # 3
 """帮代办: an agent (代办员) acted for the applicant"""
 INTAKE_CHANNEL_HOME_VISIT: IntakeChannel.ValueType  # 4
 """上门办: taken in at the applicant's home"""
+INTAKE_CHANNEL_PHONE: IntakeChannel.ValueType  # 5
+"""电话办: by telephone"""
+INTAKE_CHANNEL_KIOSK: IntakeChannel.ValueType  # 6
+"""自助办: a self-service terminal"""
+INTAKE_CHANNEL_IMPORTED: IntakeChannel.ValueType  # 7
+"""from an imported register (台账导入)"""
+INTAKE_CHANNEL_PEER_NODE: IntakeChannel.ValueType  # 8
+"""forwarded by another node of the federation"""
 Global___IntakeChannel: _TypeAlias = IntakeChannel  # noqa: Y015
+
+class _IdentityCheckMethod:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _IdentityCheckMethodEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_IdentityCheckMethod.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    IDENTITY_CHECK_METHOD_UNSPECIFIED: _IdentityCheckMethod.ValueType  # 0
+    IDENTITY_CHECK_METHOD_ID_CARD_READ: _IdentityCheckMethod.ValueType  # 1
+    """身份证识别: the ID card's chip read"""
+    IDENTITY_CHECK_METHOD_FACE_MATCH: _IdentityCheckMethod.ValueType  # 2
+    """人脸识别: face matched against the card's photo"""
+    IDENTITY_CHECK_METHOD_LIVENESS: _IdentityCheckMethod.ValueType  # 3
+    """生存认证: proof of life"""
+
+class IdentityCheckMethod(_IdentityCheckMethod, metaclass=_IdentityCheckMethodEnumTypeWrapper):
+    """How an identity was checked (docs/agents.md). Only the outcome is recorded, never biometric
+    data or a photo: no message of this API has a field for them.
+    """
+
+IDENTITY_CHECK_METHOD_UNSPECIFIED: IdentityCheckMethod.ValueType  # 0
+IDENTITY_CHECK_METHOD_ID_CARD_READ: IdentityCheckMethod.ValueType  # 1
+"""身份证识别: the ID card's chip read"""
+IDENTITY_CHECK_METHOD_FACE_MATCH: IdentityCheckMethod.ValueType  # 2
+"""人脸识别: face matched against the card's photo"""
+IDENTITY_CHECK_METHOD_LIVENESS: IdentityCheckMethod.ValueType  # 3
+"""生存认证: proof of life"""
+Global___IdentityCheckMethod: _TypeAlias = IdentityCheckMethod  # noqa: Y015
+
+class _CheckResult:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _CheckResultEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_CheckResult.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    CHECK_RESULT_UNSPECIFIED: _CheckResult.ValueType  # 0
+    CHECK_RESULT_PASSED: _CheckResult.ValueType  # 1
+    CHECK_RESULT_FAILED: _CheckResult.ValueType  # 2
+
+class CheckResult(_CheckResult, metaclass=_CheckResultEnumTypeWrapper):
+    """The outcome of an identity check."""
+
+CHECK_RESULT_UNSPECIFIED: CheckResult.ValueType  # 0
+CHECK_RESULT_PASSED: CheckResult.ValueType  # 1
+CHECK_RESULT_FAILED: CheckResult.ValueType  # 2
+Global___CheckResult: _TypeAlias = CheckResult  # noqa: Y015
+
+class _ScoreBand:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ScoreBandEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ScoreBand.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    SCORE_BAND_UNSPECIFIED: _ScoreBand.ValueType  # 0
+    SCORE_BAND_HIGH: _ScoreBand.ValueType  # 1
+    SCORE_BAND_MEDIUM: _ScoreBand.ValueType  # 2
+    SCORE_BAND_LOW: _ScoreBand.ValueType  # 3
+
+class ScoreBand(_ScoreBand, metaclass=_ScoreBandEnumTypeWrapper):
+    """The band a device's match score fell in (the raw score is never sent)."""
+
+SCORE_BAND_UNSPECIFIED: ScoreBand.ValueType  # 0
+SCORE_BAND_HIGH: ScoreBand.ValueType  # 1
+SCORE_BAND_MEDIUM: ScoreBand.ValueType  # 2
+SCORE_BAND_LOW: ScoreBand.ValueType  # 3
+Global___ScoreBand: _TypeAlias = ScoreBand  # noqa: Y015
 
 class _RatingChannel:
     ValueType = _typing.NewType("ValueType", _builtins.int)
@@ -708,6 +790,8 @@ class ServiceItem(_message.Message):
     CROSS_REGION_MODES_FIELD_NUMBER: _builtins.int
     OFFSITE_INTAKE_PROVINCES_FIELD_NUMBER: _builtins.int
     JOINT_DEPARTMENTS_FIELD_NUMBER: _builtins.int
+    REQUIRED_CHECKS_FIELD_NUMBER: _builtins.int
+    RECURS_EVERY_MONTHS_FIELD_NUMBER: _builtins.int
     code: _builtins.str
     """基本编码"""
     name: _builtins.str
@@ -722,6 +806,8 @@ class ServiceItem(_message.Message):
     """收费依据"""
     fee_standard: _builtins.str
     """收费标准"""
+    recurs_every_months: _builtins.int
+    """A periodic item (e.g. the yearly 生存认证 of a pensioner): every how many months; 0: not."""
     @_builtins.property
     def legal_basis(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """实施依据"""
@@ -748,6 +834,10 @@ class ServiceItem(_message.Message):
     def offsite_intake_provinces(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     @_builtins.property
     def joint_departments(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def required_checks(self) -> _containers.RepeatedScalarFieldContainer[Global___IdentityCheckMethod.ValueType]:
+        """The identity checks a case of this item needs passed before it is accepted."""
+
     def __init__(
         self,
         *,
@@ -768,10 +858,12 @@ class ServiceItem(_message.Message):
         cross_region_modes: _abc.Iterable[Global___CrossRegionMode.ValueType] | None = ...,
         offsite_intake_provinces: _abc.Iterable[_builtins.str] | None = ...,
         joint_departments: _abc.Iterable[_builtins.str] | None = ...,
+        required_checks: _abc.Iterable[Global___IdentityCheckMethod.ValueType] | None = ...,
+        recurs_every_months: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["certificate", b"certificate"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["certificate", b"certificate", "code", b"code", "competent_level", b"competent_level", "conditions", b"conditions", "cross_region_modes", b"cross_region_modes", "department", b"department", "fee_basis", b"fee_basis", "fee_standard", b"fee_standard", "joint_departments", b"joint_departments", "kind", b"kind", "legal_basis", b"legal_basis", "materials", b"materials", "name", b"name", "offsite_intake_provinces", b"offsite_intake_provinces", "procedure", b"procedure", "promised_days", b"promised_days", "statutory_days", b"statutory_days"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["certificate", b"certificate", "code", b"code", "competent_level", b"competent_level", "conditions", b"conditions", "cross_region_modes", b"cross_region_modes", "department", b"department", "fee_basis", b"fee_basis", "fee_standard", b"fee_standard", "joint_departments", b"joint_departments", "kind", b"kind", "legal_basis", b"legal_basis", "materials", b"materials", "name", b"name", "offsite_intake_provinces", b"offsite_intake_provinces", "procedure", b"procedure", "promised_days", b"promised_days", "recurs_every_months", b"recurs_every_months", "required_checks", b"required_checks", "statutory_days", b"statutory_days"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
