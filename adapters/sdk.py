@@ -225,13 +225,14 @@ def commitment(field: str, salt: bytes, value: str) -> bytes:
 
 
 def commit_applicant(
-    applicant: common_pb2.Applicant, action: str = "submit"
+    applicant: common_pb2.Applicant, action: str = "submit", part: str = "applicant"
 ) -> tuple[common_pb2.ApplicantCommitments, list[case_exchange_pb2.PersonalValue]]:
-    """Commitments to ``applicant`` (a fresh 32-byte salt per field) and the clear values."""
+    """Commitments to ``applicant`` (a fresh 32-byte salt per field) and the clear values
+    (``part``: the field holding them, ``person`` for an agent's registration)."""
     digests: dict[str, bytes] = {}
     personal = []
     for name in APPLICANT_FIELDS:
-        path = f"{action}.applicant.{name}"
+        path = f"{action}.{part}.{name}"
         salt = os.urandom(32)
         value = getattr(applicant, name)
         digests[name] = commitment(path, salt, value)
@@ -265,6 +266,7 @@ def sign_command(
     issued_at: datetime | None = None,
     deferred: bool = False,
     applicant: common_pb2.Applicant | None = None,
+    agent: str = "",
 ) -> case_exchange_pb2.SignedCommand:
     """Build the ``Command`` (header + ``body`` as ``action``), serialise it once, and sign
     exactly those bytes. Needs no channel, so an offline adapter can sign while queueing.
@@ -289,14 +291,18 @@ def sign_command(
             issued_at=stamp,
             node=credentials.node_origin,
             deferred=deferred,
+            agent=agent,
         )
     )
     part = getattr(command, action)
     part.CopyFrom(body)
     personal: list[case_exchange_pb2.PersonalValue] = []
     if applicant is not None:
-        commitments, personal = commit_applicant(applicant, action)
-        part.applicant.CopyFrom(commitments)
+        # An agent's registration commits to the agent (``person``), a submission to the
+        # applicant: the same three fields.
+        field = "person" if action == "register_agent" else "applicant"
+        commitments, personal = commit_applicant(applicant, action, field)
+        getattr(part, field).CopyFrom(commitments)
     data = command.SerializeToString()
     return case_exchange_pb2.SignedCommand(
         command=data, signature=credentials.signing_key.sign(data), personal=personal
@@ -380,6 +386,7 @@ class HallClient:
         idempotency_key: str,
         operator: str | None = None,
         applicant: common_pb2.Applicant | None = None,
+        acting_agent: str = "",
         **fields: Any,
     ) -> case_exchange_pb2.SignedCommand:
         """Build, serialise and sign a command; the bytes are what the node verifies.
@@ -404,6 +411,7 @@ class HallClient:
             idempotency_key=idempotency_key,
             operator=operator or self.operator,
             applicant=applicant,
+            agent=acting_agent,
         )
 
     def send_signed(
@@ -425,6 +433,7 @@ class HallClient:
         idempotency_key: str,
         operator: str | None = None,
         applicant: common_pb2.Applicant | None = None,
+        acting_agent: str = "",
         **fields: Any,
     ) -> case_exchange_pb2.CommandReply:
         """Sign and send one command: ``send("accept", idempotency_key=..., case_id=...)``."""
@@ -434,6 +443,7 @@ class HallClient:
             idempotency_key=idempotency_key,
             operator=operator,
             applicant=applicant,
+            acting_agent=acting_agent,
             **fields,
         )
         return self.send_signed(action, signed)

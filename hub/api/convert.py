@@ -32,6 +32,7 @@ from hub.domain.hall import Hall, key_id
 from hub.domain.items import ServiceItem
 from hub.domain.values import (
     Actor,
+    AgentAuthorisation,
     Applicant,
     ApplicantCommitments,
     JointTask,
@@ -73,11 +74,13 @@ EVENT_CLASSES: tuple[type[Any], ...] = (
     Case.CertificateReinstated,
     Case.CertificateRevoked,
     Case.IdentityChecked,
+    Case.AgentAuthorised,
 )
 
 #: Value objects and their messages.
 VALUE_MESSAGES: dict[type[Any], type[Message]] = {
     Actor: common_pb2.Actor,
+    AgentAuthorisation: common_pb2.AgentAuthorisation,
     Applicant: common_pb2.Applicant,
     Material: common_pb2.Material,
     JointTask: common_pb2.JointTask,
@@ -103,7 +106,8 @@ def value_to_proto(value: Any) -> Message:
     """A value object as its message."""
     message = VALUE_MESSAGES[type(value)]()
     for field in dataclasses.fields(value):
-        setattr(message, field.name, getattr(value, field.name))
+        item = getattr(value, field.name)
+        setattr(message, field.name, enum_to_proto(item) if isinstance(item, enum.Enum) else item)
     return message
 
 

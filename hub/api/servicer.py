@@ -188,6 +188,15 @@ class CaseExchangeServicer:
     def RecordIdentityCheck(self, request: Any, context: Any) -> Any:  # noqa: N802
         return self._execute("record_identity_check", request, context)
 
+    def AuthoriseAgent(self, request: Any, context: Any) -> Any:  # noqa: N802
+        return self._execute("authorise_agent", request, context)
+
+    def RegisterAgent(self, request: Any, context: Any) -> Any:  # noqa: N802
+        return self._execute("register_agent", request, context)
+
+    def RetireAgent(self, request: Any, context: Any) -> Any:  # noqa: N802
+        return self._execute("retire_agent", request, context)
+
     def _execute(
         self, action: str, request: case_exchange_pb2.SignedCommand, context: grpc.ServicerContext
     ) -> case_exchange_pb2.CommandReply:

@@ -19,10 +19,12 @@ from datetime import datetime
 from typing import Any, ClassVar
 from uuid import UUID
 
+from hub.domain.agent import Agent
 from hub.domain.case import Case
 from hub.domain.command_record import ADMIN, HALL
 from hub.domain.hall import Hall
 from hub.domain.values import (
+    AgentAuthorisation,
     ApplicantCommitments,
     CheckResult,
     DeliveryMethod,
@@ -49,6 +51,8 @@ class Header:
     issued_at: datetime
     node: str
     deferred: bool
+    #: The hall's agent (代办员) who takes this step for the applicant; empty: none.
+    agent: str = ""
 
     @property
     def signer(self) -> str:
@@ -115,6 +119,7 @@ class Submit(Action):
     home_region: str
     window: str
     channel: IntakeChannel
+    agent: AgentAuthorisation
 
 
 @dataclass(frozen=True)
@@ -379,7 +384,37 @@ class RecordIdentityCheck(CaseAction):
     score_band: ScoreBand
 
 
+@dataclass(frozen=True)
+class AuthoriseAgent(CaseAction):
+    """The applicant authorised an agent of the holding hall (委托书 or oral, witnessed)."""
+
+    action_name: ClassVar[str] = "authorise_agent"
+    produces: ClassVar[tuple[type[Any], ...]] = (Case.AgentAuthorised,)
+    case_id: UUID
+    agent: AgentAuthorisation
+
+
 # ---------------------------------------------------------------------------- hall commands
+
+
+@dataclass(frozen=True)
+class RegisterAgent(Action):
+    """Register a 代办员 at the signing hall; their personal data as commitments."""
+
+    action_name: ClassVar[str] = "register_agent"
+    produces: ClassVar[tuple[type[Any], ...]] = (Agent.Registered,)
+    agent_id: str
+    person: ApplicantCommitments
+
+
+@dataclass(frozen=True)
+class RetireAgent(Action):
+    """Retire one of the signing hall's agents."""
+
+    action_name: ClassVar[str] = "retire_agent"
+    produces: ClassVar[tuple[type[Any], ...]] = (Agent.Retired,)
+    agent_id: str
+    reason: str
 
 
 @dataclass(frozen=True)
@@ -474,7 +509,10 @@ ACTIONS: dict[str, type[Action]] = {
         Archive,
         Withdraw,
         RecordIdentityCheck,
+        AuthoriseAgent,
         StaffWindow,
+        RegisterAgent,
+        RetireAgent,
         RegisterHall,
         RotateHallKey,
         RetireHall,

@@ -21,13 +21,14 @@ from hub.domain.values import APPLICANT_FIELDS, Applicant
 
 
 def seal_applicant(
-    applicant: Applicant, action: str = "submit"
+    applicant: Applicant, action: str = "submit", part: str = "applicant"
 ) -> tuple[common_pb2.ApplicantCommitments, tuple[PersonalValue, ...]]:
-    """Commitments to ``applicant``'s fields (fresh salts) and the clear values to send beside."""
+    """Commitments to ``applicant``'s fields (fresh salts) and the clear values to send beside
+    (``part``: the field holding them, ``person`` for an agent's registration)."""
     digests: dict[str, bytes] = {}
     values = []
     for field in APPLICANT_FIELDS:
-        path = f"{action}.applicant.{field}"
+        path = f"{action}.{part}.{field}"
         salt = os.urandom(32)
         value = getattr(applicant, field)
         digests[field] = commitment(path, salt, value)
@@ -49,6 +50,7 @@ def sign_command(
     issued_at: datetime | None = None,
     deferred: bool = False,
     personal: tuple[PersonalValue, ...] = (),
+    agent: str = "",
 ) -> SignedCommand:
     """Serialise a ``Command`` once and sign exactly those bytes."""
     stamp = Timestamp()
@@ -63,6 +65,7 @@ def sign_command(
             node=node,
             deferred=deferred,
             admin=admin,
+            agent=agent,
         )
     )
     getattr(command, action).CopyFrom(body)
@@ -115,13 +118,18 @@ class CommandSigner:
         issued_at: datetime | None = None,
         deferred: bool = False,
         operator: str | None = None,
+        acting_agent: str = "",
         **fields: object,
     ) -> SignedCommand:
-        """A signed ``action`` command with ``fields`` (wire field names)."""
+        """A signed ``action`` command with ``fields`` (wire field names); ``acting_agent``:
+        the hall's agent (代办员) who takes the step (the header's ``agent``)."""
         personal: tuple[PersonalValue, ...] = ()
-        applicant = fields.pop("applicant", None)
-        if isinstance(applicant, Applicant):
-            fields["applicant"], personal = seal_applicant(applicant, action)
+        for part in ("applicant", "person"):
+            person = fields.pop(part, None)
+            if isinstance(person, Applicant):
+                fields[part], personal = seal_applicant(person, action, part)
+            elif person is not None:
+                fields[part] = person
         return sign_command(
             self.key,
             action,
@@ -135,4 +143,5 @@ class CommandSigner:
             issued_at=issued_at,
             deferred=deferred,
             personal=personal,
+            agent=acting_agent,
         )

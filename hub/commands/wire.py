@@ -33,10 +33,14 @@ from hub.errors import InvalidInput
 #: stored as they are, so bytes the node cannot read (a photo, a face template, a raw score that
 #: a newer or careless client put in a field number of its own) would be kept in the log for
 #: ever: such a command is refused instead, before anything is stored.
-STRICT_ACTIONS = frozenset({"record_identity_check"})
+STRICT_ACTIONS = frozenset(
+    {"record_identity_check", "register_agent", "retire_agent", "authorise_agent"}
+)
 
 #: The largest signed command: its bytes go into a ledger leaf, which must fit 64 KiB.
 MAX_COMMAND_BYTES = 48 * 1024
+
+_AGENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
 _HINTS = {name: typing.get_type_hints(cls) for name, cls in ACTIONS.items()}
 
@@ -88,8 +92,16 @@ def value_from_proto(cls: type[Any], message: Message, field: str) -> Any:
     """A message as a value object; the value object's own checks name the bad field."""
     if cls is ApplicantCommitments:
         return _commitments(message, field)
+    hints = typing.get_type_hints(cls)
     try:
-        return cls(**{f.name: getattr(message, f.name) for f in dataclasses.fields(cls)})
+        return cls(
+            **{
+                f.name: from_wire(hints[f.name], getattr(message, f.name), f"{field}.{f.name}")
+                if isinstance(hints[f.name], type) and issubclass(hints[f.name], enum.Enum)
+                else getattr(message, f.name)
+                for f in dataclasses.fields(cls)
+            }
+        )
     except InvalidInput as error:
         raise InvalidInput(
             f"{field}.{error.field.split('.')[-1]}", error.value, error.reason
@@ -187,6 +199,10 @@ def _header(message: case_exchange_pb2.Command, cls: type[Action]) -> Header:
         raise InvalidInput(
             "command.header.node", "", "name the node (log origin) the command is for"
         )
+    if wire.agent and (cls.signer != HALL or not _AGENT.fullmatch(wire.agent)):
+        raise InvalidInput(
+            "command.header.agent", wire.agent, "a hall's agent id (1-64 letters, digits, . _ -)"
+        )
     if cls.signer == HALL:
         if not wire.hall_id or wire.admin:
             raise InvalidInput(
@@ -207,4 +223,5 @@ def _header(message: case_exchange_pb2.Command, cls: type[Action]) -> Header:
         issued_at=wire.issued_at.ToDatetime(tzinfo=UTC),
         node=wire.node,
         deferred=wire.deferred,
+        agent=wire.agent,
     )

@@ -28,8 +28,10 @@ from eventsourcing.domain import Aggregate
 from hub.domain.certificates import CertificateIdentifier, CertificateStatus, serial_for
 from hub.domain.regions import RegionCode
 from hub.domain.values import (
+    NO_AGENT,
     OPEN_STATES,
     Actor,
+    AgentAuthorisation,
     CaseKind,
     CaseState,
     CheckResult,
@@ -84,6 +86,8 @@ ALLOWED_FROM: dict[str, frozenset[CaseState]] = {
     # An identity check is done while the case is taken in or handled (a failed one may be
     # repeated); an item that requires it is not accepted before it passed (Case.missing_checks).
     "record_identity_check": frozenset({S.RECEIVED, S.AWAITING_CORRECTION, S.ACCEPTED, S.HANDLING}),
+    # An applicant may authorise an agent of the holding hall while the case is open.
+    "authorise_agent": OPEN_STATES,
 }
 
 #: The commands that accept a case: refused while a check the item requires has not passed.
@@ -181,6 +185,8 @@ class Case(Aggregate):
         channel: IntakeChannel = IntakeChannel.UNSPECIFIED
         #: The identity checks the item needs passed before acceptance (from the catalogue).
         required_checks: tuple[IdentityCheckMethod, ...] = ()
+        #: An agent (代办员) of the intake hall acting for the applicant, and on what authority.
+        agent: AgentAuthorisation = NO_AGENT
 
         def __post_init__(self) -> None:
             super().__post_init__()
@@ -210,6 +216,8 @@ class Case(Aggregate):
             aggregate.intake_window = self.window
             aggregate.channel = self.channel
             aggregate.required_checks = self.required_checks
+            if self.agent:
+                aggregate.agents = {(self.actor.hall_id, self.agent.agent_id): self.agent}
 
     class CorrectionRequested(HallEvent):
         """一次性告知: everything missing, in one notice; the clock pauses."""
@@ -391,6 +399,15 @@ class Case(Aggregate):
             aggregate.certificate_id = self.certificate_id
             aggregate.certificate_issued_at = self.timestamp
             aggregate.certificate_status = CertificateStatus.VALID
+
+    class AgentAuthorised(HallEvent):
+        """The applicant authorised an agent of the holding hall to act for them."""
+
+        agent: AgentAuthorisation
+
+        def apply(self, aggregate: Case) -> None:
+            key = (self.actor.hall_id, self.agent.agent_id)
+            aggregate.agents = {**aggregate.agents, key: self.agent}
 
     class IdentityChecked(HallEvent):
         """身份证识别 / 人脸识别 / 生存认证 was done: its outcome, never the biometric data."""
@@ -581,6 +598,8 @@ class Case(Aggregate):
         #: The identity checks the item requires, and those that passed so far.
         self.required_checks: tuple[IdentityCheckMethod, ...] = ()
         self.passed_checks: tuple[IdentityCheckMethod, ...] = ()
+        #: The agents authorised to act for the applicant, by (hall, agent id).
+        self.agents: dict[tuple[str, str], AgentAuthorisation] = {}
         self.rectification_opened_at: datetime | None = None
         self.rectification_completed_at: datetime | None = None
         #: The 电子监察 warnings recorded so far.
@@ -610,8 +629,16 @@ class Case(Aggregate):
         window: str = "",
         channel: IntakeChannel = IntakeChannel.UNSPECIFIED,
         required_checks: tuple[IdentityCheckMethod, ...] = (),
+        agent: AgentAuthorisation = NO_AGENT,
     ) -> Case:
-        """收件: create a case taken in by ``actor``'s hall (at ``window``, by ``channel``)."""
+        """收件: create a case taken in by ``actor``'s hall (at ``window``, by ``channel``);
+        an agent who takes it in (``actor.agent``) must be the one the authorisation names."""
+        if actor.agent and actor.agent != agent.agent_id:
+            raise PermissionRefused(
+                actor.hall_id,
+                f"agent {actor.agent} acts for the applicant without an authorisation recorded "
+                "(give the 委托书 or the oral authorisation in submit.agent)",
+            )
         if not materials:
             raise InvalidInput("materials", [], "at least one material is required")
         if actor.region != intake_region.value:
@@ -636,6 +663,7 @@ class Case(Aggregate):
             window=window,
             channel=channel,
             required_checks=tuple(required_checks),
+            agent=agent,
         )
 
     # ---------------------------------------------------------------- intake
@@ -678,6 +706,16 @@ class Case(Aggregate):
             self.IdentityChecked, actor=actor, method=method, device_id=device_id,
             result=result, score_band=score_band,
         )  # fmt: skip
+
+    def authorise_agent(self, actor: Actor, agent: AgentAuthorisation) -> None:
+        """Record that the applicant authorised an agent of the holding hall (by the hall's
+        staff: an agent does not record their own authorisation)."""
+        self._check("authorise_agent", actor)
+        if actor.agent:
+            raise PermissionRefused(actor.hall_id, "an agent does not record their own authority")
+        if not agent:
+            raise InvalidInput("agent.agent_id", "", "name the agent")
+        self.trigger_event(self.AgentAuthorised, actor=actor, agent=agent)
 
     def missing_checks(self) -> tuple[IdentityCheckMethod, ...]:
         """The checks the item requires that have not passed yet, in the item's order."""
@@ -1051,8 +1089,17 @@ class Case(Aggregate):
         # hall: a party that may not act learns nothing from the reply.
         if holder_only and actor.hall_id != self.holder:
             raise PermissionRefused(actor.hall_id, "this hall does not hold the case")
+        self.check_agent(actor)
         if self.state not in ALLOWED_FROM[command]:
             raise TransitionRefused(command, self.state.name)
+
+    def check_agent(self, actor: Actor) -> None:
+        """An agent acts on a case only with the applicant's authorisation recorded on it."""
+        if actor.agent and (actor.hall_id, actor.agent) not in self.agents:
+            raise PermissionRefused(
+                actor.hall_id,
+                f"agent {actor.agent} has no authorisation of the applicant recorded on this case",
+            )
 
     def _require_holder_or_intake(self, actor: Actor) -> None:
         if actor.hall_id not in {self.holder, self.intake_hall}:

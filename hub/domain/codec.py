@@ -29,6 +29,8 @@ from hub.domain.case import JointTaskStatus
 from hub.domain.regions import Level
 from hub.domain.values import (
     Actor,
+    AgentAuthorisation,
+    AgentRole,
     ApplicantCommitments,
     CaseKind,
     CaseState,
@@ -76,7 +78,12 @@ class DataclassTranscoding(Transcoding):
         self._fields = [field.name for field in dataclasses.fields(cls)]
 
     def encode(self, obj: Any) -> dict[str, Any]:
-        return {name: getattr(obj, name) for name in self._fields}
+        omit = _OMITTED_WHEN_EMPTY.get(self.type, ())
+        return {
+            name: getattr(obj, name)
+            for name in self._fields
+            if not (name in omit and getattr(obj, name) == "")
+        }
 
     def decode(self, data: dict[str, Any]) -> Any:
         values = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
@@ -129,7 +136,17 @@ class EnumTranscoding(Transcoding):
         return self._cls[data]
 
 
-VALUE_TYPES: tuple[type[Any], ...] = (Actor, Material, JointTask, JointTaskStatus)
+VALUE_TYPES: tuple[type[Any], ...] = (
+    Actor,
+    Material,
+    JointTask,
+    JointTaskStatus,
+    AgentAuthorisation,
+)
+
+#: Fields added to a value type later, left out of the stored JSON while empty: events stored
+#: before the field existed, and events that do not use it, keep their exact bytes.
+_OMITTED_WHEN_EMPTY: dict[type[Any], tuple[str, ...]] = {Actor: ("agent",)}
 ENUM_TYPES: tuple[type[enum.Enum], ...] = (
     CaseKind,
     CaseState,
@@ -144,6 +161,7 @@ ENUM_TYPES: tuple[type[enum.Enum], ...] = (
     IdentityCheckMethod,
     CheckResult,
     ScoreBand,
+    AgentRole,
 )
 
 

@@ -158,6 +158,14 @@ class ScoreBand(enum.Enum):
     LOW = "LOW"
 
 
+class AgentRole(enum.Enum):
+    """What an agent (代办员) does for the applicant."""
+
+    UNSPECIFIED = "UNSPECIFIED"
+    GUIDING = "GUIDING"  # 帮办: helps the applicant, who acts
+    ACTING = "ACTING"  # 代办: acts for the applicant
+
+
 class RatingChannel(enum.Enum):
     """Where a rating (好差评) came from; UNSPECIFIED (not said) counts as the window."""
 
@@ -182,6 +190,8 @@ class Actor:
     hall_id: str
     operator: str
     region: str
+    #: The agent (代办员) of the hall who took the step for the applicant; empty: none.
+    agent: str = ""
 
     def __post_init__(self) -> None:
         if not self.hall_id:
@@ -214,6 +224,54 @@ class Applicant:
                 "applicant.id_number", "<redacted>", "check character does not match (GB 11643)"
             )
 
+
+@dataclass(frozen=True)
+class AgentAuthorisation:
+    """That an agent of the hall acts for the applicant of a case, and on what authority.
+
+    The authority is either a 委托书 (signed or scanned: its material's SHA-256) or an oral
+    authorisation given at a home visit before a witness: the witness's role, and a salted
+    commitment to the witness's name (the hall keeps the name and salt; the node never sees the
+    name). All fields empty: no agent.
+    """
+
+    agent_id: str = ""
+    role: AgentRole = AgentRole.UNSPECIFIED
+    letter_sha256: str = ""
+    witness_role: str = ""
+    witness_commitment: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.agent_id:
+            if self.role is not AgentRole.UNSPECIFIED or self.letter_sha256 or self.witness_role:
+                raise InvalidInput("agent.agent_id", "", "name the agent this authorisation is for")
+            return
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", self.agent_id):
+            raise InvalidInput("agent.agent_id", self.agent_id, "1-64 letters, digits, . _ -")
+        if self.role is AgentRole.UNSPECIFIED:
+            raise InvalidInput("agent.role", self.role.name, "帮办 (GUIDING) or 代办 (ACTING)")
+        oral = bool(self.witness_role or self.witness_commitment)
+        if bool(self.letter_sha256) == oral:
+            raise InvalidInput(
+                "agent.letter_sha256",
+                self.letter_sha256,
+                "give exactly one authorisation: a 委托书's digest, or an oral one's witness",
+            )
+        if self.letter_sha256 and not _SHA256_HEX.fullmatch(self.letter_sha256):
+            raise InvalidInput("agent.letter_sha256", self.letter_sha256, "64 lowercase hex")
+        if oral and not self.witness_role.strip():
+            raise InvalidInput("agent.witness_role", "", "the witness's role (e.g. 村委会主任)")
+        if oral and not _SHA256_HEX.fullmatch(self.witness_commitment):
+            raise InvalidInput(
+                "agent.witness_commitment", "<redacted>", "a commitment is 64 lowercase hex"
+            )
+
+    def __bool__(self) -> bool:
+        return bool(self.agent_id)
+
+
+#: No agent: what a case taken in without one records.
+NO_AGENT = AgentAuthorisation()
 
 #: Longest name or phone number accepted (a personal field is stored sealed, never truncated).
 MAX_PERSONAL_CHARS = 128

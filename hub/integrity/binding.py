@@ -75,15 +75,19 @@ from hub.commands import model as cmd
 from hub.commands.federation import ACK_CONTEXT, ENVELOPE_CONTEXT, parse_ack, parse_envelope
 from hub.commands.model import (
     Action,
+    AuthoriseAgent,
     CaseAction,
     ParsedCommand,
+    RegisterAgent,
     RegisterHall,
+    RetireAgent,
     RetireHall,
     RotateHallKey,
     StaffWindow,
     Submit,
 )
 from hub.commands.wire import parse_command
+from hub.domain.agent import Agent, agent_aggregate_id
 from hub.domain.case import ACCEPTING_COMMANDS, ALLOWED_FROM, Case, business_time, case_id_for
 from hub.domain.codec import event_mapper
 from hub.domain.command_record import ADMIN, HALL, CommandRecord, record_id
@@ -172,6 +176,8 @@ def _expected_target(command: ParsedCommand) -> UUID:
         return action.case_id
     if isinstance(action, StaffWindow):
         return hall_aggregate_id(command.header.hall_id)
+    if isinstance(action, RegisterAgent | RetireAgent):
+        return agent_aggregate_id(command.header.hall_id, action.agent_id)
     return hall_aggregate_id(action.arguments()["hall_id"])
 
 
@@ -207,6 +213,8 @@ class LogChecker:
         self._cases: OrderedDict[UUID, Case] = OrderedDict()
         self._signers: dict[tuple[str, str], _Signer] = {}
         self._used_keys: set[tuple[str, str, str]] = set()
+        #: Each hall's agents (代办员) by (hall, agent id): whether retired.
+        self._agents: dict[tuple[str, str], bool] = {}
         self._open: _Expectation | None = None
         #: Signed commands whose signature verified.
         self.signatures = 0
@@ -612,7 +620,7 @@ class LogChecker:
             problems += self._check_content(leaf, event, open_, first=open_.produced == 0)
             problems += self._check_time(leaf, event, open_.command, open_.received_at)
         elif event is None:
-            self._learn_from_command(leaf.index, action)
+            self._learn_from_command(leaf.index, action, command.header.hall_id)
         open_.produced += 1
         open_.next_version = leaf.version + 1
         if open_.last_version is not None and leaf.version >= open_.last_version:
@@ -626,12 +634,15 @@ class LogChecker:
         header, action = command.header, command.action
         problems: list[Problem] = []
         actor = getattr(event, "actor", None)
-        if actor is not None and (actor.hall_id, actor.operator, actor.region) != (
+        if actor is not None and (actor.hall_id, actor.operator, actor.region, actor.agent) != (
             open_.actor_name or header.hall_id,
             header.operator,
             header.region,
+            header.agent,
         ):
             problems.append(Problem("content mismatch", "the acting hall is not the signer"))
+        if first and open_.localize is None:
+            problems += self._check_agents(header.hall_id, header.agent, action)
         if open_.localize is not None:
             action = _localized(action, open_.localize)
         if getattr(event, "admin", header.admin) != header.admin:
@@ -655,7 +666,29 @@ class LogChecker:
         if isinstance(event, STATUS_EVENTS):
             problems += self._check_certificate_status(leaf, event, action)
         if first and isinstance(action, CaseAction | Submit):
-            problems += self._check_transition(leaf, action)
+            problems += self._check_transition(leaf, action, actor)
+        return problems
+
+    def _check_agents(self, hall_id: str, agent: str, action: Action) -> list[Problem]:
+        """The agent a local command names (in its header, or as authorised in a submission
+        or an authorisation) is one the hall registered before, and not retired; a registration
+        is of an agent the hall does not have yet, a retirement of one it has."""
+        problems: list[Problem] = []
+        named = [agent] if agent else []
+        if isinstance(action, Submit | AuthoriseAgent) and action.agent:
+            named.append(action.agent.agent_id)
+        for agent_id in named:
+            retired = self._agents.get((hall_id, agent_id))
+            if retired is None:
+                problems.append(
+                    Problem("unauthorised agent", f"{agent_id} is not an agent of {hall_id}")
+                )
+            elif retired:
+                problems.append(Problem("unauthorised agent", f"{agent_id} of {hall_id} retired"))
+        if isinstance(action, RegisterAgent) and (hall_id, action.agent_id) in self._agents:
+            problems.append(Problem("invalid transition", f"{action.agent_id} registered twice"))
+        if isinstance(action, RetireAgent) and self._agents.get((hall_id, action.agent_id)):
+            problems.append(Problem("invalid transition", f"{action.agent_id} already retired"))
         return problems
 
     def _check_certificate(self, leaf: Leaf, event: Case.CertificateIssued) -> list[Problem]:
@@ -754,12 +787,17 @@ class LogChecker:
             ]
         return []
 
-    def _check_transition(self, leaf: Leaf, action: Action) -> list[Problem]:
+    def _check_transition(self, leaf: Leaf, action: Action, actor: Any = None) -> list[Problem]:
         if isinstance(action, Submit):
             return [] if leaf.version == 1 else [Problem("invalid transition", "not a new case")]
         case = self._case(leaf.aggregate_id, leaf.version)
         if case is None:
             return [Problem("invalid transition", f"{action.action_name} on a case not in the log")]
+        if actor is not None:
+            try:
+                case.check_agent(actor)  # an agent acts only with the applicant's authority
+            except TongbanError as error:
+                return [Problem("unauthorised agent", str(error))]
         allowed = ALLOWED_FROM.get(action.action_name)
         if allowed is not None and case.state not in allowed:
             return [
@@ -833,14 +871,23 @@ class LogChecker:
                 hall.periods.append(_KeyPeriod(event.public_key, key_id(event.public_key), index))
             elif hall is not None:
                 hall.retired_at = index
+        elif isinstance(event, Agent.Registered):
+            self._agents[(event.actor.hall_id, event.agent_id)] = False
+        elif isinstance(event, Agent.Retired):
+            for key in self._agents:
+                if agent_aggregate_id(*key) == event.originator_id:
+                    self._agents[key] = True
         elif isinstance(event, Case.Submitted | Case.Event):
             if isinstance(event, Case.PersonalDataErased):
                 self.erasures += 1
             self._apply(event)
 
-    def _learn_from_command(self, index: int, action: Action) -> None:
-        """Without the stored event, take a hall's keys from the admin's signed command."""
-        if isinstance(action, RegisterHall):
+    def _learn_from_command(self, index: int, action: Action, hall_id: str = "") -> None:
+        """Without the stored event, take a hall's keys from the admin's signed command (and a
+        hall's agents from its own)."""
+        if isinstance(action, RegisterAgent | RetireAgent):
+            self._agents[(hall_id, action.agent_id)] = isinstance(action, RetireAgent)
+        elif isinstance(action, RegisterHall):
             self._signers[(HALL, action.hall_id)] = _Signer(
                 [_KeyPeriod(action.public_key, key_id(action.public_key), index)]
             )

@@ -108,7 +108,13 @@ def test_every_hall_action_except_submit_has_a_vendor_action() -> None:
     }
     assert "register_hall" not in wire and "accept" in wire
     # (staff_window sets the hall's own window roster, AB岗: no case action of the vendor's.)
-    assert {spec.action for spec in ACTIONS.values()} == wire - {"submit", "staff_window"}
+    # (register_agent and retire_agent keep the hall's roster of 代办员: none either.)
+    assert {spec.action for spec in ACTIONS.values()} == wire - {
+        "submit",
+        "staff_window",
+        "register_agent",
+        "retire_agent",
+    }
 
 
 def test_grpc_codes_map_to_the_agreed_http_statuses() -> None:

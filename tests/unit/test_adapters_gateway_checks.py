@@ -15,6 +15,7 @@ from adapters.gateway import (
     HYLX_TO_METHOD,
     SQQD_TO_CHANNEL,
     VendorInputError,
+    agent_of,
     parse_action,
     parse_submit,
 )
@@ -76,3 +77,33 @@ def test_the_channel_and_window_of_a_submission_are_mapped() -> None:
     with pytest.raises(VendorInputError) as refused:
         parse_submit(submit_body(sqqd=8))
     assert [e.field for e in refused.value.errors] == ["sqqd"]
+
+
+LETTER = "ab" * 32
+
+
+def test_an_agent_run_submission_carries_the_authorisation_and_the_agent() -> None:
+    request = parse_submit(submit_body(sqqd=5, dbrbh="dby-07", dbjs="2", wtshash=LETTER.upper()))
+    assert request.agent == "dby-07"
+    assert request.submit.agent == common_pb2.AgentAuthorisation(
+        agent_id="dby-07", role=common_pb2.AGENT_ROLE_ACTING, letter_sha256=LETTER
+    )
+    assert request.submit.channel == common_pb2.INTAKE_CHANNEL_AGENT
+    assert parse_submit(submit_body()).agent == ""
+    # An agent without the role or the 委托书 is refused by the vendor's field names.
+    with pytest.raises(VendorInputError) as refused:
+        parse_submit(submit_body(dbrbh="dby-07"))
+    assert {e.field for e in refused.value.errors} == {"dbjs", "wtshash"}
+
+
+def test_an_authorisation_and_an_agents_step_map_to_the_wire() -> None:
+    action, message, _operator = parse_action(
+        "dbsq", "c", {"dbrbh": "dby-07", "dbjs": 1, "wtshash": LETTER}
+    )
+    assert action == "authorise_agent"
+    assert message.agent.role == common_pb2.AGENT_ROLE_GUIDING
+    assert agent_of(action, {"dbrbh": "dby-07"}) == ""  # the authorised, not the actor
+    assert agent_of("accept", {"dbrbh": "dby-07"}) == "dby-07"
+    assert agent_of("accept", {}) == ""
+    with pytest.raises(VendorInputError):
+        agent_of("accept", {"dbrbh": "代办员"})

@@ -24,6 +24,8 @@ from hub.domain.case import ALLOWED_FROM, Case
 from hub.domain.regions import RegionCode
 from hub.domain.values import (
     Actor,
+    AgentAuthorisation,
+    AgentRole,
     CaseKind,
     CaseState,
     CheckResult,
@@ -131,6 +133,7 @@ def _run_any(case: Case, command: str, actor: Actor) -> None:
         "rate": (Rating.SATISFIED, ""),
         "complete_rectification": ("报告", "回访"),
         "withdraw": ("理由",),
+        "authorise_agent": (AgentAuthorisation("a1", AgentRole.ACTING, "ab" * 32),),
         "record_identity_check": (
             IdentityCheckMethod.LIVENESS,
             "app-1",
@@ -376,7 +379,7 @@ def test_allowed_table_covers_every_public_command() -> None:
     queries = {"submit", "state_is", "allowed_commands", "clock_seconds", "collect_events",
                "trigger_event", "create_id", "involves", "regions",
                "certificate_facts", "check_status_change",
-               "missing_checks", "check_required_checks"}  # fmt: skip
+               "missing_checks", "check_required_checks", "check_agent"}  # fmt: skip
     # Erasure is an admin's act, and a supervision warning the node's, allowed in every state
     # (each once); a peer's refusal of a transfer takes a case back from HANDED_OFF/ESCALATED:
     # none is in the hall's lifecycle table.

@@ -16,6 +16,8 @@ from hub.domain.regions import RegionCode
 from hub.domain.values import (
     OPEN_STATES,
     Actor,
+    AgentAuthorisation,
+    AgentRole,
     CaseKind,
     CaseState,
     CheckResult,
@@ -70,6 +72,7 @@ ARGUMENTS: dict[str, st.SearchStrategy[tuple[Any, ...]]] = {
     "complete_rectification": st.just(("整改", "回访")),
     "archive": st.just(()),
     "withdraw": st.just(("撤回",)),
+    "authorise_agent": st.just((AgentAuthorisation("a1", AgentRole.GUIDING, "cd" * 32),)),
     "record_identity_check": st.tuples(
         st.sampled_from(list(IdentityCheckMethod)),
         st.just("reader-01"),

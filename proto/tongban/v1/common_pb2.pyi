@@ -453,6 +453,28 @@ RATING_VERY_SATISFIED: Rating.ValueType  # 5
 """非常满意"""
 Global___Rating: _TypeAlias = Rating  # noqa: Y015
 
+class _AgentRole:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _AgentRoleEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_AgentRole.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    AGENT_ROLE_UNSPECIFIED: _AgentRole.ValueType  # 0
+    AGENT_ROLE_GUIDING: _AgentRole.ValueType  # 1
+    """帮办: helps the applicant, who acts"""
+    AGENT_ROLE_ACTING: _AgentRole.ValueType  # 2
+    """代办: acts for the applicant"""
+
+class AgentRole(_AgentRole, metaclass=_AgentRoleEnumTypeWrapper):
+    """What an agent (代办员) does for the applicant."""
+
+AGENT_ROLE_UNSPECIFIED: AgentRole.ValueType  # 0
+AGENT_ROLE_GUIDING: AgentRole.ValueType  # 1
+"""帮办: helps the applicant, who acts"""
+AGENT_ROLE_ACTING: AgentRole.ValueType  # 2
+"""代办: acts for the applicant"""
+Global___AgentRole: _TypeAlias = AgentRole  # noqa: Y015
+
 @_typing.final
 class Region(_message.Message):
     """A region of the registry."""
@@ -498,23 +520,66 @@ class Actor(_message.Message):
     HALL_ID_FIELD_NUMBER: _builtins.int
     OPERATOR_FIELD_NUMBER: _builtins.int
     REGION_FIELD_NUMBER: _builtins.int
+    AGENT_FIELD_NUMBER: _builtins.int
     hall_id: _builtins.str
     operator: _builtins.str
     region: _builtins.str
+    agent: _builtins.str
+    """the hall's agent (代办员) who took the step for the applicant; empty: none"""
     def __init__(
         self,
         *,
         hall_id: _builtins.str = ...,
         operator: _builtins.str = ...,
         region: _builtins.str = ...,
+        agent: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["hall_id", b"hall_id", "operator", b"operator", "region", b"region"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent", b"agent", "hall_id", b"hall_id", "operator", b"operator", "region", b"region"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Actor: _TypeAlias = Actor  # noqa: Y015
+
+@_typing.final
+class AgentAuthorisation(_message.Message):
+    """That an agent of the hall acts for the applicant, and on what authority: exactly one of a
+    委托书 (its material's SHA-256) or an oral authorisation at a home visit before a witness (the
+    witness's role, and a salted commitment to the witness's name: the hall keeps the name).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    AGENT_ID_FIELD_NUMBER: _builtins.int
+    ROLE_FIELD_NUMBER: _builtins.int
+    LETTER_SHA256_FIELD_NUMBER: _builtins.int
+    WITNESS_ROLE_FIELD_NUMBER: _builtins.int
+    WITNESS_COMMITMENT_FIELD_NUMBER: _builtins.int
+    agent_id: _builtins.str
+    role: Global___AgentRole.ValueType
+    letter_sha256: _builtins.str
+    """委托书, signed or scanned (a material of the case)"""
+    witness_role: _builtins.str
+    """e.g. 村委会主任"""
+    witness_commitment: _builtins.str
+    """64 hex: SHA-256 commitment to the witness's name"""
+    def __init__(
+        self,
+        *,
+        agent_id: _builtins.str = ...,
+        role: Global___AgentRole.ValueType = ...,
+        letter_sha256: _builtins.str = ...,
+        witness_role: _builtins.str = ...,
+        witness_commitment: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_id", b"agent_id", "letter_sha256", b"letter_sha256", "role", b"role", "witness_commitment", b"witness_commitment", "witness_role", b"witness_role"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AgentAuthorisation: _TypeAlias = AgentAuthorisation  # noqa: Y015
 
 @_typing.final
 class Hall(_message.Message):

@@ -46,6 +46,7 @@ class Submitted(_message.Message):
     WINDOW_FIELD_NUMBER: _builtins.int
     CHANNEL_FIELD_NUMBER: _builtins.int
     REQUIRED_CHECKS_FIELD_NUMBER: _builtins.int
+    AGENT_FIELD_NUMBER: _builtins.int
     item_code: _builtins.str
     item_name: _builtins.str
     kind: _common_pb2.CaseKind.ValueType
@@ -78,6 +79,10 @@ class Submitted(_message.Message):
     def required_checks(self) -> _containers.RepeatedScalarFieldContainer[_common_pb2.IdentityCheckMethod.ValueType]:
         """The identity checks the item needs passed before acceptance (from the catalogue)."""
 
+    @_builtins.property
+    def agent(self) -> _common_pb2.AgentAuthorisation:
+        """an agent acting for the applicant (agent_id empty: none)"""
+
     def __init__(
         self,
         *,
@@ -98,10 +103,11 @@ class Submitted(_message.Message):
         window: _builtins.str = ...,
         channel: _common_pb2.IntakeChannel.ValueType = ...,
         required_checks: _abc.Iterable[_common_pb2.IdentityCheckMethod.ValueType] | None = ...,
+        agent: _common_pb2.AgentAuthorisation | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["applicant", b"applicant", "applicant_commitments", b"applicant_commitments"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["agent", b"agent", "applicant", b"applicant", "applicant_commitments", b"applicant_commitments"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["applicant", b"applicant", "applicant_commitments", b"applicant_commitments", "channel", b"channel", "competent_region", b"competent_region", "home_region", b"home_region", "intake_region", b"intake_region", "item_code", b"item_code", "item_name", b"item_name", "kind", b"kind", "materials", b"materials", "mode", b"mode", "personal_data_erased", b"personal_data_erased", "produces_certificate", b"produces_certificate", "promised_days", b"promised_days", "required_checks", b"required_checks", "statutory_days", b"statutory_days", "window", b"window"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent", b"agent", "applicant", b"applicant", "applicant_commitments", b"applicant_commitments", "channel", b"channel", "competent_region", b"competent_region", "home_region", b"home_region", "intake_region", b"intake_region", "item_code", b"item_code", "item_name", b"item_name", "kind", b"kind", "materials", b"materials", "mode", b"mode", "personal_data_erased", b"personal_data_erased", "produces_certificate", b"produces_certificate", "promised_days", b"promised_days", "required_checks", b"required_checks", "statutory_days", b"statutory_days", "window", b"window"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -498,10 +504,32 @@ class CertificateIssued(_message.Message):
 Global___CertificateIssued: _TypeAlias = CertificateIssued  # noqa: Y015
 
 @_typing.final
-class IdentityChecked(_message.Message):
+class AgentAuthorised(_message.Message):
     """A certificate's status changes (docs/certificates.md, "Status").
-    An identity check was done (its outcome only; the actor's operator did it).
+    The applicant authorised an agent of the holding hall.
     """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    AGENT_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def agent(self) -> _common_pb2.AgentAuthorisation: ...
+    def __init__(
+        self,
+        *,
+        agent: _common_pb2.AgentAuthorisation | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["agent", b"agent"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent", b"agent"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AgentAuthorised: _TypeAlias = AgentAuthorised  # noqa: Y015
+
+@_typing.final
+class IdentityChecked(_message.Message):
+    """An identity check was done (its outcome only; the actor's operator did it)."""
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -853,6 +881,7 @@ class CaseEvent(_message.Message):
     CERTIFICATE_REINSTATED_FIELD_NUMBER: _builtins.int
     CERTIFICATE_REVOKED_FIELD_NUMBER: _builtins.int
     IDENTITY_CHECKED_FIELD_NUMBER: _builtins.int
+    AGENT_AUTHORISED_FIELD_NUMBER: _builtins.int
     case_id: _builtins.str
     version: _builtins.int
     @_builtins.property
@@ -923,6 +952,8 @@ class CaseEvent(_message.Message):
     def certificate_revoked(self) -> Global___CertificateRevoked: ...
     @_builtins.property
     def identity_checked(self) -> Global___IdentityChecked: ...
+    @_builtins.property
+    def agent_authorised(self) -> Global___AgentAuthorised: ...
     def __init__(
         self,
         *,
@@ -961,12 +992,13 @@ class CaseEvent(_message.Message):
         certificate_reinstated: Global___CertificateReinstated | None = ...,
         certificate_revoked: Global___CertificateRevoked | None = ...,
         identity_checked: Global___IdentityChecked | None = ...,
+        agent_authorised: Global___AgentAuthorised | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["accepted", b"accepted", "actor", b"actor", "archived", b"archived", "certificate_issued", b"certificate_issued", "certificate_recorded", b"certificate_recorded", "certificate_reinstated", b"certificate_reinstated", "certificate_revoked", b"certificate_revoked", "certificate_suspended", b"certificate_suspended", "concluded", b"concluded", "correction_requested", b"correction_requested", "decided", b"decided", "delivered", b"delivered", "escalated", b"escalated", "event", b"event", "handed_off", b"handed_off", "handling_started", b"handling_started", "handoff_acknowledged", b"handoff_acknowledged", "identity_checked", b"identity_checked", "joint_task_completed", b"joint_task_completed", "joint_tasks_joined", b"joint_tasks_joined", "joint_tasks_opened", b"joint_tasks_opened", "personal_data_erased", b"personal_data_erased", "rated", b"rated", "rectification_completed", b"rectification_completed", "rectification_opened", b"rectification_opened", "rejected_at_intake", b"rejected_at_intake", "resubmitted", b"resubmitted", "resumed", b"resumed", "submitted", b"submitted", "supervision_warned", b"supervision_warned", "suspended", b"suspended", "timestamp", b"timestamp", "transfer_refused", b"transfer_refused", "withdrawn", b"withdrawn"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["accepted", b"accepted", "actor", b"actor", "agent_authorised", b"agent_authorised", "archived", b"archived", "certificate_issued", b"certificate_issued", "certificate_recorded", b"certificate_recorded", "certificate_reinstated", b"certificate_reinstated", "certificate_revoked", b"certificate_revoked", "certificate_suspended", b"certificate_suspended", "concluded", b"concluded", "correction_requested", b"correction_requested", "decided", b"decided", "delivered", b"delivered", "escalated", b"escalated", "event", b"event", "handed_off", b"handed_off", "handling_started", b"handling_started", "handoff_acknowledged", b"handoff_acknowledged", "identity_checked", b"identity_checked", "joint_task_completed", b"joint_task_completed", "joint_tasks_joined", b"joint_tasks_joined", "joint_tasks_opened", b"joint_tasks_opened", "personal_data_erased", b"personal_data_erased", "rated", b"rated", "rectification_completed", b"rectification_completed", "rectification_opened", b"rectification_opened", "rejected_at_intake", b"rejected_at_intake", "resubmitted", b"resubmitted", "resumed", b"resumed", "submitted", b"submitted", "supervision_warned", b"supervision_warned", "suspended", b"suspended", "timestamp", b"timestamp", "transfer_refused", b"transfer_refused", "withdrawn", b"withdrawn"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepted", b"accepted", "actor", b"actor", "archived", b"archived", "case_id", b"case_id", "certificate_issued", b"certificate_issued", "certificate_recorded", b"certificate_recorded", "certificate_reinstated", b"certificate_reinstated", "certificate_revoked", b"certificate_revoked", "certificate_suspended", b"certificate_suspended", "concluded", b"concluded", "correction_requested", b"correction_requested", "decided", b"decided", "delivered", b"delivered", "escalated", b"escalated", "event", b"event", "handed_off", b"handed_off", "handling_started", b"handling_started", "handoff_acknowledged", b"handoff_acknowledged", "identity_checked", b"identity_checked", "joint_task_completed", b"joint_task_completed", "joint_tasks_joined", b"joint_tasks_joined", "joint_tasks_opened", b"joint_tasks_opened", "personal_data_erased", b"personal_data_erased", "rated", b"rated", "rectification_completed", b"rectification_completed", "rectification_opened", b"rectification_opened", "rejected_at_intake", b"rejected_at_intake", "resubmitted", b"resubmitted", "resumed", b"resumed", "submitted", b"submitted", "supervision_warned", b"supervision_warned", "suspended", b"suspended", "timestamp", b"timestamp", "transfer_refused", b"transfer_refused", "version", b"version", "withdrawn", b"withdrawn"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepted", b"accepted", "actor", b"actor", "agent_authorised", b"agent_authorised", "archived", b"archived", "case_id", b"case_id", "certificate_issued", b"certificate_issued", "certificate_recorded", b"certificate_recorded", "certificate_reinstated", b"certificate_reinstated", "certificate_revoked", b"certificate_revoked", "certificate_suspended", b"certificate_suspended", "concluded", b"concluded", "correction_requested", b"correction_requested", "decided", b"decided", "delivered", b"delivered", "escalated", b"escalated", "event", b"event", "handed_off", b"handed_off", "handling_started", b"handling_started", "handoff_acknowledged", b"handoff_acknowledged", "identity_checked", b"identity_checked", "joint_task_completed", b"joint_task_completed", "joint_tasks_joined", b"joint_tasks_joined", "joint_tasks_opened", b"joint_tasks_opened", "personal_data_erased", b"personal_data_erased", "rated", b"rated", "rectification_completed", b"rectification_completed", "rectification_opened", b"rectification_opened", "rejected_at_intake", b"rejected_at_intake", "resubmitted", b"resubmitted", "resumed", b"resumed", "submitted", b"submitted", "supervision_warned", b"supervision_warned", "suspended", b"suspended", "timestamp", b"timestamp", "transfer_refused", b"transfer_refused", "version", b"version", "withdrawn", b"withdrawn"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_event: _TypeAlias = _typing.Literal["submitted", "correction_requested", "resubmitted", "accepted", "rejected_at_intake", "handed_off", "escalated", "handoff_acknowledged", "handling_started", "suspended", "resumed", "joint_tasks_opened", "joint_task_completed", "joint_tasks_joined", "decided", "concluded", "certificate_recorded", "delivered", "rated", "rectification_opened", "rectification_completed", "archived", "withdrawn", "personal_data_erased", "transfer_refused", "supervision_warned", "certificate_issued", "certificate_suspended", "certificate_reinstated", "certificate_revoked", "identity_checked"]  # noqa: Y015
+    _WhichOneofReturnType_event: _TypeAlias = _typing.Literal["submitted", "correction_requested", "resubmitted", "accepted", "rejected_at_intake", "handed_off", "escalated", "handoff_acknowledged", "handling_started", "suspended", "resumed", "joint_tasks_opened", "joint_task_completed", "joint_tasks_joined", "decided", "concluded", "certificate_recorded", "delivered", "rated", "rectification_opened", "rectification_completed", "archived", "withdrawn", "personal_data_erased", "transfer_refused", "supervision_warned", "certificate_issued", "certificate_suspended", "certificate_reinstated", "certificate_revoked", "identity_checked", "agent_authorised"]  # noqa: Y015
     _WhichOneofArgType_event: _TypeAlias = _typing.Literal["event", b"event"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_event) -> _WhichOneofReturnType_event | None: ...
 
