@@ -517,8 +517,10 @@ class HubApplication(Application[UUID]):
     def authorised_agent(
         self, hall_id: str, authorisation: AgentAuthorisation, field: str
     ) -> AgentAuthorisation:
-        """``authorisation``, after checking that it names an active agent of the hall."""
-        self.acting_agent(hall_id, authorisation.agent_id, field)
+        """``authorisation``, after checking that it names an active agent of the hall (a hall
+        of another node, ``hall@region``, keeps its agents there: its node checked them)."""
+        if "@" not in hall_id:
+            self.acting_agent(hall_id, authorisation.agent_id, field)
         return authorisation
 
     def _staff_window(self, run: _Run, action: cmd.StaffWindow) -> CommandResult:

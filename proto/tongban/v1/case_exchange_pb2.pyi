@@ -1410,6 +1410,7 @@ class ListQueueRequest(_message.Message):
     WINDOW_FIELD_NUMBER: _builtins.int
     OPERATOR_FIELD_NUMBER: _builtins.int
     STATES_FIELD_NUMBER: _builtins.int
+    CHANNELS_FIELD_NUMBER: _builtins.int
     OVERDUE_FIELD_NUMBER: _builtins.int
     ITEM_CODE_FIELD_NUMBER: _builtins.int
     AS_OF_FIELD_NUMBER: _builtins.int
@@ -1431,6 +1432,10 @@ class ListQueueRequest(_message.Message):
         """only these states (empty: all)"""
 
     @_builtins.property
+    def channels(self) -> _containers.RepeatedScalarFieldContainer[_common_pb2.IntakeChannel.ValueType]:
+        """Only cases taken in by these channels (WINDOW includes cases that did not say)."""
+
+    @_builtins.property
     def as_of(self) -> _timestamp_pb2.Timestamp:
         """The moment "overdue" and the remaining time refer to; unset: the node's time now."""
 
@@ -1443,13 +1448,14 @@ class ListQueueRequest(_message.Message):
         window: _builtins.str = ...,
         operator: _builtins.str = ...,
         states: _abc.Iterable[_common_pb2.CaseState.ValueType] | None = ...,
+        channels: _abc.Iterable[_common_pb2.IntakeChannel.ValueType] | None = ...,
         overdue: _builtins.bool = ...,
         item_code: _builtins.str = ...,
         as_of: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["as_of", b"as_of"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["as_of", b"as_of", "hall_id", b"hall_id", "item_code", b"item_code", "operator", b"operator", "overdue", b"overdue", "page_size", b"page_size", "page_token", b"page_token", "states", b"states", "window", b"window"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["as_of", b"as_of", "channels", b"channels", "hall_id", b"hall_id", "item_code", b"item_code", "operator", b"operator", "overdue", b"overdue", "page_size", b"page_size", "page_token", b"page_token", "states", b"states", "window", b"window"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
