@@ -115,6 +115,8 @@ NODE_TOPICS = frozenset({get_topic(Node.Initialised)})
 WARNING_TOPIC = get_topic(Case.SupervisionWarned)
 #: A certificate's status changes: each must be one the case before it allows.
 STATUS_EVENTS = (Case.CertificateSuspended, Case.CertificateReinstated, Case.CertificateRevoked)
+#: The hall's agents (代办员): learnt before a restarted check, like the halls' keys.
+AGENT_TOPICS = frozenset({get_topic(Agent.Registered), get_topic(Agent.Retired)})
 _HALL_EVENTS = frozenset({get_topic(c) for c in (Hall.Registered, Hall.KeyRotated, Hall.Retired)})
 
 #: Loads the stored events of one aggregate below a version (for a case no longer cached).
@@ -969,6 +971,7 @@ def _sha256(data: bytes) -> bytes:
 
 
 __all__ = [
+    "AGENT_TOPICS",
     "NODE_TOPICS",
     "RECORD_TOPIC",
     "WARNING_TOPIC",
