@@ -77,6 +77,10 @@ COLUMNS: dict[str, tuple[str, tuple[str, ...], bool]] = {
     "remark": ("备注", ("说明",), False),
     "operator": ("经办人", (), False),
     "competent_region": ("办理地区划", ("办理地",), False),
+    "channel": ("受理方式", ("收件渠道", "申请渠道", "办理渠道"), False),
+    "agent": ("代办员", ("代办员编号", "代办人编号"), False),
+    "agent_role": ("代办类型", ("代办方式",), False),
+    "letter": ("委托书摘要", ("委托书SHA256", "委托书"), False),
 }
 HEADER = {key: spec[0] for key, spec in COLUMNS.items()}
 
@@ -109,6 +113,28 @@ STATUS_NAMES: dict[str, int] = {
     "撤回": S.CASE_STATE_WITHDRAWN,
     "已撤回": S.CASE_STATE_WITHDRAWN,
     "撤件": S.CASE_STATE_WITHDRAWN,
+}
+
+#: 受理方式 as registers write it → the wire channel. A row that does not say was taken in as
+#: the register records it: the channel of an imported register (IMPORTED).
+CHANNEL_NAMES: dict[str, int] = {
+    "窗口": common_pb2.INTAKE_CHANNEL_WINDOW,
+    "现场": common_pb2.INTAKE_CHANNEL_WINDOW,
+    "网上": common_pb2.INTAKE_CHANNEL_ONLINE,
+    "网上办": common_pb2.INTAKE_CHANNEL_ONLINE,
+    "电话": common_pb2.INTAKE_CHANNEL_PHONE,
+    "上门": common_pb2.INTAKE_CHANNEL_HOME_VISIT,
+    "上门办": common_pb2.INTAKE_CHANNEL_HOME_VISIT,
+    "代办": common_pb2.INTAKE_CHANNEL_AGENT,
+    "帮代办": common_pb2.INTAKE_CHANNEL_AGENT,
+    "自助": common_pb2.INTAKE_CHANNEL_KIOSK,
+    "自助终端": common_pb2.INTAKE_CHANNEL_KIOSK,
+}
+
+#: 代办类型 → the wire role (empty: 代办).
+AGENT_ROLE_NAMES: dict[str, int] = {
+    "帮办": common_pb2.AGENT_ROLE_GUIDING,
+    "代办": common_pb2.AGENT_ROLE_ACTING,
 }
 
 #: Where a case stands on the way RECEIVED → ACCEPTED → HANDLING → beyond, to tell whether the
@@ -382,6 +408,9 @@ class RegisterEntry:
     remark: str
     operator: str
     competent_region: str
+    channel: int = common_pb2.INTAKE_CHANNEL_IMPORTED
+    #: The 代办员 who took the case in (``""``: none), as the submit's authorised agent.
+    agent: common_pb2.AgentAuthorisation = field(default_factory=common_pb2.AgentAuthorisation)
 
     def record_material(self) -> common_pb2.Material:
         """The register line itself as the case's material.
@@ -411,11 +440,15 @@ class RegisterEntry:
 
     def submit(self) -> case_exchange_pb2.SubmitCase:
         """The wire submit of this row, without the applicant (committed to when signing)."""
-        return case_exchange_pb2.SubmitCase(
+        submit = case_exchange_pb2.SubmitCase(
             item_code=self.item_code,
             materials=[self.record_material()],
             competent_region=self.competent_region,
         )
+        submit.channel = common_pb2.IntakeChannel.ValueType(self.channel)
+        if self.agent.agent_id:
+            submit.agent.CopyFrom(self.agent)
+        return submit
 
 
 def _integral(value: Any) -> int | None:
@@ -588,6 +621,12 @@ def parse_row(
     if region and not re.fullmatch(r"[0-9]{12}", region):
         fail("competent_region", "应为 12 位区划代码")
 
+    channel_text = _text(cells.get("channel"))
+    channel = CHANNEL_NAMES.get(channel_text, 0) if channel_text else 0
+    if channel_text and not channel:
+        fail("channel", f"{channel_text!r} 不是受理方式；可用：{'、'.join(CHANNEL_NAMES)}")
+    agent = _agent(cells, fail)
+
     if issues:
         return issues
     assert target is not None
@@ -605,7 +644,30 @@ def parse_row(
         remark=remark,
         operator=_text(cells.get("operator")) or default_operator,
         competent_region=region,
+        channel=channel or common_pb2.INTAKE_CHANNEL_IMPORTED,
+        agent=agent,
     )
+
+
+def _agent(cells: dict[str, Any], fail: Any) -> common_pb2.AgentAuthorisation:
+    """代办员, 代办类型 and 委托书摘要 as the submit's agent authorisation (empty: none)."""
+    agent_id = _text(cells.get("agent"))
+    role_text = _text(cells.get("agent_role"))
+    letter = _text(cells.get("letter")).lower()
+    if not agent_id:
+        if role_text or letter:
+            fail("agent", "必填：填写了代办类型或委托书，须写明代办员")
+        return common_pb2.AgentAuthorisation()
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", agent_id):
+        fail("agent", "代办员编号应为 1-64 位字母、数字、. _ -")
+    role = AGENT_ROLE_NAMES.get(role_text or "代办")
+    if role is None:
+        fail("agent_role", f"{role_text!r} 不是代办类型；可用：帮办、代办")
+    if not re.fullmatch(r"[0-9a-f]{64}", letter):
+        fail("letter", "必填：代办须有委托书（扫描件的 SHA-256，64 位十六进制）")
+    message = common_pb2.AgentAuthorisation(agent_id=agent_id, letter_sha256=letter)
+    message.role = common_pb2.AgentRole.ValueType(role or 0)
+    return message
 
 
 def idempotency_key(register_id: str, prefix: str = DEFAULT_KEY_PREFIX) -> str:
@@ -926,6 +988,7 @@ class Importer:
             issued_at=entry.received_at if deferred else None,
             deferred=deferred,
             applicant=entry.applicant,
+            agent=entry.agent.agent_id,  # the agent who took it in, under the hall's key
         )
 
     def _rejected(self, entry: RegisterEntry, issue: Issue, *, case_id: str = "") -> RowOutcome:

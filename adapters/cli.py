@@ -230,6 +230,9 @@ def _village_submit(args: argparse.Namespace) -> int:
     submit = case_exchange_pb2.SubmitCase(
         item_code=args.item, materials=materials, competent_region=args.competent_region
     )
+    if args.channel:
+        submit.channel = common_pb2.IntakeChannel.Value(f"INTAKE_CHANNEL_{args.channel}")
+    witness_salt = _agent_authorisation(args, submit, files)
     # Kept apart from the message: the outbox signs only commitments to it (adapters.sdk).
     applicant = common_pb2.Applicant(name=args.name, id_number=args.id_number, phone=args.phone)
     with outbox:
@@ -243,9 +246,52 @@ def _village_submit(args: argparse.Namespace) -> int:
             idempotency_key=args.idem_key or queue_key(),
             # Uploaded to the node before the submit, when the outbox is forwarded.
             files=files,
+            agent=args.agent,
         )
     _say(f"queued #{queued.seq} submit ref={queued.ref}")
+    if witness_salt:
+        # The node holds only the commitment: the room keeps the name and this salt on paper.
+        _say(f"witness commitment salt {witness_salt} (keep it with the home-visit record)")
     return EXIT_OK
+
+
+def _agent_authorisation(
+    args: argparse.Namespace,
+    submit: case_exchange_pb2.SubmitCase,
+    files: list[tuple[common_pb2.Material, Path]],
+) -> str:
+    """Fill ``submit.agent`` from ``--agent`` and its authority: ``--letter FILE`` (a 委托书,
+    also listed as a material) or ``--witness-role``/``--witness-name`` (an oral authorisation
+    at a home visit). Returns the witness commitment's salt in hex ('' when none)."""
+    from adapters.sdk import commitment
+    from adapters.village import material_from_file
+
+    if not args.agent:
+        if args.letter or args.witness_name or args.witness_role:
+            raise InputError("--agent", "name the agent the authorisation is for")
+        return ""
+    role = common_pb2.AgentRole.Value(f"AGENT_ROLE_{args.agent_role}")
+    submit.agent.agent_id = args.agent
+    submit.agent.role = role
+    if bool(args.letter) == bool(args.witness_name or args.witness_role):
+        raise InputError(
+            "--letter", "give either the 委托书 (--letter FILE) or the oral authorisation's "
+            "witness (--witness-role and --witness-name)",
+        )  # fmt: skip
+    if args.letter:
+        letter = material_from_file("委托书", Path(args.letter))
+        submit.materials.append(letter)
+        files.append((letter, Path(args.letter)))
+        submit.agent.letter_sha256 = letter.sha256
+        return ""
+    if not (args.witness_role and args.witness_name):
+        raise InputError("--witness-name", "an oral authorisation names its witness and role")
+    salt = os.urandom(32)
+    submit.agent.witness_role = args.witness_role
+    submit.agent.witness_commitment = commitment(
+        "submit.agent.witness", salt, args.witness_name
+    ).hex()
+    return salt.hex()
 
 
 def _village_act(args: argparse.Namespace) -> int:
@@ -260,6 +306,7 @@ def _village_act(args: argparse.Namespace) -> int:
             body,
             operator=connection.operator,
             idempotency_key=args.idem_key or queue_key(),
+            agent=args.agent,
         )
     note = "" if queued.signed else " (signed once the submit is acknowledged)"
     _say(f"queued #{queued.seq} {queued.action} ref={queued.ref}{note}")
@@ -490,6 +537,21 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
         help="a scanned material (digest, size and type are read from FILE); repeat",
     )
     submit.add_argument("--competent-region", default="", help="办理地 region code if needed")
+    submit.add_argument(
+        "--channel", default="",
+        choices=["WINDOW", "ONLINE", "PHONE", "HOME_VISIT", "AGENT", "KIOSK"],
+        help="how the applicant reached the room (default: the window)",
+    )  # fmt: skip
+    submit.add_argument("--agent", default="", help="the room's 代办员 who takes the case in")
+    submit.add_argument("--agent-role", default="ACTING", choices=["ACTING", "GUIDING"],
+                        help="代办 (ACTING, default) or 帮办 (GUIDING)")  # fmt: skip
+    submit.add_argument("--letter", default="", metavar="FILE", help="the signed 委托书 (a scan)")
+    submit.add_argument(
+        "--witness-role", default="", help="an oral authorisation's witness: role (村委会主任)"
+    )
+    submit.add_argument(
+        "--witness-name", default="", help="the witness's name (only a commitment is sent)"
+    )
     submit.set_defaults(run=_village_submit)
 
     act = village_commands.add_parser(
@@ -504,6 +566,7 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
         default="",
         help='the action\'s fields with wire names, e.g. \'{"to_hall": "hn-shatou-town"}\'',
     )
+    act.add_argument("--agent", default="", help="the room's 代办员 who takes this step")
     act.set_defaults(run=_village_act)
 
     forward = village_commands.add_parser(

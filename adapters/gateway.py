@@ -135,6 +135,46 @@ PJDJ_TO_RATING: dict[int, int] = {
 }
 RATING_TO_PJDJ = {rating: code for code, rating in PJDJ_TO_RATING.items()}
 
+#: 申请渠道 (``sqqd``) on 收件: how the applicant reached the hall.
+SQQD_TO_CHANNEL: dict[int, int] = {
+    1: common_pb2.INTAKE_CHANNEL_WINDOW,  # 窗口
+    2: common_pb2.INTAKE_CHANNEL_ONLINE,  # 网上（门户、App、小程序）
+    3: common_pb2.INTAKE_CHANNEL_PHONE,  # 电话
+    4: common_pb2.INTAKE_CHANNEL_HOME_VISIT,  # 上门
+    5: common_pb2.INTAKE_CHANNEL_AGENT,  # 帮代办
+    6: common_pb2.INTAKE_CHANNEL_KIOSK,  # 自助终端
+}
+
+#: 代办角色 (``dbjs``): 1 帮办 (guiding), 2 代办 (acting for the applicant).
+DBJS_TO_ROLE: dict[int, int] = {
+    1: common_pb2.AGENT_ROLE_GUIDING,
+    2: common_pb2.AGENT_ROLE_ACTING,
+}
+
+#: 核验类型 (``hylx``) of a 身份核验.
+HYLX_TO_METHOD: dict[int, int] = {
+    1: common_pb2.IDENTITY_CHECK_METHOD_ID_CARD_READ,  # 身份证识别（读卡）
+    2: common_pb2.IDENTITY_CHECK_METHOD_FACE_MATCH,  # 人脸识别
+    3: common_pb2.IDENTITY_CHECK_METHOD_LIVENESS,  # 生存认证
+}
+
+#: 核验结果 (``hyjg``): 1 通过, 0 不通过.
+HYJG_TO_RESULT: dict[int, int] = {
+    1: common_pb2.CHECK_RESULT_PASSED,
+    0: common_pb2.CHECK_RESULT_FAILED,
+}
+
+#: 分数等级 (``fsdj``): 1 高, 2 中, 3 低. The vendor's raw similarity score is never taken.
+FSDJ_TO_BAND: dict[int, int] = {
+    1: common_pb2.SCORE_BAND_HIGH,
+    2: common_pb2.SCORE_BAND_MEDIUM,
+    3: common_pb2.SCORE_BAND_LOW,
+}
+
+#: Fields a vendor's 身份核验 might carry that hold biometric data or a raw score: refused by
+#: name (never read, logged or forwarded), so a platform learns to leave them out.
+BIOMETRIC_FIELDS = ("xsd", "zp", "rlzp", "tz", "rltz", "score", "photo")
+
 #: The vendor's request id header; it becomes the idempotency key (with :data:`KEY_PREFIX`).
 REQUEST_ID_HEADER = "X-Request-Id"
 #: Namespaces the gateway's keys, so they cannot collide with another adapter's keys at the same
@@ -199,6 +239,15 @@ VENDOR_FIELD_OF_HUB: dict[str, str] = {
     "follow_up": "hfjg",
     "note": "sm",
     "operator": "jbr",
+    "channel": "sqqd",
+    "window": "ckmc",
+    "device_id": "sbbh",
+    "result": "hyjg",
+    "score_band": "fsdj",
+    "agent": "dbrbh",
+    "agent_id": "dbrbh",
+    "role": "dbjs",
+    "letter_sha256": "wtshash",
     "idempotency_key": REQUEST_ID_HEADER,
     **appointments.VENDOR_FIELDS,  # 预约办
 }
@@ -413,6 +462,8 @@ class SubmitRequest:
     #: The vendor's 办件类型 mapped to the wire enum; checked against the catalogue item's kind.
     kind: int
     operator: str
+    #: The agent (代办员) who takes the case in for the applicant (``dbrbh``); empty: none.
+    agent: str = ""
 
 
 def parse_submit(body: Mapping[str, Any]) -> SubmitRequest:
@@ -437,15 +488,47 @@ def parse_submit(body: Mapping[str, Any]) -> SubmitRequest:
     operator = fields.text("jbr", required=False, max_length=64)
     # 预约办: the appointment the applicant was booked for (预约编号).
     appointment = fields.text("yybh", required=False, pattern=r"[0-9a-f-]{36}")
+    channel = fields.code("sqqd", SQQD_TO_CHANNEL, required=False)
+    window = fields.text("ckmc", required=False, max_length=64)  # 窗口名称
+    agent = _agent_authorisation(fields) if fields.body.get("dbrbh") else None
     fields.raise_if_any()
     submit = case_exchange_pb2.SubmitCase(
         item_code=item_code,
         materials=materials,
         competent_region=region,
+        window=window,
         appointment_id=appointment,
     )
+    submit.channel = common_pb2.IntakeChannel.ValueType(channel)
+    if agent is not None:
+        submit.agent.CopyFrom(agent)
     applicant = common_pb2.Applicant(name=name, id_number=id_number, phone=phone)
-    return SubmitRequest(submit, applicant, kind, operator)
+    return SubmitRequest(submit, applicant, kind, operator, agent.agent_id if agent else "")
+
+
+_AGENT_ID = r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}"
+
+
+def _agent_authorisation(fields: _Fields) -> common_pb2.AgentAuthorisation:
+    """代办: ``dbrbh`` 代办员编号, ``dbjs`` 代办角色, ``wtshash`` 委托书 SHA-256 (a platform sends
+    a signed or scanned 委托书; an oral authorisation at a home visit is the village adapter's)."""
+    agent_id = fields.text("dbrbh", max_length=64, pattern=_AGENT_ID)
+    role = fields.code("dbjs", DBJS_TO_ROLE)
+    letter = fields.text("wtshash", pattern=r"[0-9a-fA-F]{64}", missing="必填：代办须有委托书摘要")
+    message = common_pb2.AgentAuthorisation(agent_id=agent_id, letter_sha256=letter.lower())
+    message.role = common_pb2.AgentRole.ValueType(role)
+    return message
+
+
+def agent_of(action: str, body: Mapping[str, Any]) -> str:
+    """The agent (``dbrbh``) who takes a step, for the command's header ('' when none). In a
+    代办授权 (``dbsq``) ``dbrbh`` is the agent being authorised, not the one acting."""
+    if action == "authorise_agent":
+        return ""
+    fields = _Fields(body)
+    agent = fields.text("dbrbh", required=False, max_length=64, pattern=_AGENT_ID)
+    fields.raise_if_any()
+    return agent
 
 
 @dataclass(frozen=True)
@@ -560,6 +643,20 @@ def _read_rate(fields: _Fields, message: Any) -> None:
     message.comment = fields.text("pjnr", required=False, max_length=2000)
 
 
+def _read_identity_check(fields: _Fields, message: Any) -> None:
+    for name in BIOMETRIC_FIELDS:
+        if name in fields.body:
+            fields.fail(name, "不接收人脸照片、特征值或原始分数；请只传核验结果和分数等级 fsdj")
+    message.method = fields.code("hylx", HYLX_TO_METHOD)
+    message.device_id = fields.text("sbbh", max_length=128)  # 设备编号
+    message.result = fields.code("hyjg", HYJG_TO_RESULT)
+    message.score_band = fields.code("fsdj", FSDJ_TO_BAND)
+
+
+def _read_authorisation(fields: _Fields, message: Any) -> None:
+    message.agent.CopyFrom(_agent_authorisation(fields))
+
+
 def _read_rectification(fields: _Fields, message: Any) -> None:
     message.report = fields.text("zgbg", max_length=4000)
     message.follow_up = fields.text("hfjg", required=False, max_length=4000)
@@ -596,6 +693,8 @@ ACTIONS: dict[str, ActionSpec] = {
         ActionSpec("zgwc", "complete_rectification", "整改完成", _read_rectification),
         ActionSpec("gd", "archive", "归档", _none),
         ActionSpec("ch", "withdraw", "撤回", _reason(True)),
+        ActionSpec("sfhy", "record_identity_check", "身份核验", _read_identity_check),
+        ActionSpec("dbsq", "authorise_agent", "代办授权（委托书）", _read_authorisation),
     )
 }
 VENDOR_ACTION_OF = {spec.action: spec.vendor for spec in ACTIONS.values()}
@@ -773,6 +872,7 @@ class Gateway:
             idempotency_key=key,
             operator=request.operator or None,
             applicant=request.applicant,
+            acting_agent=request.agent,
         )
         try:
             reply = self.client.send_signed("submit", signed)
@@ -792,7 +892,10 @@ class Gateway:
         request_id, key = self._key(headers)
         _check_case_id(case_id)
         action, message, operator = parse_action(vendor_action, case_id, _json_object(body))
-        reply = self.client.send(action, message, idempotency_key=key, operator=operator or None)
+        agent = agent_of(action, _json_object(body))
+        reply = self.client.send(
+            action, message, idempotency_key=key, operator=operator or None, acting_agent=agent
+        )
         return self._answer(reply, request_id)
 
     # ------------------------------------------------------------------ 预约办 (appointments)

@@ -226,13 +226,14 @@ def commitment(field: str, salt: bytes, value: str) -> bytes:
 
 
 def commit_applicant(
-    applicant: common_pb2.Applicant, action: str = "submit"
+    applicant: common_pb2.Applicant, action: str = "submit", part: str = "applicant"
 ) -> tuple[common_pb2.ApplicantCommitments, list[case_exchange_pb2.PersonalValue]]:
-    """Commitments to ``applicant`` (a fresh 32-byte salt per field) and the clear values."""
+    """Commitments to ``applicant`` (a fresh 32-byte salt per field) and the clear values
+    (``part``: the field holding them, ``person`` for an agent's registration)."""
     digests: dict[str, bytes] = {}
     personal = []
     for name in APPLICANT_FIELDS:
-        path = f"{action}.applicant.{name}"
+        path = f"{action}.{part}.{name}"
         salt = os.urandom(32)
         value = getattr(applicant, name)
         digests[name] = commitment(path, salt, value)
@@ -301,6 +302,7 @@ def sign_command(
     address: str = "",
     pickup_code: tuple[str, bytes] | None = None,
     id_card_read: str | None = None,
+    agent: str = "",
 ) -> case_exchange_pb2.SignedCommand:
     """Build the ``Command`` (header + ``body`` as ``action``), serialise it once, and sign
     exactly those bytes. Needs no channel, so an offline adapter can sign while queueing.
@@ -327,6 +329,7 @@ def sign_command(
             issued_at=stamp,
             node=credentials.node_origin,
             deferred=deferred,
+            agent=agent,
         )
     )
     part = getattr(command, action)
@@ -337,8 +340,11 @@ def sign_command(
         booked, personal = commit_appointee(applicant, address)
         part.applicant.CopyFrom(booked)
     elif applicant is not None:
-        commitments, personal = commit_applicant(applicant, action)
-        part.applicant.CopyFrom(commitments)
+        # An agent's registration commits to the agent (``person``), a submission to the
+        # applicant: the same three fields.
+        field = "person" if action == "register_agent" else "applicant"
+        commitments, personal = commit_applicant(applicant, action, field)
+        getattr(part, field).CopyFrom(commitments)
     if pickup_code is not None:
         code, key = pickup_code
         personal.append(
@@ -434,6 +440,7 @@ class HallClient:
         address: str = "",
         pickup_code: tuple[str, bytes] | None = None,
         id_card_read: str | None = None,
+        acting_agent: str = "",
         **fields: Any,
     ) -> case_exchange_pb2.SignedCommand:
         """Build, serialise and sign a command; the bytes are what the node verifies.
@@ -461,6 +468,7 @@ class HallClient:
             address=address,
             pickup_code=pickup_code,
             id_card_read=id_card_read,
+            agent=acting_agent,
         )
 
     def send_signed(
@@ -485,6 +493,7 @@ class HallClient:
         address: str = "",
         pickup_code: tuple[str, bytes] | None = None,
         id_card_read: str | None = None,
+        acting_agent: str = "",
         **fields: Any,
     ) -> case_exchange_pb2.CommandReply:
         """Sign and send one command: ``send("accept", idempotency_key=..., case_id=...)``.
@@ -500,6 +509,7 @@ class HallClient:
             address=address,
             pickup_code=pickup_code,
             id_card_read=id_card_read,
+            acting_agent=acting_agent,
             **fields,
         )
         return self.send_signed(action, signed)

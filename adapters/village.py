@@ -99,6 +99,7 @@ CREATE TABLE IF NOT EXISTS commands (
     action          TEXT NOT NULL,                       -- wire action: submit, accept, ...
     idempotency_key TEXT NOT NULL UNIQUE,
     operator        TEXT NOT NULL,
+    agent           TEXT NOT NULL DEFAULT '',            -- the hall's 代办员 who acted, or ''
     body            BLOB NOT NULL,    -- the action message: no case_id (until known), no applicant
     applicant       BLOB,             -- a submit's applicant in clear (tongban.v1.Applicant)
     signed          BLOB,             -- the SignedCommand (bytes, signature, personal values)
@@ -199,9 +200,11 @@ class Signer:
         operator: str,
         issued_at: datetime | None = None,
         applicant: common_pb2.Applicant | None = None,
+        agent: str = "",
     ) -> case_exchange_pb2.SignedCommand:
         """The signed, deferred command; ``issued_at`` defaults to now. A submit's
-        ``applicant`` (in clear) is committed to by the SDK, with fresh random salts."""
+        ``applicant`` (in clear) is committed to by the SDK, with fresh random salts.
+        ``agent``: the room's 代办员 who took the step (on a home visit, say)."""
         return sign_command(
             self.credentials,
             action,
@@ -211,6 +214,7 @@ class Signer:
             issued_at=issued_at,
             deferred=True,
             applicant=applicant,
+            agent=agent,
         )
 
 
@@ -303,6 +307,10 @@ class Outbox:
                 )
             for statement in filter(str.strip, _SCHEMA.split(";")):
                 db.execute(statement)
+            columns = {row["name"] for row in db.execute("PRAGMA table_info(commands)")}
+            if "agent" not in columns:
+                # Added to version 2 files as they are opened (an older adapter ignores it).
+                db.execute("ALTER TABLE commands ADD COLUMN agent TEXT NOT NULL DEFAULT ''")
             self._bind_hall()
 
     # ------------------------------------------------------------------ plumbing
@@ -390,6 +398,7 @@ class Outbox:
         operator: str,
         idempotency_key: str,
         files: Sequence[tuple[common_pb2.Material, Path]] = (),
+        agent: str = "",
     ) -> QueuedCommand:
         """Queue a 收件 under a new local reference (generated when not given).
 
@@ -427,8 +436,9 @@ class Outbox:
                 raise InputError("ref", f"{ref!r} is already in use")
             db.execute("INSERT INTO lanes (ref, created_at) VALUES (?, ?)", (ref, _now()))
             seq = self._insert(
-                db, ref, "submit", key, operator, body, case_id=None, applicant=person
-            )
+                db, ref, "submit", key, operator, body, case_id=None, applicant=person,
+                agent=agent,
+            )  # fmt: skip
             listed = {material.sha256 for material in message.materials}
             for material, path in files:
                 if material.sha256 not in listed:
@@ -450,8 +460,10 @@ class Outbox:
         *,
         operator: str,
         idempotency_key: str,
+        agent: str = "",
     ) -> QueuedCommand:
-        """Queue a lifecycle command for a local reference or a known case id.
+        """Queue a lifecycle command for a local reference or a known case id (``agent``: the
+        room's 代办员 who takes the step, named in the signed header).
 
         ``target`` is a reference given to :meth:`submit`, or the node's case id of a case this
         hall already holds (a lane is opened for it). ``body`` is the action's wire message; its
@@ -491,7 +503,9 @@ class Outbox:
                         "idempotency_key", f"{key!r} is already queued for another command"
                     )
                 return self.get(int(existing["seq"]))
-            seq = self._insert(db, target, action, key, operator, data, case_id=case_id)
+            seq = self._insert(
+                db, target, action, key, operator, data, case_id=case_id, agent=agent
+            )
         return self.get(seq)
 
     def _insert(
@@ -505,16 +519,17 @@ class Outbox:
         *,
         case_id: str | None,
         applicant: bytes | None = None,
+        agent: str = "",
     ) -> int:
         if db.execute("SELECT 1 FROM commands WHERE idempotency_key = ?", (key,)).fetchone():
             raise InputError("idempotency_key", f"{key!r} is already queued for another command")
         created_at = _now()
         signed = None
         if action == "submit" or case_id is not None:
-            signed = self._sign(action, body, key, operator, created_at, case_id, applicant)
+            signed = self._sign(action, body, key, operator, created_at, case_id, applicant, agent)
         cursor = db.execute(
             "INSERT INTO commands (ref, action, idempotency_key, operator, body, applicant,"
-            " signed, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            " signed, created_at, agent) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 ref,
                 action,
@@ -524,6 +539,7 @@ class Outbox:
                 applicant,
                 signed.SerializeToString() if signed else None,
                 created_at,
+                agent,
             ),
         )
         assert cursor.lastrowid is not None
@@ -538,6 +554,7 @@ class Outbox:
         created_at: str,
         case_id: str | None,
         applicant: bytes | None,
+        agent: str = "",
     ) -> case_exchange_pb2.SignedCommand:
         message: Any = wire_message(action)
         message.ParseFromString(body)
@@ -556,6 +573,7 @@ class Outbox:
             operator=operator,
             issued_at=datetime.fromisoformat(created_at),
             applicant=person,
+            agent=agent,
         )
 
     # ------------------------------------------------------------------ forwarding support
@@ -661,6 +679,7 @@ class Outbox:
             row["created_at"],
             row["lane_case_id"],
             None if applicant is None else bytes(applicant),
+            row["agent"],
         )
 
     def mark_sent(self, seq: int, reply: case_exchange_pb2.CommandReply) -> None:

@@ -707,7 +707,7 @@ def _all_pages(read: Callable[[str], Any], limit: int) -> tuple[list[Any], int]:
 def _views(args: argparse.Namespace) -> int:
     """``tongban queue|cases|warnings|ratings|stats``: the projections, brought up to date."""
     from hub.bootstrap import open_node_projections
-    from hub.domain.values import CaseState, WarningKind
+    from hub.domain.values import CaseState, IntakeChannel, WarningKind
     from hub.projections import queries, report
     from hub.projections.queries import CaseFilter, Names
 
@@ -727,6 +727,7 @@ def _views(args: argparse.Namespace) -> int:
             overdue=getattr(args, "overdue", False),
             near_deadline=getattr(args, "near_deadline", False),
             item_code=getattr(args, "item", None) or "",
+            channels=tuple(IntakeChannel[c] for c in getattr(args, "channel", None) or ()),
         )
         size = min(args.limit, queries.MAX_PAGE) if hasattr(args, "limit") else 0
         if args.command == "queue":
@@ -775,6 +776,11 @@ def _views(args: argparse.Namespace) -> int:
                     store, names, region=region, month=month, limit=args.limit
                 )
                 _print_report(args, report.ranking_report(ranked, month), position)
+            elif args.by == "channel":
+                counts = queries.channel_counts(
+                    store, region=region, from_day=args.from_day or "", to_day=args.to_day or ""
+                )
+                _print_report(args, report.channels_report(counts), position)
             else:
                 rows, total = queries.statistics(
                     store, names, region=region, by=args.by, from_day=args.from_day or "",
@@ -1500,13 +1506,16 @@ def _output_options(command: argparse.ArgumentParser) -> None:
 
 def _view_commands(commands: Any) -> None:
     """The projections' listings and their maintenance."""
-    from hub.domain.values import CaseState, WarningKind
+    from hub.domain.values import CaseState, IntakeChannel, WarningKind
 
     def case_filters(command: argparse.ArgumentParser) -> None:
         command.add_argument("--state", action="append", choices=[s.name for s in CaseState],
                              help="only this state (repeat for several)")  # fmt: skip
         command.add_argument("--overdue", action="store_true", help="past the promised deadline")
         command.add_argument("--item", help="only this service item (code)")
+        channels = [c.name for c in IntakeChannel if c.name != "UNSPECIFIED"]
+        command.add_argument("--channel", action="append", choices=channels,
+                             help="only cases taken in by this channel (repeat)")  # fmt: skip
         command.add_argument(
             "--as-of", help="the moment 'overdue' refers to (ISO 8601; default: now)"
         )
@@ -1551,7 +1560,8 @@ def _view_commands(commands: Any) -> None:
     stats = _command(commands, "stats", "the seed regions' figures, or the monthly window ranking")
     stats.add_argument("--region", help="a region code (default: the node's)")
     stats.add_argument("--by", default="hall",
-                       choices=["hall", "window", "region", "level", "item", "day", "month"],
+                       choices=["hall", "window", "region", "level", "item", "day", "month",
+                                "channel"],
                        help="how to group (default: hall)")  # fmt: skip
     stats.add_argument("--from", dest="from_day", help="first day, YYYY-MM-DD")
     stats.add_argument("--to", dest="to_day", help="last day, YYYY-MM-DD")

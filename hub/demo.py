@@ -7,7 +7,10 @@ exactly as one arriving over gRPC, printed with the case state rebuilt from the 
    to the township hall, decided and concluded there;
 2. a 最低生活保障 application escalated from the village to the county;
 3. a joint case (企业开办“一件事”) across two county departments;
-4. a 户口迁移 application with a correction: the clock pauses until the resubmission.
+4. a 户口迁移 application with a correction: the clock pauses until the resubmission;
+5. 沙头镇's 代办员: an agent's home visit to a pensioner for the yearly 生存认证, taken offline
+   (signed at the pensioner's home, forwarded later as deferred commands), and an agent-run case
+   handled at the township with the applicant's 委托书.
 
 The halls are registered by the node's admin with signed admin commands, each with a fresh
 signing key (a re-run on a kept store rotates the existing halls' keys).
@@ -15,11 +18,14 @@ signing key (a re-run on a kept store rotates the existing halls' keys).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import os
 import time
 import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 from uuid import UUID
 
@@ -30,9 +36,10 @@ from hub.application.hub import HubApplication
 from hub.bootstrap import public_key_b64
 from hub.commands.signing import CommandSigner
 from hub.domain.case import Case
+from hub.domain.commitments import commitment
 from hub.domain.regions import RegionCode
 from hub.domain.values import Applicant, id_number_with_check
-from hub.errors import NotFound
+from hub.errors import AlreadyExists, NotFound, TongbanError
 
 Printer = Callable[[str], None]
 
@@ -85,11 +92,13 @@ class Story:
         return result.case_id
 
     def history(self, case_id: UUID) -> None:
-        """Print the stored events of a case."""
+        """Print the stored events of a case (with the agent who acted for the applicant)."""
         self.out("    stored events (replayed from the event store):")
         for event in self.app.case_history(case_id):
             actor = getattr(event, "actor", None)
             who = f"{actor.hall_id}/{actor.operator}" if actor else ""
+            if actor is not None and actor.agent:
+                who += f" 代办员 {actor.agent}"
             name = type(event).__name__
             stamp = event.timestamp.strftime("%H:%M:%S.%f")[:-3]
             self.out(f"      v{event.originator_version:<2} {stamp} {name:<22} {who}")
@@ -162,6 +171,7 @@ def run_demo(
         _escalation(story, village, county, applicant, pause_seconds),
         _joint_case(story, county, amr, tax),
         _correction(story, county, pause_seconds),
+        *_agents(story, village, township, county),
     ]
     out("\nEvery state above was rebuilt from the stored events after each command.")
     return ids
@@ -297,5 +307,112 @@ def _correction(story: Story, county: CommandSigner, pause_seconds: float) -> UU
         f"    supervision clock counted {found.clock_seconds(found.modified_on):.2f}s; the "
         f"{found.paused_seconds:.2f}s spent awaiting correction were not counted"
     )
+    story.history(case_id)
+    return case_id
+
+
+#: The 代办员 of the demo: one of 沙头镇201村's village agents, and one at the township hall.
+VILLAGE_AGENT = "dby-v201-01"
+TOWNSHIP_AGENT = "dby-town-03"
+
+
+def _register_agent(story: Story, hall: CommandSigner, agent_id: str, person: Applicant) -> None:
+    with contextlib.suppress(AlreadyExists):  # a re-run on a kept store has them
+        story.app.execute(hall.sign("register_agent", agent_id=agent_id, person=person))
+    story.out(f"  · 代办员 {agent_id} registered at {hall.hall_id} (personal data sealed)")
+
+
+def _agents(
+    story: Story, village: CommandSigner, township: CommandSigner, county: CommandSigner
+) -> list[UUID]:
+    story.out("\n5. 沙头镇's 代办员 (agents acting for applicants)")
+    _register_agent(
+        story,
+        village,
+        VILLAGE_AGENT,
+        Applicant("刘代办", id_number_with_check("43090219780505001"), "13907370011"),
+    )
+    _register_agent(
+        story,
+        township,
+        TOWNSHIP_AGENT,
+        Applicant("陈代办", id_number_with_check("43090219820909002"), "13907370012"),
+    )
+    return [_home_visit(story, village, county), _agent_at_township(story, township)]
+
+
+def _home_visit(story: Story, village: CommandSigner, county: CommandSigner) -> UUID:
+    item = story.app.catalogue.get("040323001000")
+    story.out(
+        f"  5a. {item.name}: a home visit (上门办) with a 生存认证, taken offline at the "
+        "pensioner's home and forwarded when the agent is back in range"
+    )
+    pensioner = Applicant("周爷爷", id_number_with_check("43090219400303001"), "13707370021")
+    # The witness of the oral authorisation: the node gets a salted commitment to the name only.
+    witness = commitment("submit.agent.witness", os.urandom(32), "张主任").hex()
+    visited = story.app.clock() - timedelta(hours=3)  # signed at the home, 3 hours ago
+    offline: dict[str, Any] = {"deferred": True, "acting_agent": VILLAGE_AGENT}
+    case_id = story.step(
+        "收件 at the home (oral authorisation)", village, "submit", item_code=item.code,
+        applicant=pensioner, materials=[_material("社会保障卡", "sscard")],
+        channel=common_pb2.INTAKE_CHANNEL_HOME_VISIT,
+        agent=common_pb2.AgentAuthorisation(
+            agent_id=VILLAGE_AGENT, role=common_pb2.AGENT_ROLE_ACTING,
+            witness_role="村委会主任", witness_commitment=witness,
+        ),
+        issued_at=visited, **offline,
+    )  # fmt: skip
+    case = str(case_id)
+    try:
+        village_accept = village.sign("accept", case_id=case, issued_at=visited, **offline)
+        story.app.execute(village_accept)
+    except TongbanError as refused:
+        story.out(f"  · 受理 before the 生存认证 is refused: {refused}")
+    story.step("生存认证 with the room's phone app", village, "record_identity_check",
+               case_id=case, method=common_pb2.IDENTITY_CHECK_METHOD_LIVENESS,
+               device_id="sb-app-0042", result=common_pb2.CHECK_RESULT_PASSED,
+               score_band=common_pb2.SCORE_BAND_HIGH,
+               issued_at=visited + timedelta(minutes=5), **offline)  # fmt: skip
+    story.step("受理 (forwarded, deferred)", village, "accept", case_id=case,
+               issued_at=visited + timedelta(minutes=6), **offline)  # fmt: skip
+    story.step("转办 to the county's 社保 window", village, "hand_off", case_id=case,
+               to_hall=county.hall_id, reason="县级社会保险经办机构认定",
+               issued_at=visited + timedelta(minutes=7), **offline)  # fmt: skip
+    story.step("county acknowledges", county, "acknowledge_handoff", case_id=case)
+    story.step("决定: 认证通过", county, "decide", case_id=case, approved=True,
+               reason="生存认证通过, 继续发放养老金")  # fmt: skip
+    story.step("办结", county, "conclude", case_id=case)
+    story.step("送达 online", county, "deliver", case_id=case,
+               method=common_pb2.DELIVERY_METHOD_ONLINE)  # fmt: skip
+    story.history(case_id)
+    return case_id
+
+
+def _agent_at_township(story: Story, township: CommandSigner) -> UUID:
+    item = story.app.catalogue.get("200202001000")
+    story.out(f"  5b. {item.name}: an agent-run case (代办, with a signed 委托书) at the township")
+    elder = Applicant("吴奶奶", id_number_with_check("43090219450808002"), "13707370022")
+    letter = _material("委托书", "letter")
+    by_agent: dict[str, Any] = {"acting_agent": TOWNSHIP_AGENT}
+    case_id = story.step(
+        "收件 by the agent at the window", township, "submit", item_code=item.code,
+        applicant=elder, materials=[_material("居民身份证", "id-wu"), letter],
+        channel=common_pb2.INTAKE_CHANNEL_AGENT, window="综合窗口1",
+        agent=common_pb2.AgentAuthorisation(
+            agent_id=TOWNSHIP_AGENT, role=common_pb2.AGENT_ROLE_ACTING,
+            letter_sha256=letter.sha256,
+        ),
+        **by_agent,
+    )  # fmt: skip
+    case = str(case_id)
+    story.step("受理", township, "accept", case_id=case)
+    story.step("承办", township, "start_handling", case_id=case)
+    story.step("决定: 准予", township, "decide", case_id=case, approved=True,
+               reason="年满60周岁, 委托书齐全")  # fmt: skip
+    story.step("办结", township, "conclude", case_id=case)
+    story.step("制证", township, "record_certificate", case_id=case,
+               certificate_id=f"HN-LNYDZ-{case_id.hex[:10].upper()}")  # fmt: skip
+    story.step("送达: the agent collects it", township, "deliver", case_id=case,
+               method=common_pb2.DELIVERY_METHOD_WINDOW, note="代办员代领", **by_agent)  # fmt: skip
     story.history(case_id)
     return case_id

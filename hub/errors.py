@@ -57,6 +57,22 @@ class TransitionRefused(TongbanError):
         super().__init__(f"{message}: {detail}" if detail else message)
 
 
+class CheckMissing(TransitionRefused):
+    """A case is not accepted while an identity check its item requires has not passed.
+
+    Maps to FAILED_PRECONDITION; ``check`` names the method (e.g. ``LIVENESS``).
+    """
+
+    def __init__(self, command: str, state: str, check: str, item_code: str) -> None:
+        super().__init__(
+            command,
+            state,
+            f"item {item_code} requires the identity check {check}, which has not passed",
+        )
+        self.check = check
+        self.item_code = item_code
+
+
 class PermissionRefused(TongbanError):
     """The acting hall may not do this (wrong level, not the holder, retired). PERMISSION_DENIED."""
 

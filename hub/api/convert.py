@@ -32,6 +32,7 @@ from hub.domain.hall import Hall, key_id
 from hub.domain.items import ServiceItem
 from hub.domain.values import (
     Actor,
+    AgentAuthorisation,
     Applicant,
     ApplicantCommitments,
     JointTask,
@@ -76,11 +77,14 @@ EVENT_CLASSES: tuple[type[Any], ...] = (
     Case.LockerDeposited,
     Case.LockerCodeRefused,
     Case.ReturnedToWindow,
+    Case.IdentityChecked,
+    Case.AgentAuthorised,
 )
 
 #: Value objects and their messages.
 VALUE_MESSAGES: dict[type[Any], type[Message]] = {
     Actor: common_pb2.Actor,
+    AgentAuthorisation: common_pb2.AgentAuthorisation,
     Applicant: common_pb2.Applicant,
     Material: common_pb2.Material,
     JointTask: common_pb2.JointTask,
@@ -106,7 +110,8 @@ def value_to_proto(value: Any) -> Message:
     """A value object as its message."""
     message = VALUE_MESSAGES[type(value)]()
     for field in dataclasses.fields(value):
-        setattr(message, field.name, getattr(value, field.name))
+        item = getattr(value, field.name)
+        setattr(message, field.name, enum_to_proto(item) if isinstance(item, enum.Enum) else item)
     return message
 
 
@@ -310,6 +315,8 @@ def item_to_proto(item: ServiceItem) -> common_pb2.ServiceItem:
         cross_region_modes=[enum_to_proto(m) for m in item.cross_region_modes],
         offsite_intake_provinces=item.offsite_intake_provinces,
         joint_departments=item.joint_departments,
+        required_checks=[enum_to_proto(m) for m in item.required_checks],
+        recurs_every_months=item.recurs_every_months,
     )
     for material in item.materials:
         message.materials.add(name=material.name, required=material.required, form=material.form)

@@ -24,6 +24,7 @@ from hub.application.cipher import DecryptionError
 from hub.errors import (
     AlreadyExists,
     CalendarUnknown,
+    CheckMissing,
     ConcurrencyConflict,
     ConfigurationError,
     IntegrityViolation,
@@ -52,6 +53,7 @@ STATUS_BY_ERROR: tuple[tuple[type[TongbanError], grpc.StatusCode], ...] = (
     (CertificateRejected, grpc.StatusCode.UNAUTHENTICATED),  # before its base InvalidInput
     (InvalidInput, grpc.StatusCode.INVALID_ARGUMENT),
     (NotFound, grpc.StatusCode.NOT_FOUND),
+    (CheckMissing, grpc.StatusCode.FAILED_PRECONDITION),
     (TransitionRefused, grpc.StatusCode.FAILED_PRECONDITION),
     (PermissionRefused, grpc.StatusCode.PERMISSION_DENIED),
     (SignatureRefused, grpc.StatusCode.UNAUTHENTICATED),

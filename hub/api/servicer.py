@@ -211,6 +211,18 @@ class CaseExchangeServicer:
             context.abort(grpc.StatusCode.UNAVAILABLE, "this server reads no projections")
         return list_appointments(self.app, self.queue.access, self.authenticate, request, context)
 
+    def RecordIdentityCheck(self, request: Any, context: Any) -> Any:  # noqa: N802
+        return self._execute("record_identity_check", request, context)
+
+    def AuthoriseAgent(self, request: Any, context: Any) -> Any:  # noqa: N802
+        return self._execute("authorise_agent", request, context)
+
+    def RegisterAgent(self, request: Any, context: Any) -> Any:  # noqa: N802
+        return self._execute("register_agent", request, context)
+
+    def RetireAgent(self, request: Any, context: Any) -> Any:  # noqa: N802
+        return self._execute("retire_agent", request, context)
+
     def _execute(
         self, action: str, request: case_exchange_pb2.SignedCommand, context: grpc.ServicerContext
     ) -> case_exchange_pb2.CommandReply:

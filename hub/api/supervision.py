@@ -27,7 +27,7 @@ import contextlib
 import logging
 import math
 import threading
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -46,6 +46,7 @@ from hub.domain.values import (
     CaseKind,
     CaseState,
     CrossRegionMode,
+    IntakeChannel,
     Rating,
     RatingChannel,
     WarningKind,
@@ -254,6 +255,7 @@ class QueueQueries:
                     states=_states(request.states, "states"),
                     overdue=request.overdue,
                     item_code=request.item_code,
+                    channels=_channels(request.channels),
                 ),
                 page_size=request.page_size,
                 page_token=request.page_token,
@@ -391,6 +393,7 @@ class SupervisionServicer:
                     overdue=request.overdue,
                     near_deadline=request.near_deadline,
                     item_code=request.item_code,
+                    channels=_channels(request.channels),
                 ),
                 page_size=request.page_size,
                 page_token=request.page_token,
@@ -530,6 +533,14 @@ def figures_to_proto(figures: queries.Figures) -> supervision_pb2.Figures:
     )
 
 
+def _channels(numbers: Sequence[int]) -> tuple[IntakeChannel, ...]:
+    """The intake channels a request filters by (each named by its field when unknown)."""
+    return tuple(
+        enum_from_proto(IntakeChannel, number, f"channels[{index}]")
+        for index, number in enumerate(numbers)
+    )
+
+
 def case_summary(row: CaseRow, as_of: datetime) -> supervision_pb2.CaseSummary:
     """A case as supervision sees it, "now" being ``as_of``."""
     used = row.working_days_used(as_of)
@@ -542,6 +553,7 @@ def case_summary(row: CaseRow, as_of: datetime) -> supervision_pb2.CaseSummary:
         working_days_used=0.0 if math.isnan(used) else round(used, 4),
         promised_days=row.promised_days, warnings=[enum_to_proto(k) for k in row.warnings],
         calendar_note=row.calendar_note,
+        channel=enum_to_proto(IntakeChannel[row.channel or IntakeChannel.UNSPECIFIED.name]),
     )  # fmt: skip
     if row.rating:
         summary.rating = enum_to_proto(Rating[row.rating])

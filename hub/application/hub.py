@@ -58,6 +58,7 @@ from hub.application.vault import OpenedApplicant, PersonalDataVault
 from hub.commands import model as cmd
 from hub.commands.model import Action, CaseAction, ParsedCommand, PersonalValue, SignedCommand
 from hub.commands.wire import parse_command
+from hub.domain.agent import Agent, agent_aggregate_id
 from hub.domain.appointments import Appointment, appointment_id
 from hub.domain.case import RECTIFICATION_DAYS, Case, business_time, case_id_for, step_time
 from hub.domain.codec import FrozenJSONTranscoder, register_domain_transcodings
@@ -86,6 +87,7 @@ from hub.domain.supervision import warning_due
 from hub.domain.values import (
     APPLICANT_FIELDS,
     Actor,
+    AgentAuthorisation,
     Applicant,
     CaseState,
     DeliveryMethod,
@@ -155,7 +157,7 @@ class _Run:
     @property
     def actor(self) -> Actor:
         header = self.parsed.header
-        return Actor(header.hall_id, header.operator, header.region)
+        return Actor(header.hall_id, header.operator, header.region, header.agent)
 
 
 CaseStep = Callable[["HubApplication", Case, Actor, Any], None]
@@ -229,6 +231,12 @@ CASE_STEPS: dict[type[CaseAction], CaseStep] = {
     ),
     cmd.Archive: lambda app, case, actor, c: case.archive(actor),
     cmd.Withdraw: lambda app, case, actor, c: case.withdraw(actor, c.reason),
+    cmd.RecordIdentityCheck: lambda app, case, actor, c: case.record_identity_check(
+        actor, c.method, c.device_id, c.result, c.score_band
+    ),
+    cmd.AuthoriseAgent: lambda app, case, actor, c: case.authorise_agent(
+        actor, app.authorised_agent(actor.hall_id, c.agent, "agent.agent_id")
+    ),
 }
 
 #: The personal fields each action commits to, by wire path.
@@ -237,7 +245,11 @@ PERSONAL_FIELDS: dict[str, tuple[str, ...]] = {
     "book_appointment": tuple(
         f"book_appointment.applicant.{field}" for field in (*APPLICANT_FIELDS, "address")
     ),
+    "register_agent": tuple(f"register_agent.person.{field}" for field in APPLICANT_FIELDS),
 }
+
+#: The attribute of each action holding the commitments its personal values open.
+_COMMITTED = {"submit": "applicant", "register_agent": "person"}
 
 
 class HubApplication(Application[UUID]):
@@ -377,6 +389,12 @@ class HubApplication(Application[UUID]):
 
     def _handle(self, run: _Run) -> CommandResult:
         action = run.parsed.action
+        header = run.parsed.header
+        if header.agent:
+            # Before anything else: the agent is the signing hall's, and active.
+            self.acting_agent(header.hall_id, header.agent, "command.header.agent")
+        if isinstance(action, cmd.RegisterAgent | cmd.RetireAgent):
+            return self._administer_agent(run, action)
         if isinstance(action, cmd.Submit):
             return self._submit(run, action)
         if isinstance(action, cmd.RegisterHall | cmd.RotateHallKey | cmd.RetireHall):
@@ -446,6 +464,8 @@ class HubApplication(Application[UUID]):
         except InvalidInput as error:
             raise InvalidInput(f"command.submit.{error.field}", error.value, error.reason) from None
         hall.check_window(action.window, "command.submit.window")
+        if action.agent:
+            self.authorised_agent(header.hall_id, action.agent, "command.submit.agent.agent_id")
         case_id = case_id_for(header.hall_id, header.idempotency_key)
         appointment = self._booked_for(run, action, applicant, case_id)
         sealed, key_row = self.vault.seal(case_id, applicant, salts, action.applicant)
@@ -468,6 +488,8 @@ class HubApplication(Application[UUID]):
             window=action.window,
             channel=action.channel,
             appointment_id=action.appointment_id,
+            required_checks=item.required_checks,
+            agent=action.agent,
         )
         extra = (appointment,) if appointment is not None else ()
         return self._commit(run, case, 0, personal_keys=[key_row], extra=extra)
@@ -635,6 +657,59 @@ class HubApplication(Application[UUID]):
         with step_time(run.step_at(case.last_step_at)):
             case.erase_personal_data(run.parsed.header.admin, action.reason)
         return self._commit(run, case, before, erase_keys=[case.id])
+
+    def _administer_agent(
+        self, run: _Run, action: cmd.RegisterAgent | cmd.RetireAgent
+    ) -> CommandResult:
+        """代办员: the signing hall registers or retires one of its agents."""
+        hall_id = run.parsed.header.hall_id
+        agent_id = agent_aggregate_id(hall_id, action.agent_id)
+        if isinstance(action, cmd.RetireAgent):
+            self._check_no_personal(run)
+            agent = self.get_agent(hall_id, action.agent_id)
+            before = agent.version
+            agent.retire(run.actor, action.reason)
+            return self._commit(run, agent, before)
+        person, salts = self.open_personal(action, run.signed.personal)
+        if self._exists(agent_id):
+            raise AlreadyExists(f"agent {action.agent_id} is already registered at {hall_id}")
+        sealed, key_row = self.vault.seal(agent_id, person, salts, action.person)
+        # An agent's key row is not found by the person's ID number as an applicant's cases
+        # are (erasing an applicant's cases must not touch the agent record).
+        key_row = dataclasses.replace(key_row, subject=self.vault.subject(f"agent\x00{hall_id}"))
+        agent = Agent.register(actor=run.actor, agent_id=action.agent_id, person=sealed)
+        return self._commit(run, agent, 0, personal_keys=[key_row])
+
+    def get_agent(self, hall_id: str, agent_id: str) -> Agent:
+        """The agent ``agent_id`` of ``hall_id``; NotFound otherwise."""
+        try:
+            agent = self._get(agent_aggregate_id(hall_id, agent_id))
+        except AggregateNotFoundError:
+            raise NotFound("agent", f"{agent_id} of {hall_id}") from None
+        if not isinstance(agent, Agent):
+            raise NotFound("agent", f"{agent_id} of {hall_id}")
+        return agent
+
+    def acting_agent(self, hall_id: str, agent_id: str, field: str) -> Agent:
+        """The registered, active agent of the signing hall; PermissionRefused otherwise (an
+        agent of another hall is not known here, by construction)."""
+        try:
+            agent = self.get_agent(hall_id, agent_id)
+        except NotFound:
+            raise PermissionRefused(
+                hall_id, f"{field}: agent {agent_id!r} is not registered at this hall"
+            ) from None
+        agent.check_active()
+        return agent
+
+    def authorised_agent(
+        self, hall_id: str, authorisation: AgentAuthorisation, field: str
+    ) -> AgentAuthorisation:
+        """``authorisation``, after checking that it names an active agent of the hall (a hall
+        of another node, ``hall@region``, keeps its agents there: its node checked them)."""
+        if "@" not in hall_id:
+            self.acting_agent(hall_id, authorisation.agent_id, field)
+        return authorisation
 
     def _staff_window(self, run: _Run, action: cmd.StaffWindow) -> CommandResult:
         """AB岗: the signing hall sets who serves one of its windows."""
@@ -997,11 +1072,14 @@ class HubApplication(Application[UUID]):
         return self.open_personal(action, run.signed.personal)
 
     def open_personal(
-        self, action: cmd.Submit, personal: Sequence[PersonalValue]
+        self, action: cmd.Submit | cmd.RegisterAgent, personal: Sequence[PersonalValue]
     ) -> tuple[Applicant, dict[str, bytes]]:
-        """The clear applicant and salts of a submission, each value opening the commitment
-        the hall signed; InvalidInput naming the value at fault otherwise."""
-        wanted = PERSONAL_FIELDS["submit"]
+        """The clear person (an applicant, or an agent) and salts of a command, each value
+        opening the commitment the hall signed; InvalidInput naming the value at fault
+        otherwise."""
+        wanted = PERSONAL_FIELDS[action.action_name]
+        commitments = getattr(action, _COMMITTED[action.action_name])
+        prefix = f"{action.action_name}."  # the wire paths start with the action's name
         given: dict[str, tuple[int, Any]] = {}
         for number, value in enumerate(personal):
             if value.field not in wanted or value.field in given:
@@ -1024,7 +1102,7 @@ class HubApplication(Application[UUID]):
                     f"use {MIN_SALT_BYTES}-{MAX_SALT_BYTES} random bytes",
                 )
             field = path.rsplit(".", 1)[1]
-            digest = bytes.fromhex(getattr(action.applicant, field))
+            digest = bytes.fromhex(getattr(commitments, field))
             if not opens(digest, path, value.salt, value.value):
                 raise InvalidInput(
                     f"personal[{number}].value",
@@ -1036,9 +1114,10 @@ class HubApplication(Application[UUID]):
         try:
             applicant = Applicant(**values)
         except InvalidInput as error:
-            raise InvalidInput(
-                f"personal[{given['submit.' + error.field][0]}].value", "<redacted>", error.reason
-            ) from None
+            # The value object names its field "applicant.<field>", whoever the person is.
+            path = f"{prefix}{_COMMITTED[action.action_name]}.{error.field.rsplit('.', 1)[-1]}"
+            number = given[path][0]
+            raise InvalidInput(f"personal[{number}].value", "<redacted>", error.reason) from None
         return applicant, salts
 
     def _canonical(self, action: Action, signed: SignedCommand) -> dict[str, Any]:

@@ -125,7 +125,9 @@ def apply_peer_step(app: HubApplication, step: IncomingStep) -> Outcome:
     own = app.policy.region
     if within(header.region, own):
         raise StepRefused(f"a hall of {step.origin} cannot be in this node's region {own}")
-    actor = Actor(local_name(header.hall_id, header.region, own), header.operator, header.region)
+    actor = Actor(
+        local_name(header.hall_id, header.region, own), header.operator, header.region, header.agent
+    )
     key_rows: list[Any] = []
     try:
         if isinstance(action, cmd.Submit):
@@ -282,6 +284,11 @@ def _copy_submission(
         home_region=action.home_region,
         # 预约办: the appointment at the intake node (its Received event stays there).
         appointment_id=action.appointment_id,
+        # As the intake node recorded them (the binding check compares them with the command).
+        window=action.window,
+        channel=action.channel,
+        required_checks=item.required_checks,
+        agent=action.agent,
     )
     return case, key_row
 

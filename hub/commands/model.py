@@ -19,6 +19,7 @@ from datetime import datetime
 from typing import Any, ClassVar
 from uuid import UUID
 
+from hub.domain.agent import Agent
 from hub.domain.appointments import (
     Appointment,
     AppointmentCommitments,
@@ -29,15 +30,19 @@ from hub.domain.case import Case
 from hub.domain.command_record import ADMIN, HALL
 from hub.domain.hall import Hall
 from hub.domain.values import (
+    AgentAuthorisation,
     ApplicantCommitments,
+    CheckResult,
     DeliveryMethod,
     HallKind,
     IdentityCheck,
+    IdentityCheckMethod,
     IntakeChannel,
     JointTask,
     Material,
     Rating,
     RatingChannel,
+    ScoreBand,
     SuspensionReason,
 )
 
@@ -54,6 +59,8 @@ class Header:
     issued_at: datetime
     node: str
     deferred: bool
+    #: The hall's agent (代办员) who takes this step for the applicant; empty: none.
+    agent: str = ""
 
     @property
     def signer(self) -> str:
@@ -120,6 +127,7 @@ class Submit(Action):
     home_region: str
     window: str
     channel: IntakeChannel
+    agent: AgentAuthorisation
     #: 预约办: the appointment the applicant was booked for ("" none; docs/appointments.md).
     appointment_id: str = ""
 
@@ -423,7 +431,50 @@ class Withdraw(CaseAction):
     reason: str
 
 
+@dataclass(frozen=True)
+class RecordIdentityCheck(CaseAction):
+    """身份证识别 / 人脸识别 / 生存认证: the outcome of an identity check (never its data)."""
+
+    action_name: ClassVar[str] = "record_identity_check"
+    produces: ClassVar[tuple[type[Any], ...]] = (Case.IdentityChecked,)
+    case_id: UUID
+    method: IdentityCheckMethod
+    device_id: str
+    result: CheckResult
+    score_band: ScoreBand
+
+
+@dataclass(frozen=True)
+class AuthoriseAgent(CaseAction):
+    """The applicant authorised an agent of the holding hall (委托书 or oral, witnessed)."""
+
+    action_name: ClassVar[str] = "authorise_agent"
+    produces: ClassVar[tuple[type[Any], ...]] = (Case.AgentAuthorised,)
+    case_id: UUID
+    agent: AgentAuthorisation
+
+
 # ---------------------------------------------------------------------------- hall commands
+
+
+@dataclass(frozen=True)
+class RegisterAgent(Action):
+    """Register a 代办员 at the signing hall; their personal data as commitments."""
+
+    action_name: ClassVar[str] = "register_agent"
+    produces: ClassVar[tuple[type[Any], ...]] = (Agent.Registered,)
+    agent_id: str
+    person: ApplicantCommitments
+
+
+@dataclass(frozen=True)
+class RetireAgent(Action):
+    """Retire one of the signing hall's agents."""
+
+    action_name: ClassVar[str] = "retire_agent"
+    produces: ClassVar[tuple[type[Any], ...]] = (Agent.Retired,)
+    agent_id: str
+    reason: str
 
 
 @dataclass(frozen=True)
@@ -552,9 +603,13 @@ ACTIONS: dict[str, type[Action]] = {
         CompleteRectification,
         Archive,
         Withdraw,
+        RecordIdentityCheck,
+        AuthoriseAgent,
         StaffWindow,
         BookAppointment,
         CancelAppointment,
+        RegisterAgent,
+        RetireAgent,
         RegisterHall,
         RotateHallKey,
         RetireHall,

@@ -21,13 +21,14 @@ from hub.domain.values import APPLICANT_FIELDS, Applicant
 
 
 def seal_applicant(
-    applicant: Applicant, action: str = "submit"
+    applicant: Applicant, action: str = "submit", part: str = "applicant"
 ) -> tuple[common_pb2.ApplicantCommitments, tuple[PersonalValue, ...]]:
-    """Commitments to ``applicant``'s fields (fresh salts) and the clear values to send beside."""
+    """Commitments to ``applicant``'s fields (fresh salts) and the clear values to send beside
+    (``part``: the field holding them, ``person`` for an agent's registration)."""
     digests: dict[str, bytes] = {}
     values = []
     for field in APPLICANT_FIELDS:
-        path = f"{action}.applicant.{field}"
+        path = f"{action}.{part}.{field}"
         salt = os.urandom(32)
         value = getattr(applicant, field)
         digests[field] = commitment(path, salt, value)
@@ -66,6 +67,7 @@ def sign_command(
     issued_at: datetime | None = None,
     deferred: bool = False,
     personal: tuple[PersonalValue, ...] = (),
+    agent: str = "",
 ) -> SignedCommand:
     """Serialise a ``Command`` once and sign exactly those bytes."""
     stamp = Timestamp()
@@ -80,6 +82,7 @@ def sign_command(
             node=node,
             deferred=deferred,
             admin=admin,
+            agent=agent,
         )
     )
     getattr(command, action).CopyFrom(body)
@@ -139,16 +142,21 @@ class CommandSigner:
         deferred: bool = False,
         operator: str | None = None,
         personal: tuple[PersonalValue, ...] = (),
+        acting_agent: str = "",
         **fields: object,
     ) -> SignedCommand:
         """A signed ``action`` command with ``fields`` (wire field names); ``personal``: values
-        sent beside the bytes (a locker pickup's code)."""
-        applicant = fields.pop("applicant", None)
-        if isinstance(applicant, Applicant) and action == "book_appointment":
-            address = str(fields.pop("address", ""))
-            fields["applicant"], personal = seal_appointee(applicant, address)
-        elif isinstance(applicant, Applicant):
-            fields["applicant"], personal = seal_applicant(applicant, action)
+        sent beside the bytes (a locker pickup's code); ``acting_agent``: the hall's agent
+        (代办员) who takes the step (the header's ``agent``)."""
+        for part in ("applicant", "person"):
+            person = fields.pop(part, None)
+            if isinstance(person, Applicant) and action == "book_appointment":
+                address = str(fields.pop("address", ""))
+                fields[part], personal = seal_appointee(person, address)
+            elif isinstance(person, Applicant):
+                fields[part], personal = seal_applicant(person, action, part)
+            elif person is not None:
+                fields[part] = person
         return sign_command(
             self.key,
             action,
@@ -162,4 +170,5 @@ class CommandSigner:
             issued_at=issued_at,
             deferred=deferred,
             personal=personal,
+            agent=acting_agent,
         )

@@ -21,6 +21,7 @@ from typing import Any, cast
 from uuid import UUID
 
 from google.protobuf.message import DecodeError, Message
+from google.protobuf.unknown_fields import UnknownFieldSet
 from tongban.v1 import case_exchange_pb2, common_pb2
 
 from hub.commands.model import ACTIONS, Action, Header, ParsedCommand
@@ -29,8 +30,18 @@ from hub.domain.command_record import ADMIN, HALL
 from hub.domain.values import ApplicantCommitments
 from hub.errors import InvalidInput
 
+#: Actions whose messages must hold no field this node does not know. Their signed bytes are
+#: stored as they are, so bytes the node cannot read (a photo, a face template, a raw score that
+#: a newer or careless client put in a field number of its own) would be kept in the log for
+#: ever: such a command is refused instead, before anything is stored.
+STRICT_ACTIONS = frozenset(
+    {"record_identity_check", "register_agent", "retire_agent", "authorise_agent"}
+)
+
 #: The largest signed command: its bytes go into a ledger leaf, which must fit 64 KiB.
 MAX_COMMAND_BYTES = 48 * 1024
+
+_AGENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
 _HINTS = {name: typing.get_type_hints(cls) for name, cls in ACTIONS.items()}
 
@@ -84,8 +95,16 @@ def value_from_proto(cls: type[Any], message: Message, field: str) -> Any:
         return _commitments(message, field)
     if cls is AppointmentCommitments:
         return _appointment_commitments(message, field)
+    hints = typing.get_type_hints(cls)
     try:
-        return cls(**{f.name: getattr(message, f.name) for f in dataclasses.fields(cls)})
+        return cls(
+            **{
+                f.name: from_wire(hints[f.name], getattr(message, f.name), f"{field}.{f.name}")
+                if isinstance(hints[f.name], type) and issubclass(hints[f.name], enum.Enum)
+                else getattr(message, f.name)
+                for f in dataclasses.fields(cls)
+            }
+        )
     except InvalidInput as error:
         raise InvalidInput(
             f"{field}.{error.field.split('.')[-1]}", error.value, error.reason
@@ -163,12 +182,35 @@ def parse_command(data: bytes, expected: str | None = None) -> ParsedCommand:
     cls = ACTIONS[which]
     header = _header(message, cls)
     body = getattr(message, which)
+    if which in STRICT_ACTIONS:
+        _refuse_unknown_fields(message, "command")
     arguments = {
         name: from_wire(hint, getattr(body, name), f"command.{which}.{name}")
         for name, hint in _HINTS[which].items()
         if not _is_classvar(hint)
     }
     return ParsedCommand(header, cls(**arguments), bytes(data))
+
+
+def _refuse_unknown_fields(message: Message, field: str) -> None:
+    """InvalidInput naming the first (sub)message that carries fields this node does not know."""
+    unknown = UnknownFieldSet(message)
+    if len(unknown):
+        numbers = sorted({unknown[i].field_number for i in range(len(unknown))})
+        raise InvalidInput(
+            field,
+            f"unknown field numbers {numbers}",
+            "this command has no such field (never send biometric data, photos or raw scores); "
+            "nothing was stored",
+        )
+    for descriptor, value in message.ListFields():
+        if descriptor.message_type is None:
+            continue
+        if descriptor.is_repeated:
+            for number, item in enumerate(value):
+                _refuse_unknown_fields(item, f"{field}.{descriptor.name}[{number}]")
+        else:
+            _refuse_unknown_fields(value, f"{field}.{descriptor.name}")
 
 
 def _is_classvar(hint: Any) -> bool:
@@ -184,6 +226,10 @@ def _header(message: case_exchange_pb2.Command, cls: type[Action]) -> Header:
     if not wire.node:
         raise InvalidInput(
             "command.header.node", "", "name the node (log origin) the command is for"
+        )
+    if wire.agent and (cls.signer != HALL or not _AGENT.fullmatch(wire.agent)):
+        raise InvalidInput(
+            "command.header.agent", wire.agent, "a hall's agent id (1-64 letters, digits, . _ -)"
         )
     if cls.signer == HALL:
         if not wire.hall_id or wire.admin:
@@ -205,4 +251,5 @@ def _header(message: case_exchange_pb2.Command, cls: type[Action]) -> Header:
         issued_at=wire.issued_at.ToDatetime(tzinfo=UTC),
         node=wire.node,
         deferred=wire.deferred,
+        agent=wire.agent,
     )

@@ -29,24 +29,29 @@ from hub.domain.certificates import CertificateIdentifier, CertificateStatus, se
 from hub.domain.custody import LOCKER_MAX_ATTEMPTS, MAX_HOLD_HOURS, check_code_hash
 from hub.domain.regions import RegionCode
 from hub.domain.values import (
+    NO_AGENT,
     OPEN_STATES,
     Actor,
+    AgentAuthorisation,
     CaseKind,
     CaseState,
+    CheckResult,
     CrossRegionMode,
     DeliveryMethod,
     HallKind,
     IdentityCheck,
+    IdentityCheckMethod,
     IntakeChannel,
     JointTask,
     Material,
     Rating,
     RatingChannel,
+    ScoreBand,
     SealedApplicant,
     SuspensionReason,
     WarningKind,
 )
-from hub.errors import InvalidInput, PermissionRefused, TransitionRefused
+from hub.errors import CheckMissing, InvalidInput, PermissionRefused, TransitionRefused
 
 S = CaseState
 
@@ -94,7 +99,15 @@ ALLOWED_FROM: dict[str, frozenset[CaseState]] = {
     "reinstate_certificate": CERTIFICATE_STATES,
     "revoke_certificate": CERTIFICATE_STATES,
     "withdraw": OPEN_STATES,
+    # An identity check is done while the case is taken in or handled (a failed one may be
+    # repeated); an item that requires it is not accepted before it passed (Case.missing_checks).
+    "record_identity_check": frozenset({S.RECEIVED, S.AWAITING_CORRECTION, S.ACCEPTED, S.HANDLING}),
+    # An applicant may authorise an agent of the holding hall while the case is open.
+    "authorise_agent": OPEN_STATES,
 }
+
+#: The commands that accept a case: refused while a check the item requires has not passed.
+ACCEPTING_COMMANDS = frozenset({"accept", "resubmit"})
 
 
 def case_id_for(hall_id: str, idempotency_key: str) -> UUID:
@@ -188,10 +201,15 @@ class Case(Aggregate):
         channel: IntakeChannel = IntakeChannel.UNSPECIFIED
         #: 预约办: the appointment the applicant was booked for ("" none).
         appointment_id: str = ""
+        #: The identity checks the item needs passed before acceptance (from the catalogue).
+        required_checks: tuple[IdentityCheckMethod, ...] = ()
+        #: An agent (代办员) of the intake hall acting for the applicant, and on what authority.
+        agent: AgentAuthorisation = NO_AGENT
 
         def __post_init__(self) -> None:
             super().__post_init__()
             object.__setattr__(self, "materials", _freeze(self.materials))
+            object.__setattr__(self, "required_checks", _freeze(self.required_checks))
 
         def apply(self, aggregate: Case) -> None:
             aggregate.state = S.RECEIVED
@@ -216,6 +234,9 @@ class Case(Aggregate):
             aggregate.intake_window = self.window
             aggregate.channel = self.channel
             aggregate.appointment_id = self.appointment_id
+            aggregate.required_checks = self.required_checks
+            if self.agent:
+                aggregate.agents = {(self.actor.hall_id, self.agent.agent_id): self.agent}
 
     class CorrectionRequested(HallEvent):
         """一次性告知: everything missing, in one notice; the clock pauses."""
@@ -397,6 +418,27 @@ class Case(Aggregate):
             aggregate.certificate_id = self.certificate_id
             aggregate.certificate_issued_at = self.timestamp
             aggregate.certificate_status = CertificateStatus.VALID
+
+    class AgentAuthorised(HallEvent):
+        """The applicant authorised an agent of the holding hall to act for them."""
+
+        agent: AgentAuthorisation
+
+        def apply(self, aggregate: Case) -> None:
+            key = (self.actor.hall_id, self.agent.agent_id)
+            aggregate.agents = {**aggregate.agents, key: self.agent}
+
+    class IdentityChecked(HallEvent):
+        """身份证识别 / 人脸识别 / 生存认证 was done: its outcome, never the biometric data."""
+
+        method: IdentityCheckMethod
+        device_id: str
+        result: CheckResult
+        score_band: ScoreBand
+
+        def apply(self, aggregate: Case) -> None:
+            if self.result is CheckResult.PASSED and self.method not in aggregate.passed_checks:
+                aggregate.passed_checks = (*aggregate.passed_checks, self.method)
 
     class CertificateSuspended(HallEvent):
         """The issuing hall suspended the case's certificate (it may reinstate it)."""
@@ -637,6 +679,11 @@ class Case(Aggregate):
         self.channel = IntakeChannel.UNSPECIFIED
         #: 预约办: the appointment this case was booked under ("" none).
         self.appointment_id = ""
+        #: The identity checks the item requires, and those that passed so far.
+        self.required_checks: tuple[IdentityCheckMethod, ...] = ()
+        self.passed_checks: tuple[IdentityCheckMethod, ...] = ()
+        #: The agents authorised to act for the applicant, by (hall, agent id).
+        self.agents: dict[tuple[str, str], AgentAuthorisation] = {}
         self.rectification_opened_at: datetime | None = None
         self.rectification_completed_at: datetime | None = None
         #: The 电子监察 warnings recorded so far.
@@ -666,8 +713,17 @@ class Case(Aggregate):
         window: str = "",
         channel: IntakeChannel = IntakeChannel.UNSPECIFIED,
         appointment_id: str = "",
+        required_checks: tuple[IdentityCheckMethod, ...] = (),
+        agent: AgentAuthorisation = NO_AGENT,
     ) -> Case:
-        """收件: create a case taken in by ``actor``'s hall (at ``window``, by ``channel``)."""
+        """收件: create a case taken in by ``actor``'s hall (at ``window``, by ``channel``);
+        an agent who takes it in (``actor.agent``) must be the one the authorisation names."""
+        if actor.agent and actor.agent != agent.agent_id:
+            raise PermissionRefused(
+                actor.hall_id,
+                f"agent {actor.agent} acts for the applicant without an authorisation recorded "
+                "(give the 委托书 or the oral authorisation in submit.agent)",
+            )
         if not materials:
             raise InvalidInput("materials", [], "at least one material is required")
         if actor.region != intake_region.value:
@@ -692,6 +748,8 @@ class Case(Aggregate):
             window=window,
             channel=channel,
             appointment_id=appointment_id,
+            required_checks=tuple(required_checks),
+            agent=agent,
         )
 
     # ---------------------------------------------------------------- intake
@@ -706,6 +764,7 @@ class Case(Aggregate):
     def resubmit(self, actor: Actor, materials: tuple[Material, ...]) -> None:
         """补正: the missing materials arrive; the case is accepted and the clock resumes."""
         self._check("resubmit", actor)
+        self.check_required_checks("resubmit")
         if not materials:
             raise InvalidInput("materials", [], "a resubmission brings at least one material")
         self.trigger_event(self.Resubmitted, actor=actor, materials=tuple(materials))
@@ -713,7 +772,47 @@ class Case(Aggregate):
     def accept(self, actor: Actor) -> None:
         """受理."""
         self._check("accept", actor)
+        self.check_required_checks("accept")
         self.trigger_event(self.Accepted, actor=actor)
+
+    def record_identity_check(
+        self,
+        actor: Actor,
+        method: IdentityCheckMethod,
+        device_id: str,
+        result: CheckResult,
+        score_band: ScoreBand,
+    ) -> None:
+        """Record an identity check the holding hall did (its outcome, never its data)."""
+        self._check("record_identity_check", actor)
+        _require_text("device_id", device_id)
+        if len(device_id) > 128:
+            raise InvalidInput("device_id", device_id[:16] + "…", "at most 128 characters")
+        self.trigger_event(
+            self.IdentityChecked, actor=actor, method=method, device_id=device_id,
+            result=result, score_band=score_band,
+        )  # fmt: skip
+
+    def authorise_agent(self, actor: Actor, agent: AgentAuthorisation) -> None:
+        """Record that the applicant authorised an agent of the holding hall (by the hall's
+        staff: an agent does not record their own authorisation)."""
+        self._check("authorise_agent", actor)
+        if actor.agent:
+            raise PermissionRefused(actor.hall_id, "an agent does not record their own authority")
+        if not agent:
+            raise InvalidInput("agent.agent_id", "", "name the agent")
+        self.trigger_event(self.AgentAuthorised, actor=actor, agent=agent)
+
+    def missing_checks(self) -> tuple[IdentityCheckMethod, ...]:
+        """The checks the item requires that have not passed yet, in the item's order."""
+        return tuple(m for m in self.required_checks if m not in self.passed_checks)
+
+    def check_required_checks(self, command: str) -> None:
+        """Raise :class:`~hub.errors.CheckMissing` (naming the first check) while a check the
+        item requires has not passed; the binding check asks the same before each acceptance."""
+        missing = self.missing_checks()
+        if missing:
+            raise CheckMissing(command, self.state.name, missing[0].name, self.item_code)
 
     def reject_at_intake(self, actor: Actor, reason: str) -> None:
         """不予受理, with the reason the applicant is told."""
@@ -1238,8 +1337,17 @@ class Case(Aggregate):
         # hall: a party that may not act learns nothing from the reply.
         if holder_only and actor.hall_id != self.holder:
             raise PermissionRefused(actor.hall_id, "this hall does not hold the case")
+        self.check_agent(actor)
         if self.state not in ALLOWED_FROM[command]:
             raise TransitionRefused(command, self.state.name)
+
+    def check_agent(self, actor: Actor) -> None:
+        """An agent acts on a case only with the applicant's authorisation recorded on it."""
+        if actor.agent and (actor.hall_id, actor.agent) not in self.agents:
+            raise PermissionRefused(
+                actor.hall_id,
+                f"agent {actor.agent} has no authorisation of the applicant recorded on this case",
+            )
 
     def _require_holder_or_intake(self, actor: Actor) -> None:
         if actor.hall_id not in {self.holder, self.intake_hall}:

@@ -35,18 +35,23 @@ from hub.domain.case import JointTaskStatus
 from hub.domain.regions import Level
 from hub.domain.values import (
     Actor,
+    AgentAuthorisation,
+    AgentRole,
     ApplicantCommitments,
     CaseKind,
     CaseState,
+    CheckResult,
     CrossRegionMode,
     DeliveryMethod,
     HallKind,
     IdentityCheck,
+    IdentityCheckMethod,
     IntakeChannel,
     JointTask,
     Material,
     Rating,
     RatingChannel,
+    ScoreBand,
     SealedApplicant,
     SuspensionReason,
     WarningKind,
@@ -81,7 +86,12 @@ class DataclassTranscoding(Transcoding):
         self._fields = [field.name for field in dataclasses.fields(cls)]
 
     def encode(self, obj: Any) -> dict[str, Any]:
-        return {name: getattr(obj, name) for name in self._fields}
+        omit = _OMITTED_WHEN_EMPTY.get(self.type, ())
+        return {
+            name: getattr(obj, name)
+            for name in self._fields
+            if not (name in omit and getattr(obj, name) == "")
+        }
 
     def decode(self, data: dict[str, Any]) -> Any:
         values = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
@@ -140,7 +150,13 @@ VALUE_TYPES: tuple[type[Any], ...] = (
     JointTask,
     JointTaskStatus,
     AppointmentCommitments,
+    AgentAuthorisation,
 )
+
+#: Fields added to a value type later, left out of the stored JSON while empty: events stored
+#: before the field existed, and events that do not use it, keep their exact bytes.
+_OMITTED_WHEN_EMPTY: dict[type[Any], tuple[str, ...]] = {Actor: ("agent",)}
+
 ENUM_TYPES: tuple[type[enum.Enum], ...] = (
     CaseKind,
     CaseState,
@@ -157,6 +173,10 @@ ENUM_TYPES: tuple[type[enum.Enum], ...] = (
     BookingChannel,
     HallKind,
     IdentityCheck,
+    IdentityCheckMethod,
+    CheckResult,
+    ScoreBand,
+    AgentRole,
 )
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from hub.domain.regions import Level, RegionCode
-from hub.domain.values import CaseKind, CrossRegionMode
+from hub.domain.values import CaseKind, CrossRegionMode, IdentityCheckMethod
 from hub.errors import ConfigurationError, InvalidInput
 
 _CODE = re.compile(r"^[0-9]{12}[A-Z0-9]{0,8}$")
@@ -61,6 +61,10 @@ class ServiceItem:
     cross_region_modes: tuple[CrossRegionMode, ...]
     offsite_intake_provinces: tuple[str, ...]
     joint_departments: tuple[str, ...]
+    #: The identity checks (身份证识别, 人脸识别, 生存认证) a case needs passed before 受理.
+    required_checks: tuple[IdentityCheckMethod, ...] = ()
+    #: A periodic item (the yearly 生存认证 of a pensioner): every how many months; 0: not.
+    recurs_every_months: int = 0
 
     def allows_intake_in(self, intake: RegionCode, competent: RegionCode) -> CrossRegionMode:
         """The cross-region mode for taking this item in at ``intake`` for ``competent``.
@@ -249,6 +253,19 @@ def _parse_item(entry: Any, where: str) -> ServiceItem:
     joint = texts("joint_departments", allow_empty=True)
     if (kind is CaseKind.JOINT) != bool(joint):
         raise fail("joint_departments", "non-empty exactly when the kind is JOINT")
+    checks = (
+        tuple(
+            enum_of("required_checks", IdentityCheckMethod, m)
+            for m in texts("required_checks", allow_empty=True)
+        )
+        if "required_checks" in entry
+        else ()
+    )
+    if len(set(checks)) != len(checks):
+        raise fail("required_checks", "a check is listed twice")
+    recurs = entry.get("recurs_every_months", 0)
+    if not isinstance(recurs, int) or isinstance(recurs, bool) or not 0 <= recurs <= 120:
+        raise fail("recurs_every_months", f"expected 0-120 months, got {recurs!r}")
     return ServiceItem(
         code=code,
         name=name,
@@ -267,4 +284,6 @@ def _parse_item(entry: Any, where: str) -> ServiceItem:
         cross_region_modes=modes,
         offsite_intake_provinces=provinces,
         joint_departments=joint,
+        required_checks=checks,
+        recurs_every_months=recurs,
     )

@@ -153,6 +153,44 @@ class IntakeChannel(enum.Enum):
     ONLINE = "ONLINE"  # 网上办 (portal, app, mini program)
     AGENT = "AGENT"  # 帮代办: an agent (代办员) acted for the applicant
     HOME_VISIT = "HOME_VISIT"  # 上门办: taken in at the applicant's home
+    PHONE = "PHONE"  # 电话办: by telephone (e.g. a village room's phone service)
+    KIOSK = "KIOSK"  # 自助办: a self-service terminal (自助终端)
+    IMPORTED = "IMPORTED"  # from an imported register (台账导入)
+    PEER_NODE = "PEER_NODE"  # forwarded by another node of the federation
+
+
+class IdentityCheckMethod(enum.Enum):
+    """How a person's identity (or that they are alive) was checked, as an event of a case.
+
+    Only the outcome is recorded (device, result, score band), never biometric data or a photo.
+    """
+
+    ID_CARD_READ = "ID_CARD_READ"  # 身份证识别: the chip of the ID card read by a reader
+    FACE_MATCH = "FACE_MATCH"  # 人脸识别: the face matched against the ID card's photo
+    LIVENESS = "LIVENESS"  # 生存认证: proof of life (pension and benefit items)
+
+
+class CheckResult(enum.Enum):
+    """The outcome of an identity check."""
+
+    PASSED = "PASSED"
+    FAILED = "FAILED"
+
+
+class ScoreBand(enum.Enum):
+    """The band a device's match score fell in; the raw score is never recorded."""
+
+    HIGH = "HIGH"
+    MEDIUM = "MEDIUM"
+    LOW = "LOW"
+
+
+class AgentRole(enum.Enum):
+    """What an agent (代办员) does for the applicant."""
+
+    UNSPECIFIED = "UNSPECIFIED"
+    GUIDING = "GUIDING"  # 帮办: helps the applicant, who acts
+    ACTING = "ACTING"  # 代办: acts for the applicant
 
 
 class RatingChannel(enum.Enum):
@@ -179,6 +217,8 @@ class Actor:
     hall_id: str
     operator: str
     region: str
+    #: The agent (代办员) of the hall who took the step for the applicant; empty: none.
+    agent: str = ""
 
     def __post_init__(self) -> None:
         if not self.hall_id:
@@ -211,6 +251,54 @@ class Applicant:
                 "applicant.id_number", "<redacted>", "check character does not match (GB 11643)"
             )
 
+
+@dataclass(frozen=True)
+class AgentAuthorisation:
+    """That an agent of the hall acts for the applicant of a case, and on what authority.
+
+    The authority is either a 委托书 (signed or scanned: its material's SHA-256) or an oral
+    authorisation given at a home visit before a witness: the witness's role, and a salted
+    commitment to the witness's name (the hall keeps the name and salt; the node never sees the
+    name). All fields empty: no agent.
+    """
+
+    agent_id: str = ""
+    role: AgentRole = AgentRole.UNSPECIFIED
+    letter_sha256: str = ""
+    witness_role: str = ""
+    witness_commitment: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.agent_id:
+            if self.role is not AgentRole.UNSPECIFIED or self.letter_sha256 or self.witness_role:
+                raise InvalidInput("agent.agent_id", "", "name the agent this authorisation is for")
+            return
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", self.agent_id):
+            raise InvalidInput("agent.agent_id", self.agent_id, "1-64 letters, digits, . _ -")
+        if self.role is AgentRole.UNSPECIFIED:
+            raise InvalidInput("agent.role", self.role.name, "帮办 (GUIDING) or 代办 (ACTING)")
+        oral = bool(self.witness_role or self.witness_commitment)
+        if bool(self.letter_sha256) == oral:
+            raise InvalidInput(
+                "agent.letter_sha256",
+                self.letter_sha256,
+                "give exactly one authorisation: a 委托书's digest, or an oral one's witness",
+            )
+        if self.letter_sha256 and not _SHA256_HEX.fullmatch(self.letter_sha256):
+            raise InvalidInput("agent.letter_sha256", self.letter_sha256, "64 lowercase hex")
+        if oral and not self.witness_role.strip():
+            raise InvalidInput("agent.witness_role", "", "the witness's role (e.g. 村委会主任)")
+        if oral and not _SHA256_HEX.fullmatch(self.witness_commitment):
+            raise InvalidInput(
+                "agent.witness_commitment", "<redacted>", "a commitment is 64 lowercase hex"
+            )
+
+    def __bool__(self) -> bool:
+        return bool(self.agent_id)
+
+
+#: No agent: what a case taken in without one records.
+NO_AGENT = AgentAuthorisation()
 
 #: Longest name or phone number accepted (a personal field is stored sealed, never truncated).
 MAX_PERSONAL_CHARS = 128

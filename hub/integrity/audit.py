@@ -35,7 +35,13 @@ from uuid import UUID
 from eventsourcing.persistence import StoredEvent
 
 from hub.errors import NotFound
-from hub.integrity.binding import NODE_TOPICS, WARNING_TOPIC, LogChecker, Problem
+from hub.integrity.binding import (
+    AGENT_TOPICS,
+    NODE_TOPICS,
+    WARNING_TOPIC,
+    LogChecker,
+    Problem,
+)
 from hub.integrity.store import ReadOnlyStore
 from ledger import (
     Checkpoint,
@@ -62,6 +68,7 @@ _KEY_TOPICS = frozenset(
     {
         *NODE_TOPICS,
         *(f"hub.domain.hall:Hall.{name}" for name in ("Registered", "KeyRotated", "Retired")),
+        *AGENT_TOPICS,  # which agents (代办员) each hall has
     }
 )
 

@@ -24,6 +24,11 @@ What is checked, leaf by leaf:
   (:meth:`~hub.domain.case.Case.certificate_facts`); a certificate's suspension, reinstatement
   or revocation is one the case before it allows (:meth:`~hub.domain.case.Case.check_status_change`:
   the holding hall of the competent region, reinstate only from suspended, revoked is final).
+* an acceptance (``accept``, ``resubmit``) comes after a passed identity check of every method
+  the case's item requires (``Submitted.required_checks``; :meth:`~hub.domain.case.Case.
+  check_required_checks`), each an :class:`~hub.domain.case.Case.IdentityChecked` event bound
+  to its own signed ``record_identity_check`` command whose method, device, result and score
+  band it records.
 * each caused case event's time is the step's business time: the command's signed time, no
   later than the node received it (the command record's time) and no earlier than the case's
   previous step (:func:`~hub.domain.case.business_time`).
@@ -73,15 +78,19 @@ from hub.commands import model as cmd
 from hub.commands.federation import ACK_CONTEXT, ENVELOPE_CONTEXT, parse_ack, parse_envelope
 from hub.commands.model import (
     Action,
+    AuthoriseAgent,
     CaseAction,
     ParsedCommand,
+    RegisterAgent,
     RegisterHall,
+    RetireAgent,
     RetireHall,
     RotateHallKey,
     StaffWindow,
     Submit,
 )
 from hub.commands.wire import parse_command
+from hub.domain.agent import Agent, agent_aggregate_id
 from hub.domain.appointments import (
     HOME_VISIT_SLOT,
     Appointment,
@@ -90,7 +99,14 @@ from hub.domain.appointments import (
     AppointmentState,
     appointment_id,
 )
-from hub.domain.case import ALLOWED_FROM, Case, business_time, case_id_for, step_time
+from hub.domain.case import (
+    ACCEPTING_COMMANDS,
+    ALLOWED_FROM,
+    Case,
+    business_time,
+    case_id_for,
+    step_time,
+)
 from hub.domain.codec import event_mapper
 from hub.domain.command_record import ADMIN, HALL, CommandRecord, record_id
 from hub.domain.federation import (
@@ -134,6 +150,8 @@ DELIVERY_ACTIONS = (
     cmd.PickUpFromLocker,
     cmd.ReturnToWindow,
 )
+#: The hall's agents (代办员): learnt before a restarted check, like the halls' keys.
+AGENT_TOPICS = frozenset({get_topic(Agent.Registered), get_topic(Agent.Retired)})
 _HALL_EVENTS = frozenset({get_topic(c) for c in (Hall.Registered, Hall.KeyRotated, Hall.Retired)})
 
 #: Loads the stored events of one aggregate below a version (for a case no longer cached).
@@ -205,6 +223,8 @@ def _expected_target(command: ParsedCommand) -> UUID | None:
         return action.case_id
     if isinstance(action, StaffWindow):
         return hall_aggregate_id(command.header.hall_id)
+    if isinstance(action, RegisterAgent | RetireAgent):
+        return agent_aggregate_id(command.header.hall_id, action.agent_id)
     return hall_aggregate_id(action.arguments()["hall_id"])
 
 
@@ -243,6 +263,8 @@ class LogChecker:
         #: Each hall's kind (a kiosk may only print, and only a kiosk prints).
         self._hall_kinds: dict[str, HallKind] = {}
         self._used_keys: set[tuple[str, str, str]] = set()
+        #: Each hall's agents (代办员) by (hall, agent id): whether retired.
+        self._agents: dict[tuple[str, str], bool] = {}
         self._open: _Expectation | None = None
         #: Signed commands whose signature verified.
         self.signatures = 0
@@ -699,7 +721,7 @@ class LogChecker:
             problems += self._check_content(leaf, event, open_, first=open_.produced == 0)
             problems += self._check_time(leaf, event, open_.command, open_.received_at)
         elif event is None:
-            self._learn_from_command(leaf.index, action)
+            self._learn_from_command(leaf.index, action, command.header.hall_id)
         open_.produced += 1
         open_.next_version = leaf.version + 1
         if open_.produces is not None:
@@ -715,12 +737,15 @@ class LogChecker:
         header, action = command.header, command.action
         problems: list[Problem] = []
         actor = getattr(event, "actor", None)
-        if actor is not None and (actor.hall_id, actor.operator, actor.region) != (
+        if actor is not None and (actor.hall_id, actor.operator, actor.region, actor.agent) != (
             open_.actor_name or header.hall_id,
             header.operator,
             header.region,
+            header.agent,
         ):
             problems.append(Problem("content mismatch", "the acting hall is not the signer"))
+        if first and open_.localize is None:
+            problems += self._check_agents(header.hall_id, header.agent, action)
         if open_.localize is not None:
             action = _localized(action, open_.localize)
         if isinstance(event, Appointment.Booked | Appointment.Event):
@@ -748,7 +773,29 @@ class LogChecker:
         if isinstance(action, DELIVERY_ACTIONS) and actor is not None:
             problems += self._check_delivery(leaf, event, action)
         if first and isinstance(action, CaseAction | Submit):
-            problems += self._check_transition(leaf, action)
+            problems += self._check_transition(leaf, action, actor)
+        return problems
+
+    def _check_agents(self, hall_id: str, agent: str, action: Action) -> list[Problem]:
+        """The agent a local command names (in its header, or as authorised in a submission
+        or an authorisation) is one the hall registered before, and not retired; a registration
+        is of an agent the hall does not have yet, a retirement of one it has."""
+        problems: list[Problem] = []
+        named = [agent] if agent else []
+        if isinstance(action, Submit | AuthoriseAgent) and action.agent:
+            named.append(action.agent.agent_id)
+        for agent_id in named:
+            retired = self._agents.get((hall_id, agent_id))
+            if retired is None:
+                problems.append(
+                    Problem("unauthorised agent", f"{agent_id} is not an agent of {hall_id}")
+                )
+            elif retired:
+                problems.append(Problem("unauthorised agent", f"{agent_id} of {hall_id} retired"))
+        if isinstance(action, RegisterAgent) and (hall_id, action.agent_id) in self._agents:
+            problems.append(Problem("invalid transition", f"{action.agent_id} registered twice"))
+        if isinstance(action, RetireAgent) and self._agents.get((hall_id, action.agent_id)):
+            problems.append(Problem("invalid transition", f"{action.agent_id} already retired"))
         return problems
 
     def _check_appointment(self, leaf: Leaf, event: Any, open_: _Expectation) -> list[Problem]:
@@ -976,12 +1023,17 @@ class LogChecker:
             ]
         return []
 
-    def _check_transition(self, leaf: Leaf, action: Action) -> list[Problem]:
+    def _check_transition(self, leaf: Leaf, action: Action, actor: Any = None) -> list[Problem]:
         if isinstance(action, Submit):
             return [] if leaf.version == 1 else [Problem("invalid transition", "not a new case")]
         case = self._case(leaf.aggregate_id, leaf.version)
         if case is None:
             return [Problem("invalid transition", f"{action.action_name} on a case not in the log")]
+        if actor is not None:
+            try:
+                case.check_agent(actor)  # an agent acts only with the applicant's authority
+            except TongbanError as error:
+                return [Problem("unauthorised agent", str(error))]
         allowed = ALLOWED_FROM.get(action.action_name)
         if allowed is not None and case.state not in allowed:
             return [
@@ -990,6 +1042,13 @@ class LogChecker:
                     f"{action.action_name} is not allowed in state {case.state.name}",
                 )
             ]
+        if action.action_name in ACCEPTING_COMMANDS:
+            # Acceptance needs every identity check the item requires passed before it, in
+            # this log (the checks' events come before, bound to their own signed commands).
+            try:
+                case.check_required_checks(action.action_name)
+            except TongbanError as error:
+                return [Problem("invalid transition", str(error))]
         return []
 
     def _check_status_list(self, leaf: Leaf, event: Any) -> list[Problem]:
@@ -1081,6 +1140,12 @@ class LogChecker:
                 hall.periods.append(_KeyPeriod(event.public_key, key_id(event.public_key), index))
             elif hall is not None:
                 hall.retired_at = index
+        elif isinstance(event, Agent.Registered):
+            self._agents[(event.actor.hall_id, event.agent_id)] = False
+        elif isinstance(event, Agent.Retired):
+            for key in self._agents:
+                if agent_aggregate_id(*key) == event.originator_id:
+                    self._agents[key] = True
         elif isinstance(event, Case.Submitted | Case.Event):
             if isinstance(event, Case.PersonalDataErased):
                 self.erasures += 1
@@ -1088,9 +1153,12 @@ class LogChecker:
         elif isinstance(event, Appointment.Booked | Appointment.Event):
             self._apply(event)  # 预约办: kept beside the cases, by id
 
-    def _learn_from_command(self, index: int, action: Action) -> None:
-        """Without the stored event, take a hall's keys from the admin's signed command."""
-        if isinstance(action, RegisterHall):
+    def _learn_from_command(self, index: int, action: Action, hall_id: str = "") -> None:
+        """Without the stored event, take a hall's keys from the admin's signed command (and a
+        hall's agents from its own)."""
+        if isinstance(action, RegisterAgent | RetireAgent):
+            self._agents[(hall_id, action.agent_id)] = isinstance(action, RetireAgent)
+        elif isinstance(action, RegisterHall):
             self._signers[(HALL, action.hall_id)] = _Signer(
                 [_KeyPeriod(action.public_key, key_id(action.public_key), index)]
             )
@@ -1174,6 +1242,7 @@ def _sha256(data: bytes) -> bytes:
 
 
 __all__ = [
+    "AGENT_TOPICS",
     "EXPIRY_TOPIC",
     "NODE_TOPICS",
     "RECORD_TOPIC",

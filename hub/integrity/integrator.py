@@ -48,7 +48,7 @@ from hub.application.hub import HubApplication
 from hub.domain.hall import Hall
 from hub.domain.status_lists import CERTIFICATE_TOPICS
 from hub.errors import IntegrityViolation, StoreMismatch
-from hub.integrity.binding import NODE_TOPICS, LogChecker
+from hub.integrity.binding import AGENT_TOPICS, NODE_TOPICS, LogChecker
 from ledger import (
     Checkpoint,
     Leaf,
@@ -72,10 +72,12 @@ T = TypeVar("T")
 #: A tracking record, or a function that gives it after the transaction's work has run.
 TrackingSource = Tracking | Callable[[], Tracking | None] | None
 
-#: Topics whose events define who may sign (replayed at start-up to rebuild the key history).
+#: Topics whose events define who may sign (replayed at start-up to rebuild the key history),
+#: and which agents (代办员) each hall has.
 _KEY_TOPICS = [
     *NODE_TOPICS,
     *(get_topic(c) for c in (Hall.Registered, Hall.KeyRotated, Hall.Retired)),
+    *AGENT_TOPICS,
 ]
 
 

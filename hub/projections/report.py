@@ -9,13 +9,15 @@ with their offset). The command line prints it as a table, JSON or CSV (:mod:`hu
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from hub.domain.values import IntakeChannel
 from hub.domain.workdays import CHINA_TIME
 from hub.projections.queries import (
+    CHANNEL_LABELS,
     CaseRow,
     Figures,
     RatingRow,
@@ -234,6 +236,17 @@ def statistics_report(rows: Sequence[StatisticsRow], total: Figures, by: str) ->
     return report
 
 
+def channels_report(counts: Mapping[IntakeChannel, int]) -> Report:
+    """Cases taken in per intake channel (收件渠道)."""
+    report = Report(["channel", "name", "received"])
+    for channel, count in counts.items():
+        label = CHANNEL_LABELS.get(channel, channel.name)
+        report.rows.append([channel.name, label, count])
+        report.documents.append({"channel": channel.name, "label": label, "received": count})
+    report.footer = f"{sum(counts.values())} cases taken in"
+    return report
+
+
 def ranking_report(ranked: Sequence[WindowRank], month: str) -> Report:
     """The month's window ranking (红旗窗口)."""
     report = Report(["rank", "hall", "window", "办件量", "按期办结率", "满意率", "score"])
@@ -250,6 +263,7 @@ def ranking_report(ranked: Sequence[WindowRank], month: str) -> Report:
 __all__ = [
     "Report",
     "cases_report",
+    "channels_report",
     "ranking_report",
     "ratings_report",
     "statistics_report",

@@ -328,3 +328,46 @@ def test_node_down_is_503(node: NodeProcess) -> None:
         assert status == 503
     finally:
         assert process.stop() == 0, process.text()
+
+
+def test_an_agent_run_proof_of_life_through_vendor_fields(gateway: str, node: NodeProcess) -> None:
+    """帮代办 with a 委托书, 身份核验 (生存认证) and 受理 in the vendor's fields: the node records the
+    agent on every step, refuses 受理 before the check, and never sees a raw score."""
+    agent = common_pb2.Applicant(
+        name="陈代办", id_number=id_number("43090219820909002"), phone="13907370012"
+    )
+    with node.client(TOWNSHIP[0]) as client:
+        client.send("register_agent", idempotency_key="gw-agent-dby-03", applicant=agent,
+                    agent_id="dby-town-03")  # fmt: skip
+    body = application(sxbm="040323001000", sqqd=5, dbrbh="dby-town-03", dbjs=2,
+                       wtshash="ef" * 32)  # fmt: skip
+    status, created = call(gateway, "POST", "/api/v1/cases", body, request_id=new_id())
+    assert status == 201, created
+    case = created["data"]["bjbh"]
+    actions = f"/api/v1/cases/{case}/actions"
+    status, refused = call(gateway, "POST", f"{actions}/sl", {"dbrbh": "dby-town-03"},
+                           request_id=new_id())  # fmt: skip
+    assert status == 409 and refused["code"] == "40902" and "LIVENESS" in refused["msg"], refused
+    check = {"hylx": 3, "sbbh": "sb-app-0042", "hyjg": 1, "fsdj": 1, "dbrbh": "dby-town-03"}
+    status, scored = call(gateway, "POST", f"{actions}/sfhy", {**check, "xsd": "0.93"},
+                          request_id=new_id())  # fmt: skip
+    assert status == 400 and [e["field"] for e in scored["errors"]] == ["xsd"], scored
+    status, stranger = call(gateway, "POST", f"{actions}/sfhy", {**check, "dbrbh": "dby-99"},
+                            request_id=new_id())  # fmt: skip
+    assert status == 403 and stranger["code"] == "40301", stranger
+    status, _checked = call(gateway, "POST", f"{actions}/sfhy", check, request_id=new_id())
+    assert status == 200, _checked
+    status, accepted = call(gateway, "POST", f"{actions}/sl", {"dbrbh": "dby-town-03"},
+                            request_id=new_id())  # fmt: skip
+    assert status == 200 and accepted["data"]["bjzt"] == "20", accepted
+    with node.client(TOWNSHIP[0]) as client:
+        events = client.history(case).events
+    assert [(e.WhichOneof("event"), e.actor.agent) for e in events] == [
+        ("submitted", "dby-town-03"),
+        ("identity_checked", "dby-town-03"),
+        ("accepted", "dby-town-03"),
+    ]
+    submitted = events[0].submitted
+    assert submitted.channel == common_pb2.INTAKE_CHANNEL_AGENT
+    assert submitted.agent.letter_sha256 == "ef" * 32
+    assert events[1].identity_checked.score_band == common_pb2.SCORE_BAND_HIGH

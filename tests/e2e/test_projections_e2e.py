@@ -182,6 +182,35 @@ def test_a_deferred_village_case_is_warned_yellow_and_red_and_the_log_still_veri
     assert "OK" in report or "verified" in report
 
 
+def test_queues_and_case_lists_filter_by_intake_channel(node: NodeProcess) -> None:
+    """收件渠道 is queryable over gRPC: a hall's queue and a supervisor's case list."""
+    village = case_exchange_pb2_grpc.CaseExchangeStub(_hall_channel(node, VILLAGE[0]))
+    watch = village.WatchQueue(case_exchange_pb2.WatchQueueRequest(), timeout=PATIENCE)
+    _until(watch, lambda u: u.snapshot_done)
+    with _client(node, VILLAGE[0]) as client:
+        phoned = _submit(client, channel=common_pb2.INTAKE_CHANNEL_PHONE)
+        kiosk = _submit(client, channel=common_pb2.INTAKE_CHANNEL_KIOSK)
+    _until(watch, lambda u: u.entry.case_id == phoned)
+    _until(watch, lambda u: u.entry.case_id == kiosk)
+    watch.cancel()
+    by_phone = village.ListQueue(
+        case_exchange_pb2.ListQueueRequest(channels=[common_pb2.INTAKE_CHANNEL_PHONE]), timeout=10
+    )
+    assert phoned in {e.case_id for e in by_phone.entries}
+    assert kiosk not in {e.case_id for e in by_phone.entries}
+    certificate, key = node.issue("supervisor", "ziyang-channels", region="430902")
+    stub = supervision_pb2_grpc.SupervisionStub(_channel(node, certificate, key))
+    listed = stub.ListCases(
+        supervision_pb2.ListCasesRequest(channels=[common_pb2.INTAKE_CHANNEL_KIOSK]), timeout=10
+    )
+    assert [c.case_id for c in listed.cases] == [kiosk]
+    assert listed.cases[0].channel == common_pb2.INTAKE_CHANNEL_KIOSK
+    with pytest.raises(grpc.RpcError) as caught:
+        stub.ListCases(supervision_pb2.ListCasesRequest(channels=[99]), timeout=10)
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "channels[0]" in str(caught.value.details())
+
+
 def test_supervisors_read_their_region_and_below_only(node: NodeProcess) -> None:
     certificate, key = node.issue("supervisor", "ziyang", region="430902")
     stub = supervision_pb2_grpc.SupervisionStub(_channel(node, certificate, key))

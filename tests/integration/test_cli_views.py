@@ -132,6 +132,25 @@ def test_cases_warnings_ratings_and_the_window_ranking(capsys: pytest.CaptureFix
     ]
 
 
+def test_cases_by_intake_channel_and_the_count_per_channel(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The three cases said no channel: they are window intakes, found by --channel WINDOW."""
+    window = json.loads(_run(capsys, "cases", "--channel", "WINDOW", "--json"))["entries"]
+    assert len(window) == 3
+    assert json.loads(_run(capsys, "cases", "--channel", "HOME_VISIT", "--channel", "AGENT",
+                           "--json"))["entries"] == []  # fmt: skip
+    counts = json.loads(_run(capsys, "stats", "--by", "channel", "--json"))["entries"]
+    assert {c["channel"]: c["received"] for c in counts} == {
+        "WINDOW": 3, "ONLINE": 0, "PHONE": 0, "HOME_VISIT": 0, "AGENT": 0, "KIOSK": 0,
+        "IMPORTED": 0, "PEER_NODE": 0,
+    }  # fmt: skip
+    # By the day each was taken in: the village's case on Friday 6 March, the others on Monday.
+    monday = _run(capsys, "stats", "--by", "channel", "--from", "2026-03-09", "--to", "2026-03-09")
+    assert "上门办" in monday and "2 cases taken in" in monday
+    assert "--channel" in _run(capsys, "cases", "--channel", "FAX", code=2)
+
+
 def test_a_rebuild_gives_the_same_listing(capsys: pytest.CaptureFixture[str]) -> None:
     before = _run(capsys, "queue", COUNTY, "--json", "--as-of", "2026-03-16T10:00")
     out = _run(capsys, "projections", "rebuild", "cases")

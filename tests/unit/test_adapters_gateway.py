@@ -109,10 +109,14 @@ def test_every_hall_action_except_submit_has_a_vendor_action() -> None:
     assert "register_hall" not in wire and "accept" in wire
     # (staff_window sets the hall's own window roster, AB岗: no case action of the vendor's; a
     # locker reports its pickups itself with the code beside the signed bytes, through the SDK;
-    # 预约办's booking and cancellation have endpoints of their own: /api/v1/appointments.)
+    # 预约办's booking and cancellation have endpoints of their own: /api/v1/appointments;
+    # register_agent and retire_agent keep the hall's roster of 代办员: none either.)
     own_endpoints = {"submit", "staff_window", "pick_up_from_locker"}
     appointments = {"book_appointment", "cancel_appointment"}
-    assert {spec.action for spec in ACTIONS.values()} == wire - own_endpoints - appointments
+    agents = {"register_agent", "retire_agent"}
+    assert {spec.action for spec in ACTIONS.values()} == (
+        wire - own_endpoints - appointments - agents
+    )
 
 
 def test_grpc_codes_map_to_the_agreed_http_statuses() -> None:

@@ -24,11 +24,16 @@ from hub.domain.case import ALLOWED_FROM, Case
 from hub.domain.regions import RegionCode
 from hub.domain.values import (
     Actor,
+    AgentAuthorisation,
+    AgentRole,
     CaseKind,
     CaseState,
+    CheckResult,
     DeliveryMethod,
+    IdentityCheckMethod,
     JointTask,
     Rating,
+    ScoreBand,
     SuspensionReason,
 )
 from hub.errors import InvalidInput, PermissionRefused, TransitionRefused
@@ -132,6 +137,13 @@ def _run_any(case: Case, command: str, actor: Actor) -> None:
         "deposit_in_locker": ("L-01", "A3", "ab" * 32, 48),
         "pick_up_from_locker": ("L-01", "A3"),
         "return_to_window": ("退件",),
+        "authorise_agent": (AgentAuthorisation("a1", AgentRole.ACTING, "ab" * 32),),
+        "record_identity_check": (
+            IdentityCheckMethod.LIVENESS,
+            "app-1",
+            CheckResult.PASSED,
+            ScoreBand.HIGH,
+        ),
     }
     getattr(case, command)(actor, *args.get(command, ()))
 
@@ -373,7 +385,8 @@ def test_allowed_table_covers_every_public_command() -> None:
                "certificate_facts", "check_status_change",
                # delivery checks; a wrong locker code is the other outcome of a pickup
                "check_delivery", "check_pickup", "check_return", "locker_expired", "check_ready",
-               "refuse_locker_code"}  # fmt: skip
+               "refuse_locker_code",
+               "missing_checks", "check_required_checks", "check_agent"}  # fmt: skip
     # Erasure is an admin's act, and a supervision warning the node's, allowed in every state
     # (each once); a peer's refusal of a transfer takes a case back from HANDED_OFF/ESCALATED:
     # none is in the hall's lifecycle table.

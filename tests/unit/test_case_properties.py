@@ -16,11 +16,16 @@ from hub.domain.regions import RegionCode
 from hub.domain.values import (
     OPEN_STATES,
     Actor,
+    AgentAuthorisation,
+    AgentRole,
     CaseKind,
     CaseState,
+    CheckResult,
     DeliveryMethod,
+    IdentityCheckMethod,
     JointTask,
     Rating,
+    ScoreBand,
     SuspensionReason,
 )
 from hub.errors import TongbanError
@@ -71,6 +76,13 @@ ARGUMENTS: dict[str, st.SearchStrategy[tuple[Any, ...]]] = {
     "deposit_in_locker": st.sampled_from([("L-01", "A3", "ab" * 32, hours) for hours in (1, 48)]),
     "pick_up_from_locker": st.sampled_from([("L-01", "A3"), ("L-01", "B1")]),
     "return_to_window": st.just(("退件",)),
+    "authorise_agent": st.just((AgentAuthorisation("a1", AgentRole.GUIDING, "cd" * 32),)),
+    "record_identity_check": st.tuples(
+        st.sampled_from(list(IdentityCheckMethod)),
+        st.just("reader-01"),
+        st.sampled_from(list(CheckResult)),
+        st.sampled_from(list(ScoreBand)),
+    ),
 }
 assert set(ARGUMENTS) == set(ALLOWED_FROM)
 

@@ -15,14 +15,19 @@ from hub.commands.wire import enum_from_proto, enum_to_proto, snake_case
 from hub.domain.regions import Level, RegionCode
 from hub.domain.values import (
     Actor,
+    AgentAuthorisation,
+    AgentRole,
     CaseKind,
     CaseState,
+    CheckResult,
     CrossRegionMode,
     DeliveryMethod,
+    IdentityCheckMethod,
     IntakeChannel,
     JointTask,
     Rating,
     RatingChannel,
+    ScoreBand,
     SuspensionReason,
     WarningKind,
 )
@@ -64,6 +69,14 @@ def _one_of_every_event() -> list[Any]:
     b.withdraw(b_actor, "撤回")
     events += b.collect_events()
     c = new_case()
+    c.authorise_agent(
+        Actor("v-room", "op-v", "430902104201"),
+        AgentAuthorisation("dby-1", AgentRole.ACTING, "", "村委会主任", "ef" * 32),
+    )
+    c.record_identity_check(
+        Actor("v-room", "op-v", "430902104201", agent="dby-1"), IdentityCheckMethod.FACE_MATCH, "cam-07",
+        CheckResult.FAILED, ScoreBand.LOW,
+    )  # fmt: skip
     c.reject_at_intake(Actor("v-room", "op-v", "430902104201"), "不符合条件")
     events += c.collect_events()
     d = new_case()

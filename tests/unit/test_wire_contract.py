@@ -30,7 +30,12 @@ def _camel(name: str) -> str:
 def test_case_exchange_has_an_rpc_per_command_and_the_queries() -> None:
     service = case_exchange_pb2.DESCRIPTOR.services_by_name["CaseExchange"]
     methods = {method.name for method in service.methods}
-    commands = {_camel(name) for name in ALLOWED_FROM} | {"Submit", "StaffWindow"}
+    commands = {_camel(name) for name in ALLOWED_FROM} | {
+        "Submit",
+        "StaffWindow",
+        "RegisterAgent",
+        "RetireAgent",
+    }
     commands |= {"BookAppointment", "CancelAppointment"}  # 预约办
     queries = {"GetCase", "GetCaseHistory", "ListQueue", "WatchQueue", "ListItems"}
     queries |= {"ListAppointments"}
@@ -40,7 +45,8 @@ def test_case_exchange_has_an_rpc_per_command_and_the_queries() -> None:
 def test_command_oneof_has_an_action_per_mutating_rpc() -> None:
     oneof = case_exchange_pb2.Command.DESCRIPTOR.oneofs_by_name["action"]
     admin = {"register_hall", "rotate_hall_key", "retire_hall", "erase_personal_data"}
-    hall_own = {"staff_window"}  # the hall's window roster (AB岗), not a case step
+    # the hall's window roster (AB岗) and its 代办员: not case steps
+    hall_own = {"staff_window", "register_agent", "retire_agent"}
     hall_own |= {"book_appointment", "cancel_appointment"}  # 预约办
     assert {field.name for field in oneof.fields} == (
         set(ALLOWED_FROM) | {"submit"} | admin | hall_own

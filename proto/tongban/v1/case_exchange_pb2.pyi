@@ -108,6 +108,7 @@ class CommandHeader(_message.Message):
     NODE_FIELD_NUMBER: _builtins.int
     DEFERRED_FIELD_NUMBER: _builtins.int
     ADMIN_FIELD_NUMBER: _builtins.int
+    AGENT_FIELD_NUMBER: _builtins.int
     idempotency_key: _builtins.str
     """A retry with the same key and payload returns the first result; the same key with another
     payload is refused with ALREADY_EXISTS. Scoped per signer; 8-128 printable ASCII characters.
@@ -127,6 +128,11 @@ class CommandHeader(_message.Message):
     """
     admin: _builtins.str
     """the signing admin (admin commands); empty in a hall command"""
+    agent: _builtins.str
+    """The hall's agent (代办员) who takes this step for the applicant, under the hall's key. The
+    agent must be registered at the hall, not retired, and (on a case) authorised by the
+    applicant; every event the command produces records the agent (Actor.agent).
+    """
     @_builtins.property
     def issued_at(self) -> _timestamp_pb2.Timestamp:
         """When the signer signed. Must lie within the node's clock window (default 5 minutes either
@@ -144,10 +150,11 @@ class CommandHeader(_message.Message):
         node: _builtins.str = ...,
         deferred: _builtins.bool = ...,
         admin: _builtins.str = ...,
+        agent: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["issued_at", b"issued_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["admin", b"admin", "deferred", b"deferred", "hall_id", b"hall_id", "idempotency_key", b"idempotency_key", "issued_at", b"issued_at", "node", b"node", "operator", b"operator", "region", b"region"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["admin", b"admin", "agent", b"agent", "deferred", b"deferred", "hall_id", b"hall_id", "idempotency_key", b"idempotency_key", "issued_at", b"issued_at", "node", b"node", "operator", b"operator", "region", b"region"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -188,6 +195,10 @@ class Command(_message.Message):
     DEPOSIT_IN_LOCKER_FIELD_NUMBER: _builtins.int
     PICK_UP_FROM_LOCKER_FIELD_NUMBER: _builtins.int
     RETURN_TO_WINDOW_FIELD_NUMBER: _builtins.int
+    RECORD_IDENTITY_CHECK_FIELD_NUMBER: _builtins.int
+    AUTHORISE_AGENT_FIELD_NUMBER: _builtins.int
+    REGISTER_AGENT_FIELD_NUMBER: _builtins.int
+    RETIRE_AGENT_FIELD_NUMBER: _builtins.int
     REGISTER_HALL_FIELD_NUMBER: _builtins.int
     ROTATE_HALL_KEY_FIELD_NUMBER: _builtins.int
     RETIRE_HALL_FIELD_NUMBER: _builtins.int
@@ -257,6 +268,14 @@ class Command(_message.Message):
     @_builtins.property
     def return_to_window(self) -> Global___ReturnToWindow: ...
     @_builtins.property
+    def record_identity_check(self) -> Global___RecordIdentityCheck: ...
+    @_builtins.property
+    def authorise_agent(self) -> Global___AuthoriseAgent: ...
+    @_builtins.property
+    def register_agent(self) -> Global___RegisterAgent: ...
+    @_builtins.property
+    def retire_agent(self) -> Global___RetireAgent: ...
+    @_builtins.property
     def register_hall(self) -> Global___RegisterHall:
         """Admin commands (signed by an admin key registered in the node's log; HallAdmin service)."""
 
@@ -306,6 +325,10 @@ class Command(_message.Message):
         deposit_in_locker: Global___DepositInLocker | None = ...,
         pick_up_from_locker: Global___PickUpFromLocker | None = ...,
         return_to_window: Global___ReturnToWindow | None = ...,
+        record_identity_check: Global___RecordIdentityCheck | None = ...,
+        authorise_agent: Global___AuthoriseAgent | None = ...,
+        register_agent: Global___RegisterAgent | None = ...,
+        retire_agent: Global___RetireAgent | None = ...,
         register_hall: Global___RegisterHall | None = ...,
         rotate_hall_key: Global___RotateHallKey | None = ...,
         retire_hall: Global___RetireHall | None = ...,
@@ -313,11 +336,11 @@ class Command(_message.Message):
         book_appointment: Global___BookAppointment | None = ...,
         cancel_appointment: Global___CancelAppointment | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["accept", b"accept", "acknowledge_handoff", b"acknowledge_handoff", "action", b"action", "archive", b"archive", "book_appointment", b"book_appointment", "cancel_appointment", b"cancel_appointment", "complete_joint_task", b"complete_joint_task", "complete_rectification", b"complete_rectification", "conclude", b"conclude", "decide", b"decide", "deliver", b"deliver", "deposit_in_locker", b"deposit_in_locker", "dispatch_by_post", b"dispatch_by_post", "erase_personal_data", b"erase_personal_data", "escalate", b"escalate", "hand_off", b"hand_off", "header", b"header", "issue_certificate", b"issue_certificate", "open_joint_tasks", b"open_joint_tasks", "pick_up_from_locker", b"pick_up_from_locker", "rate", b"rate", "record_certificate", b"record_certificate", "register_hall", b"register_hall", "reinstate_certificate", b"reinstate_certificate", "reject_at_intake", b"reject_at_intake", "request_correction", b"request_correction", "resubmit", b"resubmit", "resume", b"resume", "retire_hall", b"retire_hall", "return_to_window", b"return_to_window", "revoke_certificate", b"revoke_certificate", "rotate_hall_key", b"rotate_hall_key", "staff_window", b"staff_window", "start_handling", b"start_handling", "submit", b"submit", "suspend", b"suspend", "suspend_certificate", b"suspend_certificate", "withdraw", b"withdraw"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["accept", b"accept", "acknowledge_handoff", b"acknowledge_handoff", "action", b"action", "archive", b"archive", "authorise_agent", b"authorise_agent", "book_appointment", b"book_appointment", "cancel_appointment", b"cancel_appointment", "complete_joint_task", b"complete_joint_task", "complete_rectification", b"complete_rectification", "conclude", b"conclude", "decide", b"decide", "deliver", b"deliver", "deposit_in_locker", b"deposit_in_locker", "dispatch_by_post", b"dispatch_by_post", "erase_personal_data", b"erase_personal_data", "escalate", b"escalate", "hand_off", b"hand_off", "header", b"header", "issue_certificate", b"issue_certificate", "open_joint_tasks", b"open_joint_tasks", "pick_up_from_locker", b"pick_up_from_locker", "rate", b"rate", "record_certificate", b"record_certificate", "record_identity_check", b"record_identity_check", "register_agent", b"register_agent", "register_hall", b"register_hall", "reinstate_certificate", b"reinstate_certificate", "reject_at_intake", b"reject_at_intake", "request_correction", b"request_correction", "resubmit", b"resubmit", "resume", b"resume", "retire_agent", b"retire_agent", "retire_hall", b"retire_hall", "return_to_window", b"return_to_window", "revoke_certificate", b"revoke_certificate", "rotate_hall_key", b"rotate_hall_key", "staff_window", b"staff_window", "start_handling", b"start_handling", "submit", b"submit", "suspend", b"suspend", "suspend_certificate", b"suspend_certificate", "withdraw", b"withdraw"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["accept", b"accept", "acknowledge_handoff", b"acknowledge_handoff", "action", b"action", "archive", b"archive", "book_appointment", b"book_appointment", "cancel_appointment", b"cancel_appointment", "complete_joint_task", b"complete_joint_task", "complete_rectification", b"complete_rectification", "conclude", b"conclude", "decide", b"decide", "deliver", b"deliver", "deposit_in_locker", b"deposit_in_locker", "dispatch_by_post", b"dispatch_by_post", "erase_personal_data", b"erase_personal_data", "escalate", b"escalate", "hand_off", b"hand_off", "header", b"header", "issue_certificate", b"issue_certificate", "open_joint_tasks", b"open_joint_tasks", "pick_up_from_locker", b"pick_up_from_locker", "rate", b"rate", "record_certificate", b"record_certificate", "register_hall", b"register_hall", "reinstate_certificate", b"reinstate_certificate", "reject_at_intake", b"reject_at_intake", "request_correction", b"request_correction", "resubmit", b"resubmit", "resume", b"resume", "retire_hall", b"retire_hall", "return_to_window", b"return_to_window", "revoke_certificate", b"revoke_certificate", "rotate_hall_key", b"rotate_hall_key", "staff_window", b"staff_window", "start_handling", b"start_handling", "submit", b"submit", "suspend", b"suspend", "suspend_certificate", b"suspend_certificate", "withdraw", b"withdraw"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accept", b"accept", "acknowledge_handoff", b"acknowledge_handoff", "action", b"action", "archive", b"archive", "authorise_agent", b"authorise_agent", "book_appointment", b"book_appointment", "cancel_appointment", b"cancel_appointment", "complete_joint_task", b"complete_joint_task", "complete_rectification", b"complete_rectification", "conclude", b"conclude", "decide", b"decide", "deliver", b"deliver", "deposit_in_locker", b"deposit_in_locker", "dispatch_by_post", b"dispatch_by_post", "erase_personal_data", b"erase_personal_data", "escalate", b"escalate", "hand_off", b"hand_off", "header", b"header", "issue_certificate", b"issue_certificate", "open_joint_tasks", b"open_joint_tasks", "pick_up_from_locker", b"pick_up_from_locker", "rate", b"rate", "record_certificate", b"record_certificate", "record_identity_check", b"record_identity_check", "register_agent", b"register_agent", "register_hall", b"register_hall", "reinstate_certificate", b"reinstate_certificate", "reject_at_intake", b"reject_at_intake", "request_correction", b"request_correction", "resubmit", b"resubmit", "resume", b"resume", "retire_agent", b"retire_agent", "retire_hall", b"retire_hall", "return_to_window", b"return_to_window", "revoke_certificate", b"revoke_certificate", "rotate_hall_key", b"rotate_hall_key", "staff_window", b"staff_window", "start_handling", b"start_handling", "submit", b"submit", "suspend", b"suspend", "suspend_certificate", b"suspend_certificate", "withdraw", b"withdraw"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_action: _TypeAlias = _typing.Literal["submit", "request_correction", "resubmit", "accept", "reject_at_intake", "hand_off", "acknowledge_handoff", "start_handling", "suspend", "resume", "escalate", "open_joint_tasks", "complete_joint_task", "decide", "conclude", "record_certificate", "deliver", "rate", "complete_rectification", "archive", "withdraw", "staff_window", "issue_certificate", "suspend_certificate", "reinstate_certificate", "revoke_certificate", "dispatch_by_post", "deposit_in_locker", "pick_up_from_locker", "return_to_window", "register_hall", "rotate_hall_key", "retire_hall", "erase_personal_data", "book_appointment", "cancel_appointment"]  # noqa: Y015
+    _WhichOneofReturnType_action: _TypeAlias = _typing.Literal["submit", "request_correction", "resubmit", "accept", "reject_at_intake", "hand_off", "acknowledge_handoff", "start_handling", "suspend", "resume", "escalate", "open_joint_tasks", "complete_joint_task", "decide", "conclude", "record_certificate", "deliver", "rate", "complete_rectification", "archive", "withdraw", "staff_window", "issue_certificate", "suspend_certificate", "reinstate_certificate", "revoke_certificate", "dispatch_by_post", "deposit_in_locker", "pick_up_from_locker", "return_to_window", "record_identity_check", "authorise_agent", "register_agent", "retire_agent", "register_hall", "rotate_hall_key", "retire_hall", "erase_personal_data", "book_appointment", "cancel_appointment"]  # noqa: Y015
     _WhichOneofArgType_action: _TypeAlias = _typing.Literal["action", b"action"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_action) -> _WhichOneofReturnType_action | None: ...
 
@@ -335,6 +358,7 @@ class SubmitCase(_message.Message):
     WINDOW_FIELD_NUMBER: _builtins.int
     CHANNEL_FIELD_NUMBER: _builtins.int
     APPOINTMENT_ID_FIELD_NUMBER: _builtins.int
+    AGENT_FIELD_NUMBER: _builtins.int
     item_code: _builtins.str
     competent_region: _builtins.str
     """Empty: the region at the item's competent level containing the intake hall."""
@@ -358,6 +382,10 @@ class SubmitCase(_message.Message):
         SignedCommand.personal as "submit.applicant.name", ".id_number" and ".phone".
         """
 
+    @_builtins.property
+    def agent(self) -> _common_pb2.AgentAuthorisation:
+        """An agent (代办员) of the hall acting for the applicant, and the applicant's authorisation."""
+
     def __init__(
         self,
         *,
@@ -369,10 +397,11 @@ class SubmitCase(_message.Message):
         window: _builtins.str = ...,
         channel: _common_pb2.IntakeChannel.ValueType = ...,
         appointment_id: _builtins.str = ...,
+        agent: _common_pb2.AgentAuthorisation | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["applicant", b"applicant"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["agent", b"agent", "applicant", b"applicant"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["applicant", b"applicant", "appointment_id", b"appointment_id", "channel", b"channel", "competent_region", b"competent_region", "home_region", b"home_region", "item_code", b"item_code", "materials", b"materials", "window", b"window"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent", b"agent", "applicant", b"applicant", "appointment_id", b"appointment_id", "channel", b"channel", "competent_region", b"competent_region", "home_region", b"home_region", "item_code", b"item_code", "materials", b"materials", "window", b"window"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1092,9 +1121,120 @@ class Withdraw(_message.Message):
 Global___Withdraw: _TypeAlias = Withdraw  # noqa: Y015
 
 @_typing.final
-class StaffWindow(_message.Message):
-    """AB岗 of one of the signing hall's windows. Send it again to mark the A post absent (or back)."""
+class RecordIdentityCheck(_message.Message):
+    """AB岗 of one of the signing hall's windows. Send it again to mark the A post absent (or back).
+    An identity check done for a case by the holding hall (at the window or on a home visit).
+    Who did it is the header's operator, when is its issued_at. There is no field for the score
+    itself, a photo or any biometric template, and the node stores only the fields below.
+    """
 
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CASE_ID_FIELD_NUMBER: _builtins.int
+    METHOD_FIELD_NUMBER: _builtins.int
+    DEVICE_ID_FIELD_NUMBER: _builtins.int
+    RESULT_FIELD_NUMBER: _builtins.int
+    SCORE_BAND_FIELD_NUMBER: _builtins.int
+    case_id: _builtins.str
+    method: _common_pb2.IdentityCheckMethod.ValueType
+    device_id: _builtins.str
+    """the reader, camera or app installation that did the check"""
+    result: _common_pb2.CheckResult.ValueType
+    score_band: _common_pb2.ScoreBand.ValueType
+    def __init__(
+        self,
+        *,
+        case_id: _builtins.str = ...,
+        method: _common_pb2.IdentityCheckMethod.ValueType = ...,
+        device_id: _builtins.str = ...,
+        result: _common_pb2.CheckResult.ValueType = ...,
+        score_band: _common_pb2.ScoreBand.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["case_id", b"case_id", "device_id", b"device_id", "method", b"method", "result", b"result", "score_band", b"score_band"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RecordIdentityCheck: _TypeAlias = RecordIdentityCheck  # noqa: Y015
+
+@_typing.final
+class AuthoriseAgent(_message.Message):
+    """The applicant's authorisation of an agent of the holding hall, recorded on an open case."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CASE_ID_FIELD_NUMBER: _builtins.int
+    AGENT_FIELD_NUMBER: _builtins.int
+    case_id: _builtins.str
+    @_builtins.property
+    def agent(self) -> _common_pb2.AgentAuthorisation: ...
+    def __init__(
+        self,
+        *,
+        case_id: _builtins.str = ...,
+        agent: _common_pb2.AgentAuthorisation | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["agent", b"agent"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent", b"agent", "case_id", b"case_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AuthoriseAgent: _TypeAlias = AuthoriseAgent  # noqa: Y015
+
+@_typing.final
+class RegisterAgent(_message.Message):
+    """A 代办员 of the signing hall. Their name, ID number and phone are commitments; the clear values
+    travel in SignedCommand.personal as "register_agent.person.name", ".id_number", ".phone".
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    AGENT_ID_FIELD_NUMBER: _builtins.int
+    PERSON_FIELD_NUMBER: _builtins.int
+    agent_id: _builtins.str
+    """the hall's id for the agent (1-64 letters, digits, . _ -)"""
+    @_builtins.property
+    def person(self) -> _common_pb2.ApplicantCommitments: ...
+    def __init__(
+        self,
+        *,
+        agent_id: _builtins.str = ...,
+        person: _common_pb2.ApplicantCommitments | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["person", b"person"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_id", b"agent_id", "person", b"person"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RegisterAgent: _TypeAlias = RegisterAgent  # noqa: Y015
+
+@_typing.final
+class RetireAgent(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    AGENT_ID_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    agent_id: _builtins.str
+    reason: _builtins.str
+    def __init__(
+        self,
+        *,
+        agent_id: _builtins.str = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_id", b"agent_id", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RetireAgent: _TypeAlias = RetireAgent  # noqa: Y015
+
+@_typing.final
+class StaffWindow(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     WINDOW_FIELD_NUMBER: _builtins.int
@@ -1448,6 +1588,7 @@ class ListQueueRequest(_message.Message):
     WINDOW_FIELD_NUMBER: _builtins.int
     OPERATOR_FIELD_NUMBER: _builtins.int
     STATES_FIELD_NUMBER: _builtins.int
+    CHANNELS_FIELD_NUMBER: _builtins.int
     OVERDUE_FIELD_NUMBER: _builtins.int
     ITEM_CODE_FIELD_NUMBER: _builtins.int
     AS_OF_FIELD_NUMBER: _builtins.int
@@ -1469,6 +1610,10 @@ class ListQueueRequest(_message.Message):
         """only these states (empty: all)"""
 
     @_builtins.property
+    def channels(self) -> _containers.RepeatedScalarFieldContainer[_common_pb2.IntakeChannel.ValueType]:
+        """Only cases taken in by these channels (WINDOW includes cases that did not say)."""
+
+    @_builtins.property
     def as_of(self) -> _timestamp_pb2.Timestamp:
         """The moment "overdue" and the remaining time refer to; unset: the node's time now."""
 
@@ -1481,13 +1626,14 @@ class ListQueueRequest(_message.Message):
         window: _builtins.str = ...,
         operator: _builtins.str = ...,
         states: _abc.Iterable[_common_pb2.CaseState.ValueType] | None = ...,
+        channels: _abc.Iterable[_common_pb2.IntakeChannel.ValueType] | None = ...,
         overdue: _builtins.bool = ...,
         item_code: _builtins.str = ...,
         as_of: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["as_of", b"as_of"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["as_of", b"as_of", "hall_id", b"hall_id", "item_code", b"item_code", "operator", b"operator", "overdue", b"overdue", "page_size", b"page_size", "page_token", b"page_token", "states", b"states", "window", b"window"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["as_of", b"as_of", "channels", b"channels", "hall_id", b"hall_id", "item_code", b"item_code", "operator", b"operator", "overdue", b"overdue", "page_size", b"page_size", "page_token", b"page_token", "states", b"states", "window", b"window"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -101,6 +101,18 @@ class CaseExchangeStub:
     """AB岗: who serves one of the signing hall's windows (its A post, or its B post while the A
     post is absent). The reply's case_id is empty.
     """
+    RecordIdentityCheck: _grpc.UnaryUnaryMultiCallable[_case_exchange_pb2.SignedCommand, _case_exchange_pb2.CommandReply]
+    """身份证识别, 人脸识别, 生存认证: record that an identity check was done on a case (its outcome
+    only). An item that requires a check is not accepted until it has passed.
+    """
+    AuthoriseAgent: _grpc.UnaryUnaryMultiCallable[_case_exchange_pb2.SignedCommand, _case_exchange_pb2.CommandReply]
+    """The applicant authorised an agent (代办员) of the holding hall to act for them."""
+    RegisterAgent: _grpc.UnaryUnaryMultiCallable[_case_exchange_pb2.SignedCommand, _case_exchange_pb2.CommandReply]
+    """Register a 代办员 at the signing hall (personal data as commitments, like an applicant's).
+    The reply's case_id is the agent's record id.
+    """
+    RetireAgent: _grpc.UnaryUnaryMultiCallable[_case_exchange_pb2.SignedCommand, _case_exchange_pb2.CommandReply]
+    """Retire one of the signing hall's agents: it can no longer act."""
     GetCase: _grpc.UnaryUnaryMultiCallable[_case_exchange_pb2.GetCaseRequest, _case_exchange_pb2.CaseView]
     """A case's current state, rebuilt from its events."""
     GetCaseHistory: _grpc.UnaryUnaryMultiCallable[_case_exchange_pb2.GetCaseRequest, _case_exchange_pb2.CaseHistory]
@@ -184,6 +196,18 @@ class CaseExchangeAsyncStub(CaseExchangeStub):
     """AB岗: who serves one of the signing hall's windows (its A post, or its B post while the A
     post is absent). The reply's case_id is empty.
     """
+    RecordIdentityCheck: _aio.UnaryUnaryMultiCallable[_case_exchange_pb2.SignedCommand, _case_exchange_pb2.CommandReply]  # type: ignore[assignment]
+    """身份证识别, 人脸识别, 生存认证: record that an identity check was done on a case (its outcome
+    only). An item that requires a check is not accepted until it has passed.
+    """
+    AuthoriseAgent: _aio.UnaryUnaryMultiCallable[_case_exchange_pb2.SignedCommand, _case_exchange_pb2.CommandReply]  # type: ignore[assignment]
+    """The applicant authorised an agent (代办员) of the holding hall to act for them."""
+    RegisterAgent: _aio.UnaryUnaryMultiCallable[_case_exchange_pb2.SignedCommand, _case_exchange_pb2.CommandReply]  # type: ignore[assignment]
+    """Register a 代办员 at the signing hall (personal data as commitments, like an applicant's).
+    The reply's case_id is the agent's record id.
+    """
+    RetireAgent: _aio.UnaryUnaryMultiCallable[_case_exchange_pb2.SignedCommand, _case_exchange_pb2.CommandReply]  # type: ignore[assignment]
+    """Retire one of the signing hall's agents: it can no longer act."""
     GetCase: _aio.UnaryUnaryMultiCallable[_case_exchange_pb2.GetCaseRequest, _case_exchange_pb2.CaseView]  # type: ignore[assignment]
     """A case's current state, rebuilt from its events."""
     GetCaseHistory: _aio.UnaryUnaryMultiCallable[_case_exchange_pb2.GetCaseRequest, _case_exchange_pb2.CaseHistory]  # type: ignore[assignment]
@@ -444,6 +468,42 @@ class CaseExchangeServicer(metaclass=_abc_1.ABCMeta):
         """AB岗: who serves one of the signing hall's windows (its A post, or its B post while the A
         post is absent). The reply's case_id is empty.
         """
+
+    @_abc_1.abstractmethod
+    def RecordIdentityCheck(
+        self,
+        request: _case_exchange_pb2.SignedCommand,
+        context: _ServicerContext,
+    ) -> _typing.Union[_case_exchange_pb2.CommandReply, _abc.Awaitable[_case_exchange_pb2.CommandReply]]:
+        """身份证识别, 人脸识别, 生存认证: record that an identity check was done on a case (its outcome
+        only). An item that requires a check is not accepted until it has passed.
+        """
+
+    @_abc_1.abstractmethod
+    def AuthoriseAgent(
+        self,
+        request: _case_exchange_pb2.SignedCommand,
+        context: _ServicerContext,
+    ) -> _typing.Union[_case_exchange_pb2.CommandReply, _abc.Awaitable[_case_exchange_pb2.CommandReply]]:
+        """The applicant authorised an agent (代办员) of the holding hall to act for them."""
+
+    @_abc_1.abstractmethod
+    def RegisterAgent(
+        self,
+        request: _case_exchange_pb2.SignedCommand,
+        context: _ServicerContext,
+    ) -> _typing.Union[_case_exchange_pb2.CommandReply, _abc.Awaitable[_case_exchange_pb2.CommandReply]]:
+        """Register a 代办员 at the signing hall (personal data as commitments, like an applicant's).
+        The reply's case_id is the agent's record id.
+        """
+
+    @_abc_1.abstractmethod
+    def RetireAgent(
+        self,
+        request: _case_exchange_pb2.SignedCommand,
+        context: _ServicerContext,
+    ) -> _typing.Union[_case_exchange_pb2.CommandReply, _abc.Awaitable[_case_exchange_pb2.CommandReply]]:
+        """Retire one of the signing hall's agents: it can no longer act."""
 
     @_abc_1.abstractmethod
     def GetCase(

@@ -248,6 +248,14 @@ class _IntakeChannelEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_IntakeC
     """帮代办: an agent (代办员) acted for the applicant"""
     INTAKE_CHANNEL_HOME_VISIT: _IntakeChannel.ValueType  # 4
     """上门办: taken in at the applicant's home"""
+    INTAKE_CHANNEL_PHONE: _IntakeChannel.ValueType  # 5
+    """电话办: by telephone"""
+    INTAKE_CHANNEL_KIOSK: _IntakeChannel.ValueType  # 6
+    """自助办: a self-service terminal"""
+    INTAKE_CHANNEL_IMPORTED: _IntakeChannel.ValueType  # 7
+    """from an imported register (台账导入)"""
+    INTAKE_CHANNEL_PEER_NODE: _IntakeChannel.ValueType  # 8
+    """forwarded by another node of the federation"""
 
 class IntakeChannel(_IntakeChannel, metaclass=_IntakeChannelEnumTypeWrapper):
     """How the applicant reached the hall (收件渠道). Unspecified counts as a window intake."""
@@ -261,7 +269,81 @@ INTAKE_CHANNEL_AGENT: IntakeChannel.ValueType  # 3
 """帮代办: an agent (代办员) acted for the applicant"""
 INTAKE_CHANNEL_HOME_VISIT: IntakeChannel.ValueType  # 4
 """上门办: taken in at the applicant's home"""
+INTAKE_CHANNEL_PHONE: IntakeChannel.ValueType  # 5
+"""电话办: by telephone"""
+INTAKE_CHANNEL_KIOSK: IntakeChannel.ValueType  # 6
+"""自助办: a self-service terminal"""
+INTAKE_CHANNEL_IMPORTED: IntakeChannel.ValueType  # 7
+"""from an imported register (台账导入)"""
+INTAKE_CHANNEL_PEER_NODE: IntakeChannel.ValueType  # 8
+"""forwarded by another node of the federation"""
 Global___IntakeChannel: _TypeAlias = IntakeChannel  # noqa: Y015
+
+class _IdentityCheckMethod:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _IdentityCheckMethodEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_IdentityCheckMethod.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    IDENTITY_CHECK_METHOD_UNSPECIFIED: _IdentityCheckMethod.ValueType  # 0
+    IDENTITY_CHECK_METHOD_ID_CARD_READ: _IdentityCheckMethod.ValueType  # 1
+    """身份证识别: the ID card's chip read"""
+    IDENTITY_CHECK_METHOD_FACE_MATCH: _IdentityCheckMethod.ValueType  # 2
+    """人脸识别: face matched against the card's photo"""
+    IDENTITY_CHECK_METHOD_LIVENESS: _IdentityCheckMethod.ValueType  # 3
+    """生存认证: proof of life"""
+
+class IdentityCheckMethod(_IdentityCheckMethod, metaclass=_IdentityCheckMethodEnumTypeWrapper):
+    """How an identity was checked (docs/agents.md). Only the outcome is recorded, never biometric
+    data or a photo: no message of this API has a field for them.
+    """
+
+IDENTITY_CHECK_METHOD_UNSPECIFIED: IdentityCheckMethod.ValueType  # 0
+IDENTITY_CHECK_METHOD_ID_CARD_READ: IdentityCheckMethod.ValueType  # 1
+"""身份证识别: the ID card's chip read"""
+IDENTITY_CHECK_METHOD_FACE_MATCH: IdentityCheckMethod.ValueType  # 2
+"""人脸识别: face matched against the card's photo"""
+IDENTITY_CHECK_METHOD_LIVENESS: IdentityCheckMethod.ValueType  # 3
+"""生存认证: proof of life"""
+Global___IdentityCheckMethod: _TypeAlias = IdentityCheckMethod  # noqa: Y015
+
+class _CheckResult:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _CheckResultEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_CheckResult.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    CHECK_RESULT_UNSPECIFIED: _CheckResult.ValueType  # 0
+    CHECK_RESULT_PASSED: _CheckResult.ValueType  # 1
+    CHECK_RESULT_FAILED: _CheckResult.ValueType  # 2
+
+class CheckResult(_CheckResult, metaclass=_CheckResultEnumTypeWrapper):
+    """The outcome of an identity check."""
+
+CHECK_RESULT_UNSPECIFIED: CheckResult.ValueType  # 0
+CHECK_RESULT_PASSED: CheckResult.ValueType  # 1
+CHECK_RESULT_FAILED: CheckResult.ValueType  # 2
+Global___CheckResult: _TypeAlias = CheckResult  # noqa: Y015
+
+class _ScoreBand:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ScoreBandEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ScoreBand.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    SCORE_BAND_UNSPECIFIED: _ScoreBand.ValueType  # 0
+    SCORE_BAND_HIGH: _ScoreBand.ValueType  # 1
+    SCORE_BAND_MEDIUM: _ScoreBand.ValueType  # 2
+    SCORE_BAND_LOW: _ScoreBand.ValueType  # 3
+
+class ScoreBand(_ScoreBand, metaclass=_ScoreBandEnumTypeWrapper):
+    """The band a device's match score fell in (the raw score is never sent)."""
+
+SCORE_BAND_UNSPECIFIED: ScoreBand.ValueType  # 0
+SCORE_BAND_HIGH: ScoreBand.ValueType  # 1
+SCORE_BAND_MEDIUM: ScoreBand.ValueType  # 2
+SCORE_BAND_LOW: ScoreBand.ValueType  # 3
+Global___ScoreBand: _TypeAlias = ScoreBand  # noqa: Y015
 
 class _RatingChannel:
     ValueType = _typing.NewType("ValueType", _builtins.int)
@@ -437,6 +519,28 @@ RATING_VERY_SATISFIED: Rating.ValueType  # 5
 """非常满意"""
 Global___Rating: _TypeAlias = Rating  # noqa: Y015
 
+class _AgentRole:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _AgentRoleEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_AgentRole.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    AGENT_ROLE_UNSPECIFIED: _AgentRole.ValueType  # 0
+    AGENT_ROLE_GUIDING: _AgentRole.ValueType  # 1
+    """帮办: helps the applicant, who acts"""
+    AGENT_ROLE_ACTING: _AgentRole.ValueType  # 2
+    """代办: acts for the applicant"""
+
+class AgentRole(_AgentRole, metaclass=_AgentRoleEnumTypeWrapper):
+    """What an agent (代办员) does for the applicant."""
+
+AGENT_ROLE_UNSPECIFIED: AgentRole.ValueType  # 0
+AGENT_ROLE_GUIDING: AgentRole.ValueType  # 1
+"""帮办: helps the applicant, who acts"""
+AGENT_ROLE_ACTING: AgentRole.ValueType  # 2
+"""代办: acts for the applicant"""
+Global___AgentRole: _TypeAlias = AgentRole  # noqa: Y015
+
 class _AppointmentKind:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015
@@ -560,23 +664,66 @@ class Actor(_message.Message):
     HALL_ID_FIELD_NUMBER: _builtins.int
     OPERATOR_FIELD_NUMBER: _builtins.int
     REGION_FIELD_NUMBER: _builtins.int
+    AGENT_FIELD_NUMBER: _builtins.int
     hall_id: _builtins.str
     operator: _builtins.str
     region: _builtins.str
+    agent: _builtins.str
+    """the hall's agent (代办员) who took the step for the applicant; empty: none"""
     def __init__(
         self,
         *,
         hall_id: _builtins.str = ...,
         operator: _builtins.str = ...,
         region: _builtins.str = ...,
+        agent: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["hall_id", b"hall_id", "operator", b"operator", "region", b"region"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent", b"agent", "hall_id", b"hall_id", "operator", b"operator", "region", b"region"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Actor: _TypeAlias = Actor  # noqa: Y015
+
+@_typing.final
+class AgentAuthorisation(_message.Message):
+    """That an agent of the hall acts for the applicant, and on what authority: exactly one of a
+    委托书 (its material's SHA-256) or an oral authorisation at a home visit before a witness (the
+    witness's role, and a salted commitment to the witness's name: the hall keeps the name).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    AGENT_ID_FIELD_NUMBER: _builtins.int
+    ROLE_FIELD_NUMBER: _builtins.int
+    LETTER_SHA256_FIELD_NUMBER: _builtins.int
+    WITNESS_ROLE_FIELD_NUMBER: _builtins.int
+    WITNESS_COMMITMENT_FIELD_NUMBER: _builtins.int
+    agent_id: _builtins.str
+    role: Global___AgentRole.ValueType
+    letter_sha256: _builtins.str
+    """委托书, signed or scanned (a material of the case)"""
+    witness_role: _builtins.str
+    """e.g. 村委会主任"""
+    witness_commitment: _builtins.str
+    """64 hex: SHA-256 commitment to the witness's name"""
+    def __init__(
+        self,
+        *,
+        agent_id: _builtins.str = ...,
+        role: Global___AgentRole.ValueType = ...,
+        letter_sha256: _builtins.str = ...,
+        witness_role: _builtins.str = ...,
+        witness_commitment: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_id", b"agent_id", "letter_sha256", b"letter_sha256", "role", b"role", "witness_commitment", b"witness_commitment", "witness_role", b"witness_role"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AgentAuthorisation: _TypeAlias = AgentAuthorisation  # noqa: Y015
 
 @_typing.final
 class Hall(_message.Message):
@@ -856,6 +1003,8 @@ class ServiceItem(_message.Message):
     CROSS_REGION_MODES_FIELD_NUMBER: _builtins.int
     OFFSITE_INTAKE_PROVINCES_FIELD_NUMBER: _builtins.int
     JOINT_DEPARTMENTS_FIELD_NUMBER: _builtins.int
+    REQUIRED_CHECKS_FIELD_NUMBER: _builtins.int
+    RECURS_EVERY_MONTHS_FIELD_NUMBER: _builtins.int
     code: _builtins.str
     """基本编码"""
     name: _builtins.str
@@ -870,6 +1019,8 @@ class ServiceItem(_message.Message):
     """收费依据"""
     fee_standard: _builtins.str
     """收费标准"""
+    recurs_every_months: _builtins.int
+    """A periodic item (e.g. the yearly 生存认证 of a pensioner): every how many months; 0: not."""
     @_builtins.property
     def legal_basis(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """实施依据"""
@@ -896,6 +1047,10 @@ class ServiceItem(_message.Message):
     def offsite_intake_provinces(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     @_builtins.property
     def joint_departments(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def required_checks(self) -> _containers.RepeatedScalarFieldContainer[Global___IdentityCheckMethod.ValueType]:
+        """The identity checks a case of this item needs passed before it is accepted."""
+
     def __init__(
         self,
         *,
@@ -916,10 +1071,12 @@ class ServiceItem(_message.Message):
         cross_region_modes: _abc.Iterable[Global___CrossRegionMode.ValueType] | None = ...,
         offsite_intake_provinces: _abc.Iterable[_builtins.str] | None = ...,
         joint_departments: _abc.Iterable[_builtins.str] | None = ...,
+        required_checks: _abc.Iterable[Global___IdentityCheckMethod.ValueType] | None = ...,
+        recurs_every_months: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["certificate", b"certificate"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["certificate", b"certificate", "code", b"code", "competent_level", b"competent_level", "conditions", b"conditions", "cross_region_modes", b"cross_region_modes", "department", b"department", "fee_basis", b"fee_basis", "fee_standard", b"fee_standard", "joint_departments", b"joint_departments", "kind", b"kind", "legal_basis", b"legal_basis", "materials", b"materials", "name", b"name", "offsite_intake_provinces", b"offsite_intake_provinces", "procedure", b"procedure", "promised_days", b"promised_days", "statutory_days", b"statutory_days"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["certificate", b"certificate", "code", b"code", "competent_level", b"competent_level", "conditions", b"conditions", "cross_region_modes", b"cross_region_modes", "department", b"department", "fee_basis", b"fee_basis", "fee_standard", b"fee_standard", "joint_departments", b"joint_departments", "kind", b"kind", "legal_basis", b"legal_basis", "materials", b"materials", "name", b"name", "offsite_intake_provinces", b"offsite_intake_provinces", "procedure", b"procedure", "promised_days", b"promised_days", "recurs_every_months", b"recurs_every_months", "required_checks", b"required_checks", "statutory_days", b"statutory_days"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

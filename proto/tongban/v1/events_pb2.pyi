@@ -46,6 +46,8 @@ class Submitted(_message.Message):
     WINDOW_FIELD_NUMBER: _builtins.int
     CHANNEL_FIELD_NUMBER: _builtins.int
     APPOINTMENT_ID_FIELD_NUMBER: _builtins.int
+    REQUIRED_CHECKS_FIELD_NUMBER: _builtins.int
+    AGENT_FIELD_NUMBER: _builtins.int
     item_code: _builtins.str
     item_name: _builtins.str
     kind: _common_pb2.CaseKind.ValueType
@@ -76,6 +78,14 @@ class Submitted(_message.Message):
     def applicant_commitments(self) -> _common_pb2.ApplicantCommitments:
         """what the intake hall signed"""
 
+    @_builtins.property
+    def required_checks(self) -> _containers.RepeatedScalarFieldContainer[_common_pb2.IdentityCheckMethod.ValueType]:
+        """The identity checks the item needs passed before acceptance (from the catalogue)."""
+
+    @_builtins.property
+    def agent(self) -> _common_pb2.AgentAuthorisation:
+        """an agent acting for the applicant (agent_id empty: none)"""
+
     def __init__(
         self,
         *,
@@ -96,10 +106,12 @@ class Submitted(_message.Message):
         window: _builtins.str = ...,
         channel: _common_pb2.IntakeChannel.ValueType = ...,
         appointment_id: _builtins.str = ...,
+        required_checks: _abc.Iterable[_common_pb2.IdentityCheckMethod.ValueType] | None = ...,
+        agent: _common_pb2.AgentAuthorisation | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["applicant", b"applicant", "applicant_commitments", b"applicant_commitments"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["agent", b"agent", "applicant", b"applicant", "applicant_commitments", b"applicant_commitments"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["applicant", b"applicant", "applicant_commitments", b"applicant_commitments", "appointment_id", b"appointment_id", "channel", b"channel", "competent_region", b"competent_region", "home_region", b"home_region", "intake_region", b"intake_region", "item_code", b"item_code", "item_name", b"item_name", "kind", b"kind", "materials", b"materials", "mode", b"mode", "personal_data_erased", b"personal_data_erased", "produces_certificate", b"produces_certificate", "promised_days", b"promised_days", "statutory_days", b"statutory_days", "window", b"window"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent", b"agent", "applicant", b"applicant", "applicant_commitments", b"applicant_commitments", "appointment_id", b"appointment_id", "channel", b"channel", "competent_region", b"competent_region", "home_region", b"home_region", "intake_region", b"intake_region", "item_code", b"item_code", "item_name", b"item_name", "kind", b"kind", "materials", b"materials", "mode", b"mode", "personal_data_erased", b"personal_data_erased", "produces_certificate", b"produces_certificate", "promised_days", b"promised_days", "required_checks", b"required_checks", "statutory_days", b"statutory_days", "window", b"window"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -496,9 +508,61 @@ class CertificateIssued(_message.Message):
 Global___CertificateIssued: _TypeAlias = CertificateIssued  # noqa: Y015
 
 @_typing.final
-class CertificateSuspended(_message.Message):
-    """A certificate's status changes (docs/certificates.md, "Status")."""
+class AgentAuthorised(_message.Message):
+    """A certificate's status changes (docs/certificates.md, "Status").
+    The applicant authorised an agent of the holding hall.
+    """
 
+    DESCRIPTOR: _descriptor.Descriptor
+
+    AGENT_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def agent(self) -> _common_pb2.AgentAuthorisation: ...
+    def __init__(
+        self,
+        *,
+        agent: _common_pb2.AgentAuthorisation | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["agent", b"agent"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent", b"agent"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AgentAuthorised: _TypeAlias = AgentAuthorised  # noqa: Y015
+
+@_typing.final
+class IdentityChecked(_message.Message):
+    """An identity check was done (its outcome only; the actor's operator did it)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    METHOD_FIELD_NUMBER: _builtins.int
+    DEVICE_ID_FIELD_NUMBER: _builtins.int
+    RESULT_FIELD_NUMBER: _builtins.int
+    SCORE_BAND_FIELD_NUMBER: _builtins.int
+    method: _common_pb2.IdentityCheckMethod.ValueType
+    device_id: _builtins.str
+    result: _common_pb2.CheckResult.ValueType
+    score_band: _common_pb2.ScoreBand.ValueType
+    def __init__(
+        self,
+        *,
+        method: _common_pb2.IdentityCheckMethod.ValueType = ...,
+        device_id: _builtins.str = ...,
+        result: _common_pb2.CheckResult.ValueType = ...,
+        score_band: _common_pb2.ScoreBand.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["device_id", b"device_id", "method", b"method", "result", b"result", "score_band", b"score_band"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___IdentityChecked: _TypeAlias = IdentityChecked  # noqa: Y015
+
+@_typing.final
+class CertificateSuspended(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     REASON_FIELD_NUMBER: _builtins.int
@@ -934,6 +998,8 @@ class CaseEvent(_message.Message):
     LOCKER_DEPOSITED_FIELD_NUMBER: _builtins.int
     LOCKER_CODE_REFUSED_FIELD_NUMBER: _builtins.int
     RETURNED_TO_WINDOW_FIELD_NUMBER: _builtins.int
+    IDENTITY_CHECKED_FIELD_NUMBER: _builtins.int
+    AGENT_AUTHORISED_FIELD_NUMBER: _builtins.int
     case_id: _builtins.str
     version: _builtins.int
     @_builtins.property
@@ -1010,6 +1076,10 @@ class CaseEvent(_message.Message):
     def locker_code_refused(self) -> Global___LockerCodeRefused: ...
     @_builtins.property
     def returned_to_window(self) -> Global___ReturnedToWindow: ...
+    @_builtins.property
+    def identity_checked(self) -> Global___IdentityChecked: ...
+    @_builtins.property
+    def agent_authorised(self) -> Global___AgentAuthorised: ...
     def __init__(
         self,
         *,
@@ -1051,12 +1121,14 @@ class CaseEvent(_message.Message):
         locker_deposited: Global___LockerDeposited | None = ...,
         locker_code_refused: Global___LockerCodeRefused | None = ...,
         returned_to_window: Global___ReturnedToWindow | None = ...,
+        identity_checked: Global___IdentityChecked | None = ...,
+        agent_authorised: Global___AgentAuthorised | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["accepted", b"accepted", "actor", b"actor", "archived", b"archived", "certificate_issued", b"certificate_issued", "certificate_recorded", b"certificate_recorded", "certificate_reinstated", b"certificate_reinstated", "certificate_revoked", b"certificate_revoked", "certificate_suspended", b"certificate_suspended", "concluded", b"concluded", "correction_requested", b"correction_requested", "decided", b"decided", "delivered", b"delivered", "escalated", b"escalated", "event", b"event", "handed_off", b"handed_off", "handling_started", b"handling_started", "handoff_acknowledged", b"handoff_acknowledged", "joint_task_completed", b"joint_task_completed", "joint_tasks_joined", b"joint_tasks_joined", "joint_tasks_opened", b"joint_tasks_opened", "locker_code_refused", b"locker_code_refused", "locker_deposited", b"locker_deposited", "personal_data_erased", b"personal_data_erased", "post_dispatched", b"post_dispatched", "rated", b"rated", "rectification_completed", b"rectification_completed", "rectification_opened", b"rectification_opened", "rejected_at_intake", b"rejected_at_intake", "resubmitted", b"resubmitted", "resumed", b"resumed", "returned_to_window", b"returned_to_window", "submitted", b"submitted", "supervision_warned", b"supervision_warned", "suspended", b"suspended", "timestamp", b"timestamp", "transfer_refused", b"transfer_refused", "withdrawn", b"withdrawn"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["accepted", b"accepted", "actor", b"actor", "agent_authorised", b"agent_authorised", "archived", b"archived", "certificate_issued", b"certificate_issued", "certificate_recorded", b"certificate_recorded", "certificate_reinstated", b"certificate_reinstated", "certificate_revoked", b"certificate_revoked", "certificate_suspended", b"certificate_suspended", "concluded", b"concluded", "correction_requested", b"correction_requested", "decided", b"decided", "delivered", b"delivered", "escalated", b"escalated", "event", b"event", "handed_off", b"handed_off", "handling_started", b"handling_started", "handoff_acknowledged", b"handoff_acknowledged", "identity_checked", b"identity_checked", "joint_task_completed", b"joint_task_completed", "joint_tasks_joined", b"joint_tasks_joined", "joint_tasks_opened", b"joint_tasks_opened", "locker_code_refused", b"locker_code_refused", "locker_deposited", b"locker_deposited", "personal_data_erased", b"personal_data_erased", "post_dispatched", b"post_dispatched", "rated", b"rated", "rectification_completed", b"rectification_completed", "rectification_opened", b"rectification_opened", "rejected_at_intake", b"rejected_at_intake", "resubmitted", b"resubmitted", "resumed", b"resumed", "returned_to_window", b"returned_to_window", "submitted", b"submitted", "supervision_warned", b"supervision_warned", "suspended", b"suspended", "timestamp", b"timestamp", "transfer_refused", b"transfer_refused", "withdrawn", b"withdrawn"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepted", b"accepted", "actor", b"actor", "archived", b"archived", "case_id", b"case_id", "certificate_issued", b"certificate_issued", "certificate_recorded", b"certificate_recorded", "certificate_reinstated", b"certificate_reinstated", "certificate_revoked", b"certificate_revoked", "certificate_suspended", b"certificate_suspended", "concluded", b"concluded", "correction_requested", b"correction_requested", "decided", b"decided", "delivered", b"delivered", "escalated", b"escalated", "event", b"event", "handed_off", b"handed_off", "handling_started", b"handling_started", "handoff_acknowledged", b"handoff_acknowledged", "joint_task_completed", b"joint_task_completed", "joint_tasks_joined", b"joint_tasks_joined", "joint_tasks_opened", b"joint_tasks_opened", "locker_code_refused", b"locker_code_refused", "locker_deposited", b"locker_deposited", "personal_data_erased", b"personal_data_erased", "post_dispatched", b"post_dispatched", "rated", b"rated", "rectification_completed", b"rectification_completed", "rectification_opened", b"rectification_opened", "rejected_at_intake", b"rejected_at_intake", "resubmitted", b"resubmitted", "resumed", b"resumed", "returned_to_window", b"returned_to_window", "submitted", b"submitted", "supervision_warned", b"supervision_warned", "suspended", b"suspended", "timestamp", b"timestamp", "transfer_refused", b"transfer_refused", "version", b"version", "withdrawn", b"withdrawn"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepted", b"accepted", "actor", b"actor", "agent_authorised", b"agent_authorised", "archived", b"archived", "case_id", b"case_id", "certificate_issued", b"certificate_issued", "certificate_recorded", b"certificate_recorded", "certificate_reinstated", b"certificate_reinstated", "certificate_revoked", b"certificate_revoked", "certificate_suspended", b"certificate_suspended", "concluded", b"concluded", "correction_requested", b"correction_requested", "decided", b"decided", "delivered", b"delivered", "escalated", b"escalated", "event", b"event", "handed_off", b"handed_off", "handling_started", b"handling_started", "handoff_acknowledged", b"handoff_acknowledged", "identity_checked", b"identity_checked", "joint_task_completed", b"joint_task_completed", "joint_tasks_joined", b"joint_tasks_joined", "joint_tasks_opened", b"joint_tasks_opened", "locker_code_refused", b"locker_code_refused", "locker_deposited", b"locker_deposited", "personal_data_erased", b"personal_data_erased", "post_dispatched", b"post_dispatched", "rated", b"rated", "rectification_completed", b"rectification_completed", "rectification_opened", b"rectification_opened", "rejected_at_intake", b"rejected_at_intake", "resubmitted", b"resubmitted", "resumed", b"resumed", "returned_to_window", b"returned_to_window", "submitted", b"submitted", "supervision_warned", b"supervision_warned", "suspended", b"suspended", "timestamp", b"timestamp", "transfer_refused", b"transfer_refused", "version", b"version", "withdrawn", b"withdrawn"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_event: _TypeAlias = _typing.Literal["submitted", "correction_requested", "resubmitted", "accepted", "rejected_at_intake", "handed_off", "escalated", "handoff_acknowledged", "handling_started", "suspended", "resumed", "joint_tasks_opened", "joint_task_completed", "joint_tasks_joined", "decided", "concluded", "certificate_recorded", "delivered", "rated", "rectification_opened", "rectification_completed", "archived", "withdrawn", "personal_data_erased", "transfer_refused", "supervision_warned", "certificate_issued", "certificate_suspended", "certificate_reinstated", "certificate_revoked", "post_dispatched", "locker_deposited", "locker_code_refused", "returned_to_window"]  # noqa: Y015
+    _WhichOneofReturnType_event: _TypeAlias = _typing.Literal["submitted", "correction_requested", "resubmitted", "accepted", "rejected_at_intake", "handed_off", "escalated", "handoff_acknowledged", "handling_started", "suspended", "resumed", "joint_tasks_opened", "joint_task_completed", "joint_tasks_joined", "decided", "concluded", "certificate_recorded", "delivered", "rated", "rectification_opened", "rectification_completed", "archived", "withdrawn", "personal_data_erased", "transfer_refused", "supervision_warned", "certificate_issued", "certificate_suspended", "certificate_reinstated", "certificate_revoked", "post_dispatched", "locker_deposited", "locker_code_refused", "returned_to_window", "identity_checked", "agent_authorised"]  # noqa: Y015
     _WhichOneofArgType_event: _TypeAlias = _typing.Literal["event", b"event"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_event) -> _WhichOneofReturnType_event | None: ...
 

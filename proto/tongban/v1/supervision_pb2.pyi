@@ -78,6 +78,7 @@ class ListCasesRequest(_message.Message):
     AS_OF_FIELD_NUMBER: _builtins.int
     PAGE_SIZE_FIELD_NUMBER: _builtins.int
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    CHANNELS_FIELD_NUMBER: _builtins.int
     region: _builtins.str
     """2-12 digits; empty: the caller's own region (auditors: the node's)"""
     hall_id: _builtins.str
@@ -96,6 +97,10 @@ class ListCasesRequest(_message.Message):
     def as_of(self) -> _timestamp_pb2.Timestamp:
         """unset: the node's time now"""
 
+    @_builtins.property
+    def channels(self) -> _containers.RepeatedScalarFieldContainer[_common_pb2.IntakeChannel.ValueType]:
+        """Only cases taken in by these channels (WINDOW includes cases that did not say)."""
+
     def __init__(
         self,
         *,
@@ -108,10 +113,11 @@ class ListCasesRequest(_message.Message):
         as_of: _timestamp_pb2.Timestamp | None = ...,
         page_size: _builtins.int = ...,
         page_token: _builtins.str = ...,
+        channels: _abc.Iterable[_common_pb2.IntakeChannel.ValueType] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["as_of", b"as_of"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["as_of", b"as_of", "hall_id", b"hall_id", "item_code", b"item_code", "near_deadline", b"near_deadline", "overdue", b"overdue", "page_size", b"page_size", "page_token", b"page_token", "region", b"region", "states", b"states"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["as_of", b"as_of", "channels", b"channels", "hall_id", b"hall_id", "item_code", b"item_code", "near_deadline", b"near_deadline", "overdue", b"overdue", "page_size", b"page_size", "page_token", b"page_token", "region", b"region", "states", b"states"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -145,6 +151,7 @@ class CaseSummary(_message.Message):
     RATING_FIELD_NUMBER: _builtins.int
     CALENDAR_NOTE_FIELD_NUMBER: _builtins.int
     CONCLUDED_AT_FIELD_NUMBER: _builtins.int
+    CHANNEL_FIELD_NUMBER: _builtins.int
     case_id: _builtins.str
     state: _common_pb2.CaseState.ValueType
     item_code: _builtins.str
@@ -163,6 +170,8 @@ class CaseSummary(_message.Message):
     rating: _common_pb2.Rating.ValueType
     calendar_note: _builtins.str
     """why a deadline is unknown (a year the calendar does not know)"""
+    channel: _common_pb2.IntakeChannel.ValueType
+    """how the applicant reached the hall"""
     @_builtins.property
     def received_at(self) -> _timestamp_pb2.Timestamp:
         """business time the applicant was received"""
@@ -202,10 +211,11 @@ class CaseSummary(_message.Message):
         rating: _common_pb2.Rating.ValueType = ...,
         calendar_note: _builtins.str = ...,
         concluded_at: _timestamp_pb2.Timestamp | None = ...,
+        channel: _common_pb2.IntakeChannel.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["concluded_at", b"concluded_at", "due_at", b"due_at", "received_at", b"received_at", "statutory_due_at", b"statutory_due_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["calendar_note", b"calendar_note", "case_id", b"case_id", "competent_region", b"competent_region", "concluded_at", b"concluded_at", "due_at", b"due_at", "holder", b"holder", "intake_hall", b"intake_hall", "intake_region", b"intake_region", "item_code", b"item_code", "item_name", b"item_name", "kind", b"kind", "mode", b"mode", "overdue", b"overdue", "paused", b"paused", "promised_days", b"promised_days", "rating", b"rating", "received_at", b"received_at", "state", b"state", "statutory_due_at", b"statutory_due_at", "warnings", b"warnings", "window", b"window", "working_days_used", b"working_days_used"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["calendar_note", b"calendar_note", "case_id", b"case_id", "channel", b"channel", "competent_region", b"competent_region", "concluded_at", b"concluded_at", "due_at", b"due_at", "holder", b"holder", "intake_hall", b"intake_hall", "intake_region", b"intake_region", "item_code", b"item_code", "item_name", b"item_name", "kind", b"kind", "mode", b"mode", "overdue", b"overdue", "paused", b"paused", "promised_days", b"promised_days", "rating", b"rating", "received_at", b"received_at", "state", b"state", "statutory_due_at", b"statutory_due_at", "warnings", b"warnings", "window", b"window", "working_days_used", b"working_days_used"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -1,0 +1,195 @@
+"""Identity checks through the node: signed, stored, bound in the log, and every tampering named.
+
+Each test runs on SQLite and on PostgreSQL. A county hall takes in a 养老金领取资格认证 (which
+requires a passed 生存认证), records the check with signed commands, and the ledger integrator's
+binding check (the same one the auditor runs) decides what may enter the log.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from uuid import UUID
+
+import psycopg
+import pytest
+from eventsourcing.persistence import Notification
+from tongban.v1 import common_pb2
+
+from hub.domain.case import Case
+from hub.domain.values import CaseState, CheckResult, IdentityCheckMethod
+from hub.errors import CheckMissing, IntegrityViolation
+from hub.integrity.audit import audit_store
+from hub.integrity.binding import LogChecker
+from hub.integrity.store import ReadOnlyStore
+from hub.settings import Settings
+from ledger import Verifier
+from tests.harness.inprocess import APPLICANT, InProcessNode, material
+
+COUNTY_REGION = "430902000000"
+PENSION = "040323001000"
+LIVENESS = common_pb2.IDENTITY_CHECK_METHOD_LIVENESS
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def settings(request: pytest.FixtureRequest, tmp_path: Path) -> Settings:
+    common: dict[str, Any] = {"data_dir": tmp_path / "node", "checkpoint_every": 8}
+    if request.param == "postgres":
+        common["database_url"] = request.getfixturevalue("fresh_postgres_db")
+    return Settings(**common)
+
+
+@pytest.fixture
+def node(settings: Settings) -> Iterator[InProcessNode]:
+    started = InProcessNode.start(settings)
+    started.add_hall("c-hall", COUNTY_REGION)
+    yield started
+    started.close()
+
+
+def _check(node: InProcessNode, case: str, key: str, result: int) -> Any:
+    return node.run(
+        node.halls["c-hall"], "record_identity_check", idempotency_key=key, case_id=case,
+        method=LIVENESS, device_id="sb-app-0042", result=result,
+        score_band=common_pb2.SCORE_BAND_HIGH,
+    )  # fmt: skip
+
+
+def _pension_case(node: InProcessNode) -> str:
+    result = node.submit(
+        node.halls["c-hall"], "key-pension-01", item_code=PENSION, applicant=APPLICANT,
+        materials=[material("社会保障卡")],
+    )  # fmt: skip
+    return str(result.case_id)
+
+
+def _audit_ok(settings: Settings) -> None:
+    verifier = Verifier.from_key((settings.data_dir / "log.vkey").read_text().strip())
+    store = (
+        ReadOnlyStore(database_url=settings.database_url)
+        if settings.database_url
+        else ReadOnlyStore(sqlite_path=settings.sqlite_path)
+    )
+    with store:
+        report = audit_store(store, [verifier], origin=settings.origin)
+    assert report.ok, report.summary()
+
+
+def test_accept_waits_for_a_passed_proof_of_life_and_the_log_verifies(
+    node: InProcessNode,
+) -> None:
+    hall = node.halls["c-hall"]
+    case = _pension_case(node)
+    size = node.log_size()
+    with pytest.raises(CheckMissing) as refused:
+        node.run(hall, "accept", idempotency_key="key-accept-01", case_id=case)
+    assert refused.value.check == "LIVENESS"
+    assert node.log_size() == size  # nothing stored
+    _check(node, case, "key-check-01", common_pb2.CHECK_RESULT_FAILED)
+    with pytest.raises(CheckMissing, match="LIVENESS"):
+        node.run(hall, "accept", idempotency_key="key-accept-02", case_id=case)
+    _check(node, case, "key-check-02", common_pb2.CHECK_RESULT_PASSED)
+    node.run(hall, "accept", idempotency_key="key-accept-03", case_id=case)
+    stored = node.app.get_case(UUID(case))
+    assert stored.state is CaseState.ACCEPTED
+    assert stored.passed_checks == (IdentityCheckMethod.LIVENESS,)
+    checks = [e for e in node.app.case_history(stored.id) if isinstance(e, Case.IdentityChecked)]
+    assert [(e.result, e.device_id, e.actor.operator) for e in checks] == [
+        (CheckResult.FAILED, "sb-app-0042", "op-c-hall"),
+        (CheckResult.PASSED, "sb-app-0042", "op-c-hall"),
+    ]
+    node.integrator().catch_up()  # the gate lets every event in
+    _audit_ok(node.settings)
+
+
+def _notifications(node: InProcessNode) -> list[Notification]:
+    return list(node.app.recorder.select_notifications(start=1, limit=1000))
+
+
+def _problems(notifications: list[Notification], origin: str) -> list[tuple[str, str]]:
+    """Feed the events, in this order, through a fresh binding check."""
+    checker = LogChecker(origin)
+    found = []
+    for index, notification in enumerate(notifications):
+        _leaf, problems = checker.leaf_for(origin, index, notification)
+        found += [(notification.topic.rsplit(".", 1)[-1], str(p)) for p in problems]
+    return found
+
+
+def test_an_acceptance_without_the_check_never_enters_the_log(
+    node: InProcessNode, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A node whose software skipped the rule (or a rogue build) stores an acceptance with no
+    passed 生存认证: the gate refuses to sign it, naming the missing check."""
+    case = _pension_case(node)
+    _check(node, case, "key-check-01", common_pb2.CHECK_RESULT_FAILED)
+    node.integrator().catch_up()
+    with monkeypatch.context() as patched:
+        patched.setattr(Case, "check_required_checks", lambda self, command: None)
+        node.run(node.halls["c-hall"], "accept", idempotency_key="key-accept-01", case_id=case)
+    with pytest.raises(IntegrityViolation) as refused:
+        node.integrator().catch_up()
+    assert "invalid transition" in str(refused.value)
+    assert "LIVENESS" in str(refused.value)
+    # Fed to a fresh checker (as the auditor reads the store), the same finding at the same event.
+    problems = _problems(_notifications(node), node.settings.origin)
+    assert [t for t, p in problems if "LIVENESS" in p] == ["Accepted"], problems
+
+
+def test_a_check_moved_to_another_case_is_named(node: InProcessNode) -> None:
+    case = _pension_case(node)
+    other = node.submit(
+        node.halls["c-hall"], "key-pension-02", item_code=PENSION, applicant=APPLICANT,
+        materials=[material("社会保障卡")],
+    ).case_id  # fmt: skip
+    _check(node, case, "key-check-01", common_pb2.CHECK_RESULT_PASSED)
+    events = _notifications(node)
+    checked = next(i for i, n in enumerate(events) if n.topic.endswith("IdentityChecked"))
+    events[checked] = dataclasses.replace(events[checked], originator_id=other)
+    problems = _problems(events, node.settings.origin)
+    assert any(t == "IdentityChecked" and "mis-bound event" in p for t, p in problems), problems
+
+
+def _rewrite_last_check(settings: Settings, old: bytes, new: bytes) -> None:
+    """Rewrite the stored check event's JSON, as a rogue operator with SQL access could."""
+    if settings.database_url is None:
+        with sqlite3.connect(settings.sqlite_path) as connection:
+            rowid, state = connection.execute(
+                "SELECT rowid, state FROM stored_events WHERE topic LIKE '%IdentityChecked' "
+                "ORDER BY rowid DESC LIMIT 1"
+            ).fetchone()
+            connection.execute(
+                "UPDATE stored_events SET state = ? WHERE rowid = ?",
+                (bytes(state).replace(old, new), rowid),
+            )
+        return
+    with psycopg.connect(settings.database_url, autocommit=True) as connection:
+        row = connection.execute(
+            "SELECT notification_id, state FROM tongban_events WHERE topic LIKE "
+            "'%%IdentityChecked' ORDER BY notification_id DESC LIMIT 1"
+        ).fetchone()
+        assert row is not None
+        connection.execute(
+            "UPDATE tongban_events SET state = %s WHERE notification_id = %s",
+            (bytes(row[1]).replace(old, new), row[0]),
+        )
+
+
+@pytest.mark.parametrize(
+    ("old", "new"),
+    [(b'"FAILED"', b'"PASSED"'), (b"sb-app-0042", b"sb-app-9999"), (b'"HIGH"', b'"LOW"')],
+)
+def test_an_altered_check_is_refused_by_the_gate(
+    node: InProcessNode, old: bytes, new: bytes
+) -> None:
+    """A failed check rewritten as passed (or another device, another band) before the
+    integrator reaches it does not enter the log: it is not what the hall signed."""
+    case = _pension_case(node)
+    node.integrator().catch_up()
+    _check(node, case, "key-check-01", common_pb2.CHECK_RESULT_FAILED)
+    _rewrite_last_check(node.settings, old, new)
+    with pytest.raises(IntegrityViolation, match="content mismatch"):
+        node.integrator().catch_up()
