@@ -961,35 +961,11 @@ def _cert(args: argparse.Namespace) -> int:
         return _cert_render(args)
     if args.cert_command == "receipt":
         return _cert_receipt(args)
-    from hub.bootstrap import build_integrator, load_certificate_issuer
-    from hub.certificates import claims_for, sign_certificate
-    from hub.commands.wire import parse_uuid
-    from hub.domain.case import Case
-
-    settings = Settings.from_env()
-    issuer = load_certificate_issuer(settings)
-    case_id = parse_uuid(args.case, "case")
-    app = _application(settings)
-    try:
-        case = app.get_case(case_id)
-        issued = [e for e in app.case_history(case_id) if isinstance(e, Case.CertificateIssued)]
-        if not issued:
-            raise NotFound("certificate of case", str(case_id))
-        event = issued[-1]
-        view = build_integrator(settings, app).view
-        leaf = view.read(lambda c: view.tables.leaf_for(c, case_id, event.originator_version))
-        if leaf is None:
-            raise TongbanError(
-                f"the certificate of case {case_id} is not in the log yet: run `tongban ledger "
-                "integrate` (or wait for the running node's integrator)"
-            )
-        token = sign_certificate(claims_for(case, event, leaf.index, settings.origin), issuer)
-    finally:
-        app.close()
+    token, certificate_id, index, _ = _case_certificate(args.case)
     if args.out:
         with open(args.out, "x", encoding="ascii") as handle:
             handle.write(token + "\n")
-        print(f"{event.certificate_id}: {args.out} (ledger index {leaf.index})")
+        print(f"{certificate_id}: {args.out} (ledger index {index})")
     else:
         print(token)
     return 0
@@ -998,16 +974,10 @@ def _cert(args: argparse.Namespace) -> int:
 def _cert_receipt(args: argparse.Namespace) -> int:
     """The certificate file: the token, its issuing event and the event's receipt under a final
     (cosigned) checkpoint (``hub.certificate_log``)."""
-    from hub.bootstrap import (
-        build_integrator,
-        load_certificate_issuer,
-        load_node_keys,
-        witnessing_config,
-    )
+    from hub.bootstrap import load_certificate_issuer, load_node_keys, witnessing_config
     from hub.certificate_log import CertificateFile
     from hub.certificates import claims_for, sign_certificate
     from hub.commands.wire import parse_uuid
-    from hub.domain.case import Case
     from hub.integrity.witnessed import final_checkpoint
     from ledger import Receipt, WitnessPolicy
 
@@ -1020,13 +990,7 @@ def _cert_receipt(args: argparse.Namespace) -> int:
     case_id = parse_uuid(args.case, "case")
     app = _application(settings)
     try:
-        case = app.get_case(case_id)
-        issued = [e for e in app.case_history(case_id) if isinstance(e, Case.CertificateIssued)]
-        if not issued:
-            raise NotFound("certificate of case", str(case_id))
-        event = issued[-1]
-        view = build_integrator(settings, app).view
-        leaf = view.read(lambda c: view.tables.leaf_for(c, case_id, event.originator_version))
+        case, event, view, leaf = _issued_certificate(settings, app, case_id)
         final = None if leaf is None else final_checkpoint(view, leaf.index, policy, log_verifier)
         if leaf is None or final is None:
             raise TongbanError(
@@ -1160,7 +1124,7 @@ def _cert_render(args: argparse.Namespace) -> int:
 
     holder: HolderDisplay | None = None
     if args.case:
-        token, holder = _case_certificate(args.case)
+        token, _, _, holder = _case_certificate(args.case, holder_shown=True)
     else:
         token = _read_token(args.file)
     rendered = write_rendering(token, Path(args.out), holder)
@@ -1171,39 +1135,53 @@ def _cert_render(args: argparse.Namespace) -> int:
     return 0
 
 
-def _case_certificate(case_text: str) -> tuple[str, HolderDisplay | None]:
-    """The signed certificate of a case (as `cert issue` writes it) and its holder, masked."""
-    from hub.bootstrap import build_integrator, load_certificate_issuer
+def _issued_certificate(settings: Settings, app: Any, case_id: Any) -> tuple[Any, Any, Any, Any]:
+    """A case, its certificate's issuing event, the node's ledger view and that event's leaf
+    (None while it is not integrated); NotFound when the case has no certificate."""
+    from hub.bootstrap import build_integrator
+    from hub.domain.case import Case
+
+    case = app.get_case(case_id)
+    issued = [e for e in app.case_history(case_id) if isinstance(e, Case.CertificateIssued)]
+    if not issued:
+        raise NotFound("certificate of case", str(case_id))
+    event = issued[-1]
+    view = build_integrator(settings, app).view
+    leaf = view.read(lambda c: view.tables.leaf_for(c, case_id, event.originator_version))
+    return case, event, view, leaf
+
+
+def _case_certificate(
+    case_text: str, *, holder_shown: bool = False
+) -> tuple[str, str, int, HolderDisplay | None]:
+    """The signed certificate of a case (as `cert issue` writes it): its token, identifier,
+    ledger index, and (``holder_shown``) its holder masked (None once the personal data is
+    erased)."""
+    from hub.bootstrap import load_certificate_issuer
     from hub.certificates import claims_for, sign_certificate
     from hub.certificates_render import HolderDisplay
     from hub.commands.wire import parse_uuid
-    from hub.domain.case import Case
 
     settings = Settings.from_env()
     issuer = load_certificate_issuer(settings)
     case_id = parse_uuid(case_text, "case")
     app = _application(settings)
     try:
-        case = app.get_case(case_id)
-        issued = [e for e in app.case_history(case_id) if isinstance(e, Case.CertificateIssued)]
-        if not issued:
-            raise NotFound("certificate of case", str(case_id))
-        event = issued[-1]
-        view = build_integrator(settings, app).view
-        leaf = view.read(lambda c: view.tables.leaf_for(c, case_id, event.originator_version))
+        case, event, _, leaf = _issued_certificate(settings, app, case_id)
         if leaf is None:
             raise TongbanError(
                 f"the certificate of case {case_id} is not in the log yet: run `tongban ledger "
                 "integrate` (or wait for the running node's integrator)"
             )
         token = sign_certificate(claims_for(case, event, leaf.index, settings.origin), issuer)
-        opened = app.open_applicant(case)  # None once the personal data is erased
+        # (None once the personal data is erased.)
+        opened = app.open_applicant(case) if holder_shown else None
     finally:
         app.close()
     holder = None
     if opened is not None:
         holder = HolderDisplay.masked(opened.applicant.name, opened.applicant.id_number)
-    return token, holder
+    return token, event.certificate_id, leaf.index, holder
 
 
 def _trust(args: argparse.Namespace) -> int:

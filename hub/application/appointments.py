@@ -16,6 +16,7 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
+from hub.application.openings import open_commitments
 from hub.commands import model as cmd
 from hub.commands.model import PersonalValue
 from hub.domain.appointments import (
@@ -27,7 +28,6 @@ from hub.domain.appointments import (
     AppointmentState,
     appointment_id,
 )
-from hub.domain.commitments import MAX_SALT_BYTES, MIN_SALT_BYTES, opens
 from hub.domain.hall import Hall
 from hub.domain.values import Actor, Applicant
 from hub.errors import InvalidInput, NotFound, PermissionRefused, SlotTaken
@@ -49,46 +49,16 @@ def open_booking(
         for name in APPOINTMENT_FIELDS
         if getattr(commitments, name)
     )
-    given: dict[str, tuple[int, PersonalValue]] = {}
-    for number, value in enumerate(personal):
-        if value.field not in wanted or value.field in given:
-            raise InvalidInput(
-                f"personal[{number}].field",
-                value.field,
-                f"not a committed field of this command (expected {', '.join(wanted)})",
-            )
-        given[value.field] = (number, value)
-    values: dict[str, str] = {}
-    salts: dict[str, bytes] = {}
-    for path in wanted:
-        if path not in given:
-            raise InvalidInput("personal", path, "missing: send the clear value and its salt")
-        number, value = given[path]
-        if not MIN_SALT_BYTES <= len(value.salt) <= MAX_SALT_BYTES:
-            raise InvalidInput(
-                f"personal[{number}].salt",
-                f"{len(value.salt)} bytes",
-                f"use {MIN_SALT_BYTES}-{MAX_SALT_BYTES} random bytes",
-            )
-        name = path.rsplit(".", 1)[1]
-        if not opens(bytes.fromhex(getattr(commitments, name)), path, value.salt, value.value):
-            raise InvalidInput(
-                f"personal[{number}].value",
-                "<redacted>",
-                f"does not open the signed commitment command.{path}",
-            )
-        values[name] = value.value
-        salts[path] = value.salt
+    opened = open_commitments(commitments, wanted, personal)
+    values = dict(opened.values)
     address = values.pop("address", "")
     if len(address) > 256:
-        number = given["book_appointment.applicant.address"][0]
-        raise InvalidInput(f"personal[{number}].value", "<redacted>", "at most 256 characters")
+        raise opened.refuse("book_appointment.applicant.address", "at most 256 characters")
     try:
         applicant = Applicant(**values)
     except InvalidInput as error:
-        number = given[f"book_appointment.{error.field}"][0]
-        raise InvalidInput(f"personal[{number}].value", "<redacted>", error.reason) from None
-    return applicant, address, salts
+        raise opened.refuse(f"book_appointment.{error.field}", error.reason) from None
+    return applicant, address, opened.salts
 
 
 def slot_of(hall: Hall, action: cmd.BookAppointment) -> tuple[str, str]:

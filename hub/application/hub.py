@@ -52,6 +52,7 @@ from eventsourcing.utils import Environment, EnvType, get_topic
 
 from hub.application import appointments as appts
 from hub.application.group_commit import GroupCommit
+from hub.application.openings import open_commitments
 from hub.application.recorders import PersonalKey, PersonalKeyAccess
 from hub.application.storage import StorageGuard
 from hub.application.vault import OpenedApplicant, PersonalDataVault
@@ -70,7 +71,6 @@ from hub.domain.command_record import (
     payload_digest,
     record_id,
 )
-from hub.domain.commitments import MAX_SALT_BYTES, MIN_SALT_BYTES, opens
 from hub.domain.custody import (
     KIOSK_ID_NUMBER_FIELD,
     PICKUP_CODE_FIELD,
@@ -1080,45 +1080,14 @@ class HubApplication(Application[UUID]):
         wanted = PERSONAL_FIELDS[action.action_name]
         commitments = getattr(action, _COMMITTED[action.action_name])
         prefix = f"{action.action_name}."  # the wire paths start with the action's name
-        given: dict[str, tuple[int, Any]] = {}
-        for number, value in enumerate(personal):
-            if value.field not in wanted or value.field in given:
-                raise InvalidInput(
-                    f"personal[{number}].field",
-                    value.field,
-                    f"not a committed field of this command (expected {', '.join(wanted)})",
-                )
-            given[value.field] = (number, value)
-        values: dict[str, str] = {}
-        salts: dict[str, bytes] = {}
-        for path in wanted:
-            if path not in given:
-                raise InvalidInput("personal", path, "missing: send the clear value and its salt")
-            number, value = given[path]
-            if not MIN_SALT_BYTES <= len(value.salt) <= MAX_SALT_BYTES:
-                raise InvalidInput(
-                    f"personal[{number}].salt",
-                    f"{len(value.salt)} bytes",
-                    f"use {MIN_SALT_BYTES}-{MAX_SALT_BYTES} random bytes",
-                )
-            field = path.rsplit(".", 1)[1]
-            digest = bytes.fromhex(getattr(commitments, field))
-            if not opens(digest, path, value.salt, value.value):
-                raise InvalidInput(
-                    f"personal[{number}].value",
-                    "<redacted>",
-                    f"does not open the signed commitment command.{path}",
-                )
-            values[field] = value.value
-            salts[path] = value.salt
+        opened = open_commitments(commitments, wanted, personal)
         try:
-            applicant = Applicant(**values)
+            applicant = Applicant(**opened.values)
         except InvalidInput as error:
             # The value object names its field "applicant.<field>", whoever the person is.
             path = f"{prefix}{_COMMITTED[action.action_name]}.{error.field.rsplit('.', 1)[-1]}"
-            number = given[path][0]
-            raise InvalidInput(f"personal[{number}].value", "<redacted>", error.reason) from None
-        return applicant, salts
+            raise opened.refuse(path, error.reason) from None
+        return applicant, opened.salts
 
     def _canonical(self, action: Action, signed: SignedCommand) -> dict[str, Any]:
         """What makes two commands the same for idempotency: the arguments, with personal
