@@ -47,6 +47,7 @@ import time
 from collections import deque
 from typing import Any
 
+import psycopg
 from eventsourcing.application import Application, ProcessingEvent
 from eventsourcing.persistence import InterfaceError, OperationalError
 
@@ -179,6 +180,13 @@ class GroupCommit:
         try:
             self._app.save(*[event for entry in batch for event in entry.events], **extras)
         except (OperationalError, InterfaceError) as error:
+            if len(batch) > 1 and _pipeline_aborted(error):
+                # A statement of the batch failed on a live connection, and psycopg reported
+                # the rest of the aborted pipeline rather than the conflict itself (e.g. two
+                # copies of one command in one batch): retry one by one, as for a conflict.
+                for entry in batch:
+                    self._commit([entry])
+                return
             # The store is unreachable: nothing of the batch was stored, for anyone.
             for entry in batch:
                 entry.error = _own_copy(error)
@@ -198,6 +206,17 @@ class GroupCommit:
                 entry.settled = True
             self.batches += 1
             self.saves += len(batch)
+
+
+def _pipeline_aborted(error: BaseException) -> bool:
+    """Whether ``error`` (or what caused it) is PostgreSQL's "pipeline aborted": an earlier
+    statement of the transaction failed, on a connection that works."""
+    seen: BaseException | None = error
+    while seen is not None:
+        if isinstance(seen, psycopg.errors.PipelineAborted):
+            return True
+        seen = seen.__cause__
+    return False
 
 
 def _own_copy(error: BaseException) -> BaseException:
