@@ -31,10 +31,12 @@ from adapters.sdk import HallClient, HallCredentials, TLSConfig
 from .processes import LOCALHOST, port_accepts
 
 TONGBAN = [sys.executable, "-m", "hub.cli"]
-_PORT_LINE = re.compile(r"tongban: serving on .*:(\d+)")
-_METRICS_LINE = re.compile(r"tongban: metrics on (http://\S+)")
-_WITNESS_LINE = re.compile(r"tongban: witness on (https?://\S+)")
-_WEB_LINE = re.compile(r"tongban: web on (https?://\S+)")
+# Only whole lines (up to their newline): the log is read while the node writes it, and a line
+# read half-written ("...:50" of ":50123") would name a wrong port.
+_PORT_LINE = re.compile(r"tongban: serving on .*:(\d+)(?=\r?\n)")
+_METRICS_LINE = re.compile(r"tongban: metrics on (http://\S+)(?=\r?\n)")
+_WITNESS_LINE = re.compile(r"tongban: witness on (https?://\S+)(?=\r?\n)")
+_WEB_LINE = re.compile(r"tongban: web on (https?://\S+)(?=\r?\n)")
 
 
 @dataclass(frozen=True)
