@@ -25,6 +25,7 @@ from hub.integrity.store import ReadOnlyStore
 from hub.settings import Settings
 from ledger import Verifier
 from tests.harness.inprocess import APPLICANT, InProcessNode, material
+from tests.harness.tamper import rewrite_last_event
 
 VILLAGE_REGION = "430902104201"
 TOWNSHIP_REGION = "430902104000"
@@ -191,31 +192,6 @@ def test_an_agent_rewritten_in_a_stored_event_is_refused_by_the_gate(node: InPro
     village = node.halls["v-room"]
     node.integrator().catch_up()
     node.app.execute(_agent_submit(village))
-    _rewrite_submitted(node.settings, b'"dby-07"', b'"dby-08"')
+    rewrite_last_event(node.settings, "Submitted", b'"dby-07"', b'"dby-08"')
     with pytest.raises(IntegrityViolation, match="content mismatch|unauthorised agent"):
         node.integrator().catch_up()
-
-
-def _rewrite_submitted(settings: Settings, old: bytes, new: bytes) -> None:
-    """Rewrite the last stored submission's JSON, as a rogue operator with SQL access could."""
-    if settings.database_url is None:
-        with sqlite3.connect(settings.sqlite_path) as connection:
-            rowid, state = connection.execute(
-                "SELECT rowid, state FROM stored_events WHERE topic LIKE '%Submitted' "
-                "ORDER BY rowid DESC LIMIT 1"
-            ).fetchone()
-            connection.execute(
-                "UPDATE stored_events SET state = ? WHERE rowid = ?",
-                (bytes(state).replace(old, new), rowid),
-            )
-        return
-    with psycopg.connect(settings.database_url, autocommit=True) as connection:
-        row = connection.execute(
-            "SELECT notification_id, state FROM tongban_events WHERE topic LIKE '%%Submitted' "
-            "ORDER BY notification_id DESC LIMIT 1"
-        ).fetchone()
-        assert row is not None
-        connection.execute(
-            "UPDATE tongban_events SET state = %s WHERE notification_id = %s",
-            (bytes(row[1]).replace(old, new), row[0]),
-        )

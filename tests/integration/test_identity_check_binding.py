@@ -8,13 +8,11 @@ binding check (the same one the auditor runs) decides what may enter the log.
 from __future__ import annotations
 
 import dataclasses
-import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from uuid import UUID
 
-import psycopg
 import pytest
 from eventsourcing.persistence import Notification
 from tongban.v1 import common_pb2
@@ -28,6 +26,7 @@ from hub.integrity.store import ReadOnlyStore
 from hub.settings import Settings
 from ledger import Verifier
 from tests.harness.inprocess import APPLICANT, InProcessNode, material
+from tests.harness.tamper import rewrite_last_event
 
 COUNTY_REGION = "430902000000"
 PENSION = "040323001000"
@@ -153,31 +152,6 @@ def test_a_check_moved_to_another_case_is_named(node: InProcessNode) -> None:
     assert any(t == "IdentityChecked" and "mis-bound event" in p for t, p in problems), problems
 
 
-def _rewrite_last_check(settings: Settings, old: bytes, new: bytes) -> None:
-    """Rewrite the stored check event's JSON, as a rogue operator with SQL access could."""
-    if settings.database_url is None:
-        with sqlite3.connect(settings.sqlite_path) as connection:
-            rowid, state = connection.execute(
-                "SELECT rowid, state FROM stored_events WHERE topic LIKE '%IdentityChecked' "
-                "ORDER BY rowid DESC LIMIT 1"
-            ).fetchone()
-            connection.execute(
-                "UPDATE stored_events SET state = ? WHERE rowid = ?",
-                (bytes(state).replace(old, new), rowid),
-            )
-        return
-    with psycopg.connect(settings.database_url, autocommit=True) as connection:
-        row = connection.execute(
-            "SELECT notification_id, state FROM tongban_events WHERE topic LIKE "
-            "'%%IdentityChecked' ORDER BY notification_id DESC LIMIT 1"
-        ).fetchone()
-        assert row is not None
-        connection.execute(
-            "UPDATE tongban_events SET state = %s WHERE notification_id = %s",
-            (bytes(row[1]).replace(old, new), row[0]),
-        )
-
-
 @pytest.mark.parametrize(
     ("old", "new"),
     [(b'"FAILED"', b'"PASSED"'), (b"sb-app-0042", b"sb-app-9999"), (b'"HIGH"', b'"LOW"')],
@@ -190,6 +164,6 @@ def test_an_altered_check_is_refused_by_the_gate(
     case = _pension_case(node)
     node.integrator().catch_up()
     _check(node, case, "key-check-01", common_pb2.CHECK_RESULT_FAILED)
-    _rewrite_last_check(node.settings, old, new)
+    rewrite_last_event(node.settings, "IdentityChecked", old, new)
     with pytest.raises(IntegrityViolation, match="content mismatch"):
         node.integrator().catch_up()
