@@ -37,7 +37,7 @@ from tongban.v1 import case_exchange_pb2, common_pb2
 
 from adapters.connection import HubConnection, ItemCatalogue, open_client
 from adapters.errors import RETRYABLE_CODES, AdapterError, ConfigError, InputError, NodeRefused
-from adapters.sdk import MAX_ATTEMPTS, RetryPolicy
+from adapters.sdk import MAX_ATTEMPTS, HallCredentials, RetryPolicy
 
 if TYPE_CHECKING:
     from adapters.village import Outbox
@@ -212,7 +212,14 @@ def _outbox(args: argparse.Namespace) -> tuple[Outbox, HubConnection]:
     if not args.db:
         raise ConfigError("the outbox file is not set (--db or TONGBAN_VILLAGE_DB)")
     connection = _connection(args, "village")
-    return Outbox(Path(args.db), connection.signing_credentials()), connection
+    agent_keys = {}
+    for spec in args.agent_key:
+        agent, sep, file = spec.partition("=")
+        if not sep or not agent.strip() or not file:
+            raise InputError("--agent-key", f"{spec!r}: use AGENT=FILE")
+        agent_keys[agent.strip()] = HallCredentials.load_signing_key(Path(file))
+    outbox = Outbox(Path(args.db), connection.signing_credentials(), agent_keys=agent_keys)
+    return outbox, connection
 
 
 def _village_submit(args: argparse.Namespace) -> int:
@@ -513,6 +520,15 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
         "--db",
         default=env.get("TONGBAN_VILLAGE_DB", ""),
         help="the outbox SQLite file [$TONGBAN_VILLAGE_DB]",
+    )
+    outbox.add_argument(
+        "--agent-key",
+        action="append",
+        default=[],
+        metavar="AGENT=FILE",
+        help="an agent registered with a key of their own signs their steps with this PEM key "
+        "(repeatable; a step queued before its case id is known is signed when forwarded, so "
+        "give it to 'forward' too)",
     )
     idem = _Parser(add_help=False)
     idem.add_argument(

@@ -303,9 +303,14 @@ def sign_command(
     pickup_code: tuple[str, bytes] | None = None,
     id_card_read: str | None = None,
     agent: str = "",
+    agent_key: Ed25519PrivateKey | None = None,
 ) -> case_exchange_pb2.SignedCommand:
     """Build the ``Command`` (header + ``body`` as ``action``), serialise it once, and sign
     exactly those bytes. Needs no channel, so an offline adapter can sign while queueing.
+
+    ``agent`` names the hall's 代办员 who takes the step. An agent registered with a key of
+    their own signs with it: give it as ``agent_key`` (the node refuses the hall's signature on
+    that agent's steps); an agent registered without one acts under the hall's key.
 
     ``applicant`` (a Submit's, in clear) is committed to in the signed bytes and sent beside
     them; ``pickup_code`` (a locker pickup's typed code and the locker's key) and
@@ -315,6 +320,8 @@ def sign_command(
     (:func:`check_idempotency_key`).
     """
     check_idempotency_key(idempotency_key)
+    if agent_key is not None and not agent:
+        raise InputError("agent", "an agent's key signs only a step that names the agent")
     stamp = Timestamp()
     if issued_at is None:
         stamp.GetCurrentTime()
@@ -355,8 +362,9 @@ def sign_command(
             case_exchange_pb2.PersonalValue(field=KIOSK_ID_NUMBER_FIELD, value=id_card_read)
         )
     data = command.SerializeToString()
+    signing_key = credentials.signing_key if agent_key is None else agent_key
     return case_exchange_pb2.SignedCommand(
-        command=data, signature=credentials.signing_key.sign(data), personal=personal
+        command=data, signature=signing_key.sign(data), personal=personal
     )
 
 
@@ -441,6 +449,7 @@ class HallClient:
         pickup_code: tuple[str, bytes] | None = None,
         id_card_read: str | None = None,
         acting_agent: str = "",
+        agent_key: Ed25519PrivateKey | None = None,
         **fields: Any,
     ) -> case_exchange_pb2.SignedCommand:
         """Build, serialise and sign a command; the bytes are what the node verifies.
@@ -448,6 +457,8 @@ class HallClient:
         ``idempotency_key`` is required: the same key with the same arguments is answered with
         the first result, so derive it from the caller's own record of the act. A Submit's
         ``applicant`` is given in clear; the SDK commits to it (see :func:`sign_command`).
+        ``acting_agent`` names the 代办员 who takes the step; ``agent_key`` is that agent's own
+        signing key when they were registered with one (it then signs instead of the hall).
         """
         if action not in RPC_OF_ACTION:
             raise InputError(
@@ -469,6 +480,7 @@ class HallClient:
             pickup_code=pickup_code,
             id_card_read=id_card_read,
             agent=acting_agent,
+            agent_key=agent_key,
         )
 
     def send_signed(
@@ -494,6 +506,7 @@ class HallClient:
         pickup_code: tuple[str, bytes] | None = None,
         id_card_read: str | None = None,
         acting_agent: str = "",
+        agent_key: Ed25519PrivateKey | None = None,
         **fields: Any,
     ) -> case_exchange_pb2.CommandReply:
         """Sign and send one command: ``send("accept", idempotency_key=..., case_id=...)``.
@@ -510,6 +523,7 @@ class HallClient:
             pickup_code=pickup_code,
             id_card_read=id_card_read,
             acting_agent=acting_agent,
+            agent_key=agent_key,
             **fields,
         )
         return self.send_signed(action, signed)

@@ -58,7 +58,7 @@ import mimetypes
 import sqlite3
 import threading
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -66,6 +66,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import grpc
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from google.protobuf import json_format, unknown_fields
 from google.protobuf.message import Message
 from tongban.v1 import case_exchange_pb2, common_pb2
@@ -188,8 +189,14 @@ class Signer:
     is the time the clerk acted.
     """
 
-    def __init__(self, credentials: HallCredentials) -> None:
+    def __init__(
+        self,
+        credentials: HallCredentials,
+        agent_keys: Mapping[str, Ed25519PrivateKey] | None = None,
+    ) -> None:
         self.credentials = credentials
+        #: The room's agents who sign their own steps, by agent id: their private keys.
+        self.agent_keys = dict(agent_keys or {})
 
     def sign(
         self,
@@ -204,7 +211,8 @@ class Signer:
     ) -> case_exchange_pb2.SignedCommand:
         """The signed, deferred command; ``issued_at`` defaults to now. A submit's
         ``applicant`` (in clear) is committed to by the SDK, with fresh random salts.
-        ``agent``: the room's 代办员 who took the step (on a home visit, say)."""
+        ``agent``: the room's 代办员 who took the step (on a home visit, say); an agent with a
+        key in ``agent_keys`` signs it with that key, any other step is signed by the hall."""
         return sign_command(
             self.credentials,
             action,
@@ -215,6 +223,7 @@ class Signer:
             deferred=True,
             applicant=applicant,
             agent=agent,
+            agent_key=self.agent_keys.get(agent) if agent else None,
         )
 
 
@@ -265,10 +274,18 @@ class QueuedCommand:
 class Outbox:
     """The local SQLite outbox of one hall. Safe to open from several processes at once."""
 
-    def __init__(self, path: Path, credentials: HallCredentials) -> None:
+    def __init__(
+        self,
+        path: Path,
+        credentials: HallCredentials,
+        *,
+        agent_keys: Mapping[str, Ed25519PrivateKey] | None = None,
+    ) -> None:
+        """Open (or create) the outbox; ``agent_keys``: the private keys of the room's agents
+        who sign their own steps, by agent id (see :class:`Signer`)."""
         self.path = Path(path)
         self.credentials = credentials
-        self.signer = Signer(credentials)
+        self.signer = Signer(credentials, agent_keys)
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             # Autocommit mode: every write is an explicit BEGIN IMMEDIATE ... COMMIT below, so a

@@ -18,7 +18,6 @@ signing key (a re-run on a kept store rotates the existing halls' keys).
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import os
 import time
@@ -37,6 +36,7 @@ from hub.bootstrap import public_key_b64
 from hub.commands.signing import CommandSigner
 from hub.domain.case import Case
 from hub.domain.commitments import commitment
+from hub.domain.hall import key_id
 from hub.domain.regions import RegionCode
 from hub.domain.values import Applicant, id_number_with_check
 from hub.errors import AlreadyExists, NotFound, TongbanError
@@ -316,21 +316,46 @@ VILLAGE_AGENT = "dby-v201-01"
 TOWNSHIP_AGENT = "dby-town-03"
 
 
-def _register_agent(story: Story, hall: CommandSigner, agent_id: str, person: Applicant) -> None:
-    with contextlib.suppress(AlreadyExists):  # a re-run on a kept store has them
-        story.app.execute(hall.sign("register_agent", agent_id=agent_id, person=person))
-    story.out(f"  · 代办员 {agent_id} registered at {hall.hall_id} (personal data sealed)")
+def _register_agent(
+    story: Story,
+    hall: CommandSigner,
+    agent_id: str,
+    person: Applicant,
+    key: Ed25519PrivateKey | None = None,
+) -> str:
+    """Register an agent (with ``key``: one who signs their own steps with it); the id used."""
+    public_key = public_key_b64(key) if key is not None else ""
+    try:
+        story.app.execute(
+            hall.sign("register_agent", agent_id=agent_id, person=person, public_key=public_key)
+        )
+    except AlreadyExists:
+        if key is not None:
+            # A re-run on a kept store: the first run's agent signs with a key this run does
+            # not have (it was never written down), so this run's agent gets an id of its own.
+            return _register_agent(story, hall, f"{agent_id}-{os.urandom(2).hex()}", person, key)
+    signs = (
+        f"signs with a key of their own, {key_id(public_key)}"
+        if key is not None
+        else "acts under the hall's key"
+    )
+    story.out(f"  · 代办员 {agent_id} registered at {hall.hall_id} (personal data sealed; {signs})")
+    return agent_id
 
 
 def _agents(
     story: Story, village: CommandSigner, township: CommandSigner, county: CommandSigner
 ) -> list[UUID]:
     story.out("\n5. 沙头镇's 代办员 (agents acting for applicants)")
-    _register_agent(
+    # The village agent carries a phone with a key of their own: every step they take at a
+    # home is signed by them, not by the room.
+    agent_key = Ed25519PrivateKey.generate()
+    village_agent = _register_agent(
         story,
         village,
         VILLAGE_AGENT,
         Applicant("刘代办", id_number_with_check("43090219780505001"), "13907370011"),
+        agent_key,
     )
     _register_agent(
         story,
@@ -338,10 +363,19 @@ def _agents(
         TOWNSHIP_AGENT,
         Applicant("陈代办", id_number_with_check("43090219820909002"), "13907370012"),
     )
-    return [_home_visit(story, village, county), _agent_at_township(story, township)]
+    return [
+        _home_visit(story, village, county, village_agent, agent_key),
+        _agent_at_township(story, township),
+    ]
 
 
-def _home_visit(story: Story, village: CommandSigner, county: CommandSigner) -> UUID:
+def _home_visit(
+    story: Story,
+    village: CommandSigner,
+    county: CommandSigner,
+    agent_id: str,
+    agent_key: Ed25519PrivateKey,
+) -> UUID:
     item = story.app.catalogue.get("040323001000")
     story.out(
         f"  5a. {item.name}: a home visit (上门办) with a 生存认证, taken offline at the "
@@ -351,13 +385,17 @@ def _home_visit(story: Story, village: CommandSigner, county: CommandSigner) -> 
     # The witness of the oral authorisation: the node gets a salted commitment to the name only.
     witness = commitment("submit.agent.witness", os.urandom(32), "张主任").hex()
     visited = story.app.clock() - timedelta(hours=3)  # signed at the home, 3 hours ago
-    offline: dict[str, Any] = {"deferred": True, "acting_agent": VILLAGE_AGENT}
+    offline: dict[str, Any] = {
+        "deferred": True,
+        "acting_agent": agent_id,
+        "agent_key": agent_key,
+    }
     case_id = story.step(
         "收件 at the home (oral authorisation)", village, "submit", item_code=item.code,
         applicant=pensioner, materials=[_material("社会保障卡", "sscard")],
         channel=common_pb2.INTAKE_CHANNEL_HOME_VISIT,
         agent=common_pb2.AgentAuthorisation(
-            agent_id=VILLAGE_AGENT, role=common_pb2.AGENT_ROLE_ACTING,
+            agent_id=agent_id, role=common_pb2.AGENT_ROLE_ACTING,
             witness_role="村委会主任", witness_commitment=witness,
         ),
         issued_at=visited, **offline,

@@ -352,7 +352,8 @@ class HubApplication(Application[UUID]):
         if caller is not None and caller != header.signer:
             raise PermissionRefused(caller, "the command is signed in another name")
         public_key, hall = self._signer_key(parsed)
-        self._verify(signed, public_key, header.signer)
+        agent_signs = hall is not None and public_key != hall.current_key
+        self._verify(signed, public_key, header.signer, header.agent if agent_signs else "")
         if header.node != self.policy.origin:
             raise InvalidInput(
                 "command.header.node",
@@ -673,11 +674,21 @@ class HubApplication(Application[UUID]):
         person, salts = self.open_personal(action, run.signed.personal)
         if self._exists(agent_id):
             raise AlreadyExists(f"agent {action.agent_id} is already registered at {hall_id}")
+        if action.public_key:
+            decode_public_key(action.public_key)
+            if action.public_key in (key for key, _ in self.hall_key_versions(hall_id)):
+                raise InvalidInput(
+                    "public_key",
+                    key_id(action.public_key),
+                    "this is one of the hall's keys: an agent's key must be the agent's own",
+                )
         sealed, key_row = self.vault.seal(agent_id, person, salts, action.person)
         # An agent's key row is not found by the person's ID number as an applicant's cases
         # are (erasing an applicant's cases must not touch the agent record).
         key_row = dataclasses.replace(key_row, subject=self.vault.subject(f"agent\x00{hall_id}"))
-        agent = Agent.register(actor=run.actor, agent_id=action.agent_id, person=sealed)
+        agent = Agent.register(
+            actor=run.actor, agent_id=action.agent_id, person=sealed, public_key=action.public_key
+        )
         return self._commit(run, agent, 0, personal_keys=[key_row])
 
     def get_agent(self, hall_id: str, agent_id: str) -> Agent:
@@ -1022,6 +1033,16 @@ class HubApplication(Application[UUID]):
                 raise SignatureRefused(header.admin, "no such admin at this node")
             return admins[header.admin], None
         hall = self._acting_hall(header.hall_id, header.region)
+        if header.agent:
+            # An agent with a key of their own signs their steps with it, never the hall.
+            # (Whether the agent may act is checked after the signature and the retry lookup,
+            # so a retry of a step taken before the agent retired still gets its first result.)
+            try:
+                agent = self.get_agent(header.hall_id, header.agent)
+            except NotFound:
+                agent = None  # refused by _handle, once the hall's signature is checked
+            if agent is not None and agent.signs_own_steps:
+                return agent.public_key, hall
         return hall.current_key, hall
 
     def _admin_keys(self) -> dict[str, str]:
@@ -1029,16 +1050,20 @@ class HubApplication(Application[UUID]):
             self._admins = dict(self.genesis().admins)
         return self._admins
 
-    def _verify(self, signed: SignedCommand, public_key: str, signer: str) -> None:
-        """The signature must verify over the exact bytes with the signer's current key."""
+    def _verify(self, signed: SignedCommand, public_key: str, signer: str, agent: str = "") -> None:
+        """The signature must verify over the exact bytes with the signer's current key, or
+        with ``agent``'s own key when ``public_key`` is it."""
         if not signed.signature:
             raise SignatureRefused(signer, "the command is not signed")
         public = Ed25519PublicKey.from_public_bytes(decode_public_key(public_key))
         try:
             public.verify(signed.signature, signed.command)
         except InvalidSignature:
+            whose = "the signer's current key"
+            if agent:
+                whose = f"agent {agent}'s own key (the agent signs their steps, not the hall)"
             raise SignatureRefused(
-                signer, "does not verify over the command bytes with the signer's current key"
+                signer, f"does not verify over the command bytes with {whose}"
             ) from None
 
     def _check_time(self, parsed: ParsedCommand, now: datetime) -> None:

@@ -465,6 +465,8 @@ class RegisterAgent(Action):
     produces: ClassVar[tuple[type[Any], ...]] = (Agent.Registered,)
     agent_id: str
     person: ApplicantCommitments
+    #: The agent's own base64 Ed25519 public key; empty: the agent acts under the hall's key.
+    public_key: str = ""
 
 
 @dataclass(frozen=True)

@@ -143,11 +143,13 @@ class CommandSigner:
         operator: str | None = None,
         personal: tuple[PersonalValue, ...] = (),
         acting_agent: str = "",
+        agent_key: Ed25519PrivateKey | None = None,
         **fields: object,
     ) -> SignedCommand:
         """A signed ``action`` command with ``fields`` (wire field names); ``personal``: values
         sent beside the bytes (a locker pickup's code); ``acting_agent``: the hall's agent
-        (代办员) who takes the step (the header's ``agent``)."""
+        (代办员) who takes the step (the header's ``agent``); ``agent_key``: that agent's own
+        signing key, when they were registered with one (it signs instead of the hall's)."""
         for part in ("applicant", "person"):
             person = fields.pop(part, None)
             if isinstance(person, Applicant) and action == "book_appointment":
@@ -158,7 +160,7 @@ class CommandSigner:
             elif person is not None:
                 fields[part] = person
         return sign_command(
-            self.key,
+            self.key if agent_key is None else agent_key,
             action,
             body_of(action, fields),
             node=self.node,

@@ -62,6 +62,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import dataclasses
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
@@ -265,6 +266,8 @@ class LogChecker:
         self._used_keys: set[tuple[str, str, str]] = set()
         #: Each hall's agents (代办员) by (hall, agent id): whether retired.
         self._agents: dict[tuple[str, str], bool] = {}
+        #: The agents who sign their own steps: (hall, agent id) -> their key since registration.
+        self._agent_keys: dict[tuple[str, str], _KeyPeriod] = {}
         self._open: _Expectation | None = None
         #: Signed commands whose signature verified.
         self.signatures = 0
@@ -376,7 +379,13 @@ class LogChecker:
     def verify_command(self, leaf: Leaf) -> list[Problem]:
         """Check one command leaf's signature against the key history learnt so far."""
         kind = HALL if leaf.authority is Authority.HALL_COMMAND else ADMIN
-        return self._check_signature(leaf, kind)
+        agent = ""
+        if kind == HALL:
+            try:
+                agent = parse_command(leaf.command).header.agent
+            except InvalidInput as error:
+                return [Problem("command unreadable", str(error))]
+        return self._check_signature(leaf, kind, agent)
 
     def finish(self) -> list[tuple[int, Problem]]:
         """Problems left at the end of the log (a command whose events are missing)."""
@@ -431,7 +440,7 @@ class LogChecker:
                 )
             )
         self._used_keys.add(used)
-        problems += self._check_signature(leaf, kind)
+        problems += self._check_signature(leaf, kind, header.agent)
         target = _expected_target(command)
         first, last, received_at = 1, None, None
         if isinstance(record, CommandRecord.Recorded):
@@ -652,7 +661,12 @@ class LogChecker:
             return [Problem("peer acknowledgement", "the record is not what the peer signed")]
         return []
 
-    def _check_signature(self, leaf: Leaf, kind: str) -> list[Problem]:
+    def _check_signature(self, leaf: Leaf, kind: str, agent: str = "") -> list[Problem]:
+        """The leaf's signature, by the key its signer had at that index: the hall's (or
+        admin's), or the key of the named ``agent`` when that agent signs their own steps."""
+        own = self._agent_keys.get((leaf.signer, agent)) if agent and kind == HALL else None
+        if own is not None and own.since < leaf.index:
+            return self._check_agent_signature(leaf, agent, own)
         signer = self._signers.get((kind, leaf.signer))
         if signer is None:
             return [
@@ -672,6 +686,28 @@ class LogChecker:
                 Problem(
                     "signature",
                     f"does not verify over the command bytes with {leaf.signer!r}'s key "
+                    f"{leaf.key_id}",
+                )
+            ]
+        self.signatures += 1
+        return []
+
+    def _check_agent_signature(self, leaf: Leaf, agent: str, own: _KeyPeriod) -> list[Problem]:
+        """A step of an agent who signs their own: by that key and no other (the hall's
+        signature on it is refused, as the node refuses it)."""
+        if own.key_id != leaf.key_id:
+            return [
+                Problem(
+                    "key out of period",
+                    f"agent {agent} of {leaf.signer!r} signs their own steps with key "
+                    f"{own.key_id}, not {leaf.key_id}",
+                )
+            ]
+        if not _verifies(own.public_key, leaf.signature, leaf.command):
+            return [
+                Problem(
+                    "signature",
+                    f"does not verify over the command bytes with agent {agent}'s key "
                     f"{leaf.key_id}",
                 )
             ]
@@ -1142,6 +1178,10 @@ class LogChecker:
                 hall.retired_at = index
         elif isinstance(event, Agent.Registered):
             self._agents[(event.actor.hall_id, event.agent_id)] = False
+            if event.public_key:
+                self._agent_keys[(event.actor.hall_id, event.agent_id)] = _KeyPeriod(
+                    event.public_key, key_id(event.public_key), index
+                )
         elif isinstance(event, Agent.Retired):
             for key in self._agents:
                 if agent_aggregate_id(*key) == event.originator_id:
@@ -1158,6 +1198,11 @@ class LogChecker:
         hall's agents from its own)."""
         if isinstance(action, RegisterAgent | RetireAgent):
             self._agents[(hall_id, action.agent_id)] = isinstance(action, RetireAgent)
+            if isinstance(action, RegisterAgent) and action.public_key:
+                with contextlib.suppress(InvalidInput):  # a bad key: the content check says
+                    self._agent_keys[(hall_id, action.agent_id)] = _KeyPeriod(
+                        action.public_key, key_id(action.public_key), index
+                    )
         elif isinstance(action, RegisterHall):
             self._signers[(HALL, action.hall_id)] = _Signer(
                 [_KeyPeriod(action.public_key, key_id(action.public_key), index)]

@@ -407,7 +407,7 @@ class Publisher:
             return None
         leaf, proof = found
         command = parse_command(leaf.command)
-        hall_key = self._hall_key(command.header.hall_id, leaf.key_id, shared)
+        hall_key = self._hall_key(command.header.hall_id, leaf.key_id, shared, command.header.agent)
         regions = {
             name: self.app.get_hall(name).region
             for name in hall_names(command.action)
@@ -424,13 +424,15 @@ class Publisher:
         )
         return step, command.action.action_name == "submit"
 
-    def _hall_key(self, hall_id: str, wanted: str, shared: _Round) -> str:
-        """The public key of ``hall_id`` whose key id is ``wanted`` (looked up once a round)."""
+    def _hall_key(self, hall_id: str, wanted: str, shared: _Round, agent: str = "") -> str:
+        """The public key whose key id is ``wanted`` that signed a step of ``hall_id``: one of
+        the hall's, or the named ``agent``'s own (looked up once a round)."""
         if (hall_id, wanted) not in shared.hall_keys:
+            keys = [key for key, _version in self.app.hall_key_versions(hall_id)]
+            if agent:
+                keys.append(self.app.get_agent(hall_id, agent).public_key)
             shared.hall_keys[hall_id, wanted] = next(
-                key
-                for key, _version in self.app.hall_key_versions(hall_id)
-                if key_id(key) == wanted
+                key for key in keys if key and key_id(key) == wanted
             )
         return shared.hall_keys[hall_id, wanted]
 

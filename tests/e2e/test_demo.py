@@ -51,6 +51,12 @@ def test_the_province_demo_tells_the_agents_story_and_its_log_verifies(tmp_path:
     # The home visit: refused acceptance before the proof of life, then every step by the agent,
     # at the times signed at the pensioner's home (before the node's own steps).
     assert "受理 before the 生存认证 is refused" in story and "LIVENESS" in story
+    # The village agent signs their own steps with a key of their own; the township's acts
+    # under the hall's key (both kinds verify in the audit below).
+    assert re.search(
+        r"代办员 dby-v201-01 registered .*signs with a key of their own, [0-9a-f]{16}", story
+    )
+    assert re.search(r"代办员 dby-town-03 registered .*acts under the hall's key", story)
     home = story[: story.index("5b.")]
     agent_lines = [
         line for line in home.splitlines()

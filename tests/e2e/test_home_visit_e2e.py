@@ -17,9 +17,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
 from tongban.v1 import common_pb2
 
 from adapters.sdk import HallCredentials
+from hub.bootstrap import public_key_b64
 from tests.e2e.conftest import TOWNSHIP, VILLAGE
 from tests.e2e.test_adapters_support import (
     audited_history,
@@ -55,9 +59,16 @@ def test_a_home_visit_with_proof_of_life_taken_offline_and_forwarded(tmp_path: P
         for hall_id, region in (VILLAGE, TOWNSHIP):
             node.add_hall(hall_id, region)
         node.start()
+        # The agent signs their own steps with a key of their own (on the room's phone).
+        agent_key = Ed25519PrivateKey.generate()
+        agent_key_file = tmp_path / "dby-07.pem"
+        agent_key_file.write_bytes(
+            agent_key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption())
+        )
         with node.client(VILLAGE[0]) as client:
             client.send("register_agent", idempotency_key="agent-dby-07", applicant=AGENT,
-                        agent_id="dby-07")  # fmt: skip
+                        agent_id="dby-07", public_key=public_key_b64(agent_key))  # fmt: skip
+        signs = ("--agent-key", f"dby-07={agent_key_file}")
         # --- at the pensioner's home: no network; the outbox only queues -----------------
 
         room = Room(node, tmp_path / "room" / "outbox.sqlite3")
@@ -65,18 +76,19 @@ def test_a_home_visit_with_proof_of_life_taken_offline_and_forwarded(tmp_path: P
             "submit", "--ref", "HV-001", "--item", PENSION, "--name", PENSIONER.name,
             "--id-number", PENSIONER.id_number, "--phone", PENSIONER.phone,
             "--material", f"社会保障卡={card}", "--channel", "HOME_VISIT",
-            "--agent", "dby-07", "--witness-role", "村委会主任", "--witness-name", "张主任",
+            "--agent", "dby-07", "--witness-role", "村委会主任", "--witness-name", "张主任", *signs,
         )  # fmt: skip
         assert "witness commitment salt" in out and "张主任" not in out
         # The proof of life comes before the acceptance (which would be refused without it).
         room.run("act", "record_identity_check", "--ref", "HV-001", "--agent", "dby-07",
-                 "--json", LIVENESS_PASSED)  # fmt: skip
-        room.run("act", "accept", "--ref", "HV-001", "--agent", "dby-07")
+                 "--json", LIVENESS_PASSED, *signs)  # fmt: skip
+        room.run("act", "accept", "--ref", "HV-001", "--agent", "dby-07", *signs)
         queued = room.by_ref("HV-001")
         assert [c["status"] for c in queued] == ["pending"] * 3
 
         # --- back in range: the outbox forwards, with the times the agent acted ----------
-        assert "sent 3, failed 0;" in room.run("forward", "--once")
+        # Steps queued before the case had an id are signed now: the agent's key is needed.
+        assert "sent 3, failed 0;" in room.run("forward", "--once", *signs)
         sent = room.by_ref("HV-001")
         case_id = sent[0]["case_id"]
         with node.client(VILLAGE[0]) as client:
@@ -103,12 +115,14 @@ def test_a_home_visit_with_proof_of_life_taken_offline_and_forwarded(tmp_path: P
         assert view.state == common_pb2.CASE_STATE_ACCEPTED
 
         # The auditor's view: deferred commands at the agent's own times, each naming the agent,
-        # verifying with the room's public key alone, with no personal value and no witness name.
-        public_key = HallCredentials.load_signing_key(
-            node.halls[VILLAGE[0]].signing_key
-        ).public_key()
+        # verifying with the agent's public key alone (not the room's), with no personal value
+        # and no witness name.
+        hall_key = HallCredentials.load_signing_key(node.halls[VILLAGE[0]].signing_key).public_key()
         history = audited_history(node, case_id)
-        commands = check_audited_commands(history, public_key, PENSIONER)
+        commands = check_audited_commands(history, agent_key.public_key(), PENSIONER)
+        for audited in history.commands:
+            with pytest.raises(InvalidSignature):
+                hall_key.verify(audited.signature, audited.command)
         assert [c.WhichOneof("action") for c in commands] == [
             "submit", "record_identity_check", "accept",
         ]  # fmt: skip

@@ -20,7 +20,7 @@ from google.protobuf.message import Message
 from tongban.v1 import case_exchange_pb2, common_pb2
 
 from adapters.errors import AdapterError, ConfigError, InputError, NodeRefused
-from adapters.sdk import HallClient, HallCredentials, commitment
+from adapters.sdk import HallClient, HallCredentials, commitment, sign_command
 from adapters.village import (
     SCHEMA_VERSION,
     Forwarder,
@@ -748,3 +748,35 @@ def test_files_must_belong_to_the_submit(outbox: Outbox, tmp_path: Path) -> None
             files=[(other, card)],
         )
     assert outbox.commands() == []
+
+
+def test_an_agent_with_a_key_signs_their_steps_and_the_hall_signs_the_rest(
+    tmp_path: Path, credentials: HallCredentials
+) -> None:
+    """A 代办员 registered with a key of their own signs every step naming them, even one
+    signed only when forwarded (its case id was not known when it was queued)."""
+    agent_key = Ed25519PrivateKey.generate()
+    box = Outbox(tmp_path / "outbox.sqlite3", credentials, agent_keys={"dby-07": agent_key})
+    try:
+        box.submit(application(), applicant=PERSON, ref="A", operator="clerk",
+                   idempotency_key=queue_key(), agent="dby-07")  # fmt: skip
+        box.follow("A", "accept", operator="clerk", idempotency_key=queue_key(), agent="dby-07")
+        follow(box, "A", "start_handling")  # the room's clerk: the hall's key
+        node = Node()
+        assert len(Forwarder(box, node).drain().sent) == 3
+    finally:
+        box.close()
+    submitted, accepted, handled = node.signed
+    for signed in (submitted, accepted):
+        agent_key.public_key().verify(signed.signature, signed.command)
+        assert case_exchange_pb2.Command.FromString(signed.command).header.agent == "dby-07"
+    credentials.signing_key.public_key().verify(handled.signature, handled.command)
+
+
+def test_an_agents_key_signs_only_a_step_that_names_the_agent(
+    credentials: HallCredentials,
+) -> None:
+    with pytest.raises(InputError, match="names the agent"):
+        sign_command(credentials, "hand_off", case_exchange_pb2.HandOff(case_id="c", to_hall="h2"),
+                     idempotency_key="key-00001", operator="op",
+                     agent_key=Ed25519PrivateKey.generate())  # fmt: skip

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 from uuid import uuid4
 
@@ -70,6 +71,24 @@ def test_an_agent_is_registered_at_a_hall_and_retired_by_it() -> None:
         agent.retire(VILLAGE_HALL, "again")
     with pytest.raises(PermissionRefused):
         Agent.register(actor=AGENT_AT_VILLAGE, agent_id="dby-08", person=applicant())
+
+
+def test_an_agent_may_have_a_signing_key_of_their_own() -> None:
+    key = base64.b64encode(bytes(range(32))).decode()
+    keyed = Agent.register(actor=VILLAGE_HALL, agent_id="dby-07", person=applicant(),
+                           public_key=key)  # fmt: skip
+    assert keyed.signs_own_steps and keyed.public_key == key and len(keyed.key_id) == 16
+    plain = Agent.register(actor=VILLAGE_HALL, agent_id="dby-08", person=applicant())
+    assert not plain.signs_own_steps and plain.key_id == ""
+    for bad in ("not base64!", base64.b64encode(b"short").decode()):
+        with pytest.raises(InvalidInput) as refused:
+            Agent.register(actor=VILLAGE_HALL, agent_id="dby-09", person=applicant(),
+                           public_key=bad)  # fmt: skip
+        assert refused.value.field == "public_key"
+    # The key is in the event (public, in the log: the auditor learns it there).
+    mapper = event_mapper()
+    (event,) = keyed.collect_events()
+    assert mapper.to_domain_event(mapper.to_stored_event(event)).public_key == key
 
 
 def _agent_case(authorisation: AgentAuthorisation, actor: Actor = AGENT_AT_VILLAGE) -> Case:

@@ -129,9 +129,11 @@ class CommandHeader(_message.Message):
     admin: _builtins.str
     """the signing admin (admin commands); empty in a hall command"""
     agent: _builtins.str
-    """The hall's agent (代办员) who takes this step for the applicant, under the hall's key. The
-    agent must be registered at the hall, not retired, and (on a case) authorised by the
-    applicant; every event the command produces records the agent (Actor.agent).
+    """The hall's agent (代办员) who takes this step for the applicant. The agent must be
+    registered at the hall, not retired, and (on a case) authorised by the applicant; every
+    event the command produces records the agent (Actor.agent). An agent registered with a
+    public key of their own signs the command with it (the hall's key is then refused for
+    their steps); an agent registered without one acts under the hall's key.
     """
     @_builtins.property
     def issued_at(self) -> _timestamp_pb2.Timestamp:
@@ -1193,8 +1195,13 @@ class RegisterAgent(_message.Message):
 
     AGENT_ID_FIELD_NUMBER: _builtins.int
     PERSON_FIELD_NUMBER: _builtins.int
+    PUBLIC_KEY_FIELD_NUMBER: _builtins.int
     agent_id: _builtins.str
     """the hall's id for the agent (1-64 letters, digits, . _ -)"""
+    public_key: _builtins.str
+    """The agent's own base64 Ed25519 public key (32 bytes), or empty: the agent acts under the
+    hall's key. With a key, every command naming the agent in its header must be signed by it.
+    """
     @_builtins.property
     def person(self) -> _common_pb2.ApplicantCommitments: ...
     def __init__(
@@ -1202,10 +1209,11 @@ class RegisterAgent(_message.Message):
         *,
         agent_id: _builtins.str = ...,
         person: _common_pb2.ApplicantCommitments | None = ...,
+        public_key: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["person", b"person"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_id", b"agent_id", "person", b"person"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_id", b"agent_id", "person", b"person", "public_key", b"public_key"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -216,7 +216,7 @@ class Step(_message.Message):
     checkpoint: _builtins.bytes
     """a checkpoint of `origin` (only when not the sender)"""
     hall_key: _builtins.str
-    """the hall's public key (base64) current at `index`"""
+    """the key that signed the command (base64): the hall's current at `index`, or the named agent's own"""
     @_builtins.property
     def inclusion_proof(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]:
         """under `checkpoint`, or the envelope's when empty"""
