@@ -436,8 +436,15 @@ def test_a_handoff_to_a_hall_the_peer_does_not_have_comes_back_with_its_signed_r
     federation.wait(
         lambda: _state(hunan, result.case_id) is CaseState.ACCEPTED, "the case came back to 43"
     )
-    refused = [row for row in hunan.relay.store.rows_for(shaanxi.origin) if row.outcome]
-    assert any(row.outcome == "refused" and "no such hall" in row.reason for row in refused)
+    # The envelope's row records the refusal once 43 has stored the signed answer (the case
+    # may come back a moment before the row is marked: wait for it, never sleep).
+    federation.wait(
+        lambda: any(
+            row.outcome == "refused" and "no such hall" in row.reason
+            for row in hunan.relay.store.rows_for(shaanxi.origin)
+        ),
+        "43 recorded 61's signed refusal",
+    )
     # Both copies agree: accepted at the intake hall, which may hand it off again.
     assert _state(shaanxi, result.case_id) is CaseState.ACCEPTED
     hunan.node.run(
