@@ -518,13 +518,23 @@ def _erase(args: argparse.Namespace) -> int:
     app = _application(settings)
     try:
         admin = admin_signer(settings, app, Path(args.admin_key) if args.admin_key else None)
+        appointments = []
         if args.case:
             cases = [_case_id(args.case)]
         else:
             cases = app.cases_of_person(args.id_number)
-            if not cases:
+            # 预约办: the person's appointments hold a sealed applicant too.
+            appointments = app.appointments_of_person(args.id_number)
+            if not cases and not appointments:
                 print("no case with personal data of that person (or it was erased already)")
                 return 0
+            for appointment_id in appointments:
+                result = app.execute(
+                    admin.sign(
+                        "erase_personal_data", case_id=str(appointment_id), reason=args.reason
+                    )
+                )
+                print(f"erased the personal data of appointment {result.case_id}")
         store = build_material_store(settings, app)
         for case_id in cases:
             if app.get_case(case_id).personal_data_erased:
@@ -1712,7 +1722,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     whose = erase.add_mutually_exclusive_group(required=True)
     whose.add_argument("--case", help="the case id")
-    whose.add_argument("--id-number", help="every case of the person with this ID number")
+    whose.add_argument(
+        "--id-number", help="every case and appointment (预约办) of the person with this ID number"
+    )
     erase.add_argument("--reason", required=True, help="why (recorded in the log)")
     erase.add_argument("--admin-key", help="the admin's signing key (default: DATA_DIR's)")
     erase.set_defaults(run=_erase)

@@ -597,7 +597,7 @@ class HubApplication(Application[UUID]):
 
     def open_appointment(self, appointment: Appointment) -> OpenedApplicant | None:
         """The appointment's applicant (and address, in ``extra``) in clear; None when erased."""
-        if appointment.applicant is None:
+        if appointment.applicant is None or appointment.personal_data_erased:
             return None
         stored = self._read(lambda: self.keys.personal_key(appointment.id))
         if not stored:
@@ -652,6 +652,14 @@ class HubApplication(Application[UUID]):
 
     def _erase(self, run: _Run, action: cmd.ErasePersonalData) -> CommandResult:
         self._check_no_personal(run)
+        found = self._aggregate_or_none(action.case_id)
+        if isinstance(found, Appointment):
+            # 预约办: the appointment's sealed applicant (and address) lose their key alike.
+            before = found.version
+            found.erase_personal_data(
+                run.parsed.header.admin, action.reason, run.step_at(found.booked_at)
+            )
+            return self._commit(run, found, before, erase_keys=[found.id])
         case = self.get_case(action.case_id)
         before = case.version
         with step_time(run.step_at(case.last_step_at)):
@@ -913,6 +921,12 @@ class HubApplication(Application[UUID]):
         found = list(self._read(lambda: self.keys.cases_of_subject(subject)))
         # 预约办: an appointment's sealed applicant has a key of its own there too; not a case.
         return [key for key in found if isinstance(self._aggregate_or_none(key), Case)]
+
+    def appointments_of_person(self, id_number: str) -> list[UUID]:
+        """The 预约办 appointments (not yet erased) whose applicant has ``id_number``."""
+        subject = self.vault.subject(id_number)
+        found = list(self._read(lambda: self.keys.cases_of_subject(subject)))
+        return [key for key in found if isinstance(self._aggregate_or_none(key), Appointment)]
 
     def get_hall(self, hall_id: str, *, for_change: bool = False) -> Hall:
         """The hall with ``hall_id`` as stored now; NotFound otherwise.
