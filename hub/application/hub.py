@@ -92,6 +92,7 @@ from hub.domain.values import (
     CaseState,
     DeliveryMethod,
     HallKind,
+    IntakeChannel,
     WarningKind,
 )
 from hub.errors import (
@@ -464,6 +465,14 @@ class HubApplication(Application[UUID]):
         except InvalidInput as error:
             raise InvalidInput(f"command.submit.{error.field}", error.value, error.reason) from None
         hall.check_window(action.window, "command.submit.window")
+        if action.channel is IntakeChannel.PEER_NODE:
+            # The node marks the copies other nodes forward (docs/agents.md, "Intake channels").
+            raise InvalidInput(
+                "command.submit.channel",
+                action.channel.name,
+                "PEER_NODE is the node's own mark for a case another node forwarded: say how "
+                "this hall took the application in",
+            )
         if action.agent:
             self.authorised_agent(header.hall_id, action.agent, "command.submit.agent.agent_id")
         case_id = case_id_for(header.hall_id, header.idempotency_key)
