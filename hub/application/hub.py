@@ -1121,6 +1121,8 @@ class HubApplication(Application[UUID]):
             clear = "\x00".join(f"{p.field}\x00{p.value}" for p in sorted(
                 signed.personal, key=lambda p: p.field))  # fmt: skip
             arguments["applicant"] = self.vault.subject(clear)
+            # An agent's registration commits to the agent as ``person``: compared the same way.
+            arguments.pop("person", None)
         return arguments
 
     def _check_no_personal(self, run: _Run) -> None:
