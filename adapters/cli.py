@@ -24,6 +24,7 @@ import argparse
 import json
 import logging
 import os
+import re
 import signal
 import sys
 import threading
@@ -481,6 +482,43 @@ def _locker(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+#: An agent's id at its hall (the node's rule, checked here first so the flag is named).
+_AGENT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
+def _agent(args: argparse.Namespace) -> int:
+    """代办员: register one of the hall's agents (their name, ID number and phone committed to
+    in the signed bytes and sent beside them, like an applicant's), or retire one."""
+    if not _AGENT_ID.fullmatch(args.agent_id):
+        raise InputError("--agent-id", f"{args.agent_id!r}: 1-64 letters, digits, . _ -")
+    client = open_client(_connection(args, "agents"))
+    # A key derived from the agent (unless given): running the same command again is a retry
+    # the node recognises (the first result), never a second registration.
+    verb = args.agent_command
+    idempotency_key = args.idem_key or f"agent-{verb}-{args.agent_id}"
+    try:
+        if verb == "register":
+            person = common_pb2.Applicant(
+                name=args.name, id_number=args.id_number, phone=args.phone
+            )
+            reply = client.send(
+                "register_agent", idempotency_key=idempotency_key, applicant=person,
+                agent_id=args.agent_id,
+            )  # fmt: skip
+            done = "registered"
+        else:
+            reply = client.send(
+                "retire_agent", idempotency_key=idempotency_key, agent_id=args.agent_id,
+                reason=args.reason,
+            )  # fmt: skip
+            done = "retired"
+    finally:
+        client.close()
+    again = " (already done: the node returned the first result)" if reply.replayed else ""
+    _say(f"{done} agent {args.agent_id} of {args.hall_id}{again}")
+    return EXIT_OK
+
+
 # ============================================================================ parser
 
 
@@ -644,6 +682,26 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
     register.add_argument("--report", default="", help="also write the per-row report as CSV")
     register.add_argument("--json", action="store_true", help="print the report as JSON")
     register.set_defaults(run=_import)
+
+    agent = commands.add_parser("agent", help="代办员: register or retire one of the hall's agents")
+    agent_commands = agent.add_subparsers(dest="agent_command", required=True)
+    who = _Parser(add_help=False)
+    who.add_argument(
+        "--agent-id", required=True, help="the agent's id at the hall (1-64: A-z 0-9 . _ -)"
+    )
+    who.add_argument("--idem-key", default="", help="your own idempotency key")
+    enrol = agent_commands.add_parser(
+        "register", parents=[connection, who],
+        help="register an agent (personal data committed to; the node keeps it sealed)",
+    )  # fmt: skip
+    enrol.add_argument("--name", required=True, help="the agent's name")
+    enrol.add_argument("--id-number", required=True, help="the agent's resident ID number")
+    enrol.add_argument("--phone", required=True, help="the agent's phone")
+    leave = agent_commands.add_parser(
+        "retire", parents=[connection, who], help="retire an agent (final): they act no more"
+    )
+    leave.add_argument("--reason", required=True, help="why (recorded in the log)")
+    agent.set_defaults(run=_agent)
 
     locker = commands.add_parser(
         "locker", help="a 24-hour locker (政务e家 取件柜): deposit a result, report a pickup"

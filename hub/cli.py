@@ -518,13 +518,23 @@ def _erase(args: argparse.Namespace) -> int:
     app = _application(settings)
     try:
         admin = admin_signer(settings, app, Path(args.admin_key) if args.admin_key else None)
+        appointments = []
         if args.case:
             cases = [_case_id(args.case)]
         else:
             cases = app.cases_of_person(args.id_number)
-            if not cases:
+            # 预约办: the person's appointments hold a sealed applicant too.
+            appointments = app.appointments_of_person(args.id_number)
+            if not cases and not appointments:
                 print("no case with personal data of that person (or it was erased already)")
                 return 0
+            for appointment_id in appointments:
+                result = app.execute(
+                    admin.sign(
+                        "erase_personal_data", case_id=str(appointment_id), reason=args.reason
+                    )
+                )
+                print(f"erased the personal data of appointment {result.case_id}")
         store = build_material_store(settings, app)
         for case_id in cases:
             if app.get_case(case_id).personal_data_erased:
@@ -832,6 +842,41 @@ def _appointments(args: argparse.Namespace) -> int:
                 store, args.hall, day(args.day, "--day", today), args.state or ""
             )
             _print_report(args, appointments.appointments_report(rows), position)
+    finally:
+        projections.close()
+        app.close()
+    return 0
+
+
+def _agents(args: argparse.Namespace) -> int:
+    """``tongban agents``: each hall's 代办员 with the cases and home visits they acted in."""
+    from hub.bootstrap import open_node_projections
+    from hub.certificates_render import mask_name
+    from hub.projections import agents, queries
+
+    settings = Settings.from_env()
+    app = _application(settings)
+    projections = open_node_projections(settings, app)
+    try:
+        projections.create_tables()
+        projections.catch_up()
+        store = projections.store
+        rows = agents.agents(store, hall_id=args.hall or "", include_retired=args.all)
+        names = None
+        if args.names:
+            # Only the name, masked, opened from the agent's sealed record: the operator asked.
+            names = {}
+            for row in rows:
+                agent = app.get_agent(row.hall_id, row.agent_id)
+                stored = app.keys.personal_key(agent.id)
+                opened = None
+                if agent.person is not None and stored is not None:
+                    opened = app.vault.open(agent.id, agent.person, stored[1])
+                names[(row.hall_id, row.agent_id)] = (
+                    mask_name(opened.applicant.name) if opened else "(erased)"
+                )
+        report = agents.agents_report(rows, names)
+        _print_report(args, report, queries.position(store, "agents"))
     finally:
         projections.close()
         app.close()
@@ -1564,11 +1609,21 @@ def _view_commands(commands: Any) -> None:
     _output_options(booked)
     booked.set_defaults(run=_appointments)
 
+    agents = _command(commands, "agents", "代办员: each hall's agents, the cases and home visits")
+    agents.add_argument("--hall", help="only this hall's agents")
+    agents.add_argument("--all", action="store_true", help="retired agents too")
+    agents.add_argument(
+        "--names", action="store_true",
+        help="also each agent's name, masked (刘**); never the ID number or phone",
+    )  # fmt: skip
+    _output_options(agents)
+    agents.set_defaults(run=_agents)
+
     group, subcommands = _group(commands, "projections", "the node's views: rebuild, status")
     rebuild = _command(subcommands, "rebuild", "drop a projection and build it again from the log")
     rebuild.add_argument("name", nargs="?", metavar="NAME",
-                         choices=["cases", "statistics", "appointments"],
-                         help="cases, statistics or appointments (default: all)")  # fmt: skip
+                         choices=["cases", "statistics", "appointments", "agents"],
+                         help="one of them (default: all)")  # fmt: skip
     status = _command(subcommands, "status", "each projection's position in the log")
     _json_option(status)
     group.set_defaults(run=_projections)
@@ -1712,7 +1767,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     whose = erase.add_mutually_exclusive_group(required=True)
     whose.add_argument("--case", help="the case id")
-    whose.add_argument("--id-number", help="every case of the person with this ID number")
+    whose.add_argument(
+        "--id-number", help="every case and appointment (预约办) of the person with this ID number"
+    )
     erase.add_argument("--reason", required=True, help="why (recorded in the log)")
     erase.add_argument("--admin-key", help="the admin's signing key (default: DATA_DIR's)")
     erase.set_defaults(run=_erase)

@@ -554,6 +554,9 @@ def case_summary(row: CaseRow, as_of: datetime) -> supervision_pb2.CaseSummary:
         promised_days=row.promised_days, warnings=[enum_to_proto(k) for k in row.warnings],
         calendar_note=row.calendar_note,
         channel=enum_to_proto(IntakeChannel[row.channel or IntakeChannel.UNSPECIFIED.name]),
+        origin_channel=enum_to_proto(
+            IntakeChannel[row.origin_channel or IntakeChannel.UNSPECIFIED.name]
+        ),
     )  # fmt: skip
     if row.rating:
         summary.rating = enum_to_proto(Rating[row.rating])

@@ -92,6 +92,7 @@ from hub.domain.values import (
     CaseState,
     DeliveryMethod,
     HallKind,
+    IntakeChannel,
     WarningKind,
 )
 from hub.errors import (
@@ -465,6 +466,14 @@ class HubApplication(Application[UUID]):
         except InvalidInput as error:
             raise InvalidInput(f"command.submit.{error.field}", error.value, error.reason) from None
         hall.check_window(action.window, "command.submit.window")
+        if action.channel is IntakeChannel.PEER_NODE:
+            # The node marks the copies other nodes forward (docs/agents.md, "Intake channels").
+            raise InvalidInput(
+                "command.submit.channel",
+                action.channel.name,
+                "PEER_NODE is the node's own mark for a case another node forwarded: say how "
+                "this hall took the application in",
+            )
         if action.agent:
             self.authorised_agent(header.hall_id, action.agent, "command.submit.agent.agent_id")
         case_id = case_id_for(header.hall_id, header.idempotency_key)
@@ -598,7 +607,7 @@ class HubApplication(Application[UUID]):
 
     def open_appointment(self, appointment: Appointment) -> OpenedApplicant | None:
         """The appointment's applicant (and address, in ``extra``) in clear; None when erased."""
-        if appointment.applicant is None:
+        if appointment.applicant is None or appointment.personal_data_erased:
             return None
         stored = self._read(lambda: self.keys.personal_key(appointment.id))
         if not stored:
@@ -653,6 +662,14 @@ class HubApplication(Application[UUID]):
 
     def _erase(self, run: _Run, action: cmd.ErasePersonalData) -> CommandResult:
         self._check_no_personal(run)
+        found = self._aggregate_or_none(action.case_id)
+        if isinstance(found, Appointment):
+            # 预约办: the appointment's sealed applicant (and address) lose their key alike.
+            before = found.version
+            found.erase_personal_data(
+                run.parsed.header.admin, action.reason, run.step_at(found.booked_at)
+            )
+            return self._commit(run, found, before, erase_keys=[found.id])
         case = self.get_case(action.case_id)
         before = case.version
         with step_time(run.step_at(case.last_step_at)):
@@ -925,6 +942,12 @@ class HubApplication(Application[UUID]):
         # 预约办: an appointment's sealed applicant has a key of its own there too; not a case.
         return [key for key in found if isinstance(self._aggregate_or_none(key), Case)]
 
+    def appointments_of_person(self, id_number: str) -> list[UUID]:
+        """The 预约办 appointments (not yet erased) whose applicant has ``id_number``."""
+        subject = self.vault.subject(id_number)
+        found = list(self._read(lambda: self.keys.cases_of_subject(subject)))
+        return [key for key in found if isinstance(self._aggregate_or_none(key), Appointment)]
+
     def get_hall(self, hall_id: str, *, for_change: bool = False) -> Hall:
         """The hall with ``hall_id`` as stored now; NotFound otherwise.
 
@@ -1123,6 +1146,8 @@ class HubApplication(Application[UUID]):
             clear = "\x00".join(f"{p.field}\x00{p.value}" for p in sorted(
                 signed.personal, key=lambda p: p.field))  # fmt: skip
             arguments["applicant"] = self.vault.subject(clear)
+            # An agent's registration commits to the agent as ``person``: compared the same way.
+            arguments.pop("person", None)
         return arguments
 
     def _check_no_personal(self, run: _Run) -> None:

@@ -563,11 +563,15 @@ class RetireHall(Action):
 
 @dataclass(frozen=True)
 class ErasePersonalData(CaseAction):
-    """Crypto-shred one case's personal data."""
+    """Crypto-shred one case's personal data, or one 预约办 appointment's (``case_id`` then
+    names the appointment: both records hold a sealed applicant)."""
 
     action_name: ClassVar[str] = "erase_personal_data"
     signer: ClassVar[str] = ADMIN
-    produces: ClassVar[tuple[type[Any], ...]] = (Case.PersonalDataErased,)
+    produces: ClassVar[tuple[type[Any], ...]] = (
+        Case.PersonalDataErased,
+        Appointment.PersonalDataErased,
+    )
     case_id: UUID
     reason: str
 

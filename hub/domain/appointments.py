@@ -16,6 +16,10 @@ An appointment then ends in one of three ways, each an event of its own:
 * :class:`Appointment.Expired` — nobody came: the node itself records it once the slot is over
   (a node act, like the 电子监察 warnings), which is what the statistics count as a no-show.
 
+Whatever its state, an admin may crypto-shred an appointment's personal data (``tongban erase
+--id-number``): :class:`Appointment.PersonalDataErased` records it, and the node drops the key
+its applicant (and address) were sealed under, exactly as for a case.
+
 Slots are unique: an appointment's id follows from its hall, window (or home visit), start and
 an ordinal (:func:`appointment_id`), so two bookings of one slot collide on the event store's
 key, and a cancelled slot is booked again under the next ordinal.
@@ -169,6 +173,17 @@ class Appointment(Aggregate):
         def apply(self, aggregate: Appointment) -> None:
             aggregate.state = AppointmentState.EXPIRED
 
+    class PersonalDataErased(Aggregate.Event):
+        """An admin crypto-shredded the appointment's personal data (its sealed applicant and
+        address): the node dropped their key. Not a hall's act: the admin is named by ``admin``.
+        """
+
+        admin: str
+        reason: str
+
+        def apply(self, aggregate: Appointment) -> None:
+            aggregate.personal_data_erased = True
+
     def __init__(self) -> None:
         # Set by Booked.apply; declared here for readers and type checkers.
         self.state = AppointmentState.BOOKED
@@ -187,6 +202,7 @@ class Appointment(Aggregate):
         self.booked_at: datetime | None = None
         self.case_id: UUID | None = None
         self.closing_reason = ""
+        self.personal_data_erased = False
 
     # ---------------------------------------------------------------- commands
 
@@ -263,6 +279,14 @@ class Appointment(Aggregate):
                 "appointment_id", str(self.id), "the slot is not over yet: it cannot expire"
             )
         self.trigger_event(self.Expired, due_at=due, timestamp=max(now, due))
+
+    def erase_personal_data(self, admin: str, reason: str, timestamp: datetime) -> None:
+        """Record that an admin crypto-shredded the applicant's data (once, in any state)."""
+        if self.personal_data_erased:
+            raise TransitionRefused("erase_personal_data", self.state.name, "already erased")
+        if not reason.strip():
+            raise InvalidInput("reason", reason, "say why the personal data is erased")
+        self.trigger_event(self.PersonalDataErased, admin=admin, reason=reason, timestamp=timestamp)
 
     # ---------------------------------------------------------------- checks
 

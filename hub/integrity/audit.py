@@ -127,8 +127,8 @@ class AuditReport:
             )
         if self.shredded:
             lines.append(
-                f"{self.shredded} cases have erased personal data (their events, hashes and "
-                "signatures verify as before)"
+                f"{self.shredded} cases (or appointments) have erased personal data (their "
+                "events, hashes and signatures verify as before)"
             )
         if self.ok:
             lines.append("OK: every checkpoint, root, hash, event, binding and signature verified")

@@ -747,8 +747,10 @@ class LogChecker:
                     f"v{open_.next_version}, not {leaf.aggregate_id} v{leaf.version}",
                 )
             )
-        # A pickup's one event is either outcome (delivered, or a wrong code recorded).
-        first = topics if isinstance(action, cmd.PickUpFromLocker) else topics[:1]
+        # A pickup's one event is either outcome (delivered, or a wrong code recorded); an
+        # erasure's is a case's or an appointment's (its content check says which it may be).
+        either = isinstance(action, cmd.PickUpFromLocker | cmd.ErasePersonalData)
+        first = topics if either else topics[:1]
         if leaf.topic not in topics or (open_.produced == 0 and leaf.topic not in first):
             problems.append(
                 Problem("mis-bound event", f"{action.action_name} does not produce {leaf.topic}")
@@ -843,6 +845,8 @@ class LogChecker:
         appointment = self._case(leaf.aggregate_id, leaf.version)
         if not isinstance(appointment, Appointment):
             return [Problem("invalid transition", "an appointment event for no appointment")]
+        if isinstance(event, Appointment.PersonalDataErased):
+            return self._check_appointment_erasure(event, open_, appointment)
         if appointment.state is not AppointmentState.BOOKED:
             return [Problem("invalid transition", f"the appointment is {appointment.state.name}")]
         if appointment.hall_id != header.hall_id:
@@ -860,6 +864,21 @@ class LogChecker:
                 )
             return problems
         return [Problem("mis-bound event", f"{action.action_name} does not produce {leaf.topic}")]
+
+    def _check_appointment_erasure(
+        self, event: Any, open_: _Expectation, appointment: Appointment
+    ) -> list[Problem]:
+        """An admin's erasure of an appointment's personal data: once, in any state, saying
+        the admin and reason the command signed."""
+        header, action = open_.command.header, open_.command.action
+        if not isinstance(action, cmd.ErasePersonalData):
+            return [Problem("mis-bound event", f"{action.action_name} does not erase")]
+        if appointment.personal_data_erased:
+            return [Problem("invalid transition", "the appointment's data was erased already")]
+        problems = self._check_appointment_time(event, open_, appointment.booked_at)
+        if (event.admin, event.reason) != (header.admin, action.reason):
+            problems.append(Problem("content mismatch", "the erasure is not the signed command's"))
+        return problems
 
     def _check_booking(
         self, leaf: Leaf, event: Appointment.Booked, open_: _Expectation, action: Any
@@ -1065,6 +1084,9 @@ class LogChecker:
         case = self._case(leaf.aggregate_id, leaf.version)
         if case is None:
             return [Problem("invalid transition", f"{action.action_name} on a case not in the log")]
+        if not isinstance(case, Case):
+            # A case's event stored on another record (an appointment) is never a case's step.
+            return [Problem("invalid transition", f"{action.action_name} on a record not a case")]
         if actor is not None:
             try:
                 case.check_agent(actor)  # an agent acts only with the applicant's authority
@@ -1191,6 +1213,8 @@ class LogChecker:
                 self.erasures += 1
             self._apply(event)
         elif isinstance(event, Appointment.Booked | Appointment.Event):
+            if isinstance(event, Appointment.PersonalDataErased):
+                self.erasures += 1
             self._apply(event)  # 预约办: kept beside the cases, by id
 
     def _learn_from_command(self, index: int, action: Action, hall_id: str = "") -> None:

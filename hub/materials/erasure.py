@@ -24,6 +24,7 @@ from eventsourcing.utils import get_topic
 
 from hub.application.hub import HubApplication
 from hub.domain.case import Case
+from hub.errors import NotFound
 from hub.materials.store import MaterialStore
 
 #: Notifications read per query while looking for other cases that list a file.
@@ -32,8 +33,12 @@ _PAGE = 500
 
 def erase_case_materials(app: HubApplication, store: MaterialStore, case_id: UUID) -> list[str]:
     """Shred the files of ``case_id`` (whose personal data is erased) that no other case with
-    readable personal data lists; returns their digests. A case not erased: nothing happens."""
-    case = app.get_case(case_id)
+    readable personal data lists; returns their digests. A case not erased, or a record that
+    is not a case (a 预约办 appointment lists no files): nothing happens."""
+    try:
+        case = app.get_case(case_id)
+    except NotFound:
+        return []
     if not case.personal_data_erased:
         return []
     digests = {material.sha256 for material in case.materials}

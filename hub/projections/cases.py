@@ -4,7 +4,9 @@ ratings and rectifications, and the halls with their windows (AB岗).
 Tables (PostgreSQL: beside the event store; SQLite: in ``projections.sqlite3``):
 
 ``projection_cases``
-    one row per case: its state, item, kind, mode and intake channel; intake and competent
+    one row per case: its state, item, kind, mode and intake channel (``PEER_NODE`` for a copy
+    another node forwarded, :func:`intake_channel`; ``origin_channel`` is the channel its hall
+    signed, at whichever node); intake and competent
     region; intake hall and window; holder, its window and the hall that must acknowledge a
     handoff; the business time it was received and of its last step; its clock (pauses, stop)
     and the instants of its marks (90 %, promised and statutory limit) in working days; the
@@ -34,10 +36,11 @@ from eventsourcing.persistence import Tracking
 from eventsourcing.utils import get_topic
 
 from hub.domain.case import Case
+from hub.domain.federation import split_name
 from hub.domain.hall import Hall, hall_aggregate_id
 from hub.domain.regions import RegionCode
 from hub.domain.supervision import case_clock, clock_of, deadlines, rectification_clock
-from hub.domain.values import CaseState, WarningKind
+from hub.domain.values import CaseState, IntakeChannel, WarningKind
 from hub.errors import CalendarUnknown
 from hub.projections.runner import CaseHistories, ViewProjection
 from hub.projections.store import Cursor, ProjectionStore, from_iso, iso
@@ -87,6 +90,7 @@ CASE_COLUMNS = (
     "warned_yellow",
     "warned_red",
     "rating",
+    "origin_channel",
 )
 
 
@@ -102,7 +106,8 @@ def _create(big: str) -> list[str]:
         f"statutory_days INTEGER NOT NULL, pauses {text}, paused_since TEXT, stopped_at TEXT, "
         "yellow_at TEXT, due_at TEXT, statutory_due_at TEXT, calendar_note TEXT NOT NULL, "
         "concluded_at TEXT, approved INTEGER, on_time INTEGER, open INTEGER NOT NULL, "
-        "warned_yellow INTEGER NOT NULL, warned_red INTEGER NOT NULL, rating TEXT)",
+        "warned_yellow INTEGER NOT NULL, warned_red INTEGER NOT NULL, rating TEXT, "
+        f"origin_channel {text})",
         "CREATE INDEX IF NOT EXISTS projection_cases_holder ON projection_cases (holder)",
         "CREATE INDEX IF NOT EXISTS projection_cases_pending ON projection_cases "
         "(pending_receiver)",
@@ -363,7 +368,7 @@ class CasesProjection(ViewProjection):
             "item_name": case.item_name,
             "kind": case.kind.name,
             "mode": case.mode.name,
-            "channel": case.channel.name,
+            "channel": intake_channel(case).name,
             "intake_region": case.intake_region,
             "competent_region": case.competent_region,
             "intake_hall": case.intake_hall,
@@ -389,6 +394,7 @@ class CasesProjection(ViewProjection):
             "warned_yellow": int(WarningKind.YELLOW in case.warnings),
             "warned_red": int(WarningKind.RED in case.warnings),
             "rating": case.rating.name if case.rating is not None else None,
+            "origin_channel": case.channel.name,
         }
         return tuple(values[column] for column in CASE_COLUMNS)
 
@@ -490,6 +496,20 @@ class CasesProjection(ViewProjection):
                 (iso(due), note, case_id),
             )
         return len(rows) + len(ratings)
+
+
+def intake_channel(case: Case) -> IntakeChannel:
+    """The channel this node counts a case under: ``PEER_NODE`` for a copy another node of the
+    federation forwarded, else the channel its hall took it in by (``Submitted.channel``).
+
+    A copy came from a peer exactly when its intake hall is another node's: the node that
+    applied the peer's step wrote that hall as ``hall@region`` (:func:`hub.domain.federation.
+    local_name`), which a hall of this node never is. So it is derived from what the log says —
+    the signed ``Submitted`` event of the peer's hall stays as that hall signed it.
+    """
+    if split_name(case.intake_hall)[1] is not None:
+        return IntakeChannel.PEER_NODE
+    return case.channel
 
 
 def rectification_due(case: Case) -> tuple[datetime | None, str]:

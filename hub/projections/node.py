@@ -15,6 +15,7 @@ from uuid import UUID
 
 from hub.domain.codec import event_mapper
 from hub.errors import InvalidInput
+from hub.projections.agents import AgentsProjection
 from hub.projections.appointments import AppointmentsProjection
 from hub.projections.cases import CasesProjection
 from hub.projections.runner import CaseHistories, ProjectionRunner, ViewProjection
@@ -22,7 +23,7 @@ from hub.projections.statistics import StatisticsProjection
 from hub.projections.store import ProjectionStore, create_tables, open_projection_store
 
 #: Every projection a node runs, by name.
-NAMES = ("cases", "statistics", "appointments")
+NAMES = ("cases", "statistics", "appointments", "agents")
 
 
 @dataclass
@@ -81,6 +82,8 @@ def open_projections(
             projection = StatisticsProjection(store, CaseHistories(load), node_region)
         elif name == "appointments":
             projection = AppointmentsProjection(store)
+        elif name == "agents":
+            projection = AgentsProjection(store, load)
         else:
             raise InvalidInput("projection", name, f"known projections: {', '.join(NAMES)}")
         projections.runners[name] = ProjectionRunner(

@@ -78,6 +78,8 @@ class CaseRow:
     warned_yellow: int
     warned_red: int
     rating: str | None
+    #: The channel the intake hall signed (``channel`` is PEER_NODE for another node's copy).
+    origin_channel: str
     warnings: tuple[WarningKind, ...] = ()
 
     @property
@@ -742,12 +744,18 @@ CHANNEL_LABELS = {
 def channel_counts(
     store: ProjectionStore, *, region: str, from_day: str = "", to_day: str = ""
 ) -> dict[IntakeChannel, int]:
-    """Cases taken in in ``region`` (or below) per intake channel, received from ``from_day``
+    """Cases taken in in ``region`` (or below) per intake channel — and, as PEER_NODE, the
+    copies other nodes forwarded whose competent region is there — received from ``from_day``
     to ``to_day`` (China Standard Time, inclusive); every channel is listed, zeros included."""
     start, end = _day(from_day, "from_day"), _day(to_day, "to_day")
     requested = RegionCode.parse(region)
-    where = ["intake_region LIKE %s"]
-    params: list[Any] = [f"{requested.short}%"]
+    # A copy another node forwarded counts in the region of this node it was forwarded to (its
+    # competent region), as ``tongban cases`` lists it there; its intake region is elsewhere.
+    where = [
+        f"(intake_region LIKE %s OR (channel = '{IntakeChannel.PEER_NODE.name}' "
+        "AND competent_region LIKE %s))"
+    ]
+    params: list[Any] = [f"{requested.short}%", f"{requested.short}%"]
     if start:
         where.append("received_at >= %s")
         params.append(_text(datetime.combine(date.fromisoformat(start), time(), CHINA_TIME)))

@@ -111,6 +111,7 @@ def cases_report(rows: Sequence[CaseRow], as_of: datetime, *, hall_id: str = "")
                 "kind": row.kind,
                 "mode": row.mode,
                 "channel": row.channel,
+                "origin_channel": row.origin_channel,
                 "intake_region": row.intake_region,
                 "competent_region": row.competent_region,
                 "intake_hall": row.intake_hall,

@@ -39,7 +39,7 @@ from hub.domain.supervision import case_clock
 from hub.domain.values import CaseKind, IntakeChannel
 from hub.domain.workdays import china_day
 from hub.errors import CalendarUnknown
-from hub.projections.cases import _event_topics
+from hub.projections.cases import _event_topics, intake_channel
 from hub.projections.runner import CaseHistories, ViewProjection
 from hub.projections.store import ProjectionStore
 
@@ -194,7 +194,9 @@ class StatisticsProjection(ViewProjection):
     def _received(self, case: Case, counts: Counter[str]) -> None:
         counts["received"] += 1
         counts[_KIND_COUNTER[case.kind]] += 1
-        channel = _CHANNEL_COUNTER.get(case.channel)
+        # A copy another node forwarded counts as PEER_NODE here (no 网办/帮代办/上门办 of this
+        # node's): the node that took it in counts its channel.
+        channel = _CHANNEL_COUNTER.get(intake_channel(case))
         if channel is not None:
             counts[channel] += 1
         intake, competent = RegionCode(case.intake_region), RegionCode(case.competent_region)

@@ -168,3 +168,34 @@ def test_appointments_over_grpc_from_booking_to_case_and_no_show(node: NodeProce
     node.run("ledger", "integrate")
     report = node.run("audit", "verify", "--log-key", node.log_key)
     assert "OK" in report or "verified" in report
+
+
+def test_tongban_erase_reaches_the_persons_appointments(node: NodeProcess) -> None:
+    person = common_pb2.Applicant(
+        name="赵桂英", id_number=id_number_with_check("43090219500202002"), phone="13907370000"
+    )
+    now = datetime.now(UTC)
+    day = china_day(now + timedelta(days=2)).isoformat()
+    starts = datetime.fromisoformat(f"{day}T14:00:00+08:00")
+    with node.client(TOWNSHIP[0], retry=RetryPolicy(attempts=1)) as town:
+        visit = _book(
+            town, starts, applicant=person, kind=common_pb2.APPOINTMENT_KIND_HOME_VISIT,
+            channel=common_pb2.BOOKING_CHANNEL_AGENT, agent="代办员-刘", address=ADDRESS,
+        )  # fmt: skip
+
+        def listed() -> list[Any]:
+            return [a for a in town.appointments(day).appointments if a.appointment_id == visit]
+
+        before = wait_for(listed, "the booked home visit in the hall's list", [node], timeout=60)
+        assert (before[0].applicant_name, before[0].address) == (person.name, ADDRESS)
+
+        out = node.run("erase", "--id-number", person.id_number, "--reason", "申请人要求删除")
+        assert f"erased the personal data of appointment {visit}" in out
+        # The hall's own list keeps the slot, without anything of the person.
+        (after,) = listed()
+        assert after.state == common_pb2.APPOINTMENT_STATE_BOOKED
+        assert not (after.applicant_name or after.applicant_phone or after.address)
+    # The log still verifies with the log key alone.
+    node.run("ledger", "integrate")
+    audit = node.run("audit", "verify", "--log-key", node.log_key)
+    assert "OK" in audit and "have erased personal data" in audit

@@ -191,4 +191,4 @@ def test_the_operators_commands_from_the_cli(tmp_path: Path) -> None:
     assert _tongban(data, "ledger", "integrate").returncode == 0
     audit = _tongban(data, "audit", "verify", "--log-key", _log_key(data))
     assert audit.returncode == 0, audit.stdout
-    assert "2 cases have erased personal data" in audit.stdout
+    assert "2 cases (or appointments) have erased personal data" in audit.stdout

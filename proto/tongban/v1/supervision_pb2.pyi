@@ -152,6 +152,7 @@ class CaseSummary(_message.Message):
     CALENDAR_NOTE_FIELD_NUMBER: _builtins.int
     CONCLUDED_AT_FIELD_NUMBER: _builtins.int
     CHANNEL_FIELD_NUMBER: _builtins.int
+    ORIGIN_CHANNEL_FIELD_NUMBER: _builtins.int
     case_id: _builtins.str
     state: _common_pb2.CaseState.ValueType
     item_code: _builtins.str
@@ -171,7 +172,9 @@ class CaseSummary(_message.Message):
     calendar_note: _builtins.str
     """why a deadline is unknown (a year the calendar does not know)"""
     channel: _common_pb2.IntakeChannel.ValueType
-    """how the applicant reached the hall"""
+    """how the applicant reached the hall; PEER_NODE: another node's copy"""
+    origin_channel: _common_pb2.IntakeChannel.ValueType
+    """the channel the intake hall signed (at whichever node)"""
     @_builtins.property
     def received_at(self) -> _timestamp_pb2.Timestamp:
         """business time the applicant was received"""
@@ -212,10 +215,11 @@ class CaseSummary(_message.Message):
         calendar_note: _builtins.str = ...,
         concluded_at: _timestamp_pb2.Timestamp | None = ...,
         channel: _common_pb2.IntakeChannel.ValueType = ...,
+        origin_channel: _common_pb2.IntakeChannel.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["concluded_at", b"concluded_at", "due_at", b"due_at", "received_at", b"received_at", "statutory_due_at", b"statutory_due_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["calendar_note", b"calendar_note", "case_id", b"case_id", "channel", b"channel", "competent_region", b"competent_region", "concluded_at", b"concluded_at", "due_at", b"due_at", "holder", b"holder", "intake_hall", b"intake_hall", "intake_region", b"intake_region", "item_code", b"item_code", "item_name", b"item_name", "kind", b"kind", "mode", b"mode", "overdue", b"overdue", "paused", b"paused", "promised_days", b"promised_days", "rating", b"rating", "received_at", b"received_at", "state", b"state", "statutory_due_at", b"statutory_due_at", "warnings", b"warnings", "window", b"window", "working_days_used", b"working_days_used"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["calendar_note", b"calendar_note", "case_id", b"case_id", "channel", b"channel", "competent_region", b"competent_region", "concluded_at", b"concluded_at", "due_at", b"due_at", "holder", b"holder", "intake_hall", b"intake_hall", "intake_region", b"intake_region", "item_code", b"item_code", "item_name", b"item_name", "kind", b"kind", "mode", b"mode", "origin_channel", b"origin_channel", "overdue", b"overdue", "paused", b"paused", "promised_days", b"promised_days", "rating", b"rating", "received_at", b"received_at", "state", b"state", "statutory_due_at", b"statutory_due_at", "warnings", b"warnings", "window", b"window", "working_days_used", b"working_days_used"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
