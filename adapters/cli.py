@@ -503,9 +503,11 @@ def _agent(args: argparse.Namespace) -> int:
             )
             reply = client.send(
                 "register_agent", idempotency_key=idempotency_key, applicant=person,
-                agent_id=args.agent_id,
+                agent_id=args.agent_id, public_key=args.public_key,
             )  # fmt: skip
             done = "registered"
+            if args.public_key:
+                done += " (signs their own steps with that key)"
         else:
             reply = client.send(
                 "retire_agent", idempotency_key=idempotency_key, agent_id=args.agent_id,
@@ -697,6 +699,12 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
     enrol.add_argument("--name", required=True, help="the agent's name")
     enrol.add_argument("--id-number", required=True, help="the agent's resident ID number")
     enrol.add_argument("--phone", required=True, help="the agent's phone")
+    enrol.add_argument(
+        "--public-key",
+        default="",
+        help="the agent's own base64 Ed25519 public key (`tongban pki signing-key` prints it): "
+        "the agent then signs their own steps with it; without it they act under the hall's key",
+    )
     leave = agent_commands.add_parser(
         "retire", parents=[connection, who], help="retire an agent (final): they act no more"
     )

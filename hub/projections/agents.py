@@ -3,8 +3,9 @@
 Tables (PostgreSQL: beside the event store; SQLite: in ``projections.sqlite3``):
 
 ``projection_agents``
-    one row per agent a hall of this node registered: hall, agent id, when registered, when
-    retired and why. **No personal data**: the agent's name, ID number and phone stay sealed in
+    one row per agent a hall of this node registered: hall, agent id, the id of the agent's own
+    signing key (empty: the agent acts under the hall's key), when registered, when retired and
+    why. **No personal data**: the agent's name, ID number and phone stay sealed in
     the log (``tongban agents --names`` opens only the name, and prints it masked).
 ``projection_agent_cases``
     one row per (hall, agent, case) the agent acted in — any case event whose ``actor.agent``
@@ -27,6 +28,7 @@ from eventsourcing.persistence import Tracking
 
 from hub.domain.agent import Agent
 from hub.domain.case import Case
+from hub.domain.hall import key_id
 from hub.domain.values import IntakeChannel
 from hub.projections.cases import _event_topics
 from hub.projections.runner import ViewProjection
@@ -42,6 +44,8 @@ class AgentRow:
 
     hall_id: str
     agent_id: str
+    #: The id of the agent's own signing key; empty: the agent acts under the hall's key.
+    key_id: str
     registered_at: datetime | None
     retired_at: datetime | None
     retired_reason: str
@@ -64,7 +68,8 @@ class AgentsProjection(ViewProjection):
         text = "TEXT NOT NULL"
         return [
             "CREATE TABLE IF NOT EXISTS projection_agents ("
-            f"hall_id {text}, agent_id {text}, registered_at {text}, retired_at TEXT, "
+            f"hall_id {text}, agent_id {text}, key_id {text}, registered_at {text}, "
+            "retired_at TEXT, "
             f"retired_reason {text}, PRIMARY KEY (hall_id, agent_id))",
             "CREATE TABLE IF NOT EXISTS projection_agent_cases ("
             f"hall_id {text}, agent_id {text}, case_id {text}, home_visit INTEGER NOT NULL, "
@@ -76,11 +81,16 @@ class AgentsProjection(ViewProjection):
         if isinstance(event, Agent.Registered):
             self.cursor.execute(
                 self.sql(
-                    "INSERT INTO projection_agents (hall_id, agent_id, registered_at, "
-                    "retired_at, retired_reason) VALUES (%s, %s, %s, NULL, '') "
+                    "INSERT INTO projection_agents (hall_id, agent_id, key_id, registered_at, "
+                    "retired_at, retired_reason) VALUES (%s, %s, %s, %s, NULL, '') "
                     "ON CONFLICT (hall_id, agent_id) DO NOTHING"
                 ),
-                (event.actor.hall_id, event.agent_id, iso(event.timestamp)),
+                (
+                    event.actor.hall_id,
+                    event.agent_id,
+                    key_id(event.public_key) if event.public_key else "",
+                    iso(event.timestamp),
+                ),
             )
         elif isinstance(event, Agent.Retired):
             # A retirement is signed by the agent's own hall (the aggregate checks it).
@@ -132,18 +142,22 @@ def agents(
     def read(cursor: Cursor) -> list[AgentRow]:
         cursor.execute(
             store.dialect.sql(
-                "SELECT a.hall_id, a.agent_id, a.registered_at, a.retired_at, a.retired_reason, "
+                "SELECT a.hall_id, a.agent_id, a.key_id, a.registered_at, a.retired_at, "
+                "a.retired_reason, "
                 "COUNT(c.case_id), COALESCE(SUM(c.home_visit), 0) FROM projection_agents a "
                 "LEFT JOIN projection_agent_cases c ON c.hall_id = a.hall_id "
                 f"AND c.agent_id = a.agent_id WHERE {' AND '.join(where)} "
-                "GROUP BY a.hall_id, a.agent_id, a.registered_at, a.retired_at, a.retired_reason "
+                "GROUP BY a.hall_id, a.agent_id, a.key_id, a.registered_at, a.retired_at, "
+                "a.retired_reason "
                 "ORDER BY a.hall_id, a.agent_id"
             ),
             params,
         )
         return [
-            AgentRow(hall, agent, from_iso(registered), from_iso(retired), reason, int(n), int(h))
-            for hall, agent, registered, retired, reason, n, h in cursor.fetchall()
+            AgentRow(
+                hall, agent, key, from_iso(registered), from_iso(retired), reason, int(n), int(h)
+            )
+            for hall, agent, key, registered, retired, reason, n, h in cursor.fetchall()
         ]
 
     return store.read(read)
@@ -153,17 +167,20 @@ def agents_report(rows: list[AgentRow], names: dict[tuple[str, str], str] | None
     """``tongban agents``: each agent with their counts; ``names`` (masked) when asked for."""
     from hub.projections.report import Report, when
 
-    columns = ["hall", "agent", "registered", "retired", "reason", "cases", "home visits"]
+    columns = [
+        "hall", "agent", "signs with", "registered", "retired", "reason", "cases", "home visits",
+    ]  # fmt: skip
     if names is not None:
         columns.insert(2, "name (masked)")
     report = Report(columns)
     for row in rows:
         cells: list[Any] = [
-            row.hall_id, row.agent_id, when(row.registered_at), when(row.retired_at),
+            row.hall_id, row.agent_id, f"own key {row.key_id}" if row.key_id else "hall's key",
+            when(row.registered_at), when(row.retired_at),
             row.retired_reason, row.cases, row.home_visits,
         ]  # fmt: skip
         document: dict[str, Any] = {
-            "hall_id": row.hall_id, "agent_id": row.agent_id,
+            "hall_id": row.hall_id, "agent_id": row.agent_id, "key_id": row.key_id,
             "registered_at": row.registered_at.isoformat() if row.registered_at else None,
             "retired_at": row.retired_at.isoformat() if row.retired_at else None,
             "retired_reason": row.retired_reason, "cases": row.cases,

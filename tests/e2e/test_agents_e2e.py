@@ -6,12 +6,15 @@ with ``tongban agents`` (no personal data; ``--names`` masked)."""
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from hub.domain.hall import key_id
 from tests.e2e.conftest import VILLAGE
 from tests.e2e.test_adapters_support import connection_args, id_number, run_adapter
 from tests.harness.node import NodeProcess
@@ -49,8 +52,13 @@ def test_agents_registered_and_retired_from_the_command_line(node: NodeProcess) 
     refused = _agent(node, "register", "--agent-id", "dby-08", *bad, expect=1)
     assert "INVALID_ARGUMENT" in refused and "GB 11643" in refused  # (dby-08: not listed below)
     assert "--agent-id" in _agent(node, "register", "--agent-id", "代办员", *person, expect=2)
-    _agent(node, "register", "--agent-id", "dby-09", "--name", "刘秀英",
-           "--id-number", id_number("43090219850101004"), "--phone", "13907370008")  # fmt: skip
+    # dby-09 signs their own steps: the key `tongban pki signing-key` printed for their phone.
+    own = Ed25519PrivateKey.generate()
+    own_key = base64.b64encode(own.public_key().public_bytes_raw()).decode()
+    out = _agent(node, "register", "--agent-id", "dby-09", "--name", "刘秀英",
+                 "--id-number", id_number("43090219850101004"), "--phone", "13907370008",
+                 "--public-key", own_key)  # fmt: skip
+    assert "signs their own steps" in out
     assert "retired agent dby-09" in _agent(node, "retire", "--agent-id", "dby-09",
                                             "--reason", "调离本村")  # fmt: skip
 
@@ -58,6 +66,7 @@ def test_agents_registered_and_retired_from_the_command_line(node: NodeProcess) 
     assert [(e["agent_id"], e["retired_reason"]) for e in listed] == [
         ("dby-07", ""), ("dby-09", "调离本村"),
     ]  # fmt: skip
+    assert [e["key_id"] for e in listed] == ["", key_id(own_key)]
     assert NAME not in json.dumps(listed, ensure_ascii=False)
     named = json.loads(node.run("agents", "--names", "--json"))["entries"]
     assert [(e["agent_id"], e["name_masked"]) for e in named] == [("dby-07", "王**")]

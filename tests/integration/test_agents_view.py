@@ -108,7 +108,8 @@ def test_tongban_agents_lists_each_halls_agents_with_their_cases_and_home_visits
     # Without --all, the retired agent is left out; --hall narrows to one hall.
     assert main(["agents", "--hall", "v-room"]) == 0
     header, rule, *rows, footer = capsys.readouterr().out.splitlines()
-    assert header.split()[:4] == ["hall", "agent", "registered", "retired"] and set(rule) == {"-"}
+    assert header.split()[:5] == ["hall", "agent", "signs", "with", "registered"]
+    assert set(rule) == {"-"}
     assert len(rows) == 1 and rows[0].split()[:2] == ["v-room", "dby-07"]
     assert footer.startswith("1 agents, 2 cases, 1 home visits")
 
