@@ -44,7 +44,9 @@ ADAPTER_COMMANDS = tongban_commands("adapter")
 
 
 def test_the_document_has_examples_of_every_adapter() -> None:
-    assert {argv[0] for argv in ADAPTER_COMMANDS} == {"gateway", "village", "import", "locker"}
+    assert {argv[0] for argv in ADAPTER_COMMANDS} == {
+        "gateway", "village", "import", "locker", "agent",
+    }  # fmt: skip
     village = {argv[1] for argv in ADAPTER_COMMANDS if argv[0] == "village"}
     assert village == {"submit", "act", "forward", "status", "retry", "cancel"}
 

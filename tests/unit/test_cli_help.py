@@ -94,7 +94,7 @@ def test_tongban_adapter_help_is_the_adapters_own(
     out = _flat(capsys.readouterr().out)
     assert out.startswith("usage: tongban adapter") and out.count("usage:") == 1
     subcommands = _adapter_subcommands()
-    assert set(subcommands) == {"gateway", "village", "import", "locker"}
+    assert set(subcommands) == {"gateway", "village", "import", "locker", "agent"}
     for name, text in subcommands.items():
         assert _flat(f"{name} {text}") in out, name
 
