@@ -245,7 +245,6 @@ class Publisher:
         acknowledgement is awaited; the rows acknowledged are recorded as sent in one
         transaction, even when a later one failed (whose error is raised then)."""
         pending: list[tuple[OutboxRow, Any]] = []
-        fetches: list[tuple[OutboxRow, Peer]] = []
         # The round's reads (ledger, outbox) share a transaction each: a round trip per read
         # instead of three.
         with self.view.reading(), self.store.reading():
@@ -255,16 +254,11 @@ class Publisher:
                 if peer is None:
                     log.warning("outbox row for %s, which is no longer a peer", row.destination)
                     continue
-                if row.kind == FETCH:
-                    fetches.append((row, peer))  # network calls: outside the transaction
-                    continue
                 message = self._message(row, peer, shared)
                 if message is None:
                     continue  # not yet under a signed checkpoint: next round
                 key = str(row.case_id).encode()
                 pending.append((row, self.produce(peer.inbox_topic, key, message)))
-        for row, peer in fetches:
-            self._fetch(row, peer)
         if not pending:
             return 0
         sent: list[OutboxRow] = []
@@ -278,6 +272,20 @@ class Publisher:
             # is lost, the sender sends the envelope again and gets it again.
             self.store.mark_sent(sent)
         return len(sent)
+
+    def fetch_due(self, limit: int = 10) -> int:
+        """Fetch the materials of received cases that are due; returns how many were tried.
+
+        Network calls to peers, which may be slow or unreachable: the relay runs them in a loop
+        of their own, so no acknowledgement or envelope ever waits behind one."""
+        rows = self.store.due_fetches(self.config.resend_after_s, limit)
+        for row in rows:
+            peer = self.config.peer_by_origin(row.destination)
+            if peer is None:
+                log.warning("material fetch from %s, which is no longer a peer", row.destination)
+                continue
+            self._fetch(row, peer)
+        return len(rows)
 
     def _fetch(self, row: OutboxRow, peer: Peer) -> None:
         """Fetch a received case's files from ``peer``; tried again later while it cannot be

@@ -127,8 +127,13 @@ class _RelaySQL:
             "seq, kind, envelope_id, destination, case_id, record_id, attempts, sent_at, "
             "done_at, outcome, reason"
         )
+        # Messages (envelopes, acknowledgements) and fetches are sent by different loops.
         self.due = (
-            f"SELECT {columns} FROM {OUTBOX} WHERE done_at IS NULL "
+            f"SELECT {columns} FROM {OUTBOX} WHERE done_at IS NULL AND kind <> '{FETCH}' "
+            f"AND (sent_at IS NULL OR sent_at < {p}) ORDER BY seq LIMIT {p}"
+        )
+        self.due_fetches = (
+            f"SELECT {columns} FROM {OUTBOX} WHERE done_at IS NULL AND kind = '{FETCH}' "
             f"AND (sent_at IS NULL OR sent_at < {p}) ORDER BY seq LIMIT {p}"
         )
         self.one = f"SELECT {columns} FROM {OUTBOX} WHERE kind = {p} AND envelope_id = {p}"
@@ -260,9 +265,17 @@ class _RelayTables:
             return [(UUID(row["record_id"]), row["origin"]) for row in curs.fetchall()]
 
     def due(self, resend_after: float, limit: int = 100) -> list[OutboxRow]:
-        """Rows never sent, or sent more than ``resend_after`` seconds ago and not done."""
+        """Envelopes and acknowledgements never sent, or sent more than ``resend_after``
+        seconds ago and not done."""
         with self._cursor(commit=False) as curs:
             curs.execute(self._sql.due, (time.time() - resend_after, limit))
+            return [_outbox_row(row) for row in curs.fetchall()]
+
+    def due_fetches(self, retry_after: float, limit: int = 10) -> list[OutboxRow]:
+        """Fetches of materials never tried, or tried more than ``retry_after`` seconds ago
+        and not done."""
+        with self._cursor(commit=False) as curs:
+            curs.execute(self._sql.due_fetches, (time.time() - retry_after, limit))
             return [_outbox_row(row) for row in curs.fetchall()]
 
     def row(self, kind: str, envelope_id: UUID) -> OutboxRow | None:
