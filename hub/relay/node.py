@@ -221,9 +221,9 @@ class Relay:
     def _project(self, stop: threading.Event) -> None:
         # Its own name in the tracking table: the ledger integrator tracks the same log.
         position = self.store.max_tracking_id(OUTBOX_PROJECTION) or 0
-        for event, tracking in follow(self.app, position, stop):
-            self.projection.process_event(
-                event, Tracking(OUTBOX_PROJECTION, tracking.notification_id)
+        for batch in follow(self.app, position, stop):
+            self.projection.process_batch(
+                [(event, Tracking(OUTBOX_PROJECTION, t.notification_id)) for event, t in batch]
             )
             self._wake.set()
             self._fetch_wake.set()

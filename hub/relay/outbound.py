@@ -29,6 +29,7 @@ in order when it returns.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -38,7 +39,6 @@ from typing import Any
 from uuid import NAMESPACE_URL, UUID, uuid5
 
 from eventsourcing.persistence import Tracking
-from eventsourcing.projection import ApplicationSubscription
 from eventsourcing.utils import get_topic
 
 from hub.application.hub import HubApplication
@@ -101,6 +101,20 @@ class OutboxProjection:
 
     def process_event(self, event: Any, tracking: Tracking) -> None:
         """Queue what ``event`` calls for, and record ``tracking``, in one transaction."""
+        rows, step = self._rows_for(event)
+        self.store.enqueue(rows, tracking, step)
+
+    def process_batch(self, batch: Sequence[tuple[Any, Tracking]]) -> None:
+        """Queue what each event of ``batch`` calls for, and record the tracking of each, all
+        in one transaction: one commit for the steps stored since the last batch rather than
+        one each. An event's rows may depend on the steps queued before it (a node that just
+        became a party gets every earlier step): they are read in the same transaction."""
+        with self.store.writing():
+            for event, tracking in batch:
+                self.process_event(event, tracking)
+
+    def _rows_for(self, event: Any) -> tuple[list[OutboxRow], tuple[UUID, UUID, str, int] | None]:
+        """The rows ``event`` calls for, and the step to remember among its case's steps."""
         own = self.app.policy.origin
         rows: list[OutboxRow] = []
         step: tuple[UUID, UUID, str, int] | None = None
@@ -124,7 +138,7 @@ class OutboxProjection:
             if case is not None and not refused_code:
                 step = (event.originator_id, event.target_id, own, event.last_version)
                 rows += self._own_step(event, case)
-        self.store.enqueue(rows, tracking, step)
+        return rows, step
 
     def _case_after(self, record: CommandRecord.Recorded) -> Case | None:
         """The case as the command left it (None: the command was not a case's)."""
@@ -167,36 +181,52 @@ def _names_materials(signed_bytes: bytes) -> bool:
 
 def follow(
     app: HubApplication, after: int, stop: threading.Event, poll: float = 0.05
-) -> Iterator[tuple[Any, Tracking]]:
-    """The log's step records after notification ``after``, as (event, tracking), until stop.
+) -> Iterator[list[tuple[Any, Tracking]]]:
+    """The log's step records after notification ``after``, in batches of what is stored by
+    the time each is read, as (event, tracking), until stop.
 
-    PostgreSQL notifies (the library's ``ApplicationSubscription``); SQLite is polled.
+    On PostgreSQL the store's notifications wake it (the recorder's ``subscribe``, LISTEN/
+    NOTIFY, used as a signal only: each batch is read at once from the log, as the ledger
+    integrator does), so it waits for nothing while steps are being stored and reads them
+    together; SQLite, which notifies nobody, is looked at every ``poll`` seconds.
     """
+    arrived = threading.Event()
     try:
-        subscription = ApplicationSubscription(app, gt=after, topics=_TOPICS)
+        subscription = app.recorder.subscribe(gt=after, topics=list(_TOPICS))
     except NotImplementedError:
         subscription = None
     if subscription is not None:
 
+        def listen() -> None:
+            with contextlib.suppress(Exception), subscription:
+                for _notification in subscription:
+                    arrived.set()
+
         def stop_when_asked() -> None:
             stop.wait()
+            arrived.set()
             subscription.stop()
 
+        threading.Thread(target=listen, daemon=True, name="relay-listen").start()
         threading.Thread(target=stop_when_asked, daemon=True, name="relay-stop").start()
-        with subscription:
-            for event, tracking in subscription:
-                if stop.is_set():
-                    return
-                yield event, tracking
-        return
     position = after
-    while not stop.is_set():
-        batch = stored_after(app, position)
-        for event, tracking in batch:
-            position = tracking.notification_id
-            yield event, tracking
-        if not batch:
-            stop.wait(poll)
+    try:
+        while not stop.is_set():
+            arrived.clear()  # before reading: a step stored from now on wakes the next wait
+            batch = stored_after(app, position)
+            if batch:
+                position = batch[-1][1].notification_id
+                yield batch
+                continue
+            if subscription is None:
+                stop.wait(poll)
+            else:
+                # Woken by the next step stored; the timeout only bounds the wait should the
+                # listening connection be lost without a word.
+                arrived.wait(1.0)
+    finally:
+        if subscription is not None:
+            subscription.stop()
 
 
 def stored_after(app: HubApplication, after: int, limit: int = 200) -> list[tuple[Any, Tracking]]:

@@ -194,11 +194,28 @@ class _RelayTables:
     @contextmanager
     def _cursor(self, *, commit: bool) -> Iterator[Any]:
         shared = getattr(self._shared, "cursor", None)
-        if shared is not None and not commit:
-            yield shared  # this thread's reading(): the reads share one transaction
+        if shared is not None and (not commit or getattr(self._shared, "writing", False)):
+            # This thread's reading() (the reads share one transaction) or writing() (reads
+            # and writes share one, committed at its end).
+            yield shared
             return
         with self.datastore.transaction(commit=commit) as curs:  # type: ignore[attr-defined]
             yield curs
+
+    @contextmanager
+    def writing(self) -> Iterator[None]:
+        """Within it, this thread's reads and writes share one transaction, committed when it
+        ends (rolled back, all of it, if it raises): one commit for many writes."""
+        if getattr(self._shared, "cursor", None) is not None:
+            raise RuntimeError("writing() inside reading() or writing()")
+        with self.datastore.transaction(commit=True) as curs:  # type: ignore[attr-defined]
+            self._shared.cursor = curs
+            self._shared.writing = True
+            try:
+                yield
+            finally:
+                self._shared.cursor = None
+                self._shared.writing = False
 
     @contextmanager
     def reading(self) -> Iterator[None]:
@@ -453,6 +470,10 @@ class SQLiteRelayStore(_RelayTables, SQLiteTrackingRecorder):
     @contextmanager
     def reading(self) -> Iterator[None]:
         yield  # SQLite reads are local calls, not round trips: nothing to share
+
+    @contextmanager
+    def writing(self) -> Iterator[None]:
+        yield  # each write commits on its own (SQLite's commits are local, not round trips)
 
     @contextmanager
     def _cursor(self, *, commit: bool) -> Iterator[Any]:
