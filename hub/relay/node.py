@@ -56,8 +56,9 @@ log = logging.getLogger(__name__)
 
 #: Partitions of a node's inbox topic when the relay creates it (per-case order needs keys only).
 INBOX_PARTITIONS = 3
-#: Cases whose inbox messages are handled at once (PostgreSQL; see Relay._handle_poll). Each
-#: lane holds a pooled connection while it reads or stores; the node's pool has 10 (+10).
+#: Cases whose inbox messages are handled at once (PostgreSQL; see Relay._handle_poll), and
+#: messages the publisher builds at once. Each holds a pooled connection while it reads or
+#: stores; the node's pool has 10 (+10).
 INBOX_LANES = 4
 #: How long the broker may hold a fetch that finds nothing new. A Kafka broker answers at once
 #: when there is data; some Kafka-protocol brokers (Tansu, the test and demo broker) hold the
@@ -104,6 +105,7 @@ class Relay:
             produce=self.produce,
             flush=self.flush,
             fetch_materials=fetch_materials,
+            builders=self.lanes,
         )
         self.inbox = Inbox(
             app,

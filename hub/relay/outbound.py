@@ -33,6 +33,7 @@ import contextlib
 import logging
 import threading
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -251,6 +252,7 @@ class Publisher:
         flush: Callable[[], None] = lambda: None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         fetch_materials: Callable[[Peer, UUID, Any], Any] | None = None,
+        builders: int = 1,
     ) -> None:
         #: Fetches a received case's material files from a peer (None: not configured).
         self.fetch_materials = fetch_materials
@@ -266,6 +268,9 @@ class Publisher:
         self.clock = clock
         #: Called when an envelope waits for a checkpoint over its step (Relay.attach).
         self.want_checkpoint: Callable[[], None] = lambda: None
+        #: Threads that build a round's messages at once (None: one after another, in the
+        #: publishing thread, as on SQLite whose reads are local calls).
+        self.builders = ThreadPoolExecutor(builders, "relay-build") if builders > 1 else None
 
     def publish_due(self, limit: int = 100) -> int:
         """Send every row that is due now; returns how many went out.
@@ -275,6 +280,7 @@ class Publisher:
         acknowledgement is awaited; the rows acknowledged are recorded as sent in one
         transaction, even when a later one failed (whose error is raised then)."""
         pending: list[tuple[OutboxRow, Any]] = []
+        due: list[tuple[OutboxRow, Peer]] = []
         # The round's reads (ledger, outbox) share a transaction each: a round trip per read
         # instead of three.
         with self.view.reading(), self.store.reading():
@@ -284,11 +290,21 @@ class Publisher:
                 if peer is None:
                     log.warning("outbox row for %s, which is no longer a peer", row.destination)
                     continue
-                message = self._message(row, peer, shared)
-                if message is None:
-                    continue  # not yet under a signed checkpoint: next round
-                key = str(row.case_id).encode()
-                pending.append((row, self.produce(peer.inbox_topic, key, message)))
+                due.append((row, peer))
+            if self.builders is None or len(due) < 2:
+                messages = [self._message(row, peer, shared) for row, peer in due]
+        if self.builders is not None and len(due) >= 2:
+            # Each message takes a few reads (its leaf and proof, its case's earlier steps):
+            # built at once, their round trips overlap instead of adding up.
+            messages = list(
+                self.builders.map(lambda item: self._built(item[0], item[1], shared), due)
+            )
+        # Produced in outbox order (map keeps it), whoever built them.
+        for (row, peer), message in zip(due, messages, strict=True):
+            if message is None:
+                continue  # not yet under a signed checkpoint: next round
+            key = str(row.case_id).encode()
+            pending.append((row, self.produce(peer.inbox_topic, key, message)))
         if not pending:
             return 0
         sent: list[OutboxRow] = []
@@ -344,6 +360,11 @@ class Publisher:
         if peer is None:
             return None
         return self._message(row, peer, self._round())
+
+    def _built(self, row: OutboxRow, peer: Peer, shared: _Round) -> bytes | None:
+        """One message, built in a builder thread (its reads share a transaction each)."""
+        with self.view.reading(), self.store.reading():
+            return self._message(row, peer, shared)
 
     def _message(self, row: OutboxRow, peer: Peer, shared: _Round) -> bytes | None:
         if row.kind == ACK:
