@@ -111,6 +111,10 @@ class Inbox:
         #: one message at a time, so two new checkpoints of one sender are never each checked
         #: only against an older one.
         self._verifying = threading.Lock()
+        #: (peer, size) of our checkpoints whose cosignature by that peer is kept.
+        self._cosignatures_kept: set[tuple[str, int]] = set()
+        #: Our signed checkpoints by size, as read for checking peers' cosignatures.
+        self._checkpoints: dict[int, bytes] = {}
 
     def handle(self, data: bytes) -> str:
         """Act on one message; returns what became of it."""
@@ -298,8 +302,10 @@ class Inbox:
             peer.origin,
             body.cosigned_size if body.stored else 0,
         )
-        if body.stored:
-            # The acknowledgement's cosignature counts towards our checkpoint's finality.
+        if body.stored and (peer.origin, body.cosigned_size) not in self._cosignatures_kept:
+            # The acknowledgement's cosignature counts towards our checkpoint's finality: kept
+            # once per checkpoint and peer (the acknowledgements of a busy exchange cosign the
+            # same checkpoint until we sign the next; a later copy would add nothing).
             record_cosignatures(
                 self.view,
                 body.cosigned_size,
@@ -307,6 +313,7 @@ class Inbox:
                 [peer.witness_verifier()],
                 self.app_log_verifier,
             )
+            self._cosignatures_kept.add((peer.origin, body.cosigned_size))
         return ACKNOWLEDGED
 
     def _refuses_a_transfer(self, record_id: UUID, case_id: UUID) -> bool:
@@ -319,11 +326,21 @@ class Inbox:
         return case.awaits_another_node and not self.app.steps_since(case_id, record.last_version)
 
     def _cosigned(self, line: str, size: int, peer: Peer) -> bool:
-        note = self.view.read(lambda cursor: self.view.tables.checkpoint_at_least(cursor, size))
-        if note is None or note.size != size or not line:
+        if not line:
             return False
+        note = self._checkpoints.get(size)
+        if note is None:
+            found = self.view.read(
+                lambda cursor: self.view.tables.checkpoint_at_least(cursor, size)
+            )
+            if found is None or found.size != size:
+                return False
+            note = found.note
+            if len(self._checkpoints) >= 64:
+                self._checkpoints.clear()
+            self._checkpoints[size] = note  # what we signed at a size never changes
         try:
-            cosigned = attach_cosignatures(note.note, line.rstrip("\n").encode("utf-8") + b"\n")
+            cosigned = attach_cosignatures(note, line.rstrip("\n").encode("utf-8") + b"\n")
             opened = open_note(cosigned, [peer.witness_verifier()])
         except LedgerError:
             return False

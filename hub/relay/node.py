@@ -60,6 +60,8 @@ INBOX_PARTITIONS = 3
 #: messages the publisher builds at once. Each holds a pooled connection while it reads or
 #: stores; the node's pool has 10 (+10).
 INBOX_LANES = 4
+#: Seconds between two counts of the backlog (the metric) while the publisher is busy.
+BACKLOG_EVERY = 1.0
 #: How long the broker may hold a fetch that finds nothing new. A Kafka broker answers at once
 #: when there is data; some Kafka-protocol brokers (Tansu, the test and demo broker) hold the
 #: fetch for up to this long even then, which adds up to it to every hop.
@@ -94,6 +96,7 @@ class Relay:
         self._producer: KafkaProducer | None = None
         self._wake = threading.Event()
         self._fetch_wake = threading.Event()
+        self._backlog_at = 0.0  # when the backlog metric was last counted
         self.projection = OutboxProjection(app, self.store, config)
         self.publisher = Publisher(
             app,
@@ -255,8 +258,11 @@ class Relay:
                 self._drop_producer()
                 stop.wait(1.0)
                 continue
-            for destination, waiting in self.store.backlog().items():
-                telemetry.RELAY_BACKLOG.labels(destination).set(waiting)
+            if time.monotonic() - self._backlog_at >= BACKLOG_EVERY:
+                # A count over the outbox: once a second, not after every round.
+                self._backlog_at = time.monotonic()
+                for destination, waiting in self.store.backlog().items():
+                    telemetry.RELAY_BACKLOG.labels(destination).set(waiting)
             if not sent:
                 self._wake.wait(self.poll_interval)
 
