@@ -97,7 +97,12 @@ class Relay:
         self._wake = threading.Event()
         self._fetch_wake = threading.Event()
         self._backlog_at = 0.0  # when the backlog metric was last counted
-        self.projection = OutboxProjection(app, self.store, config)
+        self.projection = OutboxProjection(
+            app,
+            self.store,
+            config,
+            ThreadPoolExecutor(self.lanes, "relay-read") if self.lanes > 1 else None,
+        )
         self.publisher = Publisher(
             app,
             self.store,

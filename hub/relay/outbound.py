@@ -95,10 +95,20 @@ class OutboxProjection:
 
     name = OUTBOX_PROJECTION
 
-    def __init__(self, app: HubApplication, store: RelayStore, config: FederationConfig) -> None:
+    def __init__(
+        self,
+        app: HubApplication,
+        store: RelayStore,
+        config: FederationConfig,
+        readers: ThreadPoolExecutor | None = None,
+    ) -> None:
         self.app = app
         self.store = store
         self.config = config
+        #: Threads that read a batch's cases at once (None: each when it is needed).
+        self.readers = readers
+        #: The cases a batch's steps need, read beforehand: (case id, version) → case.
+        self._read_ahead: dict[tuple[UUID, int], Case] = {}
 
     def process_event(self, event: Any, tracking: Tracking) -> None:
         """Queue what ``event`` calls for, and record ``tracking``, in one transaction."""
@@ -110,9 +120,41 @@ class OutboxProjection:
         in one transaction: one commit for the steps stored since the last batch rather than
         one each. An event's rows may depend on the steps queued before it (a node that just
         became a party gets every earlier step): they are read in the same transaction."""
-        with self.store.writing():
-            for event, tracking in batch:
-                self.process_event(event, tracking)
+        self._read_ahead = self._cases_of(batch)
+        try:
+            with self.store.writing():
+                for event, tracking in batch:
+                    self.process_event(event, tracking)
+        finally:
+            self._read_ahead = {}
+
+    def _cases_of(self, batch: Sequence[tuple[Any, Tracking]]) -> dict[tuple[UUID, int], Case]:
+        """The case versions the hall commands of ``batch`` need (as each left the case, and
+        as it was before), read at once: a read each is a round trip each, and they overlap
+        instead of adding up. A case that cannot be read is left out (read again, in order,
+        where it is needed, with the same outcome as without reading ahead)."""
+        wanted: list[tuple[UUID, int]] = []
+        for event, _tracking in batch:
+            if isinstance(event, CommandRecord.Recorded) and event.signer_kind == HALL:
+                wanted.append((event.target_id, event.last_version))
+                if event.first_version > 1:
+                    wanted.append((event.target_id, event.first_version - 1))
+        if self.readers is None or len(wanted) < 2:
+            return {}
+
+        def read(key: tuple[UUID, int]) -> Case | None:
+            try:
+                return self.app.get_case(key[0], version=key[1])
+            except TongbanError:
+                return None
+
+        found = dict(zip(wanted, self.readers.map(read, wanted), strict=True))
+        return {key: case for key, case in found.items() if case is not None}
+
+    def _case(self, case_id: UUID, version: int) -> Case:
+        """The case as of ``version`` (read ahead for a batch, or now)."""
+        case = self._read_ahead.get((case_id, version))
+        return case if case is not None else self.app.get_case(case_id, version=version)
 
     def _rows_for(self, event: Any) -> tuple[list[OutboxRow], tuple[UUID, UUID, str, int] | None]:
         """The rows ``event`` calls for, and the step to remember among its case's steps."""
@@ -144,7 +186,7 @@ class OutboxProjection:
     def _case_after(self, record: CommandRecord.Recorded) -> Case | None:
         """The case as the command left it (None: the command was not a case's)."""
         try:
-            return self.app.get_case(record.target_id, version=record.last_version)
+            return self._case(record.target_id, record.last_version)
         except TongbanError:
             return None
 
@@ -155,9 +197,7 @@ class OutboxProjection:
         after = case_nodes(case, self.config)
         before: set[str] = set()
         if record.first_version > 1:
-            before = case_nodes(
-                self.app.get_case(case_id, version=record.first_version - 1), self.config
-            )
+            before = case_nodes(self._case(case_id, record.first_version - 1), self.config)
         rows: list[OutboxRow] = []
         for node in sorted(after):
             if record.first_version > 1 and node not in before:
