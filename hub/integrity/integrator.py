@@ -67,6 +67,9 @@ log = logging.getLogger("tongban.integrator")
 #: node that relays continuously signs at most 1 / REQUESTED_CHECKPOINT_GAP checkpoints a second.
 REQUESTED_CHECKPOINT_GAP = 0.05
 
+#: Seconds between two reports of the integrator's lag while it integrates without a pause.
+REPORT_EVERY = 0.5
+
 T = TypeVar("T")
 
 #: A tracking record, or a function that gives it after the transaction's work has run.
@@ -284,6 +287,7 @@ class LedgerIntegrator:
         self.checkpoint_every = checkpoint_every
         self.checkpoint_interval = checkpoint_interval
         self._last_checkpoint_at = time.monotonic()
+        self._reported_at = 0.0  # when the lag was last reported (_report)
         #: A follower asked for a checkpoint of what is integrated (request_checkpoint).
         self._checkpoint_wanted = threading.Event()
         #: Wakes the running loop (set while ``run`` runs).
@@ -569,6 +573,12 @@ class LedgerIntegrator:
         return max(0.0, self._last_checkpoint_at + interval - time.monotonic())
 
     def _report(self, result: BatchResult) -> None:
+        telemetry.LEDGER_SIZE.set(result.size)
+        # The lag costs two reads: while the integrator is busy (each step a round trip of its
+        # own), at most every REPORT_EVERY seconds; whenever it has caught up.
+        now = time.monotonic()
+        if result.leaves and now - self._reported_at < REPORT_EVERY:
+            return
+        self._reported_at = now
         stored = self.app.recorder.max_notification_id() or 0
         telemetry.FOLLOWER_LAG.labels("integrator").set(max(0, stored - self.position))
-        telemetry.LEDGER_SIZE.set(result.size)

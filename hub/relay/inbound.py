@@ -19,6 +19,7 @@ Whatever fails verification goes to the quarantine with the reason, never silent
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable
 from datetime import UTC, datetime
 from uuid import UUID
@@ -101,6 +102,19 @@ class Inbox:
         #: Per sender, the last checkpoint observed and kept (size, root): the envelopes of a
         #: busy sender carry the same one until it signs the next.
         self._last_kept: dict[str, tuple[int, bytes]] = {}
+        #: Roots of senders' checkpoints verified and kept, by (origin, size). A kept root never
+        #: changes (a second root for a size is a fork, quarantined, never kept), so a root
+        #: found once need not be read again for every envelope that carries its checkpoint.
+        self._seen_roots: dict[tuple[str, int], bytes] = {}
+        #: The relay handles messages of different cases at once (Relay: one lane per case);
+        #: verifying a sender's checkpoint against the ones seen before and keeping it is done
+        #: one message at a time, so two new checkpoints of one sender are never each checked
+        #: only against an older one.
+        self._verifying = threading.Lock()
+        #: (peer, size) of our checkpoints whose cosignature by that peer is kept.
+        self._cosignatures_kept: set[tuple[str, int]] = set()
+        #: Our signed checkpoints by size, as read for checking peers' cosignatures.
+        self._checkpoints: dict[int, bytes] = {}
 
     def handle(self, data: bytes) -> str:
         """Act on one message; returns what became of it."""
@@ -118,25 +132,11 @@ class Inbox:
     # ------------------------------------------------------------------ envelopes
 
     def _envelope(self, signed: federation_pb2.SignedEnvelope, data: bytes) -> str:
-        try:
-            verified = verify_envelope(
-                signed,
-                own_origin=self.origin,
-                config=self.config,
-                seen_root=self._seen_root,
-                encryption_key=self.encryption_key,
-                now=self.clock(),
-            )
-        except EnvelopeRefused as refused:
-            return self._hold(refused, data)
+        with self._verifying:
+            verified = self._verified(signed, data)
+        if isinstance(verified, str):
+            return verified  # quarantined
         body, sender = verified.body, verified.sender
-        checkpoint = verified.checkpoint.checkpoint
-        if self._last_kept.get(sender.origin) != (checkpoint.size, checkpoint.root):
-            held = self._keep_checkpoint(verified, data)
-            if held is not None:
-                return held
-        # else: the very checkpoint the last envelope from this sender carried, observed and
-        # kept then (its signature was verified again above): nothing new to record.
         step = IncomingStep(
             envelope_id=body.envelope_id,
             sender=sender.origin,
@@ -180,6 +180,31 @@ class Inbox:
             return DUPLICATE
         return STORED
 
+    def _verified(
+        self, signed: federation_pb2.SignedEnvelope, data: bytes
+    ) -> VerifiedEnvelope | str:
+        """The envelope verified, its sender's checkpoint kept; or the quarantine's outcome."""
+        try:
+            verified = verify_envelope(
+                signed,
+                own_origin=self.origin,
+                config=self.config,
+                seen_root=self._seen_root,
+                encryption_key=self.encryption_key,
+                now=self.clock(),
+            )
+        except EnvelopeRefused as refused:
+            return self._hold(refused, data)
+        sender = verified.sender
+        checkpoint = verified.checkpoint.checkpoint
+        if self._last_kept.get(sender.origin) != (checkpoint.size, checkpoint.root):
+            held = self._keep_checkpoint(verified, data)
+            if held is not None:
+                return held
+        # else: the very checkpoint the last envelope from this sender carried, observed and
+        # kept then (its signature was verified again above): nothing new to record.
+        return verified
+
     def _keep_checkpoint(self, verified: VerifiedEnvelope, data: bytes) -> str | None:
         """Observe and remember the sender's checkpoint; the quarantine's outcome if it
         contradicts one seen before (None: kept)."""
@@ -211,11 +236,18 @@ class Inbox:
                 data,
             )
         self._last_kept[sender.origin] = (checkpoint.size, checkpoint.root)
+        self._seen_roots[sender.origin, checkpoint.size] = checkpoint.root
         return None
 
     def _seen_root(self, origin: str, size: int) -> bytes | None:
+        known = self._seen_roots.get((origin, size))
+        if known is not None:
+            return known
         found = self.store.seen_root(origin, size)
-        return None if found is None else found[0]
+        if found is None:
+            return None
+        self._seen_roots[origin, size] = found[0]
+        return found[0]
 
     # ------------------------------------------------------------------ acknowledgements
 
@@ -270,8 +302,10 @@ class Inbox:
             peer.origin,
             body.cosigned_size if body.stored else 0,
         )
-        if body.stored:
-            # The acknowledgement's cosignature counts towards our checkpoint's finality.
+        if body.stored and (peer.origin, body.cosigned_size) not in self._cosignatures_kept:
+            # The acknowledgement's cosignature counts towards our checkpoint's finality: kept
+            # once per checkpoint and peer (the acknowledgements of a busy exchange cosign the
+            # same checkpoint until we sign the next; a later copy would add nothing).
             record_cosignatures(
                 self.view,
                 body.cosigned_size,
@@ -279,6 +313,7 @@ class Inbox:
                 [peer.witness_verifier()],
                 self.app_log_verifier,
             )
+            self._cosignatures_kept.add((peer.origin, body.cosigned_size))
         return ACKNOWLEDGED
 
     def _refuses_a_transfer(self, record_id: UUID, case_id: UUID) -> bool:
@@ -291,11 +326,21 @@ class Inbox:
         return case.awaits_another_node and not self.app.steps_since(case_id, record.last_version)
 
     def _cosigned(self, line: str, size: int, peer: Peer) -> bool:
-        note = self.view.read(lambda cursor: self.view.tables.checkpoint_at_least(cursor, size))
-        if note is None or note.size != size or not line:
+        if not line:
             return False
+        note = self._checkpoints.get(size)
+        if note is None:
+            found = self.view.read(
+                lambda cursor: self.view.tables.checkpoint_at_least(cursor, size)
+            )
+            if found is None or found.size != size:
+                return False
+            note = found.note
+            if len(self._checkpoints) >= 64:
+                self._checkpoints.clear()
+            self._checkpoints[size] = note  # what we signed at a size never changes
         try:
-            cosigned = attach_cosignatures(note.note, line.rstrip("\n").encode("utf-8") + b"\n")
+            cosigned = attach_cosignatures(note, line.rstrip("\n").encode("utf-8") + b"\n")
             opened = open_note(cosigned, [peer.witness_verifier()])
         except LedgerError:
             return False

@@ -1,7 +1,9 @@
-"""The relay of one node: three loops around Kafka (kafka-python), started by ``tongban serve``.
+"""The relay of one node: loops around Kafka (kafka-python), started by ``tongban serve``.
 
 * the **outbox projection** follows the log (PostgreSQL notifies; SQLite is polled) and queues
   envelopes and acknowledgements with its tracking record (:mod:`hub.relay.outbound`);
+* the **fetcher** fetches the material files of cases received from peers (gRPC calls, which
+  may be slow: in a loop of their own, so no acknowledgement waits behind one);
 * the **publisher** sends what is due: new rows at once, unacknowledged ones again after
   ``resend_after_s``; while the broker is unreachable it waits and tries again, in order. It
   sends a round's messages together and waits for the broker's acknowledgements once;
@@ -25,6 +27,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from eventsourcing.persistence import Tracking
@@ -45,7 +48,7 @@ from hub.relay.outbound import (
     follow,
     stored_after,
 )
-from hub.relay.store import RelayStore, open_relay_store
+from hub.relay.store import RelayStore, SQLiteRelayStore, open_relay_store
 from ledger import Signer
 from ledger.cosignature import Cosigner
 
@@ -53,6 +56,12 @@ log = logging.getLogger(__name__)
 
 #: Partitions of a node's inbox topic when the relay creates it (per-case order needs keys only).
 INBOX_PARTITIONS = 3
+#: Cases whose inbox messages are handled at once (PostgreSQL; see Relay._handle_poll), and
+#: messages the publisher builds at once. Each holds a pooled connection while it reads or
+#: stores; the node's pool has 10 (+10).
+INBOX_LANES = 4
+#: Seconds between two counts of the backlog (the metric) while the publisher is busy.
+BACKLOG_EVERY = 1.0
 #: How long the broker may hold a fetch that finds nothing new. A Kafka broker answers at once
 #: when there is data; some Kafka-protocol brokers (Tansu, the test and demo broker) hold the
 #: fetch for up to this long even then, which adds up to it to every hop.
@@ -81,10 +90,19 @@ class Relay:
         self.origin = app.policy.origin
         self.topic = config.own_inbox(app.policy.region)
         self.poll_interval = poll_interval
+        #: SQLite's reads are local calls and it has one writer: its messages go one by one.
+        self.lanes = 1 if isinstance(self.store, SQLiteRelayStore) else INBOX_LANES
         self.failure: str | None = None
         self._producer: KafkaProducer | None = None
         self._wake = threading.Event()
-        self.projection = OutboxProjection(app, self.store, config)
+        self._fetch_wake = threading.Event()
+        self._backlog_at = 0.0  # when the backlog metric was last counted
+        self.projection = OutboxProjection(
+            app,
+            self.store,
+            config,
+            ThreadPoolExecutor(self.lanes, "relay-read") if self.lanes > 1 else None,
+        )
         self.publisher = Publisher(
             app,
             self.store,
@@ -95,6 +113,7 @@ class Relay:
             produce=self.produce,
             flush=self.flush,
             fetch_materials=fetch_materials,
+            builders=self.lanes,
         )
         self.inbox = Inbox(
             app,
@@ -183,12 +202,13 @@ class Relay:
     # ------------------------------------------------------------------ loops
 
     def run(self, stop: threading.Event) -> None:
-        """Run the three loops until ``stop`` is set (or one fails for good)."""
+        """Run the loops until ``stop`` is set (or one fails for good)."""
         loops = [
             threading.Thread(target=self._guard, args=(name, loop, stop), name=f"relay-{name}")
             for name, loop in (
                 ("outbox", self._project),
                 ("publisher", self._publish),
+                ("fetcher", self._fetch),
                 ("consumer", self._consume),
             )
         ]
@@ -211,11 +231,12 @@ class Relay:
     def _project(self, stop: threading.Event) -> None:
         # Its own name in the tracking table: the ledger integrator tracks the same log.
         position = self.store.max_tracking_id(OUTBOX_PROJECTION) or 0
-        for event, tracking in follow(self.app, position, stop):
-            self.projection.process_event(
-                event, Tracking(OUTBOX_PROJECTION, tracking.notification_id)
+        for batch in follow(self.app, position, stop):
+            self.projection.process_batch(
+                [(event, Tracking(OUTBOX_PROJECTION, t.notification_id)) for event, t in batch]
             )
             self._wake.set()
+            self._fetch_wake.set()
 
     def project_pending(self) -> int:
         """Queue what every step stored so far calls for, now (the CLI and tests use this; the
@@ -242,10 +263,21 @@ class Relay:
                 self._drop_producer()
                 stop.wait(1.0)
                 continue
-            for destination, waiting in self.store.backlog().items():
-                telemetry.RELAY_BACKLOG.labels(destination).set(waiting)
+            if time.monotonic() - self._backlog_at >= BACKLOG_EVERY:
+                # A count over the outbox: once a second, not after every round.
+                self._backlog_at = time.monotonic()
+                for destination, waiting in self.store.backlog().items():
+                    telemetry.RELAY_BACKLOG.labels(destination).set(waiting)
             if not sent:
                 self._wake.wait(self.poll_interval)
+
+    def _fetch(self, stop: threading.Event) -> None:
+        while not stop.is_set():
+            self._fetch_wake.clear()
+            if not self.publisher.fetch_due():
+                # Woken when the outbox projection queues rows; a fetch that could not reach
+                # its peer is due again after resend_after_s.
+                self._fetch_wake.wait(self.poll_interval)
 
     def _drop_producer(self) -> None:
         producer, self._producer = self._producer, None
@@ -308,27 +340,65 @@ class Relay:
         return consumer
 
     def _drain(self, consumer: KafkaConsumer, stop: threading.Event) -> None:
-        while not stop.is_set():
-            batches = consumer.poll(timeout_ms=500)
-            handled: dict[TopicPartition, OffsetAndMetadata] = {}
-            for partition, records in batches.items():
-                for record in records:
-                    try:
-                        self.inbox.handle(bytes(record.value))
-                    except Exception:
-                        # A passing failure (the store is down): read it again shortly.
-                        log.exception("handling offset %s failed; retrying", record.offset)
-                        consumer.seek(
-                            TopicPartition(partition.topic, partition.partition), record.offset
-                        )
-                        time.sleep(1.0)
-                        break
-                    handled[partition] = _offset(record.offset + 1)
-            # Once per poll, and only past what was handled: a crash before this commit reads
-            # those messages again, and each is then a duplicate (acknowledged again).
-            if handled:
-                consumer.commit(handled)
-            self._wake.set()
+        with ThreadPoolExecutor(self.lanes, thread_name_prefix="relay-lane") as lanes:
+            while not stop.is_set():
+                batches = consumer.poll(timeout_ms=500)
+                handled, failed = self._handle_poll(batches, lanes)
+                for partition, offset in failed.items():
+                    consumer.seek(partition, offset)  # a passing failure: read it again
+                # Once per poll, and only past what was handled: a crash before this commit
+                # reads those messages again, and each is then a duplicate (acknowledged again).
+                if handled:
+                    consumer.commit(handled)
+                self._wake.set()
+                if failed:
+                    stop.wait(1.0)
+
+    def _handle_poll(
+        self, batches: dict[TopicPartition, list[Any]], lanes: ThreadPoolExecutor
+    ) -> tuple[dict[TopicPartition, OffsetAndMetadata], dict[TopicPartition, int]]:
+        """Handle one poll's messages; returns the offsets to commit and, per partition whose
+        handling failed for a passing reason (the store is down), the offset to read again.
+
+        Messages are keyed by case id, so one case's messages are in one partition, in order.
+        Each case's messages are one *lane*, handled in order; different cases' lanes run at
+        once (their reads overlap, and their stores share transactions through the
+        application's group commit), instead of one message's round trips after another's. A
+        lane stops at its first failure; its partition is read again from there (messages of
+        other cases after it that were handled are then duplicates, stored once).
+        """
+        by_case: dict[tuple[TopicPartition, bytes | None], list[Any]] = {}
+        for partition, records in batches.items():
+            for record in records:
+                by_case.setdefault((partition, record.key), []).append(record)
+        if len(by_case) == 1:
+            outcomes = [self._handle_lane(records) for records in by_case.values()]
+        else:
+            outcomes = list(lanes.map(self._handle_lane, by_case.values()))
+        failed: dict[TopicPartition, int] = {}
+        for (partition, _key), failure in zip(by_case, outcomes, strict=True):
+            if failure is not None:
+                failed[partition] = min(failure, failed.get(partition, failure))
+        handled: dict[TopicPartition, OffsetAndMetadata] = {}
+        for partition, records in batches.items():
+            done = failed.get(partition, records[-1].offset + 1)
+            if done > records[0].offset:
+                handled[TopicPartition(partition.topic, partition.partition)] = _offset(done)
+        return handled, {
+            TopicPartition(partition.topic, partition.partition): offset
+            for partition, offset in failed.items()
+        }
+
+    def _handle_lane(self, records: list[Any]) -> int | None:
+        """Handle one case's messages in order; the offset of the first that failed, if one
+        did (the later ones wait for it)."""
+        for record in records:
+            try:
+                self.inbox.handle(bytes(record.value))
+            except Exception:
+                log.exception("handling offset %s failed; retrying", record.offset)
+                return int(record.offset)
+        return None
 
 
 def _offset(next_offset: int) -> OffsetAndMetadata:

@@ -29,16 +29,17 @@ in order when it returns.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 from uuid import NAMESPACE_URL, UUID, uuid5
 
 from eventsourcing.persistence import Tracking
-from eventsourcing.projection import ApplicationSubscription
 from eventsourcing.utils import get_topic
 
 from hub.application.hub import HubApplication
@@ -94,13 +95,69 @@ class OutboxProjection:
 
     name = OUTBOX_PROJECTION
 
-    def __init__(self, app: HubApplication, store: RelayStore, config: FederationConfig) -> None:
+    def __init__(
+        self,
+        app: HubApplication,
+        store: RelayStore,
+        config: FederationConfig,
+        readers: ThreadPoolExecutor | None = None,
+    ) -> None:
         self.app = app
         self.store = store
         self.config = config
+        #: Threads that read a batch's cases at once (None: each when it is needed).
+        self.readers = readers
+        #: The cases a batch's steps need, read beforehand: (case id, version) → case.
+        self._read_ahead: dict[tuple[UUID, int], Case] = {}
 
     def process_event(self, event: Any, tracking: Tracking) -> None:
         """Queue what ``event`` calls for, and record ``tracking``, in one transaction."""
+        rows, step = self._rows_for(event)
+        self.store.enqueue(rows, tracking, step)
+
+    def process_batch(self, batch: Sequence[tuple[Any, Tracking]]) -> None:
+        """Queue what each event of ``batch`` calls for, and record the tracking of each, all
+        in one transaction: one commit for the steps stored since the last batch rather than
+        one each. An event's rows may depend on the steps queued before it (a node that just
+        became a party gets every earlier step): they are read in the same transaction."""
+        self._read_ahead = self._cases_of(batch)
+        try:
+            with self.store.writing():
+                for event, tracking in batch:
+                    self.process_event(event, tracking)
+        finally:
+            self._read_ahead = {}
+
+    def _cases_of(self, batch: Sequence[tuple[Any, Tracking]]) -> dict[tuple[UUID, int], Case]:
+        """The case versions the hall commands of ``batch`` need (as each left the case, and
+        as it was before), read at once: a read each is a round trip each, and they overlap
+        instead of adding up. A case that cannot be read is left out (read again, in order,
+        where it is needed, with the same outcome as without reading ahead)."""
+        wanted: list[tuple[UUID, int]] = []
+        for event, _tracking in batch:
+            if isinstance(event, CommandRecord.Recorded) and event.signer_kind == HALL:
+                wanted.append((event.target_id, event.last_version))
+                if event.first_version > 1:
+                    wanted.append((event.target_id, event.first_version - 1))
+        if self.readers is None or len(wanted) < 2:
+            return {}
+
+        def read(key: tuple[UUID, int]) -> Case | None:
+            try:
+                return self.app.get_case(key[0], version=key[1])
+            except TongbanError:
+                return None
+
+        found = dict(zip(wanted, self.readers.map(read, wanted), strict=True))
+        return {key: case for key, case in found.items() if case is not None}
+
+    def _case(self, case_id: UUID, version: int) -> Case:
+        """The case as of ``version`` (read ahead for a batch, or now)."""
+        case = self._read_ahead.get((case_id, version))
+        return case if case is not None else self.app.get_case(case_id, version=version)
+
+    def _rows_for(self, event: Any) -> tuple[list[OutboxRow], tuple[UUID, UUID, str, int] | None]:
+        """The rows ``event`` calls for, and the step to remember among its case's steps."""
         own = self.app.policy.origin
         rows: list[OutboxRow] = []
         step: tuple[UUID, UUID, str, int] | None = None
@@ -124,12 +181,12 @@ class OutboxProjection:
             if case is not None and not refused_code:
                 step = (event.originator_id, event.target_id, own, event.last_version)
                 rows += self._own_step(event, case)
-        self.store.enqueue(rows, tracking, step)
+        return rows, step
 
     def _case_after(self, record: CommandRecord.Recorded) -> Case | None:
         """The case as the command left it (None: the command was not a case's)."""
         try:
-            return self.app.get_case(record.target_id, version=record.last_version)
+            return self._case(record.target_id, record.last_version)
         except TongbanError:
             return None
 
@@ -140,9 +197,7 @@ class OutboxProjection:
         after = case_nodes(case, self.config)
         before: set[str] = set()
         if record.first_version > 1:
-            before = case_nodes(
-                self.app.get_case(case_id, version=record.first_version - 1), self.config
-            )
+            before = case_nodes(self._case(case_id, record.first_version - 1), self.config)
         rows: list[OutboxRow] = []
         for node in sorted(after):
             if record.first_version > 1 and node not in before:
@@ -167,36 +222,52 @@ def _names_materials(signed_bytes: bytes) -> bool:
 
 def follow(
     app: HubApplication, after: int, stop: threading.Event, poll: float = 0.05
-) -> Iterator[tuple[Any, Tracking]]:
-    """The log's step records after notification ``after``, as (event, tracking), until stop.
+) -> Iterator[list[tuple[Any, Tracking]]]:
+    """The log's step records after notification ``after``, in batches of what is stored by
+    the time each is read, as (event, tracking), until stop.
 
-    PostgreSQL notifies (the library's ``ApplicationSubscription``); SQLite is polled.
+    On PostgreSQL the store's notifications wake it (the recorder's ``subscribe``, LISTEN/
+    NOTIFY, used as a signal only: each batch is read at once from the log, as the ledger
+    integrator does), so it waits for nothing while steps are being stored and reads them
+    together; SQLite, which notifies nobody, is looked at every ``poll`` seconds.
     """
+    arrived = threading.Event()
     try:
-        subscription = ApplicationSubscription(app, gt=after, topics=_TOPICS)
+        subscription = app.recorder.subscribe(gt=after, topics=list(_TOPICS))
     except NotImplementedError:
         subscription = None
     if subscription is not None:
 
+        def listen() -> None:
+            with contextlib.suppress(Exception), subscription:
+                for _notification in subscription:
+                    arrived.set()
+
         def stop_when_asked() -> None:
             stop.wait()
+            arrived.set()
             subscription.stop()
 
+        threading.Thread(target=listen, daemon=True, name="relay-listen").start()
         threading.Thread(target=stop_when_asked, daemon=True, name="relay-stop").start()
-        with subscription:
-            for event, tracking in subscription:
-                if stop.is_set():
-                    return
-                yield event, tracking
-        return
     position = after
-    while not stop.is_set():
-        batch = stored_after(app, position)
-        for event, tracking in batch:
-            position = tracking.notification_id
-            yield event, tracking
-        if not batch:
-            stop.wait(poll)
+    try:
+        while not stop.is_set():
+            arrived.clear()  # before reading: a step stored from now on wakes the next wait
+            batch = stored_after(app, position)
+            if batch:
+                position = batch[-1][1].notification_id
+                yield batch
+                continue
+            if subscription is None:
+                stop.wait(poll)
+            else:
+                # Woken by the next step stored; the timeout only bounds the wait should the
+                # listening connection be lost without a word.
+                arrived.wait(1.0)
+    finally:
+        if subscription is not None:
+            subscription.stop()
 
 
 def stored_after(app: HubApplication, after: int, limit: int = 200) -> list[tuple[Any, Tracking]]:
@@ -221,6 +292,7 @@ class Publisher:
         flush: Callable[[], None] = lambda: None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         fetch_materials: Callable[[Peer, UUID, Any], Any] | None = None,
+        builders: int = 1,
     ) -> None:
         #: Fetches a received case's material files from a peer (None: not configured).
         self.fetch_materials = fetch_materials
@@ -236,6 +308,9 @@ class Publisher:
         self.clock = clock
         #: Called when an envelope waits for a checkpoint over its step (Relay.attach).
         self.want_checkpoint: Callable[[], None] = lambda: None
+        #: Threads that build a round's messages at once (None: one after another, in the
+        #: publishing thread, as on SQLite whose reads are local calls).
+        self.builders = ThreadPoolExecutor(builders, "relay-build") if builders > 1 else None
 
     def publish_due(self, limit: int = 100) -> int:
         """Send every row that is due now; returns how many went out.
@@ -245,7 +320,7 @@ class Publisher:
         acknowledgement is awaited; the rows acknowledged are recorded as sent in one
         transaction, even when a later one failed (whose error is raised then)."""
         pending: list[tuple[OutboxRow, Any]] = []
-        fetches: list[tuple[OutboxRow, Peer]] = []
+        due: list[tuple[OutboxRow, Peer]] = []
         # The round's reads (ledger, outbox) share a transaction each: a round trip per read
         # instead of three.
         with self.view.reading(), self.store.reading():
@@ -255,16 +330,21 @@ class Publisher:
                 if peer is None:
                     log.warning("outbox row for %s, which is no longer a peer", row.destination)
                     continue
-                if row.kind == FETCH:
-                    fetches.append((row, peer))  # network calls: outside the transaction
-                    continue
-                message = self._message(row, peer, shared)
-                if message is None:
-                    continue  # not yet under a signed checkpoint: next round
-                key = str(row.case_id).encode()
-                pending.append((row, self.produce(peer.inbox_topic, key, message)))
-        for row, peer in fetches:
-            self._fetch(row, peer)
+                due.append((row, peer))
+            if self.builders is None or len(due) < 2:
+                messages = [self._message(row, peer, shared) for row, peer in due]
+        if self.builders is not None and len(due) >= 2:
+            # Each message takes a few reads (its leaf and proof, its case's earlier steps):
+            # built at once, their round trips overlap instead of adding up.
+            messages = list(
+                self.builders.map(lambda item: self._built(item[0], item[1], shared), due)
+            )
+        # Produced in outbox order (map keeps it), whoever built them.
+        for (row, peer), message in zip(due, messages, strict=True):
+            if message is None:
+                continue  # not yet under a signed checkpoint: next round
+            key = str(row.case_id).encode()
+            pending.append((row, self.produce(peer.inbox_topic, key, message)))
         if not pending:
             return 0
         sent: list[OutboxRow] = []
@@ -278,6 +358,20 @@ class Publisher:
             # is lost, the sender sends the envelope again and gets it again.
             self.store.mark_sent(sent)
         return len(sent)
+
+    def fetch_due(self, limit: int = 10) -> int:
+        """Fetch the materials of received cases that are due; returns how many were tried.
+
+        Network calls to peers, which may be slow or unreachable: the relay runs them in a loop
+        of their own, so no acknowledgement or envelope ever waits behind one."""
+        rows = self.store.due_fetches(self.config.resend_after_s, limit)
+        for row in rows:
+            peer = self.config.peer_by_origin(row.destination)
+            if peer is None:
+                log.warning("material fetch from %s, which is no longer a peer", row.destination)
+                continue
+            self._fetch(row, peer)
+        return len(rows)
 
     def _fetch(self, row: OutboxRow, peer: Peer) -> None:
         """Fetch a received case's files from ``peer``; tried again later while it cannot be
@@ -306,6 +400,11 @@ class Publisher:
         if peer is None:
             return None
         return self._message(row, peer, self._round())
+
+    def _built(self, row: OutboxRow, peer: Peer, shared: _Round) -> bytes | None:
+        """One message, built in a builder thread (its reads share a transaction each)."""
+        with self.view.reading(), self.store.reading():
+            return self._message(row, peer, shared)
 
     def _message(self, row: OutboxRow, peer: Peer, shared: _Round) -> bytes | None:
         if row.kind == ACK:

@@ -127,8 +127,13 @@ class _RelaySQL:
             "seq, kind, envelope_id, destination, case_id, record_id, attempts, sent_at, "
             "done_at, outcome, reason"
         )
+        # Messages (envelopes, acknowledgements) and fetches are sent by different loops.
         self.due = (
-            f"SELECT {columns} FROM {OUTBOX} WHERE done_at IS NULL "
+            f"SELECT {columns} FROM {OUTBOX} WHERE done_at IS NULL AND kind <> '{FETCH}' "
+            f"AND (sent_at IS NULL OR sent_at < {p}) ORDER BY seq LIMIT {p}"
+        )
+        self.due_fetches = (
+            f"SELECT {columns} FROM {OUTBOX} WHERE done_at IS NULL AND kind = '{FETCH}' "
             f"AND (sent_at IS NULL OR sent_at < {p}) ORDER BY seq LIMIT {p}"
         )
         self.one = f"SELECT {columns} FROM {OUTBOX} WHERE kind = {p} AND envelope_id = {p}"
@@ -189,11 +194,28 @@ class _RelayTables:
     @contextmanager
     def _cursor(self, *, commit: bool) -> Iterator[Any]:
         shared = getattr(self._shared, "cursor", None)
-        if shared is not None and not commit:
-            yield shared  # this thread's reading(): the reads share one transaction
+        if shared is not None and (not commit or getattr(self._shared, "writing", False)):
+            # This thread's reading() (the reads share one transaction) or writing() (reads
+            # and writes share one, committed at its end).
+            yield shared
             return
         with self.datastore.transaction(commit=commit) as curs:  # type: ignore[attr-defined]
             yield curs
+
+    @contextmanager
+    def writing(self) -> Iterator[None]:
+        """Within it, this thread's reads and writes share one transaction, committed when it
+        ends (rolled back, all of it, if it raises): one commit for many writes."""
+        if getattr(self._shared, "cursor", None) is not None:
+            raise RuntimeError("writing() inside reading() or writing()")
+        with self.datastore.transaction(commit=True) as curs:  # type: ignore[attr-defined]
+            self._shared.cursor = curs
+            self._shared.writing = True
+            try:
+                yield
+            finally:
+                self._shared.cursor = None
+                self._shared.writing = False
 
     @contextmanager
     def reading(self) -> Iterator[None]:
@@ -260,9 +282,17 @@ class _RelayTables:
             return [(UUID(row["record_id"]), row["origin"]) for row in curs.fetchall()]
 
     def due(self, resend_after: float, limit: int = 100) -> list[OutboxRow]:
-        """Rows never sent, or sent more than ``resend_after`` seconds ago and not done."""
+        """Envelopes and acknowledgements never sent, or sent more than ``resend_after``
+        seconds ago and not done."""
         with self._cursor(commit=False) as curs:
             curs.execute(self._sql.due, (time.time() - resend_after, limit))
+            return [_outbox_row(row) for row in curs.fetchall()]
+
+    def due_fetches(self, retry_after: float, limit: int = 10) -> list[OutboxRow]:
+        """Fetches of materials never tried, or tried more than ``retry_after`` seconds ago
+        and not done."""
+        with self._cursor(commit=False) as curs:
+            curs.execute(self._sql.due_fetches, (time.time() - retry_after, limit))
             return [_outbox_row(row) for row in curs.fetchall()]
 
     def row(self, kind: str, envelope_id: UUID) -> OutboxRow | None:
@@ -440,6 +470,10 @@ class SQLiteRelayStore(_RelayTables, SQLiteTrackingRecorder):
     @contextmanager
     def reading(self) -> Iterator[None]:
         yield  # SQLite reads are local calls, not round trips: nothing to share
+
+    @contextmanager
+    def writing(self) -> Iterator[None]:
+        yield  # each write commits on its own (SQLite's commits are local, not round trips)
 
     @contextmanager
     def _cursor(self, *, commit: bool) -> Iterator[Any]:

@@ -1,0 +1,97 @@
+"""The relay's consumer handles a poll's messages in lanes, one per case (docs/federation.md):
+each case's messages in their order, different cases at once, and offsets committed only past
+what was handled — a lane that fails stops, and its partition is read again from there."""
+
+from __future__ import annotations
+
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from kafka import TopicPartition
+
+from hub.relay.node import Relay
+
+P0 = TopicPartition("tongban.v1.61.inbox", 0)
+P1 = TopicPartition("tongban.v1.61.inbox", 1)
+
+
+@dataclass(frozen=True)
+class Record:
+    """What kafka-python's poll gives for one message (the fields the relay reads)."""
+
+    key: bytes
+    offset: int
+    value: bytes
+
+
+class RecordingInbox:
+    """Handles each message by remembering it, per case, in the order it came; fails on the
+    messages named in ``failing`` (a passing failure: the store is down)."""
+
+    def __init__(self, failing: frozenset[bytes] = frozenset()) -> None:
+        self.failing = failing
+        self.seen: dict[bytes, list[bytes]] = {}
+        self.threads: set[str] = set()
+        self._lock = threading.Lock()
+
+    def handle(self, data: bytes) -> str:
+        if data in self.failing:
+            raise ConnectionError(f"the store is down while handling {data!r}")
+        case = data.split(b"#")[0]
+        with self._lock:
+            self.seen.setdefault(case, []).append(data)
+            self.threads.add(threading.current_thread().name)
+        return "stored"
+
+
+def relay_with(inbox: RecordingInbox) -> Relay:
+    relay = Relay.__new__(Relay)  # only the consumer's poll handling: no store, no broker
+    relay.inbox = inbox  # type: ignore[assignment]
+    return relay
+
+
+def poll() -> dict[TopicPartition, list[Record]]:
+    """Cases a and b share partition 0, interleaved; case c is alone in partition 1."""
+    p0 = [(b"a", 0), (b"b", 0), (b"a", 1), (b"b", 1), (b"a", 2), (b"b", 2)]
+    return {
+        P0: [Record(case, 10 + n, case + b"#%d" % step) for n, (case, step) in enumerate(p0)],
+        P1: [Record(b"c", 40 + step, b"c#%d" % step) for step in range(3)],
+    }
+
+
+def test_each_case_is_handled_in_its_order_and_every_partition_committed_past_its_last() -> None:
+    inbox = RecordingInbox()
+    with ThreadPoolExecutor(4, thread_name_prefix="relay-lane") as lanes:
+        handled, failed = relay_with(inbox)._handle_poll(poll(), lanes)
+    assert inbox.seen == {
+        case: [case + b"#%d" % step for step in range(3)] for case in (b"a", b"b", b"c")
+    }
+    assert {tp: meta.offset for tp, meta in handled.items()} == {P0: 16, P1: 43}
+    assert failed == {}
+    # Different cases went to the lanes' threads, not the consumer's.
+    assert all(name.startswith("relay-lane") for name in inbox.threads)
+
+
+def test_a_failure_stops_its_case_and_its_partition_is_read_again_from_there() -> None:
+    # Case a fails at its second message (offset 12): its third must not be handled before it,
+    # partition 0 is committed only up to it and read again from it; case b (same partition)
+    # and case c (another) go on.
+    inbox = RecordingInbox(frozenset({b"a#1"}))
+    with ThreadPoolExecutor(4, thread_name_prefix="relay-lane") as lanes:
+        handled, failed = relay_with(inbox)._handle_poll(poll(), lanes)
+    assert inbox.seen[b"a"] == [b"a#0"]
+    assert inbox.seen[b"b"] == [b"b#0", b"b#1", b"b#2"]
+    assert inbox.seen[b"c"] == [b"c#0", b"c#1", b"c#2"]
+    assert {tp: meta.offset for tp, meta in handled.items()} == {P0: 12, P1: 43}
+    assert failed == {P0: 12}
+
+
+def test_a_failure_at_a_partitions_first_message_commits_nothing_there() -> None:
+    inbox = RecordingInbox(frozenset({b"c#0"}))
+    with ThreadPoolExecutor(4, thread_name_prefix="relay-lane") as lanes:
+        handled, failed = relay_with(inbox)._handle_poll(poll(), lanes)
+    assert b"c" not in inbox.seen
+    assert P1 not in handled
+    assert failed == {P1: 40}
+    assert handled[P0].offset == 16
