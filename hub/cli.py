@@ -17,7 +17,7 @@ import json
 import os
 import sys
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from hub.application.hub import HubApplication
     from hub.certificates_render import HolderDisplay
     from hub.domain.hall import Hall
+    from hub.projections.store import ProjectionStore
 
 EXIT_ERROR = 1
 EXIT_CONFIG = 2
@@ -59,6 +60,24 @@ def _application(settings: Settings) -> HubApplication:
     from hub.bootstrap import build_application
 
     return build_application(settings)
+
+
+@contextlib.contextmanager
+def _caught_up_views() -> Iterator[tuple[HubApplication, ProjectionStore]]:
+    """The node's application and its projections' store, brought up to date with the log
+    first (``tongban queue|cases|…``, ``appointments``, ``agents``); both closed afterwards."""
+    from hub.bootstrap import open_node_projections
+
+    settings = Settings.from_env()
+    app = _application(settings)
+    projections = open_node_projections(settings, app)
+    try:
+        projections.create_tables()
+        projections.catch_up()
+        yield app, projections.store
+    finally:
+        projections.close()
+        app.close()
 
 
 def _init(args: argparse.Namespace) -> int:
@@ -716,21 +735,14 @@ def _all_pages(read: Callable[[str], Any], limit: int) -> tuple[list[Any], int]:
 
 def _views(args: argparse.Namespace) -> int:
     """``tongban queue|cases|warnings|ratings|stats``: the projections, brought up to date."""
-    from hub.bootstrap import open_node_projections
     from hub.domain.values import CaseState, IntakeChannel, WarningKind
     from hub.projections import queries, report
     from hub.projections.queries import CaseFilter, Names
 
-    settings = Settings.from_env()
-    app = _application(settings)
-    projections = open_node_projections(settings, app)
-    try:
-        projections.create_tables()
-        projections.catch_up()
-        store = projections.store
+    with _caught_up_views() as (app, store):
         as_of = _as_of(getattr(args, "as_of", None), app)
         region = app.regions.validate(
-            getattr(args, "region", None) or settings.node_region, "--region"
+            getattr(args, "region", None) or app.policy.region, "--region"
         ).short
         wanted = CaseFilter(
             states=tuple(CaseState[s] for s in getattr(args, "state", None) or ()),
@@ -797,9 +809,6 @@ def _views(args: argparse.Namespace) -> int:
                     to_day=args.to_day or "",
                 )  # fmt: skip
                 _print_report(args, report.statistics_report(rows, total, args.by), position)
-    finally:
-        projections.close()
-        app.close()
     return 0
 
 
@@ -807,7 +816,6 @@ def _appointments(args: argparse.Namespace) -> int:
     """``tongban appointments``: a hall's appointments of a day, or the counts (爽约)."""
     from datetime import date
 
-    from hub.bootstrap import open_node_projections
     from hub.domain.workdays import china_day
     from hub.projections import appointments, queries
 
@@ -819,13 +827,7 @@ def _appointments(args: argparse.Namespace) -> int:
         except ValueError:
             raise UsageError(f"{option} {text!r}: use YYYY-MM-DD") from None
 
-    settings = Settings.from_env()
-    app = _application(settings)
-    projections = open_node_projections(settings, app)
-    try:
-        projections.create_tables()
-        projections.catch_up()
-        store = projections.store
+    with _caught_up_views() as (app, store):
         today = china_day(app.clock())
         position = queries.position(store, "appointments")
         if args.stats:
@@ -842,25 +844,15 @@ def _appointments(args: argparse.Namespace) -> int:
                 store, args.hall, day(args.day, "--day", today), args.state or ""
             )
             _print_report(args, appointments.appointments_report(rows), position)
-    finally:
-        projections.close()
-        app.close()
     return 0
 
 
 def _agents(args: argparse.Namespace) -> int:
     """``tongban agents``: each hall's 代办员 with the cases and home visits they acted in."""
-    from hub.bootstrap import open_node_projections
     from hub.certificates_render import mask_name
     from hub.projections import agents, queries
 
-    settings = Settings.from_env()
-    app = _application(settings)
-    projections = open_node_projections(settings, app)
-    try:
-        projections.create_tables()
-        projections.catch_up()
-        store = projections.store
+    with _caught_up_views() as (app, store):
         rows = agents.agents(store, hall_id=args.hall or "", include_retired=args.all)
         names = None
         if args.names:
@@ -877,9 +869,6 @@ def _agents(args: argparse.Namespace) -> int:
                 )
         report = agents.agents_report(rows, names)
         _print_report(args, report, queries.position(store, "agents"))
-    finally:
-        projections.close()
-        app.close()
     return 0
 
 
