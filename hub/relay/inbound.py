@@ -70,6 +70,9 @@ STORED = "stored"
 DUPLICATE = "duplicate"
 WAITING = "waiting"
 REFUSED = "refused"
+#: How many checkpoint roots, kept cosignatures and own checkpoints the inbox remembers (each
+#: cache is emptied when full: what it saves is a read, never a check).
+_REMEMBERED = 4096
 QUARANTINED = "quarantined"
 ACKNOWLEDGED = "acknowledged"
 
@@ -236,8 +239,15 @@ class Inbox:
                 data,
             )
         self._last_kept[sender.origin] = (checkpoint.size, checkpoint.root)
-        self._seen_roots[sender.origin, checkpoint.size] = checkpoint.root
+        self._remember_root(sender.origin, checkpoint.size, checkpoint.root)
         return None
+
+    def _remember_root(self, origin: str, size: int, root: bytes) -> None:
+        # Bounded: a long-running node sees checkpoints without end; the envelopes in flight
+        # cite recent ones, and an older one is read from the store again if ever cited.
+        if len(self._seen_roots) >= _REMEMBERED:
+            self._seen_roots.clear()
+        self._seen_roots[origin, size] = root
 
     def _seen_root(self, origin: str, size: int) -> bytes | None:
         known = self._seen_roots.get((origin, size))
@@ -246,7 +256,7 @@ class Inbox:
         found = self.store.seen_root(origin, size)
         if found is None:
             return None
-        self._seen_roots[origin, size] = found[0]
+        self._remember_root(origin, size, found[0])
         return found[0]
 
     # ------------------------------------------------------------------ acknowledgements
@@ -313,6 +323,8 @@ class Inbox:
                 [peer.witness_verifier()],
                 self.app_log_verifier,
             )
+            if len(self._cosignatures_kept) >= _REMEMBERED:
+                self._cosignatures_kept.clear()  # bounded: a repeat is kept again, harmlessly
             self._cosignatures_kept.add((peer.origin, body.cosigned_size))
         return ACKNOWLEDGED
 
@@ -336,7 +348,7 @@ class Inbox:
             if found is None or found.size != size:
                 return False
             note = found.note
-            if len(self._checkpoints) >= 64:
+            if len(self._checkpoints) >= _REMEMBERED:
                 self._checkpoints.clear()
             self._checkpoints[size] = note  # what we signed at a size never changes
         try:

@@ -218,6 +218,9 @@ class Relay:
             thread.join()
         if self._producer is not None:
             self._producer.close(timeout=5)
+        for pool in (self.publisher.builders, self.projection.readers):
+            if pool is not None:
+                pool.shutdown(wait=False)  # idle: the loops that used them have stopped
 
     def _guard(self, name: str, loop: Any, stop: threading.Event) -> None:
         try:
