@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Callable
-from contextvars import ContextVar
 from typing import Any, NoReturn, TypeVar
 
 import grpc
@@ -144,18 +143,9 @@ def guard(context: grpc.ServicerContext, run: Callable[[], R]) -> R:
         if mapped is None:
             reference = uuid.uuid4().hex[:12]
             log.exception("internal error (reference %s)", reference)
-            _LAST_CODE.set("INTERNAL")
             context.abort(grpc.StatusCode.INTERNAL, f"internal error (reference {reference})")
             raise AssertionError("unreachable") from None  # pragma: no cover
         abort(context, mapped)
-
-
-_LAST_CODE: ContextVar[str] = ContextVar("last_code", default="")
-
-
-def last_code() -> str:
-    """The status code name of the last call this thread or task aborted."""
-    return _LAST_CODE.get()
 
 
 def status_details(error: TongbanError) -> tuple[grpc.StatusCode, str, tuple[Any, ...]]:
@@ -172,7 +162,6 @@ def abort(context: Any, error: TongbanError) -> NoReturn:
     as ``abort_with_status`` would send them.
     """
     code, details, trailing = status_details(error)
-    _LAST_CODE.set(code.name)
     if code in (grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.UNAUTHENTICATED):
         log.warning("denied %s: %s (peer %s)", code.name, error, context.peer())
     context.abort(code, details, trailing)

@@ -31,7 +31,7 @@ from google.protobuf.descriptor import ServiceDescriptor
 from google.protobuf.message import DecodeError
 
 from hub import telemetry
-from hub.api.errors import abort, last_code, status_details
+from hub.api.errors import abort, status_details
 from hub.application.storage import DEADLINE
 from hub.errors import InvalidInput, TongbanError
 
@@ -121,53 +121,78 @@ def add_service(
     return str(service.full_name)
 
 
+class _CountedCall:
+    """The servicer context of one call; it counts the call in the metrics once, as it ends.
+
+    An abort is counted *before* the status is sent: on ``grpc.aio`` the status of a refused
+    call leaves from the event loop while the handler is still unwinding, so a client that reads
+    the metrics right after its refusal would otherwise race the counter. Everything else is the
+    real context's.
+    """
+
+    def __init__(self, context: Any, name: str, timed: bool) -> None:
+        self._context = context
+        self._name = name
+        self._timed = timed
+        self._began = time.perf_counter()
+        self._counted = False
+
+    def count(self, code: str) -> None:
+        """Count the call as answered with ``code`` (only the first count of a call counts)."""
+        if self._counted:
+            return
+        self._counted = True
+        telemetry.RPCS.labels(self._name, code).inc()
+        if self._timed:
+            telemetry.RPC_SECONDS.labels(self._name).observe(time.perf_counter() - self._began)
+
+    def abort(self, code: grpc.StatusCode, details: str = "", trailing_metadata: Any = ()) -> Any:
+        self.count(code.name)
+        return self._context.abort(code, details, trailing_metadata)
+
+    def __getattr__(self, attribute: str) -> Any:
+        return getattr(self._context, attribute)
+
+
 def _unary(name: str, behaviour: Any) -> Callable[[Any, Any], Any]:
     def unary(request: Any, context: Any) -> Any:
-        began = time.perf_counter()
-        code = "OK"
+        call = _CountedCall(context, name, timed=True)
         remaining = context.time_remaining()
         # Nothing is stored for a caller whose deadline has passed (hub.application.storage).
         DEADLINE.set(time.monotonic() + remaining if remaining is not None else None)
         with telemetry.request(_request_id(context)):
             try:
                 if isinstance(request, Unparseable):
-                    abort(context, _refusal(request))
-                return behaviour(request, context)
-            except BaseException:
-                code = last_code() or "UNKNOWN"
-                raise
+                    abort(call, _refusal(request))
+                response = behaviour(request, call)
+                call.count("OK")
+                return response
             finally:
-                telemetry.RPCS.labels(name, code).inc()
-                telemetry.RPC_SECONDS.labels(name).observe(time.perf_counter() - began)
+                call.count("UNKNOWN")  # an error that did not end through abort()
 
     return unary
 
 
 def _stream(name: str, behaviour: Any, limit: StreamLimit) -> Callable[[Any, Any], Any]:
     async def stream(request: Any, context: Any) -> AsyncIterator[Any]:
+        call = _CountedCall(context, name, timed=False)
         with telemetry.request(_request_id(context)):
             if isinstance(request, Unparseable):
-                telemetry.RPCS.labels(name, "INVALID_ARGUMENT").inc()
-                await _abort(context, _refusal(request))
+                await _abort(call, _refusal(request))
             if not limit.enter():
-                telemetry.RPCS.labels(name, "RESOURCE_EXHAUSTED").inc()
-                await context.abort(
+                await call.abort(
                     grpc.StatusCode.RESOURCE_EXHAUSTED,
                     f"{limit.limit} streams are open on this node process; try again later",
                 )
-            code = "OK"
             try:
-                async for item in behaviour(request, context):
+                async for item in behaviour(request, call):
                     yield item
+                call.count("OK")
             except TongbanError as error:
-                code = status_details(error)[0].name
-                await _abort(context, error)
-            except BaseException:
-                code = last_code() or "CANCELLED"
-                raise
+                await _abort(call, error)
             finally:
                 limit.leave()
-                telemetry.RPCS.labels(name, code).inc()
+                call.count("CANCELLED")  # the client went away, or the task was cancelled
 
     return stream
 
@@ -183,27 +208,22 @@ def _client_stream(name: str, behaviour: Any, limit: StreamLimit) -> Callable[[A
             yield request
 
     async def handle(requests: Any, context: Any) -> Any:
+        call = _CountedCall(context, name, timed=True)
         with telemetry.request(_request_id(context)):
             if not limit.enter():
-                telemetry.RPCS.labels(name, "RESOURCE_EXHAUSTED").inc()
-                await context.abort(
+                await call.abort(
                     grpc.StatusCode.RESOURCE_EXHAUSTED,
                     f"{limit.limit} streams are open on this node process; try again later",
                 )
-            code = "OK"
-            began = time.perf_counter()
             try:
-                return await behaviour(parsed(requests), context)
+                response = await behaviour(parsed(requests), call)
+                call.count("OK")
+                return response
             except TongbanError as error:
-                code = status_details(error)[0].name
-                await _abort(context, error)
-            except BaseException:
-                code = last_code() or "CANCELLED"
-                raise
+                await _abort(call, error)
             finally:
                 limit.leave()
-                telemetry.RPCS.labels(name, code).inc()
-                telemetry.RPC_SECONDS.labels(name).observe(time.perf_counter() - began)
+                call.count("CANCELLED")
 
     return handle
 
