@@ -15,6 +15,15 @@ node started with a key ring that does not match its store refuses to start inst
 data it cannot read back.
 
 One SQL text per dialect differs only in placeholders; both recorders share :class:`_KeyStore`.
+
+**The events table gets one more index, on (topic, notification id).** Followers that read only
+some kinds of events (the projections, the relay's outbox, the integrator's key history) ask
+for "the next events of these topics after position P". The library's table has only the
+notification id index, so the database walked every event after P until it found enough of the
+wanted topics: for a projection of rare events (ratings, agents, appointments) P is the last one
+it saw, and each poll walked most of the log again: the costliest statement of a busy
+federation (measured with ``pg_stat_statements``; ``benchmarks/README.md``). With the index, a
+poll reads only the wanted events after P.
 """
 
 from __future__ import annotations
@@ -29,7 +38,7 @@ from uuid import UUID
 from eventsourcing.persistence import InterfaceError, OperationalError, StoredEvent
 from eventsourcing.postgres import PostgresApplicationRecorder
 from eventsourcing.sqlite import SQLiteApplicationRecorder
-from psycopg.sql import SQL
+from psycopg.sql import SQL, Identifier
 
 from hub.application.storage import unreachable
 
@@ -191,6 +200,16 @@ class TongbanPostgresRecorder(PersonalKeyAccess, PostgresApplicationRecorder):
     def __init__(self, datastore: Any, **kwargs: Any) -> None:
         super().__init__(datastore, **kwargs)
         self._keys = _KeyStore("%s", lambda case_id: case_id)
+        # The topic index of the module docstring.
+        self.sql_create_statements.append(
+            SQL(
+                "CREATE INDEX IF NOT EXISTS {index} ON {schema}.{table} (topic, notification_id)"
+            ).format(
+                index=Identifier(f"{self.events_table_name}_topic"),
+                schema=Identifier(self.datastore.schema),
+                table=Identifier(self.events_table_name),
+            )
+        )
         self.sql_create_statements.extend(
             SQL(statement).format()
             for statement in _create_statements("BYTEA", "UUID", "DOUBLE PRECISION")
@@ -217,7 +236,12 @@ class TongbanSQLiteRecorder(PersonalKeyAccess, SQLiteApplicationRecorder):
 
     def construct_create_table_statements(self) -> list[str]:
         own = _create_statements("BLOB", "TEXT", "REAL")
-        return [*super().construct_create_table_statements(), *own]
+        # The topic index of the module docstring (SQLite orders an index's rows by rowid).
+        topics = (
+            f"CREATE INDEX IF NOT EXISTS {self.events_table_name}_topic "
+            f"ON {self.events_table_name} (topic)"
+        )
+        return [*super().construct_create_table_statements(), topics, *own]
 
     def _insert_events(
         self, c: Any, stored_events: Sequence[StoredEvent], **kwargs: Any
