@@ -572,6 +572,7 @@ def _follower_main(settings: Settings, lifeline: Connection, shared: _Shared) ->
     _child_setup(settings, lifeline, stop.set)
     signal.signal(signal.SIGTERM, lambda _s, _f: stop.set())
     signal.signal(signal.SIGINT, lambda _s, _f: stop.set())
+    from hub.application.log_watch import LogWatch
     from hub.bootstrap import (
         build_application,
         build_integrator,
@@ -592,10 +593,12 @@ def _follower_main(settings: Settings, lifeline: Connection, shared: _Shared) ->
         raise SystemExit(2) from None
     moved = threading.Event()
     threads = []
+    # One subscription to the store's notifications wakes every follower of this process.
+    watch = LogWatch(app.recorder)
     for runner in projections.runners.values():
 
         def follow(runner: Any = runner) -> None:
-            runner.run(stop)
+            runner.run(stop, watch=watch)
             if runner.failure is not None:
                 shared.fail_projections(str(runner.failure))
 
@@ -621,7 +624,7 @@ def _follower_main(settings: Settings, lifeline: Connection, shared: _Shared) ->
         for thread in threads:
             thread.start()
         lifeline.send(("ready", os.getpid()))
-        integrator.run(stop)
+        integrator.run(stop, watch=watch)
         if integrator.failure is not None:
             shared.fail(integrator.failure)
             stop.wait()  # stay up (idle), so the node keeps answering and says why in health
@@ -630,6 +633,7 @@ def _follower_main(settings: Settings, lifeline: Connection, shared: _Shared) ->
         stop.set()
         for thread in threads:
             thread.join(timeout=10 if thread.name == "relay" else 5)
+        watch.stop()
         projections.close()
         app.close()
 

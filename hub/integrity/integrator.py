@@ -45,6 +45,7 @@ from psycopg.sql import SQL
 
 from hub import telemetry
 from hub.application.hub import HubApplication
+from hub.application.log_watch import LogWatch
 from hub.domain.hall import Hall
 from hub.domain.status_lists import CERTIFICATE_TOPICS
 from hub.errors import IntegrityViolation, StoreMismatch
@@ -496,71 +497,55 @@ class LedgerIntegrator:
         size: int = self.view.read(lambda cursor: self.view.tables.state(cursor)[0])
         return size
 
-    def run(self, stop: threading.Event, idle_wait: float = 0.05) -> None:
+    def run(
+        self, stop: threading.Event, idle_wait: float = 0.05, watch: LogWatch | None = None
+    ) -> None:
         """Follow the log until ``stop`` is set or an event may not enter the log.
 
-        On PostgreSQL the store's notifications wake it (the recorder's ``subscribe``, LISTEN/
-        NOTIFY): it does nothing while nothing is stored, and it still signs a pending checkpoint
-        when its interval is up. On SQLite, which notifies nobody, it looks every ``idle_wait``
-        seconds. Each step reports the lag (stored events not yet integrated) in the metrics.
+        On PostgreSQL the store's notifications wake it (``watch``, shared by the followers of
+        a process; one of its own when none is given): it does nothing while nothing is stored,
+        and it still signs a pending checkpoint when its interval is up. On SQLite, which
+        notifies nobody, it looks every ``idle_wait`` seconds. Each step reports the lag (stored
+        events not yet integrated) in the metrics.
         """
         arrived = threading.Event()
         self._wakeup = arrived
-        listener = self._listen(arrived, stop)
+        own = watch is None
+        watch = watch or LogWatch(self.app.recorder)
         try:
-            while not stop.is_set():
-                arrived.clear()
-                try:
-                    result = self.step()
-                except IntegrityViolation as violation:
-                    telemetry.FOLLOWER_FAILED.labels("integrator").set(1)
-                    log.error("integration stopped: %s", violation)
-                    return
-                except StoreMismatch as mismatch:
-                    self.failure = str(mismatch)
-                    telemetry.FOLLOWER_FAILED.labels("integrator").set(1)
-                    log.error("integration stopped: %s", mismatch)
-                    return
-                except Exception:  # retried from the tracking position; health says so meanwhile
-                    log.exception("integration step failed; retrying")
-                    stop.wait(1.0)
-                    continue
-                self._report(result)
-                if result.leaves or result.checkpoint is not None:
-                    for notify in self._listeners:
-                        notify(result)
-                if result.leaves:
-                    continue
-                if listener is None:
-                    stop.wait(idle_wait)
-                    continue
-                # Wait for the next stored event, or for the pending checkpoint to fall due.
-                arrived.wait(self._until_checkpoint_due(result))
+            with watch.watching(arrived, stop) as notifies:
+                while not stop.is_set():
+                    arrived.clear()
+                    try:
+                        result = self.step()
+                    except IntegrityViolation as violation:
+                        telemetry.FOLLOWER_FAILED.labels("integrator").set(1)
+                        log.error("integration stopped: %s", violation)
+                        return
+                    except StoreMismatch as mismatch:
+                        self.failure = str(mismatch)
+                        telemetry.FOLLOWER_FAILED.labels("integrator").set(1)
+                        log.error("integration stopped: %s", mismatch)
+                        return
+                    except Exception:  # retried from the tracking position; health says why
+                        log.exception("integration step failed; retrying")
+                        stop.wait(1.0)
+                        continue
+                    self._report(result)
+                    if result.leaves or result.checkpoint is not None:
+                        for notify in self._listeners:
+                            notify(result)
+                    if result.leaves:
+                        continue
+                    if not notifies:
+                        stop.wait(idle_wait)
+                        continue
+                    # Wait for the next stored event, or for the pending checkpoint to fall due.
+                    arrived.wait(self._until_checkpoint_due(result))
         finally:
             self._wakeup = None
-            if listener is not None:
-                listener.stop()
-
-    def _listen(self, arrived: threading.Event, stop: threading.Event) -> Any:
-        """Set ``arrived`` whenever an event is stored (None where the store cannot notify)."""
-        try:
-            subscription = self.app.recorder.subscribe(gt=self.position)
-        except NotImplementedError:
-            return None
-
-        def listen() -> None:
-            with contextlib.suppress(Exception), subscription:
-                for _notification in subscription:
-                    arrived.set()
-
-        def stop_when_asked() -> None:
-            stop.wait()
-            arrived.set()
-            subscription.stop()
-
-        threading.Thread(target=listen, name="integrator-listen", daemon=True).start()
-        threading.Thread(target=stop_when_asked, name="integrator-stop", daemon=True).start()
-        return subscription
+            if own:
+                watch.stop()
 
     def _until_checkpoint_due(self, result: BatchResult) -> float | None:
         """Seconds until a pending checkpoint is due (None: nothing pending)."""

@@ -45,6 +45,7 @@ from eventsourcing.persistence import (
 from eventsourcing.projection import Projection
 
 from hub import telemetry
+from hub.application.log_watch import LogWatch
 from hub.domain.case import Case
 from hub.domain.codec import event_mapper
 from hub.errors import ProjectionFailed
@@ -322,62 +323,46 @@ class ProjectionRunner:
 
     # ------------------------------------------------------------------ following
 
-    def run(self, stop: threading.Event, idle_wait: float = 0.05) -> None:
+    def run(
+        self, stop: threading.Event, idle_wait: float = 0.05, watch: LogWatch | None = None
+    ) -> None:
         """Follow the log until ``stop`` is set or an event cannot be applied.
 
-        Woken by the store's notifications on PostgreSQL (the recorder's ``subscribe``); on
-        SQLite, which notifies nobody, it looks every ``idle_wait`` seconds. Reports its lag
-        and failure in the metrics.
+        Woken by the store's notifications on PostgreSQL (``watch``, shared by the followers of
+        a process; one of its own when none is given); on SQLite, which notifies nobody, it
+        looks every ``idle_wait`` seconds. Reports its lag and failure in the metrics.
         """
         with contextlib.suppress(Exception):
             self.refresh()
         arrived = threading.Event()
-        listener = self._listen(arrived, stop)
+        own = watch is None
+        watch = watch or LogWatch(self.recorder)
         telemetry.FOLLOWER_FAILED.labels(self.name).set(0)
         try:
-            while not stop.is_set():
-                arrived.clear()
-                try:
-                    read = self.step()
-                except ProjectionFailed as failure:
-                    telemetry.FOLLOWER_FAILED.labels(self.name).set(1)
-                    log.error("projection stopped: %s", failure)
-                    return
-                except Exception as error:  # the store is down: retried from the position
-                    reason = str(error).splitlines()[0] if str(error) else type(error).__name__
-                    log.warning("projection %s: step failed (%s); retrying", self.name, reason)
-                    stop.wait(1.0)
-                    continue
-                self._report(read)
-                if read:
-                    continue
-                if listener is None:
-                    stop.wait(idle_wait)
-                else:
-                    arrived.wait()
+            with watch.watching(arrived, stop) as notifies:
+                while not stop.is_set():
+                    arrived.clear()
+                    try:
+                        read = self.step()
+                    except ProjectionFailed as failure:
+                        telemetry.FOLLOWER_FAILED.labels(self.name).set(1)
+                        log.error("projection stopped: %s", failure)
+                        return
+                    except Exception as error:  # the store is down: retried from the position
+                        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+                        log.warning("projection %s: step failed (%s); retrying", self.name, reason)
+                        stop.wait(1.0)
+                        continue
+                    self._report(read)
+                    if read:
+                        continue
+                    if notifies:
+                        arrived.wait()
+                    else:
+                        stop.wait(idle_wait)
         finally:
-            if listener is not None:
-                listener.stop()
-
-    def _listen(self, arrived: threading.Event, stop: threading.Event) -> Any:
-        try:
-            subscription = self.recorder.subscribe(gt=self.position)
-        except NotImplementedError:
-            return None
-
-        def listen() -> None:
-            with contextlib.suppress(Exception), subscription:
-                for _notification in subscription:
-                    arrived.set()
-
-        def stop_when_asked() -> None:
-            stop.wait()
-            arrived.set()
-            subscription.stop()
-
-        threading.Thread(target=listen, name=f"{self.name}-listen", daemon=True).start()
-        threading.Thread(target=stop_when_asked, name=f"{self.name}-stop", daemon=True).start()
-        return subscription
+            if own:
+                watch.stop()
 
     def _report(self, read: int) -> None:
         lag = 0

@@ -372,16 +372,15 @@ def test_the_followers_are_woken_by_the_store_on_postgresql(
 ) -> None:
     import threading
 
+    from hub.application.log_watch import LogWatch
+
     runner = projections.runner("cases")
-    stop, arrived = threading.Event(), threading.Event()
-    listener = runner._listen(arrived, stop)
+    watch = LogWatch(runner.recorder)
     try:
         # PostgreSQL notifies (LISTEN/NOTIFY through the recorder's subscribe); SQLite cannot.
-        assert (listener is not None) == (settings.database_url is not None)
+        assert watch.add(threading.Event()) == (settings.database_url is not None)
     finally:
-        stop.set()
-        if listener is not None:
-            listener.stop()
+        watch.stop()
     stop = threading.Event()
     advanced = threading.Event()
     runner.on_advance = lambda _position: advanced.set()

@@ -1,0 +1,89 @@
+"""The log watch: one subscription to the store's notifications wakes every follower.
+
+On PostgreSQL every registered alarm is set when an event is stored, an alarm removed is no
+longer set, and ``stop`` wakes them all a last time; after its subscription ends unexpectedly
+(the store went away) it wakes every follower and subscribes again. SQLite notifies nobody:
+``add`` says so and the followers look again on their own.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from hub.application.log_watch import LogWatch
+from hub.settings import Settings
+from tests.harness.inprocess import InProcessNode
+
+_WAIT = 30.0  # an upper bound for a wake-up on a loaded machine, not a timing assertion
+
+
+@pytest.fixture
+def node(tmp_path: Path, fresh_postgres_db: str) -> Iterator[InProcessNode]:
+    started = InProcessNode.start(
+        Settings(data_dir=tmp_path / "node", database_url=fresh_postgres_db)
+    )
+    started.add_hall("v-room", "430902104201")
+    yield started
+    started.close()
+
+
+def test_every_alarm_is_set_when_an_event_is_stored(node: InProcessNode) -> None:
+    watch = LogWatch(node.app.recorder)
+    first, second, removed = threading.Event(), threading.Event(), threading.Event()
+    try:
+        assert watch.add(first) and watch.add(second) and watch.add(removed)
+        watch.remove(removed)
+        node.submit(node.halls["v-room"], "key-watch-1")
+        assert first.wait(_WAIT) and second.wait(_WAIT)
+        assert not removed.is_set()
+    finally:
+        watch.stop()
+
+
+def test_watching_wakes_on_stop_and_stop_wakes_everyone(node: InProcessNode) -> None:
+    watch = LogWatch(node.app.recorder)
+    alarm, stop = threading.Event(), threading.Event()
+    try:
+        with watch.watching(alarm, stop) as notifies:
+            assert notifies
+            stop.set()
+            assert alarm.wait(_WAIT)
+        other = threading.Event()
+        watch.add(other)
+    finally:
+        watch.stop()
+    assert other.is_set()
+
+
+def test_a_lost_subscription_wakes_everyone_and_is_replaced(node: InProcessNode) -> None:
+    watch = LogWatch(node.app.recorder)
+    alarm = threading.Event()
+    try:
+        assert watch.add(alarm)
+        lost = watch._subscription
+        lost.stop()  # as when the store goes away: the library's iterator ends
+        assert alarm.wait(_WAIT)
+        deadline = time.monotonic() + _WAIT
+        while watch._subscription is lost:  # the watch subscribes again after its pause
+            assert time.monotonic() < deadline, "the watch did not subscribe again"
+            threading.Event().wait(0.05)
+        alarm.clear()
+        node.submit(node.halls["v-room"], "key-watch-2")
+        assert alarm.wait(_WAIT)
+    finally:
+        watch.stop()
+
+
+def test_sqlite_notifies_nobody(tmp_path: Path) -> None:
+    node = InProcessNode.start(Settings(data_dir=tmp_path / "node"))
+    try:
+        watch = LogWatch(node.app.recorder)
+        assert watch.add(threading.Event()) is False
+        watch.stop()
+    finally:
+        node.close()
