@@ -65,6 +65,16 @@ def fresh_postgres_db(postgres_dsn: str) -> Iterator[str]:
         yield dsn
 
 
+@pytest.fixture(params=["sqlite", "postgres"])
+def store_url(request: pytest.FixtureRequest) -> str | None:
+    """A node's ``database_url`` for each event store: None (the embedded SQLite store) and a
+    fresh PostgreSQL database. A test that takes it runs once on each, like the library's
+    recorder contract tests."""
+    if request.param == "postgres":
+        return str(request.getfixturevalue("fresh_postgres_db"))
+    return None
+
+
 @pytest.fixture(scope="session")
 def kafka_bootstrap() -> Iterator[str]:
     """``host:port`` of a Kafka-protocol broker for this session.

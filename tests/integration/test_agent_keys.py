@@ -41,12 +41,9 @@ AGENT_KEY = Ed25519PrivateKey.generate()
 OTHER_AGENT_KEY = Ed25519PrivateKey.generate()
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def settings(request: pytest.FixtureRequest, tmp_path: Path) -> Settings:
-    common: dict[str, Any] = {"data_dir": tmp_path / "node", "checkpoint_every": 8}
-    if request.param == "postgres":
-        common["database_url"] = request.getfixturevalue("fresh_postgres_db")
-    return Settings(**common)
+@pytest.fixture
+def settings(store_url: str | None, tmp_path: Path) -> Settings:
+    return Settings(data_dir=tmp_path / "node", checkpoint_every=8, database_url=store_url)
 
 
 @pytest.fixture

@@ -8,7 +8,6 @@ import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from tongban.v1 import common_pb2
@@ -32,12 +31,9 @@ def _letter(agent_id: str) -> common_pb2.AgentAuthorisation:
     )
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def settings(request: pytest.FixtureRequest, tmp_path: Path) -> Settings:
-    common: dict[str, Any] = {"data_dir": tmp_path / "node"}
-    if request.param == "postgres":
-        common["database_url"] = request.getfixturevalue("fresh_postgres_db")
-    return Settings(**common)
+@pytest.fixture
+def settings(store_url: str | None, tmp_path: Path) -> Settings:
+    return Settings(data_dir=tmp_path / "node", database_url=store_url)
 
 
 @pytest.fixture

@@ -46,13 +46,10 @@ TOWNSHIP_REGION = "430902104000"
 COUNTY_REGION = "430902000000"
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def settings(request: pytest.FixtureRequest, tmp_path: Path) -> Settings:
+@pytest.fixture
+def settings(store_url: str | None, tmp_path: Path) -> Settings:
     """Settings for a fresh, empty store of each backend."""
-    if request.param == "sqlite":
-        return Settings(data_dir=tmp_path / "node")
-    dsn = request.getfixturevalue("fresh_postgres_db")
-    return Settings(data_dir=tmp_path / "node", database_url=dsn)
+    return Settings(data_dir=tmp_path / "node", database_url=store_url)
 
 
 @pytest.fixture

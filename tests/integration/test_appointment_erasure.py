@@ -42,12 +42,9 @@ ADDRESS = "沙头镇201村3组12号"
 NEIGHBOUR = Applicant("李四", id_number_with_check("43090219600101003"), "13800000001")
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def settings(request: pytest.FixtureRequest, tmp_path: Path) -> Settings:
-    common: dict[str, Any] = {"data_dir": tmp_path / "node", "checkpoint_every": 8}
-    if request.param == "postgres":
-        common["database_url"] = request.getfixturevalue("fresh_postgres_db")
-    return Settings(**common)
+@pytest.fixture
+def settings(store_url: str | None, tmp_path: Path) -> Settings:
+    return Settings(data_dir=tmp_path / "node", checkpoint_every=8, database_url=store_url)
 
 
 @pytest.fixture

@@ -19,14 +19,9 @@ from hub.settings import Settings
 from tests.harness.inprocess import InProcessNode
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def node(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[InProcessNode]:
-    settings = Settings(data_dir=tmp_path / "node")
-    if request.param == "postgres":
-        settings = Settings(
-            data_dir=tmp_path / "node", database_url=request.getfixturevalue("fresh_postgres_db")
-        )
-    started = InProcessNode.start(settings)
+@pytest.fixture
+def node(store_url: str | None, tmp_path: Path) -> Iterator[InProcessNode]:
+    started = InProcessNode.start(Settings(data_dir=tmp_path / "node", database_url=store_url))
     started.add_hall("v-room", "430902104201")
     yield started
     started.close()

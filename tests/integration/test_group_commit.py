@@ -38,13 +38,10 @@ from tests.harness.inprocess import APPLICANT, InProcessNode, material
 T = TypeVar("T")
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def settings(request: pytest.FixtureRequest, tmp_path: Path) -> Settings:
+@pytest.fixture
+def settings(store_url: str | None, tmp_path: Path) -> Settings:
     """Settings with group commit on, for a fresh store of each backend."""
-    base = Settings(data_dir=tmp_path / "node", group_commit=True)
-    if request.param == "sqlite":
-        return base
-    return base.with_changes(database_url=request.getfixturevalue("fresh_postgres_db"))
+    return Settings(data_dir=tmp_path / "node", group_commit=True, database_url=store_url)
 
 
 @pytest.fixture

@@ -33,12 +33,9 @@ PENSION = "040323001000"
 LIVENESS = common_pb2.IDENTITY_CHECK_METHOD_LIVENESS
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def settings(request: pytest.FixtureRequest, tmp_path: Path) -> Settings:
-    common: dict[str, Any] = {"data_dir": tmp_path / "node", "checkpoint_every": 8}
-    if request.param == "postgres":
-        common["database_url"] = request.getfixturevalue("fresh_postgres_db")
-    return Settings(**common)
+@pytest.fixture
+def settings(store_url: str | None, tmp_path: Path) -> Settings:
+    return Settings(data_dir=tmp_path / "node", checkpoint_every=8, database_url=store_url)
 
 
 @pytest.fixture

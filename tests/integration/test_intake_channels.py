@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -19,12 +18,9 @@ from tests.harness.story import ELDER_CARD, SupervisionStory, cst
 C = IntakeChannel
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def settings(request: pytest.FixtureRequest, tmp_path: Path) -> Settings:
-    common: dict[str, Any] = {"data_dir": tmp_path / "node"}
-    if request.param == "postgres":
-        common["database_url"] = request.getfixturevalue("fresh_postgres_db")
-    return Settings(**common)
+@pytest.fixture
+def settings(store_url: str | None, tmp_path: Path) -> Settings:
+    return Settings(data_dir=tmp_path / "node", database_url=store_url)
 
 
 @pytest.fixture

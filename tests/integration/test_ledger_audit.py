@@ -51,12 +51,9 @@ from tests.harness.inprocess import APPLICANT, InProcessNode, material, public_k
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def settings(request: pytest.FixtureRequest, tmp_path: Path) -> Settings:
-    common: dict[str, Any] = {"data_dir": tmp_path / "node", "checkpoint_every": 16}
-    if request.param == "postgres":
-        common["database_url"] = request.getfixturevalue("fresh_postgres_db")
-    return Settings(**common)
+@pytest.fixture
+def settings(store_url: str | None, tmp_path: Path) -> Settings:
+    return Settings(data_dir=tmp_path / "node", checkpoint_every=16, database_url=store_url)
 
 
 @pytest.fixture

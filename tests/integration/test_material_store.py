@@ -33,13 +33,10 @@ VILLAGE_REGION = "430902104201"
 TOWNSHIP_REGION = "430902104000"
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def settings(request: pytest.FixtureRequest, tmp_path: Path) -> Settings:
-    if request.param == "sqlite":
-        return Settings(data_dir=tmp_path / "node", max_material_bytes=8 * CHUNK_BYTES)
-    dsn = request.getfixturevalue("fresh_postgres_db")
+@pytest.fixture
+def settings(store_url: str | None, tmp_path: Path) -> Settings:
     return Settings(
-        data_dir=tmp_path / "node", database_url=dsn, max_material_bytes=8 * CHUNK_BYTES
+        data_dir=tmp_path / "node", database_url=store_url, max_material_bytes=8 * CHUNK_BYTES
     )
 
 

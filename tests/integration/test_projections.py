@@ -39,12 +39,9 @@ from tests.harness.story import (
 COUNTY = "hn-ziyang-hall"
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def settings(request: pytest.FixtureRequest, tmp_path: Path) -> Settings:
-    common: dict[str, Any] = {"data_dir": tmp_path / "node"}
-    if request.param == "postgres":
-        common["database_url"] = request.getfixturevalue("fresh_postgres_db")
-    return Settings(**common)
+@pytest.fixture
+def settings(store_url: str | None, tmp_path: Path) -> Settings:
+    return Settings(data_dir=tmp_path / "node", database_url=store_url)
 
 
 @pytest.fixture

@@ -31,12 +31,9 @@ from ledger import Leaf, Verifier
 from tests.harness.story import FOOD_LICENCE, HOUSEHOLD_MOVE, SupervisionStory, cst
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def settings(request: pytest.FixtureRequest, tmp_path: Path) -> Settings:
-    common: dict[str, Any] = {"data_dir": tmp_path / "node", "checkpoint_every": 8}
-    if request.param == "postgres":
-        common["database_url"] = request.getfixturevalue("fresh_postgres_db")
-    return Settings(**common)
+@pytest.fixture
+def settings(store_url: str | None, tmp_path: Path) -> Settings:
+    return Settings(data_dir=tmp_path / "node", checkpoint_every=8, database_url=store_url)
 
 
 @pytest.fixture

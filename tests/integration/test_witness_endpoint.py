@@ -38,12 +38,9 @@ from tests.harness.witness import ServedWitness
 PEER = "tongban/42"
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def settings(request: pytest.FixtureRequest, tmp_path: Path) -> Settings:
-    base = Settings(data_dir=tmp_path / "node", node_region="43")
-    if request.param == "sqlite":
-        return base
-    return base.with_changes(database_url=request.getfixturevalue("fresh_postgres_db"))
+@pytest.fixture
+def settings(store_url: str | None, tmp_path: Path) -> Settings:
+    return Settings(data_dir=tmp_path / "node", node_region="43", database_url=store_url)
 
 
 class PeerLog:

@@ -25,11 +25,9 @@ from tests.harness.standard_witness import StandardWitness
 from tests.harness.witness import ServedWitness
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def node(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[InProcessNode]:
-    settings = Settings(data_dir=tmp_path / "hunan", node_region="43")
-    if request.param == "postgres":
-        settings = settings.with_changes(database_url=request.getfixturevalue("fresh_postgres_db"))
+@pytest.fixture
+def node(store_url: str | None, tmp_path: Path) -> Iterator[InProcessNode]:
+    settings = Settings(data_dir=tmp_path / "hunan", node_region="43", database_url=store_url)
     running = InProcessNode.start(settings)
     running.add_hall("hn-town", "430902104000")
     running.integrator().catch_up()
