@@ -159,16 +159,20 @@ def _unary(name: str, behaviour: Any) -> Callable[[Any, Any], Any]:
         call = _CountedCall(context, name, timed=True)
         remaining = context.time_remaining()
         # Nothing is stored for a caller whose deadline has passed (hub.application.storage).
-        DEADLINE.set(time.monotonic() + remaining if remaining is not None else None)
-        with telemetry.request(_request_id(context)):
-            try:
-                if isinstance(request, Unparseable):
-                    abort(call, _refusal(request))
-                response = behaviour(request, call)
-                call.count("OK")
-                return response
-            finally:
-                call.count("UNKNOWN")  # an error that did not end through abort()
+        # Reset when the call ends: the thread goes on to other work, which is not this call's.
+        deadline = DEADLINE.set(time.monotonic() + remaining if remaining is not None else None)
+        try:
+            with telemetry.request(_request_id(context)):
+                try:
+                    if isinstance(request, Unparseable):
+                        abort(call, _refusal(request))
+                    response = behaviour(request, call)
+                    call.count("OK")
+                    return response
+                finally:
+                    call.count("UNKNOWN")  # an error that did not end through abort()
+        finally:
+            DEADLINE.reset(deadline)
 
     return unary
 

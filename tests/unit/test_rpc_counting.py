@@ -14,6 +14,7 @@ import pytest
 
 from hub import telemetry
 from hub.api.handlers import _unary
+from hub.application.storage import DEADLINE
 from hub.errors import InvalidInput
 
 
@@ -74,3 +75,25 @@ def test_an_answered_call_is_counted_ok_once_and_a_crash_unknown() -> None:
         _unary(method, crash)(object(), _Context(method))
     assert _count(method, "UNKNOWN") == 1
     assert _count(method, "OK") == 1
+
+
+def test_a_calls_deadline_ends_with_the_call() -> None:
+    """The thread that served a call goes on to other work (a pool thread, or a test's own
+    thread): the call's deadline must not refuse that work's writes once it has passed."""
+    seen: list[float | None] = []
+
+    def look(request: Any, context: Any) -> Any:
+        seen.append(DEADLINE.get())
+        return "answer"
+
+    method = "Test/Deadline"
+    _unary(method, look)(object(), _Context(method))
+    assert seen[0] is not None  # the call's own deadline, while it ran
+    assert DEADLINE.get() is None
+
+    def crash(request: Any, context: Any) -> Any:
+        raise KeyError("a bug")
+
+    with pytest.raises(KeyError):
+        _unary(method, crash)(object(), _Context(method))
+    assert DEADLINE.get() is None
