@@ -614,7 +614,7 @@ def _follower_main(settings: Settings, lifeline: Connection, shared: _Shared) ->
     if relay is not None:
 
         def run_relay() -> None:
-            relay.run(relay_stop)
+            relay.run(relay_stop, watch=watch)
             if relay.failure is not None:
                 shared.fail(relay.failure)
 

@@ -6,7 +6,8 @@ library's ``recorder.subscribe()`` does that on PostgreSQL (LISTEN/NOTIFY), but 
 also reads every new event, payload and all, and keeps a connection of its own: with a
 subscription per follower, the follower process read each stored event five more times just to
 learn that it had arrived (``benchmarks/README.md``). A :class:`LogWatch` holds one subscription
-and sets every registered alarm when it delivers.
+and sets the registered alarms when it delivers: each alarm waits for the topics its follower
+reads (a projection of appointments is not woken by every case step), or for every event.
 
 SQLite notifies nobody: :meth:`LogWatch.add` says so (False), and the follower looks again every
 so often instead.
@@ -17,8 +18,10 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
+
+from eventsourcing.postgres import PostgresApplicationRecorder
 
 log = logging.getLogger(__name__)
 
@@ -32,19 +35,21 @@ class LogWatch:
 
     def __init__(self, recorder: Any) -> None:
         self._recorder = recorder
-        self._alarms: list[threading.Event] = []
+        #: Each alarm with the topics it waits for (None: every event).
+        self._alarms: list[tuple[threading.Event, frozenset[str] | None]] = []
         self._lock = threading.Lock()
         self._stopped = threading.Event()
         self._subscription: Any = None
         self._thread: threading.Thread | None = None
         self._notifies: bool | None = None  # unknown until the first subscription
 
-    def add(self, alarm: threading.Event) -> bool:
-        """Set ``alarm`` whenever events are stored from now on; False where the store notifies
-        nobody (the caller then looks again every so often)."""
+    def add(self, alarm: threading.Event, topics: Iterable[str] | None = None) -> bool:
+        """Set ``alarm`` whenever events are stored from now on (only events of ``topics``,
+        when given: a follower of a few kinds of event is not woken by every other); False
+        where the store notifies nobody (the caller then looks again every so often)."""
         with self._lock:
             if self._notifies is None:
-                self._notifies = self._subscribe()
+                self._notifies = self._first_subscription()
                 if self._notifies:
                     self._thread = threading.Thread(
                         target=self._listen, name="log-watch", daemon=True
@@ -52,14 +57,30 @@ class LogWatch:
                     self._thread.start()
             if not self._notifies:
                 return False
-            self._alarms.append(alarm)
+            self._alarms.append((alarm, None if topics is None else frozenset(topics)))
+            return True
+
+    def _first_subscription(self) -> bool:
+        """Subscribe; whether the store notifies. A PostgreSQL store that cannot be reached
+        yet still will: the watch subscribes once it can (meanwhile every follower is woken
+        every RESUBSCRIBE_AFTER_S seconds, and finds the store down on its own)."""
+        try:
+            return self._subscribe()
+        except Exception as error:
+            if not isinstance(self._recorder, PostgresApplicationRecorder):
+                raise
+            log.warning("the log watch cannot subscribe yet: %s", error)
+            self._subscription = None
             return True
 
     @contextlib.contextmanager
-    def watching(self, alarm: threading.Event, stop: threading.Event) -> Iterator[bool]:
-        """Within the block, ``alarm`` is set when events are stored and when ``stop`` is set;
-        yields whether the store notifies (False: look again every so often)."""
-        notifies = self.add(alarm)
+    def watching(
+        self, alarm: threading.Event, stop: threading.Event, topics: Iterable[str] | None = None
+    ) -> Iterator[bool]:
+        """Within the block, ``alarm`` is set when events (of ``topics``, when given) are stored
+        and when ``stop`` is set; yields whether the store notifies (False: look again every so
+        often)."""
+        notifies = self.add(alarm, topics)
 
         def stop_when_asked() -> None:
             stop.wait()
@@ -73,8 +94,8 @@ class LogWatch:
 
     def remove(self, alarm: threading.Event) -> None:
         """Stop setting ``alarm``."""
-        with self._lock, contextlib.suppress(ValueError):
-            self._alarms.remove(alarm)
+        with self._lock:
+            self._alarms = [entry for entry in self._alarms if entry[0] is not alarm]
 
     def stop(self) -> None:
         """End the subscription and wake every alarm one last time."""
@@ -101,8 +122,8 @@ class LogWatch:
             if subscription is not None:
                 try:
                     with subscription:
-                        for _notification in subscription:
-                            self._ring()
+                        for notification in subscription:
+                            self._ring(notification.topic)
                 except Exception as error:  # the store went away: subscribe again below
                     log.warning("the log watch's subscription ended: %s", error)
             self._ring()  # every follower looks again (and finds the store down, or not)
@@ -116,9 +137,14 @@ class LogWatch:
             # What was stored during the pause is before the new subscription: look again.
             self._ring()
 
-    def _ring(self) -> None:
+    def _ring(self, topic: str | None = None) -> None:
+        """Set the alarms waiting for ``topic`` (None: every alarm)."""
         with self._lock:
-            alarms = list(self._alarms)
+            alarms = [
+                alarm
+                for alarm, topics in self._alarms
+                if topic is None or topics is None or topic in topics
+            ]
         for alarm in alarms:
             alarm.set()
 

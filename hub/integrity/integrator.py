@@ -107,6 +107,9 @@ class LedgerView(Protocol):
     def max_tracking_id(self, application_name: str) -> int | None:
         """The last notification id integrated."""
 
+    def position_in(self, cursor: Cursor, application_name: str) -> int:
+        """The last notification id integrated, as this transaction sees it (0 before any)."""
+
 
 class PostgresLedgerView(PostgresTrackingRecorder):
     """Ledger tables and tracking in the node's PostgreSQL database."""
@@ -128,6 +131,12 @@ class PostgresLedgerView(PostgresTrackingRecorder):
             if record is not None:
                 self._insert_tracking(curs, record)
         return result
+
+    def position_in(self, cursor: Cursor, application_name: str) -> int:
+        # The library's statement, as text: the ledger's cursors take plain SQL strings.
+        cursor.execute(self.max_tracking_id_statement.as_string(None), (application_name,))
+        row = cursor.fetchone()
+        return int(row[0]) if row and row[0] is not None else 0
 
     def read(self, work: Callable[[Cursor], T]) -> T:
         shared: Cursor | None = getattr(self._shared, "cursor", None)
@@ -169,6 +178,11 @@ class SQLiteLedgerView(SQLiteTrackingRecorder):
             if record is not None:
                 self._insert_tracking(curs, record)
         return result
+
+    def position_in(self, cursor: Cursor, application_name: str) -> int:
+        cursor.execute(self.select_max_tracking_id_statement, (application_name,))
+        row = cursor.fetchone()
+        return int(row[0]) if row and row[0] is not None else 0
 
     def read(self, work: Callable[[Cursor], T]) -> T:
         with self.datastore.transaction(commit=False) as curs:
@@ -261,6 +275,10 @@ class BatchResult:
     note: bytes | None = None
 
 
+class _Moved(Exception):
+    """The tracked position changed under the batch (another integrator ran): read again."""
+
+
 class LedgerIntegrator:
     """Appends a checked leaf for every stored event, in notification order; signs checkpoints."""
 
@@ -296,6 +314,13 @@ class LedgerIntegrator:
         self._listeners: list[Callable[[BatchResult], None]] = []
         #: Why the integrator stopped for good (an event that may not enter the log), if it did.
         self.failure: str | None = None
+        #: The position and the signed checkpoint's size as of this integrator's last step
+        #: (None: read them from the store). Kept, they save read transactions for each look at
+        #: the log; a stale one is harmless: the ledger refuses a leaf logged twice or out of
+        #: order (the step fails, and both are read again), and a checkpoint is signed only
+        #: over a size not signed yet (read in the signing transaction).
+        self._known: int | None = None
+        self._signed: int | None = None
         if head is not None:
             view.read(lambda cursor: head.check(view.tables, cursor))
         self.checker = self._rebuild_checker()
@@ -399,8 +424,9 @@ class LedgerIntegrator:
         """
         # A batch never spans more than checkpoint_every leaves, so a checkpoint is signed at
         # least every checkpoint_every leaves however far behind the integrator is.
+        start = self._known if self._known is not None else self.position
         notifications = self.app.recorder.select_notifications(
-            start=self.position,
+            start=start,
             limit=min(self.batch_size, self.checkpoint_every),
             inclusive_of_start=False,
         )
@@ -410,6 +436,8 @@ class LedgerIntegrator:
         def work(cursor: Cursor) -> BatchResult:
             nonlocal violation
             size, _ = self.view.tables.state(cursor)
+            if self.view.position_in(cursor, self.app.name) != start:
+                raise _Moved  # another integrator (``tongban ledger integrate``) went on
             leaves: list[Leaf] = []
             for notification in notifications:
                 index = size + len(leaves)
@@ -434,10 +462,21 @@ class LedgerIntegrator:
 
         try:
             result = self.view.write(work, tracking)
+        except _Moved:
+            # What it integrated is unknown here: the checker is rebuilt from the log.
+            self._known = self._signed = None
+            self.checker = self._rebuild_checker()
+            return BatchResult(
+                0, self.view.read(lambda cursor: self.view.tables.state(cursor)[0]), None
+            )
         except Exception:
             # Nothing of the batch was stored; the checker must forget what it saw of it.
+            self._known = self._signed = None
             self.checker = self._rebuild_checker()
             raise
+        self._known = integrated[-1].id if integrated else start
+        if result.checkpoint is not None:
+            self._signed = result.checkpoint
         if result.note is not None:
             self._last_checkpoint_at = time.monotonic()
             if self.head is not None:
@@ -452,6 +491,7 @@ class LedgerIntegrator:
     ) -> tuple[int, bytes] | None:
         latest = self.view.tables.latest_checkpoint(cursor)
         signed = latest.size if latest else 0
+        self._signed = signed
         if size == signed:
             return None
         every = self.checkpoint_every
@@ -471,6 +511,7 @@ class LedgerIntegrator:
         root = self.view.tables.tree_root(cursor, size)
         note = sign_checkpoint(Checkpoint(self.origin, size, root), self.signer)
         self.view.tables.store_checkpoint(cursor, size, root, note)
+        self._signed = None  # known once the transaction commits (the next step reads it)
         return size, note
 
     def checkpoint_now(self) -> int | None:
@@ -549,8 +590,11 @@ class LedgerIntegrator:
 
     def _until_checkpoint_due(self, result: BatchResult) -> float | None:
         """Seconds until a pending checkpoint is due (None: nothing pending)."""
-        signed = self.view.read(self.view.tables.latest_checkpoint)
-        if (signed is not None and signed.size >= result.size) or result.size == 0:
+        signed = self._signed
+        if signed is None:
+            latest = self.view.read(self.view.tables.latest_checkpoint)
+            signed = latest.size if latest is not None else 0
+        if signed >= result.size or result.size == 0:
             return None
         interval = self.checkpoint_interval
         if self._checkpoint_wanted.is_set():
@@ -566,4 +610,5 @@ class LedgerIntegrator:
             return
         self._reported_at = now
         stored = self.app.recorder.max_notification_id() or 0
-        telemetry.FOLLOWER_LAG.labels("integrator").set(max(0, stored - self.position))
+        position = self._known if self._known is not None else self.position
+        telemetry.FOLLOWER_LAG.labels("integrator").set(max(0, stored - position))

@@ -28,6 +28,7 @@ import contextlib
 import logging
 import sqlite3
 import threading
+import time
 import typing
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
@@ -55,6 +56,9 @@ log = logging.getLogger("tongban.projections")
 
 #: The application whose log the projections follow (its notification log's name).
 SOURCE = "Tongban"
+
+#: Seconds between two measures of a busy projection's lag (the follower-lag metric).
+LAG_EVERY = 0.5
 
 
 class CaseHistories:
@@ -172,6 +176,11 @@ class ProjectionRunner:
         self.failure: ProjectionFailed | None = None
         #: Called (from the runner's thread) after each committed batch, with the position.
         self.on_advance: Callable[[int], None] | None = None
+        #: The position as of this runner's last commit (None: read it from the store). Each
+        #: batch's transaction checks it against the stored one, so a rebuild elsewhere is
+        #: noticed; keeping it saves a read transaction for every look at the log.
+        self._known: int | None = None
+        self._lag_at = 0.0  # when the lag was last measured (_report)
 
     @property
     def position(self) -> int:
@@ -186,7 +195,7 @@ class ProjectionRunner:
         Raises :class:`~hub.errors.ProjectionFailed` at an event that cannot be applied, after
         committing the ones before it.
         """
-        expected = self.position
+        expected = self._known if self._known is not None else self.position
         notifications = list(
             self.recorder.select_notifications(
                 start=expected,
@@ -197,6 +206,7 @@ class ProjectionRunner:
         )
         if not notifications:
             return 0
+        self._known = None  # until the batch commits: a failure reads the position again
         try:
             self._commit(expected, notifications)
         except _Moved:
@@ -207,6 +217,7 @@ class ProjectionRunner:
             if transient(error):
                 raise
             self._find_failure(expected, notifications)
+        self._known = notifications[-1].id
         if self.on_advance is not None:
             self.on_advance(notifications[-1].id)
         return len(notifications)
@@ -276,6 +287,7 @@ class ProjectionRunner:
         transaction (readers see the old tables until it commits); returns the position."""
         total = self.recorder.max_notification_id() or 0
         reached = 0
+        self._known = None
 
         def work(cursor: Cursor) -> None:
             nonlocal reached
@@ -339,7 +351,7 @@ class ProjectionRunner:
         watch = watch or LogWatch(self.recorder)
         telemetry.FOLLOWER_FAILED.labels(self.name).set(0)
         try:
-            with watch.watching(arrived, stop) as notifies:
+            with watch.watching(arrived, stop, self.projection.topics) as notifies:
                 while not stop.is_set():
                     arrived.clear()
                     try:
@@ -365,12 +377,20 @@ class ProjectionRunner:
                 watch.stop()
 
     def _report(self, read: int) -> None:
-        lag = 0
-        if read:
-            try:
-                lag = max(0, (self.recorder.max_notification_id() or 0) - self.position)
-            except Exception:  # the metric is best effort
-                lag = 0
+        if not read:
+            telemetry.FOLLOWER_LAG.labels(self.name).set(0)
+            return
+        # The lag costs a read of the log's end: while the projection is busy, at most every
+        # LAG_EVERY seconds (a read per batch was a round trip per stored step).
+        now = time.monotonic()
+        if now - self._lag_at < LAG_EVERY:
+            return
+        self._lag_at = now
+        try:
+            position = self._known if self._known is not None else self.position
+            lag = max(0, (self.recorder.max_notification_id() or 0) - position)
+        except Exception:  # the metric is best effort
+            lag = 0
         telemetry.FOLLOWER_LAG.labels(self.name).set(lag)
 
 

@@ -38,6 +38,7 @@ from kafka.structs import OffsetAndMetadata
 
 from hub import telemetry
 from hub.application.hub import HubApplication
+from hub.application.log_watch import LogWatch
 from hub.integrity.integrator import LedgerIntegrator, LedgerView
 from hub.relay.config import FederationConfig
 from hub.relay.inbound import Inbox
@@ -96,6 +97,7 @@ class Relay:
         self._producer: KafkaProducer | None = None
         self._wake = threading.Event()
         self._fetch_wake = threading.Event()
+        self._watch: LogWatch | None = None  # the process's log watch (run)
         self._backlog_at = 0.0  # when the backlog metric was last counted
         self.projection = OutboxProjection(
             app,
@@ -201,8 +203,10 @@ class Relay:
 
     # ------------------------------------------------------------------ loops
 
-    def run(self, stop: threading.Event) -> None:
-        """Run the loops until ``stop`` is set (or one fails for good)."""
+    def run(self, stop: threading.Event, watch: LogWatch | None = None) -> None:
+        """Run the loops until ``stop`` is set (or one fails for good); the outbox projection is
+        woken by ``watch`` (the process's log watch; one of its own when none is given)."""
+        self._watch = watch
         loops = [
             threading.Thread(target=self._guard, args=(name, loop, stop), name=f"relay-{name}")
             for name, loop in (
@@ -234,7 +238,7 @@ class Relay:
     def _project(self, stop: threading.Event) -> None:
         # Its own name in the tracking table: the ledger integrator tracks the same log.
         position = self.store.max_tracking_id(OUTBOX_PROJECTION) or 0
-        for batch in follow(self.app, position, stop):
+        for batch in follow(self.app, position, stop, watch=self._watch):
             self.projection.process_batch(
                 [(event, Tracking(OUTBOX_PROJECTION, t.notification_id)) for event, t in batch]
             )

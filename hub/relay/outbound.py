@@ -29,7 +29,6 @@ in order when it returns.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -43,6 +42,7 @@ from eventsourcing.persistence import Tracking
 from eventsourcing.utils import get_topic
 
 from hub.application.hub import HubApplication
+from hub.application.log_watch import LogWatch
 from hub.application.peers import hall_names
 from hub.commands.federation import (
     AckBody,
@@ -222,53 +222,43 @@ def _names_materials(signed_bytes: bytes) -> bool:
 
 
 def follow(
-    app: HubApplication, after: int, stop: threading.Event, poll: float = 0.05
+    app: HubApplication,
+    after: int,
+    stop: threading.Event,
+    poll: float = 0.05,
+    watch: LogWatch | None = None,
 ) -> Iterator[list[tuple[Any, Tracking]]]:
     """The log's step records after notification ``after``, in batches of what is stored by
     the time each is read, as (event, tracking), until stop.
 
-    On PostgreSQL the store's notifications wake it (the recorder's ``subscribe``, LISTEN/
-    NOTIFY, used as a signal only: each batch is read at once from the log, as the ledger
-    integrator does), so it waits for nothing while steps are being stored and reads them
-    together; SQLite, which notifies nobody, is looked at every ``poll`` seconds.
+    On PostgreSQL the store's notifications wake it (``watch``, shared by the followers of the
+    process; one of its own when none is given), used as a signal only: each batch is read at
+    once from the log, as the ledger integrator does, so it waits for nothing while steps are
+    being stored and reads them together; SQLite, which notifies nobody, is looked at every
+    ``poll`` seconds.
     """
     arrived = threading.Event()
-    try:
-        subscription = app.recorder.subscribe(gt=after, topics=list(_TOPICS))
-    except NotImplementedError:
-        subscription = None
-    if subscription is not None:
-
-        def listen() -> None:
-            with contextlib.suppress(Exception), subscription:
-                for _notification in subscription:
-                    arrived.set()
-
-        def stop_when_asked() -> None:
-            stop.wait()
-            arrived.set()
-            subscription.stop()
-
-        threading.Thread(target=listen, daemon=True, name="relay-listen").start()
-        threading.Thread(target=stop_when_asked, daemon=True, name="relay-stop").start()
+    own = watch is None
+    watch = watch or LogWatch(app.recorder)
     position = after
     try:
-        while not stop.is_set():
-            arrived.clear()  # before reading: a step stored from now on wakes the next wait
-            batch = stored_after(app, position)
-            if batch:
-                position = batch[-1][1].notification_id
-                yield batch
-                continue
-            if subscription is None:
-                stop.wait(poll)
-            else:
-                # Woken by the next step stored; the timeout only bounds the wait should the
-                # listening connection be lost without a word.
-                arrived.wait(1.0)
+        with watch.watching(arrived, stop, _TOPICS) as notifies:
+            while not stop.is_set():
+                arrived.clear()  # before reading: a step stored from now on wakes the next wait
+                batch = stored_after(app, position)
+                if batch:
+                    position = batch[-1][1].notification_id
+                    yield batch
+                    continue
+                if notifies:
+                    # Woken by the next event stored; the timeout only bounds the wait should
+                    # the watch lose its subscription without a word.
+                    arrived.wait(1.0)
+                else:
+                    stop.wait(poll)
     finally:
-        if subscription is not None:
-            subscription.stop()
+        if own:
+            watch.stop()
 
 
 def stored_after(app: HubApplication, after: int, limit: int = 200) -> list[tuple[Any, Tracking]]:

@@ -430,6 +430,30 @@ def _more_story(node: InProcessNode) -> None:
     node.integrator().catch_up()
 
 
+def test_an_integrator_that_another_overtook_logs_nothing_twice(node: InProcessNode) -> None:
+    """The follower's integrator keeps its position between steps; ``tongban ledger
+    integrate`` run meanwhile goes on from the store's. The follower must notice, not log the
+    same events again, nor take the others' leaves for a broken binding."""
+    follower = node.integrator()
+    hall = node.add_hall("hn-overtaken", "430902000000")
+    node.submit(hall, key="key-overtaken-1", item_code="070303001000")
+    assert follower.step().leaves > 0  # its position is now kept in memory
+    node.submit(hall, key="key-overtaken-2", item_code="070303001000")
+    other = node.integrator()
+    size = other.catch_up()  # the CLI, meanwhile
+    moved = follower.step()
+    assert (moved.leaves, moved.size) == (0, size)
+    assert follower.failure is None
+    node.submit(hall, key="key-overtaken-3", item_code="070303001000")
+    while follower.step().leaves:
+        pass
+    follower.checkpoint_now()
+    assert follower.view.read(lambda cursor: follower.view.tables.state(cursor)[0]) == (
+        node.log_size()
+    )
+    _clean(node.settings)
+
+
 def test_a_restored_backup_is_detected_and_the_node_refuses_to_sign(
     node: InProcessNode, request: pytest.FixtureRequest, tmp_path: Path
 ) -> None:

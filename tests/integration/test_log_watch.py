@@ -1,7 +1,7 @@
 """The log watch: one subscription to the store's notifications wakes every follower.
 
-On PostgreSQL every registered alarm is set when an event is stored, an alarm removed is no
-longer set, and ``stop`` wakes them all a last time; after its subscription ends unexpectedly
+On PostgreSQL every registered alarm is set when an event is stored (an alarm registered for
+some topics only by events of those topics), an alarm removed is no longer set, and ``stop`` wakes them all a last time; after its subscription ends unexpectedly
 (the store went away) it wakes every follower and subscribes again. SQLite notifies nobody:
 ``add`` says so and the followers look again on their own.
 """
@@ -14,12 +14,18 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from eventsourcing.persistence import OperationalError
+from eventsourcing.utils import get_topic
 
 from hub.application.log_watch import LogWatch
+from hub.domain.command_record import CommandRecord
+from hub.projections.appointments import AppointmentsProjection
+from hub.projections.cases import TOPICS as CASE_TOPICS
 from hub.settings import Settings
 from tests.harness.inprocess import InProcessNode
 
 _WAIT = 30.0  # an upper bound for a wake-up on a loaded machine, not a timing assertion
+APPOINTMENT_TOPICS = AppointmentsProjection.topics
 
 
 @pytest.fixture
@@ -74,6 +80,55 @@ def test_a_lost_subscription_wakes_everyone_and_is_replaced(node: InProcessNode)
             threading.Event().wait(0.05)
         alarm.clear()
         node.submit(node.halls["v-room"], "key-watch-2")
+        assert alarm.wait(_WAIT)
+    finally:
+        watch.stop()
+
+
+def test_an_alarm_with_topics_is_set_only_by_events_of_those_topics(node: InProcessNode) -> None:
+    watch = LogWatch(node.app.recorder)
+    cases, appointments = threading.Event(), threading.Event()
+    try:
+        assert watch.add(cases, CASE_TOPICS) and watch.add(appointments, APPOINTMENT_TOPICS)
+        node.submit(node.halls["v-room"], "key-watch-3")
+        assert cases.wait(_WAIT)
+        # What the subscription does with each event it delivers, for one of each kind.
+        cases.clear()
+        watch._ring(get_topic(CommandRecord.Recorded))
+        assert not cases.is_set() and not appointments.is_set()
+        watch._ring(APPOINTMENT_TOPICS[0])
+        assert appointments.is_set() and not cases.is_set()
+    finally:
+        watch.stop()
+
+
+def test_a_watch_made_while_the_store_is_down_subscribes_once_it_is_back(
+    node: InProcessNode, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A follower process that starts while PostgreSQL cannot be reached is not left without
+    wake-ups: the watch says the store notifies, and subscribes once it can."""
+    recorder = node.app.recorder
+    subscribe = recorder.subscribe
+    attempts: list[int] = []
+
+    def down_at_first(*args: object, **kwargs: object) -> object:
+        attempts.append(1)
+        if len(attempts) == 1:
+            raise OperationalError("connection refused (the store is down)")
+        return subscribe(*args, **kwargs)
+
+    monkeypatch.setattr(recorder, "subscribe", down_at_first)
+    watch = LogWatch(recorder)
+    alarm = threading.Event()
+    try:
+        assert watch.add(alarm)  # it will notify, once subscribed
+        assert alarm.wait(_WAIT)  # meanwhile every follower looks on its own
+        deadline = time.monotonic() + _WAIT
+        while watch._subscription is None:
+            assert time.monotonic() < deadline, "the watch did not subscribe"
+            threading.Event().wait(0.05)
+        alarm.clear()
+        node.submit(node.halls["v-room"], "key-watch-4")
         assert alarm.wait(_WAIT)
     finally:
         watch.stop()
