@@ -40,6 +40,7 @@ from hub.application.cipher import (
 )
 from hub.application.hub import HubApplication, NodePolicy
 from hub.application.recorders import recorder_topic
+from hub.application.sqlite_store import SQLITE_PERSISTENCE
 from hub.application.vault import PersonalDataVault
 from hub.certificates import IssuerKey, TrustBundle, TrustedIssuer
 from hub.commands.signing import CommandSigner
@@ -412,7 +413,7 @@ def persistence_env(settings: Settings, *, create_tables: bool = True) -> dict[s
     if settings.database_url is None:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         env.update(
-            PERSISTENCE_MODULE="eventsourcing.sqlite",
+            PERSISTENCE_MODULE=SQLITE_PERSISTENCE,
             SQLITE_DBNAME=str(settings.sqlite_path),
             SQLITE_LOCK_TIMEOUT="10",
         )

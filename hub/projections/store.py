@@ -37,6 +37,8 @@ from eventsourcing.utils import Environment
 from psycopg.rows import tuple_row
 from psycopg.sql import SQL, Identifier
 
+from hub.application.sqlite_store import SQLITE_PERSISTENCE
+
 T = TypeVar("T")
 
 #: A tracking record, or a function that gives it once the transaction's work has run.
@@ -234,7 +236,7 @@ def open_projection_store(app: Any) -> ProjectionStore:
         env = Environment(
             app.name,
             {
-                "PERSISTENCE_MODULE": "eventsourcing.sqlite",
+                "PERSISTENCE_MODULE": SQLITE_PERSISTENCE,
                 "SQLITE_DBNAME": str(events.with_name(SQLITE_FILE)),
                 "SQLITE_LOCK_TIMEOUT": app.env.get("SQLITE_LOCK_TIMEOUT", "10"),
                 "CREATE_TABLE": "y",  # the tracking table (the view tables: see create_tables)
