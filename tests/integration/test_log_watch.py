@@ -12,6 +12,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from eventsourcing.persistence import OperationalError
@@ -36,6 +37,20 @@ def node(tmp_path: Path, fresh_postgres_db: str) -> Iterator[InProcessNode]:
     started.add_hall("v-room", "430902104201")
     yield started
     started.close()
+
+
+def _woken_once_subscribed(
+    node: InProcessNode, watch: LogWatch, alarm: threading.Event, instead_of: Any, key: str
+) -> None:
+    """Wait until the watch holds a subscription other than ``instead_of`` (it subscribes
+    after its pause), then check that an event stored wakes ``alarm``."""
+    deadline = time.monotonic() + _WAIT
+    while watch._subscription is instead_of:
+        assert time.monotonic() < deadline, "the watch did not subscribe"
+        threading.Event().wait(0.05)
+    alarm.clear()
+    node.submit(node.halls["v-room"], key)
+    assert alarm.wait(_WAIT)
 
 
 def test_every_alarm_is_set_when_an_event_is_stored(node: InProcessNode) -> None:
@@ -74,13 +89,7 @@ def test_a_lost_subscription_wakes_everyone_and_is_replaced(node: InProcessNode)
         lost = watch._subscription
         lost.stop()  # as when the store goes away: the library's iterator ends
         assert alarm.wait(_WAIT)
-        deadline = time.monotonic() + _WAIT
-        while watch._subscription is lost:  # the watch subscribes again after its pause
-            assert time.monotonic() < deadline, "the watch did not subscribe again"
-            threading.Event().wait(0.05)
-        alarm.clear()
-        node.submit(node.halls["v-room"], "key-watch-2")
-        assert alarm.wait(_WAIT)
+        _woken_once_subscribed(node, watch, alarm, instead_of=lost, key="key-watch-2")
     finally:
         watch.stop()
 
@@ -123,13 +132,7 @@ def test_a_watch_made_while_the_store_is_down_subscribes_once_it_is_back(
     try:
         assert watch.add(alarm)  # it will notify, once subscribed
         assert alarm.wait(_WAIT)  # meanwhile every follower looks on its own
-        deadline = time.monotonic() + _WAIT
-        while watch._subscription is None:
-            assert time.monotonic() < deadline, "the watch did not subscribe"
-            threading.Event().wait(0.05)
-        alarm.clear()
-        node.submit(node.halls["v-room"], "key-watch-4")
-        assert alarm.wait(_WAIT)
+        _woken_once_subscribed(node, watch, alarm, instead_of=None, key="key-watch-4")
     finally:
         watch.stop()
 
