@@ -18,6 +18,7 @@ The time a first failing call takes is bounded by the store's connection timeout
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 import time
 from collections.abc import Callable
@@ -52,6 +53,21 @@ def unreachable(error: BaseException) -> bool:
             return True
         seen = seen.__cause__
     return False
+
+
+def passing(error: BaseException) -> bool:
+    """Whether ``error`` means the store is unreachable or busy for now (try again shortly),
+    rather than a fault in what was asked of it (the followers' loops retry the first and stop
+    at the second)."""
+    return isinstance(
+        error,
+        StorageUnavailable
+        | OperationalError
+        | InterfaceError
+        | sqlite3.OperationalError
+        | psycopg.OperationalError
+        | psycopg.InterfaceError,
+    )
 
 
 class StorageGuard:

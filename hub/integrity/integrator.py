@@ -316,14 +316,20 @@ class LedgerIntegrator:
         self.failure: str | None = None
         #: The position and the signed checkpoint's size as of this integrator's last step
         #: (None: read them from the store). Kept, they save read transactions for each look at
-        #: the log; a stale one is harmless: the ledger refuses a leaf logged twice or out of
-        #: order (the step fails, and both are read again), and a checkpoint is signed only
-        #: over a size not signed yet (read in the signing transaction).
+        #: the log. The position is checked in each batch's transaction (another integrator
+        #: that went on meanwhile, such as ``tongban ledger integrate``, is noticed: both are
+        #: read again and the checker rebuilt); a stale size only makes the loop look again
+        #: when no checkpoint is pending (one is signed over a size not signed yet, as read
+        #: in the signing transaction).
         self._known: int | None = None
         self._signed: int | None = None
         if head is not None:
             view.read(lambda cursor: head.check(view.tables, cursor))
         self.checker = self._rebuild_checker()
+        #: The checker saw a batch that was not stored: rebuilt before the next step (when the
+        #: store is back; rebuilding it right after the failure would fail as well, and the
+        #: checker would go on remembering the commands of a batch that was never logged).
+        self._checker_stale = False
 
     @property
     def position(self) -> int:
@@ -422,6 +428,9 @@ class LedgerIntegrator:
         Raises :class:`~hub.errors.IntegrityViolation` at the first event that may not enter
         the log, after integrating the ones before it.
         """
+        if self._checker_stale:
+            self.checker = self._rebuild_checker()
+            self._checker_stale = False
         # A batch never spans more than checkpoint_every leaves, so a checkpoint is signed at
         # least every checkpoint_every leaves however far behind the integrator is.
         start = self._known if self._known is not None else self.position
@@ -463,16 +472,17 @@ class LedgerIntegrator:
         try:
             result = self.view.write(work, tracking)
         except _Moved:
-            # What it integrated is unknown here: the checker is rebuilt from the log.
+            # What the other integrator logged is unknown here: the checker is rebuilt from the
+            # log before the next step.
             self._known = self._signed = None
-            self.checker = self._rebuild_checker()
+            self._checker_stale = True
             return BatchResult(
                 0, self.view.read(lambda cursor: self.view.tables.state(cursor)[0]), None
             )
         except Exception:
             # Nothing of the batch was stored; the checker must forget what it saw of it.
             self._known = self._signed = None
-            self.checker = self._rebuild_checker()
+            self._checker_stale = True
             raise
         self._known = integrated[-1].id if integrated else start
         if result.checkpoint is not None:

@@ -39,6 +39,7 @@ from kafka.structs import OffsetAndMetadata
 from hub import telemetry
 from hub.application.hub import HubApplication
 from hub.application.log_watch import LogWatch
+from hub.application.storage import passing
 from hub.integrity.integrator import LedgerIntegrator, LedgerView
 from hub.relay.config import FederationConfig
 from hub.relay.inbound import Inbox
@@ -67,6 +68,8 @@ BACKLOG_EVERY = 1.0
 #: when there is data; some Kafka-protocol brokers (Tansu, the test and demo broker) hold the
 #: fetch for up to this long even then, which adds up to it to every hop.
 FETCH_MAX_WAIT_MS = 50
+#: Seconds a relay loop waits before starting again after the store was unavailable.
+STORE_RETRY_S = 1.0
 
 
 class Relay:
@@ -227,13 +230,22 @@ class Relay:
                 pool.shutdown(wait=False)  # idle: the loops that used them have stopped
 
     def _guard(self, name: str, loop: Any, stop: threading.Event) -> None:
-        try:
-            loop(stop)
-        except Exception as error:  # a loop that cannot go on: health says why
-            log.exception("relay %s stopped", name)
-            self.failure = f"relay {name} stopped: {error}"
-            telemetry.FOLLOWER_FAILED.labels("relay").set(1)
-            stop.set()
+        while not stop.is_set():
+            try:
+                loop(stop)
+                return
+            except Exception as error:
+                if passing(error):
+                    # The store is down or busy for now (as the node's commands are told, with
+                    # UNAVAILABLE): the loop starts again from what is stored, once it is back.
+                    log.warning("relay %s: the store is unavailable (%s); retrying", name, error)
+                    stop.wait(STORE_RETRY_S)
+                    continue
+                # A loop that cannot go on: health says why.
+                log.exception("relay %s stopped", name)
+                self.failure = f"relay {name} stopped: {error}"
+                telemetry.FOLLOWER_FAILED.labels("relay").set(1)
+                stop.set()
 
     def _project(self, stop: threading.Event) -> None:
         # Its own name in the tracking table: the ledger integrator tracks the same log.

@@ -30,9 +30,12 @@ from hub.projections.queries import Names, statistics
 from hub.relay.envelope import sign_ack, sign_envelope
 from hub.settings import Settings
 from ledger import Signer, Verifier
+from tests.harness.availability import service_unavailable
 from tests.harness.broker import TansuBroker
+from tests.harness.errors import ServiceUnavailable
 from tests.harness.federation import Federation, Member
 from tests.harness.inprocess import APPLICANT, InProcessNode, material
+from tests.harness.postgres import PostgresCluster
 
 ID_CARD = "070302001000"  # 居民身份证换领: county level, 异地代收代办 from every province
 BAIHE = "610929000000"  # 白河县, 陕西
@@ -220,10 +223,7 @@ def _statistics(member: Any, *, region: str) -> Any:
 
 def _citations(*members: Any) -> Any:
     with contextlib.ExitStack() as stack:
-        stores = {
-            m.origin: stack.enter_context(ReadOnlyStore(sqlite_path=m.node.settings.sqlite_path))
-            for m in members
-        }
+        stores = {m.origin: stack.enter_context(_read_only(m)) for m in members}
         return check_citations(stores)
 
 
@@ -231,8 +231,15 @@ def _log_verifier(member: Any) -> Verifier:
     return Verifier.from_key(member.node.app.genesis().log_key)
 
 
+def _read_only(member: Any) -> ReadOnlyStore:
+    url = member.node.settings.database_url
+    if url is not None:
+        return ReadOnlyStore(database_url=url)
+    return ReadOnlyStore(sqlite_path=member.node.settings.sqlite_path)
+
+
 def _audit(member: Any, peers: dict[str, Verifier]) -> Any:
-    with ReadOnlyStore(sqlite_path=member.node.settings.sqlite_path) as store:
+    with _read_only(member) as store:
         return audit_store(store, [_log_verifier(member)], origin=member.origin, peers=peers)
 
 
@@ -410,6 +417,53 @@ def test_a_broker_that_loses_everything_loses_no_handoff(tmp_path: Path) -> None
             assert row is not None and row.attempts >= 2 and row.outcome == "stored"
     finally:
         broker.stop()
+
+
+def test_a_relay_rides_out_its_database_going_away(
+    tmp_path: Path, kafka_bootstrap: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """43's PostgreSQL stops for a while: its relay's loops find the store unavailable and
+    start again once it is back (as the node's commands do), instead of stopping the relay for
+    good; its ledger integrator, whose batch failed, forgets that batch rather than taking it
+    for a replay when it is stored again; a handoff made afterwards goes through."""
+    try:
+        cluster = PostgresCluster().start()
+    except ServiceUnavailable as error:
+        service_unavailable(error)
+    try:
+        with Federation.start(
+            tmp_path, kafka_bootstrap, regions=("43", "61"), database_urls={"43": cluster.dsn}
+        ) as federation:
+            hunan, shaanxi = federation.nodes["43"], federation.nodes["61"]
+            town = hunan.node.add_hall("hn-shatou-town", SHATOU)
+            shaanxi.node.add_hall("sx-baihe-county", BAIHE)
+            cluster.halt()
+            federation.wait(
+                lambda: "the store is unavailable" in caplog.text, "a relay loop met the outage"
+            )
+            cluster.resume()
+
+            def submit() -> Any:
+                return hunan.node.run(
+                    town, "submit", idempotency_key="outage-0001", item_code=ID_CARD,
+                    applicant=APPLICANT, materials=[material()], competent_region=BAIHE,
+                )  # fmt: skip
+
+            result = federation.wait(submit, "43 stores commands again", timeout=90)
+            federation.wait(lambda: shaanxi.app.get_case(result.case_id), "the case reached 61")
+            federation.wait(lambda: not hunan.relay.store.backlog(), "acknowledged at 43")
+            assert hunan.relay is not None and hunan.relay.failure is None
+            assert shaanxi.app.get_case(result.case_id).version == 1  # stored once
+            for member in (hunan, shaanxi):
+                federation.halt(member)
+            for member in (hunan, shaanxi):
+                other = shaanxi if member is hunan else hunan
+                member.node.integrator().catch_up()
+                report = _audit(member, {other.origin: _log_verifier(other)})
+                assert report.ok, [str(finding) for finding in report.findings]
+            assert _citations(hunan, shaanxi).ok
+    finally:
+        cluster.stop()
 
 
 def _only_row(member: Any) -> Any:
