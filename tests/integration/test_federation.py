@@ -231,6 +231,17 @@ def _log_verifier(member: Any) -> Verifier:
     return Verifier.from_key(member.node.app.genesis().log_key)
 
 
+def _halt_and_audit(federation: Federation, hunan: Member, shaanxi: Member) -> None:
+    """Stop both nodes' followers, log everything stored, and audit each log (citing the other)."""
+    for member in (hunan, shaanxi):
+        federation.halt(member)
+    for member in (hunan, shaanxi):
+        other = shaanxi if member is hunan else hunan
+        member.node.integrator().catch_up()
+        report = _audit(member, {other.origin: _log_verifier(other)})
+        assert report.ok, [str(finding) for finding in report.findings]
+
+
 def _read_only(member: Any) -> ReadOnlyStore:
     url = member.node.settings.database_url
     if url is not None:
@@ -454,13 +465,7 @@ def test_a_relay_rides_out_its_database_going_away(
             federation.wait(lambda: not hunan.relay.store.backlog(), "acknowledged at 43")
             assert hunan.relay is not None and hunan.relay.failure is None
             assert shaanxi.app.get_case(result.case_id).version == 1  # stored once
-            for member in (hunan, shaanxi):
-                federation.halt(member)
-            for member in (hunan, shaanxi):
-                other = shaanxi if member is hunan else hunan
-                member.node.integrator().catch_up()
-                report = _audit(member, {other.origin: _log_verifier(other)})
-                assert report.ok, [str(finding) for finding in report.findings]
+            _halt_and_audit(federation, hunan, shaanxi)
             assert _citations(hunan, shaanxi).ok
     finally:
         cluster.stop()
@@ -509,13 +514,7 @@ def test_a_handoff_to_a_hall_the_peer_does_not_have_comes_back_with_its_signed_r
         lambda: _state(shaanxi, result.case_id) is CaseState.HANDED_OFF, "the second handoff"
     )
     federation.wait(lambda: not hunan.relay.store.backlog(), "acknowledged at 43")
-    for member in (hunan, shaanxi):
-        federation.halt(member)
-    for member in (hunan, shaanxi):
-        other = shaanxi if member is hunan else hunan
-        member.node.integrator().catch_up()
-        report = _audit(member, {other.origin: _log_verifier(other)})
-        assert report.ok, [str(finding) for finding in report.findings]
+    _halt_and_audit(federation, hunan, shaanxi)
 
 
 def test_a_refusal_brings_the_case_back_after_the_senders_own_supervision_warning(
