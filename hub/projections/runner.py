@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import sqlite3
 import threading
 import time
 import typing
@@ -35,18 +34,16 @@ from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 from uuid import UUID
 
-import psycopg
 from eventsourcing.persistence import (
-    InterfaceError,
     Mapper,
     Notification,
-    OperationalError,
     Tracking,
 )
 from eventsourcing.projection import Projection
 
 from hub import telemetry
 from hub.application.log_watch import LogWatch
+from hub.application.storage import passing
 from hub.domain.case import Case
 from hub.domain.codec import event_mapper
 from hub.errors import ProjectionFailed
@@ -397,12 +394,7 @@ class ProjectionRunner:
 def transient(error: BaseException) -> bool:
     """Whether ``error`` means the store was unreachable or busy (retry), rather than an event
     the projection cannot apply (stop)."""
-    if isinstance(error, _EventFailed):
-        return False
-    return isinstance(
-        error,
-        OperationalError | InterfaceError | sqlite3.OperationalError | psycopg.OperationalError,
-    )
+    return not isinstance(error, _EventFailed) and passing(error)
 
 
 class _Moved(Exception):

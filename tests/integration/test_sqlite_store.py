@@ -9,7 +9,9 @@ two processes writing one file and several threads in each: the federation bench
 from __future__ import annotations
 
 import sqlite3
+import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -45,20 +47,39 @@ def path(tmp_path: Path) -> Iterator[Path]:
     yield tmp_path / "events.sqlite3"
 
 
+def _done_or_blocked(thread: threading.Thread, done: threading.Event | None = None) -> bool:
+    """Wait until ``thread`` is ``done`` or waits inside the store: for the pool's write
+    connection (the library's ``get_connection``) or for SQLite's write lock (a cursor's
+    ``execute`` of BEGIN). False if neither happens in time."""
+    deadline = time.monotonic() + _WAIT
+    while time.monotonic() < deadline:
+        frame = sys._current_frames().get(thread.ident or 0)
+        if frame is not None and frame.f_code.co_name in ("get_connection", "execute"):
+            return True
+        if done is not None and done.wait(0.01):
+            return True
+        if done is None:
+            threading.Event().wait(0.01)
+    return False
+
+
+def _wait_until_blocked(thread: threading.Thread) -> None:
+    assert _done_or_blocked(thread), "the other writer never came"
+
+
 def _writer_that_reads(store: SQLiteDatastore) -> list[BaseException]:
     """Thread A writes and, inside its write transaction, reads through another connection (as
     the ledger integrator reads a case's earlier events while it checks a batch); thread B asks
     to write meanwhile. Returns what either raised."""
     errors: list[BaseException] = []
-    a_writing, b_asked = threading.Event(), threading.Event()
+    a_writing = threading.Event()
 
     def a() -> None:
         try:
             with store.transaction(commit=True) as cursor:
                 cursor.execute("INSERT INTO t VALUES (1)")
                 a_writing.set()
-                b_asked.wait(_WAIT)
-                threading.Event().wait(0.2)  # B is now queued for the write connection
+                _wait_until_blocked(threads[1])  # B waits for the write connection or lock
                 with store.transaction(commit=False) as reader:
                     reader.execute("SELECT COUNT(*) FROM t")
         except BaseException as error:
@@ -66,7 +87,6 @@ def _writer_that_reads(store: SQLiteDatastore) -> list[BaseException]:
 
     def b() -> None:
         a_writing.wait(_WAIT)
-        b_asked.set()
         try:
             with store.transaction(commit=True) as cursor:
                 cursor.execute("INSERT INTO t VALUES (2)")
@@ -124,7 +144,8 @@ def _read_then_write_while_another_process_writes(
             began.set()
             # The library's BEGIN let the other writer in, and it commits; with an immediate
             # transaction it waits for this one instead.
-            second_done.wait(1.0)
+            if not _done_or_blocked(thread, second_done):
+                raise AssertionError("the other writer never came")
             cursor.execute("INSERT INTO t VALUES (1)")
     except BaseException as error:
         errors.append(error)
