@@ -385,10 +385,11 @@ def test_the_followers_are_woken_by_the_store_on_postgresql(
     follower.start()
     try:
         case = story.submit("county", HOUSEHOLD_MOVE, cst(2026, 3, 9, 10))
-        assert advanced.wait(30)
-        while queries.case_by_id(projections.store, case) is None:  # a later batch, if any
-            advanced.clear()
-            assert advanced.wait(30)
+        while True:
+            advanced.clear()  # before looking: a batch committed from now on is seen by wait()
+            if queries.case_by_id(projections.store, case) is not None:
+                break
+            assert advanced.wait(30)  # the batch that projects it (or one before it)
     finally:
         stop.set()
         follower.join(10)
