@@ -39,6 +39,7 @@ from hub.application.cipher import (
     parse_key_ring,
 )
 from hub.application.hub import HubApplication, NodePolicy
+from hub.application.postgres_store import POSTGRES_PERSISTENCE
 from hub.application.recorders import recorder_topic
 from hub.application.sqlite_store import SQLITE_PERSISTENCE
 from hub.application.vault import PersonalDataVault
@@ -420,7 +421,7 @@ def persistence_env(settings: Settings, *, create_tables: bool = True) -> dict[s
         return env
     params = conninfo_to_dict(settings.database_url)
     env.update(
-        PERSISTENCE_MODULE="eventsourcing.postgres",
+        PERSISTENCE_MODULE=POSTGRES_PERSISTENCE,
         POSTGRES_DBNAME=str(params.get("dbname", "")),
         POSTGRES_HOST=str(params.get("host", "localhost")),
         POSTGRES_PORT=str(params.get("port", "5432")),

@@ -46,6 +46,7 @@ from psycopg.sql import SQL
 from hub import telemetry
 from hub.application.hub import HubApplication
 from hub.application.log_watch import LogWatch
+from hub.application.postgres_store import uses_postgres
 from hub.domain.hall import Hall
 from hub.domain.status_lists import CERTIFICATE_TOPICS
 from hub.errors import IntegrityViolation, StoreMismatch
@@ -195,11 +196,7 @@ class SQLiteLedgerView(SQLiteTrackingRecorder):
 
 def open_ledger_view(app: HubApplication) -> LedgerView:
     """The ledger view in the application's own database (tables created if missing)."""
-    view_class: type[Any]
-    if app.env.get("PERSISTENCE_MODULE") == "eventsourcing.postgres":
-        view_class = PostgresLedgerView
-    else:
-        view_class = SQLiteLedgerView
+    view_class: type[Any] = PostgresLedgerView if uses_postgres(app.env) else SQLiteLedgerView
     view: Any = app.factory.tracking_recorder(view_class)
     return typing.cast(LedgerView, view)
 

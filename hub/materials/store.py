@@ -55,6 +55,7 @@ from typing import Any, TypeVar
 
 from hub.application.cipher import DecryptionError, KeyRingCipher, key_id_of
 from hub.application.hub import HubApplication
+from hub.application.postgres_store import uses_postgres
 from hub.application.storage import StorageGuard
 from hub.domain.case import Case
 from hub.domain.values import MAX_MATERIAL_BYTES
@@ -201,7 +202,7 @@ class MaterialStore:
     def of(cls, app: HubApplication, *, max_bytes: int = MAX_MATERIAL_BYTES) -> MaterialStore:
         """The store in ``app``'s database, with its key ring and its storage guard."""
         datastore = app.recorder.datastore  # type: ignore[attr-defined]
-        postgres = type(datastore).__module__.startswith("eventsourcing.postgres")
+        postgres = uses_postgres(app.env)
         return cls(
             datastore,
             postgres=postgres,

@@ -37,6 +37,7 @@ from eventsourcing.utils import Environment
 from psycopg.rows import tuple_row
 from psycopg.sql import SQL, Identifier
 
+from hub.application.postgres_store import uses_postgres
 from hub.application.sqlite_store import SQLITE_PERSISTENCE
 
 T = TypeVar("T")
@@ -229,7 +230,7 @@ def open_projection_store(app: Any) -> ProjectionStore:
     file beside the application's event store.
     """
     store: Any
-    if app.env.get("PERSISTENCE_MODULE") == "eventsourcing.postgres":
+    if uses_postgres(app.env):
         store = app.factory.tracking_recorder(PostgresProjectionStore)
     else:
         events = Path(app.env.get("SQLITE_DBNAME", ""))

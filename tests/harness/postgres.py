@@ -46,6 +46,8 @@ import psycopg
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
+from hub.application.postgres_store import POSTGRES_PERSISTENCE
+
 from .errors import ServiceUnavailable
 from .processes import LOCALHOST, die_with_parent, free_tcp_port, stop_process, tail
 
@@ -545,8 +547,8 @@ def eventsourcing_env(dsn: str, *, persistence_module: bool = True) -> dict[str,
 
     Keys are those of ``eventsourcing.postgres.BasePostgresFactory``: POSTGRES_DBNAME,
     POSTGRES_HOST, POSTGRES_PORT, POSTGRES_USER, POSTGRES_PASSWORD (all required by it, the
-    password may be empty), plus ``PERSISTENCE_MODULE=eventsourcing.postgres``, which selects
-    that factory, unless ``persistence_module=False``. Missing parts fall back to libpq's own
+    password may be empty), plus ``PERSISTENCE_MODULE`` naming the node's PostgreSQL factory (the
+    library's, whose reads skip BEGIN/ROLLBACK: ``hub.application.postgres_store``), unless ``persistence_module=False``. Missing parts fall back to libpq's own
     defaults (PGHOST, PGPORT, PGUSER, PGPASSWORD, the OS user). Pass the result as an
     Application's ``env=`` or merge it into ``os.environ``.
     """
@@ -567,5 +569,5 @@ def eventsourcing_env(dsn: str, *, persistence_module: bool = True) -> dict[str,
         "POSTGRES_PASSWORD": pick("password", "PGPASSWORD", ""),
     }
     if persistence_module:
-        env["PERSISTENCE_MODULE"] = "eventsourcing.postgres"
+        env["PERSISTENCE_MODULE"] = POSTGRES_PERSISTENCE
     return env
