@@ -16,7 +16,7 @@ nothing), or :class:`StepRefused` raised (the domain refused it: answer with a s
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
@@ -188,8 +188,12 @@ def record_acknowledgement(
     stored: bool,
     peer_index: int,
     reason: str,
+    beside: Sequence[Callable[[Any], None]] = (),
 ) -> bool:
-    """Save a peer's verified acknowledgement; False when it was saved before."""
+    """Save a peer's verified acknowledgement; False when it was saved before.
+
+    ``beside``: writes to commit in the same transaction (each called with its cursor), only
+    if the acknowledgement is saved now."""
     record = acknowledgement_id(envelope_id)
     if app.has_aggregate(record):
         return False
@@ -205,8 +209,9 @@ def record_acknowledgement(
         peer_index=peer_index,
         reason=reason,
     )
+    extra: dict[str, Any] = {"beside": list(beside)} if beside else {}
     try:
-        app.save_records(acknowledgement)
+        app.save_records(acknowledgement, **extra)
     except ConcurrencyConflict:
         return False
     return True

@@ -108,6 +108,14 @@ class _KeyStore:
             curs.execute(self.erase, (now, self.uuid(case_id)))
 
 
+def _write_beside(curs: Any, kwargs: dict[str, Any]) -> None:
+    """``beside``: writes of other parts of the node (each called with ``curs``) that must
+    commit with the events or not at all. The relay marks an envelope acknowledged in the
+    transaction that stores the acknowledgement's record."""
+    for write in kwargs.get("beside", ()):
+        write(curs)
+
+
 class PersonalKeyAccess:
     """What the application and the CLI do with the key tables (both recorders have it)."""
 
@@ -215,6 +223,16 @@ class TongbanPostgresRecorder(PersonalKeyAccess, PostgresApplicationRecorder):
             for statement in _create_statements("BYTEA", "UUID", "DOUBLE PRECISION")
         )
 
+    def _insert_events(
+        self, curs: Any, stored_events: Sequence[StoredEvent], **kwargs: Any
+    ) -> None:
+        # Before the events, where the library lets an error end the transaction: it catches
+        # any error of the event insert (and of what follows it, below) inside the transaction
+        # block and raises it after, so a Python error there would not roll back what the
+        # statements before it wrote (a statement's own error does: it aborts the transaction).
+        super()._insert_events(curs, stored_events, **kwargs)
+        _write_beside(curs, kwargs)
+
     def _insert_stored_events(
         self, curs: Any, stored_events: Sequence[StoredEvent], **kwargs: Any
     ) -> None:
@@ -248,6 +266,7 @@ class TongbanSQLiteRecorder(PersonalKeyAccess, SQLiteApplicationRecorder):
     ) -> Sequence[int] | None:
         ids = super()._insert_events(c, stored_events, **kwargs)
         self._keys.write(c, kwargs)
+        _write_beside(c, kwargs)  # any error here rolls the whole transaction back
         return ids
 
 

@@ -18,6 +18,7 @@ Whatever fails verification goes to the quarantine with the reason, never silent
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 from collections.abc import Callable
@@ -282,6 +283,9 @@ class Inbox:
                 sender=peer.origin,
             )
         key = f"{peer.log_verifier().key_id:08x}"
+        outcome = STORED if body.stored else REFUSED
+        cosigned_size = body.cosigned_size if body.stored else 0
+        marked = False
         if not body.stored and self._refuses_a_transfer(row.record_id, row.case_id):
             take_back_refused_transfer(
                 self.app,
@@ -294,7 +298,7 @@ class Inbox:
                 reason=body.reason,
             )
         else:
-            record_acknowledgement(
+            marked = record_acknowledgement(
                 self.app,
                 envelope_id=body.envelope_id,
                 peer=peer.origin,
@@ -304,14 +308,24 @@ class Inbox:
                 stored=body.stored,
                 peer_index=body.index,
                 reason=body.reason,
+                # The outbox row is done in the record's own transaction: one commit, not two.
+                beside=[
+                    functools.partial(
+                        self.store.write_acknowledged,
+                        envelope_id=body.envelope_id,
+                        outcome=outcome,
+                        reason=body.reason,
+                        origin=peer.origin,
+                        cosigned_size=cosigned_size,
+                    )
+                ],
             )
-        self.store.mark_acknowledged(
-            body.envelope_id,
-            STORED if body.stored else REFUSED,
-            body.reason,
-            peer.origin,
-            body.cosigned_size if body.stored else 0,
-        )
+        if not marked:
+            # Recorded before (a duplicate acknowledgement), or a refused transfer taken back:
+            # the row is marked on its own (a no-op when it is done already).
+            self.store.mark_acknowledged(
+                body.envelope_id, outcome, body.reason, peer.origin, cosigned_size
+            )
         if body.stored and (peer.origin, body.cosigned_size) not in self._cosignatures_kept:
             # The acknowledgement's cosignature counts towards our checkpoint's finality: kept
             # once per checkpoint and peer (the acknowledgements of a busy exchange cosign the

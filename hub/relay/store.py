@@ -358,10 +358,24 @@ class _RelayTables:
         row is done and, when ``origin`` cosigned our checkpoint of ``cosigned_size`` (a stored
         step), that is remembered, in one transaction."""
         with self._cursor(commit=True) as curs:
-            curs.execute(self._sql.done, (time.time(), outcome, reason, ENVELOPE, str(envelope_id)))
-            if cosigned_size:
-                curs.execute(self._sql.peer_insert, (origin,))
-                curs.execute(self._sql.acked, (cosigned_size, origin, cosigned_size))
+            self.write_acknowledged(curs, envelope_id, outcome, reason, origin, cosigned_size)
+
+    def write_acknowledged(
+        self,
+        curs: Any,
+        envelope_id: UUID,
+        outcome: str,
+        reason: str,
+        origin: str,
+        cosigned_size: int,
+    ) -> None:
+        """:meth:`mark_acknowledged`'s writes, with ``curs``: in the transaction that stores
+        the acknowledgement's record (``record_acknowledgement(beside=...)``), one commit for
+        both instead of one each."""
+        curs.execute(self._sql.done, (time.time(), outcome, reason, ENVELOPE, str(envelope_id)))
+        if cosigned_size:
+            curs.execute(self._sql.peer_insert, (origin,))
+            curs.execute(self._sql.acked, (cosigned_size, origin, cosigned_size))
 
     def record_seen(self, origin: str, size: int, root: bytes, note: bytes) -> None:
         """``origin``'s checkpoint of ``size`` verified and consistent with what we saw."""

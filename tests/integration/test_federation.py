@@ -19,7 +19,7 @@ from tongban.v1 import common_pb2, federation_pb2
 
 from hub.bootstrap import open_node_projections
 from hub.cli import main as cli_main
-from hub.domain.federation import peer_step_id
+from hub.domain.federation import acknowledgement_id, peer_step_id
 from hub.domain.supervision import warning_due
 from hub.domain.values import CaseState, CrossRegionMode, WarningKind
 from hub.errors import InvalidInput, NotFound
@@ -355,6 +355,48 @@ def test_duplicates_are_stored_once_and_acknowledged_again(manual: Federation) -
     assert hunan.relay.inbox.handle(sent[1]) == "acknowledged"  # stored once at 43 too
     acknowledged = hunan.relay.store.row("envelope", row.envelope_id)
     assert acknowledged is not None and acknowledged.outcome == "stored"
+
+
+@pytest.mark.parametrize("store", ["sqlite", "postgres"])
+def test_an_acknowledgement_is_stored_with_its_outbox_row_or_not_at_all(
+    store: str, tmp_path: Path, kafka_bootstrap: str, request: pytest.FixtureRequest
+) -> None:
+    """43 stores 61's acknowledgement and marks its envelope done in one transaction: when the
+    second part fails, neither is kept (the lane reads the message again), and the retry
+    stores both."""
+    urls = {"43": request.getfixturevalue("fresh_postgres_db")} if store == "postgres" else None
+    with Federation.start(
+        tmp_path, kafka_bootstrap, regions=("43", "61"), run=False, database_urls=urls
+    ) as federation:
+        hunan, shaanxi = federation.nodes["43"], federation.nodes["61"]
+        row, envelope = _offsite_submission(federation)
+        sent: list[bytes] = []
+        shaanxi.relay.inbox.send = lambda topic, key, value: sent.append(value)
+        assert shaanxi.relay.inbox.handle(envelope) == "stored"
+        shaanxi.node.integrator().catch_up()
+        assert shaanxi.relay.inbox.handle(envelope) == "duplicate"  # answered: the ack
+        (acknowledgement,) = sent
+        store_of_43 = hunan.relay.store
+        mark = store_of_43.write_acknowledged
+
+        def mark_then_fail(curs: Any, *args: Any, **kwargs: Any) -> None:
+            mark(curs, *args, **kwargs)
+            raise RuntimeError("the store failed after marking the row")
+
+        store_of_43.write_acknowledged = mark_then_fail  # type: ignore[method-assign]
+        with pytest.raises(RuntimeError, match="after marking"):
+            hunan.relay.inbox.handle(acknowledgement)
+        record = acknowledgement_id(row.envelope_id)
+        assert not hunan.app.has_aggregate(record)
+        pending = store_of_43.row("envelope", row.envelope_id)
+        assert pending is not None and pending.done_at is None
+        store_of_43.write_acknowledged = mark  # type: ignore[method-assign]
+        assert hunan.relay.inbox.handle(acknowledgement) == "acknowledged"
+        assert hunan.app.has_aggregate(record)
+        done = store_of_43.row("envelope", row.envelope_id)
+        assert done is not None and done.done_at is not None and done.outcome == "stored"
+        assert hunan.relay.inbox.handle(acknowledgement) == "acknowledged"  # again: no change
+        assert store_of_43.row("envelope", row.envelope_id) == done
 
 
 def test_a_step_before_its_case_waits_for_the_resend(manual: Federation) -> None:
