@@ -110,11 +110,12 @@ class Inbox:
         #: changes (a second root for a size is a fork, quarantined, never kept), so a root
         #: found once need not be read again for every envelope that carries its checkpoint.
         self._seen_roots: dict[tuple[str, int], bytes] = {}
-        #: The relay handles messages of different cases at once (Relay: one lane per case);
-        #: verifying a sender's checkpoint against the ones seen before and keeping it is done
-        #: one message at a time, so two new checkpoints of one sender are never each checked
-        #: only against an older one.
-        self._verifying = threading.Lock()
+        #: The relay handles messages of different cases at once (Relay: one lane per case),
+        #: and verifies their signatures and proofs at once; keeping a sender's new checkpoint
+        #: (the witnessing observer checks it against the ones kept before, the store against
+        #: a second root of its size) is done one message at a time, so two new checkpoints of
+        #: one sender are never each checked only against an older one.
+        self._keeping = threading.Lock()
         #: (peer, size) of our checkpoints whose cosignature by that peer is kept.
         self._cosignatures_kept: set[tuple[str, int]] = set()
         #: Our signed checkpoints by size, as read for checking peers' cosignatures.
@@ -136,8 +137,7 @@ class Inbox:
     # ------------------------------------------------------------------ envelopes
 
     def _envelope(self, signed: federation_pb2.SignedEnvelope, data: bytes) -> str:
-        with self._verifying:
-            verified = self._verified(signed, data)
+        verified = self._verified(signed, data)
         if isinstance(verified, str):
             return verified  # quarantined
         body, sender = verified.body, verified.sender
@@ -202,9 +202,12 @@ class Inbox:
         sender = verified.sender
         checkpoint = verified.checkpoint.checkpoint
         if self._last_kept.get(sender.origin) != (checkpoint.size, checkpoint.root):
-            held = self._keep_checkpoint(verified, data)
-            if held is not None:
-                return held
+            with self._keeping:
+                # Looked at again once this lane holds the lock: another may have kept it.
+                if self._last_kept.get(sender.origin) != (checkpoint.size, checkpoint.root):
+                    held = self._keep_checkpoint(verified, data)
+                    if held is not None:
+                        return held
         # else: the very checkpoint the last envelope from this sender carried, observed and
         # kept then (its signature was verified again above): nothing new to record.
         return verified

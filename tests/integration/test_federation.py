@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import threading
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -397,6 +399,67 @@ def test_an_acknowledgement_is_stored_with_its_outbox_row_or_not_at_all(
         assert done is not None and done.done_at is not None and done.outcome == "stored"
         assert hunan.relay.inbox.handle(acknowledgement) == "acknowledged"  # again: no change
         assert store_of_43.row("envelope", row.envelope_id) == done
+
+
+def test_lanes_verify_at_once_but_keep_a_senders_checkpoints_one_at_a_time(
+    manual: Federation,
+) -> None:
+    """Envelopes of four cases, each carrying a newer checkpoint of 43, handled by four lanes
+    at once: all are stored and every checkpoint is kept, and no two lanes were ever inside
+    the keeping (the observer's consistency check and the store's second-root check) at once."""
+    hunan, shaanxi = manual.nodes["43"], manual.nodes["61"]
+    town = hunan.node.add_hall("hn-shatou-town", SHATOU)
+    shaanxi.node.add_hall("sx-baihe-county", BAIHE)
+    envelopes: list[bytes] = []
+    seen: set[int] = set()
+    for n in range(4):
+        hunan.node.run(
+            town, "submit", idempotency_key=f"lanes-{n:04d}", item_code=ID_CARD,
+            applicant=APPLICANT, materials=[material()], competent_region=BAIHE,
+        )  # fmt: skip
+        (new,) = [
+            (r, m) for r, m in manual.outgoing(hunan) if r.kind == "envelope" and r.seq not in seen
+        ]
+        seen.add(new[0].seq)
+        envelopes.append(new[1])
+    checkpoints = [
+        federation_pb2.Envelope.FromString(
+            federation_pb2.FederationMessage.FromString(m).envelope.body
+        ).checkpoint
+        for m in envelopes
+    ]
+    assert len(set(checkpoints)) == 4  # four different checkpoints
+    inbox = shaanxi.relay.inbox
+    keep = inbox._keep_checkpoint
+    inside: list[int] = []
+    overlapped = threading.Event()
+    guard = threading.Lock()
+
+    def keep_alone(verified: Any, data: bytes) -> str | None:
+        with guard:
+            inside.append(1)
+            if len(inside) > 1:
+                overlapped.set()
+        try:
+            # Long enough for another lane to come in, were it let in.
+            overlapped.wait(0.2)
+            return keep(verified, data)
+        finally:
+            with guard:
+                inside.pop()
+
+    inbox._keep_checkpoint = keep_alone  # type: ignore[method-assign]
+    start = threading.Barrier(4)
+
+    def lane(message: bytes) -> str:
+        start.wait(30)
+        return inbox.handle(message)
+
+    with ThreadPoolExecutor(4) as lanes:
+        outcomes = list(lanes.map(lane, envelopes))
+    assert outcomes == ["stored"] * 4
+    assert not overlapped.is_set()
+    assert shaanxi.relay.store.held_count() == 0
 
 
 def test_a_step_before_its_case_waits_for_the_resend(manual: Federation) -> None:
