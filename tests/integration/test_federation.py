@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import sys
 import threading
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
@@ -434,6 +436,19 @@ def test_lanes_verify_at_once_but_keep_a_senders_checkpoints_one_at_a_time(
     inside: list[int] = []
     overlapped = threading.Event()
     guard = threading.Lock()
+    lanes_done: dict[int, threading.Event] = {}  # lane thread → finished
+
+    def others_wait_or_are_done() -> bool:
+        """Every other lane has finished, or stands at the keeping lock (in ``_verified``)."""
+        frames = sys._current_frames()
+        me = threading.get_ident()
+        return all(
+            done.is_set() or getattr(frames.get(ident), "f_code", None) is verified_code
+            for ident, done in lanes_done.items()
+            if ident != me
+        )
+
+    verified_code = type(inbox)._verified.__code__
 
     def keep_alone(verified: Any, data: bytes) -> str | None:
         with guard:
@@ -441,8 +456,11 @@ def test_lanes_verify_at_once_but_keep_a_senders_checkpoints_one_at_a_time(
             if len(inside) > 1:
                 overlapped.set()
         try:
-            # Long enough for another lane to come in, were it let in.
-            overlapped.wait(0.2)
+            # Until every other lane is either done or waiting to keep (or came in: overlap).
+            deadline = time.monotonic() + 30
+            while not (overlapped.is_set() or others_wait_or_are_done()):
+                assert time.monotonic() < deadline, "the other lanes never came"
+                overlapped.wait(0.005)
             return keep(verified, data)
         finally:
             with guard:
@@ -452,8 +470,14 @@ def test_lanes_verify_at_once_but_keep_a_senders_checkpoints_one_at_a_time(
     start = threading.Barrier(4)
 
     def lane(message: bytes) -> str:
+        done = threading.Event()
+        with guard:
+            lanes_done[threading.get_ident()] = done
         start.wait(30)
-        return inbox.handle(message)
+        try:
+            return inbox.handle(message)
+        finally:
+            done.set()
 
     with ThreadPoolExecutor(4) as lanes:
         outcomes = list(lanes.map(lane, envelopes))
