@@ -117,10 +117,10 @@ class OutboxProjection:
 
     def process_batch(self, batch: Sequence[tuple[Any, Tracking]]) -> None:
         """Queue what each event of ``batch`` calls for, and record the tracking of each, all
-        in one transaction on PostgreSQL: one commit for the steps stored since the last batch
-        rather than one each (SQLite's commits are local calls: one per event, each with its
-        tracking record). An event's rows may depend on the steps queued before it (a node that just
-        became a party gets every earlier step): they are read in the same transaction."""
+        in one transaction: one commit for the steps stored since the last batch rather than
+        one each (each is a round trip on PostgreSQL, and a write of the log on either store).
+        An event's rows may depend on the steps queued before it (a node that just became a
+        party gets every earlier step): they are read in the same transaction."""
         self._read_ahead = self._cases_of(batch)
         try:
             with self.store.writing():

@@ -199,6 +199,12 @@ class _RelayTables:
             # and writes share one, committed at its end).
             yield shared
             return
+        with self._transaction(commit=commit) as curs:
+            yield curs
+
+    @contextmanager
+    def _transaction(self, *, commit: bool) -> Iterator[Any]:
+        """A transaction of the store's datastore, and its cursor."""
         with self.datastore.transaction(commit=commit) as curs:  # type: ignore[attr-defined]
             yield curs
 
@@ -208,7 +214,7 @@ class _RelayTables:
         ends (rolled back, all of it, if it raises): one commit for many writes."""
         if getattr(self._shared, "cursor", None) is not None:
             raise RuntimeError("writing() inside reading() or writing()")
-        with self.datastore.transaction(commit=True) as curs:  # type: ignore[attr-defined]
+        with self._transaction(commit=True) as curs:
             self._shared.cursor = curs
             self._shared.writing = True
             try:
@@ -224,7 +230,7 @@ class _RelayTables:
         if getattr(self._shared, "cursor", None) is not None:
             yield
             return
-        with self.datastore.transaction(commit=False) as curs:  # type: ignore[attr-defined]
+        with self._transaction(commit=False) as curs:
             self._shared.cursor = curs
             try:
                 yield
@@ -476,6 +482,7 @@ class SQLiteRelayStore(_RelayTables, SQLiteTrackingRecorder):
     def __init__(self, datastore: Any, **kwargs: Any) -> None:
         super().__init__(datastore, **kwargs)
         self._sql = _RelaySQL("?")
+        self._shared = threading.local()
 
     def construct_create_table_statements(self) -> list[str]:
         own = _statements("INTEGER PRIMARY KEY AUTOINCREMENT", "BLOB", "REAL")
@@ -486,11 +493,7 @@ class SQLiteRelayStore(_RelayTables, SQLiteTrackingRecorder):
         yield  # SQLite reads are local calls, not round trips: nothing to share
 
     @contextmanager
-    def writing(self) -> Iterator[None]:
-        yield  # each write commits on its own (SQLite's commits are local, not round trips)
-
-    @contextmanager
-    def _cursor(self, *, commit: bool) -> Iterator[Any]:
+    def _transaction(self, *, commit: bool) -> Iterator[Any]:
         with self.datastore.transaction(commit=commit) as curs:
             # The sqlite3 cursor under the library's wrapper: it has rowcount, and the
             # library's tracking insert needs only execute and fetchone.

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from eventsourcing.persistence import Tracking
 from kafka import KafkaConsumer
 from tongban.v1 import common_pb2, federation_pb2
 
@@ -32,6 +33,7 @@ from hub.integrity.citations import check_citations
 from hub.integrity.store import ReadOnlyStore
 from hub.projections.queries import Names, statistics
 from hub.relay.envelope import sign_ack, sign_envelope
+from hub.relay.outbound import OUTBOX_PROJECTION, stored_after
 from hub.settings import Settings
 from ledger import Signer, Verifier
 from tests.harness.availability import service_unavailable
@@ -401,6 +403,57 @@ def test_an_acknowledgement_is_stored_with_its_outbox_row_or_not_at_all(
         assert done is not None and done.done_at is not None and done.outcome == "stored"
         assert hunan.relay.inbox.handle(acknowledgement) == "acknowledged"  # again: no change
         assert store_of_43.row("envelope", row.envelope_id) == done
+
+
+@pytest.mark.parametrize("store", ["sqlite", "postgres"])
+def test_the_outbox_queues_a_batch_of_steps_in_one_transaction_or_not_at_all(
+    store: str, tmp_path: Path, kafka_bootstrap: str, request: pytest.FixtureRequest
+) -> None:
+    """The outbox projection queues the envelopes of every step of a batch and their tracking
+    records in one transaction: when a later step of the batch fails, nothing of the batch is
+    queued and the position stays, so the batch is read again; then every step is queued once."""
+    urls = {"43": request.getfixturevalue("fresh_postgres_db")} if store == "postgres" else None
+    with Federation.start(
+        tmp_path, kafka_bootstrap, regions=("43", "61"), run=False, database_urls=urls
+    ) as federation:
+        hunan, shaanxi = federation.nodes["43"], federation.nodes["61"]
+        town = hunan.node.add_hall("hn-shatou-town", SHATOU)
+        shaanxi.node.add_hall("sx-baihe-county", BAIHE)
+        for n in range(3):
+            hunan.node.run(
+                town, "submit", idempotency_key=f"batch-{n:04d}", item_code=ID_CARD,
+                applicant=APPLICANT, materials=[material()], competent_region=BAIHE,
+            )  # fmt: skip
+        relay = hunan.relay
+        assert relay is not None
+        projection, outbox = relay.projection, relay.store
+        before = outbox.max_tracking_id(OUTBOX_PROJECTION) or 0
+        batch = [
+            (event, Tracking(OUTBOX_PROJECTION, tracking.notification_id))
+            for event, tracking in stored_after(hunan.app, before)
+        ]
+        assert len(batch) == 4  # the hall's registration, then the three submissions
+        queue = outbox.enqueue
+        calls = 0
+
+        def fail_third(*args: Any, **kwargs: Any) -> None:
+            nonlocal calls
+            calls += 1
+            if calls == 3:  # the second submission: the first one's rows are written by now
+                raise RuntimeError("the store failed at the third step")
+            queue(*args, **kwargs)
+
+        outbox.enqueue = fail_third  # type: ignore[method-assign]
+        with pytest.raises(RuntimeError, match="third step"):
+            projection.process_batch(batch)
+        assert calls == 3
+        assert outbox.rows_for("tongban/61") == []
+        assert (outbox.max_tracking_id(OUTBOX_PROJECTION) or 0) == before
+        outbox.enqueue = queue  # type: ignore[method-assign]
+        projection.process_batch(batch)
+        rows = outbox.rows_for("tongban/61")
+        assert len(rows) == 3 and len({row.envelope_id for row in rows}) == 3
+        assert outbox.max_tracking_id(OUTBOX_PROJECTION) == batch[-1][1].notification_id
 
 
 def test_lanes_verify_at_once_but_keep_a_senders_checkpoints_one_at_a_time(

@@ -49,12 +49,19 @@ def path(tmp_path: Path) -> Iterator[Path]:
 
 def _done_or_blocked(thread: threading.Thread, done: threading.Event | None = None) -> bool:
     """Wait until ``thread`` is ``done`` or waits inside the store: for the pool's write
-    connection (the library's ``get_connection``) or for SQLite's write lock (a cursor's
-    ``execute`` of BEGIN). False if neither happens in time."""
+    connection (the library's ``get_connection``), for SQLite's write lock (a cursor's
+    ``execute`` of BEGIN) or for the process's writer lock (the node's transaction's
+    ``__enter__``). False if neither happens in time."""
     deadline = time.monotonic() + _WAIT
     while time.monotonic() < deadline:
         frame = sys._current_frames().get(thread.ident or 0)
-        if frame is not None and frame.f_code.co_name in ("get_connection", "execute"):
+        if frame is not None and (
+            frame.f_code.co_name in ("get_connection", "execute")
+            or (
+                frame.f_code.co_name == "__enter__"
+                and frame.f_code.co_filename.endswith("sqlite_store.py")
+            )
+        ):
             return True
         if done is not None and done.wait(0.01):
             return True
@@ -220,3 +227,82 @@ def test_a_write_that_waits_past_the_lock_timeout_is_unavailable_and_stores_noth
         assert node.log_size() > size
     finally:
         node.close()
+
+
+def test_a_processs_writers_queue_on_its_own_lock_and_its_readers_do_not(path: Path) -> None:
+    """While one thread writes, another thread's write waits on the process's writer lock of
+    that file (not in SQLite's sleep-and-retry), goes in once the first commits, and loses
+    nothing; a read meanwhile does not wait, and a write to another file does not either."""
+    store = _datastore(TongbanSQLiteDatastore, path)
+    other = _datastore(TongbanSQLiteDatastore, path.with_name("projections.sqlite3"))
+    errors: list[BaseException] = []
+    second_done = threading.Event()
+
+    def second_writer() -> None:
+        try:
+            with store.transaction(commit=True) as cursor:
+                cursor.execute("INSERT INTO t VALUES (2)")
+        except BaseException as error:
+            errors.append(error)
+        finally:
+            second_done.set()
+
+    thread = threading.Thread(target=second_writer)
+    try:
+        with store.transaction(commit=True) as cursor:
+            cursor.execute("INSERT INTO t VALUES (1)")
+            thread.start()
+            _wait_until_blocked(thread)
+            frame = sys._current_frames()[thread.ident or 0]
+            assert frame.f_code.co_name == "__enter__"  # the process's lock, not SQLite's
+            assert not second_done.is_set()
+            with store.transaction(commit=False) as reader:  # a read does not wait
+                reader.execute("SELECT COUNT(*) FROM t")
+                assert reader.fetchone()[0] == 0  # the first write is not committed yet
+            with other.transaction(commit=True) as elsewhere:  # nor does another file's write
+                elsewhere.execute("INSERT INTO t VALUES (3)")
+        thread.join(_WAIT)
+        assert not thread.is_alive() and errors == []
+        with store.transaction(commit=False) as reader:
+            reader.execute("SELECT n FROM t ORDER BY n")
+            assert [row[0] for row in reader.fetchall()] == [1, 2]
+    finally:
+        if thread.ident is not None:
+            thread.join(_WAIT)  # never close a connection another thread is still using
+        store.close()
+        other.close()
+
+
+def test_a_writer_that_waits_past_the_timeout_on_the_process_lock_stores_nothing(
+    path: Path,
+) -> None:
+    """A write that waits longer than the lock timeout for the process's other writer gives up
+    with "locked" (the node answers UNAVAILABLE) and stores nothing; the lock is not kept, so
+    the next write goes in."""
+    store = TongbanSQLiteDatastore(db_name=str(path), lock_timeout=1, pool_timeout=1.0)
+    with store.transaction(commit=True) as cursor:
+        cursor.execute("CREATE TABLE t (n INTEGER)")
+    errors: list[BaseException] = []
+
+    def late_writer() -> None:
+        try:
+            with store.transaction(commit=True) as cursor:
+                cursor.execute("INSERT INTO t VALUES (2)")
+        except BaseException as error:
+            errors.append(error)
+
+    try:
+        with store.transaction(commit=True) as cursor:
+            cursor.execute("INSERT INTO t VALUES (1)")
+            thread = threading.Thread(target=late_writer)
+            thread.start()
+            thread.join(_WAIT)  # it gives up while this transaction is still open
+        assert [type(error) for error in errors] == [OperationalError]
+        assert "locked" in str(errors[0])
+        with store.transaction(commit=True) as cursor:
+            cursor.execute("INSERT INTO t VALUES (3)")
+        with store.transaction(commit=False) as reader:
+            reader.execute("SELECT n FROM t ORDER BY n")
+            assert [row[0] for row in reader.fetchall()] == [1, 3]
+    finally:
+        store.close()
