@@ -12,7 +12,7 @@ import sqlite3
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -74,6 +74,32 @@ def _wait_until_blocked(thread: threading.Thread) -> None:
     assert _done_or_blocked(thread), "the other writer never came"
 
 
+def _inserter(
+    store: SQLiteDatastore,
+    value: int,
+    errors: list[BaseException],
+    *,
+    after: threading.Event | None = None,
+    done: threading.Event | None = None,
+) -> Callable[[], None]:
+    """A thread's work: wait for ``after`` (if given), insert ``value`` in a write transaction
+    of ``store``, keep what it raises in ``errors``, then set ``done`` (if given)."""
+
+    def insert() -> None:
+        if after is not None:
+            after.wait(_WAIT)
+        try:
+            with store.transaction(commit=True) as cursor:
+                cursor.execute("INSERT INTO t VALUES (?)", (value,))
+        except BaseException as error:
+            errors.append(error)
+        finally:
+            if done is not None:
+                done.set()
+
+    return insert
+
+
 def _writer_that_reads(store: SQLiteDatastore) -> list[BaseException]:
     """Thread A writes and, inside its write transaction, reads through another connection (as
     the ledger integrator reads a case's earlier events while it checks a batch); thread B asks
@@ -92,14 +118,7 @@ def _writer_that_reads(store: SQLiteDatastore) -> list[BaseException]:
         except BaseException as error:
             errors.append(error)
 
-    def b() -> None:
-        a_writing.wait(_WAIT)
-        try:
-            with store.transaction(commit=True) as cursor:
-                cursor.execute("INSERT INTO t VALUES (2)")
-        except BaseException as error:
-            errors.append(error)
-
+    b = _inserter(store, 2, errors, after=a_writing)
     threads = [threading.Thread(target=a), threading.Thread(target=b)]
     for thread in threads:
         thread.start()
@@ -133,16 +152,7 @@ def _read_then_write_while_another_process_writes(
     errors: list[BaseException] = []
     began, second_done = threading.Event(), threading.Event()
 
-    def other_process() -> None:
-        began.wait(_WAIT)
-        try:
-            with second.transaction(commit=True) as cursor:
-                cursor.execute("INSERT INTO t VALUES (2)")
-        except BaseException as error:
-            errors.append(error)
-        finally:
-            second_done.set()
-
+    other_process = _inserter(second, 2, errors, after=began, done=second_done)
     thread = threading.Thread(target=other_process)
     thread.start()
     try:
@@ -170,6 +180,8 @@ def test_a_write_transaction_is_not_refused_because_another_process_wrote(path: 
     assert [type(error) for error in failed] == [OperationalError]
     assert "locked" in str(failed[0])
     ours = [_datastore(TongbanSQLiteDatastore, path.with_name("ours.sqlite3")) for _ in range(2)]
+    # Another process has its own writer lock: only SQLite's lock stands between the two.
+    ours[1]._writers = threading.Lock()  # type: ignore[attr-defined]
     try:
         assert _read_then_write_while_another_process_writes(*ours) == []
         with ours[0].transaction(commit=False) as cursor:
@@ -238,16 +250,7 @@ def test_a_processs_writers_queue_on_its_own_lock_and_its_readers_do_not(path: P
     errors: list[BaseException] = []
     second_done = threading.Event()
 
-    def second_writer() -> None:
-        try:
-            with store.transaction(commit=True) as cursor:
-                cursor.execute("INSERT INTO t VALUES (2)")
-        except BaseException as error:
-            errors.append(error)
-        finally:
-            second_done.set()
-
-    thread = threading.Thread(target=second_writer)
+    thread = threading.Thread(target=_inserter(store, 2, errors, done=second_done))
     try:
         with store.transaction(commit=True) as cursor:
             cursor.execute("INSERT INTO t VALUES (1)")
@@ -283,18 +286,10 @@ def test_a_writer_that_waits_past_the_timeout_on_the_process_lock_stores_nothing
     with store.transaction(commit=True) as cursor:
         cursor.execute("CREATE TABLE t (n INTEGER)")
     errors: list[BaseException] = []
-
-    def late_writer() -> None:
-        try:
-            with store.transaction(commit=True) as cursor:
-                cursor.execute("INSERT INTO t VALUES (2)")
-        except BaseException as error:
-            errors.append(error)
-
     try:
         with store.transaction(commit=True) as cursor:
             cursor.execute("INSERT INTO t VALUES (1)")
-            thread = threading.Thread(target=late_writer)
+            thread = threading.Thread(target=_inserter(store, 2, errors))
             thread.start()
             thread.join(_WAIT)  # it gives up while this transaction is still open
         assert [type(error) for error in errors] == [OperationalError]
