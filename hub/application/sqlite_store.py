@@ -118,12 +118,18 @@ class _Transaction(SQLiteTransaction):
 
 
 class TongbanSQLiteDatastore(SQLiteDatastore):
-    """The library's SQLite datastore without the in-process writer lock, with immediate
-    write transactions (see the module docstring)."""
+    """The library's SQLite datastore with immediate write transactions, and with a lock of
+    the process per file that only writes take, in place of the library's reader/writer
+    interlock (see the module docstring)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._writers = _writer_lock(self.pool.db_name)
+        # Keyed by the file's name: every datastore of the process that opens the file shares
+        # the lock, so two of them never leave each other to SQLite's wait. An in-memory
+        # database is no file another datastore could open: it keeps a lock of its own.
+        self._writers = (
+            threading.Lock() if self.pool.is_sqlite_memory_mode else _writer_lock(self.pool.db_name)
+        )
 
     @contextmanager
     def transaction(self, *, commit: bool) -> Iterator[SQLiteCursor]:
