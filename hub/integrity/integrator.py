@@ -579,17 +579,26 @@ class LedgerIntegrator:
                         log.exception("integration step failed; retrying")
                         stop.wait(1.0)
                         continue
-                    self._report(result)
                     if result.leaves or result.checkpoint is not None:
                         for notify in self._listeners:
                             notify(result)
-                    if result.leaves:
+                    try:
+                        # Both read the store, which may have gone away since the step: the
+                        # loop goes on (the next step meets the outage, and retries), rather
+                        # than ending the integrator's thread over a metric or a wait.
+                        self._report(result)
+                        if result.leaves:
+                            continue
+                        due = self._until_checkpoint_due(result) if notifies else None
+                    except Exception as error:
+                        log.warning("integrator: the store is unavailable (%s); retrying", error)
+                        stop.wait(1.0)
                         continue
                     if not notifies:
                         stop.wait(idle_wait)
                         continue
                     # Wait for the next stored event, or for the pending checkpoint to fall due.
-                    arrived.wait(self._until_checkpoint_due(result))
+                    arrived.wait(due)
         finally:
             self._wakeup = None
             if own:

@@ -18,6 +18,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -26,9 +27,10 @@ from typing import Any
 import psycopg
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from eventsourcing.persistence import Notification
+from eventsourcing.persistence import Notification, OperationalError
 from psycopg import sql
 
+from hub.application.log_watch import LogWatch
 from hub.bootstrap import NodePaths, build_application, build_integrator
 from hub.commands.model import Submit
 from hub.commands.signing import CommandSigner
@@ -452,6 +454,48 @@ def test_an_integrator_that_another_overtook_logs_nothing_twice(node: InProcessN
         node.log_size()
     )
     _clean(node.settings)
+
+
+def test_a_store_that_fails_between_two_steps_does_not_end_the_integrators_thread(
+    node: InProcessNode,
+) -> None:
+    """After a step, the running integrator reads the store again (its lag, for the metrics;
+    when its pending checkpoint falls due). A store that goes away just then — between two
+    steps — is met like a failed step: the loop waits and goes on, and the events stored once
+    the store is back are integrated. (The thread used to end there: a relay's handoffs then
+    waited for a checkpoint that never came.)"""
+    integrator = node.integrator()
+    recorder: Any = node.app.recorder
+    real = recorder.max_notification_id
+    failures = [OperationalError("terminating connection due to administrator command")] * 2
+
+    def failing_for_a_while() -> Any:
+        if failures and threading.current_thread() is thread:  # the integrator's reads only
+            raise failures.pop()
+        return real()
+
+    watch = LogWatch(recorder)
+    watch.add(threading.Event())  # subscribed (PostgreSQL) before the store fails, as running
+    recorder.max_notification_id = failing_for_a_while
+    stop = threading.Event()
+    thread = threading.Thread(
+        target=integrator.run, args=(stop,), kwargs={"idle_wait": 0.01, "watch": watch}
+    )
+    thread.start()
+    try:
+        hall = node.add_hall("hn-outage", "430902000000")
+        node.submit(hall, key="key-outage-1", item_code="070303001000")
+        deadline = time.monotonic() + 60
+        while (failures or integrator.position < node.log_size()) and time.monotonic() < deadline:
+            stop.wait(0.05)  # the integrator's thread makes it true; bounded by the deadline
+        assert failures == []  # the store did fail under the running loop
+        assert integrator.position == node.log_size()
+        assert thread.is_alive()
+    finally:
+        stop.set()
+        thread.join(30)
+        watch.stop()
+        recorder.max_notification_id = real
 
 
 def test_a_restored_backup_is_detected_and_the_node_refuses_to_sign(
