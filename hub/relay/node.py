@@ -8,11 +8,10 @@
   ``resend_after_s``; while the broker is unreachable it waits and tries again, in order. It
   sends a round's messages together and waits for the broker's acknowledgements once;
 * the **consumer** reads every partition of this node's inbox topic (assigned, not balanced: a
-  node is its inbox's only reader), hands each message to a lane as soon as it is read (one
-  lane per case, :mod:`hub.relay.lanes`), and commits each partition's offset, in the consumer
-  group ``tongban.<origin>``, only up to its first message not handled yet (stored, answered,
-  or quarantined); a message whose handling failed for a passing reason (the store is down) is
-  read again, and a node that restarts resumes from the committed offsets at once.
+  node is its inbox's only reader) and commits each partition's offset, in the consumer group
+  ``tongban.<origin>``, only after its messages were handled (stored, answered, or
+  quarantined), once per poll; a message whose handling failed for a passing reason (the store
+  is down) is read again, and a node that restarts resumes from the committed offsets at once.
 
 With the node's ledger integrator in the same process (:meth:`Relay.attach`), the publisher asks
 it for a checkpoint as soon as an envelope waits for one over its step, and is woken whenever
@@ -28,7 +27,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from eventsourcing.persistence import Tracking
@@ -44,7 +43,6 @@ from hub.application.storage import passing
 from hub.integrity.integrator import LedgerIntegrator, LedgerView
 from hub.relay.config import FederationConfig
 from hub.relay.inbound import Inbox
-from hub.relay.lanes import LaneScheduler, Message, Work
 from hub.relay.outbound import (
     OUTBOX_PROJECTION,
     OutboxProjection,
@@ -64,8 +62,6 @@ INBOX_PARTITIONS = 3
 #: messages the publisher builds at once. Each holds a pooled connection while it reads or
 #: stores; the node's pool has 10 (+10).
 INBOX_LANES = 4
-#: Inbox messages read and not handled yet, at most: the consumer reads no more until some are.
-INBOX_IN_HAND = 500
 #: Seconds between two counts of the backlog (the metric) while the publisher is busy.
 BACKLOG_EVERY = 1.0
 #: How long the broker may hold a fetch that finds nothing new. A Kafka broker answers at once
@@ -362,77 +358,65 @@ class Relay:
                 consumer.seek(partition, committed)
         return consumer
 
-    def _drain(self, consumer: Any, stop: threading.Event) -> None:
-        """Read the inbox and handle its messages in lanes, one per case, until ``stop``.
-
-        The consumer reads on while lanes work: a message is handed to a free lane as soon as
-        it is read, not when every lane of the last poll has finished (a poll's slowest case
-        held back every message behind it). :class:`~hub.relay.lanes.LaneScheduler` keeps a
-        case's messages in order and says how far each partition may be committed: only up to
-        its first message not handled yet, so a crash reads again, and never skips, what was
-        not finished. A lane that fails for a passing reason (the store is down) stops there;
-        its partition is paused, and once its other lanes have finished it is read again from
-        that message, after ``STORE_RETRY_S``.
-        """
-        scheduler = LaneScheduler(limit=INBOX_IN_HAND)
-        running: dict[Future[int | None], Work] = {}
-        paused: dict[Any, float] = {}  # partition → when to read it again (0: not yet known)
+    def _drain(self, consumer: KafkaConsumer, stop: threading.Event) -> None:
         with ThreadPoolExecutor(self.lanes, thread_name_prefix="relay-lane") as lanes:
-
-            def start(works: list[Work]) -> None:
-                for work in works:
-                    running[lanes.submit(self._handle_lane, work)] = work
-
             while not stop.is_set():
-                finished = [future for future in running if future.done()]
-                for future in finished:
-                    start(scheduler.finished(running.pop(future), future.result()))
-                for partition in scheduler.failing() - paused.keys():
-                    consumer.pause(partition)
-                    paused[partition] = 0.0
-                for partition, offset in scheduler.rewinds().items():
-                    consumer.seek(partition, offset)
-                    paused[partition] = time.monotonic() + STORE_RETRY_S
-                for partition, until in list(paused.items()):
-                    if until and time.monotonic() >= until:
-                        consumer.resume(partition)
-                        del paused[partition]
-                commits = scheduler.commits()
-                if commits:
-                    consumer.commit({tp: _offset(offset) for tp, offset in commits.items()})
-                if finished:
-                    self._wake.set()
-                room = scheduler.room()
-                if not room:
-                    wait(running, timeout=1.0, return_when=FIRST_COMPLETED)
-                    continue
-                # While lanes work, read what came meanwhile and look at them again soon.
-                timeout = FETCH_MAX_WAIT_MS if running or paused else 500
-                batches = consumer.poll(timeout_ms=timeout, max_records=room)
-                start(
-                    scheduler.add(
-                        Message(partition, int(r.offset), r.key, bytes(r.value))
-                        for partition, records in batches.items()
-                        for r in records
-                    )
-                )
-        # Stopping: the pool waited for the lanes still working; commit what they finished
-        # (what waited behind them was not started, and is read again at the next start).
-        for future, work in running.items():
-            scheduler.finished(work, future.result())
-        commits = scheduler.commits()
-        if commits:
-            consumer.commit({tp: _offset(offset) for tp, offset in commits.items()})
+                batches = consumer.poll(timeout_ms=500)
+                handled, failed = self._handle_poll(batches, lanes)
+                for partition, offset in failed.items():
+                    consumer.seek(partition, offset)  # a passing failure: read it again
+                # Once per poll, and only past what was handled: a crash before this commit
+                # reads those messages again, and each is then a duplicate (acknowledged again).
+                if handled:
+                    consumer.commit(handled)
+                self._wake.set()
+                if failed:
+                    stop.wait(1.0)
 
-    def _handle_lane(self, work: Work) -> int | None:
+    def _handle_poll(
+        self, batches: dict[TopicPartition, list[Any]], lanes: ThreadPoolExecutor
+    ) -> tuple[dict[TopicPartition, OffsetAndMetadata], dict[TopicPartition, int]]:
+        """Handle one poll's messages; returns the offsets to commit and, per partition whose
+        handling failed for a passing reason (the store is down), the offset to read again.
+
+        Messages are keyed by case id, so one case's messages are in one partition, in order.
+        Each case's messages are one *lane*, handled in order; different cases' lanes run at
+        once (their reads overlap, and their stores share transactions through the
+        application's group commit), instead of one message's round trips after another's. A
+        lane stops at its first failure; its partition is read again from there (messages of
+        other cases after it that were handled are then duplicates, stored once).
+        """
+        by_case: dict[tuple[TopicPartition, bytes | None], list[Any]] = {}
+        for partition, records in batches.items():
+            for record in records:
+                by_case.setdefault((partition, record.key), []).append(record)
+        if len(by_case) == 1:
+            outcomes = [self._handle_lane(records) for records in by_case.values()]
+        else:
+            outcomes = list(lanes.map(self._handle_lane, by_case.values()))
+        failed: dict[TopicPartition, int] = {}
+        for (partition, _key), failure in zip(by_case, outcomes, strict=True):
+            if failure is not None:
+                failed[partition] = min(failure, failed.get(partition, failure))
+        handled: dict[TopicPartition, OffsetAndMetadata] = {}
+        for partition, records in batches.items():
+            done = failed.get(partition, records[-1].offset + 1)
+            if done > records[0].offset:
+                handled[TopicPartition(partition.topic, partition.partition)] = _offset(done)
+        return handled, {
+            TopicPartition(partition.topic, partition.partition): offset
+            for partition, offset in failed.items()
+        }
+
+    def _handle_lane(self, records: list[Any]) -> int | None:
         """Handle one case's messages in order; the offset of the first that failed, if one
         did (the later ones wait for it)."""
-        for message in work.messages:
+        for record in records:
             try:
-                self.inbox.handle(message.value)
+                self.inbox.handle(bytes(record.value))
             except Exception:
-                log.exception("handling offset %s failed; retrying", message.offset)
-                return message.offset
+                log.exception("handling offset %s failed; retrying", record.offset)
+                return int(record.offset)
         return None
 
 
