@@ -66,10 +66,17 @@ def raw_commit_rate(path: Path, seconds: float) -> Baseline:
 
 
 def _writer_process(
-    code: str | None, path: str, threads: int, until: float, results: Any, first: int
+    code: str | None,
+    path: str,
+    threads: int,
+    seconds: float,
+    ready: Any,
+    results: Any,
+    first: int,
 ) -> None:
-    """One process: ``threads`` writers through the node's datastore until ``until`` (wall
-    clock, shared by all processes); puts (commits, longest wait) per writer on ``results``."""
+    """One process: ``threads`` writers through the node's datastore for ``seconds``, from
+    the moment every writer of every process is ready (``ready``, a barrier of them all);
+    puts (commits, longest wait) per writer on ``results``."""
     if code:
         sys.path.insert(0, code)
     from hub.application.sqlite_store import TongbanSQLiteDatastore
@@ -79,7 +86,9 @@ def _writer_process(
     def write(number: int) -> None:
         commits, longest = 0, 0.0
         n = number * 1_000_000_000
-        while time.time() < until:
+        ready.wait()  # all start together: none writes alone while the others start up
+        until = time.monotonic() + seconds
+        while time.monotonic() < until:
             asked = time.perf_counter()
             with store.transaction(commit=True) as cursor:
                 longest = max(longest, time.perf_counter() - asked)
@@ -109,12 +118,11 @@ def run(
             setup.execute(_CREATE)
         context = multiprocessing.get_context("spawn")
         results = context.Queue()
-        start_at = time.time() + 2.0  # every process has imported the store by then
-        until = start_at + seconds
+        ready = context.Barrier(processes * threads)
         children = [
             context.Process(
                 target=_writer_process,
-                args=(code, path, threads, until, results, p * threads),
+                args=(code, path, threads, seconds, ready, results, p * threads),
             )
             for p in range(processes)
         ]

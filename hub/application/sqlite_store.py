@@ -27,11 +27,13 @@ minute; ``tests/integration/test_sqlite_store.py`` reproduces both):
 Without the library's lock, the threads of a process that wait to write met SQLite's own wait:
 a writer that finds the file locked sleeps and looks again, ever longer (1, 2, 5, 10 … 100 ms),
 so one thread that commits again and again kept the file while another waited for seconds
-(``python -m benchmarks.sqlite_writers``: one writer of six waited 6.7–8.5 s, near the ten
-seconds after which a hall's command is refused). So a write transaction first takes a lock of
+(``python -m benchmarks.sqlite_writers``: of six writers the busiest made 6–13 times the
+commits of the least, and one waited 3.8–4.7 s to begin a write; a hall's command is refused
+after ten). So a write transaction first takes a lock of
 this process for its file, which only writes take (a writer may still read through another
 connection: nothing waits for a reader), and each waiting writer is woken as the one before it
-ends; the longest wait fell to 1.5–1.8 s, what remains being the other process's turns.
+ends: writers are now within 1.2–1.7 times of each other's commits, and the longest wait fell
+to 1.4–3.3 s, what remains being the other process's turns.
 
 Nothing else changes: the same files, tables, recorders and settings. Written here rather than
 found in a library because it is the library's own datastore with those choices changed.
