@@ -8,7 +8,9 @@ be stopped and started at any time, run late, or race another one: each warning 
 exactly once, and only when the case's own history justifies it.
 
 It sleeps until the next mark falls due, or until the projection moves (a new case, a pause,
-a conclusion may change the next mark), whichever comes first.
+a conclusion may change the next mark), whichever comes first. A busy node's projection moves
+many times a second, and each look is eight reads: after a look, a move is answered at most
+``LOOK_GAP`` seconds later (a mark that falls due meanwhile is still looked at when it does).
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ log = logging.getLogger("tongban.supervisor")
 
 #: The longest the supervisor sleeps without looking (a safety net; it is normally woken).
 MAX_SLEEP = 60.0
+#: Seconds between two looks woken by the projection moving (not by a mark falling due).
+LOOK_GAP = 1.0
 #: How long a warning the application found not due (the projection was behind) is left alone.
 RETRY_AFTER = timedelta(seconds=30)
 
@@ -56,11 +60,18 @@ class Supervisor:
     """Records due warnings through ``app`` (see the module docstring)."""
 
     def __init__(
-        self, app: Any, store: ProjectionStore, *, clock: Callable[[], datetime] | None = None
+        self,
+        app: Any,
+        store: ProjectionStore,
+        *,
+        clock: Callable[[], datetime] | None = None,
+        look_gap: float = LOOK_GAP,
     ) -> None:
         self.app = app
         self.store = store
         self.clock = clock or app.clock
+        #: Seconds between two looks that the projection's moving asks for (LOOK_GAP).
+        self.look_gap = look_gap
         #: What to leave alone until when: (case, warning kind), or (appointment, None).
         self._later: dict[tuple[str, WarningKind | None], datetime] = {}
 
@@ -155,12 +166,18 @@ class Supervisor:
                 sleep = min(sleep, max(0.0, (upcoming - self.clock()).total_seconds()))
             if self._later:
                 sleep = min(sleep, RETRY_AFTER.total_seconds())
-            deadline = time.monotonic() + sleep
-            while not stop.is_set() and not moved.is_set():
+            looked = time.monotonic()
+            deadline = looked + sleep
+            while not stop.is_set():
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     break
-                moved.wait(min(remaining, 1.0))
+                if moved.wait(min(remaining, 1.0)):
+                    # The projection moved: look again, but not before look_gap has passed
+                    # since the last look (its moves meanwhile are all answered by that one),
+                    # nor after the next mark falls due.
+                    stop.wait(max(0.0, min(looked + self.look_gap, deadline) - time.monotonic()))
+                    break
 
 
 __all__ = ["Supervisor"]

@@ -47,6 +47,7 @@ from hub.relay.outbound import (
     OUTBOX_PROJECTION,
     OutboxProjection,
     Publisher,
+    RecordMemory,
     follow,
     stored_after,
 )
@@ -102,11 +103,14 @@ class Relay:
         self._fetch_wake = threading.Event()
         self._watch: LogWatch | None = None  # the process's log watch (run)
         self._backlog_at = 0.0  # when the backlog metric was last counted
+        #: Creation events of the records the projection queued rows for, for the publisher.
+        records = RecordMemory()
         self.projection = OutboxProjection(
             app,
             self.store,
             config,
             ThreadPoolExecutor(self.lanes, "relay-read") if self.lanes > 1 else None,
+            records,
         )
         self.publisher = Publisher(
             app,
@@ -119,6 +123,7 @@ class Relay:
             flush=self.flush,
             fetch_materials=fetch_materials,
             builders=self.lanes,
+            records=records,
         )
         self.inbox = Inbox(
             app,

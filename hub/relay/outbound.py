@@ -90,6 +90,26 @@ def case_nodes(case: Case, config: FederationConfig) -> set[str]:
     return nodes
 
 
+class RecordMemory:
+    """The events that created the step records the outbox projection queued rows for, kept
+    for the publisher in the same process: building an envelope or an acknowledgement needs its
+    record's creation event (the step's case versions; a peer step's evidence), which the
+    projection just read from the log. A record's creation event never changes, so what the
+    memory saves is a read, never a check; bounded (emptied when full, then read again)."""
+
+    def __init__(self, size: int = 4096) -> None:
+        self.size = size
+        self._events: dict[UUID, CommandRecord.Recorded | PeerStep.Recorded] = {}
+
+    def remember(self, event: CommandRecord.Recorded | PeerStep.Recorded) -> None:
+        if len(self._events) >= self.size:
+            self._events.clear()
+        self._events[event.originator_id] = event
+
+    def get(self, record_id: UUID) -> CommandRecord.Recorded | PeerStep.Recorded | None:
+        return self._events.get(record_id)
+
+
 class OutboxProjection:
     """Queues the envelopes and acknowledgements each stored step calls for (see above)."""
 
@@ -101,18 +121,23 @@ class OutboxProjection:
         store: RelayStore,
         config: FederationConfig,
         readers: ThreadPoolExecutor | None = None,
+        records: RecordMemory | None = None,
     ) -> None:
         self.app = app
         self.store = store
         self.config = config
         #: Threads that read a batch's cases at once (None: each when it is needed).
         self.readers = readers
+        #: Where the creation events of the records given rows are kept for the publisher.
+        self.records = records
         #: The cases a batch's steps need, read beforehand: (case id, version) → case.
         self._read_ahead: dict[tuple[UUID, int], Case] = {}
 
     def process_event(self, event: Any, tracking: Tracking) -> None:
         """Queue what ``event`` calls for, and record ``tracking``, in one transaction."""
         rows, step = self._rows_for(event)
+        if rows and self.records is not None:
+            self.records.remember(event)
         self.store.enqueue(rows, tracking, step)
 
     def process_batch(self, batch: Sequence[tuple[Any, Tracking]]) -> None:
@@ -131,26 +156,36 @@ class OutboxProjection:
 
     def _cases_of(self, batch: Sequence[tuple[Any, Tracking]]) -> dict[tuple[UUID, int], Case]:
         """The case versions the hall commands of ``batch`` need (as each left the case, and
-        as it was before), read at once: a read each is a round trip each, and they overlap
-        instead of adding up. A case that cannot be read is left out (read again, in order,
-        where it is needed, with the same outcome as without reading ahead)."""
-        wanted: list[tuple[UUID, int]] = []
+        as it was before), read beforehand: one read per case (both versions from its events),
+        the cases' reads at once (a read each is a round trip each, and they overlap instead
+        of adding up). A case that cannot be read is left out (read again, in order, where it
+        is needed, with the same outcome as without reading ahead)."""
+        wanted: dict[UUID, set[int]] = {}
         for event, _tracking in batch:
             if isinstance(event, CommandRecord.Recorded) and event.signer_kind == HALL:
-                wanted.append((event.target_id, event.last_version))
+                versions = wanted.setdefault(event.target_id, set())
+                versions.add(event.last_version)
                 if event.first_version > 1:
-                    wanted.append((event.target_id, event.first_version - 1))
-        if self.readers is None or len(wanted) < 2:
+                    versions.add(event.first_version - 1)
+        if not wanted:
             return {}
 
-        def read(key: tuple[UUID, int]) -> Case | None:
+        def read(item: tuple[UUID, set[int]]) -> dict[int, Case]:
             try:
-                return self.app.get_case(key[0], version=key[1])
+                return self.app.case_at_versions(item[0], sorted(item[1]))
             except TongbanError:
-                return None
+                return {}
 
-        found = dict(zip(wanted, self.readers.map(read, wanted), strict=True))
-        return {key: case for key, case in found.items() if case is not None}
+        items = list(wanted.items())
+        if self.readers is None or len(items) < 2:
+            found = [read(item) for item in items]
+        else:
+            found = list(self.readers.map(read, items))
+        return {
+            (case_id, version): case
+            for (case_id, _versions), cases in zip(items, found, strict=True)
+            for version, case in cases.items()
+        }
 
     def _case(self, case_id: UUID, version: int) -> Case:
         """The case as of ``version`` (read ahead for a batch, or now)."""
@@ -284,6 +319,7 @@ class Publisher:
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         fetch_materials: Callable[[Peer, UUID, Any], Any] | None = None,
         builders: int = 1,
+        records: RecordMemory | None = None,
     ) -> None:
         #: Fetches a received case's material files from a peer (None: not configured).
         self.fetch_materials = fetch_materials
@@ -302,6 +338,8 @@ class Publisher:
         #: Threads that build a round's messages at once (None: one after another, in the
         #: publishing thread, as on SQLite whose reads are local calls).
         self.builders = ThreadPoolExecutor(builders, "relay-build") if builders > 1 else None
+        #: Creation events the outbox projection kept (a read saved per message).
+        self.records = records or RecordMemory()
 
     def publish_due(self, limit: int = 100) -> int:
         """Send every row that is due now; returns how many went out.
@@ -432,7 +470,7 @@ class Publisher:
         if latest is None:
             self.want_checkpoint()
             return None
-        created = self.app.record_event(row.record_id)
+        created = self._record_event(row.record_id)
         if isinstance(created, PeerStep.Recorded):
             step, submit = self._forwarded_step(created)
         else:
@@ -460,6 +498,10 @@ class Publisher:
             if values:
                 sealed = seal_personal(values, peer.encryption_public_key(), row.envelope_id)
         return sign_envelope(build_envelope(body), self.signer, sealed)
+
+    def _record_event(self, record_id: UUID) -> CommandRecord.Recorded | PeerStep.Recorded:
+        """The event that created a step record (kept by the projection, or read)."""
+        return self.records.get(record_id) or self.app.record_event(record_id)
 
     def _after(self, row: OutboxRow, first: int, destination: str) -> tuple[tuple[str, int], ...]:
         """The latest step of each node (but the destination) applied here before this one,
@@ -565,7 +607,9 @@ class Publisher:
         leaf = self.view.read(lambda cursor: self.view.tables.leaf_for(cursor, record_id, 1))
         if leaf is None:
             return None  # the step record is not in the log yet: acknowledge once it is
-        evidence = self.app.peer_step_evidence(record_id)
+        evidence = self.records.get(record_id)
+        if not isinstance(evidence, PeerStep.Recorded):
+            evidence = self.app.peer_step_evidence(record_id)
         envelope = parse_envelope(evidence.envelope)
         # Cosigning the sender's checkpoint: the inbound side verified it (signature and
         # consistency with what this node saw of the sender) before storing the step.
@@ -614,6 +658,7 @@ __all__ = [
     "OUTBOX_PROJECTION",
     "OutboxProjection",
     "Publisher",
+    "RecordMemory",
     "case_nodes",
     "envelope_id_for",
     "follow",

@@ -105,6 +105,26 @@ def test_lifecycle_is_stored_and_rebuilt_by_a_new_application(node: InProcessNod
         reopened.close()
 
 
+def test_a_case_at_several_versions_is_each_as_get_case_gives_it(node: InProcessNode) -> None:
+    village, township = _village(node), _township(node)
+    case_id = node.submit(village).case_id
+    node.run(village, "hand_off", case_id=str(case_id), to_hall="t-hall", reason="代办")
+    node.run(township, "acknowledge_handoff", case_id=str(case_id))
+    cases = node.app.case_at_versions(case_id, [1, 3, 2])
+    assert sorted(cases) == [1, 2, 3]
+    for version, case in cases.items():
+        alone = node.app.get_case(case_id, version=version)
+        assert (case.version, case.state, case.holder) == (
+            alone.version,
+            alone.state,
+            alone.holder,
+        )
+    assert cases[1] is not cases[3]  # each its own object: changing one changes no other
+    assert cases[1].state is CaseState.RECEIVED and cases[3].version == 3
+    with pytest.raises(NotFound):
+        node.app.case_at_versions(uuid4(), [1])
+
+
 def test_retry_with_the_same_key_returns_the_first_result(node: InProcessNode) -> None:
     village = _village(node)
     first = node.submit(village)

@@ -33,7 +33,7 @@ from hub.integrity.citations import check_citations
 from hub.integrity.store import ReadOnlyStore
 from hub.projections.queries import Names, statistics
 from hub.relay.envelope import sign_ack, sign_envelope
-from hub.relay.outbound import OUTBOX_PROJECTION, stored_after
+from hub.relay.outbound import OUTBOX_PROJECTION, RecordMemory, stored_after
 from hub.settings import Settings
 from ledger import Signer, Verifier
 from tests.harness.availability import service_unavailable
@@ -361,6 +361,53 @@ def test_duplicates_are_stored_once_and_acknowledged_again(manual: Federation) -
     assert hunan.relay.inbox.handle(sent[1]) == "acknowledged"  # stored once at 43 too
     acknowledged = hunan.relay.store.row("envelope", row.envelope_id)
     assert acknowledged is not None and acknowledged.outcome == "stored"
+
+
+def _step_of(message: bytes) -> tuple[Any, ...]:
+    body = federation_pb2.Envelope.FromString(
+        federation_pb2.FederationMessage.FromString(message).envelope.body
+    )
+    return (body.envelope_id, body.step.SerializeToString(), tuple(body.after), body.checkpoint)
+
+
+def test_the_publisher_builds_from_the_records_the_projection_kept_as_from_the_log(
+    manual: Federation, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The outbox projection keeps the creation events of the records it queued rows for, and
+    the publisher builds each envelope and acknowledgement from them without reading the record
+    again; a record it does not hold (a restart, a full memory) is read, to the same message."""
+    hunan, shaanxi = manual.nodes["43"], manual.nodes["61"]
+    row, kept = _offsite_submission(manual)  # queued by the projection, built from its memory
+    publisher = hunan.relay.publisher
+    assert publisher.records.get(row.record_id) is not None
+    publisher.records = RecordMemory()  # as after a restart: the record is read from the log
+    read = publisher.message_for(row)
+    assert read is not None and _step_of(read) == _step_of(kept)
+
+    def no_reads(record_id: Any) -> Any:
+        raise AssertionError("the record was read again")
+
+    publisher.records.remember(hunan.app.record_event(row.record_id))
+    monkeypatch.setattr(hunan.app, "record_event", no_reads)
+    remembered = publisher.message_for(row)
+    assert remembered is not None and _step_of(remembered) == _step_of(kept)
+    assert shaanxi.relay.inbox.handle(kept) == "stored"
+    shaanxi.relay.project_pending()
+    shaanxi.node.integrator().catch_up()
+    (ack_row,) = [r for r in shaanxi.relay.store.due(0, limit=10) if r.kind == "ack"]
+    monkeypatch.setattr(shaanxi.app, "peer_step_evidence", no_reads)
+    acknowledgement = shaanxi.relay.publisher.message_for(ack_row)
+    assert acknowledgement is not None
+    assert hunan.relay.inbox.handle(acknowledgement) == "acknowledged"
+
+
+def test_the_record_memory_is_bounded() -> None:
+    memory = RecordMemory(size=2)
+    events = [type("Created", (), {"originator_id": number})() for number in range(3)]
+    for event in events:
+        memory.remember(event)  # type: ignore[arg-type]
+    assert memory.get(2) is events[2]  # type: ignore[arg-type]
+    assert memory.get(0) is None  # emptied when full: read from the log again
 
 
 @pytest.mark.parametrize("store", ["sqlite", "postgres"])
