@@ -8,9 +8,10 @@ be stopped and started at any time, run late, or race another one: each warning 
 exactly once, and only when the case's own history justifies it.
 
 It sleeps until the next mark falls due, or until the projection moves (a new case, a pause,
-a conclusion may change the next mark), whichever comes first. A busy node's projection moves
-many times a second, and each look is eight reads: after a look, a move is answered at most
-``LOOK_GAP`` seconds later (a mark that falls due meanwhile is still looked at when it does).
+a conclusion may change the next mark), whichever comes first. ``look_gap`` can space the looks
+a busy projection's moves ask for (each look is eight reads); it is 0 by default, because a
+later look lets warnings that were already due appear after the projection caught up, which
+callers that import old cases and then count events do not expect.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ log = logging.getLogger("tongban.supervisor")
 #: The longest the supervisor sleeps without looking (a safety net; it is normally woken).
 MAX_SLEEP = 60.0
 #: Seconds between two looks woken by the projection moving (not by a mark falling due).
-LOOK_GAP = 1.0
+LOOK_GAP = 0.0
 #: How long a warning the application found not due (the projection was behind) is left alone.
 RETRY_AFTER = timedelta(seconds=30)
 
