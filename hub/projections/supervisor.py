@@ -9,9 +9,9 @@ exactly once, and only when the case's own history justifies it.
 
 It sleeps until the next mark falls due, or until the projection moves (a new case, a pause,
 a conclusion may change the next mark), whichever comes first. ``look_gap`` can space the looks
-a busy projection's moves ask for (each look is eight reads); it is 0 by default, because a
-later look lets warnings that were already due appear after the projection caught up, which
-callers that import old cases and then count events do not expect.
+a busy projection's moves ask for (each look is eight reads); it is 0 by default, so a warning
+already due when its case reaches the projection (an imported old case) is recorded at once,
+not up to ``look_gap`` later.
 """
 
 from __future__ import annotations
