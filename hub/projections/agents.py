@@ -31,7 +31,7 @@ from hub.domain.case import Case
 from hub.domain.hall import key_id
 from hub.domain.values import IntakeChannel
 from hub.projections.cases import _event_topics
-from hub.projections.runner import ViewProjection
+from hub.projections.runner import BUSY_SETTLE, ViewProjection
 from hub.projections.store import Cursor, ProjectionStore, from_iso, iso
 
 #: Loads a case's stored events up to a version (:func:`hub.projections.node.history_loader`).
@@ -59,6 +59,8 @@ class AgentsProjection(ViewProjection):
     name = "agents"
     topics: tuple[str, ...] = _event_topics(Agent, Case)
     tables: ClassVar[tuple[str, ...]] = ("projection_agents", "projection_agent_cases")
+    #: Read by supervisors and operators, never by a step: a busy node's steps in few batches.
+    settle: ClassVar[float] = BUSY_SETTLE
 
     def __init__(self, view: ProjectionStore, load: HistoryLoad) -> None:
         super().__init__(view)

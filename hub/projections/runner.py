@@ -57,6 +57,10 @@ SOURCE = "Tongban"
 #: Seconds between two measures of a busy projection's lag (the follower-lag metric).
 LAG_EVERY = 0.5
 
+#: The ``settle`` time of the projections nobody waits on while a case moves (statistics, 代办
+#: agents): a quarter of a second of a busy node's steps in one batch (ViewProjection.settle).
+BUSY_SETTLE = 0.25
+
 
 class CaseHistories:
     """Each case as it stands after an event, kept in memory for the cases seen recently.
@@ -102,6 +106,14 @@ class ViewProjection(Projection[Any]):
     name = ""
     #: The projection's tables (dropped and created again by a rebuild).
     tables: ClassVar[tuple[str, ...]] = ()
+    #: Seconds from the start of one batch to the next while events keep arriving (0: each
+    #: batch as soon as events arrive). A projection off the path of a case's steps, read by
+    #: nobody waiting on a step (statistics, 代办 agents), gathers a busy node's events into a
+    #: few batches this way: each batch is a transaction with its own position checks and
+    #: tracking write, whatever its size, and one per stored step was about a fifth of a busy
+    #: node's statements (``benchmarks/README.md``). After a quiet spell the first event is
+    #: still taken at once; a view lags the log by at most this long, and only while busy.
+    settle: ClassVar[float] = 0.0
 
     def __init__(self, view: ProjectionStore) -> None:
         super().__init__(view)
@@ -339,7 +351,9 @@ class ProjectionRunner:
 
         Woken by the store's notifications on PostgreSQL (``watch``, shared by the followers of
         a process; one of its own when none is given); on SQLite, which notifies nobody, it
-        looks every ``idle_wait`` seconds. Reports its lag and failure in the metrics.
+        looks every ``idle_wait`` seconds. A projection with a ``settle`` time starts its
+        batches at least that far apart, except to work off a backlog. Reports its lag and
+        failure in the metrics.
         """
         with contextlib.suppress(Exception):
             self.refresh()
@@ -349,8 +363,13 @@ class ProjectionRunner:
         telemetry.FOLLOWER_FAILED.labels(self.name).set(0)
         try:
             with watch.watching(arrived, stop, self.projection.topics) as notifies:
+                next_batch_at = 0.0  # monotonic: not before (settle)
                 while not stop.is_set():
+                    early = next_batch_at - time.monotonic()
+                    if early > 0 and stop.wait(early):
+                        return
                     arrived.clear()
+                    next_batch_at = time.monotonic() + self.projection.settle
                     try:
                         read = self.step()
                     except ProjectionFailed as failure:
@@ -363,6 +382,8 @@ class ProjectionRunner:
                         stop.wait(1.0)
                         continue
                     self._report(read)
+                    if read >= self.batch_size:
+                        next_batch_at = 0.0  # a backlog: the next batch at once
                     if read:
                         continue
                     if notifies:
@@ -409,4 +430,4 @@ class _EventFailed(Exception):
         self.reason = f"{type(error).__name__}: {error}"
 
 
-__all__ = ["SOURCE", "CaseHistories", "ProjectionRunner", "ViewProjection"]
+__all__ = ["BUSY_SETTLE", "SOURCE", "CaseHistories", "ProjectionRunner", "ViewProjection"]

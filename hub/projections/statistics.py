@@ -40,7 +40,7 @@ from hub.domain.values import CaseKind, IntakeChannel
 from hub.domain.workdays import china_day
 from hub.errors import CalendarUnknown
 from hub.projections.cases import _event_topics, intake_channel
-from hub.projections.runner import CaseHistories, ViewProjection
+from hub.projections.runner import BUSY_SETTLE, CaseHistories, ViewProjection
 from hub.projections.store import ProjectionStore
 
 #: The counters of a day's row, in column order.
@@ -89,6 +89,8 @@ class StatisticsProjection(ViewProjection):
     name = "statistics"
     topics: tuple[str, ...] = _event_topics(Case)
     tables: ClassVar[tuple[str, ...]] = ("projection_stats_daily",)
+    #: Read by supervisors and operators, never by a step: a busy node's steps in few batches.
+    settle: ClassVar[float] = BUSY_SETTLE
 
     def __init__(self, view: ProjectionStore, histories: CaseHistories, node_region: str) -> None:
         super().__init__(view)

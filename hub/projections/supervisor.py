@@ -8,10 +8,14 @@ be stopped and started at any time, run late, or race another one: each warning 
 exactly once, and only when the case's own history justifies it.
 
 It sleeps until the next mark falls due, or until the projection moves (a new case, a pause,
-a conclusion may change the next mark), whichever comes first. ``look_gap`` can space the looks
-a busy projection's moves ask for (each look is eight reads); it is 0 by default, so a warning
-already due when its case reaches the projection (an imported old case) is recorded at once,
-not up to ``look_gap`` later.
+a conclusion may change the next mark), whichever comes first. A look (:meth:`Supervisor.look`)
+first reads the earliest mark of each kind that has no warning yet, in one statement; only a
+kind whose earliest mark has passed is read further (what is due, then its next mark). A busy
+node's projection moves several times a second and almost every look finds nothing due: it
+costs that one read, where reading each kind's due cases and next mark took eight.
+``look_gap`` can space the looks a busy projection's moves ask for; it is 0 by default, so a
+warning already due when its case reaches the projection (an imported old case) is recorded at
+once, not up to ``look_gap`` later.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from typing import Any
 from uuid import UUID
 
 from hub import telemetry
+from hub.domain.appointments import AppointmentState
 from hub.domain.values import WarningKind
 from hub.errors import ConcurrencyConflict, InvalidInput, NotFound, TransitionRefused
 from hub.projections.appointments import due_expiries, next_expiry
@@ -39,22 +44,40 @@ LOOK_GAP = 0.0
 #: How long a warning the application found not due (the projection was behind) is left alone.
 RETRY_AFTER = timedelta(seconds=30)
 
-_DUE = (
-    (WarningKind.YELLOW, "SELECT case_id FROM projection_cases WHERE warned_yellow = 0 "
-     "AND yellow_at IS NOT NULL AND yellow_at <= %s ORDER BY yellow_at LIMIT 500"),
-    (WarningKind.RED, "SELECT case_id FROM projection_cases WHERE warned_red = 0 "
-     "AND due_at IS NOT NULL AND due_at <= %s ORDER BY due_at LIMIT 500"),
-    (WarningKind.RECTIFICATION_OVERDUE, "SELECT case_id FROM projection_ratings WHERE warned = 0 "
-     "AND rectification_due_at IS NOT NULL AND rectification_due_at <= %s "
-     "ORDER BY rectification_due_at LIMIT 500"),
-)  # fmt: skip
-
-_NEXT = (
-    "SELECT MIN(yellow_at) FROM projection_cases WHERE warned_yellow = 0 AND yellow_at > %s",
-    "SELECT MIN(due_at) FROM projection_cases WHERE warned_red = 0 AND due_at > %s",
-    "SELECT MIN(rectification_due_at) FROM projection_ratings WHERE warned = 0 "
-    "AND rectification_due_at > %s",
+#: The earliest mark of each kind that has no warning (or expiry) yet, due or not: a look that
+#: finds nothing due costs this one statement; the kinds with something due are read further.
+_EARLIEST = (
+    "SELECT (SELECT MIN(yellow_at) FROM projection_cases WHERE warned_yellow = 0), "
+    "(SELECT MIN(due_at) FROM projection_cases WHERE warned_red = 0), "
+    "(SELECT MIN(rectification_due_at) FROM projection_ratings WHERE warned = 0), "
+    "(SELECT MIN(ends_at) FROM projection_appointments WHERE state = %s)"
 )
+#: The kinds in _EARLIEST's order; None is 预约办's expiry of a booked appointment.
+_KINDS: tuple[WarningKind | None, ...] = (
+    WarningKind.YELLOW,
+    WarningKind.RED,
+    WarningKind.RECTIFICATION_OVERDUE,
+    None,
+)
+
+_DUE = {
+    WarningKind.YELLOW: "SELECT case_id FROM projection_cases WHERE warned_yellow = 0 "
+    "AND yellow_at IS NOT NULL AND yellow_at <= %s ORDER BY yellow_at LIMIT 500",
+    WarningKind.RED: "SELECT case_id FROM projection_cases WHERE warned_red = 0 "
+    "AND due_at IS NOT NULL AND due_at <= %s ORDER BY due_at LIMIT 500",
+    WarningKind.RECTIFICATION_OVERDUE: "SELECT case_id FROM projection_ratings WHERE warned = 0 "
+    "AND rectification_due_at IS NOT NULL AND rectification_due_at <= %s "
+    "ORDER BY rectification_due_at LIMIT 500",
+}
+
+_NEXT = {
+    WarningKind.YELLOW: "SELECT MIN(yellow_at) FROM projection_cases "
+    "WHERE warned_yellow = 0 AND yellow_at > %s",
+    WarningKind.RED: "SELECT MIN(due_at) FROM projection_cases "
+    "WHERE warned_red = 0 AND due_at > %s",
+    WarningKind.RECTIFICATION_OVERDUE: "SELECT MIN(rectification_due_at) FROM projection_ratings "
+    "WHERE warned = 0 AND rectification_due_at > %s",
+}
 
 
 class Supervisor:
@@ -78,41 +101,25 @@ class Supervisor:
 
     def due(self, now: datetime) -> list[tuple[str, WarningKind]]:
         """The warnings the projection says are due at ``now`` and not yet recorded."""
-        stamp = iso(now)
-
-        def read(cursor: Cursor) -> list[tuple[str, WarningKind]]:
-            found = []
-            for kind, statement in _DUE:
-                cursor.execute(self.store.dialect.sql(statement), (stamp,))
-                found += [(row[0], kind) for row in cursor.fetchall()]
-            return found
-
-        return [entry for entry in self.store.read(read) if self._later.get(entry, now) <= now]
+        earliest = self._earliest(now)
+        return self._due(now, [kind for kind in _DUE if _passed(earliest[kind], now)])
 
     def next_due(self, now: datetime) -> datetime | None:
         """The next mark after ``now`` with no warning yet (None: nothing pending)."""
-        stamp = iso(now)
-
-        def read(cursor: Cursor) -> list[str]:
-            marks = []
-            for statement in _NEXT:
-                cursor.execute(self.store.dialect.sql(statement), (stamp,))
-                row = cursor.fetchone()
-                if row and row[0]:
-                    marks.append(row[0])
-            return marks
-
-        marks = [from_iso(mark) for mark in self.store.read(read)]
-        marks.append(next_expiry(self.store, now))  # 预约办: the next slot that ends
-        known = [mark for mark in marks if mark is not None]
-        return min(known) if known else None
+        return self._next(now, self._earliest(now))
 
     def record_due(self) -> int:
         """Record every warning due now; returns how many were recorded."""
+        return self.look()[0]
+
+    def look(self) -> tuple[int, datetime | None]:
+        """Record every warning (and 预约办 expiry) due now; returns how many were recorded and
+        the next mark after now (None: nothing pending). One read when nothing is due."""
         now = self.clock()
         self._later = {key: until for key, until in self._later.items() if until > now}
+        earliest = self._earliest(now)
         recorded = 0
-        for case_id, kind in self.due(now):
+        for case_id, kind in self._due(now, [k for k in _DUE if _passed(earliest[k], now)]):
             try:
                 self.app.record_warning(UUID(case_id), kind)
             except TransitionRefused:
@@ -126,7 +133,61 @@ class Supervisor:
             recorded += 1
             telemetry.WARNINGS.labels(kind.name).inc()
             log.info("warning recorded", extra={"case_id": case_id, "kind": kind.name})
-        return recorded + self.expire_due(now)
+        if _passed(earliest[None], now):
+            recorded += self.expire_due(now)
+        return recorded, self._next(now, earliest)
+
+    def _earliest(self, now: datetime) -> dict[WarningKind | None, datetime | None]:
+        """The earliest mark of each kind with no warning yet, due or not."""
+
+        def read(cursor: Cursor) -> Any:
+            cursor.execute(self.store.dialect.sql(_EARLIEST), (AppointmentState.BOOKED.name,))
+            return cursor.fetchone()
+
+        row = self.store.read(read) or (None,) * len(_KINDS)
+        return {kind: from_iso(mark) for kind, mark in zip(_KINDS, row, strict=True)}
+
+    def _due(self, now: datetime, kinds: list[WarningKind]) -> list[tuple[str, WarningKind]]:
+        """The warnings of ``kinds`` due at ``now``, but those left alone until later."""
+        if not kinds:
+            return []
+        stamp = iso(now)
+
+        def read(cursor: Cursor) -> list[tuple[str, WarningKind]]:
+            found = []
+            for kind in kinds:
+                cursor.execute(self.store.dialect.sql(_DUE[kind]), (stamp,))
+                found += [(row[0], kind) for row in cursor.fetchall()]
+            return found
+
+        return [entry for entry in self.store.read(read) if self._later.get(entry, now) <= now]
+
+    def _next(
+        self, now: datetime, earliest: dict[WarningKind | None, datetime | None]
+    ) -> datetime | None:
+        """The next mark after ``now``: each kind's earliest, unless that one has passed (it
+        was due: recorded now, or left for later), then the kind's first mark after ``now``."""
+        marks = [mark for mark in earliest.values() if mark is not None and mark > now]
+        passed = [kind for kind, mark in earliest.items() if _passed(mark, now)]
+        if passed:
+            stamp = iso(now)
+
+            def read(cursor: Cursor) -> list[datetime | None]:
+                found: list[datetime | None] = []
+                for kind in passed:
+                    if kind is None:
+                        continue  # read below, by the appointments' own query
+                    cursor.execute(self.store.dialect.sql(_NEXT[kind]), (stamp,))
+                    row = cursor.fetchone()
+                    found.append(from_iso(row[0]) if row else None)
+                return found
+
+            marks += [mark for mark in self.store.read(read) if mark is not None]
+            if None in passed:
+                following = next_expiry(self.store, now)  # 预约办: the next slot that ends
+                if following is not None:
+                    marks.append(following)
+        return min(marks) if marks else None
 
     def expire_due(self, now: datetime) -> int:
         """预约办: record that nobody came to each booked appointment whose slot is over (the
@@ -155,8 +216,7 @@ class Supervisor:
         while not stop.is_set():
             moved.clear()
             try:
-                self.record_due()
-                upcoming = self.next_due(self.clock())
+                _recorded, upcoming = self.look()
             except Exception as error:  # the store is down: look again shortly
                 reason = str(error).splitlines()[0] if str(error) else type(error).__name__
                 log.warning("supervisor: %s; retrying", reason)
@@ -179,6 +239,10 @@ class Supervisor:
                     # nor after the next mark falls due.
                     stop.wait(max(0.0, min(looked + self.look_gap, deadline) - time.monotonic()))
                     break
+
+
+def _passed(mark: datetime | None, now: datetime) -> bool:
+    return mark is not None and mark <= now
 
 
 __all__ = ["Supervisor"]

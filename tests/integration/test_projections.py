@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 from uuid import UUID
@@ -25,6 +26,7 @@ from hub.integrity.store import ReadOnlyStore
 from hub.projections import queries
 from hub.projections.node import Projections, open_projections
 from hub.projections.queries import CaseFilter, Names
+from hub.projections.store import from_iso, iso
 from hub.projections.supervisor import Supervisor
 from hub.settings import Settings
 from ledger import Verifier
@@ -190,6 +192,72 @@ def test_the_supervisor_records_each_warning_once_and_the_gate_checks_it(
     # Each warning passes the ledger's gate and the auditor's check with public keys only.
     story.node.integrator().catch_up()
     _audit_ok(settings)
+
+
+#: The next mark after ``now`` as the supervisor read it before its looks took one statement:
+#: each kind's first unwarned mark after ``now``, read on its own (the reference for look()).
+_EACH_KIND_AFTER = (
+    "SELECT MIN(yellow_at) FROM projection_cases WHERE warned_yellow = 0 AND yellow_at > %s",
+    "SELECT MIN(due_at) FROM projection_cases WHERE warned_red = 0 AND due_at > %s",
+    "SELECT MIN(rectification_due_at) FROM projection_ratings WHERE warned = 0 "
+    "AND rectification_due_at > %s",
+    "SELECT MIN(ends_at) FROM projection_appointments WHERE state = 'BOOKED' AND ends_at > %s",
+)
+
+
+def _next_mark_kind_by_kind(projections: Projections, now: datetime) -> datetime | None:
+    store = projections.store
+
+    def read(cursor: Any) -> list[str]:
+        marks = []
+        for statement in _EACH_KIND_AFTER:
+            cursor.execute(store.dialect.sql(statement), (iso(now),))
+            row = cursor.fetchone()
+            if row and row[0]:
+                marks.append(row[0])
+        return marks
+
+    found = [from_iso(mark) for mark in store.read(read)]
+    return min((mark for mark in found if mark is not None), default=None)
+
+
+def test_a_look_that_finds_nothing_due_is_one_read_and_names_the_next_mark(
+    story: SupervisionStory, projections: Projections, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ids = _queue_story(story)
+    projections.catch_up()
+    supervisor = Supervisor(story.app, projections.store)
+    reads: list[Any] = []
+    read = projections.store.read
+
+    def counted(work: Any) -> Any:
+        reads.append(work)
+        return read(work)
+
+    monkeypatch.setattr(projections.store, "read", counted)
+    # Monday: nothing due. One read names A's yellow mark as the next.
+    assert supervisor.look() == (0, cst(2026, 3, 13, 12))
+    assert len(reads) == 1
+    assert _next_mark_kind_by_kind(projections, story.clock.now) == cst(2026, 3, 13, 12)
+    # A's yellow mark passed: recorded; the projection has not seen it yet, and the next mark
+    # is still the first one after now (not the passed mark it still lists).
+    story.at(cst(2026, 3, 13, 12, 0, 1))
+    recorded, upcoming = supervisor.look()
+    assert recorded == 1
+    assert upcoming is not None and upcoming > story.clock.now
+    assert upcoming == _next_mark_kind_by_kind(projections, story.clock.now)
+    assert upcoming == supervisor.next_due(story.clock.now)
+    projections.catch_up()
+    assert supervisor.look() == (0, upcoming)
+    # Friday midnight: A's red, then the marks of the others, each when it falls due.
+    story.at(cst(2026, 3, 14, 0, 0, 5))
+    assert supervisor.record_due() == 1
+    projections.catch_up()
+    case = story.app.get_case(UUID(ids["A"]))
+    assert case.warnings == (WarningKind.YELLOW, WarningKind.RED)
+    recorded, upcoming = supervisor.look()
+    assert recorded == 0
+    assert upcoming == _next_mark_kind_by_kind(projections, story.clock.now)
 
 
 def test_a_bad_rating_opens_a_rectification_with_its_own_overdue_warning(

@@ -23,14 +23,11 @@ class CountingSupervisor(Supervisor):
         self.looked = threading.Condition()
         self.next_mark: datetime | None = None
 
-    def record_due(self) -> int:
+    def look(self) -> tuple[int, datetime | None]:
         with self.looked:
             self.looks += 1
             self.looked.notify_all()
-        return 0
-
-    def next_due(self, now: datetime) -> datetime | None:
-        return self.next_mark
+        return 0, self.next_mark
 
     def wait_for_looks(self, count: int, timeout: float = 10.0) -> bool:
         with self.looked:
