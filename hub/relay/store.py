@@ -138,7 +138,7 @@ class _RelaySQL:
         )
         self.one = f"SELECT {columns} FROM {OUTBOX} WHERE kind = {p} AND envelope_id = {p}"
         self.all_for = f"SELECT {columns} FROM {OUTBOX} WHERE destination = {p} ORDER BY seq"
-        self.sent = f"UPDATE {OUTBOX} SET sent_at = {p}, attempts = attempts + 1 WHERE seq = {p}"
+        self._p = p
         self.done = (
             f"UPDATE {OUTBOX} SET done_at = {p}, outcome = {p}, reason = {p} "
             f"WHERE kind = {p} AND envelope_id = {p} AND done_at IS NULL"
@@ -183,6 +183,20 @@ class _RelaySQL:
             f"WHERE number = {p} AND status = '{HELD}'"
         )
         self.held_count = f"SELECT COUNT(*) AS held FROM {QUARANTINE} WHERE status = '{HELD}'"
+
+    def sent_all(self, count: int) -> str:
+        """Rows (``count`` seqs, after two timestamps) sent now; an acknowledgement's row is
+        done then too. Every SET reads the row as it was, so ``done_at IS NULL`` is the
+        old value in each CASE."""
+        p = self._p
+        ack_not_done = f"kind = '{ACK}' AND done_at IS NULL"
+        return (
+            f"UPDATE {OUTBOX} SET sent_at = {p}, attempts = attempts + 1, "
+            f"outcome = CASE WHEN {ack_not_done} THEN 'sent' ELSE outcome END, "
+            f"reason = CASE WHEN {ack_not_done} THEN '' ELSE reason END, "
+            f"done_at = CASE WHEN {ack_not_done} THEN {p} ELSE done_at END "
+            f"WHERE seq IN ({', '.join([p] * count)})"
+        )
 
 
 class _RelayTables:
@@ -322,10 +336,9 @@ class _RelayTables:
             return
         now = time.time()
         with self._cursor(commit=True) as curs:
-            for row in rows:
-                curs.execute(self._sql.sent, (now, row.seq))
-                if row.kind == ACK:
-                    curs.execute(self._sql.done, (now, "sent", "", ACK, str(row.envelope_id)))
+            # One statement for the round's rows (a busy publisher's round holds dozens), not
+            # one or two each: every statement is a round trip and a parse at the server.
+            curs.execute(self._sql.sent_all(len(rows)), (now, now, *(row.seq for row in rows)))
 
     def mark_done(self, kind: str, envelope_id: UUID, outcome: str, reason: str = "") -> bool:
         """The row needs no more sending; False when it was done already (or is unknown)."""
