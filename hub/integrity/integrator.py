@@ -270,6 +270,8 @@ class BatchResult:
     size: int
     checkpoint: int | None
     note: bytes | None = None
+    #: The leaves the step logged (committed by the time listeners hear of them).
+    logged: tuple[Leaf, ...] = ()
 
 
 class _Moved(Exception):
@@ -343,8 +345,8 @@ class LedgerIntegrator:
             wakeup.set()
 
     def add_listener(self, listener: Callable[[BatchResult], None]) -> None:
-        """Call ``listener`` in the running loop after each step that integrated leaves or
-        signed a checkpoint (the relay wakes its publisher: a message may be ready now)."""
+        """Call ``listener`` after each step that integrated leaves or signed a checkpoint,
+        once it committed (the relay wakes its publisher: a message may be ready now)."""
         self._listeners.append(listener)
 
     # ------------------------------------------------------------------ the checker's state
@@ -459,8 +461,8 @@ class LedgerIntegrator:
                 size = self.view.tables.append(cursor, leaves)
             signed = self._maybe_checkpoint(cursor, size, crossed=len(leaves))
             if signed is None:
-                return BatchResult(len(leaves), size, None)
-            return BatchResult(len(leaves), size, signed[0], signed[1])
+                return BatchResult(len(leaves), size, None, logged=tuple(leaves))
+            return BatchResult(len(leaves), size, signed[0], signed[1], logged=tuple(leaves))
 
         def tracking() -> Tracking | None:
             # Known only once the gate has run: the last notification that became a leaf.
@@ -488,6 +490,11 @@ class LedgerIntegrator:
             self._last_checkpoint_at = time.monotonic()
             if self.head is not None:
                 self.head.record(result.note)
+        if result.leaves or result.checkpoint is not None:
+            # Committed: the relay in this process hears of the leaves (LeafMemory) and looks
+            # at its outbox again.
+            for notify in self._listeners:
+                notify(result)
         if violation is not None:
             self.failure = str(violation)
             raise violation
@@ -579,9 +586,6 @@ class LedgerIntegrator:
                         log.exception("integration step failed; retrying")
                         stop.wait(1.0)
                         continue
-                    if result.leaves or result.checkpoint is not None:
-                        for notify in self._listeners:
-                            notify(result)
                     try:
                         # Both read the store, which may have gone away since the step: the
                         # loop goes on (the next step meets the outage, and retries), rather

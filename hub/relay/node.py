@@ -40,11 +40,12 @@ from hub import telemetry
 from hub.application.hub import HubApplication
 from hub.application.log_watch import LogWatch
 from hub.application.storage import passing
-from hub.integrity.integrator import LedgerIntegrator, LedgerView
+from hub.integrity.integrator import BatchResult, LedgerIntegrator, LedgerView
 from hub.relay.config import FederationConfig
 from hub.relay.inbound import Inbox
 from hub.relay.outbound import (
     OUTBOX_PROJECTION,
+    LeafMemory,
     OutboxProjection,
     Publisher,
     RecordMemory,
@@ -169,9 +170,15 @@ class Relay:
     def attach(self, integrator: LedgerIntegrator) -> None:
         """Work with the node's ledger integrator, running in this process: ask it for a
         checkpoint when an envelope waits for one, and look at the outbox whenever it
-        integrated leaves or signed a checkpoint."""
+        integrated leaves or signed a checkpoint, knowing the leaves it logged (LeafMemory)."""
         self.publisher.want_checkpoint = integrator.request_checkpoint
-        integrator.add_listener(lambda _result: self.wake())
+        leaves = self.publisher.leaves = LeafMemory()
+
+        def logged(result: BatchResult) -> None:
+            leaves.remember(result.logged)
+            self.wake()
+
+        integrator.add_listener(logged)
 
     def ensure_topic(self) -> None:
         """Create this node's inbox topic if the broker does not have it."""

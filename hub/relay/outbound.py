@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -108,6 +109,69 @@ class RecordMemory:
 
     def get(self, record_id: UUID) -> CommandRecord.Recorded | PeerStep.Recorded | None:
         return self._events.get(record_id)
+
+
+#: Seconds a record found not yet in the log is left alone before it is looked up again, when
+#: the leaf memory did not hear of it meanwhile (a safety net: the memory hears of every leaf).
+LEAF_RECHECK_S = 1.0
+
+
+class LeafMemory:
+    """The leaves of step records (each record's creation, version 1) that the node's ledger
+    integrator, running in the same process, has logged while the relay runs (Relay.attach).
+
+    A message waits for its record's leaf: an envelope until a signed checkpoint covers it, an
+    acknowledgement until the received step is in our log. The publisher looks at a waiting
+    row in every round, woken by every batch the integrator logs, and each look was a read of
+    the leaf. With the memory, the leaf is known the moment it is logged, and a record looked
+    up and found not logged yet is not looked up again until the memory hears of it (or
+    ``recheck`` seconds pass). A logged leaf never changes, so what the memory saves is a read,
+    never a check; it is bounded (emptied when full, then read again)."""
+
+    def __init__(
+        self,
+        size: int = 4096,
+        recheck: float = LEAF_RECHECK_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.size = size
+        self.recheck = recheck
+        self.clock = clock
+        self._lock = threading.Lock()
+        self._leaves: dict[UUID, Leaf] = {}
+        #: Records looked up and not logged yet, with when.
+        self._not_logged: dict[UUID, float] = {}
+
+    def remember(self, leaves: Sequence[Leaf]) -> None:
+        """Leaves the integrator just logged (committed)."""
+        with self._lock:
+            for leaf in leaves:
+                if leaf.version != 1:
+                    continue  # a case's events: no message waits for those
+                if len(self._leaves) >= self.size:
+                    self._leaves.clear()
+                self._leaves[leaf.aggregate_id] = leaf
+                self._not_logged.pop(leaf.aggregate_id, None)
+
+    def get(self, record_id: UUID) -> Leaf | None:
+        """The record's leaf, if the memory heard of it."""
+        return self._leaves.get(record_id)
+
+    def waiting(self, record_id: UUID) -> bool:
+        """Whether the record was found not logged less than ``recheck`` seconds ago, and the
+        memory has not heard of its leaf since (looking it up again would find nothing)."""
+        with self._lock:
+            since = self._not_logged.get(record_id)
+            return since is not None and self.clock() - since < self.recheck
+
+    def not_logged(self, record_id: UUID) -> None:
+        """The record was looked up just now and is not in the log yet."""
+        with self._lock:
+            if record_id in self._leaves:
+                return  # logged meanwhile: the memory heard of it during the lookup
+            if len(self._not_logged) >= self.size:
+                self._not_logged.clear()
+            self._not_logged[record_id] = self.clock()
 
 
 class OutboxProjection:
@@ -340,6 +404,9 @@ class Publisher:
         self.builders = ThreadPoolExecutor(builders, "relay-build") if builders > 1 else None
         #: Creation events the outbox projection kept (a read saved per message).
         self.records = records or RecordMemory()
+        #: Leaves of step records, told by the integrator in this process (Relay.attach; None:
+        #: each leaf is read when a message needs it).
+        self.leaves: LeafMemory | None = None
 
     def publish_due(self, limit: int = 100) -> int:
         """Send every row that is due now; returns how many went out.
@@ -522,22 +589,32 @@ class Publisher:
         """A step record's index in its origin's log."""
         if origin != self.app.policy.origin:
             return int(self.app.peer_step_evidence(record_id).origin_index)
-        leaf = self.view.read(lambda cursor: self.view.tables.leaf_for(cursor, record_id, 1))
+        leaf = self._leaf(record_id)
         return None if leaf is None else leaf.index
+
+    def _leaf(self, record_id: UUID) -> Leaf | None:
+        """The leaf of a step record in our log (None: not logged yet)."""
+        memory = self.leaves
+        if memory is not None:
+            known = memory.get(record_id)
+            if known is not None:
+                return known
+            if memory.waiting(record_id):
+                return None  # not logged at the last look, and the integrator has not since
+        leaf = self.view.read(lambda cursor: self.view.tables.leaf_for(cursor, record_id, 1))
+        if leaf is None and memory is not None:
+            memory.not_logged(record_id)
+        return leaf
 
     def _own_step(
         self, record: CommandRecord.Recorded, size: int, shared: _Round
     ) -> tuple[StepBody, bool] | None:
-        def leaf_and_proof(cursor: Any) -> tuple[Leaf, list[bytes]] | None:
-            leaf = self.view.tables.leaf_for(cursor, record.originator_id, 1)
-            if leaf is None or leaf.index >= size:
-                return None
-            return leaf, self.view.tables.inclusion_proof(cursor, leaf.index, size)
-
-        found = self.view.read(leaf_and_proof)  # one read transaction for both
-        if found is None:
-            return None
-        leaf, proof = found
+        leaf = self._leaf(record.originator_id)
+        if leaf is None or leaf.index >= size:
+            return None  # not logged yet, or not under the round's signed checkpoint yet
+        proof = self.view.read(
+            lambda cursor: self.view.tables.inclusion_proof(cursor, leaf.index, size)
+        )
         command = parse_command(leaf.command)
         hall_key = self._hall_key(command.header.hall_id, leaf.key_id, shared, command.header.agent)
         regions = {
@@ -604,7 +681,7 @@ class Publisher:
     def ack_message(self, record_id: UUID, envelope_id: UUID, destination: str) -> bytes | None:
         """The signed acknowledgement that the step record ``record_id`` is in our log (None
         while it is not integrated yet)."""
-        leaf = self.view.read(lambda cursor: self.view.tables.leaf_for(cursor, record_id, 1))
+        leaf = self._leaf(record_id)
         if leaf is None:
             return None  # the step record is not in the log yet: acknowledge once it is
         evidence = self.records.get(record_id)
@@ -656,6 +733,7 @@ def refusal(
 
 __all__ = [
     "OUTBOX_PROJECTION",
+    "LeafMemory",
     "OutboxProjection",
     "Publisher",
     "RecordMemory",

@@ -401,6 +401,51 @@ def test_the_publisher_builds_from_the_records_the_projection_kept_as_from_the_l
     assert hunan.relay.inbox.handle(acknowledgement) == "acknowledged"
 
 
+def test_a_waiting_message_is_not_looked_up_again_until_the_integrator_logs_its_record(
+    manual: Federation, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With the integrator in the relay's process (Relay.attach), an acknowledgement whose
+    record is not in the log yet is looked up once, then waits without reading until the
+    integrator logs the record; it is then built from the leaf the integrator told, the same
+    acknowledgement as from the log."""
+    hunan, shaanxi = manual.nodes["43"], manual.nodes["61"]
+    _row, envelope = _offsite_submission(manual)
+    assert shaanxi.relay.inbox.handle(envelope) == "stored"
+    shaanxi.relay.project_pending()
+    (ack_row,) = [r for r in shaanxi.relay.store.due(0, limit=10) if r.kind == "ack"]
+    integrator = shaanxi.node.integrator()
+    shaanxi.relay.attach(integrator)
+    publisher = shaanxi.relay.publisher
+    lookups: list[Any] = []
+    tables = publisher.view.tables
+    leaf_for = tables.leaf_for
+
+    def counted(cursor: Any, aggregate_id: Any, version: int) -> Any:
+        lookups.append(aggregate_id)
+        return leaf_for(cursor, aggregate_id, version)
+
+    monkeypatch.setattr(tables, "leaf_for", counted)
+    assert publisher.message_for(ack_row) is None  # not logged yet
+    assert lookups == [ack_row.record_id]
+    for _ in range(3):  # rounds meanwhile (the integrator logged other things)
+        assert publisher.message_for(ack_row) is None
+    assert len(lookups) == 1
+    integrator.catch_up()  # logs the record; the relay hears of its leaf
+    told = publisher.message_for(ack_row)
+    assert told is not None and len(lookups) == 1
+    publisher.leaves = None  # as without the integrator in the process: read from the log
+    read = publisher.message_for(ack_row)
+    assert read is not None and len(lookups) == 2
+    index_of = {  # the index of the record in 61's log, as each acknowledgement cites it
+        name: federation_pb2.Ack.FromString(
+            federation_pb2.FederationMessage.FromString(message).ack.body
+        ).index
+        for name, message in (("told", told), ("read", read))
+    }
+    assert index_of["told"] == index_of["read"] > 0
+    assert hunan.relay.inbox.handle(told) == "acknowledged"
+
+
 def test_the_record_memory_is_bounded() -> None:
     memory = RecordMemory(size=2)
     events = [type("Created", (), {"originator_id": number})() for number in range(3)]
