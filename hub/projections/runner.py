@@ -58,8 +58,11 @@ SOURCE = "Tongban"
 LAG_EVERY = 0.5
 
 #: The ``settle`` time of the projections nobody waits on while a case moves (statistics, 代办
-#: agents): a quarter of a second of a busy node's steps in one batch (ViewProjection.settle).
+#: agents): up to a quarter second of a busy node's steps in one batch (ViewProjection.settle).
 BUSY_SETTLE = 0.25
+#: A settling projection takes its next batch at once when no event arrived for this long: a
+#: node that goes quiet has its views caught up within it, however long the settle time.
+SETTLE_QUIET = 0.05
 
 
 class CaseHistories:
@@ -106,13 +109,15 @@ class ViewProjection(Projection[Any]):
     name = ""
     #: The projection's tables (dropped and created again by a rebuild).
     tables: ClassVar[tuple[str, ...]] = ()
-    #: Seconds from the start of one batch to the next while events keep arriving (0: each
-    #: batch as soon as events arrive). A projection off the path of a case's steps, read by
-    #: nobody waiting on a step (statistics, 代办 agents), gathers a busy node's events into a
-    #: few batches this way: each batch is a transaction with its own position checks and
-    #: tracking write, whatever its size, and one per stored step was about a fifth of a busy
-    #: node's statements (``benchmarks/README.md``). After a quiet spell the first event is
-    #: still taken at once; a view lags the log by at most this long, and only while busy.
+    #: At most this many seconds from the start of one batch to the next while events keep
+    #: arriving (0: each batch as soon as events arrive). A projection off the path of a case's
+    #: steps, read by nobody waiting on a step (statistics, 代办 agents), gathers a busy node's
+    #: events into a few batches this way: each batch is a transaction with its own position
+    #: checks and tracking write, whatever its size, and one per stored step was about a fifth
+    #: of a busy node's statements (``benchmarks/README.md``). The wait ends as soon as no
+    #: event arrived for SETTLE_QUIET seconds, and the first event after a quiet spell is taken
+    #: at once: a view lags the log by at most ``settle`` while the node is busy, and by at
+    #: most SETTLE_QUIET once it is not. Only where the store notifies (PostgreSQL).
     settle: ClassVar[float] = 0.0
 
     def __init__(self, view: ProjectionStore) -> None:
@@ -351,9 +356,9 @@ class ProjectionRunner:
 
         Woken by the store's notifications on PostgreSQL (``watch``, shared by the followers of
         a process; one of its own when none is given); on SQLite, which notifies nobody, it
-        looks every ``idle_wait`` seconds. A projection with a ``settle`` time starts its
-        batches at least that far apart, except to work off a backlog. Reports its lag and
-        failure in the metrics.
+        looks every ``idle_wait`` seconds. A projection with a ``settle`` time holds its next
+        batch back while events keep arriving (:meth:`_settle`), except to work off a backlog.
+        Reports its lag and failure in the metrics.
         """
         with contextlib.suppress(Exception):
             self.refresh()
@@ -363,10 +368,9 @@ class ProjectionRunner:
         telemetry.FOLLOWER_FAILED.labels(self.name).set(0)
         try:
             with watch.watching(arrived, stop, self.projection.topics) as notifies:
-                next_batch_at = 0.0  # monotonic: not before (settle)
+                next_batch_at = 0.0  # monotonic: not after (settle)
                 while not stop.is_set():
-                    early = next_batch_at - time.monotonic()
-                    if early > 0 and stop.wait(early):
+                    if notifies and self._settle(next_batch_at, arrived, stop):
                         return
                     arrived.clear()
                     next_batch_at = time.monotonic() + self.projection.settle
@@ -393,6 +397,19 @@ class ProjectionRunner:
         finally:
             if own:
                 watch.stop()
+
+    def _settle(self, until: float, arrived: threading.Event, stop: threading.Event) -> bool:
+        """Hold the next batch back until ``until`` (monotonic) while events keep arriving:
+        no event for SETTLE_QUIET seconds ends the wait at once. True when ``stop`` was set
+        (it sets ``arrived`` too)."""
+        while not stop.is_set():
+            left = until - time.monotonic()
+            if left <= 0:
+                return False
+            arrived.clear()
+            if not arrived.wait(min(SETTLE_QUIET, left)):
+                return False  # quiet: take what is there now
+        return True
 
     def _report(self, read: int) -> None:
         if not read:
@@ -430,4 +447,11 @@ class _EventFailed(Exception):
         self.reason = f"{type(error).__name__}: {error}"
 
 
-__all__ = ["BUSY_SETTLE", "SOURCE", "CaseHistories", "ProjectionRunner", "ViewProjection"]
+__all__ = [
+    "BUSY_SETTLE",
+    "SETTLE_QUIET",
+    "SOURCE",
+    "CaseHistories",
+    "ProjectionRunner",
+    "ViewProjection",
+]
