@@ -14,6 +14,7 @@ import pytest
 
 from hub.projections import runner as runner_module
 from hub.projections.agents import AgentsProjection
+from hub.projections.appointments import AppointmentsProjection
 from hub.projections.cases import CasesProjection
 from hub.projections.runner import BUSY_SETTLE, ProjectionRunner
 from hub.projections.statistics import StatisticsProjection
@@ -161,7 +162,9 @@ def test_a_store_that_notifies_nobody_holds_nothing_back() -> None:
 
 
 def test_only_the_projections_nobody_waits_on_settle() -> None:
-    # Queues, WatchQueue and the 电子监察 supervisor follow the cases projection: it never waits.
+    # Queues, WatchQueue and the 电子监察 supervisor follow the cases and appointments
+    # projections: they never wait.
     assert CasesProjection.settle == 0.0
+    assert AppointmentsProjection.settle == 0.0
     assert StatisticsProjection.settle == BUSY_SETTLE > 0
     assert AgentsProjection.settle == BUSY_SETTLE
