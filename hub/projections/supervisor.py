@@ -168,25 +168,23 @@ class Supervisor:
         """The next mark after ``now``: each kind's earliest, unless that one has passed (it
         was due: recorded now, or left for later), then the kind's first mark after ``now``."""
         marks = [mark for mark in earliest.values() if mark is not None and mark > now]
-        passed = [kind for kind, mark in earliest.items() if _passed(mark, now)]
-        if passed:
+        warnings = [kind for kind in _NEXT if _passed(earliest[kind], now)]
+        if warnings:
             stamp = iso(now)
 
             def read(cursor: Cursor) -> list[datetime | None]:
                 found: list[datetime | None] = []
-                for kind in passed:
-                    if kind is None:
-                        continue  # read below, by the appointments' own query
+                for kind in warnings:
                     cursor.execute(self.store.dialect.sql(_NEXT[kind]), (stamp,))
                     row = cursor.fetchone()
                     found.append(from_iso(row[0]) if row else None)
                 return found
 
             marks += [mark for mark in self.store.read(read) if mark is not None]
-            if None in passed:
-                following = next_expiry(self.store, now)  # 预约办: the next slot that ends
-                if following is not None:
-                    marks.append(following)
+        if _passed(earliest[None], now):
+            following = next_expiry(self.store, now)  # 预约办: the next slot that ends
+            if following is not None:
+                marks.append(following)
         return min(marks) if marks else None
 
     def expire_due(self, now: datetime) -> int:
