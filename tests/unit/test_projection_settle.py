@@ -151,8 +151,10 @@ def test_without_a_settle_time_each_batch_follows_the_last_at_once() -> None:
         assert _stopped(stop, thread)
 
 
+@pytest.mark.usefixtures("long_quiet")
 def test_a_store_that_notifies_nobody_holds_nothing_back() -> None:
-    # SQLite: nothing says whether events keep arriving, so no batch waits for more.
+    # SQLite: nothing says whether events keep arriving, so no batch waits for more. (With the
+    # long quiet spell, a runner that held back here would take a step every five seconds.)
     runner = CountingRunner(settle=LONG_SETTLE)
     stop, thread = _running(runner, _Watch(busy=True, notifies=False))
     try:
