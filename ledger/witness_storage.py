@@ -42,6 +42,11 @@ Dialect: TypeAlias = Literal["postgres", "sqlite"]
 
 _PREFIX = re.compile(r"[a-z_][a-z0-9_]{0,40}")
 
+#: Larger than any log size (a signed 64-bit column holds it in both dialects).
+MAX_SIZE = 2**63 - 1
+#: How many candidate sizes :meth:`WitnessTables.candidate_sizes` returns at once by default.
+CANDIDATE_PAGE = 16
+
 
 class WitnessStorageError(LedgerError):
     """The witnessing tables cannot be used as asked (wrong cursor, bad prefix or dialect)."""
@@ -135,9 +140,12 @@ class WitnessTables:
             f"SELECT {cosig_columns} FROM {self.cosignatures_table} WHERE size = {p} "
             "ORDER BY witness, key_id"
         )
+        # Read backwards along the primary key (size, witness, key_id) and cut at the limit:
+        # the caller wants the latest qualifying sizes, and the table holds every checkpoint
+        # ever cosigned (grouping all of it took 0.4 s at 200,000 checkpoints).
         self._candidate_sizes_sql = (
-            f"SELECT size FROM {self.cosignatures_table} WHERE size >= {p} GROUP BY size "
-            f"HAVING COUNT(DISTINCT witness) >= {p} ORDER BY size DESC"
+            f"SELECT size FROM {self.cosignatures_table} WHERE size >= {p} AND size < {p} "
+            f"GROUP BY size HAVING COUNT(DISTINCT witness) >= {p} ORDER BY size DESC LIMIT {p}"
         )
         self._last_cosigned_sql = (
             f"SELECT MAX(size) FROM {self.cosignatures_table} WHERE witness = {p}"
@@ -233,11 +241,21 @@ class WitnessTables:
             for r in cursor.fetchall()
         ]
 
-    def candidate_sizes(self, cursor: Cursor, at_least: int, witnesses: int) -> list[int]:
-        """Sizes ``>= at_least`` with cosignatures of ``witnesses`` distinct names or more,
-        largest first: the checkpoints that may meet a k-of-n policy (still to be verified)."""
+    def candidate_sizes(
+        self,
+        cursor: Cursor,
+        at_least: int,
+        witnesses: int,
+        *,
+        below: int = MAX_SIZE,
+        limit: int = CANDIDATE_PAGE,
+    ) -> list[int]:
+        """Sizes ``>= at_least`` and ``< below`` with cosignatures of ``witnesses`` distinct
+        names or more, largest first, at most ``limit`` of them: the checkpoints that may meet
+        a k-of-n policy (still to be verified). For the next page, pass the last size returned
+        as ``below``; a page shorter than ``limit`` is the last."""
         self.check_cursor(cursor)
-        cursor.execute(self._candidate_sizes_sql, (at_least, witnesses))
+        cursor.execute(self._candidate_sizes_sql, (at_least, below, witnesses, limit))
         return [int(r[0]) for r in cursor.fetchall()]
 
     def last_cosigned_size(self, cursor: Cursor, witness: str) -> int:
@@ -453,6 +471,8 @@ if TYPE_CHECKING:
 
 
 __all__ = [
+    "CANDIDATE_PAGE",
+    "MAX_SIZE",
     "Cursor",
     "SQLWitnessStore",
     "StoredCosignature",

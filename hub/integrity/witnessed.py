@@ -43,7 +43,13 @@ from ledger import (
 from ledger.cosignature import CosignatureVerifier
 from ledger.observer import CheckpointObserver
 from ledger.storage import Cursor, StoredCheckpoint
-from ledger.witness_storage import SQLWitnessStore, StoredCosignature, Submission
+from ledger.witness_storage import (
+    CANDIDATE_PAGE,
+    MAX_SIZE,
+    SQLWitnessStore,
+    StoredCosignature,
+    Submission,
+)
 
 log = logging.getLogger("tongban.witnessing")
 
@@ -134,26 +140,48 @@ def final_checkpoint(
             if latest is None or latest.size <= index:
                 return None
             return FinalCheckpoint(latest.note, latest.size, latest.root, (), 0)
-        for size in view.tables.witness.candidate_sizes(cursor, index + 1, policy.k):
-            stored = _checkpoint_at(view, cursor, size)
-            if stored is None:
-                continue
-            cosignatures = view.tables.witness.cosignatures(cursor, size)
-            lines = "".join(c.line + "\n" for c in cosignatures if c.root == stored.root)
-            if not lines:
-                continue
-            try:
-                note = attach_cosignatures(stored.note, lines.encode("utf-8"))
-                result = policy.evaluate(note, verifiers)
-            except LedgerError as error:
-                log.warning("stored cosignatures of checkpoint %d do not verify: %s", size, error)
-                continue
-            if result.final:
-                return FinalCheckpoint(note, size, stored.root, result.witnesses, policy.k)
-        return None
+        # Page by page from the latest: the first that verifies is the answer, and the table
+        # holds every checkpoint ever cosigned.
+        below = MAX_SIZE
+        while True:
+            sizes = view.tables.witness.candidate_sizes(cursor, index + 1, policy.k, below=below)
+            for size in sizes:
+                final = _final_at(view, cursor, size, policy, verifiers)
+                if final is not None:
+                    return final
+            if len(sizes) < CANDIDATE_PAGE:
+                return None
+            below = sizes[-1]
 
     found: FinalCheckpoint | None = view.read(work)
     return found
+
+
+def _final_at(
+    view: LedgerView,
+    cursor: Cursor,
+    size: int,
+    policy: WitnessPolicy,
+    verifiers: list[NoteVerifier],
+) -> FinalCheckpoint | None:
+    """The checkpoint of ``size`` with its stored cosignatures, if they verify and meet the
+    policy (None otherwise)."""
+    stored = _checkpoint_at(view, cursor, size)
+    if stored is None:
+        return None
+    cosignatures = view.tables.witness.cosignatures(cursor, size)
+    lines = "".join(c.line + "\n" for c in cosignatures if c.root == stored.root)
+    if not lines:
+        return None
+    try:
+        note = attach_cosignatures(stored.note, lines.encode("utf-8"))
+        result = policy.evaluate(note, verifiers)
+    except LedgerError as error:
+        log.warning("stored cosignatures of checkpoint %d do not verify: %s", size, error)
+        return None
+    if not result.final:
+        return None
+    return FinalCheckpoint(note, size, stored.root, result.witnesses, policy.k)
 
 
 def observe_checkpoint(

@@ -96,7 +96,15 @@ def _statements(serial: str, blob: str, real: str) -> list[str]:
         f"created_at {real} NOT NULL, sent_at {real}, attempts INTEGER NOT NULL DEFAULT 0, "
         f"done_at {real}, outcome TEXT NOT NULL DEFAULT '', reason TEXT NOT NULL DEFAULT '', "
         "UNIQUE (kind, envelope_id))",
-        f"CREATE INDEX IF NOT EXISTS {OUTBOX}_pending ON {OUTBOX} (done_at, seq)",
+        # The rows still waiting (never sent, or sent and not done), by when they were sent:
+        # the publisher's two questions, "never sent" (sent_at IS NULL) and "sent before the
+        # resend time" (sent_at < t), are each one range of it, and neither walks the rows in
+        # flight (hundreds on a busy node) nor the done ones (all the others). An index led by
+        # done_at served neither: a generic plan then walked the rows in flight, or the whole
+        # table in seq order.
+        f"CREATE INDEX IF NOT EXISTS {OUTBOX}_waiting ON {OUTBOX} (sent_at, seq) "
+        "WHERE done_at IS NULL",
+        f"DROP INDEX IF EXISTS {OUTBOX}_pending",  # its predecessor, in databases made before
         f"CREATE TABLE IF NOT EXISTS {PEERS} ("
         "origin TEXT PRIMARY KEY, acked_size BIGINT NOT NULL DEFAULT 0, "
         f"seen_size BIGINT NOT NULL DEFAULT 0, seen_root {blob}, seen_note {blob})",
@@ -114,6 +122,25 @@ def _statements(serial: str, blob: str, real: str) -> list[str]:
     ]
 
 
+def _due(columns: str, kinds: str, p: str) -> str:
+    """Rows of ``kinds`` never sent, or sent before a time (parameters: limit, time, limit,
+    limit), oldest first.
+
+    Two branches, not one ``sent_at IS NULL OR sent_at < t``: each branch is one range of
+    the ``_waiting`` index, read in that index's order (``sent_at, seq``, which for rows
+    never sent is seq order) and cut at the limit there, so neither
+    walks the rows in flight; PostgreSQL's plans for the single OR (custom or generic) walked
+    the primary key in seq order past every done row instead.
+    """
+    return (
+        f"SELECT {columns} FROM (SELECT {columns} FROM {OUTBOX} WHERE done_at IS NULL "
+        f"AND sent_at IS NULL AND {kinds} ORDER BY sent_at, seq LIMIT {p}) AS never_sent "
+        f"UNION ALL SELECT {columns} FROM (SELECT {columns} FROM {OUTBOX} WHERE done_at IS NULL "
+        f"AND sent_at < {p} AND {kinds} ORDER BY sent_at, seq LIMIT {p}) AS sent_long_ago "
+        f"ORDER BY seq LIMIT {p}"
+    )
+
+
 class _RelaySQL:
     """The relay's statements in one placeholder style (``%s`` or ``?``)."""
 
@@ -128,14 +155,8 @@ class _RelaySQL:
             "done_at, outcome, reason"
         )
         # Messages (envelopes, acknowledgements) and fetches are sent by different loops.
-        self.due = (
-            f"SELECT {columns} FROM {OUTBOX} WHERE done_at IS NULL AND kind <> '{FETCH}' "
-            f"AND (sent_at IS NULL OR sent_at < {p}) ORDER BY seq LIMIT {p}"
-        )
-        self.due_fetches = (
-            f"SELECT {columns} FROM {OUTBOX} WHERE done_at IS NULL AND kind = '{FETCH}' "
-            f"AND (sent_at IS NULL OR sent_at < {p}) ORDER BY seq LIMIT {p}"
-        )
+        self.due = _due(columns, f"kind <> '{FETCH}'", p)
+        self.due_fetches = _due(columns, f"kind = '{FETCH}'", p)
         self.one = f"SELECT {columns} FROM {OUTBOX} WHERE kind = {p} AND envelope_id = {p}"
         self.all_for = f"SELECT {columns} FROM {OUTBOX} WHERE destination = {p} ORDER BY seq"
         self._p = p
@@ -305,14 +326,14 @@ class _RelayTables:
         """Envelopes and acknowledgements never sent, or sent more than ``resend_after``
         seconds ago and not done."""
         with self._cursor(commit=False) as curs:
-            curs.execute(self._sql.due, (time.time() - resend_after, limit))
+            curs.execute(self._sql.due, (limit, time.time() - resend_after, limit, limit))
             return [_outbox_row(row) for row in curs.fetchall()]
 
     def due_fetches(self, retry_after: float, limit: int = 10) -> list[OutboxRow]:
         """Fetches of materials never tried, or tried more than ``retry_after`` seconds ago
         and not done."""
         with self._cursor(commit=False) as curs:
-            curs.execute(self._sql.due_fetches, (time.time() - retry_after, limit))
+            curs.execute(self._sql.due_fetches, (limit, time.time() - retry_after, limit, limit))
             return [_outbox_row(row) for row in curs.fetchall()]
 
     def row(self, kind: str, envelope_id: UUID) -> OutboxRow | None:
