@@ -64,7 +64,7 @@ INBOX_PARTITIONS = 3
 #: messages the publisher builds at once. Each holds a pooled connection while it reads or
 #: stores; the node's pool has 10 (+10).
 INBOX_LANES = 4
-#: Seconds between two counts of the backlog (the metric) while the publisher is busy.
+#: Seconds between two counts of the backlog and the quarantine (the metrics; Relay.report).
 BACKLOG_EVERY = 1.0
 #: How long the broker may hold a fetch that finds nothing new. A Kafka broker answers at once
 #: when there is data; some Kafka-protocol brokers (Tansu, the test and demo broker) hold the
@@ -287,6 +287,11 @@ class Relay:
     def _publish(self, stop: threading.Event) -> None:
         while not stop.is_set():
             self._wake.clear()
+            if time.monotonic() - self._backlog_at >= BACKLOG_EVERY:
+                # Counts over the outbox and the quarantine: once a second, not every round,
+                # and while the broker is down too (when the backlog matters most).
+                self._backlog_at = time.monotonic()
+                self.report()
             try:
                 sent = self.publisher.publish_due()
             except KafkaError as error:
@@ -294,13 +299,21 @@ class Relay:
                 self._drop_producer()
                 stop.wait(1.0)
                 continue
-            if time.monotonic() - self._backlog_at >= BACKLOG_EVERY:
-                # A count over the outbox: once a second, not after every round.
-                self._backlog_at = time.monotonic()
-                for destination, waiting in self.store.backlog().items():
-                    telemetry.RELAY_BACKLOG.labels(destination).set(waiting)
             if not sent:
                 self._wake.wait(self.poll_interval)
+
+    def report(self) -> None:
+        """Count the backlog per peer and the quarantine into their metrics.
+
+        Every peer gets a figure, 0 when nothing waits for it (a drained backlog reads 0, not
+        its last count), and the quarantine is counted again (messages released or rejected
+        with ``tongban federation``, from another process, and those held before a restart).
+        """
+        waiting = self.store.backlog()
+        destinations = {peer.origin for peer in self.config.peers} | set(waiting)
+        for destination in sorted(destinations):
+            telemetry.RELAY_BACKLOG.labels(destination).set(waiting.get(destination, 0))
+        telemetry.RELAY_QUARANTINE.set(self.store.held_count())
 
     def _fetch(self, stop: threading.Event) -> None:
         while not stop.is_set():

@@ -119,6 +119,10 @@ def _statements(serial: str, blob: str, real: str) -> list[str]:
         f"number {serial}, received_at {real} NOT NULL, sender TEXT NOT NULL, "
         f"reason TEXT NOT NULL, detail TEXT NOT NULL, message {blob} NOT NULL, "
         f"status TEXT NOT NULL, resolved_at {real})",
+        # The held ones, counted for the metric: released and rejected messages stay as the
+        # record of what was decided, and are not read again to count the others.
+        f"CREATE INDEX IF NOT EXISTS {QUARANTINE}_held ON {QUARANTINE} (number) "
+        f"WHERE status = '{HELD}'",
     ]
 
 

@@ -22,6 +22,7 @@ from eventsourcing.persistence import Tracking
 from kafka import KafkaConsumer
 from tongban.v1 import common_pb2, federation_pb2
 
+from hub import telemetry
 from hub.bootstrap import open_node_projections
 from hub.cli import main as cli_main
 from hub.domain.federation import acknowledgement_id, peer_step_id
@@ -693,15 +694,27 @@ def test_a_broker_that_loses_everything_loses_no_handoff(tmp_path: Path) -> None
                 "the envelope went to the broker",
             )
             broker.stop()  # everything it held is gone
+            # The backlog metric is counted while the broker is down too (reset here, so only
+            # a count made now passes).
+            backlog = telemetry.RELAY_BACKLOG.labels("tongban/61")
+            backlog.set(-1)
+            federation.wait(lambda: _backlog_metric("tongban/61") == 1, "counted while down")
             broker = TansuBroker(port=port).start()
             federation.run(shaanxi)
             federation.wait(lambda: shaanxi.app.get_case(result.case_id), "the case reached 61")
             federation.wait(lambda: not hunan.relay.store.backlog(), "acknowledged at 43")
+            federation.wait(lambda: _backlog_metric("tongban/61") == 0, "the metric drained")
             assert shaanxi.app.get_case(result.case_id).version == 1
             row = _only_row(hunan)
             assert row is not None and row.attempts >= 2 and row.outcome == "stored"
     finally:
         broker.stop()
+
+
+def _backlog_metric(destination: str) -> float | None:
+    return telemetry.REGISTRY.get_sample_value(
+        "tongban_relay_backlog", {"destination": destination}
+    )
 
 
 def test_a_relay_rides_out_its_database_going_away(

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from hub import telemetry
 from hub.cli import main
 from tests.harness.federation import Federation
 from tests.harness.inprocess import APPLICANT, material
@@ -85,6 +86,48 @@ def test_status_identity_quarantine_release_and_reject(
     assert sorted(item["status"] for item in everything) == ["rejected", "released"]
     assert main(["federation", "reject", str(forged_number)]) == 2  # no longer held
     assert "no held message" in capsys.readouterr().err
+
+
+def _gauge(name: str, **labels: str) -> float | None:
+    return telemetry.REGISTRY.get_sample_value(name, labels)
+
+
+def test_the_backlog_and_quarantine_metrics_follow_what_the_operator_sees(
+    federation: Federation, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``tongban_relay_backlog`` reads 0 once a peer's backlog drained (not its last count),
+    and ``tongban_relay_quarantine`` follows a rejection made with the CLI (another process:
+    the relay counts again at its next report, once a second while it runs)."""
+    hunan, shaanxi = federation.nodes["43"], federation.nodes["61"]
+    town = hunan.node.add_hall("hn-shatou-town", SHATOU)
+    shaanxi.node.add_hall("sx-baihe-county", BAIHE)
+    hunan.node.run(
+        town, "submit", idempotency_key="metrics-0001", item_code=ID_CARD,
+        applicant=APPLICANT, materials=[material()], competent_region=BAIHE,
+    )  # fmt: skip
+    (_, envelope), *_ = federation.outgoing(hunan)
+    hunan.relay.report()
+    assert _gauge("tongban_relay_backlog", destination="tongban/61") == 1
+    shaanxi.relay.report()
+    assert _gauge("tongban_relay_backlog", destination="tongban/43") == 0  # a figure, not none
+
+    # 61 stores the step and acknowledges it; 43 stores the acknowledgement: drained.
+    assert shaanxi.relay.inbox.handle(envelope) == "stored"
+    (ack,) = [message for row, message in federation.outgoing(shaanxi) if row.kind == "ack"]
+    assert hunan.relay.inbox.handle(ack) == "acknowledged"
+    hunan.relay.report()
+    assert _gauge("tongban_relay_backlog", destination="tongban/61") == 0
+
+    # A forged copy is held (counted at once); the operator rejects it with the CLI.
+    forged = bytearray(envelope)
+    forged[-5] ^= 1
+    assert shaanxi.relay.inbox.handle(bytes(forged)) == "quarantined"
+    assert _gauge("tongban_relay_quarantine") == 1
+    _as_operator_of(shaanxi, monkeypatch)
+    (held,) = _json(capsys, "federation", "quarantine", "--json")["quarantine"]
+    assert main(["federation", "reject", str(held["number"])]) == 0
+    shaanxi.relay.report()
+    assert _gauge("tongban_relay_quarantine") == 0
 
 
 def test_a_node_without_a_federation_file_says_how_to_get_one(
