@@ -42,17 +42,25 @@ def _json(capsys: pytest.CaptureFixture[str], *argv: str) -> Any:
     return json.loads(capsys.readouterr().out)
 
 
-def test_status_identity_quarantine_release_and_reject(
-    federation: Federation, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
+def _offsite_envelope(federation: Federation, idempotency_key: str) -> bytes:
+    """A case taken in at 43 for 61's authority: the envelope 43 would send for it."""
     hunan, shaanxi = federation.nodes["43"], federation.nodes["61"]
     town = hunan.node.add_hall("hn-shatou-town", SHATOU)
     shaanxi.node.add_hall("sx-baihe-county", BAIHE)
     hunan.node.run(
-        town, "submit", idempotency_key="cli-0001", item_code=ID_CARD,
+        town, "submit", idempotency_key=idempotency_key, item_code=ID_CARD,
         applicant=APPLICANT, materials=[material()], competent_region=BAIHE,
     )  # fmt: skip
     (_, envelope), *_ = federation.outgoing(hunan)
+    envelope_bytes: bytes = envelope
+    return envelope_bytes
+
+
+def test_status_identity_quarantine_release_and_reject(
+    federation: Federation, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    hunan, shaanxi = federation.nodes["43"], federation.nodes["61"]
+    envelope = _offsite_envelope(federation, "cli-0001")
 
     # 43's operator: one envelope waiting for 61.
     _as_operator_of(hunan, monkeypatch)
@@ -99,13 +107,7 @@ def test_the_backlog_and_quarantine_metrics_follow_what_the_operator_sees(
     and ``tongban_relay_quarantine`` follows a rejection made with the CLI (another process:
     the relay counts again at its next report, once a second while it runs)."""
     hunan, shaanxi = federation.nodes["43"], federation.nodes["61"]
-    town = hunan.node.add_hall("hn-shatou-town", SHATOU)
-    shaanxi.node.add_hall("sx-baihe-county", BAIHE)
-    hunan.node.run(
-        town, "submit", idempotency_key="metrics-0001", item_code=ID_CARD,
-        applicant=APPLICANT, materials=[material()], competent_region=BAIHE,
-    )  # fmt: skip
-    (_, envelope), *_ = federation.outgoing(hunan)
+    envelope = _offsite_envelope(federation, "metrics-0001")
     hunan.relay.report()
     assert _gauge("tongban_relay_backlog", destination="tongban/61") == 1
     shaanxi.relay.report()
