@@ -565,6 +565,7 @@ class LedgerIntegrator:
         """
         arrived = threading.Event()
         self._wakeup = arrived
+        telemetry.FOLLOWER_FAILED.labels("integrator").set(0)  # a figure from the start
         own = watch is None
         watch = watch or LogWatch(self.app.recorder)
         try:

@@ -222,6 +222,7 @@ class Relay:
         """Run the loops until ``stop`` is set (or one fails for good); the outbox projection is
         woken by ``watch`` (the process's log watch; one of its own when none is given)."""
         self._watch = watch
+        telemetry.FOLLOWER_FAILED.labels("relay").set(0)  # a figure from the start, not none
         loops = [
             threading.Thread(target=self._guard, args=(name, loop, stop), name=f"relay-{name}")
             for name, loop in (

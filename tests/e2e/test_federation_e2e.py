@@ -118,8 +118,13 @@ def test_offsite_case_between_two_node_processes(
     assert status["quarantined"] == 0
     text = _metrics(shaanxi)
     assert 'tongban_relay_messages_total{outcome="stored"}' in text
-    assert 'tongban_follower_failed{follower="relay"}' not in text or (
-        'tongban_follower_failed{follower="relay"} 1.0' not in text
+    for follower in ("relay", "integrator"):
+        assert f'tongban_follower_failed{{follower="{follower}"}} 0.0' in text
+    assert "tongban_relay_quarantine 0.0" in text
+    # 43's backlog for 61 reads 0 once drained (counted once a second).
+    _until(
+        lambda: 'tongban_relay_backlog{destination="tongban/61"} 0.0' in _metrics(hunan),
+        "the backlog metric drained",
     )
 
     # The auditor: both logs verify with the log keys alone (and the peer's).
