@@ -131,10 +131,10 @@ def _due(columns: str, kinds: str, p: str) -> str:
     limit), oldest first.
 
     Two branches, not one ``sent_at IS NULL OR sent_at < t``: each branch is one range of
-    the ``_waiting`` index, read in that index's order (``sent_at, seq``, which for rows
-    never sent is seq order) and cut at the limit there, so neither
-    walks the rows in flight; PostgreSQL's plans for the single OR (custom or generic) walked
-    the primary key in seq order past every done row instead.
+    the ``_waiting`` index, read in that index's order (``sent_at, seq``, which for rows never
+    sent is seq order) and cut at the limit there, so neither walks the rows in flight.
+    PostgreSQL's plans for the single OR (custom or generic) walked the primary key in seq
+    order past every done row instead.
     """
     return (
         f"SELECT {columns} FROM (SELECT {columns} FROM {OUTBOX} WHERE done_at IS NULL "
