@@ -95,6 +95,20 @@ def format_ratio(
 # --------------------------------------------------------------------------- PostgreSQL
 
 
+def benchmark_database(stack: contextlib.ExitStack, dsn: str | None) -> tuple[str, str]:
+    """(server DSN, DSN of a fresh database on that server, dropped when ``stack`` closes).
+
+    The server is ``dsn``'s, or a throwaway PostgreSQL with durable settings started through
+    ``tests.harness`` (and stopped when ``stack`` closes)."""
+    harness: Any = importlib.import_module("tests.harness.postgres")
+    if not dsn:
+        cluster = stack.enter_context(harness.PostgresCluster(durable=True))
+        dsn = str(cluster.dsn)
+        print(f"started a throwaway PostgreSQL ({harness.describe_dsn(dsn)}, durable settings)")
+    database: str = stack.enter_context(harness.temporary_database(dsn))
+    return dsn, database
+
+
 def _scratch_name(prefix: str) -> str:
     return f"{prefix}_{uuid.uuid4().hex[:10]}"
 

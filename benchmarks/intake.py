@@ -29,6 +29,7 @@ from typing import Any
 from tongban.v1 import common_pb2
 
 from benchmarks.baselines import (
+    benchmark_database,
     format_ratio,
     postgres_commit_rate,
     postgres_commit_rate_concurrent,
@@ -109,13 +110,7 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     with contextlib.ExitStack() as stack:
-        dsn: str = args.dsn or ""
-        harness: Any = importlib.import_module("tests.harness.postgres")
-        if not dsn:
-            cluster = stack.enter_context(harness.PostgresCluster(durable=True))
-            dsn = cluster.dsn
-            print(f"started a throwaway PostgreSQL ({harness.describe_dsn(dsn)}, durable settings)")
-        bench_dsn = stack.enter_context(harness.temporary_database(dsn))
+        dsn, bench_dsn = benchmark_database(stack, args.dsn)
         data_dir = Path(stack.enter_context(tempfile.TemporaryDirectory()))
         settings = Settings(data_dir=data_dir, database_url=bench_dsn)
         inprocess: Any = importlib.import_module("tests.harness.inprocess")

@@ -34,7 +34,12 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from tongban.v1 import common_pb2
 
-from benchmarks.baselines import ed25519_verify_rate, format_ratio, postgres_copy_rate
+from benchmarks.baselines import (
+    benchmark_database,
+    ed25519_verify_rate,
+    format_ratio,
+    postgres_copy_rate,
+)
 from hub.application.hub import HubApplication
 from hub.bootstrap import build_application, build_integrator
 from hub.commands.signing import CommandSigner
@@ -197,15 +202,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--lag-seconds", type=float, default=10.0)
     args = parser.parse_args(argv)
     with contextlib.ExitStack() as stack:
-        harness: Any = importlib.import_module("tests.harness.postgres")
-        dsn: str = args.dsn or ""
-        if not dsn:
-            cluster = stack.enter_context(harness.PostgresCluster(durable=True))
-            dsn = cluster.dsn
-            print(f"started a throwaway PostgreSQL ({harness.describe_dsn(dsn)}, durable settings)")
+        dsn, database = benchmark_database(stack, args.dsn)
         settings = Settings(
             data_dir=Path(stack.enter_context(tempfile.TemporaryDirectory())),
-            database_url=stack.enter_context(harness.temporary_database(dsn)),
+            database_url=database,
         )
         inprocess: Any = importlib.import_module("tests.harness.inprocess")
         node = inprocess.InProcessNode.start(settings)  # tongban init, then the application

@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import hashlib
-import importlib
 import math
 import random
 import sqlite3
@@ -44,7 +43,7 @@ from typing import Any
 import psycopg
 
 import ledger
-from benchmarks.baselines import Baseline, format_ratio, postgres_copy_rate
+from benchmarks.baselines import Baseline, benchmark_database, format_ratio, postgres_copy_rate
 
 ORIGIN = "tongban.example/node-1"
 TOPICS = ("CaseSubmitted", "CaseAccepted", "CaseHandedOver", "CaseConcluded")
@@ -292,13 +291,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     with contextlib.ExitStack() as stack:
         copy: Baseline | None = None
         if args.backend == "postgres":
-            harness: Any = importlib.import_module("tests.harness.postgres")
-            dsn: str = args.dsn or ""
-            if not dsn:
-                cluster = stack.enter_context(harness.PostgresCluster(durable=True))
-                dsn = cluster.dsn
-                print(f"started a throwaway PostgreSQL ({harness.describe_dsn(dsn)}, durable)")
-            db = _postgres(stack.enter_context(harness.temporary_database(dsn)))
+            dsn, database = benchmark_database(stack, args.dsn)
+            db = _postgres(database)
             row_bytes = leaf_row_bytes(make_leaf(0))
             copy = postgres_copy_rate(dsn, row_bytes=row_bytes)
         else:

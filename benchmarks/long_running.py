@@ -29,14 +29,13 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import importlib
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import psycopg
 
-from benchmarks.baselines import format_ratio
+from benchmarks.baselines import benchmark_database, format_ratio
 from hub.relay.store import OUTBOX, _RelaySQL, _statements
 from ledger.witness_storage import WitnessTables
 
@@ -113,13 +112,7 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     with contextlib.ExitStack() as stack:
-        dsn: str = args.dsn or ""
-        harness: Any = importlib.import_module("tests.harness.postgres")
-        if not dsn:
-            cluster = stack.enter_context(harness.PostgresCluster(durable=True))
-            dsn = cluster.dsn
-            print(f"started a throwaway PostgreSQL ({harness.describe_dsn(dsn)}, durable settings)")
-        bench_dsn = stack.enter_context(harness.temporary_database(dsn))
+        _server, bench_dsn = benchmark_database(stack, args.dsn)
         conn = stack.enter_context(psycopg.connect(bench_dsn, autocommit=True))
         for statement in _statements("BIGSERIAL PRIMARY KEY", "BYTEA", "DOUBLE PRECISION"):
             if OUTBOX in statement:

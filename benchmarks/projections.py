@@ -39,7 +39,7 @@ from uuid import uuid4
 
 import httpx
 
-from benchmarks.baselines import format_ratio, postgres_copy_rate
+from benchmarks.baselines import benchmark_database, format_ratio, postgres_copy_rate
 from hub.domain.case import Case, step_time
 from hub.domain.codec import event_mapper
 from hub.domain.items import Catalogue
@@ -201,15 +201,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--events", type=int, default=1_000_000, help="case events to store")
     args = parser.parse_args(argv)
     with contextlib.ExitStack() as stack:
-        harness: Any = importlib.import_module("tests.harness.postgres")
-        dsn: str = args.dsn or ""
-        if not dsn:
-            cluster = stack.enter_context(harness.PostgresCluster(durable=True))
-            dsn = cluster.dsn
-            print(f"started a throwaway PostgreSQL ({harness.describe_dsn(dsn)}, durable settings)")
+        dsn, database = benchmark_database(stack, args.dsn)
         settings = Settings(
             data_dir=Path(stack.enter_context(tempfile.TemporaryDirectory())),
-            database_url=stack.enter_context(harness.temporary_database(dsn)),
+            database_url=database,
         )
         inprocess: Any = importlib.import_module("tests.harness.inprocess")
         node = inprocess.InProcessNode.start(settings)
