@@ -43,6 +43,7 @@ from typing import Any
 import psycopg
 
 import ledger
+import ledger.storage
 from benchmarks.baselines import Baseline, benchmark_database, format_ratio, postgres_copy_rate
 
 ORIGIN = "tongban.example/node-1"
@@ -309,7 +310,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         results: list[SizeResult] = []
         print(f"\nappend, {args.batch:,}-leaf batches, each + signed checkpoint + commit:")
         for size in args.sizes:
-            tables = ledger.storage.LedgerTables(db.dialect, f"bench_{size}")  # type: ignore[arg-type]
+            tables = ledger.storage.LedgerTables(db.dialect, f"bench_{size}")
             seconds = build(db, tables, size, args.batch)
             rate = size / seconds
             name = f"  append, {size:,} leaves ({seconds:.2f} s)"
