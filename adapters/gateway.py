@@ -704,7 +704,10 @@ def parse_action(vendor_action: str, case_id: str, body: Mapping[str, Any]) -> t
     """The wire action, its message and the operator (``jbr``) for a vendor action request."""
     spec = ACTIONS[vendor_action]
     fields = _Fields(body)
-    message: Any = wire_message_type(spec.action)(case_id=case_id)
+    # Every action's message has a case_id; typed as the base Message, whose constructor
+    # (types-protobuf since 2026-11) takes no field names, so it is set after construction.
+    message: Any = wire_message_type(spec.action)()
+    message.case_id = case_id
     spec.read(fields, message)
     operator = fields.text("jbr", required=False, max_length=64)
     fields.raise_if_any()
