@@ -54,12 +54,12 @@ from hub.materials.fetch import MaterialFetcher, PeerClientCertificate
 from hub.materials.store import MaterialStore
 from hub.projections.node import Projections, open_projections
 from hub.relay.config import FederationConfig, encryption_key_text, load_federation
-from hub.relay.node import Relay
 from hub.settings import Settings
 from ledger import LedgerError, Signer, Verifier
 from ledger.cosignature import Cosigner
 
 if TYPE_CHECKING:
+    from hub.relay.node import Relay
     from hub.web.certificates import CertificateFeed
     from hub.witnessing.config import WitnessingConfig
 
@@ -517,6 +517,10 @@ def build_relay(settings: Settings, app: HubApplication) -> Relay | None:
     federation = load_federation_file(settings)
     if federation is None:
         return None
+    # Imported here: the relay brings in the Kafka client, which the command-line calls that
+    # never relay (most of them) need not load at every start.
+    from hub.relay.node import Relay
+
     keys = load_node_keys(settings)
     federation_keys = load_federation_keys(settings)
 

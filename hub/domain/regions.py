@@ -144,13 +144,10 @@ class RegionRegistry:
     def __init__(self, regions: dict[RegionCode, Region], edition: str) -> None:
         self.edition = edition
         self._regions = regions
-        self._children: dict[RegionCode, list[RegionCode]] = {}
-        for code in regions:
-            parent = code.parent
-            if parent is not None:
-                self._children.setdefault(parent, []).append(code)
-        for children in self._children.values():
-            children.sort()
+        #: Child codes by parent, built on the first ``children`` call: walking 45,000 codes up
+        #: to their parents takes longer than loading them, and only listings need it (every
+        #: command-line call and node process loads the registry; few list children).
+        self._children: dict[RegionCode, list[RegionCode]] | None = None
 
     @classmethod
     @functools.cache
@@ -205,6 +202,16 @@ class RegionRegistry:
 
     def children(self, code: RegionCode) -> list[Region]:
         """Known child regions, in code order (villages are not listed)."""
+        if self._children is None:
+            index: dict[RegionCode, list[RegionCode]] = {}
+            for known in self._regions:
+                parent = known.parent
+                if parent is not None:
+                    index.setdefault(parent, []).append(known)
+            for children in index.values():
+                children.sort()
+            # Assigned once complete: a thread that reads it meanwhile builds its own copy.
+            self._children = index
         return [self._regions[child] for child in self._children.get(code, [])]
 
     def path(self, code: RegionCode) -> list[Region]:
