@@ -320,9 +320,13 @@ def _stop(children: list[tuple[str, Any, Connection]], grace: float) -> None:
     for _name, process, _connection in children:
         if process.is_alive():
             process.terminate()
-    for _name, process, connection in children:
+    for name, process, connection in children:
         process.join(timeout=grace + 5)
         if process.is_alive():
+            # Said, because a process killed here ends mid-step (the stores recover from that,
+            # as from a crash) and a stop that takes this long is a fault worth finding.
+            log.warning("%s (pid %d) did not stop within %.0f s of SIGTERM: killed", name,
+                        process.pid, grace + 5)  # fmt: skip
             process.kill()
             process.join(timeout=5)
         connection.close()

@@ -72,6 +72,25 @@ BACKLOG_EVERY = 1.0
 FETCH_MAX_WAIT_MS = 50
 #: Seconds a relay loop waits before starting again after the store was unavailable.
 STORE_RETRY_S = 1.0
+#: How long a Kafka client of the relay waits for its first connection to the broker, and the
+#: longest pause between its attempts to reconnect (kafka-python's defaults are 30 s each).
+#: While the broker is down, each relay loop then gets control back within this long, says
+#: so, and tries again a second later; and a node asked to stop stops, instead of having its
+#: follower process killed while a client waits out its 30 s.
+BROKER_WAIT_MS = 2000
+#: Seconds a relay loop waits before trying an unreachable broker again: doubled after each
+#: failed try up to the last, and back to the first once the broker answers. (The wait is the
+#: relay's own: a stop ends it at once.)
+BROKER_RETRY_S = (1.0, 2.0, 4.0)
+
+
+def kafka_options(config: FederationConfig) -> dict[str, Any]:
+    """The options every Kafka client of the relay is made with (see ``BROKER_WAIT_MS``)."""
+    return {
+        "bootstrap_servers": list(config.bootstrap),
+        "bootstrap_timeout_ms": BROKER_WAIT_MS,
+        "reconnect_backoff_max_ms": BROKER_WAIT_MS // 2,
+    }
 
 
 class Relay:
@@ -141,7 +160,7 @@ class Relay:
     def _producer_now(self) -> KafkaProducer:
         if self._producer is None:
             self._producer = KafkaProducer(
-                bootstrap_servers=list(self.config.bootstrap),
+                **kafka_options(self.config),
                 enable_idempotence=True,
                 acks="all",
                 linger_ms=5,
@@ -182,7 +201,7 @@ class Relay:
 
     def ensure_topic(self) -> None:
         """Create this node's inbox topic if the broker does not have it."""
-        admin = KafkaAdminClient(bootstrap_servers=list(self.config.bootstrap))
+        admin = KafkaAdminClient(**kafka_options(self.config))
         try:
             admin.create_topics(
                 [NewTopic(self.topic, num_partitions=INBOX_PARTITIONS, replication_factor=1)]
@@ -197,7 +216,7 @@ class Relay:
         broker cannot be reached). Reads offsets only: never joins the group."""
         try:
             consumer = KafkaConsumer(
-                bootstrap_servers=list(self.config.bootstrap),
+                **kafka_options(self.config),
                 group_id=f"tongban.{self.origin}",
                 enable_auto_commit=False,
                 request_timeout_ms=5000,
@@ -286,6 +305,7 @@ class Relay:
                 done += 1
 
     def _publish(self, stop: threading.Event) -> None:
+        failures = 0
         while not stop.is_set():
             self._wake.clear()
             if time.monotonic() - self._backlog_at >= BACKLOG_EVERY:
@@ -298,8 +318,10 @@ class Relay:
             except KafkaError as error:
                 log.warning("broker unreachable, the outbox waits: %s", error)
                 self._drop_producer()
-                stop.wait(1.0)
+                stop.wait(_retry_after(failures))
+                failures += 1
                 continue
+            failures = 0
             if not sent:
                 self._wake.wait(self.poll_interval)
 
@@ -333,23 +355,26 @@ class Relay:
                 log.debug("closing the producer failed", exc_info=True)
 
     def _consume(self, stop: threading.Event) -> None:
+        failures = 0
         while not stop.is_set():
             try:
                 self.ensure_topic()
-                consumer = self._inbox_consumer()
+                consumer = self._inbox_consumer(stop)
             except KafkaError as error:
                 log.warning("broker unreachable, the inbox waits: %s", error)
-                stop.wait(1.0)
+                stop.wait(_retry_after(failures))
+                failures += 1
                 continue
+            failures = 0
             try:
                 self._drain(consumer, stop)
             except KafkaError as error:
                 log.warning("lost the broker, reconnecting: %s", error)
-                stop.wait(1.0)
+                stop.wait(_retry_after(0))
             finally:
                 consumer.close(autocommit=False)
 
-    def _inbox_consumer(self) -> KafkaConsumer:
+    def _inbox_consumer(self, stop: threading.Event) -> KafkaConsumer:
         """A consumer of every partition of this node's inbox, from the offsets committed for
         the node's group.
 
@@ -359,7 +384,7 @@ class Relay:
         rebalance (which the test broker never does). The group still holds the offsets.
         """
         consumer = KafkaConsumer(
-            bootstrap_servers=list(self.config.bootstrap),
+            **kafka_options(self.config),
             group_id=f"tongban.{self.origin}",
             enable_auto_commit=False,
             auto_offset_reset="earliest",
@@ -367,10 +392,10 @@ class Relay:
         )
         partitions: set[int] = set()
         deadline = time.monotonic() + 30
-        while not partitions and time.monotonic() < deadline:
+        while not partitions and not stop.is_set() and time.monotonic() < deadline:
             partitions = consumer.partitions_for_topic(self.topic) or set()
             if not partitions:
-                time.sleep(0.2)  # the topic was just created: its metadata is on its way
+                stop.wait(0.2)  # the topic was just created: its metadata is on its way
         if not partitions:
             consumer.close(autocommit=False)
             raise KafkaError(f"no partitions of {self.topic} yet")
@@ -444,6 +469,11 @@ class Relay:
                 log.exception("handling offset %s failed; retrying", record.offset)
                 return int(record.offset)
         return None
+
+
+def _retry_after(failures: int) -> float:
+    """Seconds to wait before the next try, after ``failures`` tries in a row failed."""
+    return BROKER_RETRY_S[min(failures, len(BROKER_RETRY_S) - 1)]
 
 
 def _offset(next_offset: int) -> OffsetAndMetadata:

@@ -33,6 +33,7 @@ from tongban.v1 import (
 from hub.domain.values import id_number_with_check
 from tests.harness.availability import service_unavailable
 from tests.harness.errors import ServiceUnavailable
+from tests.harness.federation import peer_entry, wait_for, write_federation
 from tests.harness.node import TONGBAN, NodeProcess
 
 pytestmark = pytest.mark.e2e
@@ -351,3 +352,39 @@ def test_a_store_that_goes_away_gives_unavailable_fast_and_the_node_recovers(
             }
         assert {"ops-before-outage", "ops-after-outage"} <= keys
         assert not any(key.startswith("ops-during") for key in keys)
+
+
+def test_a_node_whose_broker_is_down_stops_by_itself_when_asked(tmp_path: Path) -> None:
+    """While the broker cannot be reached, the relay's Kafka clients hand control back to the
+    relay's loops every couple of seconds (each says the broker is unreachable and tries again),
+    so SIGTERM stops every process of the node by itself: none is killed at the deadline."""
+    peer = NodeProcess(tmp_path / "61", extra_env={"TONGBAN_NODE_REGION": "61"}, processes=1)
+    node = NodeProcess(
+        tmp_path / "43",
+        extra_env={
+            "TONGBAN_NODE_REGION": "43",
+            "TONGBAN_FEDERATION": str(tmp_path / "43" / "federation.toml"),
+        },
+        processes=1,
+    )
+    # Port 9 (discard) on loopback: nothing listens there, every connection is refused.
+    write_federation(
+        tmp_path / "43" / "federation.toml",
+        [peer_entry(peer, region="61", address="localhost:1")],
+        bootstrap="127.0.0.1:9",
+    )
+    unreachable = "broker unreachable, the inbox waits"
+
+    def connecting_again() -> bool:
+        # The consumer loop gave up once, and its next client is connecting now (kafka-python
+        # says so): the stop below comes while a client waits for the broker.
+        log = node.log()
+        return unreachable in log and "Attempting bootstrap" in log.rsplit(unreachable, 1)[1]
+
+    with node:
+        node.start()
+        wait_for(connecting_again, "the relay's consumer tried the broker again", [node])
+        node.stop()
+    log = node.log()
+    assert "did not stop within" not in log, log[-3000:]
+    assert node.returncode == 0, log[-3000:]

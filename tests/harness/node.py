@@ -85,6 +85,8 @@ class NodeProcess:
         #: The web pages' base URL the node printed (``https://127.0.0.1:PORT/``).
         self.web_url = ""
         self._process: subprocess.Popen[str] | None = None
+        #: The exit code of ``tongban serve`` once ``stop`` has stopped it.
+        self.returncode: int | None = None
         self._log_path = self.directory / "node.log"
         self.run("init")
         self.run("pki", "init", "--node", node_name)
@@ -277,6 +279,7 @@ class NodeProcess:
             except subprocess.TimeoutExpired:
                 self._process.kill()
                 self._process.wait(timeout=10)
+        self.returncode = self._process.returncode
         self._process = None
 
     def __enter__(self) -> NodeProcess:
