@@ -75,8 +75,8 @@ STORE_RETRY_S = 1.0
 #: How long a Kafka client of the relay waits for its first connection to the broker, and the
 #: longest pause between its attempts to reconnect (kafka-python's defaults are 30 s each).
 #: While the broker is down, each relay loop then gets control back within this long, says
-#: so, and tries again a second later; and a node asked to stop stops, instead of having its
-#: follower process killed while a client waits out its 30 s.
+#: so, and tries again after a wait of its own (``BROKER_RETRY_S``); and a node asked to stop
+#: stops, instead of having its follower process killed while a client waits out its 30 s.
 BROKER_WAIT_MS = 2000
 #: Seconds a relay loop waits before trying an unreachable broker again: doubled after each
 #: failed try up to the last, and back to the first once the broker answers. (The wait is the
@@ -84,7 +84,7 @@ BROKER_WAIT_MS = 2000
 BROKER_RETRY_S = (1.0, 2.0, 4.0)
 
 
-def kafka_options(config: FederationConfig) -> dict[str, Any]:
+def _kafka_options(config: FederationConfig) -> dict[str, Any]:
     """The options every Kafka client of the relay is made with (see ``BROKER_WAIT_MS``)."""
     return {
         "bootstrap_servers": list(config.bootstrap),
@@ -160,7 +160,7 @@ class Relay:
     def _producer_now(self) -> KafkaProducer:
         if self._producer is None:
             self._producer = KafkaProducer(
-                **kafka_options(self.config),
+                **_kafka_options(self.config),
                 enable_idempotence=True,
                 acks="all",
                 linger_ms=5,
@@ -201,7 +201,7 @@ class Relay:
 
     def ensure_topic(self) -> None:
         """Create this node's inbox topic if the broker does not have it."""
-        admin = KafkaAdminClient(**kafka_options(self.config))
+        admin = KafkaAdminClient(**_kafka_options(self.config))
         try:
             admin.create_topics(
                 [NewTopic(self.topic, num_partitions=INBOX_PARTITIONS, replication_factor=1)]
@@ -216,7 +216,7 @@ class Relay:
         broker cannot be reached). Reads offsets only: never joins the group."""
         try:
             consumer = KafkaConsumer(
-                **kafka_options(self.config),
+                **_kafka_options(self.config),
                 group_id=f"tongban.{self.origin}",
                 enable_auto_commit=False,
                 request_timeout_ms=5000,
@@ -384,7 +384,7 @@ class Relay:
         rebalance (which the test broker never does). The group still holds the offsets.
         """
         consumer = KafkaConsumer(
-            **kafka_options(self.config),
+            **_kafka_options(self.config),
             group_id=f"tongban.{self.origin}",
             enable_auto_commit=False,
             auto_offset_reset="earliest",
