@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import multiprocessing
 import os
 import shutil
+import signal
 import sqlite3
 import subprocess
 import threading
@@ -31,6 +33,7 @@ from tongban.v1 import (
 )
 
 from hub.domain.values import id_number_with_check
+from hub.serving import _stop
 from tests.harness.availability import service_unavailable
 from tests.harness.errors import ServiceUnavailable
 from tests.harness.federation import peer_entry, wait_for, write_federation
@@ -388,3 +391,34 @@ def test_a_node_whose_broker_is_down_stops_by_itself_when_asked(tmp_path: Path) 
     log = node.log()
     assert "did not stop within" not in log, log[-3000:]
     assert node.returncode == 0, log[-3000:]
+
+
+def _ignore_sigterm(ready: Any) -> None:  # runs in a spawned child
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    ready.send("ready")
+    while True:
+        time.sleep(60)
+
+
+def test_a_process_that_ignores_sigterm_is_killed_at_the_deadline_and_named(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The supervisor's stop: a child still running ``grace`` + 5 s after SIGTERM is killed,
+    and the log names it (the line the test above looks for, never found there)."""
+    context = multiprocessing.get_context("spawn")
+    ours, theirs = context.Pipe()
+    child = context.Process(target=_ignore_sigterm, args=(theirs,), name="stubborn")
+    child.start()
+    try:
+        assert ours.poll(60) and ours.recv() == "ready"  # its SIGTERM handler is in place
+        with caplog.at_level("WARNING", logger="tongban.serve"):
+            _stop([("stubborn", child, ours)], grace=0.0)
+        assert not child.is_alive()
+        assert child.exitcode == -signal.SIGKILL
+        assert f"stubborn (pid {child.pid}) did not stop within 5 s of SIGTERM: killed" in (
+            caplog.text
+        )
+    finally:
+        if child.is_alive():
+            child.kill()
+            child.join()
