@@ -175,8 +175,8 @@ def _supervisor_app(app: Any, projections: Any) -> Any:
 
     from hub.pki import Role, init_ca
 
-    ca = init_ca(Path(tempfile.mkdtemp()), "bench")
-    issued = ca.issue(Role.SUPERVISOR, "bench.4309")
+    with tempfile.TemporaryDirectory(prefix="tongban-bench-ca-") as directory:
+        issued = init_ca(Path(directory), "bench").issue(Role.SUPERVISOR, "bench.4309")
     pem = (
         x509.load_pem_x509_certificate(issued.certificate_pem)
         .public_bytes(serialization.Encoding.PEM)

@@ -32,6 +32,7 @@ import gc
 import logging
 import multiprocessing
 import os
+import shutil
 import signal
 import socket
 import tempfile
@@ -120,52 +121,57 @@ def serve(settings: Settings, options: ServeOptions) -> int:
     web_host, web_port = _split(options.web_listen)
     web_reservation = _reserve_port(web_host, web_port)
     web_port = web_reservation.getsockname()[1]
+    # The processes' metric files: a directory of this run's own, removed when the run ends
+    # (the library's multiprocess mode wants a fresh one per run, and left ones pile up).
     metrics_dir = tempfile.mkdtemp(prefix="tongban-metrics-")
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
-    context = multiprocessing.get_context("spawn")
-    shared = _Shared(
-        context.Event(),
-        context.Array("c", _REASON_BYTES),
-        context.Event(),
-        context.Array("c", _REASON_BYTES),
-    )
-    children: list[tuple[str, Any, Connection]] = []
-
-    def start(name: str, target: Callable[..., None], *args: Any) -> None:
-        ours, theirs = context.Pipe()
-        process = context.Process(target=target, args=(*args, theirs, shared), name=name)
-        process.start()
-        theirs.close()
-        children.append((name, process, ours))
-
     try:
-        start("follower", _follower_main, settings)
+        context = multiprocessing.get_context("spawn")
+        shared = _Shared(
+            context.Event(),
+            context.Array("c", _REASON_BYTES),
+            context.Event(),
+            context.Array("c", _REASON_BYTES),
+        )
+        children: list[tuple[str, Any, Connection]] = []
+
+        def start(name: str, target: Callable[..., None], *args: Any) -> None:
+            ours, theirs = context.Pipe()
+            process = context.Process(target=target, args=(*args, theirs, shared), name=name)
+            process.start()
+            theirs.close()
+            children.append((name, process, ours))
+
+        try:
+            start("follower", _follower_main, settings)
+            if witness_reservation is not None:
+                start("witness", _witness_main, settings, witness_port)
+            for number in range(options.processes):
+                start(f"server-{number}", _server_main, settings, options, port)
+            start("web", _web_main, settings, options, web_port)
+            _await_ready(children)
+        except TongbanError:
+            _stop(children, options.grace)
+            raise
+        finally:
+            reservation.close()
+            if witness_reservation is not None:
+                witness_reservation.close()
+            web_reservation.close()
+        metrics_port = telemetry.serve_metrics(options.metrics_listen)
         if witness_reservation is not None:
-            start("witness", _witness_main, settings, witness_port)
-        for number in range(options.processes):
-            start(f"server-{number}", _server_main, settings, options, port)
-        start("web", _web_main, settings, options, web_port)
-        _await_ready(children)
-    except TongbanError:
-        _stop(children, options.grace)
-        raise
+            scheme = "https" if settings.witness_tls else "http"
+            witness_host = _split(settings.witness_listen)[0]
+            print(f"tongban: witness on {scheme}://{witness_host}:{witness_port}", flush=True)
+        # The port lines are machine-readable: scripts and tests wait for them.
+        print(f"tongban: serving on {host}:{port}", flush=True)
+        print(f"tongban: metrics on http://{_split(options.metrics_listen)[0]}:{metrics_port}/metrics",
+              flush=True)  # fmt: skip
+        scheme = "http" if options.insecure else "https"
+        print(f"tongban: web on {scheme}://{web_host}:{web_port}/", flush=True)
+        return _supervise(children, options.grace)
     finally:
-        reservation.close()
-        if witness_reservation is not None:
-            witness_reservation.close()
-        web_reservation.close()
-    metrics_port = telemetry.serve_metrics(options.metrics_listen)
-    if witness_reservation is not None:
-        scheme = "https" if settings.witness_tls else "http"
-        witness_host = _split(settings.witness_listen)[0]
-        print(f"tongban: witness on {scheme}://{witness_host}:{witness_port}", flush=True)
-    # The port lines are machine-readable: scripts and tests wait for them.
-    print(f"tongban: serving on {host}:{port}", flush=True)
-    print(f"tongban: metrics on http://{_split(options.metrics_listen)[0]}:{metrics_port}/metrics",
-          flush=True)  # fmt: skip
-    scheme = "http" if options.insecure else "https"
-    print(f"tongban: web on {scheme}://{web_host}:{web_port}/", flush=True)
-    return _supervise(children, options.grace)
+        shutil.rmtree(metrics_dir, ignore_errors=True)
 
 
 def _preflight(settings: Settings, options: ServeOptions) -> None:

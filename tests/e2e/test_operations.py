@@ -393,6 +393,21 @@ def test_a_node_whose_broker_is_down_stops_by_itself_when_asked(tmp_path: Path) 
     assert node.returncode == 0, log[-3000:]
 
 
+def test_a_stopped_node_leaves_nothing_in_the_temporary_directory(tmp_path: Path) -> None:
+    """``tongban serve`` keeps its processes' metric files in a temporary directory of its own
+    while it runs, and removes it when it stops (a directory per run used to pile up in /tmp)."""
+    temporary = tmp_path / "tmp"
+    temporary.mkdir()
+    with NodeProcess(tmp_path / "node", extra_env={"TMPDIR": str(temporary)}, processes=1) as node:
+        node.start()
+        with urllib.request.urlopen(node.metrics_url, timeout=10) as response:
+            assert b"tongban_ledger_leaves" in response.read()  # read from those files
+        assert [path.name[:16] for path in temporary.iterdir()] == ["tongban-metrics-"]
+        node.stop()
+    assert node.returncode == 0
+    assert list(temporary.iterdir()) == []
+
+
 def _ignore_sigterm(ready: Any) -> None:  # runs in a spawned child
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     ready.send("ready")
