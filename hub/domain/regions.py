@@ -16,7 +16,7 @@ from __future__ import annotations
 import csv
 import enum
 import functools
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from importlib import resources
 
@@ -141,12 +141,14 @@ class Region:
 class RegionRegistry:
     """Official regions of one edition, with parent, children, level and validation queries."""
 
-    def __init__(self, regions: dict[RegionCode, Region], edition: str) -> None:
+    def __init__(self, names: dict[str, str], edition: str) -> None:
+        """``names``: the official name of each known region, by its 12-digit code."""
         self.edition = edition
-        self._regions = regions
+        # Names by plain code, Regions made when asked for: every command-line call and node
+        # process loads the registry, and building 45,000 objects took most of its load time.
+        self._names = names
         #: Child codes by parent, built on the first ``children`` call: walking 45,000 codes up
-        #: to their parents takes longer than loading them, and only listings need it (every
-        #: command-line call and node process loads the registry; few list children).
+        #: to their parents takes longer than loading them, and only listings need it.
         self._children: dict[RegionCode, list[RegionCode]] | None = None
 
     @classmethod
@@ -154,21 +156,14 @@ class RegionRegistry:
     def load_default(cls) -> RegionRegistry:
         """The registry of the shipped edition (cached: loading reads about 45,000 rows)."""
         data = resources.files("hub.domain") / "data" / "regions"
-        regions: dict[RegionCode, Region] = {}
+        names: dict[str, str] = {}
         for filename in ("provinces.csv", "cities.csv", "areas.csv", "streets.csv"):
-            with (data / filename).open(encoding="utf-8") as handle:
-                for line_number, row in enumerate(csv.DictReader(handle), start=2):
-                    try:
-                        code = RegionCode.parse(row["code"])
-                    except (InvalidInput, KeyError) as error:
-                        raise ConfigurationError(
-                            f"regions/{filename} line {line_number}: bad code: {error}"
-                        ) from None
-                    regions[code] = Region(code, row["name"])
-        return cls(regions, REGION_EDITION)
+            with (data / filename).open(encoding="utf-8", newline="") as handle:
+                names.update(read_names(filename, csv.reader(handle)))
+        return cls(names, REGION_EDITION)
 
     def __len__(self) -> int:
-        return len(self._regions)
+        return len(self._names)
 
     def get(self, code: RegionCode | str, field: str = "region") -> Region:
         """Return the region for ``code``, or raise InvalidInput naming ``field``.
@@ -177,11 +172,11 @@ class RegionRegistry:
         001-399; they get a name from their number because the data set has no village names.
         """
         parsed = code if isinstance(code, RegionCode) else RegionCode.parse(code, field)
-        region = self._regions.get(parsed)
-        if region is not None:
-            return region
+        name = self._names.get(parsed.value)
+        if name is not None:
+            return Region(parsed, name)
         if parsed.level == Level.VILLAGE:
-            township = self._regions.get(parsed.ancestor_at(Level.TOWNSHIP))
+            township = self._names.get(parsed.ancestor_at(Level.TOWNSHIP).value)
             village = int(parsed.value[9:])
             if township is None:
                 raise InvalidInput(field, parsed.value, "its township is not a known region")
@@ -204,7 +199,8 @@ class RegionRegistry:
         """Known child regions, in code order (villages are not listed)."""
         if self._children is None:
             index: dict[RegionCode, list[RegionCode]] = {}
-            for known in self._regions:
+            for value in self._names:
+                known = RegionCode(value)
                 parent = known.parent
                 if parent is not None:
                     index.setdefault(parent, []).append(known)
@@ -212,7 +208,7 @@ class RegionRegistry:
                 children.sort()
             # Assigned once complete: a thread that reads it meanwhile builds its own copy.
             self._children = index
-        return [self._regions[child] for child in self._children.get(code, [])]
+        return [Region(child, self._names[child.value]) for child in self._children.get(code, [])]
 
     def path(self, code: RegionCode) -> list[Region]:
         """The region and its ancestors, province first: 湖南省 / 益阳市 / 资阳区 / 沙头镇."""
@@ -222,6 +218,28 @@ class RegionRegistry:
     def full_name(self, code: RegionCode) -> str:
         """Names from the province down, joined without separators as on official documents."""
         return "".join(region.name for region in self.path(code))
+
+
+def read_names(filename: str, rows: Iterable[list[str]]) -> dict[str, str]:
+    """Official names by 12-digit code from the rows of one division-code CSV file (a header
+    ``code,name,...`` first); raises ConfigurationError naming the file and line of a bad row."""
+    rows = iter(rows)
+    if next(rows, [])[:2] != ["code", "name"]:
+        raise ConfigurationError(f"regions/{filename}: expected the columns code,name first")
+    names: dict[str, str] = {}
+    for line_number, row in enumerate(rows, start=2):
+        code = row[0] if row else ""
+        # The checks of RegionCode.parse, inline: the registry's load runs this 45,000 times.
+        if (
+            len(row) < 2
+            or len(code) not in _SHORT_LENGTHS
+            or not code.isascii()
+            or not code.isdigit()
+            or code.startswith("00")
+        ):
+            raise ConfigurationError(f"regions/{filename} line {line_number}: bad code {code!r}")
+        names[code.ljust(12, "0")] = row[1]
+    return names
 
 
 @functools.lru_cache(maxsize=65_536)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from hub.domain.regions import REGION_EDITION, Level, RegionCode, RegionRegistry
-from hub.errors import InvalidInput
+from hub.domain.regions import REGION_EDITION, Level, RegionCode, RegionRegistry, read_names
+from hub.errors import ConfigurationError, InvalidInput
 
 
 @pytest.fixture(scope="module")
@@ -90,3 +90,41 @@ def test_unknown_code_names_field_and_value(registry: RegionRegistry) -> None:
     assert caught.value.field == "competent_region"
     assert caught.value.value == "439999000000"
     assert "2023 edition" in caught.value.reason
+
+
+def test_the_division_code_rows_become_names_by_twelve_digit_code() -> None:
+    rows = [
+        ["code", "name", "provinceCode"],
+        ["4309", "益阳市", "43"],
+        ["430902104", "沙头镇", "43"],
+    ]
+    assert read_names("cities.csv", rows) == {"430900000000": "益阳市", "430902104000": "沙头镇"}
+
+
+@pytest.mark.parametrize(
+    ("rows", "message"),
+    [
+        ([["name", "code"], ["4309", "益阳市"]], "regions/x.csv: expected the columns code,name first"),
+        ([], "regions/x.csv: expected the columns code,name first"),
+        (
+            [["code", "name"], ["43", "湖南省"], ["431", "?"]],
+            "regions/x.csv line 3: bad code '431'",
+        ),
+        ([["code", "name"], ["0012", "?"]], "regions/x.csv line 2: bad code '0012'"),
+        ([["code", "name"], ["43a9", "?"]], "regions/x.csv line 2: bad code '43a9'"),
+        ([["code", "name"], ["４３", "?"]], "regions/x.csv line 2: bad code '４３'"),
+        ([["code", "name"], ["4309"]], "regions/x.csv line 2: bad code '4309'"),
+        ([["code", "name"], []], "regions/x.csv line 2: bad code ''"),
+    ],
+)
+def test_a_bad_division_code_row_is_named_by_file_and_line(
+    rows: list[list[str]], message: str
+) -> None:
+    with pytest.raises(ConfigurationError) as raised:
+        read_names("x.csv", rows)
+    assert str(raised.value) == message
+
+
+def test_the_shipped_edition_loads_every_row(registry: RegionRegistry) -> None:
+    assert len(registry) == 44_699
+    assert registry.get("610929").name == "白河县"
