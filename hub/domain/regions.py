@@ -158,8 +158,8 @@ class RegionRegistry:
         data = resources.files("hub.domain") / "data" / "regions"
         names: dict[str, str] = {}
         for filename in ("provinces.csv", "cities.csv", "areas.csv", "streets.csv"):
-            with (data / filename).open(encoding="utf-8", newline="") as handle:
-                names.update(read_names(filename, csv.reader(handle)))
+            lines = (data / filename).read_text(encoding="utf-8").splitlines()
+            names.update(read_names(filename, csv.reader(lines)))
         return cls(names, REGION_EDITION)
 
     def __len__(self) -> int:
