@@ -524,18 +524,9 @@ def _process_cpu(pid: int) -> float:
 
 
 def _tree_cpu(root: int) -> float:
-    """CPU seconds of ``root`` and its direct children (a postmaster and its backends)."""
-    total = _process_cpu(root)
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        if int(fields[1]) == root:  # ppid
-            total += (int(fields[11]) + int(fields[12])) / _TICK
-    return total
+    """CPU seconds of ``root`` and all its descendants: a postmaster and its backends, or a
+    node's supervisor and the processes its fork server started (grandchildren)."""
+    return sum(_process_cpu(pid) for pid in _harness("processes").process_tree(root))
 
 
 # --------------------------------------------------------------------------- setup

@@ -28,7 +28,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from adapters.sdk import HallClient, HallCredentials, TLSConfig
 
-from .processes import LOCALHOST, port_accepts
+from .processes import LOCALHOST, port_accepts, process_tree
 
 TONGBAN = [sys.executable, "-m", "hub.cli"]
 # Only whole lines (up to their newline): the log is read while the node writes it, and a line
@@ -241,32 +241,18 @@ class NodeProcess:
     def pause(self) -> None:
         """Cut the node off (SIGSTOP to it and every process it started): it neither answers
         nor consumes nor publishes until :meth:`resume`, as a node whose network is down."""
-        for pid in self._tree():
+        for pid in self.tree():
             os.kill(pid, signal.SIGSTOP)
 
     def resume(self) -> None:
         """Let a paused node go on (SIGCONT), from where it was."""
-        for pid in self._tree():
+        for pid in self.tree():
             os.kill(pid, signal.SIGCONT)
 
-    def _tree(self) -> list[int]:
-        """The node's process and its descendants (from /proc: Linux, as the tests run)."""
+    def tree(self) -> list[int]:
+        """The node's process and its descendants."""
         assert self._process is not None, "the node is not running"
-        children: dict[int, list[int]] = {}
-        for entry in Path("/proc").iterdir():
-            if entry.name.isdigit():
-                try:
-                    # The field after the command's closing parenthesis: state, then ppid.
-                    parent = int((entry / "stat").read_text().rpartition(")")[2].split()[1])
-                except (OSError, IndexError, ValueError):
-                    continue  # the process ended meanwhile
-                children.setdefault(parent, []).append(int(entry.name))
-        tree, pending = [], [self._process.pid]
-        while pending:
-            pid = pending.pop()
-            tree.append(pid)
-            pending += children.get(pid, [])
-        return tree
+        return process_tree(self._process.pid)
 
     def stop(self) -> None:
         """SIGTERM (graceful), then SIGKILL after a few seconds."""

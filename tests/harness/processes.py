@@ -29,6 +29,26 @@ def free_tcp_port(host: str = LOCALHOST) -> int:
         return port
 
 
+def process_tree(root: int) -> list[int]:
+    """``root`` and every process below it, read from /proc (Linux, as the tests run): a
+    node's supervisor and the processes its fork server started, or a postmaster's backends."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                # The field after the command's closing parenthesis: state, then ppid.
+                parent = int((entry / "stat").read_text().rpartition(")")[2].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue  # the process ended meanwhile
+            children.setdefault(parent, []).append(int(entry.name))
+    tree, pending = [], [root]
+    while pending:
+        pid = pending.pop()
+        tree.append(pid)
+        pending += children.get(pid, [])
+    return tree
+
+
 def port_accepts(host: str, port: int, timeout: float = 0.5) -> bool:
     """Whether something accepts a TCP connection on ``host:port``."""
     try:

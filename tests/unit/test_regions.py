@@ -104,7 +104,10 @@ def test_the_division_code_rows_become_names_by_twelve_digit_code() -> None:
 @pytest.mark.parametrize(
     ("rows", "message"),
     [
-        ([["name", "code"], ["4309", "益阳市"]], "regions/x.csv: expected the columns code,name first"),
+        (
+            [["name", "code"], ["4309", "益阳市"]],
+            "regions/x.csv: expected the columns code,name first",
+        ),
         ([], "regions/x.csv: expected the columns code,name first"),
         (
             [["code", "name"], ["43", "湖南省"], ["431", "?"]],
