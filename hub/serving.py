@@ -368,9 +368,14 @@ def _stop(children: list[tuple[str, Any, Connection]], grace: float) -> None:
 def _child_setup(
     settings: Settings, lifeline: Connection, on_parent_gone: Callable[[], None]
 ) -> None:
-    """Logging as configured, and a watch on the supervisor: if it dies, so does this process."""
+    """Its name in ``ps``, logging as configured, and a watch on the supervisor: if it dies, so
+    does this process."""
+    from setproctitle import setproctitle
+
     from hub import telemetry
 
+    # Forked by the fork server, every process would show that server's command line.
+    setproctitle(f"tongban {multiprocessing.current_process().name} {settings.origin}")
     telemetry.configure_logging(settings.log_level, json_lines=settings.log_format == "json")
 
     def watch() -> None:

@@ -104,9 +104,13 @@ def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeProcess]:
 
 
 def test_several_serving_processes_share_one_port(node: NodeProcess) -> None:
-    # The supervisor, and below it (through the fork server) the follower, the two serving
-    # processes and the web process, at least.
-    assert len(node.tree()) >= 5
+    # Below the supervisor (through the fork server): the follower, the two serving processes
+    # and the web process, each named in `ps` with the node's log origin.
+    titles = sorted(_command_line(pid) for pid in node.tree()[1:])
+    node_processes = [title for title in titles if title.startswith("tongban ")]
+    assert node_processes == [
+        f"tongban {name} {node.origin}" for name in ("follower", "server-0", "server-1", "web")
+    ], titles
     serving = [line for line in node.log().splitlines() if "serving on port" in line]
     assert len(serving) == 2
     # Both answer on the one port: many new connections all succeed.
@@ -421,6 +425,13 @@ def test_a_killed_supervisor_leaves_no_process_behind(tmp_path: Path) -> None:
         [node],
         timeout=30,
     )
+
+
+def _command_line(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode().strip()
+    except OSError:
+        return ""  # ended meanwhile
 
 
 def _running(pid: int) -> bool:
