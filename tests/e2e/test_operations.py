@@ -388,6 +388,8 @@ def test_a_node_whose_broker_is_down_stops_by_itself_when_asked(tmp_path: Path) 
     with node:
         node.start()
         wait_for(connecting_again, "the relay's consumer tried the broker again", [node])
+        # (A federation node has a witness process too, named in `ps` like the others.)
+        assert f"tongban witness {node.origin}" in {_command_line(pid) for pid in node.tree()}
         node.stop()
     log = node.log()
     assert "did not stop within" not in log, log[-3000:]
