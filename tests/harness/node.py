@@ -65,12 +65,16 @@ class NodeProcess:
     ) -> None:
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
+        (self.directory / "tmp").mkdir(exist_ok=True)
         self.env = {
             **os.environ,
             # With a federation file the node serves a witness endpoint: on a free port, so
             # that several test nodes never race for the default one.
             "TONGBAN_WITNESS_LISTEN": "127.0.0.1:0",
             "TONGBAN_DATA_DIR": str(self.directory / "data"),
+            # The node's temporary files (its metric files) beside its data: a node a test
+            # kills outright cannot remove them, and they must not pile up in /tmp.
+            "TMPDIR": str(self.directory / "tmp"),
             **({"TONGBAN_DATABASE_URL": database_url} if database_url else {}),
             **(extra_env or {}),
         }
