@@ -741,6 +741,15 @@ def witnessing_config(settings: Settings) -> WitnessingConfig | None:
                 ca_certificate=peer.ca_certificate,
             )
             for peer in federation.peers
+        )
+        + tuple(
+            WitnessTarget(
+                name=witness.witness_verifier().name,
+                verifier_key=witness.witness_key,
+                url=witness.url,
+                ca_certificate=witness.ca_certificate,
+            )
+            for witness in federation.witnesses
         ),
         logs=tuple(
             [(peer.origin, (peer.log_key,)) for peer in federation.peers]

@@ -10,7 +10,7 @@ names the file and the entry (``peers[1].log_key``), so an operator fixes it wit
 
     [relay]
     resend_after_s = 30      # an envelope not acknowledged by then is sent again, same id
-    witness_k = 1            # a checkpoint is final once k of the peers below cosigned it
+    witness_k = 1            # a checkpoint is final once k of the witnesses below cosigned it
 
     [[peers]]
     region = "42"                                  # the province (or pilot region) it keeps
@@ -30,12 +30,20 @@ names the file and the entry (``peers[1].log_key``), so an operator fixes it wit
     origin = "transparency.example/log"            # the log's origin line
     log_key = "transparency.example/log+12ab34cd+AbC..."   # its note verifier key
 
+    [[witnesses]]                                  # optional: witnesses from outside the federation
+    witness_key = "witness.example/w1+0a1b2c3d+AbC..."     # verifier key of its cosignatures
+    url = "https://witness.example/tlog-witness"   # its tlog-witness submission prefix
+    ca_certificate = "witnesses/w1-ca.pem"         # optional: its HTTPS CA (default: the system's)
+    name = "an outside witness"                    # optional, for people
+
 A peer's ``trust_bundle`` holds its certificate-issuer keys: this node checks a certificate that
 peer issued offline before its window hands it over (docs/certificates.md, "Delivery").
 
 A peer with a ``witness_url`` is asked to cosign this node's checkpoints there (C2SP
-tlog-witness, see docs/witnessing.md); every peer's log is witnessed here, and so is every
-``[[witnessed_logs]]`` entry (a log from outside the federation).
+tlog-witness, see docs/witnessing.md), and so is every ``[[witnesses]]`` entry (a standard witness
+from outside the federation); ``relay.witness_k`` counts the cosignatures of both. Every peer's log
+is witnessed here, and so is every ``[[witnessed_logs]]`` entry (a log from outside the
+federation).
 
 ``tongban federation identity`` prints this node's own ``[[peers]]`` entry for its peers' files.
 A peer's region must not overlap this node's or another peer's: every region code belongs to
@@ -70,8 +78,9 @@ _REGION = re.compile(r"^\d{2}(\d{2}){0,2}$")
 _TOPIC = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
 _ADDRESS = re.compile(r"^[A-Za-z0-9.\-\[\]:]+:\d{1,5}$")
 
-_TOP_LEVEL = {"kafka", "relay", "peers", "witnessed_logs"}
+_TOP_LEVEL = {"kafka", "relay", "peers", "witnessed_logs", "witnesses"}
 _WITNESSED_KEYS = {"origin", "log_key", "name"}
+_WITNESS_KEYS = {"name", "witness_key", "url", "ca_certificate"}
 _URL = re.compile(r"^https?://[A-Za-z0-9.\-\[\]:]+(:\d{1,5})?(/[A-Za-z0-9._~/%-]*)?$")
 _KAFKA_KEYS = {"bootstrap", "topic_prefix"}
 _RELAY_KEYS = {"resend_after_s", "witness_k"}
@@ -146,6 +155,25 @@ class WitnessedLog:
 
 
 @dataclass(frozen=True)
+class OutsideWitness:
+    """A witness from outside the federation that this node asks to cosign its checkpoints."""
+
+    #: Its cosignature verifier key (the key's name is the witness's name in the protocol).
+    witness_key: str
+    #: Its tlog-witness submission prefix (``http(s)://host[:port][/prefix]``).
+    url: str
+    #: The CA of its HTTPS endpoint; None: the system's trusted CAs.
+    ca_certificate: Path | None
+    name: str
+
+    def witness_verifier(self) -> CosignatureVerifier:
+        """Verifies its cosignatures."""
+        verifier = CosignatureVerifier.from_key(self.witness_key)
+        assert isinstance(verifier, CosignatureVerifier)  # from_key builds its own class
+        return verifier
+
+
+@dataclass(frozen=True)
 class FederationConfig:
     """The whole federation file, checked."""
 
@@ -157,6 +185,8 @@ class FederationConfig:
     peers: tuple[Peer, ...]
     #: Logs from outside the federation that this node witnesses.
     witnessed_logs: tuple[WitnessedLog, ...] = ()
+    #: Witnesses from outside the federation that this node asks to cosign its own log.
+    witnesses: tuple[OutsideWitness, ...] = ()
 
     def own_inbox(self, region: str) -> str:
         """The topic this node (keeping ``region``) consumes."""
@@ -230,11 +260,16 @@ def parse_federation(
     )
     _check_regions(peers, own_region, own_origin, fail)
 
+    witnesses = _outside_witnesses(data.get("witnesses", []), peers, path, fail)
     witness_k = relay.get("witness_k", min(1, len(peers)))
     if isinstance(witness_k, bool) or not isinstance(witness_k, int) or witness_k < 0:
         raise fail("relay.witness_k", "a whole number, 0 or more")
-    if witness_k > len(peers):
-        raise fail("relay.witness_k", f"{witness_k} of {len(peers)} peers can never be met")
+    if witness_k > len(peers) + len(witnesses):
+        raise fail(
+            "relay.witness_k",
+            f"{witness_k} of {len(peers)} peers and {len(witnesses)} [[witnesses]] can never "
+            "be met",
+        )
     witnessed = _witnessed_logs(data.get("witnessed_logs", []), peers, own_origin, fail)
     return FederationConfig(
         path=path,
@@ -244,7 +279,63 @@ def parse_federation(
         witness_k=witness_k,
         peers=peers,
         witnessed_logs=witnessed,
+        witnesses=witnesses,
     )
+
+
+def _outside_witnesses(
+    raw: Any, peers: Sequence[Peer], path: Path, fail: Any
+) -> tuple[OutsideWitness, ...]:
+    if not isinstance(raw, list):
+        raise fail("witnesses", "use [[witnesses]] tables, one per witness")
+    # A witness is known by its key's name: two entries of one name would count one witness
+    # twice towards witness_k.
+    taken = {peer.witness_verifier().name: f"peers[{n}]'s witness" for n, peer in enumerate(peers)}
+    witnesses: list[OutsideWitness] = []
+    for number, entry in enumerate(raw):
+        where = f"witnesses[{number}]"
+        if not isinstance(entry, dict):
+            raise fail(where, "a table with witness_key and url")
+        _only(entry, _WITNESS_KEYS, f"{where}.", fail)
+        values: dict[str, str] = {}
+        for key in sorted(_WITNESS_KEYS):
+            value = entry.get(key, "")
+            if not isinstance(value, str):
+                raise fail(f"{where}.{key}", "a string")
+            values[key] = value.strip()
+        if not values["witness_key"]:
+            raise fail(f"{where}.witness_key", "missing")
+        try:
+            verifier = CosignatureVerifier.from_key(values["witness_key"])
+        except (LedgerError, ValueError) as error:
+            raise fail(f"{where}.witness_key", f"not a cosignature verifier key: {error}") from None
+        if verifier.name in taken:
+            raise fail(f"{where}.witness_key", f"{verifier.name!r} is {taken[verifier.name]}")
+        taken[verifier.name] = where
+        url = values["url"].rstrip("/")
+        if not url:
+            raise fail(f"{where}.url", "missing")
+        if not _URL.match(url):
+            raise fail(f"{where}.url", f"{url!r} is not an http(s)://host:port URL")
+        ca_path = None
+        if values["ca_certificate"]:
+            ca_path = Path(values["ca_certificate"])
+            if not ca_path.is_absolute():
+                ca_path = path.parent / ca_path
+            _check_certificate(ca_path, f"{where}.ca_certificate", fail)
+        witnesses.append(
+            OutsideWitness(values["witness_key"], url, ca_path, values["name"] or verifier.name)
+        )
+    return tuple(witnesses)
+
+
+def _check_certificate(ca_path: Path, where: str, fail: Any) -> None:
+    try:
+        x509.load_pem_x509_certificate(ca_path.read_bytes())
+    except OSError as error:
+        raise fail(where, f"{ca_path}: {error.strerror or error}") from None
+    except ValueError:
+        raise fail(where, f"{ca_path}: not a PEM certificate") from None
 
 
 def _witnessed_logs(
@@ -318,12 +409,7 @@ def _peer(entry: Any, number: int, path: Path, prefix: str, fail: Any) -> Peer:
     ca_path = Path(text("ca_certificate"))
     if not ca_path.is_absolute():
         ca_path = path.parent / ca_path
-    try:
-        x509.load_pem_x509_certificate(ca_path.read_bytes())
-    except OSError as error:
-        raise fail(f"{where}.ca_certificate", f"{ca_path}: {error.strerror or error}") from None
-    except ValueError:
-        raise fail(f"{where}.ca_certificate", f"{ca_path}: not a PEM certificate") from None
+    _check_certificate(ca_path, f"{where}.ca_certificate", fail)
     address = text("address")
     if not _ADDRESS.match(address):
         raise fail(f"{where}.address", f"{address!r} is not host:port")
@@ -432,6 +518,7 @@ def _only(table: Mapping[str, Any], allowed: set[str], prefix: str, fail: Any) -
 __all__ = [
     "DEFAULT_TOPIC_PREFIX",
     "FederationConfig",
+    "OutsideWitness",
     "Peer",
     "WitnessedLog",
     "encryption_key_text",

@@ -11,7 +11,7 @@ import pytest
 from tlog_scales.signing import Vkey
 from tlog_scales.tlog import Checkpoint as OutsideCheckpoint
 
-from hub.bootstrap import build_application, initialise
+from hub.bootstrap import build_application, initialise, witnessing_config
 from hub.integrity.integrator import open_ledger_view
 from hub.integrity.witnessed import final_checkpoint, witnessing_status
 from hub.pki import Role, init_ca
@@ -242,3 +242,31 @@ def test_a_witness_over_https_is_checked_against_the_peers_ca(
             assert outcome.status == 0 and "CERTIFICATE_VERIFY_FAILED" in outcome.message
     finally:
         app.close()
+
+
+def test_a_witness_from_outside_the_federation_is_named_in_the_federation_file(
+    node: InProcessNode, standard_witness: StandardWitness, tmp_path: Path
+) -> None:
+    """``[[witnesses]]``: an operator names a standard witness in the federation file; the
+    node asks it to cosign, and its cosignature alone makes a checkpoint final under k = 1."""
+    federation = tmp_path / "federation.toml"
+    federation.write_text(
+        '[kafka]\nbootstrap = ["127.0.0.1:9"]\n\n[relay]\nwitness_k = 1\n\n'
+        f'[[witnesses]]\nwitness_key = "{standard_witness.verifier_key}"\n'
+        f'url = "{standard_witness.url}"\nname = "an outside witness"\n',
+        "utf-8",
+    )
+    settings = witnessing_config(node.settings.with_changes(federation=federation))
+    assert settings is not None
+    assert [(t.name, t.url) for t in settings.targets] == [
+        ("witness.example/w9", standard_witness.url)
+    ]
+    view = node.integrator().view
+    publisher = CheckpointPublisher(view, settings, interval=3600)
+    try:
+        assert [(o.witness, o.status) for o in publisher.publish()] == [("witness.example/w9", 200)]
+        final = final_checkpoint(view, 0, settings.policy(), settings.log_verifier())
+        assert final is not None and final.size == node.log_size()
+        assert final.witnesses == ("witness.example/w9",)
+    finally:
+        publisher.close()

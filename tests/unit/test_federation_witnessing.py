@@ -138,3 +138,98 @@ def test_mistakes_name_the_entry(tmp_path: Path, data: dict[str, Any], where: st
     with pytest.raises(ConfigurationError) as refused:
         _parse(tmp_path, document)
     assert f"federation.toml: {where}:" in str(refused.value)
+
+
+def test_outside_witnesses_are_read_and_count_towards_witness_k(tmp_path: Path) -> None:
+    outside = Cosigner.generate("witness.example/w1")
+    plain = Cosigner.generate("witness.example/w2")
+    _ca(tmp_path / "w1-ca.pem")
+    config = _parse(
+        tmp_path,
+        {
+            "relay": {"witness_k": 3},  # of one peer and two outside witnesses
+            "peers": [_peer(tmp_path, "42", witness_url="http://node-42.example:7444")],
+            "witnesses": [
+                {
+                    "witness_key": outside.verifier_key(),
+                    "url": "https://witness.example/tlog-witness/",
+                    "ca_certificate": "w1-ca.pem",  # relative to the federation file
+                    "name": "一个外部见证者",
+                },
+                {"witness_key": plain.verifier_key(), "url": "http://w2.example:8080"},
+            ],
+        },
+    )
+    first, second = config.witnesses
+    assert (first.url, first.ca_certificate, first.name) == (
+        "https://witness.example/tlog-witness",
+        tmp_path / "w1-ca.pem",
+        "一个外部见证者",
+    )
+    assert (second.ca_certificate, second.name) == (None, "witness.example/w2")
+    assert first.witness_verifier().name == "witness.example/w1"
+    assert config.witness_k == 3
+
+
+@pytest.mark.parametrize(
+    ("witnesses", "witness_k", "where", "problem"),
+    [
+        ({"url": "x"}, 0, "witnesses", "use [[witnesses]] tables"),
+        ([{"url": "http://w.example"}], 0, "witnesses[0].witness_key", "missing"),
+        ([{"witness_key": "W1"}], 0, "witnesses[0].url", "missing"),
+        ([{"witness_key": "W1", "url": "ftp://w.example"}], 0, "witnesses[0].url", "is not"),
+        ([{"witness_key": "not a key", "url": "http://w.example"}], 0,
+         "witnesses[0].witness_key", "not a cosignature verifier key"),
+        ([{"witness_key": "W1", "url": "http://w.example", "ca_certificate": "none.pem"}], 0,
+         "witnesses[0].ca_certificate", "none.pem"),
+        ([{"witness_key": "W1", "url": "http://w.example", "key": "x"}], 0,
+         "witnesses[0].key", "unknown key"),
+        ([{"witness_key": "W1", "url": "http://a.example"},
+          {"witness_key": "W1", "url": "http://b.example"}], 0,
+         "witnesses[1].witness_key", "'witness.example/w1' is witnesses[0]"),
+        ([{"witness_key": "PEERWITNESS", "url": "http://a.example"}], 0,
+         "witnesses[0].witness_key", "is peers[0]'s witness"),
+        ([{"witness_key": "W1", "url": "http://w.example"}], 3, "relay.witness_k",
+         "3 of 1 peers and 1 [[witnesses]] can never be met"),
+    ],
+)  # fmt: skip
+def test_outside_witness_mistakes_name_the_entry(
+    tmp_path: Path, witnesses: Any, witness_k: int, where: str, problem: str
+) -> None:
+    peer = _peer(tmp_path, "42")
+    keys = {
+        "W1": Cosigner.generate("witness.example/w1").verifier_key(),
+        "PEERWITNESS": Cosigner.generate("tongban/42/witness").verifier_key(),
+    }
+    if isinstance(witnesses, list):
+        witnesses = [{k: keys.get(v, v) for k, v in entry.items()} for entry in witnesses]
+    with pytest.raises(ConfigurationError) as refused:
+        _parse(
+            tmp_path,
+            {"relay": {"witness_k": witness_k}, "peers": [peer], "witnesses": witnesses},
+        )
+    assert f"federation.toml: {where}:" in str(refused.value)
+    assert problem in str(refused.value)
+
+
+@pytest.mark.parametrize(
+    ("regions", "where", "problem"),
+    [
+        (("4309",), "peers[0].region", "4309 overlaps this node's region 43"),
+        (("61", "6109"), "peers[1].region", "6109 overlaps peers[0] (61)"),
+        (("4",), "peers[0].region", "'4': a 2, 4 or 6 digit region code"),
+    ],
+)
+def test_a_peer_whose_region_overlaps_is_named(
+    tmp_path: Path, regions: tuple[str, ...], where: str, problem: str
+) -> None:
+    with pytest.raises(ConfigurationError) as refused:
+        _parse(tmp_path, {"peers": [_peer(tmp_path, region) for region in regions]})
+    assert f"federation.toml: {where}: {problem}" in str(refused.value)
+
+
+def test_a_peer_log_key_of_another_origin_is_named(tmp_path: Path) -> None:
+    peer = {**_peer(tmp_path, "61"), "log_key": Signer.generate("tongban/42").verifier_key()}
+    with pytest.raises(ConfigurationError) as refused:
+        _parse(tmp_path, {"peers": [peer]})
+    assert "peers[0].log_key: names the log 'tongban/42', not 'tongban/61'" in str(refused.value)
