@@ -381,7 +381,7 @@ def _federation(args: argparse.Namespace) -> int:
             print(f"message {args.number} rejected")
             return 0
         store.resolve(args.number, "released")
-        outcome = relay.inbox.handle(held_now[args.number].message)
+        outcome = relay.inbox.handle_or_hold(held_now[args.number].message)
         print(f"message {args.number} released: {outcome}")
         return 0 if outcome != "quarantined" else EXIT_ERROR
     finally:

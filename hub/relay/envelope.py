@@ -61,6 +61,8 @@ FORGED = "forged"
 STALE = "stale"
 FORK = "fork"
 UNVERIFIABLE = "unverifiable"
+#: Not a check: the node failed handling the message (a fault of its own), see Relay.
+FAILED = "failed"
 
 #: How far in the future an envelope's time may be (clocks of two nodes differ a little).
 MAX_CLOCK_SKEW = timedelta(minutes=5)
@@ -300,6 +302,7 @@ def verify_ack(
 
 
 __all__ = [
+    "FAILED",
     "FORGED",
     "FORK",
     "MALFORMED",

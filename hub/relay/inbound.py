@@ -39,11 +39,13 @@ from hub.application.peers import (
     record_acknowledgement,
     take_back_refused_transfer,
 )
+from hub.application.storage import passing
 from hub.domain.command_record import CommandRecord
 from hub.integrity.integrator import LedgerView
 from hub.integrity.witnessed import observe_checkpoint, record_cosignatures
 from hub.relay.config import FederationConfig, Peer
 from hub.relay.envelope import (
+    FAILED,
     FORGED,
     FORK,
     UNVERIFIABLE,
@@ -126,13 +128,31 @@ class Inbox:
         try:
             message = parse_message(data)
         except EnvelopeRefused as refused:
-            return self._hold(refused, data)
-        if message.WhichOneof("message") == "envelope":
-            outcome = self._envelope(message.envelope, data)
+            outcome = self._hold(refused, data)
         else:
-            outcome = self._ack(message.ack, data)
+            if message.WhichOneof("message") == "envelope":
+                outcome = self._envelope(message.envelope, data)
+            else:
+                outcome = self._ack(message.ack, data)
         telemetry.RELAY_MESSAGES.labels(outcome).inc()
         return outcome
+
+    def handle_or_hold(self, data: bytes) -> str:
+        """:meth:`handle`, except that a message whose handling raised anything but the store
+        being away (which the caller retries) is quarantined with reason ``failed`` and the
+        error. Such a fault is this node's, and reading the message again would only repeat
+        it: held, it no longer holds back the messages after it, and once the fault is fixed
+        an operator releases it and it is handled again."""
+        try:
+            return self.handle(data)
+        except Exception as error:
+            if passing(error):
+                raise
+            log.exception("handling a message raised: quarantined")
+            detail = f"handling it raised {type(error).__name__}: {error}"
+            outcome = self._hold(EnvelopeRefused(FAILED, detail[:500]), data)
+            telemetry.RELAY_MESSAGES.labels(outcome).inc()
+            return outcome
 
     # ------------------------------------------------------------------ envelopes
 

@@ -460,13 +460,17 @@ class Relay:
         }
 
     def _handle_lane(self, records: list[Any]) -> int | None:
-        """Handle one case's messages in order; the offset of the first that failed, if one
-        did (the later ones wait for it)."""
+        """Handle one case's messages in order; the offset of the first that failed for a
+        passing reason (the store is away), if one did: the later ones wait for it. (A message
+        whose handling raised anything else is quarantined: :meth:`Inbox.handle_or_hold`.)"""
         for record in records:
             try:
-                self.inbox.handle(bytes(record.value))
-            except Exception:
-                log.exception("handling offset %s failed; retrying", record.offset)
+                self.inbox.handle_or_hold(bytes(record.value))
+            except Exception as error:
+                if not passing(error):
+                    raise  # the quarantine itself failed: the relay stops, health says why
+                log.warning("handling offset %s: the store is away (%s); reading it again",
+                            record.offset, error)  # fmt: skip
                 return int(record.offset)
         return None
 

@@ -28,7 +28,7 @@ from hub.cli import main as cli_main
 from hub.domain.federation import acknowledgement_id, peer_step_id
 from hub.domain.supervision import warning_due
 from hub.domain.values import CaseState, CrossRegionMode, WarningKind
-from hub.errors import InvalidInput, NotFound
+from hub.errors import InvalidInput, NotFound, StorageUnavailable
 from hub.integrity.audit import audit_store
 from hub.integrity.citations import check_citations
 from hub.integrity.store import ReadOnlyStore
@@ -331,6 +331,54 @@ def test_forged_misaddressed_and_unverifiable_envelopes_are_quarantined(
     # The genuine envelope still goes through.
     assert inbox.handle(genuine) == "stored"
     assert shaanxi.app.get_case(row.case_id).state is CaseState.RECEIVED
+
+
+def _messages_counted(outcome: str) -> float:
+    counted = telemetry.REGISTRY.get_sample_value(
+        "tongban_relay_messages_total", {"outcome": outcome}
+    )
+    return counted or 0.0
+
+
+def test_a_message_whose_handling_raises_is_quarantined_and_handled_again_when_released(
+    manual: Federation, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A fault of the node while it handles a message (here: applying the step raises) does
+    not stop the relay, nor hold the messages after it for good: the message is quarantined
+    with reason ``failed`` and the error, counted like any quarantined one, and handled again
+    once released (what ``tongban federation release`` calls)."""
+    shaanxi = manual.nodes["61"]
+    row, genuine = _offsite_submission(manual)
+    inbox, store = shaanxi.relay.inbox, shaanxi.relay.store
+    size = shaanxi.node.log_size()
+
+    def broken(*_args: object, **_kwargs: object) -> None:
+        raise RuntimeError("a bug in applying steps")
+
+    monkeypatch.setattr("hub.relay.inbound.apply_peer_step", broken)
+    before = _messages_counted("quarantined")
+    assert inbox.handle_or_hold(genuine) == "quarantined"
+    (held,) = store.quarantined("held")
+    assert held.reason == "failed"
+    assert held.detail == "handling it raised RuntimeError: a bug in applying steps"
+    assert _messages_counted("quarantined") == before + 1
+    assert shaanxi.node.log_size() == size
+    # A malformed message is counted as quarantined too.
+    assert inbox.handle_or_hold(b"\x08\x01garbage") == "quarantined"
+    assert _messages_counted("quarantined") == before + 2
+
+    monkeypatch.undo()  # the fault fixed
+    store.resolve(held.number, "released")
+    assert inbox.handle_or_hold(held.message) == "stored"
+    assert shaanxi.app.get_case(row.case_id).state is CaseState.RECEIVED
+    # The store being away is no fault of the message: it is raised, for the relay to retry.
+    monkeypatch.setattr(
+        "hub.relay.inbound.apply_peer_step",
+        lambda *a, **k: (_ for _ in ()).throw(StorageUnavailable("the store is away")),
+    )
+    with pytest.raises(StorageUnavailable):
+        inbox.handle_or_hold(genuine)
+    assert [q.reason for q in store.quarantined("held")] == ["malformed"]
 
 
 def test_a_sealed_applicant_moved_to_another_envelope_does_not_open(manual: Federation) -> None:

@@ -8,8 +8,10 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+import pytest
 from kafka import TopicPartition
 
+from hub.errors import StorageUnavailable
 from hub.relay.node import Relay
 
 P0 = TopicPartition("tongban.v1.61.inbox", 0)
@@ -35,9 +37,9 @@ class RecordingInbox:
         self.threads: set[str] = set()
         self._lock = threading.Lock()
 
-    def handle(self, data: bytes) -> str:
+    def handle_or_hold(self, data: bytes) -> str:
         if data in self.failing:
-            raise ConnectionError(f"the store is down while handling {data!r}")
+            raise StorageUnavailable(f"the store is down while handling {data!r}")
         case = data.split(b"#")[0]
         with self._lock:
             self.seen.setdefault(case, []).append(data)
@@ -95,3 +97,19 @@ def test_a_failure_at_a_partitions_first_message_commits_nothing_there() -> None
     assert P1 not in handled
     assert failed == {P1: 40}
     assert handled[P0].offset == 16
+
+
+class BrokenInbox(RecordingInbox):
+    """Cannot even quarantine (``handle_or_hold`` quarantines any other fault itself)."""
+
+    def handle_or_hold(self, data: bytes) -> str:
+        raise RuntimeError("the quarantine is broken")
+
+
+def test_a_failure_that_is_not_the_stores_is_raised_for_the_relay_to_stop() -> None:
+    # Not read again and again for ever: the relay's guard stops it and health says why.
+    with (
+        ThreadPoolExecutor(4, thread_name_prefix="relay-lane") as lanes,
+        pytest.raises(RuntimeError, match="the quarantine is broken"),
+    ):
+        relay_with(BrokenInbox())._handle_poll(poll(), lanes)
