@@ -457,7 +457,7 @@ def _policy(settings: Settings, *, with_peers: bool = True) -> NodePolicy:
         region=settings.node_region,
         clock_window=timedelta(seconds=settings.clock_window_s),
         deferred_max_age=timedelta(days=settings.deferred_max_age_days),
-        peer_regions=tuple(peer.region for peer in federation.peers) if federation else (),
+        peers=tuple((peer.origin, peer.region) for peer in federation.peers) if federation else (),
         rectification_days=settings.rectification_days,
     )
 

@@ -128,13 +128,18 @@ class NodePolicy:
     clock_window: timedelta = timedelta(minutes=5)
     #: How old a deferred command (outbox, register import) may be.
     deferred_max_age: timedelta = timedelta(days=30)
-    #: The regions the federation's other nodes keep (from the federation file): a hall there
-    #: is named ``hall_id@region`` in commands (see hub.domain.federation).
-    peer_regions: tuple[str, ...] = ()
+    #: The federation's other nodes (from the federation file), as (log origin, region kept):
+    #: a hall there is named ``hall_id@region`` in commands (see hub.domain.federation), and a
+    #: step a peer relays must be one of its own halls' (hub.application.peers).
+    peers: tuple[tuple[str, str], ...] = ()
 
     def peer_keeps(self, region: str) -> bool:
         """Whether another node of the federation keeps ``region``."""
-        return any(within(region, peer) for peer in self.peer_regions)
+        return any(within(region, kept) for _origin, kept in self.peers)
+
+    def origin_keeps(self, origin: str, region: str) -> bool:
+        """Whether the peer whose log is ``origin`` keeps ``region``."""
+        return any(o == origin and within(region, kept) for o, kept in self.peers)
 
     #: Working days a 差评's rectification (整改) is given (set per province).
     rectification_days: int = RECTIFICATION_DAYS

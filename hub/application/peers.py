@@ -125,6 +125,12 @@ def apply_peer_step(app: HubApplication, step: IncomingStep) -> Outcome:
     own = app.policy.region
     if within(header.region, own):
         raise StepRefused(f"a hall of {step.origin} cannot be in this node's region {own}")
+    if not app.policy.origin_keeps(step.origin, header.region):
+        # Each node registers halls of its own region only: a step whose hall is of another
+        # node's region (or of none) is a node speaking for halls that are not its own.
+        raise StepRefused(
+            f"the command's hall is of region {header.region}, which {step.origin} does not keep"
+        )
     actor = Actor(
         local_name(header.hall_id, header.region, own), header.operator, header.region, header.agent
     )

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import dataclasses
 import sys
 import threading
 import time
@@ -379,6 +380,33 @@ def test_a_message_whose_handling_raises_is_quarantined_and_handled_again_when_r
     with pytest.raises(StorageUnavailable):
         inbox.handle_or_hold(genuine)
     assert [q.reason for q in store.quarantined("held")] == ["malformed"]
+
+
+def test_a_peer_cannot_speak_for_a_hall_outside_its_region(manual: Federation) -> None:
+    """Each node registers halls of its own region only, so a step a peer relays must be of a
+    hall of that peer's region: one of another node's region is a node speaking for halls not
+    its own, refused with a signed refusal. (Here 61 is told 43 keeps 44: 43's genuine step,
+    of a hall of 43, is then a hall outside the region 43 keeps.)"""
+    shaanxi = manual.nodes["61"]
+    row, genuine = _offsite_submission(manual)
+    policy = shaanxi.app.policy
+    assert ("tongban/43", "43") in policy.peers
+    shaanxi.app.policy = dataclasses.replace(
+        policy, peers=tuple((o, "44" if o == "tongban/43" else r) for o, r in policy.peers)
+    )
+    sent: list[bytes] = []
+    shaanxi.relay.inbox.send = lambda topic, key, value: sent.append(value)
+    try:
+        assert shaanxi.relay.inbox.handle(genuine) == "refused"
+    finally:
+        shaanxi.app.policy = policy
+    (refusal,) = [federation_pb2.FederationMessage.FromString(m) for m in sent]
+    reason = federation_pb2.Ack.FromString(refusal.ack.body).reason
+    assert reason == (
+        "the command's hall is of region 430902104000, which tongban/43 does not keep"
+    )
+    with pytest.raises(NotFound):
+        shaanxi.app.get_case(row.case_id)
 
 
 def test_a_sealed_applicant_moved_to_another_envelope_does_not_open(manual: Federation) -> None:
