@@ -121,9 +121,12 @@ class AuditServicer:
             case_id = parse_uuid(request.case_id, "case_id")
             history = audit_pb2.AuditedCaseHistory()
             commands: list[int] = []
+            # Receipts cite the latest final checkpoint (witnessed: its cosignatures in the
+            # note) where it covers the leaf; a leaf after it, the first checkpoint over it.
+            final = self.final(0) if self.final is not None else None
             for event in self.app.case_history(case_id):
                 version = event.originator_version
-                receipt = receipt_for(self.view, case_id, version)
+                receipt = receipt_for(self.view, case_id, version, final)
                 # A receipt carries its leaf; only a leaf not yet checkpointed is read alone.
                 leaf = receipt.leaf() if receipt else self._leaf_for(case_id, version)
                 cause = leaf.cause if leaf is not None and leaf.cause is not None else 0
@@ -139,7 +142,7 @@ class AuditServicer:
                     commands.append(cause)
             for index in commands:
                 (command,) = self._leaves(index, index + 1)
-                receipt = receipt_for_leaf(self.view, command)
+                receipt = receipt_for_leaf(self.view, command, final)
                 history.commands.add(
                     index=index,
                     leaf=command.encode(),
@@ -224,16 +227,27 @@ def add_audit_service(
     return add
 
 
-def receipt_for(view: LedgerView, case_id: UUID, version: int) -> Receipt | None:
-    """An offline receipt for one event, once a checkpoint covers its leaf; else None."""
+def receipt_for(
+    view: LedgerView, case_id: UUID, version: int, final: FinalCheckpoint | None = None
+) -> Receipt | None:
+    """An offline receipt for one event, once a checkpoint covers its leaf; else None (see
+    :func:`receipt_for_leaf`)."""
     leaf: Leaf | None = view.read(lambda cursor: view.tables.leaf_for(cursor, case_id, version))
-    return receipt_for_leaf(view, leaf) if leaf is not None else None
+    return receipt_for_leaf(view, leaf, final) if leaf is not None else None
 
 
-def receipt_for_leaf(view: LedgerView, leaf: Leaf) -> Receipt | None:
-    """An offline receipt for ``leaf`` (C2SP tlog-proof), once a checkpoint covers it."""
+def receipt_for_leaf(
+    view: LedgerView, leaf: Leaf, final: FinalCheckpoint | None = None
+) -> Receipt | None:
+    """An offline receipt for ``leaf`` (C2SP tlog-proof): under ``final`` (a final checkpoint,
+    its note carrying the witnesses' cosignatures) when that covers the leaf, which verifies
+    under the witness policy too; else under the first checkpoint that covers it (the log's
+    signature alone); None before any does."""
 
     def work(cursor: Any) -> Receipt | None:
+        if final is not None and final.size > leaf.index:
+            proof = view.tables.inclusion_proof(cursor, leaf.index, final.size)
+            return Receipt.for_leaf(leaf, proof, final.note)
         checkpoint = view.tables.checkpoint_at_least(cursor, leaf.index + 1)
         if checkpoint is None:
             return None

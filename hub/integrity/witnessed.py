@@ -194,7 +194,7 @@ def observe_checkpoint(
 ) -> SignedCheckpoint:
     """Check another log's checkpoint against every one seen from that log before; keep it.
 
-    For the relay (checkpoints inside envelopes and acknowledgements) and anything else that
+    For the relay (checkpoints inside envelopes) and anything else that
     sees a peer's checkpoint: ``logs`` maps each origin to its log verifier(s); ``old_size`` and
     ``proof`` are a consistency proof that came with the checkpoint, if any. Raises
     :class:`~ledger.errors.WitnessError` (not a checkpoint signed by a known log: nothing kept)

@@ -10,7 +10,9 @@ from pathlib import Path
 import pytest
 from tlog_scales.signing import Vkey
 from tlog_scales.tlog import Checkpoint as OutsideCheckpoint
+from tongban.v1 import audit_pb2
 
+from hub.api.audit import AuditServicer
 from hub.bootstrap import build_application, initialise, witnessing_config
 from hub.integrity.integrator import open_ledger_view
 from hub.integrity.witnessed import final_checkpoint, witnessing_status
@@ -270,3 +272,43 @@ def test_a_witness_from_outside_the_federation_is_named_in_the_federation_file(
         assert final.witnesses == ("witness.example/w9",)
     finally:
         publisher.close()
+
+
+def test_a_case_historys_receipts_cite_the_final_checkpoint(
+    node: InProcessNode, peer_witness: ServedWitness
+) -> None:
+    """``Audit.GetCaseHistory``: once a final checkpoint covers a case's leaves, their receipts
+    cite it (its cosignatures in the note), so they verify under the witness policy too; a leaf
+    after it cites the first checkpoint over it, which verifies under the log key alone."""
+    peer = WitnessTarget(
+        "tongban/42/witness",
+        peer_witness.cosigner.verifier_key(),  # type: ignore[attr-defined]
+        peer_witness.url,
+    )
+    settings = config(node, 1, peer)
+    policy, log_key = settings.policy(), settings.log_verifier()
+    view = node.integrator().view
+    result = node.submit(node.halls["hn-town"])
+    node.integrator().catch_up()
+    publisher = CheckpointPublisher(view, settings, interval=3600)
+    try:
+        assert [o.status for o in publisher.publish()] == [200]
+    finally:
+        publisher.close()
+    node.run(node.halls["hn-town"], "accept", case_id=str(result.case_id))
+    node.integrator().catch_up()  # a checkpoint over the accept, not cosigned
+
+    audit = AuditServicer(
+        node.app, view, lambda _context: None, lambda index: final_checkpoint(
+            view, index, policy, log_key
+        ),
+    )  # fmt: skip
+    history = audit.GetCaseHistory(audit_pb2.AuditCaseRequest(case_id=str(result.case_id)), None)
+    submitted, accepted = history.events
+    assert verify_receipt(submitted.receipt.encode(), log_key, policy).leaf.index == submitted.index
+    (command,) = [c for c in history.commands if c.index == submitted.command_index]
+    verify_receipt(command.receipt.encode(), log_key, policy)
+    # The accept came after the final checkpoint: its receipt has the log's signature only.
+    verify_receipt(accepted.receipt.encode(), log_key, WitnessPolicy(0, []))
+    with pytest.raises(Exception, match="cosignatures"):
+        verify_receipt(accepted.receipt.encode(), log_key, policy)
