@@ -11,9 +11,9 @@ Who may do what:
 * ``Download``: a hall that is a party to the case, for a digest the case lists, when the file
   was shown to the node by a party to the case (or fetched for it from a peer).
 * ``Fetch``: a peer certificate issued by a federation peer's own CA (see
-  :class:`hub.pki.ClientTrust`), for a case whose competent region that peer keeps, under the
-  same holder rule. (Until the relay records where each case was handed to, the case's
-  competent region is the authority: the peer that decides the case gets its materials.)
+  :class:`hub.pki.ClientTrust`), for a case one of whose regions that peer keeps (its
+  competent region, or that of a hall the case was handed to or tasked: :func:`decided_by`),
+  under the same holder rule.
 
 Every refusal about a case or a file is the same NOT_FOUND("material <digest>"), whether the
 case does not exist, the caller is no party, the case does not list the digest, or the node does
