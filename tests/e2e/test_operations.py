@@ -429,6 +429,32 @@ def test_a_killed_supervisor_leaves_no_process_behind(tmp_path: Path) -> None:
     )
 
 
+def test_a_node_whose_process_dies_stops_and_exits_non_zero(tmp_path: Path) -> None:
+    """One of the node's processes dies (here the follower, killed): the supervisor stops the
+    others and exits 1, naming it, so systemd or another supervisor restarts the node whole."""
+    with NodeProcess(tmp_path / "node", processes=1) as node:
+        node.start()
+        titles = {_command_line(pid): pid for pid in node.tree()}
+        follower = titles[f"tongban follower {node.origin}"]
+        os.kill(follower, signal.SIGKILL)
+        assert node.wait(timeout=60) == 1
+    assert f"follower (pid {follower}) exited with -9: stopping the node" in node.log()
+
+
+def test_sigint_stops_a_node_as_sigterm_does(tmp_path: Path) -> None:
+    """Ctrl-C at a terminal: every process stops by itself and the exit code is 0."""
+    with NodeProcess(tmp_path / "node", processes=1) as node:
+        node.start()
+        started = node.tree()
+        assert node.pid is not None
+        os.kill(node.pid, signal.SIGINT)
+        assert node.wait(timeout=60) == 0
+    # (The fork server and multiprocessing's resource tracker follow the supervisor out.)
+    wait_for(lambda: not any(_running(pid) for pid in started), "every process exited", [node],
+             timeout=30)  # fmt: skip
+    assert "did not stop within" not in node.log()
+
+
 def _command_line(pid: int) -> str:
     try:
         return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode().strip()

@@ -230,6 +230,13 @@ class NodeProcess:
         """PID of the serving process."""
         return self._process.pid if self._process else None
 
+    def wait(self, timeout: float) -> int:
+        """Wait for ``tongban serve`` to exit by itself; its exit code (kept as ``returncode``)."""
+        assert self._process is not None, "the node is not running"
+        self.returncode = self._process.wait(timeout=timeout)
+        self._process = None
+        return self.returncode
+
     def kill(self) -> None:
         """SIGKILL the node (a crash): nothing is flushed, nothing finished. Its serving and
         follower processes, which watch it, stop as soon as it is gone."""
