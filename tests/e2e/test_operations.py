@@ -420,7 +420,7 @@ def test_a_killed_supervisor_leaves_no_process_behind(tmp_path: Path) -> None:
         node.start()
         started = node.tree()
         assert len(started) >= 4  # the supervisor, the fork server, a follower, a server, ...
-        node.kill()
+        node.kill_supervisor()
     wait_for(
         lambda: not any(_running(pid) for pid in started),
         "every process of the killed node exited",

@@ -12,6 +12,7 @@ subprocess with mutual TLS on a free loopback port and is stopped by PID (SIGTER
 from __future__ import annotations
 
 import base64
+import contextlib
 import os
 import re
 import signal
@@ -48,6 +49,13 @@ class HallFiles:
     certificate: Path
     private_key: Path
     signing_key: Path
+
+
+def _command_line(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""  # ended meanwhile
 
 
 class NodeProcess:
@@ -238,11 +246,29 @@ class NodeProcess:
         return self.returncode
 
     def kill(self) -> None:
-        """SIGKILL the node (a crash): nothing is flushed, nothing finished. Its serving and
-        follower processes, which watch it, stop as soon as it is gone."""
+        """SIGKILL every process of the node at once (a crash, a power cut): nothing is flushed,
+        nothing finished, and no process gets to stop by itself. (Multiprocessing's resource
+        tracker is spared: it removes the node's semaphores from /dev/shm once the supervisor is
+        gone, which a reboot would do after a real crash.)"""
+        if self._process is None:
+            return
+        for pid in self.tree():
+            if b"multiprocessing.resource_tracker" in _command_line(pid):
+                continue
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        self._forget_killed()
+
+    def kill_supervisor(self) -> None:
+        """SIGKILL ``tongban serve`` alone (``kill -9`` of its PID): the processes it started
+        see it gone and stop by themselves."""
         if self._process is None:
             return
         self._process.kill()
+        self._forget_killed()
+
+    def _forget_killed(self) -> None:
+        assert self._process is not None
         self._process.wait(timeout=10)
         self._process = None
         deadline = time.monotonic() + 30
