@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import pytest
 from kafka import TopicPartition
 
+from hub import telemetry
 from hub.errors import StorageUnavailable
 from hub.relay.node import Relay
 
@@ -113,3 +114,32 @@ def test_a_failure_that_is_not_the_stores_is_raised_for_the_relay_to_stop() -> N
         pytest.raises(RuntimeError, match="the quarantine is broken"),
     ):
         relay_with(BrokenInbox())._handle_poll(poll(), lanes)
+
+
+def test_a_relay_loop_that_cannot_go_on_stops_the_relay_and_says_why(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The store away is waited out (the loop starts again); any other error stops the relay:
+    ``failure`` says why (the node's health shows it) and the metric turns 1."""
+    monkeypatch.setattr("hub.relay.node.STORE_RETRY_S", 0.0)
+    relay = relay_with(RecordingInbox())
+    relay.failure = None
+    calls: list[int] = []
+
+    def store_away_once(stop: threading.Event) -> None:
+        calls.append(1)
+        if len(calls) == 1:
+            raise StorageUnavailable("the store is away")
+
+    stop = threading.Event()
+    relay._guard("outbox", store_away_once, stop)
+    assert (len(calls), relay.failure, stop.is_set()) == (2, None, False)
+
+    def broken(stop: threading.Event) -> None:
+        raise RuntimeError("a bug")
+
+    relay._guard("consumer", broken, stop)
+    assert stop.is_set()
+    assert relay.failure == "relay consumer stopped: a bug"
+    failed = telemetry.REGISTRY.get_sample_value("tongban_follower_failed", {"follower": "relay"})
+    assert failed == 1.0
