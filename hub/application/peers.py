@@ -233,10 +233,14 @@ def take_back_refused_transfer(
     body: bytes,
     signature: bytes,
     reason: str,
+    beside: Sequence[Callable[[Any], None]] = (),
 ) -> bool:
     """A peer refused the hall our case was handed off or escalated to: the case comes back
     (its ``TransferRefused`` event carries the peer's signed refusal). False when the case is
-    no longer waiting for another node (the refusal was handled before)."""
+    no longer waiting for another node (the refusal was handled before).
+
+    ``beside``: writes to commit in the same transaction (each called with its cursor), only if
+    the case is taken back now."""
     case = app.get_case(case_id)
     if not (case.state_is(CaseState.HANDED_OFF, CaseState.ESCALATED) and case.awaits_another_node):
         return False
@@ -248,8 +252,9 @@ def take_back_refused_transfer(
         signature=signature,
         reason=reason,
     )
+    extra: dict[str, Any] = {"beside": list(beside)} if beside else {}
     try:
-        app.save_records(case)
+        app.save_records(case, **extra)
     except ConcurrencyConflict:
         return False
     return True

@@ -308,9 +308,18 @@ class Inbox:
         key = f"{peer.log_verifier().key_id:08x}"
         outcome = STORED if body.stored else REFUSED
         cosigned_size = body.cosigned_size if body.stored else 0
-        marked = False
+        # The outbox row is done in the transaction that records the answer: one commit, so
+        # the answer and the row are stored together or not at all.
+        mark_row = functools.partial(
+            self.store.write_acknowledged,
+            envelope_id=body.envelope_id,
+            outcome=outcome,
+            reason=body.reason,
+            origin=peer.origin,
+            cosigned_size=cosigned_size,
+        )
         if not body.stored and self._refuses_a_transfer(row.record_id, row.case_id):
-            take_back_refused_transfer(
+            marked = take_back_refused_transfer(
                 self.app,
                 case_id=row.case_id,
                 envelope_id=body.envelope_id,
@@ -319,6 +328,7 @@ class Inbox:
                 body=bytes(signed.body),
                 signature=bytes(signed.signature),
                 reason=body.reason,
+                beside=[mark_row],
             )
         else:
             marked = record_acknowledgement(
@@ -331,21 +341,11 @@ class Inbox:
                 stored=body.stored,
                 peer_index=body.index,
                 reason=body.reason,
-                # The outbox row is done in the record's own transaction: one commit, not two.
-                beside=[
-                    functools.partial(
-                        self.store.write_acknowledged,
-                        envelope_id=body.envelope_id,
-                        outcome=outcome,
-                        reason=body.reason,
-                        origin=peer.origin,
-                        cosigned_size=cosigned_size,
-                    )
-                ],
+                beside=[mark_row],
             )
         if not marked:
-            # Recorded before (a duplicate acknowledgement), or a refused transfer taken back:
-            # the row is marked on its own (a no-op when it is done already).
+            # Recorded before (a duplicate acknowledgement, a refusal taken back before): the
+            # row is marked on its own (a no-op when it is done already).
             self.store.mark_acknowledged(
                 body.envelope_id, outcome, body.reason, peer.origin, cosigned_size
             )

@@ -17,6 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
+from uuid import UUID
 
 import pytest
 from eventsourcing.persistence import Tracking
@@ -572,6 +573,61 @@ def test_an_acknowledgement_is_stored_with_its_outbox_row_or_not_at_all(
         assert done is not None and done.done_at is not None and done.outcome == "stored"
         assert hunan.relay.inbox.handle(acknowledgement) == "acknowledged"  # again: no change
         assert store_of_43.row("envelope", row.envelope_id) == done
+
+
+def test_a_refusal_takes_the_case_back_with_its_outbox_row_or_not_at_all(
+    manual: Federation,
+) -> None:
+    """A refused hand-off comes back as a signed refusal: 43 takes the case back and marks the
+    envelope's row done in one transaction. When the second part fails, neither is kept (the
+    refusal is read again); the retry stores both."""
+    hunan, shaanxi = manual.nodes["43"], manual.nodes["61"]
+    town = hunan.node.add_hall("hn-shatou-town", SHATOU)
+    shaanxi.node.add_hall("sx-baihe-county", BAIHE)
+    result = hunan.node.run(
+        town, "submit", idempotency_key="takeback-1", item_code=ID_CARD,
+        applicant=APPLICANT, materials=[material()], competent_region=BAIHE,
+    )  # fmt: skip
+    case_id = str(result.case_id)
+    hunan.node.run(town, "accept", idempotency_key="takeback-2", case_id=case_id)
+    hunan.node.run(
+        town, "hand_off", idempotency_key="takeback-3", case_id=case_id,
+        to_hall=f"sx-no-such-hall@{BAIHE}", reason="转户籍地",
+    )  # fmt: skip
+    sent: list[bytes] = []
+    shaanxi.relay.inbox.send = lambda topic, key, value: sent.append(value)
+    refusals: list[bytes] = []
+    for _round in range(3):  # each step once the one before it is in 61's log
+        for _row, message in manual.outgoing(hunan):
+            shaanxi.relay.inbox.handle(message)
+            shaanxi.node.integrator().catch_up()
+        refusals = [m for m in sent if b"no such hall" in m]
+        if refusals:
+            break
+    (refusal, *_) = refusals
+    refused = federation_pb2.Ack.FromString(
+        federation_pb2.FederationMessage.FromString(refusal).ack.body
+    )
+    handoff = hunan.relay.store.row("envelope", UUID(refused.envelope_id))
+    assert handoff is not None and handoff.done_at is None
+    store_of_43 = hunan.relay.store
+    mark = store_of_43.write_acknowledged
+
+    def mark_then_fail(curs: Any, *args: Any, **kwargs: Any) -> None:
+        mark(curs, *args, **kwargs)
+        raise RuntimeError("the store failed after marking the row")
+
+    store_of_43.write_acknowledged = mark_then_fail  # type: ignore[method-assign]
+    with pytest.raises(RuntimeError, match="after marking"):
+        hunan.relay.inbox.handle(refusal)
+    assert _state(hunan, result.case_id) is CaseState.HANDED_OFF  # not taken back
+    pending = store_of_43.row("envelope", handoff.envelope_id)
+    assert pending is not None and pending.done_at is None
+    store_of_43.write_acknowledged = mark  # type: ignore[method-assign]
+    assert hunan.relay.inbox.handle(refusal) == "acknowledged"
+    assert _state(hunan, result.case_id) is CaseState.ACCEPTED
+    done = store_of_43.row("envelope", handoff.envelope_id)
+    assert done is not None and done.done_at is not None and done.outcome == "refused"
 
 
 @pytest.mark.parametrize("store", ["sqlite", "postgres"])
