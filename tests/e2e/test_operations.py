@@ -8,6 +8,7 @@ import hashlib
 import json
 import multiprocessing
 import os
+import re
 import shutil
 import signal
 import sqlite3
@@ -174,10 +175,20 @@ def _metrics(node: NodeProcess) -> str:
         return str(response.read().decode())
 
 
+def _submits_counted(node: NodeProcess) -> float:
+    found = re.search(r'^tongban_commands_total\{action="submit"\} (\S+)$', _metrics(node), re.M)
+    return float(found.group(1)) if found else 0.0
+
+
 def test_metrics_count_calls_and_report_the_integrator(node: NodeProcess) -> None:
     with _channel(node, "hall", VILLAGE[0]) as channel:
         stub = case_exchange_pb2_grpc.CaseExchangeStub(channel)
-        stub.Submit(_signed_submit(node, f"ops-metrics-{uuid.uuid4().hex}"), timeout=60)
+        before = _submits_counted(node)
+        signed = _signed_submit(node, f"ops-metrics-{uuid.uuid4().hex}")
+        first = stub.Submit(signed, timeout=60)
+        again = stub.Submit(signed, timeout=60)  # the same bytes: the stored result, replayed
+        assert again.case_id == first.case_id
+        assert _submits_counted(node) == before + 1  # first results only
         with pytest.raises(grpc.RpcError) as refused:
             stub.Submit(case_exchange_pb2.SignedCommand(command=b"\xff"), timeout=60)
         assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
@@ -186,7 +197,8 @@ def test_metrics_count_calls_and_report_the_integrator(node: NodeProcess) -> Non
     assert 'tongban_rpcs_total{code="INVALID_ARGUMENT",method="CaseExchange/Submit"}' in text
     assert 'tongban_rpc_seconds_bucket{le="0.1",method="CaseExchange/Submit"}' in text
     assert 'tongban_commands_total{action="submit"}' in text
-    assert "tongban_follower_lag_events" in text
+    assert 'tongban_follower_lag_events{follower="integrator"}' in text
+    assert 'tongban_follower_failed{follower="integrator"} 0.0' in text
     assert "tongban_ledger_leaves" in text
     assert "tongban_open_streams" in text
     assert "tongban_commit_queue 0.0" in text  # nothing waits once the call was answered

@@ -214,3 +214,16 @@ def test_a_node_initialised_before_certificates_gets_its_issuer_key(tmp_path: Pa
     assert paths.certificate_issuer_key.stat().st_mode & 0o777 == 0o600
     assert paths.log_key.read_bytes() == log_key  # nothing else changed
     assert _tongban(node.settings.data_dir, "trust", "export").returncode == 0
+
+
+def test_every_secret_tongban_init_writes_is_readable_by_its_owner_only(tmp_path: Path) -> None:
+    """README: the keys under secrets/ are mode 0600 (and the directory 0700)."""
+    data_dir = tmp_path / "node"
+    assert _tongban(data_dir, "init").returncode == 0
+    secrets = NodePaths(data_dir).secrets
+    written = sorted(path.name for path in secrets.iterdir())
+    assert {"log.key", "admin.key", "witness.key", "encryption.key",
+            "certificate-issuer.key"} <= set(written)  # fmt: skip
+    for path in secrets.iterdir():
+        assert path.stat().st_mode & 0o777 == 0o600, path.name
+    assert secrets.stat().st_mode & 0o077 == 0, "secrets/ is open to others"
