@@ -192,3 +192,41 @@ def test_the_operators_commands_from_the_cli(tmp_path: Path) -> None:
     audit = _tongban(data, "audit", "verify", "--log-key", _log_key(data))
     assert audit.returncode == 0, audit.stdout
     assert "2 cases (or appointments) have erased personal data" in audit.stdout
+
+
+def test_the_key_ring_from_the_environment_is_rotated_with_keys_rewrap(tmp_path: Path) -> None:
+    """docs/operations.md, "Rotating the at-rest key" with the ring in TONGBAN_CIPHER_KEYS: add
+    a key there, make it TONGBAN_CIPHER_ACTIVE_KEY, run `tongban keys rewrap`, then remove the
+    old key. `keys rotate` refuses to edit a ring it does not own, and a node without a key that
+    still wraps data refuses to start, naming it."""
+    from hub.application.cipher import new_key, new_key_id
+    from tests.harness.inprocess import InProcessNode
+
+    data = tmp_path / "node"
+    node = InProcessNode.start(Settings(data_dir=data))
+    try:
+        node.submit(node.add_hall("v-room", "430902104201"), key="key-rewrap-1")
+    finally:
+        node.close()
+    old_ring, old_id = (data / "secrets" / "cipher-keys").read_text().split()
+    new_id, key = new_key_id(), new_key()
+
+    def tongban(ring: str, active: str, *args: str) -> subprocess.CompletedProcess[str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("TONGBAN_")}
+        env |= {"TONGBAN_DATA_DIR": str(data), "TONGBAN_CIPHER_KEYS": ring,
+                "TONGBAN_CIPHER_ACTIVE_KEY": active}  # fmt: skip
+        return subprocess.run(
+            [*TONGBAN, *args], env=env, cwd=ROOT, capture_output=True, text=True, check=False
+        )
+
+    only_new = f"{new_id}:{key}"
+    refused = tongban(only_new, new_id, "keys", "rewrap")
+    assert refused.returncode != 0 and old_id in refused.stderr  # the key still in use, named
+    both = f"{old_ring},{only_new}"
+    rotate = tongban(both, new_id, "keys", "rotate")
+    assert rotate.returncode != 0 and "TONGBAN_CIPHER_KEYS" in rotate.stderr
+    rewrapped = tongban(both, new_id, "keys", "rewrap")
+    assert rewrapped.returncode == 0, rewrapped.stderr
+    assert f"active at-rest key: {new_id}; 1 personal-data keys" in rewrapped.stdout
+    again = tongban(only_new, new_id, "keys", "rewrap")  # the old key gone: nothing needs it
+    assert again.returncode == 0, again.stderr
