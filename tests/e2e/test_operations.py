@@ -467,6 +467,28 @@ def test_sigint_stops_a_node_as_sigterm_does(tmp_path: Path) -> None:
     assert "did not stop within" not in node.log()
 
 
+def test_an_insecure_node_speaks_plaintext_and_still_checks_every_signature(
+    tmp_path: Path,
+) -> None:
+    """``tongban serve --insecure`` (local demos): no TLS on gRPC or the web pages, but every
+    command is still signed by a registered hall's key and checked."""
+    with NodeProcess(tmp_path / "node", processes=1) as node:
+        node.add_hall(*VILLAGE)
+        node.start("--insecure")
+        assert node.web_url.startswith("http://")
+        with grpc.insecure_channel(f"127.0.0.1:{node.port}") as channel:
+            stub = case_exchange_pb2_grpc.CaseExchangeStub(channel)
+            answer = stub.Submit(_signed_submit(node, "ops-insecure-1"), timeout=30)
+            assert answer.case_id
+            forged = _signed_submit(node, "ops-insecure-2")
+            forged.signature = bytes(64)
+            with pytest.raises(grpc.RpcError) as refused:
+                stub.Submit(forged, timeout=30)
+            assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        with urllib.request.urlopen(node.web_url, timeout=10) as page:
+            assert page.status == 200
+
+
 def _command_line(pid: int) -> str:
     try:
         return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode().strip()

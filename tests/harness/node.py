@@ -187,8 +187,9 @@ class NodeProcess:
         """A connected SDK client for a registered hall."""
         return HallClient.connect(self.target, self.credentials(hall_id), **options)
 
-    def start(self) -> NodeProcess:
-        """Start ``tongban serve`` and wait for its port line."""
+    def start(self, *extra_args: str) -> NodeProcess:
+        """Start ``tongban serve`` (with ``extra_args``, e.g. ``--insecure``) and wait for its
+        port lines."""
         log = self._log_path.open("w")
         self._process = subprocess.Popen(
             [
@@ -202,6 +203,7 @@ class NodeProcess:
                 str(self.processes),
                 "--web",
                 "127.0.0.1:0",
+                *extra_args,
             ],
             env=self.env,
             stdout=log,
