@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import subprocess
 import time
 import urllib.request
@@ -28,6 +29,7 @@ from ledger import (
 )
 from ledger.cosignature import CosignatureVerifier
 from ledger.witness_protocol import format_add_checkpoint
+from tests.harness.federation import wait_for
 from tests.harness.node import TONGBAN, NodeProcess
 from tests.harness.processes import free_tcp_port
 
@@ -192,3 +194,24 @@ def test_a_node_that_signs_a_fork_is_caught_and_the_evidence_is_shown(
         check=False,
     )
     assert "SPLIT-VIEW EVIDENCE: 1" in human.stdout and "tongban/42" in human.stdout
+    # The metrics say it too: the refused request by its status, and the evidence kept.
+    wait_for(
+        lambda: (
+            'tongban_witness_requests_total{status="422"} 1.0' in (text := _metrics_of(hunan))
+            and "tongban_witness_evidence 1.0" in text
+        ),
+        "the 422 and the evidence in the metrics",
+        [hunan],
+        timeout=30,
+    )
+    assert re.search(
+        r'^tongban_witness_submissions_total\{status="200",witness="tongban/4[21]/witness"\} '
+        r"[1-9]",
+        _metrics_of(hunan),
+        re.M,
+    )
+
+
+def _metrics_of(node: NodeProcess) -> str:
+    with urllib.request.urlopen(node.metrics_url, timeout=10) as response:
+        return str(response.read().decode())
