@@ -1128,3 +1128,48 @@ def _leaf_index_of_first_step(member: Any, row: Any) -> int:
         leaf = store.tables.leaf_for(store.cursor(), row.record_id, 1)
         assert leaf is not None
         return leaf.index
+
+
+def test_an_acknowledgement_for_an_envelope_never_sent_there_or_with_a_bad_cosignature_is_held(
+    manual: Federation,
+) -> None:
+    """The sender checks an acknowledgement before it stores it: signed by the peer's log key
+    (as any message), for an envelope it sent to that peer (else ``unverifiable``), with a
+    cosignature that verifies over its own checkpoint (else ``forged``). Either is held, and
+    the envelope stays not done; the genuine one then goes through."""
+    hunan, shaanxi = manual.nodes["43"], manual.nodes["61"]
+    row, submission = _offsite_submission(manual)
+    assert shaanxi.relay.inbox.handle(submission) == "stored"
+    shaanxi.node.integrator().catch_up()
+    record = peer_step_id(hunan.origin, _leaf_index_of_first_step(hunan, row))
+    genuine = shaanxi.relay.publisher.ack_message(record, row.envelope_id, hunan.origin)
+    assert genuine is not None
+    body = federation_pb2.Ack.FromString(
+        federation_pb2.FederationMessage.FromString(genuine).ack.body
+    )
+    signer = shaanxi.relay.publisher.signer
+
+    def altered(change: Any) -> bytes:
+        copy = federation_pb2.Ack()
+        copy.CopyFrom(body)
+        change(copy)
+        return sign_ack(copy.SerializeToString(), signer)
+
+    never_sent = altered(lambda ack: setattr(ack, "envelope_id", str(UUID(int=7))))
+    bad_line = body.cosignature.rstrip("\n")
+    flipped = bad_line[:-2] + ("A" if bad_line[-2] != "A" else "B") + bad_line[-1]
+    bad_cosignature = altered(lambda ack: setattr(ack, "cosignature", flipped + "\n"))
+    inbox, store = hunan.relay.inbox, hunan.relay.store
+    assert inbox.handle(never_sent) == "quarantined"
+    assert inbox.handle(bad_cosignature) == "quarantined"
+    held = store.quarantined("held")
+    assert [(q.reason, q.sender) for q in held] == [
+        ("unverifiable", shaanxi.origin),
+        ("forged", shaanxi.origin),
+    ]
+    assert "never sent there" in held[0].detail and "cosignature" in held[1].detail
+    pending = store.row("envelope", row.envelope_id)
+    assert pending is not None and pending.done_at is None
+    assert inbox.handle(genuine) == "acknowledged"
+    done = store.row("envelope", row.envelope_id)
+    assert done is not None and done.done_at is not None
