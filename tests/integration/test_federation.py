@@ -1173,3 +1173,69 @@ def test_an_acknowledgement_for_an_envelope_never_sent_there_or_with_a_bad_cosig
     assert inbox.handle(genuine) == "acknowledged"
     done = store.row("envelope", row.envelope_id)
     assert done is not None and done.done_at is not None
+
+
+def test_a_node_made_a_party_gets_the_earlier_steps_forwarded_whoever_took_them(
+    tmp_path: Path, kafka_bootstrap: str
+) -> None:
+    """43 takes in a case for 61 and hands it there; 61 hands it on to a hall of 42. 42 had
+    none of the case: 61 sends it every earlier step, 43's too (forwarded, with 43's own
+    checkpoint and proofs), then its own. Every copy ends in the same state, and every log,
+    with the citations between them, audits clean."""
+    with Federation.start(tmp_path, kafka_bootstrap, regions=("43", "42", "61")) as federation:
+        hunan, hubei, shaanxi = (federation.nodes[r] for r in ("43", "42", "61"))
+        town = hunan.node.add_hall("hn-shatou-town", SHATOU)
+        baihe = shaanxi.node.add_hall("sx-baihe-county", BAIHE)
+        wuhan = hubei.node.add_hall("hb-wuhan-county", WUHAN)
+        result = hunan.node.run(
+            town, "submit", idempotency_key="forward-1", item_code=ID_CARD,
+            applicant=APPLICANT, materials=[material()], competent_region=BAIHE,
+        )  # fmt: skip
+        case_id = str(result.case_id)
+        hunan.node.run(town, "accept", idempotency_key="forward-2", case_id=case_id)
+        hunan.node.run(
+            town, "hand_off", idempotency_key="forward-3", case_id=case_id,
+            to_hall=f"sx-baihe-county@{BAIHE}", reason="异地代收",
+        )  # fmt: skip
+        federation.wait(
+            lambda: _state(shaanxi, result.case_id) is CaseState.HANDED_OFF, "the case at 61"
+        )
+        shaanxi.node.run(baihe, "acknowledge_handoff", idempotency_key="forward-4",
+                         case_id=case_id)  # fmt: skip
+        shaanxi.node.run(
+            baihe, "hand_off", idempotency_key="forward-5", case_id=case_id,
+            to_hall=f"hb-wuhan-county@{WUHAN}", reason="户籍在湖北",
+        )  # fmt: skip
+        federation.wait(  # (43's hand-off to 61, forwarded first, is HANDED_OFF too)
+            lambda: hubei.app.get_case(result.case_id).version == 5, "61's hand-off at 42"
+        )
+        assert _state(hubei, result.case_id) is CaseState.HANDED_OFF
+        hubei.node.run(wuhan, "acknowledge_handoff", idempotency_key="forward-6",
+                       case_id=case_id)  # fmt: skip
+        members = (hunan, hubei, shaanxi)
+        for member in members:
+            federation.wait(
+                lambda m=member: (
+                    _state(m, result.case_id) is CaseState.HANDLING
+                    and m.app.get_case(result.case_id).version == 6
+                ),
+                f"every step at {member.origin}",
+            )
+        federation.wait(
+            lambda: not any(m.relay.store.backlog() for m in members), "every envelope acked"
+        )
+        # 61 sent 42 five steps: 43's three, forwarded, then its own two.
+        to_hubei = [r for r in shaanxi.relay.store.rows_for(hubei.origin) if r.kind == "envelope"]
+        assert len(to_hubei) == 5 and {r.outcome for r in to_hubei} == {"stored"}
+        # 42's copy holds 43's steps, which 61 forwarded: each is recorded with its origin.
+        forwarded = [e for e in hubei.app.case_history(result.case_id)]
+        assert len(forwarded) == 6
+        for member in members:
+            federation.halt(member)
+        for member in members:
+            member.node.integrator().catch_up()
+            peers = {o.origin: _log_verifier(o) for o in members if o is not member}
+            report = _audit(member, peers)
+            assert report.ok, [str(finding) for finding in report.findings]
+        citations = _citations(*members)
+        assert citations.ok and citations.checked > 0, citations.problems
