@@ -717,11 +717,13 @@ def admin_signer(
 def witnessing_config(settings: Settings) -> WitnessingConfig | None:
     """What witnessing needs, from the federation file (None: no federation file configured).
 
-    Peers' witness keys are the witnesses of this node's log (k = ``relay.witness_k``); peers'
-    logs and the ``[[witnessed_logs]]`` are the logs this node cosigns.
+    Peers' witness keys and the ``[[witnesses]]`` are the witnesses of this node's log (k =
+    ``relay.witness_k``); peers' logs and the ``[[witnessed_logs]]`` are the logs this node
+    cosigns.
     """
     from hub.relay.config import load_federation
     from hub.witnessing.config import WitnessingConfig, WitnessTarget
+    from ledger import CosignatureVerifier
 
     if settings.federation is None:
         return None
@@ -733,23 +735,18 @@ def witnessing_config(settings: Settings) -> WitnessingConfig | None:
         origin=settings.origin,
         log_key=keys.signer.verifier_key(),
         witness_k=federation.witness_k,
+        # The peers' witnesses, then the ones from outside the federation: (key, url, CA).
         targets=tuple(
             WitnessTarget(
-                name=peer.witness_verifier().name,
-                verifier_key=peer.witness_key,
-                url=peer.witness_url,
-                ca_certificate=peer.ca_certificate,
+                name=CosignatureVerifier.from_key(key).name,
+                verifier_key=key,
+                url=url,
+                ca_certificate=ca_certificate,
             )
-            for peer in federation.peers
-        )
-        + tuple(
-            WitnessTarget(
-                name=witness.witness_verifier().name,
-                verifier_key=witness.witness_key,
-                url=witness.url,
-                ca_certificate=witness.ca_certificate,
-            )
-            for witness in federation.witnesses
+            for key, url, ca_certificate in [
+                *((p.witness_key, p.witness_url, p.ca_certificate) for p in federation.peers),
+                *((w.witness_key, w.url, w.ca_certificate) for w in federation.witnesses),
+            ]
         ),
         logs=tuple(
             [(peer.origin, (peer.log_key,)) for peer in federation.peers]

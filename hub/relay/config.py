@@ -297,12 +297,7 @@ def _outside_witnesses(
         if not isinstance(entry, dict):
             raise fail(where, "a table with witness_key and url")
         _only(entry, _WITNESS_KEYS, f"{where}.", fail)
-        values: dict[str, str] = {}
-        for key in sorted(_WITNESS_KEYS):
-            value = entry.get(key, "")
-            if not isinstance(value, str):
-                raise fail(f"{where}.{key}", "a string")
-            values[key] = value.strip()
+        values = _strings(entry, sorted(_WITNESS_KEYS), where, fail)
         if not values["witness_key"]:
             raise fail(f"{where}.witness_key", "missing")
         try:
@@ -329,6 +324,19 @@ def _outside_witnesses(
     return tuple(witnesses)
 
 
+def _strings(
+    entry: Mapping[str, Any], keys: Sequence[str], where: str, fail: Any
+) -> dict[str, str]:
+    """The entry's values of ``keys``, stripped ("" when absent); each must be a string."""
+    values: dict[str, str] = {}
+    for key in keys:
+        value = entry.get(key, "")
+        if not isinstance(value, str):
+            raise fail(f"{where}.{key}", "a string")
+        values[key] = value.strip()
+    return values
+
+
 def _check_certificate(ca_path: Path, where: str, fail: Any) -> None:
     try:
         x509.load_pem_x509_certificate(ca_path.read_bytes())
@@ -351,12 +359,7 @@ def _witnessed_logs(
         if not isinstance(entry, dict):
             raise fail(where, "a table with origin and log_key")
         _only(entry, _WITNESSED_KEYS, f"{where}.", fail)
-        values: dict[str, str] = {}
-        for key in ("origin", "log_key", "name"):
-            value = entry.get(key, "")
-            if not isinstance(value, str):
-                raise fail(f"{where}.{key}", "a string")
-            values[key] = value.strip()
+        values = _strings(entry, ("origin", "log_key", "name"), where, fail)
         origin, log_key = values["origin"], values["log_key"]
         if not origin:
             raise fail(f"{where}.origin", "missing")

@@ -240,14 +240,15 @@ def _log_verifier(member: Any) -> Verifier:
     return Verifier.from_key(member.node.app.genesis().log_key)
 
 
-def _halt_and_audit(federation: Federation, hunan: Member, shaanxi: Member) -> None:
-    """Stop both nodes' followers, log everything stored, and audit each log (citing the other)."""
-    for member in (hunan, shaanxi):
+def _halt_and_audit(federation: Federation, *members: Member) -> None:
+    """Stop the nodes' followers, log everything stored, and audit each log (citing the
+    others)."""
+    for member in members:
         federation.halt(member)
-    for member in (hunan, shaanxi):
-        other = shaanxi if member is hunan else hunan
+    for member in members:
         member.node.integrator().catch_up()
-        report = _audit(member, {other.origin: _log_verifier(other)})
+        peers = {o.origin: _log_verifier(o) for o in members if o is not member}
+        report = _audit(member, peers)
         assert report.ok, [str(finding) for finding in report.findings]
 
 
@@ -533,6 +534,24 @@ def test_the_record_memory_is_bounded() -> None:
     assert memory.get(0) is None  # emptied when full: read from the log again
 
 
+@contextlib.contextmanager
+def _marking_the_row_fails(store: Any) -> Iterator[None]:
+    """Inside: marking an outbox row done raises right after it wrote, so the transaction it
+    shares is rolled back; the handling raises that error (checked here)."""
+    mark = store.write_acknowledged
+
+    def mark_then_fail(curs: Any, *args: Any, **kwargs: Any) -> None:
+        mark(curs, *args, **kwargs)
+        raise RuntimeError("the store failed after marking the row")
+
+    store.write_acknowledged = mark_then_fail
+    try:
+        with pytest.raises(RuntimeError, match="after marking"):
+            yield
+    finally:
+        store.write_acknowledged = mark
+
+
 @pytest.mark.parametrize("store", ["sqlite", "postgres"])
 def test_an_acknowledgement_is_stored_with_its_outbox_row_or_not_at_all(
     store: str, tmp_path: Path, kafka_bootstrap: str, request: pytest.FixtureRequest
@@ -553,26 +572,37 @@ def test_an_acknowledgement_is_stored_with_its_outbox_row_or_not_at_all(
         assert shaanxi.relay.inbox.handle(envelope) == "duplicate"  # answered: the ack
         (acknowledgement,) = sent
         store_of_43 = hunan.relay.store
-        mark = store_of_43.write_acknowledged
-
-        def mark_then_fail(curs: Any, *args: Any, **kwargs: Any) -> None:
-            mark(curs, *args, **kwargs)
-            raise RuntimeError("the store failed after marking the row")
-
-        store_of_43.write_acknowledged = mark_then_fail  # type: ignore[method-assign]
-        with pytest.raises(RuntimeError, match="after marking"):
+        with _marking_the_row_fails(store_of_43):
             hunan.relay.inbox.handle(acknowledgement)
         record = acknowledgement_id(row.envelope_id)
         assert not hunan.app.has_aggregate(record)
         pending = store_of_43.row("envelope", row.envelope_id)
         assert pending is not None and pending.done_at is None
-        store_of_43.write_acknowledged = mark  # type: ignore[method-assign]
         assert hunan.relay.inbox.handle(acknowledgement) == "acknowledged"
         assert hunan.app.has_aggregate(record)
         done = store_of_43.row("envelope", row.envelope_id)
         assert done is not None and done.done_at is not None and done.outcome == "stored"
         assert hunan.relay.inbox.handle(acknowledgement) == "acknowledged"  # again: no change
         assert store_of_43.row("envelope", row.envelope_id) == done
+
+
+def _handed_to_a_missing_hall(federation: Federation, key: str) -> Any:
+    """43 takes in a case for 61, accepts it and hands it to a hall 61 does not have (which
+    61 refuses); the submission's result."""
+    hunan, shaanxi = federation.nodes["43"], federation.nodes["61"]
+    town = hunan.node.add_hall("hn-shatou-town", SHATOU)
+    shaanxi.node.add_hall("sx-baihe-county", BAIHE)
+    result = hunan.node.run(
+        town, "submit", idempotency_key=f"{key}-1", item_code=ID_CARD,
+        applicant=APPLICANT, materials=[material()], competent_region=BAIHE,
+    )  # fmt: skip
+    case_id = str(result.case_id)
+    hunan.node.run(town, "accept", idempotency_key=f"{key}-2", case_id=case_id)
+    hunan.node.run(
+        town, "hand_off", idempotency_key=f"{key}-3", case_id=case_id,
+        to_hall=f"sx-no-such-hall@{BAIHE}", reason="转户籍地",
+    )  # fmt: skip
+    return result
 
 
 def test_a_refusal_takes_the_case_back_with_its_outbox_row_or_not_at_all(
@@ -582,18 +612,7 @@ def test_a_refusal_takes_the_case_back_with_its_outbox_row_or_not_at_all(
     envelope's row done in one transaction. When the second part fails, neither is kept (the
     refusal is read again); the retry stores both."""
     hunan, shaanxi = manual.nodes["43"], manual.nodes["61"]
-    town = hunan.node.add_hall("hn-shatou-town", SHATOU)
-    shaanxi.node.add_hall("sx-baihe-county", BAIHE)
-    result = hunan.node.run(
-        town, "submit", idempotency_key="takeback-1", item_code=ID_CARD,
-        applicant=APPLICANT, materials=[material()], competent_region=BAIHE,
-    )  # fmt: skip
-    case_id = str(result.case_id)
-    hunan.node.run(town, "accept", idempotency_key="takeback-2", case_id=case_id)
-    hunan.node.run(
-        town, "hand_off", idempotency_key="takeback-3", case_id=case_id,
-        to_hall=f"sx-no-such-hall@{BAIHE}", reason="转户籍地",
-    )  # fmt: skip
+    result = _handed_to_a_missing_hall(manual, "takeback")
     sent: list[bytes] = []
     shaanxi.relay.inbox.send = lambda topic, key, value: sent.append(value)
     refusals: list[bytes] = []
@@ -611,19 +630,11 @@ def test_a_refusal_takes_the_case_back_with_its_outbox_row_or_not_at_all(
     handoff = hunan.relay.store.row("envelope", UUID(refused.envelope_id))
     assert handoff is not None and handoff.done_at is None
     store_of_43 = hunan.relay.store
-    mark = store_of_43.write_acknowledged
-
-    def mark_then_fail(curs: Any, *args: Any, **kwargs: Any) -> None:
-        mark(curs, *args, **kwargs)
-        raise RuntimeError("the store failed after marking the row")
-
-    store_of_43.write_acknowledged = mark_then_fail  # type: ignore[method-assign]
-    with pytest.raises(RuntimeError, match="after marking"):
+    with _marking_the_row_fails(store_of_43):
         hunan.relay.inbox.handle(refusal)
     assert _state(hunan, result.case_id) is CaseState.HANDED_OFF  # not taken back
     pending = store_of_43.row("envelope", handoff.envelope_id)
     assert pending is not None and pending.done_at is None
-    store_of_43.write_acknowledged = mark  # type: ignore[method-assign]
     assert hunan.relay.inbox.handle(refusal) == "acknowledged"
     assert _state(hunan, result.case_id) is CaseState.ACCEPTED
     done = store_of_43.row("envelope", handoff.envelope_id)
@@ -899,18 +910,8 @@ def test_a_handoff_to_a_hall_the_peer_does_not_have_comes_back_with_its_signed_r
     federation: Federation,
 ) -> None:
     hunan, shaanxi = federation.nodes["43"], federation.nodes["61"]
-    town = hunan.node.add_hall("hn-shatou-town", SHATOU)
-    shaanxi.node.add_hall("sx-baihe-county", BAIHE)
-    result = hunan.node.run(
-        town, "submit", idempotency_key="refuse-0001", item_code=ID_CARD,
-        applicant=APPLICANT, materials=[material()], competent_region=BAIHE,
-    )  # fmt: skip
-    case_id = str(result.case_id)
-    hunan.node.run(town, "accept", idempotency_key="refuse-0002", case_id=case_id)
-    hunan.node.run(
-        town, "hand_off", idempotency_key="refuse-0003", case_id=case_id,
-        to_hall=f"sx-no-such-hall@{BAIHE}", reason="转户籍地",
-    )  # fmt: skip
+    result = _handed_to_a_missing_hall(federation, "refuse")
+    town, case_id = hunan.node.halls["hn-shatou-town"], str(result.case_id)
     federation.wait(
         lambda: _state(hunan, result.case_id) is CaseState.ACCEPTED, "the case came back to 43"
     )
@@ -1033,13 +1034,7 @@ def test_a_joint_case_across_three_provinces_concludes_when_every_region_reporte
             "every envelope acknowledged",
         )
         members = (hunan, hubei, shaanxi)
-        for member in members:
-            federation.halt(member)
-        for member in members:
-            member.node.integrator().catch_up()
-            peers = {o.origin: _log_verifier(o) for o in members if o is not member}
-            report = _audit(member, peers)
-            assert report.ok, [str(finding) for finding in report.findings]
+        _halt_and_audit(federation, *members)
         citations = _citations(*members)
         assert citations.ok and citations.checked > 0, citations.problems
 
@@ -1100,9 +1095,9 @@ def test_a_step_waits_for_the_steps_its_sender_applied_before_it(manual: Federat
     assert shaanxi.app.get_case(row.case_id).state is CaseState.HANDED_OFF
 
 
-def test_a_peer_that_signs_a_wrong_citation_is_caught_by_following_it(manual: Federation) -> None:
-    """A peer's acknowledgement is signed, so the sender's audit accepts it; only the peer's log
-    shows that the index it cites is not the envelope's step. Following the citation finds it."""
+def _acknowledged_submission(manual: Federation) -> tuple[Any, bytes, Any]:
+    """43's submission for 61, stored at 61; its envelope's row at 43, 61's genuine
+    acknowledgement (the message) and that acknowledgement's body."""
     hunan, shaanxi = manual.nodes["43"], manual.nodes["61"]
     row, submission = _offsite_submission(manual)
     assert shaanxi.relay.inbox.handle(submission) == "stored"
@@ -1110,8 +1105,17 @@ def test_a_peer_that_signs_a_wrong_citation_is_caught_by_following_it(manual: Fe
     record = peer_step_id(hunan.origin, _leaf_index_of_first_step(hunan, row))
     genuine = shaanxi.relay.publisher.ack_message(record, row.envelope_id, hunan.origin)
     assert genuine is not None
-    wrapper = federation_pb2.FederationMessage.FromString(genuine)
-    body = federation_pb2.Ack.FromString(wrapper.ack.body)
+    body = federation_pb2.Ack.FromString(
+        federation_pb2.FederationMessage.FromString(genuine).ack.body
+    )
+    return row, genuine, body
+
+
+def test_a_peer_that_signs_a_wrong_citation_is_caught_by_following_it(manual: Federation) -> None:
+    """A peer's acknowledgement is signed, so the sender's audit accepts it; only the peer's log
+    shows that the index it cites is not the envelope's step. Following the citation finds it."""
+    hunan, shaanxi = manual.nodes["43"], manual.nodes["61"]
+    _row, _genuine, body = _acknowledged_submission(manual)
     body.index = 0  # the genesis, not the step record
     lying = sign_ack(body.SerializeToString(), shaanxi.relay.publisher.signer)
     hunan.node.integrator().catch_up()
@@ -1138,15 +1142,7 @@ def test_an_acknowledgement_for_an_envelope_never_sent_there_or_with_a_bad_cosig
     cosignature that verifies over its own checkpoint (else ``forged``). Either is held, and
     the envelope stays not done; the genuine one then goes through."""
     hunan, shaanxi = manual.nodes["43"], manual.nodes["61"]
-    row, submission = _offsite_submission(manual)
-    assert shaanxi.relay.inbox.handle(submission) == "stored"
-    shaanxi.node.integrator().catch_up()
-    record = peer_step_id(hunan.origin, _leaf_index_of_first_step(hunan, row))
-    genuine = shaanxi.relay.publisher.ack_message(record, row.envelope_id, hunan.origin)
-    assert genuine is not None
-    body = federation_pb2.Ack.FromString(
-        federation_pb2.FederationMessage.FromString(genuine).ack.body
-    )
+    row, genuine, body = _acknowledged_submission(manual)
     signer = shaanxi.relay.publisher.signer
 
     def altered(change: Any) -> bytes:
@@ -1227,15 +1223,6 @@ def test_a_node_made_a_party_gets_the_earlier_steps_forwarded_whoever_took_them(
         # 61 sent 42 five steps: 43's three, forwarded, then its own two.
         to_hubei = [r for r in shaanxi.relay.store.rows_for(hubei.origin) if r.kind == "envelope"]
         assert len(to_hubei) == 5 and {r.outcome for r in to_hubei} == {"stored"}
-        # 42's copy holds 43's steps, which 61 forwarded: each is recorded with its origin.
-        forwarded = [e for e in hubei.app.case_history(result.case_id)]
-        assert len(forwarded) == 6
-        for member in members:
-            federation.halt(member)
-        for member in members:
-            member.node.integrator().catch_up()
-            peers = {o.origin: _log_verifier(o) for o in members if o is not member}
-            report = _audit(member, peers)
-            assert report.ok, [str(finding) for finding in report.findings]
+        _halt_and_audit(federation, *members)
         citations = _citations(*members)
         assert citations.ok and citations.checked > 0, citations.problems
