@@ -23,6 +23,7 @@ from hub.witnessing.publisher import CheckpointPublisher
 from hub.witnessing.service import NodeWitness
 from ledger import Cosigner, Receipt, Verifier, WitnessPolicy, verify_receipt
 from tests.harness.inprocess import InProcessNode
+from tests.harness.processes import free_tcp_port
 from tests.harness.standard_witness import StandardWitness
 from tests.harness.witness import ServedWitness
 
@@ -312,3 +313,40 @@ def test_a_case_historys_receipts_cite_the_final_checkpoint(
     verify_receipt(accepted.receipt.encode(), log_key, WitnessPolicy(0, []))
     with pytest.raises(Exception, match="cosignatures"):
         verify_receipt(accepted.receipt.encode(), log_key, policy)
+
+
+def test_the_latest_checkpoint_is_sent_again_every_interval_and_a_failed_witness_after_5_s(
+    node: InProcessNode, standard_witness: StandardWitness
+) -> None:
+    """``TONGBAN_WITNESS_INTERVAL_S``: a witness that cosigned the latest checkpoint is asked
+    again once the interval is up (its cosignature's timestamp stays fresh); one that did not
+    answer is asked again after 5 seconds, not at every round."""
+    now = [0.0]
+    outside = WitnessTarget(
+        "witness.example/w9", standard_witness.verifier_key, standard_witness.url
+    )
+    down = WitnessTarget(
+        "tongban/42/witness",
+        Cosigner.generate("tongban/42/witness").verifier_key(),
+        f"http://127.0.0.1:{free_tcp_port()}",  # nothing listens there
+    )
+    publisher = CheckpointPublisher(
+        node.integrator().view, config(node, 1, outside, down), interval=60, clock=lambda: now[0]
+    )
+    try:
+        first = publisher.publish()
+        assert [(o.witness, o.status) for o in first] == [
+            ("witness.example/w9", 200),
+            ("tongban/42/witness", 0),
+        ]
+        now[0] = 4.0
+        assert publisher.publish() == []  # nothing new; the failed witness waits
+        now[0] = 5.0
+        assert [o.witness for o in publisher.publish()] == ["tongban/42/witness"]
+        now[0] = 59.0
+        assert [o.witness for o in publisher.publish()] == ["tongban/42/witness"]
+        now[0] = 61.0  # the interval is up for the witness that cosigned
+        again = publisher.publish()
+        assert ("witness.example/w9", 200) in [(o.witness, o.status) for o in again]
+    finally:
+        publisher.close()
