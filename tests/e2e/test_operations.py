@@ -206,21 +206,27 @@ def test_metrics_count_calls_and_report_the_integrator(node: NodeProcess) -> Non
 
 def test_logs_are_json_with_one_line_per_command_and_no_personal_data(node: NodeProcess) -> None:
     key = f"ops-logs-{uuid.uuid4().hex}"
+    signed = _signed_submit(node, key)
     with _channel(node, "hall", VILLAGE[0]) as channel:
         stub = case_exchange_pb2_grpc.CaseExchangeStub(channel)
-        reply = stub.Submit(
-            _signed_submit(node, key), metadata=(("x-request-id", "req-ops-0001"),), timeout=10
-        )
-    records = []
-    for line in node.log().splitlines():
-        if line.startswith("{"):
-            records.append(json.loads(line))
-    commands = [r for r in records if r.get("message") == "command"]
-    mine = [r for r in commands if r.get("aggregate_id") == reply.case_id]
-    assert len(mine) == 1
-    assert mine[0]["action"] == "submit" and mine[0]["signer"] == VILLAGE[0]
-    assert mine[0]["request_id"] == "req-ops-0001"
-    assert {"time", "level", "logger"} <= set(mine[0])
+        reply = stub.Submit(signed, metadata=(("x-request-id", "req-ops-0001"),), timeout=10)
+        stub.Submit(signed, timeout=10)  # again, without a request id: replayed
+
+    def mine() -> list[dict[str, Any]]:
+        records = [json.loads(line) for line in node.log().splitlines() if line.startswith("{")]
+        return [
+            r
+            for r in records
+            if r.get("message") == "command" and r.get("aggregate_id") == reply.case_id
+        ]
+
+    first, again = wait_for(lambda: len(mine()) == 2 and mine(), "both lines logged", [node])
+    assert first["action"] == "submit" and first["signer"] == VILLAGE[0]
+    assert first["request_id"] == "req-ops-0001"
+    assert {"time", "level", "logger"} <= set(first)
+    assert (first["version"], first["replayed"]) == (1, False)
+    assert (again["version"], again["replayed"]) == (1, True)
+    assert again["request_id"] and again["request_id"] != "req-ops-0001"  # a fresh one
     log = node.log()
     for value in (APPLICANT.name, APPLICANT.id_number, APPLICANT.phone):
         assert value not in log
@@ -471,8 +477,10 @@ def test_an_insecure_node_speaks_plaintext_and_still_checks_every_signature(
     tmp_path: Path,
 ) -> None:
     """``tongban serve --insecure`` (local demos): no TLS on gRPC or the web pages, but every
-    command is still signed by a registered hall's key and checked."""
-    with NodeProcess(tmp_path / "node", processes=1) as node:
+    command is still signed by a registered hall's key and checked. (Its log is for a person
+    here: ``TONGBAN_LOG_FORMAT=text``.)"""
+    text_log = {"TONGBAN_LOG_FORMAT": "text"}
+    with NodeProcess(tmp_path / "node", processes=1, extra_env=text_log) as node:
         node.add_hall(*VILLAGE)
         node.start("--insecure")
         assert node.web_url.startswith("http://")
@@ -487,6 +495,9 @@ def test_an_insecure_node_speaks_plaintext_and_still_checks_every_signature(
             assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
         with urllib.request.urlopen(node.web_url, timeout=10) as page:
             assert page.status == 200
+    lines = node.log().splitlines()
+    assert any("serving on port" in line for line in lines)
+    assert not any(line.startswith("{") for line in lines)  # no JSON: lines for a person
 
 
 def _command_line(pid: int) -> str:
