@@ -39,6 +39,7 @@ from tests.harness.availability import service_unavailable
 from tests.harness.errors import ServiceUnavailable
 from tests.harness.federation import peer_entry, wait_for, write_federation
 from tests.harness.node import TONGBAN, NodeProcess
+from tests.harness.processes import command_line
 
 pytestmark = pytest.mark.e2e
 
@@ -107,7 +108,7 @@ def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeProcess]:
 def test_several_serving_processes_share_one_port(node: NodeProcess) -> None:
     # Below the supervisor (through the fork server): the follower, the two serving processes
     # and the web process, each named in `ps` with the node's log origin.
-    titles = sorted(_command_line(pid) for pid in node.tree()[1:])
+    titles = sorted(command_line(pid) for pid in node.tree()[1:])
     node_processes = [title for title in titles if title.startswith("tongban ")]
     assert node_processes == [
         f"tongban {name} {node.origin}" for name in ("follower", "server-0", "server-1", "web")
@@ -407,7 +408,7 @@ def test_a_node_whose_broker_is_down_stops_by_itself_when_asked(tmp_path: Path) 
         node.start()
         wait_for(connecting_again, "the relay's consumer tried the broker again", [node])
         # (A federation node has a witness process too, named in `ps` like the others.)
-        assert f"tongban witness {node.origin}" in {_command_line(pid) for pid in node.tree()}
+        assert f"tongban witness {node.origin}" in {command_line(pid) for pid in node.tree()}
         node.stop()
     log = node.log()
     assert "did not stop within" not in log, log[-3000:]
@@ -452,7 +453,7 @@ def test_a_node_whose_process_dies_stops_and_exits_non_zero(tmp_path: Path) -> N
     others and exits 1, naming it, so systemd or another supervisor restarts the node whole."""
     with NodeProcess(tmp_path / "node", processes=1) as node:
         node.start()
-        titles = {_command_line(pid): pid for pid in node.tree()}
+        titles = {command_line(pid): pid for pid in node.tree()}
         follower = titles[f"tongban follower {node.origin}"]
         os.kill(follower, signal.SIGKILL)
         assert node.wait(timeout=60) == 1
@@ -498,13 +499,6 @@ def test_an_insecure_node_speaks_plaintext_and_still_checks_every_signature(
     lines = node.log().splitlines()
     assert any("serving on port" in line for line in lines)
     assert not any(line.startswith("{") for line in lines)  # no JSON: lines for a person
-
-
-def _command_line(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode().strip()
-    except OSError:
-        return ""  # ended meanwhile
 
 
 def _running(pid: int) -> bool:

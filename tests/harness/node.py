@@ -29,7 +29,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from adapters.sdk import HallClient, HallCredentials, TLSConfig
 
-from .processes import LOCALHOST, port_accepts, process_tree
+from .processes import LOCALHOST, command_line, port_accepts, process_tree
 
 TONGBAN = [sys.executable, "-m", "hub.cli"]
 # Only whole lines (up to their newline): the log is read while the node writes it, and a line
@@ -49,13 +49,6 @@ class HallFiles:
     certificate: Path
     private_key: Path
     signing_key: Path
-
-
-def _command_line(pid: int) -> bytes:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return b""  # ended meanwhile
 
 
 class NodeProcess:
@@ -255,7 +248,7 @@ class NodeProcess:
         if self._process is None:
             return
         for pid in self.tree():
-            if b"multiprocessing.resource_tracker" in _command_line(pid):
+            if "multiprocessing.resource_tracker" in command_line(pid):
                 continue
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)

@@ -49,6 +49,15 @@ def process_tree(root: int) -> list[int]:
     return tree
 
 
+def command_line(pid: int) -> str:
+    """A process's command line, its arguments joined by spaces (what ``ps`` shows, and what
+    setproctitle sets); "" once it has ended."""
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode().strip()
+    except OSError:
+        return ""  # ended meanwhile
+
+
 def port_accepts(host: str, port: int, timeout: float = 0.5) -> bool:
     """Whether something accepts a TCP connection on ``host:port``."""
     try:
