@@ -103,3 +103,12 @@ def test_material_limit_and_federation_file(tmp_path: Path) -> None:
     assert settings.federation == Path("/etc/tongban/federation.toml")
     default = Settings.from_env({"HOME": str(tmp_path)})
     assert (default.max_material_bytes, default.federation) == (200 * 1024 * 1024, None)
+
+
+def test_the_default_data_directory_follows_xdg_data_home() -> None:
+    assert Settings.from_env({"HOME": "/home/clerk"}).data_dir == Path(
+        "/home/clerk/.local/share/tongban"
+    )
+    assert Settings.from_env(
+        {"HOME": "/home/clerk", "XDG_DATA_HOME": "/srv/data"}
+    ).data_dir == Path("/srv/data/tongban")
