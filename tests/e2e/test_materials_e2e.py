@@ -260,6 +260,22 @@ def test_a_hall_the_node_does_not_know_stores_nothing(node: NodeProcess) -> None
     assert stored_rows(node) == before
 
 
+def test_a_retired_hall_stores_nothing(node: NodeProcess) -> None:
+    """A hall the admin retired keeps a valid certificate, but may no longer store files: its
+    upload is PERMISSION_DENIED and nothing is written."""
+    hall = node.add_hall("hn-shatou-v299", "430902104299")  # 撤并: merged into the township
+    node.run("hall", "retire", "--hall-id", hall.hall_id, "--reason", "撤并村")
+    data = scan(100, b"retired")
+    before = stored_rows(node)
+    with channel(node, hall.certificate, hall.private_key) as open_channel:
+        stub = materials_pb2_grpc.MaterialsStub(open_channel)
+        code, message = status(
+            lambda: stub.Upload(upload_messages(hashlib.sha256(data).hexdigest(), 100, data))
+        )
+    assert (code, "retired" in message) == ("PERMISSION_DENIED", True)
+    assert stored_rows(node) == before
+
+
 def test_the_sdk_names_a_refusal_by_its_field(node: NodeProcess, tmp_path: Path) -> None:
     with client(node, VILLAGE[0]) as village:
         with pytest.raises(CommandInvalid) as refused:

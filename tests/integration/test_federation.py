@@ -45,6 +45,7 @@ from tests.harness.errors import ServiceUnavailable
 from tests.harness.federation import Federation, Member
 from tests.harness.inprocess import APPLICANT, InProcessNode, material
 from tests.harness.postgres import PostgresCluster
+from tests.harness.tamper import integrate_without_the_gate, rewrite_last_event
 
 ID_CARD = "070302001000"  # 居民身份证换领: county level, 异地代收代办 from every province
 BAIHE = "610929000000"  # 白河县, 陕西
@@ -1226,3 +1227,68 @@ def test_a_node_made_a_party_gets_the_earlier_steps_forwarded_whoever_took_them(
         _halt_and_audit(federation, *members)
         citations = _citations(*members)
         assert citations.ok and citations.checked > 0, citations.problems
+
+
+# -------------------------------------------------------- a rogue operator with the log key
+
+
+def _b64(data: bytes) -> bytes:
+    return base64.b64encode(data)
+
+
+def _flipped(signature: bytes) -> bytes:
+    return signature[:-1] + bytes([signature[-1] ^ 1])
+
+
+@pytest.mark.parametrize(
+    ("field", "kind", "detail"),
+    [
+        ("envelope_signature", "peer envelope", "did not sign this envelope"),
+        ("origin_index", "peer proof", "the origin's leaf is not this command"),
+    ],
+)
+def test_a_peer_step_logged_with_altered_evidence_is_named_by_the_auditor(
+    manual: Federation, field: str, kind: str, detail: str
+) -> None:
+    """A rogue operator at 61 holding 61's log key alters the evidence 61 stored of 43's step
+    (the envelope's signature, or where the step stands in 43's log) and logs it past the gate.
+    The auditor, with 43's public log key, names the step's leaf and nothing else (a step moved
+    to another index is also a record under the wrong id: ``peer step replayed``)."""
+    hunan, shaanxi = manual.nodes["43"], manual.nodes["61"]
+    _row, submission = _offsite_submission(manual)
+    assert shaanxi.relay.inbox.handle(submission) == "stored"
+    wrapper = federation_pb2.FederationMessage.FromString(submission)
+    step = federation_pb2.Envelope.FromString(wrapper.envelope.body).step
+    if field == "envelope_signature":
+        signature = bytes(wrapper.envelope.signature)
+        old, new = _b64(signature), _b64(_flipped(signature))
+    else:
+        old = f'"origin_index":{step.index},'.encode()
+        new = f'"origin_index":{step.index - 1},'.encode()
+    rewrite_last_event(shaanxi.node.settings, "PeerStep.Recorded", old, new)
+    integrate_without_the_gate(shaanxi.node.integrator())
+    report = _audit(shaanxi, {hunan.origin: _log_verifier(hunan)})
+    assert any(f.kind == kind and detail in f.detail for f in report.findings), report.summary()
+    assert len({finding.index for finding in report.findings}) == 1, report.summary()
+
+
+def test_a_peer_acknowledgement_logged_with_a_forged_signature_is_named_by_the_auditor(
+    manual: Federation,
+) -> None:
+    """A rogue operator at 43 holding 43's log key stores 61's acknowledgement with another
+    signature and logs it past the gate: the auditor, with 61's public log key, names it."""
+    hunan, shaanxi = manual.nodes["43"], manual.nodes["61"]
+    _row, genuine, _body = _acknowledged_submission(manual)
+    hunan.node.integrator().catch_up()
+    assert hunan.relay.inbox.handle(genuine) == "acknowledged"
+    signature = bytes(federation_pb2.FederationMessage.FromString(genuine).ack.signature)
+    rewrite_last_event(
+        hunan.node.settings,
+        "PeerAcknowledgement.Recorded",
+        _b64(signature),
+        _b64(_flipped(signature)),
+    )
+    integrate_without_the_gate(hunan.node.integrator())
+    report = _audit(hunan, {shaanxi.origin: _log_verifier(shaanxi)})
+    assert [finding.kind for finding in report.findings] == ["signature"], report.summary()
+    assert "did not sign this acknowledgement" in report.findings[0].detail

@@ -44,11 +44,11 @@ from hub.domain.values import Actor, CrossRegionMode, SealedApplicant
 from hub.errors import IntegrityViolation, NotFound, StoreMismatch
 from hub.integrity.audit import AuditReport, audit_case, audit_export, audit_store
 from hub.integrity.export import export_log
-from hub.integrity.integrator import LedgerIntegrator
 from hub.integrity.store import ReadOnlyStore
 from hub.settings import Settings
 from ledger import Authority, Leaf, Signer, Verifier
 from tests.harness.inprocess import APPLICANT, InProcessNode, material, public_key_b64
+from tests.harness.tamper import integrate_without_the_gate
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -108,21 +108,6 @@ def _clean(settings: Settings) -> AuditReport:
     report = _audit(settings)
     assert report.ok, report.summary()
     return report
-
-
-def _without_the_gate(
-    integrator: LedgerIntegrator, claims: Callable[[int, Notification, Leaf], Leaf]
-) -> int:
-    """Integrate what is stored as a rogue operator holding the log key would: no binding
-    check, the leaves' claims chosen by ``claims``, checkpoints signed with the real key."""
-    honest = integrator.checker.leaf_for
-
-    def lax(origin: str, index: int, notification: Notification) -> Any:
-        leaf, _problems = honest(origin, index, notification)
-        return claims(index, notification, leaf), []
-
-    integrator.checker.leaf_for = lax  # type: ignore[method-assign]
-    return integrator.catch_up()
 
 
 def _last_command(settings: Settings, hall: str) -> Leaf:
@@ -292,7 +277,7 @@ def test_a_genuine_signature_moved_to_another_event_is_named(node: InProcessNode
     def cite_the_township(index: int, notification: Notification, leaf: Leaf) -> Leaf:
         return dataclasses.replace(leaf, authority=Authority.CAUSED, cause=township.index)
 
-    _without_the_gate(integrator, cite_the_township)
+    integrate_without_the_gate(integrator, cite_the_township)
     report = _audit(settings)
     assert (forged_index, "unauthorised event") in _kinds(report), report.summary()
     assert len(report.findings) == 1
@@ -323,7 +308,7 @@ def test_a_replayed_record_and_a_swapped_key_id_are_named(node: InProcessNode) -
     def swap_key(index: int, notification: Notification, leaf: Leaf) -> Leaf:
         return dataclasses.replace(leaf, key_id="0123456789abcdef")
 
-    _without_the_gate(integrator, swap_key)
+    integrate_without_the_gate(integrator, swap_key)
     kinds = _kinds(_audit(settings))
     assert (copied_at, "key out of period") in kinds
     assert (copied_at, "mis-bound signature") in kinds  # the record says another key id
@@ -371,7 +356,7 @@ def test_a_command_signed_for_another_node_or_with_a_rotated_out_key_is_named(
         app.save(record, case)
     integrator = node.integrator()
     start = integrator.view.read(lambda c: integrator.view.tables.state(c)[0])
-    _without_the_gate(integrator, lambda index, notification, leaf: leaf)
+    integrate_without_the_gate(integrator, lambda index, notification, leaf: leaf)
     kinds = _kinds(_audit(settings))
     assert (start, "command for another node") in kinds
     assert (start + 2, "key out of period") in kinds
