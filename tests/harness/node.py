@@ -98,8 +98,8 @@ class NodeProcess:
 
     @property
     def pki(self) -> Path:
-        """The node's CA directory."""
-        return self.directory / "data" / "pki"
+        """The node's CA directory (``TONGBAN_TLS_DIR`` when the test set it)."""
+        return Path(self.env.get("TONGBAN_TLS_DIR") or self.directory / "data" / "pki")
 
     @property
     def data_dir(self) -> Path:
