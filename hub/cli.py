@@ -962,6 +962,20 @@ def _peer_verifiers(args: argparse.Namespace) -> dict[str, Any]:
     return peers
 
 
+def _peer_regions(args: argparse.Namespace) -> dict[str, str]:
+    """``--peer-region ORIGIN=REGION`` options, by origin."""
+    regions = {}
+    for given in getattr(args, "peer_region", None) or []:
+        origin, _, region = given.rpartition("=")
+        if not origin or not region.isdigit() or len(region) not in (2, 4, 6):
+            raise UsageError(
+                f"--peer-region {given!r}: expected ORIGIN=REGION (a 2, 4 or 6 digit region "
+                "code), e.g. tongban/61=61"
+            )
+        regions[origin] = region
+    return regions
+
+
 def _ledger(args: argparse.Namespace) -> int:
     from hub.bootstrap import build_integrator, load_node_keys
 
@@ -1379,6 +1393,7 @@ def _audit(args: argparse.Namespace) -> int:
             trusted=trusted,
             progress=_progress_bar(),
             peers=_peer_verifiers(args),
+            peer_regions=_peer_regions(args),
         )
         return _finish_audit(args, report)
     store = (
@@ -1395,6 +1410,7 @@ def _audit(args: argparse.Namespace) -> int:
                 trusted=trusted,
                 progress=_progress_bar(),
                 peers=_peer_verifiers(args),
+                peer_regions=_peer_regions(args),
             )
             return _finish_audit(args, report)
         case_id = _case_id(args.case_id)
@@ -1871,6 +1887,13 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         help="log verifier key of another node of the federation (repeat): checks the steps "
         "and acknowledgements it sent",
+    )
+    verify.add_argument(
+        "--peer-region",
+        action="append",
+        metavar="ORIGIN=REGION",
+        help="the region a peer keeps (repeat; its [[peers]] entry says): each hall whose steps "
+        "that peer sent must be of it",
     )
     verify.add_argument(
         "--state",

@@ -162,9 +162,11 @@ def audit_store(
     trusted: bytes | None = None,
     progress: Progress = _no_progress,
     peers: Mapping[str, Verifier] | None = None,
+    peer_regions: Mapping[str, str] | None = None,
 ) -> AuditReport:
     """Verify a node's database, opened read-only (``peers``: the federation's log keys by
-    origin, to check the steps and acknowledgements other nodes sent)."""
+    origin, to check the steps and acknowledgements other nodes sent; ``peer_regions``: the
+    region each of them keeps, by origin, which their halls must be of)."""
     tables = store.tables
     contents = LogContents(
         checkpoints=tables.checkpoints(store.cursor()),
@@ -175,7 +177,13 @@ def audit_store(
         history=store.history,
     )
     return audit_log(
-        contents, log_verifiers, origin=origin, trusted=trusted, progress=progress, peers=peers
+        contents,
+        log_verifiers,
+        origin=origin,
+        trusted=trusted,
+        progress=progress,
+        peers=peers,
+        peer_regions=peer_regions,
     )
 
 
@@ -195,6 +203,7 @@ def audit_export(
     trusted: bytes | None = None,
     progress: Progress = _no_progress,
     peers: Mapping[str, Verifier] | None = None,
+    peer_regions: Mapping[str, str] | None = None,
 ) -> AuditReport:
     """Verify a ``tongban ledger export``: its tiles, entries and events, offline."""
     report = AuditReport()
@@ -226,7 +235,13 @@ def audit_export(
         history=None,
     )
     audited = audit_log(
-        contents, log_verifiers, origin=origin, trusted=trusted, progress=progress, peers=peers
+        contents,
+        log_verifiers,
+        origin=origin,
+        trusted=trusted,
+        progress=progress,
+        peers=peers,
+        peer_regions=peer_regions,
     )
     audited.findings[:0] = report.findings
     return audited
@@ -286,6 +301,7 @@ def audit_log(
     trusted: bytes | None = None,
     progress: Progress = _no_progress,
     peers: Mapping[str, Verifier] | None = None,
+    peer_regions: Mapping[str, str] | None = None,
 ) -> AuditReport:
     """Verify one log's contents (see the module docstring)."""
     report = AuditReport()
@@ -301,7 +317,10 @@ def audit_log(
         report.unsigned = len(leaves)
     if trusted is not None:
         _check_trusted(trusted, verified, hashes, log_verifiers, origin, report)
-    _check_events_and_bindings(contents, leaves, origin, report, progress, peers or {})
+    checker = LogChecker(
+        origin, load_history=contents.history, peers=dict(peers or {}), peer_regions=peer_regions
+    )
+    _check_events_and_bindings(contents, leaves, report, progress, checker)
     return report
 
 
@@ -455,13 +474,11 @@ def _check_trusted(
 def _check_events_and_bindings(
     contents: LogContents,
     leaves: list[Leaf | None],
-    origin: str,
     report: AuditReport,
     progress: Progress,
-    peers: Mapping[str, Verifier],
+    checker: LogChecker,
 ) -> None:
     by_event = {(leaf.aggregate_id, leaf.version): leaf for leaf in leaves if leaf is not None}
-    checker = LogChecker(origin, load_history=contents.history, peers=dict(peers))
     matched: dict[int, StoredEvent] = {}
     position = contents.position
     expected_index = 0

@@ -65,7 +65,7 @@ import binascii
 import contextlib
 import dataclasses
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from uuid import UUID
@@ -248,10 +248,14 @@ class LogChecker:
         load_history: HistoryLoader | None = None,
         cache_size: int = 20_000,
         peers: dict[str, Verifier] | None = None,
+        peer_regions: Mapping[str, str] | None = None,
     ) -> None:
         self.origin = origin
         #: The other nodes' log keys, by origin: without them a peer's proofs cannot be checked.
         self.peers = dict(peers or {})
+        #: The region each peer keeps, by origin, where known (the federation file says): a
+        #: peer's hall must be of it. Without it a step is only checked to be of another region.
+        self.peer_regions = dict(peer_regions or {})
         #: The region this node keeps (from its genesis).
         self.region: str | None = None
         self._peer_steps: set[tuple[str, int]] = set()
@@ -517,11 +521,21 @@ class LogChecker:
                     f"signed for {header.node!r}, recorded as a step of {record.origin!r}",
                 )
             )
+        kept = self.peer_regions.get(record.origin)
         if action.signer != HALL or within(header.region, own):
             problems.append(Problem("mis-bound signature", "not a command of another node's hall"))
         elif leaf.signer != local_name(header.hall_id, header.region, own):
             problems.append(
                 Problem("mis-bound signature", f"the hall is {header.hall_id!r}@{header.region}")
+            )
+        elif kept is not None and not within(header.region, kept):
+            # A node speaks only for halls it registered, and it registers its own region's.
+            problems.append(
+                Problem(
+                    "hall of another region",
+                    f"the hall is of region {header.region}, which {record.origin!r} does not "
+                    f"keep ({kept})",
+                )
             )
         if key_id(record.hall_key) != leaf.key_id or not _verifies(
             record.hall_key, record.signature, record.signed_bytes

@@ -362,7 +362,12 @@ class LedgerIntegrator:
         (a command's events may straddle two batches): re-checking the leaves from the last
         command leaf on restores it.
         """
-        checker = LogChecker(self.origin, load_history=self._history, peers=self.peers)
+        checker = LogChecker(
+            self.origin,
+            load_history=self._history,
+            peers=self.peers,
+            peer_regions=dict(self.app.policy.peers),  # the regions the federation file names
+        )
 
         def _learn_certificate_leaves(cursor: Cursor) -> None:
             # The certificate leaves so far: a published status list is checked against them.

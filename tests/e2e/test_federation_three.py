@@ -141,7 +141,7 @@ def test_a_joint_case_across_three_node_processes_with_one_cut_off_for_a_while(
     for region, node in nodes.items():
         peer_keys = [
             arg for other, peer in nodes.items() if other != region
-            for arg in ("--peer-key", peer.log_key)
+            for arg in ("--peer-key", peer.log_key, "--peer-region", f"{peer.origin}={other}")
         ]  # fmt: skip
         done = subprocess.run(
             [*TONGBAN, "audit", "verify", "--log-key", node.log_key, *peer_keys],

@@ -1292,3 +1292,43 @@ def test_a_peer_acknowledgement_logged_with_a_forged_signature_is_named_by_the_a
     report = _audit(hunan, {shaanxi.origin: _log_verifier(shaanxi)})
     assert [finding.kind for finding in report.findings] == ["signature"], report.summary()
     assert "did not sign this acknowledgement" in report.findings[0].detail
+
+
+def test_the_auditor_told_the_regions_names_a_step_of_a_hall_its_origin_does_not_keep(
+    manual: Federation, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A node registers halls of its own region only, so a peer's step must be of a hall of the
+    region that peer keeps. The node refuses any other; an auditor told the peers' regions
+    (``--peer-region``, from their ``[[peers]]`` entries) names one in a log as well. Here the
+    auditor is told 43 keeps 44: 43's genuine step, of a hall of 43, is then out of its region."""
+    hunan, shaanxi = manual.nodes["43"], manual.nodes["61"]
+    _row, submission = _offsite_submission(manual)
+    assert shaanxi.relay.inbox.handle(submission) == "stored"
+    shaanxi.node.integrator().catch_up()
+    peers = {hunan.origin: _log_verifier(hunan)}
+    with _read_only(shaanxi) as store:
+        told = audit_store(
+            store, [_log_verifier(shaanxi)], origin=shaanxi.origin, peers=peers,
+            peer_regions={hunan.origin: "43"},
+        )  # fmt: skip
+        misled = audit_store(
+            store, [_log_verifier(shaanxi)], origin=shaanxi.origin, peers=peers,
+            peer_regions={hunan.origin: "44"},
+        )  # fmt: skip
+    assert told.ok, told.summary()
+    assert [(f.kind, f.detail) for f in misled.findings] == [
+        (
+            "hall of another region",
+            f"the hall is of region {SHATOU}, which 'tongban/43' does not keep (44)",
+        )
+    ]
+    # The same from the command line; a malformed --peer-region is a usage error.
+    monkeypatch.setenv("TONGBAN_DATA_DIR", str(shaanxi.node.settings.data_dir))
+    monkeypatch.setenv("TONGBAN_NODE_REGION", "61")
+    audit = ["audit", "verify", "--log-key", shaanxi.node.app.genesis().log_key]
+    audit += ["--peer-key", hunan.node.app.genesis().log_key]
+    assert cli_main([*audit, "--peer-region", "tongban/43=43"]) == 0
+    assert cli_main([*audit, "--peer-region", "tongban/43=44"]) != 0
+    assert "hall of another region" in capsys.readouterr().out
+    assert cli_main([*audit, "--peer-region", "tongban/43"]) != 0
+    assert "--peer-region 'tongban/43': expected ORIGIN=REGION" in capsys.readouterr().err
