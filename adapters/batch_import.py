@@ -884,6 +884,9 @@ class Importer:
                 report.outcomes.append(
                     RowOutcome(raw.number, register_id, "rejected", issues=tuple(parsed))
                 )
+                if register_id:
+                    # A later row with this number is no less ambiguous for this one's faults.
+                    first_row_of.setdefault(register_id, raw.number)
                 continue
             if parsed.register_id in first_row_of:
                 issue = Issue(

@@ -10,7 +10,7 @@ Every variable belongs to one of the adapters' families (:data:`VARIABLE_FAMILIE
 node leaves alone: ``TONGBAN_ADAPTER_*`` (the node connection), ``TONGBAN_GATEWAY_*``,
 ``TONGBAN_VILLAGE_*``, ``TONGBAN_IMPORT_*``, and ``TONGBAN_LOG_LEVEL``.
 
-Exit codes: 0 success (also when stdout was closed early, ``... | head -1``); 1 some rows or
+Exit codes: 0 success (141 when stdout was closed early, ``... | head -1``); 1 some rows or
 commands were refused (import: rejected rows; village forward --once: failed commands wait in the
 outbox; a refusal by the node); 2 configuration or input error; 3 the node could not be reached
 (import stopped, village forward --once left commands pending). Every error the adapters raise
@@ -21,6 +21,8 @@ line on stderr, never a traceback.
 from __future__ import annotations
 
 import argparse
+import hashlib
+import hmac
 import json
 import logging
 import os
@@ -452,26 +454,41 @@ def _locker_key(path: Path, *, create: bool) -> bytes:
     return key
 
 
-def _locker(args: argparse.Namespace) -> int:
-    """入柜 with a fresh pickup code (printed for the SMS; only its keyed hash is sent), or a
-    取件 with the code the applicant typed (sent beside the signed bytes, never in them)."""
-    import secrets
+def _locker_secret(key: bytes, purpose: str, *parts: str) -> str:
+    """A value only the locker system can derive (HMAC-SHA256 under its own key), hex."""
+    message = "\x00".join(("tongban/locker", purpose, *parts)).encode()
+    return hmac.new(key, message, hashlib.sha256).hexdigest()
 
+
+def _locker(args: argparse.Namespace) -> int:
+    """入柜 with a pickup code (printed for the SMS; only its keyed hash is sent), or a 取件
+    with the code the applicant typed (sent beside the signed bytes, never in them).
+
+    Both are retries the node recognises when run again: the idempotency key is ``--idem-key``
+    or derived from the act (the case, locker and compartment; for a pick-up also the code, by
+    a keyed hash), and a deposit's code is derived from its key under the locker's own key, so
+    the same deposit run again signs the same code hash and prints the same code."""
     from adapters.sdk import pickup_code_hash
 
     key = _locker_key(Path(args.key_file), create=args.locker_command == "deposit")
     client = open_client(_connection(args, f"locker:{args.locker}"))
-    idempotency_key = args.idem_key or f"locker-{secrets.token_hex(12)}"
+    act = (args.case_id, args.locker, args.compartment)
     where = {"case_id": args.case_id, "locker_id": args.locker, "compartment": args.compartment}
     try:
         if args.locker_command == "deposit":
-            code = f"{secrets.randbelow(10**6):06d}"
-            client.send(
+            idempotency_key = (
+                args.idem_key or f"locker-deposit-{_locker_secret(key, 'key', *act)[:32]}"
+            )
+            code = f"{int(_locker_secret(key, 'code', idempotency_key, *act), 16) % 10**6:06d}"
+            reply = client.send(
                 "deposit_in_locker", idempotency_key=idempotency_key, hold_hours=args.hold_hours,
                 code_hash=pickup_code_hash(args.case_id, code, key), **where,
             )  # fmt: skip
-            _say(f"deposited in {args.locker}#{args.compartment}; pickup code {code}")
+            again = " (deposited before: the same code)" if reply.replayed else ""
+            _say(f"deposited in {args.locker}#{args.compartment}{again}; pickup code {code}")
         else:
+            typed = _locker_secret(key, "pick-up", *act, args.code)[:32]
+            idempotency_key = args.idem_key or f"locker-pick-up-{typed}"
             client.send(
                 "pick_up_from_locker", idempotency_key=idempotency_key,
                 pickup_code=(args.code, key), **where,

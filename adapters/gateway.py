@@ -828,8 +828,10 @@ class Gateway:
             match = _CANCEL.match(path)
             if match:
                 return self._only(method, "POST") or self._cancel(match.group(1), headers, body)
-            if path == "/api/v1/health" and method == "GET":
-                return ok({"status": "UP", "hall": self.client.credentials.hall_id})
+            if path == "/api/v1/health":
+                return self._only(method, "GET") or ok(
+                    {"status": "UP", "hall": self.client.credentials.hall_id}
+                )
             if path == "/api/v1/cases":
                 return self._only(method, "POST") or self._submit(headers, body)
             match = _ACTION.match(path)
@@ -1026,6 +1028,14 @@ class _Handler(BaseHTTPRequestHandler):
         self._serve()
 
     def do_DELETE(self) -> None:
+        self._serve()
+
+    # Methods no route takes: answered 405 (with Allow) on a route, 404 elsewhere, in the
+    # vendor's envelope rather than the standard library's HTML 501 page.
+    def do_PATCH(self) -> None:
+        self._serve()
+
+    def do_OPTIONS(self) -> None:
         self._serve()
 
     def _serve(self) -> None:

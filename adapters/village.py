@@ -427,12 +427,11 @@ class Outbox:
         the node before it sends the submit.
 
         ``idempotency_key`` is required: the room's own key for this act, or :func:`queue_key`.
-        Queuing the same reference again with the same content returns the queued command, so
-        the room's software may retry its own call; other content under a used reference is
-        refused.
+        Queuing the same act again — the same room key, or the same reference, with the same
+        content — returns the queued command, so the room's software may retry its own call;
+        other content under a used key or reference is refused.
         """
-        ref = ref or f"V-{uuid.uuid4().hex[:16]}"
-        if _is_uuid(ref):
+        if ref and _is_uuid(ref):
             raise InputError("ref", f"{ref!r}: a local reference must not look like a case id")
         key = check_idempotency_key(idempotency_key)
         message = case_exchange_pb2.SubmitCase()
@@ -441,12 +440,27 @@ class Outbox:
         body = message.SerializeToString(deterministic=True)
         person = applicant.SerializeToString(deterministic=True)
         with self._write() as db:
+            queued = db.execute(
+                "SELECT ref, action FROM commands WHERE idempotency_key = ?", (key,)
+            ).fetchone()
+            if queued is not None:
+                # The room's key names the act: a retry without its reference finds it too.
+                if queued["action"] != "submit" or (ref and ref != queued["ref"]):
+                    raise InputError(
+                        "idempotency_key", f"{key!r} is already queued for another command"
+                    )
+                ref = queued["ref"]
+            ref = ref or f"V-{uuid.uuid4().hex[:16]}"
             existing = db.execute(
                 "SELECT seq, body, applicant FROM commands WHERE ref = ? AND action = 'submit'",
                 (ref,),
             ).fetchone()
             if existing is not None:
                 if bytes(existing["body"]) != body or bytes(existing["applicant"] or b"") != person:
+                    if queued is not None:
+                        raise InputError(
+                            "idempotency_key", f"{key!r} is already queued with other content"
+                        )
                     raise InputError("ref", f"{ref!r} is already queued with other content")
                 return self.get(int(existing["seq"]))
             if db.execute("SELECT 1 FROM lanes WHERE ref = ?", (ref,)).fetchone():
@@ -512,10 +526,14 @@ class Outbox:
             message.case_id = ""  # type: ignore[attr-defined]
             data = message.SerializeToString(deterministic=True)
             existing = db.execute(
-                "SELECT seq, action, body FROM commands WHERE idempotency_key = ?", (key,)
+                "SELECT seq, ref, action, body FROM commands WHERE idempotency_key = ?", (key,)
             ).fetchone()
             if existing is not None:
-                if existing["action"] != action or bytes(existing["body"]) != data:
+                if (
+                    existing["ref"] != target
+                    or existing["action"] != action
+                    or bytes(existing["body"]) != data
+                ):
                     raise InputError(
                         "idempotency_key", f"{key!r} is already queued for another command"
                     )

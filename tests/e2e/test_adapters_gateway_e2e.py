@@ -296,6 +296,15 @@ def test_node_refusals_become_http_statuses(gateway: str, node: NodeProcess) -> 
     assert status == 404 and answer["code"] == "40402"
     status, answer = call(gateway, "DELETE", f"/api/v1/cases/{case_id}")
     assert status == 405
+    # Every method a route does not take: 405 in the vendor's envelope, never an HTML page.
+    for method, path in (("POST", "/api/v1/health"), ("PATCH", "/api/v1/cases"),
+                         ("OPTIONS", f"/api/v1/cases/{case_id}")):  # fmt: skip
+        status, answer = call(gateway, method, path, {}, request_id=new_id())
+        assert (status, answer["code"]) == (405, "40500"), (method, path, answer)
+    # A body over 1 MiB, or a Content-Length that is no number: 413, nothing read or done.
+    status, answer = call(gateway, "POST", "/api/v1/cases", raw=b"{" + b" " * (1 << 20) + b"}",
+                          request_id=new_id())  # fmt: skip
+    assert (status, answer["code"]) == (413, "41300"), answer
 
     with node.client(TOWNSHIP[0]) as client:
         events = client.history(case_id).events

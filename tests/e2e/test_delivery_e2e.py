@@ -93,6 +93,12 @@ def test_the_locker_through_the_adapter_command(node: NodeProcess, tmp_path: Pat
         assert deposited.returncode == 0, deposited.stderr
         code = deposited.stdout.strip().rsplit(" ", 1)[-1]
         assert code.isdigit() and len(code) == 6
+        # Run again (the clerk did not see the answer): the node's first result, the same code.
+        again = run_adapter("locker", "deposit", *where, "--hold-hours", "24")
+        assert again.returncode == 0, again.stderr
+        assert again.stdout.strip() == (
+            f"deposited in ZZ-E-001#A03 (deposited before: the same code); pickup code {code}"
+        )
         assert key_file.stat().st_mode & 0o777 == 0o600
         assert town.get_case(case_id).state == common_pb2.CASE_STATE_IN_LOCKER
         wrong = "000000" if code != "000000" else "111111"

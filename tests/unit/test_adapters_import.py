@@ -482,6 +482,12 @@ def test_duplicates_in_one_file(tmp_path: Path) -> None:
     report = Importer(Hub(), catalogue(), today=TODAY).run(register(tmp_path, [line, line]))
     assert [o.result for o in report.outcomes] == ["created", "rejected"]
     assert "第 2 行" in report.outcomes[1].reason
+    # The first row rejected (a bad ID number): the second is no less ambiguous.
+    bad = "ZY-2,周,bad-id,1380000000,070303001000,1,2024-03-18,已收件,"
+    good = f"ZY-2,周,{GOOD_ID},1380000000,070303001000,1,2024-03-18,已收件,"
+    report = Importer(Hub(), catalogue(), today=TODAY).run(register(tmp_path, [bad, good]))
+    assert [o.result for o in report.outcomes] == ["rejected", "rejected"]
+    assert "第 2 行" in report.outcomes[1].reason
 
 
 def test_node_down_stops_the_run_not_the_rows(tmp_path: Path) -> None:

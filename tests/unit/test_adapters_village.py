@@ -321,6 +321,30 @@ def test_queuing_is_idempotent_by_reference_and_key(outbox: Outbox) -> None:
     assert one.seq == again.seq
     with pytest.raises(InputError, match="another command"):
         outbox.follow("A", "withdraw", operator="clerk", idempotency_key="room-op-000001")
+    # The same key and act on another reference is another act, not a retry of this one.
+    submit(outbox, "B")
+    with pytest.raises(InputError, match="another command"):
+        outbox.follow("B", "accept", operator="clerk", idempotency_key="room-op-000001")
+
+
+def test_a_submit_queued_again_with_the_rooms_key_alone_is_the_queued_one(outbox: Outbox) -> None:
+    """The room's software retries ``village submit --idem-key K`` without a ``--ref``: it gets
+    the command queued the first time (under the reference made then), not a second 收件."""
+
+    def by_key(item: str = "200101001000", ref: str = "") -> QueuedCommand:
+        return outbox.submit(application(item), applicant=PERSON, ref=ref, operator="clerk",
+                             idempotency_key="room-V2024-031-submit")  # fmt: skip
+
+    first = by_key()
+    again = by_key()
+    assert (again.seq, again.ref) == (first.seq, first.ref)
+    assert by_key(ref=first.ref).seq == first.seq
+    assert len(outbox.commands()) == 1
+    with pytest.raises(InputError, match="other content") as changed:
+        by_key("200202001000")
+    assert changed.value.field == "idempotency_key"
+    with pytest.raises(InputError, match="another command"):
+        by_key(ref="V2024-032")  # the key of one 收件 given for another
 
 
 def test_references_and_case_ids(outbox: Outbox) -> None:
