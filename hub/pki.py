@@ -188,7 +188,10 @@ class Identity:
             raise CertificateRejected(
                 "identity_uri", uri, f"name {name!r} does not match {NAME_PATTERN.pattern}"
             )
-        return cls(role, name)
+        try:
+            return cls(role, name)
+        except InvalidInput as error:  # a role's own naming rule (a supervisor's region)
+            raise CertificateRejected("identity_uri", uri, error.reason) from None
 
 
 @dataclass(frozen=True, slots=True)

@@ -33,6 +33,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import ipaddress
 import logging
 import multiprocessing
 import os
@@ -207,7 +208,9 @@ def _preflight(settings: Settings, options: ServeOptions) -> None:
         open_node_projections,
     )
 
-    if not options.insecure:
+    if options.insecure:
+        _check_insecure(options)
+    else:
         _tls_files(settings).server_credentials()  # names a missing file or a bad peer CA
     app = build_application(settings)  # the store, the keys, the tables (created once, here)
     try:
@@ -240,6 +243,24 @@ def _tls_files(settings: Settings) -> TLSFiles:
     return TLSFiles.in_directory(
         settings.pki_dir, tuple((peer.region, peer.ca_certificate) for peer in peers)
     )
+
+
+def _check_insecure(options: ServeOptions) -> None:
+    """``--insecure`` only on loopback addresses: without TLS there is no caller identity, so
+    no role or party check — anyone who reaches the port reads every case in clear. It is for
+    a demo on one machine; mutual TLS is required everywhere else."""
+    for flag, listen in (("--listen", options.listen), ("--web", options.web_listen)):
+        host = _split(listen)[0].strip("[]")
+        try:
+            loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            loopback = False
+        if not loopback:
+            raise ConfigurationError(
+                f"--insecure with {flag} {listen}: without TLS the node knows no caller, so it "
+                "serves only on a loopback address (127.0.0.1, ::1, localhost), for a demo on "
+                "this machine; use the node's PKI (mutual TLS) to serve others"
+            )
 
 
 def _split(listen: str) -> tuple[str, int]:

@@ -21,7 +21,9 @@ beyond).
 
 from __future__ import annotations
 
+import logging
 import time
+import uuid
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -31,9 +33,11 @@ from google.protobuf.descriptor import ServiceDescriptor
 from google.protobuf.message import DecodeError
 
 from hub import telemetry
-from hub.api.errors import abort, status_details
+from hub.api.errors import abort, as_tongban_error, status_details
 from hub.application.storage import DEADLINE
 from hub.errors import InvalidInput, TongbanError
+
+log = logging.getLogger("tongban.api")
 
 
 class Unparseable:
@@ -192,8 +196,10 @@ def _stream(name: str, behaviour: Any, limit: StreamLimit) -> Callable[[Any, Any
                 async for item in behaviour(request, call):
                     yield item
                 call.count("OK")
-            except TongbanError as error:
-                await _abort(call, error)
+            except grpc.aio.AbortError:
+                raise  # the behaviour ended the call itself
+            except Exception as error:
+                await _abort_mapped(call, error)
             finally:
                 limit.leave()
                 call.count("CANCELLED")  # the client went away, or the task was cancelled
@@ -223,13 +229,27 @@ def _client_stream(name: str, behaviour: Any, limit: StreamLimit) -> Callable[[A
                 response = await behaviour(parsed(requests), call)
                 call.count("OK")
                 return response
-            except TongbanError as error:
-                await _abort(call, error)
+            except grpc.aio.AbortError:
+                raise
+            except Exception as error:
+                await _abort_mapped(call, error)
             finally:
                 limit.leave()
                 call.count("CANCELLED")
 
     return handle
+
+
+async def _abort_mapped(context: Any, error: Exception) -> None:
+    """End a stream through the one error table, as ``errors.guard`` ends a unary call: a
+    store that is away is UNAVAILABLE, and a bug is INTERNAL with only a reference to the log."""
+    mapped = as_tongban_error(error)
+    if mapped is None:
+        reference = uuid.uuid4().hex[:12]
+        log.exception("internal error (reference %s)", reference)
+        await context.abort(grpc.StatusCode.INTERNAL, f"internal error (reference {reference})")
+        return
+    await _abort(context, mapped)
 
 
 async def _abort(context: Any, error: TongbanError) -> None:

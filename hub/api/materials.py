@@ -38,7 +38,7 @@ from hub.api.servicer import Authenticator, Caller
 from hub.application.hub import HubApplication
 from hub.domain.case import Case
 from hub.domain.federation import within
-from hub.errors import InvalidInput, NotFound, PermissionRefused, SignatureRefused, TongbanError
+from hub.errors import InvalidInput, NotFound, PermissionRefused, TongbanError
 from hub.materials.chunks import check_digest
 from hub.materials.store import MaterialStore, hall_holder
 from hub.pki import CertificateRejected, Identity, Role
@@ -156,12 +156,7 @@ class MaterialsServicer:
         return materials_pb2.StoredMaterial(sha256=stored.sha256, size=stored.size)
 
     def _active(self, hall_id: str) -> None:
-        try:
-            hall = self.app.get_hall(hall_id)
-        except NotFound:
-            raise SignatureRefused(hall_id, "no such hall at this node") from None
-        if hall.retired:
-            raise PermissionRefused(hall_id, "the hall is retired")
+        self.app.reading_hall(hall_id)
 
     async def Download(self, request: Any, context: Any) -> AsyncIterator[Any]:  # noqa: N802
         hall = self._hall(context)

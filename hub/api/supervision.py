@@ -169,6 +169,8 @@ def _hall_scope(caller: Caller, hall_id: str, access: Any) -> str:
     if caller.role is Role.HALL:
         if hall_id and hall_id != caller.name:
             raise PermissionRefused(caller.name or "", "a hall reads its own queue only")
+        if caller.name is not None:
+            access.app.reading_hall(caller.name)  # a retired hall reads nothing
         return caller.name or ""
     if not hall_id:
         raise InvalidInput("hall_id", hall_id, "name the hall whose queue to list")

@@ -936,8 +936,21 @@ class HubApplication(Application[UUID]):
         return cases
 
     def case_for_hall(self, case_id: UUID, hall_id: str) -> Case:
-        """The case if ``hall_id`` is a party to it; the same NotFound as for no case otherwise."""
+        """The case if ``hall_id`` — a hall of this node that reads — is a party to it; the same
+        NotFound as for no case otherwise. A retired hall reads nothing (PermissionRefused),
+        whatever its certificate says."""
+        self.reading_hall(hall_id)
         return self._case_for_hall(case_id, hall_id)
+
+    def reading_hall(self, hall_id: str) -> Hall:
+        """The registered hall behind a hall certificate that reads; refused once retired."""
+        try:
+            hall = self.get_hall(hall_id)
+        except NotFound:
+            raise SignatureRefused(hall_id, "no such hall at this node") from None
+        if hall.retired:
+            raise PermissionRefused(hall_id, "the hall is retired")
+        return hall
 
     def case_history(self, case_id: UUID) -> list[CanMutateAggregate[UUID]]:
         """The case's stored events, oldest first."""

@@ -30,6 +30,7 @@ from tongban.v1 import (
     audit_pb2,
     audit_pb2_grpc,
     case_exchange_pb2,
+    case_exchange_pb2_grpc,
     common_pb2,
 )
 
@@ -445,14 +446,31 @@ def test_admin_rotates_and_retires_halls(node: NodeProcess) -> None:
         rotated = HallCredentials(hall_id, region.ljust(12, "0"), new_key,
                                   node.credentials(hall_id).tls)  # fmt: skip
         with HallClient.connect(node.target, rotated, retry=RetryPolicy(attempts=1)) as county:
-            send(county, "submit", item_code="070303001000", applicant=APPLICANT,
-                        materials=[MATERIAL])  # fmt: skip
+            case_id = send(county, "submit", item_code="070303001000", applicant=APPLICANT,
+                           materials=[MATERIAL]).case_id  # fmt: skip
             retire = _signed(admin_signer.sign("retire_hall", hall_id=hall_id, reason="撤并"))
             admin.RetireHall(retire, timeout=5)
             code, message, _ = _refused(node, lambda: send(county,
                 "submit", item_code="070303001000", applicant=APPLICANT, materials=[MATERIAL]))  # fmt: skip
             assert code == grpc.StatusCode.UNAUTHENTICATED or "retired" in message
             assert "retired" in message
+            # Its certificate is still valid, but a retired hall reads nothing either: not its
+            # cases (the applicant in clear), not its queue.
+            for read in (lambda: county.get_case(case_id), lambda: county.history(case_id)):
+                code, message, _ = _refused(node, read)
+                assert (code, "retired" in message) == (grpc.StatusCode.PERMISSION_DENIED, True)
+        files = node.halls[hall_id]
+        credentials = grpc.ssl_channel_credentials(
+            (node.pki / "ca.pem").read_bytes(),
+            files.private_key.read_bytes(),
+            files.certificate.read_bytes(),
+        )
+        with grpc.secure_channel(node.target, credentials) as hall_channel:
+            queue = case_exchange_pb2_grpc.CaseExchangeStub(hall_channel).ListQueue
+            code, message, _ = _refused(
+                node, lambda: queue(case_exchange_pb2.ListQueueRequest(), timeout=5)
+            )
+            assert (code, "retired" in message) == (grpc.StatusCode.PERMISSION_DENIED, True)
         # A hall from another province is refused by this node.
         foreign = _signed(admin_signer.sign(
             "register_hall", hall_id="gd-yuexiu-hall", name="越秀区政务服务中心",

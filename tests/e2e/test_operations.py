@@ -483,6 +483,14 @@ def test_an_insecure_node_speaks_plaintext_and_still_checks_every_signature(
     text_log = {"TONGBAN_LOG_FORMAT": "text"}
     with NodeProcess(tmp_path / "node", processes=1, extra_env=text_log) as node:
         node.add_hall(*VILLAGE)
+        # Without TLS the node knows no caller: it refuses to serve anywhere but loopback.
+        for listen, web in (("0.0.0.0:0", "127.0.0.1:0"), ("127.0.0.1:0", "0.0.0.0:0")):
+            refused = subprocess.run(
+                [*TONGBAN, "serve", "--insecure", "--listen", listen, "--web", web],
+                env=node.env, capture_output=True, text=True, timeout=60, check=False,
+            )  # fmt: skip
+            assert refused.returncode != 0
+            assert "serves only on a loopback address" in refused.stderr, refused.stderr
         node.start("--insecure")
         assert node.web_url.startswith("http://")
         with grpc.insecure_channel(f"127.0.0.1:{node.port}") as channel:

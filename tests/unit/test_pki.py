@@ -489,6 +489,7 @@ def test_identity_round_trips_in_pem_and_der(ca: CertificateAuthority, role: Rol
         ("tongban://hall/a/b", "exactly one '/'"),
         ("tongban://citizen/hall-1a", "unknown role 'citizen'"),
         ("tongban://hall/Hall_1", "name 'Hall_1' does not match"),
+        ("tongban://supervisor/jiancha", "ends with its region code"),  # a peer CA could sign it
     ],
 )
 def test_malformed_identity_uris_are_rejected(uri: str, reason: str) -> None:
