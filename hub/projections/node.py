@@ -8,6 +8,7 @@ projections.runner("cases").rebuild(progress)
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,6 +22,8 @@ from hub.projections.cases import CasesProjection
 from hub.projections.runner import CaseHistories, ProjectionRunner, ViewProjection
 from hub.projections.statistics import StatisticsProjection
 from hub.projections.store import ProjectionStore, create_tables, open_projection_store
+
+log = logging.getLogger("tongban.projections")
 
 #: Every projection a node runs, by name.
 NAMES = ("cases", "statistics", "appointments", "agents")
@@ -40,11 +43,17 @@ class Projections:
         return self.runners[name]
 
     def create_tables(self) -> None:
-        """Create every projection's tables if missing."""
+        """Create every projection's tables if missing, and rebuild from the log any projection
+        whose tables an earlier version made in another shape (an upgrade)."""
         statements: list[str] = []
         for runner in self.runners.values():
             statements += runner.projection.create_statements()
         create_tables(self.store, statements)
+        for runner in self.runners.values():
+            if self.store.read(runner.projection.outdated):
+                log.warning("the %s projection's tables are of an earlier version: rebuilding "
+                            "it from the log", runner.projection.name)  # fmt: skip
+                runner.rebuild()
 
     def catch_up(self) -> dict[str, int]:
         """Bring every projection up to the end of the log; their positions."""

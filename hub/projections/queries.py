@@ -791,14 +791,25 @@ def statistics(
     by: str,
     from_day: str = "",
     to_day: str = "",
+    from_elsewhere: bool = True,
 ) -> tuple[list[StatisticsRow], Figures]:
-    """The figures of cases taken in in ``region`` (or below), grouped ``by`` a dimension."""
+    """The figures of cases taken in in ``region`` (or below), grouped ``by`` a dimension —
+    and, unless ``from_elsewhere`` is False, of the cases taken in in another province for a
+    region there (跨省通办 in: the node handles them), grouped by that region where the
+    dimension is a region's."""
     if by not in DIMENSIONS:
         raise InvalidInput("by", by, f"one of {', '.join(DIMENSIONS)}")
     start, end = _day(from_day, "from_day"), _day(to_day, "to_day")
     requested = RegionCode.parse(region)
     where = ["intake_region LIKE %s"]
     params: list[Any] = [f"{requested.short}%"]
+    if from_elsewhere:
+        # Taken in in a province other than the one of the region that decides it.
+        where = [
+            "(intake_region LIKE %s OR (competent_region LIKE %s AND "
+            "substr(intake_region, 1, 2) <> substr(competent_region, 1, 2)))"
+        ]
+        params.append(f"{requested.short}%")
     if start:
         where.append("day >= %s")
         params.append(start)
@@ -810,9 +821,10 @@ def statistics(
     def read(cursor: Cursor) -> list[Any]:
         cursor.execute(
             store.dialect.sql(
-                f"SELECT day, intake_hall, intake_window, intake_region, item_code, level, {sums} "
-                f"FROM projection_stats_daily WHERE {' AND '.join(where)} "
-                "GROUP BY day, intake_hall, intake_window, intake_region, item_code, level"
+                "SELECT day, intake_hall, intake_window, intake_region, item_code, level, "
+                f"competent_region, {sums} "
+                f"FROM projection_stats_daily WHERE {' AND '.join(where)} GROUP BY day, "
+                "intake_hall, intake_window, intake_region, item_code, level, competent_region"
             ),
             params,
         )
@@ -822,8 +834,10 @@ def statistics(
     groups: dict[str, Figures] = {}
     labels: dict[str, str] = {}
     total = Figures()
-    for day, hall, window, intake_region, item, level, *values in store.read(read):
-        key, label = _group(by, day, hall, window, intake_region, item, level, requested,
+    for day, hall, window, intake_region, item, level, competent, *values in store.read(read):
+        # A case taken in elsewhere counts, by region, where it is handled.
+        where_counted = intake_region if intake_region.startswith(requested.short) else competent
+        key, label = _group(by, day, hall, window, where_counted, item, level, requested,
                             known_halls, names)  # fmt: skip
         figures = groups.setdefault(key, Figures())
         figures.add(values)
@@ -838,7 +852,7 @@ def _group(
     day: str,
     hall: str,
     window: str,
-    intake_region: str,
+    region: str,  # the intake region, or the competent one of a case from elsewhere
     item: str,
     level: str,
     requested: RegionCode,
@@ -852,7 +866,7 @@ def _group(
         name = window or (windows[0] if windows else "")
         return f"{hall}/{name}", f"{hall_name} {name}"
     if by == "region":
-        code = RegionCode(intake_region)
+        code = RegionCode(region)
         child_level = Level(min(requested.level + 1, code.level, Level.VILLAGE))
         child = code.ancestor_at(child_level) if child_level >= requested.level else requested
         return child.short, names.region(child.value)
@@ -894,6 +908,7 @@ def rank_windows(
     rows, _ = statistics(
         store, names, region=region, by="window", from_day=first.isoformat(),
         to_day=date.fromordinal(last.toordinal() - 1).isoformat(),
+        from_elsewhere=False,  # the windows of this region, not another province's
     )  # fmt: skip
     busiest = max((row.figures["received"] for row in rows), default=0)
     known = halls(store)

@@ -144,6 +144,12 @@ class ViewProjection(Projection[Any]):
         """The projection's CREATE TABLE / CREATE INDEX statements (IF NOT EXISTS)."""
         raise NotImplementedError
 
+    def outdated(self, cursor: Cursor) -> bool:
+        """Whether the stored tables have an older shape than this version writes (then the
+        node rebuilds the projection from the log when it starts: ``Projections.create_tables``).
+        """
+        return False
+
     def start_batch(self, cursor: Cursor) -> None:
         """Begin a batch inside the transaction of ``cursor``."""
         self._cursor = cursor

@@ -1,8 +1,10 @@
 """The ``statistics`` projection: daily counters of the figures the seed regions report.
 
 One table, ``projection_stats_daily``: a row per (business day, intake hall, intake window,
-intake region, item), with one counter per figure. Each event adds to the row of the day it
-happened (China Standard Time), for the case's intake hall, window, region and item:
+intake region, item, competent region), with one counter per figure. Each event adds to the row
+of the day it happened (China Standard Time), for the case's intake hall, window, region, item
+and competent region (which places a case taken in in another province for this node's province
+— 跨省通办 in — in the region that handles it):
 
 =========================  ====================================================================
 counter                    counted when
@@ -65,7 +67,7 @@ COUNTERS = (
     "bad",
     "rectified",
 )
-KEYS = ("day", "intake_hall", "intake_window", "intake_region", "item_code")
+KEYS = ("day", "intake_hall", "intake_window", "intake_region", "item_code", "competent_region")
 
 #: How many day rows a rebuild keeps in memory before it writes them.
 _KEEP_BACK = 50_000
@@ -108,6 +110,12 @@ class StatisticsProjection(ViewProjection):
             "CREATE INDEX IF NOT EXISTS projection_stats_region ON projection_stats_daily "
             "(intake_region, day)",
         ]
+
+    def outdated(self, cursor: Any) -> bool:
+        # Before the competent region was a key, a case taken in in another province could not
+        # be found under the region of this node that handles it.
+        cursor.execute("SELECT * FROM projection_stats_daily LIMIT 0")
+        return "competent_region" not in {column[0] for column in cursor.description}
 
     def start_batch(self, cursor: Any) -> None:
         super().start_batch(cursor)
@@ -187,6 +195,7 @@ class StatisticsProjection(ViewProjection):
             case.intake_window,
             case.intake_region,
             case.item_code,
+            case.competent_region,
         )
         counts = self._counts.get(key)
         if counts is None:

@@ -161,6 +161,13 @@ def test_offsite_intake_reaches_the_competent_node_and_the_result_comes_back(
     # of Shaanxi (out), and at 61 a case taken in elsewhere for its province (in).
     for member, counter in ((hunan, "cross_province_out"), (shaanxi, "cross_province_in")):
         assert _statistics(member, region=SHATOU)[counter] == 1
+    # At 61 the case counts where 61 handles it: in Shaanxi's figures, under 安康市 (6109),
+    # and in no window ranking of Shaanxi's.
+    shaanxi_figures = _statistics(shaanxi, region="61")
+    assert (shaanxi_figures["cross_province_in"], shaanxi_figures["received"]) == (1, 1)
+    (row,) = _statistics(shaanxi, region="61", rows=True)
+    assert (row.key, row.figures["cross_province_in"]) == ("6109", 1)
+    assert _statistics(hunan, region="43")["cross_province_out"] == 1
 
 
 def _certificate_token(federation: Federation, issuer: Member, case_id: Any) -> str:
@@ -219,14 +226,16 @@ def _check_the_token_at_the_window(
     assert hunan.node.log_size() == size
 
 
-def _statistics(member: Any, *, region: str) -> Any:
-    """The member's statistics projection, caught up, summed over ``region``."""
+def _statistics(member: Any, *, region: str, rows: bool = False) -> Any:
+    """The member's statistics projection, caught up, summed over ``region`` (or its rows by
+    child region)."""
     projections = open_node_projections(member.node.settings, member.app)
     try:
         projections.create_tables()
         projections.catch_up()
         names = Names(member.app.regions, member.app.catalogue)
-        return statistics(projections.store, names, region=region, by="region")[1]
+        found = statistics(projections.store, names, region=region, by="region")
+        return found[0] if rows else found[1]
     finally:
         projections.close()
 

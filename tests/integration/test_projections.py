@@ -372,6 +372,34 @@ def test_a_rebuilt_projection_equals_the_live_one_row_for_row(
     assert projections.runner("cases").step() == 1
 
 
+def test_a_statistics_table_of_an_earlier_version_is_rebuilt_at_start_up(
+    story: SupervisionStory, projections: Projections
+) -> None:
+    """An upgrade: the daily table of a version before the competent region was one of its
+    keys (its rows, its tracking position kept) is rebuilt from the log when the tables are
+    made, so every figure stays, now with the new column."""
+    _queue_story(story)
+    projections.catch_up()
+    live = _tables(projections)["projection_stats_daily"]
+    runner = projections.runner("statistics")
+    position = runner.position
+
+    def earlier_shape(cursor: Any) -> None:
+        cursor.execute("ALTER TABLE projection_stats_daily RENAME TO stats_now")
+        cursor.execute(
+            "CREATE TABLE projection_stats_daily AS SELECT day, intake_hall, intake_window, "
+            "intake_region, item_code, level, received FROM stats_now WHERE 1 = 0"
+        )
+        cursor.execute("DROP TABLE stats_now")
+
+    projections.store.write(earlier_shape)
+    assert projections.store.read(runner.projection.outdated)
+    projections.create_tables()
+    assert not projections.store.read(runner.projection.outdated)
+    assert _tables(projections)["projection_stats_daily"] == live
+    assert runner.position == position
+
+
 def _insert_rogue_event(settings: Settings, topic: str) -> int:
     """Store an event no projection can decode, as a broken writer could; its notification id."""
     import uuid
