@@ -194,6 +194,34 @@ def test_the_supervisor_records_each_warning_once_and_the_gate_checks_it(
     _audit_ok(settings)
 
 
+def test_a_late_conclusion_is_still_warned_a_stopped_clock_never_and_an_immediate_item_red_only(
+    story: SupervisionStory, projections: Projections
+) -> None:
+    """``docs/projections.md``: a case that crossed a mark before it was concluded gets the
+    warning even when the supervisor looks later; a case withdrawn or rejected at intake stops
+    its clock (no warning after); a 即办件 (0 promised days) has no yellow mark, only red."""
+    story.at(cst(2026, 3, 9, 9))
+    late = story.submit("county", HOUSEHOLD_MOVE, cst(2026, 3, 9, 9))  # due end of 3-13
+    withdrawn = story.submit("county", HOUSEHOLD_MOVE, cst(2026, 3, 9, 9, 5))
+    rejected = story.submit("county", HOUSEHOLD_MOVE, cst(2026, 3, 9, 9, 10))
+    immediate = story.submit("town", ELDER_CARD, cst(2026, 3, 9, 9, 15))
+    story.run("county", "withdraw", cst(2026, 3, 10, 9), case_id=withdrawn, reason="申请人撤回")
+    story.run("county", "reject_at_intake", cst(2026, 3, 10, 9), case_id=rejected,
+              reason="不属于受理范围")  # fmt: skip
+    for action, fields in [("accept", {}), ("start_handling", {}),
+                           ("decide", {"approved": True, "reason": "符合条件"})]:  # fmt: skip
+        story.run("county", action, cst(2026, 3, 10, 10), case_id=late, **fields)
+    story.run("county", "conclude", cst(2026, 3, 20, 10), case_id=late)  # a week late
+    projections.catch_up()
+    story.at(cst(2026, 3, 20, 11))  # the supervisor's first look since Monday
+    Supervisor(story.app, projections.store).record_due()
+    projections.catch_up()
+    warned = {(w.case_id, w.kind) for w in queries.warnings(projections.store, region="43").entries}
+    assert warned == {
+        (late, WarningKind.YELLOW), (late, WarningKind.RED), (immediate, WarningKind.RED)
+    }  # fmt: skip
+
+
 #: The next mark after ``now`` as the supervisor read it before its looks took one statement:
 #: each kind's first unwarned mark after ``now``, read on its own (the reference for look()).
 _EACH_KIND_AFTER = (
@@ -335,6 +363,47 @@ def test_statistics_count_by_business_day_hall_window_region_and_item(
     }  # fmt: skip
     ranking = queries.rank_windows(projections.store, names, region="43", month="2026-03")
     assert ranking[0].hall_id == "hn-shatou-town" and ranking[0].window == "综合窗口1"
+
+
+def test_statistics_count_on_time_ratings_and_their_rates_as_documented(
+    story: SupervisionStory, projections: Projections
+) -> None:
+    """The definitions of ``docs/projections.md`` ("Statistics"): 按期办结 only when concluded by
+    the promised deadline, satisfied = 基本满意 or better, 差评 = 不满意 or worse, and the rates
+    of them; a rating counts on the day it is given."""
+    steps = [("accept", {}), ("start_handling", {}),
+             ("decide", {"approved": True, "reason": "符合条件"})]  # fmt: skip
+    cases = {}
+    for name in ("late", "on time", "unrated"):  # 户口迁移: 5 working days promised
+        story.at(cst(2026, 3, 9, 9))
+        cases[name] = story.submit("county", HOUSEHOLD_MOVE, cst(2026, 3, 9, 9))
+        for action, fields in steps:
+            story.run("county", action, cst(2026, 3, 9, 10), case_id=cases[name], **fields)
+    concluded = {"late": cst(2026, 3, 20, 10), "on time": cst(2026, 3, 10, 10),
+                 "unrated": cst(2026, 3, 11, 10)}  # fmt: skip
+    for name, at in sorted(concluded.items(), key=lambda item: item[1]):
+        story.run("county", "conclude", at, case_id=cases[name])
+        story.run("county", "record_certificate", at, case_id=cases[name],
+                  certificate_id=f"1.2.156.3005.2.{len(name)}")  # fmt: skip
+        story.run("county", "deliver", at, case_id=cases[name],
+                  method="DELIVERY_METHOD_WINDOW", note="本人领取")  # fmt: skip
+    for name, rating in (("late", "RATING_BASICALLY_SATISFIED"),
+                         ("on time", "RATING_NOT_SATISFIED")):  # fmt: skip
+        story.run("county", "rate", cst(2026, 3, 20, 11), case_id=cases[name], rating=rating,
+                  channel="RATING_CHANNEL_WINDOW")  # fmt: skip
+    projections.catch_up()
+    names = Names(story.app.regions, story.app.catalogue)
+    _rows, total = queries.statistics(projections.store, names, region="4309", by="day")
+    counted = {name: total[name] for name in ("concluded", "on_time", "delivered", "rated",
+                                              "satisfied", "bad")}  # fmt: skip
+    assert counted == {"concluded": 3, "on_time": 2, "delivered": 3, "rated": 2,
+                       "satisfied": 1, "bad": 1}  # fmt: skip
+    assert total.on_time_rate == pytest.approx(2 / 3)
+    assert total.satisfaction_rate == 0.5 and total.active_rating_rate == pytest.approx(2 / 3)
+    by_day, _ = queries.statistics(projections.store, names, region="4309", by="day",
+                                   from_day="2026-03-20", to_day="2026-03-20")  # fmt: skip
+    (day,) = by_day
+    assert (day.figures["rated"], day.figures["concluded"], day.figures["on_time"]) == (2, 1, 0)
 
 
 def _tables(projections: Projections) -> dict[str, list[tuple[Any, ...]]]:
