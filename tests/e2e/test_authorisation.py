@@ -1,4 +1,5 @@
-"""The authorisation matrix: every role × every RPC of a real node over mutual TLS.
+"""The authorisation matrix: every role × the case, admin, audit and supervision RPCs of a real
+node over mutual TLS (the materials RPCs: ``test_materials_e2e.py``).
 
 No reply may reveal to a caller not entitled to it that a case exists, its state, its holder or
 the applicant's personal data: a hall that is no party to a case gets exactly the answer it gets
@@ -16,6 +17,7 @@ from typing import Any
 
 import grpc
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 from tongban.v1 import (
@@ -26,6 +28,8 @@ from tongban.v1 import (
     case_exchange_pb2,
     case_exchange_pb2_grpc,
     common_pb2,
+    supervision_pb2,
+    supervision_pb2_grpc,
 )
 
 from adapters.errors import NodeRefused
@@ -64,6 +68,7 @@ ROLES = {
     "auditor": ("auditor", "auditor-matrix"),
     "peer": ("peer", "tongban-42"),
     "admin": ("admin", "operator"),
+    "supervisor": ("supervisor", "jiancha"),  # of 益阳市 (4309), where the halls are
 }
 
 #: The case commands (one per lifecycle RPC) with plausible arguments.
@@ -128,7 +133,8 @@ def channels(node: NodeProcess) -> Iterator[dict[str, grpc.Channel]]:
         if kind == "hall":
             certificate, key = node.halls[name].certificate, node.halls[name].private_key
         else:
-            certificate, key = node.issue(kind, name)
+            region = "4309" if kind == "supervisor" else ""
+            certificate, key = node.issue(kind, name, region=region)
         credentials = grpc.ssl_channel_credentials(
             (node.pki / "ca.pem").read_bytes(), key.read_bytes(), certificate.read_bytes()
         )
@@ -184,7 +190,7 @@ def test_case_commands(node: NodeProcess, case_id: str, channels: dict[str, grpc
                 assert leak not in data, (action, leak)
             # Every non-hall role, presenting the party hall's genuine signed command.
             signed = sign(party, action, case_id=case_id, **fields)
-            for role in ("auditor", "peer", "admin"):
+            for role in ("auditor", "peer", "admin", "supervisor"):
                 stub = case_exchange_pb2_grpc.CaseExchangeStub(channels[role])
                 code, data = _outcome(lambda: getattr(stub, rpc)(signed, timeout=5))  # noqa: B023
                 assert code == "PERMISSION_DENIED", (role, action, code)
@@ -205,6 +211,7 @@ def test_reading_cases(node: NodeProcess, case_id: str, channels: dict[str, grpc
         "auditor": "OK",
         "peer": "PERMISSION_DENIED",
         "admin": "PERMISSION_DENIED",
+        "supervisor": "PERMISSION_DENIED",  # the Supervision service, never a case's history
     }
     for role, channel in channels.items():
         stub = case_exchange_pb2_grpc.CaseExchangeStub(channel)
@@ -250,7 +257,7 @@ def test_the_audit_service(
         stub = audit_pb2_grpc.AuditStub(channel)
         for rpc, call in calls.items():
             code, data = _outcome(lambda: call(stub))  # noqa: B023
-            if role.endswith("hall"):
+            if role.endswith("hall") or role == "supervisor":
                 assert code == "PERMISSION_DENIED", (role, rpc)
             else:
                 # Allowed (a stream ends at its deadline; the log may not be checkpointed yet).
@@ -283,7 +290,47 @@ def test_hall_administration(
         code, data = _outcome(
             lambda: stub.GetHall(admin_pb2.GetHallRequest(hall_id=VILLAGE[0]), timeout=5)  # noqa: B023
         )
-        assert code == ("PERMISSION_DENIED" if role == "peer" else "OK"), (role, code)
+        denied = role in ("peer", "supervisor")
+        assert code == ("PERMISSION_DENIED" if denied else "OK"), (role, code)
+    # An admin certificate (of this node's CA) of a name the node never made an admin, with a
+    # command that name signed: the signer is unknown, UNAUTHENTICATED.
+    ghost = CommandSigner(Ed25519PrivateKey.generate(), node=node.origin, operator="ghost",
+                          admin="ghost")  # fmt: skip
+    command = ghost.sign("retire_hall", hall_id=VILLAGE[0], reason="x")
+    certificate, key = node.issue("admin", "ghost")
+    credentials = grpc.ssl_channel_credentials(
+        (node.pki / "ca.pem").read_bytes(), key.read_bytes(), certificate.read_bytes()
+    )
+    with grpc.secure_channel(node.target, credentials) as channel:
+        request = case_exchange_pb2.SignedCommand(command=command.command,
+                                                  signature=command.signature)  # fmt: skip
+        code, data = _outcome(
+            lambda: admin_pb2_grpc.HallAdminStub(channel).RetireHall(request, timeout=5)
+        )
+    assert code == "UNAUTHENTICATED" and b"no such admin" in data, (code, data)
+
+
+def test_the_supervision_service(
+    node: NodeProcess, case_id: str, channels: dict[str, grpc.Channel]
+) -> None:
+    """Supervisors (their region) and auditors read it, nothing personal in any reply; halls,
+    peers and admins may not."""
+    calls = {
+        "ListCases": lambda s: s.ListCases(supervision_pb2.ListCasesRequest(), timeout=5),
+        "ListWarnings": lambda s: s.ListWarnings(supervision_pb2.ListWarningsRequest(), timeout=5),
+        "ListRatings": lambda s: s.ListRatings(supervision_pb2.ListRatingsRequest(), timeout=5),
+        "GetStatistics": lambda s: s.GetStatistics(supervision_pb2.StatisticsRequest(
+            by=supervision_pb2.DIMENSION_HALL), timeout=5),
+        "RankWindows": lambda s: s.RankWindows(
+            supervision_pb2.RankWindowsRequest(month="2026-12"), timeout=5),
+    }  # fmt: skip
+    for role, channel in channels.items():
+        stub = supervision_pb2_grpc.SupervisionStub(channel)
+        for rpc, call in calls.items():
+            code, data = _outcome(lambda: call(stub))  # noqa: B023
+            allowed = role in ("supervisor", "auditor")
+            assert code == ("OK" if allowed else "PERMISSION_DENIED"), (role, rpc, code, data)
+            _assert_private(role, rpc, data)
 
 
 def test_a_request_that_does_not_parse_is_invalid_argument(
