@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -135,6 +137,27 @@ def test_grpc_codes_map_to_the_agreed_http_statuses() -> None:
         assert HTTP_STATUS_OF[code][0] == status
         assert from_failure(NodeRefused.of(code, "x")).status == status
     assert from_failure(NodeRefused.of(grpc.StatusCode.INTERNAL, "boom")).status == 502
+
+
+def test_every_row_of_the_documented_status_table_is_what_the_gateway_answers() -> None:
+    """docs/adapters.md's table (gRPC status → HTTP status and the vendor's ``code``), row by
+    row, against :func:`from_failure`; "anything else" checked with INTERNAL and DATA_LOSS."""
+    text = (Path(__file__).resolve().parents[2] / "docs" / "adapters.md").read_text()
+    rows = re.findall(r"^\| ([A-Z_ /()a-z]+?) \| (\d{3}) \| `(\d{5})` \|", text, re.MULTILINE)
+    checked = 0
+    for name, status, code in rows:
+        names = [part.strip() for part in name.split("/")]
+        grpc_name = names[-1]
+        codes = (
+            [grpc.StatusCode.INTERNAL, grpc.StatusCode.DATA_LOSS]
+            if grpc_name == "anything else"
+            else [grpc.StatusCode[grpc_name]]
+        )
+        for grpc_code in codes:
+            answer = from_failure(NodeRefused.of(grpc_code, "x"))
+            assert (answer.status, answer.body["code"]) == (int(status), code), grpc_code
+            checked += 1
+    assert checked >= 13  # every row of the table was read
 
 
 # ------------------------------------------------------------------ parsing
