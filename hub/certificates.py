@@ -382,7 +382,12 @@ def verify_certificate(token: str, bundle: TrustBundle, *, now: datetime) -> Ver
         CertificateIdentifier.parse(claims.jti)
     except InvalidInput as error:
         return _with(found, f"the identifier is invalid: {error.reason}")
-    issued = datetime.fromtimestamp(claims.iat, UTC)
+    try:
+        issued = datetime.fromtimestamp(claims.iat, UTC)
+        if claims.exp is not None:
+            datetime.fromtimestamp(claims.exp, UTC)
+    except (OverflowError, OSError, ValueError):
+        return _with(found, "a time in the claims is out of any calendar's range")
     if not issuer.covers(issued):
         return _with(found, f"issued {issued.isoformat()}, outside the key's period")
     if claims.iat > now.timestamp() + CLOCK_SKEW_S:

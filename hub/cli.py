@@ -1132,7 +1132,7 @@ def _cert_verify(args: argparse.Namespace) -> int:
     if args.qr is not None:
         from hub.certificates_qr import read_certificate_qr
 
-        # The QR code's text is verified exactly as a file's; no QR code, several, or a
+        # The QR code's text is verified as a bare token is; no QR code, several, or a
         # damaged one is "unreadable" (never "valid"). A QR code carries the token only, so
         # its log receipt is not checked (the certificate file carries it).
         reading = read_certificate_qr(Path(args.qr).read_bytes())
@@ -1174,7 +1174,13 @@ def _cert_render(args: argparse.Namespace) -> int:
     if args.case:
         token, _, _, holder = _case_certificate(args.case, holder_shown=True)
     else:
-        token = _read_token(args.file)
+        from hub.certificate_log import read_certificate
+
+        # A bare token, or a certificate file (``cert receipt``): its token is what prints.
+        text = Path(args.file).read_bytes().decode("utf-8", errors="replace")
+        token, _certificate, damaged = read_certificate(text)
+        if damaged is not None:
+            raise UsageError(f"{args.file}: {damaged}")
     rendered = write_rendering(token, Path(args.out), holder)
     qr = rendered.qr
     print(f"certificate: {rendered.pdf} (A4), preview {rendered.png}")

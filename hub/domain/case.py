@@ -15,11 +15,12 @@ both when a command runs and when events are replayed.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, fields
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta, timezone
 from typing import Any
 from uuid import NAMESPACE_URL, UUID, uuid5
 
@@ -119,6 +120,10 @@ def case_id_for(hall_id: str, idempotency_key: str) -> UUID:
 #: province) sets another number (``TONGBAN_RECTIFICATION_DAYS``).
 RECTIFICATION_DAYS = 15
 
+#: China Standard Time, in which a certificate's days are reckoned (hub.certificates).
+_CHINA_TIME = timezone(timedelta(hours=8))
+#: A certificate's last day as the log keeps it (``date.fromisoformat`` takes more forms).
+_ISO_DAY = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 #: The business time of the step being run, if a command is running (see :func:`step_time`).
 _STEP_TIME: ContextVar[datetime | None] = ContextVar("step_time", default=None)
 
@@ -959,13 +964,17 @@ class Case(Aggregate):
         _require_text("authority", authority)
         if valid_until:
             try:
+                # YYYY-MM-DD only: the log keeps the text as given, and verifiers read it so.
+                if not _ISO_DAY.fullmatch(valid_until):
+                    raise ValueError(valid_until)
                 until = date.fromisoformat(valid_until)
             except ValueError:
                 raise InvalidInput(
-                    "valid_until", valid_until, "expected an ISO date (YYYY-MM-DD) or empty"
+                    "valid_until", valid_until, "expected a date as YYYY-MM-DD, or empty"
                 ) from None
-            today = (_STEP_TIME.get() or datetime.now(UTC)).date()
-            if until <= today:
+            # The issue date in China Standard Time, as the certificate's ``exp`` is reckoned.
+            issued = (_STEP_TIME.get() or datetime.now(UTC)).astimezone(_CHINA_TIME).date()
+            if until <= issued:
                 raise InvalidInput("valid_until", valid_until, "must be after the issue date")
         certificate_id, region, holder = self.certificate_facts(type_code, issuer_code)
         self.trigger_event(

@@ -135,6 +135,14 @@ def test_render_a_certificate_file_and_bad_images(node: InProcessNode, tmp_path:
     assert "not shown" in _page_text(pdf) and "李" not in _page_text(pdf)
     verified = _tongban(data_dir, "cert", "verify", "--qr", str(png), "--trust", str(bundle))
     assert verified.returncode == 0 and verified.stdout.startswith("valid: ")
+    # The certificate file `cert receipt` writes (the token with its log receipt) renders too.
+    node.integrator().catch_up()
+    receipt = tmp_path / "card.json"
+    written = _tongban(data_dir, "cert", "receipt", "--case", case, "--out", str(receipt))
+    assert written.returncode == 0, written.stderr
+    from_file = _tongban(data_dir, "cert", "render", str(receipt), "--out", str(tmp_path / "r"))
+    assert from_file.returncode == 0, from_file.stderr
+    assert {p.suffix for p in (tmp_path / "r").iterdir()} == {".pdf", ".png"}
 
     # Not a picture of a code: "unreadable", exit 1, one verdict line, no traceback.
     garbage = tmp_path / "garbage.png"

@@ -4,10 +4,12 @@ the case (the holder is a commitment, never the ID number)."""
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta, timezone
+
 import pytest
 from factories import COUNTY, COUNTY_HALL, TOWNSHIP, TOWNSHIP_HALL, new_case
 
-from hub.domain.case import Case
+from hub.domain.case import Case, step_time
 from hub.domain.certificates import CertificateIdentifier, serial_for
 from hub.domain.regions import RegionCode
 from hub.domain.values import Actor, CaseState
@@ -96,6 +98,8 @@ def test_only_the_holder_issues() -> None:
         (("150001", ISSUER, " ", ""), "authority"),
         (("150001", ISSUER, "民政局", "2099-13-01"), "valid_until"),
         (("150001", ISSUER, "民政局", "2000-01-01"), "valid_until"),
+        (("150001", ISSUER, "民政局", "20990301"), "valid_until"),  # ISO, but not YYYY-MM-DD
+        (("150001", ISSUER, "民政局", "2099-W09-6"), "valid_until"),
     ],
 )
 def test_bad_arguments_name_the_field_and_change_nothing(
@@ -107,3 +111,18 @@ def test_bad_arguments_name_the_field_and_change_nothing(
     assert refused.value.field == field
     assert case.state is CaseState.CONCLUDED
     assert not case.collect_events()
+
+
+def test_a_validity_ends_after_the_issue_day_in_china_standard_time() -> None:
+    """Issued at 07:00 on 2026-03-16 in Beijing (still the 15th in UTC): valid until the 16th
+    would end the day it was issued, and is refused; the 17th is the first day allowed."""
+    issued_at = datetime(2026, 3, 16, 7, tzinfo=timezone(timedelta(hours=8)))
+    for valid_until, allowed in (("2026-03-16", False), ("2026-03-17", True)):
+        case = _concluded()
+        with step_time(issued_at):
+            if allowed:
+                case.issue_certificate(TOWNSHIP_HALL, "150001", ISSUER, "民政局", valid_until)
+            else:
+                with pytest.raises(InvalidInput, match="after the issue date"):
+                    case.issue_certificate(TOWNSHIP_HALL, "150001", ISSUER, "民政局", valid_until)
+        assert case.state is (CaseState.CERTIFICATE_ISSUED if allowed else CaseState.CONCLUDED)

@@ -191,6 +191,42 @@ def test_unreadable_claims_under_a_valid_signature_are_forged() -> None:
         assert "claims are unreadable" in result.reason
 
 
+def _signed_payload(body: object) -> str:
+    """A token of ``body`` as the trusted issuer's key signs it (the header of a genuine one)."""
+    header = sign_certificate(_claims(), KEY).split(".")[0]
+    payload = _b64(json.dumps(body).encode())
+    signature = _b64(KEY.private_key.sign(f"{header}.{payload}".encode()))
+    return f"{header}.{payload}.{signature}"
+
+
+def test_a_signed_token_whose_nbf_is_not_its_iat_is_forged() -> None:
+    genuine = _claims().payload()
+    for body in ({**genuine, "nbf": genuine["iat"] - 1}, {k: v for k, v in genuine.items()
+                                                          if k != "nbf"}):  # fmt: skip
+        result = verify_certificate(_signed_payload(body), BUNDLE, now=NOW)
+        assert result.verdict is Verdict.FORGED, body
+
+
+def test_times_out_of_any_calendar_are_forged_without_an_exception() -> None:
+    genuine = _claims().payload()
+    for changes in ({"iat": 10**20, "nbf": 10**20}, {"iat": -(10**20), "nbf": -(10**20)},
+                    {"exp": -(10**20)}, {"exp": 10**20}):  # fmt: skip
+        result = verify_certificate(_signed_payload({**genuine, **changes}), BUNDLE, now=NOW)
+        assert result.verdict is Verdict.FORGED, changes
+
+
+def test_the_expiry_and_the_clock_skew_are_exact() -> None:
+    """``exp`` is the first instant no longer valid; a token may be dated up to 300 s ahead of
+    the verifier's clock (a node's clock a little ahead), not more."""
+    at_end = sign_certificate(_claims(exp=int(NOW.timestamp())), KEY)
+    assert verify_certificate(at_end, BUNDLE, now=NOW).verdict is Verdict.EXPIRED
+    just_before = NOW - timedelta(seconds=1)
+    assert verify_certificate(at_end, BUNDLE, now=just_before).verdict is Verdict.VALID
+    for ahead, verdict in ((299, Verdict.VALID), (301, Verdict.FORGED)):
+        token = sign_certificate(_claims(iat=int(NOW.timestamp()) + ahead), KEY)
+        assert verify_certificate(token, BUNDLE, now=NOW).verdict is verdict, ahead
+
+
 # ---------------------------------------------------------------------------- genuine
 
 
