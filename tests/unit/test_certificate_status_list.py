@@ -48,13 +48,15 @@ BUNDLE = TrustBundle((KEY.trusted(), OTHER.trusted()))
 VALID_ENTRY, REVOKED_ENTRY, SUSPENDED_ENTRY = 7, 1234, 131_071
 
 
-def _certificate(entry: int, *, with_index: bool = True, key: IssuerKey = KEY) -> str:
+def _certificate(
+    entry: int, *, with_index: bool = True, key: IssuerKey = KEY, exp: int | None = None
+) -> str:
     serial = f"{entry:016X}"
     claims = CertificateClaims(
         iss=key.origin, jti=str(CertificateIdentifier("150001", "11430902MB0000001X", serial)),
         iat=int(ISSUED.timestamp()), ct="150001", item="200202001000", name="老年人优待证办理",
         auth="益阳市资阳区民政局", rg=key.region + "0902104000", hld="ab" * 32,
-        case=uuid4().hex, li=entry, status_index=entry if with_index else None,
+        case=uuid4().hex, li=entry, status_index=entry if with_index else None, exp=exp,
     )  # fmt: skip
     return sign_certificate(claims, key)
 
@@ -194,6 +196,9 @@ def test_a_forged_or_expired_certificate_keeps_its_verdict_with_a_list() -> None
         ).verdict
         is Verdict.UNKNOWN_ISSUER
     )
+    # Expired stays expired, whatever the list says of its entry (not revoked: "valid" there).
+    expired = _certificate(VALID_ENTRY, exp=int(NOW.timestamp()) - 1)
+    assert _check(expired, _list()).verdict is Verdict.EXPIRED
 
 
 # ---------------------------------------------------------------------------- genuine lists
