@@ -1124,9 +1124,17 @@ def _cert_verify(args: argparse.Namespace) -> int:
 
     if (args.file is None) == (args.qr is None):
         raise UsageError("give the certificate as FILE or as --qr IMAGE (one of them)")
-    bundle_text = Path(args.trust).read_text("utf-8")
-    bundle = TrustBundle.from_json(bundle_text, args.trust)
-    logs = trusted_logs(bundle_text, args.trust)
+    # Several bundles (one per trusted node) are merged: their issuers and their logs.
+    issuers: list[Any] = []
+    logs: dict[str, Any] = {}
+    for path in args.trust:
+        bundle_text = Path(path).read_text("utf-8")
+        issuers += TrustBundle.from_json(bundle_text, path).issuers
+        for origin, log in trusted_logs(bundle_text, path).items():
+            if origin in logs and logs[origin] != log:
+                raise ConfigurationError(f"{path}: logs: {origin} differs from another bundle's")
+            logs[origin] = log
+    bundle = TrustBundle(tuple(issuers))
     now = datetime.now(UTC)
     certificate = None
     if args.qr is not None:
@@ -1938,7 +1946,11 @@ def build_parser() -> argparse.ArgumentParser:
         "'unreadable'",
     )
     cert_verify.add_argument(
-        "--trust", required=True, metavar="BUNDLE", help="the trust bundle (`tongban trust export`)"
+        "--trust",
+        required=True,
+        action="append",
+        metavar="BUNDLE",
+        help="a trust bundle (`tongban trust export`); repeat for the nodes you trust",
     )
     cert_verify.add_argument(
         "--status",

@@ -63,7 +63,7 @@ def _state(member: Any, case_id: Any) -> CaseState:
 
 
 def test_offsite_intake_reaches_the_competent_node_and_the_result_comes_back(
-    federation: Federation,
+    federation: Federation, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     hunan, shaanxi = federation.nodes["43"], federation.nodes["61"]
     town = hunan.node.add_hall("hn-shatou-town", SHATOU, "沙头镇便民服务中心")
@@ -119,6 +119,16 @@ def test_offsite_intake_reaches_the_competent_node_and_the_result_comes_back(
     # trust bundle 61 exported (named in 43's federation file), without calling 61.
     token = _certificate_token(federation, shaanxi, case_id)
     _check_the_token_at_the_window(federation, hunan, town, case_id, token)
+    # Anyone, offline, with the bundles of the nodes they trust (merged): valid; without 61's,
+    # 61's certificate is of an unknown issuer.
+    card = tmp_path / "card.jws"
+    card.write_text(token + "\n")
+    bundles = [str(tmp_path / f"trust-{region}.json") for region in ("43", "61")]
+    verify = ["cert", "verify", str(card)]
+    assert cli_main([*verify, "--trust", bundles[0], "--trust", bundles[1]]) == 0
+    assert capsys.readouterr().out.startswith("valid: ")
+    assert cli_main([*verify, "--trust", bundles[0]]) != 0
+    assert capsys.readouterr().out.startswith("unknown issuer")
     hunan.node.run(
         town, "deliver", idempotency_key="offsite-0004", case_id=str(case_id),
         method=common_pb2.DELIVERY_METHOD_OFFSITE_WINDOW, note="本人到沙头镇窗口领取",
