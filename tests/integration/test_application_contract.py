@@ -286,6 +286,8 @@ BAD_INPUTS: list[tuple[str, dict[str, Any], type[TongbanError], str, str]] = [
      "command.submit.materials[0].sha256", "SHA-256"),
     ("short key", {"idempotency_key": "k"}, InvalidInput, "command.header.idempotency_key",
      "8-128"),
+    ("unknown intake window", {"window": "没有这个窗口"}, InvalidInput, "command.submit.window",
+     "window"),
 ]  # fmt: skip
 
 
@@ -323,6 +325,18 @@ def test_signer_refusals_store_nothing(node: InProcessNode, settings: Settings) 
         node.submit(elsewhere)
     with pytest.raises(PermissionRefused, match="without naming its competent region"):
         node.submit(node.halls["c-hall"])
+    # The header names exactly one signer, and a hall's names the person at the window.
+    nobody = CommandSigner(
+        village.key, node=settings.origin, operator="", hall_id="v-room", region=VILLAGE_REGION
+    )
+    with pytest.raises(InvalidInput, match="must not be empty") as caught:
+        node.submit(nobody)
+    assert caught.value.field == "command.header.operator"
+    both = CommandSigner(village.key, node=settings.origin, operator="op", hall_id="v-room",
+                         region=VILLAGE_REGION, admin="root")  # fmt: skip
+    with pytest.raises(InvalidInput, match="a hall signs") as caught:
+        node.submit(both)
+    assert caught.value.field == "command.header.hall_id"
     assert node.log_size() == size
 
 
