@@ -315,6 +315,38 @@ def test_a_replayed_record_and_a_swapped_key_id_are_named(node: InProcessNode) -
     assert (copied_at, "events missing") in kinds  # it announces events that do not follow
 
 
+def _forge_submission(
+    node: InProcessNode, signer: CommandSigner, key: str, *, flip_signature: bool = False
+) -> None:
+    """Store a 收件 as a rogue operator could, past the node's checks: ``signer``'s signed
+    command (its signature with one bit flipped, if asked), its record and the case it opens."""
+    app, hall_id, region_code = node.app, signer.hall_id, signer.region
+    signed = signer.sign("submit", idempotency_key=key, item_code="070303001000",
+                         applicant=APPLICANT, materials=[material()])  # fmt: skip
+    signature = signed.signature
+    if flip_signature:
+        signature = bytes([signature[0] ^ 1]) + signature[1:]
+    parsed = parse_command(signed.command)
+    assert isinstance(parsed.action, Submit)
+    region = RegionCode(region_code)
+    case = Case.submit(
+        case_id=case_id_for(hall_id, key), actor=Actor(hall_id, "op", region_code),
+        item_code="070303001000", item_name="x", kind=app.catalogue.get("070303001000").kind,
+        mode=CrossRegionMode.LOCAL, intake_region=region, competent_region=region,
+        applicant=SealedApplicant(parsed.action.applicant, b""),
+        materials=parsed.action.materials, promised_days=1, statutory_days=1,
+        produces_certificate=False, timestamp=parsed.header.issued_at,  # its business time
+    )  # fmt: skip
+    record = CommandRecord.record(
+        signer_kind=HALL, signer=hall_id, key=key, action="submit",
+        digest=payload_digest("submit", {}), target_id=case.id, first_version=1,
+        last_version=1, signed_bytes=signed.command, signature=signature,
+        key_id=key_id(public_key_b64(signer.key)), issued_at=parsed.header.issued_at,
+        deferred=False,
+    )  # fmt: skip
+    app.save(record, case)
+
+
 def test_a_command_signed_for_another_node_or_with_a_rotated_out_key_is_named(
     node: InProcessNode,
 ) -> None:
@@ -333,34 +365,34 @@ def test_a_command_signed_for_another_node_or_with_a_rotated_out_key_is_named(
                                          hall_id=hall.hall_id, region=hall.region)),
     ]  # fmt: skip
     for key, signer in forged:
-        signed = signer.sign("submit", idempotency_key=key, item_code="070303001000",
-                             applicant=APPLICANT, materials=[material()])  # fmt: skip
-        parsed = parse_command(signed.command)
-        assert isinstance(parsed.action, Submit)
-        region = RegionCode(hall.region)
-        case = Case.submit(
-            case_id=case_id_for(hall.hall_id, key), actor=Actor(hall.hall_id, "op", hall.region),
-            item_code="070303001000", item_name="x", kind=app.catalogue.get("070303001000").kind,
-            mode=CrossRegionMode.LOCAL, intake_region=region, competent_region=region,
-            applicant=SealedApplicant(parsed.action.applicant, b""),
-            materials=parsed.action.materials, promised_days=1, statutory_days=1,
-            produces_certificate=False, timestamp=parsed.header.issued_at,  # its business time
-        )  # fmt: skip
-        record = CommandRecord.record(
-            signer_kind=HALL, signer=hall.hall_id, key=key, action="submit",
-            digest=payload_digest("submit", {}), target_id=case.id, first_version=1,
-            last_version=1, signed_bytes=signed.command, signature=signed.signature,
-            key_id=key_id(public_key_b64(signer.key)), issued_at=parsed.header.issued_at,
-            deferred=False,
-        )  # fmt: skip
-        app.save(record, case)
+        _forge_submission(node, signer, key)
     integrator = node.integrator()
     start = integrator.view.read(lambda c: integrator.view.tables.state(c)[0])
-    integrate_without_the_gate(integrator, lambda index, notification, leaf: leaf)
+    integrate_without_the_gate(integrator)
     kinds = _kinds(_audit(settings))
     assert (start, "command for another node") in kinds
     assert (start + 2, "key out of period") in kinds
     assert {kind for _i, kind in kinds} == {"command for another node", "key out of period"}
+
+
+def test_a_flipped_signature_and_a_retired_halls_command_are_named(node: InProcessNode) -> None:
+    """A rogue operator holding the log key logs a command whose signature does not verify
+    (its key id the hall's current one), and a command of a hall the admin retired, signed with
+    its last key: the audit names each."""
+    settings, app = node.settings, node.app
+    flipped = node.add_hall("hn-flip-hall", "430902000000")
+    retired = node.add_hall("hn-gone-hall", "430902104000")
+    app.execute(node.admin.sign("retire_hall", hall_id=retired.hall_id, reason="撤并"))
+    node.integrator().catch_up()
+    integrator = node.integrator()
+    start = integrator.view.read(lambda c: integrator.view.tables.state(c)[0])
+    _forge_submission(node, flipped, "key-flipped-01", flip_signature=True)
+    _forge_submission(node, retired, "key-retired-01")
+    integrate_without_the_gate(integrator)
+    kinds = _kinds(_audit(settings))
+    assert {(start, "signature"), (start + 2, "retired signer")} <= kinds, kinds
+    # (The forged cases' events, made by hand, differ from what the node makes besides.)
+    assert {kind for _i, kind in kinds} <= {"signature", "retired signer", "content mismatch"}
 
 
 # ------------------------------------------------------------------------------ rollback and forks
