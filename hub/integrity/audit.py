@@ -232,7 +232,7 @@ def audit_export(
         events=lambda: iter(events),
         node_rows=list,
         position=None,
-        history=None,
+        history=_history_of(events),
     )
     audited = audit_log(
         contents,
@@ -271,6 +271,24 @@ def _export_events(
             stored = StoredEvent(leaf.aggregate_id, leaf.version, leaf.topic, state)
             events.append((index + 1, stored))
     return events
+
+
+def _history_of(
+    events: Sequence[tuple[int, StoredEvent]],
+) -> Callable[[UUID, int], Sequence[StoredEvent]]:
+    """The stored events of one aggregate below a version, read from an export's events (as
+    ``ReadOnlyStore.history`` reads them from a store): the checker's memory of cases is
+    bounded, and a case it forgot is loaded again from here."""
+    by_aggregate: dict[UUID, list[StoredEvent]] = {}
+    for _position, event in events:
+        by_aggregate.setdefault(UUID(str(event.originator_id)), []).append(event)
+    for stored in by_aggregate.values():
+        stored.sort(key=lambda event: event.originator_version)
+
+    def below(aggregate_id: UUID, version: int) -> Sequence[StoredEvent]:
+        return [e for e in by_aggregate.get(aggregate_id, ()) if e.originator_version < version]
+
+    return below
 
 
 def encode_event_bundle(states: Sequence[bytes]) -> bytes:

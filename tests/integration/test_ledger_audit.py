@@ -11,6 +11,7 @@ node refuses. Nothing else may fail: each test also checks that the untouched lo
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import os
 import shutil
@@ -42,7 +43,9 @@ from hub.domain.hall import key_id
 from hub.domain.regions import RegionCode
 from hub.domain.values import Actor, CrossRegionMode, SealedApplicant
 from hub.errors import IntegrityViolation, NotFound, StoreMismatch
+from hub.integrity import audit as audit_module
 from hub.integrity.audit import AuditReport, audit_case, audit_export, audit_store
+from hub.integrity.binding import LogChecker
 from hub.integrity.export import export_log
 from hub.integrity.store import ReadOnlyStore
 from hub.settings import Settings
@@ -615,7 +618,7 @@ def test_erasure_keeps_every_proof_and_signature_valid(node: InProcessNode) -> N
 
 
 def test_an_export_verifies_offline_and_names_an_altered_tile_or_event(
-    node: InProcessNode, tmp_path: Path
+    node: InProcessNode, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     settings = node.settings
     integrator = node.integrator()
@@ -624,6 +627,12 @@ def test_an_export_verifies_offline_and_names_an_altered_tile_or_event(
     report = audit_export(tmp_path / "export", verifiers, origin=settings.origin)
     assert report.ok, report.summary()
     assert report.signatures > 40  # every signature checked from the export alone
+    # The checker remembers a bounded number of cases (20,000); one it forgot is read again
+    # from the export's events, as from a store: with no memory of cases at all, still clean.
+    monkeypatch.setattr(audit_module, "LogChecker", functools.partial(LogChecker, cache_size=0))
+    forgetful = audit_export(tmp_path / "export", verifiers, origin=settings.origin)
+    assert forgetful.ok and forgetful.signatures == report.signatures, forgetful.summary()
+    monkeypatch.undo()
     events = next(p for p in (tmp_path / "export" / "events").rglob("*") if p.is_file())
     data = bytearray(events.read_bytes())
     data[20] ^= 0x01
