@@ -943,7 +943,8 @@ class HubApplication(Application[UUID]):
         return self._case_for_hall(case_id, hall_id)
 
     def reading_hall(self, hall_id: str) -> Hall:
-        """The registered hall behind a hall certificate that reads; refused once retired."""
+        """The registered hall behind a hall certificate (that reads, or signs): unknown is
+        SignatureRefused, retired PermissionRefused."""
         try:
             hall = self.get_hall(hall_id)
         except NotFound:
@@ -1262,12 +1263,7 @@ class HubApplication(Application[UUID]):
 
     def _acting_hall(self, hall_id: str, region: str) -> Hall:
         """The registered, active hall that signs, at the region it claims."""
-        try:
-            hall = self.get_hall(hall_id)
-        except NotFound:
-            raise SignatureRefused(hall_id, "no such hall at this node") from None
-        if hall.retired:
-            raise PermissionRefused(hall_id, "the hall is retired")
+        hall = self.reading_hall(hall_id)  # registered and not retired, as for a read
         if region != hall.region:
             raise PermissionRefused(
                 hall_id, f"the hall is registered at {hall.region}, not {region}"
