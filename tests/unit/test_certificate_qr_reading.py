@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import random
+import re
 from datetime import UTC, datetime
 
 import pytest
@@ -152,7 +153,11 @@ def test_a_code_scribbled_over_beyond_repair_is_unreadable() -> None:
     draw.rectangle((width * 0.25, height * 0.35, width * 0.75, height * 0.65), fill="black")
     result = _verify_image(_png(image))
     assert result.verdict is Verdict.UNREADABLE, result
-    assert result.reason == "a QR code is there but cannot be decoded (ChecksumError)"
+    # zxing-cpp names what broke: the data (ChecksumError) or, when the band covers it, the
+    # format information (FormatError); which, depends on the token's (random key's) modules.
+    assert re.fullmatch(
+        r"a QR code is there but cannot be decoded \((ChecksumError|FormatError.*)\)", result.reason
+    ), result.reason
 
 
 def test_an_image_without_a_code_is_unreadable() -> None:
