@@ -97,3 +97,20 @@ def test_a_calls_deadline_ends_with_the_call() -> None:
     with pytest.raises(KeyError):
         _unary(method, crash)(object(), _Context(method))
     assert DEADLINE.get() is None
+
+
+def test_a_denial_is_logged_naming_the_caller_and_its_address(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """docs/pki.md: a refused call gets PERMISSION_DENIED (or UNAUTHENTICATED), and the refusal
+    is logged, naming the caller and the peer's address."""
+    from hub.api.errors import abort
+    from hub.errors import PermissionRefused
+
+    context = _Context("Test/Denied")
+    with caplog.at_level("WARNING", logger="tongban.api"), pytest.raises(RuntimeError):
+        abort(context, PermissionRefused("hn-shatou-v201", "not the holder of this case"))
+    (record,) = [r for r in caplog.records if r.name == "tongban.api"]
+    line = record.getMessage()
+    assert line.startswith("denied PERMISSION_DENIED: ") and "hn-shatou-v201" in line
+    assert "ipv4:127.0.0.1:1" in line
