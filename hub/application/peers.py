@@ -215,9 +215,8 @@ def record_acknowledgement(
         peer_index=peer_index,
         reason=reason,
     )
-    extra: dict[str, Any] = {"beside": list(beside)} if beside else {}
     try:
-        app.save_records(acknowledgement, **extra)
+        app.save_records(acknowledgement, beside=list(beside))
     except ConcurrencyConflict:
         return False
     return True
@@ -252,9 +251,8 @@ def take_back_refused_transfer(
         signature=signature,
         reason=reason,
     )
-    extra: dict[str, Any] = {"beside": list(beside)} if beside else {}
     try:
-        app.save_records(case, **extra)
+        app.save_records(case, beside=list(beside))
     except ConcurrencyConflict:
         return False
     return True

@@ -314,10 +314,7 @@ def _outside_witnesses(
             raise fail(f"{where}.url", f"{url!r} is not an http(s)://host:port URL")
         ca_path = None
         if values["ca_certificate"]:
-            ca_path = Path(values["ca_certificate"])
-            if not ca_path.is_absolute():
-                ca_path = path.parent / ca_path
-            _check_certificate(ca_path, f"{where}.ca_certificate", fail)
+            ca_path = _certificate(values["ca_certificate"], path, f"{where}.ca_certificate", fail)
         witnesses.append(
             OutsideWitness(values["witness_key"], url, ca_path, values["name"] or verifier.name)
         )
@@ -337,13 +334,19 @@ def _strings(
     return values
 
 
-def _check_certificate(ca_path: Path, where: str, fail: Any) -> None:
+def _certificate(given: str, path: Path, where: str, fail: Any) -> Path:
+    """The CA certificate file ``given`` names (relative to the federation file), checked to
+    hold a PEM certificate."""
+    ca_path = Path(given)
+    if not ca_path.is_absolute():
+        ca_path = path.parent / ca_path
     try:
         x509.load_pem_x509_certificate(ca_path.read_bytes())
     except OSError as error:
         raise fail(where, f"{ca_path}: {error.strerror or error}") from None
     except ValueError:
         raise fail(where, f"{ca_path}: not a PEM certificate") from None
+    return ca_path
 
 
 def _witnessed_logs(
@@ -409,10 +412,7 @@ def _peer(entry: Any, number: int, path: Path, prefix: str, fail: Any) -> Peer:
     except (LedgerError, ValueError) as error:
         raise fail(f"{where}.witness_key", f"not a cosignature verifier key: {error}") from None
     encryption_key = _encryption_key(text("encryption_key"), f"{where}.encryption_key", fail)
-    ca_path = Path(text("ca_certificate"))
-    if not ca_path.is_absolute():
-        ca_path = path.parent / ca_path
-    _check_certificate(ca_path, f"{where}.ca_certificate", fail)
+    ca_path = _certificate(text("ca_certificate"), path, f"{where}.ca_certificate", fail)
     address = text("address")
     if not _ADDRESS.match(address):
         raise fail(f"{where}.address", f"{address!r} is not host:port")

@@ -9,12 +9,13 @@ from __future__ import annotations
 import base64
 import contextlib
 import dataclasses
+import json
 import sys
 import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 from uuid import UUID
@@ -25,7 +26,7 @@ from kafka import KafkaConsumer
 from tongban.v1 import common_pb2, federation_pb2
 
 from hub import telemetry
-from hub.bootstrap import open_node_projections
+from hub.bootstrap import federation_identity, open_node_projections
 from hub.cli import main as cli_main
 from hub.domain.federation import acknowledgement_id, peer_step_id
 from hub.domain.supervision import warning_due
@@ -34,7 +35,7 @@ from hub.errors import InvalidInput, NotFound, StorageUnavailable
 from hub.integrity.audit import audit_store
 from hub.integrity.citations import check_citations
 from hub.integrity.store import ReadOnlyStore
-from hub.projections.queries import Names, statistics
+from hub.projections.queries import Names, rank_windows, statistics
 from hub.relay.envelope import sign_ack, sign_envelope
 from hub.relay.outbound import OUTBOX_PROJECTION, RecordMemory, stored_after
 from hub.settings import Settings
@@ -129,6 +130,15 @@ def test_offsite_intake_reaches_the_competent_node_and_the_result_comes_back(
     assert capsys.readouterr().out.startswith("valid: ")
     assert cli_main([*verify, "--trust", bundles[0]]) != 0
     assert capsys.readouterr().out.startswith("unknown issuer")
+    # Two bundles that say different things of one log are refused, naming the second.
+    log = {"origin": "tongban/61", "log_keys": [shaanxi.node.app.genesis().log_key]}
+    witness = federation_identity(hunan.node.settings)["witness_key"]
+    for name, extra in (("one", {}), ("other", {"witness_keys": [witness], "witness_k": 1})):
+        document = {**json.loads(Path(bundles[1]).read_text()), "logs": [{**log, **extra}]}
+        (tmp_path / f"{name}.json").write_text(json.dumps(document))
+    altered = tmp_path / "other.json"
+    assert cli_main([*verify, "--trust", str(tmp_path / "one.json"), "--trust", str(altered)]) != 0
+    assert f"{altered}: logs: tongban/61 differs" in capsys.readouterr().err
     hunan.node.run(
         town, "deliver", idempotency_key="offsite-0004", case_id=str(case_id),
         method=common_pb2.DELIVERY_METHOD_OFFSITE_WINDOW, note="本人到沙头镇窗口领取",
@@ -177,6 +187,8 @@ def test_offsite_intake_reaches_the_competent_node_and_the_result_comes_back(
     assert (shaanxi_figures["cross_province_in"], shaanxi_figures["received"]) == (1, 1)
     (row,) = _statistics(shaanxi, region="61", rows=True)
     assert (row.key, row.figures["cross_province_in"]) == ("6109", 1)
+    assert _statistics(shaanxi, region="61", ranking=True) == []  # 43's window is not 61's
+    assert [w.hall_id for w in _statistics(hunan, region="43", ranking=True)] == ["hn-shatou-town"]
     assert _statistics(hunan, region="43")["cross_province_out"] == 1
 
 
@@ -236,14 +248,17 @@ def _check_the_token_at_the_window(
     assert hunan.node.log_size() == size
 
 
-def _statistics(member: Any, *, region: str, rows: bool = False) -> Any:
+def _statistics(member: Any, *, region: str, rows: bool = False, ranking: bool = False) -> Any:
     """The member's statistics projection, caught up, summed over ``region`` (or its rows by
-    child region)."""
+    child region, or this month's window ranking)."""
     projections = open_node_projections(member.node.settings, member.app)
     try:
         projections.create_tables()
         projections.catch_up()
         names = Names(member.app.regions, member.app.catalogue)
+        if ranking:
+            month = datetime.now(timezone(timedelta(hours=8))).strftime("%Y-%m")
+            return rank_windows(projections.store, names, region=region, month=month)
         found = statistics(projections.store, names, region=region, by="region")
         return found[0] if rows else found[1]
     finally:

@@ -442,7 +442,7 @@ def test_a_rebuilt_projection_equals_the_live_one_row_for_row(
 
 
 def test_a_statistics_table_of_an_earlier_version_is_rebuilt_at_start_up(
-    story: SupervisionStory, projections: Projections
+    story: SupervisionStory, projections: Projections, caplog: pytest.LogCaptureFixture
 ) -> None:
     """An upgrade: the daily table of a version before the competent region was one of its
     keys (its rows, its tracking position kept) is rebuilt from the log when the tables are
@@ -463,8 +463,12 @@ def test_a_statistics_table_of_an_earlier_version_is_rebuilt_at_start_up(
 
     projections.store.write(earlier_shape)
     assert projections.store.read(runner.projection.outdated)
-    projections.create_tables()
+    with caplog.at_level("WARNING", logger="tongban.projections"):
+        projections.create_tables()
     assert not projections.store.read(runner.projection.outdated)
+    assert [r.getMessage() for r in caplog.records if r.name == "tongban.projections"] == [
+        "the statistics projection's tables are of an earlier version: rebuilding it from the log"
+    ]
     assert _tables(projections)["projection_stats_daily"] == live
     assert runner.position == position
 
