@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -342,7 +343,15 @@ def trust_bundle_text(settings: Settings) -> str:
     from hub.certificate_log import TrustedLog, logs_to_json
 
     # Retired issuer keys stay, with the end of their period: what they signed still verifies.
-    issuers = (*retired_certificate_issuers(settings), load_certificate_issuer(settings).trusted())
+    issuers = tuple(
+        # Each key's lists are current for at most the node's time to live (the verifier
+        # refuses a list claiming longer: a stolen retired key cannot make one for years).
+        dataclasses.replace(issuer, status_list_ttl_s=settings.status_list_ttl_s)
+        for issuer in (
+            *retired_certificate_issuers(settings),
+            load_certificate_issuer(settings).trusted(),
+        )
+    )
     witnessing = witnessing_config(settings)
     log = TrustedLog(
         settings.origin,

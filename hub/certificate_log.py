@@ -212,7 +212,7 @@ def read_certificate(text: str) -> tuple[str, CertificateFile | None, str | None
         return text.strip(), None, None
     try:
         certificate = CertificateFile.from_json(text)
-    except ValueError as error:
+    except (ValueError, RecursionError) as error:  # RecursionError: JSON nested too deep
         return "", None, f"the certificate file is damaged: {error}"
     return certificate.token, certificate, None
 
@@ -241,7 +241,7 @@ def _event_differs(event: bytes, claims: CertificateClaims) -> str | None:
             "region": (body["region"], claims.rg),
             "validity": (_expiry(str(body["valid_until"])), claims.exp),
         }
-    except (ValueError, KeyError, TypeError) as error:
+    except (ValueError, KeyError, TypeError, RecursionError) as error:
         return f"the issuing event is unreadable: {error}"
     for what, (logged, token) in said.items():
         if logged != token:

@@ -144,6 +144,12 @@ class CertificateClaims:
             optional[name] = value
         if body.get("nbf") != values["iat"]:
             raise InvalidInput("nbf", body.get("nbf"), "must equal iat")
+        if values["li"] < 0:
+            raise InvalidInput("li", values["li"], "no leaf has a negative index")
+        # The entry is the issuing leaf's index: one that differs would read another
+        # certificate's bit in the status list.
+        if optional["status_index"] is not None and optional["status_index"] != values["li"]:
+            raise InvalidInput("status_index", optional["status_index"], "must equal li")
         return cls(**values, exp=optional["exp"], status_index=optional["status_index"])
 
 
@@ -221,6 +227,10 @@ class TrustedIssuer:
     jwk: dict[str, str]
     not_before: datetime
     not_after: datetime | None = None
+    # How long a status list of this issuer may be current (its ``TONGBAN_STATUS_LIST_TTL_S``):
+    # a list claiming longer is not read, so a key stolen after its end cannot backdate a list
+    # into its period that stays current for years. None: not stated (bundles before it).
+    status_list_ttl_s: int | None = None
 
     def public_key(self) -> Ed25519PublicKey:
         """The Ed25519 public key of the JWK (decoded once per entry: verifiers check many
@@ -267,6 +277,11 @@ class TrustBundle:
                         "jwk": {**issuer.jwk, "kid": issuer.kid, "alg": ALGORITHM},
                         "not_before": issuer.not_before.isoformat(),
                         "not_after": issuer.not_after.isoformat() if issuer.not_after else None,
+                        **(
+                            {"status_list_ttl_s": issuer.status_list_ttl_s}
+                            if issuer.status_list_ttl_s is not None
+                            else {}
+                        ),
                     }
                     for issuer in self.issuers
                 ],
@@ -295,6 +310,9 @@ class TrustBundle:
                 if jwk.get("kty") != "OKP" or jwk.get("crv") != "Ed25519":
                     raise ValueError("jwk: expected an OKP Ed25519 key")
                 not_after = entry.get("not_after")
+                ttl = entry.get("status_list_ttl_s")
+                if ttl is not None and (type(ttl) is not int or ttl <= 0):
+                    raise ValueError("status_list_ttl_s: expected a positive whole number")
                 issuer = TrustedIssuer(
                     kid=str(entry["kid"]),
                     origin=str(entry["origin"]),
@@ -302,6 +320,7 @@ class TrustBundle:
                     jwk={"crv": "Ed25519", "kty": "OKP", "x": str(jwk["x"])},
                     not_before=_aware(datetime.fromisoformat(entry["not_before"])),
                     not_after=_aware(datetime.fromisoformat(not_after)) if not_after else None,
+                    status_list_ttl_s=ttl,
                 )
                 if key_thumbprint(issuer.public_key()) != issuer.kid:
                     raise ValueError("kid: not the key's RFC 7638 thumbprint")
@@ -372,7 +391,7 @@ def verify_certificate(token: str, bundle: TrustBundle, *, now: datetime) -> Ver
         return Verification(forged, f"the signature does not verify with {issuer.origin}'s key")
     try:
         claims = CertificateClaims.from_payload(json.loads(payload_bytes))
-    except (ValueError, InvalidInput) as error:
+    except (ValueError, RecursionError, InvalidInput) as error:
         return Verification(forged, f"signed, but the claims are unreadable: {error}")
     found = Verification(forged, "", claims, issuer)
     if claims.iss != issuer.origin or claims.rg[: len(issuer.region)] != issuer.region:
@@ -412,7 +431,9 @@ def _read_header(encoded: str) -> tuple[object, str]:
     """
     try:
         header = json.loads(_b64url_decode(encoded))
-    except ValueError as error:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+    # JSONDecodeError and UnicodeDecodeError are ValueErrors; JSON nested deeper than the
+    # interpreter's recursion limit is a RecursionError.
+    except (ValueError, RecursionError) as error:
         return None, f"the token is damaged: {error}"
     if not isinstance(header, dict):
         return None, "the JWS header is not a JSON object"
@@ -629,6 +650,13 @@ class StatusListReading:
             return _with(
                 unknown, f"the list was signed {valid_from.isoformat()}, outside its key's period"
             )
+        ttl = signer.status_list_ttl_s
+        if ttl is not None and self.valid_until - self.valid_from > ttl:
+            return _with(
+                unknown,
+                f"the list claims to be current for {self.valid_until - self.valid_from} s, "
+                f"longer than its issuer's time to live ({ttl} s)",
+            )
         moment = now.timestamp()
         if self.valid_from > moment + CLOCK_SKEW_S:
             return _with(unknown, f"the status list is from the future ({valid_from.isoformat()})")
@@ -636,6 +664,8 @@ class StatusListReading:
             valid_until = datetime.fromtimestamp(self.valid_until, UTC)
             return _with(unknown, f"list too old: it was current until {valid_until.isoformat()}")
         entry = claims.status_entry
+        if entry < 0:  # no leaf has a negative index (and bits[-1] is another entry's)
+            return _with(unknown, f"the list has no entry {entry}")
         if entry >= self.log_size:
             return _with(
                 unknown,
@@ -672,7 +702,7 @@ def read_status_list(status_token: str, bundle: TrustBundle) -> StatusListReadin
         header = json.loads(_b64url_decode(parts[0]))
         signature = _b64url_decode(parts[2])
         payload_bytes = _b64url_decode(parts[1])
-    except ValueError as error:
+    except (ValueError, RecursionError) as error:  # RecursionError: JSON nested too deep
         return StatusListReading(f"the status list is damaged: {error}")
     if (
         not isinstance(header, dict)
@@ -700,7 +730,9 @@ def read_status_list(status_token: str, bundle: TrustBundle) -> StatusListReadin
             raise ValueError(f"size {size} does not cover the log")
         revocation = _decode_bits(str(body.get("revocation")), size)
         suspension = _decode_bits(str(body.get("suspension")), size)
-    except (ValueError, OSError, EOFError, zlib.error) as error:
+        for name in ("valid_from", "valid_until"):
+            datetime.fromtimestamp(numbers[name], UTC)  # within any calendar's range
+    except (ValueError, OSError, EOFError, OverflowError, RecursionError, zlib.error) as error:
         return StatusListReading(f"the status list is unreadable: {error}", signer)
     return StatusListReading(
         "",

@@ -1124,6 +1124,9 @@ def _cert_verify(args: argparse.Namespace) -> int:
 
     if (args.file is None) == (args.qr is None):
         raise UsageError("give the certificate as FILE or as --qr IMAGE (one of them)")
+    if args.status is not None and len(args.status) > 1:
+        # The last one silently winning would let an older list (a rollback) hide a newer one.
+        raise UsageError("give one status list (--status once)")
     # Several bundles (one per trusted node) are merged: their issuers and their logs.
     issuers: list[Any] = []
     logs: dict[str, Any] = {}
@@ -1157,7 +1160,7 @@ def _cert_verify(args: argparse.Namespace) -> int:
             result = Verification(Verdict.FORGED, damaged)
     if args.status:
         # Only the downloaded list is read: the issuer never learns which certificate it is.
-        result = check_status(result, _read_token(args.status), bundle, now=now)
+        result = check_status(result, _read_token(args.status[0]), bundle, now=now)
     result = check_receipt(result, certificate, logs)
     claims = result.claims
     if args.json:
@@ -1954,9 +1957,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     cert_verify.add_argument(
         "--status",
+        action="append",
         metavar="LIST",
         help="a status list (`tongban cert status-list`) to read the certificate's entry in; "
-        "the list is only read, so its issuer never learns which certificate is checked",
+        "the list is only read, so its issuer never learns which certificate is checked "
+        "(one list: which of several to believe is not guessed)",
     )
     _json_option(cert_verify)
     cert_status = _command(

@@ -3,7 +3,8 @@
 Read from the ``appointments`` projection. A hall reads its own appointments, with the applicant's
 name, phone and (home visit) address in clear — opened from the sealed values in the log, never
 after erasure. Asking for another hall's is NOT_FOUND, the same as for a hall that does not
-exist, so a hall learns nothing of another's. A supervisor reads the halls of its region and an
+exist, so a hall learns nothing of another's; a retired hall reads nothing (PERMISSION_DENIED),
+whatever its certificate says. A supervisor reads the halls of its region and an
 auditor every hall, both without personal data.
 """
 
@@ -42,6 +43,8 @@ def _scope(app: Any, caller: Caller, hall_id: str) -> str:
         wanted = hall_id or caller.name or ""
         if wanted != caller.name:
             raise NotFound("hall", wanted)  # as for a hall that does not exist
+        if caller.name is not None:
+            app.reading_hall(caller.name)  # a retired hall reads nothing, as for its queue
         return wanted
     if not hall_id:
         raise InvalidInput("hall_id", hall_id, "name the hall whose appointments to list")

@@ -13,15 +13,23 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import grpc
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from tongban.v1 import common_pb2, federation_pb2
 
+from hub.api.errors import status_code_for, to_status
 from hub.application.hub import HubApplication
 from hub.bootstrap import public_key_b64
 from hub.domain.hall import key_id
 from hub.domain.values import Applicant, CaseState, id_number_with_check
-from hub.errors import IntegrityViolation, InvalidInput, PermissionRefused, SignatureRefused
+from hub.errors import (
+    AlreadyExists,
+    IntegrityViolation,
+    InvalidInput,
+    PermissionRefused,
+    SignatureRefused,
+)
 from hub.integrity.audit import audit_store
 from hub.integrity.binding import LogChecker
 from hub.integrity.store import ReadOnlyStore
@@ -255,3 +263,63 @@ def test_an_agents_signed_step_travels_to_the_competent_node_and_verifies_there(
         assert shaanxi.relay.inbox.handle(message) == "stored"
         copy = shaanxi.app.get_case(row.case_id)
         assert copy.state is CaseState.RECEIVED
+
+
+def test_the_refusal_of_the_halls_signature_reads_as_documented(node: InProcessNode) -> None:
+    size = node.log_size()
+    with pytest.raises(SignatureRefused) as refused:
+        node.app.execute(_submit_by_agent(node, None, "agent-hall-0002"))
+    assert status_code_for(refused.value) is grpc.StatusCode.UNAUTHENTICATED
+    assert to_status(refused.value).message == (
+        "hall v-room: signature refused: does not verify over the command bytes with agent "
+        "dby-07's own key (the agent signs their steps, not the hall)"
+    )
+    assert node.log_size() == size
+
+
+def test_no_key_the_hall_ever_had_is_an_agents_key(node: InProcessNode) -> None:
+    """A key the hall rotated away from is still one of the hall's own keys (its old steps
+    verify with it): no agent may be registered with it."""
+    village = node.halls["v-room"]
+    old = village.key
+    new = Ed25519PrivateKey.generate()
+    node.app.execute(node.admin.sign("rotate_hall_key", hall_id="v-room",
+                                     public_key=public_key_b64(new)))  # fmt: skip
+    village.key = new
+    size = node.log_size()
+    with pytest.raises(InvalidInput, match="one of the hall's keys") as refused:
+        node.run(village, "register_agent", agent_id="dby-10", person=AGENT,
+                 public_key=public_key_b64(old))  # fmt: skip
+    assert refused.value.field == "command.register_agent.public_key"
+    assert node.log_size() == size
+
+
+def test_a_lost_device_means_a_new_agent_id_and_the_old_steps_still_verify(
+    node: InProcessNode,
+) -> None:
+    village = node.halls["v-room"]
+    case_id = node.app.execute(_submit_by_agent(node, AGENT_KEY, "agent-lost-0001")).case_id
+    replacement = Ed25519PrivateKey.generate()
+    # The agent's key cannot be changed: registering the id again is refused, key or not.
+    with pytest.raises(AlreadyExists):
+        node.run(village, "register_agent", agent_id="dby-07", person=AGENT,
+                 public_key=public_key_b64(replacement))  # fmt: skip
+    node.run(village, "retire_agent", agent_id="dby-07", reason="设备丢失")
+    node.run(village, "register_agent", agent_id="dby-07b", person=AGENT,
+             public_key=public_key_b64(replacement))  # fmt: skip
+    # The old key acts no more; the new id acts with the new key (authorised on the case).
+    with pytest.raises(PermissionRefused, match="dby-07 is retired"):
+        node.run(village, "accept", acting_agent="dby-07", agent_key=AGENT_KEY,
+                 case_id=str(case_id))  # fmt: skip
+    again = common_pb2.AgentAuthorisation()
+    again.CopyFrom(LETTER)
+    again.agent_id = "dby-07b"
+    node.run(village, "authorise_agent", case_id=str(case_id), agent=again)
+    node.run(village, "accept", acting_agent="dby-07b", agent_key=replacement,
+             case_id=str(case_id))  # fmt: skip
+    node.integrator().catch_up()
+    report = _audit(node)  # the old steps verify with the old key, the new with the new
+    assert report.ok, report.summary()
+    keys = [leaf.key_id for leaf in _command_leaves(node)]
+    assert key_id(public_key_b64(AGENT_KEY)) in keys
+    assert key_id(public_key_b64(replacement)) in keys

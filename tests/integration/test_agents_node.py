@@ -6,18 +6,23 @@ Each test runs on SQLite and on PostgreSQL; every command is signed by its hall'
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from uuid import UUID
 
+import grpc
 import psycopg
 import pytest
 from tongban.v1 import common_pb2
 
+from hub.api.errors import status_code_for, to_status
 from hub.application.hub import HubApplication
+from hub.cli import main
 from hub.domain.agent import Agent
+from hub.domain.case import Case
 from hub.domain.values import Applicant, id_number_with_check
 from hub.errors import AlreadyExists, IntegrityViolation, InvalidInput, PermissionRefused
 from hub.integrity.audit import audit_store
@@ -191,4 +196,120 @@ def test_an_agent_rewritten_in_a_stored_event_is_refused_by_the_gate(node: InPro
     node.app.execute(_agent_submit(village))
     rewrite_last_event(node.settings, "Submitted", b'"dby-07"', b'"dby-08"')
     with pytest.raises(IntegrityViolation, match="content mismatch|unauthorised agent"):
+        node.integrator().catch_up()
+
+
+def test_an_agent_takes_in_only_for_an_applicant_who_named_them(node: InProcessNode) -> None:
+    village = node.halls["v-room"]
+    node.run(village, "register_agent", idempotency_key="agent-reg-08", agent_id="dby-08",
+             person=AGENT)  # fmt: skip
+    for_other = common_pb2.AgentAuthorisation()
+    for_other.CopyFrom(LETTER)
+    for_other.agent_id = "dby-08"
+    wanted = "agent dby-07 acts for the applicant without an authorisation recorded"
+    for number, authorisation in enumerate((for_other, None)):
+        fields = {"agent": authorisation} if authorisation is not None else {}
+        _refused(node, "v-room", "submit", wanted, idempotency_key=f"key-agent-000{number}",
+                 acting_agent="dby-07", item_code="200202001000", applicant=APPLICANT,
+                 materials=[material()], channel=common_pb2.INTAKE_CHANNEL_AGENT,
+                 **fields)  # fmt: skip
+
+
+def test_each_refusal_of_an_agent_reads_as_documented(node: InProcessNode) -> None:
+    """PERMISSION_DENIED with the documented message, nothing stored; and an agent does not
+    record their own authority."""
+    village = node.halls["v-room"]
+    case = str(node.submit(village, "key-case-0001").case_id)
+    for agent, message in [
+        ("dby-99", "command.header.agent: agent 'dby-99' is not registered at this hall"),
+        ("dby-07", "agent dby-07 has no authorisation of the applicant recorded on this case"),
+    ]:
+        size = node.log_size()
+        with pytest.raises(PermissionRefused) as refused:
+            node.run(village, "accept", acting_agent=agent, case_id=case)
+        assert status_code_for(refused.value) is grpc.StatusCode.PERMISSION_DENIED
+        assert to_status(refused.value).message == f"hall v-room: {message}"
+        assert node.log_size() == size
+    # Authorised by the hall's staff, the agent acts; recording an authority themselves, not.
+    node.run(village, "authorise_agent", case_id=case, agent=LETTER)
+    other = common_pb2.AgentAuthorisation()
+    other.CopyFrom(LETTER)
+    other.role = common_pb2.AGENT_ROLE_GUIDING
+    _refused(node, "v-room", "authorise_agent", "does not record their own authority",
+             acting_agent="dby-07", case_id=case, agent=other)  # fmt: skip
+    node.run(village, "accept", acting_agent="dby-07", case_id=case)
+    node.run(village, "retire_agent", agent_id="dby-07", reason="调离")
+    size = node.log_size()
+    with pytest.raises(PermissionRefused) as refused:
+        node.run(village, "start_handling", acting_agent="dby-07", case_id=case)
+    assert to_status(refused.value).message == "hall v-room: agent dby-07 is retired"
+    assert node.log_size() == size
+    _audit_after_integration(node)
+
+
+def test_erasing_a_persons_cases_leaves_their_agent_record(
+    node: InProcessNode, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The agent also applied for something: ``tongban erase --id-number`` shreds that case,
+    never the agent's record (sealed under a key not found by the ID number)."""
+    own = node.submit(node.halls["v-room"], "key-own-0001", applicant=AGENT).case_id
+    assert node.app.cases_of_person(AGENT.id_number) == [own]
+    for name in list(os.environ):
+        if name.startswith("TONGBAN_"):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("TONGBAN_DATA_DIR", str(node.settings.data_dir))
+    if node.settings.database_url:
+        monkeypatch.setenv("TONGBAN_DATABASE_URL", node.settings.database_url)
+    assert main(["erase", "--id-number", AGENT.id_number, "--reason", "本人要求删除"]) == 0
+    out = capsys.readouterr().out
+    assert f"erased the personal data of case {own}" in out and "agent" not in out
+    assert node.app.open_applicant(node.app.get_case(own)) is None
+    agent = node.app.get_agent("v-room", "dby-07")
+    stored = node.app.keys.personal_key(agent.id)
+    assert stored is not None and agent.person is not None
+    opened = node.app.vault.open(agent.id, agent.person, stored[1])
+    assert opened is not None and opened.applicant == AGENT
+
+
+def test_an_agents_step_without_the_applicants_authorisation_never_enters_the_log(
+    node: InProcessNode, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A node whose software let an agent act on a case that holds no authorisation of them
+    cannot sign the step into its log."""
+    case = str(node.submit(node.halls["v-room"], "key-case-0001").case_id)
+    node.integrator().catch_up()
+    with monkeypatch.context() as patched:
+        patched.setattr(Case, "check_agent", lambda self, actor: None)
+        node.run(node.halls["v-room"], "accept", acting_agent="dby-07", case_id=case)
+    with pytest.raises(IntegrityViolation, match="unauthorised agent"):
+        node.integrator().catch_up()
+
+
+def test_a_step_of_an_agent_the_hall_never_registered_never_enters_the_log(
+    node: InProcessNode, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    node.integrator().catch_up()
+    unknown = common_pb2.AgentAuthorisation()
+    unknown.CopyFrom(LETTER)
+    unknown.agent_id = "dby-99"
+    with monkeypatch.context() as patched:
+        patched.setattr(HubApplication, "acting_agent", lambda self, *args: None)
+        node.run(node.halls["v-room"], "submit", idempotency_key="key-agent-0099",
+                 acting_agent="dby-99", item_code="200202001000", applicant=APPLICANT,
+                 materials=[material()], agent=unknown)  # fmt: skip
+    with pytest.raises(IntegrityViolation, match="unauthorised agent"):
+        node.integrator().catch_up()
+
+
+def test_an_authorisation_rewritten_in_a_stored_event_is_refused_by_the_gate(
+    node: InProcessNode,
+) -> None:
+    village = node.halls["v-room"]
+    node.run(village, "register_agent", idempotency_key="agent-reg-08", agent_id="dby-08",
+             person=AGENT)  # fmt: skip
+    case = str(node.submit(village, "key-case-0001").case_id)
+    node.integrator().catch_up()
+    node.run(village, "authorise_agent", case_id=case, agent=LETTER)
+    rewrite_last_event(node.settings, "AgentAuthorised", b'"dby-07"', b'"dby-08"')
+    with pytest.raises(IntegrityViolation, match="content mismatch"):
         node.integrator().catch_up()

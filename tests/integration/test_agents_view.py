@@ -8,6 +8,7 @@ import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from tongban.v1 import common_pb2
@@ -131,3 +132,38 @@ def test_tongban_agents_lists_each_halls_agents_with_their_cases_and_home_visits
         projections.close()
     assert main(["projections", "rebuild", "agents"]) == 0
     assert "rebuilt agents" in capsys.readouterr().out
+
+
+def test_an_agent_counts_a_case_they_acted_in_at_any_step_and_an_erased_name_shows_so(
+    node: InProcessNode,
+    settings: Settings,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    village = node.halls["v-room"]
+    # The room takes a home visit in itself; later the applicant authorises dby-08, who takes
+    # the next step: a case dby-08 acted in, and a home visit (its signed channel).
+    visit = node.submit(
+        village, key="visit-case-0001", channel=common_pb2.INTAKE_CHANNEL_HOME_VISIT
+    )
+    node.run(village, "authorise_agent", idempotency_key="visit-auth-0001",
+             case_id=str(visit.case_id), agent=_letter("dby-08"))  # fmt: skip
+    node.run(village, "accept", idempotency_key="visit-acc-00001", acting_agent="dby-08",
+             case_id=str(visit.case_id))  # fmt: skip
+    # dby-07's record loses its key, as an erasure's does: its name can no longer be opened.
+    agent = node.app.get_agent("v-room", "dby-07")
+    recorder: Any = node.app.recorder
+    with recorder.datastore.transaction(commit=True) as cursor:
+        recorder._keys.write(cursor, {"erase_keys": [agent.id]})
+
+    for name in list(os.environ):
+        if name.startswith("TONGBAN_"):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("TONGBAN_DATA_DIR", str(settings.data_dir))
+    if settings.database_url:
+        monkeypatch.setenv("TONGBAN_DATABASE_URL", settings.database_url)
+    assert main(["agents", "--hall", "v-room", "--names", "--json"]) == 0
+    seen = {e["agent_id"]: e for e in json.loads(capsys.readouterr().out)["entries"]}
+    assert (seen["dby-08"]["cases"], seen["dby-08"]["home_visits"]) == (1, 1)
+    assert (seen["dby-07"]["cases"], seen["dby-07"]["home_visits"]) == (0, 0)
+    assert (seen["dby-07"]["name_masked"], seen["dby-08"]["name_masked"]) == ("(erased)", "刘**")

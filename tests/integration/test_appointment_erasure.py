@@ -19,8 +19,10 @@ from pathlib import Path
 from typing import Any
 from uuid import UUID
 
+import grpc
 import pytest
 
+from hub.api.errors import status_code_for
 from hub.application.cipher import DecryptionError
 from hub.application.recorders import PERSONAL_KEYS
 from hub.cli import main
@@ -29,6 +31,8 @@ from hub.domain.values import Applicant, id_number_with_check
 from hub.errors import IntegrityViolation, TransitionRefused
 from hub.integrity.audit import AuditReport, audit_store
 from hub.integrity.store import ReadOnlyStore
+from hub.projections.appointments import appointment_counts, appointments_of_day
+from hub.projections.node import open_projections
 from hub.settings import Settings
 from ledger import Verifier
 from tests.harness.inprocess import APPLICANT
@@ -234,3 +238,56 @@ def test_an_erasure_stored_with_another_reason_is_refused_by_the_gate(
     monkeypatch.setattr(Appointment, "erase_personal_data", altered)
     _erase(story, visit)
     assert "the erasure is not the signed command's" in str(_refused(story))
+
+
+# ---------------------------------------------------------------------------- in every state
+
+
+def test_an_erasure_in_any_state_keeps_the_slot_which_is_still_received_and_counted(
+    story: SupervisionStory, settings: Settings
+) -> None:
+    received, cancelled, expired = _book(story, 9), _book(story, 10), _book(story, 11)
+    visit = _home_visit(story)
+    story.run("town", "cancel_appointment", BOOKED_AT + timedelta(minutes=5),
+              appointment_id=str(cancelled), reason="申请人改期")  # fmt: skip
+    case = story.submit("town", ELDER_CARD, cst(2026, 3, 10, 9, 5), appointment_id=str(received))
+    story.at(cst(2026, 3, 10, 11, 31))
+    story.app.record_appointment_expiry(expired)
+    states = {
+        received: AppointmentState.RECEIVED,
+        cancelled: AppointmentState.CANCELLED,
+        expired: AppointmentState.EXPIRED,
+        visit: AppointmentState.BOOKED,
+    }
+    for appointment_id, state in states.items():
+        _erase(story, appointment_id)
+        appointment = story.app.get_appointment(appointment_id)
+        assert appointment.personal_data_erased and appointment.state is state
+        assert story.app.open_appointment(appointment) is None
+    assert str(story.app.get_appointment(received).case_id) == case
+    # Once: a second erasure is FAILED_PRECONDITION, whatever the state.
+    with pytest.raises(TransitionRefused, match="already erased") as again:
+        _erase(story, cancelled, "again")
+    assert status_code_for(again.value) is grpc.StatusCode.FAILED_PRECONDITION
+    # The booked home visit is still received when the applicant comes (nothing left to compare
+    # the arriving applicant with).
+    arrived = story.submit("town", ELDER_CARD, cst(2026, 3, 10, 15), appointment_id=str(visit))
+    after = story.app.get_appointment(visit)
+    assert after.state is AppointmentState.RECEIVED and str(after.case_id) == arrived
+    # Still listed and counted.
+    projections = open_projections(story.app, node_region="43")
+    try:
+        projections.create_tables()
+        projections.catch_up()
+        rows = appointments_of_day(projections.store, TOWN, SLOT.date())
+        assert {UUID(row.appointment_id): row.state for row in rows} == {
+            received: "RECEIVED", cancelled: "CANCELLED", expired: "EXPIRED", visit: "RECEIVED",
+        }  # fmt: skip
+        (counts,) = appointment_counts(projections.store, first=SLOT.date(), last=SLOT.date())
+        assert (counts.booked, counts.received, counts.cancelled, counts.no_show) == (4, 2, 1, 1)
+    finally:
+        projections.close()
+    story.node.integrator().catch_up()
+    report = _audit(settings)
+    assert report.ok, report
+    assert report.shredded == 4

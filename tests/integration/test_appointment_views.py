@@ -4,12 +4,15 @@ appointments`` (a headed table, ``--json``, ``--stats``), and a rebuild equal to
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import os
 from collections.abc import Iterator
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
+from uuid import UUID
 
 import pytest
 
@@ -160,3 +163,76 @@ def test_tongban_appointments_shows_the_day_and_the_no_shows(
 
     assert main(["appointments", "--day", "2026-03-10"]) == 2
     assert "--hall" in capsys.readouterr().err
+
+
+def test_supervisors_late_restarted_or_racing_record_each_no_show_once(
+    story: SupervisionStory,
+) -> None:
+    """The application re-checks the appointment's stored history, so two supervisors reading
+    the same (stale) view, or one restarted on another application, record one expiry."""
+    ids = _day(story)
+    projections = open_projections(story.app, node_region="43")
+    try:
+        projections.create_tables()
+        projections.catch_up()
+        story.at(cst(2026, 3, 11, 9))  # a late supervisor: both no-shows are long over
+        first = Supervisor(story.app, projections.store)
+        racing = Supervisor(story.app, projections.store)
+        assert first.expire_due(story.clock.now) == 2  # 11:00 and the 15:00 home visit
+        assert racing.expire_due(story.clock.now) == 0  # its view still says BOOKED
+        restarted = story.node.reopen()
+        try:
+            restarted.app.clock = story.clock
+            assert Supervisor(restarted.app, projections.store).expire_due(story.clock.now) == 0
+        finally:
+            restarted.close()
+        projections.catch_up()
+        assert first.expire_due(story.clock.now) == 0  # the view has caught up: none due
+    finally:
+        projections.close()
+    for lapsed in (ids["no_show"], ids["visit"]):
+        history = list(story.app.events.get(UUID(lapsed)))
+        assert [type(e).__name__ for e in history] == ["Booked", "Expired"]
+    story.node.integrator().catch_up()
+
+
+def test_tongban_appointments_filters_by_state_and_counts_a_region_as_csv(
+    story: SupervisionStory,
+    settings: Settings,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    ids = _day(story)
+    projections = open_projections(story.app, node_region="43")
+    try:
+        projections.create_tables()
+        projections.catch_up()
+        story.at(cst(2026, 3, 10, 12))
+        assert Supervisor(story.app, projections.store).record_due() == 1  # the 11:00 no-show
+    finally:
+        projections.close()
+    for name in list(os.environ):
+        if name.startswith("TONGBAN_"):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("TONGBAN_DATA_DIR", str(settings.data_dir))
+    if settings.database_url:
+        monkeypatch.setenv("TONGBAN_DATABASE_URL", settings.database_url)
+
+    # --state EXPIRED: the no-shows only.
+    args = ["appointments", "--hall", TOWN, "--day", "2026-03-10", "--state", "EXPIRED", "--json"]
+    assert main(args) == 0
+    entries = json.loads(capsys.readouterr().out)["entries"]
+    assert [(e["appointment_id"], e["state"]) for e in entries] == [(ids["no_show"], "EXPIRED")]
+    # --stats --region R --csv: per day and hall of the region, for a spreadsheet.
+    args = ["appointments", "--stats", "--from", "2026-03-01", "--to", "2026-03-31",
+            "--region", "430902", "--csv"]  # fmt: skip
+    assert main(args) == 0
+    header, *rows = list(csv.reader(io.StringIO(capsys.readouterr().out)))
+    assert len(header) >= 8 and "爽约" in header and "爽约率" in header
+    (day_row,) = [row for row in rows if row[:2] == ["2026-03-10", TOWN]]
+    assert day_row[2:7] == ["4", "1", "1", "1", "1"]  # booked, received, cancelled, no-show, open
+    assert APPLICANT.name not in "".join(",".join(row) for row in rows)
+    # Another region has none of them.
+    args[-2:] = ["4307", "--csv"]
+    assert main(args) == 0
+    assert not [row for row in csv.reader(io.StringIO(capsys.readouterr().out)) if TOWN in row]

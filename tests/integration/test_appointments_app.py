@@ -8,14 +8,18 @@ Every command is signed by its hall's key and executed as one arriving over gRPC
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
-from uuid import UUID
+from uuid import UUID, uuid4
 
+import grpc
 import pytest
 
+from hub.api.convert import event_to_proto
+from hub.api.errors import status_code_for, to_status
 from hub.application import appointments as appts
 from hub.domain.appointments import (
     Appointment,
@@ -45,6 +49,7 @@ SLOT = cst(2026, 3, 10, 10)
 SLOT_END = SLOT + timedelta(minutes=30)
 ADDRESS = "沙头镇201村3组12号"
 VILLAGE_ITEM = "200101001000"  # 居民居住情况证明出具: decided by the village
+EMPLOYMENT_CARD = "200203001000"  # 就业创业证申领: the township's, like the elder card
 
 
 @pytest.fixture
@@ -193,6 +198,66 @@ def test_a_no_show_expires_by_the_node_after_its_slot(
     assert _audit(settings).ok
 
 
+def test_a_window_booking_without_a_window_takes_the_halls_first(
+    story: SupervisionStory,
+) -> None:
+    booked = book(story, window="")
+    assert story.app.get_appointment(booked.case_id).window == "综合窗口1"
+    # It is that window's slot: naming the window books the same slot.
+    with pytest.raises(SlotTaken, match="综合窗口1") as taken:
+        book(story, window="综合窗口1")
+    assert status_code_for(taken.value) is grpc.StatusCode.ALREADY_EXISTS
+
+
+def test_the_applicant_may_come_before_or_after_the_slot_until_the_no_show(
+    story: SupervisionStory,
+) -> None:
+    early = book(story, key="appt-early-001")
+    late = book(story, key="appt-late-0001", window="综合窗口1")
+    # Monday, the day before the slot.
+    first = story.submit("town", ELDER_CARD, BOOKED_AT + timedelta(minutes=10),
+                         appointment_id=str(early.case_id))  # fmt: skip
+    # Tuesday afternoon, hours after the slot ended: no no-show was recorded yet.
+    second = story.submit("town", ELDER_CARD, SLOT_END + timedelta(hours=4),
+                          appointment_id=str(late.case_id))  # fmt: skip
+    for booked, case_id in ((early, first), (late, second)):
+        appointment = story.app.get_appointment(booked.case_id)
+        assert appointment.state is AppointmentState.RECEIVED
+        assert str(appointment.case_id) == case_id
+
+
+def test_every_event_of_an_agents_step_names_the_agent(story: SupervisionStory) -> None:
+    """An agent books the slot and takes the applicant in: the booking, the case's submission
+    and the appointment's reception each record the agent (``docs/agents.md``)."""
+    from tongban.v1 import common_pb2
+
+    from hub.domain.values import Applicant, id_number_with_check
+
+    agent = Applicant("王代办", id_number_with_check("43090219800101003"), "13907370007")
+    story.run("town", "register_agent", BOOKED_AT, agent_id="dby-07", person=agent)
+    booked = book(story, acting_agent="dby-07", channel="BOOKING_CHANNEL_AGENT", agent="dby-07")
+    letter = common_pb2.AgentAuthorisation(
+        agent_id="dby-07", role=common_pb2.AGENT_ROLE_ACTING, letter_sha256="ab" * 32
+    )
+    case_id = story.submit("town", ELDER_CARD, SLOT, acting_agent="dby-07", agent=letter,
+                           channel="INTAKE_CHANNEL_AGENT",
+                           appointment_id=str(booked.case_id))  # fmt: skip
+    events = [
+        *story.app.events.get(booked.case_id),
+        *story.app.case_history(UUID(case_id))[:1],
+    ]
+    assert [(type(e).__name__, e.actor.hall_id, e.actor.agent) for e in events] == [
+        ("Booked", "hn-shatou-town", "dby-07"),
+        ("Received", "hn-shatou-town", "dby-07"),
+        ("Submitted", "hn-shatou-town", "dby-07"),
+    ]
+    # GetCaseHistory's Submitted names the appointment (and the agent who took it in).
+    wire = event_to_proto(events[-1])
+    assert wire.submitted.appointment_id == str(booked.case_id)
+    assert wire.actor.agent == "dby-07"
+    story.node.integrator().catch_up()
+
+
 # ---------------------------------------------------------------------------- refusals
 
 
@@ -218,6 +283,20 @@ def test_an_item_the_hall_does_not_take_in_is_refused(story: SupervisionStory) -
     assert caught.value.field == "command.book_appointment.item_code"
 
 
+def test_a_hall_below_the_deciding_level_is_booked_for_what_it_takes_in(
+    story: SupervisionStory,
+) -> None:
+    # The village room takes the township's elder card in: it may be booked for it.
+    booked = book(story, hall="village", hall_id="hn-shatou-v201", window="代办窗口")
+    assert story.app.get_appointment(booked.case_id).hall_id == "hn-shatou-v201"
+    # The county is above the township that decides it: it does not take it in.
+    before = story.node.log_size()
+    with pytest.raises(InvalidInput, match="decided at TOWNSHIP level") as caught:
+        book(story, hall="county", hall_id="hn-ziyang-hall", window="综合窗口")
+    assert caught.value.field == "command.book_appointment.item_code"
+    assert story.node.log_size() == before
+
+
 def test_a_hall_books_its_own_windows_only(story: SupervisionStory) -> None:
     county = story.hall("county").hall_id
     with pytest.raises(PermissionRefused, match="its own windows only") as caught:
@@ -226,6 +305,55 @@ def test_a_hall_books_its_own_windows_only(story: SupervisionStory) -> None:
     with pytest.raises(InvalidInput) as refused:
         book(story, window="出件窗口")  # the county's window, not the township's
     assert refused.value.field == "command.book_appointment.window"
+
+
+def test_each_bad_booking_is_refused_naming_its_field_and_stores_nothing(
+    story: SupervisionStory,
+) -> None:
+    home_visit = {"kind": "APPOINTMENT_KIND_HOME_VISIT", "window": ""}
+    cases: list[tuple[dict[str, Any], str]] = [
+        ({**home_visit, "window": "综合窗口1", "address": ADDRESS}, "window"),
+        (home_visit, "applicant.address"),  # a home visit without the address
+        ({"address": ADDRESS}, "applicant.address"),  # a window booking with one
+        ({"channel": "BOOKING_CHANNEL_AGENT"}, "agent"),  # an agent's, naming no agent
+        ({"ends_at": SLOT + timedelta(days=1, minutes=1)}, "ends_at"),  # more than a day
+        ({"ends_at": SLOT - timedelta(minutes=30)}, "ends_at"),  # ends before it starts
+    ]
+    before = story.node.log_size()
+    for changes, field in cases:
+        with pytest.raises(InvalidInput) as caught:
+            book(story, **changes)
+        assert caught.value.field == f"command.book_appointment.{field}", changes
+        assert status_code_for(caught.value) is grpc.StatusCode.INVALID_ARGUMENT
+        assert ADDRESS not in to_status(caught.value).message  # never echoed
+    # A clear value beside the bytes that does not open the commitment the hall signed.
+    story.clock.now = BOOKED_AT + timedelta(seconds=1)
+    signed = story.hall("town").sign(
+        "book_appointment", issued_at=BOOKED_AT, item_code=ELDER_CARD,
+        kind="APPOINTMENT_KIND_WINDOW", hall_id="hn-shatou-town", window="综合窗口2",
+        starts_at=SLOT, ends_at=SLOT_END, applicant=APPLICANT, channel="BOOKING_CHANNEL_ONLINE",
+    )  # fmt: skip
+    name = signed.personal[0]
+    forged = dataclasses.replace(name, value="李四")
+    with pytest.raises(InvalidInput) as caught:
+        story.app.execute(dataclasses.replace(signed, personal=(forged, *signed.personal[1:])))
+    assert caught.value.field == "personal[0].value"
+    assert story.node.log_size() == before  # nothing stored for any of them
+    # The same booking with its values as committed is taken.
+    assert story.app.execute(signed).replayed is False
+
+
+def test_a_retired_hall_books_nothing(story: SupervisionStory) -> None:
+    signed = story.node.admin.sign(
+        "retire_hall", hall_id="hn-ziyang-hall", reason="撤并", issued_at=story.clock.now
+    )
+    story.app.execute(signed)
+    before = story.node.log_size()
+    with pytest.raises(PermissionRefused, match="the hall is retired") as caught:
+        book(story, hall="county", item_code=HOUSEHOLD_MOVE, hall_id="hn-ziyang-hall",
+             window="综合窗口")  # fmt: skip
+    assert status_code_for(caught.value) is grpc.StatusCode.PERMISSION_DENIED
+    assert story.node.log_size() == before
 
 
 def test_a_duplicate_booking_of_a_slot_is_refused_and_a_reused_key_conflicts(
@@ -267,12 +395,55 @@ def test_a_case_for_another_item_or_applicant_cannot_cite_it(story: SupervisionS
     from hub.domain.values import Applicant, id_number_with_check
 
     booked = book(story)
+    before = story.node.log_size()
     other = Applicant("王五", id_number_with_check("43090219700101001"), "13800000000")
     with pytest.raises(InvalidInput, match="another applicant") as caught:
         story.run("town", "submit", SLOT, item_code=ELDER_CARD, applicant=other,
                   materials=[material()], appointment_id=str(booked.case_id))  # fmt: skip
     assert caught.value.field == "command.submit.appointment_id"
+    # The node compares the ID numbers on the sealed values and echoes neither.
+    message = to_status(caught.value).message + str(caught.value)
+    assert other.id_number not in message and APPLICANT.id_number not in message
+    # The booked applicant, for another item (one the township takes in too).
+    with pytest.raises(InvalidInput, match=f"for item {ELDER_CARD}") as caught:
+        story.submit("town", EMPLOYMENT_CARD, SLOT, appointment_id=str(booked.case_id))
+    assert caught.value.field == "command.submit.appointment_id"
+    assert status_code_for(caught.value) is grpc.StatusCode.INVALID_ARGUMENT
+    assert story.node.log_size() == before  # nothing stored: no case, no reception
     assert story.app.get_appointment(booked.case_id).state is AppointmentState.BOOKED
+
+
+def test_an_unknown_appointment_is_not_found_worded_as_another_halls(
+    story: SupervisionStory,
+) -> None:
+    booked = book(story)
+    unknown = uuid4()
+    refusals = []
+    for hall, appointment in (("county", booked.case_id), ("town", unknown)):
+        with pytest.raises(NotFound) as caught:
+            story.run(hall, "cancel_appointment", BOOKED_AT + timedelta(minutes=1),
+                      appointment_id=str(appointment), reason="x")  # fmt: skip
+        refusals.append(to_status(caught.value).message.replace(str(appointment), "<id>"))
+    assert refusals[0] == refusals[1]
+    with pytest.raises(InvalidInput) as malformed:
+        story.submit("town", ELDER_CARD, SLOT, appointment_id="not-an-id")
+    assert malformed.value.field == "command.submit.appointment_id"
+
+
+def test_a_cancellation_needs_a_reason_and_a_booked_appointment(story: SupervisionStory) -> None:
+    booked = book(story)
+    before = story.node.log_size()
+    with pytest.raises(InvalidInput) as caught:
+        story.run("town", "cancel_appointment", BOOKED_AT + timedelta(minutes=1),
+                  appointment_id=str(booked.case_id), reason=" ")  # fmt: skip
+    assert caught.value.field == "command.cancel_appointment.reason"
+    assert story.node.log_size() == before
+    story.submit("town", ELDER_CARD, SLOT, appointment_id=str(booked.case_id))
+    with pytest.raises(TransitionRefused) as refused:
+        story.run("town", "cancel_appointment", SLOT + timedelta(minutes=1),
+                  appointment_id=str(booked.case_id), reason="申请人改期")  # fmt: skip
+    assert status_code_for(refused.value) is grpc.StatusCode.FAILED_PRECONDITION
+    assert story.app.get_appointment(booked.case_id).state is AppointmentState.RECEIVED
 
 
 # ---------------------------------------------------------------------------- attacks

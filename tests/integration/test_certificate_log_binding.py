@@ -205,6 +205,9 @@ def test_rotating_the_issuer_key_keeps_old_certificates_verifying(
     assert len(issuers) == 2
     retired, current = issuers
     assert retired["not_after"] is not None and current["not_after"] is None
+    # Every key, the retired one too, states how long its status lists may be current.
+    ttl = node.settings.status_list_ttl_s
+    assert [i["status_list_ttl_s"] for i in issuers] == [ttl, ttl]
     old_kid = json.loads(base64.urlsafe_b64decode(
         json.loads(before.read_text())["token"].split(".")[0] + "=="))["kid"]  # fmt: skip
     assert retired["kid"] == old_kid and current["kid"] != old_kid

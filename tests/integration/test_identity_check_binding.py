@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from uuid import UUID
@@ -18,7 +19,14 @@ from eventsourcing.persistence import Notification
 from tongban.v1 import common_pb2
 
 from hub.domain.case import Case
-from hub.domain.values import CaseState, CheckResult, IdentityCheckMethod
+from hub.domain.values import (
+    Applicant,
+    CaseState,
+    CheckResult,
+    IdentityCheckMethod,
+    ScoreBand,
+    id_number_with_check,
+)
 from hub.errors import CheckMissing, IntegrityViolation
 from hub.integrity.audit import audit_store
 from hub.integrity.binding import LogChecker
@@ -164,3 +172,37 @@ def test_an_altered_check_is_refused_by_the_gate(
     rewrite_last_event(node.settings, "IdentityChecked", old, new)
     with pytest.raises(IntegrityViolation, match="content mismatch"):
         node.integrator().catch_up()
+
+
+def test_a_check_records_who_did_it_and_when_it_was_signed(node: InProcessNode) -> None:
+    """Who did it is the command's operator (and agent), when is its signed time: an agent's
+    生存认证 at the applicant's home, signed there and forwarded hours later."""
+    hall = node.halls["c-hall"]
+    node.run(hall, "register_agent", idempotency_key="key-agent-01", agent_id="dby-07",
+             person=Applicant("王代办", id_number_with_check("43090219800101003"), "13907370007"))  # fmt: skip
+    letter = common_pb2.AgentAuthorisation(
+        agent_id="dby-07", role=common_pb2.AGENT_ROLE_GUIDING, letter_sha256="ab" * 32
+    )
+    taken_in = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=3)
+    case = str(node.submit(hall, "key-pension-01", item_code=PENSION, agent=letter,
+                           materials=[material("社会保障卡")], acting_agent="dby-07",
+                           issued_at=taken_in, deferred=True).case_id)  # fmt: skip
+    signed_at = taken_in + timedelta(minutes=10)
+    node.run(
+        hall, "record_identity_check", idempotency_key="key-check-01", case_id=case,
+        method=LIVENESS, device_id="sb-app-0042", result=common_pb2.CHECK_RESULT_PASSED,
+        score_band=common_pb2.SCORE_BAND_MEDIUM, acting_agent="dby-07", issued_at=signed_at,
+        deferred=True,
+    )  # fmt: skip
+    history = node.app.case_history(UUID(case))
+    assert history[0].required_checks == (IdentityCheckMethod.LIVENESS,)  # type: ignore[attr-defined]
+    (checked,) = [e for e in history if isinstance(e, Case.IdentityChecked)]
+    assert (checked.actor.hall_id, checked.actor.operator, checked.actor.agent) == (
+        "c-hall", "op-c-hall", "dby-07",
+    )  # fmt: skip
+    assert checked.timestamp == signed_at
+    assert (checked.method, checked.result, checked.score_band, checked.device_id) == (
+        IdentityCheckMethod.LIVENESS, CheckResult.PASSED, ScoreBand.MEDIUM, "sb-app-0042",
+    )  # fmt: skip
+    node.integrator().catch_up()
+    _audit_ok(node.settings)

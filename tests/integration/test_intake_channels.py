@@ -5,13 +5,20 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import grpc
 import pytest
+from tongban.v1 import case_exchange_pb2, common_pb2, supervision_pb2
 
+from hub.api.errors import status_code_for
+from hub.api.supervision import ChangeFeed, ProjectionAccess, QueueQueries, SupervisionServicer
 from hub.domain.values import IntakeChannel
+from hub.errors import InvalidInput
+from hub.pki import Identity, Role
 from hub.projections import queries
 from hub.projections.node import Projections, open_projections
-from hub.projections.queries import CaseFilter
+from hub.projections.queries import CaseFilter, Names
 from hub.settings import Settings
 from tests.harness.story import ELDER_CARD, SupervisionStory, cst
 
@@ -90,3 +97,72 @@ def test_every_channel_is_recorded_filtered_and_counted(
     _rows, total = queries.statistics(store, queries.Names(story.app.regions, story.app.catalogue),
                                       region="43", by="hall")  # fmt: skip
     assert (total["agent"], total["home_visit"], total["online"]) == (1, 2, 1)
+
+
+class _Context:
+    """A servicer context: ``abort`` ends the call with the status (raising, as grpc does)."""
+
+    def abort(self, code: grpc.StatusCode, details: str, trailing: Any = ()) -> None:
+        raise RuntimeError(f"{code.name}: {details}")
+
+    def peer(self) -> str:
+        return "ipv4:127.0.0.1:1"
+
+
+def test_the_case_list_and_the_queue_rpcs_filter_by_channel(
+    story: SupervisionStory, projections: Projections
+) -> None:
+    """``channels`` in ``Supervision.ListCases`` and ``CaseExchange.ListQueue`` (the servicers'
+    own handlers, called in this process), and each case summary's ``channel``."""
+    ids: dict[str, list[str]] = {}
+    for hall, channel, day in INTAKES:
+        fields = {"channel": channel} if channel else {}
+        case = story.submit(hall, ELDER_CARD, cst(2026, 3, day, 10), **fields)
+        ids.setdefault(channel or "INTAKE_CHANNEL_WINDOW", []).append(case)
+    projections.catch_up()
+    access = ProjectionAccess(
+        projections.store, Names(story.app.regions, story.app.catalogue), lambda: None,
+        ChangeFeed(story.node.settings.database_url), lambda: cst(2026, 3, 5, 9),
+    )  # fmt: skip
+    supervisor = Identity(Role.SUPERVISOR, "jiancha.43")
+    supervision = SupervisionServicer(story.app, access, lambda _context: supervisor, "43")
+    wire = common_pb2
+    listed = supervision.ListCases(
+        supervision_pb2.ListCasesRequest(
+            channels=[wire.INTAKE_CHANNEL_HOME_VISIT, wire.INTAKE_CHANNEL_AGENT], page_size=100
+        ),
+        _Context(),
+    ).cases
+    assert {c.case_id for c in listed} == set(
+        ids["INTAKE_CHANNEL_HOME_VISIT"] + ids["INTAKE_CHANNEL_AGENT"]
+    )
+    assert {(c.channel, c.origin_channel) for c in listed} == {
+        (wire.INTAKE_CHANNEL_HOME_VISIT, wire.INTAKE_CHANNEL_HOME_VISIT),
+        (wire.INTAKE_CHANNEL_AGENT, wire.INTAKE_CHANNEL_AGENT),
+    }
+    town = Identity(Role.HALL, "hn-shatou-town")
+    queue = QueueQueries(story.app, access, lambda _context: town)
+
+    def queued(*channels: int) -> set[str]:
+        request = case_exchange_pb2.ListQueueRequest(channels=channels, page_size=100)
+        return {entry.case_id for entry in queue.list_queue(request, _Context()).entries}
+
+    assert queued(wire.INTAKE_CHANNEL_WINDOW) == set(ids["INTAKE_CHANNEL_WINDOW"])
+    assert queued(wire.INTAKE_CHANNEL_ONLINE, wire.INTAKE_CHANNEL_PHONE) == set(
+        ids["INTAKE_CHANNEL_ONLINE"] + ids["INTAKE_CHANNEL_PHONE"]
+    )
+    assert queued(wire.INTAKE_CHANNEL_HOME_VISIT) == set()  # the village room's, not the town's
+    # A channel the wire does not know is named by its field.
+    with pytest.raises(RuntimeError, match=r"INVALID_ARGUMENT: channels\[1\]"):
+        queued(wire.INTAKE_CHANNEL_KIOSK, 99)
+
+
+def test_a_hall_that_signs_peer_node_itself_is_refused_and_nothing_is_stored(
+    story: SupervisionStory,
+) -> None:
+    size = story.node.log_size()
+    with pytest.raises(InvalidInput) as refused:
+        story.submit("town", ELDER_CARD, cst(2026, 3, 2, 10), channel="INTAKE_CHANNEL_PEER_NODE")
+    assert refused.value.field == "command.submit.channel"
+    assert status_code_for(refused.value) is grpc.StatusCode.INVALID_ARGUMENT
+    assert story.node.log_size() == size

@@ -55,6 +55,22 @@ def test_an_authorisation_is_a_letter_or_a_witnessed_oral_one() -> None:
     assert refused.value.field == "agent.letter_sha256"
 
 
+def test_an_oral_authorisation_holds_a_commitment_to_the_witness_never_the_name() -> None:
+    for commitment in ("张三", ""):
+        with pytest.raises(InvalidInput) as refused:
+            AgentAuthorisation("dby-07", AgentRole.GUIDING, witness_role="村委会主任",
+                               witness_commitment=commitment)  # fmt: skip
+        assert refused.value.field == "agent.witness_commitment"
+        assert refused.value.value == "<redacted>" and "张三" not in str(refused.value)
+
+
+def test_only_the_holding_halls_staff_record_an_authorisation() -> None:
+    case = new_case()  # held by the village room
+    with pytest.raises(PermissionRefused, match="does not hold the case"):
+        case.authorise_agent(TOWNSHIP_HALL, LETTER)
+    assert case.agents == {} and len(case.collect_events()) == 1
+
+
 def test_an_agent_is_registered_at_a_hall_and_retired_by_it() -> None:
     agent = Agent.register(actor=VILLAGE_HALL, agent_id="dby-07", person=applicant())
     assert agent.id == agent_aggregate_id(VILLAGE_HALL.hall_id, "dby-07")

@@ -271,6 +271,15 @@ def test_damaged_receipts_and_files_are_never_valid() -> None:
         assert damaged.startswith("the certificate file is damaged"), damaged
 
 
+def test_json_nested_too_deep_is_damaged_without_an_exception() -> None:
+    # Deeper than the interpreter's recursion limit: json raises RecursionError, not ValueError.
+    deep = "[" * 100_000 + "]" * 100_000
+    _token, certificate, damaged = read_certificate('{"format": ' + deep + "}")
+    assert certificate is None and damaged is not None
+    assert damaged.startswith("the certificate file is damaged"), damaged
+    _not_bound(_check(_file(event=deep.encode())), "the issuing event is unreadable")
+
+
 def test_a_receipt_never_rescues_a_forged_token_nor_changes_another_verdict() -> None:
     forged_token = CERT.token[:-4] + ("AAAA" if not CERT.token.endswith("AAAA") else "BBBB")
     result = check_receipt(verify_certificate(forged_token, BUNDLE, now=NOW), _file(), LOGS)

@@ -8,6 +8,7 @@ signed by another key or issuer, too old, damaged, or that predates the certific
 from __future__ import annotations
 
 import base64
+import dataclasses
 import gzip
 import json
 from datetime import UTC, datetime, timedelta
@@ -34,6 +35,7 @@ from hub.certificates import (
 )
 from hub.domain.case import Case
 from hub.domain.certificates import CertificateIdentifier
+from hub.errors import ConfigurationError
 
 pytestmark = pytest.mark.filterwarnings("ignore:EdDSA is deprecated")
 
@@ -51,7 +53,7 @@ VALID_ENTRY, REVOKED_ENTRY, SUSPENDED_ENTRY = 7, 1234, 131_071
 def _certificate(
     entry: int, *, with_index: bool = True, key: IssuerKey = KEY, exp: int | None = None
 ) -> str:
-    serial = f"{entry:016X}"
+    serial = f"{entry % 16**16:016X}"  # any entry, even one no log has (negative, huge)
     claims = CertificateClaims(
         iss=key.origin, jti=str(CertificateIdentifier("150001", "11430902MB0000001X", serial)),
         iat=int(ISSUED.timestamp()), ct="150001", item="200202001000", name="老年人优待证办理",
@@ -160,6 +162,8 @@ def test_every_truncation_of_a_list_is_status_unknown() -> None:
         {"valid_until": None},
         {"log_size": -1},
         {"iss": "tongban/61"},
+        {"valid_from": 10**20},  # beyond any calendar: no OverflowError
+        {"valid_until": 10**20},
     ],
 )
 def test_a_garbled_list_is_status_unknown_even_when_signed(change: dict[str, object]) -> None:
@@ -199,6 +203,149 @@ def test_a_forged_or_expired_certificate_keeps_its_verdict_with_a_list() -> None
     # Expired stays expired, whatever the list says of its entry (not revoked: "valid" there).
     expired = _certificate(VALID_ENTRY, exp=int(NOW.timestamp()) - 1)
     assert _check(expired, _list()).verdict is Verdict.EXPIRED
+
+
+def _signed_header(header: object, body: dict[str, object] | None = None) -> str:
+    """A list with ``header`` (any JSON) over a genuine body, genuinely signed by the issuer."""
+    encoded = _b64(json.dumps(header).encode())
+    signing_input = f"{encoded}.{_b64(json.dumps(body or _body(_list())).encode())}"
+    return f"{signing_input}.{_b64(KEY.private_key.sign(signing_input.encode()))}"
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        {"alg": "EdDSA", "kid": KEY.kid, "typ": "tongban-cert+jwt"},  # a certificate's
+        {"alg": "EdDSA", "kid": KEY.kid, "typ": "JWT"},
+        {"alg": "EdDSA", "kid": KEY.kid, "typ": "Tongban-Status-List+JWT"},
+        {"alg": "EdDSA", "kid": KEY.kid, "typ": "statuslist+jwt"},
+        {"alg": "none", "kid": KEY.kid, "typ": "tongban-status-list+jwt"},
+        {"alg": "HS256", "kid": KEY.kid, "typ": "tongban-status-list+jwt"},
+        {"alg": "Ed25519", "kid": KEY.kid, "typ": "tongban-status-list+jwt"},
+        {"kid": KEY.kid, "typ": "tongban-status-list+jwt"},
+        {"alg": "EdDSA", "typ": "tongban-status-list+jwt"},
+        {"alg": "EdDSA", "kid": KEY.kid},
+        {"alg": "EdDSA", "kid": KEY.kid, "typ": "tongban-status-list+jwt", "crit": ["exp"]},
+        {"alg": "EdDSA", "kid": KEY.kid, "typ": "tongban-status-list+jwt", "jku": "https://x/"},
+        {"alg": "EdDSA", "kid": KEY.kid, "typ": "tongban-status-list+jwt", "x5u": "https://x/"},
+        {"alg": "EdDSA", "kid": KEY.kid, "typ": "tongban-status-list+jwt", "b64": False},
+        [],
+        "tongban-status-list+jwt",
+        None,
+    ],
+)
+def test_a_list_with_another_header_is_status_unknown_even_when_signed(header: object) -> None:
+    result = _check(_certificate(REVOKED_ENTRY), _signed_header(header))
+    assert result.verdict is Verdict.STATUS_UNKNOWN
+    assert result.reason == "the status list's header is not an EdDSA status list's"
+
+
+@pytest.mark.parametrize("kid", [None, 7, [KEY.kid], {"kid": KEY.kid}, "", OTHER.kid + "x"])
+def test_a_list_whose_kid_is_no_trusted_key_is_status_unknown(kid: object) -> None:
+    header = {"alg": "EdDSA", "kid": kid, "typ": "tongban-status-list+jwt"}
+    result = _check(_certificate(REVOKED_ENTRY), _signed_header(header))
+    assert result.verdict is Verdict.STATUS_UNKNOWN
+    assert result.reason == f"the status list's key {kid!r} is not in the bundle"
+
+
+def test_a_header_nested_too_deep_is_status_unknown_without_an_exception() -> None:
+    # Deeper than the interpreter's recursion limit: json raises RecursionError, not ValueError.
+    deep = _b64(b"[" * 100_000 + b"]" * 100_000)
+    _, payload, signature = _list().split(".")
+    result = _check(_certificate(VALID_ENTRY), f"{deep}.{payload}.{signature}")
+    assert result.verdict is Verdict.STATUS_UNKNOWN
+    assert result.reason.startswith("the status list is damaged")
+
+
+def test_a_certificate_is_no_status_list_and_a_status_list_no_certificate() -> None:
+    certificate = _certificate(VALID_ENTRY)
+    result = _check(certificate, certificate)
+    assert result.verdict is Verdict.STATUS_UNKNOWN and "header is not" in result.reason
+    as_certificate = verify_certificate(_list(), BUNDLE, now=NOW)
+    assert as_certificate.verdict is Verdict.FORGED and "tongban-cert+jwt" in as_certificate.reason
+
+
+def test_every_changed_character_of_a_list_is_status_unknown() -> None:
+    token, verified = _list(), verify_certificate(_certificate(REVOKED_ENTRY), BUNDLE, now=NOW)
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+    for at, character in enumerate(token):
+        if character == ".":
+            continue
+        # The character one bit away in the base64url alphabet: one flipped bit of the bytes.
+        flipped = alphabet[alphabet.index(character) ^ 1]
+        result = check_status(verified, token[:at] + flipped + token[at + 1 :], BUNDLE, now=NOW)
+        assert result.verdict is Verdict.STATUS_UNKNOWN, (at, result)
+
+
+def test_two_lists_in_one_are_status_unknown() -> None:
+    newer = _list(now=NOW)
+    older = _list(now=NOW - timedelta(hours=1))
+    for both in (f"{newer}\n{older}", f"{newer}{older}", f"{newer}.{older}"):
+        result = _check(_certificate(REVOKED_ENTRY), both)
+        assert result.verdict is Verdict.STATUS_UNKNOWN, both
+        assert "not a JWS compact token" in result.reason or "damaged" in result.reason
+
+
+def test_a_list_signed_outside_its_keys_period_is_status_unknown() -> None:
+    retired_at = NOW - timedelta(hours=1)
+    old = IssuerKey(Ed25519PrivateKey.generate(), KEY.origin, KEY.region, SINCE)
+    bundle = TrustBundle((old.trusted(not_after=retired_at), KEY.trusted()))
+    verified = verify_certificate(_certificate(REVOKED_ENTRY), bundle, now=NOW)
+    # After the retired key's end (a stolen retired key), and before the key's start.
+    after = sign_status_list(StatusList(KEY.origin, 200_000), old, now=NOW, ttl_s=DAY)
+    result = check_status(verified, after, bundle, now=NOW)
+    assert result.verdict is Verdict.STATUS_UNKNOWN
+    assert "outside its key's period" in result.reason
+    early = _list(now=SINCE - timedelta(seconds=1))
+    result = check_status(verified, early, bundle, now=SINCE + timedelta(hours=1))
+    assert result.verdict is Verdict.STATUS_UNKNOWN
+    assert "outside its key's period" in result.reason
+    # Signed by the retired key within its period, and still current: read.
+    within = _list(old, now=retired_at - timedelta(hours=1))
+    assert check_status(verified, within, bundle, now=NOW).verdict is Verdict.REVOKED
+
+
+def test_the_lists_clock_skew_is_exact() -> None:
+    """A list may be dated up to 300 s ahead of the verifier's clock (the doc's 5 min), no more."""
+    certificate = _certificate(REVOKED_ENTRY)
+    for ahead, verdict in ((300, Verdict.REVOKED), (301, Verdict.STATUS_UNKNOWN)):
+        result = _check(certificate, _list(now=NOW + timedelta(seconds=ahead)))
+        assert result.verdict is verdict, (ahead, result)
+    assert "from the future" in result.reason
+
+
+@pytest.mark.parametrize("entry", [131_072, 262_144, 10**30])
+def test_an_entry_outside_the_list_is_status_unknown(entry: int) -> None:
+    # A genuinely signed certificate whose status_index is no entry of the list: never read
+    # from another entry, never an exception.
+    list_of_two_blocks = _list(log_size=131_072)
+    result = _check(_certificate(entry), list_of_two_blocks)
+    assert result.verdict is Verdict.STATUS_UNKNOWN, result
+    assert "predates the certificate" in result.reason
+
+
+@pytest.mark.parametrize("entry", [-1, -8, -(10**30)])
+def test_a_negative_entry_is_forged_before_any_list_is_read(entry: int) -> None:
+    # No leaf has a negative index (and bits[-1] would be the last byte's, another entry's).
+    result = _check(_certificate(entry), _list(log_size=131_072))
+    assert result.verdict is Verdict.FORGED, result
+    assert "negative index" in result.reason
+
+
+def test_an_older_list_still_current_is_read_as_the_doc_says_it_is() -> None:
+    """No rollback detection (docs/certificates.md, "Not done"): within its time to live an older
+    list is read; once that ends it is too old; a certificate newer than it is not covered."""
+    older = sign_status_list(StatusList(KEY.origin, 1000), KEY, now=NOW - timedelta(hours=2),
+                             ttl_s=DAY)  # fmt: skip
+    newer = sign_status_list(StatusList(KEY.origin, 2000, frozenset({VALID_ENTRY})), KEY, now=NOW,
+                             ttl_s=DAY)  # fmt: skip
+    certificate = _certificate(VALID_ENTRY)
+    assert _check(certificate, newer).verdict is Verdict.REVOKED
+    assert _check(certificate, older).verdict is Verdict.VALID  # the documented limitation
+    too_old = _check(certificate, older, NOW + timedelta(hours=22))
+    assert too_old.verdict is Verdict.STATUS_UNKNOWN and too_old.reason.startswith("list too old")
+    beyond = _check(_certificate(REVOKED_ENTRY), older)
+    assert beyond.verdict is Verdict.STATUS_UNKNOWN and "predates" in beyond.reason
 
 
 # ---------------------------------------------------------------------------- genuine lists
@@ -256,3 +403,41 @@ def test_the_list_is_a_fold_of_the_log_leaves() -> None:
     assert status.revoked == {6} and status.suspended == {3}
     assert status.size == MIN_STATUS_ENTRIES
     assert StatusList.from_leaves("tongban/43", 14, leaves) == status
+
+
+def test_a_list_current_for_longer_than_its_issuers_time_to_live_is_status_unknown() -> None:
+    """A stolen retired key signs a list dated inside its period (so "signed within the key's
+    period" holds) but current for years, hiding every later revocation: the bundle states the
+    issuer's time to live, and a list claiming longer is not read."""
+    retired_at = NOW - timedelta(days=2)
+    old = IssuerKey(Ed25519PrivateKey.generate(), KEY.origin, KEY.region, SINCE)
+    stated = dataclasses.replace(old.trusted(not_after=retired_at), status_list_ttl_s=DAY)
+    bundle = TrustBundle.from_json(TrustBundle((stated,)).to_json())  # as a file carries it
+    assert bundle.issuers[0].status_list_ttl_s == DAY
+    verified = verify_certificate(_certificate(REVOKED_ENTRY, key=old), bundle, now=NOW)
+    assert verified.verdict is Verdict.VALID, verified
+    backdated = sign_status_list(
+        StatusList(KEY.origin, 200_000), old, now=retired_at - timedelta(hours=1), ttl_s=400 * DAY
+    )
+    result = check_status(verified, backdated, bundle, now=NOW)
+    assert result.verdict is Verdict.STATUS_UNKNOWN, result
+    assert "longer than its issuer's time to live (86400 s)" in result.reason
+    # The same key's list within the time to live is read (revoked, as the log says).
+    honest = sign_status_list(
+        StatusList(KEY.origin, 200_000, frozenset({REVOKED_ENTRY})),
+        old,
+        now=retired_at - timedelta(hours=1),
+        ttl_s=DAY,
+    )
+    assert check_status(verified, honest, bundle, now=retired_at).verdict is Verdict.REVOKED
+    # A bundle that states no time to live (written before it) reads the long list, as before.
+    unstated = TrustBundle((old.trusted(not_after=retired_at),))
+    assert check_status(verified, backdated, unstated, now=NOW).verdict is Verdict.VALID
+
+
+@pytest.mark.parametrize("ttl", [0, -1, "86400", 1.5, True])
+def test_a_bundle_with_a_bad_time_to_live_names_it(ttl: object) -> None:
+    document = json.loads(TrustBundle((KEY.trusted(),)).to_json())
+    document["issuers"][0]["status_list_ttl_s"] = ttl
+    with pytest.raises(ConfigurationError, match=r"issuers\[0\]: status_list_ttl_s"):
+        TrustBundle.from_json(json.dumps(document))

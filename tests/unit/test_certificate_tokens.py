@@ -163,6 +163,15 @@ def test_another_algorithm_or_header_is_forged(header: dict[str, object]) -> Non
     assert _verdict(f"{encoded}.{payload}.{signature}") is Verdict.FORGED
 
 
+def test_a_header_nested_too_deep_is_forged_without_an_exception() -> None:
+    # Deeper than the interpreter's recursion limit: json raises RecursionError, not ValueError.
+    _, payload, signature = sign_certificate(_claims(), KEY).split(".")
+    deep = _b64(b"[" * 100_000 + b"]" * 100_000)
+    result = verify_certificate(f"{deep}.{payload}.{signature}", BUNDLE, now=NOW)
+    assert result.verdict is Verdict.FORGED
+    assert result.reason.startswith("the token is damaged")
+
+
 def test_an_issuer_claiming_another_region_or_log_is_forged() -> None:
     for changes in ({"iss": "tongban/61"}, {"rg": "610929000000"}):
         result = verify_certificate(sign_certificate(_claims(**changes), KEY), BUNDLE, now=NOW)
@@ -205,6 +214,19 @@ def test_a_signed_token_whose_nbf_is_not_its_iat_is_forged() -> None:
                                                           if k != "nbf"}):  # fmt: skip
         result = verify_certificate(_signed_payload(body), BUNDLE, now=NOW)
         assert result.verdict is Verdict.FORGED, body
+
+
+def test_a_signed_token_whose_status_entry_is_not_its_leaf_is_forged() -> None:
+    """The entry is the issuing leaf's index (``status_index`` equal to ``li``): an entry that
+    differs, even under the issuer's genuine signature, would read another certificate's bit."""
+    genuine = _claims().payload()
+    for changes in ({"status_index": genuine["li"] + 1}, {"status_index": -1},
+                    {"li": -1, "status_index": -1}, {"li": -1}):  # fmt: skip
+        result = verify_certificate(_signed_payload({**genuine, **changes}), BUNDLE, now=NOW)
+        assert result.verdict is Verdict.FORGED, changes
+        assert "claims are unreadable" in result.reason, changes
+    for body in (genuine, {**genuine, "status_index": genuine["li"]}):
+        assert verify_certificate(_signed_payload(body), BUNDLE, now=NOW).verdict is Verdict.VALID
 
 
 def test_times_out_of_any_calendar_are_forged_without_an_exception() -> None:

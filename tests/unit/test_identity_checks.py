@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from datetime import UTC, datetime
 from uuid import uuid4
@@ -10,6 +11,7 @@ import grpc
 import pytest
 from factories import COUNTY, COUNTY_HALL, TOWNSHIP_HALL, applicant, material
 from google.protobuf.timestamp_pb2 import Timestamp
+from google.rpc import error_details_pb2
 from tongban.v1 import case_exchange_pb2, common_pb2
 
 from hub.api.errors import status_code_for, to_status
@@ -26,7 +28,13 @@ from hub.domain.values import (
     IdentityCheckMethod,
     ScoreBand,
 )
-from hub.errors import CheckMissing, ConfigurationError, InvalidInput, PermissionRefused
+from hub.errors import (
+    CheckMissing,
+    ConfigurationError,
+    InvalidInput,
+    PermissionRefused,
+    TransitionRefused,
+)
 
 M = IdentityCheckMethod
 PENSION = "040323001000"  # 养老金领取资格认证: a yearly 生存认证
@@ -113,6 +121,88 @@ def test_only_the_holder_records_a_check_and_the_device_is_named() -> None:
     with pytest.raises(InvalidInput, match="device_id"):
         case.record_identity_check(COUNTY_HALL, M.LIVENESS, " ", CheckResult.PASSED, ScoreBand.HIGH)
     assert case.passed_checks == ()
+
+
+def test_a_device_id_has_1_to_128_characters() -> None:
+    case = _case(M.LIVENESS)
+    for bad in ("", "x" * 129):
+        with pytest.raises(InvalidInput) as refused:
+            case.record_identity_check(COUNTY_HALL, M.LIVENESS, bad, CheckResult.PASSED,
+                                       ScoreBand.HIGH)  # fmt: skip
+        assert refused.value.field == "device_id"
+        assert refused.value.within("record_identity_check").field == (
+            "command.record_identity_check.device_id"
+        )
+    assert case.passed_checks == () and len(case.collect_events()) == 1  # only the submission
+    case.record_identity_check(COUNTY_HALL, M.LIVENESS, "x" * 128, CheckResult.PASSED,
+                               ScoreBand.HIGH)  # fmt: skip
+    assert case.passed_checks == (M.LIVENESS,)
+
+
+def test_a_check_is_recorded_while_the_case_is_taken_in_or_handled_only() -> None:
+    def check(case: Case) -> None:
+        case.record_identity_check(COUNTY_HALL, M.FACE_MATCH, "cam-1", CheckResult.PASSED,
+                                   ScoreBand.HIGH)  # fmt: skip
+
+    correcting = _case()
+    correcting.request_correction(COUNTY_HALL, ("社会保障卡",), "补齐")
+    check(correcting)  # AWAITING_CORRECTION
+    case = _case()
+    check(case)  # RECEIVED
+    case.accept(COUNTY_HALL)
+    check(case)  # ACCEPTED
+    case.start_handling(COUNTY_HALL)
+    check(case)  # HANDLING
+    case.decide(COUNTY_HALL, True, "符合条件")
+    for closed in (case, _withdrawn()):
+        with pytest.raises(TransitionRefused) as refused:
+            check(closed)
+        assert status_code_for(refused.value) is grpc.StatusCode.FAILED_PRECONDITION
+    checked = [e for e in case.collect_events() if isinstance(e, Case.IdentityChecked)]
+    assert len(checked) == 3
+
+
+def _withdrawn() -> Case:
+    case = _case()
+    case.withdraw(COUNTY_HALL, "申请人撤回")
+    return case
+
+
+def test_the_refusal_names_the_check_in_its_reason_and_its_message() -> None:
+    case = _case(M.LIVENESS)
+    with pytest.raises(CheckMissing) as refused:
+        case.accept(COUNTY_HALL)
+    status = to_status(refused.value)
+    assert status.message.endswith(
+        "item 040323001000 requires the identity check LIVENESS, which has not passed"
+    )
+    info = error_details_pb2.ErrorInfo()
+    assert status.details[0].Unpack(info)
+    assert (info.reason, info.domain, info.metadata["check"]) == ("CheckMissing", "tongban",
+                                                                  "LIVENESS")  # fmt: skip
+
+
+def test_the_shipped_catalogue_has_two_items_requiring_a_yearly_proof_of_life() -> None:
+    catalogue = Catalogue.load_default()
+    requiring = {
+        item.code: (item.required_checks, item.recurs_every_months)
+        for item in catalogue
+        if item.required_checks
+    }
+    assert requiring == {
+        "040309001000": ((M.LIVENESS,), 12),  # 城乡居民养老保险待遇领取资格认证
+        PENSION: ((M.LIVENESS,), 12),  # 企业职工基本养老保险待遇领取资格认证
+    }
+
+
+def test_the_event_records_exactly_the_checks_outcome() -> None:
+    """``IdentityChecked`` holds who (the actor), when (its time) and the four signed fields:
+    no field for a photo, a template or a score."""
+    own = {f.name for f in dataclasses.fields(Case.IdentityChecked)} - {
+        f.name for f in dataclasses.fields(Case.HallEvent)
+    }
+    assert own == {"method", "device_id", "result", "score_band"}
+    assert {"actor", "timestamp"} <= {f.name for f in dataclasses.fields(Case.IdentityChecked)}
 
 
 def _command(**body: object) -> case_exchange_pb2.Command:

@@ -19,6 +19,7 @@ from typing import Any
 
 import grpc
 import pytest
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
@@ -358,3 +359,29 @@ def test_the_fake_node_gets_the_signed_command(
     CREDENTIALS.signing_key.public_key().verify(signed.signature, signed.command)
     command = case_exchange_pb2.Command.FromString(signed.command)
     assert command.accept.case_id == "c-1" and command.header.hall_id == "hn-shatou-v201"
+
+
+def test_an_agents_step_is_signed_with_the_agents_own_key(
+    served: tuple[str, FakeNode], fake: FakeNode
+) -> None:
+    """``send(..., acting_agent=..., agent_key=...)`` and ``sign_command(..., agent=...,
+    agent_key=...)``: the header names the agent and the agent's key, not the hall's, signs."""
+    agent_key = Ed25519PrivateKey.generate()
+    with client(served[0]) as hall:
+        hall.send("accept", case_id="c-1", idempotency_key="room-0003/accept",
+                  acting_agent="dby-07", agent_key=agent_key)  # fmt: skip
+    offline = sign_command(CREDENTIALS, "accept", case_exchange_pb2.Accept(case_id="c-1"),
+                           idempotency_key="room-0004/accept", operator="op-1", agent="dby-07",
+                           agent_key=agent_key)  # fmt: skip
+    for signed in (case_exchange_pb2.SignedCommand.FromString(fake.received[0]), offline):
+        command = case_exchange_pb2.Command.FromString(signed.command)
+        assert (command.header.agent, command.header.hall_id) == ("dby-07", "hn-shatou-v201")
+        agent_key.public_key().verify(signed.signature, signed.command)
+        with pytest.raises(InvalidSignature):
+            CREDENTIALS.signing_key.public_key().verify(signed.signature, signed.command)
+    # Without a key of their own, the agent's step is signed by the hall, naming the agent.
+    under_hall = sign_command(CREDENTIALS, "accept", case_exchange_pb2.Accept(case_id="c-1"),
+                              idempotency_key="room-0005/accept", operator="op-1",
+                              agent="dby-08")  # fmt: skip
+    CREDENTIALS.signing_key.public_key().verify(under_hall.signature, under_hall.command)
+    assert case_exchange_pb2.Command.FromString(under_hall.command).header.agent == "dby-08"
