@@ -107,6 +107,19 @@ ALLOWED_FROM: dict[str, frozenset[CaseState]] = {
     "authorise_agent": OPEN_STATES,
 }
 
+#: Commands the hall that took the case in may also take, besides the holding hall.
+HOLDER_OR_INTAKE_COMMANDS = frozenset({"withdraw", "rate"})
+#: Commands only a hall of the case's competent region takes (so only the competent node).
+COMPETENT_REGION_COMMANDS = frozenset(
+    {
+        "decide",
+        "issue_certificate",
+        "suspend_certificate",
+        "reinstate_certificate",
+        "revoke_certificate",
+    }
+)
+
 #: The commands that accept a case: refused while a check the item requires has not passed.
 ACCEPTING_COMMANDS = frozenset({"accept", "resubmit"})
 
@@ -854,8 +867,7 @@ class Case(Aggregate):
 
     def acknowledge_handoff(self, actor: Actor, window: str = "") -> None:
         """The receiver of a handoff or escalation takes the case (at ``window``)."""
-        if actor.hall_id != self.pending_receiver:
-            raise PermissionRefused(actor.hall_id, "the case is not addressed to this hall")
+        self.check_actor("acknowledge_handoff", actor)
         self._check("acknowledge_handoff", actor, holder_only=False)
         self.trigger_event(
             self.HandoffAcknowledged, actor=actor, from_hall=self.holder, window=window
@@ -896,11 +908,9 @@ class Case(Aggregate):
 
     def complete_joint_task(self, actor: Actor, task_id: str, approved: bool, note: str) -> None:
         """The task's hall reports its part; the last completion joins the case."""
-        status = self.joint_tasks.get(task_id)
-        if status is None or status.task.hall_id != actor.hall_id:
-            # One answer for "no such task" and "another hall's task": names no other hall.
-            raise PermissionRefused(actor.hall_id, f"task {task_id!r} is not this hall's task")
+        self.check_actor("complete_joint_task", actor, task_id=task_id)
         self._check("complete_joint_task", actor, holder_only=False)
+        status = self.joint_tasks[task_id]
         if status.done:
             raise TransitionRefused("complete_joint_task", self.state.name, f"{task_id} is done")
         self.trigger_event(
@@ -912,14 +922,7 @@ class Case(Aggregate):
     def decide(self, actor: Actor, approved: bool, reason: str) -> None:
         """决定, by a hall of the competent region only."""
         self._check("decide", actor)
-        if actor.region != self.competent_region:
-            own = RegionCode(actor.region)
-            competent = RegionCode(self.competent_region)
-            raise PermissionRefused(
-                actor.hall_id,
-                f"a {own.level.name} hall at {own.value} cannot decide item {self.item_code}; "
-                f"the competent region is {competent.value} ({competent.level.name})",
-            )
+        self._require_competent_region("decide", actor)
         _require_text("reason", reason)
         self.trigger_event(self.Decided, actor=actor, approved=approved, reason=reason)
 
@@ -949,12 +952,7 @@ class Case(Aggregate):
         competent node can: a hall registered at a node is in that node's region.
         """
         self._check("issue_certificate", actor)
-        if actor.region != self.competent_region:
-            raise PermissionRefused(
-                actor.hall_id,
-                f"only a hall of the competent region {self.competent_region} issues the "
-                f"certificate of item {self.item_code}",
-            )
+        self._require_competent_region("issue_certificate", actor)
         if not self.approved:
             raise TransitionRefused("issue_certificate", self.state.name, "the case was denied")
         if not self.produces_certificate:
@@ -1017,12 +1015,7 @@ class Case(Aggregate):
         binding check asks the same question of the case before each logged status event.
         """
         self._check(command, actor)
-        if actor.region != self.competent_region:
-            raise PermissionRefused(
-                actor.hall_id,
-                f"only a hall of the competent region {self.competent_region} changes the "
-                "status of the certificate it issued",
-            )
+        self._require_competent_region(command, actor)
         status = self.certificate_status
         if status is None:
             raise TransitionRefused(command, self.state.name, "no certificate was issued here")
@@ -1227,7 +1220,7 @@ class Case(Aggregate):
         rectification_days: int = RECTIFICATION_DAYS,
     ) -> None:
         """好差评; a 差评 opens a rectification due in ``rectification_days`` working days."""
-        self._require_holder_or_intake(actor)
+        self.check_actor("rate", actor)
         self._check("rate", actor, holder_only=False)
         self.trigger_event(self.Rated, actor=actor, rating=rating, comment=comment, channel=channel)
         if rating.is_bad:
@@ -1251,7 +1244,7 @@ class Case(Aggregate):
 
     def withdraw(self, actor: Actor, reason: str) -> None:
         """撤回 at the applicant's request, from any open state, at the holder or intake hall."""
-        self._require_holder_or_intake(actor)
+        self.check_actor("withdraw", actor)
         self._check("withdraw", actor, holder_only=False)
         _require_text("reason", reason)
         self.trigger_event(self.Withdrawn, actor=actor, reason=reason)
@@ -1341,11 +1334,61 @@ class Case(Aggregate):
 
     # ---------------------------------------------------------------- internals
 
+    def check_actor(self, command: str, actor: Actor, *, task_id: str = "") -> None:
+        """Raise :class:`PermissionRefused` unless ``actor``'s hall may take ``command`` on this
+        case, whatever its state: the receiver of a transfer acknowledges it, a joint task's hall
+        completes its task, the holding or the intake hall withdraws or rates, a hall of the
+        competent region decides and issues, the holding hall does the rest. (``deliver`` has
+        its own rules by channel: :meth:`check_delivery`.) The commands ask this first, and the
+        binding check asks the same question of the case before each logged step, so a genuine
+        signature of a hall that may not act does not make a step."""
+        self._check_party(command, actor, task_id)
+        if command in COMPETENT_REGION_COMMANDS:
+            # After the state in the commands themselves (their refusals keep their order).
+            self._require_competent_region(command, actor)
+
+    def _check_party(self, command: str, actor: Actor, task_id: str = "") -> None:
+        if command == "acknowledge_handoff":
+            if actor.hall_id != self.pending_receiver:
+                raise PermissionRefused(actor.hall_id, "the case is not addressed to this hall")
+        elif command == "complete_joint_task":
+            status = self.joint_tasks.get(task_id)
+            if status is None or status.task.hall_id != actor.hall_id:
+                # One answer for "no such task" and "another hall's task": names no other hall.
+                raise PermissionRefused(actor.hall_id, f"task {task_id!r} is not this hall's task")
+        elif command in HOLDER_OR_INTAKE_COMMANDS:
+            self._require_holder_or_intake(actor)
+        elif actor.hall_id != self.holder:
+            raise PermissionRefused(actor.hall_id, "this hall does not hold the case")
+
+    def _require_competent_region(self, command: str, actor: Actor) -> None:
+        if actor.region == self.competent_region:
+            return
+        if command == "decide":
+            own = RegionCode(actor.region)
+            competent = RegionCode(self.competent_region)
+            raise PermissionRefused(
+                actor.hall_id,
+                f"a {own.level.name} hall at {own.value} cannot decide item {self.item_code}; "
+                f"the competent region is {competent.value} ({competent.level.name})",
+            )
+        if command == "issue_certificate":
+            raise PermissionRefused(
+                actor.hall_id,
+                f"only a hall of the competent region {self.competent_region} issues the "
+                f"certificate of item {self.item_code}",
+            )
+        raise PermissionRefused(
+            actor.hall_id,
+            f"only a hall of the competent region {self.competent_region} changes the "
+            "status of the certificate it issued",
+        )
+
     def _check(self, command: str, actor: Actor, *, holder_only: bool = True) -> None:
         # Who may act is decided before the state is looked at, and a refusal names no other
         # hall: a party that may not act learns nothing from the reply.
-        if holder_only and actor.hall_id != self.holder:
-            raise PermissionRefused(actor.hall_id, "this hall does not hold the case")
+        if holder_only:
+            self._check_party(command, actor)
         self.check_agent(actor)
         if self.state not in ALLOWED_FROM[command]:
             raise TransitionRefused(command, self.state.name)

@@ -384,17 +384,13 @@ def _check_checkpoints(
     origin: str,
     report: AuditReport,
 ) -> list[tuple[Checkpoint, bytes]]:
-    """Signatures, rows, roots and consistency; returns the verified checkpoints in size order."""
-    compact = CompactRange()
-    roots: dict[int, bytes] = {}
-    wanted = {stored.size for stored in checkpoints}
-    for digest in hashes:
-        compact.append(digest)
-        if compact.size in wanted:
-            roots[compact.size] = compact.root()
-    verified: list[tuple[Checkpoint, bytes]] = []
+    """Signatures, rows, roots and consistency; returns the verified checkpoints in size order.
+
+    A checkpoint's size and root are its signed note's: a row that says otherwise is named, and
+    not believed — not even for which roots to derive or in which order to compare them.
+    """
+    opened: list[tuple[Checkpoint, bytes]] = []
     unverified: list[tuple[int, str]] = []
-    reader = LeafHashReader(hashes)
     for stored in checkpoints:
         try:
             signed = open_checkpoint(stored.note, log_verifiers, origin=origin)
@@ -403,7 +399,24 @@ def _check_checkpoints(
             continue
         body = signed.checkpoint
         if (body.size, body.root) != (stored.size, stored.root):
-            report.add(None, "checkpoint row", f"row says size {stored.size}, note {body.size}")
+            report.add(
+                None,
+                "checkpoint row",
+                f"the row says size {stored.size} root {stored.root.hex()[:16]}…, its signed "
+                f"note size {body.size} root {body.root.hex()[:16]}…",
+            )
+        opened.append((body, stored.note))
+    opened.sort(key=lambda checkpoint: checkpoint[0].size)
+    compact = CompactRange()
+    roots: dict[int, bytes] = {}
+    wanted = {body.size for body, _note in opened}
+    for digest in hashes:
+        compact.append(digest)
+        if compact.size in wanted:
+            roots[compact.size] = compact.root()
+    verified: list[tuple[Checkpoint, bytes]] = []
+    reader = LeafHashReader(hashes)
+    for body, note in opened:
         derived = roots.get(body.size)
         if derived is None:
             report.add(None, "checkpoint beyond log", f"size {body.size} > {len(hashes)} leaves")
@@ -418,12 +431,12 @@ def _check_checkpoints(
             continue
         if verified:
             old = verified[-1][0]
-            proof = consistency_proof(old.size, body.size, reader)
             try:
+                proof = consistency_proof(old.size, body.size, reader)
                 verify_consistency(old.size, body.size, proof, old.root, body.root)
             except LedgerError as error:
                 report.add(None, "inconsistent checkpoints", f"{old.size}→{body.size}: {error}")
-        verified.append((body, stored.note))
+        verified.append((body, note))
     if unverified and not verified:
         # One finding for a wrong key, not one per checkpoint.
         report.add(

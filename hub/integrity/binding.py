@@ -151,8 +151,20 @@ DELIVERY_ACTIONS = (
     cmd.PickUpFromLocker,
     cmd.ReturnToWindow,
 )
+#: Steps whose whole rule, who may act included, the case is asked apart (a delivery's by its
+#: channel, a certificate status change's): the transition check does not ask who acts again.
+OWN_RULE_ACTIONS = (
+    cmd.Deliver,
+    cmd.SuspendCertificate,
+    cmd.ReinstateCertificate,
+    cmd.RevokeCertificate,
+)
 #: The hall's agents (代办员): learnt before a restarted check, like the halls' keys.
 AGENT_TOPICS = frozenset({get_topic(Agent.Registered), get_topic(Agent.Retired)})
+#: 预约办: the bookings of a slot and their cancellations, learnt before a restarted check (a
+#: slot is booked again only once every earlier booking of it was cancelled).
+BOOKED_TOPIC = get_topic(Appointment.Booked)
+BOOKING_TOPICS = frozenset({BOOKED_TOPIC, get_topic(Appointment.Cancelled)})
 _HALL_EVENTS = frozenset({get_topic(c) for c in (Hall.Registered, Hall.KeyRotated, Hall.Retired)})
 
 #: Loads the stored events of one aggregate below a version (for a case no longer cached).
@@ -272,6 +284,10 @@ class LogChecker:
         self._agents: dict[tuple[str, str], bool] = {}
         #: The agents who sign their own steps: (hall, agent id) -> their key since registration.
         self._agent_keys: dict[tuple[str, str], _KeyPeriod] = {}
+        #: 预约办: every appointment booked in the log so far, by id: whether it was cancelled.
+        #: Apart from the cases' cache, which forgets: a slot's earlier bookings are never
+        #: forgotten, so a double booking is named however long ago the first one was.
+        self._bookings: dict[UUID, bool] = {}
         self._open: _Expectation | None = None
         #: Signed commands whose signature verified.
         self.signatures = 0
@@ -366,6 +382,7 @@ class LogChecker:
         if decoded is not None:
             self._learn(leaf.index, decoded)
         self.learn_certificate_leaf(leaf.index, leaf.aggregate_id, leaf.topic)
+        self.learn_booking(leaf.aggregate_id, leaf.topic)
         return problems
 
     def learn_certificate_leaf(self, index: int, aggregate_id: UUID, topic: str) -> None:
@@ -373,6 +390,12 @@ class LogChecker:
         known = self._certificate_leaves
         if topic in CERTIFICATE_TOPICS and (not known or index > known[-1][0]):
             known.append((index, aggregate_id, topic))
+
+    def learn_booking(self, aggregate_id: UUID, topic: str) -> None:
+        """Take in a leaf that books an appointment or cancels one (others are ignored)."""
+        if topic in BOOKING_TOPICS:
+            cancelled = topic != BOOKED_TOPIC
+            self._bookings[aggregate_id] = cancelled or self._bookings.get(aggregate_id, False)
 
     def learn(self, index: int, event: StoredEvent) -> None:
         """Take in what ``event`` (at leaf ``index``) says of signers, without checking it."""
@@ -434,8 +457,12 @@ class LogChecker:
                 )
             )
         used = (kind, header.signer, header.idempotency_key)
-        if leaf.aggregate_id != record_id(kind, header.signer, header.idempotency_key) or (
-            used in self._used_keys
+        # A record is one event, its creation: a later version of it is a replay, seen without
+        # remembering the keys used (a restarted gate's checker does not know them).
+        if (
+            leaf.aggregate_id != record_id(kind, header.signer, header.idempotency_key)
+            or leaf.version != 1
+            or used in self._used_keys
         ):
             problems.append(
                 Problem(
@@ -503,7 +530,13 @@ class LogChecker:
         ):
             problems.append(Problem("mis-bound signature", "the leaf and the step record differ"))
         step = (record.origin, record.origin_index)
-        if leaf.aggregate_id != peer_step_id(*step) or step in self._peer_steps:
+        # One event per step record (its creation): a later version is a replay (see
+        # _check_command).
+        if (
+            leaf.aggregate_id != peer_step_id(*step)
+            or leaf.version != 1
+            or step in self._peer_steps
+        ):
             problems.append(
                 Problem("peer step replayed", f"step {record.origin}#{record.origin_index}")
             )
@@ -789,12 +822,13 @@ class LogChecker:
         header, action = command.header, command.action
         problems: list[Problem] = []
         actor = getattr(event, "actor", None)
-        if actor is not None and (actor.hall_id, actor.operator, actor.region, actor.agent) != (
-            open_.actor_name or header.hall_id,
-            header.operator,
-            header.region,
-            header.agent,
-        ):
+        signer_acts = actor is None or (
+            actor.hall_id,
+            actor.operator,
+            actor.region,
+            actor.agent,
+        ) == (open_.actor_name or header.hall_id, header.operator, header.region, header.agent)
+        if not signer_acts:
             problems.append(Problem("content mismatch", "the acting hall is not the signer"))
         if first and open_.localize is None:
             problems += self._check_agents(header.hall_id, header.agent, action)
@@ -825,7 +859,9 @@ class LogChecker:
         if isinstance(action, DELIVERY_ACTIONS) and actor is not None:
             problems += self._check_delivery(leaf, event, action)
         if first and isinstance(action, CaseAction | Submit):
-            problems += self._check_transition(leaf, action, actor)
+            # Whether the acting hall may take the step is asked only of a signer's own step:
+            # an event naming another hall is already named above, and once is enough.
+            problems += self._check_transition(leaf, action, actor, ask_actor=signer_acts)
         return problems
 
     def _check_agents(self, hall_id: str, agent: str, action: Action) -> list[Problem]:
@@ -930,12 +966,18 @@ class LogChecker:
         if leaf.aggregate_id != appointment_id(hall_id, slot, event.starts_at, event.ordinal):
             problems.append(Problem("mis-bound event", "the appointment is not of its slot"))
         for ordinal in range(1, event.ordinal):
-            # Every earlier booking of the slot was cancelled (those still cached are checked).
-            earlier = self._cases.get(appointment_id(hall_id, slot, event.starts_at, ordinal))
-            if isinstance(earlier, Appointment) and earlier.state is not (
-                AppointmentState.CANCELLED
-            ):
+            # Every earlier booking of the slot is in the log before it, and was cancelled.
+            cancelled = self._bookings.get(appointment_id(hall_id, slot, event.starts_at, ordinal))
+            if cancelled is None:
+                problems.append(
+                    Problem(
+                        "invalid transition", f"booking {ordinal} of the slot is not in the log"
+                    )
+                )
+                break
+            if not cancelled:
                 problems.append(Problem("invalid transition", "the slot was booked already"))
+                break
         return problems
 
     def _check_appointment_time(self, event: Any, open_: _Expectation, after: Any) -> list[Problem]:
@@ -1092,7 +1134,9 @@ class LogChecker:
             ]
         return []
 
-    def _check_transition(self, leaf: Leaf, action: Action, actor: Any = None) -> list[Problem]:
+    def _check_transition(
+        self, leaf: Leaf, action: Action, actor: Any = None, *, ask_actor: bool = True
+    ) -> list[Problem]:
         if isinstance(action, Submit):
             return [] if leaf.version == 1 else [Problem("invalid transition", "not a new case")]
         case = self._case(leaf.aggregate_id, leaf.version)
@@ -1101,6 +1145,13 @@ class LogChecker:
         if not isinstance(case, Case):
             # A case's event stored on another record (an appointment) is never a case's step.
             return [Problem("invalid transition", f"{action.action_name} on a record not a case")]
+        if ask_actor and actor is not None and not isinstance(action, OWN_RULE_ACTIONS):
+            # Who may act, as the command asked the case. A hall's genuine signature on a step
+            # it may not take (another hall's case) is no authority for it.
+            try:
+                case.check_actor(action.action_name, actor, task_id=getattr(action, "task_id", ""))
+            except TongbanError as error:
+                return [Problem("unauthorised hall", f"{action.action_name}: {error}")]
         if actor is not None:
             try:
                 case.check_agent(actor)  # an agent acts only with the applicant's authority

@@ -50,7 +50,7 @@ from hub.application.postgres_store import uses_postgres
 from hub.domain.hall import Hall
 from hub.domain.status_lists import CERTIFICATE_TOPICS
 from hub.errors import IntegrityViolation, StoreMismatch
-from hub.integrity.binding import AGENT_TOPICS, NODE_TOPICS, LogChecker
+from hub.integrity.binding import AGENT_TOPICS, BOOKING_TOPICS, NODE_TOPICS, LogChecker
 from ledger import (
     Checkpoint,
     Leaf,
@@ -369,12 +369,13 @@ class LedgerIntegrator:
             peer_regions=dict(self.app.policy.peers),  # the regions the federation file names
         )
 
-        def _learn_certificate_leaves(cursor: Cursor) -> None:
-            # The certificate leaves so far: a published status list is checked against them.
+        def _learn_leaves(cursor: Cursor) -> None:
+            # The certificate leaves so far (a published status list is checked against them)
+            # and the appointments booked and cancelled (a slot is booked once at a time).
             start = None
             while True:
                 batch = self.app.recorder.select_notifications(
-                    start=start, limit=500, topics=sorted(CERTIFICATE_TOPICS),
+                    start=start, limit=500, topics=sorted(CERTIFICATE_TOPICS | BOOKING_TOPICS),
                     inclusive_of_start=start is None,
                 )  # fmt: skip
                 for note in batch:
@@ -385,6 +386,7 @@ class LedgerIntegrator:
                     )
                     if leaf is not None:
                         checker.learn_certificate_leaf(leaf.index, leaf.aggregate_id, leaf.topic)
+                        checker.learn_booking(leaf.aggregate_id, leaf.topic)
                 if len(batch) < 500:
                     break
                 start = batch[-1].id
@@ -409,7 +411,7 @@ class LedgerIntegrator:
                 if len(batch) < 500:
                     break
                 start = batch[-1].id
-            _learn_certificate_leaves(cursor)
+            _learn_leaves(cursor)
             tail = self.view.tables.leaves(cursor, max(0, size - 64), size)
             last_command = max((leaf.index for leaf in tail if leaf.is_command), default=None)
             if last_command is None:

@@ -24,6 +24,7 @@ from typing import Any
 import grpc
 import psycopg
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from grpc_reflection.v1alpha import reflection_pb2
 from tongban.v1 import (
     audit_pb2,
@@ -33,6 +34,7 @@ from tongban.v1 import (
     common_pb2,
 )
 
+from hub.bootstrap import public_key_b64
 from hub.domain.values import id_number_with_check
 from hub.serving import _stop
 from tests.harness.availability import service_unavailable
@@ -288,6 +290,18 @@ def test_fatal_start_up_errors_exit_with_one_line(tmp_path: Path) -> None:
         source.backup(target)
     fails(_serve(other), "different nodes")
     assert time.monotonic() - began < 60
+    # The store restored from a backup older than the last checkpoint this node signed (its
+    # head file, kept in the data directory, names a checkpoint the restored log is behind).
+    backup = tmp_path / "backup.sqlite3"
+    with sqlite3.connect(data / "events.sqlite3") as live, sqlite3.connect(backup) as copy:
+        live.backup(copy)
+    public = public_key_b64(Ed25519PrivateKey.generate())
+    _tongban(data, "hall", "register", "--hall-id", "hn-ops-hall", "--name", "运维大厅",
+             "--region", "430902000000", "--window", "综合窗口", "--public-key", public)  # fmt: skip
+    _tongban(data, "ledger", "integrate")  # signs a checkpoint over the registration
+    with sqlite3.connect(backup) as copy, sqlite3.connect(data / "events.sqlite3") as live:
+        copy.backup(live)
+    fails(_serve(data), "restored from an older backup")
 
 
 def _unavailable(call: Any) -> bool:

@@ -9,6 +9,7 @@ Every command is signed by its hall's key and executed as one arriving over gRPC
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -36,12 +37,15 @@ from hub.errors import (
     SlotTaken,
     TransitionRefused,
 )
+from hub.integrity import audit as audit_module
 from hub.integrity.audit import AuditReport, audit_store
+from hub.integrity.binding import LogChecker
 from hub.integrity.store import ReadOnlyStore
 from hub.settings import Settings
 from ledger import Verifier
 from tests.harness.inprocess import APPLICANT, material
 from tests.harness.story import ELDER_CARD, HOUSEHOLD_MOVE, SupervisionStory, cst
+from tests.harness.tamper import integrate_without_the_gate
 
 #: Booked on Monday 2026-03-09 09:00 for Tuesday 10:00-10:30 (China Standard Time).
 BOOKED_AT = cst(2026, 3, 9, 9)
@@ -508,6 +512,42 @@ def test_a_second_booking_of_a_taken_slot_is_caught(
     monkeypatch.setattr(appts, "free_ordinal", lambda *args: 2)  # the writer skips the check
     book(story, at=BOOKED_AT + timedelta(minutes=1))
     assert "the slot was booked already" in str(_refused(story))
+
+
+def test_a_second_booking_past_a_restarted_gate_is_caught(
+    story: SupervisionStory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The slot's first booking is integrated, and another command after it: a gate started
+    afresh re-checks only from the last command on, yet still knows the slot is taken."""
+    book(story)
+    book(story, window="综合窗口1")
+    story.node.integrator().catch_up()
+    monkeypatch.setattr(appts, "free_ordinal", lambda *args: 2)  # the writer skips the check
+    book(story, at=BOOKED_AT + timedelta(minutes=1))
+    assert "the slot was booked already" in str(_refused(story))
+
+
+def test_a_booking_past_a_gate_is_named_by_an_auditor_that_remembers_no_case(
+    story: SupervisionStory, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Booked twice past the gate (a rogue operator with the log key): the auditor names the
+    second booking however few cases it keeps in memory."""
+    book(story)
+    monkeypatch.setattr(appts, "free_ordinal", lambda *args: 2)
+    book(story, at=BOOKED_AT + timedelta(minutes=1))
+    integrate_without_the_gate(story.node.integrator())
+    monkeypatch.setattr(audit_module, "LogChecker", functools.partial(LogChecker, cache_size=0))
+    findings = [str(finding) for finding in _audit(settings).findings]
+    assert any("the slot was booked already" in finding for finding in findings), findings
+
+
+def test_a_booking_under_an_ordinal_never_booked_is_caught(
+    story: SupervisionStory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A slot's second booking with no first one in the log: ordinals are taken in turn."""
+    monkeypatch.setattr(appts, "free_ordinal", lambda *args: 2)
+    book(story)
+    assert "booking 1 of the slot is not in the log" in str(_refused(story))
 
 
 def test_a_reception_dropped_from_a_submission_is_caught(

@@ -31,7 +31,7 @@ from hub.cli import main as cli_main
 from hub.domain.federation import acknowledgement_id, peer_step_id
 from hub.domain.supervision import warning_due
 from hub.domain.values import CaseState, CrossRegionMode, WarningKind
-from hub.errors import InvalidInput, NotFound, StorageUnavailable
+from hub.errors import IntegrityViolation, InvalidInput, NotFound, StorageUnavailable
 from hub.integrity.audit import audit_store
 from hub.integrity.citations import check_citations
 from hub.integrity.store import ReadOnlyStore
@@ -1304,6 +1304,36 @@ def test_a_peer_step_logged_with_altered_evidence_is_named_by_the_auditor(
     report = _audit(shaanxi, {hunan.origin: _log_verifier(hunan)})
     assert any(f.kind == kind and detail in f.detail for f in report.findings), report.summary()
     assert len({finding.index for finding in report.findings}) == 1, report.summary()
+
+
+def test_a_replayed_peer_step_is_refused_by_a_restarted_gate_and_named_by_the_auditor(
+    manual: Federation,
+) -> None:
+    """A rogue writer at 61 stores 43's step a second time: the same record (its id, its next
+    version). The gate of a node restarted since the step (which remembers no step) refuses it
+    at its own leaf (a restarted gate re-checks only the log's tail from its last command);
+    logged past the gate with 61's log key, the auditor names the replay."""
+    hunan, shaanxi = manual.nodes["43"], manual.nodes["61"]
+    _row, submission = _offsite_submission(manual)
+    assert shaanxi.relay.inbox.handle(submission) == "stored"
+    node, app = shaanxi.node, shaanxi.node.app
+    node.add_hall("sx-later-hall", BAIHE)  # a command of 61's own after the step
+    at = node.integrator().catch_up()
+    genuine = next(
+        app.mapper.to_domain_event(notification)
+        for notification in app.recorder.select_notifications(start=1, limit=1000)
+        if notification.topic.endswith("PeerStep.Recorded")
+    )
+    again = dataclasses.replace(genuine, originator_version=2)  # type: ignore[type-var]
+    app.recorder.insert_events([app.mapper.to_stored_event(again)])
+    with pytest.raises(IntegrityViolation, match="peer step replayed") as refused:
+        node.integrator().catch_up()
+    assert refused.value.index == at
+    integrate_without_the_gate(node.integrator())
+    report = _audit(shaanxi, {hunan.origin: _log_verifier(hunan)})
+    assert (at, "peer step replayed") in {(f.index, f.kind) for f in report.findings}
+    # (It announces the step's events again, which do not follow: named at the same leaf.)
+    assert {f.index for f in report.findings} == {at}, report.summary()
 
 
 def test_a_peer_acknowledgement_logged_with_a_forged_signature_is_named_by_the_auditor(

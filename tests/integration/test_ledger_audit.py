@@ -22,8 +22,10 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
+from uuid import UUID, uuid4
 
 import psycopg
 import pytest
@@ -33,27 +35,31 @@ from psycopg import sql
 
 from hub.application.log_watch import LogWatch
 from hub.bootstrap import NodePaths, build_application, build_integrator
-from hub.commands.model import Submit
+from hub.commands.model import CaseAction, SignedCommand, Submit
 from hub.commands.signing import CommandSigner
 from hub.commands.wire import parse_command
 from hub.demo import run_demo
 from hub.domain.case import Case, case_id_for
+from hub.domain.certificates import CertificateStatus
 from hub.domain.command_record import HALL, CommandRecord, payload_digest
 from hub.domain.hall import key_id
+from hub.domain.node import Node
 from hub.domain.regions import RegionCode
 from hub.domain.values import Actor, CrossRegionMode, SealedApplicant
-from hub.errors import IntegrityViolation, NotFound, StoreMismatch
+from hub.errors import IntegrityViolation, NotFound, StoreMismatch, TransitionRefused
 from hub.integrity import audit as audit_module
 from hub.integrity.audit import AuditReport, audit_case, audit_export, audit_store
 from hub.integrity.binding import LogChecker
 from hub.integrity.export import export_log
 from hub.integrity.store import ReadOnlyStore
 from hub.settings import Settings
-from ledger import Authority, Leaf, Signer, Verifier
+from ledger import Authority, Checkpoint, Leaf, Signer, Verifier, sign_checkpoint
 from tests.harness.inprocess import APPLICANT, InProcessNode, material, public_key_b64
-from tests.harness.tamper import integrate_without_the_gate
+from tests.harness.tamper import integrate_without_the_gate, rewrite_last_event
 
 ROOT = Path(__file__).resolve().parents[2]
+#: 长春镇: its halls take in and issue the elder card (a township item, ELDER_CARD).
+TOWNSHIP = "430902104000"
 
 
 @pytest.fixture
@@ -257,6 +263,105 @@ def test_a_wrong_log_key_is_one_finding(node: InProcessNode) -> None:
     assert "is it this log's key" in report.summary()
 
 
+def _row_of_leaf(settings: Settings, index: int) -> tuple[Any, ...]:
+    (row,) = _sql(settings, "SELECT idx, leaf, leaf_hash, aggregate_id, version FROM ledger_leaves "
+                  "WHERE idx = %s", index)  # fmt: skip
+    return tuple(row)
+
+
+def _put_leaf_rows(settings: Settings, *rows: tuple[Any, ...]) -> None:
+    for row in rows:
+        _sql(settings, "INSERT INTO ledger_leaves (idx, leaf, leaf_hash, aggregate_id, version) "
+             "VALUES (%s, %s, %s, %s, %s)", *row)  # fmt: skip
+
+
+def test_swapped_leaf_rows_are_named_at_both_positions(node: InProcessNode) -> None:
+    """Two leaves moved into each other's place (with their hash columns, so the rows look
+    intact): each position is named, and the signed roots no longer follow."""
+    settings = node.settings
+    first, second = _row_of_leaf(settings, 4), _row_of_leaf(settings, 6)
+    _sql(settings, "DELETE FROM ledger_leaves WHERE idx IN (4, 6)")
+    _put_leaf_rows(settings, (4, *second[1:]), (6, *first[1:]))
+    kinds = _kinds(_audit(settings))
+    assert {(4, "leaf index"), (6, "leaf index")} <= kinds, kinds
+    assert "root mismatch" in {kind for _i, kind in kinds}
+
+
+def test_a_dropped_leaf_and_dropped_newest_leaves_are_named(node: InProcessNode) -> None:
+    """A leaf deleted from the middle of the log is named where it is missing; the newest
+    leaves deleted (their checkpoints kept) leave a checkpoint over leaves the log no longer
+    holds, and an auditor who verified the log before names the rollback."""
+    settings = node.settings
+    trusted = _clean(settings).latest
+    assert trusted is not None
+    dropped = _row_of_leaf(settings, 10)
+    _sql(settings, "DELETE FROM ledger_leaves WHERE idx = %s", 10)
+    assert (10, "leaf missing") in _kinds(_audit(settings))
+    _put_leaf_rows(settings, dropped)
+    size = _clean(settings).leaves
+    _sql(settings, "DELETE FROM ledger_leaves WHERE idx >= %s", size - 2)
+    report = _audit(settings)
+    assert any(f.kind == "checkpoint beyond log" and f"{size} > {size - 2} leaves" in f.detail
+               for f in report.findings), report.summary()  # fmt: skip
+    assert "rollback" in {kind for _i, kind in _kinds(_audit(settings, trusted=trusted))}
+
+
+def test_a_changed_event_type_is_named(node: InProcessNode) -> None:
+    """The leaf commits to the stored event's bytes; its type (the topic column) is committed
+    to by the leaf's topic. A rogue writer turns a reinstated certificate into a revoked one —
+    the same fields, so the same bytes and hash: the auditor names the event's topic."""
+    settings = node.settings
+    hall = node.add_hall("hn-topic-hall", TOWNSHIP)
+    case_id = _issued_certificate(node, hall, "key-topic-0001")
+    node.run(hall, "suspend_certificate", case_id=str(case_id), reason="核查")
+    node.run(hall, "reinstate_certificate", case_id=str(case_id), reason="核查完毕")
+    at = node.integrator().catch_up() - 1  # the reinstatement's leaf, the newest
+    table, id_column = _events_table(settings)
+    _sql(settings, f"UPDATE {table} SET topic = %s WHERE {id_column} = "
+         f"(SELECT MAX({id_column}) FROM {table})", "hub.domain.case:Case.CertificateRevoked")  # fmt: skip
+    report = _audit(settings)
+    assert _kinds(report) == {(at, "topic")}, report.summary()
+    assert "logged hub.domain.case:Case.CertificateReinstated" in report.findings[0].detail
+
+
+def test_a_checkpoint_row_that_differs_from_its_note_is_named_and_not_trusted(
+    node: InProcessNode,
+) -> None:
+    """The auditor takes a checkpoint's size and root from the signed note, never from its row:
+    a row whose root was changed, rows whose notes were swapped, and the newest row moved to
+    another size are each one ``checkpoint row`` finding — no other finding, no traceback, and
+    the newest signed checkpoint is still the one verified."""
+    settings = node.settings
+    clean = _clean(settings)
+    rows = _sql(settings, "SELECT size, root, note FROM ledger_checkpoints ORDER BY size")
+    (first, _r1, first_note), (second, _r2, second_note) = rows[0], rows[1]
+    newest = rows[-1][0]
+
+    def findings() -> list[tuple[int | None, str]]:
+        report = _audit(settings)
+        assert report.latest == clean.latest and report.unsigned == 0, report.summary()
+        return sorted(((f.index, f.kind) for f in report.findings), key=str)
+
+    _sql(settings, "UPDATE ledger_checkpoints SET root = %s WHERE size = %s", b"\x11" * 32, first)
+    report = _audit(settings)
+    assert [(f.index, f.kind) for f in report.findings] == [(None, "checkpoint row")]
+    assert f"the row says size {first} root {'11' * 8}…" in report.findings[0].detail
+    _sql(settings, "UPDATE ledger_checkpoints SET root = %s WHERE size = %s", rows[0][1], first)
+    _clean(settings)
+    # The notes of the two oldest rows swapped: each row says what the other's note says.
+    for size, note in ((first, second_note), (second, first_note)):
+        _sql(settings, "UPDATE ledger_checkpoints SET note = %s WHERE size = %s", note, size)
+    assert findings() == [(None, "checkpoint row")] * 2
+    for size, note in ((first, first_note), (second, second_note)):
+        _sql(settings, "UPDATE ledger_checkpoints SET note = %s WHERE size = %s", note, size)
+    _clean(settings)
+    # The newest row claims a size its note does not (the largest free one below it).
+    sizes = {row[0] for row in rows}
+    moved = next(size for size in range(newest - 1, 0, -1) if size not in sizes)
+    _sql(settings, "UPDATE ledger_checkpoints SET size = %s WHERE size = %s", moved, newest)
+    assert findings() == [(None, "checkpoint row")]
+
+
 # ------------------------------------------------------------------------------ with the log key
 
 
@@ -396,6 +501,311 @@ def test_a_flipped_signature_and_a_retired_halls_command_are_named(node: InProce
     assert {(start, "signature"), (start + 2, "retired signer")} <= kinds, kinds
     # (The forged cases' events, made by hand, differ from what the node makes besides.)
     assert {kind for _i, kind in kinds} <= {"signature", "retired signer", "content mismatch"}
+
+
+def _store_past_the_state_machine(
+    node: InProcessNode,
+    signer: CommandSigner,
+    signed: SignedCommand,
+    event_class: Any,
+    onto: UUID | None = None,
+) -> None:
+    """Store a hall's genuine signed case command and the event it asks for as a rogue writer
+    could, past the node's state machine: its record, then the event (at its business time) —
+    on the case it names, or ``onto`` another."""
+    parsed = parse_command(signed.command)
+    action = parsed.action
+    assert isinstance(action, CaseAction)
+    at = parsed.header.issued_at
+    case = node.app.get_case(onto or action.case_id)
+    before = case.version
+    actor = Actor(signer.hall_id, signer.operator, signer.region)
+    case.trigger_event(event_class, actor=actor, timestamp=at)
+    record = CommandRecord.record(
+        signer_kind=HALL, signer=signer.hall_id, key=parsed.header.idempotency_key,
+        action=action.action_name, digest=payload_digest(action.action_name, {}),
+        target_id=case.id, first_version=before + 1, last_version=case.version,
+        signed_bytes=signed.command, signature=signed.signature,
+        key_id=key_id(public_key_b64(signer.key)), issued_at=at, deferred=False, timestamp=at,
+    )  # fmt: skip
+    node.app.save(record, case)
+
+
+def _size(node: InProcessNode) -> int:
+    """How many leaves the log holds."""
+    view = node.integrator().view
+    size: int = view.read(lambda cursor: view.tables.state(cursor)[0])
+    return size
+
+
+def test_a_backdated_step_is_refused_by_the_gate_and_named_by_the_auditor(
+    node: InProcessNode,
+) -> None:
+    """A case event's time is its step's business time (the signed time, no later than the
+    node received the command, no earlier than the case's previous step), so supervision's
+    clocks can be re-derived from the log. A rogue writer moves an acceptance a day earlier
+    (a late case looks on time): the gate refuses it; logged past the gate with the log key,
+    the auditor names it."""
+    settings, app = node.settings, node.app
+    hall = node.add_hall("hn-backdate-hall", "430902000000")
+    case_id = node.submit(hall, key="key-backdate-01", item_code="070303001000").case_id
+    node.integrator().catch_up()
+    node.run(hall, "accept", case_id=str(case_id))
+    accepted = app.case_history(case_id)[-1]
+    assert isinstance(accepted, Case.Accepted)
+    at = _size(node) + 1  # the record's leaf, then the acceptance's
+    earlier = accepted.timestamp - timedelta(days=1)
+    rewrite_last_event(settings, "Case.Accepted", accepted.timestamp.isoformat().encode(),
+                       earlier.isoformat().encode())  # fmt: skip
+    with pytest.raises(IntegrityViolation) as refused:
+        node.integrator().catch_up()
+    assert refused.value.index == at
+    assert "is not the step's business time" in str(refused.value)
+    integrate_without_the_gate(node.integrator())
+    report = _audit(settings)
+    assert _kinds(report) == {(at, "content mismatch")}, report.summary()
+    assert f"the event's time {earlier.isoformat()} is not" in report.findings[0].detail
+
+
+def test_a_step_the_cases_state_forbids_is_refused_by_the_gate_and_named_by_the_auditor(
+    node: InProcessNode,
+) -> None:
+    """A hall signs 承办 of a case it has not accepted; the node refuses it. A rogue writer
+    stores the genuine command and its event anyway: the gate refuses the transition, and the
+    auditor names it once logged past the gate with the log key."""
+    settings, app = node.settings, node.app
+    hall = node.add_hall("hn-skip-hall", "430902000000")
+    case_id = node.submit(hall, key="key-skip-0001", item_code="070303001000").case_id
+    signed = hall.sign("start_handling", idempotency_key="key-skip-0002", case_id=str(case_id))
+    with pytest.raises(TransitionRefused, match="not allowed in state RECEIVED"):
+        app.execute(signed)
+    node.integrator().catch_up()
+    at = _size(node) + 1
+    _store_past_the_state_machine(node, hall, signed, Case.HandlingStarted)
+    with pytest.raises(IntegrityViolation) as refused:
+        node.integrator().catch_up()
+    assert refused.value.index == at
+    assert refused.value.problems == [
+        "invalid transition: start_handling is not allowed in state RECEIVED"
+    ]
+    integrate_without_the_gate(node.integrator())
+    assert _kinds(_audit(settings)) == {(at, "invalid transition")}
+
+
+def test_a_step_by_a_hall_that_does_not_hold_the_case_is_refused_and_named(
+    node: InProcessNode,
+) -> None:
+    """Another hall of the node signs 受理 of a case it does not hold; the node refuses it. A
+    rogue writer stores the genuine command and its event anyway: a genuine signature of a
+    hall that may not act is no authority, so the gate refuses it and the auditor names it."""
+    settings, app = node.settings, node.app
+    holder = node.add_hall("hn-holding-hall", "430902000000")
+    other = node.add_hall("hn-meddling-hall", "430902000000")
+    case_id = node.submit(holder, key="key-meddle-0001", item_code="070303001000").case_id
+    signed = other.sign("accept", idempotency_key="key-meddle-0002", case_id=str(case_id))
+    with pytest.raises(NotFound):  # to a hall that is no party, the case does not exist
+        app.execute(signed)
+    node.integrator().catch_up()
+    at = _size(node) + 1
+    _store_past_the_state_machine(node, other, signed, Case.Accepted)
+    with pytest.raises(IntegrityViolation) as refused:
+        node.integrator().catch_up()
+    assert refused.value.index == at
+    assert refused.value.problems == [
+        "unauthorised hall: accept: hall hn-meddling-hall: this hall does not hold the case"
+    ], refused.value.problems
+    integrate_without_the_gate(node.integrator())
+    assert _kinds(_audit(settings)) == {(at, "unauthorised hall")}
+
+
+def test_a_genuine_command_moved_onto_another_case_is_refused_and_named(
+    node: InProcessNode,
+) -> None:
+    """A rogue writer applies a hall's genuine 受理 of one case to another case of the same
+    hall (its record and the acceptance on the other case): the gate refuses the record, and
+    the auditor names both the record and the event once logged past the gate."""
+    settings = node.settings
+    hall = node.add_hall("hn-moved-hall", "430902000000")
+    meant = node.submit(hall, key="key-moved-0001", item_code="070303001000").case_id
+    other = node.submit(hall, key="key-moved-0002", item_code="070303001000").case_id
+    node.integrator().catch_up()
+    at = _size(node)
+    signed = hall.sign("accept", idempotency_key="key-moved-0003", case_id=str(meant))
+    _store_past_the_state_machine(node, hall, signed, Case.Accepted, onto=other)
+    with pytest.raises(IntegrityViolation) as refused:
+        node.integrator().catch_up()
+    assert refused.value.index == at
+    assert refused.value.problems == [
+        f"mis-bound signature: the record says it acted on {other}, the command on {meant}"
+    ]
+    integrate_without_the_gate(node.integrator())
+    kinds = _kinds(_audit(settings))
+    assert kinds == {(at, "mis-bound signature"), (at + 1, "mis-bound event")}, kinds
+
+
+def test_a_decision_turned_from_denied_to_approved_is_refused_and_named(
+    node: InProcessNode,
+) -> None:
+    """A rogue writer turns a hall's signed denial (不予) into an approval in the stored
+    event: the gate refuses it, and the auditor names it once logged past the gate."""
+    settings = node.settings
+    hall = node.add_hall("hn-denying-hall", TOWNSHIP)
+    case_id = str(node.submit(hall, key="key-denied-0001").case_id)
+    for action in ("accept", "start_handling"):
+        node.run(hall, action, case_id=case_id)
+    node.integrator().catch_up()
+    at = _size(node) + 1
+    node.run(hall, "decide", case_id=case_id, approved=False, reason="不符合条件")
+    rewrite_last_event(settings, "Case.Decided", b'"approved":false', b'"approved":true')
+    with pytest.raises(IntegrityViolation) as refused:
+        node.integrator().catch_up()
+    assert refused.value.index == at
+    assert refused.value.problems == ["content mismatch: approved differs from the signed command"]
+    integrate_without_the_gate(node.integrator())
+    assert _kinds(_audit(settings)) == {(at, "content mismatch")}
+
+
+def _issued_certificate(node: InProcessNode, hall: CommandSigner, key: str) -> UUID:
+    """An elder-card case ``hall`` took in, decided, concluded and issued the certificate of."""
+    case_id: UUID = node.submit(hall, key=key).case_id
+    for action, arguments in (
+        ("accept", {}),
+        ("start_handling", {}),
+        ("decide", {"approved": True, "reason": "符合条件"}),
+        ("conclude", {}),
+        ("issue_certificate", {"type_code": "150001", "issuer_code": "11430902MB0000001X",
+                               "authority": "益阳市资阳区长春镇人民政府", "valid_until": ""}),
+    ):  # fmt: skip
+        node.run(hall, action, case_id=str(case_id), **arguments)
+    return case_id
+
+
+def test_a_replayed_command_is_refused_by_a_restarted_gate_and_named_by_the_auditor(
+    node: InProcessNode,
+) -> None:
+    """A rogue writer replays a hall's genuine suspension of a certificate the hall has since
+    reinstated: a second record of the same signed command (the same record id, its next
+    version, announcing the case's next version) and the suspension again, at its business
+    time. The gate of a node restarted since the genuine command (which remembers no
+    idempotency key) refuses it; logged past the gate with the log key, the auditor names
+    the replay and nothing else."""
+    settings, app = node.settings, node.app
+    hall = node.add_hall("hn-replay-hall", TOWNSHIP)
+    case_id = _issued_certificate(node, hall, "key-replay-0001")
+    node.run(hall, "suspend_certificate", case_id=str(case_id), reason="核查")
+    node.run(hall, "reinstate_certificate", case_id=str(case_id), reason="核查完毕")
+    node.integrator().catch_up()
+    genuine = next(
+        app.mapper.to_domain_event(n)
+        for n in app.recorder.select_notifications(start=1, limit=1000)
+        if n.topic.endswith("CommandRecord.Recorded")
+        and app.mapper.to_domain_event(n).action == "suspend_certificate"  # type: ignore[attr-defined]
+        and app.mapper.to_domain_event(n).signer == hall.hall_id  # type: ignore[attr-defined]
+    )
+    case = app.get_case(case_id)
+    again = dataclasses.replace(
+        genuine,  # type: ignore[type-var]
+        originator_version=2, first_version=case.version + 1, last_version=case.version + 1,
+    )  # fmt: skip
+    app.recorder.insert_events([app.mapper.to_stored_event(again)])
+    history = app.case_history(case_id)
+    suspended = next(e for e in history if isinstance(e, Case.CertificateSuspended))
+    case.trigger_event(Case.CertificateSuspended, actor=suspended.actor, reason=suspended.reason,
+                       timestamp=case.last_step_at)  # fmt: skip
+    app.save(case)
+    assert app.get_case(case_id).certificate_status is CertificateStatus.SUSPENDED
+    at = _size(node)
+    with pytest.raises(IntegrityViolation, match="command replayed") as refused:
+        node.integrator().catch_up()
+    assert refused.value.index == at
+    integrate_without_the_gate(node.integrator())
+    report = _audit(settings)
+    assert _kinds(report) == {(at, "command replayed")}, report.summary()
+
+
+def test_a_step_attributed_to_another_hall_is_named(node: InProcessNode) -> None:
+    """A rogue writer makes a hall's genuine 受理 say that another hall accepted the case: the
+    gate refuses it, and the auditor names it once logged past the gate with the log key."""
+    settings = node.settings
+    hall = node.add_hall("hn-own-hall", "430902000000")
+    node.add_hall("hn-blamed-hall", "430902000000")
+    case_id = node.submit(hall, key="key-blame-0001", item_code="070303001000").case_id
+    node.integrator().catch_up()
+    node.run(hall, "accept", case_id=str(case_id))
+    at = _size(node) + 1
+    rewrite_last_event(settings, "Case.Accepted", b'"hn-own-hall"', b'"hn-blamed-hall"')
+    with pytest.raises(IntegrityViolation, match="the acting hall is not the signer") as refused:
+        node.integrator().catch_up()
+    assert refused.value.index == at
+    integrate_without_the_gate(node.integrator())
+    report = _audit(settings)
+    assert _kinds(report) == {(at, "content mismatch")}, report.summary()
+    assert report.findings[0].detail == "the acting hall is not the signer"
+
+
+def test_a_genuine_signature_claimed_by_an_unsigned_event_is_named(node: InProcessNode) -> None:
+    """A rogue operator with the log key gives an event no command produced a leaf that claims
+    a hall's genuine signed command (signer, key id, signature and bytes): the auditor names
+    the leaf, whose stored event is no command record."""
+    settings, app = node.settings, node.app
+    township = _last_command(settings, "hn-shatou-town")
+    case_id = next(
+        n.originator_id
+        for n in app.recorder.select_notifications(start=1, limit=500)
+        if n.topic.endswith("Case.Submitted")
+    )
+    case = app.get_case(case_id)  # type: ignore[arg-type]
+    actor = next(e for e in app.case_history(case.id) if hasattr(e, "actor")).actor
+    case.trigger_event(Case.Withdrawn, actor=actor, reason="never asked for")
+    app.save(case)
+    at = _size(node)
+
+    def claim_the_township(index: int, notification: Notification, leaf: Leaf) -> Leaf:
+        return dataclasses.replace(
+            leaf, authority=township.authority, signer=township.signer, cause=None,
+            key_id=township.key_id, signature=township.signature, command=township.command,
+        )  # fmt: skip
+
+    integrate_without_the_gate(node.integrator(), claim_the_township)
+    report = _audit(settings)
+    assert _kinds(report) == {(at, "mis-bound signature")}, report.summary()
+    assert report.findings[0].detail == "a hall command leaf on a hub.domain.case:Case.Withdrawn"
+
+
+def test_a_command_of_a_hall_never_registered_is_named(node: InProcessNode) -> None:
+    """A rogue operator with the log key logs a 收件 signed by a key of a hall the admin never
+    registered: the auditor names its signer as unknown."""
+    settings = node.settings
+    ghost = CommandSigner(Ed25519PrivateKey.generate(), node=settings.origin, operator="op",
+                          hall_id="hn-ghost-hall", region="430902000000")  # fmt: skip
+    at = _size(node)
+    _forge_submission(node, ghost, "key-ghost-0001")
+    integrate_without_the_gate(node.integrator())
+    kinds = _kinds(_audit(settings))
+    assert (at, "unknown signer") in kinds, kinds
+    # (The case's events, made by hand, differ from what the node makes besides.)
+    assert {kind for _i, kind in kinds} <= {"unknown signer", "content mismatch"}
+
+
+def test_a_second_genesis_is_refused_by_the_gate_and_named_by_the_auditor(
+    node: InProcessNode,
+) -> None:
+    """A second genesis would name a new admin key (who then registers halls): the gate
+    refuses it, and the auditor names it once logged past the gate with the log key."""
+    settings, app = node.settings, node.app
+    genesis = app.genesis()
+    forged = Node._create(
+        Node.Initialised, id=uuid4(), origin=settings.origin, region=genesis.region,
+        log_key=genesis.log_key, admin=next(iter(genesis.admins)),
+        admin_key=public_key_b64(Ed25519PrivateKey.generate()),
+    )  # fmt: skip
+    app.save(forged)
+    at = _size(node)
+    with pytest.raises(IntegrityViolation, match="a second genesis") as refused:
+        node.integrator().catch_up()
+    assert refused.value.index == at
+    integrate_without_the_gate(node.integrator())
+    assert _kinds(_audit(settings)) == {(at, "unauthorised event")}
 
 
 # ------------------------------------------------------------------------------ rollback and forks
@@ -591,6 +1001,71 @@ def test_deleting_the_newest_checkpoints_and_editing_the_tail_is_found(
     assert "event modified" in kinds
     # Even without the auditor's memory, the edited event does not match its leaf.
     assert "event modified" in {kind for _i, kind in _kinds(_audit(settings))}
+
+
+def test_another_history_at_the_size_the_node_signed_is_refused_at_start(
+    node: InProcessNode, request: pytest.FixtureRequest
+) -> None:
+    """The head file names the last checkpoint the node signed. A database restored from an
+    older backup and grown again — by a node run without its head file — to that size and
+    beyond, with other events, has another root at that size: with the head file back in its
+    data directory, the node refuses to start. A head file this node did not sign is refused
+    too, never taken for its last checkpoint."""
+    settings = node.settings
+    node.close()
+    restore = _backup(settings, request)
+    node.app = build_application(settings)
+    _more_story(node)
+    head = NodePaths(settings.data_dir).head
+    signed = head.read_bytes()
+    node.close()
+    restore()
+    head.unlink()
+    node.app = build_application(settings)
+    for _ in range(2):
+        _more_story(node)  # another history, longer than the one signed
+    head.write_bytes(signed)
+    with pytest.raises(StoreMismatch, match="another history"):
+        build_integrator(settings, node.app)
+    foreign = Signer.generate(settings.origin)
+    head.write_bytes(sign_checkpoint(Checkpoint(settings.origin, 1, b"\x00" * 32), foreign))
+    with pytest.raises(StoreMismatch, match="not a checkpoint this node signed"):
+        build_integrator(settings, node.app)
+
+
+def test_a_database_restored_under_a_running_node_stops_its_signing(tmp_path: Path) -> None:
+    """The running integrator checked its log against the head file when it started. The
+    database restored under it from an older backup (the head file kept; SQLite's online
+    backup, as an operator restores the embedded store), and new events stored since: it
+    refuses to sign again, stores no checkpoint, and the head file is unchanged."""
+    settings = Settings(data_dir=tmp_path / "node", checkpoint_every=16)
+    node = InProcessNode.start(settings)
+    try:
+        hall = node.add_hall("hn-running-hall", "430902000000")
+        node.submit(hall, key="key-running-00", item_code="070303001000")
+        running = node.integrator()
+        running.catch_up()
+        backup = tmp_path / "backup.sqlite3"
+        with sqlite3.connect(settings.sqlite_path) as live, sqlite3.connect(backup) as copy:
+            live.backup(copy)
+        older = _sql(settings, "SELECT MAX(size) FROM ledger_checkpoints")[0][0]
+        for number in range(1, 4):
+            node.submit(hall, key=f"key-running-{number:02d}", item_code="070303001000")
+        running.catch_up()
+        head = NodePaths(settings.data_dir).head
+        signed = head.read_bytes()
+        with sqlite3.connect(backup) as copy, sqlite3.connect(settings.sqlite_path) as live:
+            copy.backup(live)
+        for number in range(4, 8):
+            node.submit(hall, key=f"key-running-{number:02d}", item_code="070303001000")
+        with pytest.raises(StoreMismatch, match="older backup|another history"):
+            for _ in range(3):
+                running.step()
+            running.checkpoint_now()
+        assert _sql(settings, "SELECT MAX(size) FROM ledger_checkpoints")[0][0] == older
+        assert head.read_bytes() == signed
+    finally:
+        node.close()
 
 
 # ------------------------------------------------------------------------------ erasure

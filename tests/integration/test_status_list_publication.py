@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import gzip
 import hashlib
 import json
@@ -23,16 +24,20 @@ from uuid import UUID
 
 import httpx
 import pytest
+from eventsourcing.persistence import Notification
+from eventsourcing.utils import get_topic
 
 from hub.bootstrap import build_certificate_feed, load_certificate_issuer
 from hub.certificate_log import publish_status_list
 from hub.certificates import TrustBundle, Verdict, check_status, verify_certificate
+from hub.domain.case import Case
 from hub.domain.status_lists import (
     PUBLISHED_TOPIC,
     StatusListPublication,
     bits_digest,
     digest_of_log,
 )
+from hub.domain.values import Actor
 from hub.errors import IntegrityViolation
 from hub.integrity.audit import audit_store
 from hub.integrity.store import ReadOnlyStore
@@ -42,8 +47,9 @@ from hub.settings import Settings
 from hub.web.app import WebContext
 from hub.web.certificates import STATUS_LIST_PATH, TRUST_BUNDLE_PATH
 from hub.web.server import bind, serve_web, web_server
-from ledger import Authority, Verifier
+from ledger import Authority, Leaf, Verifier
 from tests.harness.inprocess import InProcessNode
+from tests.harness.tamper import integrate_without_the_gate
 
 pytestmark = pytest.mark.filterwarnings("ignore:EdDSA is deprecated")
 
@@ -246,6 +252,50 @@ def test_a_list_of_leaves_not_yet_in_the_log_is_refused_by_the_gate(node: InProc
     node.app.save_records(ahead)
     with pytest.raises(IntegrityViolation, match=f"status list of {size + 5} leaves recorded"):
         node.integrator().catch_up()
+
+
+def test_a_list_of_another_log_is_refused_by_the_gate_and_named_by_the_auditor(
+    node: InProcessNode,
+) -> None:
+    """A status list recorded in this log must be this log's: one that names another origin
+    (another node's list, copied in) is refused by the gate; logged past the gate with the log
+    key, the auditor names it."""
+    size = node.integrator().catch_up()
+    foreign = StatusListPublication.publish(
+        origin="tongban/99", log_size=size,
+        bits_digest=digest_of_log(size, frozenset(), frozenset()), token_digest="4" * 64,
+        kid="k", valid_from=1, valid_until=2,
+    )  # fmt: skip
+    node.app.save_records(foreign)
+    with pytest.raises(IntegrityViolation, match="a status list of tongban/99"):
+        node.integrator().catch_up()
+    integrate_without_the_gate(node.integrator())
+    assert _audit(node) == [f"index {size}: unauthorised event: a status list of tongban/99"]
+
+
+def test_a_status_list_leaf_over_another_event_is_named_by_the_auditor(
+    node: InProcessNode,
+) -> None:
+    """A rogue operator with the log key logs an event no command produced (a withdrawal)
+    under a leaf that claims a status list, an act of the node's own that needs no signed
+    command: the auditor names the leaf's topic and that its event is no status list."""
+    hall = node.halls["t-hall"]
+    case_id = node.submit(hall, key="list-mask-0001").case_id
+    size = node.integrator().catch_up()
+    case = node.app.get_case(case_id)
+    actor = Actor(hall.hall_id, hall.operator, hall.region)
+    case.trigger_event(Case.Withdrawn, actor=actor, reason="never asked for")
+    node.app.save(case)
+
+    def as_a_status_list(_index: int, _notification: Notification, leaf: Leaf) -> Leaf:
+        return dataclasses.replace(leaf, topic=PUBLISHED_TOPIC)
+
+    integrate_without_the_gate(node.integrator(), as_a_status_list)
+    withdrawn = get_topic(Case.Withdrawn)
+    assert sorted(_audit(node)) == [
+        f"index {size}: topic: stored {withdrawn}, logged {PUBLISHED_TOPIC}",
+        f"index {size}: unauthorised event: {PUBLISHED_TOPIC} is not a status list",
+    ]
 
 
 def test_a_hiding_list_past_the_gate_is_named_by_the_auditor(

@@ -382,7 +382,7 @@ def test_allowed_table_covers_every_public_command() -> None:
     }
     queries = {"submit", "state_is", "allowed_commands", "clock_seconds", "collect_events",
                "trigger_event", "create_id", "involves", "regions",
-               "certificate_facts", "check_status_change",
+               "certificate_facts", "check_status_change", "check_actor",
                # delivery checks; a wrong locker code is the other outcome of a pickup
                "check_delivery", "check_pickup", "check_return", "locker_expired", "check_ready",
                "refuse_locker_code",

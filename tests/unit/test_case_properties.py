@@ -28,7 +28,7 @@ from hub.domain.values import (
     ScoreBand,
     SuspensionReason,
 )
-from hub.errors import TongbanError
+from hub.errors import PermissionRefused, TongbanError
 
 DEPT = Actor("c-dept", "op-d", COUNTY)
 ACTORS = (VILLAGE_HALL, TOWNSHIP_HALL, COUNTY_HALL, DEPT)
@@ -150,6 +150,14 @@ def _walk(kind: CaseKind, competent: str, certificate: bool, data: st.DataObject
         actor = data.draw(st.sampled_from(likely), label="actor")
         before = copy.deepcopy(_state(case))
         pending = len(case.pending_events)
+        # The auditor's question of who may act (Case.check_actor) agrees with the command's:
+        # every step the case takes is one the binding check lets through.
+        try:
+            task_id = args[0] if command == "complete_joint_task" else ""
+            case.check_actor(command, actor, task_id=task_id)
+            may_act = True
+        except PermissionRefused:
+            may_act = False
         try:
             getattr(case, command)(actor, *args)
         except TongbanError:
@@ -158,6 +166,8 @@ def _walk(kind: CaseKind, competent: str, certificate: bool, data: st.DataObject
             assert len(case.pending_events) == pending
         else:
             assert final_seen is None, f"{command} changed a case in final state {final_seen}"
+            # (A delivery's rules depend on its channel: the auditor asks check_delivery.)
+            assert may_act or command == "deliver", f"{actor.hall_id} may not {command}"
         _check_invariants(case)
         STATES_REACHED.add(case.state)
         if case.state.is_final:

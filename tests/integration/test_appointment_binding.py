@@ -1,0 +1,81 @@
+"""预约办 in the log: an appointment's event carries its step's business time, as a case's does.
+
+A rogue writer moves a cancellation to another time (a late cancellation made to look early):
+the ledger's gate refuses it, and once it is logged past the gate with the node's own log key
+(a rogue operator), the auditor names it with the public key alone. Runs on SQLite and
+PostgreSQL.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, timedelta
+from pathlib import Path
+
+import pytest
+
+from hub.domain.appointments import Appointment
+from hub.errors import IntegrityViolation
+from hub.integrity.audit import AuditReport, audit_store
+from hub.integrity.store import ReadOnlyStore
+from hub.settings import Settings
+from ledger import Verifier
+from tests.harness.inprocess import APPLICANT
+from tests.harness.story import ELDER_CARD, SupervisionStory, cst
+from tests.harness.tamper import integrate_without_the_gate, rewrite_last_event
+
+#: Booked on Monday 2026-03-09 09:00 for Tuesday 10:00-10:30 (China Standard Time).
+BOOKED_AT = cst(2026, 3, 9, 9)
+SLOT = cst(2026, 3, 10, 10)
+
+
+@pytest.fixture
+def settings(store_url: str | None, tmp_path: Path) -> Settings:
+    return Settings(data_dir=tmp_path / "node", checkpoint_every=8, database_url=store_url)
+
+
+@pytest.fixture
+def story(settings: Settings) -> Iterator[SupervisionStory]:
+    started = SupervisionStory.start(settings, BOOKED_AT - timedelta(hours=1))
+    yield started
+    started.close()
+
+
+def _audit(settings: Settings) -> AuditReport:
+    verifier = Verifier.from_key((settings.data_dir / "log.vkey").read_text().strip())
+    store = (
+        ReadOnlyStore(database_url=settings.database_url)
+        if settings.database_url
+        else ReadOnlyStore(sqlite_path=settings.sqlite_path)
+    )
+    with store:
+        return audit_store(store, [verifier], origin=settings.origin)
+
+
+def test_a_cancellation_moved_to_another_time_is_refused_and_named(
+    story: SupervisionStory, settings: Settings
+) -> None:
+    booked = story.run(
+        "town", "book_appointment", BOOKED_AT, item_code=ELDER_CARD,
+        kind="APPOINTMENT_KIND_WINDOW", hall_id=story.hall("town").hall_id, window="综合窗口2",
+        starts_at=SLOT, ends_at=SLOT + timedelta(minutes=30), applicant=APPLICANT,
+        channel="BOOKING_CHANNEL_ONLINE",
+    )  # fmt: skip
+    at = story.node.integrator().catch_up() + 1  # the cancellation's record, then its event
+    story.run("town", "cancel_appointment", SLOT - timedelta(minutes=10),
+              appointment_id=str(booked.case_id), reason="申请人改期")  # fmt: skip
+    stored = story.app.recorder.select_events(booked.case_id)[-1]
+    cancelled = story.app.mapper.to_domain_event(stored)
+    assert isinstance(cancelled, Appointment.Cancelled)
+    early = (BOOKED_AT + timedelta(minutes=5)).astimezone(UTC)
+    rewrite_last_event(settings, "Appointment.Cancelled", cancelled.timestamp.isoformat().encode(),
+                       early.isoformat().encode())  # fmt: skip
+    with pytest.raises(IntegrityViolation) as refused:
+        story.node.integrator().catch_up()
+    assert refused.value.index == at
+    assert refused.value.problems == [
+        "content mismatch: the event's time is not the step's business time"
+    ]
+    integrate_without_the_gate(story.node.integrator())
+    report = _audit(settings)
+    assert [(f.index, f.kind) for f in report.findings] == [(at, "content mismatch")]
