@@ -124,6 +124,33 @@ _PRELOAD = (
 )
 
 
+#: The longest path a Unix socket may have (``sun_path`` is 108 bytes on Linux, with its NUL).
+_UNIX_PATH_MAX = 107
+#: What the fork server adds to the temporary directory for its socket's path:
+#: ``/pymp-XXXXXXXX/listener-XXXXXXXX`` (multiprocessing's names, eight random characters each).
+_FORK_SERVER_SOCKET_SUFFIX = len("/pymp-XXXXXXXX/listener-XXXXXXXX")
+#: Where the fork server's socket goes when ``$TMPDIR`` is too deep for it.
+_SHORT_TEMP_DIR = "/tmp"
+
+
+def _keep_unix_socket_paths_short() -> None:
+    """Use /tmp for this run's temporary files when ``$TMPDIR`` is too deep for a Unix socket.
+
+    The fork server listens on a Unix socket in the temporary directory, and Python before 3.13
+    cannot start it when that path is longer than a socket's path may be: the node would stop
+    with "af_unix path too long". Python 3.13's multiprocessing falls back to /tmp the same way.
+    """
+    configured = tempfile.gettempdir()
+    if len(os.fsencode(configured)) + _FORK_SERVER_SOCKET_SUFFIX <= _UNIX_PATH_MAX:
+        return
+    log.warning(
+        "the temporary directory %s is too deep for the fork server's socket; using %s",
+        configured,
+        _SHORT_TEMP_DIR,
+    )
+    tempfile.tempdir = _SHORT_TEMP_DIR
+
+
 def serve(settings: Settings, options: ServeOptions) -> int:
     """Serve until SIGTERM or SIGINT; returns the exit code.
 
@@ -133,6 +160,7 @@ def serve(settings: Settings, options: ServeOptions) -> int:
 
     telemetry.configure_logging(settings.log_level, json_lines=settings.log_format == "json")
     _preflight(settings, options)
+    _keep_unix_socket_paths_short()
     host, port = _split(options.listen)
     reservation = _reserve_port(host, port)
     port = reservation.getsockname()[1]

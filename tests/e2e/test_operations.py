@@ -445,6 +445,24 @@ def test_a_stopped_node_leaves_nothing_in_the_temporary_directory(tmp_path: Path
     assert list(temporary.iterdir()) == []
 
 
+def test_a_node_starts_when_its_temporary_directory_is_too_deep_for_a_unix_socket(
+    tmp_path: Path,
+) -> None:
+    """The fork server's socket lives in the temporary directory, and a Unix socket's path is at
+    most 107 bytes: with a deeper ``$TMPDIR`` the node says so and uses /tmp instead of failing
+    to start with "af_unix path too long" (the tests under pytest-xdist have such paths)."""
+    temporary = tmp_path / ("t" * max(1, 100 - len(str(tmp_path))))
+    temporary.mkdir()
+    assert len(str(temporary)) >= 100
+    with NodeProcess(tmp_path / "node", extra_env={"TMPDIR": str(temporary)}, processes=1) as node:
+        node.start()
+        with urllib.request.urlopen(node.metrics_url, timeout=10) as response:
+            assert b"tongban_ledger_leaves" in response.read()
+        node.stop()
+    assert node.returncode == 0
+    assert "too deep for the fork server's socket; using /tmp" in node.log()
+
+
 def test_a_killed_supervisor_leaves_no_process_behind(tmp_path: Path) -> None:
     """SIGKILL to ``tongban serve`` (a crash, or an operator's kill -9): the processes it
     started, forked by its fork server, see their lifeline close and exit by themselves, so a
