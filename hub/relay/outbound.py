@@ -141,10 +141,16 @@ class LeafMemory:
         self._leaves: dict[UUID, Leaf] = {}
         #: Records looked up and not logged yet, with when.
         self._not_logged: dict[UUID, float] = {}
+        #: The size of the log as far as the memory heard of it (one past the last leaf). The
+        #: integrator tells the memory after it committed: for a moment, the store (and a
+        #: checkpoint read from it) may be ahead of what the memory heard.
+        self.heard = 0
 
     def remember(self, leaves: Sequence[Leaf]) -> None:
         """Leaves the integrator just logged (committed)."""
         with self._lock:
+            if leaves:
+                self.heard = max(self.heard, leaves[-1].index + 1)
             for leaf in leaves:
                 if leaf.version != 1:
                     continue  # a case's events: no message waits for those
@@ -157,10 +163,16 @@ class LeafMemory:
         """The record's leaf, if the memory heard of it."""
         return self._leaves.get(record_id)
 
-    def waiting(self, record_id: UUID) -> bool:
+    def waiting(self, record_id: UUID, below: int | None = None) -> bool:
         """Whether the record was found not logged less than ``recheck`` seconds ago, and the
-        memory has not heard of its leaf since (looking it up again would find nothing)."""
+        memory has not heard of its leaf since (looking it up again would find nothing).
+
+        With ``below`` (a signed checkpoint's size, read from the store), only when the memory
+        heard of every leaf below it: else the record may be one of the leaves the integrator
+        committed and has not told yet, and it must be looked up."""
         with self._lock:
+            if below is not None and self.heard < below:
+                return False
             since = self._not_logged.get(record_id)
             return since is not None and self.clock() - since < self.recheck
 
@@ -435,9 +447,19 @@ class Publisher:
             messages = list(
                 self.builders.map(lambda item: self._built(item[0], item[1], shared), due)
             )
-        # Produced in outbox order (map keeps it), whoever built them.
+        # Produced in outbox order (map keeps it), whoever built them. An envelope that is not
+        # ready holds back the later envelopes of its case to the same peer this round: a
+        # case's steps go out in their order (the destination also waits for the earlier ones
+        # each envelope names in ``after``, but a later step sent first would only wait there
+        # until it is sent again).
+        held: set[tuple[UUID, str]] = set()
         for (row, peer), message in zip(due, messages, strict=True):
+            lane = (row.case_id, row.destination)
+            if row.kind == ENVELOPE and lane in held:
+                continue
             if message is None:
+                if row.kind == ENVELOPE:
+                    held.add(lane)
                 continue  # not yet under a signed checkpoint: next round
             key = str(row.case_id).encode()
             pending.append((row, self.produce(peer.inbox_topic, key, message)))
@@ -557,7 +579,7 @@ class Publisher:
             consistency_from=consistency_from,
             consistency_proof=proof,
             sent_at=self.clock(),
-            after=self._after(row, created.first_version, peer.origin),
+            after=self._after(row, created.first_version, peer.origin, latest.size),
         )
         sealed = b""
         if submit:
@@ -570,9 +592,14 @@ class Publisher:
         """The event that created a step record (kept by the projection, or read)."""
         return self.records.get(record_id) or self.app.record_event(record_id)
 
-    def _after(self, row: OutboxRow, first: int, destination: str) -> tuple[tuple[str, int], ...]:
+    def _after(
+        self, row: OutboxRow, first: int, destination: str, covered: int
+    ) -> tuple[tuple[str, int], ...]:
         """The latest step of each node (but the destination) applied here before this one,
-        which produced case versions from ``first`` on."""
+        which produced case versions from ``first`` on; this node's own among them (each under
+        the checkpoint of size ``covered``, as this one is), so the destination applies the
+        case's steps in their order even when they reach it in another (a resend after a
+        broker lost one, or a round that built a later one first)."""
         latest: dict[str, int] = {}
         for record_id, origin in self.store.steps_of(row.case_id, first - 1):
             if origin == destination or record_id == row.record_id:
@@ -580,26 +607,28 @@ class Publisher:
             sent = self.store.row(ENVELOPE, envelope_id_for(record_id, destination))
             if sent is not None and sent.outcome == "refused":
                 continue  # the destination never applied it: nothing to wait for
-            index = self._index_of(record_id, origin)
+            index = self._index_of(record_id, origin, covered)
             if index is not None:
                 latest[origin] = max(index, latest.get(origin, -1))
         return tuple(sorted(latest.items()))
 
-    def _index_of(self, record_id: UUID, origin: str) -> int | None:
+    def _index_of(self, record_id: UUID, origin: str, covered: int) -> int | None:
         """A step record's index in its origin's log."""
         if origin != self.app.policy.origin:
             return int(self.app.peer_step_evidence(record_id).origin_index)
-        leaf = self._leaf(record_id)
+        leaf = self._leaf(record_id, below=covered)
         return None if leaf is None else leaf.index
 
-    def _leaf(self, record_id: UUID) -> Leaf | None:
-        """The leaf of a step record in our log (None: not logged yet)."""
+    def _leaf(self, record_id: UUID, below: int | None = None) -> Leaf | None:
+        """The leaf of a step record in our log (None: not logged yet). With ``below`` (the
+        size of the checkpoint the caller wants it under), never a stale "not yet" for a leaf
+        below it: see :meth:`LeafMemory.waiting`."""
         memory = self.leaves
         if memory is not None:
             known = memory.get(record_id)
             if known is not None:
                 return known
-            if memory.waiting(record_id):
+            if memory.waiting(record_id, below):
                 return None  # not logged at the last look, and the integrator has not since
         leaf = self.view.read(lambda cursor: self.view.tables.leaf_for(cursor, record_id, 1))
         if leaf is None and memory is not None:
@@ -609,7 +638,7 @@ class Publisher:
     def _own_step(
         self, record: CommandRecord.Recorded, size: int, shared: _Round
     ) -> tuple[StepBody, bool] | None:
-        leaf = self._leaf(record.originator_id)
+        leaf = self._leaf(record.originator_id, below=size)
         if leaf is None or leaf.index >= size:
             return None  # not logged yet, or not under the round's signed checkpoint yet
         proof = self.view.read(

@@ -37,7 +37,7 @@ from hub.integrity.citations import check_citations
 from hub.integrity.store import ReadOnlyStore
 from hub.projections.queries import Names, rank_windows, statistics
 from hub.relay.envelope import sign_ack, sign_envelope
-from hub.relay.outbound import OUTBOX_PROJECTION, RecordMemory, stored_after
+from hub.relay.outbound import OUTBOX_PROJECTION, LeafMemory, RecordMemory, stored_after
 from hub.settings import Settings
 from ledger import Signer, Verifier
 from tests.harness.availability import service_unavailable
@@ -558,6 +558,106 @@ def test_a_waiting_message_is_not_looked_up_again_until_the_integrator_logs_its_
     }
     assert index_of["told"] == index_of["read"] > 0
     assert hunan.relay.inbox.handle(told) == "acknowledged"
+
+
+def test_a_step_the_leaf_memory_has_not_heard_of_yet_goes_out_in_order(
+    manual: Federation,
+) -> None:
+    """The integrator tells the relay's leaf memory of the leaves it logged once it committed
+    them: for a moment the store, and a checkpoint read from it, are ahead of the memory. A
+    record found not logged just before may then be under the round's checkpoint already: it
+    is looked up again rather than taken as not logged, so a case's 受理 goes out, and its
+    hand-off names the 受理 as the step before it (before, the hand-off went out alone and 61
+    took it before the 受理, which it then refused)."""
+    hunan, shaanxi = manual.nodes["43"], manual.nodes["61"]
+    _row, submission = _offsite_submission(manual)
+    assert shaanxi.relay.inbox.handle(submission) == "stored"
+    town = hunan.node.halls["hn-shatou-town"]
+    case_id = str(_row.case_id)
+    relay, publisher = hunan.relay, hunan.relay.publisher
+    assert relay is not None
+    publisher.leaves = LeafMemory()  # the integrator below never tells it: the moment, held
+    known = {row.envelope_id for row in relay.store.due(0, limit=100)}
+
+    def new_envelope_row() -> Any:
+        relay.project_pending()
+        (row,) = [
+            r for r in relay.store.due(0, limit=100)
+            if r.kind == "envelope" and r.envelope_id not in known
+        ]  # fmt: skip
+        known.add(row.envelope_id)
+        return row
+
+    hunan.node.run(town, "accept", idempotency_key="order-0002", case_id=case_id)
+    accept = new_envelope_row()
+    assert publisher.message_for(accept) is None  # not logged yet: the memory notes it
+    hunan.node.run(
+        town, "hand_off", idempotency_key="order-0003", case_id=case_id,
+        to_hall=f"sx-baihe-county@{BAIHE}", reason="异地代收: 转户籍地办理",
+    )  # fmt: skip
+    hand_off = new_envelope_row()
+    hunan.node.integrator().catch_up()  # logged and under a checkpoint; the memory not told
+    accept_message = publisher.message_for(accept)
+    hand_off_message = publisher.message_for(hand_off)
+    assert accept_message is not None and hand_off_message is not None
+    accept_index = federation_pb2.Envelope.FromString(
+        federation_pb2.FederationMessage.FromString(accept_message).envelope.body
+    ).step.index
+    assert ("tongban/43", accept_index) in [
+        (after.origin, after.index) for after in _step_of(hand_off_message)[2]
+    ]
+    # Taken by 61 the wrong way round, the hand-off waits for the 受理.
+    assert shaanxi.relay.inbox.handle(hand_off_message) == "waiting"
+    assert shaanxi.relay.inbox.handle(accept_message) == "stored"
+    assert shaanxi.relay.inbox.handle(hand_off_message) == "stored"
+    assert shaanxi.app.get_case(_row.case_id).state is CaseState.HANDED_OFF
+
+
+def test_an_envelope_not_ready_holds_back_its_cases_later_envelopes_that_round(
+    manual: Federation, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A round sends a case's envelopes to a peer in their order: one that cannot be built yet
+    holds back the later ones of its case (the envelopes of other cases, and acknowledgements,
+    still go)."""
+    hunan = manual.nodes["43"]
+    _row, _submission = _offsite_submission(manual)
+    town = hunan.node.halls["hn-shatou-town"]
+    relay = hunan.relay
+    assert relay is not None
+    hunan.node.run(town, "accept", idempotency_key="hold-0002", case_id=str(_row.case_id))
+    hunan.node.run(
+        town, "submit", idempotency_key="hold-0003", item_code=ID_CARD,
+        applicant=APPLICANT, materials=[material()], competent_region=BAIHE,
+    )  # fmt: skip
+    hunan.node.integrator().catch_up()
+    relay.project_pending()
+    due = [r for r in relay.store.due(0, limit=100) if r.kind == "envelope"]
+    first, later = [r for r in due if r.case_id == _row.case_id]
+    (other_case,) = [r for r in due if r.case_id != _row.case_id]
+    publisher = relay.publisher
+    build = publisher._message
+    monkeypatch.setattr(
+        publisher, "_message",
+        lambda row, peer, shared: (
+            None if row.envelope_id == first.envelope_id else build(row, peer, shared)
+        ),
+    )  # fmt: skip
+    produced: list[bytes] = []
+
+    class _Sent:
+        def get(self, timeout: float) -> None:
+            return None
+
+    def produce(topic: str, key: bytes, message: bytes) -> _Sent:
+        produced.append(message)
+        return _Sent()
+
+    monkeypatch.setattr(publisher, "produce", produce)
+    publisher.builders = None  # built in this thread, where the patch is seen
+    assert publisher.publish_due() == 1
+    assert [_step_of(m)[0] for m in produced] == [str(other_case.envelope_id)]
+    still_due = {r.envelope_id for r in relay.store.due(0, limit=100)}
+    assert {first.envelope_id, later.envelope_id} <= still_due
 
 
 def test_the_record_memory_is_bounded() -> None:

@@ -74,3 +74,16 @@ def test_it_is_bounded() -> None:
         memory.not_logged(record)
     assert memory.waiting(others[2])
     assert not memory.waiting(others[0])  # emptied when full: looked up again
+
+
+def test_a_record_is_looked_up_again_when_a_checkpoint_is_ahead_of_what_it_heard() -> None:
+    """The integrator tells the memory after it committed: a checkpoint read from the store
+    may cover leaves the memory has not heard of yet, one of which may be the record."""
+    memory, _ = _memory()
+    record = uuid4()
+    memory.not_logged(record)
+    memory.remember([_Leaf(uuid4(), 1, 0), _Leaf(uuid4(), 1, 1)])  # type: ignore[list-item]
+    assert memory.heard == 2
+    assert memory.waiting(record, below=2)  # it heard of every leaf under that checkpoint
+    assert not memory.waiting(record, below=3)  # leaf 2 may be the record: look it up
+    assert memory.waiting(record)  # no checkpoint asked for (an acknowledgement): may wait
