@@ -33,11 +33,28 @@ from hub.commands.model import SignedCommand
 from hub.commands.signing import CommandSigner
 from hub.domain.command_record import CommandResult
 from hub.domain.values import Applicant, id_number_with_check
+from hub.integrity.audit import AuditReport, audit_store
 from hub.integrity.integrator import LedgerIntegrator
+from hub.integrity.store import ReadOnlyStore
 from hub.settings import Settings
+from ledger import Verifier
 
 ELDER_CARD = "200202001000"  # 老年人优待证办理: township level, issues a certificate
 APPLICANT = Applicant("李秀英", id_number_with_check("43090219560312002"), "13807370001")
+
+
+def read_only_store(settings: Settings) -> ReadOnlyStore:
+    """The node's store (PostgreSQL or SQLite), opened read-only as the auditor opens it."""
+    if settings.database_url:
+        return ReadOnlyStore(database_url=settings.database_url)
+    return ReadOnlyStore(sqlite_path=settings.sqlite_path)
+
+
+def audit_node(settings: Settings) -> AuditReport:
+    """The auditor's whole check of the node's store, with the node's log key alone."""
+    verifier = Verifier.from_key((settings.data_dir / "log.vkey").read_text().strip())
+    with read_only_store(settings) as store:
+        return audit_store(store, [verifier], origin=settings.origin)
 
 
 def material(name: str = "居民身份证") -> common_pb2.Material:

@@ -37,7 +37,7 @@ from hub.relay.envelope import sign_envelope
 from hub.settings import Settings
 from ledger import Authority, Verifier
 from tests.harness.federation import Federation
-from tests.harness.inprocess import APPLICANT, InProcessNode, material
+from tests.harness.inprocess import APPLICANT, InProcessNode, material, read_only_store
 
 VILLAGE = "430902104201"
 TOWNSHIP = "430902104000"
@@ -84,10 +84,7 @@ def _refused_with(node: InProcessNode, signed: Any, error: type[Exception], matc
 
 
 def _store(node: InProcessNode) -> ReadOnlyStore:
-    settings = node.settings
-    if settings.database_url:
-        return ReadOnlyStore(database_url=settings.database_url)
-    return ReadOnlyStore(sqlite_path=settings.sqlite_path)
+    return read_only_store(node.settings)
 
 
 def _command_leaves(node: InProcessNode) -> list[Any]:

@@ -25,11 +25,8 @@ from hub.domain.agent import Agent
 from hub.domain.case import Case
 from hub.domain.values import Applicant, id_number_with_check
 from hub.errors import AlreadyExists, IntegrityViolation, InvalidInput, PermissionRefused
-from hub.integrity.audit import audit_store
-from hub.integrity.store import ReadOnlyStore
 from hub.settings import Settings
-from ledger import Verifier
-from tests.harness.inprocess import APPLICANT, InProcessNode, material
+from tests.harness.inprocess import APPLICANT, InProcessNode, audit_node, material
 from tests.harness.tamper import rewrite_last_event
 
 VILLAGE_REGION = "430902104201"
@@ -65,14 +62,7 @@ def _stored_states(settings: Settings) -> list[bytes]:
 
 
 def _audit_ok(settings: Settings) -> None:
-    verifier = Verifier.from_key((settings.data_dir / "log.vkey").read_text().strip())
-    store = (
-        ReadOnlyStore(database_url=settings.database_url)
-        if settings.database_url
-        else ReadOnlyStore(sqlite_path=settings.sqlite_path)
-    )
-    with store:
-        report = audit_store(store, [verifier], origin=settings.origin)
+    report = audit_node(settings)
     assert report.ok, report.summary()
 
 

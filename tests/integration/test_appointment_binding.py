@@ -16,11 +16,9 @@ import pytest
 
 from hub.domain.appointments import Appointment
 from hub.errors import IntegrityViolation
-from hub.integrity.audit import AuditReport, audit_store
-from hub.integrity.store import ReadOnlyStore
+from hub.integrity.audit import AuditReport
 from hub.settings import Settings
-from ledger import Verifier
-from tests.harness.inprocess import APPLICANT
+from tests.harness.inprocess import APPLICANT, audit_node
 from tests.harness.story import ELDER_CARD, SupervisionStory, cst
 from tests.harness.tamper import integrate_without_the_gate, rewrite_last_event
 
@@ -42,14 +40,7 @@ def story(settings: Settings) -> Iterator[SupervisionStory]:
 
 
 def _audit(settings: Settings) -> AuditReport:
-    verifier = Verifier.from_key((settings.data_dir / "log.vkey").read_text().strip())
-    store = (
-        ReadOnlyStore(database_url=settings.database_url)
-        if settings.database_url
-        else ReadOnlyStore(sqlite_path=settings.sqlite_path)
-    )
-    with store:
-        return audit_store(store, [verifier], origin=settings.origin)
+    return audit_node(settings)
 
 
 def test_a_cancellation_moved_to_another_time_is_refused_and_named(

@@ -29,13 +29,11 @@ from hub.cli import main
 from hub.domain.appointments import Appointment, AppointmentState
 from hub.domain.values import Applicant, id_number_with_check
 from hub.errors import IntegrityViolation, TransitionRefused
-from hub.integrity.audit import AuditReport, audit_store
-from hub.integrity.store import ReadOnlyStore
+from hub.integrity.audit import AuditReport
 from hub.projections.appointments import appointment_counts, appointments_of_day
 from hub.projections.node import open_projections
 from hub.settings import Settings
-from ledger import Verifier
-from tests.harness.inprocess import APPLICANT
+from tests.harness.inprocess import APPLICANT, audit_node
 from tests.harness.story import ELDER_CARD, SupervisionStory, cst
 
 TOWN = "hn-shatou-town"
@@ -95,14 +93,7 @@ def _cli(monkeypatch: pytest.MonkeyPatch, settings: Settings) -> None:
 
 
 def _audit(settings: Settings) -> AuditReport:
-    verifier = Verifier.from_key((settings.data_dir / "log.vkey").read_text().strip())
-    store = (
-        ReadOnlyStore(database_url=settings.database_url)
-        if settings.database_url
-        else ReadOnlyStore(sqlite_path=settings.sqlite_path)
-    )
-    with store:
-        return audit_store(store, [verifier], origin=settings.origin)
+    return audit_node(settings)
 
 
 def _refused(story: SupervisionStory) -> IntegrityViolation:

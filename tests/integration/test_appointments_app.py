@@ -38,12 +38,10 @@ from hub.errors import (
     TransitionRefused,
 )
 from hub.integrity import audit as audit_module
-from hub.integrity.audit import AuditReport, audit_store
+from hub.integrity.audit import AuditReport
 from hub.integrity.binding import LogChecker
-from hub.integrity.store import ReadOnlyStore
 from hub.settings import Settings
-from ledger import Verifier
-from tests.harness.inprocess import APPLICANT, material
+from tests.harness.inprocess import APPLICANT, audit_node, material
 from tests.harness.story import ELDER_CARD, HOUSEHOLD_MOVE, SupervisionStory, cst
 from tests.harness.tamper import integrate_without_the_gate
 
@@ -94,14 +92,7 @@ def book(
 
 
 def _audit(settings: Settings) -> AuditReport:
-    verifier = Verifier.from_key((settings.data_dir / "log.vkey").read_text().strip())
-    store = (
-        ReadOnlyStore(database_url=settings.database_url)
-        if settings.database_url
-        else ReadOnlyStore(sqlite_path=settings.sqlite_path)
-    )
-    with store:
-        return audit_store(store, [verifier], origin=settings.origin)
+    return audit_node(settings)
 
 
 def _refused(story: SupervisionStory) -> IntegrityViolation:

@@ -28,12 +28,9 @@ from hub.domain.values import (
     id_number_with_check,
 )
 from hub.errors import CheckMissing, IntegrityViolation
-from hub.integrity.audit import audit_store
 from hub.integrity.binding import LogChecker
-from hub.integrity.store import ReadOnlyStore
 from hub.settings import Settings
-from ledger import Verifier
-from tests.harness.inprocess import APPLICANT, InProcessNode, material
+from tests.harness.inprocess import APPLICANT, InProcessNode, audit_node, material
 from tests.harness.tamper import rewrite_last_event
 
 COUNTY_REGION = "430902000000"
@@ -71,14 +68,7 @@ def _pension_case(node: InProcessNode) -> str:
 
 
 def _audit_ok(settings: Settings) -> None:
-    verifier = Verifier.from_key((settings.data_dir / "log.vkey").read_text().strip())
-    store = (
-        ReadOnlyStore(database_url=settings.database_url)
-        if settings.database_url
-        else ReadOnlyStore(sqlite_path=settings.sqlite_path)
-    )
-    with store:
-        report = audit_store(store, [verifier], origin=settings.origin)
+    report = audit_node(settings)
     assert report.ok, report.summary()
 
 

@@ -21,15 +21,13 @@ import pytest
 
 from hub.domain.values import CaseState, WarningKind
 from hub.errors import ProjectionFailed
-from hub.integrity.audit import audit_store
-from hub.integrity.store import ReadOnlyStore
 from hub.projections import queries
 from hub.projections.node import Projections, open_projections
 from hub.projections.queries import CaseFilter, Names
 from hub.projections.store import from_iso, iso
 from hub.projections.supervisor import Supervisor
 from hub.settings import Settings
-from ledger import Verifier
+from tests.harness.inprocess import audit_node
 from tests.harness.story import (
     ELDER_CARD,
     FOOD_LICENCE,
@@ -152,14 +150,7 @@ def test_the_queue_is_ordered_by_deadline_with_filters_paging_and_ab_posts(
 
 
 def _audit_ok(settings: Settings) -> None:
-    key = Verifier.from_key((settings.data_dir / "log.vkey").read_text().strip())
-    store = (
-        ReadOnlyStore(database_url=settings.database_url)
-        if settings.database_url
-        else ReadOnlyStore(sqlite_path=settings.sqlite_path)
-    )
-    with store:
-        report = audit_store(store, [key], origin=settings.origin)
+    report = audit_node(settings)
     assert report.ok, report.summary()
 
 

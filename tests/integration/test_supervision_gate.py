@@ -28,6 +28,7 @@ from hub.integrity.integrator import LedgerIntegrator
 from hub.integrity.store import ReadOnlyStore
 from hub.settings import Settings
 from ledger import Leaf, Verifier
+from tests.harness.inprocess import read_only_store
 from tests.harness.story import FOOD_LICENCE, HOUSEHOLD_MOVE, SupervisionStory, cst
 
 
@@ -129,9 +130,7 @@ def _verifier(settings: Settings) -> Verifier:
 
 
 def _store(settings: Settings) -> ReadOnlyStore:
-    if settings.database_url:
-        return ReadOnlyStore(database_url=settings.database_url)
-    return ReadOnlyStore(sqlite_path=settings.sqlite_path)
+    return read_only_store(settings)
 
 
 def _audit(settings: Settings) -> AuditReport:
