@@ -36,7 +36,9 @@ import hmac
 import json
 import logging
 import re
+import socket
 import threading
+import time
 import urllib.parse
 import uuid
 from collections.abc import Callable, Mapping, Sequence
@@ -182,6 +184,12 @@ REQUEST_ID_HEADER = "X-Request-Id"
 KEY_PREFIX = "yz-"
 #: Largest request body accepted (commands carry material digests, never the files).
 MAX_BODY_BYTES = 1024 * 1024
+#: After refusing a body that is too large, the gateway reads and throws away up to this much of
+#: it, for at most LINGER_S seconds, before it closes the connection (a "lingering close", as web
+#: servers do): closed with the body unread, the connection is reset, and a client still sending
+#: gets that reset (a broken pipe) instead of the 413.
+LINGER_BYTES = 64 * MAX_BODY_BYTES
+LINGER_S = 5.0
 #: The vendor shows times in Beijing time as ``yyyy-MM-dd HH:mm:ss``.
 BEIJING = timezone(timedelta(hours=8), "CST")
 
@@ -1047,6 +1055,7 @@ class _Handler(BaseHTTPRequestHandler):
         if length < 0 or length > MAX_BODY_BYTES:
             self.close_connection = True  # the unread body cannot be skipped safely
             self._write(Response(413, envelope("41300", f"请求体应不超过 {MAX_BODY_BYTES} 字节")))
+            self._linger()
             return
         body = self.rfile.read(length) if length else b""
         headers = {key: value for key, value in self.headers.items()}
@@ -1071,6 +1080,27 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header(name, value)
         self.end_headers()
         self.wfile.write(data)
+
+    def _linger(self) -> None:
+        """Say the answer is complete (half-close), then read and discard what the client
+        still sends, up to LINGER_BYTES or LINGER_S, so it can read the answer; nothing read
+        is looked at."""
+        connection = self.connection
+        deadline = time.monotonic() + LINGER_S
+        left = LINGER_BYTES
+        try:
+            connection.shutdown(socket.SHUT_WR)
+            while left > 0:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                connection.settimeout(remaining)
+                chunk = connection.recv(min(left, 1 << 16))
+                if not chunk:
+                    break  # the client sent all and closed its side
+                left -= len(chunk)
+        except OSError:
+            pass  # reset, timed out or gone: the connection is closed next anyway
 
     def log_message(self, format: str, *args: Any) -> None:
         # Only method, path and status: bodies carry personal data and are never logged.

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import socket
 import urllib.error
+import urllib.parse
 import urllib.request
 import uuid
 from collections.abc import Iterator
@@ -223,6 +225,27 @@ def test_bad_input_is_named_by_the_vendors_fields(gateway: str) -> None:
         gateway, "POST", f"/api/v1/cases/{uuid.uuid4()}/actions/bysl", {}, request_id=new_id()
     )
     assert status == 400 and answer["errors"][0]["field"] == "yy"
+
+
+def test_a_client_still_sending_an_oversize_body_reads_its_413(gateway: str) -> None:
+    """The gateway answers 413 as soon as it reads the headers; closed with the body unread, the
+    connection would be reset, and a client still sending would get a broken pipe instead of the
+    answer. It reads and throws away the rest first."""
+    host, port = urllib.parse.urlsplit(gateway).netloc.split(":")
+    body = b"{" + b" " * (8 << 20) + b"}"  # far more than the sockets' buffers hold
+    with socket.create_connection((host, int(port)), timeout=30) as connection:
+        connection.sendall(
+            b"POST /api/v1/cases HTTP/1.1\r\nHost: gateway\r\n"
+            b"Content-Type: application/json\r\n"
+            + f"Authorization: Bearer {TOKEN}\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+        )
+        connection.sendall(body)  # a reset connection raises here (EPIPE or ECONNRESET)
+        answer = b""
+        while chunk := connection.recv(1 << 16):
+            answer += chunk
+    head, _, payload = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.0 413") or head.startswith(b"HTTP/1.1 413"), head
+    assert json.loads(payload)["code"] == "41300"
 
 
 def test_node_refusals_become_http_statuses(gateway: str, node: NodeProcess) -> None:
