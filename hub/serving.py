@@ -126,9 +126,10 @@ _PRELOAD = (
 
 #: The longest path a Unix socket may have (``sun_path`` is 108 bytes on Linux, with its NUL).
 _UNIX_PATH_MAX = 107
-#: What the fork server adds to the temporary directory for its socket's path:
-#: ``/pymp-XXXXXXXX/listener-XXXXXXXX`` (multiprocessing's names, eight random characters each).
-_FORK_SERVER_SOCKET_SUFFIX = len("/pymp-XXXXXXXX/listener-XXXXXXXX")
+#: How many bytes the fork server adds to the temporary directory for its socket's path:
+#: multiprocessing's directory ``/pymp-`` and socket ``/listener-``, each name followed by
+#: eight random characters (tempfile's names).
+_FORK_SERVER_SOCKET_SUFFIX = len("/pymp-") + 8 + len("/listener-") + 8
 #: Where the fork server's socket goes when ``$TMPDIR`` is too deep for it.
 _SHORT_TEMP_DIR = "/tmp"
 
