@@ -18,6 +18,7 @@ import os
 import sys
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
+from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -962,6 +963,14 @@ def _peer_verifiers(args: argparse.Namespace) -> dict[str, Any]:
     return peers
 
 
+def _clock_window(args: argparse.Namespace, settings: Settings) -> timedelta:
+    """``--clock-window-s``, else the node's own setting (``TONGBAN_CLOCK_WINDOW_S``)."""
+    seconds = settings.clock_window_s if args.clock_window_s is None else args.clock_window_s
+    if seconds <= 0:
+        raise UsageError(f"--clock-window-s {seconds}: must be positive")
+    return timedelta(seconds=seconds)
+
+
 def _peer_regions(args: argparse.Namespace) -> dict[str, str]:
     """``--peer-region ORIGIN=REGION`` options, by origin."""
     regions = {}
@@ -1411,6 +1420,7 @@ def _audit(args: argparse.Namespace) -> int:
             progress=_progress_bar(),
             peers=_peer_verifiers(args),
             peer_regions=_peer_regions(args),
+            clock_window=_clock_window(args, settings),
         )
         return _finish_audit(args, report)
     store = (
@@ -1428,6 +1438,7 @@ def _audit(args: argparse.Namespace) -> int:
                 progress=_progress_bar(),
                 peers=_peer_verifiers(args),
                 peer_regions=_peer_regions(args),
+                clock_window=_clock_window(args, settings),
             )
             return _finish_audit(args, report)
         case_id = _case_id(args.case_id)
@@ -1911,6 +1922,14 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="ORIGIN=REGION",
         help="the region a peer keeps (repeat; its [[peers]] entry says): each hall whose steps "
         "that peer sent must be of it",
+    )
+    verify.add_argument(
+        "--clock-window-s",
+        type=int,
+        metavar="SECONDS",
+        help="how far the node lets a command's signed time be from its clock (default: "
+        "TONGBAN_CLOCK_WINDOW_S, else 300): a command it records as received earlier than the "
+        "signed time less this is named a backdated receipt",
     )
     verify.add_argument(
         "--state",

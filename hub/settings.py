@@ -20,6 +20,7 @@ from typing import Any, cast
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
+from hub.domain.case import CLOCK_WINDOW
 from hub.domain.values import MAX_MATERIAL_BYTES
 from hub.errors import ConfigurationError
 
@@ -91,7 +92,7 @@ class Settings:
     #: commands per second when the store's write lock is the limit, same order and outcomes.
     group_commit: bool = True
     #: How far (seconds) a command's signed time may be from the node's clock, either way.
-    clock_window_s: int = 300
+    clock_window_s: int = int(CLOCK_WINDOW.total_seconds())
     #: How old (days) a deferred command (village outbox, register import) may be.
     deferred_max_age_days: int = 30
     #: Serving processes (0: one per CPU); the integrator runs in a process of its own.

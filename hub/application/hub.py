@@ -61,7 +61,14 @@ from hub.commands.model import Action, CaseAction, ParsedCommand, PersonalValue,
 from hub.commands.wire import parse_command
 from hub.domain.agent import Agent, agent_aggregate_id
 from hub.domain.appointments import Appointment, appointment_id
-from hub.domain.case import RECTIFICATION_DAYS, Case, business_time, case_id_for, step_time
+from hub.domain.case import (
+    CLOCK_WINDOW,
+    RECTIFICATION_DAYS,
+    Case,
+    business_time,
+    case_id_for,
+    step_time,
+)
 from hub.domain.codec import FrozenJSONTranscoder, register_domain_transcodings
 from hub.domain.command_record import (
     ADMIN,
@@ -125,7 +132,7 @@ class NodePolicy:
     origin: str
     region: str
     #: How far a command's signed time may be from the node's (either way).
-    clock_window: timedelta = timedelta(minutes=5)
+    clock_window: timedelta = CLOCK_WINDOW
     #: How old a deferred command (outbox, register import) may be.
     deferred_max_age: timedelta = timedelta(days=30)
     #: The federation's other nodes (from the federation file), as (log origin, region kept):

@@ -129,6 +129,13 @@ def case_id_for(hall_id: str, idempotency_key: str) -> UUID:
     return uuid5(NAMESPACE_URL, f"tongban:case:{hall_id}:{idempotency_key}")
 
 
+#: How far a command's signed time may be from the node's clock, either way, unless the node
+#: sets another (``TONGBAN_CLOCK_WINDOW_S``). The node refuses a command signed outside it, so a
+#: command record's time (when the node received the command) is never earlier than the signed
+#: time less this window: the auditor checks it, so a rogue node cannot backdate a receipt to
+#: make a late step look on time (a step's business time is the earlier of the two).
+CLOCK_WINDOW = timedelta(minutes=5)
+
 #: Working days given to fix a 差评 (rectification) and follow it up, unless the node (its
 #: province) sets another number (``TONGBAN_RECTIFICATION_DAYS``).
 RECTIFICATION_DAYS = 15

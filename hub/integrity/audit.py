@@ -29,11 +29,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from uuid import UUID
 
 from eventsourcing.persistence import StoredEvent
 
+from hub.domain.case import CLOCK_WINDOW
 from hub.errors import NotFound
 from hub.integrity.binding import (
     AGENT_TOPICS,
@@ -163,10 +165,13 @@ def audit_store(
     progress: Progress = _no_progress,
     peers: Mapping[str, Verifier] | None = None,
     peer_regions: Mapping[str, str] | None = None,
+    clock_window: timedelta = CLOCK_WINDOW,
 ) -> AuditReport:
     """Verify a node's database, opened read-only (``peers``: the federation's log keys by
     origin, to check the steps and acknowledgements other nodes sent; ``peer_regions``: the
-    region each of them keeps, by origin, which their halls must be of)."""
+    region each of them keeps, by origin, which their halls must be of; ``clock_window``: how
+    far the node lets a command's signed time be from its clock, its ``TONGBAN_CLOCK_WINDOW_S``:
+    a command record received earlier than the signed time less this is backdated)."""
     tables = store.tables
     contents = LogContents(
         checkpoints=tables.checkpoints(store.cursor()),
@@ -184,6 +189,7 @@ def audit_store(
         progress=progress,
         peers=peers,
         peer_regions=peer_regions,
+        clock_window=clock_window,
     )
 
 
@@ -204,6 +210,7 @@ def audit_export(
     progress: Progress = _no_progress,
     peers: Mapping[str, Verifier] | None = None,
     peer_regions: Mapping[str, str] | None = None,
+    clock_window: timedelta = CLOCK_WINDOW,
 ) -> AuditReport:
     """Verify a ``tongban ledger export``: its tiles, entries and events, offline."""
     report = AuditReport()
@@ -242,6 +249,7 @@ def audit_export(
         progress=progress,
         peers=peers,
         peer_regions=peer_regions,
+        clock_window=clock_window,
     )
     audited.findings[:0] = report.findings
     return audited
@@ -320,6 +328,7 @@ def audit_log(
     progress: Progress = _no_progress,
     peers: Mapping[str, Verifier] | None = None,
     peer_regions: Mapping[str, str] | None = None,
+    clock_window: timedelta = CLOCK_WINDOW,
 ) -> AuditReport:
     """Verify one log's contents (see the module docstring)."""
     report = AuditReport()
@@ -336,7 +345,11 @@ def audit_log(
     if trusted is not None:
         _check_trusted(trusted, verified, hashes, log_verifiers, origin, report)
     checker = LogChecker(
-        origin, load_history=contents.history, peers=dict(peers or {}), peer_regions=peer_regions
+        origin,
+        load_history=contents.history,
+        peers=dict(peers or {}),
+        peer_regions=peer_regions,
+        clock_window=clock_window,
     )
     _check_events_and_bindings(contents, leaves, report, progress, checker)
     return report

@@ -31,7 +31,10 @@ What is checked, leaf by leaf:
   band it records.
 * each caused case event's time is the step's business time: the command's signed time, no
   later than the node received it (the command record's time) and no earlier than the case's
-  previous step (:func:`~hub.domain.case.business_time`).
+  previous step (:func:`~hub.domain.case.business_time`); and the command record's time is
+  no earlier than the signed time less the node's clock window
+  (:data:`~hub.domain.case.CLOCK_WINDOW` unless the node sets another), which the node
+  refuses commands outside of: an earlier receipt is backdated.
 * a ``NODE`` leaf is the node's own act: the genesis (:class:`~hub.domain.node.Node`), or an
   电子监察 warning (:class:`~hub.domain.case.Case.SupervisionWarned`) that the case's history
   up to that leaf justifies: the mark it names was crossed at exactly its ``due_at``
@@ -67,6 +70,7 @@ import dataclasses
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID
 
@@ -103,6 +107,7 @@ from hub.domain.appointments import (
 from hub.domain.case import (
     ACCEPTING_COMMANDS,
     ALLOWED_FROM,
+    CLOCK_WINDOW,
     Case,
     business_time,
     case_id_for,
@@ -241,6 +246,13 @@ def _expected_target(command: ParsedCommand) -> UUID | None:
     return hall_aggregate_id(action.arguments()["hall_id"])
 
 
+def _duration(span: timedelta) -> str:
+    """A span for a finding: whole seconds, with days when it is that long."""
+    seconds = int(span.total_seconds())
+    days, rest = divmod(seconds, 86_400)
+    return f"{days} d {rest} s" if days else f"{seconds} s"
+
+
 def _verifies(public_key_b64: str, signature: bytes, message: bytes) -> bool:
     try:
         raw = base64.b64decode(public_key_b64, validate=True)
@@ -261,8 +273,13 @@ class LogChecker:
         cache_size: int = 20_000,
         peers: dict[str, Verifier] | None = None,
         peer_regions: Mapping[str, str] | None = None,
+        clock_window: timedelta = CLOCK_WINDOW,
     ) -> None:
         self.origin = origin
+        #: How far the node lets a command's signed time be from its clock (its
+        #: ``TONGBAN_CLOCK_WINDOW_S``): a receipt earlier than the signed time less this is
+        #: backdated.
+        self.clock_window = clock_window
         #: The other nodes' log keys, by origin: without them a peer's proofs cannot be checked.
         self.peers = dict(peers or {})
         #: The region each peer keeps, by origin, where known (the federation file says): a
@@ -476,6 +493,7 @@ class LogChecker:
         first, last, received_at = 1, None, None
         if isinstance(record, CommandRecord.Recorded):
             first, last, received_at = record.first_version, record.last_version, record.timestamp
+            problems += self._check_receipt(header.issued_at, received_at)
             if target is None:
                 target = record.target_id  # a booking: its Booked event is checked against it
             if (record.key, record.action) != (header.idempotency_key, action.action_name):
@@ -495,6 +513,24 @@ class LogChecker:
         if isinstance(action, Submit) and action.appointment_id:
             self._open.then = self._reception(leaf.index, command, received_at)
         return problems
+
+    def _check_receipt(self, signed_at: datetime, received_at: datetime) -> list[Problem]:
+        """The node refuses a command signed further than its clock window from its clock, so
+        it cannot have received one earlier than the signed time less the window. A receipt
+        backdated past that would move the step's business time (the earlier of the two)
+        back: a late decision would look on time to supervision."""
+        if received_at >= signed_at - self.clock_window:
+            return []
+        early = signed_at - received_at
+        return [
+            Problem(
+                "backdated receipt",
+                f"the node's record says it received the command at {received_at.isoformat()}, "
+                f"{_duration(early)} before it was signed ({signed_at.isoformat()}); the node "
+                f"refuses a command signed more than {_duration(self.clock_window)} from its "
+                "clock",
+            )
+        ]
 
     def _reception(
         self, index: int, command: ParsedCommand, received_at: Any

@@ -367,6 +367,7 @@ class LedgerIntegrator:
             load_history=self._history,
             peers=self.peers,
             peer_regions=dict(self.app.policy.peers),  # the regions the federation file names
+            clock_window=self.app.policy.clock_window,
         )
 
         def _learn_leaves(cursor: Cursor) -> None:

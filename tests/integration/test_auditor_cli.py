@@ -12,6 +12,7 @@ import shutil
 import sqlite3
 import subprocess
 import sys
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -129,6 +130,37 @@ def test_a_restored_backup_fails_the_audit_of_whoever_verified_the_newer_log(
     assert refused.returncode != 0
     assert "restored from an older backup" in refused.stderr
     assert "Traceback" not in refused.stderr
+
+
+def test_the_auditor_takes_the_nodes_clock_window(tmp_path: Path) -> None:
+    """A hall whose clock runs four minutes ahead signs a 收件: the node (window 300 s) takes it,
+    so its record's time precedes the signed time by four minutes. Told the node's window is a
+    minute (its setting, or ``--clock-window-s``), the auditor names that receipt as
+    backdated: what it checks is the window the node runs with."""
+    settings = Settings(data_dir=tmp_path / "node")
+    node = InProcessNode.start(settings)
+    try:
+        village = node.add_hall("v-fast-clock", "430902104201")
+        node.submit(
+            village, key="key-fast-clock", issued_at=datetime.now(UTC) + timedelta(minutes=4)
+        )
+        node.integrator().catch_up()
+    finally:
+        node.close()
+    key = _log_key(settings.data_dir)
+    assert _tongban(settings.data_dir, "audit", "verify", "--log-key", key).returncode == 0
+    narrow = _tongban(
+        settings.data_dir, "audit", "verify", "--log-key", key, "--clock-window-s", "60"
+    )
+    assert narrow.returncode == 1, narrow.stdout + narrow.stderr
+    assert "backdated receipt" in narrow.stdout and "60 s from its clock" in narrow.stdout
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TONGBAN_")}
+    env.update(TONGBAN_DATA_DIR=str(settings.data_dir), TONGBAN_CLOCK_WINDOW_S="60")
+    from_setting = subprocess.run([*TONGBAN, "audit", "verify", "--log-key", key], env=env,
+                                  cwd=ROOT, capture_output=True, text=True, check=False)  # fmt: skip
+    assert from_setting.returncode == 1 and "backdated receipt" in from_setting.stdout
+    zero = _tongban(settings.data_dir, "audit", "verify", "--log-key", key, "--clock-window-s", "0")
+    assert zero.returncode == 2 and "--clock-window-s 0: must be positive" in zero.stderr
 
 
 def test_ordinary_mistakes_give_one_line_not_a_traceback(node_dir: Path, tmp_path: Path) -> None:

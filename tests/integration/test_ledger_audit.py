@@ -22,7 +22,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from uuid import UUID, uuid4
@@ -39,7 +39,7 @@ from hub.commands.model import CaseAction, SignedCommand, Submit
 from hub.commands.signing import CommandSigner
 from hub.commands.wire import parse_command
 from hub.demo import run_demo
-from hub.domain.case import Case, case_id_for
+from hub.domain.case import Case, business_time, case_id_for
 from hub.domain.certificates import CertificateStatus
 from hub.domain.command_record import HALL, CommandRecord, payload_digest
 from hub.domain.hall import key_id
@@ -513,14 +513,15 @@ def _store_past_the_state_machine(
     signed: SignedCommand,
     event_class: Any,
     onto: UUID | None = None,
+    received: datetime | None = None,
 ) -> None:
     """Store a hall's genuine signed case command and the event it asks for as a rogue writer
     could, past the node's state machine: its record, then the event (at its business time) —
-    on the case it names, or ``onto`` another."""
+    on the case it names, or ``onto`` another; received when signed, or at ``received``."""
     parsed = parse_command(signed.command)
     action = parsed.action
     assert isinstance(action, CaseAction)
-    at = parsed.header.issued_at
+    at = business_time(parsed.header.issued_at, received or parsed.header.issued_at, None)
     case = node.app.get_case(onto or action.case_id)
     before = case.version
     actor = Actor(signer.hall_id, signer.operator, signer.region)
@@ -530,7 +531,8 @@ def _store_past_the_state_machine(
         action=action.action_name, digest=payload_digest(action.action_name, {}),
         target_id=case.id, first_version=before + 1, last_version=case.version,
         signed_bytes=signed.command, signature=signed.signature,
-        key_id=key_id(public_key_b64(signer.key)), issued_at=at, deferred=False, timestamp=at,
+        key_id=key_id(public_key_b64(signer.key)), issued_at=parsed.header.issued_at,
+        deferred=False, timestamp=received or parsed.header.issued_at,
     )  # fmt: skip
     node.app.save(record, case)
 
@@ -569,6 +571,56 @@ def test_a_backdated_step_is_refused_by_the_gate_and_named_by_the_auditor(
     report = _audit(settings)
     assert _kinds(report) == {(at, "content mismatch")}, report.summary()
     assert f"the event's time {earlier.isoformat()} is not" in report.findings[0].detail
+
+
+def test_a_receipt_backdated_past_the_clock_window_is_refused_and_named(
+    node: InProcessNode,
+) -> None:
+    """A case taken in a week ago (a deferred command) is decided today, late. A rogue node
+    records the hall's genuine decision as received three days ago, and the decision at that
+    time (its business time is the earlier of signed and received, so every event time agrees):
+    supervision would see it on time. The node refuses a command signed more than its clock
+    window from its clock, so no genuine receipt precedes the signed time by more: the gate
+    refuses the record, and the auditor names it."""
+    hall = node.add_hall("hn-backdated-receipt", "430902000000")
+    week_ago = datetime.now(UTC) - timedelta(days=7)
+    case_id = node.submit(
+        hall, key="key-receipt-0001", item_code="070303001000", issued_at=week_ago, deferred=True
+    ).case_id
+    signed = hall.sign("accept", idempotency_key="key-receipt-0002", case_id=str(case_id))
+    node.integrator().catch_up()
+    at = _size(node)  # the record's leaf
+    received = parse_command(signed.command).header.issued_at - timedelta(days=3)
+    _store_past_the_state_machine(node, hall, signed, Case.Accepted, received=received)
+    with pytest.raises(IntegrityViolation) as refused:
+        node.integrator().catch_up()
+    assert refused.value.index == at
+    assert len(refused.value.problems) == 1, refused.value.problems
+    assert refused.value.problems[0].startswith(
+        f"backdated receipt: the node's record says it received the command at "
+        f"{received.isoformat()}, 3 d 0 s before it was signed"
+    ), refused.value.problems
+    integrate_without_the_gate(node.integrator())
+    assert _kinds(_audit(node.settings)) == {(at, "backdated receipt")}
+    # Told the node's window is wider than three days, the auditor finds nothing.
+    with _store(node.settings) as store:
+        wide = audit_store(
+            store, [_verifier(node.settings)], origin=node.settings.origin,
+            clock_window=timedelta(days=4),
+        )  # fmt: skip
+    assert wide.ok, wide.summary()
+
+
+def test_a_receipt_within_the_clock_window_before_the_signed_time_is_no_finding(
+    node: InProcessNode,
+) -> None:
+    """A hall's clock a little ahead of the node's (within the window) is not a backdating: the
+    record's time precedes the signed time, and the step's time is the record's."""
+    hall = node.add_hall("hn-fast-clock", "430902000000")
+    ahead = datetime.now(UTC) + timedelta(minutes=4)
+    node.submit(hall, key="key-ahead-0001", item_code="070303001000", issued_at=ahead)
+    node.integrator().catch_up()
+    assert _audit(node.settings).ok
 
 
 def test_a_step_the_cases_state_forbids_is_refused_by_the_gate_and_named_by_the_auditor(
