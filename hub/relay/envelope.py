@@ -174,7 +174,9 @@ def verify_envelope(
     if not sender.log_verifier().verify(ENVELOPE_CONTEXT + bytes(signed.body), signed.signature):
         raise EnvelopeRefused(FORGED, f"not signed by {body.sender}'s log key", body.sender)
     if body.sent_at > now + MAX_CLOCK_SKEW:
-        raise EnvelopeRefused(STALE, f"sent at {body.sent_at.isoformat()}, in the future")
+        raise EnvelopeRefused(
+            STALE, f"sent at {body.sent_at.isoformat()}, in the future", body.sender
+        )
     checkpoint = _checked_checkpoint(body, sender, seen_root)
     step = body.step
     if step.origin == body.sender:

@@ -1,8 +1,10 @@
 """Relay in: what arrives on this node's inbox topic, verified before anything is stored.
 
 An **envelope** is verified with public keys alone (:func:`hub.relay.envelope.verify_envelope`);
-its sender's checkpoint is remembered (two different trees of one size from the same node are a
-fork, and the evidence is kept in the quarantine); then the step is applied to this node's copy
+its sender's checkpoint is remembered (two different trees of one size from the same node, or
+a consistency proof that does not connect a tree seen before to the new one, are a fork: the
+message is quarantined, and both signed notes are kept as split-view evidence, as for a witness
+request); then the step is applied to this node's copy
 of the case (:func:`hub.application.peers.apply_peer_step`), its record and events stored in one
 transaction. The acknowledgement (with this node's leaf index of the record and its cosignature
 of the sender's checkpoint) is queued by the outbox projection once the record is in the log;
@@ -40,6 +42,7 @@ from hub.application.peers import (
     take_back_refused_transfer,
 )
 from hub.application.storage import passing
+from hub.commands.federation import parse_envelope
 from hub.domain.command_record import CommandRecord
 from hub.integrity.integrator import LedgerView
 from hub.integrity.witnessed import observe_checkpoint, record_cosignatures
@@ -218,6 +221,8 @@ class Inbox:
                 now=self.clock(),
             )
         except EnvelopeRefused as refused:
+            if refused.reason == FORK:
+                self._keep_evidence(signed)
             return self._hold(refused, data)
         sender = verified.sender
         checkpoint = verified.checkpoint.checkpoint
@@ -265,6 +270,25 @@ class Inbox:
         self._last_kept[sender.origin] = (checkpoint.size, checkpoint.root)
         self._remember_root(sender.origin, checkpoint.size, checkpoint.root)
         return None
+
+    def _keep_evidence(self, signed: federation_pb2.SignedEnvelope) -> None:
+        """A sender's checkpoint that contradicts one this node saw from it (refused as a fork
+        before it reached :meth:`_keep_checkpoint`): shown to the witnessing observer, which
+        keeps both signed notes as evidence (``tongban federation witness``)."""
+        body = parse_envelope(bytes(signed.body))  # it parsed: the refusal came later
+        sender = self.config.peer_by_origin(body.sender)
+        if sender is None:
+            return
+        try:
+            observe_checkpoint(
+                self.view,
+                {sender.origin: sender.log_verifier()},
+                body.checkpoint,
+                old_size=body.consistency_from or None,
+                proof=body.consistency_proof,
+            )
+        except (SplitViewError, LedgerError):
+            return  # a split view's evidence is committed before it is raised
 
     def _remember_root(self, origin: str, size: int, root: bytes) -> None:
         # Bounded: a long-running node sees checkpoints without end; the envelopes in flight

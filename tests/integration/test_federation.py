@@ -15,7 +15,7 @@ import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 from uuid import UUID
@@ -35,11 +35,20 @@ from hub.errors import IntegrityViolation, InvalidInput, NotFound, StorageUnavai
 from hub.integrity.audit import audit_store
 from hub.integrity.citations import check_citations
 from hub.integrity.store import ReadOnlyStore
+from hub.integrity.witnessed import evidence_count
 from hub.projections.queries import Names, rank_windows, statistics
 from hub.relay.envelope import sign_ack, sign_envelope
 from hub.relay.outbound import OUTBOX_PROJECTION, LeafMemory, RecordMemory, stored_after
 from hub.settings import Settings
-from ledger import Signer, Verifier
+from ledger import (
+    Checkpoint,
+    EvidenceKind,
+    Signer,
+    Verifier,
+    peek_checkpoint,
+    sign_checkpoint,
+)
+from ledger.witness_storage import SQLWitnessStore
 from tests.harness.availability import service_unavailable
 from tests.harness.broker import TansuBroker
 from tests.harness.errors import ServiceUnavailable
@@ -369,6 +378,65 @@ def test_forged_misaddressed_and_unverifiable_envelopes_are_quarantined(
     # The genuine envelope still goes through.
     assert inbox.handle(genuine) == "stored"
     assert shaanxi.app.get_case(row.case_id).state is CaseState.RECEIVED
+
+
+def test_a_sender_whose_checkpoints_contradict_each_other_is_quarantined_and_the_evidence_kept(
+    manual: Federation,
+) -> None:
+    """Each checkpoint a sender's envelope carries is checked against the sender's checkpoints
+    this node saw. Signed with the sender's own log key, each of these is quarantined with its
+    reason, stores nothing, and changes nothing the node saw: a second tree of a size already
+    seen (a fork), a consistency proof that does not connect a seen tree to the new one, an
+    older tree offered as the newer, a proof from a size never seen here, and an envelope from
+    the future. A fork and a proof that does not connect are signed statements that cannot both
+    be true, so both signed notes are kept as split-view evidence (``tongban federation
+    witness`` shows it), as from a witness request."""
+    hunan, shaanxi = manual.nodes["43"], manual.nodes["61"]
+    _row, genuine = _offsite_submission(manual)
+    inbox, store = shaanxi.relay.inbox, shaanxi.relay.store
+    assert inbox.handle(genuine) == "stored"
+    hunan_key = hunan.relay.publisher.signer
+    body = federation_pb2.Envelope.FromString(
+        federation_pb2.FederationMessage.FromString(genuine).envelope.body
+    )
+    seen = peek_checkpoint(body.checkpoint).size
+    size, evidence = shaanxi.node.log_size(), evidence_count(shaanxi.relay.inbox.view)
+
+    def tree(tree_size: int, root: bytes = b"\x07" * 32) -> bytes:
+        return sign_checkpoint(Checkpoint(hunan.origin, tree_size, root), hunan_key)
+
+    def carrying(note: bytes, start: int, proof: list[bytes]) -> Any:
+        def change(changed: Any) -> None:
+            changed.checkpoint, changed.consistency_from = note, start
+            del changed.consistency_proof[:]
+            changed.consistency_proof.extend(proof)
+
+        return change
+
+    future = (datetime.now(UTC) + timedelta(hours=1)).isoformat().replace("+00:00", "Z")
+    attacks = [
+        ("fork", f"{hunan.origin} signed two trees of size {seen}", carrying(tree(seen), 0, [])),
+        ("fork", f"not consistent with the checkpoint of size {seen}",
+         carrying(tree(seen + 3), seen, [b"\x01" * 32])),
+        ("stale", f"checkpoint of size {seen - 1} is older than {seen}",
+         carrying(tree(seen - 1), seen, [])),
+        ("unverifiable", f"a proof from size {seen + 4}, which this node never saw",
+         carrying(tree(seen + 5), seen + 4, [])),
+        ("stale", "in the future", lambda changed: setattr(changed, "sent_at", future)),
+    ]  # fmt: skip
+    for reason, detail, change in attacks:
+        assert inbox.handle(_resigned(genuine, change, hunan_key)) == "quarantined", detail
+        held = store.quarantined("held")[-1]
+        assert (held.reason, held.sender) == (reason, hunan.origin), held
+        assert detail in held.detail, held.detail
+    assert shaanxi.node.log_size() == size
+    # The fork and the proof that does not connect are evidence, with both signed notes.
+    view = shaanxi.relay.inbox.view
+    kept = view.read(lambda cursor: SQLWitnessStore(view.tables, cursor).evidence(hunan.origin))
+    assert [e.kind for e in kept][evidence:] == [EvidenceKind.FORK, EvidenceKind.INCONSISTENT_PROOF]
+    assert evidence_count(view) == evidence + 2
+    # What the node saw of 43 is what it saw before: the genuine envelope is a duplicate.
+    assert inbox.handle(genuine) == "duplicate"
 
 
 def _messages_counted(outcome: str) -> float:
