@@ -43,6 +43,7 @@ from hub.settings import Settings
 from ledger import (
     Checkpoint,
     EvidenceKind,
+    Leaf,
     Signer,
     Verifier,
     peek_checkpoint,
@@ -437,6 +438,55 @@ def test_a_sender_whose_checkpoints_contradict_each_other_is_quarantined_and_the
     assert evidence_count(view) == evidence + 2
     # What the node saw of 43 is what it saw before: the genuine envelope is a duplicate.
     assert inbox.handle(genuine) == "duplicate"
+
+
+def test_a_step_its_sender_cannot_prove_is_quarantined(manual: Federation) -> None:
+    """Signed with the sender's own log key, an envelope whose step is not what it says is
+    quarantined with its reason, and nothing is stored: a leaf that does not decode, a leaf at
+    another index than the step names, a hall key that is not the one the leaf names, a step
+    said to be of a node that is no peer (or of this node itself), and a hall's signature that
+    does not verify, in a log the sender signed a checkpoint over."""
+    hunan, shaanxi = manual.nodes["43"], manual.nodes["61"]
+    _row, genuine = _offsite_submission(manual)
+    inbox, store = shaanxi.relay.inbox, shaanxi.relay.store
+    hunan_key = hunan.relay.publisher.signer
+    body = federation_pb2.Envelope.FromString(
+        federation_pb2.FederationMessage.FromString(genuine).envelope.body
+    )
+    leaf = Leaf.decode(body.step.leaf)
+    # A log of one leaf, the genuine command with its signature broken, under a checkpoint the
+    # sender signs: the proof holds, the hall's signature does not.
+    broken = dataclasses.replace(leaf, index=0, signature=bytes(64)).encode()
+    one_leaf = sign_checkpoint(
+        Checkpoint(hunan.origin, 1, Leaf.decode(broken).leaf_hash()), hunan_key
+    )
+
+    def unsigned_leaf(changed: Any) -> None:
+        changed.checkpoint, changed.consistency_from = one_leaf, 0
+        changed.step.index, changed.step.leaf = 0, broken
+        del changed.step.inclusion_proof[:]
+
+    other_key = base64.b64encode(bytes(range(32))).decode()
+    attacks = [
+        ("malformed", "the step's leaf", lambda changed: setattr(changed.step, "leaf", b"junk")),
+        ("unverifiable", "the leaf is not a hall's command at the step's index",
+         lambda changed: setattr(changed.step, "index", leaf.index + 1)),
+        ("forged", "the hall key does not match the leaf's key id",
+         lambda changed: setattr(changed.step, "hall_key", other_key)),
+        ("unverifiable", "a step of 'tongban/99', which is not a peer",
+         lambda changed: setattr(changed.step, "origin", "tongban/99")),
+        ("unverifiable", f"a step of {shaanxi.origin!r}, which is not a peer",
+         lambda changed: setattr(changed.step, "origin", shaanxi.origin)),
+        ("forged", f"the hall's signature does not verify with key {leaf.key_id}", unsigned_leaf),
+    ]  # fmt: skip
+    size = shaanxi.node.log_size()
+    for reason, detail, change in attacks:
+        assert inbox.handle(_resigned(genuine, change, hunan_key)) == "quarantined", detail
+        held = store.quarantined("held")[-1]
+        assert (held.reason, held.sender) == (reason, hunan.origin), held
+        assert detail in held.detail, held.detail
+    assert shaanxi.node.log_size() == size
+    assert inbox.handle(genuine) == "stored"
 
 
 def _messages_counted(outcome: str) -> float:
@@ -1358,15 +1408,32 @@ def test_an_acknowledgement_for_an_envelope_never_sent_there_or_with_a_bad_cosig
     bad_line = body.cosignature.rstrip("\n")
     flipped = bad_line[:-2] + ("A" if bad_line[-2] != "A" else "B") + bad_line[-1]
     bad_cosignature = altered(lambda ack: setattr(ack, "cosignature", flipped + "\n"))
+    misaddressed = altered(lambda ack: setattr(ack, "destination", "tongban/42"))
+    stranger = Signer.generate("tongban/99")
+    unknown = federation_pb2.Ack()
+    unknown.CopyFrom(body)
+    unknown.sender = "tongban/99"
+    from_a_stranger = sign_ack(unknown.SerializeToString(), stranger)
+    wrapper = federation_pb2.FederationMessage.FromString(genuine)
+    wrapper.ack.signature = bytes(64)  # not the peer's signature
     inbox, store = hunan.relay.inbox, hunan.relay.store
-    assert inbox.handle(never_sent) == "quarantined"
-    assert inbox.handle(bad_cosignature) == "quarantined"
+    for message in (never_sent, bad_cosignature, misaddressed, from_a_stranger):
+        assert inbox.handle(message) == "quarantined"
+    assert inbox.handle(wrapper.SerializeToString()) == "quarantined"
+    assert inbox.handle(federation_pb2.FederationMessage().SerializeToString()) == "quarantined"
     held = store.quarantined("held")
     assert [(q.reason, q.sender) for q in held] == [
         ("unverifiable", shaanxi.origin),
         ("forged", shaanxi.origin),
+        ("misaddressed", shaanxi.origin),
+        ("unknown sender", "tongban/99"),
+        ("forged", shaanxi.origin),
+        ("malformed", ""),
     ]
     assert "never sent there" in held[0].detail and "cosignature" in held[1].detail
+    assert held[2].detail == f"addressed to 'tongban/42', this is {hunan.origin!r}"
+    assert held[4].detail == f"not signed by {shaanxi.origin}'s log key"
+    assert held[5].detail == "neither an envelope nor an acknowledgement"
     pending = store.row("envelope", row.envelope_id)
     assert pending is not None and pending.done_at is None
     assert inbox.handle(genuine) == "acknowledged"
@@ -1447,6 +1514,9 @@ def _flipped(signature: bytes) -> bytes:
     [
         ("envelope_signature", "peer envelope", "did not sign this envelope"),
         ("origin_index", "peer proof", "the origin's leaf is not this command"),
+        ("signature", "signature", "does not verify with the key"),
+        ("hall_key", "signature", "does not verify with the key"),
+        ("target_id", "mis-bound signature", "the record acts on"),
     ],
 )
 def test_a_peer_step_logged_with_altered_evidence_is_named_by_the_auditor(
@@ -1464,6 +1534,14 @@ def test_a_peer_step_logged_with_altered_evidence_is_named_by_the_auditor(
     if field == "envelope_signature":
         signature = bytes(wrapper.envelope.signature)
         old, new = _b64(signature), _b64(_flipped(signature))
+    elif field == "signature":  # the hall's signature of the command
+        signature = Leaf.decode(step.leaf).signature
+        old, new = _b64(signature), _b64(_flipped(signature))
+    elif field == "hall_key":  # another key than the one that signed
+        old, new = step.hall_key.encode(), base64.b64encode(bytes(range(32)))
+    elif field == "target_id":  # another case than the command's
+        case_id = federation_pb2.Envelope.FromString(wrapper.envelope.body).case_id
+        old, new = UUID(case_id).hex.encode(), UUID(int=7).hex.encode()  # (stored as hex)
     else:
         old = f'"origin_index":{step.index},'.encode()
         new = f'"origin_index":{step.index - 1},'.encode()

@@ -801,6 +801,24 @@ def test_a_step_attributed_to_another_hall_is_named(node: InProcessNode) -> None
     assert report.findings[0].detail == "the acting hall is not the signer"
 
 
+def test_a_case_moved_to_another_intake_region_is_named(node: InProcessNode) -> None:
+    """A rogue writer files a hall's genuine 收件 under another intake region (the statistics
+    and every region query count it there): the gate refuses it, and the auditor names it."""
+    settings = node.settings
+    hall = node.add_hall("hn-intake-hall", "430902000000")
+    node.integrator().catch_up()
+    at = _size(node) + 1  # the record's leaf, then the submission's
+    node.submit(hall, key="key-region-0001", item_code="070303001000")
+    rewrite_last_event(settings, "Case.Submitted", b'"intake_region":"430902000000"',
+                       b'"intake_region":"430921000000"')  # fmt: skip
+    with pytest.raises(IntegrityViolation, match="the intake region is not the hall's") as refused:
+        node.integrator().catch_up()
+    assert refused.value.index == at
+    integrate_without_the_gate(node.integrator())
+    report = _audit(settings)
+    assert _kinds(report) == {(at, "content mismatch")}, report.summary()
+
+
 def test_a_genuine_signature_claimed_by_an_unsigned_event_is_named(node: InProcessNode) -> None:
     """A rogue operator with the log key gives an event no command produced a leaf that claims
     a hall's genuine signed command (signer, key id, signature and bytes): the auditor names
