@@ -1,6 +1,7 @@
 """预约办 in the log: an appointment's event carries its step's business time, as a case's does.
 
-A rogue writer moves a cancellation to another time (a late cancellation made to look early):
+A rogue writer moves a cancellation to another time (a late cancellation made to look early),
+or rewrites its reason:
 the ledger's gate refuses it, and once it is logged past the gate with the node's own log key
 (a rogue operator), the auditor names it with the public key alone. Runs on SQLite and
 PostgreSQL.
@@ -8,6 +9,7 @@ PostgreSQL.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from datetime import UTC, timedelta
 from pathlib import Path
@@ -67,6 +69,34 @@ def test_a_cancellation_moved_to_another_time_is_refused_and_named(
     assert refused.value.problems == [
         "content mismatch: the event's time is not the step's business time"
     ]
+    integrate_without_the_gate(story.node.integrator())
+    report = _audit(settings)
+    assert [(f.index, f.kind) for f in report.findings] == [(at, "content mismatch")]
+
+
+def test_a_cancellation_reason_rewritten_is_refused_and_named(
+    story: SupervisionStory, settings: Settings
+) -> None:
+    """A rogue writer makes a cancellation say another reason than the hall signed (a
+    no-show blamed on the hall made to read as the applicant's own change): the gate refuses
+    it, and the auditor names it once it is logged past the gate."""
+    booked = story.run(
+        "town", "book_appointment", BOOKED_AT, item_code=ELDER_CARD,
+        kind="APPOINTMENT_KIND_WINDOW", hall_id=story.hall("town").hall_id, window="综合窗口2",
+        starts_at=SLOT, ends_at=SLOT + timedelta(minutes=30), applicant=APPLICANT,
+        channel="BOOKING_CHANNEL_ONLINE",
+    )  # fmt: skip
+    at = story.node.integrator().catch_up() + 1  # the cancellation's record, then its event
+    story.run("town", "cancel_appointment", SLOT - timedelta(minutes=10),
+              appointment_id=str(booked.case_id), reason="窗口临时关闭")  # fmt: skip
+    for old, new in (("窗口临时关闭", "申请人改期"),):
+        # The stored JSON may hold the text as UTF-8 or as escapes: rewrite whichever it is.
+        for form in (str.encode, lambda text: json.dumps(text)[1:-1].encode()):
+            rewrite_last_event(settings, "Appointment.Cancelled", form(old), form(new))
+    with pytest.raises(IntegrityViolation) as refused:
+        story.node.integrator().catch_up()
+    assert refused.value.index == at
+    assert refused.value.problems == ["content mismatch: reason differs from the command"]
     integrate_without_the_gate(story.node.integrator())
     report = _audit(settings)
     assert [(f.index, f.kind) for f in report.findings] == [(at, "content mismatch")]
