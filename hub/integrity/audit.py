@@ -23,6 +23,11 @@ key, decrypts nothing, and creates nothing (except the state file it is explicit
 
 Leaves after the latest signed checkpoint are checked like the rest but no signature covers them
 yet: the report counts them as *unsigned*.
+
+A leaf deleted from the middle of the log is named once where it is missing (one finding per run
+of missing indices); the leaves after it are still read and their events and bindings checked,
+and the checkpoints covering it are named together as unverifiable (their roots cannot be
+re-derived without it), rather than every later leaf being reported.
 """
 
 from __future__ import annotations
@@ -56,6 +61,7 @@ from ledger import (
     WitnessPolicy,
     leaf_hash,
     open_checkpoint,
+    peek_checkpoint,
     verify_consistency,
     verify_receipt,
 )
@@ -333,16 +339,19 @@ def audit_log(
     """Verify one log's contents (see the module docstring)."""
     report = AuditReport()
     leaves, hashes = _read_leaves(contents, origin, report, progress)
+    # Past a missing leaf no root can be re-derived: ``hashes`` stops there, ``leaves`` does not.
+    gap = len(hashes) if len(hashes) < len(leaves) else None
     report.leaves = len(leaves)
     report.checkpoints = len(contents.checkpoints)
-    verified = _check_checkpoints(contents.checkpoints, hashes, log_verifiers, origin, report)
-    _check_nodes(contents.node_rows(), hashes, report)
+    verified, covered = _check_checkpoints(
+        contents.checkpoints, hashes, log_verifiers, origin, report, len(leaves)
+    )
+    _check_nodes(contents.node_rows(), hashes, report, len(leaves))
     if verified:
         report.latest = verified[-1][1]
-        report.unsigned = max(0, len(leaves) - verified[-1][0].size)
-    else:
-        report.unsigned = len(leaves)
-    if trusted is not None:
+    report.unsigned = max(0, len(leaves) - covered)
+    if trusted is not None and (gap is None or gap >= _size_of(trusted)):
+        # (A checkpoint past a missing leaf cannot be compared; the missing leaf is named.)
         _check_trusted(trusted, verified, hashes, log_verifiers, origin, report)
     checker = LogChecker(
         origin,
@@ -351,19 +360,33 @@ def audit_log(
         peer_regions=peer_regions,
         clock_window=clock_window,
     )
-    _check_events_and_bindings(contents, leaves, report, progress, checker)
+    _check_events_and_bindings(contents, leaves, report, progress, checker, gap is not None)
     return report
 
 
 def _read_leaves(
     contents: LogContents, origin: str, report: AuditReport, progress: Progress
 ) -> tuple[list[Leaf | None], list[bytes]]:
+    """Every stored leaf, at its position (``None`` where a leaf is missing or unreadable), and
+    the leaf hashes up to the first missing one."""
     leaves: list[Leaf | None] = []
     hashes: list[bytes] = []
+    complete = True
     for idx, data, stored_hash in contents.leaf_rows():
-        if idx != len(leaves):
-            report.add(len(leaves), "leaf missing", f"the next stored leaf is {idx}: deleted")
-            break
+        if idx > len(leaves):
+            first = len(leaves)
+            report.add(
+                first,
+                "leaf missing",
+                f"no stored leaf at index {first}: deleted"
+                if idx == first + 1
+                else f"no stored leaves at indices {first}..{idx - 1}: deleted",
+            )
+            leaves.extend([None] * (idx - first))
+            complete = False
+        elif idx < len(leaves):
+            report.add(idx, "leaf index", f"leaf {idx} is stored twice, or out of order")
+            continue
         digest = leaf_hash(data)
         if stored_hash is not None and stored_hash != digest:
             report.add(
@@ -377,14 +400,16 @@ def _read_leaves(
         except LedgerError as error:
             report.add(idx, "leaf unreadable", str(error))
             leaves.append(None)
-            hashes.append(digest)
+            if complete:
+                hashes.append(digest)
             continue
         if leaf.index != idx:
             report.add(idx, "leaf index", f"the leaf at position {idx} says {leaf.index}")
         if leaf.origin != origin:
             report.add(idx, "leaf origin", f"{leaf.origin!r}, expected {origin!r}")
         leaves.append(leaf)
-        hashes.append(digest)
+        if complete:
+            hashes.append(digest)
         if idx % 10_000 == 0:
             progress("leaves", idx, idx + 1)
     return leaves, hashes
@@ -396,8 +421,11 @@ def _check_checkpoints(
     log_verifiers: Sequence[NoteVerifier],
     origin: str,
     report: AuditReport,
-) -> list[tuple[Checkpoint, bytes]]:
-    """Signatures, rows, roots and consistency; returns the verified checkpoints in size order.
+    positions: int,
+) -> tuple[list[tuple[Checkpoint, bytes]], int]:
+    """Signatures, rows, roots and consistency; returns the verified checkpoints in size order,
+    and the largest size a checkpoint whose signature verified covers (``positions``: how many
+    leaf positions the log has, missing ones included; ``hashes`` stops at a missing leaf).
 
     A checkpoint's size and root are its signed note's: a row that says otherwise is named, and
     not believed — not even for which roots to derive or in which order to compare them.
@@ -429,10 +457,14 @@ def _check_checkpoints(
             roots[compact.size] = compact.root()
     verified: list[tuple[Checkpoint, bytes]] = []
     reader = LeafHashReader(hashes)
+    across_gap: list[int] = []
     for body, note in opened:
         derived = roots.get(body.size)
+        if derived is None and body.size <= positions:
+            across_gap.append(body.size)  # it covers a missing leaf
+            continue
         if derived is None:
-            report.add(None, "checkpoint beyond log", f"size {body.size} > {len(hashes)} leaves")
+            report.add(None, "checkpoint beyond log", f"size {body.size} > {positions} leaves")
             continue
         if derived != body.root:
             report.add(
@@ -450,6 +482,13 @@ def _check_checkpoints(
             except LedgerError as error:
                 report.add(None, "inconsistent checkpoints", f"{old.size}→{body.size}: {error}")
         verified.append((body, note))
+    if across_gap:
+        report.add(
+            len(hashes),
+            "checkpoint unverifiable",
+            f"{len(across_gap)} signed checkpoint(s), of sizes {across_gap[0]}..{across_gap[-1]}, "
+            f"cover the missing leaf {len(hashes)}: their roots cannot be re-derived",
+        )
     if unverified and not verified:
         # One finding for a wrong key, not one per checkpoint.
         report.add(
@@ -461,17 +500,21 @@ def _check_checkpoints(
     else:
         for size, problem in unverified:
             report.add(None, "checkpoint signature", f"checkpoint of size {size}: {problem}")
-    return verified
+    covered = max([body.size for body, _note in verified] + across_gap, default=0)
+    return verified, covered
 
 
 def _check_nodes(
-    rows: list[tuple[int, int, bytes]], hashes: list[bytes], report: AuditReport
+    rows: list[tuple[int, int, bytes]], hashes: list[bytes], report: AuditReport, positions: int
 ) -> None:
     for level, index, stored in rows:
         first, last = index << level, (index + 1) << level
-        if last > len(hashes):
+        if last > positions:
             report.add(first, "stored node", f"node ({level}, {index}) lies beyond the log")
             continue
+        if last > len(hashes):
+            continue  # past a missing leaf (named): it cannot be re-derived
+
         if root_from_leaf_hashes(hashes[first:last]) != stored:
             report.add(
                 first,
@@ -479,6 +522,14 @@ def _check_nodes(
                 f"interior node (level {level}, index {index}) is not the hash of leaves "
                 f"{first}..{last - 1}",
             )
+
+
+def _size_of(note: bytes) -> int:
+    """A checkpoint note's size, unverified (only to choose what to compare); 0 if unreadable."""
+    try:
+        return peek_checkpoint(note).size
+    except LedgerError:
+        return 0
 
 
 def _check_trusted(
@@ -521,6 +572,7 @@ def _check_events_and_bindings(
     report: AuditReport,
     progress: Progress,
     checker: LogChecker,
+    leaves_missing: bool = False,
 ) -> None:
     by_event = {(leaf.aggregate_id, leaf.version): leaf for leaf in leaves if leaf is not None}
     matched: dict[int, StoredEvent] = {}
@@ -540,11 +592,16 @@ def _check_events_and_bindings(
             if position is not None and notification_id > position:
                 report.pending += 1
             else:
+                if expected_index < len(leaves) and leaves[expected_index] is None:
+                    # Its leaf is likely the missing (or unreadable) one at this position: the
+                    # events after it are where they should be.
+                    expected_index += 1
                 report.add(
                     None,
                     "event not in the log",
                     f"stored event {key[0]} v{key[1]} (notification {notification_id}) has no "
-                    "leaf although the log passed it: inserted",
+                    "leaf although the log passed it: inserted"
+                    + (", or its leaf is one of those missing" if leaves_missing else ""),
                 )
             continue
         if leaf.index != expected_index:

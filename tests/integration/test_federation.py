@@ -1582,6 +1582,34 @@ def test_a_replayed_peer_step_is_refused_by_a_restarted_gate_and_named_by_the_au
     assert {f.index for f in report.findings} == {at}, report.summary()
 
 
+def test_a_replayed_peer_acknowledgement_is_named_by_the_auditor(manual: Federation) -> None:
+    """A rogue writer at 43 stores 61's acknowledgement a second time (its record's next
+    version), as if the peer had acknowledged again: the gate refuses it, and logged past the
+    gate with 43's log key, the auditor names the replay."""
+    hunan, shaanxi = manual.nodes["43"], manual.nodes["61"]
+    _row, message, _body = _acknowledged_submission(manual)
+    node, app = hunan.node, hunan.node.app
+    assert hunan.relay.inbox.handle(message) == "acknowledged"
+    at = node.integrator().catch_up()
+    genuine = next(
+        app.mapper.to_domain_event(notification)
+        for notification in app.recorder.select_notifications(start=1, limit=1000)
+        if notification.topic.endswith("PeerAcknowledgement.Recorded")
+    )
+    again = dataclasses.replace(genuine, originator_version=2)  # type: ignore[type-var]
+    app.recorder.insert_events([app.mapper.to_stored_event(again)])
+    with pytest.raises(IntegrityViolation, match="peer acknowledgement replayed") as refused:
+        node.integrator().catch_up()
+    assert refused.value.index == at
+    integrate_without_the_gate(node.integrator())
+    report = _audit(hunan, {shaanxi.origin: _log_verifier(shaanxi)})
+    assert _findings_at(report) == {(at, "peer acknowledgement replayed")}, report.summary()
+
+
+def _findings_at(report: Any) -> set[tuple[int | None, str]]:
+    return {(finding.index, finding.kind) for finding in report.findings}
+
+
 def test_a_peer_acknowledgement_logged_with_a_forged_signature_is_named_by_the_auditor(
     manual: Federation,
 ) -> None:
