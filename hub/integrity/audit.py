@@ -514,7 +514,6 @@ def _check_nodes(
             continue
         if last > len(hashes):
             continue  # past a missing leaf (named): it cannot be re-derived
-
         if root_from_leaf_hashes(hashes[first:last]) != stored:
             report.add(
                 first,
