@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import json
 import os
 import re
 import signal
 import subprocess
 import sys
 import time
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -32,12 +34,27 @@ from adapters.sdk import HallClient, HallCredentials, TLSConfig
 from .processes import LOCALHOST, command_line, port_accepts, process_tree
 
 TONGBAN = [sys.executable, "-m", "hub.cli"]
+#: The warm process that runs a node's ``tongban`` commands (see :meth:`NodeProcess.run`).
+CLI_RUNNER = [sys.executable, str(Path(__file__).with_name("cli_runner.py"))]
 # Only whole lines (up to their newline): the log is read while the node writes it, and a line
 # read half-written ("...:50" of ":50123") would name a wrong port.
 _PORT_LINE = re.compile(r"tongban: serving on .*:(\d+)(?=\r?\n)")
 _METRICS_LINE = re.compile(r"tongban: metrics on (http://\S+)(?=\r?\n)")
 _WITNESS_LINE = re.compile(r"tongban: witness on (https?://\S+)(?=\r?\n)")
 _WEB_LINE = re.compile(r"tongban: web on (https?://\S+)(?=\r?\n)")
+
+
+def _close_runner(runner: subprocess.Popen[str]) -> None:
+    """End a command runner: it exits once its stdin is closed (killed if it does not)."""
+    if runner.stdin is not None:
+        runner.stdin.close()
+    try:
+        runner.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        runner.kill()
+        runner.wait(timeout=10)
+    if runner.stdout is not None:
+        runner.stdout.close()
 
 
 @dataclass(frozen=True)
@@ -90,6 +107,9 @@ class NodeProcess:
         #: The web pages' base URL the node printed (``https://127.0.0.1:PORT/``).
         self.web_url = ""
         self._process: subprocess.Popen[str] | None = None
+        #: The process that runs this node's ``tongban`` commands (see :meth:`run`).
+        self._runner: subprocess.Popen[str] | None = None
+        self._closing: weakref.finalize[Any, Any] | None = None
         #: The exit code of ``tongban serve`` once ``stop`` has stopped it.
         self.returncode: int | None = None
         self._log_path = self.directory / "node.log"
@@ -122,13 +142,30 @@ class NodeProcess:
         return f"localhost:{self.port}"
 
     def run(self, *args: str) -> str:
-        """Run a ``tongban`` command against this node's store; returns its output."""
-        result = subprocess.run(
-            [*TONGBAN, *args], env=self.env, capture_output=True, text=True, check=False
-        )
-        if result.returncode != 0:
-            raise RuntimeError(f"tongban {' '.join(args)} failed:\n{result.stderr}")
-        return result.stdout
+        """Run a ``tongban`` command against this node's store, with the node's environment;
+        returns its output.
+
+        The commands run one after another in one Python process of their own
+        (``cli_runner.py``: ``hub.cli.main``, as ``python -m hub.cli`` runs it), started at the
+        first and kept until :meth:`stop`, so that a node's set-up does not pay an
+        interpreter's start and imports for every command."""
+        if self._runner is None or self._runner.poll() is not None:
+            self._runner = subprocess.Popen(
+                CLI_RUNNER, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                encoding="utf-8", env=self.env,
+            )  # fmt: skip
+            self._closing = weakref.finalize(self, _close_runner, self._runner)
+        assert self._runner.stdin is not None and self._runner.stdout is not None
+        self._runner.stdin.write(json.dumps({"args": args, "env": self.env}) + "\n")
+        self._runner.stdin.flush()
+        answer = self._runner.stdout.readline()
+        if not answer:
+            raise RuntimeError(f"tongban {' '.join(args)}: the command runner died")
+        result = json.loads(answer)
+        if result["code"] != 0:
+            raise RuntimeError(f"tongban {' '.join(args)} failed:\n{result['stderr']}")
+        output: str = result["stdout"]
+        return output
 
     def issue(
         self, role: str, name: str, *, valid_days: int = 365, region: str = ""
@@ -287,7 +324,10 @@ class NodeProcess:
         return process_tree(self._process.pid)
 
     def stop(self) -> None:
-        """SIGTERM (graceful), then SIGKILL after a few seconds."""
+        """SIGTERM (graceful), then SIGKILL after a few seconds; and the command runner ends."""
+        if self._closing is not None:
+            self._closing()  # (the runner exits when its stdin closes)
+            self._runner = self._closing = None
         if self._process is None:
             return
         if self._process.poll() is None:
