@@ -42,7 +42,7 @@ from hub.application.peers import (
     take_back_refused_transfer,
 )
 from hub.application.storage import passing
-from hub.commands.federation import parse_envelope
+from hub.commands.federation import EnvelopeBody, parse_envelope
 from hub.domain.command_record import CommandRecord
 from hub.integrity.integrator import LedgerView
 from hub.integrity.witnessed import observe_checkpoint, record_cosignatures
@@ -243,16 +243,7 @@ class Inbox:
         body, sender = verified.body, verified.sender
         checkpoint = verified.checkpoint.checkpoint
         try:
-            # Every checkpoint of a peer seen anywhere goes through the witnessing observer: a
-            # contradiction with one seen before (in an envelope or a witness request) is kept
-            # as evidence (``tongban federation witness`` shows it).
-            observe_checkpoint(
-                self.view,
-                {sender.origin: sender.log_verifier()},
-                body.checkpoint,
-                old_size=body.consistency_from or None,
-                proof=body.consistency_proof,
-            )
+            self._observe(body, sender)
         except SplitViewError as split:
             return self._hold(EnvelopeRefused(FORK, str(split), sender.origin), data)
         except LedgerError as error:
@@ -280,15 +271,21 @@ class Inbox:
         if sender is None:
             return
         try:
-            observe_checkpoint(
-                self.view,
-                {sender.origin: sender.log_verifier()},
-                body.checkpoint,
-                old_size=body.consistency_from or None,
-                proof=body.consistency_proof,
-            )
+            self._observe(body, sender)
         except (SplitViewError, LedgerError):
             return  # a split view's evidence is committed before it is raised
+
+    def _observe(self, body: EnvelopeBody, sender: Peer) -> None:
+        """Every checkpoint of a peer seen anywhere goes through the witnessing observer: a
+        contradiction with one seen before (in an envelope or a witness request) is kept as
+        evidence (``tongban federation witness`` shows it) and raised as SplitViewError."""
+        observe_checkpoint(
+            self.view,
+            {sender.origin: sender.log_verifier()},
+            body.checkpoint,
+            old_size=body.consistency_from or None,
+            proof=body.consistency_proof,
+        )
 
     def _remember_root(self, origin: str, size: int, root: bytes) -> None:
         # Bounded: a long-running node sees checkpoints without end; the envelopes in flight

@@ -13,6 +13,7 @@ import json
 from collections.abc import Iterator
 from datetime import UTC, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -45,15 +46,20 @@ def _audit(settings: Settings) -> AuditReport:
     return audit_node(settings)
 
 
-def test_a_cancellation_moved_to_another_time_is_refused_and_named(
-    story: SupervisionStory, settings: Settings
-) -> None:
-    booked = story.run(
+def _book(story: SupervisionStory) -> Any:
+    """The town hall books the window slot for the applicant, on Monday at 09:00."""
+    return story.run(
         "town", "book_appointment", BOOKED_AT, item_code=ELDER_CARD,
         kind="APPOINTMENT_KIND_WINDOW", hall_id=story.hall("town").hall_id, window="综合窗口2",
         starts_at=SLOT, ends_at=SLOT + timedelta(minutes=30), applicant=APPLICANT,
         channel="BOOKING_CHANNEL_ONLINE",
     )  # fmt: skip
+
+
+def test_a_cancellation_moved_to_another_time_is_refused_and_named(
+    story: SupervisionStory, settings: Settings
+) -> None:
+    booked = _book(story)
     at = story.node.integrator().catch_up() + 1  # the cancellation's record, then its event
     story.run("town", "cancel_appointment", SLOT - timedelta(minutes=10),
               appointment_id=str(booked.case_id), reason="申请人改期")  # fmt: skip
@@ -80,12 +86,7 @@ def test_a_cancellation_reason_rewritten_is_refused_and_named(
     """A rogue writer makes a cancellation say another reason than the hall signed (a
     no-show blamed on the hall made to read as the applicant's own change): the gate refuses
     it, and the auditor names it once it is logged past the gate."""
-    booked = story.run(
-        "town", "book_appointment", BOOKED_AT, item_code=ELDER_CARD,
-        kind="APPOINTMENT_KIND_WINDOW", hall_id=story.hall("town").hall_id, window="综合窗口2",
-        starts_at=SLOT, ends_at=SLOT + timedelta(minutes=30), applicant=APPLICANT,
-        channel="BOOKING_CHANNEL_ONLINE",
-    )  # fmt: skip
+    booked = _book(story)
     at = story.node.integrator().catch_up() + 1  # the cancellation's record, then its event
     story.run("town", "cancel_appointment", SLOT - timedelta(minutes=10),
               appointment_id=str(booked.case_id), reason="窗口临时关闭")  # fmt: skip

@@ -1565,13 +1565,7 @@ def test_a_replayed_peer_step_is_refused_by_a_restarted_gate_and_named_by_the_au
     node, app = shaanxi.node, shaanxi.node.app
     node.add_hall("sx-later-hall", BAIHE)  # a command of 61's own after the step
     at = node.integrator().catch_up()
-    genuine = next(
-        app.mapper.to_domain_event(notification)
-        for notification in app.recorder.select_notifications(start=1, limit=1000)
-        if notification.topic.endswith("PeerStep.Recorded")
-    )
-    again = dataclasses.replace(genuine, originator_version=2)  # type: ignore[type-var]
-    app.recorder.insert_events([app.mapper.to_stored_event(again)])
+    _store_again(app, "PeerStep.Recorded")
     with pytest.raises(IntegrityViolation, match="peer step replayed") as refused:
         node.integrator().catch_up()
     assert refused.value.index == at
@@ -1591,19 +1585,24 @@ def test_a_replayed_peer_acknowledgement_is_named_by_the_auditor(manual: Federat
     node, app = hunan.node, hunan.node.app
     assert hunan.relay.inbox.handle(message) == "acknowledged"
     at = node.integrator().catch_up()
-    genuine = next(
-        app.mapper.to_domain_event(notification)
-        for notification in app.recorder.select_notifications(start=1, limit=1000)
-        if notification.topic.endswith("PeerAcknowledgement.Recorded")
-    )
-    again = dataclasses.replace(genuine, originator_version=2)  # type: ignore[type-var]
-    app.recorder.insert_events([app.mapper.to_stored_event(again)])
+    _store_again(app, "PeerAcknowledgement.Recorded")
     with pytest.raises(IntegrityViolation, match="peer acknowledgement replayed") as refused:
         node.integrator().catch_up()
     assert refused.value.index == at
     integrate_without_the_gate(node.integrator())
     report = _audit(hunan, {shaanxi.origin: _log_verifier(shaanxi)})
     assert _findings_at(report) == {(at, "peer acknowledgement replayed")}, report.summary()
+
+
+def _store_again(app: Any, topic_suffix: str) -> None:
+    """As a rogue writer: store the first record of ``topic_suffix`` again, as its version 2."""
+    genuine = next(
+        app.mapper.to_domain_event(notification)
+        for notification in app.recorder.select_notifications(start=1, limit=1000)
+        if notification.topic.endswith(topic_suffix)
+    )
+    again = dataclasses.replace(genuine, originator_version=2)
+    app.recorder.insert_events([app.mapper.to_stored_event(again)])
 
 
 def _findings_at(report: Any) -> set[tuple[int | None, str]]:
