@@ -595,6 +595,24 @@ def test_duplicates_are_stored_once_and_acknowledged_again(manual: Federation) -
     assert acknowledged is not None and acknowledged.outcome == "stored"
 
 
+def test_a_step_of_another_node_takes_effect_here_when_this_node_applies_it(
+    manual: Federation,
+) -> None:
+    """A peer step's events carry the time this node applied it (after the hall signed it at
+    the origin, no later than this node's record of it), not the origin's business time."""
+    hunan, shaanxi = manual.nodes["43"], manual.nodes["61"]
+    row, genuine = _offsite_submission(manual)
+    taken_in = hunan.app.case_history(row.case_id)[0]
+    assert shaanxi.relay.inbox.handle(genuine) == "stored"
+    copied = shaanxi.app.case_history(row.case_id)[0]
+    (record,) = [
+        shaanxi.app.mapper.to_domain_event(notification)
+        for notification in shaanxi.app.recorder.select_notifications(start=1, limit=1000)
+        if notification.topic.endswith("PeerStep.Recorded")
+    ]
+    assert taken_in.timestamp < copied.timestamp <= record.timestamp
+
+
 def _step_of(message: bytes) -> tuple[Any, ...]:
     body = federation_pb2.Envelope.FromString(
         federation_pb2.FederationMessage.FromString(message).envelope.body
