@@ -47,11 +47,10 @@ def _run(args: list[str], env: dict[str, str]) -> dict[str, object]:
 
 
 def main() -> None:
-    # Answers go to the pipe stdout was; anything written to file descriptor 1 behind Python's
-    # back (a child process, C code) goes to stderr instead of into an answer.
+    # Answers go to the pipe stdout was; anything else written to file descriptor 1 (a child
+    # process, C code, a print outside a command) goes to stderr instead of into an answer.
     answers = os.fdopen(os.dup(1), "w", encoding="utf-8")
     os.dup2(2, 1)
-    sys.stdout = io.TextIOWrapper(os.fdopen(1, "wb", closefd=False), encoding="utf-8")
     for line in sys.stdin:
         request = json.loads(line)
         answers.write(json.dumps(_run(request["args"], request["env"])) + "\n")
