@@ -26,7 +26,7 @@ from hub.application.recorders import PersonalKey
 from hub.commands import model as cmd
 from hub.commands.model import CaseAction, PersonalValue
 from hub.commands.wire import parse_command
-from hub.domain.case import Case, case_id_for
+from hub.domain.case import Case, business_time, case_id_for, step_time
 from hub.domain.command_record import HALL
 from hub.domain.federation import (
     PeerAcknowledgement,
@@ -135,9 +135,15 @@ def apply_peer_step(app: HubApplication, step: IncomingStep) -> Outcome:
         local_name(header.hall_id, header.region, own), header.operator, header.region, header.agent
     )
     key_rows: list[Any] = []
+    # The step takes effect here when this node applies it: its record and the events it
+    # produces carry this one moment (no earlier than the case's previous step), which the
+    # auditor bounds by the envelope's signed sending time and the sender's record of the
+    # acknowledgement (docs/federation.md, "Times").
+    applied_at = PeerStep.Recorded.create_timestamp()
     try:
         if isinstance(action, cmd.Submit):
-            case, key_row = _copy_submission(app, step, parsed, actor)
+            with step_time(applied_at):
+                case, key_row = _copy_submission(app, step, parsed, actor)
             before, key_rows = 0, [key_row]
         else:
             assert isinstance(action, CaseAction)
@@ -147,11 +153,13 @@ def apply_peer_step(app: HubApplication, step: IncomingStep) -> Outcome:
                 return NotYet(f"case {action.case_id} has not arrived here yet")
             before = case.version
             localized = _localized(action, step.hall_regions, own)
-            CASE_STEPS[type(action)](app, case, actor, localized)
+            with step_time(business_time(applied_at, applied_at, case.last_step_at)):
+                CASE_STEPS[type(action)](app, case, actor, localized)
     except TongbanError as error:
         raise StepRefused(str(error)) from None
     evidence = PeerStep._create(
         PeerStep.Recorded,
+        timestamp=applied_at,
         id=record,
         envelope_id=step.envelope_id,
         sender=step.sender,

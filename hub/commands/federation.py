@@ -9,7 +9,7 @@ fault; nothing here touches keys other than to verify and sign with what it is g
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from uuid import UUID
 
 from google.protobuf.message import DecodeError
@@ -20,6 +20,10 @@ from hub.errors import InvalidInput
 #: Context lines signed before the body (docs/federation.md).
 ENVELOPE_CONTEXT = b"tongban/envelope/v1\n"
 ACK_CONTEXT = b"tongban/ack/v1\n"
+
+#: How far two nodes' clocks may differ: an envelope sent further in the future is refused, and
+#: the auditor allows this much between one node's times and another's (docs/federation.md).
+MAX_CLOCK_SKEW = timedelta(minutes=5)
 
 #: An envelope body goes into a ledger leaf of the receiver's log, which must fit 64 KiB.
 MAX_ENVELOPE_BYTES = 60 * 1024

@@ -49,8 +49,12 @@ What is checked, leaf by leaf:
   the hall's key the record names and were signed for the record's origin; the origin's leaf
   in the record is that command; with the origin's log key, the record's checkpoint verifies
   and proves that leaf at its index, and the sender's signature covers the envelope that
-  brought it. The events that follow are checked as a local command's are, with every hall
-  name rewritten into this node's naming (:func:`hub.domain.federation.local_name`).
+  brought it; the record's time (when this node applied the step) is no earlier than the
+  envelope's signed sending time less the clock skew two nodes may have
+  (:data:`~hub.commands.federation.MAX_CLOCK_SKEW`). The events that follow are checked as a
+  local command's are, with every hall name rewritten into this node's naming
+  (:func:`hub.domain.federation.local_name`), and their time is the record's (no earlier than
+  the case's previous step).
 * a **peer acknowledgement leaf** (``PEER_ACK``) records another node's signed answer to one of
   this node's envelopes: with that node's log key, its signature verifies over the body the
   record holds, and the body names this node, the envelope and what the record says.
@@ -80,7 +84,13 @@ from eventsourcing.persistence import StoredEvent
 from eventsourcing.utils import get_topic
 
 from hub.commands import model as cmd
-from hub.commands.federation import ACK_CONTEXT, ENVELOPE_CONTEXT, parse_ack, parse_envelope
+from hub.commands.federation import (
+    ACK_CONTEXT,
+    ENVELOPE_CONTEXT,
+    MAX_CLOCK_SKEW,
+    parse_ack,
+    parse_envelope,
+)
 from hub.commands.model import (
     Action,
     AuthoriseAgent,
@@ -218,6 +228,8 @@ class _Expectation:
     last_version: int | None  # None when the record is unknown (leaf-only check)
     produced: int = 0
     received_at: Any = None  # the command record's time (None when the record is unknown)
+    #: For a peer's step: when this node applied it (its record's time), its events' time.
+    applied_at: datetime | None = None
     #: For a peer's step: the hall's name here, and how to write the halls it names here.
     actor_name: str | None = None
     localize: Callable[[str], str] | None = None
@@ -615,6 +627,7 @@ class LogChecker:
         else:
             self.signatures += 1
         problems += self._check_origin_proof(record, header.hall_id)
+        problems += self._check_applied_at(record)
         target = _expected_target(command)
         if record.target_id != target:
             problems.append(
@@ -631,8 +644,30 @@ class LogChecker:
             record.last_version,
             actor_name=leaf.signer,
             localize=lambda name: local_name(name, regions.get(name), own),
+            applied_at=record.timestamp,
         )
         return problems
+
+    def _check_applied_at(self, record: PeerStep.Recorded) -> list[Problem]:
+        """A node applies a step after its envelope was sent: it refuses an envelope sent more
+        than the clock skew ahead of its clock, so a record earlier than the sending time less
+        that skew is backdated. (The latest it can be is the sender's record of this node's
+        acknowledgement: ``tongban audit citations`` checks that, with both logs.)"""
+        try:
+            sent_at = parse_envelope(record.envelope).sent_at
+        except InvalidInput:
+            return []  # named by the envelope check
+        if record.timestamp >= sent_at - MAX_CLOCK_SKEW:
+            return []
+        return [
+            Problem(
+                "backdated receipt",
+                f"the step of envelope {record.envelope_id} is recorded as applied at "
+                f"{record.timestamp.isoformat()}, {_duration(sent_at - record.timestamp)} before "
+                f"{record.sender} sent it ({sent_at.isoformat()}); a node refuses an envelope "
+                f"sent more than {_duration(MAX_CLOCK_SKEW)} ahead of its clock",
+            )
+        ]
 
     def _check_origin_proof(self, record: Any, hall_id: str) -> list[Problem]:
         """The step's leaf in its origin's log, proved under a checkpoint the origin signed,
@@ -840,7 +875,7 @@ class LogChecker:
             )
         if event is not None and not problems:
             problems += self._check_content(leaf, event, open_, first=open_.produced == 0)
-            problems += self._check_time(leaf, event, open_.command, open_.received_at)
+            problems += self._check_time(leaf, event, open_)
         elif event is None:
             self._learn_from_command(leaf.index, action, command.header.hall_id)
         open_.produced += 1
@@ -1105,11 +1140,18 @@ class LogChecker:
             return [Problem("invalid transition", f"{action.action_name}: {error}")]
         return []
 
-    def _check_time(
-        self, leaf: Leaf, event: Any, command: ParsedCommand, received_at: Any
-    ) -> list[Problem]:
-        """A case event's time must be its step's business time (see the module docstring)."""
-        if received_at is None or not isinstance(event, Case.Submitted | Case.Event):
+    def _check_time(self, leaf: Leaf, event: Any, open_: _Expectation) -> list[Problem]:
+        """A case event's time must be its step's business time (see the module docstring):
+        for a peer's step, the time this node applied it."""
+        if not isinstance(event, Case.Submitted | Case.Event):
+            return []
+        if open_.applied_at is not None:
+            signed_at = received_at = open_.applied_at
+            bounds = "the time this node applied the peer's step, bounded by the previous step"
+        elif open_.received_at is not None:
+            signed_at, received_at = open_.command.header.issued_at, open_.received_at
+            bounds = "signed time, bounded by receipt and the previous step"
+        else:
             return []
         before = None
         if leaf.version > 1:
@@ -1117,14 +1159,13 @@ class LogChecker:
             if case is None:
                 return []  # reported by the transition check
             before = case.last_step_at
-        expected = business_time(command.header.issued_at, received_at, before)
+        expected = business_time(signed_at, received_at, before)
         if event.timestamp != expected:
             return [
                 Problem(
                     "content mismatch",
                     f"the event's time {event.timestamp.isoformat()} is not the step's business "
-                    f"time {expected.isoformat()} (signed time, bounded by receipt and the "
-                    "previous step)",
+                    f"time {expected.isoformat()} ({bounds})",
                 )
             ]
         return []

@@ -8,7 +8,10 @@ names and compare:
 * a **step record** (``PeerStep``) at node B names (origin, index): the origin's leaf at that
   index must be the very leaf the record carries (the hall's signed command);
 * an **acknowledgement** (``PeerAcknowledgement``, stored) at node A names (peer, index): the
-  peer's leaf at that index must be the step record of that envelope;
+  peer's leaf at that index must be the step record of that envelope, and that record no later
+  than A's record of the acknowledgement (less the clock skew two nodes may have): the peer
+  applied the step before it acknowledged it, so a peer that dates its receipt of a case later
+  than it was (to make its own handling look quicker) is caught here;
 * a **refusal** (``Case.TransferRefused``) at A names an envelope the peer refused: the peer's
   log must hold no step record of that envelope.
 
@@ -21,6 +24,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from uuid import UUID
 
+from hub.commands.federation import MAX_CLOCK_SKEW
 from hub.domain.case import Case
 from hub.domain.codec import event_mapper
 from hub.domain.federation import PeerAcknowledgement, PeerStep
@@ -123,6 +127,13 @@ def _answer(
         report.problems.append(
             f"{origin}: the acknowledgement of envelope {event.envelope_id} cites {event.peer}#"
             f"{event.peer_index}, which is not that envelope's step in {event.peer}'s log"
+        )
+    elif record.timestamp > event.timestamp + MAX_CLOCK_SKEW:
+        report.problems.append(
+            f"{event.peer}: the step of envelope {event.envelope_id} is recorded as applied at "
+            f"{record.timestamp.isoformat()}, after {origin} stored its acknowledgement "
+            f"({event.timestamp.isoformat()}; clocks may differ by "
+            f"{int(MAX_CLOCK_SKEW.total_seconds())} s)"
         )
 
 

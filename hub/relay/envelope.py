@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from uuid import UUID
 
 from cryptography.exceptions import InvalidSignature
@@ -34,6 +34,7 @@ from tongban.v1 import federation_pb2
 from hub.commands.federation import (
     ACK_CONTEXT,
     ENVELOPE_CONTEXT,
+    MAX_CLOCK_SKEW,
     AckBody,
     EnvelopeBody,
     parse_ack,
@@ -64,8 +65,6 @@ UNVERIFIABLE = "unverifiable"
 #: Not a check: the node failed handling the message (a fault of its own), see Relay.
 FAILED = "failed"
 
-#: How far in the future an envelope's time may be (clocks of two nodes differ a little).
-MAX_CLOCK_SKEW = timedelta(minutes=5)
 
 _SUITE = hpke.Suite(hpke.KEM.X25519, hpke.KDF.HKDF_SHA256, hpke.AEAD.AES_256_GCM)
 _PERSONAL_INFO = b"tongban/personal/v1\n"

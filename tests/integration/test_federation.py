@@ -10,6 +10,7 @@ import base64
 import contextlib
 import dataclasses
 import json
+import re
 import sys
 import threading
 import time
@@ -611,6 +612,98 @@ def test_a_step_of_another_node_takes_effect_here_when_this_node_applies_it(
         if notification.topic.endswith("PeerStep.Recorded")
     ]
     assert taken_in.timestamp < copied.timestamp <= record.timestamp
+
+
+def _redate_the_step_at_61(shaanxi: Member, shift: timedelta, *, events: bool = True) -> None:
+    """As a rogue writer at 61, before 61's integrator logs it: date 61's record of the step
+    (and, with ``events``, the case event the step made) by ``shift``."""
+    app = shaanxi.app
+    stored = [
+        app.mapper.to_domain_event(notification)
+        for notification in app.recorder.select_notifications(start=1, limit=1000)
+    ]
+    (record,) = [e for e in stored if type(e).__qualname__ == "PeerStep.Recorded"]
+    (copied,) = [e for e in stored if type(e).__qualname__ == "Case.Submitted"]
+    assert copied.timestamp == record.timestamp  # one moment: when 61 applied the step
+    for suffix, event in (("PeerStep.Recorded", record), ("Case.Submitted", copied)):
+        if suffix == "PeerStep.Recorded" or events:
+            old = event.timestamp.isoformat().encode()
+            rewrite_last_event(
+                shaanxi.node.settings, suffix, old, (event.timestamp + shift).isoformat().encode()
+            )
+
+
+def test_a_peer_step_recorded_before_its_envelope_was_sent_is_refused_and_named(
+    manual: Federation,
+) -> None:
+    """A rogue writer at 61 dates its receipt of 43's case three days back (its record and the
+    case's events, consistently): the envelope 43 signed says when it was sent, and no node
+    applies an envelope sent further ahead of its clock than the skew it allows. The gate
+    refuses the record; logged past the gate, the auditor names it, at that leaf alone."""
+    hunan, shaanxi = manual.nodes["43"], manual.nodes["61"]
+    _row, submission = _offsite_submission(manual)
+    assert shaanxi.relay.inbox.handle(submission) == "stored"
+    _redate_the_step_at_61(shaanxi, -timedelta(days=3))
+    with pytest.raises(IntegrityViolation, match="backdated receipt"):
+        shaanxi.node.integrator().catch_up()
+    integrate_without_the_gate(shaanxi.node.integrator())
+    report = _audit(shaanxi, {hunan.origin: _log_verifier(hunan)})
+    (finding,) = report.findings
+    assert finding.kind == "backdated receipt", report.summary()
+    assert re.search(r"applied at .*, 2 d 86\d\d\d s before tongban/43 sent it", finding.detail)
+
+
+def test_a_peer_steps_event_dated_apart_from_its_record_is_named(manual: Federation) -> None:
+    """The events a peer's step makes carry the moment this node applied it, the record's
+    time: a rogue writer at 61 who dates the case's copy a day earlier than its record (so
+    supervision counts from then) is named by the auditor."""
+    hunan, shaanxi = manual.nodes["43"], manual.nodes["61"]
+    _row, submission = _offsite_submission(manual)
+    assert shaanxi.relay.inbox.handle(submission) == "stored"
+    _redate_the_step_at_61(shaanxi, timedelta(days=1))  # both a day later: consistent
+    (shaanxi_copy,) = [
+        n for n in shaanxi.app.recorder.select_notifications(start=1, limit=1000)
+        if n.topic.endswith("Case.Submitted")
+    ]  # fmt: skip
+    event = shaanxi.app.mapper.to_domain_event(shaanxi_copy)
+    rewrite_last_event(
+        shaanxi.node.settings, "Case.Submitted", event.timestamp.isoformat().encode(),
+        (event.timestamp - timedelta(days=1)).isoformat().encode(),
+    )  # fmt: skip
+    with pytest.raises(IntegrityViolation, match="the time this node applied"):
+        shaanxi.node.integrator().catch_up()
+    integrate_without_the_gate(shaanxi.node.integrator())
+    report = _audit(shaanxi, {hunan.origin: _log_verifier(hunan)})
+    assert [(f.kind, "the time this node applied the peer's step" in f.detail)
+            for f in report.findings] == [("content mismatch", True)], report.summary()  # fmt: skip
+
+
+def test_a_peer_that_dates_its_receipt_after_its_acknowledgement_is_caught_by_the_citations(
+    manual: Federation,
+) -> None:
+    """61 dates its receipt of 43's case three days later than it was (its handling would look
+    three days quicker): its own log is consistent, and its audit passes. But 61 acknowledged
+    the step, and 43 stored the acknowledgement at 43's time: a step cannot be applied after it
+    was acknowledged, so following the citation names it. Within the clock skew it is no
+    finding."""
+    hunan, shaanxi = manual.nodes["43"], manual.nodes["61"]
+    row, submission = _offsite_submission(manual)
+    assert shaanxi.relay.inbox.handle(submission) == "stored"
+    _redate_the_step_at_61(shaanxi, timedelta(days=3))
+    shaanxi.node.integrator().catch_up()  # nothing in 61's log alone says otherwise
+    record = peer_step_id(hunan.origin, _leaf_index_of_first_step(hunan, row))
+    ack = shaanxi.relay.publisher.ack_message(record, row.envelope_id, hunan.origin)
+    assert ack is not None
+    hunan.node.integrator().catch_up()
+    assert hunan.relay.inbox.handle(ack) == "acknowledged"
+    for member in (hunan, shaanxi):
+        member.node.integrator().catch_up()
+        other = shaanxi if member is hunan else hunan
+        report = _audit(member, {other.origin: _log_verifier(other)})
+        assert report.ok, report.summary()
+    citations = _citations(hunan, shaanxi)
+    assert [p for p in citations.problems if "after tongban/43 stored its acknowledgement" in p]
+    assert len(citations.problems) == 1, citations.problems
 
 
 def _step_of(message: bytes) -> tuple[Any, ...]:
