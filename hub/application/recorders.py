@@ -239,6 +239,15 @@ class TongbanPostgresRecorder(PersonalKeyAccess, PostgresApplicationRecorder):
         # After the events: a conflicting concurrent duplicate then fails on the events' own
         # (id, version) key first, with the IntegrityError the application expects.
         super()._insert_stored_events(curs, stored_events, **kwargs)
+        if not (kwargs.get("personal_keys") or kwargs.get("erase_keys")):
+            return
+        # Sync the pipeline first (leaving a nested pipeline block does), so a conflict is
+        # raised here. Otherwise, when the server's answer to the events is already in as the
+        # key rows are sent, psycopg raises the conflict at them, the library's commit then
+        # runs on the aborted pipeline, and "pipeline aborted" replaces the IntegrityError
+        # (test_a_conflict_with_personal_keys_is_an_integrity_error_when_its_answer_comes_early).
+        with curs.connection.pipeline():
+            pass
         # Another cursor of the same connection (same transaction): the library reads the new
         # notification ids back from ``curs``.
         with curs.connection.cursor() as keys:

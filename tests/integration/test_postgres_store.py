@@ -3,11 +3,14 @@ writes in transactions, and every store of a node on it."""
 
 from __future__ import annotations
 
+import select
 import threading
 from pathlib import Path
 from typing import Any
+from uuid import uuid4
 
 import pytest
+from eventsourcing.persistence import IntegrityError, StoredEvent
 from psycopg.pq import TransactionStatus
 
 from hub.application.postgres_store import (
@@ -17,6 +20,7 @@ from hub.application.postgres_store import (
     TongbanPostgresFactory,
     uses_postgres,
 )
+from hub.application.recorders import PersonalKey
 from hub.bootstrap import persistence_env
 from hub.integrity.integrator import open_ledger_view
 from hub.materials.store import MaterialStore
@@ -119,3 +123,32 @@ def test_a_failed_read_leaves_the_connection_usable(node: Any) -> None:
         with datastore.transaction(commit=False) as cursor:
             cursor.execute("SELECT 1 AS one")
             assert cursor.fetchone()["one"] == 1
+
+
+def test_a_conflict_with_personal_keys_is_an_integrity_error_when_its_answer_comes_early(
+    node: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A save whose events conflict (another save stored that version first: the loser of a
+    race for an appointment slot) fails with the IntegrityError the application turns into
+    "taken", even when PostgreSQL's answer to the events' insert is in before the personal-key
+    rows are sent behind it in the pipeline (as on a busy machine). Before, psycopg raised the
+    conflict at the key rows, and the commit that followed on the aborted pipeline raised
+    "pipeline aborted" in its place: a storage fault, answered UNAVAILABLE."""
+    recorder = node.app.recorder
+    first = StoredEvent(
+        originator_id=uuid4(), originator_version=1, topic="tests:Conflict", state=b"{}"
+    )
+    recorder.insert_events([first])
+    key = PersonalKey(case_id=first.originator_id, subject="s", wrapped=b"w", key_id="k")
+    write = recorder._keys.write
+
+    def once_the_conflict_is_answered(curs: Any, kwargs: dict[str, Any]) -> None:
+        # The connection's socket turns readable when the server has answered what was sent.
+        readable, _, _ = select.select([curs.connection.pgconn.socket], [], [], 10)
+        assert readable, "the server did not answer the events' insert"
+        write(curs, kwargs)
+
+    monkeypatch.setattr(recorder._keys, "write", once_the_conflict_is_answered)
+    with pytest.raises(IntegrityError):
+        recorder.insert_events([first], personal_keys=[key])
+    assert recorder.personal_key(first.originator_id) is None  # nothing of it was stored
