@@ -443,10 +443,16 @@ def test_a_replayed_record_and_a_swapped_key_id_are_named(node: InProcessNode) -
 
 
 def _forge_submission(
-    node: InProcessNode, signer: CommandSigner, key: str, *, flip_signature: bool = False
+    node: InProcessNode,
+    signer: CommandSigner,
+    key: str,
+    *,
+    flip_signature: bool = False,
+    recorded_bytes: bytes | None = None,
 ) -> None:
     """Store a 收件 as a rogue operator could, past the node's checks: ``signer``'s signed
-    command (its signature with one bit flipped, if asked), its record and the case it opens."""
+    command (its signature with one bit flipped, if asked; other bytes recorded as the signed
+    command, if given), its record and the case it opens."""
     app, hall_id, region_code = node.app, signer.hall_id, signer.region
     signed = signer.sign("submit", idempotency_key=key, item_code="070303001000",
                          applicant=APPLICANT, materials=[material()])  # fmt: skip
@@ -467,7 +473,7 @@ def _forge_submission(
     record = CommandRecord.record(
         signer_kind=HALL, signer=hall_id, key=key, action="submit",
         digest=payload_digest("submit", {}), target_id=case.id, first_version=1,
-        last_version=1, signed_bytes=signed.command, signature=signature,
+        last_version=1, signed_bytes=recorded_bytes or signed.command, signature=signature,
         key_id=key_id(public_key_b64(signer.key)), issued_at=parsed.header.issued_at,
         deferred=False,
     )  # fmt: skip
@@ -500,6 +506,22 @@ def test_a_command_signed_for_another_node_or_with_a_rotated_out_key_is_named(
     assert (start, "command for another node") in kinds
     assert (start + 2, "key out of period") in kinds
     assert {kind for _i, kind in kinds} == {"command for another node", "key out of period"}
+
+
+def test_a_command_record_whose_bytes_are_no_command_is_refused_and_named(
+    node: InProcessNode,
+) -> None:
+    """A rogue writer records a 收件 whose signed bytes are not a command at all: the gate
+    refuses it, and logged past the gate with the node's key, the auditor names the record's
+    leaf as unreadable, and the case it opened as authorised by nothing."""
+    settings = node.settings
+    hall = node.add_hall("hn-test-hall", "430902000000")
+    node.integrator().catch_up()
+    signer = CommandSigner(hall.key, node=settings.origin, operator="op", hall_id=hall.hall_id,
+                           region=hall.region)  # fmt: skip
+    _forge_submission(node, signer, "key-unreadable-1", recorded_bytes=b"\x0a\x03not a command")
+    start, report = _refused_then_logged(node, "command unreadable")
+    assert _kinds(report) == {(start, "command unreadable"), (start + 1, "unauthorised event")}
 
 
 def test_a_flipped_signature_and_a_retired_halls_command_are_named(node: InProcessNode) -> None:
@@ -557,6 +579,17 @@ def _size(node: InProcessNode) -> int:
     view = node.integrator().view
     size: int = view.read(lambda cursor: view.tables.state(cursor)[0])
     return size
+
+
+def _refused_then_logged(node: InProcessNode, refusal: str) -> tuple[int, AuditReport]:
+    """The gate refuses what a rogue writer stored (its problem matching ``refusal``); the
+    rogue operator then logs it anyway with the node's key (a restarted integrator, no gate):
+    the index of the first leaf logged, and the auditor's report."""
+    start = _size(node)
+    with pytest.raises(IntegrityViolation, match=refusal):
+        node.integrator().catch_up()
+    integrate_without_the_gate(node.integrator())
+    return start, _audit(node.settings)
 
 
 def test_a_backdated_step_is_refused_by_the_gate_and_named_by_the_auditor(
@@ -1178,6 +1211,27 @@ def test_erasure_keeps_every_proof_and_signature_valid(node: InProcessNode) -> N
     assert all(entry.ok for entry in entries)
     assert "personal data erased" in entries[0].status
     assert entries[-1].topic == "PersonalDataErased"
+
+
+def test_an_erasure_attributed_to_another_admin_is_refused_and_named(node: InProcessNode) -> None:
+    """A rogue writer stores an admin's genuine erasure naming another admin as the one who
+    erased (the acting admin must be the signer): the gate refuses it, and logged past the gate
+    the auditor names it."""
+    settings, app = node.settings, node.app
+    case_id = next(
+        n.originator_id
+        for n in app.recorder.select_notifications(start=1, limit=500)
+        if n.topic.endswith("Case.Submitted")
+    )
+    node.integrator().catch_up()
+    app.execute(node.admin.sign("erase_personal_data", case_id=str(case_id), reason="申请人要求"))
+    admin = node.admin.admin
+    rewrite_last_event(
+        settings, "Case.PersonalDataErased", f'"admin":"{admin}"'.encode(), b'"admin":"someone"'
+    )
+    start, report = _refused_then_logged(node, "the acting admin is not the signer")
+    assert _kinds(report) == {(start + 1, "content mismatch")}, report.summary()
+    assert "the acting admin is not the signer" in report.findings[0].detail
 
 
 # ------------------------------------------------------------------------------ export and cases

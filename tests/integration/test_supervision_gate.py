@@ -11,11 +11,12 @@ PostgreSQL.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
-from uuid import UUID
+from uuid import UUID, uuid4
 
 import pytest
 from eventsourcing.persistence import Notification
@@ -30,6 +31,7 @@ from hub.settings import Settings
 from ledger import Leaf, Verifier
 from tests.harness.inprocess import read_only_store
 from tests.harness.story import FOOD_LICENCE, HOUSEHOLD_MOVE, SupervisionStory, cst
+from tests.harness.tamper import integrate_without_the_gate
 
 
 @pytest.fixture
@@ -163,3 +165,25 @@ def test_the_auditor_names_a_forged_warning_integrated_past_the_gate(
     assert not report.ok
     assert [(f.index, f.kind) for f in report.findings] == [(size, "unauthorised event")]
     assert "before the case was due" in report.findings[0].detail
+
+
+def test_a_warning_for_a_case_not_in_the_log_is_refused_and_named(
+    story: SupervisionStory, settings: Settings
+) -> None:
+    """A rogue writer stores a warning under an id no case has: there is no history to justify
+    it. The gate refuses it; logged past the gate with the node's key, the auditor names it."""
+    case = story.app.get_case(_case(story))
+    story.node.integrator().catch_up()
+    case.trigger_event(
+        Case.SupervisionWarned, kind=WarningKind.RED, due_at=cst(2026, 3, 17),
+        timestamp=cst(2026, 3, 17, 9),
+    )  # fmt: skip
+    (warning,) = case.collect_events()
+    stray = dataclasses.replace(warning, originator_id=uuid4(), originator_version=1)
+    story.app.recorder.insert_events([story.app.mapper.to_stored_event(stray)])
+    assert "a warning for a case not in the log" in str(_refused(story))
+    integrate_without_the_gate(story.node.integrator())
+    report = _audit(settings)
+    assert [(f.kind, f.detail) for f in report.findings] == [
+        ("unauthorised event", "a warning for a case not in the log")
+    ], report.summary()
