@@ -138,7 +138,7 @@ def apply_peer_step(app: HubApplication, step: IncomingStep) -> Outcome:
     # The step takes effect here when this node applies it: its record and the events it
     # produces carry this one moment (no earlier than the case's previous step), which the
     # auditor bounds by the envelope's signed sending time and the sender's record of the
-    # acknowledgement (docs/federation.md, "Times").
+    # acknowledgement (docs/federation.md, "The auditor's view").
     applied_at = PeerStep.Recorded.create_timestamp()
     try:
         if isinstance(action, cmd.Submit):
