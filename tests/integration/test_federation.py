@@ -27,8 +27,10 @@ from kafka import KafkaConsumer
 from tongban.v1 import common_pb2, federation_pb2
 
 from hub import telemetry
+from hub.application.peers import Applied, IncomingStep, NotYet, StepRefused, apply_peer_step
 from hub.bootstrap import federation_identity, open_node_projections
 from hub.cli import main as cli_main
+from hub.commands.signing import CommandSigner
 from hub.domain.federation import acknowledgement_id, peer_step_id
 from hub.domain.supervision import warning_due
 from hub.domain.values import CaseState, CrossRegionMode, WarningKind
@@ -39,7 +41,13 @@ from hub.integrity.store import ReadOnlyStore
 from hub.integrity.witnessed import evidence_count
 from hub.projections.queries import Names, rank_windows, statistics
 from hub.relay.envelope import sign_ack, sign_envelope
-from hub.relay.outbound import OUTBOX_PROJECTION, LeafMemory, RecordMemory, stored_after
+from hub.relay.outbound import (
+    OUTBOX_PROJECTION,
+    LeafMemory,
+    RecordMemory,
+    refusal,
+    stored_after,
+)
 from hub.settings import Settings
 from ledger import (
     Checkpoint,
@@ -704,6 +712,50 @@ def test_a_peer_that_dates_its_receipt_after_its_acknowledgement_is_caught_by_th
     citations = _citations(hunan, shaanxi)
     assert [p for p in citations.problems if "after tongban/43 stored its acknowledgement" in p]
     assert len(citations.problems) == 1, citations.problems
+
+
+def test_a_proven_step_whose_command_breaks_this_nodes_rules_is_refused_and_nothing_stored(
+    manual: Federation, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The relay proves a step is in its origin's log; what the command says is this node's to
+    judge, as for a local command: a rogue origin can log anything under its own key. Each of
+    these is refused with its reason (which the sender gets, signed), and nothing is stored."""
+    hunan, shaanxi = manual.nodes["43"], manual.nodes["61"]
+    _row, submission = _offsite_submission(manual)
+    captured: list[IncomingStep] = []
+
+    def capture(app: Any, step: IncomingStep) -> NotYet:
+        captured.append(step)
+        return NotYet("held by the test")
+
+    monkeypatch.setattr("hub.relay.inbound.apply_peer_step", capture)
+    shaanxi.relay.inbox.handle(submission)
+    (genuine,) = captured
+    town = hunan.node.halls["hn-shatou-town"]
+
+    def signed_by(*, node: str = hunan.origin, region: str = SHATOU) -> dict[str, Any]:
+        signer = CommandSigner(town.key, node=node, operator="op", hall_id=town.hall_id,
+                               region=region)  # fmt: skip
+        command = signer.sign("submit", item_code=ID_CARD, applicant=APPLICANT,
+                              materials=[material()], competent_region=BAIHE)  # fmt: skip
+        return {"signed_bytes": command.command, "signature": command.signature}
+
+    admin = hunan.node.admin.sign("retire_hall", hall_id="hn-shatou-town", reason="x")
+    other_key = base64.b64encode(bytes(range(32))).decode()
+    cases: list[tuple[dict[str, Any], str]] = [
+        ({"signed_bytes": b"\x0a\x03not a command"}, "the hall's command does not parse"),
+        (signed_by(node="tongban/42"), "signed for 'tongban/42', not 'tongban/43'"),
+        ({"signed_bytes": admin.command, "signature": admin.signature}, "not a hall's command"),
+        ({"hall_key": other_key}, "the hall key does not match the key id in the origin's leaf"),
+        (signed_by(region=BAIHE), "cannot be in this node's region 61"),
+        (signed_by(region="420106000000"), "of region 420106000000, which tongban/43 does not"),
+    ]
+    size = shaanxi.node.log_size()
+    for change, reason in cases:
+        with pytest.raises(StepRefused, match=re.escape(reason)):
+            apply_peer_step(shaanxi.app, dataclasses.replace(genuine, **change))
+        assert shaanxi.node.log_size() == size, reason
+    assert isinstance(apply_peer_step(shaanxi.app, genuine), Applied)  # the genuine step
 
 
 def _step_of(message: bytes) -> tuple[Any, ...]:
@@ -1489,6 +1541,32 @@ def test_a_peer_that_signs_a_wrong_citation_is_caught_by_following_it(manual: Fe
     citations = _citations(hunan, shaanxi)
     assert not citations.ok
     assert any("not that envelope's step" in problem for problem in citations.problems)
+
+
+def test_a_peer_that_refuses_a_step_it_stored_is_caught_by_following_the_refusal(
+    manual: Federation,
+) -> None:
+    """61 stores 43's step and yet answers with a signed refusal. 43 accepts the refusal (it
+    is signed), and each log alone verifies; following the refusal into 61's log finds the
+    step stored there."""
+    hunan, shaanxi = manual.nodes["43"], manual.nodes["61"]
+    row, submission = _offsite_submission(manual)
+    assert shaanxi.relay.inbox.handle(submission) == "stored"
+    lying = refusal(
+        shaanxi.relay.publisher.signer, own_origin=shaanxi.origin, envelope_id=row.envelope_id,
+        destination=hunan.origin, reason="不予受理",
+    )  # fmt: skip
+    hunan.node.integrator().catch_up()
+    assert hunan.relay.inbox.handle(lying) == "acknowledged"
+    for member in (hunan, shaanxi):
+        member.node.integrator().catch_up()
+        other = shaanxi if member is hunan else hunan
+        report = _audit(member, {other.origin: _log_verifier(other)})
+        assert report.ok, report.summary()
+    citations = _citations(hunan, shaanxi)
+    assert citations.problems == [
+        f"tongban/43: tongban/61 refused envelope {row.envelope_id}, but its log holds it"
+    ]
 
 
 def _leaf_index_of_first_step(member: Any, row: Any) -> int:
