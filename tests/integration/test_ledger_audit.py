@@ -10,6 +10,7 @@ node refuses. Nothing else may fail: each test also checks that the untouched lo
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import functools
 import hashlib
@@ -379,6 +380,28 @@ def test_a_checkpoint_row_that_differs_from_its_note_is_named_and_not_trusted(
     moved = next(size for size in range(newest - 1, 0, -1) if size not in sizes)
     _sql(settings, "UPDATE ledger_checkpoints SET size = %s WHERE size = %s", moved, newest)
     assert findings() == [(None, "checkpoint row")]
+
+
+def test_one_checkpoint_whose_signature_does_not_verify_is_named_by_its_size(
+    node: InProcessNode,
+) -> None:
+    """One stored checkpoint's signature altered, the others genuine: the auditor names that
+    checkpoint by its size (not "is it this log's key?", which is for none verifying), does
+    not trust it, and still verifies the log against the others."""
+    settings = node.settings
+    clean = _clean(settings)
+    rows = _sql(settings, "SELECT size, note FROM ledger_checkpoints ORDER BY size")
+    size, note = rows[0]
+    text, _, signature_line = bytes(note).rstrip(b"\n").rpartition(b"\n")
+    name, _, signature = signature_line.rpartition(b" ")
+    raw = base64.b64decode(signature)
+    flipped = base64.b64encode(raw[:-1] + bytes([raw[-1] ^ 1]))
+    altered = text + b"\n" + name + b" " + flipped + b"\n"
+    _sql(settings, "UPDATE ledger_checkpoints SET note = %s WHERE size = %s", altered, size)
+    report = _audit(settings)
+    assert [(f.index, f.kind) for f in report.findings] == [(None, "checkpoint signature")]
+    assert report.findings[0].detail.startswith(f"checkpoint of size {size}: ")
+    assert report.latest == clean.latest, report.summary()
 
 
 # ------------------------------------------------------------------------------ with the log key
