@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import functools
 import re
 import typing
 from collections.abc import Sequence
@@ -95,7 +96,7 @@ def value_from_proto(cls: type[Any], message: Message, field: str) -> Any:
         return _commitments(message, field)
     if cls is AppointmentCommitments:
         return _appointment_commitments(message, field)
-    hints = typing.get_type_hints(cls)
+    hints = _hints_of(cls)
     try:
         return cls(
             **{
@@ -109,6 +110,12 @@ def value_from_proto(cls: type[Any], message: Message, field: str) -> Any:
         raise InvalidInput(
             f"{field}.{error.field.split('.')[-1]}", error.value, error.reason
         ) from None
+
+
+@functools.cache
+def _hints_of(cls: type[Any]) -> dict[str, Any]:
+    """A value class's resolved type hints (``typing.get_type_hints`` is slow: once per class)."""
+    return typing.get_type_hints(cls)
 
 
 def _commitments(message: Message, field: str) -> ApplicantCommitments:
@@ -165,7 +172,17 @@ def _timestamp(value: Any, field: str) -> datetime:
 
 
 def parse_command(data: bytes, expected: str | None = None) -> ParsedCommand:
-    """Parse signed ``Command`` bytes; ``expected``: the action the RPC stands for."""
+    """Parse signed ``Command`` bytes; ``expected``: the action the RPC stands for.
+
+    The same bytes are parsed several times on their way through a node (the call, the
+    ledger's gate, the relay at both ends, the receiving node's gate), so the latest parses are
+    kept: the result is immutable (frozen dataclasses, tuples) and depends on the bytes alone.
+    A refusal (InvalidInput) is not kept; it is raised again each time."""
+    return _parse(bytes(data), expected)
+
+
+@functools.lru_cache(maxsize=512)  # at most 512 × 48 KiB, a few hundred KiB in practice
+def _parse(data: bytes, expected: str | None) -> ParsedCommand:
     if len(data) > MAX_COMMAND_BYTES:
         raise InvalidInput("command", f"{len(data)} bytes", f"larger than {MAX_COMMAND_BYTES}")
     if not data:
