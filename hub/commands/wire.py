@@ -112,10 +112,15 @@ def value_from_proto(cls: type[Any], message: Message, field: str) -> Any:
         ) from None
 
 
-@functools.cache
+_VALUE_HINTS: dict[type[Any], dict[str, Any]] = {}
+
+
 def _hints_of(cls: type[Any]) -> dict[str, Any]:
     """A value class's resolved type hints (``typing.get_type_hints`` is slow: once per class)."""
-    return typing.get_type_hints(cls)
+    hints = _VALUE_HINTS.get(cls)
+    if hints is None:
+        hints = _VALUE_HINTS[cls] = typing.get_type_hints(cls)
+    return hints
 
 
 def _commitments(message: Message, field: str) -> ApplicantCommitments:
