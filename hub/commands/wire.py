@@ -186,7 +186,7 @@ def parse_command(data: bytes, expected: str | None = None) -> ParsedCommand:
     return _parse(bytes(data), expected)
 
 
-@functools.lru_cache(maxsize=512)  # at most 512 × 48 KiB, a few hundred KiB in practice
+@functools.lru_cache(maxsize=512)  # at most 24 MiB (512 × 48 KiB), under 1 MiB in practice
 def _parse(data: bytes, expected: str | None) -> ParsedCommand:
     if len(data) > MAX_COMMAND_BYTES:
         raise InvalidInput("command", f"{len(data)} bytes", f"larger than {MAX_COMMAND_BYTES}")

@@ -11,7 +11,9 @@ names and compare:
   peer's leaf at that index must be the step record of that envelope, and that record no later
   than A's record of the acknowledgement (less the clock skew two nodes may have): the peer
   applied the step before it acknowledged it, so a peer that dates its receipt of a case later
-  than it was (to make its own handling look quicker) is caught here;
+  than it was (to make its own handling look quicker) is caught here (as would be A, had it
+  backdated its record of the acknowledgement: both logs are signed, so the contradiction is
+  the evidence);
 * a **refusal** (``Case.TransferRefused``) at A names an envelope the peer refused: the peer's
   log must hold no step record of that envelope.
 
@@ -129,11 +131,12 @@ def _answer(
             f"{event.peer_index}, which is not that envelope's step in {event.peer}'s log"
         )
     elif record.timestamp > event.timestamp + MAX_CLOCK_SKEW:
+        # Both times are in signed logs: one of the two nodes dated its record falsely.
         report.problems.append(
             f"{event.peer}: the step of envelope {event.envelope_id} is recorded as applied at "
             f"{record.timestamp.isoformat()}, after {origin} stored its acknowledgement "
             f"({event.timestamp.isoformat()}; clocks may differ by "
-            f"{int(MAX_CLOCK_SKEW.total_seconds())} s)"
+            f"{int(MAX_CLOCK_SKEW.total_seconds())} s): one of the two records is misdated"
         )
 
 
