@@ -1,6 +1,7 @@
 """预约办 in the log: an appointment's event carries its step's business time, as a case's does.
 
 A rogue writer moves a cancellation to another time (a late cancellation made to look early),
+makes a reception name another case,
 or rewrites its reason:
 the ledger's gate refuses it, and once it is logged past the gate with the node's own log key
 (a rogue operator), the auditor names it with the public key alone. Runs on SQLite and
@@ -14,6 +15,7 @@ from collections.abc import Iterator
 from datetime import UTC, timedelta
 from pathlib import Path
 from typing import Any
+from uuid import UUID, uuid4
 
 import pytest
 
@@ -101,3 +103,26 @@ def test_a_cancellation_reason_rewritten_is_refused_and_named(
     integrate_without_the_gate(story.node.integrator())
     report = _audit(settings)
     assert [(f.index, f.kind) for f in report.findings] == [(at, "content mismatch")]
+
+
+def test_a_reception_naming_another_case_is_refused_and_named(
+    story: SupervisionStory, settings: Settings
+) -> None:
+    """A submission that cites an appointment marks it received, by that case. A rogue writer
+    makes the reception name another case (the applicant "came" for something else): the gate
+    refuses it, and the auditor names it once it is logged past the gate."""
+    booked = _book(story)
+    story.node.integrator().catch_up()
+    case_id = story.submit("town", ELDER_CARD, SLOT, appointment_id=str(booked.case_id))
+    rewrite_last_event(settings, "Appointment.Received", UUID(case_id).hex.encode(),
+                       uuid4().hex.encode())  # fmt: skip
+    with pytest.raises(IntegrityViolation) as refused:
+        story.node.integrator().catch_up()
+    assert refused.value.problems == [
+        "content mismatch: the reception is not of the submitted case"
+    ]
+    integrate_without_the_gate(story.node.integrator())
+    report = _audit(settings)
+    assert [(f.index, f.kind) for f in report.findings] == [
+        (refused.value.index, "content mismatch")
+    ]

@@ -292,6 +292,23 @@ def test_swapped_leaf_rows_are_named_at_both_positions(node: InProcessNode) -> N
     assert "root mismatch" in {kind for _i, kind in kinds}
 
 
+def test_a_leaf_of_another_log_put_in_place_is_named(node: InProcessNode) -> None:
+    """A leaf rewritten to claim another log's origin (its hash column recomputed, so the row
+    looks intact): the auditor names that position, and the signed roots no longer follow."""
+    settings = node.settings
+    index, data, _hash, aggregate_id, version = _row_of_leaf(settings, 5)
+    foreign = dataclasses.replace(Leaf.decode(bytes(data)), origin="tongban/42")
+    _sql(settings, "DELETE FROM ledger_leaves WHERE idx = %s", index)
+    _put_leaf_rows(settings, (index, foreign.encode(), foreign.leaf_hash(), aggregate_id, version))
+    report = _audit(settings)
+    kinds = _kinds(report)
+    assert (5, "leaf origin") in kinds, report.summary()
+    assert "'tongban/42', expected 'tongban/43'" in next(
+        f.detail for f in report.findings if f.kind == "leaf origin"
+    )
+    assert "root mismatch" in {kind for _i, kind in kinds}
+
+
 def test_a_dropped_leaf_and_dropped_newest_leaves_are_named(node: InProcessNode) -> None:
     """A leaf deleted from the middle of the log is named where it is missing, once, with the
     checkpoints that cover it (their roots cannot be re-derived) and the event whose leaf it
