@@ -1,9 +1,9 @@
 """预约办 in the log: an appointment's event carries its step's business time, as a case's does.
 
 A rogue writer moves a cancellation to another time (a late cancellation made to look early),
-rewrites its reason, or makes a reception name another case: the ledger's gate refuses it, and once it is logged past the gate with the node's own log key
-(a rogue operator), the auditor names it with the public key alone. Runs on SQLite and
-PostgreSQL.
+rewrites its reason, or makes a reception name another case: the ledger's gate refuses it,
+and once it is logged past the gate with the node's own log key (a rogue operator), the
+auditor names it with the public key alone. Runs on SQLite and PostgreSQL.
 """
 
 from __future__ import annotations
