@@ -71,6 +71,19 @@ class AckBody:
     reason: str
     cosignature: str
     cosigned_size: int
+    #: The acknowledging node's clock when it signed (a stored step was applied no later).
+    signed_at: datetime
+
+
+def _time(text: str, field: str) -> datetime:
+    """An RFC 3339 time with its time zone; InvalidInput naming ``field`` otherwise."""
+    try:
+        moment = datetime.fromisoformat(_required(text, field))
+    except ValueError:
+        raise InvalidInput(field, text, "not an RFC 3339 time") from None
+    if moment.tzinfo is None:
+        raise InvalidInput(field, text, "give the time zone (UTC)")
+    return moment
 
 
 def _uuid(text: str, field: str) -> UUID:
@@ -97,12 +110,7 @@ def parse_envelope(body: bytes) -> EnvelopeBody:
     if not message.HasField("step"):
         raise InvalidInput("envelope.step", "", "missing")
     step = message.step
-    try:
-        sent_at = datetime.fromisoformat(_required(message.sent_at, "envelope.sent_at"))
-    except ValueError:
-        raise InvalidInput("envelope.sent_at", message.sent_at, "not an RFC 3339 time") from None
-    if sent_at.tzinfo is None:
-        raise InvalidInput("envelope.sent_at", message.sent_at, "give the time zone (UTC)")
+    sent_at = _time(message.sent_at, "envelope.sent_at")
     return EnvelopeBody(
         envelope_id=_uuid(message.envelope_id, "envelope.envelope_id"),
         sender=_required(message.sender, "envelope.sender"),
@@ -172,6 +180,7 @@ def parse_ack(body: bytes) -> AckBody:
         reason=message.reason,
         cosignature=message.cosignature,
         cosigned_size=message.cosigned_size,
+        signed_at=_time(message.signed_at, "ack.signed_at"),
     )
 
 
@@ -186,6 +195,7 @@ def build_ack(body: AckBody) -> bytes:
         reason=body.reason,
         cosignature=body.cosignature,
         cosigned_size=body.cosigned_size,
+        signed_at=body.signed_at.isoformat(),
     ).SerializeToString()
 
 

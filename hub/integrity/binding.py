@@ -57,7 +57,8 @@ What is checked, leaf by leaf:
   the case's previous step).
 * a **peer acknowledgement leaf** (``PEER_ACK``) records another node's signed answer to one of
   this node's envelopes: with that node's log key, its signature verifies over the body the
-  record holds, and the body names this node, the envelope and what the record says.
+  record holds, and the body names this node, the envelope and what the record says; the
+  record's time is no earlier than the time the peer signed less the clock skew.
 
 Every other combination is a problem named by index: an event no command authorised (inserted),
 a command whose events are missing (deleted), a genuine signature attached to another event
@@ -777,6 +778,17 @@ class LogChecker:
             or (refused and body.reason != record.reason)
         ):
             return [Problem("peer acknowledgement", "the record is not what the peer signed")]
+        if record.timestamp < body.signed_at - MAX_CLOCK_SKEW:
+            # The node refuses an acknowledgement signed further ahead of its clock.
+            early = body.signed_at - record.timestamp
+            return [
+                Problem(
+                    "backdated receipt",
+                    f"the acknowledgement of envelope {record.envelope_id} is recorded at "
+                    f"{record.timestamp.isoformat()}, {_duration(early)} before {record.peer} "
+                    f"signed it ({body.signed_at.isoformat()})",
+                )
+            ]
         return []
 
     def _check_signature(self, leaf: Leaf, kind: str, agent: str = "") -> list[Problem]:

@@ -9,11 +9,10 @@ names and compare:
   index must be the very leaf the record carries (the hall's signed command);
 * an **acknowledgement** (``PeerAcknowledgement``, stored) at node A names (peer, index): the
   peer's leaf at that index must be the step record of that envelope, and that record no later
-  than A's record of the acknowledgement (less the clock skew two nodes may have): the peer
-  applied the step before it acknowledged it, so a peer that dates its receipt of a case later
-  than it was (to make its own handling look quicker) is caught here (as would be A, had it
-  backdated its record of the acknowledgement: both logs are signed, so the contradiction is
-  the evidence);
+  than the time the peer signed the acknowledgement: it applied the step before it said so.
+  A peer that dates its receipt of a case later than it was (to make its own handling look
+  quicker) is caught here, by its own signature; A's audit alone checks that A did not store
+  the acknowledgement before the peer signed it;
 * a **refusal** (``Case.TransferRefused``) at A names an envelope the peer refused: the peer's
   log must hold no step record of that envelope.
 
@@ -26,10 +25,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from uuid import UUID
 
-from hub.commands.federation import MAX_CLOCK_SKEW
+from hub.commands.federation import MAX_CLOCK_SKEW, parse_ack
 from hub.domain.case import Case
 from hub.domain.codec import event_mapper
 from hub.domain.federation import PeerAcknowledgement, PeerStep
+from hub.errors import InvalidInput
 from hub.integrity.store import ReadOnlyStore
 from ledger import Authority, Leaf
 
@@ -130,14 +130,18 @@ def _answer(
             f"{origin}: the acknowledgement of envelope {event.envelope_id} cites {event.peer}#"
             f"{event.peer_index}, which is not that envelope's step in {event.peer}'s log"
         )
-    elif record.timestamp > event.timestamp + MAX_CLOCK_SKEW:
-        # Both times are in signed logs: one of the two nodes dated its record falsely.
-        report.problems.append(
-            f"{event.peer}: the step of envelope {event.envelope_id} is recorded as applied at "
-            f"{record.timestamp.isoformat()}, after {origin} stored its acknowledgement "
-            f"({event.timestamp.isoformat()}; clocks may differ by "
-            f"{int(MAX_CLOCK_SKEW.total_seconds())} s): one of the two records is misdated"
-        )
+    else:
+        try:
+            signed_at = parse_ack(event.body).signed_at
+        except InvalidInput as error:  # (the sender's own audit names it too)
+            report.problems.append(f"{origin}: the acknowledgement of {event.envelope_id}: {error}")
+            return
+        if record.timestamp > signed_at + MAX_CLOCK_SKEW:  # (a clock set back a little)
+            report.problems.append(
+                f"{event.peer}: the step of envelope {event.envelope_id} is recorded as applied "
+                f"at {record.timestamp.isoformat()}, after {event.peer} signed its "
+                f"acknowledgement of it ({signed_at.isoformat()})"
+            )
 
 
 def _holds_step_of(store: ReadOnlyStore, envelope_id: UUID) -> bool:

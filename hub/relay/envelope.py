@@ -283,9 +283,13 @@ def _checked_leaf(body: EnvelopeBody, checkpoint: SignedCheckpoint, origin: Peer
 
 
 def verify_ack(
-    signed: federation_pb2.SignedAck, *, own_origin: str, config: FederationConfig
+    signed: federation_pb2.SignedAck,
+    *,
+    own_origin: str,
+    config: FederationConfig,
+    now: datetime,
 ) -> tuple[AckBody, Peer]:
-    """Check an acknowledgement's signature and address; EnvelopeRefused otherwise."""
+    """Check an acknowledgement's signature, address and time; EnvelopeRefused otherwise."""
     try:
         body = parse_ack(bytes(signed.body))
     except InvalidInput as error:
@@ -299,6 +303,11 @@ def verify_ack(
         raise EnvelopeRefused(UNKNOWN_SENDER, f"{body.sender!r} is not a peer", body.sender)
     if not peer.log_verifier().verify(ACK_CONTEXT + bytes(signed.body), signed.signature):
         raise EnvelopeRefused(FORGED, f"not signed by {body.sender}'s log key", body.sender)
+    if body.signed_at > now + MAX_CLOCK_SKEW:
+        # Stored, it would let the peer date its receipt of the step as late as this.
+        raise EnvelopeRefused(
+            STALE, f"signed at {body.signed_at.isoformat()}, in the future", body.sender
+        )
     return body, peer
 
 

@@ -308,7 +308,9 @@ class Inbox:
 
     def _ack(self, signed: federation_pb2.SignedAck, data: bytes) -> str:
         try:
-            body, peer = verify_ack(signed, own_origin=self.origin, config=self.config)
+            body, peer = verify_ack(
+                signed, own_origin=self.origin, config=self.config, now=self.clock()
+            )
         except EnvelopeRefused as refused:
             return self._hold(refused, data)
         row = self.store.row(ENVELOPE, body.envelope_id)

@@ -729,6 +729,7 @@ class Publisher:
             reason="",
             cosignature=line,
             cosigned_size=peek_checkpoint(envelope.checkpoint).size,
+            signed_at=self.clock(),
         )
         return sign_ack(build_ack(body), self.signer)
 
@@ -744,9 +745,16 @@ class _Round:
 
 
 def refusal(
-    signer: Signer, *, own_origin: str, envelope_id: UUID, destination: str, reason: str
+    signer: Signer,
+    *,
+    own_origin: str,
+    envelope_id: UUID,
+    destination: str,
+    reason: str,
+    signed_at: datetime | None = None,
 ) -> bytes:
-    """A signed REFUSED acknowledgement (not stored in our log: nothing was applied)."""
+    """A signed REFUSED acknowledgement (not stored in our log: nothing was applied), signed
+    now unless ``signed_at`` says otherwise."""
     body = AckBody(
         envelope_id=envelope_id,
         sender=own_origin,
@@ -756,6 +764,7 @@ def refusal(
         reason=reason,
         cosignature="",
         cosigned_size=0,
+        signed_at=signed_at or datetime.now(UTC),
     )
     return sign_ack(build_ack(body), signer)
 

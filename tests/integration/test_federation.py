@@ -690,10 +690,9 @@ def test_a_peer_that_dates_its_receipt_after_its_acknowledgement_is_caught_by_th
     manual: Federation,
 ) -> None:
     """61 dates its receipt of 43's case three days later than it was (its handling would look
-    three days quicker): its own log is consistent, and its audit passes. But 61 acknowledged
-    the step, and 43 stored the acknowledgement at 43's time: a step cannot be applied after it
-    was acknowledged, so following the citation names it. Within the clock skew it is no
-    finding."""
+    three days quicker): its own log is consistent, and its audit passes. But 61 signed its
+    acknowledgement of the step, with the time, and 43 keeps it: a step cannot be applied after
+    it was acknowledged, so following the citation names 61, by its own signature."""
     hunan, shaanxi = manual.nodes["43"], manual.nodes["61"]
     row, submission = _offsite_submission(manual)
     assert shaanxi.relay.inbox.handle(submission) == "stored"
@@ -710,8 +709,59 @@ def test_a_peer_that_dates_its_receipt_after_its_acknowledgement_is_caught_by_th
         report = _audit(member, {other.origin: _log_verifier(other)})
         assert report.ok, report.summary()
     citations = _citations(hunan, shaanxi)
-    assert [p for p in citations.problems if "after tongban/43 stored its acknowledgement" in p]
-    assert len(citations.problems) == 1, citations.problems
+    (problem,) = citations.problems
+    assert problem.startswith(f"tongban/61: the step of envelope {row.envelope_id} is recorded")
+    assert "after tongban/61 signed its acknowledgement of it" in problem
+
+
+def test_an_acknowledgement_recorded_before_the_peer_signed_it_is_named(
+    manual: Federation,
+) -> None:
+    """A rogue writer at 43 dates its record of 61's acknowledgement three days back (a
+    handoff made to look delivered earlier): 61 signed the time it acknowledged, and 43 refuses
+    one signed further ahead of its clock. The gate refuses the record; logged past the gate,
+    the auditor, with 61's public key, names it."""
+    hunan, shaanxi = manual.nodes["43"], manual.nodes["61"]
+    _row, message, _body = _acknowledged_submission(manual)
+    at = hunan.node.integrator().catch_up()
+    assert hunan.relay.inbox.handle(message) == "acknowledged"
+    stored = [
+        hunan.app.mapper.to_domain_event(n)
+        for n in hunan.app.recorder.select_notifications(start=1, limit=1000)
+        if n.topic.endswith("PeerAcknowledgement.Recorded")
+    ][-1]
+    rewrite_last_event(
+        hunan.node.settings, "PeerAcknowledgement.Recorded",
+        stored.timestamp.isoformat().encode(),
+        (stored.timestamp - timedelta(days=3)).isoformat().encode(),
+    )  # fmt: skip
+    with pytest.raises(IntegrityViolation, match="backdated receipt"):
+        hunan.node.integrator().catch_up()
+    integrate_without_the_gate(hunan.node.integrator())
+    report = _audit(hunan, {shaanxi.origin: _log_verifier(shaanxi)})
+    assert _findings_at(report) == {(at, "backdated receipt")}, report.summary()
+    assert "before tongban/61 signed it" in report.findings[0].detail
+
+
+def test_an_acknowledgement_signed_in_the_future_is_held(manual: Federation) -> None:
+    """An acknowledgement signed further ahead of the sender's clock than the clock skew would
+    let the peer date its receipt of the step that late: it is held, with the reason, and the
+    envelope stays not done until a timely one comes."""
+    hunan, shaanxi = manual.nodes["43"], manual.nodes["61"]
+    row, genuine, body = _acknowledged_submission(manual)
+    ahead = federation_pb2.Ack()
+    ahead.CopyFrom(body)
+    ahead.signed_at = (datetime.now(UTC) + timedelta(days=3)).isoformat()
+    future = sign_ack(ahead.SerializeToString(), shaanxi.relay.publisher.signer)
+    hunan.node.integrator().catch_up()
+    assert hunan.relay.inbox.handle(future) == "quarantined"
+    (held,) = hunan.relay.store.quarantined("held")
+    assert (held.reason, held.sender) == ("stale", shaanxi.origin)
+    assert "in the future" in held.detail
+    assert hunan.relay.store.backlog()  # not delivered
+    assert hunan.relay.inbox.handle(genuine) == "acknowledged"
+    done = hunan.relay.store.row("envelope", row.envelope_id)
+    assert done is not None and done.outcome == "stored"
 
 
 def test_a_proven_step_whose_command_breaks_this_nodes_rules_is_refused_and_nothing_stored(

@@ -305,6 +305,7 @@ class Ack(_message.Message):
     REASON_FIELD_NUMBER: _builtins.int
     COSIGNATURE_FIELD_NUMBER: _builtins.int
     COSIGNED_SIZE_FIELD_NUMBER: _builtins.int
+    SIGNED_AT_FIELD_NUMBER: _builtins.int
     envelope_id: _builtins.str
     sender: _builtins.str
     """the acknowledging node's log origin"""
@@ -320,6 +321,11 @@ class Ack(_message.Message):
     checkpoint, after checking it is consistent with every earlier checkpoint it saw.
     """
     cosigned_size: _builtins.int
+    signed_at: _builtins.str
+    """RFC 3339 with its time zone: the acknowledging node's clock when it signed. A STORED step
+    was applied there no later; the receiving node refuses a time further ahead of its clock
+    than the clock skew it allows, and stores the acknowledgement no earlier.
+    """
     def __init__(
         self,
         *,
@@ -331,10 +337,11 @@ class Ack(_message.Message):
         reason: _builtins.str = ...,
         cosignature: _builtins.str = ...,
         cosigned_size: _builtins.int = ...,
+        signed_at: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cosignature", b"cosignature", "cosigned_size", b"cosigned_size", "destination", b"destination", "envelope_id", b"envelope_id", "index", b"index", "reason", b"reason", "sender", b"sender", "status", b"status"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cosignature", b"cosignature", "cosigned_size", b"cosigned_size", "destination", b"destination", "envelope_id", b"envelope_id", "index", b"index", "reason", b"reason", "sender", b"sender", "signed_at", b"signed_at", "status", b"status"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
