@@ -686,6 +686,19 @@ def test_a_peer_steps_event_dated_apart_from_its_record_is_named(manual: Federat
             for f in report.findings] == [("content mismatch", True)], report.summary()  # fmt: skip
 
 
+def _answered_each_log_verifying(federation: Federation, answer: bytes) -> Any:
+    """43 takes 61's signed ``answer``; each log then verifies alone (with the other's public
+    key): what following the citations between them finds."""
+    hunan, shaanxi = federation.nodes["43"], federation.nodes["61"]
+    hunan.node.integrator().catch_up()
+    assert hunan.relay.inbox.handle(answer) == "acknowledged"
+    for member, other in ((hunan, shaanxi), (shaanxi, hunan)):
+        member.node.integrator().catch_up()
+        report = _audit(member, {other.origin: _log_verifier(other)})
+        assert report.ok, report.summary()
+    return _citations(hunan, shaanxi)
+
+
 def test_a_peer_that_dates_its_receipt_after_its_acknowledgement_is_caught_by_the_citations(
     manual: Federation,
 ) -> None:
@@ -701,14 +714,7 @@ def test_a_peer_that_dates_its_receipt_after_its_acknowledgement_is_caught_by_th
     record = peer_step_id(hunan.origin, _leaf_index_of_first_step(hunan, row))
     ack = shaanxi.relay.publisher.ack_message(record, row.envelope_id, hunan.origin)
     assert ack is not None
-    hunan.node.integrator().catch_up()
-    assert hunan.relay.inbox.handle(ack) == "acknowledged"
-    for member in (hunan, shaanxi):
-        member.node.integrator().catch_up()
-        other = shaanxi if member is hunan else hunan
-        report = _audit(member, {other.origin: _log_verifier(other)})
-        assert report.ok, report.summary()
-    citations = _citations(hunan, shaanxi)
+    citations = _answered_each_log_verifying(manual, ack)
     (problem,) = citations.problems
     assert problem.startswith(f"tongban/61: the step of envelope {row.envelope_id} is recorded")
     assert "after tongban/61 signed its acknowledgement of it" in problem
@@ -1606,14 +1612,7 @@ def test_a_peer_that_refuses_a_step_it_stored_is_caught_by_following_the_refusal
         shaanxi.relay.publisher.signer, own_origin=shaanxi.origin, envelope_id=row.envelope_id,
         destination=hunan.origin, reason="不予受理",
     )  # fmt: skip
-    hunan.node.integrator().catch_up()
-    assert hunan.relay.inbox.handle(lying) == "acknowledged"
-    for member in (hunan, shaanxi):
-        member.node.integrator().catch_up()
-        other = shaanxi if member is hunan else hunan
-        report = _audit(member, {other.origin: _log_verifier(other)})
-        assert report.ok, report.summary()
-    citations = _citations(hunan, shaanxi)
+    citations = _answered_each_log_verifying(manual, lying)
     assert citations.problems == [
         f"tongban/43: tongban/61 refused envelope {row.envelope_id}, but its log holds it"
     ]
