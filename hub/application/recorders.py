@@ -247,7 +247,7 @@ class TongbanPostgresRecorder(PersonalKeyAccess, PostgresApplicationRecorder):
         # runs on the aborted pipeline, and "pipeline aborted" replaces the IntegrityError
         # (test_a_conflict_with_personal_keys_is_an_integrity_error_when_its_answer_comes_early).
         with curs.connection.pipeline():
-            pass
+            pass  # leaving the nested block is the sync
         # Another cursor of the same connection (same transaction): the library reads the new
         # notification ids back from ``curs``.
         with curs.connection.cursor() as keys:

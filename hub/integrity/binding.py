@@ -628,7 +628,6 @@ class LogChecker:
         else:
             self.signatures += 1
         problems += self._check_origin_proof(record, header.hall_id)
-        problems += self._check_applied_at(record)
         target = _expected_target(command)
         if record.target_id != target:
             problems.append(
@@ -649,15 +648,12 @@ class LogChecker:
         )
         return problems
 
-    def _check_applied_at(self, record: PeerStep.Recorded) -> list[Problem]:
-        """A node applies a step after its envelope was sent: it refuses an envelope sent more
-        than the clock skew ahead of its clock, so a record earlier than the sending time less
-        that skew is backdated. (The latest it can be is the sender's record of this node's
-        acknowledgement: ``tongban audit citations`` checks that, with both logs.)"""
-        try:
-            sent_at = parse_envelope(record.envelope).sent_at
-        except InvalidInput:
-            return []  # named by the envelope check
+    def _check_applied_at(self, record: PeerStep.Recorded, sent_at: datetime) -> list[Problem]:
+        """A node applies a step after its envelope was sent (``sent_at``, signed by the
+        sender): it refuses an envelope sent more than the clock skew ahead of its clock, so a
+        record earlier than the sending time less that skew is backdated. (The latest it can be
+        is this node's signed acknowledgement: ``tongban audit citations`` checks that, with
+        both logs.)"""
         if record.timestamp >= sent_at - MAX_CLOCK_SKEW:
             return []
         return [
@@ -672,7 +668,7 @@ class LogChecker:
 
     def _check_origin_proof(self, record: Any, hall_id: str) -> list[Problem]:
         """The step's leaf in its origin's log, proved under a checkpoint the origin signed,
-        in an envelope its sender signed."""
+        in an envelope its sender signed, and applied here no earlier than it was sent."""
         try:
             origin_leaf = Leaf.decode(record.origin_leaf)
         except LedgerError as error:
@@ -734,7 +730,7 @@ class LogChecker:
             record.origin_leaf,
         ):
             return [Problem("peer envelope", "the envelope did not carry this step to this node")]
-        return []
+        return self._check_applied_at(record, envelope.sent_at)
 
     def _check_peer_ack(self, leaf: Leaf, record: Any) -> list[Problem]:
         refused = isinstance(record, Case.TransferRefused)

@@ -745,16 +745,9 @@ class _Round:
 
 
 def refusal(
-    signer: Signer,
-    *,
-    own_origin: str,
-    envelope_id: UUID,
-    destination: str,
-    reason: str,
-    signed_at: datetime | None = None,
+    signer: Signer, *, own_origin: str, envelope_id: UUID, destination: str, reason: str
 ) -> bytes:
-    """A signed REFUSED acknowledgement (not stored in our log: nothing was applied), signed
-    now unless ``signed_at`` says otherwise."""
+    """A signed REFUSED acknowledgement (not stored in our log: nothing was applied)."""
     body = AckBody(
         envelope_id=envelope_id,
         sender=own_origin,
@@ -764,7 +757,7 @@ def refusal(
         reason=reason,
         cosignature="",
         cosigned_size=0,
-        signed_at=signed_at or datetime.now(UTC),
+        signed_at=datetime.now(UTC),
     )
     return sign_ack(build_ack(body), signer)
 
