@@ -31,7 +31,7 @@ from hub.application.peers import Applied, IncomingStep, NotYet, StepRefused, ap
 from hub.bootstrap import federation_identity, open_node_projections
 from hub.cli import main as cli_main
 from hub.commands.signing import CommandSigner
-from hub.domain.federation import acknowledgement_id, peer_step_id
+from hub.domain.federation import PeerStep, acknowledgement_id, peer_step_id
 from hub.domain.supervision import warning_due
 from hub.domain.values import CaseState, CrossRegionMode, WarningKind
 from hub.errors import IntegrityViolation, InvalidInput, NotFound, StorageUnavailable
@@ -620,6 +620,37 @@ def test_a_step_of_another_node_takes_effect_here_when_this_node_applies_it(
         if notification.topic.endswith("PeerStep.Recorded")
     ]
     assert taken_in.timestamp < copied.timestamp <= record.timestamp
+
+
+def test_a_step_applied_after_the_clock_was_set_back_takes_effect_at_the_previous_step(
+    manual: Federation, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Steps of a case never go back in time: when this node's clock was set back between two
+    steps of a case, the later step's events take the case's previous step's time, its record
+    the clock's, and the log verifies."""
+    hunan, shaanxi = manual.nodes["43"], manual.nodes["61"]
+    row, submission = _offsite_submission(manual)
+    assert shaanxi.relay.inbox.handle(submission) == "stored"
+    copied_at = shaanxi.app.get_case(row.case_id).last_step_at
+    assert copied_at is not None
+    town = hunan.node.halls["hn-shatou-town"]
+    hunan.node.run(town, "accept", idempotency_key="attack-0002", case_id=str(row.case_id))
+    (accept,) = [m for r, m in manual.outgoing(hunan) if r.envelope_id != row.envelope_id]
+    set_back = copied_at - timedelta(minutes=1)
+    monkeypatch.setattr(PeerStep.Recorded, "create_timestamp", staticmethod(lambda: set_back))
+    assert shaanxi.relay.inbox.handle(accept) == "stored"
+    accepted = shaanxi.app.case_history(row.case_id)[-1]
+    assert accepted.timestamp == copied_at  # not before the copy
+    records = [
+        shaanxi.app.mapper.to_domain_event(n)
+        for n in shaanxi.app.recorder.select_notifications(start=1, limit=1000)
+        if n.topic.endswith("PeerStep.Recorded")
+    ]
+    assert records[-1].timestamp == set_back
+    monkeypatch.undo()
+    shaanxi.node.integrator().catch_up()
+    report = _audit(shaanxi, {hunan.origin: _log_verifier(hunan)})
+    assert report.ok, report.summary()
 
 
 def _redate_the_step_at_61(shaanxi: Member, shift: timedelta, *, events: bool = True) -> None:
@@ -1800,15 +1831,8 @@ def test_a_replayed_peer_step_is_refused_by_a_restarted_gate_and_named_by_the_au
     hunan, shaanxi = manual.nodes["43"], manual.nodes["61"]
     _row, submission = _offsite_submission(manual)
     assert shaanxi.relay.inbox.handle(submission) == "stored"
-    node, app = shaanxi.node, shaanxi.node.app
-    node.add_hall("sx-later-hall", BAIHE)  # a command of 61's own after the step
-    at = node.integrator().catch_up()
-    _store_again(app, "PeerStep.Recorded")
-    with pytest.raises(IntegrityViolation, match="peer step replayed") as refused:
-        node.integrator().catch_up()
-    assert refused.value.index == at
-    integrate_without_the_gate(node.integrator())
-    report = _audit(shaanxi, {hunan.origin: _log_verifier(hunan)})
+    shaanxi.node.add_hall("sx-later-hall", BAIHE)  # a command of 61's own after the step
+    at, report = _replayed_past_the_gate(shaanxi, hunan, "PeerStep.Recorded")
     assert (at, "peer step replayed") in {(f.index, f.kind) for f in report.findings}
     # (It announces the step's events again, which do not follow: named at the same leaf.)
     assert {f.index for f in report.findings} == {at}, report.summary()
@@ -1820,16 +1844,23 @@ def test_a_replayed_peer_acknowledgement_is_named_by_the_auditor(manual: Federat
     gate with 43's log key, the auditor names the replay."""
     hunan, shaanxi = manual.nodes["43"], manual.nodes["61"]
     _row, message, _body = _acknowledged_submission(manual)
-    node, app = hunan.node, hunan.node.app
     assert hunan.relay.inbox.handle(message) == "acknowledged"
+    at, report = _replayed_past_the_gate(hunan, shaanxi, "PeerAcknowledgement.Recorded")
+    assert _findings_at(report) == {(at, "peer acknowledgement replayed")}, report.summary()
+
+
+def _replayed_past_the_gate(member: Member, peer: Member, topic_suffix: str) -> tuple[int, Any]:
+    """As a rogue writer at ``member``: its first record of ``topic_suffix`` stored again. The
+    gate (restarted) refuses it at its own leaf as a replay; logged past the gate with the
+    member's log key: that leaf, and the auditor's report (with ``peer``'s public key)."""
+    node = member.node
     at = node.integrator().catch_up()
-    _store_again(app, "PeerAcknowledgement.Recorded")
-    with pytest.raises(IntegrityViolation, match="peer acknowledgement replayed") as refused:
+    _store_again(node.app, topic_suffix)
+    with pytest.raises(IntegrityViolation, match="replayed") as refused:
         node.integrator().catch_up()
     assert refused.value.index == at
     integrate_without_the_gate(node.integrator())
-    report = _audit(hunan, {shaanxi.origin: _log_verifier(shaanxi)})
-    assert _findings_at(report) == {(at, "peer acknowledgement replayed")}, report.summary()
+    return at, _audit(member, {peer.origin: _log_verifier(peer)})
 
 
 def _store_again(app: Any, topic_suffix: str) -> None:
