@@ -341,6 +341,19 @@ def _offsite_submission(federation: Federation) -> tuple[Any, bytes]:
     return row, message
 
 
+def _each_held(member: Member, genuine: bytes, attacks: list[Any], sender: Member) -> None:
+    """Each of ``attacks`` — (reason, detail, a change to ``genuine``'s body, which ``sender``
+    signs again with its log key) — is quarantined at ``member`` with that reason and detail,
+    naming ``sender``."""
+    inbox, store = member.relay.inbox, member.relay.store
+    signer = sender.relay.publisher.signer
+    for reason, detail, change in attacks:
+        assert inbox.handle(_resigned(genuine, change, signer)) == "quarantined", detail
+        held = store.quarantined("held")[-1]
+        assert (held.reason, held.sender) == (reason, sender.origin), held
+        assert detail in held.detail, held.detail
+
+
 def _resigned(message: bytes, change: Any, signer: Any) -> bytes:
     """The envelope with its body changed by ``change`` and signed again by ``signer``."""
     wrapper = federation_pb2.FederationMessage.FromString(message)
@@ -403,7 +416,7 @@ def test_a_sender_whose_checkpoints_contradict_each_other_is_quarantined_and_the
     witness`` shows it), as from a witness request."""
     hunan, shaanxi = manual.nodes["43"], manual.nodes["61"]
     _row, genuine = _offsite_submission(manual)
-    inbox, store = shaanxi.relay.inbox, shaanxi.relay.store
+    inbox = shaanxi.relay.inbox
     assert inbox.handle(genuine) == "stored"
     hunan_key = hunan.relay.publisher.signer
     body = federation_pb2.Envelope.FromString(
@@ -434,11 +447,7 @@ def test_a_sender_whose_checkpoints_contradict_each_other_is_quarantined_and_the
          carrying(tree(seen + 5), seen + 4, [])),
         ("stale", "in the future", lambda changed: setattr(changed, "sent_at", future)),
     ]  # fmt: skip
-    for reason, detail, change in attacks:
-        assert inbox.handle(_resigned(genuine, change, hunan_key)) == "quarantined", detail
-        held = store.quarantined("held")[-1]
-        assert (held.reason, held.sender) == (reason, hunan.origin), held
-        assert detail in held.detail, held.detail
+    _each_held(shaanxi, genuine, attacks, hunan)
     assert shaanxi.node.log_size() == size
     # The fork and the proof that does not connect are evidence, with both signed notes.
     view = shaanxi.relay.inbox.view
@@ -457,7 +466,7 @@ def test_a_step_its_sender_cannot_prove_is_quarantined(manual: Federation) -> No
     does not verify, in a log the sender signed a checkpoint over."""
     hunan, shaanxi = manual.nodes["43"], manual.nodes["61"]
     _row, genuine = _offsite_submission(manual)
-    inbox, store = shaanxi.relay.inbox, shaanxi.relay.store
+    inbox = shaanxi.relay.inbox
     hunan_key = hunan.relay.publisher.signer
     body = federation_pb2.Envelope.FromString(
         federation_pb2.FederationMessage.FromString(genuine).envelope.body
@@ -489,11 +498,7 @@ def test_a_step_its_sender_cannot_prove_is_quarantined(manual: Federation) -> No
         ("forged", f"the hall's signature does not verify with key {leaf.key_id}", unsigned_leaf),
     ]  # fmt: skip
     size = shaanxi.node.log_size()
-    for reason, detail, change in attacks:
-        assert inbox.handle(_resigned(genuine, change, hunan_key)) == "quarantined", detail
-        held = store.quarantined("held")[-1]
-        assert (held.reason, held.sender) == (reason, hunan.origin), held
-        assert detail in held.detail, held.detail
+    _each_held(shaanxi, genuine, attacks, hunan)
     assert shaanxi.node.log_size() == size
     assert inbox.handle(genuine) == "stored"
 
