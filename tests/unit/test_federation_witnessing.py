@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from cryptography.x509.oid import NameOID
 
 from hub.errors import ConfigurationError
-from hub.relay.config import parse_federation
+from hub.relay.config import load_federation, parse_federation
 from ledger import Cosigner, Signer
 
 
@@ -233,3 +233,83 @@ def test_a_peer_log_key_of_another_origin_is_named(tmp_path: Path) -> None:
     with pytest.raises(ConfigurationError) as refused:
         _parse(tmp_path, {"peers": [peer]})
     assert "peers[0].log_key: names the log 'tongban/42', not 'tongban/61'" in str(refused.value)
+
+
+def _changed_peer(tmp_path: Path, **changes: Any) -> dict[str, Any]:
+    """Peer 61's entry with ``changes`` (None: the key removed)."""
+    peer = {**_peer(tmp_path, "61"), **changes}
+    return {key: value for key, value in peer.items() if value is not None}
+
+
+@pytest.mark.parametrize(
+    ("document", "where", "problem"),
+    [
+        ({"kafka": {"bootstrap": 9092}}, "kafka.bootstrap", "a list of host:port strings"),
+        ({"kafka": {"bootstrap": ["kafka-1"]}}, "kafka.bootstrap[0]", "'kafka-1' is not host:port"),
+        ({"kafka": {"bootstrap": []}}, "kafka.bootstrap", "name at least one broker"),
+        ({"kafka": {"bootstrap": "k:9092", "topic_prefix": "a b"}}, "kafka.topic_prefix",
+         "letters, digits"),
+        ({"kafka": {"bootstrap": "k:9092", "acks": 1}}, "kafka.acks", "unknown key"),
+        ({"kafka": "k:9092"}, "kafka", "use a [kafka] table"),
+        ({"relay": {"resend_after_s": 0}}, "relay.resend_after_s", "a positive number"),
+        ({"relay": {"resend_after_s": True}}, "relay.resend_after_s", "a positive number"),
+        ({"relay": {"witness_k": -1}}, "relay.witness_k", "a whole number, 0 or more"),
+        ({"peers": {"region": "61"}}, "peers", "use [[peers]] tables"),
+        ({"peers": ["61"]}, "peers[0]", "a table of the peer's keys"),
+        ({"peers": "PEER:port=7443"}, "peers[0].port", "unknown key"),
+        ({"peers": "PEER:origin="}, "peers[0].origin", "missing"),
+        ({"peers": "PEER:address=7443"}, "peers[0].address", "a string"),
+        ({"peers": "PEER:address=node-61"}, "peers[0].address", "'node-61' is not host:port"),
+        ({"peers": "PEER:log_key=tongban/61+00+AA"}, "peers[0].log_key",
+         "not a C2SP verifier key"),
+        ({"peers": "PEER:witness_key=x"}, "peers[0].witness_key",
+         "not a cosignature verifier key"),
+        ({"peers": "PEER:encryption_key=AAAA"}, "peers[0].encryption_key",
+         "expected x25519:<base64 of 32 bytes>"),
+        ({"peers": "PEER:encryption_key=x25519:%%%"}, "peers[0].encryption_key", "not base64"),
+        ({"peers": "PEER:encryption_key=x25519:AAAA"}, "peers[0].encryption_key",
+         "an X25519 public key has 32 bytes, not 3"),
+        ({"peers": "PEER:ca_certificate=absent.pem"}, "peers[0].ca_certificate", "absent.pem"),
+        ({"peers": "PEER:ca_certificate=federation.toml"}, "peers[0].ca_certificate",
+         "not a PEM certificate"),
+        ({"peers": "PEER:inbox_topic=inbox 61"}, "peers[0].inbox_topic", "letters, digits"),
+        ({"peers": "PEER:origin=tongban/43"}, "peers[0].origin",
+         "'tongban/43' is this node's own log"),
+        ({"peers": "TWICE"}, "peers[1].origin", "'tongban/61' is also peers[0]"),
+        ({"nodes": []}, "nodes", "unknown key"),
+    ],
+)  # fmt: skip
+def test_the_relay_and_peer_mistakes_name_the_entry(
+    tmp_path: Path, document: dict[str, Any], where: str, problem: str
+) -> None:
+    (tmp_path / "federation.toml").write_text("# not a certificate\n")
+    peers = document.get("peers")
+    if isinstance(peers, str) and peers.startswith("PEER:"):
+        key, _, value = peers[5:].partition("=")
+        changes: dict[str, Any] = {key: int(value) if value.isdigit() else value}
+        if key == "origin" and value:  # the log key names the origin it verifies
+            changes["log_key"] = Signer.generate(value).verifier_key()
+        document = {**document, "peers": [_changed_peer(tmp_path, **changes)]}
+    elif peers == "TWICE":  # one origin for two regions
+        document = {**document, "peers": [_peer(tmp_path, "61"), _changed_peer(tmp_path)]}
+        document["peers"][1]["region"] = "62"
+    with pytest.raises(ConfigurationError) as refused:
+        _parse(tmp_path, document)
+    assert f"federation.toml: {where}: " in str(refused.value)
+    assert problem in str(refused.value).partition(f"{where}: ")[2]
+
+
+def test_a_federation_file_that_is_absent_or_not_toml_is_named(tmp_path: Path) -> None:
+    path = tmp_path / "federation.toml"
+    with pytest.raises(ConfigurationError, match=f"federation file {path} does not exist"):
+        load_federation(path, own_region="43", own_origin="tongban/43")
+    path.write_text("[kafka\nbootstrap = 1\n")
+    with pytest.raises(ConfigurationError, match="federation.toml: not valid TOML"):
+        load_federation(path, own_region="43", own_origin="tongban/43")
+    path.write_bytes(b"\xff\xfe[kafka]\n")
+    with pytest.raises(ConfigurationError, match="federation.toml: not valid TOML"):
+        load_federation(path, own_region="43", own_origin="tongban/43")
+    path.unlink()
+    path.mkdir()  # unreadable as a file
+    with pytest.raises(ConfigurationError, match="federation.toml: Is a directory"):
+        load_federation(path, own_region="43", own_origin="tongban/43")
