@@ -12,7 +12,6 @@ import binascii
 import functools
 import hashlib
 import re
-from dataclasses import dataclass
 from uuid import NAMESPACE_URL, UUID, uuid5
 
 from eventsourcing.domain import Aggregate
@@ -48,15 +47,6 @@ def key_id(public_key_b64: str) -> str:
     Halls' and admins' command-signing keys are named by it in the ledger's leaves.
     """
     return hashlib.sha256(decode_public_key(public_key_b64)).hexdigest()[:16]
-
-
-@dataclass(frozen=True)
-class WindowPosts:
-    """AB岗 of one window: its A post serves, its B post while the A post is absent."""
-
-    a_post: str
-    b_post: str
-    a_post_absent: bool
 
 
 class Hall(Aggregate):
@@ -108,12 +98,8 @@ class Hall(Aggregate):
         a_post: str
         b_post: str
         a_post_absent: bool
-
-        def apply(self, aggregate: Hall) -> None:
-            aggregate.roster = {
-                **aggregate.roster,
-                self.window: WindowPosts(self.a_post, self.b_post, self.a_post_absent),
-            }
+        # No state of the aggregate changes: who serves a window is read from the projection's
+        # rosters (hub.projections.queries.rosters), which the supervisor and the halls query.
 
     def __init__(self) -> None:
         self.hall_id = ""
@@ -123,8 +109,6 @@ class Hall(Aggregate):
         self.public_keys: tuple[str, ...] = ()
         self.retired = False
         self.kind = HallKind.UNSPECIFIED
-        #: AB岗 of each window that has been staffed.
-        self.roster: dict[str, WindowPosts] = {}
 
     @classmethod
     def register(
@@ -201,13 +185,6 @@ class Hall(Aggregate):
             raise InvalidInput(
                 field, window, f"not a window of hall {self.hall_id} ({'、'.join(self.windows)})"
             )
-
-    def serving(self, window: str) -> str | None:
-        """The operator who serves ``window`` now (AB岗), or None if it is not staffed."""
-        posts = self.roster.get(window)
-        if posts is None:
-            return None
-        return posts.b_post if posts.a_post_absent else posts.a_post
 
     def retire(self, reason: str) -> None:
         """Retire the hall; it can no longer act."""
