@@ -92,6 +92,15 @@ def _load(*entries: dict[str, Any]) -> Catalogue:
             {"offsite_intake_provinces": ["4"], "cross_region_modes": ["OFFSITE_PROXY"]},
             "'offsite_intake_provinces'",
         ),
+        ({"name": " "}, "'name': must not be empty"),
+        ({"fee_basis": None}, "'fee_basis'"),
+        ({"promised_days": -1}, "'promised_days': must not be negative"),
+        ({"legal_basis": ["《行政许可法》", " "]}, "'legal_basis': every entry must be"),
+        ({"materials": [{"required": True}]}, "'materials[0]': needs a name"),
+        ({"certificate": "居民身份证"}, "'certificate': expected an object or null"),
+        ({"cross_region_modes": ["LOCAL"]}, "LOCAL is not a 跨省通办 mode"),
+        ({"recurs_every_months": 121}, "'recurs_every_months': expected 0-120 months"),
+        ({"recurs_every_months": True}, "'recurs_every_months'"),
     ],
 )
 def test_bad_entry_names_entry_and_field(changes: dict[str, Any], field: str) -> None:
@@ -112,6 +121,17 @@ def test_not_json_is_refused() -> None:
         Catalogue.from_json("{", "broken.json")
 
 
+def test_a_document_without_items_or_with_an_entry_not_an_object_is_refused() -> None:
+    with pytest.raises(ConfigurationError, match="expected an object with 'items'"):
+        Catalogue.from_json('{"edition": "t"}', "empty.json")
+    with pytest.raises(ConfigurationError, match=r"items\[1\]: an entry must be an object"):
+        Catalogue.from_json(json.dumps({"items": [_entry(), "070302001000"]}), "odd.json")
+    entry = _entry()
+    del entry["fee_standard"]
+    with pytest.raises(ConfigurationError, match="'fee_standard'.*missing"):
+        _load(entry)
+
+
 def test_unknown_and_malformed_codes_are_invalid_input(catalogue: Catalogue) -> None:
     with pytest.raises(InvalidInput, match="not in the service-item catalogue"):
         catalogue.get("999999999999")
@@ -128,6 +148,11 @@ def test_offsite_intake_rules() -> None:
     assert item.allows_intake_in(RegionCode.parse("421281"), hunan) is CrossRegionMode.OFFSITE_PROXY
     with pytest.raises(InvalidInput, match="off-site only in provinces 42, 61"):
         item.allows_intake_in(RegionCode.parse("110101"), hunan)
+    # An item handled wholly online may be applied for from any province (全程网办).
+    online = _load(_entry(cross_region_modes=["FULLY_ONLINE"])).get("000000000001")
+    assert (
+        online.allows_intake_in(RegionCode.parse("110101"), hunan) is CrossRegionMode.FULLY_ONLINE
+    )
     local_only = _load(_entry()).get("000000000001")
     with pytest.raises(InvalidInput, match="not a 跨省通办 item"):
         local_only.allows_intake_in(RegionCode.parse("421281"), hunan)
