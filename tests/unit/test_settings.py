@@ -41,6 +41,9 @@ def test_environment_overrides_the_file(tmp_path: Path) -> None:
         ),
         ({"TONGBAN_MAX_MATERIAL_BYTES": "0"}, "TONGBAN_MAX_MATERIAL_BYTES must be positive"),
         ({"TONGBAN_MAX_MATERIAL_BYTES": "1MB"}, "TONGBAN_MAX_MATERIAL_BYTES='1MB'"),
+        ({"TONGBAN_PROCESSES": "-1"}, "TONGBAN_PROCESSES='-1': expected a whole number"),
+        ({"TONGBAN_LOG_FORMAT": "xml"}, "TONGBAN_LOG_FORMAT='xml': json or text"),
+        ({"TONGBAN_LOG_LEVEL": "LOUD"}, "TONGBAN_LOG_LEVEL='LOUD': DEBUG, INFO, WARNING or ERROR"),
     ],
 )
 def test_bad_values_name_the_variable(environ: dict[str, str], message: str) -> None:
@@ -53,6 +56,20 @@ def test_unknown_file_keys_are_refused(tmp_path: Path) -> None:
     config.write_text('colour = "red"\n')
     with pytest.raises(ConfigurationError, match="unknown keys colour"):
         Settings.from_env({"TONGBAN_CONFIG": str(config)})
+
+
+def test_a_configuration_file_that_is_absent_or_not_toml_is_named(tmp_path: Path) -> None:
+    config = tmp_path / "tongban.toml"
+    with pytest.raises(ConfigurationError, match=f"TONGBAN_CONFIG={config}: "):
+        Settings.from_env({"TONGBAN_CONFIG": str(config)})
+    config.write_text("node_region = \n")
+    with pytest.raises(ConfigurationError, match=f"TONGBAN_CONFIG={config}: Invalid value"):
+        Settings.from_env({"TONGBAN_CONFIG": str(config)})
+
+
+def test_settings_made_in_code_are_checked_the_same_way(tmp_path: Path) -> None:
+    with pytest.raises(ConfigurationError, match=r"TONGBAN_PROCESSES must be 0 \(one per CPU\)"):
+        Settings(data_dir=tmp_path, processes=-1)
 
 
 def test_password_is_not_in_repr(tmp_path: Path) -> None:
