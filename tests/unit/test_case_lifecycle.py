@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from uuid import uuid4
 
 import pytest
 from eventsourcing.domain import CanCreateTimestamp
@@ -398,3 +399,33 @@ def test_allowed_table_covers_every_public_command() -> None:
     # Every state except the final ones allows at least one command.
     allowed_somewhere = set(itertools.chain.from_iterable(ALLOWED_FROM.values()))
     assert {s for s in S if not s.is_final} <= allowed_somewhere
+
+
+def test_steps_that_name_nothing_are_refused_and_change_nothing() -> None:
+    """A 一次性告知 names every missing material, a 补正 brings at least one, an authorisation
+    names its agent, joint tasks open once, and a peer's refusal takes back only a case that
+    waits for another node."""
+    case = new_case(actor=COUNTY_HALL, competent=COUNTY)
+    for missing in ((), ("迁入证明", " ")):
+        with pytest.raises(InvalidInput, match="name at least one missing material"):
+            case.request_correction(COUNTY_HALL, missing, "一次性告知")
+    case.request_correction(COUNTY_HALL, ("迁入证明",), "一次性告知")
+    with pytest.raises(InvalidInput, match="a resubmission brings at least one material"):
+        case.resubmit(COUNTY_HALL, ())
+    with pytest.raises(InvalidInput, match="name the agent"):
+        case.authorise_agent(COUNTY_HALL, AgentAuthorisation())
+    with pytest.raises(TransitionRefused, match="nothing to take back"):
+        case.transfer_refused(
+            envelope_id=uuid4(), peer="tongban/61", key_id="k", body=b"", signature=b"", reason="x"
+        )
+    assert case.state is S.AWAITING_CORRECTION
+    assert [type(e).__name__ for e in case.pending_events] == ["Submitted", "CorrectionRequested"]
+
+    joint = new_case(actor=COUNTY_HALL, competent=COUNTY, kind=CaseKind.JOINT)
+    joint.accept(COUNTY_HALL)
+    tasks = (JointTask("a", "x", "市场监管"), JointTask("b", "y", "税务"))
+    joint.open_joint_tasks(COUNTY_HALL, tasks)
+    joint.complete_joint_task(Actor("x", "op", COUNTY), "a", True, "")
+    joint.complete_joint_task(Actor("y", "op", COUNTY), "b", True, "")
+    with pytest.raises(TransitionRefused, match="tasks were already run"):
+        joint.open_joint_tasks(COUNTY_HALL, tasks)
