@@ -1791,13 +1791,18 @@ def _flipped(signature: bytes) -> bytes:
         ("signature", "signature", "does not verify with the key"),
         ("hall_key", "signature", "does not verify with the key"),
         ("target_id", "mis-bound signature", "the record acts on"),
+        ("origin_leaf", "peer proof", "the origin's leaf does not decode"),
+        ("checkpoint", "peer proof", "note has no valid signature from a known key"),
+        ("sender", "peer key unknown", "no log key of 'tongban/99' to check with"),
     ],
 )
 def test_a_peer_step_logged_with_altered_evidence_is_named_by_the_auditor(
     manual: Federation, field: str, kind: str, detail: str
 ) -> None:
     """A rogue operator at 61 holding 61's log key alters the evidence 61 stored of 43's step
-    (the envelope's signature, or where the step stands in 43's log) and logs it past the gate.
+    (the envelope's signature, where the step stands in 43's log, the hall's signature or key,
+    the case it acts on, the origin's leaf, the checkpoint it is proved under, the node that
+    sent it) and logs it past the gate.
     The auditor, with 43's public log key, names the step's leaf and nothing else (a step moved
     to another index is also a record under the wrong id: ``peer step replayed``)."""
     hunan, shaanxi = manual.nodes["43"], manual.nodes["61"]
@@ -1816,6 +1821,14 @@ def test_a_peer_step_logged_with_altered_evidence_is_named_by_the_auditor(
     elif field == "target_id":  # another case than the command's
         case_id = federation_pb2.Envelope.FromString(wrapper.envelope.body).case_id
         old, new = UUID(case_id).hex.encode(), UUID(int=7).hex.encode()  # (stored as hex)
+    elif field == "origin_leaf":  # bytes that are no leaf
+        old, new = _b64(step.leaf), _b64(b"junk")
+    elif field == "checkpoint":  # the origin's tree, signed by a key not the origin's
+        genuine = federation_pb2.Envelope.FromString(wrapper.envelope.body).checkpoint
+        stranger = Signer.generate(hunan.origin)
+        old, new = _b64(genuine), _b64(sign_checkpoint(peek_checkpoint(genuine), stranger))
+    elif field == "sender":  # a node whose key the auditor was not given
+        old, new = b'"sender":"tongban/43"', b'"sender":"tongban/99"'
     else:
         old = f'"origin_index":{step.index},'.encode()
         new = f'"origin_index":{step.index - 1},'.encode()
@@ -1883,26 +1896,41 @@ def _findings_at(report: Any) -> set[tuple[int | None, str]]:
     return {(finding.index, finding.kind) for finding in report.findings}
 
 
-def test_a_peer_acknowledgement_logged_with_a_forged_signature_is_named_by_the_auditor(
-    manual: Federation,
+@pytest.mark.parametrize(
+    ("field", "kind", "detail"),
+    [
+        ("signature", "signature", "did not sign this acknowledgement"),
+        ("peer_index", "peer acknowledgement", "the record is not what the peer signed"),
+        ("stored", "peer acknowledgement", "the record is not what the peer signed"),
+        ("peer", "peer key unknown", "no log key of 'tongban/99' to check with"),
+    ],
+)
+def test_a_peer_acknowledgement_logged_with_altered_evidence_is_named_by_the_auditor(
+    manual: Federation, field: str, kind: str, detail: str
 ) -> None:
-    """A rogue operator at 43 holding 43's log key stores 61's acknowledgement with another
-    signature and logs it past the gate: the auditor, with 61's public log key, names it."""
+    """A rogue operator at 43 holding 43's log key stores 61's acknowledgement altered (another
+    signature, another leaf of 61's log cited, a refusal recorded as stored or the other way,
+    another node as its signer) and logs it past the gate: the auditor, with 61's public log
+    key, names it and nothing else."""
     hunan, shaanxi = manual.nodes["43"], manual.nodes["61"]
-    _row, genuine, _body = _acknowledged_submission(manual)
+    _row, genuine, body = _acknowledged_submission(manual)
     hunan.node.integrator().catch_up()
     assert hunan.relay.inbox.handle(genuine) == "acknowledged"
-    signature = bytes(federation_pb2.FederationMessage.FromString(genuine).ack.signature)
-    rewrite_last_event(
-        hunan.node.settings,
-        "PeerAcknowledgement.Recorded",
-        _b64(signature),
-        _b64(_flipped(signature)),
-    )
+    if field == "signature":
+        signature = bytes(federation_pb2.FederationMessage.FromString(genuine).ack.signature)
+        old, new = _b64(signature), _b64(_flipped(signature))
+    elif field == "peer_index":
+        old = f'"peer_index":{body.index},'.encode()
+        new = f'"peer_index":{body.index + 1},'.encode()
+    elif field == "stored":
+        old, new = b'"stored":true', b'"stored":false'
+    else:
+        old, new = b'"peer":"tongban/61"', b'"peer":"tongban/99"'
+    rewrite_last_event(hunan.node.settings, "PeerAcknowledgement.Recorded", old, new)
     integrate_without_the_gate(hunan.node.integrator())
     report = _audit(hunan, {shaanxi.origin: _log_verifier(shaanxi)})
-    assert [finding.kind for finding in report.findings] == ["signature"], report.summary()
-    assert "did not sign this acknowledgement" in report.findings[0].detail
+    assert [finding.kind for finding in report.findings] == [kind], report.summary()
+    assert detail in report.findings[0].detail
 
 
 def test_the_auditor_told_the_regions_names_a_step_of_a_hall_its_origin_does_not_keep(
