@@ -124,3 +124,31 @@ def test_a_reception_naming_another_case_is_refused_and_named(
     assert [(f.index, f.kind) for f in report.findings] == [
         (refused.value.index, "content mismatch")
     ]
+
+
+def test_a_booking_moved_to_another_slot_is_refused_and_named(
+    story: SupervisionStory, settings: Settings
+) -> None:
+    """A rogue writer moves a booking to another time than the hall signed (a slot taken for
+    someone else, or a booking made to look like one the hall never gave): the gate refuses
+    it, and the auditor names it once it is logged past the gate."""
+    at = story.node.integrator().catch_up() + 1  # the booking's record, then its event
+    booked = _book(story)
+    stored = story.app.mapper.to_domain_event(story.app.recorder.select_events(booked.case_id)[0])
+    assert isinstance(stored, Appointment.Booked)
+    later = stored.starts_at + timedelta(hours=2)
+    rewrite_last_event(settings, "Appointment.Booked", stored.starts_at.isoformat().encode(),
+                       later.isoformat().encode())  # fmt: skip
+    with pytest.raises(IntegrityViolation) as refused:
+        story.node.integrator().catch_up()
+    assert refused.value.index == at
+    assert refused.value.problems == [
+        "content mismatch: the booking differs from the command",
+        "mis-bound event: the appointment is not of its slot",
+    ]
+    integrate_without_the_gate(story.node.integrator())
+    report = _audit(settings)
+    assert {(f.index, f.kind) for f in report.findings} == {
+        (at, "content mismatch"),
+        (at, "mis-bound event"),
+    }
