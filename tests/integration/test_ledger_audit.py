@@ -1309,6 +1309,40 @@ def test_an_export_verifies_offline_and_names_an_altered_tile_or_event(
     assert any("entries" in f.detail for f in report.findings), report.summary()
 
 
+def test_an_export_with_events_cut_short_missing_or_without_its_checkpoint_is_named(
+    node: InProcessNode, tmp_path: Path
+) -> None:
+    """What an auditor holding only an export (and the public key) is told when part of it is
+    not there: an events bundle cut short or missing is named at its first leaf, and the
+    rest is still checked; an export without its checkpoint is one finding, not a crash."""
+    settings = node.settings
+    integrator = node.integrator()
+    verifiers = [_verifier(settings)]
+
+    def exported(name: str) -> tuple[Path, Path]:
+        directory = tmp_path / name
+        export_log(integrator.view, directory, settings.origin)
+        bundle = next(p for p in (directory / "events").rglob("*") if p.is_file())
+        return directory, bundle
+
+    for damage, message in (
+        (lambda bundle: bundle.write_bytes(bundle.read_bytes()[:-3]), "truncated event bundle"),
+        (lambda bundle: bundle.write_bytes(bundle.read_bytes()[:2]), "truncated event bundle"),
+        (Path.unlink, "No such file"),
+    ):
+        directory, bundle = exported(f"export-{message[:9]}-{len(list(tmp_path.iterdir()))}")
+        damage(bundle)
+        report = audit_export(directory, verifiers, origin=settings.origin)
+        assert not report.ok
+        assert any(
+            (f.index, f.kind) == (0, "export") and message in f.detail for f in report.findings
+        ), report.summary()
+    directory, _bundle = exported("export-without-checkpoint")
+    (directory / "checkpoint").unlink()
+    report = audit_export(directory, verifiers, origin=settings.origin)
+    assert [(f.index, f.kind) for f in report.findings] == [(None, "export")], report.summary()
+
+
 def test_audit_case_shows_each_event_proven_and_signed(node: InProcessNode) -> None:
     settings, app = node.settings, node.app
     case_id = next(
