@@ -57,6 +57,8 @@ class EnvelopeBody:
     sent_at: datetime
     #: (origin, index) of the steps to apply before this one.
     after: tuple[tuple[str, int], ...] = ()
+    #: SHA-256 of the applicant sealed beside the body (empty: none), so the signature covers it.
+    sealed_personal_sha256: bytes = b""
 
 
 @dataclass(frozen=True)
@@ -111,6 +113,13 @@ def parse_envelope(body: bytes) -> EnvelopeBody:
         raise InvalidInput("envelope.step", "", "missing")
     step = message.step
     sent_at = _time(message.sent_at, "envelope.sent_at")
+    sealed_digest = bytes(message.sealed_personal_sha256)
+    if len(sealed_digest) not in (0, 32):
+        raise InvalidInput(
+            "envelope.sealed_personal_sha256",
+            f"{len(sealed_digest)} bytes",
+            "a SHA-256 (32 bytes), or empty when nothing is sealed",
+        )
     return EnvelopeBody(
         envelope_id=_uuid(message.envelope_id, "envelope.envelope_id"),
         sender=_required(message.sender, "envelope.sender"),
@@ -132,6 +141,7 @@ def parse_envelope(body: bytes) -> EnvelopeBody:
         after=tuple(
             (_required(ref.origin, "envelope.after.origin"), ref.index) for ref in message.after
         ),
+        sealed_personal_sha256=sealed_digest,
     )
 
 
@@ -157,6 +167,7 @@ def build_envelope(body: EnvelopeBody) -> bytes:
         consistency_proof=list(body.consistency_proof),
         sent_at=body.sent_at.isoformat(),
         after=[federation_pb2.StepRef(origin=origin, index=index) for origin, index in body.after],
+        sealed_personal_sha256=body.sealed_personal_sha256,
     ).SerializeToString()
 
 

@@ -6,7 +6,8 @@ its checkpoint is signed by the sender and consistent with the sender's checkpoi
 saw before (a consistency proof from the last one this node acknowledged); the step's leaf is
 in its origin's log under a checkpoint that origin signed (the sender's, or for a step the
 sender forwards, the origin's own); that leaf is a hall's command whose signature verifies with
-the hall key the sender vouches for; and, for a submission, the applicant's values open (their
+the hall key the sender vouches for; and, for a submission, the applicant sealed beside the
+body is the one the sender signed for (its SHA-256 is in the body) and its values open (their
 commitments are checked by the application). Each failure is an :class:`EnvelopeRefused` with a
 reason code the quarantine shows: ``malformed``, ``misaddressed``, ``unknown sender``,
 ``forged``, ``stale``, ``fork``, ``unverifiable``.
@@ -14,11 +15,14 @@ reason code the quarantine shows: ``malformed``, ``misaddressed``, ``unknown sen
 Personal values travel sealed with HPKE (RFC 9180; DHKEM(X25519, HKDF-SHA256), HKDF-SHA256,
 AES-256-GCM, from ``cryptography``) to the destination node's encryption key, with the envelope
 id in the ``info``, so a sealed applicant cannot be moved to another envelope, and neither Kafka
-nor any log ever holds a clear value.
+nor any log ever holds a clear value. HPKE's base mode does not say who sealed: anyone may seal
+values to a node's public key. The digest in the signed body does: a copy whose sealed applicant
+was dropped or replaced on the way is held, and the sender's own copy goes in.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -196,8 +200,23 @@ def verify_envelope(
             raise EnvelopeRefused(FORGED, f"the step's checkpoint: {error}", body.sender) from None
     leaf = _checked_leaf(body, step_checkpoint, origin)
     personal: tuple[PersonalValue, ...] = ()
-    if signed.sealed_personal:
-        personal = open_personal(bytes(signed.sealed_personal), encryption_key, body.envelope_id)
+    sealed = bytes(signed.sealed_personal)
+    if sealed or body.sealed_personal_sha256:
+        # The sealed applicant travels beside the signed body: only its digest in the body
+        # says it is the one the sender sealed. A copy without it, or with another, proves
+        # nothing about the step, so it is held (the sender's own copy still comes), never
+        # refused: a signed refusal would end the handoff at the sender.
+        if not sealed:
+            raise EnvelopeRefused(
+                UNVERIFIABLE, "the sealed applicant its sender signed for is missing", body.sender
+            )
+        if hashlib.sha256(sealed).digest() != body.sealed_personal_sha256:
+            raise EnvelopeRefused(
+                UNVERIFIABLE,
+                "the sealed applicant is not the one its sender signed for",
+                body.sender,
+            )
+        personal = open_personal(sealed, encryption_key, body.envelope_id)
     return VerifiedEnvelope(
         body=body,
         raw_body=bytes(signed.body),

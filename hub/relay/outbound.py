@@ -29,6 +29,7 @@ in order when it returns.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import threading
 import time
@@ -569,6 +570,11 @@ class Publisher:
                 return None
             step, submit = found
         consistency_from, proof = self._consistency(shared, peer.origin)
+        sealed = b""
+        if submit:
+            values = self._personal(row.case_id)
+            if values:
+                sealed = seal_personal(values, peer.encryption_public_key(), row.envelope_id)
         body = EnvelopeBody(
             envelope_id=row.envelope_id,
             sender=self.app.policy.origin,
@@ -580,12 +586,8 @@ class Publisher:
             consistency_proof=proof,
             sent_at=self.clock(),
             after=self._after(row, created.first_version, peer.origin, latest.size),
+            sealed_personal_sha256=hashlib.sha256(sealed).digest() if sealed else b"",
         )
-        sealed = b""
-        if submit:
-            values = self._personal(row.case_id)
-            if values:
-                sealed = seal_personal(values, peer.encryption_public_key(), row.envelope_id)
         return sign_envelope(build_envelope(body), self.signer, sealed)
 
     def _record_event(self, record_id: UUID) -> CommandRecord.Recorded | PeerStep.Recorded:

@@ -30,6 +30,7 @@ from hub import telemetry
 from hub.application.peers import Applied, IncomingStep, NotYet, StepRefused, apply_peer_step
 from hub.bootstrap import federation_identity, open_node_projections
 from hub.cli import main as cli_main
+from hub.commands.model import PersonalValue
 from hub.commands.signing import CommandSigner
 from hub.domain.federation import PeerStep, acknowledgement_id, peer_step_id
 from hub.domain.supervision import warning_due
@@ -40,7 +41,7 @@ from hub.integrity.citations import check_citations
 from hub.integrity.store import ReadOnlyStore
 from hub.integrity.witnessed import evidence_count
 from hub.projections.queries import Names, rank_windows, statistics
-from hub.relay.envelope import sign_ack, sign_envelope
+from hub.relay.envelope import seal_personal, sign_ack, sign_envelope
 from hub.relay.outbound import (
     OUTBOX_PROJECTION,
     LeafMemory,
@@ -589,6 +590,47 @@ def test_a_sealed_applicant_moved_to_another_envelope_does_not_open(manual: Fede
     assert shaanxi.relay.inbox.handle(moved) == "quarantined"
     (held,) = shaanxi.relay.store.quarantined("held")
     assert held.reason == "unverifiable" and "personal" in held.detail
+
+
+def test_a_submission_whose_sealed_applicant_is_dropped_or_replaced_on_the_way_is_held(
+    manual: Federation,
+) -> None:
+    """The sealed applicant travels beside the signed body, and anyone may seal values to a
+    node's public key, so anyone who can write to the topic could drop it from a copy or put
+    other values in its place. The sender signs its SHA-256 in the body: such a copy is held
+    as unverifiable, never answered with a signed refusal (which would end the handoff at the
+    sender for good), and the sender's genuine copy still goes in."""
+    hunan, shaanxi = manual.nodes["43"], manual.nodes["61"]
+    row, genuine = _offsite_submission(manual)
+    envelope_id = UUID(
+        federation_pb2.Envelope.FromString(
+            federation_pb2.FederationMessage.FromString(genuine).envelope.body
+        ).envelope_id
+    )
+    strangers = (  # other values, sealed to 61 for this very envelope
+        PersonalValue("name", "李四", b"\x00" * 16),
+        PersonalValue("id_number", APPLICANT.id_number, b"\x01" * 16),
+        PersonalValue("phone", "13900000000", b"\x02" * 16),
+    )
+    to_shaanxi = hunan.relay.publisher.config.peer_by_origin(shaanxi.origin)
+    assert to_shaanxi is not None
+    replaced = seal_personal(strangers, to_shaanxi.encryption_public_key(), envelope_id)
+    sent: list[bytes] = []
+    shaanxi.relay.inbox.send = lambda topic, key, value: sent.append(value)
+    for sealed, detail in (
+        (b"", "the sealed applicant its sender signed for is missing"),
+        (replaced, "the sealed applicant is not the one its sender signed for"),
+    ):
+        copy = federation_pb2.FederationMessage.FromString(genuine)
+        copy.envelope.sealed_personal = sealed
+        assert shaanxi.relay.inbox.handle(copy.SerializeToString()) == "quarantined", detail
+        held = shaanxi.relay.store.quarantined("held")[-1]
+        assert (held.reason, held.sender, held.detail) == ("unverifiable", hunan.origin, detail)
+    assert sent == []  # nothing answered
+    with pytest.raises(NotFound):
+        shaanxi.app.get_case(row.case_id)
+    assert shaanxi.relay.inbox.handle(genuine) == "stored"
+    assert shaanxi.app.get_case(row.case_id).state is CaseState.RECEIVED
 
 
 def test_duplicates_are_stored_once_and_acknowledged_again(manual: Federation) -> None:

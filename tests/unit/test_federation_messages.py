@@ -46,6 +46,7 @@ ENVELOPE = EnvelopeBody(
     consistency_proof=(b"\x03" * 32,),
     sent_at=SENT,
     after=(("tongban/43", 16), ("tongban/42", 3)),
+    sealed_personal_sha256=b"\x05" * 32,
 )
 
 ACK = AckBody(
@@ -102,6 +103,11 @@ def _set(path: str, value: object) -> Callable[[Any], None]:
         (_set("step.hall_key", ""), "envelope.step.hall_key", "missing"),
         (_set("checkpoint", b""), "envelope.checkpoint", "missing"),
         (lambda m: m.after.add(origin="", index=2), "envelope.after.origin", "missing"),
+        (
+            _set("sealed_personal_sha256", b"\x05" * 31),
+            "envelope.sealed_personal_sha256",
+            "a SHA-256 (32 bytes), or empty when nothing is sealed",
+        ),
     ],
 )
 def test_an_envelope_missing_or_garbling_a_field_is_refused_naming_it(

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1btongban/v1/federation.proto\x12\ntongban.v1\"t\n\x11\x46\x65\x64\x65rationMessage\x12.\n\x08\x65nvelope\x18\x01 \x01(\x0b\x32\x1a.tongban.v1.SignedEnvelopeH\x00\x12$\n\x03\x61\x63k\x18\x02 \x01(\x0b\x32\x15.tongban.v1.SignedAckH\x00\x42\t\n\x07message\"J\n\x0eSignedEnvelope\x12\x0c\n\x04\x62ody\x18\x01 \x01(\x0c\x12\x11\n\tsignature\x18\x02 \x01(\x0c\x12\x17\n\x0fsealed_personal\x18\x03 \x01(\x0c\"\xf3\x01\n\x08\x45nvelope\x12\x13\n\x0b\x65nvelope_id\x18\x01 \x01(\t\x12\x0e\n\x06sender\x18\x02 \x01(\t\x12\x13\n\x0b\x64\x65stination\x18\x03 \x01(\t\x12\x0f\n\x07\x63\x61se_id\x18\x04 \x01(\t\x12\x1e\n\x04step\x18\x05 \x01(\x0b\x32\x10.tongban.v1.Step\x12\x12\n\ncheckpoint\x18\x06 \x01(\x0c\x12\x18\n\x10\x63onsistency_from\x18\x07 \x01(\x04\x12\x19\n\x11\x63onsistency_proof\x18\x08 \x03(\x0c\x12\x0f\n\x07sent_at\x18\t \x01(\t\x12\"\n\x05\x61\x66ter\x18\n \x03(\x0b\x32\x13.tongban.v1.StepRef\"(\n\x07StepRef\x12\x0e\n\x06origin\x18\x01 \x01(\t\x12\r\n\x05index\x18\x02 \x01(\x04\"\xdf\x01\n\x04Step\x12\x0e\n\x06origin\x18\x01 \x01(\t\x12\r\n\x05index\x18\x02 \x01(\x04\x12\x0c\n\x04leaf\x18\x03 \x01(\x0c\x12\x17\n\x0finclusion_proof\x18\x04 \x03(\x0c\x12\x12\n\ncheckpoint\x18\x05 \x01(\x0c\x12\x10\n\x08hall_key\x18\x06 \x01(\t\x12\x37\n\x0chall_regions\x18\x07 \x03(\x0b\x32!.tongban.v1.Step.HallRegionsEntry\x1a\x32\n\x10HallRegionsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\",\n\tSignedAck\x12\x0c\n\x04\x62ody\x18\x01 \x01(\x0c\x12\x11\n\tsignature\x18\x02 \x01(\x0c\"\x80\x02\n\x03\x41\x63k\x12\x13\n\x0b\x65nvelope_id\x18\x01 \x01(\t\x12\x0e\n\x06sender\x18\x02 \x01(\t\x12\x13\n\x0b\x64\x65stination\x18\x03 \x01(\t\x12&\n\x06status\x18\x04 \x01(\x0e\x32\x16.tongban.v1.Ack.Status\x12\r\n\x05index\x18\x05 \x01(\x04\x12\x0e\n\x06reason\x18\x06 \x01(\t\x12\x13\n\x0b\x63osignature\x18\x07 \x01(\t\x12\x15\n\rcosigned_size\x18\x08 \x01(\x04\x12\x11\n\tsigned_at\x18\t \x01(\t\"9\n\x06Status\x12\x16\n\x12STATUS_UNSPECIFIED\x10\x00\x12\n\n\x06STORED\x10\x01\x12\x0b\n\x07REFUSED\x10\x02\";\n\x0eSealedPersonal\x12)\n\x06\x66ields\x18\x01 \x03(\x0b\x32\x19.tongban.v1.PersonalField\";\n\rPersonalField\x12\r\n\x05\x66ield\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t\x12\x0c\n\x04salt\x18\x03 \x01(\x0c\x42%\n\rcn.tongban.v1Z\x14tongban/v1;tongbanv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1btongban/v1/federation.proto\x12\ntongban.v1\"t\n\x11\x46\x65\x64\x65rationMessage\x12.\n\x08\x65nvelope\x18\x01 \x01(\x0b\x32\x1a.tongban.v1.SignedEnvelopeH\x00\x12$\n\x03\x61\x63k\x18\x02 \x01(\x0b\x32\x15.tongban.v1.SignedAckH\x00\x42\t\n\x07message\"J\n\x0eSignedEnvelope\x12\x0c\n\x04\x62ody\x18\x01 \x01(\x0c\x12\x11\n\tsignature\x18\x02 \x01(\x0c\x12\x17\n\x0fsealed_personal\x18\x03 \x01(\x0c\"\x93\x02\n\x08\x45nvelope\x12\x13\n\x0b\x65nvelope_id\x18\x01 \x01(\t\x12\x0e\n\x06sender\x18\x02 \x01(\t\x12\x13\n\x0b\x64\x65stination\x18\x03 \x01(\t\x12\x0f\n\x07\x63\x61se_id\x18\x04 \x01(\t\x12\x1e\n\x04step\x18\x05 \x01(\x0b\x32\x10.tongban.v1.Step\x12\x12\n\ncheckpoint\x18\x06 \x01(\x0c\x12\x18\n\x10\x63onsistency_from\x18\x07 \x01(\x04\x12\x19\n\x11\x63onsistency_proof\x18\x08 \x03(\x0c\x12\x0f\n\x07sent_at\x18\t \x01(\t\x12\"\n\x05\x61\x66ter\x18\n \x03(\x0b\x32\x13.tongban.v1.StepRef\x12\x1e\n\x16sealed_personal_sha256\x18\x0b \x01(\x0c\"(\n\x07StepRef\x12\x0e\n\x06origin\x18\x01 \x01(\t\x12\r\n\x05index\x18\x02 \x01(\x04\"\xdf\x01\n\x04Step\x12\x0e\n\x06origin\x18\x01 \x01(\t\x12\r\n\x05index\x18\x02 \x01(\x04\x12\x0c\n\x04leaf\x18\x03 \x01(\x0c\x12\x17\n\x0finclusion_proof\x18\x04 \x03(\x0c\x12\x12\n\ncheckpoint\x18\x05 \x01(\x0c\x12\x10\n\x08hall_key\x18\x06 \x01(\t\x12\x37\n\x0chall_regions\x18\x07 \x03(\x0b\x32!.tongban.v1.Step.HallRegionsEntry\x1a\x32\n\x10HallRegionsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\",\n\tSignedAck\x12\x0c\n\x04\x62ody\x18\x01 \x01(\x0c\x12\x11\n\tsignature\x18\x02 \x01(\x0c\"\x80\x02\n\x03\x41\x63k\x12\x13\n\x0b\x65nvelope_id\x18\x01 \x01(\t\x12\x0e\n\x06sender\x18\x02 \x01(\t\x12\x13\n\x0b\x64\x65stination\x18\x03 \x01(\t\x12&\n\x06status\x18\x04 \x01(\x0e\x32\x16.tongban.v1.Ack.Status\x12\r\n\x05index\x18\x05 \x01(\x04\x12\x0e\n\x06reason\x18\x06 \x01(\t\x12\x13\n\x0b\x63osignature\x18\x07 \x01(\t\x12\x15\n\rcosigned_size\x18\x08 \x01(\x04\x12\x11\n\tsigned_at\x18\t \x01(\t\"9\n\x06Status\x12\x16\n\x12STATUS_UNSPECIFIED\x10\x00\x12\n\n\x06STORED\x10\x01\x12\x0b\n\x07REFUSED\x10\x02\";\n\x0eSealedPersonal\x12)\n\x06\x66ields\x18\x01 \x03(\x0b\x32\x19.tongban.v1.PersonalField\";\n\rPersonalField\x12\r\n\x05\x66ield\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t\x12\x0c\n\x04salt\x18\x03 \x01(\x0c\x42%\n\rcn.tongban.v1Z\x14tongban/v1;tongbanv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -39,21 +39,21 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SIGNEDENVELOPE']._serialized_start=161
   _globals['_SIGNEDENVELOPE']._serialized_end=235
   _globals['_ENVELOPE']._serialized_start=238
-  _globals['_ENVELOPE']._serialized_end=481
-  _globals['_STEPREF']._serialized_start=483
-  _globals['_STEPREF']._serialized_end=523
-  _globals['_STEP']._serialized_start=526
-  _globals['_STEP']._serialized_end=749
-  _globals['_STEP_HALLREGIONSENTRY']._serialized_start=699
-  _globals['_STEP_HALLREGIONSENTRY']._serialized_end=749
-  _globals['_SIGNEDACK']._serialized_start=751
-  _globals['_SIGNEDACK']._serialized_end=795
-  _globals['_ACK']._serialized_start=798
-  _globals['_ACK']._serialized_end=1054
-  _globals['_ACK_STATUS']._serialized_start=997
-  _globals['_ACK_STATUS']._serialized_end=1054
-  _globals['_SEALEDPERSONAL']._serialized_start=1056
-  _globals['_SEALEDPERSONAL']._serialized_end=1115
-  _globals['_PERSONALFIELD']._serialized_start=1117
-  _globals['_PERSONALFIELD']._serialized_end=1176
+  _globals['_ENVELOPE']._serialized_end=513
+  _globals['_STEPREF']._serialized_start=515
+  _globals['_STEPREF']._serialized_end=555
+  _globals['_STEP']._serialized_start=558
+  _globals['_STEP']._serialized_end=781
+  _globals['_STEP_HALLREGIONSENTRY']._serialized_start=731
+  _globals['_STEP_HALLREGIONSENTRY']._serialized_end=781
+  _globals['_SIGNEDACK']._serialized_start=783
+  _globals['_SIGNEDACK']._serialized_end=827
+  _globals['_ACK']._serialized_start=830
+  _globals['_ACK']._serialized_end=1086
+  _globals['_ACK_STATUS']._serialized_start=1029
+  _globals['_ACK_STATUS']._serialized_end=1086
+  _globals['_SEALEDPERSONAL']._serialized_start=1088
+  _globals['_SEALEDPERSONAL']._serialized_end=1147
+  _globals['_PERSONALFIELD']._serialized_start=1149
+  _globals['_PERSONALFIELD']._serialized_end=1208
 # @@protoc_insertion_point(module_scope)

@@ -68,7 +68,8 @@ class SignedEnvelope(_message.Message):
     sealed_personal: _builtins.bytes
     """The applicant's personal values (a SealedPersonal), sealed with HPKE (RFC 9180:
     DHKEM(X25519, HKDF-SHA256), HKDF-SHA256, AES-256-GCM) to the destination node's encryption
-    key, with the envelope id as info. Empty unless the step is a submission. Not signed: the
+    key, with the envelope id as info. Empty unless the step is a submission. Not in the signed
+    body (no log keeps it), but its SHA-256 is (Envelope.sealed_personal_sha256); and the
     destination checks every value against the commitments the hall signed.
     """
     def __init__(
@@ -102,6 +103,7 @@ class Envelope(_message.Message):
     CONSISTENCY_PROOF_FIELD_NUMBER: _builtins.int
     SENT_AT_FIELD_NUMBER: _builtins.int
     AFTER_FIELD_NUMBER: _builtins.int
+    SEALED_PERSONAL_SHA256_FIELD_NUMBER: _builtins.int
     envelope_id: _builtins.str
     """UUID; the same on every resend"""
     sender: _builtins.str
@@ -117,6 +119,11 @@ class Envelope(_message.Message):
     consistency_from: _builtins.int
     sent_at: _builtins.str
     """When the envelope was made (RFC 3339, UTC); a receiver refuses one far in the future."""
+    sealed_personal_sha256: _builtins.bytes
+    """SHA-256 of the SignedEnvelope's sealed_personal (empty when none is sealed), so the sender's
+    signature covers it: a copy whose sealed applicant was dropped or replaced on the way is
+    held as unverifiable, never answered with a refusal.
+    """
     @_builtins.property
     def step(self) -> Global___Step: ...
     @_builtins.property
@@ -141,10 +148,11 @@ class Envelope(_message.Message):
         consistency_proof: _abc.Iterable[_builtins.bytes] | None = ...,
         sent_at: _builtins.str = ...,
         after: _abc.Iterable[Global___StepRef] | None = ...,
+        sealed_personal_sha256: _builtins.bytes = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["step", b"step"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["after", b"after", "case_id", b"case_id", "checkpoint", b"checkpoint", "consistency_from", b"consistency_from", "consistency_proof", b"consistency_proof", "destination", b"destination", "envelope_id", b"envelope_id", "sender", b"sender", "sent_at", b"sent_at", "step", b"step"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["after", b"after", "case_id", b"case_id", "checkpoint", b"checkpoint", "consistency_from", b"consistency_from", "consistency_proof", b"consistency_proof", "destination", b"destination", "envelope_id", b"envelope_id", "sealed_personal_sha256", b"sealed_personal_sha256", "sender", b"sender", "sent_at", b"sent_at", "step", b"step"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
