@@ -199,6 +199,46 @@ def test_a_409_is_followed_and_failures_are_recorded(
     assert WitnessPolicy(0).k == 0
 
 
+def test_a_witness_that_cosigned_more_of_this_log_than_it_holds_says_the_log_lost_leaves(
+    node: InProcessNode, standard_witness: StandardWitness
+) -> None:
+    """A witness remembers the largest tree of this log it cosigned. If it answers 409 with a
+    size above this node's latest checkpoint, this node has lost leaves it signed (a backup
+    restored, a log cut short): the publisher does not retry from that size, and the outcome
+    says so, in the record ``tongban federation witness`` shows. A 409 whose size is not a
+    number, and any other refusal, are recorded with what the witness said."""
+    outside = WitnessTarget(
+        "witness.example/w9", standard_witness.verifier_key, standard_witness.url
+    )
+    view = node.integrator().view
+    settings = config(node, 1, outside)
+    publisher = CheckpointPublisher(view, settings, interval=3600)
+    try:
+        assert [o.status for o in publisher.publish()] == [200]
+        size, root = standard_witness.state["tongban/43"]
+        standard_witness.state["tongban/43"] = (size + 5, root)  # cosigned before a restore
+        (ahead,) = publisher.publish(force=True)
+        assert ahead.status == 409 and ahead.cosigned_size is None
+        assert ahead.message == (
+            f"the witness has cosigned size {size + 5} of this log, more than its latest "
+            f"checkpoint ({size}): this log lost leaves it signed"
+        )
+        assert len(standard_witness.requests) == 2  # not retried from the witness's size
+
+        answers = iter([(409, "text/x.tlog.size", b"many\n"), (403, "text/plain", b"bad key\n")])
+        standard_witness.add_checkpoint = lambda _body: next(answers)  # type: ignore[method-assign]
+        (garbled,) = publisher.publish(force=True)
+        assert garbled.status == 409 and garbled.message.startswith("409 with a malformed size")
+        (refused,) = publisher.publish(force=True)
+        assert (refused.status, refused.message) == (403, "bad key")
+    finally:
+        publisher.close()
+    status = witnessing_status(view, settings.policy(), settings.log_verifier())
+    assert [(s.witness, s.status, s.message) for s in status.submissions] == [
+        ("witness.example/w9", 403, "bad key")
+    ]
+
+
 def test_a_witness_over_https_is_checked_against_the_peers_ca(
     tmp_path: Path, node: InProcessNode
 ) -> None:
