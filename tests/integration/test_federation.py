@@ -1881,6 +1881,42 @@ def test_a_peer_step_logged_with_altered_evidence_is_named_by_the_auditor(
     assert len({finding.index for finding in report.findings}) == 1, report.summary()
 
 
+def test_peer_records_changed_after_they_were_logged_are_named_by_the_auditor(
+    manual: Federation,
+) -> None:
+    """A rogue writer changes a peer's step record at 61 (the hall it names), and a peer's
+    acknowledgement at 43 (its signature), after each was logged honestly. Each leaf commits to
+    its record's stored bytes, so the auditor names the record's leaf as modified, and checks
+    nothing further from a record it cannot trust."""
+    hunan, shaanxi = manual.nodes["43"], manual.nodes["61"]
+    _row, message, _body = _acknowledged_submission(manual)
+    at_shaanxi = _first_leaf_of(shaanxi, "PeerStep.Recorded")
+    at_hunan = hunan.node.integrator().catch_up()
+    assert hunan.relay.inbox.handle(message) == "acknowledged"
+    hunan.node.integrator().catch_up()
+    rewrite_last_event(
+        shaanxi.node.settings, "PeerStep.Recorded",
+        f'"signer":"hn-shatou-town@{SHATOU}"'.encode(),
+        f'"signer":"hn-other-town@{SHATOU}"'.encode(),
+    )  # fmt: skip
+    ack_signature = bytes(federation_pb2.FederationMessage.FromString(message).ack.signature)
+    rewrite_last_event(
+        hunan.node.settings, "PeerAcknowledgement.Recorded",
+        _b64(ack_signature), _b64(_flipped(ack_signature)),
+    )  # fmt: skip
+    for member, peer, at in ((shaanxi, hunan, at_shaanxi), (hunan, shaanxi, at_hunan)):
+        report = _audit(member, {peer.origin: _log_verifier(peer)})
+        assert (at, "event modified") in _findings_at(report), report.summary()
+        assert "signature" not in {f.kind for f in report.findings}, report.summary()
+
+
+def _first_leaf_of(member: Member, topic_suffix: str) -> int:
+    """The leaf index of ``member``'s first logged event of ``topic_suffix``."""
+    view = member.node.integrator().view
+    leaves = view.read(lambda cursor: view.tables.leaves(cursor, 0, member.node.log_size()))
+    return next(i for i, leaf in enumerate(leaves) if leaf.topic.endswith(topic_suffix))
+
+
 def test_a_replayed_peer_step_is_refused_by_a_restarted_gate_and_named_by_the_auditor(
     manual: Federation,
 ) -> None:
