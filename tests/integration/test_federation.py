@@ -50,8 +50,10 @@ from hub.relay.outbound import (
     stored_after,
 )
 from hub.settings import Settings
+from hub.witnessing.service import NodeWitness
 from ledger import (
     Checkpoint,
+    Cosigner,
     EvidenceKind,
     Leaf,
     Signer,
@@ -59,6 +61,7 @@ from ledger import (
     peek_checkpoint,
     sign_checkpoint,
 )
+from ledger.witness_protocol import format_add_checkpoint
 from ledger.witness_storage import SQLWitnessStore
 from tests.harness.availability import service_unavailable
 from tests.harness.broker import TansuBroker
@@ -457,6 +460,39 @@ def test_a_sender_whose_checkpoints_contradict_each_other_is_quarantined_and_the
     assert evidence_count(view) == evidence + 2
     # What the node saw of 43 is what it saw before: the genuine envelope is a duplicate.
     assert inbox.handle(genuine) == "duplicate"
+
+
+def test_a_checkpoint_that_contradicts_one_the_witness_endpoint_saw_is_a_fork_at_the_relay(
+    manual: Federation,
+) -> None:
+    """A node sees a peer's checkpoints on two channels: in the peer's envelopes, and in the
+    peer's requests to this node's witness endpoint (C2SP tlog-witness). 43 asks 61's witness
+    to cosign one tree, and sends 61 envelopes under another tree of the same size: whichever
+    comes second is a split view. The envelope is held as a fork, and both signed notes are
+    kept as evidence (``tongban federation witness``)."""
+    hunan, shaanxi = manual.nodes["43"], manual.nodes["61"]
+    _row, genuine = _offsite_submission(manual)
+    body = federation_pb2.Envelope.FromString(
+        federation_pb2.FederationMessage.FromString(genuine).envelope.body
+    )
+    size = peek_checkpoint(body.checkpoint).size
+    other_tree = sign_checkpoint(
+        Checkpoint(hunan.origin, size, b"\x07" * 32), hunan.relay.publisher.signer
+    )
+    view = shaanxi.relay.inbox.view
+    witness = NodeWitness(
+        view, Cosigner.generate(f"{shaanxi.origin}/witness"), {hunan.origin: [_log_verifier(hunan)]}
+    )
+    assert witness.add_checkpoint(format_add_checkpoint(0, [], other_tree)).status == 200
+    before = evidence_count(view)
+    assert shaanxi.relay.inbox.handle(genuine) == "quarantined"
+    (held,) = shaanxi.relay.store.quarantined("held")
+    assert (held.reason, held.sender) == ("fork", hunan.origin)
+    assert evidence_count(view) == before + 1
+    kept = view.read(lambda cursor: SQLWitnessStore(view.tables, cursor).evidence(hunan.origin))
+    assert kept[-1].kind is EvidenceKind.FORK
+    with pytest.raises(NotFound):
+        shaanxi.app.get_case(_row.case_id)
 
 
 def test_a_step_its_sender_cannot_prove_is_quarantined(manual: Federation) -> None:
