@@ -112,6 +112,8 @@ def value_from_proto(cls: type[Any], message: Message, field: str) -> Any:
         ) from None
 
 
+#: Resolved once per class. A dict rather than functools.cache: mypy --strict does not take
+#: ``type[Any]`` for the Hashable argument a cached function asks for.
 _VALUE_HINTS: dict[type[Any], dict[str, Any]] = {}
 
 

@@ -322,6 +322,13 @@ def _audit(member: Any, peers: dict[str, Verifier]) -> Any:
         return audit_store(store, [_log_verifier(member)], origin=member.origin, peers=peers)
 
 
+def _audited_past_the_gate(member: Member, peer: Member) -> Any:
+    """As a rogue operator holding ``member``'s log key: what is stored logged without the
+    gate's checks; then the auditor's report of ``member``'s log, with ``peer``'s public key."""
+    integrate_without_the_gate(member.node.integrator())
+    return _audit(member, {peer.origin: _log_verifier(peer)})
+
+
 # ---------------------------------------------------------------------------------- attacks
 
 
@@ -471,7 +478,7 @@ def test_a_checkpoint_that_contradicts_one_the_witness_endpoint_saw_is_a_fork_at
     comes second is a split view. The envelope is held as a fork, and both signed notes are
     kept as evidence (``tongban federation witness``)."""
     hunan, shaanxi = manual.nodes["43"], manual.nodes["61"]
-    _row, genuine = _offsite_submission(manual)
+    row, genuine = _offsite_submission(manual)
     body = federation_pb2.Envelope.FromString(
         federation_pb2.FederationMessage.FromString(genuine).envelope.body
     )
@@ -492,7 +499,7 @@ def test_a_checkpoint_that_contradicts_one_the_witness_endpoint_saw_is_a_fork_at
     kept = view.read(lambda cursor: SQLWitnessStore(view.tables, cursor).evidence(hunan.origin))
     assert kept[-1].kind is EvidenceKind.FORK
     with pytest.raises(NotFound):
-        shaanxi.app.get_case(_row.case_id)
+        shaanxi.app.get_case(row.case_id)
 
 
 def test_a_step_its_sender_cannot_prove_is_quarantined(manual: Federation) -> None:
@@ -768,8 +775,7 @@ def test_a_peer_step_recorded_before_its_envelope_was_sent_is_refused_and_named(
     _redate_the_step_at_61(shaanxi, -timedelta(days=3))
     with pytest.raises(IntegrityViolation, match="backdated receipt"):
         shaanxi.node.integrator().catch_up()
-    integrate_without_the_gate(shaanxi.node.integrator())
-    report = _audit(shaanxi, {hunan.origin: _log_verifier(hunan)})
+    report = _audited_past_the_gate(shaanxi, hunan)
     (finding,) = report.findings
     assert finding.kind == "backdated receipt", report.summary()
     assert re.search(r"applied at .*, 2 d 86\d\d\d s before tongban/43 sent it", finding.detail)
@@ -794,8 +800,7 @@ def test_a_peer_steps_event_dated_apart_from_its_record_is_named(manual: Federat
     )  # fmt: skip
     with pytest.raises(IntegrityViolation, match="the time this node applied"):
         shaanxi.node.integrator().catch_up()
-    integrate_without_the_gate(shaanxi.node.integrator())
-    report = _audit(shaanxi, {hunan.origin: _log_verifier(hunan)})
+    report = _audited_past_the_gate(shaanxi, hunan)
     assert [(f.kind, "the time this node applied the peer's step" in f.detail)
             for f in report.findings] == [("content mismatch", True)], report.summary()  # fmt: skip
 
@@ -857,8 +862,7 @@ def test_an_acknowledgement_recorded_before_the_peer_signed_it_is_named(
     )  # fmt: skip
     with pytest.raises(IntegrityViolation, match="backdated receipt"):
         hunan.node.integrator().catch_up()
-    integrate_without_the_gate(hunan.node.integrator())
-    report = _audit(hunan, {shaanxi.origin: _log_verifier(shaanxi)})
+    report = _audited_past_the_gate(hunan, shaanxi)
     assert _findings_at(report) == {(at, "backdated receipt")}, report.summary()
     assert "before tongban/61 signed it" in report.findings[0].detail
 
@@ -1911,8 +1915,7 @@ def test_a_peer_step_logged_with_altered_evidence_is_named_by_the_auditor(
         old = f'"origin_index":{step.index},'.encode()
         new = f'"origin_index":{step.index - 1},'.encode()
     rewrite_last_event(shaanxi.node.settings, "PeerStep.Recorded", old, new)
-    integrate_without_the_gate(shaanxi.node.integrator())
-    report = _audit(shaanxi, {hunan.origin: _log_verifier(hunan)})
+    report = _audited_past_the_gate(shaanxi, hunan)
     assert any(f.kind == kind and detail in f.detail for f in report.findings), report.summary()
     assert len({finding.index for finding in report.findings}) == 1, report.summary()
 
@@ -1991,8 +1994,7 @@ def _replayed_past_the_gate(member: Member, peer: Member, topic_suffix: str) -> 
     with pytest.raises(IntegrityViolation, match="replayed") as refused:
         node.integrator().catch_up()
     assert refused.value.index == at
-    integrate_without_the_gate(node.integrator())
-    return at, _audit(member, {peer.origin: _log_verifier(peer)})
+    return at, _audited_past_the_gate(member, peer)
 
 
 def _store_again(app: Any, topic_suffix: str) -> None:
@@ -2041,8 +2043,7 @@ def test_a_peer_acknowledgement_logged_with_altered_evidence_is_named_by_the_aud
     else:
         old, new = b'"peer":"tongban/61"', b'"peer":"tongban/99"'
     rewrite_last_event(hunan.node.settings, "PeerAcknowledgement.Recorded", old, new)
-    integrate_without_the_gate(hunan.node.integrator())
-    report = _audit(hunan, {shaanxi.origin: _log_verifier(shaanxi)})
+    report = _audited_past_the_gate(hunan, shaanxi)
     assert [finding.kind for finding in report.findings] == [kind], report.summary()
     assert detail in report.findings[0].detail
 
