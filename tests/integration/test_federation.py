@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import dataclasses
+import hashlib
 import json
 import re
 import sys
@@ -30,6 +31,7 @@ from hub import telemetry
 from hub.application.peers import Applied, IncomingStep, NotYet, StepRefused, apply_peer_step
 from hub.bootstrap import federation_identity, open_node_projections
 from hub.cli import main as cli_main
+from hub.commands.federation import parse_envelope
 from hub.commands.model import PersonalValue
 from hub.commands.signing import CommandSigner
 from hub.domain.federation import PeerStep, acknowledgement_id, peer_step_id
@@ -674,6 +676,15 @@ def test_a_submission_whose_sealed_applicant_is_dropped_or_replaced_on_the_way_i
         shaanxi.app.get_case(row.case_id)
     assert shaanxi.relay.inbox.handle(genuine) == "stored"
     assert shaanxi.app.get_case(row.case_id).state is CaseState.RECEIVED
+    # 61's record of the step keeps the signed body, with the digest, never the sealed values.
+    sealed = bytes(federation_pb2.FederationMessage.FromString(genuine).envelope.sealed_personal)
+    (stored,) = [
+        n for n in shaanxi.app.recorder.select_notifications(start=1, limit=1000)
+        if n.topic.endswith("PeerStep.Recorded")
+    ]  # fmt: skip
+    record = shaanxi.app.mapper.to_domain_event(stored)
+    assert parse_envelope(record.envelope).sealed_personal_sha256 == hashlib.sha256(sealed).digest()
+    assert sealed not in stored.state and _b64(sealed) not in stored.state
 
 
 def test_duplicates_are_stored_once_and_acknowledged_again(manual: Federation) -> None:
